@@ -1,0 +1,5 @@
+import sys
+
+from squals_action.cli import main
+
+sys.exit(main())

@@ -1,0 +1,289 @@
+"""The typed squals file: immutable values that every other concern reads instead of raw YAML.
+
+Durations are stored in seconds and percentages in percent (``10%`` is ``10.0``), so no caller parses
+strings again. Every command keeps its :class:`Location` so later failures can point at the squals file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from types import MappingProxyType
+from typing import Literal, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+GateStage = Literal["compile", "test", "security"]
+HookStage = Literal["before_preprod", "after_preprod", "promote", "after_postprod"]
+HOOK_STAGES: tuple[HookStage, ...] = ("before_preprod", "after_preprod", "promote", "after_postprod")
+Severity = Literal["low", "medium", "high", "critical"]
+SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
+
+#: Metrics the Dealer measures for every variant without any declared source.
+DEALER_METRICS: frozenset[str] = frozenset(
+    {
+        "visitors",
+        "activations",
+        "errors",
+        "error_rate",
+        "p50_latency_ms",
+        "p95_latency_ms",
+        "p99_latency_ms",
+    }
+)
+
+EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+def frozen_map(items: Mapping[K, V]) -> Mapping[K, V]:
+    """A read-only view of a copy, so a model value cannot be changed behind its back."""
+    return MappingProxyType(dict(items))
+
+
+@dataclass(frozen=True, order=True)
+class Location:
+    """Where a value stands in a squals file; line and column are 1-based as editors show them."""
+
+    file: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+NOWHERE = Location("<unknown>", 1, 1)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A shell command the user declared: a gate, a hook, an exit or in-flight test."""
+
+    name: str
+    run: str
+    timeout: float = 600.0
+    env: Mapping[str, str] = EMPTY
+    workdir: str = "."
+    location: Location = NOWHERE
+
+
+@dataclass(frozen=True)
+class TestGate(Command):
+    """A test gate; ``paths`` are glob filters: the gate runs only when a changed file matches one."""
+
+    kind: Literal["unit", "integration", "provision", "other"] = "other"
+    paths: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class IgnoredAdvisory:
+    """An advisory the team accepted, with the reason and an optional expiry after which it fails again."""
+
+    id: str
+    reason: str
+    expires: date | None = None
+    location: Location = NOWHERE
+
+
+@dataclass(frozen=True)
+class DependencyScan:
+    files: tuple[str, ...] = ()
+    sources: tuple[Literal["osv", "safety", "offline"], ...] = ("osv",)
+    fail_on: Severity = "high"
+    ignore: tuple[IgnoredAdvisory, ...] = ()
+    offline_db: str | None = None
+    safety_db: str | None = None
+    location: Location = NOWHERE
+
+
+@dataclass(frozen=True)
+class RiskPolicy:
+    max_score: int = 60
+    sensitive_paths: tuple[str, ...] = ()
+    location: Location = NOWHERE
+
+
+@dataclass(frozen=True)
+class SecurityGate:
+    dependencies: DependencyScan | None = None
+    risk: RiskPolicy | None = None
+    timeout: float = 600.0
+
+
+@dataclass(frozen=True)
+class Gates:
+    compile: tuple[Command, ...] = ()
+    test: tuple[TestGate, ...] = ()
+    security: SecurityGate | None = None
+
+
+@dataclass(frozen=True)
+class Provider:
+    """Where environments run: ``local`` processes on this machine, or ``aws`` CloudFormation stacks."""
+
+    kind: Literal["local", "aws"] = "local"
+    region: str | None = None
+    template: str | None = None
+    parameters: Mapping[str, str] = EMPTY
+    location: Location = NOWHERE
+
+
+@dataclass(frozen=True)
+class App:
+    start: str
+    health: str = "/healthz"
+    health_timeout: float = 30.0
+    env: Mapping[str, str] = EMPTY
+    workdir: str = "."
+    location: Location = NOWHERE
+
+
+@dataclass(frozen=True)
+class Hooks:
+    before_preprod: tuple[Command, ...] = ()
+    after_preprod: tuple[Command, ...] = ()
+    promote: tuple[Command, ...] = ()
+    after_postprod: tuple[Command, ...] = ()
+
+    def for_stage(self, stage: HookStage) -> tuple[Command, ...]:
+        hooks: tuple[Command, ...] = getattr(self, stage)
+        return hooks
+
+
+@dataclass(frozen=True)
+class Kpi:
+    """A bound a metric must keep during the bake; ``max`` and ``min`` are in the metric's own unit."""
+
+    metric: str
+    max: float | None = None
+    min: float | None = None
+    location: Location = NOWHERE
+
+
+@dataclass(frozen=True)
+class Rollout:
+    blue_share: float = 10.0
+    bake: float = 900.0
+    check_interval: float = 10.0
+    inflight_tests: tuple[Command, ...] = ()
+    kpis: tuple[Kpi, ...] = ()
+    location: Location = NOWHERE
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    squals: str
+    location: Location = NOWHERE
+
+
+@dataclass(frozen=True)
+class StickyUnit:
+    """What makes an assignment sticky: the Dealer's cookie, or a header the app already sends."""
+
+    kind: Literal["cookie", "header"] = "cookie"
+    name: str = "squals_unit"
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The quantity the experiment optimises: ``numerator / denominator`` per variant."""
+
+    metric: str
+    direction: Literal["maximize", "minimize"]
+    numerator: str
+    denominator: str = "visitors"
+    location: Location = NOWHERE
+
+
+@dataclass(frozen=True)
+class Guardrail:
+    """A metric a variant may not worsen: by more than ``max_increase`` against control, or past ``max``."""
+
+    metric: str
+    max_increase: float | None = None
+    max: float | None = None
+    location: Location = NOWHERE
+
+
+@dataclass(frozen=True)
+class MinDuration:
+    seconds: float = 0.0
+    activations: int = 0
+
+
+@dataclass(frozen=True)
+class Significance:
+    alpha: float = 0.05
+    method: Literal["sequential", "fixed"] = "sequential"
+
+
+@dataclass(frozen=True)
+class MetricSource:
+    """A metric the app exposes elsewhere than through the Dealer."""
+
+    name: str
+    source: Literal["prometheus", "cloudwatch"]
+    query: str
+    url: str | None = None
+    location: Location = NOWHERE
+
+
+@dataclass(frozen=True)
+class Experiment:
+    variants: Mapping[str, Variant]
+    control: str
+    split: Mapping[str, float]
+    objective: Objective
+    unit: StickyUnit = StickyUnit()
+    guardrails: tuple[Guardrail, ...] = ()
+    min_duration: MinDuration = MinDuration()
+    significance: Significance = Significance()
+    metrics: Mapping[str, MetricSource] = field(default_factory=dict)
+    location: Location = NOWHERE
+
+
+@dataclass(frozen=True)
+class SharedResource:
+    name: str
+    type: str
+    options: Mapping[str, str] = EMPTY
+    location: Location = NOWHERE
+
+
+@dataclass(frozen=True)
+class EnvironmentOverride:
+    """Per-environment differences (``pr-*``, ``prod``, ``postprod``, a variant name): app env and provider."""
+
+    name: str
+    app_env: Mapping[str, str] = EMPTY
+    provider_parameters: Mapping[str, str] = EMPTY
+    location: Location = NOWHERE
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One validated squals file."""
+
+    path: str
+    name: str
+    app: App
+    version: int = 1
+    provider: Provider = Provider()
+    gates: Gates = Gates()
+    hooks: Hooks = Hooks()
+    exit_tests: tuple[Command, ...] = ()
+    rollout: Rollout = Rollout()
+    experiment: Experiment | None = None
+    shared: Mapping[str, SharedResource] = field(default_factory=dict)
+    environments: Mapping[str, EnvironmentOverride] = field(default_factory=dict)
+
+    def app_env_for(self, environment: str) -> Mapping[str, str]:
+        """The app's environment variables with the override for ``environment`` (or its ``pr-*`` glob)."""
+        merged = dict(self.app.env)
+        for pattern, override in self.environments.items():
+            if pattern == environment or (pattern.endswith("*") and environment.startswith(pattern[:-1])):
+                merged.update(override.app_env)
+        return frozen_map(merged)
