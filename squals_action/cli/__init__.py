@@ -46,9 +46,11 @@ class UsageExit(Exception):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="squals", description="Pull-request-driven delivery with git-native state.")
     parser.add_argument("--version", action="version", version=f"squals {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser] = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=_Parser
+    )
     for name in COMMAND_MODULES:
-        module: CommandModule = importlib.import_module(name)  # type: ignore[assignment]
+        module: CommandModule = importlib.import_module(name)
         module.register(subparsers)
     return parser
 
