@@ -1,0 +1,245 @@
+"""Detached, supervised processes: start a shell command that outlives us, find it again, stop it safely.
+
+A process is remembered by a :class:`ProcessRecord`: its pid, its start time in clock ticks since boot
+(field 22 of ``/proc/<pid>/stat``), the boot id, and a random token put in its environment. A pid alone is
+not an identity: once the process is gone the kernel may give the number to anything else. So a record
+whose pid is alive with another start time (or after a reboot) is *stale*: reported, never signalled. Group
+members other than the leader are only signalled while the leader is verified, or when their environment
+carries the token.
+
+Linux only (it reads ``/proc``), which is where the local provider and the Action run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+#: Name of the environment variable that marks every process of one launch.
+TOKEN_VAR = "SQUALS_INSTANCE"  # noqa: S105 - a variable name, not a secret
+
+ProcState = Literal["running", "gone", "stale"]
+
+# Runs in a fresh interpreter (single-threaded, so fork is safe): fork, the child becomes a session leader
+# with its output on the log and execs bash; the parent prints "pid start_ticks" and exits, so the app is
+# re-parented away from us and is never our zombie.
+_LAUNCHER = r"""
+import os, sys
+log = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+pid = os.fork()
+if pid == 0:
+    try:
+        os.setsid()
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        os.execvp("bash", ["bash", "-c", sys.argv[1]])
+    finally:
+        os._exit(127)
+with open(f"/proc/{pid}/stat", "rb") as f:
+    stat = f.read()
+print(pid, stat[stat.rindex(b")") + 2:].split()[19].decode(), flush=True)
+"""
+
+
+class DaemonError(Exception):
+    """A process could not be started or stopped; callers wrap it in their own :class:`SqualsError`."""
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """Enough to recognise a launched process group later, from any process on this machine."""
+
+    pid: int
+    start_ticks: int
+    boot_id: str
+    token: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pid": self.pid,
+            "start_ticks": self.start_ticks,
+            "boot_id": self.boot_id,
+            "token": self.token,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> ProcessRecord:
+        return cls(int(raw["pid"]), int(raw["start_ticks"]), str(raw["boot_id"]), str(raw["token"]))
+
+
+@dataclass(frozen=True)
+class StopOutcome:
+    """What :func:`terminate` did: ``stopped`` pids signalled and gone; ``notes`` for anything left alone."""
+
+    stopped: tuple[int, ...] = ()
+    stale: bool = False
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Stat:
+    state: str
+    pgrp: int
+    start_ticks: int
+    comm: str
+
+
+def boot_id() -> str:
+    """This boot's id: start times are only comparable within one boot."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _stat(pid: int) -> _Stat | None:
+    """Parse ``/proc/<pid>/stat``; None when there is no such process."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    except OSError:
+        return None
+    close = raw.rindex(b")")
+    comm = raw[raw.index(b"(") + 1 : close].decode(errors="replace")
+    fields = raw[close + 2 :].split()
+    return _Stat(state=fields[0].decode(), pgrp=int(fields[2]), start_ticks=int(fields[19]), comm=comm)
+
+
+def _alive(stat: _Stat | None) -> bool:
+    # Z (zombie) and X (dead) have released their sockets and will never run again.
+    return stat is not None and stat.state not in {"Z", "X"}
+
+
+def probe(record: ProcessRecord) -> ProcState:
+    """Is the recorded leader still the process we started? ``stale`` when its pid now belongs to another."""
+    stat = _stat(record.pid)
+    if not _alive(stat):
+        return "gone"
+    assert stat is not None
+    if stat.start_ticks != record.start_ticks or (record.boot_id and record.boot_id != boot_id()):
+        return "stale"
+    return "running"
+
+
+def describe(pid: int) -> str:
+    """A short ``pid (comm)`` for messages."""
+    stat = _stat(pid)
+    return f"{pid} ({stat.comm})" if stat else str(pid)
+
+
+def _has_token(pid: int, token: str) -> bool:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return f"{TOKEN_VAR}={token}".encode() in environ.split(b"\0")
+
+
+def members(record: ProcessRecord) -> tuple[int, ...]:
+    """Live processes of the recorded group that are provably ours (see the module docstring)."""
+    leader_ok = probe(record) == "running"
+    found: list[int] = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        stat = _stat(pid)
+        if not _alive(stat) or stat is None or stat.pgrp != record.pid:
+            continue
+        if pid == record.pid:
+            if leader_ok:
+                found.append(pid)
+        elif stat.start_ticks >= record.start_ticks and (leader_ok or _has_token(pid, record.token)):
+            found.append(pid)
+    return tuple(sorted(found))
+
+
+def spawn(
+    command: str,
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    log_path: Path,
+    timeout: float = 15.0,
+) -> ProcessRecord:
+    """Start ``bash -c command`` detached: new session, stdin ``/dev/null``, stdout and stderr appended to
+    ``log_path``. It outlives this process; stop it with :func:`terminate`.
+    """
+    token = secrets.token_hex(8)
+    full_env = {**env, TOKEN_VAR: token}
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        launcher = subprocess.run(
+            [sys.executable, "-I", "-c", _LAUNCHER, command, str(log_path)],
+            cwd=cwd,
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise DaemonError(f"could not launch {command!r}: {exc}") from exc
+    try:
+        pid_text, ticks_text = launcher.stdout.decode().split()
+        return ProcessRecord(int(pid_text), int(ticks_text), boot_id(), token)
+    except ValueError as exc:
+        detail = launcher.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise DaemonError(f"could not launch {command!r}: {detail[0]}") from exc
+
+
+def _signal_all(record: ProcessRecord, pids: tuple[int, ...], sig: signal.Signals) -> None:
+    if probe(record) == "running":
+        # The leader is ours, so the whole group is: one atomic signal reaches grandchildren too.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(record.pid, sig)
+        return
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def _wait_gone(record: ProcessRecord, within: float) -> tuple[int, ...]:
+    deadline = time.monotonic() + within
+    while True:
+        left = members(record)
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.05)
+
+
+def terminate(record: ProcessRecord, *, grace: float = 5.0) -> StopOutcome:
+    """Stop the recorded process group: TERM, up to ``grace`` seconds, then KILL.
+
+    Harmless when everything is already gone. A stale leader pid is reported in ``notes`` and left alone.
+    Raises :class:`DaemonError` only if processes survive KILL.
+    """
+    notes: list[str] = []
+    stale = probe(record) == "stale"
+    if stale:
+        notes.append(
+            f"pid {describe(record.pid)} is no longer the process squals started (pid reused); left alone"
+        )
+    targets = members(record)
+    if not targets:
+        return StopOutcome(stale=stale, notes=tuple(notes))
+    _signal_all(record, targets, signal.SIGTERM)
+    left = _wait_gone(record, grace)
+    if left:
+        notes.append(f"{len(left)} process(es) ignored SIGTERM for {grace:g}s; sent SIGKILL")
+        _signal_all(record, left, signal.SIGKILL)
+        left = _wait_gone(record, 5.0)
+        if left:
+            raise DaemonError(f"processes {', '.join(describe(p) for p in left)} survived SIGKILL")
+    return StopOutcome(stopped=targets, stale=stale, notes=tuple(notes))

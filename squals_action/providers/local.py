@@ -1,0 +1,421 @@
+"""The ``local`` provider: each environment is the app started from its own git worktree on 127.0.0.1.
+
+Layout (``state_dir``, default ``<repository top>/.squals/local``; a ``.gitignore`` of ``*`` in ``.squals/``
+keeps it out of ``git status``)::
+
+    envs/<env>/handle.json    the EnvironmentHandle (process record included): what list() and down() read
+    envs/<env>/worktree/      ``git worktree add --detach`` of the environment's commit
+    logs/<env>.log            the app's stdout and stderr (kept after destroy; the previous run is ``.log.1``)
+    locks/<env>.lock          serialises provision/destroy of one environment across processes
+
+The user's working tree, index and HEAD are never touched: only ``git worktree add/remove/prune``, which write
+under ``.git/worktrees``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+from squals_action.manifest import model
+from squals_action.providers import daemon
+from squals_action.providers.interface import (
+    DestroyOutcome,
+    EnvironmentHandle,
+    Health,
+    Provider,
+    ProviderError,
+    check_env_name,
+)
+
+GIT_TIMEOUT = 120.0
+LOCK_TIMEOUT = 60.0
+STOP_GRACE = 5.0
+LOG_TAIL_LINES = 20
+
+
+class ProvisionError(ProviderError):
+    """The app did not come up; ``log_tail`` holds the end of its log for the report."""
+
+    def __init__(self, message: str, *, log_path: Path, log_tail: str) -> None:
+        super().__init__(message)
+        self.log_path = log_path
+        self.log_tail = log_tail
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on right now (the kernel's pick for port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def http_health(url: str, path: str, *, timeout: float) -> tuple[int | None, str]:
+    """GET ``url + path`` once; (status, "") on an answer, (None, why) when there was none."""
+    host_port = url.removeprefix("http://").rstrip("/")
+    host, _, port = host_port.partition(":")
+    conn = http.client.HTTPConnection(host, int(port or 80), timeout=timeout)
+    try:
+        conn.request("GET", path if path.startswith("/") else "/" + path, headers={"User-Agent": "squals"})
+        response = conn.getresponse()
+        response.read(65536)
+        return response.status, ""
+    except (OSError, http.client.HTTPException) as exc:
+        return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    finally:
+        conn.close()
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` lines of a log (reads at most 64 KiB from the end)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 65536))
+            data = handle.read()
+    except OSError:
+        return ""
+    return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
+
+
+def _git(repo: Path, *args: str, timeout: float = GIT_TIMEOUT) -> str:
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(repo), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ProviderError(f"git {args[0]} in {repo} timed out after {timeout:g}s") from exc
+    except OSError as exc:
+        raise ProviderError(f"could not run git: {exc}") from exc
+    if done.returncode != 0:
+        detail = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+        raise ProviderError(f"git {' '.join(args[:2])} failed in {repo}: {detail}")
+    return done.stdout.strip()
+
+
+class LocalProvider(Provider):
+    """Environments as detached processes on this machine, one git worktree each."""
+
+    kind: ClassVar[str] = "local"
+
+    def __init__(
+        self,
+        repo: Path | str,
+        config: model.Provider | None = None,
+        *,
+        state_dir: Path | str | None = None,
+    ) -> None:
+        super().__init__(repo, config, state_dir=state_dir)
+        self.top = Path(_git(self.repo, "rev-parse", "--show-toplevel", timeout=30))
+        self._own_state_dir = self.state_dir is None
+        self.root = self.state_dir if self.state_dir is not None else self.top / ".squals" / "local"
+
+    # ----------------------------------------------------------------------------------------------- paths
+
+    def _env_dir(self, env: str) -> Path:
+        return self.root / "envs" / env
+
+    def _log_path(self, env: str) -> Path:
+        return self.root / "logs" / f"{env}.log"
+
+    def _prepare_root(self) -> None:
+        (self.root / "envs").mkdir(parents=True, exist_ok=True)
+        (self.root / "logs").mkdir(parents=True, exist_ok=True)
+        (self.root / "locks").mkdir(parents=True, exist_ok=True)
+        if self._own_state_dir:
+            ignore = self.top / ".squals" / ".gitignore"
+            if not ignore.exists():
+                ignore.write_text("# squals' local state: never commit it\n*\n")
+
+    @contextlib.contextmanager
+    def _locked(self, env: str) -> Iterator[None]:
+        """Hold ``locks/<env>.lock`` so two CLI processes never provision one environment at once."""
+        self._prepare_root()
+        with (self.root / "locks" / f"{env}.lock").open("a") as lock:
+            deadline = time.monotonic() + LOCK_TIMEOUT
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError as exc:
+                    if time.monotonic() >= deadline:
+                        raise ProviderError(
+                            f"environment {env} is busy (another squals holds {lock.name})"
+                        ) from exc
+                    time.sleep(0.1)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    # ----------------------------------------------------------------------------------------- records
+
+    def _read_record(self, env: str) -> EnvironmentHandle | None:
+        path = self._env_dir(env) / "handle.json"
+        try:
+            raw = json.loads(path.read_text())
+            return EnvironmentHandle.from_json(raw)
+        except FileNotFoundError:
+            if self._env_dir(env).exists():
+                # A provision that died before writing its record: still ours to clean up.
+                return self._bare_handle(env)
+            return None
+        except (OSError, ValueError, ProviderError):
+            return self._bare_handle(env)
+
+    def _bare_handle(self, env: str) -> EnvironmentHandle:
+        data = {"dir": str(self._env_dir(env)), "worktree": str(self._env_dir(env) / "worktree")}
+        return EnvironmentHandle(env, "", "", self.kind, MappingProxyType(data))
+
+    def _write_record(self, handle: EnvironmentHandle) -> None:
+        path = self._env_dir(handle.env) / "handle.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(handle.to_json(), indent=2, sort_keys=True) + "\n")
+        tmp.replace(path)
+
+    @staticmethod
+    def _process(handle: EnvironmentHandle) -> daemon.ProcessRecord | None:
+        raw = handle.data.get("process")
+        if not isinstance(raw, Mapping):
+            return None
+        try:
+            return daemon.ProcessRecord.from_json(raw)
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    # ------------------------------------------------------------------------------------------ provision
+
+    def _resolve(self, commit: str) -> str:
+        if not commit or commit.startswith("-"):
+            raise ProviderError(f"not a commit: {commit!r}")
+        try:
+            return _git(
+                self.top, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{commit}^{{commit}}"
+            )
+        except ProviderError as exc:
+            raise ProviderError(f"commit {commit!r} is not in the repository {self.top}") from exc
+
+    def _app_dir(self, worktree: Path, manifest: model.Manifest) -> Path:
+        """Where ``app.start`` runs: ``app.workdir`` relative to the squals file's folder in the worktree."""
+        base = worktree
+        try:
+            squals_dir = Path(manifest.path).resolve().parent.relative_to(self.top.resolve())
+            base = worktree / squals_dir
+        except ValueError:
+            pass
+        cwd = (base / manifest.app.workdir).resolve()
+        if not cwd.is_relative_to(worktree.resolve()):
+            raise ProviderError(
+                f"{manifest.app.location}: app.workdir {manifest.app.workdir!r} leaves the repository"
+            )
+        if not cwd.is_dir():
+            raise ProviderError(
+                f"{manifest.app.location}: app.workdir {manifest.app.workdir!r} is not a folder in the commit"
+            )
+        return cwd
+
+    def provision(
+        self,
+        env_name: str,
+        commit: str,
+        manifest: model.Manifest,
+        *,
+        extra_env: Mapping[str, str] = model.EMPTY,
+    ) -> EnvironmentHandle:
+        """Check out ``commit`` in a worktree, start ``app.start`` there, return once ``app.health`` answers.
+
+        Signature is the :class:`Provider` contract; see there for the variables the app gets.
+        """
+        env = check_env_name(env_name)
+        sha = self._resolve(commit)
+        with self._locked(env):
+            existing = self._read_record(env)
+            if existing is not None:
+                self._destroy_locked(existing)
+            env_dir = self._env_dir(env)
+            worktree = env_dir / "worktree"
+            log = self._log_path(env)
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            data: dict[str, Any] = {
+                "dir": str(env_dir),
+                "worktree": str(worktree),
+                "log": str(log),
+                "port": port,
+                "health_path": manifest.app.health,
+                "started_at": time.time(),
+            }
+            handle = EnvironmentHandle(env, sha, url, self.kind, MappingProxyType(dict(data)))
+            try:
+                env_dir.mkdir(parents=True)
+                self._write_record(handle)
+                _git(self.top, "worktree", "add", "--detach", str(worktree), sha)
+                cwd = self._app_dir(worktree, manifest)
+                if log.exists():
+                    log.replace(log.with_suffix(".log.1"))
+                with log.open("w") as out:
+                    out.write(f"# squals: {env} at {sha} on {url}: {manifest.app.start}\n")
+                app_env = {
+                    **os.environ,
+                    **manifest.app_env_for(env),
+                    **extra_env,
+                    "PORT": str(port),
+                    "SQUALS_ENV": env,
+                    "SQUALS_COMMIT": sha,
+                    "SQUALS_URL": url,
+                }
+                try:
+                    record = daemon.spawn(manifest.app.start, cwd=cwd, env=app_env, log_path=log)
+                except daemon.DaemonError as exc:
+                    raise ProviderError(f"{env}: {exc}") from exc
+                handle = EnvironmentHandle(
+                    env, sha, url, self.kind, MappingProxyType({**data, "process": record.to_json()})
+                )
+                self._write_record(handle)
+                self._wait_healthy(handle, manifest.app, log)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self._destroy_locked(handle)
+                raise
+            return handle
+
+    def _wait_healthy(self, handle: EnvironmentHandle, app: model.App, log: Path) -> None:
+        record = self._process(handle)
+        assert record is not None
+        deadline = time.monotonic() + app.health_timeout
+        why = "no answer yet"
+        pause = 0.05
+        while True:
+            state = daemon.probe(record)
+            if state != "running":
+                why = "the app exited before becoming healthy"
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            status, error = http_health(handle.url, app.health, timeout=max(0.1, min(2.0, left)))
+            if status is not None and 200 <= status < 400:
+                return
+            why = f"last answer HTTP {status}" if status is not None else f"last attempt: {error}"
+            if time.monotonic() + pause >= deadline:
+                break
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+        tail = log_tail(log)
+        raise ProvisionError(
+            f"{handle.env}: the app did not become healthy at {handle.url}{app.health} within "
+            f"{app.health_timeout:g}s ({why}); {app.location}: app.start {app.start!r}; "
+            f"log {log} ends with:\n{tail or '(empty)'}",
+            log_path=log,
+            log_tail=tail,
+        )
+
+    # --------------------------------------------------------------------------------------------- health
+
+    def health(self, handle: EnvironmentHandle, *, timeout: float = 2.0) -> Health:
+        """``up`` / ``unhealthy`` / ``down`` / ``stale`` (see :class:`Health`); never raises for a sick
+        app."""
+        record = self._process(handle)
+        if record is None:
+            return Health("down", "no process was recorded for this environment")
+        state = daemon.probe(record)
+        if state == "gone":
+            return Health("down", f"process {record.pid} is not running (see {handle.data.get('log')})")
+        if state == "stale":
+            return Health(
+                "stale", f"pid {daemon.describe(record.pid)} is no longer the app squals started; left alone"
+            )
+        path = str(handle.data.get("health_path") or "/")
+        status, error = http_health(handle.url, path, timeout=timeout)
+        if status is None:
+            return Health("unhealthy", f"{handle.url}{path}: {error}")
+        if 200 <= status < 400:
+            return Health("up", f"{handle.url}{path}: HTTP {status}", status)
+        return Health("unhealthy", f"{handle.url}{path}: HTTP {status}", status)
+
+    # -------------------------------------------------------------------------------------------- destroy
+
+    def destroy(self, handle: EnvironmentHandle) -> DestroyOutcome:
+        """Stop the process group (TERM, grace, KILL) and remove the worktree; harmless when already gone."""
+        if handle.kind != self.kind:
+            raise ProviderError(f"{handle.env}: a {handle.kind!r} environment cannot be destroyed by 'local'")
+        env = check_env_name(handle.env)
+        with self._locked(env):
+            return self._destroy_locked(handle)
+
+    def _destroy_locked(self, handle: EnvironmentHandle) -> DestroyOutcome:
+        notes: list[str] = []
+        record = self._process(handle)
+        if record is not None:
+            try:
+                stop = daemon.terminate(record, grace=STOP_GRACE)
+            except daemon.DaemonError as exc:
+                raise ProviderError(f"{handle.env}: {exc}") from exc
+            notes.extend(stop.notes)
+            if stop.stopped:
+                notes.append(f"stopped {len(stop.stopped)} process(es)")
+        current = self._read_record(handle.env)
+        current_record = self._process(current) if current is not None else None
+        newer = current_record is not None and (record is None or current_record.token != record.token)
+        if newer and current_record is not None and daemon.probe(current_record) != "gone":
+            # The environment was re-provisioned since this handle: the files belong to the new one.
+            notes.append("a newer provision of this environment owns its worktree; kept")
+            return DestroyOutcome(handle.env, ok=True, detail="; ".join(notes), notes=tuple(notes))
+        env_dir = self._env_dir(handle.env)
+        worktree = env_dir / "worktree"
+        if worktree.exists():
+            try:
+                _git(self.top, "worktree", "remove", "--force", str(worktree))
+            except ProviderError as exc:
+                notes.append(f"git worktree remove failed ({exc.one_line()}); deleted the folder")
+        if env_dir.exists():
+            shutil.rmtree(env_dir, ignore_errors=True)
+        _git(self.top, "worktree", "prune")
+        if env_dir.exists():
+            return DestroyOutcome(
+                handle.env, ok=False, detail=f"could not remove {env_dir}", notes=tuple(notes)
+            )
+        return DestroyOutcome(handle.env, ok=True, detail="; ".join(notes), notes=tuple(notes))
+
+    # ----------------------------------------------------------------------------------------------- list
+
+    def list(self) -> tuple[EnvironmentHandle, ...]:
+        """Every environment with a folder under ``envs/``, running or not, sorted by name."""
+        envs = self.root / "envs"
+        if not envs.is_dir():
+            return ()
+        handles: list[EnvironmentHandle] = []
+        for entry in sorted(envs.iterdir()):
+            if entry.is_dir() and check_env_name_ok(entry.name):
+                record = self._read_record(entry.name)
+                if record is not None:
+                    handles.append(record)
+        return tuple(handles)
+
+
+def check_env_name_ok(name: str) -> bool:
+    try:
+        check_env_name(name)
+    except ProviderError:
+        return False
+    return True
