@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from ghfix import EVENTS, event
 
 from squals_action.github.events import EventError, IntentKind, load_event, parse_event
-from tests.github.conftest import EVENTS, event
 
 ENV = {"GITHUB_REPOSITORY": "Codertocat/Hello-World", "GITHUB_SHA": "a" * 40}
 
