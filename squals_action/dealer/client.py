@@ -1,0 +1,138 @@
+"""A small blocking client of the Dealer's admin endpoint: the :class:`Dealer` the lifecycle holds.
+
+Every call has a timeout; connection failures are retried twice with backoff (all admin calls are idempotent
+except ``record_event``, which is never retried), then raised as :class:`DealerError`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from squals_action.dealer.interface import DealerError, VariantTally
+from squals_action.dealer.tally import tallies_from_json
+
+if TYPE_CHECKING:
+    import requests
+
+
+class DealerClient:
+    """Talks to one running Dealer; cheap to build, opens its HTTP session on first use."""
+
+    def __init__(
+        self, url: str, admin_url: str, token: str, *, timeout: float = 5.0, pid: int | None = None
+    ) -> None:
+        self._url = url
+        self.admin_url = admin_url.rstrip("/")
+        self._token = token
+        self.timeout = timeout
+        self.pid = pid
+        self._session: requests.Session | None = None
+
+    def __repr__(self) -> str:  # never show the token
+        return f"DealerClient(url={self._url!r}, admin_url={self.admin_url!r}, pid={self.pid})"
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def _call(
+        self, method: str, path: str, body: Mapping[str, Any] | None = None, *, retry: bool = True
+    ) -> Any:
+        import requests
+
+        if self._session is None:
+            self._session = requests.Session()
+            self._session.trust_env = False  # loopback only: never through a proxy from the environment
+        attempts = 3 if retry else 1
+        for attempt in range(attempts):
+            try:
+                response = self._session.request(
+                    method,
+                    self.admin_url + path,
+                    json=body,
+                    headers={"Authorization": f"Bearer {self._token}"},
+                    timeout=self.timeout,
+                )
+            except requests.ConnectionError as exc:
+                if attempt + 1 < attempts:
+                    time.sleep(0.1 * 3**attempt)
+                    continue
+                raise DealerError(
+                    f"Dealer admin at {self.admin_url} unreachable: {type(exc).__name__}"
+                ) from exc
+            except requests.RequestException as exc:
+                raise DealerError(f"Dealer admin at {self.admin_url}: {type(exc).__name__}: {exc}") from exc
+            try:
+                payload = response.json()
+            except ValueError:
+                payload = {}
+            if response.status_code >= 400:
+                message = payload.get("error") if isinstance(payload, dict) else None
+                raise DealerError(
+                    f"Dealer {method} {path}: HTTP {response.status_code}: {message or response.text}"
+                )
+            return payload
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def health(self) -> bool:
+        """True when the admin endpoint answers (it needs no token)."""
+        try:
+            self._call("GET", "/healthz", retry=False)
+        except DealerError:
+            return False
+        return True
+
+    def routing(self) -> tuple[dict[str, str], dict[str, float]]:
+        data = self._call("GET", "/routing")
+        return dict(data["upstreams"]), {k: float(v) for k, v in data["weights"].items()}
+
+    def weights(self) -> Mapping[str, float]:
+        return self.routing()[1]
+
+    def upstreams(self) -> Mapping[str, str]:
+        return self.routing()[0]
+
+    def set_weights(self, weights: Mapping[str, float]) -> None:
+        self._call("PUT", "/weights", {"weights": dict(weights)})
+
+    def set_upstreams(self, upstreams: Mapping[str, str], weights: Mapping[str, float] | None = None) -> None:
+        body: dict[str, Any] = {"upstreams": dict(upstreams)}
+        if weights is not None:
+            body["weights"] = dict(weights)
+        self._call("PUT", "/upstreams", body)
+
+    def tallies(self) -> Mapping[str, VariantTally]:
+        return tallies_from_json(self._call("GET", "/tallies")["variants"])
+
+    def record_event(
+        self, event: str, *, unit: str | None = None, variant: str | None = None, count: int = 1
+    ) -> None:
+        body: dict[str, Any] = {"event": event, "count": count}
+        if unit is not None:
+            body["unit"] = unit
+        if variant is not None:
+            body["variant"] = variant
+        self._call("POST", "/events", body, retry=False)
+
+    def persist(self) -> None:
+        """Write the tallies to disk now (the daemon also does it periodically and on shutdown)."""
+        self._call("POST", "/persist")
+
+    def wait_drained(self, names: Iterable[str], timeout: float = 30.0, poll: float = 0.05) -> None:
+        """Wait until no request is in flight to these variants (before stopping their upstreams)."""
+        wanted = set(names)
+        deadline = time.monotonic() + timeout
+        while True:
+            busy = {n: t.in_flight for n, t in self.tallies().items() if n in wanted and t.in_flight}
+            if not busy:
+                return
+            if time.monotonic() > deadline:
+                raise DealerError(f"requests still in flight after {timeout:g}s: {busy}")
+            time.sleep(poll)

@@ -1,0 +1,139 @@
+"""The Dealer's files: its JSON config, the routing it last switched to, and atomic writes for both.
+
+A state directory holds ``config.json`` (mode 0600: it carries the admin token), ``routing.json`` (the last
+weights/upstreams set through the admin endpoint, so a restarted daemon comes back on the same switch),
+``tallies.json``, ``dealer.pid``, ``dealer.json`` (pid, bound ports, URLs) and ``dealer.log``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from squals_action.dealer.bucketing import normalise_weights
+from squals_action.dealer.interface import DealerConfig, DealerError
+
+CONFIG_FILE = "config.json"
+ROUTING_FILE = "routing.json"
+TALLY_FILE = "tallies.json"
+PID_FILE = "dealer.pid"
+ENDPOINT_FILE = "dealer.json"
+LOG_FILE = "dealer.log"
+
+
+def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write via a temporary file in the same directory, fsync, rename: readers see old or new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def check_upstreams(upstreams: Mapping[str, str]) -> dict[str, str]:
+    """Upstream names must be short identifiers and URLs plain http(s) origins with no query or fragment."""
+    if not upstreams:
+        raise DealerError("the Dealer needs at least one upstream")
+    out: dict[str, str] = {}
+    for name, url in upstreams.items():
+        if (
+            not isinstance(name, str)
+            or not name
+            or len(name) > 64
+            or not all(c.isalnum() or c in "-_." for c in name)
+        ):
+            raise DealerError(f"upstream name {name!r} must be 1-64 letters, digits, '-', '_' or '.'")
+        if not isinstance(url, str):
+            raise DealerError(f"upstream {name!r}: URL must be a string, got {url!r}")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise DealerError(f"upstream {name!r}: expected an http(s)://host:port URL, got {url!r}")
+        out[name] = url.rstrip("/")
+    return out
+
+
+def config_to_json(config: DealerConfig) -> dict[str, Any]:
+    return {
+        "upstreams": [{"name": k, "url": v} for k, v in config.upstreams.items()],
+        "weights": dict(config.weights),
+        "unit": {"kind": config.unit_kind, "name": config.unit_name},
+        "seed": config.seed,
+        "host": config.host,
+        "port": config.port,
+        "admin_port": config.admin_port,
+        "token": config.token,
+        "connect_timeout": config.connect_timeout,
+        "read_timeout": config.read_timeout,
+        "persist_interval": config.persist_interval,
+        "shutdown_timeout": config.shutdown_timeout,
+        "cookie_max_age": config.cookie_max_age,
+    }
+
+
+def config_from_json(data: Any, source: str) -> DealerConfig:
+    """Parse and check a config; errors name the file and the field."""
+    if not isinstance(data, dict):
+        raise DealerError(f"{source}: expected a JSON object")
+    try:
+        raw_upstreams = data["upstreams"]
+        if not isinstance(raw_upstreams, list):
+            raise TypeError("upstreams must be a list of {name, url}")
+        upstreams = check_upstreams({str(u["name"]): u["url"] for u in raw_upstreams})
+        weights = normalise_weights(dict(data.get("weights", {})), tuple(upstreams))
+        unit_raw = data.get("unit", {})
+        kind = unit_raw.get("kind", "cookie")
+        if kind not in ("cookie", "header"):
+            raise ValueError(f"unit.kind must be cookie or header, got {kind!r}")
+        defaults = DealerConfig(upstreams={}, weights={})
+        config = DealerConfig(
+            upstreams=upstreams,
+            weights=weights,
+            unit_kind=kind,
+            unit_name=str(unit_raw.get("name", "squals_unit")),
+            seed=str(data.get("seed", defaults.seed)),
+            host=str(data.get("host", defaults.host)),
+            port=int(data.get("port", 0)),
+            admin_port=int(data.get("admin_port", 0)),
+            token=str(data.get("token", "")),
+            connect_timeout=float(data.get("connect_timeout", defaults.connect_timeout)),
+            read_timeout=float(data.get("read_timeout", defaults.read_timeout)),
+            persist_interval=float(data.get("persist_interval", defaults.persist_interval)),
+            shutdown_timeout=float(data.get("shutdown_timeout", defaults.shutdown_timeout)),
+            cookie_max_age=int(data.get("cookie_max_age", defaults.cookie_max_age)),
+        )
+    except DealerError as exc:
+        raise DealerError(f"{source}: {exc}") from exc
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DealerError(f"{source}: bad Dealer config: {exc!r}") from exc
+    if not config.token:
+        raise DealerError(f"{source}: the admin token is empty")
+    return config
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DealerError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise DealerError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
+
+
+def load_config(path: Path) -> DealerConfig:
+    return config_from_json(read_json(path), str(path))
+
+
+def write_config(path: Path, config: DealerConfig) -> None:
+    atomic_write(path, json.dumps(config_to_json(config), indent=2) + "\n", mode=0o600)

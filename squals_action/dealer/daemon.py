@@ -1,0 +1,206 @@
+"""Run the Dealer as a detached process that outlives the CLI command that started it.
+
+``start_dealer`` writes the config into a state directory, launches ``python -m squals_action.dealer``
+in its own session (logs to ``dealer.log``), and waits for it to publish its pid and bound ports.
+``stop_dealer`` sends SIGTERM to the pid only after checking that the process really is this state
+directory's Dealer; a pid file naming a dead or foreign process is reported as stale and its files cleaned,
+the process is never signalled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from squals_action.dealer.client import DealerClient
+from squals_action.dealer.config import (
+    CONFIG_FILE,
+    ENDPOINT_FILE,
+    LOG_FILE,
+    PID_FILE,
+    ROUTING_FILE,
+    load_config,
+    read_json,
+    write_config,
+)
+from squals_action.dealer.interface import DealerConfig, DealerError, DealerStatus
+
+MODULE = "squals_action.dealer"
+# Popen objects of Dealers this process started, so that stopping one also reaps it (no zombies in tests).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _cmdline(pid: int) -> str | None:
+    """The command line of a live, non-zombie process, or None when there is no such process."""
+    proc = Path(f"/proc/{pid}")
+    if Path("/proc/self").exists():
+        try:
+            stat = (proc / "stat").read_text()
+            if stat.rpartition(")")[2].split()[0] == "Z":
+                return None
+            return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, IndexError):
+            return None
+    try:  # no /proc (macOS): ask ps
+        out = subprocess.run(
+            ["ps", "-o", "stat=,command=", "-p", str(pid)],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if not out or out.startswith("Z"):
+        return None
+    return out.partition(" ")[2].strip()
+
+
+def _reap(pid: int) -> None:
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        child.poll()
+        return
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _alive(pid: int) -> bool:
+    _reap(pid)
+    return _cmdline(pid) is not None
+
+
+def dealer_status(state_dir: Path) -> DealerStatus:
+    """Read the state directory's pid file and check, without signalling anything, what it names."""
+    state_dir = Path(state_dir).resolve()
+    pid_path = state_dir / PID_FILE
+    try:
+        pid = int(pid_path.read_text().strip())
+    except FileNotFoundError:
+        return DealerStatus("stopped")
+    except (OSError, ValueError) as exc:
+        return DealerStatus("stale", detail=f"{pid_path}: unreadable pid file: {exc}")
+    _reap(pid)
+    cmdline = _cmdline(pid)
+    if cmdline is None:
+        return DealerStatus("stale", pid=pid, detail=f"{pid_path}: pid {pid} is not running")
+    if MODULE not in cmdline or str(state_dir) not in cmdline:
+        return DealerStatus(
+            "stale", pid=pid, detail=f"{pid_path}: pid {pid} is another process ({cmdline[:120]}), left alone"
+        )
+    url = admin_url = None
+    with contextlib.suppress(DealerError, KeyError, TypeError):
+        endpoint = read_json(state_dir / ENDPOINT_FILE)
+        if endpoint.get("pid") == pid:
+            url, admin_url = str(endpoint["url"]), str(endpoint["admin_url"])
+    return DealerStatus("running", pid=pid, url=url, admin_url=admin_url)
+
+
+def _clear_pid_files(state_dir: Path) -> None:
+    for name in (PID_FILE, ENDPOINT_FILE):
+        (state_dir / name).unlink(missing_ok=True)
+
+
+def start_dealer(config: DealerConfig, state_dir: Path, *, timeout: float = 15.0) -> DealerClient:
+    """Start a detached Dealer for ``state_dir`` (tallies there are kept) and return its admin client.
+
+    The given config's upstreams and weights are authoritative: a routing saved by an earlier run is dropped.
+    Raises DealerError if a Dealer already runs from this directory or the new one does not come up in time.
+    """
+    state_dir = Path(state_dir).resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    status = dealer_status(state_dir)
+    if status.state == "running":
+        raise DealerError(f"a Dealer already runs from {state_dir} (pid {status.pid}); stop it first")
+    if status.state == "stale":
+        _clear_pid_files(state_dir)
+    config = dataclasses.replace(config, token=config.token or secrets.token_urlsafe(32))
+    config_path = state_dir / CONFIG_FILE
+    write_config(config_path, config)
+    (state_dir / ROUTING_FILE).unlink(missing_ok=True)
+    log_path = state_dir / LOG_FILE
+    with open(log_path, "ab") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", MODULE, "--config", str(config_path), "--state", str(state_dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    _CHILDREN[child.pid] = child
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            _CHILDREN.pop(child.pid, None)
+            raise DealerError(f"the Dealer exited with code {child.returncode}: {_last_line(log_path)}")
+        with contextlib.suppress(DealerError, KeyError, TypeError):
+            endpoint = read_json(state_dir / ENDPOINT_FILE)
+            if endpoint.get("pid") == child.pid:
+                return DealerClient(
+                    str(endpoint["url"]), str(endpoint["admin_url"]), config.token, pid=child.pid
+                )
+        time.sleep(0.02)
+    child.kill()
+    child.wait(timeout=5)
+    _CHILDREN.pop(child.pid, None)
+    _clear_pid_files(state_dir)
+    raise DealerError(f"the Dealer did not come up within {timeout:g}s (see {log_path})")
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "(no log)"
+    return lines[-1] if lines else "(empty log)"
+
+
+def connect_dealer(state_dir: Path, *, timeout: float = 5.0) -> DealerClient:
+    """The admin client of the Dealer running from ``state_dir`` (for later CLI commands)."""
+    state_dir = Path(state_dir).resolve()
+    status = dealer_status(state_dir)
+    if status.state != "running" or status.url is None or status.admin_url is None:
+        raise DealerError(f"no Dealer runs from {state_dir}: {status.detail or status.state}")
+    config = load_config(state_dir / CONFIG_FILE)
+    return DealerClient(status.url, status.admin_url, config.token, timeout=timeout, pid=status.pid)
+
+
+def stop_dealer(state_dir: Path, *, timeout: float = 15.0) -> DealerStatus:
+    """Stop the Dealer of ``state_dir`` gracefully (in-flight requests finish, tallies are written).
+
+    Returns what was found: ``running`` (now stopped), ``stopped`` (nothing to do) or ``stale`` (the pid file
+    named a dead or foreign process: its files are removed, the process is not touched).
+    """
+    state_dir = Path(state_dir).resolve()
+    status = dealer_status(state_dir)
+    if status.state != "running" or status.pid is None:
+        if status.state == "stale":
+            _clear_pid_files(state_dir)
+        return status
+    pid = status.pid
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if _alive(pid):  # verified ours above and deaf to SIGTERM
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        kill_deadline = time.monotonic() + 5
+        while _alive(pid) and time.monotonic() < kill_deadline:
+            time.sleep(0.02)
+        status = dataclasses.replace(status, detail=f"pid {pid} ignored SIGTERM for {timeout:g}s: killed")
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=1)
+    _clear_pid_files(state_dir)
+    return status

@@ -1,0 +1,125 @@
+"""What the lifecycle and the experiments see of the Dealer: a protocol, its error and its frozen results.
+
+The Dealer is the traffic splitter in front of the environments. Callers never talk HTTP to it themselves:
+they hold a :class:`Dealer` (the local daemon's admin client, or later an ALB-backed one) and read
+:class:`VariantTally` values from it. Nothing here imports aiohttp, so the CLI can import it at start-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+from squals_action.errors import SqualsError
+
+EMPTY_EVENTS: Mapping[str, int] = {}
+
+
+class DealerError(SqualsError):
+    """The Dealer could not be started, reached, or do what it was asked (bad weights, unknown variant...)."""
+
+
+@dataclass(frozen=True)
+class VariantTally:
+    """What one variant has seen since the Dealer first started (persisted across restarts).
+
+    ``errors`` is ``server_errors`` (the upstream answered 5xx) plus ``connection_errors`` (refused, reset or
+    timed out: the Dealer answered 502/504 itself). Latencies are the upstream's time to response headers, in
+    milliseconds, ``None`` until a first response arrived; they come from a fixed-size log histogram
+    (about 1 % relative precision).
+    """
+
+    name: str
+    units: int = 0
+    activations: int = 0
+    events: Mapping[str, int] = field(default_factory=lambda: EMPTY_EVENTS)
+    errors: int = 0
+    server_errors: int = 0
+    connection_errors: int = 0
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    latency_p99_ms: float | None = None
+    in_flight: int = 0
+
+    @property
+    def error_rate(self) -> float:
+        """Errors per activation (0.0 before any request), the usual KPI."""
+        return self.errors / self.activations if self.activations else 0.0
+
+
+@dataclass(frozen=True)
+class DealerConfig:
+    """How a Dealer starts: its upstreams (name -> base URL), their weights and how units are recognised.
+
+    Weights are relative (percent is fine); a variant missing from ``weights`` gets 0. ``seed`` salts the
+    bucketing so two experiments do not split the same units the same way. Ports 0 mean "any free port".
+    The token protects the admin endpoint; an empty token makes :func:`start_dealer` generate one.
+    ``unit_kind``/``unit_name`` mirror the manifest's ``StickyUnit`` (``kind``/``name``): a unit is the value
+    of that cookie (set by the Dealer when absent) or of that request header (falling back to the cookie).
+    """
+
+    upstreams: Mapping[str, str]
+    weights: Mapping[str, float]
+    unit_kind: Literal["cookie", "header"] = "cookie"
+    unit_name: str = "squals_unit"
+    seed: str = "squals"
+    host: str = "127.0.0.1"
+    port: int = 0
+    admin_port: int = 0
+    token: str = ""
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    persist_interval: float = 2.0
+    shutdown_timeout: float = 10.0
+    cookie_max_age: int = 365 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class DealerStatus:
+    """What a state directory says about its Dealer process, without touching the process.
+
+    ``stale``: the pid file names a process that is gone or is not this Dealer; reported, never killed.
+    """
+
+    state: Literal["running", "stopped", "stale"]
+    pid: int | None = None
+    url: str | None = None
+    admin_url: str | None = None
+    detail: str = ""
+
+
+@runtime_checkable
+class Dealer(Protocol):
+    """The traffic splitter as the lifecycle and the experiments use it."""
+
+    @property
+    def url(self) -> str:
+        """Where users send traffic (``http://127.0.0.1:PORT``)."""
+        ...
+
+    def weights(self) -> Mapping[str, float]:
+        """The current weights, one per upstream (0 for those that get no new units)."""
+        ...
+
+    def upstreams(self) -> Mapping[str, str]:
+        """The current upstreams: variant name -> base URL."""
+        ...
+
+    def set_weights(self, weights: Mapping[str, float]) -> None:
+        """Switch traffic; in-flight requests finish where they started. Raises DealerError on bad weights."""
+        ...
+
+    def set_upstreams(self, upstreams: Mapping[str, str], weights: Mapping[str, float] | None = None) -> None:
+        """Replace the upstream set (and optionally the weights) in one atomic switch."""
+        ...
+
+    def tallies(self) -> Mapping[str, VariantTally]:
+        """Per-variant tallies, including variants no longer routed to."""
+        ...
+
+    def record_event(
+        self, event: str, *, unit: str | None = None, variant: str | None = None, count: int = 1
+    ) -> None:
+        """Count a conversion for a unit (its current variant) or directly for a variant."""
+        ...
