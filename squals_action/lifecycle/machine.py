@@ -310,10 +310,9 @@ def apply(
 
     green = prod(out)
     if event is E.PROMOTE_START:
-        if candidate(out) is not None:
-            raise InvalidTransition(
-                name, env.status, event, f"{candidate(out).name} is already being promoted"
-            )  # type: ignore[union-attr]
+        busy = candidate(out)
+        if busy is not None:
+            raise InvalidTransition(name, env.status, event, f"{busy.name} is already being promoted")
         if green is None:
             share = 100.0
         else:
