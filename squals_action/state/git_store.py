@@ -1,23 +1,111 @@
-"""The git implementation of the state store (being written: the interface in ``interface.py`` is stable)."""
+"""The git implementation of the state store: JSON documents on an orphan branch, one commit per transition.
+
+How it stays out of the user's way and safe under concurrent writers:
+
+* It never touches the working tree, the index or HEAD. Blobs, trees and commits are written straight into
+  the object database (GitPython's ``gitdb``); the only ref it moves locally is its private
+  ``refs/squals/<remote>/<branch>``, a cache of the last tip it saw.
+* It fetches only the state branch (``--refmap=`` so no remote-tracking ref moves either) and publishes with
+  a plain, non-forced ``git push <sha>:refs/heads/<branch>``: the push *is* the compare-and-swap. A push
+  rejected because the branch moved is retried after a re-read, with full-jitter exponential backoff, up to
+  :attr:`RetryPolicy.max_attempts`; a push refused for any other reason (a protected branch, a hook) fails
+  at once with the remote's message.
+* Within one process it is optimistic: after its own push it builds the next commit on the tip it knows
+  without fetching (a stale tip only costs a rejected push). Once it has seen contention it fetches first.
+* Every git call runs with a timeout in its own process group (``git`` spawns helpers such as
+  ``git-remote-https``; a timeout kills them all), with hooks disabled, no prompts and the C locale.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
+import os
+import random
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 from squals_action.state.interface import (
     DEFAULT_BRANCH,
+    SCHEMA_VERSION,
+    ContentionError,
+    GitCommandError,
     HistoryEntry,
+    JsonObject,
+    PushRejectedError,
     RetryPolicy,
     Snapshot,
+    StateError,
     StateStore,
     TransactionFn,
     TransactionResult,
     Transition,
+    UnrelatedHistoryError,
+    dumps_document,
 )
+from squals_action.state.validation import META_PATH, parse_document, prepare_documents
+
+#: The identity of every state commit, so no git config is needed on the runner.
+COMMITTER_NAME = "squals-bot"
+COMMITTER_EMAIL = "squals-bot@users.noreply.github.com"
+#: How many recent idempotency keys the branch remembers (in ``squals-state.json``).
+RECENT_KEYS = 1000
+#: Seconds to sleep between writing the commit and pushing it; only the crash tests set it.
+TEST_PAUSE_ENV = "SQUALS_STATE_TEST_PAUSE_BEFORE_PUSH"
+
+_MODE_BLOB = "100644"
+_MODE_TREE = "40000"
+# Phrases of a push that lost a race (the server saw another update land first): retried.
+_RACE_PHRASES = (
+    "fetch first",
+    "non-fast-forward",
+    "stale info",
+    "cannot lock ref",
+    "failed to update ref",
+    "failed to lock",
+    "incorrect old value",
+    "already exists",
+)
+# Variables that would make git look at another repository than the one we were given.
+_REPO_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR",
+             "GIT_NAMESPACE", "GIT_ALTERNATE_OBJECT_DIRECTORIES")
+
+
+@dataclass(frozen=True)
+class _GitResult:
+    returncode: int
+    stdout: bytes
+    stderr: str
+
+
+@dataclass
+class _Tip:
+    """Everything known about one commit of the state branch: its entries, parsed documents and marker."""
+
+    commit: str | None
+    #: path -> (mode, sha) of every file, documents or not
+    entries: dict[str, tuple[str, str]] = field(default_factory=dict)
+    docs: dict[str, JsonObject] = field(default_factory=dict)
+    recent_keys: list[str] = field(default_factory=list)
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(commit=self.commit, documents=MappingProxyType(self.docs))
 
 
 class GitStateStore(StateStore):
-    """JSON documents on a git branch, one commit per transition, published by non-forced push."""
+    """JSON documents on a git branch, one commit per transition, published by non-forced push.
+
+    Create it with :func:`squals_action.state.open_store`. One instance is not thread-safe; several processes
+    and several clones may write at once.
+    """
 
     def __init__(
         self,
@@ -29,18 +117,403 @@ class GitStateStore(StateStore):
         fetch_depth: int | None = None,
         timeout: float = 60.0,
     ) -> None:
-        self.repo_path = repo_path
+        self.repo_path = Path(repo_path)
         self.remote = remote
         self.branch = branch
         self.retry = retry or RetryPolicy()
         self.fetch_depth = fetch_depth
         self.timeout = timeout
+        self.tracking_ref = f"refs/squals/{remote}/{branch}"
+        self._env = {k: v for k, v in os.environ.items() if k not in _REPO_ENV}
+        self._env.update({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "LANGUAGE": "C"})
+        self._odb: Any = None
+        self._known_objects: set[str] = set()
+        self._blob_docs: dict[str, JsonObject] = {}
+        self._tips: dict[str, _Tip] = {}
+        self._tip: str | None = None  # last tip seen on the remote, None: not fetched yet or no branch
+        self._fetched = False
+        self._contended = False
+        self._rng = random.Random()
+        if not branch or branch.startswith(("-", "/")) or ".." in branch or branch.endswith(("/", ".lock")):
+            raise StateError(f"invalid state branch name {branch!r}")
+
+    # ------------------------------------------------------------------------------------------------ public
 
     def read(self) -> Snapshot:
-        raise NotImplementedError
+        """Fetch the state branch and return its documents (``commit=None`` while it does not exist)."""
+        return self._load(self._fetch()).snapshot()
 
     def transact(self, fn: TransactionFn, meta: Transition) -> TransactionResult:
-        raise NotImplementedError
+        key = meta.idempotency_key
+        attempts = 0
+        fetch = not self._fetched or self._contended
+        while True:
+            attempts += 1
+            tip = self._load(self._fetch() if fetch else self._tip)
+            fresh, fetch = fetch, True
+            if key is not None and key in tip.recent_keys:
+                return TransactionResult(tip.commit, False, True, attempts, tip.snapshot())
+            try:
+                result = fn(tip.snapshot().working_copy())
+            except StateError:
+                if not fresh:  # decided on a tip we did not fetch: check again on the real one
+                    attempts -= 1
+                    continue
+                raise
+            if result is None:
+                if not fresh:
+                    attempts -= 1
+                    continue
+                return TransactionResult(tip.commit, False, False, attempts, tip.snapshot())
+            new_tip = self._write_commit(tip, prepare_documents(result), meta)
+            assert new_tip.commit is not None
+            pause = os.environ.get(TEST_PAUSE_ENV)
+            if pause:
+                time.sleep(float(pause))
+            if self._push(new_tip.commit):
+                self._remember(new_tip)
+                self._contended = attempts > 1
+                return TransactionResult(new_tip.commit, True, False, attempts, new_tip.snapshot())
+            self._contended = True
+            if attempts >= self.retry.max_attempts:
+                raise ContentionError(self.branch, attempts)
+            ceiling = min(self.retry.max_delay, self.retry.base_delay * 2 ** (attempts - 1))
+            time.sleep(self._rng.uniform(0, ceiling))
 
     def history(self, environment: str | None = None, limit: int | None = None) -> list[HistoryEntry]:
-        raise NotImplementedError
+        tip = self._fetch()
+        if tip is None:
+            return []
+        args = ["log", "--no-show-signature", "--no-decorate", "-z", "--format=%H%x1f%ct%x1f%B", tip]
+        if limit is not None and environment is None:
+            args.insert(1, f"--max-count={int(limit)}")
+        out = self._git(*args).stdout.decode("utf-8", "replace")
+        entries: list[HistoryEntry] = []
+        for record in out.split("\0"):
+            if not record.strip():
+                continue
+            entry = _parse_log_record(record)
+            if entry is None or (environment is not None and entry.environment != environment):
+                continue
+            entries.append(entry)
+            if limit is not None and len(entries) >= limit:
+                break
+        return entries
+
+    # ------------------------------------------------------------------------------------------------ git
+
+    def _git(self, *args: str, input: bytes | None = None, check: bool = True) -> _GitResult:
+        """Run one git command in the repository with a timeout; the whole process group dies on timeout."""
+        cmd = ["git", "-c", "core.hooksPath=/dev/null", "-C", str(self.repo_path), *args]
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=self._env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise GitCommandError(f"cannot run git: {exc}") from None
+        try:
+            out, err = proc.communicate(input, timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            raise GitCommandError(
+                f"git {args[0]} timed out after {self.timeout:g}s in {self.repo_path}"
+            ) from None
+        except BaseException:
+            _kill_group(proc)
+            raise
+        result = _GitResult(proc.returncode, out, err.decode("utf-8", "replace"))
+        if check and result.returncode != 0:
+            raise GitCommandError(f"git {args[0]} failed in {self.repo_path}: {_last_lines(result.stderr)}")
+        return result
+
+    def _objects(self) -> Any:
+        """GitPython's loose-object database of the repository (imported on first write only)."""
+        if self._odb is None:
+            out = self._git("rev-parse", "--show-object-format", "--git-path", "objects").stdout.decode()
+            lines = out.splitlines()
+            if lines[0].strip() != "sha1":
+                raise StateError(f"{self.repo_path} uses {lines[0].strip()} object ids; only sha1 works")
+            from gitdb import LooseObjectDB  # type: ignore[import-untyped,unused-ignore]
+
+            objects = Path(lines[1].strip())
+            self._odb = LooseObjectDB(str(objects if objects.is_absolute() else self.repo_path / objects))
+        return self._odb
+
+    def _store(self, kind: bytes, data: bytes) -> str:
+        """Write one object unless it is known to exist; returns its hex sha."""
+        sha = hashlib.sha1(b"%s %d\0" % (kind, len(data)) + data).hexdigest()  # noqa: S324 -- git's id
+        if sha not in self._known_objects:
+            from gitdb import IStream  # type: ignore[import-untyped,unused-ignore]
+
+            stored = self._objects().store(IStream(kind, len(data), io.BytesIO(data)))
+            if stored.hexsha.decode() != sha:
+                raise StateError(f"object database wrote {stored.hexsha!r}, expected {sha}")
+            self._known_objects.add(sha)
+        return sha
+
+    # ------------------------------------------------------------------------------------------------ fetch
+
+    def _fetch(self) -> str | None:
+        """Bring the remote tip into the tracking ref; refuse history not descending from what we saw."""
+        if not self._fetched and self._tip is None:
+            ref = self.tracking_ref + "^{commit}"
+            known = self._git("rev-parse", "--verify", "--quiet", ref, check=False)
+            self._tip = (known.stdout.decode().strip() or None) if known.returncode == 0 else None
+        before = self._tip
+        args = ["fetch", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", "--no-auto-gc",
+                "--no-prune", "--refmap=", "--quiet"]
+        if self.fetch_depth is not None and before is None:
+            args.append(f"--depth={int(self.fetch_depth)}")
+        result = self._git(*args, self.remote, f"+refs/heads/{self.branch}:{self.tracking_ref}", check=False)
+        if result.returncode != 0:
+            if "couldn't find remote ref" in result.stderr:
+                if before is not None:
+                    raise UnrelatedHistoryError(
+                        f"state branch {self.branch!r} vanished from remote {self.remote!r} (it was at "
+                        f"{before[:12]}); refusing to start a new history. To start over on purpose, run "
+                        f"`git update-ref -d {self.tracking_ref}`"
+                    )
+                self._fetched = True
+                return None
+            raise GitCommandError(
+                f"cannot fetch state branch {self.branch!r} from {self.remote!r}: "
+                f"{_last_lines(result.stderr)}"
+            )
+        after = self._git("rev-parse", "--verify", self.tracking_ref + "^{commit}").stdout.decode().strip()
+        if before is not None and after != before:
+            related = self._git("merge-base", "--is-ancestor", before, after, check=False).returncode == 0
+            if not related:
+                self._git("update-ref", self.tracking_ref, before, after, check=False)
+                raise UnrelatedHistoryError(
+                    f"state branch {self.branch!r} on {self.remote!r} is now at {after[:12]}, which does not "
+                    f"descend from {before[:12]} read before (history rewritten?); "
+                    "refusing to merge or overwrite"
+                )
+        self._tip = after
+        self._fetched = True
+        return after
+
+    # ------------------------------------------------------------------------------------------------ read
+
+    def _load(self, commit: str | None) -> _Tip:
+        """The parsed documents of ``commit`` (cached); corrupt documents raise, nothing is repaired."""
+        if commit is None:
+            return _Tip(None)
+        cached = self._tips.get(commit)
+        if cached is not None:
+            return cached
+        listing = self._git("ls-tree", "-r", "-t", "-z", "--full-tree", commit).stdout.decode("utf-8")
+        entries: dict[str, tuple[str, str]] = {}
+        for item in listing.split("\0"):
+            if not item:
+                continue
+            head, _, path = item.partition("\t")
+            mode, kind, sha = head.split(" ")
+            self._known_objects.add(sha)
+            if kind != "tree":
+                entries[path] = (mode, sha)
+        if META_PATH not in entries:
+            raise UnrelatedHistoryError(
+                f"branch {self.branch!r} on {self.remote!r} (commit {commit[:12]}) is not a squals state "
+                f"branch: no {META_PATH}; refusing to write to it"
+            )
+        wanted = {path: sha for path, (mode, sha) in entries.items() if _is_document(path, mode)}
+        missing = sorted({sha for sha in wanted.values() if sha not in self._blob_docs})
+        blobs = self._cat_blobs(missing) if missing else {}
+        docs: dict[str, JsonObject] = {}
+        meta: JsonObject | None = None
+        for path, sha in sorted(wanted.items()):
+            doc = self._blob_docs.get(sha)
+            if doc is None:
+                doc = parse_document(path, blobs[sha], commit)
+                self._blob_docs[sha] = doc
+            if path == META_PATH:
+                meta = doc
+            else:
+                docs[path] = doc
+        if meta is None:
+            raise UnrelatedHistoryError(f"{META_PATH} at commit {commit[:12]} is not a regular file")
+        tip = _Tip(commit, entries, docs, list(meta.get("recent_keys", [])))
+        self._remember(tip, current=False)
+        return tip
+
+    def _cat_blobs(self, shas: Sequence[str]) -> dict[str, bytes]:
+        out = self._git("cat-file", "--batch", input="".join(f"{s}\n" for s in shas).encode()).stdout
+        blobs: dict[str, bytes] = {}
+        pos = 0
+        for sha in shas:
+            end = out.index(b"\n", pos)
+            header = out[pos:end].decode().split(" ")
+            if len(header) != 3:
+                raise StateError(f"object {sha} of the state branch is missing from {self.repo_path}")
+            size = int(header[2])
+            blobs[sha] = out[end + 1 : end + 1 + size]
+            pos = end + 1 + size + 1
+        return blobs
+
+    def _remember(self, tip: _Tip, current: bool = True) -> None:
+        if len(self._tips) > 16:
+            self._tips.clear()
+        if len(self._blob_docs) > 20000:
+            self._blob_docs.clear()
+        assert tip.commit is not None
+        self._tips[tip.commit] = tip
+        if current:
+            self._tip = tip.commit
+
+    # ------------------------------------------------------------------------------------------------ write
+
+    def _write_commit(self, base: _Tip, docs: Mapping[str, JsonObject], meta: Transition) -> _Tip:
+        """Write the blobs, trees and commit of ``docs`` on top of ``base``; nothing is published yet."""
+        entries = {p: e for p, e in base.entries.items() if not _is_document(p, e[0])}
+        blob_docs: dict[str, JsonObject] = {}
+        for path, doc in docs.items():
+            old = base.entries.get(path)
+            if old is not None and base.docs.get(path) == doc:
+                entries[path] = old
+                continue
+            sha = self._store(b"blob", dumps_document(doc))
+            entries[path] = (_MODE_BLOB, sha)
+            blob_docs[sha] = doc
+        keys = list(base.recent_keys)
+        key = meta.idempotency_key
+        if key is not None:
+            keys = ([*keys, key])[-RECENT_KEYS:]
+        marker: JsonObject = {"schema_version": SCHEMA_VERSION, "format": "squals-state", "recent_keys": keys}
+        entries[META_PATH] = (_MODE_BLOB, self._store(b"blob", dumps_document(marker)))
+        tree = self._write_tree(entries)
+        stamp = f"{COMMITTER_NAME} <{COMMITTER_EMAIL}> {int(time.time())} +0000"
+        lines = [f"tree {tree}"]
+        if base.commit is not None:
+            lines.append(f"parent {base.commit}")
+        lines += [f"author {stamp}", f"committer {stamp}", "", meta.message()]
+        commit = self._store(b"commit", "\n".join(lines).encode("utf-8"))
+        self._blob_docs.update(blob_docs)
+        return _Tip(commit, entries, dict(docs), keys)
+
+    def _write_tree(self, entries: Mapping[str, tuple[str, str]]) -> str:
+        root: dict[str, Any] = {}
+        for path, entry in entries.items():
+            node = root
+            *dirs, name = path.split("/")
+            for part in dirs:
+                child = node.setdefault(part, {})
+                if not isinstance(child, dict):
+                    raise StateError(f"state path {path} collides with the file {part}")
+                node = child
+            if name in node:
+                raise StateError(f"state path {path} collides with a directory")
+            node[name] = entry
+        return self._tree_of(root)
+
+    def _tree_of(self, node: Mapping[str, Any]) -> str:
+        items: list[tuple[bytes, bytes]] = []
+        for name, value in node.items():
+            if isinstance(value, dict):
+                mode, sha = _MODE_TREE, self._tree_of(value)
+                sort_key = name.encode() + b"/"
+            else:
+                mode, sha = value
+                sort_key = name.encode()
+            items.append((sort_key, f"{mode} {name}".encode() + b"\0" + bytes.fromhex(sha)))
+        items.sort()
+        return self._store(b"tree", b"".join(data for _, data in items))
+
+    # ------------------------------------------------------------------------------------------------ push
+
+    def _push(self, commit: str) -> bool:
+        """Publish ``commit`` without force. ``True``: done; ``False``: lost a race; raises otherwise."""
+        result = self._git(
+            "push",
+            "--porcelain",
+            "--no-verify",
+            "--no-signed",
+            "--no-follow-tags",
+            "--recurse-submodules=no",
+            self.remote,
+            f"{commit}:refs/heads/{self.branch}",
+            check=False,
+        )
+        status = _porcelain_status(result.stdout.decode("utf-8", "replace"), self.branch)
+        if result.returncode == 0 and status is not None and status[0] != "!":
+            self._git("update-ref", self.tracking_ref, commit, check=False)
+            return True
+        if status is not None and status[0] == "!":
+            reason = status[1]
+            if reason.startswith("[rejected]") or any(phrase in reason for phrase in _RACE_PHRASES):
+                return False
+            raise PushRejectedError(self.branch, self.remote, _remote_message(reason, result.stderr))
+        raise GitCommandError(
+            f"cannot push state branch {self.branch!r} to {self.remote!r}: {_last_lines(result.stderr)}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+
+
+def _last_lines(stderr: str, count: int = 3) -> str:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return " / ".join(lines[-count:]) or "no message"
+
+
+def _is_document(path: str, mode: str) -> bool:
+    return mode == _MODE_BLOB and path.endswith(".json")
+
+
+def _porcelain_status(stdout: str, branch: str) -> tuple[str, str] | None:
+    """``(flag, summary)`` of our ref in ``push --porcelain`` output, e.g. ``("!", "[rejected] ...")``."""
+    for line in stdout.splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 3 and parts[1].endswith(f":refs/heads/{branch}"):
+            return parts[0], "\t".join(parts[2:])
+    return None
+
+
+def _remote_message(reason: str, stderr: str) -> str:
+    said = [line[7:].strip() for line in stderr.splitlines() if line.startswith("remote:")]
+    said = [line for line in said if line]
+    return " / ".join([*said[-5:], reason.strip()])
+
+
+def _parse_log_record(record: str) -> HistoryEntry | None:
+    commit, ts, body = record.lstrip("\n").split("\x1f", 2)
+    lines = body.strip("\n").splitlines()
+    trailers: dict[str, str] = {}
+    for line in reversed(lines):
+        if not line.strip():
+            break
+        name, sep, value = line.partition(": ")
+        if sep and name.startswith("Squals-"):
+            trailers.setdefault(name, value.strip())
+    event = trailers.get("Squals-Event")
+    if event is None:
+        return None
+
+    def number(name: str) -> int | None:
+        value = trailers.get(name)
+        return int(value) if value is not None and value.isdigit() else None
+
+    return HistoryEntry(
+        commit=commit,
+        time=datetime.fromtimestamp(int(ts), UTC),
+        event=event,
+        summary=lines[0] if lines else "",
+        environment=trailers.get("Squals-Environment"),
+        pr=number("Squals-PR"),
+        run_id=trailers.get("Squals-Run"),
+        attempt=number("Squals-Attempt"),
+        actor=trailers.get("Squals-Actor"),
+        idempotency_key=trailers.get("Squals-Idempotency-Key"),
+    )
+
