@@ -91,8 +91,14 @@ def error(
 ) -> str:
     """An ``::error`` annotation line."""
     return annotation(
-        "error", message, file=file, line=line, col=col,
-        end_line=end_line, end_column=end_column, title=title,
+        "error",
+        message,
+        file=file,
+        line=line,
+        col=col,
+        end_line=end_line,
+        end_column=end_column,
+        title=title,
     )
 
 
@@ -108,8 +114,14 @@ def warning(
 ) -> str:
     """A ``::warning`` annotation line."""
     return annotation(
-        "warning", message, file=file, line=line, col=col,
-        end_line=end_line, end_column=end_column, title=title,
+        "warning",
+        message,
+        file=file,
+        line=line,
+        col=col,
+        end_line=end_line,
+        end_column=end_column,
+        title=title,
     )
 
 
@@ -125,8 +137,14 @@ def notice(
 ) -> str:
     """A ``::notice`` annotation line."""
     return annotation(
-        "notice", message, file=file, line=line, col=col,
-        end_line=end_line, end_column=end_column, title=title,
+        "notice",
+        message,
+        file=file,
+        line=line,
+        col=col,
+        end_line=end_line,
+        end_column=end_column,
+        title=title,
     )
 
 

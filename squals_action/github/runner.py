@@ -1,0 +1,220 @@
+"""One run of the action: permission check, check run, deployment, the core's work, and the reports.
+
+The runner only orchestrates: the work is the ``Core``'s, the GitHub calls are the ``GitHubApi``'s (see
+:mod:`squals_action.github.interface`). Local outputs (job summary, ``GITHUB_OUTPUT``, workflow-command
+annotations) are written before any GitHub write, so a failing API still leaves the result on the run page.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TextIO
+
+from squals_action.errors import EXIT_FAILURE, EXIT_OK, SqualsError
+from squals_action.github import workflow_commands as wc
+from squals_action.github.events import PROMOTE_LABEL, ROLLBACK_LABEL, Intent, IntentKind
+from squals_action.github.interface import WRITE_ROLES, Conclusion, Core, GitHubApi, Request
+from squals_action.report.comment import MARKER, RunInfo, compose_comment, compose_summary
+from squals_action.report.model import Report, Status
+
+CHECK_NAME = "squals"
+LABELS: dict[str, tuple[str, str]] = {
+    PROMOTE_LABEL: ("0e8a16", "Squals: promote this PR's island to prod (blue/green)"),
+    ROLLBACK_LABEL: ("b60205", "Squals: roll prod back to the previous release"),
+}
+_CONCLUSIONS: dict[Status, Conclusion] = {
+    "success": "success",
+    "failure": "failure",
+    "skipped": "skipped",
+    "running": "neutral",
+    "refused": "neutral",
+    "locked": "neutral",
+    "neutral": "neutral",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The action's inputs and the runner's environment, read once by the entry point."""
+
+    workspace: Path
+    squals_files: tuple[str, ...] = ()
+    provider: str | None = None
+    state_branch: str = "squals/state"
+    run_url: str | None = None
+    run_id: str = "local"
+    output_path: str | None = None
+    summary_path: str | None = None
+
+
+def run(
+    intent: Intent,
+    core: Core,
+    api: GitHubApi | None,
+    settings: Settings,
+    stream: TextIO | None = None,
+) -> tuple[int, Report]:
+    """Carry out ``intent`` and report it everywhere; returns the exit code and the report."""
+    out = stream if stream is not None else sys.stdout
+    if api is not None and intent.pr_number is not None and intent.head_sha is None:
+        pull = api.pull(intent.pr_number)
+        intent = replace(intent, head_sha=pull.head_sha, sha=pull.head_sha, head_ref=pull.head_ref,
+                         fork=pull.fork, pr_title=intent.pr_title or pull.title)
+    info = RunInfo(run_url=settings.run_url, sha=intent.head_sha or intent.sha, event=intent.event_name,
+                   actor=intent.actor)
+
+    if intent.needs_write_permission:
+        refusal = _check_permission(intent, api)
+        if refusal is not None:
+            return _publish(intent, refusal, api, settings, info, out, check_run=None, deployment=None)
+
+    check_run: int | None = None
+    deployment: int | None = None
+    sha = intent.head_sha or intent.sha
+    if api is not None and sha and intent.kind is not IntentKind.TEARDOWN:
+        check_run = api.start_check_run(sha, CHECK_NAME, f"squals:{settings.run_id}", settings.run_url)
+    if api is not None and intent.kind is IntentKind.PREVIEW:
+        for name, (color, description) in LABELS.items():
+            api.ensure_label(name, color, description)
+    env_name = intent.environment
+    if api is not None and sha and env_name and intent.deploy and intent.kind in (
+        IntentKind.PREVIEW, IntentKind.PROMOTE
+    ):
+        deployment = api.deployment(
+            env_name,
+            sha,
+            transient=intent.kind is IntentKind.PREVIEW,
+            production=env_name == "prod",
+            description=f"squals {intent.kind.value} of PR #{intent.pr_number}",
+        )
+        api.deployment_status(deployment, "in_progress", environment_url=None, log_url=settings.run_url,
+                              description=f"squals {intent.kind.value} in progress")
+
+    request = Request(
+        intent=intent,
+        workspace=settings.workspace,
+        squals_files=settings.squals_files,
+        provider=settings.provider,
+        state_branch=settings.state_branch,
+        run_url=settings.run_url,
+        head_sha=sha,
+    )
+    try:
+        report = _dispatch(core, request)
+    except SqualsError as exc:
+        report = Report(intent=intent.kind.value, status="failure", environment=env_name,
+                        headline=f"{intent.kind.value} failed: {exc.one_line()}")
+    return _publish(intent, report, api, settings, info, out, check_run=check_run, deployment=deployment)
+
+
+def _dispatch(core: Core, request: Request) -> Report:
+    kind = request.intent.kind
+    if kind is IntentKind.PREVIEW:
+        return core.preview(request)
+    if kind is IntentKind.PROMOTE:
+        return core.promote(request)
+    if kind is IntentKind.ROLLBACK:
+        return core.rollback(request)
+    if kind is IntentKind.TEARDOWN:
+        return core.teardown(request)
+    if kind is IntentKind.EXPERIMENT_START:
+        return core.experiment_start(request)
+    if kind is IntentKind.EXPERIMENT_TICK:
+        return core.experiment_tick(request)
+    return Report(intent=kind.value, status="skipped", headline=request.intent.reason)
+
+
+def _check_permission(intent: Intent, api: GitHubApi | None) -> Report | None:
+    """None when the sender may act; otherwise the refusal to report (nothing else happens)."""
+    verb = intent.kind.value
+    actor = intent.actor or "an unknown user"
+    if api is None:
+        role = "unknown (no GitHub token)"
+    elif intent.actor is None:
+        role = "none"
+    else:
+        role = api.permission(intent.actor)
+    if role in WRITE_ROLES:
+        return None
+    return Report(
+        intent=verb,
+        status="refused",
+        headline=f"{verb} requested by {actor} was refused: it needs write, maintain or admin permission "
+        f"on the repository, and {actor} has {role}. Nothing was changed.",
+        notes=(f"Ask a maintainer to add the `{intent.trigger_label or verb}` label.",),
+    )
+
+
+def _publish(
+    intent: Intent,
+    report: Report,
+    api: GitHubApi | None,
+    settings: Settings,
+    info: RunInfo,
+    out: TextIO,
+    *,
+    check_run: int | None,
+    deployment: int | None,
+) -> tuple[int, Report]:
+    """Job summary, outputs and annotations first (local), then the comment, check run, deployment, label."""
+    for problem in report.problems:
+        line = wc.annotation(
+            "error" if problem.level == "failure" else problem.level,
+            problem.message,
+            file=problem.file,
+            line=problem.line,
+            col=problem.col,
+            title=problem.title,
+        )
+        wc.emit(line, stream=out)
+    wc.emit(f"squals: {intent.kind.value}: {report.status}: {' '.join(report.headline.split())}", stream=out)
+    wc.append_step_summary(compose_summary(report, info), path=settings.summary_path)
+    outputs: dict[str, str] = {"status": report.status, "intent": intent.kind.value}
+    outputs["environment-url"] = report.url or ""
+    outputs.update(report.outputs)
+    wc.set_outputs(outputs, path=settings.output_path)
+
+    if api is not None:
+        if intent.pr_number is not None:
+            api.upsert_comment(intent.pr_number, MARKER, lambda old: compose_comment(report, info, old))
+        if check_run is not None:
+            title = f"{intent.kind.value}: {report.status}"
+            api.finish_check_run(check_run, _CONCLUSIONS[report.status], title,
+                                 compose_summary(report, info), report.problems)
+        if deployment is not None:
+            ok = report.status in ("success", "skipped", "neutral")
+            api.deployment_status(
+                deployment,
+                "success" if ok else "failure",
+                environment_url=report.url if ok else None,
+                log_url=settings.run_url,
+                description=" ".join(report.headline.split())[:140],
+            )
+        if intent.kind is IntentKind.TEARDOWN and intent.environment and report.status != "locked":
+            api.deactivate(intent.environment, settings.run_url, f"PR #{intent.pr_number} closed")
+        if intent.trigger_label and intent.pr_number is not None:
+            api.remove_label(intent.pr_number, intent.trigger_label)
+    code = EXIT_FAILURE if report.status == "failure" else EXIT_OK
+    return code, report
+
+
+def settings_from_env(environ: Mapping[str, str]) -> Settings:
+    """The action's inputs: Docker passes them as ``INPUT_<NAME>``, upper-cased with hyphens kept."""
+    from squals_action.report.comment import run_url_from_env
+
+    raw_files = environ.get("INPUT_SQUALS-FILES", "")
+    files = tuple(f.strip() for chunk in raw_files.splitlines() for f in chunk.split(",") if f.strip())
+    workspace = Path(environ.get("GITHUB_WORKSPACE") or ".").resolve()
+    return Settings(
+        workspace=workspace,
+        squals_files=files,
+        provider=environ.get("INPUT_PROVIDER", "").strip() or None,
+        state_branch=environ.get("INPUT_STATE-BRANCH", "").strip() or "squals/state",
+        run_url=run_url_from_env(dict(environ)),
+        run_id=environ.get("GITHUB_RUN_ID", "") or "local",
+        output_path=environ.get("GITHUB_OUTPUT") or None,
+        summary_path=environ.get("GITHUB_STEP_SUMMARY") or None,
+    )
