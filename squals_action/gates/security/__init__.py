@@ -1,0 +1,1 @@
+"""Security gates: dependency vulnerabilities from pluggable sources, and the change-risk score."""
