@@ -6,10 +6,10 @@ strings again. Every command keeps its :class:`Location` so later failures can p
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from types import MappingProxyType
 from typing import Literal, TypeVar
 
 K = TypeVar("K")
@@ -34,12 +34,47 @@ DEALER_METRICS: frozenset[str] = frozenset(
     }
 )
 
-EMPTY: Mapping[str, str] = MappingProxyType({})
+class FrozenMap(Mapping[K, V]):
+    """A read-only, hashable mapping: usable as a dataclass default and inside frozen values.
+
+    (``MappingProxyType`` is read-only but unhashable, which dataclasses reject as a mutable default.)
+    """
+
+    __slots__ = ("_data", "_hash")
+
+    def __init__(self, items: Mapping[K, V] | None = None) -> None:
+        self._data: dict[K, V] = dict(items or {})
+        self._hash: int | None = None
+
+    def __getitem__(self, key: K) -> V:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(frozenset(self._data.items()))
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return dict(self._data) == dict(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._data!r})"
+
+
+EMPTY: Mapping[str, str] = FrozenMap()
 
 
 def frozen_map(items: Mapping[K, V]) -> Mapping[K, V]:
-    """A read-only view of a copy, so a model value cannot be changed behind its back."""
-    return MappingProxyType(dict(items))
+    """A read-only copy, so a model value cannot be changed behind its back."""
+    return FrozenMap(items)
 
 
 @dataclass(frozen=True, order=True)
@@ -174,9 +209,15 @@ class Rollout:
 
 @dataclass(frozen=True)
 class Variant:
+    """One experiment variant. ``squals`` is the path as written (relative to the declaring file's
+    directory); ``file`` is its absolute path and ``manifest`` its validated model (None when the variant
+    is the declaring file itself, or when the model was built by hand)."""
+
     name: str
     squals: str
     location: Location = NOWHERE
+    file: str = ""
+    manifest: Manifest | None = None
 
 
 @dataclass(frozen=True)
@@ -241,7 +282,7 @@ class Experiment:
     guardrails: tuple[Guardrail, ...] = ()
     min_duration: MinDuration = MinDuration()
     significance: Significance = Significance()
-    metrics: Mapping[str, MetricSource] = field(default_factory=dict)
+    metrics: Mapping[str, MetricSource] = field(default_factory=FrozenMap)
     location: Location = NOWHERE
 
 
@@ -255,7 +296,7 @@ class SharedResource:
 
 @dataclass(frozen=True)
 class EnvironmentOverride:
-    """Per-environment differences (``pr-*``, ``prod``, ``postprod``, a variant name): app env and provider."""
+    """Per-environment differences (``pr-*``, ``prod``, ``postprod``, a variant): app env and provider."""
 
     name: str
     app_env: Mapping[str, str] = EMPTY
@@ -277,8 +318,17 @@ class Manifest:
     exit_tests: tuple[Command, ...] = ()
     rollout: Rollout = Rollout()
     experiment: Experiment | None = None
-    shared: Mapping[str, SharedResource] = field(default_factory=dict)
-    environments: Mapping[str, EnvironmentOverride] = field(default_factory=dict)
+    shared: Mapping[str, SharedResource] = field(default_factory=FrozenMap)
+    environments: Mapping[str, EnvironmentOverride] = field(default_factory=FrozenMap)
+    #: Absolute directory of the squals file: every relative path in it (``workdir``, scripts, variant
+    #: files, templates) is relative to this directory. "." when the model was built by hand.
+    base_dir: str = "."
+    #: Absolute repository root the file's references must stay inside.
+    repo_root: str = "."
+
+    def resolve(self, relative: str) -> str:
+        """An absolute path for a path written in this file (a ``workdir``, a variant's ``squals``)."""
+        return os.path.normpath(os.path.join(os.path.abspath(self.base_dir), relative))
 
     def app_env_for(self, environment: str) -> Mapping[str, str]:
         """The app's environment variables with the override for ``environment`` (or its ``pr-*`` glob)."""
