@@ -146,21 +146,30 @@ def _has_token(pid: int, token: str) -> bool:
     return f"{TOKEN_VAR}={token}".encode() in environ.split(b"\0")
 
 
+def _group(pgid: int) -> list[int]:
+    """Live pids whose process group is ``pgid``."""
+    found: list[int] = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            stat = _stat(int(entry.name))
+            if stat is not None and _alive(stat) and stat.pgrp == pgid:
+                found.append(int(entry.name))
+    return found
+
+
 def members(record: ProcessRecord) -> tuple[int, ...]:
     """Live processes of the recorded group that are provably ours (see the module docstring)."""
     leader_ok = probe(record) == "running"
     found: list[int] = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        stat = _stat(pid)
-        if not _alive(stat) or stat is None or stat.pgrp != record.pid:
-            continue
+    for pid in _group(record.pid):
         if pid == record.pid:
             if leader_ok:
                 found.append(pid)
-        elif stat.start_ticks >= record.start_ticks and (leader_ok or _has_token(pid, record.token)):
+            continue
+        stat = _stat(pid)
+        if stat is None or stat.start_ticks < record.start_ticks:
+            continue
+        if leader_ok or _has_token(pid, record.token):
             found.append(pid)
     return tuple(sorted(found))
 
@@ -232,6 +241,12 @@ def terminate(record: ProcessRecord, *, grace: float = 5.0) -> StopOutcome:
             f"pid {describe(record.pid)} is no longer the process squals started (pid reused); left alone"
         )
     targets = members(record)
+    strangers = [p for p in _group(record.pid) if p not in targets and p != record.pid]
+    if strangers and not targets:
+        notes.append(
+            f"process group {record.pid} has {len(strangers)} process(es) squals cannot prove it started; "
+            "left alone"
+        )
     if not targets:
         return StopOutcome(stale=stale, notes=tuple(notes))
     _signal_all(record, targets, signal.SIGTERM)

@@ -218,11 +218,11 @@ class LocalProvider(Provider):
     def _app_dir(self, worktree: Path, manifest: model.Manifest) -> Path:
         """Where ``app.start`` runs: ``app.workdir`` relative to the squals file's folder in the worktree."""
         base = worktree
-        try:
-            squals_dir = Path(manifest.path).resolve().parent.relative_to(self.top.resolve())
-            base = worktree / squals_dir
-        except ValueError:
-            pass
+        # The manifest's own idea of its folder when it has one (``base_dir``), else the file's folder.
+        declared = str(getattr(manifest, "base_dir", ".") or ".")
+        squals_dir = Path(declared) if declared != "." else Path(manifest.path).resolve().parent
+        with contextlib.suppress(ValueError):
+            base = worktree / squals_dir.resolve().relative_to(self.top.resolve())
         cwd = (base / manifest.app.workdir).resolve()
         if not cwd.is_relative_to(worktree.resolve()):
             raise ProviderError(

@@ -3,7 +3,8 @@
 The app (``app.py``) answers ``/healthz`` and ``/`` with a JSON body naming its version (the ``VERSION`` file
 of its commit), environment, working directory and the ``SQUALS_*``/``PORT``/``GREETING`` variables it got.
 ``APP_MODE`` picks a misbehaviour: ``sick`` (health answers 503 forever), ``crash`` (prints and exits 3),
-``deaf`` (ignores SIGTERM), ``family`` (starts a grandchild in its process group).
+``deaf`` (ignores SIGTERM), ``family`` (starts a grandchild in its process group), ``stranger`` (the same
+with an emptied environment, so it cannot be proven ours once the app is gone).
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ if mode == "crash":
     sys.exit(3)
 if mode == "deaf":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-if mode == "family":
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+if mode in ("family", "stranger"):
+    argv = [sys.executable, "-c", "import time; time.sleep(300)"]
+    child = subprocess.Popen(argv if mode == "family" else ["env", "-i", *argv])
     open("child.pid", "w").write(str(child.pid))
 
 

@@ -174,6 +174,29 @@ def test_destroy_reaches_grandchildren(repo: Repo, local: LocalProvider) -> None
     assert not _alive(child)
 
 
+def test_orphans_of_a_crashed_app_are_stopped_only_when_provably_ours(
+    repo: Repo, local: LocalProvider
+) -> None:
+    for mode, ours in (("family", True), ("stranger", False)):
+        handle = local.provision(f"pr-{mode}", "HEAD", repo.manifest(env={"APP_MODE": mode}))
+        child_pid_file = Path(handle.data["worktree"]) / "child.pid"
+        assert _wait_for(child_pid_file.exists)
+        child = int(child_pid_file.read_text())
+        record = daemon.ProcessRecord.from_json(handle.data["process"])
+        kill_quietly(record.pid)  # the app dies; its child stays in the group
+        assert _wait_for(lambda: daemon.probe(record) == "gone")  # noqa: B023
+        try:
+            outcome = local.destroy(handle)
+            assert outcome.ok
+            if ours:
+                assert _wait_for(lambda: not _alive(child))  # noqa: B023
+            else:
+                assert _alive(child), "killed a process it could not prove it started"
+                assert any("cannot prove" in note for note in outcome.notes), outcome
+        finally:
+            kill_quietly(child)
+
+
 def test_app_ignoring_sigterm_is_killed_after_the_grace(
     repo: Repo, local: LocalProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
