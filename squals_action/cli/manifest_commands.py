@@ -1,9 +1,115 @@
-"""Sub-commands of the manifest concern."""
+"""Sub-commands of the manifest concern: ``squals validate`` and ``squals schema``.
+
+Kept light: YAML, jsonschema and the validator are imported inside the handlers.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from squals_action.errors import EXIT_FAILURE, EXIT_OK, SqualsError, UsageError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add this concern's sub-commands (none yet)."""
+    """Add ``validate`` and ``schema``."""
+    validate = subparsers.add_parser(
+        "validate",
+        help="check squals files and print every problem with its location",
+        description="Check squals files. Without PATH, find squals.yml and squals/*.yml at the "
+        "repository root. "
+        "Exit 0 when valid, 1 when a problem was found, 2 for a usage error.",
+    )
+    validate.add_argument("paths", nargs="*", metavar="PATH", help="squals files to check")
+    validate.add_argument(
+        "--format",
+        choices=("text", "json", "github"),
+        default="text",
+        help="text: path:line:col: error: where: what; json: one document; github: workflow commands",
+    )
+    validate.add_argument(
+        "--repo-root", metavar="DIR", help="repository root that references must stay inside"
+    )
+    validate.set_defaults(handler=run_validate)
+
+    schema = subparsers.add_parser(
+        "schema", help="print the squals file's JSON Schema (or its reference doc)"
+    )
+    schema.add_argument("--format", choices=("json", "markdown"), default="json")
+    schema.set_defaults(handler=run_schema)
+
+
+class NoSqualsFile(SqualsError):
+    """Discovery found nothing to validate."""
+
+
+def _paths(args: argparse.Namespace) -> tuple[list[Path], Path | None]:
+    from squals_action.manifest import discover, find_repo_root
+
+    repo_root = Path(args.repo_root) if args.repo_root else None
+    if repo_root is not None and not repo_root.is_dir():
+        raise UsageError(f"squals validate: --repo-root {args.repo_root!r} is not a directory")
+    if args.paths:
+        paths = [Path(p) for p in args.paths]
+        for path in paths:
+            if not path.exists():
+                raise UsageError(f"squals validate: no such file: {path}")
+        return paths, repo_root
+    root = repo_root if repo_root is not None else find_repo_root(Path.cwd())
+    found = discover(root)
+    if not found:
+        raise NoSqualsFile(f"no squals file found: looked for squals.yml and squals/*.yml in {root}")
+    return found, repo_root
+
+
+def run_validate(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Validate and print problems; the exit code says whether the files are valid."""
+    from squals_action.github import workflow_commands as wc
+    from squals_action.manifest import validate_paths
+
+    stream = out if out is not None else sys.stdout
+    paths, repo_root = _paths(args)
+    report = validate_paths(paths, repo_root=repo_root)
+    lines: list[str] = []
+    if args.format == "json":
+        lines.append(json.dumps(report.as_dict(), indent=2))
+    elif args.format == "github":
+        lines.extend(
+            wc.error(f"{p.where}: {p.message}", file=p.file, line=p.line, col=p.col, title="squals file")
+            for p in report.problems
+        )
+    else:
+        lines.extend(p.render() for p in report.problems)
+        if args.format == "text" and wc.in_github_actions(os.environ):
+            lines.extend(
+                wc.error(f"{p.where}: {p.message}", file=p.file, line=p.line, col=p.col, title="squals file")
+                for p in report.problems
+            )
+        files = len(report.files)
+        plural = "s" if files != 1 else ""
+        if report.valid:
+            summary = f"squals: {files} squals file{plural} valid"
+        else:
+            count = len(report.problems)
+            summary = f"squals: {count} problem{'s' if count != 1 else ''} in {files} file{plural}"
+        print(summary, file=sys.stderr)
+    stream.write("".join(line + "\n" for line in lines))
+    stream.flush()
+    return EXIT_OK if report.valid else EXIT_FAILURE
+
+
+def run_schema(args: argparse.Namespace) -> int:
+    """Print the schema (``--format json``) or the reference generated from it (``markdown``)."""
+    if args.format == "markdown":
+        from squals_action.manifest.reference import render_reference
+
+        sys.stdout.write(render_reference())
+    else:
+        from squals_action.manifest.schema import schema_text
+
+        sys.stdout.write(schema_text())
+    return EXIT_OK

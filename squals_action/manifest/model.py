@@ -34,6 +34,7 @@ DEALER_METRICS: frozenset[str] = frozenset(
     }
 )
 
+
 class FrozenMap(Mapping[K, V]):
     """A read-only, hashable mapping: usable as a dataclass default and inside frozen values.
 

@@ -1,0 +1,268 @@
+"""Turn schema- and semantically-valid data into the frozen model; every part keeps its location."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from squals_action.manifest import model as m
+from squals_action.manifest.checks import COMMAND_SECTIONS, default_command_name
+from squals_action.manifest.problems import PathPart
+from squals_action.manifest.units import parse_amount, parse_duration
+from squals_action.manifest.yamlload import Document
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _strings(value: Any) -> Mapping[str, str]:
+    if not isinstance(value, dict):
+        return m.EMPTY
+    return m.frozen_map({str(k): _text(v) for k, v in value.items()})
+
+
+def _duration(value: Any, default: float) -> float:
+    return parse_duration(value) if isinstance(value, str) else default
+
+
+def _amount(value: Any) -> float | None:
+    return None if value is None else parse_amount(value)
+
+
+class Builder:
+    def __init__(
+        self,
+        doc: Document,
+        variants: Mapping[str, tuple[str, m.Manifest | None]],
+        base_dir: Path,
+        repo_root: Path,
+    ) -> None:
+        self.doc = doc
+        self.variants = variants
+        self.base_dir = base_dir
+        self.repo_root = repo_root
+
+    def loc(self, path: Sequence[PathPart]) -> m.Location:
+        line, col = self.doc.position(path)
+        return m.Location(self.doc.file, line, col)
+
+    def command(self, path: tuple[PathPart, ...], item: dict[str, Any], prefix: str, index: int) -> m.Command:
+        return m.Command(
+            name=str(item.get("name") or default_command_name(prefix, index)),
+            run=str(item["run"]),
+            timeout=_duration(item.get("timeout"), 600.0),
+            env=_strings(item.get("env")),
+            workdir=str(item.get("workdir", ".")),
+            location=self.loc(path),
+        )
+
+    def test_gate(self, path: tuple[PathPart, ...], item: dict[str, Any], index: int) -> m.TestGate:
+        base = self.command(path, item, "test", index)
+        return m.TestGate(
+            name=base.name,
+            run=base.run,
+            timeout=base.timeout,
+            env=base.env,
+            workdir=base.workdir,
+            location=base.location,
+            kind=cast(Any, item.get("kind", "other")),
+            paths=tuple(str(p) for p in item.get("paths", ())),
+        )
+
+    def commands(self, data: dict[str, Any], path: tuple[str, ...]) -> tuple[m.Command, ...]:
+        prefix = next(p for section, _, p in COMMAND_SECTIONS if section == path)
+        node: Any = data
+        for part in path:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        items = node if isinstance(node, list) else []
+        return tuple(self.command((*path, i), item, prefix, i) for i, item in enumerate(items))
+
+    def build(self) -> m.Manifest:
+        data: dict[str, Any] = self.doc.data
+        return m.Manifest(
+            path=self.doc.file,
+            name=str(data["name"]),
+            app=self.app(data["app"]),
+            version=int(data["version"]),
+            provider=self.provider(data.get("provider")),
+            gates=self.gates(data),
+            hooks=m.Hooks(**{stage: self.commands(data, ("hooks", stage)) for stage in m.HOOK_STAGES}),
+            exit_tests=self.commands(data, ("exit_tests",)),
+            rollout=self.rollout(data),
+            experiment=self.experiment(data.get("experiment")),
+            shared=m.frozen_map(
+                {
+                    name: m.SharedResource(
+                        name, str(item["type"]), _strings(item.get("options")), self.loc(("shared", name))
+                    )
+                    for name, item in data.get("shared", {}).items()
+                }
+            ),
+            environments=m.frozen_map(
+                {
+                    name: m.EnvironmentOverride(
+                        name,
+                        _strings(item.get("env")),
+                        _strings(item.get("parameters")),
+                        self.loc(("environments", name)),
+                    )
+                    for name, item in data.get("environments", {}).items()
+                }
+            ),
+            base_dir=str(self.base_dir.absolute()),
+            repo_root=str(self.repo_root.absolute()),
+        )
+
+    def app(self, app: dict[str, Any]) -> m.App:
+        return m.App(
+            start=str(app["start"]),
+            health=str(app.get("health", "/healthz")),
+            health_timeout=_duration(app.get("health_timeout"), 30.0),
+            env=_strings(app.get("env")),
+            workdir=str(app.get("workdir", ".")),
+            location=self.loc(("app",)),
+        )
+
+    def provider(self, provider: Any) -> m.Provider:
+        if not isinstance(provider, dict):
+            return m.Provider()
+        return m.Provider(
+            kind=provider.get("kind", "local"),
+            region=provider.get("region"),
+            template=provider.get("template"),
+            parameters=_strings(provider.get("parameters")),
+            location=self.loc(("provider",)),
+        )
+
+    def gates(self, data: dict[str, Any]) -> m.Gates:
+        gates = data.get("gates", {})
+        tests = gates.get("test", [])
+        return m.Gates(
+            compile=self.commands(data, ("gates", "compile")),
+            test=tuple(self.test_gate(("gates", "test", i), item, i) for i, item in enumerate(tests)),
+            security=self.security(gates.get("security")),
+        )
+
+    def security(self, security: Any) -> m.SecurityGate | None:
+        if not isinstance(security, dict):
+            return None
+        base = ("gates", "security")
+        deps = security.get("dependencies")
+        risk = security.get("risk")
+        scan = None
+        if isinstance(deps, dict):
+            scan = m.DependencyScan(
+                files=tuple(str(f) for f in deps.get("files", ())),
+                sources=tuple(deps.get("sources", ("osv",))),
+                fail_on=deps.get("fail_on", "high"),
+                ignore=tuple(
+                    m.IgnoredAdvisory(
+                        id=str(item["id"]),
+                        reason=str(item["reason"]),
+                        expires=datetime.date.fromisoformat(item["expires"]) if "expires" in item else None,
+                        location=self.loc((*base, "dependencies", "ignore", i)),
+                    )
+                    for i, item in enumerate(deps.get("ignore", ()))
+                ),
+                offline_db=deps.get("offline_db"),
+                safety_db=deps.get("safety_db"),
+                location=self.loc((*base, "dependencies")),
+            )
+        policy = None
+        if isinstance(risk, dict):
+            policy = m.RiskPolicy(
+                max_score=int(risk.get("max_score", 60)),
+                sensitive_paths=tuple(str(p) for p in risk.get("sensitive_paths", ())),
+                location=self.loc((*base, "risk")),
+            )
+        return m.SecurityGate(
+            dependencies=scan, risk=policy, timeout=_duration(security.get("timeout"), 600.0)
+        )
+
+    def rollout(self, data: dict[str, Any]) -> m.Rollout:
+        rollout = data.get("rollout")
+        if not isinstance(rollout, dict):
+            return m.Rollout()
+        return m.Rollout(
+            blue_share=parse_amount(rollout.get("blue_share", "10%")),
+            bake=_duration(rollout.get("bake"), 900.0),
+            check_interval=_duration(rollout.get("check_interval"), 10.0),
+            inflight_tests=self.commands(data, ("rollout", "inflight_tests")),
+            kpis=tuple(
+                m.Kpi(
+                    str(k["metric"]),
+                    _amount(k.get("max")),
+                    _amount(k.get("min")),
+                    self.loc(("rollout", "kpis", i)),
+                )
+                for i, k in enumerate(rollout.get("kpis", ()))
+            ),
+            location=self.loc(("rollout",)),
+        )
+
+    def experiment(self, exp: Any) -> m.Experiment | None:
+        if not isinstance(exp, dict):
+            return None
+        base = ("experiment",)
+        objective = exp["objective"]
+        direction: Literal["maximize", "minimize"] = "maximize" if "maximize" in objective else "minimize"
+        unit = exp.get("unit", "cookie")
+        sticky = (
+            m.StickyUnit()
+            if isinstance(unit, str)
+            else m.StickyUnit(unit.get("kind", "cookie"), str(unit.get("name", "squals_unit")))
+        )
+        min_duration = exp.get("min_duration", {})
+        significance = exp.get("significance", {})
+        variants = {}
+        for name, item in exp["variants"].items():
+            file, manifest = self.variants.get(name, ("", None))
+            variants[name] = m.Variant(
+                name, str(item["squals"]), self.loc((*base, "variants", name)), file=file, manifest=manifest
+            )
+        return m.Experiment(
+            variants=m.frozen_map(variants),
+            control=str(exp.get("control", "control")),
+            split=m.frozen_map({str(k): parse_amount(v) for k, v in exp["split"].items()}),
+            objective=m.Objective(
+                metric=str(objective[direction]),
+                direction=direction,
+                numerator=str(objective["numerator"]),
+                denominator=str(objective.get("denominator", "visitors")),
+                location=self.loc((*base, "objective")),
+            ),
+            unit=sticky,
+            guardrails=tuple(
+                m.Guardrail(
+                    str(g["metric"]),
+                    _amount(g.get("max_increase")),
+                    _amount(g.get("max")),
+                    self.loc((*base, "guardrails", i)),
+                )
+                for i, g in enumerate(exp.get("guardrails", ()))
+            ),
+            min_duration=m.MinDuration(
+                _duration(min_duration.get("time"), 0.0), int(min_duration.get("activations", 0))
+            ),
+            significance=m.Significance(
+                float(significance.get("alpha", 0.05)), significance.get("method", "sequential")
+            ),
+            metrics=m.frozen_map(
+                {
+                    name: m.MetricSource(
+                        name,
+                        item["source"],
+                        str(item["query"]),
+                        item.get("url"),
+                        self.loc((*base, "metrics", name)),
+                    )
+                    for name, item in exp.get("metrics", {}).items()
+                }
+            ),
+            location=self.loc(base),
+        )

@@ -1,0 +1,310 @@
+"""Semantic checks the JSON Schema cannot express, located like schema errors.
+
+They run on data that may also have schema errors, so every check looks at the shape it needs and
+skips what is malformed (the schema already reported it).
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from squals_action.manifest.model import DEALER_METRICS, HOOK_STAGES
+from squals_action.manifest.paths import reference_problem, script_of
+from squals_action.manifest.problems import PathPart, Problem, format_where
+from squals_action.manifest.schema import suggest
+from squals_action.manifest.units import DURATION_RE, PERCENTAGE_RE, parse_amount, parse_duration
+from squals_action.manifest.yamlload import Document
+
+#: Sections holding command lists: (path, group whose names must be unique, default-name prefix).
+COMMAND_SECTIONS: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (("gates", "compile"), "gate", "compile"),
+    (("gates", "test"), "gate", "test"),
+    *((("hooks", stage), "hook", stage) for stage in HOOK_STAGES),
+    (("exit_tests",), "exit test", "exit"),
+    (("rollout", "inflight_tests"), "in-flight test", "inflight"),
+)
+
+WEIGHT_TOLERANCE = 1e-6
+
+
+def default_command_name(prefix: str, index: int) -> str:
+    """The name a command gets when it has none: its section and 1-based position, e.g. ``promote-2``."""
+    return f"{prefix}-{index + 1}"
+
+
+def get(data: Any, path: Sequence[PathPart]) -> Any:
+    """The value at ``path`` or None when any step is missing or of the wrong shape."""
+    for part in path:
+        if isinstance(part, str) and isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(part, int) and isinstance(data, list) and 0 <= part < len(data):
+            data = data[part]
+        else:
+            return None
+    return data
+
+
+@dataclass(frozen=True)
+class VariantRef:
+    """A variant's squals file reference that passed the path checks; the caller validates its content."""
+
+    name: str
+    path: tuple[PathPart, ...]
+    ref: str
+    file: Path
+
+
+@dataclass
+class Checker:
+    doc: Document
+    base_dir: Path
+    repo_root: Path
+    as_variant: bool = False
+    problems: list[Problem] = field(default_factory=list)
+    variants: list[VariantRef] = field(default_factory=list)
+
+    @property
+    def data(self) -> Any:
+        return self.doc.data
+
+    def add(self, path: Sequence[PathPart], message: str, *, key: bool = False) -> None:
+        line, col = self.doc.position(path, key=key)
+        self.problems.append(Problem(self.doc.file, line, col, format_where(path), message))
+
+    def run(self) -> None:
+        if not isinstance(self.data, dict):
+            return
+        self.commands()
+        self.durations()
+        self.references()
+        self.rollout()
+        self.experiment()
+        self.advisories()
+
+    # commands --------------------------------------------------------------------------------------
+
+    def iter_commands(self) -> Iterator[tuple[tuple[PathPart, ...], str, str, int, dict[str, Any]]]:
+        for section, group, prefix in COMMAND_SECTIONS:
+            items = get(self.data, section)
+            if not isinstance(items, list):
+                continue
+            for index, item in enumerate(items):
+                if isinstance(item, dict):
+                    yield (*section, index), group, prefix, index, item
+
+    def commands(self) -> None:
+        seen: dict[tuple[str, str], int] = {}
+        for path, group, prefix, index, item in self.iter_commands():
+            name = item.get("name")
+            explicit = isinstance(name, str)
+            effective = name if isinstance(name, str) else default_command_name(prefix, index)
+            where = (*path, "name") if explicit else path
+            first = seen.get((group, effective))
+            if first is not None:
+                self.add(
+                    where, f"expected unique {group} names; {effective!r} is already used at line {first}"
+                )
+            else:
+                seen[(group, effective)] = self.doc.position(where)[0]
+            run = item.get("run")
+            if isinstance(run, str):
+                script = script_of(run)
+                if script is not None:
+                    workdir = item.get("workdir") if isinstance(item.get("workdir"), str) else "."
+                    problem = reference_problem(
+                        self.base_dir / str(workdir), self.repo_root, script, must_exist=False
+                    )
+                    if problem:
+                        self.add((*path, "run"), problem)
+
+    # durations -------------------------------------------------------------------------------------
+
+    def durations(self) -> None:
+        paths: list[tuple[PathPart, ...]] = [
+            ("app", "health_timeout"),
+            ("gates", "security", "timeout"),
+            ("rollout", "bake"),
+            ("rollout", "check_interval"),
+        ]
+        paths.extend((*path, "timeout") for path, *_ in self.iter_commands())
+        for path in paths:
+            value = get(self.data, path)
+            if isinstance(value, str) and DURATION_RE.match(value) and parse_duration(value) <= 0:
+                self.add(path, f"expected a positive duration, got {value!r}")
+
+    # file references -------------------------------------------------------------------------------
+
+    def check_ref(self, path: Sequence[PathPart], *, must_exist: bool, want: str = "file") -> Path | None:
+        value = get(self.data, path)
+        if not isinstance(value, str) or not value:
+            return None
+        problem = reference_problem(self.base_dir, self.repo_root, value, must_exist=must_exist, want=want)
+        if problem:
+            self.add(path, problem)
+            return None
+        return self.base_dir / value
+
+    def references(self) -> None:
+        self.check_ref(("app", "workdir"), must_exist=False, want="directory")
+        provider = get(self.data, ("provider",))
+        if isinstance(provider, dict):
+            self.check_ref(("provider", "template"), must_exist=True)
+        for path, *_ in self.iter_commands():
+            self.check_ref((*path, "workdir"), must_exist=False, want="directory")
+        deps = ("gates", "security", "dependencies")
+        files = get(self.data, (*deps, "files"))
+        if isinstance(files, list):
+            for index in range(len(files)):
+                self.check_ref((*deps, "files", index), must_exist=False)
+        self.check_ref((*deps, "offline_db"), must_exist=False)
+        self.check_ref((*deps, "safety_db"), must_exist=False, want="directory")
+
+    # rollout ---------------------------------------------------------------------------------------
+
+    def rollout(self) -> None:
+        share = get(self.data, ("rollout", "blue_share"))
+        if isinstance(share, str) and PERCENTAGE_RE.match(share):
+            number = float(share[:-1])
+            if not 0 < number < 100:
+                self.add(
+                    ("rollout", "blue_share"), f"expected a share strictly between 0% and 100%, got {share!r}"
+                )
+        kpis = get(self.data, ("rollout", "kpis"))
+        declared = self.declared_metrics()
+        if isinstance(kpis, list):
+            for index, kpi in enumerate(kpis):
+                if isinstance(kpi, dict):
+                    self.metric(("rollout", "kpis", index, "metric"), declared)
+                    self.bounds(("rollout", "kpis", index), kpi, "min", "max")
+
+    def bounds(self, path: tuple[PathPart, ...], item: dict[str, Any], low: str, high: str) -> None:
+        try:
+            lower, upper = parse_amount(item[low]), parse_amount(item[high])
+        except (KeyError, ValueError):
+            return
+        if lower > upper:
+            self.add((*path, low), f"expected {low} <= {high}, got {lower:g} > {upper:g}")
+
+    # metrics ---------------------------------------------------------------------------------------
+
+    def declared_metrics(self) -> set[str]:
+        metrics = get(self.data, ("experiment", "metrics"))
+        return {str(k) for k in metrics} if isinstance(metrics, dict) else set()
+
+    def metric(self, path: tuple[PathPart, ...], declared: set[str]) -> None:
+        value = get(self.data, path)
+        if not isinstance(value, str) or value.startswith("event:"):
+            return
+        if value in DEALER_METRICS or value in declared:
+            return
+        message = (
+            f"expected a Dealer metric ({', '.join(sorted(DEALER_METRICS))}), event:<name> or a metric "
+            f"declared under experiment.metrics, got {value!r}"
+        )
+        hint = suggest(value, sorted(DEALER_METRICS | declared))
+        self.add(path, message + (f"; did you mean {hint!r}?" if hint else ""))
+
+    # experiment ------------------------------------------------------------------------------------
+
+    def experiment(self) -> None:
+        experiment = get(self.data, ("experiment",))
+        if not isinstance(experiment, dict):
+            return
+        if self.as_variant:
+            self.add(
+                ("experiment",),
+                "expected no experiment in a variant file; the experiment belongs to the "
+                "file that lists the variants",
+                key=True,
+            )
+            return
+        declared = self.declared_metrics()
+        for key in ("numerator", "denominator"):
+            self.metric(("experiment", "objective", key), declared)
+        guardrails = experiment.get("guardrails")
+        if isinstance(guardrails, list):
+            for index, guard in enumerate(guardrails):
+                if isinstance(guard, dict):
+                    self.metric(("experiment", "guardrails", index, "metric"), declared)
+        variants = experiment.get("variants")
+        names = [str(k) for k in variants] if isinstance(variants, dict) else []
+        control = experiment.get("control", "control")
+        if isinstance(variants, dict) and isinstance(control, str) and control not in variants:
+            where: tuple[PathPart, ...] = (
+                ("experiment", "control") if "control" in experiment else ("experiment", "variants")
+            )
+            self.add(
+                where,
+                f"expected a control variant named {control!r}; the variants are "
+                f"{', '.join(names) or 'none'}",
+            )
+        self.split(experiment, names, control if isinstance(control, str) else None)
+        if isinstance(variants, dict):
+            for name, variant in variants.items():
+                if isinstance(variant, dict) and isinstance(variant.get("squals"), str):
+                    path = ("experiment", "variants", name, "squals")
+                    file = self.check_ref(path, must_exist=True)
+                    if file is not None:
+                        self.variants.append(VariantRef(name, path, str(variant["squals"]), file))
+        unit = experiment.get("unit")
+        if isinstance(unit, dict) and unit.get("kind") == "header" and "name" not in unit:
+            self.add(
+                ("experiment", "unit"), "missing required key 'name' (the header that identifies a unit)"
+            )
+
+    def split(self, experiment: dict[str, Any], names: list[str], control: str | None) -> None:
+        split = experiment.get("split")
+        if not isinstance(split, dict) or not names:
+            return
+        total = 0.0
+        numeric = True
+        for name, weight in split.items():
+            if name not in names:
+                hint = suggest(str(name), names)
+                self.add(
+                    ("experiment", "split", name),
+                    f"expected a variant name, got {name!r}"
+                    + (f"; did you mean {hint!r}?" if hint else f" (variants: {', '.join(names)})"),
+                    key=True,
+                )
+            try:
+                amount = parse_amount(weight)
+            except ValueError:
+                numeric = False
+                continue
+            total += amount
+        for name in names:
+            if name not in split:
+                role = "the control variant" if name == control else "variant"
+                self.add(("experiment", "split"), f"expected a weight for {role} {name!r}")
+        if numeric and not math.isclose(total, 100.0, abs_tol=WEIGHT_TOLERANCE):
+            self.add(("experiment", "split"), f"expected weights adding up to 100, they add up to {total:g}")
+
+    # advisories ------------------------------------------------------------------------------------
+
+    def advisories(self) -> None:
+        path = ("gates", "security", "dependencies", "ignore")
+        ignore = get(self.data, path)
+        if not isinstance(ignore, list):
+            return
+        for index, item in enumerate(ignore):
+            expires = item.get("expires") if isinstance(item, dict) else None
+            if isinstance(expires, str) and len(expires) == 10:
+                try:
+                    datetime.date.fromisoformat(expires)
+                except ValueError:
+                    self.add((*path, index, "expires"), f"expected a real calendar date, got {expires!r}")
+
+
+def semantic_problems(
+    doc: Document, base_dir: Path, repo_root: Path, *, as_variant: bool = False
+) -> tuple[list[Problem], list[VariantRef]]:
+    """Semantic problems of one document and the variant files it references (checked by the caller)."""
+    checker = Checker(doc, base_dir, repo_root, as_variant=as_variant)
+    checker.run()
+    return checker.problems, checker.variants

@@ -1,0 +1,140 @@
+"""Validation of squals files end to end: load, schema, semantic checks, variant files, the model.
+
+Problems are collected, not raised, so one run reports everything at once; :func:`load` raises them
+together as one :class:`ManifestError` for callers that just need a model.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from squals_action.manifest.build import Builder
+from squals_action.manifest.checks import semantic_problems
+from squals_action.manifest.model import Manifest
+from squals_action.manifest.paths import find_repo_root
+from squals_action.manifest.problems import FileResult, ManifestError, Problem, ValidationReport
+from squals_action.manifest.schema import schema_problems
+from squals_action.manifest.yamlload import load_document
+
+DISCOVERY_PATTERNS: tuple[str, ...] = ("squals.yml", "squals.yaml", "squals/*.yml", "squals/*.yaml")
+
+
+def display_name(path: Path, relative_to: Path | None = None) -> str:
+    """How problems name a file: relative to ``relative_to`` (default: the working directory) when inside."""
+    base = os.path.abspath(relative_to if relative_to is not None else Path.cwd())
+    full = os.path.abspath(path)
+    if full == base or full.startswith(base.rstrip(os.sep) + os.sep):
+        return os.path.relpath(full, base)
+    return full
+
+
+def discover(repo_root: Path) -> list[Path]:
+    """``squals.yml`` and ``squals/*.yml`` under the repository root, in a stable order."""
+    found: list[Path] = []
+    for pattern in DISCOVERY_PATTERNS:
+        found.extend(sorted(p for p in repo_root.glob(pattern) if p.is_file()))
+    return found
+
+
+class Validation:
+    """One validation run; caches each file so variants shared by several files are checked once."""
+
+    def __init__(self, repo_root: Path | None = None, relative_to: Path | None = None) -> None:
+        self.repo_root = repo_root
+        self.relative_to = relative_to
+        self.cache: dict[tuple[str, bool], tuple[list[Problem], Manifest | None]] = {}
+
+    def file(self, path: Path, *, as_variant: bool = False) -> tuple[list[Problem], Manifest | None]:
+        key = (os.path.realpath(path), as_variant)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        self.cache[key] = ([], None)  # a cycle ends here instead of recursing
+        result = self._check(path, as_variant)
+        self.cache[key] = result
+        return result
+
+    def _check(self, path: Path, as_variant: bool) -> tuple[list[Problem], Manifest | None]:
+        name = display_name(path, self.relative_to)
+        base_dir = path.absolute().parent
+        repo_root = self.repo_root if self.repo_root is not None else find_repo_root(base_dir)
+        try:
+            doc = load_document(path, name)
+        except ManifestError as exc:
+            return list(exc.problems), None
+        if doc.data is None:
+            return [
+                Problem(
+                    name, 1, 1, "$", "expected a mapping with the squals file's keys, got an empty document"
+                )
+            ], None
+        problems = schema_problems(doc)
+        semantic, variant_refs = semantic_problems(doc, base_dir, repo_root, as_variant=as_variant)
+        problems.extend(semantic)
+        variants: dict[str, tuple[str, Manifest | None]] = {}
+        me = os.path.realpath(path)
+        for ref in variant_refs:
+            real = os.path.realpath(ref.file)
+            if real == me:
+                variants[ref.name] = (real, None)
+                continue
+            variant_problems, variant_model = self.file(ref.file, as_variant=True)
+            problems.extend(variant_problems)
+            variants[ref.name] = (str(ref.file.absolute()), variant_model)
+        if problems:
+            return sorted(set(problems)), None
+        return [], Builder(doc, variants, base_dir, repo_root).build()
+
+
+def validate_file(
+    path: str | os.PathLike[str], *, repo_root: Path | None = None, relative_to: Path | None = None
+) -> FileResult:
+    """Validate one squals file (and its variant files); never raises for a bad file."""
+    problems, manifest = Validation(repo_root, relative_to).file(Path(path))
+    return FileResult(display_name(Path(path), relative_to), manifest, tuple(problems))
+
+
+def validate_paths(
+    paths: Iterable[str | os.PathLike[str]], *, repo_root: Path | None = None, relative_to: Path | None = None
+) -> ValidationReport:
+    """Validate several files; all problems, deduplicated and sorted by file and position."""
+    run = Validation(repo_root, relative_to)
+    results: list[FileResult] = []
+    every: set[Problem] = set()
+    for raw in paths:
+        path = Path(raw)
+        problems, manifest = run.file(path)
+        every.update(problems)
+        results.append(FileResult(display_name(path, relative_to), manifest, tuple(problems)))
+    return ValidationReport(
+        files=tuple(r.path for r in results),
+        problems=tuple(sorted(every)),
+        results=tuple(results),
+    )
+
+
+def load(
+    path: str | os.PathLike[str],
+    repo_root: str | os.PathLike[str] | None = None,
+    *,
+    relative_to: Path | None = None,
+) -> Manifest:
+    """The validated model of one squals file, or :class:`ManifestError` carrying every problem."""
+    result = validate_file(
+        path, repo_root=Path(repo_root) if repo_root is not None else None, relative_to=relative_to
+    )
+    if result.manifest is None or result.problems:
+        raise ManifestError.from_problems(result.problems)
+    manifest = result.manifest
+    assert isinstance(manifest, Manifest)
+    return manifest
+
+
+def load_many(paths: Sequence[str | os.PathLike[str]], repo_root: Path | None = None) -> list[Manifest]:
+    """Models of several files, or one :class:`ManifestError` with the problems of all of them."""
+    report = validate_paths(paths, repo_root=repo_root)
+    if not report.valid:
+        raise ManifestError.from_problems(report.problems)
+    return [r.manifest for r in report.results if isinstance(r.manifest, Manifest)]
