@@ -219,8 +219,8 @@ class LocalProvider(Provider):
         """Where ``app.start`` runs: ``app.workdir`` relative to the squals file's folder in the worktree."""
         base = worktree
         # The manifest's own idea of its folder when it has one (``base_dir``), else the file's folder.
-        declared = str(getattr(manifest, "base_dir", ".") or ".")
-        squals_dir = Path(declared) if declared != "." else Path(manifest.path).resolve().parent
+        declared = manifest.base_dir
+        squals_dir = Path(declared) if declared not in {"", "."} else Path(manifest.path).resolve().parent
         with contextlib.suppress(ValueError):
             base = worktree / squals_dir.resolve().relative_to(self.top.resolve())
         cwd = (base / manifest.app.workdir).resolve()

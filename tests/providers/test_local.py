@@ -242,12 +242,18 @@ def test_provider_from_a_subfolder_and_an_app_workdir(repo: Repo, local: LocalPr
     handle = other.provision("pr-15", "HEAD", manifest)
     assert read_json(handle.url + "/")["version"] == "sub"
 
+    declared = model.Manifest(
+        path="elsewhere.yml", name="t", app=model.App(start=repo.manifest().app.start), base_dir=str(sub)
+    )
+    handle = other.provision("pr-16", "HEAD", declared)
+    assert read_json(handle.url + "/")["version"] == "sub"
+
     escape = model.Manifest(
         path=str(sub / "squals.yml"), name="t", app=model.App(start="true", workdir="../..")
     )
     with pytest.raises(ProviderError, match="leaves the repository"):
-        other.provision("pr-16", "HEAD", escape)
-    assert [h.env for h in other.list()] == ["pr-15"]
+        other.provision("pr-17", "HEAD", escape)
+    assert [h.env for h in other.list()] == ["pr-15", "pr-16"]
 
 
 def test_destroying_another_kind_is_refused(local: LocalProvider) -> None:
