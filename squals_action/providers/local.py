@@ -91,6 +91,15 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
 
 
+def _state(record: daemon.ProcessRecord) -> daemon.ProcState:
+    """Like :func:`daemon.probe`, but an app whose start command backgrounded it (the leader exited, its
+    provable group members run on) still counts as running."""
+    state = daemon.probe(record)
+    if state == "gone" and daemon.members(record):
+        return "running"
+    return state
+
+
 def _git(repo: Path, *args: str, timeout: float = GIT_TIMEOUT) -> str:
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
     try:
@@ -251,7 +260,11 @@ class LocalProvider(Provider):
         with self._locked(env):
             existing = self._read_record(env)
             if existing is not None:
-                self._destroy_locked(existing)
+                replaced = self._destroy_locked(existing)
+                if not replaced.ok:
+                    raise ProviderError(
+                        f"{env}: the running environment could not be replaced: {replaced.detail}"
+                    )
             env_dir = self._env_dir(env)
             worktree = env_dir / "worktree"
             log = self._log_path(env)
@@ -306,8 +319,7 @@ class LocalProvider(Provider):
         why = "no answer yet"
         pause = 0.05
         while True:
-            state = daemon.probe(record)
-            if state != "running":
+            if _state(record) != "running":
                 why = "the app exited before becoming healthy"
                 break
             left = deadline - time.monotonic()
@@ -338,7 +350,7 @@ class LocalProvider(Provider):
         record = self._process(handle)
         if record is None:
             return Health("down", "no process was recorded for this environment")
-        state = daemon.probe(record)
+        state = _state(record)
         if state == "gone":
             return Health("down", f"process {record.pid} is not running (see {handle.data.get('log')})")
         if state == "stale":

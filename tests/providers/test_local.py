@@ -280,3 +280,14 @@ def test_env_var_values_are_not_evaluated_by_the_shell(repo: Repo, local: LocalP
     assert read_json(handle.url + "/")["env"]["EXTRA"] == hostile  # type: ignore[index]
     worktree = Path(handle.data["worktree"])
     assert not (worktree / "pwned").exists() and not (worktree / "pwned2").exists()
+
+
+def test_a_start_command_that_backgrounds_the_app(repo: Repo, local: LocalProvider) -> None:
+    start = repo.manifest().app.start.removeprefix("exec ") + " & echo started in the background"
+    handle = local.provision("pr-18", "HEAD", repo.manifest(start=start))
+    record = daemon.ProcessRecord.from_json(handle.data["process"])
+    assert local.health(handle).ok
+    assert daemon.probe(record) == "gone"  # bash exited; the app runs on in its group
+    assert local.destroy(handle).ok
+    assert daemon.members(record) == ()
+    assert port_closed(int(handle.data["port"]))
