@@ -112,14 +112,18 @@ class Recorder(Progress):
     """Keeps every progress line and bake tick, with monotonic times."""
 
     def __init__(self) -> None:
-        self.lines: list[str] = []
+        self.lines: list[tuple[float, str]] = []
         self.ticks: list[tuple[float, BakeTick]] = []
 
     def step(self, text: str) -> None:
-        self.lines.append(f"> {text}")
+        self.lines.append((time.monotonic(), f"> {text}"))
 
     def done(self, text: str, ok: bool = True) -> None:
-        self.lines.append(("ok " if ok else "FAIL ") + text)
+        self.lines.append((time.monotonic(), ("ok " if ok else "FAIL ") + text))
+
+    def when(self, text: str) -> float:
+        """When the first line containing ``text`` was shown."""
+        return next(at for at, line in self.lines if text in line)
 
     def tick(self, tick: BakeTick) -> None:
         self.ticks.append((time.monotonic(), tick))
