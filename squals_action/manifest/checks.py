@@ -206,8 +206,8 @@ class Checker:
             f"expected a Dealer metric ({', '.join(sorted(DEALER_METRICS))}), event:<name> or a metric "
             f"declared under experiment.metrics, got {value!r}"
         )
-        hint = suggest(value, sorted(DEALER_METRICS | declared))
-        self.add(path, message + (f"; did you mean {hint!r}?" if hint else ""))
+        hint = suggest(value, sorted(DEALER_METRICS | declared)) or f"event:{value}"
+        self.add(path, f"{message}; did you mean {hint!r}?")
 
     # experiment ------------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from squals_action.manifest.model import Manifest
 from squals_action.manifest.paths import find_repo_root
 from squals_action.manifest.problems import FileResult, ManifestError, Problem, ValidationReport
 from squals_action.manifest.schema import schema_problems
-from squals_action.manifest.yamlload import load_document
+from squals_action.manifest.yamlload import Document, decode_source, load_document, parse_text
 
 DISCOVERY_PATTERNS: tuple[str, ...] = ("squals.yml", "squals.yaml", "squals/*.yml", "squals/*.yaml")
 
@@ -64,6 +64,13 @@ class Validation:
             doc = load_document(path, name)
         except ManifestError as exc:
             return list(exc.problems), None
+        return self.document(doc, path, base_dir, repo_root, as_variant)
+
+    def document(
+        self, doc: Document, path: Path, base_dir: Path, repo_root: Path, as_variant: bool = False
+    ) -> tuple[list[Problem], Manifest | None]:
+        """Schema, semantic and variant checks of a parsed document; its model when all pass."""
+        name = doc.file
         if doc.data is None:
             return [
                 Problem(
@@ -138,3 +145,24 @@ def load_many(paths: Sequence[str | os.PathLike[str]], repo_root: Path | None = 
     if not report.valid:
         raise ManifestError.from_problems(report.problems)
     return [r.manifest for r in report.results if isinstance(r.manifest, Manifest)]
+
+
+def validate_bytes(data: bytes, name: str, *, base_dir: Path, repo_root: Path | None = None) -> FileResult:
+    """Validate squals-file content that is not (yet) on disk, as if it were ``base_dir/<name>``.
+
+    Applies the same size, encoding and YAML limits as a file; used by property tests and by callers
+    that read the file from a git object.
+    """
+    from squals_action.manifest.yamlload import MAX_BYTES
+
+    root = repo_root if repo_root is not None else find_repo_root(base_dir)
+    try:
+        if len(data) > MAX_BYTES:
+            raise ManifestError(
+                name, 1, 1, "$", f"expected at most {MAX_BYTES} bytes (1 MiB), the file has {len(data)}"
+            )
+        doc = parse_text(decode_source(data, name), name)
+    except ManifestError as exc:
+        return FileResult(name, None, exc.problems)
+    problems, manifest = Validation(root, base_dir).document(doc, base_dir / name, base_dir, root)
+    return FileResult(name, manifest, tuple(problems))

@@ -347,6 +347,9 @@ def _yaml_problem(exc: yaml.YAMLError, text: str, file: str) -> ManifestError:
     context = str(getattr(exc, "context", "") or "").strip()
     if "single document" in context:
         return ManifestError(file, line, col, "$", "expected a single YAML document, found another one")
+    index = getattr(mark, "index", -1)
+    if isinstance(index, int) and 0 <= index < len(text) and text[index] == "\t":
+        return ManifestError(file, line, col, "$", "expected spaces for indentation, got a tab character")
     if "maximum nesting depth" in problem:
         return ManifestError(file, line, col, "$", f"expected nesting at most {MAX_DEPTH} levels deep")
     detail = f"{problem} ({context})" if context and problem else (problem or context or str(exc))
