@@ -43,6 +43,8 @@ if pid == 0:
         os.dup2(log, 2)
         os.close(log)
         os.execvp("bash", ["bash", "-c", sys.argv[1]])
+    except OSError as exc:
+        os.write(2, f"squals: cannot start bash: {exc}\n".encode())
     finally:
         os._exit(127)
 with open(f"/proc/{pid}/stat", "rb") as f:
