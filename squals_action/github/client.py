@@ -136,7 +136,7 @@ class GitHubClient:
             seconds_between_writes=config.write_interval or None,
             lazy=True,
         )
-        self._repo = self._gh.get_repo(config.repository, lazy=True)
+        self._repo = self._gh.get_repo(config.repository)  # lazy: no request until a call needs one
 
     # -- helpers ---------------------------------------------------------------------------------------
 
@@ -154,15 +154,21 @@ class GitHubClient:
         except requests.RequestException as exc:
             raise GitHubError(f"GitHub API: {what}: {type(exc).__name__}: {exc}") from None
 
-    def _create_with_lookup(self, what: str, find: Callable[[], T | None], create: Callable[[], T]) -> T:
-        """Find, else create; after a 5xx on create, look again before trying again (no duplicates)."""
+    def _create_with_lookup(
+        self, what: str, find: Callable[[], T | None], create: Callable[[], T], looked: bool = False
+    ) -> T:
+        """Find, else create; after a 5xx on create, look again before trying again (no duplicates).
+
+        ``looked``: the caller has just looked and found nothing, so the first look-up is skipped.
+        """
         from github import GithubException
 
         for attempt in range(self._config.retries + 1):
-            with self._call(f"look up {what}"):
-                found = find()
-            if found is not None:
-                return found
+            if attempt or not looked:
+                with self._call(f"look up {what}"):
+                    found = find()
+                if found is not None:
+                    return found
             try:
                 return create()
             except GithubException as exc:
@@ -214,7 +220,9 @@ class GitHubClient:
                     existing.edit(body)
             return int(existing.id)
         body = render(None)
-        created = self._create_with_lookup(f"comment on #{number}", find, lambda: issue.create_comment(body))
+        created = self._create_with_lookup(
+            f"comment on #{number}", find, lambda: issue.create_comment(body), looked=True
+        )
         return int(created.id)
 
     def ensure_label(self, name: str, color: str, description: str) -> None:

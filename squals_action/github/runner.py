@@ -184,6 +184,12 @@ def _publish(
             title = f"{intent.kind.value}: {report.status}"
             api.finish_check_run(check_run, _CONCLUSIONS[report.status], title,
                                  compose_summary(report, info), report.problems)
+        if deployment is None and intent.kind is IntentKind.ROLLBACK and report.status == "success":
+            # The commit now live is known only after the rollback: record prod's deployment of it.
+            ref = report.outputs.get("commit") or intent.default_branch or intent.sha
+            if ref:
+                deployment = api.deployment("prod", ref, transient=False, production=True,
+                                            description=f"squals rollback of PR #{intent.pr_number}")
         if deployment is not None:
             ok = report.status in ("success", "skipped", "neutral")
             api.deployment_status(

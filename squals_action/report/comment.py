@@ -69,7 +69,7 @@ def render(report: Report, run: RunInfo, *, heading: str = "### Squals") -> str:
         rows.append(_row(f"Gate {md.escape(gate.kind)} · {md.escape(gate.name)}" if gate.kind
                          else f"Gate {md.escape(gate.name)}", gate))
     if report.environment:
-        where = md.link(report.url, report.url) if report.url else "—"
+        where = md.url_link(report.url) if report.url else "—"
         rows.append([f"Environment {md.code(report.environment)}", where, ""])
     for test in report.exit_tests:
         rows.append(_row(f"Exit test {md.escape(test.name)}", test))

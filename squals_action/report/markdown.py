@@ -73,12 +73,23 @@ def code_block(text: object, language: str = "", max_len: int | None = None) -> 
     return f"{fence}{lang}\n{s.rstrip()}\n{fence}"
 
 
+_SAFE_URL = re.compile(r"(?i)^https?://[^\s<>()\[\]`\"'\\]+$")
+
+
 def link(label: object, url: str | None) -> str:
     """A link with an escaped label; only ``http(s)`` URLs become links, anything else is shown as text."""
     text = escape(label)
-    if not url or not re.match(r"(?i)^https?://[^\s<>()\[\]`\"']+$", url):
+    if not url or not _SAFE_URL.match(url):
         return text
     return f"[{text}]({url})"
+
+
+def url_link(url: str | None) -> str:
+    """A URL shown as inline code and linked to itself (when it is a plain ``http(s)`` URL)."""
+    if not url:
+        return ""
+    shown = code(url)
+    return f"[{shown}]({url})" if _SAFE_URL.match(url) else shown
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]], align: str = "") -> str:
