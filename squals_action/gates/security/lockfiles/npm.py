@@ -53,9 +53,11 @@ def _from_packages(packages: Mapping[str, object], lines: Mapping[str, int], pat
             raise LockfileError(path, line, f"expected an object for {install_path!r}")
         if not install_path or entry.get("link"):
             continue  # the root project, or a symlink to a workspace
-        name = entry.get("name") if isinstance(entry.get("name"), str) else package_name(install_path)
+        name = package_name(install_path)
         if name is None:
             continue  # a workspace's own source directory
+        if isinstance(entry.get("name"), str):
+            name = entry["name"]  # an alias ("x": "npm:real-name@1") installs real-name under x
         resolved = entry.get("resolved")
         if isinstance(resolved, str) and resolved.startswith(("file:", "git+", "git:")):
             continue
