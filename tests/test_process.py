@@ -96,7 +96,7 @@ def test_500_mb_of_output_keeps_memory_and_log_bounded(tmp_path: Path) -> None:
     probe = f"""
 import resource, sys
 from squals_action.process import run_command
-r = run_command("head -c 500M /dev/zero | tr '\\\\0' x", log_path={str(tmp_path / 'big.log')!r},
+r = run_command("head -c 500M /dev/zero | tr '\\\\0' x", log_path={str(tmp_path / "big.log")!r},
                 timeout=120, max_log_bytes=4 * 1024 * 1024, tail_bytes=1024 * 1024)
 print(r.exit_code, r.output_bytes, r.truncated, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """

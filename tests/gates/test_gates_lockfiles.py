@@ -78,7 +78,9 @@ def test_package_lock_v3_with_workspaces_and_nested_node_modules() -> None:
     nested = [d for d in parsed.dependencies if d.name == "lodash"]
     assert {d.version for d in nested} == {"4.17.21", "4.17.15"}
     ws = next(d for d in nested if d.version == "4.17.15")
-    assert _line_of("workspaces-package-lock.json", ws.line).strip() == '"packages/web/node_modules/lodash": {'
+    assert (
+        _line_of("workspaces-package-lock.json", ws.line).strip() == '"packages/web/node_modules/lodash": {'
+    )
     # Nested node_modules/a/node_modules/b entries carry b's name and their own line.
     debug = [d for d in parsed.dependencies if d.name == "debug"]
     assert len(debug) >= 3
@@ -106,7 +108,10 @@ def test_package_lock_v1_and_errors() -> None:
         indent=2,
     )
     parsed = npm.parse(v1, "package-lock.json")
-    assert sorted((d.name, d.version) for d in parsed.dependencies) == [("debug", "2.6.9"), ("express", "4.17.1")]
+    assert sorted((d.name, d.version) for d in parsed.dependencies) == [
+        ("debug", "2.6.9"),
+        ("express", "4.17.1"),
+    ]
     with pytest.raises(LockfileError, match=r"package-lock.json:3: not valid JSON"):
         npm.parse('{\n "a": 1,\n oops\n}', "package-lock.json")
     assert npm.package_name("packages/app/node_modules/@scope/x") == "@scope/x"

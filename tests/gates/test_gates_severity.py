@@ -41,7 +41,13 @@ def test_cvss2_and_dispatch() -> None:
 
 def test_levels() -> None:
     assert [level_from_score(s) for s in (0.0, 3.9, 4.0, 6.9, 7.0, 8.9, 9.0)] == [
-        "low", "low", "medium", "medium", "high", "high", "critical"
+        "low",
+        "low",
+        "medium",
+        "medium",
+        "high",
+        "high",
+        "critical",
     ]
     assert level_from_word("MODERATE") == "medium"
     assert level_from_word("Critical") == "critical"

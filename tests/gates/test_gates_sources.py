@@ -181,13 +181,22 @@ def test_safety_database_read_offline() -> None:
     found = {(m.dependency.name, m.dependency.version): m.advisory for m in source.query(deps)}
     assert set(found) == {("requests", "2.25.0"), ("Jinja2", "2.4.1"), ("gunicorn", "20.0.0")}
     req = found[("requests", "2.25.0")]
-    assert (req.id, req.aliases, req.severity, req.score) == ("pyup.io-58755", ("CVE-2023-32681",), "medium", 6.1)
+    assert (req.id, req.aliases, req.severity, req.score) == (
+        "pyup.io-58755",
+        ("CVE-2023-32681",),
+        "medium",
+        6.1,
+    )
     assert req.fixed_versions == ("2.31.0",)
     assert req.url == "https://data.safetycli.com/vulnerabilities/CVE-2023-32681/58755/"
     jinja = found[("Jinja2", "2.4.1")]
     assert (jinja.severity, jinja.score) == ("high", 8.6)
     old_format = found[("gunicorn", "20.0.0")]
-    assert (old_format.id, old_format.aliases, old_format.severity) == ("pyup.io-40104", ("PVE-2021-40104",), None)
+    assert (old_format.id, old_format.aliases, old_format.severity) == (
+        "pyup.io-40104",
+        ("PVE-2021-40104",),
+        None,
+    )
 
 
 def test_safety_schema_1_and_errors(tmp_path: Path) -> None:
