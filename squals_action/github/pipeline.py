@@ -1,19 +1,31 @@
 """The core behind the action's intents: validation, gates, the lifecycle and the state branch.
 
 Each intent validates the squals files first (so a broken file is reported on every run, with annotations),
-then hands the typed model to the concern that does the work. Heavy modules are imported inside the methods.
+then hands the typed model to the concern that does the work: the gate runner, then the lifecycle engine
+(provider, Dealer, hooks, exit tests; one state commit per transition on the state branch). A lock held by
+another PR is reported as a ``locked`` report naming the holder. Heavy modules are imported inside methods.
 """
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from squals_action.errors import SqualsError
 from squals_action.github.interface import Request
 from squals_action.github.runner import Settings
-from squals_action.report.model import Problem, Report, Step
+from squals_action.report.model import Problem, Report, Status, Step
+
+_GATE_STATUS: dict[str, Status] = {
+    "pass": "success",
+    "skip": "skipped",
+    "fail": "failure",
+    "error": "failure",
+    "timeout": "failure",
+}
 
 
 class Pipeline:
@@ -48,13 +60,13 @@ class Pipeline:
             )
             for p in result.problems
         )
-        ok = result.valid
         detail = "\n".join(p.render() for p in result.problems)
-        step = Step("Validation", "success" if ok else "failure", time.monotonic() - started, detail=detail)
+        step = Step("Validation", "success" if result.valid else "failure", time.monotonic() - started,
+                    detail=detail)
         manifests = [r.manifest for r in result.results if r.manifest is not None]
         return step, problems, manifests
 
-    def _validated(self, request: Request, verb: str) -> Report | tuple[Step, tuple[Problem, ...], list[Any]]:
+    def _validated(self, request: Request, verb: str) -> Report | tuple[Step, tuple[Problem, ...], Any]:
         step, problems, manifests = self.validate(request)
         if step.status != "success" or not manifests:
             count = len([p for p in problems if p.level == "failure"])
@@ -66,45 +78,195 @@ class Pipeline:
                 validation=step,
                 problems=problems,
             )
-        return step, problems, manifests
+        return step, problems, manifests[0]
+
+    # -- the pieces -------------------------------------------------------------------------------------
+
+    def _log_dir(self, request: Request) -> Path:
+        return request.workspace / ".squals" / "logs"
+
+    def _gates(self, request: Request, model: Any) -> tuple[tuple[Step, ...], tuple[Problem, ...]]:
+        from squals_action.gates.runner import make_context, run_pipeline
+
+        base = request.intent.base_ref
+        base_ref = f"origin/{base}" if base and _has_ref(request.workspace, f"origin/{base}") else None
+        sha = request.head_sha
+        head = sha if sha and _has_ref(request.workspace, sha) else "HEAD"
+        ctx = make_context(request.workspace, self._log_dir(request) / "gates", base=base_ref, head=head)
+        results = run_pipeline(model.gates, ctx)
+        steps = []
+        problems: list[Problem] = []
+        for r in results:
+            detail = r.summary
+            if not r.ok and r.log_path is not None:
+                detail = f"{r.summary}\n{_tail(r.log_path)}"
+            status = _GATE_STATUS.get(r.status, "failure")
+            steps.append(Step(r.name, status, r.duration, detail, kind=r.stage))
+            for f in r.findings:
+                problems.append(Problem(f.message, file=f.file, line=f.line,
+                                        level="failure" if f.blocking else "warning", title=f"gate {r.name}"))
+        return tuple(steps), tuple(problems)
+
+    def _lifecycle(self, request: Request, model: Any) -> Any:
+        from squals_action.lifecycle.engine import Lifecycle
+        from squals_action.lifecycle.traffic import DealerTraffic
+        from squals_action.providers import get_provider
+        from squals_action.state import open_store
+
+        root = request.workspace
+        kind = request.provider or model.provider.kind
+        attempt = self._env.get("GITHUB_RUN_ATTEMPT", "1")
+        return Lifecycle(
+            repo=root,
+            manifest=model,
+            store=open_store(root, branch=request.state_branch),
+            provider=get_provider(kind, root, model.provider),
+            traffic=DealerTraffic(root / ".squals" / "dealer"),
+            log_dir=self._log_dir(request),
+            run_id=self._env.get("GITHUB_RUN_ID") or None,
+            actor=request.intent.actor,
+            attempt=int(attempt) if attempt.isdigit() else 1,
+        )
+
+    def _locked(self, request: Request, verb: str, exc: Any, **parts: Any) -> Report:
+        holder = f"PR #{exc.lock.pr}"
+        return Report(
+            intent=verb,
+            status="locked",
+            headline=f"{verb} waits: {exc.lock.environment} is locked by {holder}; nothing was changed",
+            lock_holder=holder,
+            notes=("Run it again (or add the label again) once that PR is merged or closed.",),
+            **parts,
+        )
+
+    def _outcome(self, verb: str, outcome: Any, env_name: str | None, **parts: Any) -> Report:
+        fleet = outcome.fleet or {}
+        env = fleet.get(env_name) if env_name else None
+        url = (env.url if env is not None else None) or outcome.public_url
+        if env_name == "prod":
+            url = outcome.public_url or url
+        exit_tests: list[Step] = []
+        for check in outcome.checks:
+            if check.kind in ("exit-test", "hook", "inflight-test"):
+                exit_tests.append(Step(check.name, "success" if check.ok else "failure", check.duration,
+                                       check.detail, kind=check.kind))
+        kpis = ", ".join(f"{k.metric}={k.value:g}" for k in outcome.kpis if k.value is not None)
+        commit = env.commit if env is not None else None
+        outputs = {"commit": commit} if commit else {}
+        return Report(
+            intent=verb,
+            status="success" if outcome.ok else "failure",
+            headline=outcome.message,
+            environment=env_name,
+            url=url,
+            exit_tests=tuple(exit_tests),
+            rollout=None if verb == "preview" else outcome.message + (f" (KPIs: {kpis})" if kpis else ""),
+            outputs=outputs,
+            **parts,
+        )
 
     # -- intents -----------------------------------------------------------------------------------------
 
     def preview(self, request: Request) -> Report:
+        from squals_action.state.interface import LockedError
+
         checked = self._validated(request, "preview")
         if isinstance(checked, Report):
             return checked
-        step, problems, _ = checked
-        return Report(
-            intent="preview",
-            status="success",
-            headline=f"PR #{request.intent.pr_number}: the squals file is valid",
-            environment=request.intent.environment if request.intent.deploy else None,
-            validation=step,
-            problems=problems,
-            notes=(request.intent.reason,) if not request.intent.deploy else (),
-        )
+        validation, problems, model = checked
+        intent = request.intent
+        gates, gate_problems = self._gates(request, model)
+        problems = problems + gate_problems
+        failed = [g.name for g in gates if g.status == "failure"]
+        parts: dict[str, Any] = {"validation": validation, "gates": gates, "problems": problems}
+        if failed:
+            return Report(intent="preview", status="failure", environment=intent.environment,
+                          headline=f"PR #{intent.pr_number}: gate {', '.join(failed)} failed; not deployed",
+                          **parts)
+        if not intent.deploy or intent.pr_number is None:
+            return Report(intent="preview", status="success", notes=(intent.reason,),
+                          headline=f"PR #{intent.pr_number}: valid, gates passed; not deployed", **parts)
+        try:
+            outcome = self._lifecycle(request, model).deploy(intent.pr_number, request.head_sha or "HEAD")
+        except LockedError as exc:
+            return self._locked(request, "preview", exc, environment=intent.environment, **parts)
+        return self._outcome("preview", outcome, intent.environment, **parts)
 
-    def _not_yet(self, request: Request, verb: str) -> Report:
+    def _act(self, request: Request, verb: str) -> Report:
+        from squals_action.state.interface import LockedError
+
         checked = self._validated(request, verb)
         if isinstance(checked, Report):
             return checked
-        step, problems, _ = checked
-        return Report(intent=verb, status="neutral", validation=step, problems=problems,
-                      headline=f"{verb}: validated; this step is not carried out by this version yet")
+        validation, problems, model = checked
+        pr = request.intent.pr_number
+        parts: dict[str, Any] = {"validation": validation, "problems": problems}
+        lifecycle = self._lifecycle(request, model)
+        try:
+            if verb == "promote":
+                if pr is None:
+                    raise SqualsError("promote needs a pull request")
+                outcome = lifecycle.promote(pr)
+            elif verb == "rollback":
+                outcome = lifecycle.rollback(pr)
+            else:
+                if pr is None:
+                    raise SqualsError("teardown needs a pull request")
+                outcome = lifecycle.teardown(pr)
+        except LockedError as exc:
+            env_name = "prod" if verb != "teardown" else request.intent.environment
+            return self._locked(request, verb, exc, environment=env_name, **parts)
+        env_name = "prod" if verb != "teardown" else request.intent.environment
+        report = self._outcome(verb, outcome, env_name, **parts)
+        if verb == "teardown":
+            headline = f"PR #{pr} closed: island torn down ({outcome.message})"
+            return Report(intent=verb, status=report.status, headline=headline,
+                          environment=report.environment, validation=validation, problems=problems)
+        return report
 
     def promote(self, request: Request) -> Report:
-        return self._not_yet(request, "promote")
+        return self._act(request, "promote")
 
     def rollback(self, request: Request) -> Report:
-        return self._not_yet(request, "rollback")
+        return self._act(request, "rollback")
 
     def teardown(self, request: Request) -> Report:
-        return Report(intent="teardown", status="success", environment=request.intent.environment,
-                      headline=f"PR #{request.intent.pr_number} closed: nothing was running")
+        return self._act(request, "teardown")
+
+    def _experiments(self, request: Request, verb: str) -> Report:
+        checked = self._validated(request, verb)
+        if isinstance(checked, Report):
+            return checked
+        validation, problems, model = checked
+        if model.experiment is None:
+            return Report(intent=verb, status="skipped", validation=validation, problems=problems,
+                          headline="no experiment is declared in the squals file")
+        return Report(intent=verb, status="neutral", validation=validation, problems=problems,
+                      experiment="declared; the experiment engine is not part of this version yet",
+                      headline=f"{verb}: validated; experiments are not run by this version yet")
 
     def experiment_start(self, request: Request) -> Report:
-        return self._not_yet(request, "experiment-start")
+        return self._experiments(request, "experiment-start")
 
     def experiment_tick(self, request: Request) -> Report:
-        return self._not_yet(request, "experiment-tick")
+        return self._experiments(request, "experiment-tick")
+
+
+def _has_ref(repo: Path, ref: str) -> bool:
+    """Whether ``ref`` names a commit in ``repo`` (argv list: the ref is untrusted text)."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
+            cwd=repo, capture_output=True, timeout=30, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def _tail(path: Path, limit: int = 4000) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return ""
+    return data[-limit:].decode("utf-8", errors="replace")

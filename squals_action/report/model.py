@@ -66,13 +66,14 @@ class Report:
         """
         if previous is None:
             return self
+        gone = self.intent == "teardown"  # the island is gone: its URL and tests are history
         return replace(
             self,
             environment=self.environment or previous.environment,
-            url=self.url or previous.url,
+            url=self.url or (None if gone else previous.url),
             validation=self.validation or previous.validation,
             gates=self.gates or previous.gates,
-            exit_tests=self.exit_tests or previous.exit_tests,
+            exit_tests=self.exit_tests or (() if gone else previous.exit_tests),
             rollout=self.rollout or previous.rollout,
             experiment=self.experiment or previous.experiment,
         )
