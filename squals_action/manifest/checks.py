@@ -98,7 +98,8 @@ class Checker:
                     yield (*section, index), group, prefix, index, item
 
     def commands(self) -> None:
-        seen: dict[tuple[str, str], int] = {}
+        seen: dict[tuple[str, str], tuple[PathPart, ...]] = {}
+        scripts: dict[tuple[str, str], str | None] = {}
         for path, group, prefix, index, item in self.iter_commands():
             name = item.get("name")
             explicit = isinstance(name, str)
@@ -106,19 +107,24 @@ class Checker:
             where = (*path, "name") if explicit else path
             first = seen.get((group, effective))
             if first is not None:
+                line = self.doc.position(first)[0]
                 self.add(
-                    where, f"expected unique {group} names; {effective!r} is already used at line {first}"
+                    where, f"expected unique {group} names; {effective!r} is already used at line {line}"
                 )
             else:
-                seen[(group, effective)] = self.doc.position(where)[0]
+                seen[(group, effective)] = where
             run = item.get("run")
             if isinstance(run, str):
                 script = script_of(run)
                 if script is not None:
-                    workdir = item.get("workdir") if isinstance(item.get("workdir"), str) else "."
-                    problem = reference_problem(
-                        self.base_dir / str(workdir), self.repo_root, script, must_exist=False
-                    )
+                    workdir = item.get("workdir")
+                    workdir = workdir if isinstance(workdir, str) else "."
+                    key = (workdir, script)
+                    if key not in scripts:
+                        scripts[key] = reference_problem(
+                            self.base_dir / workdir, self.repo_root, script, must_exist=False
+                        )
+                    problem = scripts[key]
                     if problem:
                         self.add((*path, "run"), problem)
 

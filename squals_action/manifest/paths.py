@@ -53,6 +53,9 @@ def reference_problem(
 
 def script_of(run: str) -> str | None:
     """The relative script path a command starts with (``./scripts/x.sh args`` -> ``./scripts/x.sh``)."""
+    head = run.split(None, 1)[0] if run.strip() else ""
+    if "/" not in head and "=" not in head and "\\" not in head and "'" not in head and '"' not in head:
+        return None  # the common case (``pytest tests``): no script path, no need to tokenize
     try:
         words = shlex.split(run, comments=True)
     except ValueError:

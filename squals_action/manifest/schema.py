@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import functools
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -226,12 +226,31 @@ class _Mapper:
         return schema if isinstance(schema, Mapping) else {}
 
 
+@functools.cache
+def _fast_check() -> Callable[[Any], bool] | None:
+    """The compiled yes/no check of the schema, or None when the schema outgrew the fast path."""
+    from squals_action.manifest.fastcheck import Unsupported, compile_schema
+
+    try:
+        return compile_schema(load_schema())
+    except Unsupported:
+        return None
+
+
+def fast_valid(data: Any) -> bool:
+    """True only when ``data`` is certainly schema-valid (then jsonschema is not even imported)."""
+    check = _fast_check()
+    return check is not None and check(data)
+
+
 def iter_schema_errors(data: Any) -> Iterator[Any]:
     yield from _validator().iter_errors(data)
 
 
 def schema_problems(doc: Document) -> list[Problem]:
     """Every schema violation of ``doc.data`` as a located problem."""
+    if fast_valid(doc.data):
+        return []
     mapper = _Mapper(doc)
     for error in iter_schema_errors(doc.data):
         mapper.error(error)
