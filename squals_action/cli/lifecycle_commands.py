@@ -1,9 +1,180 @@
-"""Sub-commands of the lifecycle concern."""
+"""The lifecycle's sub-commands: ``deploy``, ``promote``, ``rollback``, ``teardown``, ``down``, ``demo``.
+
+Only argparse here; the engine, the provider, the Dealer and the state store are imported by the handlers.
+Progress goes to stderr (coloured on a terminal) and the PR comment's markdown to stdout, so
+``squals promote --pr 7 > comment.md`` keeps the comment.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from squals_action.errors import EXIT_FAILURE, EXIT_OK
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add this concern's sub-commands (none yet)."""
+    """Add the lifecycle's sub-commands."""
+    deploy = subparsers.add_parser(
+        "deploy",
+        help="gates, hooks, the island pr-N from a commit, exit tests",
+        description="Validate, run the gates, run before_preprod hooks, provision the island pr-N from "
+        "COMMIT, run after_preprod hooks and the exit tests against its URL. Each step is a state "
+        "transition.",
+    )
+    deploy.add_argument("--pr", type=_pr, required=True, help="pull request number (the island is pr-N)")
+    deploy.add_argument("--commit", default="HEAD", help="commit to deploy (default: HEAD)")
+    deploy.add_argument("--skip-gates", action="store_true", help="do not run the gates (they ran elsewhere)")
+    _common(deploy)
+    deploy.set_defaults(handler=run_deploy)
+
+    promote = subparsers.add_parser(
+        "promote",
+        help="blue/green: pr-N gets the blue share, bakes, then takes all traffic",
+        description="The current prod is GREEN, pr-N becomes BLUE with rollout.blue_share of the traffic; "
+        "in-flight tests and KPIs are watched for rollout.bake; then the promote hooks, BLUE takes 100 %, "
+        "the old prod becomes postprod at 0 % and after_postprod hooks run. A breach returns all traffic "
+        "to GREEN.",
+    )
+    promote.add_argument("--pr", type=_pr, required=True, help="pull request whose island is promoted")
+    _common(promote)
+    promote.set_defaults(handler=run_promote)
+
+    rollback = subparsers.add_parser(
+        "rollback",
+        help="swap prod and postprod: one traffic switch",
+        description="Make postprod prod again and prod postprod, with one traffic switch and no rebuild. "
+        "During an interrupted promotion, return all traffic to GREEN instead.",
+    )
+    rollback.add_argument("--pr", type=_pr, help="pull request asking (holds the prod lock; default: prod's)")
+    _common(rollback)
+    rollback.set_defaults(handler=run_rollback)
+
+    teardown = subparsers.add_parser(
+        "teardown",
+        help="destroy the island of a closed pull request",
+        description="Destroy pr-N. An island that serves prod or postprod is kept (the next promotion "
+        "retires it).",
+    )
+    teardown.add_argument("--pr", type=_pr, required=True)
+    _common(teardown)
+    teardown.set_defaults(handler=run_teardown)
+
+    down = subparsers.add_parser(
+        "down",
+        help="stop everything this project started (environments, the Dealer)",
+        description="Stop every environment and the Dealer of this repository and record it. Breaks the "
+        "locks of what it stopped.",
+    )
+    _common(down)
+    down.set_defaults(handler=run_down)
+
+    demo = subparsers.add_parser(
+        "demo",
+        help="the whole story on examples/shop in a temporary repository",
+        description="Copy examples/shop into a temporary git repository and tell the story: a PR opens "
+        "(island, exit tests), promotion under synthetic loopback traffic, status, rollback, promotion "
+        "again; print the PR comment at each step; stop everything it started.",
+    )
+    demo.add_argument("--example", type=Path, help="the example to copy (default: examples/shop)")
+    demo.add_argument("--bake", type=float, default=3.0, help="bake seconds in the demo (default 3)")
+    demo.add_argument("--keep", action="store_true", help="keep the temporary repository (it is printed)")
+    demo.set_defaults(handler=run_demo)
+
+
+def _pr(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a pull request number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a pull request number >= 1, got {value}")
+    return value
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--file", type=Path, help="the squals file (default: squals.yml at the repository root)"
+    )
+    parser.add_argument("--repo", type=Path, help="the repository (default: the current directory's)")
+    parser.add_argument("--remote", default="origin", help="remote that holds the state branch")
+    parser.add_argument("--state-branch", default="squals/state", help="the state branch")
+    parser.add_argument(
+        "--report", choices=("markdown", "none"), default="markdown", help="print the PR comment's markdown"
+    )
+
+
+def _open(args: argparse.Namespace, gates: bool = True) -> Any:
+    import os
+
+    from squals_action.lifecycle.project import ProjectOptions, open_project
+    from squals_action.lifecycle.report import progress_for
+
+    options = ProjectOptions(
+        repo=args.repo,
+        squals_file=args.file,
+        remote=args.remote,
+        state_branch=args.state_branch,
+        run_id=os.environ.get("GITHUB_RUN_ID") or None,
+        actor=os.environ.get("GITHUB_ACTOR") or None,
+        gates=gates,
+    )
+    return open_project(options, progress_for(sys.stderr))
+
+
+def _finish(args: argparse.Namespace, outcome: Any) -> int:
+    from squals_action.lifecycle.report import markdown
+
+    if args.report == "markdown":
+        sys.stdout.write(markdown(outcome))
+    return EXIT_OK if outcome.ok else EXIT_FAILURE
+
+
+def _interruptible(lifecycle: Any, body: Any) -> Any:
+    """Ctrl-C during a bake sets the cancel flag so traffic returns to GREEN before we exit."""
+    import signal
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if lifecycle.cancel.is_set():
+            raise KeyboardInterrupt
+        lifecycle.cancel.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        return body()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def run_deploy(args: argparse.Namespace) -> int:
+    lifecycle = _open(args, gates=not args.skip_gates)
+    return _finish(args, lifecycle.deploy(args.pr, args.commit))
+
+
+def run_promote(args: argparse.Namespace) -> int:
+    lifecycle = _open(args)
+    return _finish(args, _interruptible(lifecycle, lambda: lifecycle.promote(args.pr)))
+
+
+def run_rollback(args: argparse.Namespace) -> int:
+    lifecycle = _open(args)
+    return _finish(args, lifecycle.rollback(args.pr))
+
+
+def run_teardown(args: argparse.Namespace) -> int:
+    lifecycle = _open(args)
+    return _finish(args, lifecycle.teardown(args.pr))
+
+
+def run_down(args: argparse.Namespace) -> int:
+    lifecycle = _open(args)
+    return _finish(args, lifecycle.down())
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from squals_action.lifecycle.demo import run_demo as demo
+
+    code: int = demo(example=args.example, bake=args.bake, keep=args.keep)
+    return code

@@ -241,8 +241,9 @@ class Lifecycle:
         return out
 
     def _run(self, env: Env, fleet: Fleet, stage: str) -> CommandRun:
+        base = Path(self.manifest.base_dir)  # commands are written relative to the squals file
         return CommandRun(
-            cwd=self.repo,
+            cwd=base if base.is_absolute() else self.repo / base,
             log_dir=self.log_dir / env.name,
             variables=self.variables(env, fleet, stage),
         )
@@ -395,7 +396,7 @@ class Lifecycle:
                 )
                 return finish(False, f"{failed}; {name} is kept for inspection", fleet)
             fleet = self._record(E.EXIT_TESTS_OK, name, f"{name} is ready", checks=tuple(checks))
-            return finish(True, f"{name} is ready at {fleet[name].url}", fleet)
+            return finish(True, f"{name} is ready", fleet)
 
     # ---- promote ----------------------------------------------------------------------------------
 

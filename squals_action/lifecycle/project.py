@@ -1,0 +1,124 @@
+"""Build a :class:`~squals_action.lifecycle.engine.Lifecycle` for a repository on disk, as the CLI needs it.
+
+One place decides where things live for a project: the squals file (``squals.yml`` at the repository root
+unless given), the state store (the ``squals/state`` branch of the ``origin`` remote), the provider the
+squals file names, the Dealer's directory (``<repo>/.squals/dealer``) and the logs (``<repo>/.squals/logs``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from squals_action.errors import SqualsError, UsageError
+from squals_action.lifecycle.engine import Lifecycle, Progress
+from squals_action.lifecycle.traffic import DealerTraffic
+
+
+class ProjectError(SqualsError):
+    """The repository is not set up for the lifecycle (no git, no squals file, no remote for the state)."""
+
+
+@dataclass(frozen=True)
+class ProjectOptions:
+    """What the command line may override."""
+
+    repo: Path | None = None
+    squals_file: Path | None = None
+    remote: str = "origin"
+    state_branch: str = "squals/state"
+    run_id: str | None = None
+    actor: str | None = None
+    gates: bool = True
+
+
+def repo_top(start: Path) -> Path:
+    """The top of the git working tree holding ``start``."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"],
+            cwd=start,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ProjectError(f"cannot run git in {start}: {exc}") from exc
+    if out.returncode != 0:
+        raise ProjectError(f"{start} is not inside a git repository: squals deploys commits of one")
+    return Path(out.stdout.strip())
+
+
+def _has_remote(repo: Path, remote: str) -> bool:
+    out = subprocess.run(["git", "remote"], cwd=repo, capture_output=True, text=True, timeout=30, check=False)
+    return remote in out.stdout.split()
+
+
+def squals_dir(repo: Path) -> Path:
+    return repo / ".squals"
+
+
+def open_project(options: ProjectOptions, progress: Progress | None = None) -> Lifecycle:
+    """The lifecycle of the repository at ``options.repo`` (default: the current directory's)."""
+    from squals_action.manifest import discover, load
+    from squals_action.providers import get_provider
+    from squals_action.state import open_store
+
+    repo = repo_top((options.repo or Path.cwd()).resolve())
+    if options.squals_file is not None:
+        path = options.squals_file if options.squals_file.is_absolute() else Path.cwd() / options.squals_file
+        if not path.is_file():
+            raise UsageError(f"no such squals file: {options.squals_file}")
+    else:
+        found = [p for p in discover(repo) if p.name in ("squals.yml", "squals.yaml")] or discover(repo)
+        if not found:
+            raise ProjectError(f"no squals file in {repo}: expected squals.yml (or pass --file)")
+        path = found[0]
+    manifest = load(path, repo)
+    if not _has_remote(repo, options.remote):
+        raise ProjectError(
+            f"the repository at {repo} has no remote {options.remote!r}: squals keeps its state on a branch "
+            f"of a remote (a bare repository will do: `git init --bare ../state.git && git remote add "
+            f"{options.remote} ../state.git`), or pass --remote NAME"
+        )
+    store = open_store(repo, remote=options.remote, branch=options.state_branch)
+    provider = get_provider(manifest.provider.kind, repo, manifest.provider)
+    unit = manifest.experiment.unit if manifest.experiment is not None else None
+    lifecycle = Lifecycle(
+        repo=repo,
+        manifest=manifest,
+        store=store,
+        provider=provider,
+        traffic=DealerTraffic(squals_dir(repo) / "dealer", unit),
+        log_dir=squals_dir(repo) / "logs",
+        run_id=options.run_id,
+        actor=options.actor,
+    )
+    if progress is not None:
+        lifecycle.progress = progress
+    if options.gates and (manifest.gates.compile or manifest.gates.test or manifest.gates.security):
+        lifecycle.gates = _gates_runner(lifecycle)
+    return lifecycle
+
+
+def _gates_runner(lifecycle: Lifecycle) -> Callable[[str], tuple[bool, str]]:
+    """The gates of the squals file, run on the working tree, summarised in one line."""
+
+    def run(commit: str) -> tuple[bool, str]:
+        from squals_action.gates.runner import all_ok, make_context, run_pipeline
+
+        ctx = make_context(lifecycle.repo, lifecycle.log_dir / "gates", head=commit)
+        results = run_pipeline(lifecycle.manifest.gates, ctx)
+        counts: dict[str, int] = {}
+        for result in results:
+            counts[result.status] = counts.get(result.status, 0) + 1
+        failed = [f"{r.name} ({r.status}: {r.summary})" for r in results if not r.ok]
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no gates"
+        if failed:
+            summary += "; " + "; ".join(failed)
+        return all_ok(results), summary
+
+    return run
