@@ -76,14 +76,18 @@ def test_secret_fails_and_its_value_never_appears(make_repo, tmp_path: Path) -> 
 def test_tests_deleted_weakened_and_skipped(make_repo) -> None:  # type: ignore[no-untyped-def]
     repo: Repo = make_repo(
         {
-            "tests/test_a.py": "def test_a():\n    assert f(1) == 1\n    assert f(2) == 2\n    assert f(3) == 3\n",
+            "tests/test_a.py": (
+                "def test_a():\n    assert f(1) == 1\n    assert f(2) == 2\n    assert f(3) == 3\n"
+            ),
             "tests/test_b.py": "def test_b():\n    assert True\n",
             "web/cart.test.js": "it('adds', () => {\n  expect(add(1)).toBe(1);\n});\n",
         }
     )
     repo.commit(
         {
-            "tests/test_a.py": "import pytest\n\n@pytest.mark.skip(reason='flaky')\ndef test_a():\n    assert f(1) == 1\n",
+            "tests/test_a.py": (
+                "import pytest\n\n@pytest.mark.skip(reason='flaky')\ndef test_a():\n    assert f(1) == 1\n"
+            ),
             "tests/test_b.py": None,
             "web/cart.test.js": "it.skip('adds', () => {\n});\n",
         }
