@@ -373,3 +373,12 @@ def down_all(fleet: Fleet) -> dict[str, Env]:
                 env, status=S.RETIRED, previous=env.status, last_event=E.DOWN, share=0.0, handle=None
             )
     return out
+
+
+def table_markdown() -> str:
+    """The transition table as markdown (one row per status), kept in ``docs/lifecycle.md`` by a test."""
+    lines = ["| status | event → next status |", "| :-- | :-- |"]
+    for status in Status:
+        moves = [f"{e.value} → {TRANSITIONS[(status, e)].value}" for e in Event if (status, e) in TRANSITIONS]
+        lines.append(f"| `{status.value}` | {'; '.join(moves)} |")
+    return "\n".join(lines)

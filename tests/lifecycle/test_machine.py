@@ -182,3 +182,12 @@ def test_random_sequences_keep_the_fleet_sound(moves: list[tuple[Event, str]]) -
             assert fleet == before
             continue
         assert m.invariants(fleet) == []
+
+
+def test_docs_show_the_current_transition_table() -> None:
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "lifecycle.md").read_text(encoding="utf-8")
+    start, end = "<!-- transitions:start -->\n", "\n<!-- transitions:end -->"
+    shown = docs[docs.index(start) + len(start) : docs.index(end)]
+    assert shown == m.table_markdown(), "regenerate the table in docs/lifecycle.md with machine.table_markdown()"
