@@ -16,7 +16,14 @@ from typing import TextIO
 from squals_action.errors import EXIT_FAILURE, EXIT_OK, SqualsError
 from squals_action.github import workflow_commands as wc
 from squals_action.github.events import PROMOTE_LABEL, ROLLBACK_LABEL, Intent, IntentKind
-from squals_action.github.interface import WRITE_ROLES, Conclusion, Core, GitHubApi, Request
+from squals_action.github.interface import (
+    WRITE_ROLES,
+    Conclusion,
+    Core,
+    DeploymentState,
+    GitHubApi,
+    Request,
+)
 from squals_action.report.comment import MARKER, RunInfo, compose_comment, compose_summary
 from squals_action.report.model import Report, Status
 
@@ -192,9 +199,13 @@ def _publish(
                                             description=f"squals rollback of PR #{intent.pr_number}")
         if deployment is not None:
             ok = report.status in ("success", "skipped", "neutral")
+            # A run that waited for a lock deployed nothing: its deployment is simply not active.
+            state: DeploymentState = "success" if ok else "failure"
+            if report.status == "locked":
+                state = "inactive"
             api.deployment_status(
                 deployment,
-                "success" if ok else "failure",
+                state,
                 environment_url=report.url if ok else None,
                 log_url=settings.run_url,
                 description=" ".join(report.headline.split())[:140],

@@ -11,7 +11,7 @@ import base64
 import binascii
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from squals_action.report import markdown as md
 from squals_action.report.model import Report, Status, Step
@@ -124,9 +124,10 @@ def compose_comment(report: Report, run: RunInfo, previous_body: str | None = No
                     limit: int = md.GITHUB_COMMENT_LIMIT) -> str:
     """The sticky comment's body: marker, table merged over the last run's, hidden data; at most ``limit``."""
     merged = report.over(previous_report(previous_body))
-    data = base64.b64encode(merged.dumps().encode("utf-8")).decode("ascii")
-    tail = f"\n<!-- squals:data {data} -->\n"
-    if len(tail) > limit // 4:  # never let the hint crowd out the visible table
+    tail = _data_comment(merged)
+    if len(tail) > limit // 4:  # never let the hint crowd out the visible table: keep it without logs
+        tail = _data_comment(_without_details(merged))
+    if len(tail) > limit // 4:
         tail = "\n"
     head = MARKER + "\n"
     pointer = "✂️ This comment was cut to fit GitHub's size limit; the full report is in the " + (
@@ -134,6 +135,20 @@ def compose_comment(report: Report, run: RunInfo, previous_body: str | None = No
     ) + "."
     body = md.truncate(render(merged, run), limit=limit - len(head) - len(tail), pointer=pointer)
     return head + body + tail
+
+
+def _data_comment(report: Report) -> str:
+    data = base64.b64encode(report.dumps().encode("utf-8")).decode("ascii")
+    return f"\n<!-- squals:data {data} -->\n"
+
+
+def _without_details(report: Report) -> Report:
+    def bare(steps: tuple[Step, ...]) -> tuple[Step, ...]:
+        return tuple(replace(s, detail="") for s in steps)
+
+    validation = replace(report.validation, detail="") if report.validation else None
+    gates, tests = bare(report.gates), bare(report.exit_tests)
+    return replace(report, validation=validation, gates=gates, exit_tests=tests)
 
 
 def compose_summary(report: Report, run: RunInfo) -> str:
