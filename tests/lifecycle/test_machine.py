@@ -190,4 +190,4 @@ def test_docs_show_the_current_transition_table() -> None:
     docs = (Path(__file__).resolve().parents[2] / "docs" / "lifecycle.md").read_text(encoding="utf-8")
     start, end = "<!-- transitions:start -->\n", "\n<!-- transitions:end -->"
     shown = docs[docs.index(start) + len(start) : docs.index(end)]
-    assert shown == m.table_markdown(), "regenerate the table in docs/lifecycle.md with machine.table_markdown()"
+    assert shown == m.table_markdown(), "regenerate docs/lifecycle.md's table with machine.table_markdown()"
