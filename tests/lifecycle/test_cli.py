@@ -1,0 +1,37 @@
+"""The lifecycle's sub-commands: usage errors and set-up problems are one line, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from lcfix import git
+
+SQUALS = [sys.executable, "-m", "squals_action.cli"]
+
+
+def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SQUALS, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_bad_pr_number_is_a_usage_error(tmp_path: Path) -> None:
+    out = _run(tmp_path, "promote", "--pr", "0")
+    assert out.returncode == 2 and "expected a pull request number >= 1" in out.stderr
+
+
+def test_a_repository_without_remote_says_what_to_do(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q")
+    (tmp_path / "squals.yml").write_text("version: 1\nname: shop\napp: {start: python app.py}\n")
+    out = _run(tmp_path, "deploy", "--pr", "3", "--skip-gates")
+    assert out.returncode == 1, out.stderr
+    assert (
+        out.stderr.startswith("squals: error: the repository at ") and "has no remote 'origin'" in out.stderr
+    )
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_help_lists_the_lifecycle(tmp_path: Path) -> None:
+    out = _run(tmp_path, "--help")
+    for command in ("deploy", "promote", "rollback", "teardown", "down", "demo"):
+        assert command in out.stdout
