@@ -41,7 +41,7 @@ class CommandGate(Gate):
 
     def _workdir(self, ctx: GateContext) -> Path:
         repo = ctx.repo.resolve()
-        workdir = (repo / self.command.workdir).resolve()
+        workdir = (ctx.squals_dir / self.command.workdir).resolve()
         if workdir != repo and repo not in workdir.parents:
             raise GateError(
                 f"{self.command.location}: workdir {self.command.workdir!r} of gate {self.name!r} "

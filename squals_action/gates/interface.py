@@ -94,6 +94,8 @@ class GateContext:
 
     ``changed_files`` is ``None`` when the change is unknown (no base): then path filters match everything,
     so no test is skipped by mistake. ``env`` holds ``SQUALS_*`` variables every gate command receives.
+    ``base_dir`` is the squals file's directory, which its relative paths (``workdir``, dependency files,
+    database directories) start from; it defaults to the repository root.
     """
 
     repo: Path
@@ -102,6 +104,18 @@ class GateContext:
     head: str = "HEAD"
     changed_files: tuple[str, ...] | None = None
     env: Mapping[str, str] = EMPTY
+    base_dir: Path | None = None
+
+    @property
+    def squals_dir(self) -> Path:
+        return self.base_dir if self.base_dir is not None else self.repo
+
+    def repo_relative(self, path: Path) -> str:
+        """``path`` relative to the repository root (as annotations want it), or as given if outside."""
+        try:
+            return path.resolve().relative_to(self.repo.resolve()).as_posix()
+        except ValueError:
+            return str(path)
 
 
 class Gate(ABC):

@@ -113,6 +113,7 @@ def make_context(
     base: str | None = None,
     head: str = "HEAD",
     env: Mapping[str, str] = EMPTY,
+    base_dir: Path | None = None,
 ) -> GateContext:
     """A context for ``repo``; with a ``base``, the changed files of ``BASE...HEAD`` drive path filters."""
     from squals_action.gates.changes import changed_files
@@ -126,7 +127,13 @@ def make_context(
         **env,
     }
     return GateContext(
-        repo=repo, log_dir=log_dir, base=base, head=head, changed_files=changed, env=squals_env
+        repo=repo,
+        log_dir=log_dir,
+        base=base,
+        head=head,
+        changed_files=changed,
+        env=squals_env,
+        base_dir=base_dir,
     )
 
 

@@ -110,20 +110,20 @@ class DependencyGate(Gate):
         self._sources = dict(sources or {})
         self._today = today
 
-    def _files(self, ctx: GateContext) -> list[str]:
+    def _files(self, ctx: GateContext) -> list[Path]:
+        """Declared files (relative to the squals file), or every dependency file tracked in the repo."""
         if not self.scan.files:
-            return discover(ctx.repo)
-        missing = [f for f in self.scan.files if not (ctx.repo / f).is_file()]
+            return [ctx.repo / rel for rel in discover(ctx.repo)]
+        paths = [ctx.squals_dir / f for f in self.scan.files]
+        missing = [p for p in paths if not p.is_file()]
         if missing:
-            raise GateError(
-                f"{self.scan.location}: dependency file {missing[0]} does not exist in {ctx.repo}"
-            )
-        return list(self.scan.files)
+            raise GateError(f"{self.scan.location}: dependency file {missing[0]} does not exist")
+        return paths
 
-    def _parse(self, ctx: GateContext, files: Sequence[str]) -> list[ParsedFile]:
+    def _parse(self, ctx: GateContext, files: Sequence[Path]) -> list[ParsedFile]:
         parsed: list[ParsedFile] = []
-        for rel in files:
-            path = ctx.repo / rel
+        for path in files:
+            rel = ctx.repo_relative(path)
             try:
                 text = path.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
@@ -158,7 +158,7 @@ class DependencyGate(Gate):
         for source_name in self.scan.sources:
             try:
                 source = self._sources.get(source_name) or build_source(
-                    source_name, self.scan, ctx.repo, ctx.env
+                    source_name, self.scan, ctx.squals_dir, ctx.env
                 )
                 used.append(source.name)
                 if deps:
