@@ -23,10 +23,12 @@ import hashlib
 import io
 import os
 import random
+import select
 import signal
 import subprocess
+import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -126,13 +128,17 @@ class GitStateStore(StateStore):
         self.tracking_ref = f"refs/squals/{remote}/{branch}"
         self._env = {k: v for k, v in os.environ.items() if k not in _REPO_ENV}
         self._env.update({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "LANGUAGE": "C"})
-        self._odb: Any = None
+        self._objects: Path | None = None
+        self._common_dir: Path | None = None
+        self._reader: _ObjectReader | None = None
+        self._trees: dict[str, dict[str, tuple[str, str]]] = {}  # tree sha -> entries below it by path
         self._known_objects: set[str] = set()
+        self._pending: dict[str, tuple[bytes, bytes]] = {}  # sha -> (kind, data), not written yet
         self._blob_docs: dict[str, JsonObject] = {}
         self._tips: dict[str, _Tip] = {}
         self._tip: str | None = None  # last tip seen on the remote, None: not fetched yet or no branch
         self._fetched = False
-        self._contended = False
+        self._backoff = 0.0  # full-jitter ceiling in seconds; kept between transactions while contended
         self._rng = random.Random()
         if not branch or branch.startswith(("-", "/")) or ".." in branch or branch.endswith(("/", ".lock")):
             raise StateError(f"invalid state branch name {branch!r}")
@@ -146,7 +152,9 @@ class GitStateStore(StateStore):
     def transact(self, fn: TransactionFn, meta: Transition) -> TransactionResult:
         key = meta.idempotency_key
         attempts = 0
-        fetch = not self._fetched or self._contended
+        if self._backoff > 0:  # recently contended: give the others a turn before trying again
+            time.sleep(self._rng.uniform(0, self._backoff))
+        fetch = not self._fetched or self._backoff > 0
         while True:
             attempts += 1
             tip = self._load(self._fetch() if fetch else self._tip)
@@ -172,13 +180,13 @@ class GitStateStore(StateStore):
                 time.sleep(float(pause))
             if self._push(new_tip.commit):
                 self._remember(new_tip)
-                self._contended = attempts > 1
+                if attempts == 1:
+                    self._backoff = self._backoff * 0.5 if self._backoff > 2 * self.retry.base_delay else 0.0
                 return TransactionResult(new_tip.commit, True, False, attempts, new_tip.snapshot())
-            self._contended = True
+            self._backoff = min(self.retry.max_delay, max(self.retry.base_delay, self._backoff * 2))
             if attempts >= self.retry.max_attempts:
                 raise ContentionError(self.branch, attempts)
-            ceiling = min(self.retry.max_delay, self.retry.base_delay * 2 ** (attempts - 1))
-            time.sleep(self._rng.uniform(0, ceiling))
+            time.sleep(self._rng.uniform(0, self._backoff))
 
     def history(self, environment: str | None = None, limit: int | None = None) -> list[HistoryEntry]:
         tip = self._fetch()
@@ -204,7 +212,7 @@ class GitStateStore(StateStore):
 
     def _git(self, *args: str, input: bytes | None = None, check: bool = True) -> _GitResult:
         """Run one git command in the repository with a timeout; the whole process group dies on timeout."""
-        cmd = ["git", "-c", "core.hooksPath=/dev/null", "-C", str(self.repo_path), *args]
+        cmd = [*self._git_prefix(), *args]
         try:
             proc = subprocess.Popen(
                 cmd,
@@ -231,35 +239,69 @@ class GitStateStore(StateStore):
             raise GitCommandError(f"git {args[0]} failed in {self.repo_path}: {_last_lines(result.stderr)}")
         return result
 
-    def _objects(self) -> Any:
-        """GitPython's loose-object database of the repository (imported on first write only)."""
-        if self._odb is None:
-            out = self._git("rev-parse", "--show-object-format", "--git-path", "objects").stdout.decode()
-            lines = out.splitlines()
-            if lines[0].strip() != "sha1":
-                raise StateError(f"{self.repo_path} uses {lines[0].strip()} object ids; only sha1 works")
-            from gitdb import LooseObjectDB  # type: ignore[import-untyped,unused-ignore]
+    def _git_prefix(self) -> list[str]:
+        return ["git", "-c", "core.hooksPath=/dev/null", "-C", str(self.repo_path)]
 
-            objects = Path(lines[1].strip())
-            self._odb = LooseObjectDB(str(objects if objects.is_absolute() else self.repo_path / objects))
-        return self._odb
+    def _locate(self) -> None:
+        """Find the object directory and the common git directory once (worktrees share the repository's)."""
+        if self._objects is not None:
+            return
+        out = self._git("rev-parse", "--show-object-format", "--git-common-dir", "--git-path", "objects")
+        lines = out.stdout.decode().splitlines()
+        if lines[0].strip() != "sha1":
+            raise StateError(f"{self.repo_path} uses {lines[0].strip()} object ids; only sha1 works")
+        common, objects = Path(lines[1].strip()), Path(lines[2].strip())
+        self._common_dir = common if common.is_absolute() else self.repo_path / common
+        self._objects = objects if objects.is_absolute() else self.repo_path / objects
+
+    def _reader_process(self) -> _ObjectReader:
+        if self._reader is None:
+            self._reader = _ObjectReader(self._git_prefix(), self._env, self.timeout)
+        return self._reader
 
     def _store(self, kind: bytes, data: bytes) -> str:
-        """Write one object unless it is known to exist; returns its hex sha."""
+        """Queue one object for :meth:`_flush_objects` unless it is known to exist; returns its hex sha."""
         sha = hashlib.sha1(b"%s %d\0" % (kind, len(data)) + data).hexdigest()  # noqa: S324 -- git's id
-        if sha not in self._known_objects:
-            from gitdb import IStream  # type: ignore[import-untyped,unused-ignore]
-
-            stored = self._objects().store(IStream(kind, len(data), io.BytesIO(data)))
-            if stored.hexsha.decode() != sha:
-                raise StateError(f"object database wrote {stored.hexsha!r}, expected {sha}")
-            self._known_objects.add(sha)
+        if sha not in self._known_objects and sha not in self._pending:
+            self._pending[sha] = (kind, data)
         return sha
+
+    def _flush_objects(self) -> None:
+        """Write the queued objects as one pack with its index (GitPython's gitdb writes both).
+
+        One pack per commit instead of a loose file per blob, tree and commit: on slow disks every file
+        creation costs milliseconds. The index is renamed into place last: git never sees a pack without it.
+        """
+        if not self._pending:
+            return
+        from gitdb.base import OStream  # type: ignore[import-untyped,unused-ignore]
+        from gitdb.pack import PackEntity  # type: ignore[import-untyped,unused-ignore]
+
+        objects = [
+            OStream(bytes.fromhex(sha), kind, len(data), io.BytesIO(data))
+            for sha, (kind, data) in self._pending.items()
+        ]
+        pack, index = io.BytesIO(), io.BytesIO()
+        pack_sha, _ = PackEntity.write_pack(objects, pack.write, index.write, object_count=len(objects))
+        self._locate()
+        assert self._objects is not None
+        pack_dir = self._objects / "pack"
+        pack_dir.mkdir(parents=True, exist_ok=True)
+        name = f"pack-{pack_sha.hex()}"
+        for suffix, buffer in ((".pack", pack), (".idx", index)):
+            fd, tmp = tempfile.mkstemp(prefix="tmp_squals_", dir=pack_dir)
+            with os.fdopen(fd, "wb") as out:
+                out.write(buffer.getvalue())
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, pack_dir / f"{name}{suffix}")
+        self._known_objects.update(self._pending)
+        self._pending.clear()
 
     # ------------------------------------------------------------------------------------------------ fetch
 
     def _fetch(self) -> str | None:
         """Bring the remote tip into the tracking ref; refuse history not descending from what we saw."""
+        self._locate()
         if not self._fetched and self._tip is None:
             ref = self.tracking_ref + "^{commit}"
             known = self._git("rev-parse", "--verify", "--quiet", ref, check=False)
@@ -284,16 +326,14 @@ class GitStateStore(StateStore):
                 f"cannot fetch state branch {self.branch!r} from {self.remote!r}: "
                 f"{_last_lines(result.stderr)}"
             )
-        after = self._git("rev-parse", "--verify", self.tracking_ref + "^{commit}").stdout.decode().strip()
-        if before is not None and after != before:
-            related = self._git("merge-base", "--is-ancestor", before, after, check=False).returncode == 0
-            if not related:
-                self._git("update-ref", self.tracking_ref, before, after, check=False)
-                raise UnrelatedHistoryError(
-                    f"state branch {self.branch!r} on {self.remote!r} is now at {after[:12]}, which does not "
-                    f"descend from {before[:12]} read before (history rewritten?); "
-                    "refusing to merge or overwrite"
-                )
+        after = self._read_tracking_ref()
+        if before is not None and after != before and not self._descends(after, before):
+            self._git("update-ref", self.tracking_ref, before, after, check=False)
+            raise UnrelatedHistoryError(
+                f"state branch {self.branch!r} on {self.remote!r} is now at {after[:12]}, which does not "
+                f"descend from {before[:12]} read before (history rewritten?); "
+                "refusing to merge or overwrite"
+            )
         self._tip = after
         self._fetched = True
         return after
@@ -301,36 +341,30 @@ class GitStateStore(StateStore):
     # ------------------------------------------------------------------------------------------------ read
 
     def _load(self, commit: str | None) -> _Tip:
-        """The parsed documents of ``commit`` (cached); corrupt documents raise, nothing is repaired."""
+        """The parsed documents of ``commit`` (cached); corrupt documents raise, nothing is repaired.
+
+        Only trees and blobs not seen before are read, through one long-lived ``git cat-file --batch``.
+        """
         if commit is None:
             return _Tip(None)
         cached = self._tips.get(commit)
         if cached is not None:
             return cached
-        listing = self._git("ls-tree", "-r", "-t", "-z", "--full-tree", commit).stdout.decode("utf-8")
-        entries: dict[str, tuple[str, str]] = {}
-        for item in listing.split("\0"):
-            if not item:
-                continue
-            head, _, path = item.partition("\t")
-            mode, kind, sha = head.split(" ")
-            self._known_objects.add(sha)
-            if kind != "tree":
-                entries[path] = (mode, sha)
+        tree, _ = _parse_commit(self._read_object(commit, "commit"))
+        entries = dict(self._tree_entries(tree))
         if META_PATH not in entries:
             raise UnrelatedHistoryError(
                 f"branch {self.branch!r} on {self.remote!r} (commit {commit[:12]}) is not a squals state "
                 f"branch: no {META_PATH}; refusing to write to it"
             )
-        wanted = {path: sha for path, (mode, sha) in entries.items() if _is_document(path, mode)}
-        missing = sorted({sha for sha in wanted.values() if sha not in self._blob_docs})
-        blobs = self._cat_blobs(missing) if missing else {}
         docs: dict[str, JsonObject] = {}
         meta: JsonObject | None = None
-        for path, sha in sorted(wanted.items()):
+        for path, (mode, sha) in sorted(entries.items()):
+            if not _is_document(path, mode):
+                continue
             doc = self._blob_docs.get(sha)
             if doc is None:
-                doc = parse_document(path, blobs[sha], commit)
+                doc = parse_document(path, self._read_object(sha, "blob"), commit)
                 self._blob_docs[sha] = doc
             if path == META_PATH:
                 meta = doc
@@ -342,19 +376,65 @@ class GitStateStore(StateStore):
         self._remember(tip, current=False)
         return tip
 
-    def _cat_blobs(self, shas: Sequence[str]) -> dict[str, bytes]:
-        out = self._git("cat-file", "--batch", input="".join(f"{s}\n" for s in shas).encode()).stdout
-        blobs: dict[str, bytes] = {}
-        pos = 0
-        for sha in shas:
-            end = out.index(b"\n", pos)
-            header = out[pos:end].decode().split(" ")
-            if len(header) != 3:
-                raise StateError(f"object {sha} of the state branch is missing from {self.repo_path}")
-            size = int(header[2])
-            blobs[sha] = out[end + 1 : end + 1 + size]
-            pos = end + 1 + size + 1
-        return blobs
+    def _tree_entries(self, tree: str) -> Mapping[str, tuple[str, str]]:
+        """Every non-tree entry under ``tree`` by path; subtrees already seen come from the cache."""
+        flat = self._trees.get(tree)
+        if flat is None:
+            flat = {}
+            for mode, name, sha in _parse_tree(self._read_object(tree, "tree")):
+                if mode == _MODE_TREE:
+                    flat.update({f"{name}/{path}": entry for path, entry in self._tree_entries(sha).items()})
+                else:
+                    flat[name] = (mode, sha)
+            if len(self._trees) > 4096:
+                self._trees.clear()
+            self._trees[tree] = flat
+            self._known_objects.add(tree)
+        return flat
+
+    def _read_object(self, sha: str, kind: str) -> bytes:
+        found = self._reader_process().read(sha)
+        if found is None or found[0] != kind:
+            what = "missing" if found is None else f"a {found[0]}"
+            raise StateError(f"{kind} {sha} of the state branch is {what} in {self.repo_path}")
+        self._known_objects.add(sha)
+        return found[1]
+
+    def _descends(self, new: str, old: str) -> bool:
+        """Whether ``old`` is an ancestor of ``new``: walks parents; git decides long or shallow walks."""
+        seen: set[str] = set()
+        todo = [new]
+        while todo and len(seen) < 2000:
+            commit = todo.pop()
+            if commit == old:
+                return True
+            if commit in seen:
+                continue
+            seen.add(commit)
+            found = self._reader_process().read(commit)
+            if found is None:  # beyond a shallow boundary: git knows the grafts
+                break
+            todo.extend(_parse_commit(found[1])[1])
+        if not todo and len(seen) < 2000:
+            return False
+        return self._git("merge-base", "--is-ancestor", old, new, check=False).returncode == 0
+
+    def _read_tracking_ref(self) -> str:
+        """The tracking ref as ``git fetch`` just wrote it (a loose ref file), without spawning git."""
+        if self._common_dir is not None:
+            try:
+                value = (self._common_dir / self.tracking_ref).read_text(encoding="ascii").strip()
+            except OSError:
+                value = ""
+            if len(value) == 40:
+                return value
+        return self._git("rev-parse", "--verify", self.tracking_ref + "^{commit}").stdout.decode().strip()
+
+    def close(self) -> None:
+        """Stop the object reader process (it also stops by itself when this process exits)."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def _remember(self, tip: _Tip, current: bool = True) -> None:
         if len(self._tips) > 16:
@@ -393,6 +473,7 @@ class GitStateStore(StateStore):
             lines.append(f"parent {base.commit}")
         lines += [f"author {stamp}", f"committer {stamp}", "", meta.message()]
         commit = self._store(b"commit", "\n".join(lines).encode("utf-8"))
+        self._flush_objects()
         self._blob_docs.update(blob_docs)
         return _Tip(commit, entries, dict(docs), keys)
 
@@ -416,11 +497,12 @@ class GitStateStore(StateStore):
         for name, value in node.items():
             if isinstance(value, dict):
                 mode, sha = _MODE_TREE, self._tree_of(value)
-                sort_key = name.encode() + b"/"
+                sort_key = name.encode("utf-8", "surrogateescape") + b"/"
             else:
                 mode, sha = value
-                sort_key = name.encode()
-            items.append((sort_key, f"{mode} {name}".encode() + b"\0" + bytes.fromhex(sha)))
+                sort_key = name.encode("utf-8", "surrogateescape")
+            head = f"{mode} {name}".encode("utf-8", "surrogateescape")
+            items.append((sort_key, head + b"\0" + bytes.fromhex(sha)))
         items.sort()
         return self._store(b"tree", b"".join(data for _, data in items))
 
@@ -517,3 +599,96 @@ def _parse_log_record(record: str) -> HistoryEntry | None:
         idempotency_key=trailers.get("Squals-Idempotency-Key"),
     )
 
+
+def _parse_commit(data: bytes) -> tuple[str, list[str]]:
+    """``(tree, parents)`` of a raw commit object."""
+    tree, parents = "", []
+    for line in data.split(b"\n"):
+        if not line:
+            break
+        if line.startswith(b"tree "):
+            tree = line[5:].decode()
+        elif line.startswith(b"parent "):
+            parents.append(line[7:].decode())
+    return tree, parents
+
+
+def _parse_tree(data: bytes) -> list[tuple[str, str, str]]:
+    """``(mode, name, sha)`` of each entry of a raw tree object."""
+    entries = []
+    pos = 0
+    while pos < len(data):
+        space = data.index(b" ", pos)
+        nul = data.index(b"\0", space)
+        mode = data[pos:space].decode()
+        name = data[space + 1 : nul].decode("utf-8", "surrogateescape")
+        entries.append((mode, name, data[nul + 1 : nul + 21].hex()))
+        pos = nul + 21
+    return entries
+
+
+class _ObjectReader:
+    """A long-lived ``git cat-file --batch``: reads objects without a process each; every read has a deadline.
+
+    It exits on its own when its stdin closes, so even a killed writer leaves no process behind.
+    """
+
+    def __init__(self, prefix: list[str], env: Mapping[str, str], timeout: float) -> None:
+        self._timeout = timeout
+        self._proc = subprocess.Popen(
+            [*prefix, "cat-file", "--batch"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=dict(env),
+            start_new_session=True,
+        )
+        self._buffer = bytearray()
+
+    def read(self, sha: str) -> tuple[str, bytes] | None:
+        """``(type, content)`` of object ``sha``, ``None`` when the repository does not have it."""
+        assert self._proc.stdin is not None
+        deadline = time.monotonic() + self._timeout
+        try:
+            self._proc.stdin.write(f"{sha}\n".encode())
+            self._proc.stdin.flush()
+        except OSError as exc:
+            self.close()
+            raise GitCommandError(f"git cat-file stopped: {exc}") from None
+        while b"\n" not in self._buffer:
+            self._fill(deadline)
+        end = self._buffer.index(b"\n")
+        header = bytes(self._buffer[:end]).split()
+        del self._buffer[: end + 1]
+        if len(header) != 3:
+            return None
+        size = int(header[2])
+        while len(self._buffer) < size + 1:
+            self._fill(deadline)
+        content = bytes(self._buffer[:size])
+        del self._buffer[: size + 1]
+        return header[1].decode(), content
+
+    def _fill(self, deadline: float) -> None:
+        assert self._proc.stdout is not None
+        fd = self._proc.stdout.fileno()
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        chunk = os.read(fd, 1 << 16) if ready else b""
+        if not chunk:
+            self.close()
+            raise GitCommandError("git cat-file " + ("timed out" if not ready else "ended unexpectedly"))
+        self._buffer += chunk
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            with contextlib.suppress(OSError):
+                assert self._proc.stdin is not None
+                self._proc.stdin.close()
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                _kill_group(self._proc)
+        for stream in (self._proc.stdin, self._proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()

@@ -574,7 +574,7 @@ TransactionFn = Callable[[Documents], Documents | None]
 class RetryPolicy:
     """How a transaction behaves under contention: ``max_attempts`` compare-and-swaps, full-jitter backoff."""
 
-    max_attempts: int = 30
+    max_attempts: int = 40
     base_delay: float = 0.02
     max_delay: float = 1.0
 
@@ -610,6 +610,16 @@ class StateStore(ABC):
     @abstractmethod
     def history(self, environment: str | None = None, limit: int | None = None) -> list[HistoryEntry]:
         """Recorded transitions, newest first, optionally only those of one environment."""
+
+    def close(self) -> None:
+        """Release what the store holds open (the git store keeps one ``git cat-file`` process)."""
+        return None
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ---- typed helpers, all single transactions -------------------------------------------------------
 

@@ -1,0 +1,119 @@
+"""Benchmark of the git state store: throughput of 1 and 8 concurrent writers, and one transaction's cost
+against a plain ``git commit`` + ``git push`` of one file, all measured in the same run on the same machine.
+
+Run: ``.venv/bin/python bench/state.py`` (about a minute). Every writer is its own process with its own
+shallow clone of a bare ``origin``; each transaction increments a counter document and appends to another.
+Goals: 8 writers keep >= 50 % of the single writer's throughput; overhead ratio <= 1.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "state"))
+
+from statefix import clone, git, make_origin, state_log  # noqa: E402
+
+from squals_action.state import Documents, Transition, open_store  # noqa: E402
+
+WRITER = ROOT / "tests" / "state" / "state_writer.py"
+
+
+def run_writers(root: Path, writers: int, per_writer: int) -> tuple[float, list[int]]:
+    """Transitions per second of ``writers`` concurrent processes (first start to last end), and attempts."""
+    origin = make_origin(root)
+    clones = [clone(origin, root / f"w{i}") for i in range(writers)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(WRITER), str(c), str(i), str(per_writer), "200"],
+            stdout=subprocess.PIPE, text=True,
+        )
+        for i, c in enumerate(clones)
+    ]
+    results = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=600)
+        if proc.returncode != 0:
+            raise SystemExit(f"writer failed with {proc.returncode}")
+        results.append(json.loads(out))
+    total = writers * per_writer
+    assert len(state_log(origin)) == total, "lost or extra commits"
+    counter = json.loads(git(origin, "show", "squals/state:counters/c.json"))
+    assert counter["n"] == total, f"lost update: counter {counter['n']} != {total}"
+    span = max(r["end"] for r in results) - min(r["start"] for r in results)
+    return total / span, [a for r in results for a in r["attempts"]]
+
+
+def overhead(root: Path, rounds: int) -> tuple[float, float, float, float]:
+    """Median seconds of a warm transaction, a cold one (fresh store), ``git commit`` + ``push``; ratio."""
+    origin = make_origin(root)
+    work = clone(origin, root / "store")
+    plain = clone(origin, root / "plain")
+
+    def step(docs: Documents) -> Documents:
+        doc = docs.get("counters/c.json", {"schema_version": 1, "n": 0})
+        doc["n"] += 1
+        docs["counters/c.json"] = doc
+        return docs
+
+    store = open_store(work)
+    store.transact(step, Transition("count", "warm-up", run_id="warm"))
+    warm, cold, baseline = [], [], []
+    for i in range(rounds):  # alternate so that load changes hit both sides alike
+        t0 = time.perf_counter()
+        store.transact(step, Transition("count", f"warm {i}", run_id=f"warm-{i}"))
+        warm.append(time.perf_counter() - t0)
+        (plain / "counter.txt").write_text(f"{i}\n")
+        t0 = time.perf_counter()
+        git(plain, "add", "counter.txt")
+        git(plain, "commit", "-q", "-m", f"count {i}")
+        git(plain, "push", "-q", "origin", "HEAD:refs/heads/main")
+        baseline.append(time.perf_counter() - t0)
+    for i in range(max(3, rounds // 4)):  # a fresh store each time: fetch, read, write, push
+        t0 = time.perf_counter()
+        open_store(work).transact(step, Transition("count", f"cold {i}", run_id=f"cold-{i}"))
+        cold.append(time.perf_counter() - t0)
+    med = statistics.median
+    return med(warm), med(cold), med(baseline), med(warm) / med(baseline)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-writer", type=int, default=25)
+    parser.add_argument("--single", type=int, default=100, help="transactions of the single writer")
+    parser.add_argument("--rounds", type=int, default=20, help="rounds of the overhead comparison")
+    args = parser.parse_args()
+    for key, value in {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@squals.invalid",
+                       "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@squals.invalid"}.items():
+        os.environ.setdefault(key, value)
+    with tempfile.TemporaryDirectory(prefix="squals-bench-state-") as tmp:
+        base = Path(tmp)
+        for name in ("one", "eight", "overhead"):
+            (base / name).mkdir()
+        one, _ = run_writers(base / "one", 1, args.single)
+        eight, eight_attempts = run_writers(base / "eight", 8, args.per_writer)
+        warm, cold, plain, ratio = overhead(base / "overhead", args.rounds)
+    print(f"1 writer:   {one:6.1f} transitions/s ({args.single} transitions)")
+    print(
+        f"8 writers:  {eight:6.1f} transitions/s ({8 * args.per_writer} transitions, exact counters; "
+        f"attempts mean {statistics.mean(eight_attempts):.2f}, max {max(eight_attempts)})"
+    )
+    print(f"8 writers keep {100 * eight / one:5.1f} % of single-writer throughput (goal >= 50 %)")
+    print(
+        f"one transaction {1000 * warm:6.1f} ms (cold, fresh store with fetch: {1000 * cold:6.1f} ms) vs "
+        f"git commit + git push {1000 * plain:6.1f} ms: overhead ratio {ratio:4.2f} (goal <= 1.5)"
+    )
+    print(f"load average while measuring: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+
+
+if __name__ == "__main__":
+    main()

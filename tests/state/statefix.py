@@ -1,0 +1,80 @@
+"""Fixtures for state tests: a bare ``origin``, shallow single-branch clones like GitHub's checkout action,
+and a fingerprint of all a user could notice in their checkout (working tree, index, HEAD, branches, config).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+GIT_TIMEOUT = 60
+
+
+def git(cwd: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> str:
+    """Run git in ``cwd`` and return its stdout (the test's own calls; the store has its own runner)."""
+    result = subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=GIT_TIMEOUT, check=False,
+        env={**os.environ, **(env or {})},
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed: {result.stderr}")
+    return result.stdout
+
+
+def make_origin(root: Path) -> Path:
+    """A bare repository with a ``main`` branch of two commits, like a project on GitHub."""
+    origin = root / "origin.git"
+    git(root, "init", "-q", "--bare", "-b", "main", str(origin))
+    seed = root / "seed"
+    git(root, "init", "-q", "-b", "main", str(seed))
+    (seed / "README.md").write_text("# project\n")
+    git(seed, "add", "README.md")
+    git(seed, "commit", "-q", "-m", "first")
+    (seed / "app.py").write_text("print('hello')\n")
+    git(seed, "add", "app.py")
+    git(seed, "commit", "-q", "-m", "second")
+    git(seed, "push", "-q", str(origin), "main")
+    return origin
+
+
+def clone(origin: Path, dest: Path, *, dirty: bool = False) -> Path:
+    """A shallow, single-branch clone with a detached HEAD, as ``actions/checkout`` leaves it.
+
+    ``dirty`` adds a modified file, a staged change and an untracked file, so a test can see they survive.
+    """
+    git(dest.parent, "clone", "-q", "--depth", "1", "--single-branch", "--branch", "main",
+        f"file://{origin}", str(dest))
+    git(dest, "checkout", "-q", "--detach")
+    if dirty:
+        (dest / "README.md").write_text("# project, edited but not staged\n")
+        (dest / "staged.txt").write_text("staged\n")
+        git(dest, "add", "staged.txt")
+        (dest / "untracked.txt").write_text("untracked\n")
+    return dest
+
+
+def fingerprint(repo: Path) -> dict[str, str]:
+    """Digest of what the store must never change: every working-tree file, index, HEAD, branches, config."""
+    prints: dict[str, str] = {}
+    for path in sorted(repo.rglob("*")):
+        rel = path.relative_to(repo).as_posix()
+        if rel == ".git" or rel.startswith(".git/") or not path.is_file():
+            continue
+        prints[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    git_dir = repo / ".git"
+    for name in ("index", "HEAD", "config", "shallow", "packed-refs"):
+        file = git_dir / name
+        prints[f".git/{name}"] = hashlib.sha256(file.read_bytes()).hexdigest() if file.exists() else "-"
+    heads = git_dir / "refs" / "heads"
+    branches = sorted(p.relative_to(heads).as_posix() for p in heads.rglob("*") if p.is_file())
+    prints["refs/heads"] = ",".join(branches)
+    prints["status"] = git(repo, "status", "--porcelain=v1", "--untracked-files=all")
+    return prints
+
+
+def state_log(origin: Path, branch: str = "squals/state") -> list[str]:
+    """Commit ids of the state branch on ``origin``, newest first."""
+    out = git(origin, "rev-list", f"refs/heads/{branch}", check=False)
+    return out.split()
