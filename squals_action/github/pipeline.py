@@ -219,7 +219,7 @@ class Pipeline:
         env_name = "prod" if verb != "teardown" else request.intent.environment
         report = self._outcome(verb, outcome, env_name, **parts)
         if verb == "teardown":
-            headline = f"PR #{pr} closed: island torn down ({outcome.message})"
+            headline = f"PR #{pr} closed: {outcome.message}"
             return Report(intent=verb, status=report.status, headline=headline,
                           environment=report.environment, validation=validation, problems=problems)
         return report

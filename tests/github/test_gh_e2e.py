@@ -58,6 +58,10 @@ exit_tests:
   - name: smoke
     run: {sys.executable} smoke.py
     timeout: 1m
+rollout:
+  blue_share: 50%
+  bake: 1s
+  check_interval: 1s
 """
 
 
@@ -90,8 +94,24 @@ def project(tmp_path: Path) -> Iterator[tuple[Path, Path, str]]:
     try:
         yield repo, origin, head
     finally:
-        provider = get_provider("local", repo)
-        provider.down()
+        down(repo)
+
+
+def down(repo: Path) -> None:
+    """Stop everything the runs started: environments and the Dealer (by the lifecycle's own `down`)."""
+    from squals_action.lifecycle.engine import Lifecycle
+    from squals_action.lifecycle.traffic import DealerTraffic
+    from squals_action.manifest import load
+    from squals_action.state import open_store
+
+    Lifecycle(
+        repo=repo,
+        manifest=load(repo / "squals.yml", repo),
+        store=open_store(repo),
+        provider=get_provider("local", repo),
+        traffic=DealerTraffic(repo / ".squals" / "dealer"),
+        log_dir=repo / ".squals" / "logs",
+    ).down()
 
 
 def run_action(
@@ -135,7 +155,7 @@ def state_log(origin: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_open_then_close_a_pr(project: tuple[Path, Path, str], tmp_path: Path) -> None:
+def test_open_promote_then_close_a_pr(project: tuple[Path, Path, str], tmp_path: Path) -> None:
     repo, origin, head = project
     opened = event("pull_request.opened")
     opened["pull_request"]["head"]["sha"] = head
@@ -170,16 +190,35 @@ def test_open_then_close_a_pr(project: tuple[Path, Path, str], tmp_path: Path) -
         deployed = state_log(origin)
         assert deployed and any("pr-2" in line for line in deployed)
 
+        promote = event("pull_request_target.labeled-promote-by-readonly")
+        promote["pull_request"]["head"]["sha"] = head
+        promote["sender"] = opened["sender"]  # Codertocat, a maintainer here
+        fake.pr_labels[2] = {"promote"}
+        code, log = run_action(repo, tmp_path, fake, "pull_request_target.labeled-promote", promote, "44")
+        assert code == 0, log
+        [body] = fake.comment_bodies(2)
+        assert "| Rollout |" in body and "| Gate test · unit | ✅ passed |" in body
+        assert fake.states("prod") == ["in_progress", "success"]
+        [prod] = [
+            s
+            for d in fake.deployments.values()
+            if d["environment"] == "prod"
+            for s in fake.statuses[d["id"]]
+            if s["state"] == "success"
+        ]
+        assert urllib.request.urlopen(prod["environment_url"], timeout=10).read() == b"v2\n"
+        assert ("DELETE", f"/repos/{REPO}/issues/2/labels/promote", None) in fake.requests
+        assert fake.pr_labels[2] == set()
+        promoted = state_log(origin)
+        assert len(promoted) > len(deployed)
+
         code, log = run_action(repo, tmp_path, fake, "pull_request.closed", closed, "43")
         assert code == 0, log
         [body] = fake.comment_bodies(2)  # edited in place, not a second comment
-        assert "PR \\#2 closed: island torn down" in body
+        assert "PR \\#2 closed: kept: " in body, body  # pr-2 serves prod now: kept, and the comment says so
         assert "| Gate test · unit | ✅ passed |" in body  # the gates of the last preview are kept
         assert "127.0.0.1" not in body.split("<!-- squals:data")[0]  # the island's URL is gone
         assert fake.states("pr-2")[-1] == "inactive"
-        after = state_log(origin)
-        assert len(after) > len(deployed)
-        with pytest.raises(OSError):
-            urllib.request.urlopen(url, timeout=3)
+        assert len(state_log(origin)) >= len(promoted)
         posts = [p for m, p, _ in fake.requests if m == "POST" and p.endswith("/comments")]
         assert len(posts) == 1
