@@ -7,6 +7,7 @@ at the same spot.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,11 @@ from dataclasses import dataclass, field
 from squals_action.errors import SqualsError
 
 PathPart = str | int
+#: Everything ``str.splitlines`` breaks on, escaped so a rendered problem is always one line.
+_LINE_BREAKS = {ord(c): f"\\u{ord(c):04x}" for c in "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"} | {
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+}
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
@@ -26,8 +32,7 @@ def format_where(path: Sequence[PathPart]) -> str:
         elif _IDENT.match(part):
             out.append(f".{part}")
         else:
-            escaped = part.replace("\\", "\\\\").replace('"', '\\"')
-            out.append(f'["{escaped}"]')
+            out.append(f"[{json.dumps(part, ensure_ascii=False)}]")
     return "".join(out)
 
 
@@ -44,7 +49,8 @@ class Problem:
 
     def render(self) -> str:
         """``path:line:col: error: <where>: <expected>`` — the text format of ``squals validate``."""
-        return f"{self.file}:{self.line}:{self.col}: {self.severity}: {self.where}: {self.message}"
+        text = f"{self.file}:{self.line}:{self.col}: {self.severity}: {self.where}: {self.message}"
+        return text.translate(_LINE_BREAKS)
 
     def as_dict(self) -> dict[str, object]:
         return {

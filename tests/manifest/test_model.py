@@ -1,0 +1,153 @@
+"""The model built from valid files: units converted, defaults filled, locations kept, variants loaded."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from squals_action.manifest import ManifestError, load, validate_file
+from squals_action.manifest.model import DEALER_METRICS, Location, Manifest
+from squals_action.manifest.units import format_duration, parse_amount, parse_duration, parse_percentage
+
+from .corpus import CASES
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def full(tmp_path: Path) -> Manifest:
+    repo = tmp_path / "repo"
+    shutil.copytree(CASES / "valid" / "full", repo)
+    return load(repo / "squals.yml", repo)
+
+
+def test_full_model_values(full: Manifest) -> None:
+    assert full.name == "shop" and full.version == 1
+    assert full.provider.kind == "aws" and full.provider.region == "us-east-1"
+    assert dict(full.provider.parameters) == {"InstanceType": "t3.small", "Count": "2", "Public": "false"}
+    assert full.app.health_timeout == 90.0
+    assert dict(full.app.env) == {"LOG_LEVEL": "info", "WORKERS": "4"}
+    assert [g.name for g in full.gates.compile] == ["bundle"]
+    unit = full.gates.test[0]
+    assert (unit.name, unit.kind, unit.paths, unit.timeout) == (
+        "unit",
+        "unit",
+        ("src/**", "tests/unit/**"),
+        600.0,
+    )
+    security = full.gates.security
+    assert security is not None and security.timeout == 300.0
+    assert security.dependencies is not None and security.dependencies.fail_on == "critical"
+    assert security.dependencies.sources == ("osv", "offline")
+    assert security.dependencies.ignore[0].expires == datetime.date(2030, 1, 31)
+    assert security.risk is not None and security.risk.max_score == 70
+    assert [h.name for h in full.hooks.before_preprod] == ["before_preprod-1"]
+    assert dict(full.hooks.promote[0].env) == {"DRY": "0"}
+    assert full.exit_tests[0].timeout == 1200.0
+    assert (
+        full.rollout.blue_share == 12.5
+        and full.rollout.bake == 7200.0
+        and full.rollout.check_interval == 30.0
+    )
+    assert [(k.metric, k.max, k.min) for k in full.rollout.kpis] == [
+        ("error_rate", 1.0, None),
+        ("p95_latency_ms", 400.0, 0.0),
+        ("revenue", None, 10.0),
+    ]
+
+
+def test_full_experiment(full: Manifest) -> None:
+    exp = full.experiment
+    assert exp is not None
+    assert exp.control == "control"
+    assert dict(exp.split) == {"control": 50.0, "green-button": 25.0, "blue-button": 25.0}
+    assert (exp.unit.kind, exp.unit.name) == ("header", "X-User-Id")
+    assert (
+        exp.objective.direction,
+        exp.objective.metric,
+        exp.objective.numerator,
+        exp.objective.denominator,
+    ) == ("minimize", "cost", "revenue", "activations")
+    assert [(g.metric, g.max_increase, g.max) for g in exp.guardrails] == [
+        ("error_rate", 0.5, None),
+        ("p99_latency_ms", None, 900.0),
+    ]
+    assert exp.min_duration.seconds == 7 * 86400 and exp.min_duration.activations == 10000
+    assert (exp.significance.alpha, exp.significance.method) == (0.01, "fixed")
+    assert exp.metrics["revenue"].source == "prometheus"
+    control = exp.variants["control"]
+    assert (
+        (control.manifest is None
+        and control.file == os.path.realpath(full.path))
+        or control.file.endswith("squals.yml")
+    )
+    green = exp.variants["green-button"]
+    assert green.manifest is not None and green.manifest.name == "shop-green"
+    assert green.file == full.resolve("variants/green.yml")
+
+
+def test_locations_point_into_the_file(full: Manifest) -> None:
+    assert full.app.location.line == 9
+    assert full.gates.test[1].location.line == 18
+    assert full.rollout.kpis[2].location == Location(full.path, 43, 7)
+    assert str(full.hooks.promote[0].location).endswith(":32:13")
+
+
+def test_paths_and_environments(full: Manifest) -> None:
+    assert Path(full.base_dir).is_absolute() and full.repo_root == full.base_dir
+    assert full.resolve("src") == os.path.join(full.base_dir, "src")
+    assert dict(full.app_env_for("pr-12")) == {"LOG_LEVEL": "debug", "WORKERS": "4"}
+    assert dict(full.app_env_for("prod")) == {"LOG_LEVEL": "info", "WORKERS": "4"}
+    assert dict(full.environments["prod"].provider_parameters) == {"InstanceType": "t3.large"}
+    assert full.shared["db"].type == "postgres" and dict(full.shared["db"].options) == {"version": "16"}
+
+
+def test_model_is_frozen_and_hashable(full: Manifest) -> None:
+    with pytest.raises(AttributeError):
+        full.name = "other"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        full.app.env["X"] = "y"  # type: ignore[index]
+    assert hash(full.app) == hash(full.app)
+
+
+def test_example_shop_is_valid_and_deployable() -> None:
+    shop = load(REPO / "examples" / "shop" / "squals.yml")
+    assert shop.app.start == "python app.py"
+    assert shop.experiment is not None and shop.experiment.variants["green"].manifest is not None
+    assert dict(shop.experiment.variants["green"].manifest.app.env) == {"SHOP_BUTTON_COLOR": "seagreen"}
+    assert {k.metric for k in shop.rollout.kpis} <= DEALER_METRICS
+    assert all(Path(shop.resolve(h.workdir)).is_dir() for h in shop.hooks.promote)
+
+
+def test_load_raises_every_problem(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    bad = tmp_path / "squals.yml"
+    bad.write_text("version: 1\nname: shop\napp: {start: x, helth: /}\nrollout: {bake: 0s}\n")
+    with pytest.raises(ManifestError) as caught:
+        load(bad, tmp_path)
+    error = caught.value
+    assert (error.line, error.col, error.where) == (3, 17, "$.app.helth")
+    assert len(error.problems) == 2
+    assert error.one_line().endswith("(and 1 more problem)")
+    assert error.exit_code == 1
+
+
+def test_validate_file_never_raises_for_missing_file(tmp_path: Path) -> None:
+    result = validate_file(tmp_path / "absent.yml", tmp_path)
+    assert result.manifest is None
+    assert result.problems[0].message == "expected an existing file, it does not exist"
+
+
+def test_units() -> None:
+    assert parse_duration("90s") == 90 and parse_duration("1.5h") == 5400 and parse_duration("7d") == 604800
+    assert parse_percentage("0.5%") == 0.5 and parse_amount(3) == 3.0 and parse_amount("10%") == 10.0
+    assert format_duration(900) == "15m" and format_duration(90) == "90s" and format_duration(86400) == "1d"
+    for bad in ("15", "1h30m", "-1s", "1.s", "s"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+    with pytest.raises(ValueError):
+        parse_amount(True)
