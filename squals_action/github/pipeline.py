@@ -8,9 +8,10 @@ another PR is reported as a ``locked`` report naming the holder. Heavy modules a
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,9 @@ class Pipeline:
                                         level="failure" if f.blocking else "warning", title=f"gate {r.name}"))
         return tuple(steps), tuple(problems)
 
-    def _lifecycle(self, request: Request, model: Any) -> Any:
+    @contextlib.contextmanager
+    def _lifecycle(self, request: Request, model: Any) -> Iterator[Any]:
+        """The lifecycle engine over the state branch; the store's git process is closed afterwards."""
         from squals_action.lifecycle.engine import Lifecycle
         from squals_action.lifecycle.traffic import DealerTraffic
         from squals_action.providers import get_provider
@@ -116,17 +119,18 @@ class Pipeline:
         root = request.workspace
         kind = request.provider or model.provider.kind
         attempt = self._env.get("GITHUB_RUN_ATTEMPT", "1")
-        return Lifecycle(
-            repo=root,
-            manifest=model,
-            store=open_store(root, branch=request.state_branch),
-            provider=get_provider(kind, root, model.provider),
-            traffic=DealerTraffic(root / ".squals" / "dealer"),
-            log_dir=self._log_dir(request),
-            run_id=self._env.get("GITHUB_RUN_ID") or None,
-            actor=request.intent.actor,
-            attempt=int(attempt) if attempt.isdigit() else 1,
-        )
+        with open_store(root, branch=request.state_branch) as store:
+            yield Lifecycle(
+                repo=root,
+                manifest=model,
+                store=store,
+                provider=get_provider(kind, root, model.provider),
+                traffic=DealerTraffic(root / ".squals" / "dealer"),
+                log_dir=self._log_dir(request),
+                run_id=self._env.get("GITHUB_RUN_ID") or None,
+                actor=request.intent.actor,
+                attempt=int(attempt) if attempt.isdigit() else 1,
+            )
 
     def _locked(self, request: Request, verb: str, exc: Any, **parts: Any) -> Report:
         holder = f"PR #{exc.lock.pr}"
@@ -187,7 +191,8 @@ class Pipeline:
             return Report(intent="preview", status="success", notes=(intent.reason,),
                           headline=f"PR #{intent.pr_number}: valid, gates passed; not deployed", **parts)
         try:
-            outcome = self._lifecycle(request, model).deploy(intent.pr_number, request.head_sha or "HEAD")
+            with self._lifecycle(request, model) as lifecycle:
+                outcome = lifecycle.deploy(intent.pr_number, request.head_sha or "HEAD")
         except LockedError as exc:
             return self._locked(request, "preview", exc, environment=intent.environment, **parts)
         return self._outcome("preview", outcome, intent.environment, **parts)
@@ -201,18 +206,16 @@ class Pipeline:
         validation, problems, model = checked
         pr = request.intent.pr_number
         parts: dict[str, Any] = {"validation": validation, "problems": problems}
-        lifecycle = self._lifecycle(request, model)
+        if pr is None and verb != "rollback":
+            raise SqualsError(f"{verb} needs a pull request")
         try:
-            if verb == "promote":
-                if pr is None:
-                    raise SqualsError("promote needs a pull request")
-                outcome = lifecycle.promote(pr)
-            elif verb == "rollback":
-                outcome = lifecycle.rollback(pr)
-            else:
-                if pr is None:
-                    raise SqualsError("teardown needs a pull request")
-                outcome = lifecycle.teardown(pr)
+            with self._lifecycle(request, model) as lifecycle:
+                if verb == "promote":
+                    outcome = lifecycle.promote(pr)
+                elif verb == "rollback":
+                    outcome = lifecycle.rollback(pr)
+                else:
+                    outcome = lifecycle.teardown(pr)
         except LockedError as exc:
             env_name = "prod" if verb != "teardown" else request.intent.environment
             return self._locked(request, verb, exc, environment=env_name, **parts)

@@ -104,14 +104,15 @@ def down(repo: Path) -> None:
     from squals_action.manifest import load
     from squals_action.state import open_store
 
-    Lifecycle(
-        repo=repo,
-        manifest=load(repo / "squals.yml", repo),
-        store=open_store(repo),
-        provider=get_provider("local", repo),
-        traffic=DealerTraffic(repo / ".squals" / "dealer"),
-        log_dir=repo / ".squals" / "logs",
-    ).down()
+    with open_store(repo) as store:
+        Lifecycle(
+            repo=repo,
+            manifest=load(repo / "squals.yml", repo),
+            store=store,
+            provider=get_provider("local", repo),
+            traffic=DealerTraffic(repo / ".squals" / "dealer"),
+            log_dir=repo / ".squals" / "logs",
+        ).down()
 
 
 def run_action(
