@@ -70,7 +70,8 @@ def assign(unit: str, weights: Mapping[str, float], seed: str) -> str:
     for name, weight in weights.items():
         if weight <= 0.0:
             continue
-        score = -math.log(unit_hash(seed, name, unit)) / weight
+        # log(-ln h / w), in log space so that tiny weights do not overflow to infinity
+        score = math.log(-math.log(unit_hash(seed, name, unit))) - math.log(weight)
         if score < best_score:
             best_name, best_score = name, score
     if not best_name:

@@ -160,7 +160,8 @@ def _last_line(path: Path) -> str:
         lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
         return "(no log)"
-    return lines[-1] if lines else "(empty log)"
+    ours = [line for line in lines if line.startswith("squals dealer:")]
+    return (ours or lines or ["(empty log)"])[-1]
 
 
 def connect_dealer(state_dir: Path, *, timeout: float = 5.0) -> DealerClient:

@@ -58,6 +58,7 @@ VARIANT_HEADER = "X-Squals-Variant"
 RESERVED_PREFIX = "/_squals/"
 _EVENT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 _CHUNK = 64 * 1024
+_SMALL_BODY = 256 * 1024  # bodies up to this size with a Content-Length are read whole
 
 
 def valid_event(name: str) -> bool:
@@ -162,6 +163,14 @@ class DealerServer:
     # -- lifecycle -----------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Bind the proxy and the admin endpoint; on failure release whatever was already set up."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop(persist=False)
+            raise
+
+    async def _start(self) -> None:
         cfg = self.config
         timeout = aiohttp.ClientTimeout(
             total=None,
@@ -204,7 +213,7 @@ class DealerServer:
         if self.state_dir is not None:
             self._persist_task = asyncio.create_task(self._persist_loop())
 
-    async def stop(self) -> None:
+    async def stop(self, *, persist: bool = True) -> None:
         """Stop accepting, let in-flight requests finish (up to shutdown_timeout), then persist."""
         if self._persist_task is not None:
             self._persist_task.cancel()
@@ -216,8 +225,10 @@ class DealerServer:
             await self._admin_runner.cleanup()
         if self._session is not None:
             await self._session.close()
-        self.book.dirty = True
-        await self.persist()
+        self._persist_task = self._proxy_runner = self._admin_runner = self._session = None
+        if persist:
+            self.book.dirty = True
+            await self.persist()
 
     # -- proxy ---------------------------------------------------------------------------------------------
 
@@ -308,9 +319,8 @@ class DealerServer:
                     event = event.strip()
                     if valid_event(event):
                         counter.add_event(event)
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
             drop = _connection_tokens(upstream.headers)
-            out = response.headers
+            out: CIMultiDict[str] = CIMultiDict()
             for key, value in upstream.headers.items():
                 low = key.lower()
                 if low in HOP_BY_HOP or low in drop or low == "x-squals-event":
@@ -319,13 +329,24 @@ class DealerServer:
             out[VARIANT_HEADER] = name
             if new_unit is not None:
                 out.add("Set-Cookie", f"{self._cookie_name}={new_unit}{self._cookie_suffix}")
-            await response.prepare(request)
+            length = upstream.content_length
+            if length is not None and length <= _SMALL_BODY and request.method != "HEAD":
+                # Read it whole so that headers and body leave in one send (the common, small case).
+                try:
+                    body = await upstream.read()
+                except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
+                    counter.connection_errors += 1
+                    text = f"upstream {name} broke off: {type(exc).__name__}"
+                    return self._error(502, text, name, new_unit)
+                return web.Response(body=body, status=upstream.status, reason=upstream.reason, headers=out)
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out)
             try:
+                await response.prepare(request)
                 async for chunk in upstream.content.iter_chunked(_CHUNK):
                     await response.write(chunk)
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
-                # Headers are gone already: the only honest signal left is to cut the client connection.
                 counter.connection_errors += 1
+                # Headers are gone already: the only honest signal left is to cut the client connection.
                 raise ConnectionResetError(f"upstream {name} broke off mid-body: {exc!r}") from exc
             await response.write_eof()
             return response

@@ -1,0 +1,325 @@
+"""Benchmark: the Dealer against direct upstream access and nginx ``split_clients``, one run, on loopback.
+
+    .venv/bin/python bench/dealer.py [--requests 20000] [--concurrency 32] [--rounds 3]
+
+Two upstream processes (a tiny aiohttp app) serve ``/``. The same bounded load generator (raw asyncio
+keep-alive connections, a fixed number of requests, each with a unit cookie from a pool of 1,000) then hits:
+
+* ``direct``: the upstreams themselves, half of the connections to each;
+* ``dealer``: the Dealer daemon splitting 50/50 between them;
+* ``nginx``: nginx with ``split_clients`` on the same cookie, 50/50 (skipped when nginx is not installed).
+
+Each target gets a throughput phase (``--concurrency`` connections, requests/s, p50/p99) and a latency phase
+(one connection: the latency the proxy adds when it is not queueing). Targets are measured in alternating
+rounds and the median round is kept, so the noise of a shared machine hits them alike. Ratios are against
+``direct``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+UNITS = [f"bench{i:04d}" for i in range(1000)]
+
+
+# --------------------------------------------------------------------------------------------- upstream app
+
+
+def serve_upstream(name: str) -> None:
+    """The upstream process: print the bound port, answer every request with a small body."""
+    from aiohttp import web
+
+    body = (name + " ok\n").encode() * 4
+
+    async def handler(request: web.BaseRequest) -> web.Response:
+        await request.read()
+        return web.Response(body=body, content_type="text/plain")
+
+    async def main() -> None:
+        runner = web.ServerRunner(web.Server(handler, access_log=None), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0, backlog=1024).start()
+        print(runner.addresses[0][1], flush=True)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+# --------------------------------------------------------------------------------------------- load generator
+
+
+@dataclass
+class Result:
+    requests: int
+    seconds: float
+    latencies_ms: list[float]
+    failures: int
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    def pct(self, q: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+async def _connection(
+    host: str, port: int, count: int, latencies: list[float], failures: list[int], rng: random.Random
+) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        done = 0
+        while done < count:
+            unit = rng.choice(UNITS)
+            request = (
+                f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nCookie: squals_unit={unit}\r\n"
+                "User-Agent: squals-bench\r\n\r\n"
+            ).encode()
+            started = time.perf_counter()
+            writer.write(request)
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionResetError):
+                # The server closed an idle keep-alive connection: reconnect and send again.
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
+                continue
+            length = 0
+            close = False
+            for line in head.split(b"\r\n"):
+                low = line.lower()
+                if low.startswith(b"content-length:"):
+                    length = int(line[15:])
+                elif low.startswith(b"connection:") and b"close" in low:
+                    close = True
+            if length:
+                await reader.readexactly(length)
+            latencies.append((time.perf_counter() - started) * 1000.0)
+            done += 1
+            if not head.startswith(b"HTTP/1.1 200"):
+                failures.append(1)
+            if close:
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def _load(targets: list[tuple[str, int]], requests: int, concurrency: int, seed: int) -> Result:
+    latencies: list[float] = []
+    failures: list[int] = []
+    per_conn = [
+        requests // concurrency + (1 if i < requests % concurrency else 0) for i in range(concurrency)
+    ]
+    started = time.perf_counter()
+    await asyncio.gather(
+        *(
+            _connection(*targets[i % len(targets)], n, latencies, failures, random.Random(seed + i))
+            for i, n in enumerate(per_conn)
+        )
+    )
+    return Result(requests, time.perf_counter() - started, latencies, len(failures))
+
+
+def load(targets: list[tuple[str, int]], requests: int, concurrency: int, seed: int = 1) -> Result:
+    return asyncio.run(_load(targets, requests, concurrency, seed))
+
+
+# --------------------------------------------------------------------------------------------- targets
+
+
+def start_upstream(name: str, procs: list[subprocess.Popen[str]]) -> int:
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve-upstream", name], stdout=subprocess.PIPE, text=True
+    )
+    procs.append(proc)
+    assert proc.stdout is not None
+    return int(proc.stdout.readline())
+
+
+def start_nginx(workdir: Path, ports: dict[str, int], procs: list[subprocess.Popen[str]]) -> int | None:
+    nginx = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None
+    )
+    if nginx is None:
+        return None
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (workdir / sub).mkdir(parents=True, exist_ok=True)
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    conf = workdir / "nginx.conf"
+    conf.write_text(
+        f"""{user}worker_processes 1;
+daemon off;
+pid {workdir}/nginx.pid;
+error_log {workdir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path {workdir}/body;
+    proxy_temp_path {workdir}/proxy;
+    fastcgi_temp_path {workdir}/fastcgi;
+    uwsgi_temp_path {workdir}/uwsgi;
+    scgi_temp_path {workdir}/scgi;
+    upstream a {{ server 127.0.0.1:{ports["a"]}; keepalive 64; }}
+    upstream b {{ server 127.0.0.1:{ports["b"]}; keepalive 64; }}
+    split_clients "${{cookie_squals_unit}}" $variant {{ 50% a; * b; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://$variant;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }}
+    }}
+}}
+"""
+    )
+    proc = subprocess.Popen(
+        [nginx, "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    procs.append(proc)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            print(f"nginx      : failed to start (see {workdir}/error.log), skipped")
+            return None
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return port
+        except OSError:
+            time.sleep(0.05)
+    return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--serve-upstream", help=argparse.SUPPRESS)
+    parser.add_argument("--requests", type=int, default=20_000, help="requests per throughput phase")
+    parser.add_argument("--concurrency", type=int, default=32, help="connections in the throughput phase")
+    parser.add_argument(
+        "--latency-requests", type=int, default=2_000, help="requests of the 1-connection phase"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
+    args = parser.parse_args()
+    if args.serve_upstream:
+        serve_upstream(args.serve_upstream)
+        return 0
+
+    from squals_action.dealer import DealerConfig, start_dealer, stop_dealer
+
+    procs: list[subprocess.Popen[str]] = []
+    workdir = Path(tempfile.mkdtemp(prefix="squals-bench-"))
+    state = workdir / "dealer"
+    try:
+        ports = {name: start_upstream(name, procs) for name in ("a", "b")}
+        direct = [("127.0.0.1", ports["a"]), ("127.0.0.1", ports["b"])]
+        dealer = start_dealer(
+            DealerConfig(
+                upstreams={k: f"http://127.0.0.1:{v}" for k, v in ports.items()}, weights={"a": 50, "b": 50}
+            ),
+            state,
+        )
+        dealer_port = int(dealer.url.rsplit(":", 1)[1])
+        targets: dict[str, list[tuple[str, int]]] = {"direct": direct, "dealer": [("127.0.0.1", dealer_port)]}
+        nginx_port = start_nginx(workdir / "nginx", ports, procs)
+        if nginx_port is None:
+            print("nginx      : not installed, skipped (apt-get install -y nginx to compare)")
+        else:
+            targets["nginx"] = [("127.0.0.1", nginx_port)]
+
+        print(
+            f"setup      : {len(os.sched_getaffinity(0))} cpus, {args.requests} requests x "
+            f"{args.concurrency} connections, {args.latency_requests} requests x 1 connection, "
+            f"{args.rounds} rounds, loopback"
+        )
+        for target in targets.values():  # warm up connections, caches and pools
+            load(target, 2000, args.concurrency)
+        through: dict[str, list[Result]] = {name: [] for name in targets}
+        single: dict[str, list[Result]] = {name: [] for name in targets}
+        for round_no in range(args.rounds):
+            for name, target in targets.items():
+                through[name].append(load(target, args.requests, args.concurrency, seed=round_no))
+                single[name].append(load(target, args.latency_requests, 1, seed=round_no))
+
+        def median(results: list[Result], key: str) -> Result:
+            ordered = sorted(results, key=lambda r: r.rps if key == "rps" else r.pct(99))
+            return ordered[len(ordered) // 2]
+
+        failures = sum(r.failures for rs in (*through.values(), *single.values()) for r in rs)
+        kept_t = {name: median(rs, "rps") for name, rs in through.items()}
+        kept_s = {name: median(rs, "p99") for name, rs in single.items()}
+        for name in targets:
+            t, s = kept_t[name], kept_s[name]
+            print(
+                f"{name:<11}: {t.rps:8.0f} req/s  p50 {t.pct(50):6.2f} ms  p99 {t.pct(99):6.2f} ms"
+                f"  (x{args.concurrency})   |  p50 {s.pct(50):5.2f} ms  p99 {s.pct(99):5.2f} ms  (x1)"
+            )
+        base_t, base_s = kept_t["direct"], kept_s["direct"]
+        for name in targets:
+            if name == "direct":
+                continue
+            ratio = kept_t[name].rps / base_t.rps
+            added = kept_s[name].pct(99) - base_s.pct(99)
+            verdict = "ok" if ratio >= 0.5 and added <= 2.0 else "MISSED"
+            print(
+                f"ratio      : {name}/direct throughput {ratio:.2f} (goal >= 0.50), "
+                f"added p99 {added:+.2f} ms at x1 (goal <= 2 ms), "
+                f"added p99 {kept_t[name].pct(99) - base_t.pct(99):+.2f} ms at x{args.concurrency}"
+                f"  [{verdict}]"
+            )
+        if "nginx" in targets:
+            print(f"ratio      : dealer/nginx throughput {kept_t['dealer'].rps / kept_t['nginx'].rps:.2f}")
+        tallies = dealer.tallies()
+        split = {k: t.activations for k, t in tallies.items()}
+        sent = 2000 + args.rounds * (args.requests + args.latency_requests)
+        print(
+            f"check      : non-200 answers {failures}, "
+            f"Dealer activations {sum(split.values())} of {sent} sent "
+            f"(split {split}), errors {sum(t.errors for t in tallies.values())}"
+        )
+        return 0 if failures == 0 else 1
+    finally:
+        stop_dealer(state)
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+            if proc.stdout is not None:
+                proc.stdout.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
