@@ -173,3 +173,22 @@ def test_unknown_base_is_a_clear_error(make_repo, tmp_path: Path) -> None:  # ty
         assert "no-such-ref" in str(exc)
     else:
         raise AssertionError("expected GateError")
+
+
+def test_security_gate_deadline(ctx: GateContext) -> None:
+    from squals_action.gates.security.gates import DeadlineGate
+
+    stop = threading.Event()
+
+    class Slow(Gate):
+        name, stage = "slow", "security"
+
+        def run(self, ctx: GateContext) -> GateResult:
+            stop.wait(10)
+            return GateResult(self.name, "security", "pass", 0.0, "late")
+
+    try:
+        (result,) = run_gates(ctx, security_gates=[DeadlineGate(Slow(), 0.2)])
+    finally:
+        stop.set()
+    assert result.status == "timeout" and result.summary == "did not finish within 0.2s"

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from squals_action.gates.security.interface import Dependency, Match, VulnSource, VulnSourceError
 from squals_action.gates.security.osv_format import to_advisory
@@ -154,7 +155,9 @@ class OsvSource(VulnSource):
         if not unique:
             return {}
         with ThreadPoolExecutor(max_workers=min(self.workers, len(unique))) as pool:
-            records = list(pool.map(lambda vid: self._request("GET", f"/v1/vulns/{vid}"), unique))
+            records = list(
+                pool.map(lambda vid: self._request("GET", f"/v1/vulns/{quote(vid, safe='')}"), unique)
+            )
         return dict(zip(unique, records, strict=True))
 
     def query(self, dependencies: Sequence[Dependency]) -> list[Match]:
