@@ -272,11 +272,9 @@ class GitHubClient:
                 kwargs["details_url"] = details_url
             return self._repo.create_check_run(name, head_sha, **kwargs)
 
+        # The external id names the workflow run and attempt: a retried request finds the check run it made,
+        # while a re-run attempt gets its own, as GitHub does for the jobs themselves.
         run = self._create_with_lookup(f"check run {name}", find, create)
-        if run.status == "completed":
-            # A re-run of the same workflow run: start it over rather than leave the old conclusion.
-            with self._call(f"restart check run {run.id}"):
-                run.edit(status="in_progress")
         return int(run.id)
 
     def finish_check_run(

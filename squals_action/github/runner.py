@@ -53,6 +53,7 @@ class Settings:
     state_branch: str = "squals/state"
     run_url: str | None = None
     run_id: str = "local"
+    run_attempt: str = "1"
     output_path: str | None = None
     summary_path: str | None = None
 
@@ -81,8 +82,9 @@ def run(
     check_run: int | None = None
     deployment: int | None = None
     sha = intent.head_sha or intent.sha
-    if api is not None and sha and intent.kind is not IntentKind.TEARDOWN:
-        check_run = api.start_check_run(sha, CHECK_NAME, f"squals:{settings.run_id}", settings.run_url)
+    if api is not None and sha and intent.kind not in (IntentKind.TEARDOWN, IntentKind.EXPERIMENT_TICK):
+        external_id = f"squals:{settings.run_id}:{settings.run_attempt}"
+        check_run = api.start_check_run(sha, CHECK_NAME, external_id, settings.run_url)
     if api is not None and intent.kind is IntentKind.PREVIEW:
         for name, (color, description) in LABELS.items():
             api.ensure_label(name, color, description)
@@ -232,6 +234,7 @@ def settings_from_env(environ: Mapping[str, str]) -> Settings:
         state_branch=environ.get("INPUT_STATE-BRANCH", "").strip() or "squals/state",
         run_url=run_url_from_env(dict(environ)),
         run_id=environ.get("GITHUB_RUN_ID", "") or "local",
+        run_attempt=environ.get("GITHUB_RUN_ATTEMPT", "") or "1",
         output_path=environ.get("GITHUB_OUTPUT") or None,
         summary_path=environ.get("GITHUB_STEP_SUMMARY") or None,
     )

@@ -117,7 +117,7 @@ def made(rsps: responses.RequestsMock) -> list[tuple[str, str, Any]]:
 # -- response helpers: documented examples with our repository's ids and URLs ------------------------------
 
 
-def check_run(status: str = "in_progress", external_id: str = "squals:42", id_: int = 4) -> dict[str, Any]:
+def check_run(status: str = "in_progress", external_id: str = "squals:42:1", id_: int = 4) -> dict[str, Any]:
     return example(
         "post",
         "/repos/{owner}/{repo}/check-runs",
@@ -177,11 +177,13 @@ def status(state: str, dep: int) -> dict[str, Any]:
 NOT_FOUND = {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}
 
 
-def mock_check_run_start(rsps: responses.RequestsMock, existing: list[dict[str, Any]] | None = None) -> None:
+def mock_check_run_start(
+    rsps: responses.RequestsMock, existing: list[dict[str, Any]] | None = None, create: bool = False
+) -> None:
     listing = example("get", "/repos/{owner}/{repo}/commits/{ref}/check-runs")
     listing.update(total_count=len(existing or []), check_runs=existing or [])
     rsps.get(WIRE + CHECKS, json=listing)
-    if not existing:
+    if create or not existing:
         rsps.post(WIRE + "/check-runs", json=check_run(), status=201)
 
 
@@ -224,7 +226,7 @@ def test_first_run_on_a_pr(gh: responses.RequestsMock, settings: Settings) -> No
                 "name": "squals",
                 "head_sha": SHA,
                 "details_url": RUN_URL,
-                "external_id": "squals:42",
+                "external_id": "squals:42:1",
                 "status": "in_progress",
             },
         ),
@@ -319,8 +321,8 @@ def test_second_run_edits_the_comment_and_reuses_what_exists(
     intent = parse_event("pull_request", event("pull_request.synchronize"), ENV)
     info = RunInfo(run_url=RUN_URL, sha=SHA, event="pull_request", actor="Codertocat")
     first = compose_comment(PREVIEW, info)
-    mock_check_run_start(gh, existing=[check_run("completed")])  # a re-run of run 42: same check run
-    gh.patch(f"{WIRE}/check-runs/4", json=check_run("in_progress"))
+    # The previous run's check run is done; this run (42, attempt 1) makes its own.
+    mock_check_run_start(gh, existing=[check_run("completed", "squals:41:1", 3)], create=True)
     mock_labels(gh, exist=True)
     gh.get(f"{WIRE}/deployments?environment=pr-2&per_page=100&sha={SHA}", json=[deployment(7, "pr-2")])
     gh.post(f"{WIRE}/deployments/7/statuses", json=status("in_progress", 7), status=201)
@@ -345,9 +347,8 @@ def test_second_run_edits_the_comment_and_reuses_what_exists(
     methods = [(m, p) for m, p, _ in calls]
     assert ("POST", "/issues/2/comments") not in methods
     assert ("POST", "/deployments") not in methods
-    assert ("POST", "/check-runs") not in methods
     assert ("POST", "/labels") not in methods
-    assert calls[1] == ("PATCH", "/check-runs/4", {"status": "in_progress"})
+    assert methods[:2] == [("GET", CHECKS), ("POST", "/check-runs")]
     edit = next(c for c in calls if c[:2] == ("PATCH", "/issues/comments/11"))
     assert edit[2] == {"body": compose_comment(second, info, first)}
     assert "❌ failed" in edit[2]["body"] and "AssertionError: 1 != 2" in edit[2]["body"]
@@ -625,3 +626,13 @@ def test_retry_after_is_honoured_but_capped() -> None:
     assert retry.is_retry("POST", 403, has_retry_after=True)
     assert not retry.is_retry("POST", 502)
     assert retry.is_retry("GET", 502) and retry.is_retry("PATCH", 503)
+
+
+def test_a_retried_check_run_create_finds_the_one_it_made(gh: responses.RequestsMock) -> None:
+    listing = example("get", "/repos/{owner}/{repo}/commits/{ref}/check-runs")
+    listing.update(total_count=0, check_runs=[])
+    gh.get(WIRE + CHECKS, json=listing)
+    gh.post(WIRE + "/check-runs", json={"message": "Server Error"}, status=500)
+    gh.get(WIRE + CHECKS, json=dict(listing, total_count=1, check_runs=[check_run()]))
+    assert client().start_check_run(SHA, "squals", "squals:42:1", RUN_URL) == 4
+    assert [c[:2] for c in made(gh)] == [("GET", CHECKS), ("POST", "/check-runs"), ("GET", CHECKS)]

@@ -193,7 +193,7 @@ def test_comment_command_looks_up_the_pr_head(settings: Settings) -> None:
     run(intent, core, api, settings)
     assert api.calls[0] == ("pull", (1,))
     assert core.requests[0].head_sha == "f" * 40
-    assert ("start_check_run", ("f" * 40, "squals", "squals:7")) in api.calls
+    assert ("start_check_run", ("f" * 40, "squals", "squals:7:1")) in api.calls
     assert "remove_label" not in api.names()  # a comment command has no label to remove
 
 
