@@ -51,20 +51,28 @@ def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str,
     return schema
 
 
+_DEF_WORDS = {
+    "relpath": "path",
+    "env": "env mapping",
+    "parameters": "parameter mapping",
+    "commands": "list of command",
+    "test_gate": "test gate",
+    "amount": "number or percentage",
+}
+
+
 def _type_of(schema: Mapping[str, Any], root: Mapping[str, Any]) -> str:
     ref = schema.get("$ref")
     if isinstance(ref, str):
         name = ref.removeprefix("#/$defs/")
-        return {"relpath": "path", "env": "env mapping", "parameters": "parameter mapping"}.get(
-            name, name
-        ).replace("_", " ")
+        return _DEF_WORDS.get(name, name.replace("_", " "))
     if "const" in schema:
         return f"`{json.dumps(schema['const'])}`"
     if "enum" in schema:
         return " \\| ".join(f"`{v}`" for v in schema["enum"])
-    if "anyOf" in schema:
-        return " or ".join(_type_of(b, root) for b in schema["anyOf"])
     kind = schema.get("type", "")
+    if not kind and "anyOf" in schema:
+        return " or ".join(_type_of(b, root) for b in schema["anyOf"])
     if kind == "array":
         items = schema.get("items", {})
         return f"list of {_type_of(items, root)}"
@@ -109,6 +117,9 @@ def _rows(schema: Mapping[str, Any], root: Mapping[str, Any], prefix: str, out: 
             _rows(extra, root, f"{prefix}.<name>", out)
     if isinstance(items, Mapping):
         _rows(items, root, f"{prefix}[]", out)
+    for branch in schema.get("anyOf", ()):
+        if isinstance(branch, Mapping) and "properties" in branch:
+            _rows(branch, root, prefix, out)
 
 
 def render_reference(schema: Mapping[str, Any] | None = None) -> str:
