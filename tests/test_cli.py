@@ -152,6 +152,14 @@ def test_validate_usage_errors_exit_2(tmp_path: Path) -> None:
     assert missing.stderr.strip() == "squals: error: squals validate: no such file: nope.yml"
 
 
+def test_validate_a_directory_discovers_its_files() -> None:
+    done = run_squals("validate", "examples/shop")
+    assert done.returncode == 0, done.stdout + done.stderr
+    empty = run_squals("validate", "docs")
+    assert empty.returncode == 2
+    assert "no squals.yml or squals/*.yml in docs" in empty.stderr
+
+
 def test_validate_without_any_squals_file(tmp_path: Path) -> None:
     (tmp_path / ".git").mkdir()
     done = run_squals("validate", cwd=tmp_path)

@@ -24,7 +24,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "repository root. "
         "Exit 0 when valid, 1 when a problem was found, 2 for a usage error.",
     )
-    validate.add_argument("paths", nargs="*", metavar="PATH", help="squals files to check")
+    validate.add_argument(
+        "paths", nargs="*", metavar="PATH", help="squals files, or directories to search for squals files"
+    )
     validate.add_argument(
         "--format",
         choices=("text", "json", "github"),
@@ -54,9 +56,17 @@ def _paths(args: argparse.Namespace) -> tuple[list[Path], Path | None]:
     if repo_root is not None and not repo_root.is_dir():
         raise UsageError(f"squals validate: --repo-root {args.repo_root!r} is not a directory")
     if args.paths:
-        paths = [Path(p) for p in args.paths]
-        for path in paths:
-            if not path.exists():
+        paths: list[Path] = []
+        for raw in args.paths:
+            path = Path(raw)
+            if path.is_dir():
+                found_here = discover(path)
+                if not found_here:
+                    raise UsageError(f"squals validate: no squals.yml or squals/*.yml in {path}")
+                paths.extend(found_here)
+            elif path.exists():
+                paths.append(path)
+            else:
                 raise UsageError(f"squals validate: no such file: {path}")
         return paths, repo_root
     root = repo_root if repo_root is not None else find_repo_root(Path.cwd())
