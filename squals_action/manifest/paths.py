@@ -27,6 +27,10 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
+def _show(ref: str) -> str:
+    return repr(ref if len(ref) <= 60 else ref[:57] + "...")
+
+
 def reference_problem(
     base_dir: Path, repo_root: Path, ref: str, *, must_exist: bool, want: str = "file"
 ) -> str | None:
@@ -34,20 +38,20 @@ def reference_problem(
     if "\x00" in ref:
         return "expected a path without NUL characters"
     if os.path.isabs(ref) or ref.startswith("~"):
-        return f"expected a relative path inside the repository, got {ref!r}"
+        return f"expected a relative path inside the repository, got {_show(ref)}"
     root = os.path.normpath(str(repo_root.absolute()))
     lexical = os.path.normpath(os.path.join(str(base_dir.absolute()), ref))
     if not _inside(lexical, root):
-        return f"expected a path inside the repository, {ref!r} leads outside it"
+        return f"expected a path inside the repository, {_show(ref)} leads outside it"
     real_root = os.path.realpath(root)
     real = os.path.realpath(lexical)
     if not _inside(real, real_root):
-        return f"expected a path inside the repository, {ref!r} is a symlink to a place outside it"
+        return f"expected a path inside the repository, {_show(ref)} is a symlink to a place outside it"
     if must_exist:
         if not os.path.exists(real):
-            return f"expected an existing {want}, {ref!r} does not exist"
+            return f"expected an existing {want}, {_show(ref)} does not exist"
         if want == "file" and not os.path.isfile(real):
-            return f"expected a file, {ref!r} is not a regular file"
+            return f"expected a file, {_show(ref)} is not a regular file"
     return None
 
 
