@@ -223,3 +223,28 @@ def test_open_promote_then_close_a_pr(project: tuple[Path, Path, str], tmp_path:
         assert len(state_log(origin)) >= len(promoted)
         posts = [p for m, p, _ in fake.requests if m == "POST" and p.endswith("/comments")]
         assert len(posts) == 1
+
+
+@pytest.mark.slow
+def test_promote_while_another_pr_holds_prod(project: tuple[Path, Path, str], tmp_path: Path) -> None:
+    from squals_action.state import open_store
+
+    repo, origin, head = project
+    with open_store(repo) as store:
+        store.acquire_lock("prod", pr=7, run_id="77", actor="someone", ttl=600)
+    locked_at = state_log(origin)
+    promote = event("pull_request.labeled-promote")
+    promote["pull_request"]["head"]["sha"] = head
+
+    with FakeGitHub(REPO, permissions={"Codertocat": "write"}) as fake:
+        fake.pr_labels[2] = {"promote"}
+        for attempt_run in ("50", "51"):  # the losing run, then a retry of it
+            code, log = run_action(repo, tmp_path, fake, "pull_request.labeled-promote", promote, attempt_run)
+            assert code == 0, log
+            fake.pr_labels[2] = {"promote"}
+        [body] = fake.comment_bodies(2)  # one comment, not one per retry
+        assert "locked by PR \\#7" in body
+        assert "🔒" in body
+        assert fake.states("prod") == ["in_progress", "inactive", "in_progress", "inactive"]
+        assert "\nlocked\n" in (tmp_path / "output").read_text()
+    assert state_log(origin) == locked_at  # nothing was changed
