@@ -116,7 +116,7 @@ def test_model_is_frozen_and_hashable(full: Manifest) -> None:
 
 def test_example_shop_is_valid_and_deployable() -> None:
     shop = load(REPO / "examples" / "shop" / "squals.yml")
-    assert shop.app.start == "python app.py"
+    assert shop.app.start == "python3 app.py"
     assert shop.experiment is not None and shop.experiment.variants["green"].manifest is not None
     assert dict(shop.experiment.variants["green"].manifest.app.env) == {"SHOP_BUTTON_COLOR": "seagreen"}
     assert {k.metric for k in shop.rollout.kpis} <= DEALER_METRICS
