@@ -636,3 +636,17 @@ def test_a_retried_check_run_create_finds_the_one_it_made(gh: responses.Requests
     gh.get(WIRE + CHECKS, json=dict(listing, total_count=1, check_runs=[check_run()]))
     assert client().start_check_run(SHA, "squals", "squals:42:1", RUN_URL) == 4
     assert [c[:2] for c in made(gh)] == [("GET", CHECKS), ("POST", "/check-runs"), ("GET", CHECKS)]
+
+
+def test_a_403_that_is_not_a_rate_limit_is_one_clear_error(gh: responses.RequestsMock) -> None:
+    from squals_action.github.interface import GitHubError
+
+    url = f"{WIRE}/issues/2/comments"
+    gh.get(url + "?per_page=100", json=[])
+    gh.post(url, json={"message": "Resource not accessible by integration"}, status=403)
+    with pytest.raises(GitHubError) as info:
+        client().upsert_comment(2, MARKER, lambda old: MARKER)
+    assert info.value.one_line() == (
+        "GitHub API: create comment on #2: HTTP 403: Resource not accessible by integration"
+    )
+    assert len(gh.calls) == 2  # not retried
