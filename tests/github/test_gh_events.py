@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 from ghfix import EVENTS, event
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from squals_action.github.events import EventError, IntentKind, load_event, parse_event
 
@@ -99,9 +101,7 @@ def test_comment_commands() -> None:
     assert intent("issue_comment.created-rollback").kind is IntentKind.ROLLBACK
 
 
-@pytest.mark.parametrize(
-    "file", ["issue_comment.created-on-issue", "issue_comment.edited-promote"]
-)
+@pytest.mark.parametrize("file", ["issue_comment.created-on-issue", "issue_comment.edited-promote"])
 def test_comments_that_are_not_commands(file: str) -> None:
     assert intent(file).kind is IntentKind.NOTHING
 
@@ -171,3 +171,43 @@ def test_load_event_reads_the_runner_files(tmp_path: Path) -> None:
         load_event({"GITHUB_EVENT_NAME": "push", "GITHUB_EVENT_PATH": str(bad)})
     with pytest.raises(EventError, match="GITHUB_EVENT_NAME"):
         load_event({})
+
+
+def _paths(node: object, prefix: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    out: list[tuple[object, ...]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            out.append((*prefix, key))
+            out.extend(_paths(value, (*prefix, key)))
+    return out
+
+
+FILES = sorted(p.stem for p in EVENTS.glob("*.json"))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(FILES),
+    st.data(),
+    st.one_of(
+        st.none(), st.integers(), st.text(max_size=20), st.booleans(), st.lists(st.integers(), max_size=2)
+    ),
+)
+def test_mangled_payloads_give_an_intent_or_one_event_error(
+    file: str, data: st.DataObject, junk: object
+) -> None:
+    payload = event(file)
+    paths = _paths(payload)
+    path = data.draw(st.sampled_from(paths)) if paths else ()
+    node = payload
+    for key in path[:-1]:
+        node = node[key]
+    if path:
+        if data.draw(st.booleans()):
+            del node[path[-1]]
+        else:
+            node[path[-1]] = junk
+    try:
+        parse_event(file.split(".")[0], payload, ENV)
+    except EventError as exc:
+        assert "\n" not in exc.one_line() and "payload" in exc.one_line()
