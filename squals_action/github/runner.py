@@ -76,6 +76,13 @@ def run(
 
     if intent.needs_write_permission:
         refusal = _check_permission(intent, api)
+        if refusal is None and intent.kind is IntentKind.PROMOTE and intent.fork:
+            refusal = Report(
+                intent="promote",
+                status="refused",
+                headline=f"PR #{intent.pr_number} comes from a fork: forks are never deployed, so there "
+                "is no island to promote. Nothing was changed.",
+            )
         if refusal is not None:
             return _publish(intent, refusal, api, settings, info, out, check_run=None, deployment=None)
 

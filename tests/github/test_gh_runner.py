@@ -27,8 +27,9 @@ ENV = {"GITHUB_REPOSITORY": "Codertocat/Hello-World"}
 class FakeApi:
     """Records every call; one sticky comment per PR, edited in place."""
 
-    def __init__(self, role: str = "write") -> None:
+    def __init__(self, role: str = "write", fork: bool = False) -> None:
         self.role = role
+        self.fork = fork
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
         self.comments: dict[int, list[str]] = {}
 
@@ -38,7 +39,7 @@ class FakeApi:
 
     def pull(self, number: int) -> PullInfo:
         self.calls.append(("pull", (number,)))
-        return PullInfo(number, "f" * 40, "feature", "open", False, "title")
+        return PullInfo(number, "f" * 40, "feature", "open", self.fork, "title")
 
     def upsert_comment(self, number: int, marker: str, render: Callable[[str | None], str]) -> int:
         bodies = self.comments.setdefault(number, [])
@@ -310,3 +311,12 @@ def test_broken_event_is_one_line_not_a_traceback(tmp_path: Path) -> None:
         "squals-action: error: pull_request payload: pull_request.number: "
         "expected an integer, as GitHub documents it"
     ]
+
+
+def test_promote_of_a_fork_pr_is_refused_there_is_no_island(settings: Settings) -> None:
+    api = FakeApi("admin", fork=True)
+    intent = parse_event("issue_comment", event("issue_comment.created-promote"), ENV)
+    core = Core(LOCKED)
+    code, report = run(intent, core, api, settings)
+    assert (code, report.status, core.requests) == (0, "refused", [])
+    assert "from a fork" in api.comments[1][0]
