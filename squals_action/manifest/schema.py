@@ -132,9 +132,9 @@ class _Mapper:
                     continue
                 hint = suggest(key, allowed)
                 if hint:
-                    message = f"unknown key {key!r}; did you mean {hint!r}?"
+                    message = f"unknown key {describe(key)}; did you mean {hint!r}?"
                 else:
-                    message = f"unknown key {key!r}; expected one of: {', '.join(allowed)}"
+                    message = f"unknown key {describe(key)}; expected one of: {', '.join(allowed)}"
                 self.add([*path, key], message, key=True)
             return
         if kind == "required" and isinstance(instance, dict):

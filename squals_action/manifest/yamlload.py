@@ -68,6 +68,10 @@ class _AliasSeen(Exception):
     """The C-composed graph shares a collection: redo the walk on a graph with explicit aliases."""
 
 
+def _short(text: str) -> str:
+    return repr(text if len(text) <= 40 else text[:37] + "...")
+
+
 def _mark(mark: Any) -> tuple[int, int]:
     return (int(mark.line) + 1, int(mark.column) + 1) if mark is not None else (1, 1)
 
@@ -212,7 +216,8 @@ class _Walker:
             if name in first_line:
                 path.append(name)
                 error = self.fail(
-                    key_node, f"expected unique keys; {name!r} is already defined at line {first_line[name]}"
+                    key_node,
+                    f"expected unique keys; {_short(name)} is already defined at line {first_line[name]}",
                 )
                 raise error
             first_line[name] = key_node.start_mark.line + 1
