@@ -97,7 +97,7 @@ def manifest(
     return model.Manifest(
         path="squals.yml",
         name="shop",
-        app=model.App(start=f"{sys.executable} app.py", health="/healthz", health_timeout=15.0),
+        app=model.App(start=f"{sys.executable} app.py", health="/healthz", health_timeout=30.0),
         hooks=hooks or model.Hooks(),
         exit_tests=exit_tests,
         rollout=rollout or model.Rollout(blue_share=50.0, bake=0.6, check_interval=0.2),
