@@ -144,6 +144,8 @@ class Pipeline:
         )
 
     def _outcome(self, verb: str, outcome: Any, env_name: str | None, **parts: Any) -> Report:
+        from squals_action.lifecycle.report import markdown as lifecycle_markdown
+
         fleet = outcome.fleet or {}
         env = fleet.get(env_name) if env_name else None
         url = (env.url if env is not None else None) or outcome.public_url
@@ -166,6 +168,7 @@ class Pipeline:
             exit_tests=tuple(exit_tests),
             rollout=None if verb == "preview" else outcome.message + (f" (KPIs: {kpis})" if kpis else ""),
             outputs=outputs,
+            sections=(("Environments, hooks and tests", lifecycle_markdown(outcome, heading_level=4)),),
             **parts,
         )
 

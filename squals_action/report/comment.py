@@ -84,6 +84,8 @@ def render(report: Report, run: RunInfo, *, heading: str = "### Squals") -> str:
         lines.append(f"- {md.escape(note)}")
     if report.notes:
         lines.append("")
+    for title, section in report.sections:
+        lines += [md.details(md.escape(title), section), ""]
     for step in (report.validation, *report.gates, *report.exit_tests):
         if step is not None and step.detail and step.status in ("failure", "refused"):
             block = md.code_block(step.detail, max_len=_DETAIL_TAIL)

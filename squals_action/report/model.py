@@ -57,6 +57,8 @@ class Report:
     notes: tuple[str, ...] = ()
     lock_holder: str | None = None
     outputs: Mapping[str, str] = field(default_factory=dict)
+    #: Extra collapsed sections: (plain-text title, markdown body built by our own code with escaping).
+    sections: tuple[tuple[str, str], ...] = ()
 
     def over(self, previous: Report | None) -> Report:
         """This report with the parts it left empty taken from ``previous``.
@@ -79,10 +81,11 @@ class Report:
         )
 
     def to_json(self) -> dict[str, Any]:
-        """A compact JSON form (no problems or outputs: those belong to one run only)."""
+        """A compact JSON form (no problems, outputs or sections: those belong to one run only)."""
         data = asdict(self)
         data.pop("problems")
         data.pop("outputs")
+        data.pop("sections")
         for step_list in ("gates", "exit_tests"):
             for step in data[step_list]:
                 step["detail"] = step["detail"][-2000:]

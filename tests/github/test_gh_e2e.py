@@ -174,6 +174,8 @@ def test_open_promote_then_close_a_pr(project: tuple[Path, Path, str], tmp_path:
         assert "| Validation | ✅ passed |" in body
         assert "| Gate test · unit | ✅ passed |" in body
         assert "| Exit test smoke | ✅ passed |" in body
+        assert "<summary>Environments, hooks and tests</summary>" in body  # the lifecycle's own section
+        assert "island, ready" in body
         [run] = fake.check_runs.values()
         assert (run["status"], run["conclusion"], run["head_sha"]) == ("completed", "success", head)
         assert fake.states("pr-2") == ["in_progress", "success"]

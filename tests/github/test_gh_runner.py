@@ -320,3 +320,12 @@ def test_promote_of_a_fork_pr_is_refused_there_is_no_island(settings: Settings) 
     code, report = run(intent, core, api, settings)
     assert (code, report.status, core.requests) == (0, "refused", [])
     assert "from a fork" in api.comments[1][0]
+
+
+def test_sections_render_collapsed_and_belong_to_one_run() -> None:
+    run_info = RunInfo()
+    first = Report(intent="preview", status="success", headline="ok", sections=(("Env <x>", "| a |\n| - |"),))
+    body = compose_comment(first, run_info)
+    assert "<details>\n<summary>Env &lt;x&gt;</summary>\n\n| a |" in body
+    again = compose_comment(Report(intent="promote", status="success", headline="live"), run_info, body)
+    assert "Env &lt;x&gt;" not in again
