@@ -20,7 +20,11 @@ HEADER = """# The squals file
 
 Validate with `squals validate [PATH...]` (no path: `squals.yml` and `squals/*.yml` at the repository root).
 Problems print as `path:line:col: error: <where>: <what was expected>`; the exit code is 0 when valid,
-1 when a problem was found and 2 for a usage error.
+1 when a problem was found and 2 for a usage error. Under GitHub Actions (`GITHUB_ACTIONS=true`) the same
+problems are also printed as `::error file=...,line=...,col=...::` workflow commands, so they show on the
+pull request's diff; `--format github` prints only those, `--format json` one JSON document. Editors that
+understand JSON Schema can use `squals schema > squals.schema.json` for completion and hover help. The
+workflow that runs the action is described in [github.md](github.md).
 
 ## Value grammar
 
