@@ -394,34 +394,62 @@ def test_promote_by_a_maintainer(gh: responses.RequestsMock, settings: Settings)
     code, _ = run(intent, core, client(), settings)
 
     assert code == 0 and [v for v, _ in core.asked] == ["promote"]
+    info = RunInfo(run_url=RUN_URL, sha=SHA, event="pull_request", actor="Codertocat")
+    body = compose_comment(promoted, info, MARKER + "\nold")
     calls = made(gh)
-    assert calls[0] == ("GET", "/collaborators/Codertocat/permission", None)
-    assert (
-        "POST",
-        "/deployments",
-        {
-            "ref": SHA,
-            "auto_merge": False,
-            "required_contexts": [],
-            "environment": "prod",
-            "description": "squals promote of PR #2",
-            "transient_environment": False,
-            "production_environment": True,
-        },
-    ) in calls
-    assert calls[-2] == (
-        "POST",
-        "/deployments/8/statuses",
-        {
-            "state": "success",
-            "description": "PR #2 is live",
-            "environment_url": "http://127.0.0.1:8100/",
-            "log_url": RUN_URL,
-        },
-    )
-    assert calls[-1] == ("DELETE", "/issues/2/labels/promote", None)
-    edit = next(c for c in calls if c[0] == "PATCH" and c[1] == "/issues/comments/11")
-    assert "Rollout" in edit[2]["body"] and "promoted" in edit[2]["body"]
+    finish = calls[8]
+    assert calls[:8] == [
+        ("GET", "/collaborators/Codertocat/permission", None),
+        ("GET", CHECKS, None),
+        (
+            "POST",
+            "/check-runs",
+            {
+                "name": "squals",
+                "head_sha": SHA,
+                "details_url": RUN_URL,
+                "external_id": "squals:42:1",
+                "status": "in_progress",
+            },
+        ),
+        ("GET", f"/deployments?environment=prod&per_page=100&sha={SHA}", None),
+        (
+            "POST",
+            "/deployments",
+            {
+                "ref": SHA,
+                "auto_merge": False,
+                "required_contexts": [],
+                "environment": "prod",
+                "description": "squals promote of PR #2",
+                "transient_environment": False,
+                "production_environment": True,
+            },
+        ),
+        (
+            "POST",
+            "/deployments/8/statuses",
+            {"state": "in_progress", "description": "squals promote in progress", "log_url": RUN_URL},
+        ),
+        ("GET", "/issues/2/comments?per_page=100", None),
+        ("PATCH", "/issues/comments/11", {"body": body}),
+    ]
+    assert finish[:2] == ("PATCH", "/check-runs/4")
+    assert finish[2]["conclusion"] == "success" and finish[2]["output"]["title"] == "promote: success"
+    assert calls[9:] == [
+        (
+            "POST",
+            "/deployments/8/statuses",
+            {
+                "state": "success",
+                "description": "PR #2 is live",
+                "environment_url": "http://127.0.0.1:8100/",
+                "log_url": RUN_URL,
+            },
+        ),
+        ("DELETE", "/issues/2/labels/promote", None),
+    ]
+    assert "| Rollout | BLUE at 10% for 15m, KPIs held; promoted |" in body
 
 
 def test_promote_by_a_read_only_user_is_refused(gh: responses.RequestsMock, settings: Settings) -> None:
@@ -436,13 +464,14 @@ def test_promote_by_a_read_only_user_is_refused(gh: responses.RequestsMock, sett
 
     assert code == 0 and report.status == "refused" and core.asked == []
     calls = made(gh)
-    assert [c[:2] for c in calls] == [
-        ("GET", "/collaborators/octocat/permission"),
-        ("GET", "/issues/2/comments?per_page=100"),
-        ("POST", "/issues/2/comments"),
-        ("DELETE", "/issues/2/labels/promote"),
+    info = RunInfo(run_url=RUN_URL, sha=SHA, event="pull_request_target", actor="octocat")
+    body = compose_comment(report, info)
+    assert calls == [
+        ("GET", "/collaborators/octocat/permission", None),
+        ("GET", "/issues/2/comments?per_page=100", None),
+        ("POST", "/issues/2/comments", {"body": body}),
+        ("DELETE", "/issues/2/labels/promote", None),
     ]
-    body = calls[2][2]["body"]
     assert "refused" in body and "octocat has read" in body and "Nothing was changed" in body
 
 
@@ -469,21 +498,53 @@ def test_rollback(gh: responses.RequestsMock, settings: Settings) -> None:
     code, _ = run(intent, FakeCore(rolled), client(), settings)
 
     assert code == 0
+    info = RunInfo(run_url=RUN_URL, sha=SHA, event="pull_request", actor="Codertocat")
     calls = made(gh)
-    assert (
-        "POST",
-        "/deployments",
-        {
-            "ref": "abc123",
-            "auto_merge": False,
-            "required_contexts": [],
-            "environment": "prod",
-            "description": "squals rollback of PR #2",
-            "transient_environment": False,
-            "production_environment": True,
-        },
-    ) in calls
-    assert calls[-1] == ("DELETE", "/issues/2/labels/rollback", None)
+    assert calls[:5] == [
+        ("GET", "/collaborators/Codertocat/permission", None),
+        ("GET", CHECKS, None),
+        (
+            "POST",
+            "/check-runs",
+            {
+                "name": "squals",
+                "head_sha": SHA,
+                "details_url": RUN_URL,
+                "external_id": "squals:42:1",
+                "status": "in_progress",
+            },
+        ),
+        ("GET", "/issues/2/comments?per_page=100", None),
+        ("POST", "/issues/2/comments", {"body": compose_comment(rolled, info)}),
+    ]
+    assert calls[5][:2] == ("PATCH", "/check-runs/4") and calls[5][2]["conclusion"] == "success"
+    assert calls[6:] == [
+        ("GET", "/deployments?environment=prod&per_page=100&sha=abc123", None),
+        (
+            "POST",
+            "/deployments",
+            {
+                "ref": "abc123",
+                "auto_merge": False,
+                "required_contexts": [],
+                "environment": "prod",
+                "description": "squals rollback of PR #2",
+                "transient_environment": False,
+                "production_environment": True,
+            },
+        ),
+        (
+            "POST",
+            "/deployments/9/statuses",
+            {
+                "state": "success",
+                "description": "prod rolled back to pr-1",
+                "environment_url": "http://127.0.0.1:8100/",
+                "log_url": RUN_URL,
+            },
+        ),
+        ("DELETE", "/issues/2/labels/rollback", None),
+    ]
 
 
 def test_pr_closed_tears_down(gh: responses.RequestsMock, settings: Settings) -> None:
@@ -505,11 +566,18 @@ def test_pr_closed_tears_down(gh: responses.RequestsMock, settings: Settings) ->
     code, _ = run(intent, FakeCore(gone), client(), settings)
 
     assert code == 0
-    assert made(gh)[-1] == (
-        "POST",
-        "/deployments/7/statuses",
-        {"state": "inactive", "description": "PR #2 closed", "log_url": RUN_URL},
-    )
+    info = RunInfo(run_url=RUN_URL, sha=SHA, event="pull_request", actor="Codertocat")
+    assert made(gh) == [
+        ("GET", "/issues/2/comments?per_page=100", None),
+        ("PATCH", "/issues/comments/11", {"body": compose_comment(gone, info, MARKER + "\nold")}),
+        ("GET", "/deployments?environment=pr-2&per_page=100", None),
+        ("GET", "/deployments/7/statuses?per_page=100", None),
+        (
+            "POST",
+            "/deployments/7/statuses",
+            {"state": "inactive", "description": "PR #2 closed", "log_url": RUN_URL},
+        ),
+    ]
 
 
 def test_a_502_then_success_creates_one_comment(gh: responses.RequestsMock, settings: Settings) -> None:
