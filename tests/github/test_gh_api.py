@@ -344,12 +344,19 @@ def test_second_run_edits_the_comment_and_reuses_what_exists(
 
     assert code == 1
     calls = made(gh)
-    methods = [(m, p) for m, p, _ in calls]
-    assert ("POST", "/issues/2/comments") not in methods
-    assert ("POST", "/deployments") not in methods
-    assert ("POST", "/labels") not in methods
-    assert methods[:2] == [("GET", CHECKS), ("POST", "/check-runs")]
-    edit = next(c for c in calls if c[:2] == ("PATCH", "/issues/comments/11"))
+    edit = calls[7]
+    assert [c[:2] for c in calls] == [  # no second comment, deployment or label: each was found
+        ("GET", CHECKS),
+        ("POST", "/check-runs"),
+        ("GET", "/labels/promote"),
+        ("GET", "/labels/rollback"),
+        ("GET", f"/deployments?environment=pr-2&per_page=100&sha={SHA}"),
+        ("POST", "/deployments/7/statuses"),
+        ("GET", "/issues/2/comments?per_page=100"),
+        ("PATCH", "/issues/comments/11"),  # ours (a Bot's), not mallory's quote of the marker
+        ("PATCH", "/check-runs/4"),
+        ("POST", "/deployments/7/statuses"),
+    ]
     assert edit[2] == {"body": compose_comment(second, info, first)}
     assert "❌ failed" in edit[2]["body"] and "AssertionError: 1 != 2" in edit[2]["body"]
     assert "| Validation | ✅ passed |" in edit[2]["body"]  # kept from the first run's hidden data
