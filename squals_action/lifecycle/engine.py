@@ -562,8 +562,10 @@ class Lifecycle:
         """Swap prod and postprod in one traffic switch; an interrupted promotion returns to GREEN instead."""
         start = time.monotonic()
         fleet = self.fleet()
-        current, post, blue = machine.prod(fleet), machine.postprod(fleet), machine.candidate(fleet)
-        holder = pr or (current.pr if current and current.pr else None) or 1
+        current, blue = machine.prod(fleet), machine.candidate(fleet)
+        # Aborting a promotion left behind by a dead process: act as the PR whose promotion it was.
+        owner = blue if blue is not None else current
+        holder = pr or (owner.pr if owner is not None and owner.pr else None) or 1
         with self._locked(PROD_LOCK, holder, LOCK_MARGIN):
             fleet = self.fleet()
             current, post, blue = machine.prod(fleet), machine.postprod(fleet), machine.candidate(fleet)

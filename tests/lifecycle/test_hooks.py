@@ -3,17 +3,15 @@ a clear message; passing hooks get the environment's names and URLs as ``SQUALS_
 
 from __future__ import annotations
 
-import pytest
 from lcfix import Project, cmd, get, lifecycle, manifest
 
 from squals_action.lifecycle import machine
-from squals_action.lifecycle.engine import Lifecycle
-from squals_action.lifecycle.machine import Status
+from squals_action.lifecycle.engine import PROD_LOCK, Lifecycle
+from squals_action.lifecycle.machine import Event, Status
 from squals_action.manifest import model
 
 RECORD = 'mkdir -p .squals/vars && env | grep ^SQUALS_ | sort > ".squals/vars/$SQUALS_STAGE-$SQUALS_ENV"'
 FAIL = 'echo "cannot reach the database" >&2; exit 3'
-STAGES = ("before_preprod", "after_preprod", "exit", "promote", "after_postprod")
 
 
 def _manifest(failing: str) -> model.Manifest:
@@ -40,53 +38,90 @@ def _sound(lc: Lifecycle) -> dict[str, machine.Env]:
     return fleet
 
 
-@pytest.mark.parametrize("failing", STAGES)
-def test_a_failing_hook_keeps_prod_serving(project: Project, failing: str) -> None:
+def _first_prod(project: Project) -> tuple[Lifecycle, str]:
     lc = lifecycle(project, _manifest(failing="none"))
     assert lc.deploy(1, project.commits["v1"]).ok
     first = lc.promote(1)
     assert first.ok, first.message
+    assert first.public_url
+    return lc, first.public_url
 
-    lc.manifest = _manifest(failing)
+
+def test_failing_deploy_stages_keep_prod_serving(project: Project) -> None:
+    lc, public = _first_prod(project)
+
+    lc.manifest = _manifest("before_preprod")
     out = lc.deploy(2, project.commits["v2"])
-    if failing in ("before_preprod", "after_preprod", "exit"):
-        assert not out.ok
-        fleet = _sound(lc)
-        assert _serving(first.public_url) == {"v1"}
-        if failing == "before_preprod":
-            assert out.message.startswith("before_preprod hook migrate failed: exit 3")
-            assert "cannot reach the database" in out.message and "nothing was provisioned" in out.message
-            assert fleet["pr-2"].status is Status.ABORTED
-            assert lc.provider.get("pr-2") is None
-        else:
-            what = "exit test e2e" if failing == "exit" else "after_preprod hook migrate"
-            assert out.message.startswith(f"{what} failed: exit 3") and "kept for inspection" in out.message
-            assert fleet["pr-2"].status is Status.FAILED and fleet["pr-2"].reason
-            assert get(fleet["pr-2"].url or "") == (200, "v2")  # kept, still answering
-        assert fleet["pr-1"].status is Status.PROD and fleet["pr-1"].share == 100.0
-        lc.teardown(2)
-        lc.down()
-        return
+    assert not out.ok
+    assert out.message.startswith("before_preprod hook migrate failed: exit 3")
+    assert "cannot reach the database" in out.message and "nothing was provisioned" in out.message
+    fleet = _sound(lc)
+    assert fleet["pr-2"].status is Status.ABORTED and lc.provider.get("pr-2") is None
+    assert _serving(public) == {"v1"}
 
-    assert out.ok, out.message
+    cases = ((3, "after_preprod", "after_preprod hook migrate"), (4, "exit", "exit test e2e"))
+    for pr, failing, what in cases:
+        lc.manifest = _manifest(failing)
+        out = lc.deploy(pr, project.commits["v2"])
+        assert not out.ok
+        assert out.message.startswith(f"{what} failed: exit 3") and "kept for inspection" in out.message
+        fleet = _sound(lc)
+        island = fleet[f"pr-{pr}"]
+        assert island.status is Status.FAILED and island.reason and island.reason.startswith(what)
+        assert get(island.url or "") == (200, "v2")  # kept, still answering
+        assert (fleet["pr-1"].status, fleet["pr-1"].share) == (Status.PROD, 100.0)
+        assert _serving(public) == {"v1"}
+    for pr in (2, 3, 4):
+        assert lc.teardown(pr).ok
+    lc.down()
+
+
+def test_failing_promotion_stages_keep_prod_serving(project: Project) -> None:
+    lc, public = _first_prod(project)
+    assert lc.deploy(2, project.commits["v2"]).ok
+
+    lc.manifest = _manifest("promote")
     out = lc.promote(2)
     assert not out.ok
+    assert out.message.startswith("promote hook migrate failed: exit 3")
+    assert "GREEN has its full share back" in out.message
     fleet = _sound(lc)
-    if failing == "promote":
-        assert out.message.startswith("promote hook migrate failed: exit 3")
-        assert "GREEN has its full share back" in out.message
-        assert (fleet["pr-1"].status, fleet["pr-1"].share) == (Status.PROD, 100.0)
-        assert (fleet["pr-2"].status, fleet["pr-2"].share) == (Status.READY, 0.0)
-        assert _serving(out.public_url) == {"v1"}
-    else:
-        assert out.message.startswith("after_postprod hook migrate failed: exit 3")
-        assert "stays prod" in out.message
-        assert (fleet["pr-2"].status, fleet["pr-2"].share) == (Status.PROD, 100.0)
-        assert fleet["pr-1"].status is Status.POSTPROD
-        assert _serving(out.public_url) == {"v2"}
-        variables = (project.path / ".squals/vars/after_postprod-pr-2").read_text()
-        assert "SQUALS_POSTPROD_ENV=pr-1" in variables and "SQUALS_PROD_ENV=pr-2" in variables
+    assert (fleet["pr-1"].status, fleet["pr-1"].share) == (Status.PROD, 100.0)
+    assert (fleet["pr-2"].status, fleet["pr-2"].share) == (Status.READY, 0.0)
+    assert _serving(public) == {"v1"}
+
+    lc.manifest = _manifest("after_postprod")
+    out = lc.promote(2)  # the island stayed ready: it may be promoted again
+    assert not out.ok
+    assert out.message.startswith("after_postprod hook migrate failed: exit 3")
+    assert "stays prod" in out.message
+    fleet = _sound(lc)
+    assert (fleet["pr-2"].status, fleet["pr-2"].share) == (Status.PROD, 100.0)
+    assert fleet["pr-1"].status is Status.POSTPROD
+    assert _serving(public) == {"v2"}
+    variables = (project.path / ".squals/vars/after_postprod-pr-2").read_text()
+    assert "SQUALS_POSTPROD_ENV=pr-1" in variables and "SQUALS_PROD_ENV=pr-2" in variables
+    assert f"SQUALS_PUBLIC_URL={public}" in variables
     lc.down()
+
+
+def test_a_promotion_left_by_a_dead_process_is_undone_by_rollback(project: Project) -> None:
+    lc, public = _first_prod(project)
+    assert lc.deploy(2, project.commits["v2"]).ok
+    # What a promote killed with SIGKILL mid-bake leaves: the lock, BLUE at its share, the Dealer split.
+    lc.store.acquire_lock(PROD_LOCK, pr=2, ttl=3600)
+    lc._lock_pr[PROD_LOCK] = 2
+    fleet = lc._record(Event.PROMOTE_START, "pr-2", "promote pr-2", blue_share=50.0)
+    lc._route(fleet)
+    assert _serving(public) <= {"v1", "v2"}
+
+    later = lifecycle(project, _manifest(failing="none"))  # a new process
+    out = later.rollback()
+    assert out.ok and "the promotion of pr-2 was aborted" in out.message
+    fleet = _sound(later)
+    assert (fleet["pr-1"].share, fleet["pr-2"].status, fleet["pr-2"].share) == (100.0, Status.READY, 0.0)
+    assert _serving(public) == {"v1"}
+    later.down()
 
 
 def test_hooks_get_the_environment_as_variables(project: Project) -> None:
