@@ -35,7 +35,8 @@ def run_writers(root: Path, writers: int, per_writer: int) -> tuple[float, list[
     procs = [
         subprocess.Popen(
             [sys.executable, str(WRITER), str(c), str(i), str(per_writer), "200"],
-            stdout=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         for i, c in enumerate(clones)
     ]
@@ -92,8 +93,12 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=100, help="transactions of the single writer")
     parser.add_argument("--rounds", type=int, default=20, help="rounds of the overhead comparison")
     args = parser.parse_args()
-    for key, value in {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@squals.invalid",
-                       "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@squals.invalid"}.items():
+    for key, value in {
+        "GIT_AUTHOR_NAME": "bench",
+        "GIT_AUTHOR_EMAIL": "bench@squals.invalid",
+        "GIT_COMMITTER_NAME": "bench",
+        "GIT_COMMITTER_EMAIL": "bench@squals.invalid",
+    }.items():
         os.environ.setdefault(key, value)
     with tempfile.TemporaryDirectory(prefix="squals-bench-state-") as tmp:
         base = Path(tmp)

@@ -60,6 +60,8 @@ COMMITTER_NAME = "squals-bot"
 COMMITTER_EMAIL = "squals-bot@users.noreply.github.com"
 #: How many recent idempotency keys the branch remembers (in ``squals-state.json``).
 RECENT_KEYS = 1000
+#: Ceiling of the backoff window, in slots (one slot: the measured duration of one attempt).
+_MAX_SLOTS = 32
 #: Seconds to sleep between writing the commit and pushing it; only the crash tests set it.
 TEST_PAUSE_ENV = "SQUALS_STATE_TEST_PAUSE_BEFORE_PUSH"
 
@@ -138,7 +140,10 @@ class GitStateStore(StateStore):
         self._tips: dict[str, _Tip] = {}
         self._tip: str | None = None  # last tip seen on the remote, None: not fetched yet or no branch
         self._fetched = False
-        self._backoff = 0.0  # full-jitter ceiling in seconds; kept between transactions while contended
+        # Backoff state, kept between transactions while contended: a window of ``_slots`` slots of ``_slot``
+        # seconds (the measured duration of one attempt), doubled on each lost race, halved on a clean win.
+        self._slots = 0
+        self._slot = self.retry.base_delay
         self._rng = random.Random()
         if not branch or branch.startswith(("-", "/")) or ".." in branch or branch.endswith(("/", ".lock")):
             raise StateError(f"invalid state branch name {branch!r}")
@@ -152,11 +157,10 @@ class GitStateStore(StateStore):
     def transact(self, fn: TransactionFn, meta: Transition) -> TransactionResult:
         key = meta.idempotency_key
         attempts = 0
-        if self._backoff > 0:  # recently contended: give the others a turn before trying again
-            time.sleep(self._rng.uniform(0, self._backoff))
-        fetch = not self._fetched or self._backoff > 0
+        fetch = not self._fetched
         while True:
             attempts += 1
+            began = time.monotonic()
             tip = self._load(self._fetch() if fetch else self._tip)
             fresh, fetch = fetch, True
             if key is not None and key in tip.recent_keys:
@@ -178,15 +182,21 @@ class GitStateStore(StateStore):
             pause = os.environ.get(TEST_PAUSE_ENV)
             if pause:
                 time.sleep(float(pause))
-            if self._push(new_tip.commit):
+            pushed = self._push(new_tip.commit)
+            if fresh:  # the slot: how long a full read-modify-push takes here, now
+                self._slot = max(self.retry.base_delay, time.monotonic() - began)
+            if pushed:
                 self._remember(new_tip)
-                if attempts == 1:
-                    self._backoff = self._backoff * 0.5 if self._backoff > 2 * self.retry.base_delay else 0.0
+                self._slots = 0
                 return TransactionResult(new_tip.commit, True, False, attempts, new_tip.snapshot())
-            self._backoff = min(self.retry.max_delay, max(self.retry.base_delay, self._backoff * 2))
+            self._slots = min(_MAX_SLOTS, max(1, self._slots * 2))
             if attempts >= self.retry.max_attempts:
                 raise ContentionError(self.branch, attempts)
-            time.sleep(self._rng.uniform(0, self._backoff))
+            self._sleep_slots()
+
+    def _sleep_slots(self) -> None:
+        """Binary exponential backoff in slots of one measured attempt, with full jitter (as Ethernet)."""
+        time.sleep(min(self.retry.max_delay, self._rng.uniform(0, self._slots * self._slot)))
 
     def history(self, environment: str | None = None, limit: int | None = None) -> list[HistoryEntry]:
         tip = self._fetch()

@@ -572,11 +572,15 @@ TransactionFn = Callable[[Documents], Documents | None]
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How a transaction behaves under contention: ``max_attempts`` compare-and-swaps, full-jitter backoff."""
+    """How a transaction behaves under contention.
+
+    At most ``max_attempts`` compare-and-swaps. Between them, binary exponential backoff with full jitter in
+    slots of one measured attempt (at least ``base_delay`` seconds), one sleep at most ``max_delay`` seconds.
+    """
 
     max_attempts: int = 40
     base_delay: float = 0.02
-    max_delay: float = 1.0
+    max_delay: float = 5.0
 
 
 # ------------------------------------------------------------------------------------------- the store

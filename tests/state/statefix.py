@@ -15,7 +15,12 @@ GIT_TIMEOUT = 60
 def git(cwd: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> str:
     """Run git in ``cwd`` and return its stdout (the test's own calls; the store has its own runner)."""
     result = subprocess.run(
-        ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=GIT_TIMEOUT, check=False,
+        ["git", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=GIT_TIMEOUT,
+        check=False,
         env={**os.environ, **(env or {})},
     )
     if check and result.returncode != 0:
@@ -44,8 +49,18 @@ def clone(origin: Path, dest: Path, *, dirty: bool = False) -> Path:
 
     ``dirty`` adds a modified file, a staged change and an untracked file, so a test can see they survive.
     """
-    git(dest.parent, "clone", "-q", "--depth", "1", "--single-branch", "--branch", "main",
-        f"file://{origin}", str(dest))
+    git(
+        dest.parent,
+        "clone",
+        "-q",
+        "--depth",
+        "1",
+        "--single-branch",
+        "--branch",
+        "main",
+        f"file://{origin}",
+        str(dest),
+    )
     git(dest, "checkout", "-q", "--detach")
     if dirty:
         (dest / "README.md").write_text("# project, edited but not staged\n")
