@@ -1,0 +1,63 @@
+"""Loader details the corpus does not show: merge precedence, marks through aliases, limits on bytes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from squals_action.manifest import ManifestError
+from squals_action.manifest.validate import validate_bytes
+from squals_action.manifest.yamlload import MAX_ALIAS_NODES, MAX_BYTES, parse_text
+
+
+def test_merge_keys_explicit_wins_and_earlier_merge_wins() -> None:
+    doc = parse_text(
+        "a: &a {x: 1, y: 1}\nb: &b {y: 2, z: 2}\nc:\n  <<: [*a, *b]\n  x: 3\n",
+        "f.yml",
+    )
+    assert doc.data["c"] == {"x": 3, "y": 1, "z": 2}
+    assert doc.position(("c", "x")) == (5, 6)
+    assert doc.position(("c", "z")) == (2, 17)  # merged values point where they are written
+    assert doc.position(("c", "x"), key=True) == (5, 3)
+
+
+def test_positions_of_missing_paths_fall_back_to_the_deepest_node() -> None:
+    doc = parse_text("app:\n  start: x\n", "f.yml")
+    assert doc.position(("app", "nope", 3)) == (2, 3)
+    assert doc.position(()) == (1, 1)
+
+
+def test_alias_positions_point_at_the_alias() -> None:
+    doc = parse_text("base: &b {k: [1, 2]}\nuse:\n  - *b\n  - *b\n", "f.yml")
+    assert doc.data["use"] == [{"k": [1, 2]}, {"k": [1, 2]}]
+    assert doc.position(("use", 1)) == (4, 5)
+
+
+def test_alias_budget_is_exact() -> None:
+    per_alias = 1 + 100  # the list node and its scalars
+    aliases = MAX_ALIAS_NODES // per_alias
+    items = ", ".join(["1"] * 100)
+    ok = f"a: &a [{items}]\nb: [{', '.join(['*a'] * aliases)}]\n"
+    assert len(parse_text(ok, "f.yml").data["b"]) == aliases
+    with pytest.raises(ManifestError) as caught:
+        parse_text(ok.replace("]\n", ", *a]\n", 2).replace(f"&a [{items}, *a]", f"&a [{items}]"), "f.yml")
+    assert "alias bomb" in caught.value.message
+
+
+def test_bytes_over_the_limit_are_refused_before_parsing(tmp_path: Path) -> None:
+    data = b"version: 1\n" + b"#" * MAX_BYTES
+    result = validate_bytes(data, "big.yml", base_dir=tmp_path, repo_root=tmp_path)
+    assert [p.render() for p in result.problems] == [
+        f"big.yml:1:1: error: $: expected at most {MAX_BYTES} bytes (1 MiB), the file has {len(data)}"
+    ]
+
+
+def test_keys_keep_their_text() -> None:
+    doc = parse_text("on: 1\nyes: 2\n3: x\nnull: y\n", "f.yml")
+    assert list(doc.data) == ["on", "yes", "3", "null"]
+
+
+def test_ints_floats_and_timestamps() -> None:
+    doc = parse_text("a: 0x10\nb: 1_000\nc: 1.5\nd: 2025-01-01\ne: 017\n", "f.yml")
+    assert doc.data == {"a": 16, "b": 1000, "c": 1.5, "d": "2025-01-01", "e": 15}
