@@ -28,6 +28,8 @@ class FakeGitHub:
         self.statuses: dict[int, list[dict[str, Any]]] = {}
         self.pulls: dict[int, dict[str, Any]] = {}
         self.pr_labels: dict[int, set[str]] = {}
+        #: Answers to give before the real one: (method, path suffix) -> [(status, headers, body), ...].
+        self.inject: dict[tuple[str, str], list[tuple[int, dict[str, str], Any]]] = {}
         self._ids = 100
         self._lock = threading.Lock()
         fake = self
@@ -40,10 +42,17 @@ class FakeGitHub:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 body = json.loads(raw) if raw else None
+                headers: dict[str, str] = {}
                 with fake._lock:
-                    status, answer = fake.handle(self.command, self.path, body)
+                    injected = fake.injected(self.command, self.path, body)
+                    if injected is not None:
+                        status, headers, answer = injected
+                    else:
+                        status, answer = fake.handle(self.command, self.path, body)
                 data = b"" if answer is None else json.dumps(answer).encode()
                 self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
                 self.send_header("Content-Type", "application/json; charset=utf-8")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -70,6 +79,14 @@ class FakeGitHub:
     def _id(self) -> int:
         self._ids += 1
         return self._ids
+
+    def injected(self, method: str, raw_path: str, body: Any) -> tuple[int, dict[str, str], Any] | None:
+        path = urlsplit(raw_path).path
+        for (verb, suffix), answers in self.inject.items():
+            if verb == method and path.endswith(suffix) and answers:
+                self.requests.append((method, raw_path, body))
+                return answers.pop(0)
+        return None
 
     def handle(self, method: str, raw_path: str, body: Any) -> tuple[int, Any]:
         parts = urlsplit(raw_path)
