@@ -8,6 +8,7 @@ import hashlib
 import http.client
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from conftest import DealerFactory, Upstreams
 from dealerfix import drive
 from scipy.stats import chi2
 
-from squals_action.dealer import DealerClient, DealerError, connect_dealer, dealer_status, stop_dealer
+from squals_action.dealer import Dealer, DealerClient, DealerError, connect_dealer, dealer_status, stop_dealer
 from squals_action.dealer.bucketing import assign
 from squals_action.dealer.config import PID_FILE
 
@@ -360,3 +361,61 @@ def test_a_dealer_that_cannot_start_says_why(tmp_path: Path, dealer_factory: Dea
             dealer_factory({"a": "http://127.0.0.1:9"}, {"a": 1}, port=port)
     log = json.dumps((tmp_path / "dealer0" / "dealer.log").read_text())
     assert "address" in log.lower()
+
+
+def test_requests_in_flight_finish_on_an_upstream_switched_away_and_drain_waits_for_them(
+    upstreams: Upstreams, dealer_factory: DealerFactory
+) -> None:
+    old, new = upstreams.start("old"), upstreams.start("new")
+    dealer = dealer_factory({"old": old}, {"old": 1})
+    assert isinstance(dealer, Dealer)
+    results: list[tuple[int, str]] = []
+
+    def slow_request(i: int) -> None:
+        response = requests.get(dealer.url + "/slow?ms=800", cookies={"squals_unit": f"s{i}"}, timeout=10)
+        results.append((response.status_code, response.headers["X-Upstream"]))
+
+    threads = [threading.Thread(target=slow_request, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 5
+    while dealer.tallies().get("old") is None or dealer.tallies()["old"].in_flight < 6:
+        assert time.monotonic() < deadline, "the slow requests never arrived"
+        time.sleep(0.02)
+    dealer.set_upstreams({"new": new}, {"new": 1})  # "old" is gone from the routing altogether
+    assert requests.get(dealer.url + "/", timeout=10).headers["X-Upstream"] == "new"
+    with pytest.raises(DealerError, match="still in flight"):
+        dealer.wait_drained(["old"], timeout=0.05)
+    dealer.wait_drained(["old"], timeout=10)
+    for thread in threads:
+        thread.join(timeout=10)
+    assert results == [(200, "old")] * 6
+    assert dealer.tallies()["old"].in_flight == 0
+
+
+def test_tallies_are_persisted_periodically_so_a_crash_loses_at_most_one_interval(
+    upstreams: Upstreams, dealer_factory: DealerFactory, tmp_path: Path
+) -> None:
+    state = tmp_path / "crash"
+    ups = {"a": upstreams.start("a")}
+    dealer = dealer_factory(ups, {"a": 1}, state=state, persist_interval=0.1)
+    asyncio.run(drive(dealer.url, [(f"c{i}", "/event/buy") for i in range(50)], concurrency=4))
+    before = dealer.tallies()
+    time.sleep(0.5)
+    assert dealer.pid is not None
+    os.kill(dealer.pid, signal.SIGKILL)  # no graceful shutdown: only the periodic writes count
+    deadline = time.monotonic() + 5
+    while dealer_status(state).state == "running" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert dealer_status(state).state == "stale"
+    again = dealer_factory(ups, {"a": 1}, state=state)
+    assert again.tallies() == before
+
+
+def test_the_package_imports_light() -> None:
+    code = (
+        "import sys, squals_action.dealer, squals_action.dealer.interface;"
+        "print(sorted(m for m in ('aiohttp', 'requests', 'scipy', 'numpy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
