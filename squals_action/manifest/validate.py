@@ -45,6 +45,8 @@ class Validation:
         self.repo_root = repo_root
         self.relative_to = relative_to
         self.cache: dict[tuple[str, bool], tuple[list[Problem], Manifest | None]] = {}
+        #: Where each file's ``name`` stands, for problems that involve several files.
+        self.name_positions: dict[str, tuple[int, int]] = {}
 
     def file(self, path: Path, *, as_variant: bool = False) -> tuple[list[Problem], Manifest | None]:
         key = (os.path.realpath(path), as_variant)
@@ -71,6 +73,7 @@ class Validation:
     ) -> tuple[list[Problem], Manifest | None]:
         """Schema, semantic and variant checks of a parsed document; its model when all pass."""
         name = doc.file
+        self.name_positions[os.path.realpath(path)] = doc.position(("name",))
         if doc.data is None:
             return [
                 Problem(
@@ -110,11 +113,28 @@ def validate_paths(
     run = Validation(repo_root, relative_to)
     results: list[FileResult] = []
     every: set[Problem] = set()
+    owners: dict[str, str] = {}
     for raw in paths:
         path = Path(raw)
         problems, manifest = run.file(path)
+        shown = display_name(path, relative_to)
+        if manifest is not None:
+            # Environments are named after the app: two files with one name would share them.
+            real = os.path.realpath(path)
+            other = owners.setdefault(manifest.name, real)
+            if other != real:
+                line, col = run.name_positions.get(real, (1, 1))
+                clash = Problem(
+                    shown,
+                    line,
+                    col,
+                    "$.name",
+                    f"expected a name no other squals file uses; {manifest.name!r} is also the name in "
+                    f"{display_name(Path(other), relative_to)}",
+                )
+                problems, manifest = [*problems, clash], None
         every.update(problems)
-        results.append(FileResult(display_name(path, relative_to), manifest, tuple(problems)))
+        results.append(FileResult(shown, manifest, tuple(problems)))
     return ValidationReport(
         files=tuple(r.path for r in results),
         problems=tuple(sorted(every)),
