@@ -120,6 +120,7 @@ class DealerServer:
         self._proxy_runner: web.ServerRunner | None = None
         self._admin_runner: web.AppRunner | None = None
         self._persist_task: asyncio.Task[None] | None = None
+        self._persist_lock = asyncio.Lock()
         self.port = 0
         self.admin_port = 0
 
@@ -145,11 +146,18 @@ class DealerServer:
 
     async def persist(self) -> None:
         """Write the tallies if anything changed since the last write (the JSON is built on the loop)."""
-        if self.state_dir is None or not self.book.dirty:
+        if self.state_dir is None:
             return
-        self.book.dirty = False
-        text = json.dumps(self.book.to_json(), separators=(",", ":"))
-        await asyncio.to_thread(atomic_write, self.state_dir / TALLY_FILE, text)
+        async with self._persist_lock:  # one writer at a time, so an older snapshot never lands last
+            if not self.book.dirty:
+                return
+            self.book.dirty = False
+            text = json.dumps(self.book.to_json(), separators=(",", ":"))
+            try:
+                await asyncio.to_thread(atomic_write, self.state_dir / TALLY_FILE, text)
+            except BaseException:
+                self.book.dirty = True
+                raise
 
     async def _persist_loop(self) -> None:
         while True:
@@ -157,7 +165,6 @@ class DealerServer:
             try:
                 await self.persist()
             except OSError as exc:  # keep serving; the next round retries
-                self.book.dirty = True
                 log.warning("could not persist tallies: %s", exc)
 
     # -- lifecycle -----------------------------------------------------------------------------------------
