@@ -7,6 +7,7 @@ annotations) are written before any GitHub write, so a failing API still leaves 
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -123,6 +124,14 @@ def run(
     except SqualsError as exc:
         report = Report(intent=intent.kind.value, status="failure", environment=env_name,
                         headline=f"{intent.kind.value} failed: {exc.one_line()}")
+    except Exception as exc:
+        # A bug: close the check run and the deployment as failed (never leave them "in progress"),
+        # then let the one exit place log the traceback.
+        crash = Report(intent=intent.kind.value, status="failure", environment=env_name,
+                       headline=f"{intent.kind.value} failed: internal error: {type(exc).__name__}")
+        with contextlib.suppress(Exception):
+            _publish(intent, crash, api, settings, info, out, check_run=check_run, deployment=deployment)
+        raise
     return _publish(intent, report, api, settings, info, out, check_run=check_run, deployment=deployment)
 
 

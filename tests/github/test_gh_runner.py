@@ -329,3 +329,13 @@ def test_sections_render_collapsed_and_belong_to_one_run() -> None:
     assert "<details>\n<summary>Env &lt;x&gt;</summary>\n\n| a |" in body
     again = compose_comment(Report(intent="promote", status="success", headline="live"), run_info, body)
     assert "Env &lt;x&gt;" not in again
+
+
+def test_a_bug_in_the_core_still_closes_the_check_run_and_deployment(settings: Settings) -> None:
+    api = FakeApi()
+    intent = parse_event("pull_request", event("pull_request.opened"), ENV)
+    with pytest.raises(ZeroDivisionError):
+        run(intent, Core(ZeroDivisionError("boom")), api, settings)
+    assert ("finish_check_run", (5, "failure")) in api.calls
+    assert ("deployment_status", (9, "failure")) in api.calls
+    assert "internal error: ZeroDivisionError" in api.comments[2][0]
