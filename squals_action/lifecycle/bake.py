@@ -23,10 +23,15 @@ from squals_action.manifest.model import Command, Rollout
 
 @dataclass(frozen=True)
 class HealthReading:
-    """BLUE's health as the bake needs it (the provider's :class:`Health` reduced to ok + why)."""
+    """BLUE's health as the bake needs it (the provider's :class:`Health` reduced to ok + why).
+
+    ``fatal`` readings (the process is gone) end the bake at once; a merely unhealthy answer (a slow or
+    failing health endpoint on a busy machine) ends it only when the next check says the same.
+    """
 
     ok: bool
     detail: str = ""
+    fatal: bool = True
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,7 @@ def bake(
     readings: tuple[KpiReading, ...] = ()
     metrics: Mapping[str, float | None] = {}
     done = 0
+    suspect = False  # the previous check found BLUE unhealthy (not gone)
 
     def outcome(ok: bool, reason: str | None) -> BakeOutcome:
         stop.set()
@@ -134,7 +140,11 @@ def bake(
         reading = health()
         done += 1
         if not reading.ok:
-            return outcome(False, f"BLUE {blue} is not healthy: {reading.detail}")
+            if reading.fatal or suspect:
+                return outcome(False, f"BLUE {blue} is not healthy: {reading.detail}")
+            suspect = True
+            continue
+        suspect = False
         try:
             now = tallies().get(blue) or VariantTally(name=blue)
         except SqualsError as exc:

@@ -523,8 +523,9 @@ class Lifecycle:
         def health() -> HealthReading:
             if handle is None:
                 return HealthReading(False, "no provider handle recorded")
-            h = self.provider.health(handle, timeout=min(2.0, max(0.2, self.manifest.rollout.check_interval)))
-            return HealthReading(h.ok, f"{h.status}: {h.detail}" if h.detail else h.status)
+            h = self.provider.health(handle, timeout=min(2.0, max(1.0, self.manifest.rollout.check_interval)))
+            detail = f"{h.status}: {h.detail}" if h.detail else h.status
+            return HealthReading(h.ok, detail, fatal=h.status in ("down", "stale"))
 
         return bake(
             blue=blue.name,

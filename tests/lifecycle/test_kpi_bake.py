@@ -105,3 +105,23 @@ def test_markdown_escapes_what_users_wrote() -> None:
     assert "@octocat" not in text and "<img" not in text and "![x](http://evil)" not in text
     assert "| <code>pr-1</code> | 🟢 prod | <code>aaaaaaaaaaaa</code> | 100 % |" in text
     assert "<details open>" in text  # a failure is shown unfolded
+
+
+def test_one_slow_health_answer_is_forgiven_two_are_not() -> None:
+    answers = iter([True, False, True, True, True, True, True, True, True, True])
+    out = bake(
+        blue="pr-2",
+        rollout=_rollout(0.3),
+        tallies=dict,
+        health=lambda: HealthReading(next(answers, True), "unhealthy: timed out", fatal=False),
+    )
+    assert out.ok
+    answers = iter([True, False, False])
+    out = bake(
+        blue="pr-2",
+        rollout=_rollout(60.0),
+        tallies=dict,
+        health=lambda: HealthReading(next(answers, False), "unhealthy: timed out", fatal=False),
+    )
+    assert not out.ok and out.checks_done == 3
+    assert out.reason == "BLUE pr-2 is not healthy: unhealthy: timed out"
