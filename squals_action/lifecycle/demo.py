@@ -67,10 +67,12 @@ def _git(cwd: Path, *args: str) -> str:
 
 
 def demo_squals_file(text: str, bake: float) -> str:
-    """The shop's squals file with a bake short enough for a demo (and checks often enough to see)."""
+    """The shop's squals file with a short bake, frequent checks, a 25 % blue share, p95 bound 2 s."""
     interval = max(0.2, min(1.0, bake / 4))
     text = re.sub(r"(?m)^(\s*bake:\s*)\S+", rf"\g<1>{bake:g}s", text)
     text = re.sub(r"(?m)^(\s*check_interval:\s*)\S+", rf"\g<1>{interval:g}s", text)
+    # A shared laptop or CI runner is no production server: a roomier latency bound keeps the story stable.
+    text = re.sub(r"(metric:\s*p95_latency_ms,\s*max:\s*)\d+", r"\g<1>2000", text)
     return re.sub(r"(?m)^(\s*blue_share:\s*)\S+", r"\g<1>25%", text)
 
 
