@@ -62,6 +62,22 @@ class Validation:
         name = display_name(path, self.relative_to)
         base_dir = path.absolute().parent
         repo_root = self.repo_root if self.repo_root is not None else find_repo_root(base_dir)
+        real_root = os.path.realpath(repo_root)
+        real = os.path.realpath(path)
+        if os.path.exists(real) and not (
+            real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+        ):
+            # Never read it: its text would end up in problems, annotations and PR comments.
+            return [
+                Problem(
+                    name,
+                    1,
+                    1,
+                    "$",
+                    "expected a squals file inside the repository, this one is a symlink "
+                    "to a place outside it",
+                )
+            ], None
         try:
             doc = load_document(path, name)
         except ManifestError as exc:
