@@ -2,47 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from dealerfix import DealerFactory, Upstreams
 
 from squals_action.dealer import DealerClient, DealerConfig, dealer_status, start_dealer, stop_dealer
-
-HERE = Path(__file__).resolve().parent
-
-
-class Upstreams:
-    """Starts ``dealer_upstream.py`` processes and stops every one of them at the end of the test."""
-
-    def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[str]] = []
-
-    def start(self, name: str, port: int = 0) -> str:
-        proc = subprocess.Popen(
-            [sys.executable, str(HERE / "dealer_upstream.py"), name, str(port)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.procs.append(proc)
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        assert line.isdigit(), f"upstream {name} did not start"
-        return f"http://127.0.0.1:{line}"
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
-            if proc.stdout is not None:
-                proc.stdout.close()
 
 
 @pytest.fixture
@@ -52,9 +18,6 @@ def upstreams() -> Iterator[Upstreams]:
         yield ups
     finally:
         ups.stop_all()
-
-
-DealerFactory = Callable[..., DealerClient]
 
 
 @pytest.fixture

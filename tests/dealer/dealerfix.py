@@ -1,11 +1,52 @@
-"""A bounded asynchronous load generator that counts the ground truth the Dealer's tallies must equal."""
+"""Helpers of the Dealer's tests: upstream processes, a bounded load generator counting the ground truth."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from squals_action.dealer import DealerClient
+
+HERE = Path(__file__).resolve().parent
+
+
+class Upstreams:
+    """Starts ``dealer_upstream.py`` processes and stops every one of them at the end of the test."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def start(self, name: str, port: int = 0) -> str:
+        proc = subprocess.Popen(
+            [sys.executable, str(HERE / "dealer_upstream.py"), name, str(port)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.procs.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        assert line.isdigit(), f"upstream {name} did not start"
+        return f"http://127.0.0.1:{line}"
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+DealerFactory = Callable[..., DealerClient]
 
 
 @dataclass

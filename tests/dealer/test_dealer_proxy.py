@@ -19,8 +19,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import requests
-from conftest import DealerFactory, Upstreams
-from dealerfix import drive
+from dealerfix import DealerFactory, Upstreams, drive
 from scipy.stats import chi2
 
 from squals_action.dealer import Dealer, DealerClient, DealerError, connect_dealer, dealer_status, stop_dealer
