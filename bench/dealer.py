@@ -39,14 +39,22 @@ UNITS = [f"bench{i:04d}" for i in range(1000)]
 # --------------------------------------------------------------------------------------------- upstream app
 
 
-def serve_upstream(name: str) -> None:
-    """The upstream process: print the bound port, answer every request with a small body."""
+def serve_upstream(name: str, app_cpu_ms: float) -> None:
+    """The upstream process: print the bound port, answer every request with a small body.
+
+    ``app_cpu_ms`` > 0 makes each request burn that much CPU first, like an application doing real work.
+    """
     from aiohttp import web
 
     body = (name + " ok\n").encode() * 4
+    burn = app_cpu_ms / 1000.0
 
     async def handler(request: web.BaseRequest) -> web.Response:
         await request.read()
+        if burn:
+            until = time.thread_time() + burn
+            while time.thread_time() < until:
+                pass
         return web.Response(body=body, content_type="text/plain")
 
     async def main() -> None:
@@ -144,9 +152,11 @@ def load(targets: list[tuple[str, int]], requests: int, concurrency: int, seed: 
 # --------------------------------------------------------------------------------------------- targets
 
 
-def start_upstream(name: str, procs: list[subprocess.Popen[str]]) -> int:
+def start_upstream(name: str, procs: list[subprocess.Popen[str]], app_cpu_ms: float = 0.0) -> int:
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve-upstream", name], stdout=subprocess.PIPE, text=True
+        [sys.executable, __file__, "--serve-upstream", name, "--app-cpu-ms", str(app_cpu_ms)],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     procs.append(proc)
     assert proc.stdout is not None
@@ -228,9 +238,12 @@ def main() -> int:
         "--latency-requests", type=int, default=2_000, help="requests of the 1-connection phase"
     )
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
+    parser.add_argument(
+        "--app-cpu-ms", type=float, default=0.0, help="CPU each upstream request burns (0: a trivial app)"
+    )
     args = parser.parse_args()
     if args.serve_upstream:
-        serve_upstream(args.serve_upstream)
+        serve_upstream(args.serve_upstream, args.app_cpu_ms)
         return 0
 
     from squals_action.dealer import DealerConfig, start_dealer, stop_dealer
@@ -239,7 +252,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="squals-bench-"))
     state = workdir / "dealer"
     try:
-        ports = {name: start_upstream(name, procs) for name in ("a", "b")}
+        ports = {name: start_upstream(name, procs, args.app_cpu_ms) for name in ("a", "b")}
         direct = [("127.0.0.1", ports["a"]), ("127.0.0.1", ports["b"])]
         dealer = start_dealer(
             DealerConfig(
@@ -258,7 +271,7 @@ def main() -> int:
         print(
             f"setup      : {len(os.sched_getaffinity(0))} cpus, {args.requests} requests x "
             f"{args.concurrency} connections, {args.latency_requests} requests x 1 connection, "
-            f"{args.rounds} rounds, loopback"
+            f"{args.rounds} rounds, upstream app CPU {args.app_cpu_ms:g} ms/request, loopback"
         )
         for target in targets.values():  # warm up connections, caches and pools
             load(target, 2000, args.concurrency)
