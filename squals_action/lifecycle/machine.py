@@ -66,8 +66,19 @@ class Event(enum.StrEnum):
 
 S, E = Status, Event
 
-#: Statuses from which a (re)deploy may start: a new push replaces a ready or failed island.
-_REDEPLOYABLE = (S.ABSENT, S.ABORTED, S.FAILED, S.READY, S.RETIRED)
+#: Statuses from which a (re)deploy may start: a new push replaces a ready or failed island, and a deploy
+#: that died half-way (found by the next deploy, which holds the island's lock) is started over.
+_REDEPLOYABLE = (
+    S.ABSENT,
+    S.PREPARING,
+    S.ABORTED,
+    S.PROVISIONING,
+    S.PROVISIONED,
+    S.VERIFYING,
+    S.FAILED,
+    S.READY,
+    S.RETIRED,
+)
 #: Island statuses a teardown may destroy (in-progress ones too, to clean up after a crashed run).
 _TEARABLE = (S.PREPARING, S.ABORTED, S.PROVISIONING, S.PROVISIONED, S.VERIFYING, S.READY, S.FAILED)
 

@@ -15,6 +15,7 @@ S, E = Status, Event
 EXPECTED: dict[Status, dict[Event, Status]] = {
     S.ABSENT: {E.DEPLOY: S.PREPARING},
     S.PREPARING: {
+        E.DEPLOY: S.PREPARING,
         E.HOOKS_OK: S.PROVISIONING,
         E.HOOKS_FAILED: S.ABORTED,
         E.TEARDOWN: S.RETIRED,
@@ -22,18 +23,21 @@ EXPECTED: dict[Status, dict[Event, Status]] = {
     },
     S.ABORTED: {E.DEPLOY: S.PREPARING, E.TEARDOWN: S.RETIRED, E.DOWN: S.RETIRED},
     S.PROVISIONING: {
+        E.DEPLOY: S.PREPARING,
         E.PROVISION: S.PROVISIONED,
         E.PROVISION_FAILED: S.FAILED,
         E.TEARDOWN: S.RETIRED,
         E.DOWN: S.RETIRED,
     },
     S.PROVISIONED: {
+        E.DEPLOY: S.PREPARING,
         E.HOOKS_OK: S.VERIFYING,
         E.HOOKS_FAILED: S.FAILED,
         E.TEARDOWN: S.RETIRED,
         E.DOWN: S.RETIRED,
     },
     S.VERIFYING: {
+        E.DEPLOY: S.PREPARING,
         E.EXIT_TESTS_OK: S.READY,
         E.EXIT_TESTS_FAILED: S.FAILED,
         E.TEARDOWN: S.RETIRED,

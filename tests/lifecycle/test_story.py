@@ -45,3 +45,15 @@ def test_deploy_promote_rollback_teardown_down(project: Project) -> None:
     out = lc.down()
     assert all(e.status is Status.RETIRED for e in out.fleet.values())
     assert isinstance(lc.progress, Recorder)
+
+
+def test_a_deploy_that_died_half_way_is_started_over(project: Project) -> None:
+    lc = lifecycle(project, manifest())
+    # What a deploy killed while the provider was starting the app leaves behind.
+    lc._record(machine.Event.DEPLOY, "pr-6", "deploy", pr=6, commit=project.commits["v1"])
+    lc._record(machine.Event.HOOKS_OK, "pr-6", "hooks ok", step="before_preprod")
+    assert lc.fleet()["pr-6"].status is Status.PROVISIONING
+    out = lc.deploy(6, project.commits["v2"])
+    assert out.ok, out.message
+    assert get(out.fleet["pr-6"].url or "") == (200, "v2")
+    lc.down()
