@@ -1,0 +1,16 @@
+"""The deployment lifecycle: pre-prod islands, blue/green through the Dealer, post-prod and rollback.
+
+Modules (import what you need; this package imports nothing at start-up):
+
+* :mod:`~squals_action.lifecycle.machine` -- the pure state machine (``Status``, ``Event``, ``step``,
+  ``apply``, ``invariants``, ``weights``) and the ``Env`` record stored as ``environments/<name>.json``;
+* :mod:`~squals_action.lifecycle.engine` -- ``Lifecycle(repo, manifest, store, provider, traffic, log_dir)``
+  with ``deploy(pr, commit)``, ``promote(pr)``, ``rollback(pr=None)``, ``teardown(pr)``, ``down()``, each
+  returning an ``Outcome``;
+* :mod:`~squals_action.lifecycle.kpi` and :mod:`~squals_action.lifecycle.bake` -- the KPI judgement and the
+  bake loop; :mod:`~squals_action.lifecycle.hooks` -- hooks and tests as ``Check`` values;
+* :mod:`~squals_action.lifecycle.traffic` -- the ``Traffic`` protocol and the local Dealer behind it;
+* :mod:`~squals_action.lifecycle.report` -- ``markdown(outcome)`` for the PR comment, terminal progress;
+* :mod:`~squals_action.lifecycle.project` -- ``open_project(options)`` wires a repository for the CLI;
+* :mod:`~squals_action.lifecycle.demo` -- ``squals demo``.
+"""
