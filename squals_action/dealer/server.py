@@ -273,7 +273,12 @@ class DealerServer:
         finally:
             counter.in_flight -= 1
 
-    def _request_headers(self, request: web.BaseRequest) -> CIMultiDict[str]:
+    def _request_headers(self, request: web.BaseRequest, new_unit: str | None) -> CIMultiDict[str]:
+        """The headers to send upstream: hop-by-hop ones dropped, X-Forwarded-* added.
+
+        A unit the Dealer just made up is added to the forwarded Cookie header, so that the app sees the same
+        unit on the first request as on the following ones.
+        """
         drop = _connection_tokens(request.headers)
         out: CIMultiDict[str] = CIMultiDict()
         for key, value in request.headers.items():
@@ -281,8 +286,12 @@ class DealerServer:
             if low in HOP_BY_HOP or low in drop or low == "host" or low == "expect":
                 continue
             out.add(key, value)
+        if new_unit is not None:
+            unit_cookie = f"{self._cookie_name}={new_unit}"
+            cookies = out.popall("Cookie", [])
+            out["Cookie"] = "; ".join([*cookies, unit_cookie])
         remote = request.remote or ""
-        previous = request.headers.get("X-Forwarded-For")
+        previous = ", ".join(request.headers.getall("X-Forwarded-For", ()))
         out["X-Forwarded-For"] = f"{previous}, {remote}" if previous else remote
         out["X-Forwarded-Proto"] = request.scheme
         if request.host:
@@ -299,7 +308,7 @@ class DealerServer:
     ) -> web.StreamResponse:
         assert self._session is not None
         url = URL(str(base) + request.raw_path, encoded=True)
-        headers = self._request_headers(request)
+        headers = self._request_headers(request, new_unit)
         data: Any = None
         if request.body_exists:
             if request.headers.get("Expect", "").lower() == "100-continue" and request.writer is not None:

@@ -169,6 +169,7 @@ def test_requests_and_responses_are_forwarded_faithfully(
         ("TE", "trailers"),
         ("Proxy-Authorization", "Basic Zm9v"),
         ("X-Forwarded-For", "10.0.0.1"),
+        ("X-Forwarded-For", "10.0.0.2"),
         ("X-Custom", "one"),
         ("X-Custom", "two"),
         ("Transfer-Encoding", "chunked"),
@@ -196,7 +197,7 @@ def test_requests_and_responses_are_forwarded_faithfully(
         assert dropped not in headers
     assert headers["x-custom"] == ["one", "two"]
     assert headers["cookie"] == ["squals_unit=fixed; other=1"]
-    assert headers["x-forwarded-for"] == ["10.0.0.1, 127.0.0.1"]
+    assert headers["x-forwarded-for"] == ["10.0.0.1, 10.0.0.2, 127.0.0.1"]
     assert headers["x-forwarded-proto"] == ["http"]
     assert headers["x-forwarded-host"] == [dealer.url.removeprefix("http://")]
     assert headers["host"] == [dealer.upstreams()["a"].removeprefix("http://")]
@@ -215,7 +216,10 @@ def test_requests_and_responses_are_forwarded_faithfully(
     assert any(c.startswith("squals_unit=") and "HttpOnly" in c for c in set_cookies)
     assert "X-Private" not in cookies.headers  # named in the upstream's Connection header
 
-    assert requests.delete(dealer.url + "/echo", timeout=10).json()["method"] == "DELETE"
+    first = requests.delete(dealer.url + "/echo", timeout=10)  # no unit yet: the app sees the new one
+    assert first.json()["method"] == "DELETE"
+    new_unit = first.cookies["squals_unit"]
+    assert ["Cookie", f"squals_unit={new_unit}"] in first.json()["headers"]
     head = requests.head(dealer.url + "/hello", timeout=10)
     assert head.status_code == 200 and head.content == b""
     assert requests.get(dealer.url + "/status/204", timeout=10).status_code == 204
