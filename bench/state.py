@@ -34,7 +34,7 @@ def run_writers(root: Path, writers: int, per_writer: int) -> tuple[float, list[
     clones = [clone(origin, root / f"w{i}") for i in range(writers)]
     procs = [
         subprocess.Popen(
-            [sys.executable, str(WRITER), str(c), str(i), str(per_writer), "200"],
+            [sys.executable, str(WRITER), str(c), str(i), str(per_writer)],
             stdout=subprocess.PIPE,
             text=True,
         )

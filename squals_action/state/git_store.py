@@ -144,6 +144,8 @@ class GitStateStore(StateStore):
         # seconds (the measured duration of one attempt), doubled on each lost race, halved on a clean win.
         self._slots = 0
         self._slot = self.retry.base_delay
+        self._remote_tip_seen: str | None = None
+        self._unrecorded: str | None = None  # pushed by us, not yet written to the tracking ref
         self._rng = random.Random()
         if not branch or branch.startswith(("-", "/")) or ".." in branch or branch.endswith(("/", ".lock")):
             raise StateError(f"invalid state branch name {branch!r}")
@@ -157,24 +159,28 @@ class GitStateStore(StateStore):
     def transact(self, fn: TransactionFn, meta: Transition) -> TransactionResult:
         key = meta.idempotency_key
         attempts = 0
+        started = time.monotonic()
         fetch = not self._fetched
+        verified = False  # the tip we build on was confirmed current during this transaction
         while True:
             attempts += 1
             began = time.monotonic()
-            tip = self._load(self._fetch() if fetch else self._tip)
-            fresh, fetch = fetch, True
+            if fetch:
+                self._fetch()
+                verified = True
+            tip = self._load(self._tip)
             if key is not None and key in tip.recent_keys:
                 return TransactionResult(tip.commit, False, True, attempts, tip.snapshot())
             try:
                 result = fn(tip.snapshot().working_copy())
             except StateError:
-                if not fresh:  # decided on a tip we did not fetch: check again on the real one
-                    attempts -= 1
+                if not verified:  # decided on a tip we only remembered: check again on the real one
+                    attempts, fetch = attempts - 1, True
                     continue
                 raise
             if result is None:
-                if not fresh:
-                    attempts -= 1
+                if not verified:
+                    attempts, fetch = attempts - 1, True
                     continue
                 return TransactionResult(tip.commit, False, False, attempts, tip.snapshot())
             new_tip = self._write_commit(tip, prepare_documents(result), meta)
@@ -182,17 +188,48 @@ class GitStateStore(StateStore):
             pause = os.environ.get(TEST_PAUSE_ENV)
             if pause:
                 time.sleep(float(pause))
-            pushed = self._push(new_tip.commit)
-            if fresh:  # the slot: how long a full read-modify-push takes here, now
-                self._slot = max(self.retry.base_delay, time.monotonic() - began)
-            if pushed:
+            if self._push(new_tip.commit):
                 self._remember(new_tip)
                 self._slots = 0
                 return TransactionResult(new_tip.commit, True, False, attempts, new_tip.snapshot())
-            self._slots = min(_MAX_SLOTS, max(1, self._slots * 2))
-            if attempts >= self.retry.max_attempts:
-                raise ContentionError(self.branch, attempts)
-            self._sleep_slots()
+            if fetch:  # the slot: how long a full read-modify-push takes here, now
+                self._slot = max(self.retry.base_delay, time.monotonic() - began)
+            self._wait_for_quiet(attempts, started)
+            fetch = self._remote_tip_seen != self._tip
+            verified = not fetch
+
+    def _wait_for_quiet(self, attempts: int, since: float) -> None:
+        """After a lost race: learn the new tip, then wait until the branch stays still for one sleep.
+
+        The first sleep is binary exponential backoff with full jitter in slots (one slot: the measured
+        duration of one attempt), which spreads the losers of one race apart. While another writer keeps
+        publishing, each look costs one ``git ls-remote`` instead of a wasted fetch and push, at growing
+        intervals up to ``max_delay``; the wait ends with :class:`ContentionError` after ``max_wait``.
+        """
+        self._slots = min(_MAX_SLOTS, max(1, self._slots * 2))
+        if attempts >= self.retry.max_attempts:
+            raise ContentionError(self.branch, attempts)
+        baseline = self._fetch()
+        pause = min(self.retry.max_delay, self._rng.uniform(0, self._slots * self._slot))
+        while True:
+            time.sleep(pause)
+            seen = self._remote_tip()
+            if seen == baseline:
+                self._remote_tip_seen = seen
+                return
+            if time.monotonic() - since > self.retry.max_wait:
+                raise ContentionError(self.branch, attempts, time.monotonic() - since)
+            baseline = seen
+            pause = min(self.retry.max_delay, max(pause * 1.5, self._slot) * self._rng.uniform(0.5, 1.5))
+
+    def _remote_tip(self) -> str | None:
+        """The remote's tip of the state branch, without fetching anything."""
+        out = self._git("ls-remote", self.remote, f"refs/heads/{self.branch}").stdout.decode()
+        for line in out.splitlines():
+            sha, _, ref = line.partition("\t")
+            if ref == f"refs/heads/{self.branch}":
+                return sha
+        return None
 
     def _sleep_slots(self) -> None:
         """Binary exponential backoff in slots of one measured attempt, with full jitter (as Ethernet)."""
@@ -337,6 +374,7 @@ class GitStateStore(StateStore):
                 f"{_last_lines(result.stderr)}"
             )
         after = self._read_tracking_ref()
+        self._unrecorded = None
         if before is not None and after != before and not self._descends(after, before):
             self._git("update-ref", self.tracking_ref, before, after, check=False)
             raise UnrelatedHistoryError(
@@ -441,7 +479,14 @@ class GitStateStore(StateStore):
         return self._git("rev-parse", "--verify", self.tracking_ref + "^{commit}").stdout.decode().strip()
 
     def close(self) -> None:
-        """Stop the object reader process (it also stops by itself when this process exits)."""
+        """Record the last published tip in the tracking ref and stop the object reader process.
+
+        Both are optional: an unclosed store leaves the ref one step behind (the next fetch fixes it), and
+        the reader stops by itself when this process exits.
+        """
+        if self._unrecorded is not None:
+            self._git("update-ref", self.tracking_ref, self._unrecorded, check=False)
+            self._unrecorded = None
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -533,7 +578,7 @@ class GitStateStore(StateStore):
         )
         status = _porcelain_status(result.stdout.decode("utf-8", "replace"), self.branch)
         if result.returncode == 0 and status is not None and status[0] != "!":
-            self._git("update-ref", self.tracking_ref, commit, check=False)
+            self._unrecorded = commit  # the tracking ref catches up at the next fetch or at close()
             return True
         if status is not None and status[0] == "!":
             reason = status[1]

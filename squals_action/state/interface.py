@@ -87,11 +87,13 @@ class LockedError(StateError):
 class ContentionError(StateError):
     """Other writers kept moving the branch; the transaction gave up after a bounded number of attempts."""
 
-    def __init__(self, branch: str, attempts: int) -> None:
+    def __init__(self, branch: str, attempts: int, waited: float | None = None) -> None:
         self.branch = branch
         self.attempts = attempts
+        after = f" and {waited:.0f}s" if waited is not None else ""
         super().__init__(
-            f"state branch {branch!r} kept moving under concurrent writers: gave up after {attempts} attempts"
+            f"state branch {branch!r} kept moving under concurrent writers: gave up after {attempts} "
+            f"attempts{after}"
         )
 
 
@@ -574,13 +576,16 @@ TransactionFn = Callable[[Documents], Documents | None]
 class RetryPolicy:
     """How a transaction behaves under contention.
 
-    At most ``max_attempts`` compare-and-swaps. Between them, binary exponential backoff with full jitter in
-    slots of one measured attempt (at least ``base_delay`` seconds), one sleep at most ``max_delay`` seconds.
+    At most ``max_attempts`` compare-and-swaps (pushes). After a lost race, binary exponential backoff with
+    full jitter in slots of one measured attempt (at least ``base_delay`` seconds), then the writer waits
+    until the branch stays still for a moment, looking at intervals of at most ``max_delay`` seconds; it
+    gives up after ``max_wait`` seconds in all. Either way: :class:`ContentionError`.
     """
 
-    max_attempts: int = 40
+    max_attempts: int = 20
     base_delay: float = 0.02
-    max_delay: float = 5.0
+    max_delay: float = 2.0
+    max_wait: float = 120.0
 
 
 # ------------------------------------------------------------------------------------------- the store

@@ -32,6 +32,7 @@ def make_origin(root: Path) -> Path:
     """A bare repository with a ``main`` branch of two commits, like a project on GitHub."""
     origin = root / "origin.git"
     git(root, "init", "-q", "--bare", "-b", "main", str(origin))
+    git(origin, "config", "receive.autogc", "false")  # as on GitHub: no gc run after every push
     seed = root / "seed"
     git(root, "init", "-q", "-b", "main", str(seed))
     (seed / "README.md").write_text("# project\n")
