@@ -258,11 +258,19 @@ class Lifecycle:
         self.progress.done(msg or f"{stage} hooks passed", ok=msg is None)
         return checks
 
-    def _route(self, fleet: Fleet) -> str:
-        """Point the splitter at the routed environments of ``fleet`` with their shares."""
+    def _route(self, fleet: Fleet) -> str | None:
+        """Point the splitter at the routed environments of ``fleet`` with their shares (none: stop it)."""
         upstreams = {e.name: e.url for e in fleet.values() if e.status in machine.ROUTED and e.url}
+        if not upstreams:
+            self.traffic.stop()
+            return None
         weights = machine.weights(fleet)
         return self.traffic.route(upstreams, {k: v for k, v in weights.items() if k in upstreams})
+
+    def _undo_route(self, fleet: Fleet) -> None:
+        """Put the traffic back as ``fleet`` has it after a failed commit (whose error is what counts)."""
+        with contextlib.suppress(Exception):
+            self._route(fleet)
 
     def _destroy(self, env: Env) -> str:
         """Destroy an environment's process (by its recorded handle, or by name); returns a note."""
@@ -447,7 +455,7 @@ class Lifecycle:
                     checks=(),
                 )
             except BaseException:
-                self._route(fleet)  # the state did not move: neither does the traffic
+                self._undo_route(fleet)  # the state did not move: neither does the traffic
                 raise
             self.progress.done(f"traffic: {_shares(fleet)}")
             outcome: BakeOutcome
@@ -491,7 +499,7 @@ class Lifecycle:
                     checks=tuple(checks),
                 )
             except BaseException:
-                self._route(machine.apply(fleet, E.PROMOTE_HOOK_FAILED, name))
+                self._undo_route(machine.apply(fleet, E.PROMOTE_HOOK_FAILED, name))
                 raise
             if old_post is not None and old_post.name != name:
                 with contextlib.suppress(SqualsError):
@@ -588,7 +596,7 @@ class Lifecycle:
                     f"rollback: {post.name} is prod again, {current.name} is postprod",
                 )
             except BaseException:
-                self._route(fleet)
+                self._undo_route(fleet)
                 raise
             msg = f"{post.name} is prod again; {current.name} is postprod at 0 %"
             self.progress.done(msg)
