@@ -102,7 +102,7 @@ def test_a_breach_switches_traffic_before_recording(tmp_path: Path) -> None:
     lc.traffic.errors = 5  # type: ignore[attr-defined]
     out = lc.promote(2)
     assert not out.ok and out.message.startswith("KPI breach: error_rate 50 > max 1")
-    back = log.index("route pr-1=100 pr-2=0")
+    back = log.index("route pr-1=100")  # pr-2 failed: it leaves the split
     assert log[back + 1] == "commit bake-breach"
     assert lc.fleet()["pr-2"].status is Status.FAILED
 
