@@ -121,4 +121,4 @@ def test_locks_between_two_clones_on_git(make_clone: Callable[..., Path], origin
         ("break-lock", "prod", None, "bob"),
         ("lock", "prod", 12, "alice"),
     ]
-    assert "Squals-Actor: bob" in git(origin, "log", "-1", "--skip=1", "--format=%B", "squals/state")
+    assert "Squals-Actor: bob" in git(origin, "log", "-1", "--skip=2", "--format=%B", "squals/state")
