@@ -158,7 +158,7 @@ class Lifecycle:
     attempt: int = 1
     cancel: threading.Event = field(default_factory=threading.Event)
     gates: Callable[[str], tuple[bool, str]] | None = None
-    _lock_pr: dict[str, int] = field(default_factory=dict)
+    _lock_pr: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     # ---- state ------------------------------------------------------------------------------------
 
