@@ -117,7 +117,9 @@ def _open(args: argparse.Namespace, gates: bool = True) -> Any:
         squals_file=args.file,
         remote=args.remote,
         state_branch=args.state_branch,
-        run_id=os.environ.get("GITHUB_RUN_ID") or None,
+        # No run id: the store's lock/unlock keys are event/run/attempt, so a second command in the same
+        # workflow run would be taken for a replay of the first. The Action passes its run id itself.
+        run_id=None,
         actor=os.environ.get("GITHUB_ACTOR") or None,
         gates=gates,
     )
