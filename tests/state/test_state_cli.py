@@ -1,0 +1,181 @@
+"""``squals status``, ``squals history [ENV]`` and ``squals unlock ENV`` on a real state branch: text, JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from squals_action.cli import main
+from squals_action.state import EnvironmentState, ExperimentState, Transition, open_store
+
+T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def repo(make_clone: Callable[..., Path]) -> Path:
+    """A clone whose state branch holds prod, postprod, a PR island with a lock, and two experiments."""
+    work = make_clone("cli")
+    with open_store(work) as store:
+        store.put_environment(
+            EnvironmentState(
+                "prod",
+                "live",
+                version="1.4.0",
+                url="http://127.0.0.1:8001",
+                traffic_share=90.0,
+                updated_at=T0,
+            ),
+            Transition(
+                "promote", "promote pr-7 to prod", environment="prod", pr=7, run_id="70", actor="alice"
+            ),
+        )
+        store.put_environment(
+            EnvironmentState(
+                "pr-9",
+                "ready",
+                version="1.5.0-rc",
+                url="http://127.0.0.1:8002",
+                traffic_share=10.0,
+                pr=9,
+                updated_at=T0,
+            ),
+            Transition(
+                "deploy",
+                "deploy pr-9 <b>[bold]x[/bold]</b>",
+                environment="pr-9",
+                pr=9,
+                run_id="90",
+                actor="bob",
+            ),
+        )
+        store.acquire_lock("prod", pr=9, run_id="91", actor="bob", ttl=None, now=T0)
+        store.put_experiment(
+            ExperimentState(
+                "checkout-color",
+                "sha256:abc",
+                ("control", "green"),
+                split={"control": 50, "green": 50},
+                observations={"control": {"visitors": 10.0}},
+                started_at=T0,
+            ),
+            Transition("experiment-start", "start checkout-color", run_id="95"),
+        )
+        store.put_experiment(
+            ExperimentState(
+                "old",
+                "sha256:def",
+                ("a", "b"),
+                status="decided",
+                decision={"outcome": "promote", "winner": "b"},
+            ),
+            Transition("experiment-decide", "old decided", run_id="96"),
+        )
+    return work
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_status_json(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["status", "--repo", str(repo), "--format", "json"], capsys)
+    assert code == 0
+    report = json.loads(out)
+    assert [e["name"] for e in report["environments"]] == ["pr-9", "prod"]
+    prod = report["environments"][1]
+    assert (
+        prod["version"] == "1.4.0"
+        and prod["traffic_share"] == 90.0
+        and prod["url"] == "http://127.0.0.1:8001"
+    )
+    assert prod["lock"] == {
+        "environment": "prod",
+        "pr": 9,
+        "acquired_at": "2026-05-01T12:00:00Z",
+        "run_id": "91",
+        "actor": "bob",
+        "expired": False,
+    }
+    assert [x["id"] for x in report["experiments"]] == ["checkout-color"]
+    assert len(report["commit"]) == 40
+
+
+def test_status_text_is_a_table_of_environments_and_running_experiments(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(["status", "--repo", str(repo)], capsys)
+    assert code == 0
+    prod_row = next(line for line in out.splitlines() if " prod " in line)
+    for cell in ("1.4.0", "live", "90 %", "http://127.0.0.1:8001", "PR #9 since 2026-05-01T12:00:00Z"):
+        assert cell in prod_row
+    assert "checkout-color" in out and "control 50 %, green 50 %" in out
+    assert "old" not in out.split("Running experiments")[1]
+    code, out, _ = run(["status", "--repo", str(repo), "--all"], capsys)
+    assert "promote b" in out
+
+
+def test_history_of_one_environment_and_json(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["history", "prod", "--repo", str(repo), "--format", "json"], capsys)
+    assert code == 0
+    entries = json.loads(out)
+    assert [(e["event"], e["pr"], e["actor"]) for e in entries] == [
+        ("lock", 9, "bob"),
+        ("promote", 7, "alice"),
+    ]
+    code, out, _ = run(["history", "--repo", str(repo), "--limit", "3"], capsys)
+    assert code == 0
+    assert "experiment-decide" in out and "experiment-start" in out and "lock" in out and "deploy" not in out
+    code, out, _ = run(["history", "pr-9", "--repo", str(repo)], capsys)
+    assert "deploy pr-9 <b>[bold]x[/bold]</b>" in out  # untrusted text printed as is, never as markup
+
+
+def test_unlock_breaks_the_lock_and_records_the_actor(
+    repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GITHUB_ACTOR", "carol")
+    code, out, _ = run(["unlock", "prod", "--repo", str(repo)], capsys)
+    assert code == 0
+    assert out == "unlocked prod: the lock of PR #9 (since 2026-05-01T12:00:00Z) was broken by carol\n"
+    code, out, _ = run(["history", "prod", "--repo", str(repo), "--format", "json", "--limit", "1"], capsys)
+    assert [(e["event"], e["actor"]) for e in json.loads(out)] == [("break-lock", "carol")]
+    code, out, _ = run(["unlock", "prod", "--repo", str(repo), "--actor", "dave", "--format", "json"], capsys)
+    assert code == 0 and json.loads(out) == {"environment": "prod", "actor": "dave", "broken": None}
+
+
+def test_errors_are_one_line_with_an_exit_code(
+    repo: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = run(["unlock", "../etc", "--repo", str(repo)], capsys)
+    assert code == 1 and err.count("\n") == 1 and "invalid environment name '../etc'" in err
+    code, _, err = run(["status", "--repo", str(repo), "--remote", "nowhere"], capsys)
+    assert code == 1 and err.startswith(
+        "squals: error: cannot fetch state branch 'squals/state' from 'nowhere'"
+    )
+    code, _, err = run(["history", "--repo", str(repo), "--limit", "0"], capsys)
+    assert code == 2 and "expected a number >= 1" in err
+
+
+def test_status_before_any_state(make_clone: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
+    work = make_clone("empty")
+    code, out, _ = run(["status", "--repo", str(work)], capsys)
+    assert code == 0 and "No state yet: branch squals/state does not exist on origin." in out
+
+
+def test_the_state_commands_import_no_git_at_start_up() -> None:
+    probe = (
+        "import argparse, sys; from squals_action.cli import state_commands; "
+        "state_commands.register(argparse.ArgumentParser().add_subparsers()); "
+        "print(sorted(m for m in ('git', 'gitdb', 'rich', 'jsonschema') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]"
