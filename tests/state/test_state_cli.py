@@ -1,4 +1,4 @@
-"""``squals status``, ``squals history [ENV]`` and ``squals unlock ENV`` on a real state branch: text, JSON."""
+"""``squals status``, ``squals history [ENV]``, ``squals unlock ENV`` on a real state branch: text, JSON."""
 
 from __future__ import annotations
 
