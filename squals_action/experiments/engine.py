@@ -699,3 +699,29 @@ def _handles(doc: ExperimentState) -> list[EnvironmentHandle]:
         with contextlib.suppress(SqualsError):
             out.append(EnvironmentHandle.from_json(raw))
     return out
+
+
+def from_lifecycle(lifecycle: Lifecycle, *, log: Callable[[str], None] | None = None) -> ExperimentEngine:
+    """The experiments of the project a lifecycle drives: same repository, store, provider and identity.
+
+    The winner is promoted by a copy of that lifecycle holding the winner's squals file, so the promotion
+    is the lifecycle's own ``deploy`` + ``promote`` (its locks, hooks, exit tests, bake and traffic switch).
+    """
+    import dataclasses
+
+    def promoter(manifest: Manifest) -> AbstractContextManager[Lifecycle]:
+        return contextlib.nullcontext(
+            dataclasses.replace(lifecycle, manifest=manifest, gates=None)
+        )
+
+    return ExperimentEngine(
+        repo=lifecycle.repo,
+        manifest=lifecycle.manifest,
+        store=lifecycle.store,
+        provider=lifecycle.provider,
+        promoter=promoter,
+        run_id=lifecycle.run_id,
+        actor=lifecycle.actor,
+        attempt=lifecycle.attempt,
+        log=log or (lambda text: None),
+    )

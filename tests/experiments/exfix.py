@@ -26,6 +26,7 @@ FAIL = int(os.environ.get("FAIL_EVERY", "0"))
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: no delayed-ACK stall per request
 
     def do_GET(self):
         with lock:
@@ -113,7 +114,9 @@ def make_shop(
     (path / "app.py").write_text(APP)
     (path / ".gitignore").write_text(".squals/\n")
     (path / "squals.yml").write_text(
-        SQUALS.format(python=sys.executable, control_every=control_every, activations=activations, method=method)
+        SQUALS.format(
+            python=sys.executable, control_every=control_every, activations=activations, method=method
+        )
     )
     (path / "variants" / "green.yml").write_text(
         VARIANT.format(python=sys.executable, every=green_every, fail=green_fail)

@@ -39,7 +39,11 @@ def engine(shop: Shop, store: object | None = None) -> ExperimentEngine:
         )
 
     return ExperimentEngine(
-        repo=shop.path, manifest=manifest, store=the_store, provider=provider, promoter=promoter  # type: ignore[arg-type]
+        repo=shop.path,
+        manifest=manifest,
+        store=the_store,
+        provider=provider,
+        promoter=promoter,  # type: ignore[arg-type]
     )
 
 

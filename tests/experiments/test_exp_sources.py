@@ -6,6 +6,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -20,9 +21,9 @@ from squals_action.manifest import model
 class FakePrometheus(BaseHTTPRequestHandler):
     """Answers ``/api/v1/query`` the way Prometheus documents it (status, data.resultType, data.result)."""
 
-    answers: dict[str, tuple[int, dict[str, object]]] = {}
-    seen: list[str] = []
-    fail_first: set[str] = set()
+    answers: ClassVar[dict[str, tuple[int, dict[str, object]]]] = {}
+    seen: ClassVar[list[str]] = []
+    fail_first: ClassVar[set[str]] = set()
 
     def do_GET(self) -> None:
         parts = urlsplit(self.path)
@@ -61,7 +62,7 @@ def vector(*values: str) -> tuple[int, dict[str, object]]:
 def prometheus() -> Iterator[str]:
     FakePrometheus.answers, FakePrometheus.seen, FakePrometheus.fail_first = {}, [], set()
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakePrometheus)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
@@ -76,8 +77,10 @@ def spec(url: str | None, query: str = 'sum(revenue{variant="$variant"})') -> di
 def test_vector_is_summed_scalar_taken_empty_is_missing(prometheus: str) -> None:
     FakePrometheus.answers = {
         'sum(revenue{variant="control"})': vector("10.5", "2"),
-        'sum(revenue{variant="b"})': (200, {"status": "success", "data": {"resultType": "scalar",
-                                                                          "result": [1764190000, "7"]}}),
+        'sum(revenue{variant="b"})': (
+            200,
+            {"status": "success", "data": {"resultType": "scalar", "result": [1764190000, "7"]}},
+        ),
         'sum(revenue{variant="c"})': vector(),
     }
     source = PrometheusSource(spec(prometheus))
@@ -113,7 +116,9 @@ def test_unreachable_prometheus_and_missing_url() -> None:
     source = PrometheusSource(spec(f"http://127.0.0.1:{port}"), timeout=1.0, retries=1, backoff=0.01)
     reading = source.read(["revenue"], ["b"])
     assert "unreachable" in reading.missing["b"]["revenue"]
-    assert "no Prometheus url" in PrometheusSource(spec(None)).read(["revenue"], ["b"]).missing["b"]["revenue"]
+    assert (
+        "no Prometheus url" in PrometheusSource(spec(None)).read(["revenue"], ["b"]).missing["b"]["revenue"]
+    )
 
 
 def test_variant_name_cannot_change_the_query_shape() -> None:
@@ -123,14 +128,20 @@ def test_variant_name_cannot_change_the_query_shape() -> None:
 
 def test_dealer_metrics_from_tallies() -> None:
     tallies = {
-        "control": VariantTally("control", units=100, activations=250, events={"checkout": 7}, errors=5,
-                                latency_p95_ms=12.5),
+        "control": VariantTally(
+            "control", units=100, activations=250, events={"checkout": 7}, errors=5, latency_p95_ms=12.5
+        ),
     }
     source = DealerMetrics(lambda: tallies)
-    reading = source.read(["visitors", "event:checkout", "error_rate", "p95_latency_ms", "p99_latency_ms",
-                           "revenue"], ["control", "b"])
+    reading = source.read(
+        ["visitors", "event:checkout", "error_rate", "p95_latency_ms", "p99_latency_ms", "revenue"],
+        ["control", "b"],
+    )
     assert reading.values["control"] == {
-        "visitors": 100.0, "event:checkout": 7.0, "error_rate": 2.0, "p95_latency_ms": 12.5
+        "visitors": 100.0,
+        "event:checkout": 7.0,
+        "error_rate": 2.0,
+        "p95_latency_ms": 12.5,
     }
     assert reading.values["b"] == {"visitors": 0.0, "event:checkout": 0.0, "error_rate": 0.0}
     assert "p99_latency_ms" in reading.missing["control"]

@@ -40,7 +40,9 @@ def obs(variant: str, units: int, conversions: int, *, errors: int = 0, **metric
     return Observation(variant, units, conversions, units, T0, errors=errors, metrics=metrics)
 
 
-def simulate_looks(rng: np.random.Generator, p_a: float, p_b: float, per_look: int, looks: int) -> list[tuple[int, int, int, int]]:
+def simulate_looks(
+    rng: np.random.Generator, p_a: float, p_b: float, per_look: int, looks: int
+) -> list[tuple[int, int, int, int]]:
     """Cumulative counts of two arms at each look."""
     a = np.cumsum(rng.binomial(per_look, p_a, size=looks))
     b = np.cumsum(rng.binomial(per_look, p_b, size=looks))
@@ -55,7 +57,7 @@ def _naive_z(n_a: int, x_a: int, n_b: int, x_b: int) -> float:
 
 
 def test_sequential_false_positive_rate_stays_near_alpha_over_many_looks() -> None:
-    """No true difference, 30 looks each: the mSPRT rejects about alpha (or less); peeking at a z-test does not."""
+    """No true difference, 30 looks: the mSPRT rejects about alpha or less; a peeked-at z-test does not."""
     rng = np.random.default_rng(20261126)
     runs, looks, alpha = 300, 30, 0.05
     msprt_hits = naive_hits = 0
@@ -65,7 +67,9 @@ def test_sequential_false_positive_rate_stays_near_alpha_over_many_looks() -> No
             msprt_hits += 1
         if any(abs(_naive_z(*look)) >= 1.959964 for look in path):
             naive_hits += 1
-    print(f"false positives over {looks} looks: mSPRT {msprt_hits / runs:.3f}, naive z {naive_hits / runs:.3f}")
+    print(
+        f"false positives over {looks} looks: mSPRT {msprt_hits / runs:.3f}, naive z {naive_hits / runs:.3f}"
+    )
     assert msprt_hits / runs <= alpha + 0.03  # 300 runs: 0.08 is ~2.4 standard errors above 0.05
     assert naive_hits / runs > 2 * alpha  # the inflation the sequential test exists to prevent
 
@@ -178,7 +182,10 @@ def test_guardrail_ignores_noise_and_small_samples() -> None:
 
 
 def test_value_guardrails_max_and_increase() -> None:
-    latency = (model.Guardrail("p95_latency_ms", max_increase=50.0), model.Guardrail("p99_latency_ms", max=900))
+    latency = (
+        model.Guardrail("p95_latency_ms", max_increase=50.0),
+        model.Guardrail("p99_latency_ms", max=900),
+    )
     slow = {
         "control": obs("control", 500, 10, p95_latency_ms=100.0, p99_latency_ms=300.0),
         "b": obs("b", 500, 10, p95_latency_ms=180.0, p99_latency_ms=300.0),
