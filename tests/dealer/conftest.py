@@ -20,6 +20,16 @@ def upstreams() -> Iterator[Upstreams]:
         ups.stop_all()
 
 
+@pytest.fixture(scope="module")
+def pair() -> Iterator[dict[str, str]]:
+    """Two upstreams, ``a`` and ``b``, shared by a module's tests (starting processes is the slow part)."""
+    ups = Upstreams()
+    try:
+        yield {"a": ups.start("a"), "b": ups.start("b")}
+    finally:
+        ups.stop_all()
+
+
 @pytest.fixture
 def dealer_factory(tmp_path: Path) -> Iterator[DealerFactory]:
     """``make(upstreams, weights, state=..., **config)`` starts a Dealer daemon; all stop afterwards."""
