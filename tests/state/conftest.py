@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from statefix import clone, make_origin
+from statefix import clone, copy_clone, make_origin
 
 from squals_action.state import StateStore, open_memory_store, open_store
 
 
-@pytest.fixture
-def origin(tmp_path: Path) -> Path:
-    return make_origin(tmp_path)
+@pytest.fixture(scope="session")
+def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """One origin and one shallow clone of it, made once; tests get copies."""
+    root = tmp_path_factory.mktemp("state-template")
+    origin = make_origin(root)
+    return origin, clone(origin, root / "clone")
 
 
 @pytest.fixture
-def make_clone(origin: Path, tmp_path: Path) -> Callable[..., Path]:
-    """``make_clone("name", dirty=True)``: a fresh shallow clone of ``origin``."""
+def origin(tmp_path: Path, template: tuple[Path, Path]) -> Path:
+    """A bare repository with a ``main`` branch, this test's own."""
+    return Path(shutil.copytree(template[0], tmp_path / "origin.git", symlinks=True))
+
+
+@pytest.fixture
+def make_clone(origin: Path, tmp_path: Path, template: tuple[Path, Path]) -> Callable[..., Path]:
+    """``make_clone("name", dirty=True)``: a fresh shallow, single-branch clone of ``origin``."""
 
     def make(name: str = "work", *, dirty: bool = False) -> Path:
-        return clone(origin, tmp_path / name, dirty=dirty)
+        return copy_clone(template[1], origin, tmp_path / name, dirty=dirty)
 
     return make
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -64,16 +65,31 @@ def clone(origin: Path, dest: Path, *, dirty: bool = False) -> Path:
     )
     git(dest, "checkout", "-q", "--detach")
     if dirty:
-        (dest / "README.md").write_text("# project, edited but not staged\n")
-        (dest / "staged.txt").write_text("staged\n")
-        git(dest, "add", "staged.txt")
-        (dest / "untracked.txt").write_text("untracked\n")
+        make_dirty(dest)
     return dest
+
+
+def copy_clone(template: Path, origin: Path, dest: Path, *, dirty: bool = False) -> Path:
+    """A copy of a clone made by :func:`clone`, pointed at ``origin``: ten times faster than cloning again."""
+    shutil.copytree(template, dest, symlinks=True)
+    git(dest, "remote", "set-url", "origin", f"file://{origin}")
+    if dirty:
+        make_dirty(dest)
+    return dest
+
+
+def make_dirty(dest: Path) -> None:
+    """A modified file, a staged change and an untracked file, so a test can see they survive."""
+    (dest / "README.md").write_text("# project, edited but not staged\n")
+    (dest / "staged.txt").write_text("staged\n")
+    git(dest, "add", "staged.txt")
+    (dest / "untracked.txt").write_text("untracked\n")
 
 
 def fingerprint(repo: Path) -> dict[str, str]:
     """Digest of what the store must never change: every working-tree file, index, HEAD, branches, config."""
-    prints: dict[str, str] = {}
+    # git status refreshes the index's stat cache (rewriting it once after a copy): run it before hashing
+    prints: dict[str, str] = {"status": git(repo, "status", "--porcelain=v1", "--untracked-files=all")}
     for path in sorted(repo.rglob("*")):
         rel = path.relative_to(repo).as_posix()
         if rel == ".git" or rel.startswith(".git/") or not path.is_file():
@@ -86,7 +102,6 @@ def fingerprint(repo: Path) -> dict[str, str]:
     heads = git_dir / "refs" / "heads"
     branches = sorted(p.relative_to(heads).as_posix() for p in heads.rglob("*") if p.is_file())
     prints["refs/heads"] = ",".join(branches)
-    prints["status"] = git(repo, "status", "--porcelain=v1", "--untracked-files=all")
     return prints
 
 

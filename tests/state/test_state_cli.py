@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from statefix import copy_clone
 
 from squals_action.cli import main
 from squals_action.state import EnvironmentState, ExperimentState, Transition, open_store
@@ -17,10 +19,8 @@ from squals_action.state import EnvironmentState, ExperimentState, Transition, o
 T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def repo(make_clone: Callable[..., Path]) -> Path:
-    """A clone whose state branch holds prod, postprod, a PR island with a lock, and two experiments."""
-    work = make_clone("cli")
+def populate(work: Path) -> Path:
+    """State with prod, a PR island, a lock on prod, a running and a decided experiment."""
     with open_store(work) as store:
         store.put_environment(
             EnvironmentState(
@@ -77,6 +77,20 @@ def repo(make_clone: Callable[..., Path]) -> Path:
             Transition("experiment-decide", "old decided", run_id="96"),
         )
     return work
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory, template: tuple[Path, Path]) -> Path:
+    """Shared by the read-only tests of this module."""
+    root = tmp_path_factory.mktemp("state-cli")
+    origin = Path(shutil.copytree(template[0], root / "origin.git", symlinks=True))
+    return populate(copy_clone(template[1], origin, root / "cli"))
+
+
+@pytest.fixture
+def own_repo(make_clone: Callable[..., Path]) -> Path:
+    """For a test that changes the state."""
+    return populate(make_clone("cli"))
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -138,15 +152,19 @@ def test_history_of_one_environment_and_json(repo: Path, capsys: pytest.CaptureF
 
 
 def test_unlock_breaks_the_lock_and_records_the_actor(
-    repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    own_repo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("GITHUB_ACTOR", "carol")
-    code, out, _ = run(["unlock", "prod", "--repo", str(repo)], capsys)
+    code, out, _ = run(["unlock", "prod", "--repo", str(own_repo)], capsys)
     assert code == 0
     assert out == "unlocked prod: the lock of PR #9 (since 2026-05-01T12:00:00Z) was broken by carol\n"
-    code, out, _ = run(["history", "prod", "--repo", str(repo), "--format", "json", "--limit", "1"], capsys)
+    code, out, _ = run(
+        ["history", "prod", "--repo", str(own_repo), "--format", "json", "--limit", "1"], capsys
+    )
     assert [(e["event"], e["actor"]) for e in json.loads(out)] == [("break-lock", "carol")]
-    code, out, _ = run(["unlock", "prod", "--repo", str(repo), "--actor", "dave", "--format", "json"], capsys)
+    code, out, _ = run(
+        ["unlock", "prod", "--repo", str(own_repo), "--actor", "dave", "--format", "json"], capsys
+    )
     assert code == 0 and json.loads(out) == {"environment": "prod", "actor": "dave", "broken": None}
 
 
