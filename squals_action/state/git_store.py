@@ -2,16 +2,22 @@
 
 How it stays out of the user's way and safe under concurrent writers:
 
-* It never touches the working tree, the index or HEAD. Blobs, trees and commits are written straight into
-  the object database (GitPython's ``gitdb``); the only ref it moves locally is its private
-  ``refs/squals/<remote>/<branch>``, a cache of the last tip it saw.
-* It fetches only the state branch (``--refmap=`` so no remote-tracking ref moves either) and publishes with
-  a plain, non-forced ``git push <sha>:refs/heads/<branch>``: the push *is* the compare-and-swap. A push
-  rejected because the branch moved is retried after a re-read, with full-jitter exponential backoff, up to
-  :attr:`RetryPolicy.max_attempts`; a push refused for any other reason (a protected branch, a hook) fails
-  at once with the remote's message.
-* Within one process it is optimistic: after its own push it builds the next commit on the tip it knows
-  without fetching (a stale tip only costs a rejected push). Once it has seen contention it fetches first.
+* It never touches the working tree, the index or HEAD. The blobs, trees and commit of a transition are
+  written as one pack straight into the object database (GitPython's ``gitdb`` writes pack and index);
+  objects are read through one long-lived ``git cat-file --batch``. The only ref it moves locally is its
+  private ``refs/squals/<remote>/<branch>``, the last tip it saw (updated by fetches and at ``close()``).
+* It fetches only the state branch (``--refmap=``, so no remote-tracking ref moves either) and publishes
+  with a plain, non-forced ``git push <sha>:refs/heads/<branch>``: the push *is* the compare-and-swap.
+  A push refused for another reason than a race (a protected branch, a hook) fails at once with the
+  remote's message.
+* Within one process it is optimistic: after its own push it builds the next commit on the tip it knows,
+  without fetching (a stale tip only costs one rejected push, and a decision taken on a tip it did not fetch
+  -- a refusal, "nothing to do" -- is checked again on a fetched one).
+* A writer that lost a race fetches, backs off (binary exponential, full jitter, in slots of its measured
+  attempt time) and then waits until the branch stays still between two cheap ``git ls-remote`` looks
+  before it tries again: while another writer publishes a run of transitions, the others do not burn
+  fetches and pushes that are bound to lose. Pushes are bounded by ``RetryPolicy.max_attempts``, waiting by
+  ``RetryPolicy.max_wait``; then :class:`ContentionError`.
 * Every git call runs with a timeout in its own process group (``git`` spawns helpers such as
   ``git-remote-https``; a timeout kills them all), with hooks disabled, no prompts and the C locale.
 """
