@@ -72,6 +72,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--invalid", action="store_true", help="put one bad duration in the last entry (the slow, exact path)"
+    )
     args = parser.parse_args()
     bindir = Path(sys.executable).parent
     squals = shutil.which("squals", path=str(bindir)) or shutil.which("squals")
@@ -82,13 +85,18 @@ def main() -> int:
         repo = Path(tmp)
         (repo / ".git").mkdir()  # the repository root that references must stay inside
         target = repo / "squals.yml"
-        target.write_text(generate(args.entries), encoding="utf-8")
+        text = generate(args.entries)
+        if args.invalid:
+            text = text.replace("timeout: 10m}\nshared:", "timeout: 10 minutes}\nshared:")
+        target.write_text(text, encoding="utf-8")
         size = target.stat().st_size
-        ours_best, ours_median = best_time([squals, "validate", str(target)], args.repeat, 0)
+        expect = 1 if args.invalid else 0
+        ours_best, ours_median = best_time([squals, "validate", str(target)], args.repeat, expect)
         theirs_best, theirs_median = best_time(
-            [checker, "--schemafile", str(SCHEMA), str(target)], args.repeat, 0
+            [checker, "--schemafile", str(SCHEMA), str(target)], args.repeat, expect
         )
-    print(f"file: {args.entries} entries, {size} bytes; best of {args.repeat} runs each")
+    state = "one error" if args.invalid else "valid"
+    print(f"file: {args.entries} entries, {size} bytes, {state}; best of {args.repeat} runs each")
     print(f"squals validate:  best {ours_best:.3f}s  median {ours_median:.3f}s")
     print(f"check-jsonschema: best {theirs_best:.3f}s  median {theirs_median:.3f}s")
     best, median = ours_best / theirs_best, ours_median / theirs_median
