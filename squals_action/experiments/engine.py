@@ -568,9 +568,9 @@ class ExperimentEngine:
         failure: str | None = None
         try:
             with self.promoter(vm) as lifecycle:
-                outcome = lifecycle.deploy(pr, commit)
+                outcome = _scoped(lifecycle, "deploy").deploy(pr, commit)
                 if outcome.ok:
-                    outcome = lifecycle.promote(pr)
+                    outcome = _scoped(lifecycle, "promote").promote(pr)
                 if not outcome.ok:
                     failure = outcome.message
         except SqualsError as exc:
@@ -681,6 +681,20 @@ class ExperimentEngine:
 
     def experiments(self) -> dict[str, ExperimentState]:
         return self.store.read().experiments()
+
+
+def _scoped(lifecycle: Lifecycle, step: str) -> Lifecycle:
+    """The lifecycle with a run id of its own for ``step``.
+
+    Workaround: the store's lock helpers key their idempotency on event + run + attempt only, so a deploy
+    and a promote in one run would see the second ``lock`` (and ``unlock``) as a replay of the first. The
+    lifecycle never does both in one run; a tick that promotes does, so each step gets ``<run>-<step>``.
+    """
+    import dataclasses
+
+    if lifecycle.run_id is None:
+        return lifecycle
+    return dataclasses.replace(lifecycle, run_id=f"{lifecycle.run_id}-{step}")
 
 
 def _extra_str(doc: ExperimentState, key: str) -> str | None:

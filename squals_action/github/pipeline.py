@@ -9,6 +9,7 @@ another PR is reported as a ``locked`` report naming the holder. Heavy modules a
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -240,6 +241,7 @@ class Pipeline:
         return self._act(request, "teardown")
 
     def _experiments(self, request: Request, verb: str) -> Report:
+        """Start (a push to the default branch) or advance (schedule, dispatch) the declared experiment."""
         checked = self._validated(request, verb)
         if isinstance(checked, Report):
             return checked
@@ -247,15 +249,95 @@ class Pipeline:
         if model.experiment is None:
             return Report(intent=verb, status="skipped", validation=validation, problems=problems,
                           headline="no experiment is declared in the squals file")
-        return Report(intent=verb, status="neutral", validation=validation, problems=problems,
-                      experiment="declared; the experiment engine is not part of this version yet",
-                      headline=f"{verb}: validated; experiments are not run by this version yet")
+        from squals_action.experiments.engine import from_lifecycle
+
+        parts: dict[str, Any] = {"validation": validation, "problems": problems}
+        try:
+            with self._lifecycle(request, model) as lifecycle:
+                engine = from_lifecycle(lifecycle)
+                if verb == "experiment-start":
+                    return self._experiment_started(request, engine, parts)
+                return self._experiment_ticked(engine, parts)
+        except SqualsError as exc:
+            return Report(intent=verb, status="failure", headline=f"{verb}: {exc.one_line()}",
+                          experiment=exc.one_line(), **parts)
+
+    def _experiment_started(self, request: Request, engine: Any, parts: dict[str, Any]) -> Report:
+        sha = request.head_sha or request.intent.sha or "HEAD"
+        pr = _merged_pr(request.workspace, sha)
+        outcome = engine.start(sha, pr=pr)
+        doc = outcome.experiment
+        split = ", ".join(f"{k} {v:g} %" for k, v in doc.split.items())
+        return Report(
+            intent="experiment-start",
+            status="success",
+            headline=outcome.message,
+            url=outcome.url,
+            experiment=f"{doc.id}: {doc.status} ({split})",
+            outputs={"experiment": doc.id},
+            **parts,
+        )
+
+    def _experiment_ticked(self, engine: Any, parts: dict[str, Any]) -> Report:
+        from squals_action.experiments.report import figures_markdown
+        from squals_action.lifecycle.report import markdown as lifecycle_markdown
+
+        outcomes = engine.tick()
+        if not outcomes:
+            return Report(intent="experiment-tick", status="skipped", headline="no running experiment",
+                          **parts)
+        sections: list[tuple[str, str]] = []
+        environment = url = None
+        outputs: dict[str, str] = {}
+        for o in outcomes:
+            if o.decision is not None:
+                sections.append((f"Experiment {o.experiment}", figures_markdown(o.decision.to_json())))
+            if o.lifecycle is not None:
+                promotion = lifecycle_markdown(o.lifecycle, heading_level=4)
+                sections.append((f"Promotion of the winner of {o.experiment}", promotion))
+            if o.promoted is not None and o.lifecycle is not None:
+                environment, url = "prod", o.lifecycle.public_url
+                outputs["winner"] = o.promoted
+        return Report(
+            intent="experiment-tick",
+            status="success" if all(o.ok for o in outcomes) else "failure",
+            headline="; ".join(f"{o.experiment}: {o.message}" for o in outcomes),
+            environment=environment,
+            url=url,
+            experiment="; ".join(f"{o.experiment}: {o.status}" for o in outcomes),
+            outputs=outputs,
+            sections=tuple(sections),
+            **parts,
+        )
 
     def experiment_start(self, request: Request) -> Report:
         return self._experiments(request, "experiment-start")
 
     def experiment_tick(self, request: Request) -> Report:
         return self._experiments(request, "experiment-tick")
+
+
+_MERGE_SUBJECTS = (
+    re.compile(r"^Merge pull request #(\d+) "),  # a merge commit
+    re.compile(r"\(#(\d+)\)$"),  # a squash or rebase merge: "Title (#12)"
+)
+
+
+def _merged_pr(repo: Path, sha: str) -> int | None:
+    """The pull request a push to the default branch merged, from the commit subject GitHub writes."""
+    try:
+        done = subprocess.run(
+            ["git", "log", "-1", "--format=%s", sha, "--"],
+            cwd=repo, capture_output=True, text=True, timeout=30, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    subject = done.stdout.strip() if done.returncode == 0 else ""
+    for pattern in _MERGE_SUBJECTS:
+        found = pattern.search(subject)
+        if found:
+            return int(found.group(1))
+    return None
 
 
 def _has_ref(repo: Path, ref: str) -> bool:
