@@ -40,7 +40,7 @@ import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
@@ -478,8 +478,9 @@ class Transition:
 
     ``event`` is a slug (``promote``, ``rollback``, ``lock``, ``experiment-tick``); ``run_id`` is the workflow
     run (``GITHUB_RUN_ID``) and ``attempt`` its re-run attempt (``GITHUB_RUN_ATTEMPT``). With a ``run_id``,
-    the idempotency key is ``event/run_id/attempt`` unless ``key`` gives one explicitly; a transition without
-    a key is always recorded.
+    the idempotency key is ``event/run_id/attempt`` (plus ``/environment`` when there is one, so that one
+    run may record the same event for two environments) unless ``key`` gives one explicitly. A transition
+    without a key (no ``run_id``, or ``idempotent=False``) is always recorded.
     """
 
     event: str
@@ -490,6 +491,7 @@ class Transition:
     actor: str | None = None
     attempt: int = 1
     key: str | None = None
+    idempotent: bool = True
 
     def __post_init__(self) -> None:
         if not _EVENT_RE.match(self.event):
@@ -497,11 +499,14 @@ class Transition:
 
     @property
     def idempotency_key(self) -> str | None:
+        if not self.idempotent:
+            return None
         if self.key is not None:
             return _one_line(self.key, 200)
         if self.run_id is None:
             return None
-        return _one_line(f"{self.event}/{self.run_id}/{self.attempt}", 200)
+        where = f"/{self.environment}" if self.environment is not None else ""
+        return _one_line(f"{self.event}/{self.run_id}/{self.attempt}{where}", 200)
 
     def message(self) -> str:
         """The commit message: a summary line, a blank line, then ``Squals-*`` trailers (git's format)."""
@@ -693,16 +698,22 @@ class StateStore(ABC):
             taken[:] = [lock]
             return docs
 
-        result = self.transact(
-            fn,
-            Transition("lock", f"lock {environment} for PR #{pr}", environment=environment, pr=pr,
-                       run_id=run_id, actor=actor, attempt=attempt),
+        meta = Transition(
+            "lock",
+            f"lock {environment} for PR #{pr}",
+            environment=environment,
+            pr=pr,
+            run_id=run_id,
+            actor=actor,
+            attempt=attempt,
         )
-        if result.replayed or not taken:
+        result = self.transact(fn, meta)
+        if result.replayed:
             lock = result.snapshot.lock(environment)
-            if lock is None or lock.pr != pr:
-                raise StateError(f"lock of {environment!r} for PR #{pr} was replayed but is no longer held")
-            return lock
+            if lock is not None and lock.pr == pr and not lock.expired(now or utc_now()):
+                return lock  # a replay of an acquisition that still holds
+            # the same run asks again after the lock was released or expired: a new acquisition
+            self.transact(fn, replace(meta, idempotent=False))
         return taken[0]
 
     def release_lock(
@@ -725,8 +736,15 @@ class StateStore(ABC):
 
         result = self.transact(
             fn,
-            Transition("unlock", f"release {environment} held by PR #{pr}", environment=environment, pr=pr,
-                       run_id=run_id, actor=actor, attempt=attempt),
+            Transition(
+                "unlock",
+                f"release {environment} held by PR #{pr}",
+                environment=environment,
+                pr=pr,
+                run_id=run_id,
+                actor=actor,
+                attempt=attempt,
+            ),
         )
         return result.applied
 
@@ -744,8 +762,14 @@ class StateStore(ABC):
 
         result = self.transact(
             fn,
-            Transition("release-locks", f"release locks of closed PR #{pr}", pr=pr, run_id=run_id,
-                       actor=actor, attempt=attempt),
+            Transition(
+                "release-locks",
+                f"release locks of closed PR #{pr}",
+                pr=pr,
+                run_id=run_id,
+                actor=actor,
+                attempt=attempt,
+            ),
         )
         return released if result.applied else []
 
@@ -765,8 +789,15 @@ class StateStore(ABC):
 
         result = self.transact(
             fn,
-            Transition("break-lock", f"{actor} broke the lock of {environment}", environment=environment,
-                       pr=None, run_id=run_id, actor=actor, attempt=attempt),
+            Transition(
+                "break-lock",
+                f"{actor} broke the lock of {environment}",
+                environment=environment,
+                pr=None,
+                run_id=run_id,
+                actor=actor,
+                attempt=attempt,
+            ),
         )
         return broken[0] if result.applied and broken else None
 

@@ -105,6 +105,16 @@ def test_replaying_a_lock_event_returns_the_lock(store: StateStore) -> None:
     assert len(store.history()) == 1
 
 
+def test_one_run_locks_two_environments_and_locks_again_after_a_release(store: StateStore) -> None:
+    store.acquire_lock("prod", pr=12, run_id="5")
+    store.acquire_lock("postprod", pr=12, run_id="5")  # same run, same event, another environment
+    assert sorted(store.read().locks()) == ["postprod", "prod"]
+    assert store.release_lock("prod", pr=12, run_id="5")
+    again = store.acquire_lock("prod", pr=12, run_id="5")  # same run asks again: a new acquisition
+    assert again.pr == 12 and store.read().lock("prod") == again
+    assert [e.event for e in store.history("prod")] == ["lock", "unlock", "lock"]
+
+
 def test_locks_between_two_clones_on_git(make_clone: Callable[..., Path], origin: Path) -> None:
     with open_store(make_clone("a")) as a, open_store(make_clone("b")) as b:
         a.acquire_lock("prod", pr=12, run_id="1", actor="alice", ttl=600)

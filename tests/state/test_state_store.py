@@ -75,7 +75,7 @@ def test_commit_message_is_a_summary_with_git_trailers(git_store: StateStore, or
         "Squals-Run: 987",
         "Squals-Attempt: 2",
         "Squals-Actor: octocat",
-        "Squals-Idempotency-Key: promote/987/2",
+        "Squals-Idempotency-Key: promote/987/2/prod",
     ]
     author = git(origin, "log", "-1", "--format=%an <%ae>|%cn <%ce>", "squals/state").strip()
     assert (
@@ -101,7 +101,7 @@ def test_replaying_an_event_records_no_second_transition(any_store: StateStore) 
         fn, Transition("promote", "promote", environment="prod", run_id="55", attempt=2)
     )
     assert rerun.applied  # a re-run attempt of the workflow is a new transition
-    assert [e.idempotency_key for e in any_store.history()] == ["promote/55/2", "promote/55/1"]
+    assert [e.idempotency_key for e in any_store.history()] == ["promote/55/2/prod", "promote/55/1/prod"]
     assert any_store.read().documents["counters/c.json"]["n"] == 2
 
 
