@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from squals_action.manifest import model
+from squals_action.providers.aws import AwsProvider
 from squals_action.providers.interface import (
     DestroyOutcome,
     EnvironmentHandle,
@@ -23,6 +24,7 @@ from squals_action.providers.local import LocalProvider, ProvisionError
 #: Every provider kind by the name the squals file's ``provider.kind`` uses.
 PROVIDERS: dict[str, type[Provider]] = {
     LocalProvider.kind: LocalProvider,
+    AwsProvider.kind: AwsProvider,
 }
 
 
@@ -44,6 +46,7 @@ def get_provider(
 
 __all__ = [
     "PROVIDERS",
+    "AwsProvider",
     "DestroyOutcome",
     "EnvironmentHandle",
     "Health",

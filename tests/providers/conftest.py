@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import awsfix
 import pytest
 from provfix import CONTRACT_SETUPS, ContractSetup, Repo, make_repo, port_closed
 
 from squals_action.providers import PROVIDERS, LocalProvider, daemon
+
+CONTRACT_SETUPS["aws"] = awsfix.aws_setup
 
 
 @pytest.fixture
@@ -58,9 +62,51 @@ def contract(
     request: pytest.FixtureRequest, repo: Repo, spawned: list[daemon.ProcessRecord]
 ) -> Iterator[ContractSetup]:
     kind: str = request.param
+    if kind == "aws":
+        request.getfixturevalue("aws_cloud")
     if kind not in CONTRACT_SETUPS:
         pytest.fail(f"provider {kind!r} is registered but tests/providers/provfix.py has no contract set-up")
     setup = CONTRACT_SETUPS[kind](repo, spawned)
     yield setup
     setup.provider.down()
     assert setup.leftovers() == []
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto in server mode on 127.0.0.1 (one per test session and xdist worker), stopped at the end."""
+    from moto.server import ThreadedMotoServer
+
+    port = awsfix.free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_cloud(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[awsfix.Cloud]:
+    """A fresh moto, reached the way production reaches AWS: ``AWS_ENDPOINT_URL``, fake credentials in the
+    environment, no profile or config file of the user; and the stand-in app behind the stacks' URLs."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    (tmp_path / "aws-config").write_text("")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_REGION", awsfix.REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    awsfix.reset_moto(moto_endpoint)
+    app = awsfix.StackApp(moto_endpoint)
+    cloud = awsfix.Cloud(moto_endpoint, app)
+    awsfix.CURRENT.append(cloud)
+    try:
+        yield cloud
+    finally:
+        awsfix.CURRENT.remove(cloud)
+        app.stop()

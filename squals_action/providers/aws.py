@@ -1,0 +1,487 @@
+"""The ``aws`` provider: each environment is a CloudFormation stack, ``squals-<project>-<env>``.
+
+The template (``provider.template``, read from the commit being deployed) is parsed and checked with cfn-lint
+before any AWS call. The stack is created or updated and waited for with boto3's waiters (bounded delay and
+attempts); the environment's URL is the stack's ``Url`` output, and ``provision`` returns once
+``<Url><app.health>`` answers. Stacks carry the tags ``squals:project``, ``squals:environment``,
+``squals:commit`` and ``squals:digest``; ``list`` and ``down`` find the project's stacks by those tags, so
+nothing is kept on disk. boto3 is imported inside the methods (never at CLI start-up); it honours
+``AWS_ENDPOINT_URL`` (and ``AWS_ENDPOINT_URL_CLOUDFORMATION``) natively, which the tests use to point it at
+a local moto server.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, ClassVar, TypeVar
+
+from squals_action.manifest import model
+from squals_action.providers import aws_template
+from squals_action.providers.interface import (
+    DestroyOutcome,
+    EnvironmentHandle,
+    Health,
+    Provider,
+    ProviderError,
+    check_env_name,
+)
+
+T = TypeVar("T")
+
+TAG_PROJECT = "squals:project"
+TAG_ENV = "squals:environment"
+TAG_COMMIT = "squals:commit"
+TAG_DIGEST = "squals:digest"
+
+#: Statuses in which the stack's resources are in place (after an update rollback: the previous ones).
+SERVING = frozenset(
+    {
+        "CREATE_COMPLETE",
+        "UPDATE_COMPLETE",
+        "UPDATE_ROLLBACK_COMPLETE",
+        "IMPORT_COMPLETE",
+        "IMPORT_ROLLBACK_COMPLETE",
+    }
+)
+#: Statuses of a stack that holds nothing useful and may simply be deleted before a fresh create.
+DEAD = frozenset({"ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "CREATE_FAILED", "DELETE_FAILED"})
+NO_UPDATES = "No updates are to be performed"
+
+
+class AwsError(ProviderError):
+    """A CloudFormation call failed or a stack ended in a failed state; the message quotes AWS's reason."""
+
+
+def _is_missing(exc: Exception) -> bool:
+    """True for CloudFormation's "Stack with id X does not exist" (a ValidationError)."""
+    return "does not exist" in str(exc)
+
+
+class AwsProvider(Provider):
+    """Environments as CloudFormation stacks in one region of one account."""
+
+    kind: ClassVar[str] = "aws"
+    #: Seconds between two waiter polls, and how long a create/update/delete may take in all.
+    wait_delay: int = 5
+    wait_timeout: float = 3600.0
+    #: botocore's own retries (standard mode: exponential back-off with jitter on throttling and 5xx).
+    max_attempts: int = 8
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+
+    def __init__(
+        self,
+        repo: Path | str,
+        config: model.Provider | None = None,
+        *,
+        state_dir: Path | str | None = None,
+        project: str | None = None,
+    ) -> None:
+        super().__init__(repo, config, state_dir=state_dir)
+        self._project = project
+        self._top: Path | None = None
+        self._clients: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------------------------------ set-up
+
+    @property
+    def top(self) -> Path:
+        """The repository's top folder (``git rev-parse --show-toplevel``), looked up once."""
+        if self._top is None:
+            self._top = Path(aws_template.git(self.repo, "rev-parse", "--show-toplevel").strip())
+        return self._top
+
+    @property
+    def project(self) -> str:
+        """The project whose stacks this provider manages: given, learned at provision, or the name in
+        the repository's squals file (the one ``squals`` picks by default)."""
+        if self._project is None:
+            from squals_action.manifest import discover, load
+
+            found = [p for p in discover(self.top) if p.name in ("squals.yml", "squals.yaml")]
+            if not found:
+                raise ProviderError(
+                    f"cannot tell which project's stacks to look at: no squals.yml in {self.top}"
+                )
+            self._project = load(found[0], self.top).name
+        return self._project
+
+    def region(self) -> str:
+        """``provider.region``, else ``AWS_REGION``, else ``AWS_DEFAULT_REGION``."""
+        region = self.config.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if not region:
+            raise ProviderError(
+                f"{self.config.location}: no AWS region: set provider.region in the squals file "
+                "(e.g. region: us-east-1) or the AWS_REGION environment variable"
+            )
+        return region
+
+    def client(self, region: str) -> Any:
+        """A CloudFormation client with standard retries and timeouts (``AWS_ENDPOINT_URL`` honoured)."""
+        if region not in self._clients:
+            import boto3
+            from botocore.config import Config
+
+            config = Config(
+                region_name=region,
+                retries={"mode": "standard", "max_attempts": self.max_attempts},
+                connect_timeout=self.connect_timeout,
+                read_timeout=self.read_timeout,
+                user_agent_extra="squals",
+            )
+            self._clients[region] = boto3.session.Session().client("cloudformation", config=config)
+        return self._clients[region]
+
+    def _call(self, what: str, fn: Callable[..., T], **kwargs: Any) -> T:
+        """One API call; AWS and transport errors become one-line :class:`AwsError`."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(**kwargs)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            raise AwsError(f"{what}: {error.get('Code', 'Error')}: {error.get('Message', exc)}") from exc
+        except BotoCoreError as exc:
+            raise AwsError(f"{what}: {exc}") from exc
+
+    def _describe(self, cfn: Any, stack: str) -> dict[str, Any] | None:
+        """The stack called (or with id) ``stack``; None when CloudFormation does not know it."""
+        try:
+            stacks = self._call(f"describe {stack}", cfn.describe_stacks, StackName=stack)["Stacks"]
+        except AwsError as exc:
+            if _is_missing(exc):
+                return None
+            raise
+        if not stacks or stacks[0].get("StackStatus") == "DELETE_COMPLETE":
+            return None
+        found: dict[str, Any] = stacks[0]
+        return found
+
+    def _wait(self, cfn: Any, waiter: str, stack_id: str, doing: str) -> None:
+        """Wait with a boto3 waiter; a terminal failure or the time limit becomes an :class:`AwsError`
+        quoting the stack events' first failure."""
+        from botocore.exceptions import BotoCoreError, ClientError, WaiterError
+
+        delay = max(1, int(self.wait_delay))
+        attempts = max(1, int(self.wait_timeout // delay))
+        try:
+            cfn.get_waiter(waiter).wait(
+                StackName=stack_id, WaiterConfig={"Delay": delay, "MaxAttempts": attempts}
+            )
+        except (ClientError, BotoCoreError) as exc:
+            if not isinstance(exc, WaiterError):
+                raise AwsError(f"{doing}: waiting for stack {stack_id}: {exc}") from exc
+            stack = self._describe(cfn, stack_id)
+            status = stack.get("StackStatus", "?") if stack else "gone"
+            reason = self.failure_reason(cfn, stack_id) or (stack or {}).get("StackStatusReason") or ""
+            timed_out = "Max attempts exceeded" in str(exc)
+            head = f"still {status} after {delay * attempts}s" if timed_out else f"ended {status}"
+            name = stack.get("StackName", stack_id) if stack else stack_id
+            raise AwsError(f"{doing}: stack {name} {head}" + (f": {reason}" if reason else "")) from exc
+
+    def failure_reason(self, cfn: Any, stack_id: str) -> str:
+        """The first failed resource event of the stack's latest operation, as ``Logical (Type) STATUS:
+        reason``; "" when there is none."""
+        failures: list[dict[str, Any]] = []
+        try:
+            pages = cfn.get_paginator("describe_stack_events").paginate(StackName=stack_id)
+            for event in (e for page in pages for e in page.get("StackEvents", [])):
+                status = str(event.get("ResourceStatus", ""))
+                if (
+                    event.get("ResourceType") == "AWS::CloudFormation::Stack"
+                    and event.get("ResourceStatusReason") == "User Initiated"
+                ):
+                    break  # newest first: this is where the latest operation began
+                if status.endswith("_FAILED"):
+                    failures.append(event)
+        except Exception:  # the reason is a courtesy: the status is already known
+            return ""
+        real = [e for e in failures if "cancelled" not in str(e.get("ResourceStatusReason", "")).lower()]
+        chosen = (real or failures)[-1:] if (real or failures) else []
+        if not chosen:
+            return ""
+        event = chosen[0]
+        reason = " ".join(str(event.get("ResourceStatusReason", "")).split())
+        return (
+            f"{event.get('LogicalResourceId')} ({event.get('ResourceType')}) "
+            f"{event.get('ResourceStatus')}: {reason}"
+        )
+
+    # --------------------------------------------------------------------------------------- provision
+
+    def provision(
+        self,
+        env_name: str,
+        commit: str,
+        manifest: model.Manifest,
+        *,
+        extra_env: Mapping[str, str] = model.EMPTY,
+    ) -> EnvironmentHandle:
+        """Create or update the environment's stack from ``commit`` and return once ``app.health`` answers.
+
+        The template is read from the commit and linted, the parameters are resolved and the region is
+        known before the first AWS call. A failed create is left rolled back as CloudFormation leaves it
+        (the next provision or destroy deletes it); a failed update leaves the rolled-back previous
+        version. An environment that does not become healthy is deleted (nothing left behind).
+        """
+        env = check_env_name(env_name)
+        sha = aws_template.resolve_commit(self.top, commit)
+        if self._project is None:
+            self._project = manifest.name
+        project = self.project
+        region = self.region()
+        template = aws_template.read_template(self.config, manifest, self.top, sha, region=region)
+        app_env = {**manifest.app_env_for(env), **extra_env}
+        parameters = aws_template.stack_parameters(
+            template, self.config, manifest, env=env, sha=sha, project=project, app_env=app_env
+        )
+        tags = {TAG_PROJECT: project, TAG_ENV: env, TAG_COMMIT: sha}
+        fingerprint = aws_template.digest(template, parameters, tags)
+        name = aws_template.stack_name(project, env)
+        request: dict[str, Any] = {
+            "StackName": name,
+            "TemplateBody": template.body,
+            "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(parameters.items())],
+            "Tags": [{"Key": k, "Value": v} for k, v in {**tags, TAG_DIGEST: fingerprint}.items()],
+            "Capabilities": template.capabilities(),
+        }
+
+        cfn = self.client(region)
+        stack = self._describe(cfn, name)
+        if stack is not None:
+            self._check_ours(stack, project, env)
+            status = str(stack.get("StackStatus"))
+            if status.endswith("_IN_PROGRESS"):
+                raise AwsError(f"{env}: stack {name} is busy ({status}); try again once it settles")
+            if status in DEAD:
+                self._delete_and_wait(cfn, str(stack["StackId"]), f"{env}: removing the failed stack {name}")
+                stack = None
+        if stack is None:
+            created = self._call(
+                f"{env}: create stack {name}", cfn.create_stack, OnFailure="ROLLBACK", **request
+            )
+            stack_id = str(created["StackId"])
+            self._wait(
+                cfn, "stack_create_complete", stack_id, f"{env}: creating {name} from {template.display}"
+            )
+        else:
+            stack_id = str(stack["StackId"])
+            try:
+                self._call(f"{env}: update stack {name}", cfn.update_stack, **request)
+            except AwsError as exc:
+                if NO_UPDATES not in str(exc):
+                    raise
+            else:
+                self._wait(
+                    cfn, "stack_update_complete", stack_id, f"{env}: updating {name} from {template.display}"
+                )
+
+        final = self._describe(cfn, stack_id)
+        if final is None or final.get("StackStatus") not in SERVING:
+            ended = final.get("StackStatus") if final else "gone"
+            raise AwsError(f"{env}: stack {name} ended {ended}: {self.failure_reason(cfn, stack_id)}")
+        handle = self._handle(final, region, manifest.app.health)
+        if handle.commit != sha or handle.data.get("digest") != fingerprint:
+            raise AwsError(f"{env}: stack {name} does not show this provision's tags (changed meanwhile?)")
+        if not handle.url:
+            raise AwsError(f"{env}: stack {name} has no output {aws_template.URL_OUTPUT!r}")
+        try:
+            self._wait_healthy(handle, manifest.app)
+        except ProviderError:
+            self._delete_and_wait(cfn, stack_id, f"{env}: removing the unhealthy stack {name}")
+            raise
+        return handle
+
+    def _check_ours(self, stack: Mapping[str, Any], project: str, env: str) -> None:
+        tags = _tags(stack)
+        if tags.get(TAG_PROJECT) != project or tags.get(TAG_ENV) != env:
+            raise AwsError(
+                f"{env}: a stack named {stack.get('StackName')} exists but is not squals' environment {env} "
+                f"of project {project} (tags {TAG_PROJECT}={tags.get(TAG_PROJECT)!r}, "
+                f"{TAG_ENV}={tags.get(TAG_ENV)!r}); left alone"
+            )
+
+    def _handle(self, stack: Mapping[str, Any], region: str, health_path: str) -> EnvironmentHandle:
+        tags = _tags(stack)
+        outputs = {str(o.get("OutputKey")): str(o.get("OutputValue", "")) for o in stack.get("Outputs") or []}
+        data: dict[str, Any] = {
+            "stack_name": str(stack.get("StackName")),
+            "stack_id": str(stack.get("StackId")),
+            "region": region,
+            "project": tags.get(TAG_PROJECT, ""),
+            "digest": tags.get(TAG_DIGEST, ""),
+            "health_path": health_path,
+            "outputs": outputs,
+        }
+        return EnvironmentHandle(
+            env=tags.get(TAG_ENV, str(stack.get("StackName"))),
+            commit=tags.get(TAG_COMMIT, ""),
+            url=outputs.get(aws_template.URL_OUTPUT, "").rstrip("/"),
+            kind=self.kind,
+            data=MappingProxyType(data),
+        )
+
+    def _wait_healthy(self, handle: EnvironmentHandle, app: model.App) -> None:
+        deadline = time.monotonic() + app.health_timeout
+        pause = 0.1
+        while True:
+            left = deadline - time.monotonic()
+            status, error = http_get(handle.url + app.health, timeout=max(0.1, min(5.0, left)))
+            if status is not None and 200 <= status < 400:
+                return
+            why = f"last answer HTTP {status}" if status is not None else f"last attempt: {error}"
+            if time.monotonic() + pause >= deadline:
+                raise ProviderError(
+                    f"{handle.env}: the stack is up but {handle.url}{app.health} did not answer 2xx/3xx "
+                    f"within {app.health_timeout:g}s ({why}); {app.location}: app.health; stack deleted"
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+    # ------------------------------------------------------------------------------------------ health
+
+    def health(self, handle: EnvironmentHandle, *, timeout: float = 2.0) -> Health:
+        """``down`` when the stack is gone or failed, ``unhealthy`` while it changes or when the URL does
+        not answer 2xx/3xx, else ``up``. Never raises."""
+        try:
+            cfn = self.client(self._handle_region(handle))
+            stack = self._describe(cfn, str(handle.data.get("stack_name") or handle.data.get("stack_id")))
+        except ProviderError as exc:
+            return Health("unhealthy", f"cannot ask CloudFormation: {exc.one_line()}")
+        if stack is None:
+            return Health("down", f"stack {handle.data.get('stack_name')} does not exist")
+        status = str(stack.get("StackStatus"))
+        if status in DEAD or status.startswith("DELETE_"):
+            return Health("down", f"stack {stack.get('StackName')} is {status}")
+        if status not in SERVING:
+            return Health("unhealthy", f"stack {stack.get('StackName')} is {status}")
+        url = handle.url + str(handle.data.get("health_path") or "/")
+        code, error = http_get(url, timeout=timeout)
+        if code is None:
+            return Health("unhealthy", f"{url}: {error}")
+        return Health("up" if 200 <= code < 400 else "unhealthy", f"{url}: HTTP {code}", code)
+
+    def _handle_region(self, handle: EnvironmentHandle) -> str:
+        region = handle.data.get("region")
+        return str(region) if region else self.region()
+
+    # ----------------------------------------------------------------------------------------- destroy
+
+    def destroy(self, handle: EnvironmentHandle) -> DestroyOutcome:
+        """Delete the stack and wait; harmless when it is gone, and a newer provision of the same
+        environment (another stack id or digest) is left alone."""
+        outcome, stack_id = self._start_delete(handle)
+        if stack_id is None:
+            return outcome
+        return self._finish_delete(handle, stack_id)
+
+    def _start_delete(self, handle: EnvironmentHandle) -> tuple[DestroyOutcome, str | None]:
+        if handle.kind != self.kind:
+            raise ProviderError(f"{handle.env}: a {handle.kind!r} environment cannot be destroyed by 'aws'")
+        check_env_name(handle.env)
+        name = str(handle.data.get("stack_name") or "")
+        if not name:
+            raise ProviderError(f"{handle.env}: the handle names no stack")
+        cfn = self.client(self._handle_region(handle))
+        stack = self._describe(cfn, name)
+        if stack is None:
+            return DestroyOutcome(handle.env, ok=True, detail=f"stack {name} is already gone"), None
+        recorded_id, recorded_digest = handle.data.get("stack_id"), handle.data.get("digest")
+        if (recorded_id and recorded_id != stack.get("StackId")) or (
+            recorded_digest and recorded_digest != _tags(stack).get(TAG_DIGEST)
+        ):
+            note = f"a newer provision of {handle.env} owns stack {name}; kept"
+            return DestroyOutcome(handle.env, ok=True, detail=note, notes=(note,)), None
+        stack_id = str(stack["StackId"])
+        self._call(f"{handle.env}: delete stack {name}", cfn.delete_stack, StackName=stack_id)
+        return DestroyOutcome(handle.env, ok=True), stack_id
+
+    def _finish_delete(self, handle: EnvironmentHandle, stack_id: str) -> DestroyOutcome:
+        cfn = self.client(self._handle_region(handle))
+        try:
+            self._wait(cfn, "stack_delete_complete", stack_id, f"{handle.env}: deleting")
+        except AwsError as exc:
+            return DestroyOutcome(handle.env, ok=False, detail=exc.one_line())
+        note = f"deleted stack {handle.data.get('stack_name')}"
+        return DestroyOutcome(handle.env, ok=True, detail=note, notes=(note,))
+
+    def _delete_and_wait(self, cfn: Any, stack_id: str, doing: str) -> None:
+        self._call(doing, cfn.delete_stack, StackName=stack_id)
+        self._wait(cfn, "stack_delete_complete", stack_id, doing)
+
+    # -------------------------------------------------------------------------------------- list, down
+
+    def _stacks(self) -> Iterator[dict[str, Any]]:
+        cfn = self.client(self.region())
+        pages = self._call("list stacks", lambda: list(cfn.get_paginator("describe_stacks").paginate()))
+        project = self.project
+        for page in pages:
+            for stack in page.get("Stacks", []):
+                tags = _tags(stack)
+                if (
+                    tags.get(TAG_PROJECT) == project
+                    and TAG_ENV in tags
+                    and stack.get("StackStatus") != "DELETE_COMPLETE"
+                ):
+                    yield stack
+
+    def list(self) -> tuple[EnvironmentHandle, ...]:
+        """The project's stacks (any status but deleted), found by their ``squals:*`` tags, by name."""
+        region = self.region()
+        handles = [self._handle(stack, region, "/") for stack in self._stacks()]
+        return tuple(sorted(handles, key=lambda h: h.env))
+
+    def get(self, env_name: str) -> EnvironmentHandle | None:
+        """The environment's stack, looked up by its name (one call, no listing)."""
+        env = check_env_name(env_name)
+        region = self.region()
+        stack = self._describe(self.client(region), aws_template.stack_name(self.project, env))
+        if stack is None or _tags(stack).get(TAG_PROJECT) != self.project:
+            return None
+        return self._handle(stack, region, "/")
+
+    def down(self) -> tuple[DestroyOutcome, ...]:
+        """Delete every stack of the project: all deletions are started first, then waited for."""
+        started: list[tuple[EnvironmentHandle, str]] = []
+        outcomes: list[DestroyOutcome] = []
+        for handle in self.list():
+            try:
+                outcome, stack_id = self._start_delete(handle)
+            except ProviderError as exc:
+                outcomes.append(DestroyOutcome(handle.env, ok=False, detail=exc.one_line()))
+                continue
+            if stack_id is None:
+                outcomes.append(outcome)
+            else:
+                started.append((handle, stack_id))
+        outcomes.extend(self._finish_delete(handle, stack_id) for handle, stack_id in started)
+        return tuple(sorted(outcomes, key=lambda o: o.env))
+
+
+def _tags(stack: Mapping[str, Any]) -> dict[str, str]:
+    return {str(t.get("Key")): str(t.get("Value")) for t in stack.get("Tags") or []}
+
+
+def http_get(url: str, *, timeout: float) -> tuple[int | None, str]:
+    """GET ``url`` once (http/https only, no proxy surprises); (status, "") or (None, why)."""
+    scheme = urllib.parse.urlsplit(url).scheme
+    if scheme not in {"http", "https"}:
+        return None, f"not an http(s) URL: {url!r}"
+    request = urllib.request.Request(url, headers={"User-Agent": "squals"})  # noqa: S310 - scheme checked
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - scheme checked
+            response.read(65536)
+            return int(response.status), ""
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return int(exc.code), ""
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return None, f"{type(exc).__name__}: {reason}"

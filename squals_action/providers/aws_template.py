@@ -1,0 +1,295 @@
+"""The ``aws`` provider's offline half: stack names, the template at a commit, cfn-lint, stack parameters.
+
+Everything here runs before the first AWS call, so a bad template or a missing parameter costs no API call
+and names the file and line. cfn-lint is imported inside :func:`lint_template` (it takes seconds to load).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from squals_action.manifest import model
+from squals_action.manifest.paths import reference_problem
+from squals_action.providers.interface import ProviderError
+
+GIT_TIMEOUT = 60.0
+#: CloudFormation's limit for an inline ``TemplateBody`` (bigger templates need S3, not supported here).
+MAX_TEMPLATE_BYTES = 51_200
+#: CloudFormation's limit for one parameter value.
+MAX_PARAMETER_BYTES = 4096
+STACK_NAME_MAX = 128
+URL_OUTPUT = "Url"
+
+#: Parameters squals fills in when the template declares them (and only then).
+SQUALS_PARAMETERS = (
+    "SqualsProject",
+    "SqualsEnvironment",
+    "SqualsCommit",
+    "SqualsHealthPath",
+    "SqualsAppEnv",
+)
+
+
+def stack_name(project: str, env: str) -> str:
+    """``squals-<project>-<env>`` within CloudFormation's rules (``[A-Za-z][-A-Za-z0-9]*``, <= 128).
+
+    When anything had to change (a ``.`` or ``_`` in a name, too long) a short hash of the original is
+    appended, so ``pr.1`` and ``pr-1`` never share a stack.
+    """
+    raw = f"squals-{project}-{env}"
+    clean = re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9-]", "-", raw)).rstrip("-")
+    if clean == raw and len(raw) <= STACK_NAME_MAX:
+        return raw
+    suffix = hashlib.sha256(raw.encode()).hexdigest()[:8]
+    return f"{clean[: STACK_NAME_MAX - len(suffix) - 1]}-{suffix}"
+
+
+def git(repo: Path, *args: str) -> str:
+    """Run git in ``repo``; a failure is a :class:`ProviderError` with git's last line."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(repo), *args],
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT,
+            env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ProviderError(f"git {args[0]} in {repo} timed out after {GIT_TIMEOUT:g}s") from exc
+    except OSError as exc:
+        raise ProviderError(f"could not run git: {exc}") from exc
+    if done.returncode != 0:
+        detail = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+        raise ProviderError(f"git {' '.join(args[:2])} failed in {repo}: {detail}")
+    return done.stdout
+
+
+def resolve_commit(top: Path, commit: str) -> str:
+    """The full sha of ``commit`` in the repository at ``top``."""
+    if not commit or commit.startswith("-"):
+        raise ProviderError(f"not a commit: {commit!r}")
+    try:
+        return git(
+            top, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{commit}^{{commit}}"
+        ).strip()
+    except ProviderError as exc:
+        raise ProviderError(f"commit {commit!r} is not in the repository {top}") from exc
+
+
+@dataclass(frozen=True)
+class Template:
+    """A template as read from a commit: ``display`` is its repository path, used in every message."""
+
+    display: str
+    body: str
+    parsed: Mapping[str, Any]
+
+    @property
+    def parameters(self) -> Mapping[str, Any]:
+        declared = self.parsed.get("Parameters") or {}
+        return declared if isinstance(declared, Mapping) else {}
+
+    def capabilities(self) -> list[str]:
+        """The acknowledgements CloudFormation demands for what the template declares (IAM, macros)."""
+        resources = self.parsed.get("Resources") or {}
+        types = (
+            {str(r.get("Type", "")) for r in resources.values() if isinstance(r, Mapping)}
+            if isinstance(resources, Mapping)
+            else set()
+        )
+        caps: list[str] = []
+        if any(t.startswith("AWS::IAM::") for t in types):
+            caps += ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"]
+        if self.parsed.get("Transform") or "AWS::CloudFormation::Stack" in types:
+            caps.append("CAPABILITY_AUTO_EXPAND")
+        return caps
+
+
+def squals_dir(manifest: model.Manifest) -> Path:
+    """The squals file's folder: ``base_dir`` when the loader set it, else the file's own folder."""
+    if manifest.base_dir not in {"", "."}:
+        return Path(manifest.base_dir)
+    return Path(manifest.path).absolute().parent
+
+
+def read_template(
+    config: model.Provider, manifest: model.Manifest, top: Path, sha: str, *, region: str
+) -> Template:
+    """``provider.template`` as it is in commit ``sha``; it must stay inside the repository."""
+    where = config.location
+    ref = config.template
+    if not ref:
+        raise ProviderError(
+            f"{where}: provider.template is missing: the aws provider needs a CloudFormation template "
+            "(e.g. template: infra/stack.yml)"
+        )
+    base = squals_dir(manifest)
+    problem = reference_problem(base, top, ref, must_exist=False)
+    if problem is not None:
+        raise ProviderError(f"{where}: provider.template: {problem}")
+    absolute = Path(os.path.normpath(os.path.join(base.absolute(), ref)))
+    try:
+        relative = absolute.relative_to(top.absolute()).as_posix()
+    except ValueError:
+        relative = os.path.relpath(os.path.realpath(absolute), os.path.realpath(top)).replace(os.sep, "/")
+    try:
+        raw = git(top, "cat-file", "blob", f"{sha}:{relative}").encode()
+    except ProviderError as exc:
+        raise ProviderError(
+            f"{where}: provider.template {ref!r}: {relative} is not a file in commit {sha[:12]}"
+        ) from exc
+    if len(raw) > MAX_TEMPLATE_BYTES:
+        raise ProviderError(
+            f"{relative}: the template is {len(raw)} bytes; CloudFormation takes at most "
+            f"{MAX_TEMPLATE_BYTES} bytes inline"
+        )
+    try:
+        body = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProviderError(f"{relative}: expected UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    return Template(relative, body, lint_template(relative, body, region))
+
+
+#: Templates that passed, by (sha256 of the text, region): a template deployed to several environments
+#: is linted once per process (cfn-lint takes a second or more per template).
+_LINTED: dict[tuple[str, str], Mapping[str, Any]] = {}
+
+
+#: cfn-lint runners by region: loading the rules takes about a second, so it happens once per process.
+_RUNNERS: dict[str, Any] = {}
+
+
+def _runner(region: str) -> Any:
+    """cfn-lint's runner as ``cfnlint.api.lint`` builds it, kept for the next template."""
+    if region not in _RUNNERS:
+        from cfnlint.config import ConfigMixIn
+        from cfnlint.runner import Runner
+
+        _RUNNERS[region] = Runner(ConfigMixIn(regions=[region]))
+    return _RUNNERS[region]
+
+
+def lint_template(display: str, body: str, region: str) -> Mapping[str, Any]:
+    """Parse ``body`` and run cfn-lint's errors (E rules) for ``region``; return the parsed template.
+
+    The first error becomes a one-line :class:`ProviderError` ``file:line:col: cfn-lint Exxxx: message``
+    (with a count of the others); warnings and informational findings do not stop a deploy.
+    """
+    key = (hashlib.sha256(body.encode()).hexdigest(), region)
+    if key not in _LINTED:
+        _LINTED[key] = _lint(display, body, region)
+    return _LINTED[key]
+
+
+def _lint(display: str, body: str, region: str) -> Mapping[str, Any]:
+    from cfnlint.decode.decode import decode_str
+
+    parsed, parse_errors = decode_str(body)
+    matches = list(parse_errors) if parse_errors else list(_runner(region).validate_template(parsed))
+    errors = [m for m in matches if str(m.rule.id).startswith("E")]
+    if errors:
+        errors.sort(key=lambda m: (int(m.linenumber or 0), int(m.columnnumber or 0)))
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        message = " ".join(str(first.message).split())
+        raise ProviderError(
+            f"{display}:{first.linenumber}:{first.columnnumber}: cfn-lint {first.rule.id}: {message}{more}"
+        )
+    if not isinstance(parsed, Mapping):
+        raise ProviderError(f"{display}:1:1: expected a CloudFormation template (a mapping)")
+    outputs = parsed.get("Outputs") or {}
+    if not isinstance(outputs, Mapping) or URL_OUTPUT not in outputs:
+        raise ProviderError(
+            f"{display}:1:1: expected an output named {URL_OUTPUT!r}: squals reads the environment's URL "
+            "from it"
+        )
+    return parsed
+
+
+def override_parameters(manifest: model.Manifest, env: str) -> Mapping[str, str]:
+    """``provider_parameters`` of the ``environments:`` overrides matching ``env`` (exact or ``pr-*``),
+    matched the same way as :meth:`model.Manifest.app_env_for`."""
+    merged: dict[str, str] = {}
+    for pattern, override in manifest.environments.items():
+        if pattern == env or (pattern.endswith("*") and env.startswith(pattern[:-1])):
+            merged.update(override.provider_parameters)
+    return merged
+
+
+def stack_parameters(
+    template: Template,
+    config: model.Provider,
+    manifest: model.Manifest,
+    *,
+    env: str,
+    sha: str,
+    project: str,
+    app_env: Mapping[str, str],
+) -> dict[str, str]:
+    """The parameter values for one environment's stack.
+
+    ``provider.parameters``, then the environment's override, then the ``Squals*`` values for the
+    parameters the template declares. A value for a parameter the template does not declare, or a declared
+    parameter without default and without value, is an error naming the squals file.
+    """
+    declared = template.parameters
+    values = {**config.parameters, **override_parameters(manifest, env)}
+    squals = {
+        "SqualsProject": project,
+        "SqualsEnvironment": env,
+        "SqualsCommit": sha,
+        "SqualsHealthPath": manifest.app.health,
+        "SqualsAppEnv": json.dumps(dict(app_env), sort_keys=True, separators=(",", ":")),
+    }
+    for key, value in squals.items():
+        if key in declared:
+            values[key] = value
+    unknown = sorted(set(values) - set(declared))
+    if unknown:
+        names = ", ".join(sorted(declared)) or "none"
+        raise ProviderError(
+            f"{config.location}: provider parameter {unknown[0]!r} is not declared by {template.display} "
+            f"(it declares: {names})"
+        )
+    missing = [
+        name
+        for name, spec in declared.items()
+        if name not in values and not (isinstance(spec, Mapping) and "Default" in spec)
+    ]
+    if missing:
+        raise ProviderError(
+            f"{template.display}: parameter {missing[0]!r} has no Default and no value: set it under "
+            f"provider.parameters in {manifest.path} or declare it as one squals fills in "
+            f"({', '.join(SQUALS_PARAMETERS)})"
+        )
+    for name, spec in declared.items():
+        if name not in values and isinstance(spec, Mapping):
+            # Passed explicitly (as CloudFormation would apply it), so that an unchanged environment is a
+            # no-op update and the stack shows every value it runs with.
+            default = spec["Default"]
+            values[name] = str(default).lower() if isinstance(default, bool) else str(default)
+    for name, value in values.items():
+        if len(value.encode()) > MAX_PARAMETER_BYTES:
+            raise ProviderError(
+                f"{template.display}: the value of parameter {name!r} is {len(value.encode())} bytes; "
+                f"CloudFormation takes at most {MAX_PARAMETER_BYTES}"
+            )
+    return values
+
+
+def digest(template: Template, parameters: Mapping[str, str], tags: Mapping[str, str]) -> str:
+    """A short fingerprint of what a provision asks for: equal inputs give equal stacks (a no-op update)."""
+    blob = json.dumps(
+        {"template": template.body, "parameters": dict(parameters), "tags": dict(tags)}, sort_keys=True
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
