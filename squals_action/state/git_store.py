@@ -34,6 +34,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -310,6 +311,8 @@ class GitStateStore(StateStore):
     def _reader_process(self) -> _ObjectReader:
         if self._reader is None:
             self._reader = _ObjectReader(self._git_prefix(), self._env, self.timeout)
+            # a store nobody closes still stops its reader when it is collected, or at interpreter exit
+            weakref.finalize(self, self._reader.close)
         return self._reader
 
     def _store(self, kind: bytes, data: bytes) -> str:
