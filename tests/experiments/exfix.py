@@ -171,3 +171,23 @@ def stop_everything(repo: Path) -> tuple[list[str], list[str]]:
 @contextlib.contextmanager
 def nothing() -> Iterator[None]:
     yield
+
+
+def sticky_visits(url: str, count: int) -> set[str]:
+    """One visitor coming back ``count`` times with the cookie the Dealer gave it: the bodies it saw."""
+    parts = urlsplit(url)
+    cookie = None
+    bodies = set()
+    for _ in range(count):
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+        try:
+            conn.request("GET", "/", headers={"Cookie": cookie} if cookie else {})
+            resp = conn.getresponse()
+            bodies.add(resp.read().decode().strip())
+            set_cookie = resp.getheader("Set-Cookie")
+            if set_cookie and cookie is None:
+                cookie = set_cookie.split(";", 1)[0]
+        finally:
+            conn.close()
+    assert cookie is not None and cookie.startswith("squals_unit="), cookie
+    return bodies

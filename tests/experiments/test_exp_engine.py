@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from exfix import Shop, git, make_shop, state_log, stop_everything, visit
+from exfix import Shop, git, make_shop, state_log, sticky_visits, stop_everything, visit
 
 from squals_action.dealer import dealer_status
 from squals_action.experiments.engine import ExperimentEngine, island_name
@@ -61,6 +61,8 @@ def test_the_variant_that_converts_more_is_promoted_to_prod(shop: Shop) -> None:
 
     seen = visit(started.url, 300)
     assert set(seen) == {"grey", "green"}, seen  # both variants served, nothing failed
+    for _ in range(3):  # a returning visitor stays on its variant
+        assert len(sticky_visits(started.url, 4)) == 1
 
     outcomes = eng.tick()
     assert len(outcomes) == 1
@@ -148,4 +150,35 @@ def test_a_changed_spec_is_not_judged(shop: Shop) -> None:
     assert doc is not None and doc.status == "stopped"
     assert json.dumps(doc.to_json())  # the document stays plain JSON
     assert git(shop.origin, "rev-parse", "--verify", "squals/state")
+    eng.store.close()
+
+
+def test_a_failed_promotion_is_recorded_and_the_next_tick_retries_it(shop: Shop) -> None:
+    from squals_action.lifecycle.engine import LifecycleError
+
+    eng = engine(shop)
+    real = eng.promoter
+
+    @contextlib.contextmanager
+    def broken(m: Manifest) -> Iterator[Lifecycle]:
+        raise LifecycleError("prod is being rolled back by someone else")
+        yield  # pragma: no cover
+
+    started = eng.start(pr=8)
+    assert started.url
+    visit(started.url, 160)
+    eng.promoter = broken
+    (failed,) = eng.tick()
+    assert not failed.ok and failed.status == "promotion-failed"
+    assert "rolled back by someone else" in failed.message
+    assert {island_name("control"), island_name("green")} <= {h.env for h in LocalProvider(shop.path).list()}
+    eng.promoter = real
+    (retried,) = eng.tick()
+    assert retried.ok and retried.promoted == "green", retried.message
+    doc = eng.store.read().experiment(started.experiment.id)
+    assert doc is not None and doc.status == "decided" and doc.decision is not None
+    assert doc.decision["outcome"] == "promoted"
+    events = state_log(shop.origin)
+    assert events.count("experiment-tick") == 1  # the retry did not decide again
+    assert "experiment-promotion-failed" in events and events[-1] == "experiment-promoted"
     eng.store.close()

@@ -208,3 +208,43 @@ def test_decision_serialises_for_the_state_document() -> None:
     doc = json.loads(json.dumps(d.to_json()))
     assert doc["status"] == "winner" and doc["figures"]["b"]["units"] == 6000
     assert d.summary().startswith("winner: b")
+
+
+@pytest.mark.parametrize("method", ["sequential", "fixed"])
+def test_decision_invariants_on_arbitrary_counts(method: str) -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    counts = st.tuples(st.integers(0, 5000), st.integers(0, 5000)).map(lambda t: (t[0], min(t[1], t[0])))
+
+    @settings(max_examples=150, deadline=None)
+    @given(
+        arms=st.lists(counts, min_size=2, max_size=4),
+        elapsed=st.floats(0, 10 * 86400),
+        minimize=st.booleans(),
+    )
+    def check(arms: list[tuple[int, int]], elapsed: float, minimize: bool) -> None:
+        names = ("control", "b", "c", "d")[: len(arms)]
+        s = spec(
+            method=method,
+            variants=names,
+            seconds=86400,
+            activations=1000,
+            direction="minimize" if minimize else "maximize",
+        )
+        data = {n: obs(n, units, conv) for n, (units, conv) in zip(names, arms, strict=True)}
+        now = T0 + timedelta(seconds=elapsed)
+        d = decide(data, s, T0, now)
+        assert d == decide(data, s, T0, now)  # pure
+        for f in d.figures.values():
+            if f.p_value is not None and f.adjusted_p is not None:
+                assert f.adjusted_p >= f.p_value - 1e-12
+                assert 0.0 <= f.p_value <= 1.0
+        if d.status in ("winner", "no-difference"):
+            assert d.min_duration_met and elapsed >= 86400 and sum(u for u, _ in arms) >= 1000
+        if d.status == "winner" and d.winner != "control":
+            assert d.winner is not None and d.figures[d.winner].significant and d.figures[d.winner].better
+        if method == "sequential":
+            assert d.status != "no-difference"
+
+    check()
