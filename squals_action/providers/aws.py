@@ -13,6 +13,7 @@ a local moto server.
 from __future__ import annotations
 
 import os
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -39,6 +40,9 @@ TAG_PROJECT = "squals:project"
 TAG_ENV = "squals:environment"
 TAG_COMMIT = "squals:commit"
 TAG_DIGEST = "squals:digest"
+TAG_HEALTH = "squals:health-path"
+#: What AWS accepts in a tag value; a health path outside it is not tagged (``/`` is checked instead).
+TAG_VALUE = re.compile(r"^[A-Za-z0-9 _.:/=+\-@]{1,256}$")
 
 #: Statuses in which the stack's resources are in place (after an update rollback: the previous ones).
 SERVING = frozenset(
@@ -243,6 +247,8 @@ class AwsProvider(Provider):
             template, self.config, manifest, env=env, sha=sha, project=project, app_env=app_env
         )
         tags = {TAG_PROJECT: project, TAG_ENV: env, TAG_COMMIT: sha}
+        if TAG_VALUE.match(manifest.app.health):
+            tags[TAG_HEALTH] = manifest.app.health
         fingerprint = aws_template.digest(template, parameters, tags)
         name = aws_template.stack_name(project, env)
         request: dict[str, Any] = {
@@ -308,8 +314,10 @@ class AwsProvider(Provider):
                 f"{TAG_ENV}={tags.get(TAG_ENV)!r}); left alone"
             )
 
-    def _handle(self, stack: Mapping[str, Any], region: str, health_path: str) -> EnvironmentHandle:
+    def _handle(self, stack: Mapping[str, Any], region: str, health_path: str = "") -> EnvironmentHandle:
+        """A handle from what CloudFormation shows; the health path from the tag unless given."""
         tags = _tags(stack)
+        health_path = health_path or tags.get(TAG_HEALTH, "/")
         outputs = {str(o.get("OutputKey")): str(o.get("OutputValue", "")) for o in stack.get("Outputs") or []}
         data: dict[str, Any] = {
             "stack_name": str(stack.get("StackName")),
@@ -435,7 +443,7 @@ class AwsProvider(Provider):
     def list(self) -> tuple[EnvironmentHandle, ...]:
         """The project's stacks (any status but deleted), found by their ``squals:*`` tags, by name."""
         region = self.region()
-        handles = [self._handle(stack, region, "/") for stack in self._stacks()]
+        handles = [self._handle(stack, region) for stack in self._stacks()]
         return tuple(sorted(handles, key=lambda h: h.env))
 
     def get(self, env_name: str) -> EnvironmentHandle | None:
@@ -445,7 +453,7 @@ class AwsProvider(Provider):
         stack = self._describe(self.client(region), aws_template.stack_name(self.project, env))
         if stack is None or _tags(stack).get(TAG_PROJECT) != self.project:
             return None
-        return self._handle(stack, region, "/")
+        return self._handle(stack, region)
 
     def down(self) -> tuple[DestroyOutcome, ...]:
         """Delete every stack of the project: all deletions are started first, then waited for."""

@@ -77,7 +77,9 @@ def test_create_outputs_health_noop_update_destroy(aws_cloud: Cloud, repo: Repo)
     again = provider.provision("pr-7", commit, repo.manifest(env={"GREETING": "hello"}))
     assert again == handle
     assert not [e for e in _events(aws_cloud, "squals-tiny-pr-7") if "UPDATE" in e]
-    assert provider.list() == (handle,) or [h.env for h in provider.list()] == ["pr-7"]
+    assert provider.list() == (handle,)
+    assert provider.get("pr-7") == handle
+    assert tags["squals:health-path"] == "/healthz"
 
     outcome = provider.destroy(handle)
     assert outcome.ok and "deleted stack squals-tiny-pr-7" in outcome.detail, outcome
@@ -315,3 +317,30 @@ def test_importing_the_providers_loads_neither_boto3_nor_cfnlint() -> None:
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_the_example_template_passes_cfn_lint_and_names_its_parameters() -> None:
+    from pathlib import Path
+
+    from squals_action.providers.aws_template import Template, lint_template, stack_parameters
+
+    body = (Path(__file__).parents[2] / "examples" / "shop" / "infra" / "stack.yml").read_text()
+    parsed = lint_template("examples/shop/infra/stack.yml", body, REGION)
+    template = Template("infra/stack.yml", body, parsed)
+    manifest = model.Manifest(path="squals.yml", name="shop", app=model.App(start="python3 app.py"))
+    config = model.Provider(kind="aws", template="infra/stack.yml", parameters={"AccessRoleArn": "arn:x"})
+    with pytest.raises(ProviderError, match="parameter 'ImageRepository' has no Default and no value"):
+        stack_parameters(template, config, manifest, env="pr-1", sha="a" * 40, project="shop", app_env={})
+    config = model.Provider(
+        kind="aws", template="infra/stack.yml", parameters={"AccessRoleArn": "arn:x", "ImageRepository": "r"}
+    )
+    values = stack_parameters(
+        template, config, manifest, env="pr-1", sha="a" * 40, project="shop", app_env={}
+    )
+    assert values == {
+        "AccessRoleArn": "arn:x",
+        "ImageRepository": "r",
+        "SqualsEnvironment": "pr-1",
+        "SqualsCommit": "a" * 40,
+        "SqualsHealthPath": "/healthz",
+    }
