@@ -60,6 +60,8 @@ ACTIVE = frozenset({"starting", "running", "promoting", "promotion-failed"})
 TICKABLE = frozenset({"running", "promotion-failed"})
 #: Winners of experiments without a pull request are deployed as pr-(this + n).
 SYNTHETIC_PR_BASE = 1_000_000
+#: A ``starting`` claim older than this (seconds) is taken over: its process is presumed dead.
+STARTING_TTL = 900.0
 #: How many past ticks the document keeps in ``extra.ticks``.
 MAX_TICKS_KEPT = 100
 
@@ -206,6 +208,12 @@ class ExperimentEngine:
     log: Callable[[str], None] = field(default=lambda text: None)
     prometheus_url: str | None = None
 
+    def __post_init__(self) -> None:
+        import secrets
+
+        # who claims a start: this run (or this terminal) and a nonce, so a racing twin is told apart
+        self._token = f"run {self.run_id or 'local'}/{self.attempt} ({secrets.token_hex(4)})"
+
     # ---- places -----------------------------------------------------------------------------------
 
     def _root(self) -> Path:
@@ -291,7 +299,7 @@ class ExperimentEngine:
 
         def running(docs: Documents) -> Documents:
             cur = docs.experiment(eid)
-            if cur is None or cur.status != "starting":
+            if cur is None or cur.status != "starting" or cur.extra.get("claimed_by") != self._token:
                 raise ExperimentError(
                     f"experiment {eid} changed while it was starting ({cur.status if cur else 'gone'})"
                 )
@@ -335,6 +343,7 @@ class ExperimentEngine:
         self, eid: str, spec: Experiment, digest: str, sha: str, pr: int | None, now: datetime
     ) -> _Claim:
         out: list[_Claim] = []
+        token = self._token
 
         def fn(docs: Documents) -> Documents | None:
             experiments = docs.experiments()
@@ -346,6 +355,14 @@ class ExperimentEngine:
                 raise ExperimentError(
                     f"experiment {eid} already ran ({mine.status}); start another with a new --id"
                 )
+            if mine is not None and mine.updated_at is not None:
+                holder = mine.extra.get("claimed_by")
+                age = (now - mine.updated_at).total_seconds()
+                if holder != token and age < STARTING_TTL:
+                    raise ExperimentError(
+                        f"experiment {eid} is being started by {holder} since "
+                        f"{mine.updated_at:%Y-%m-%dT%H:%M:%SZ}; try again after it finished"
+                    )
             for other in experiments.values():
                 if other.id != eid and other.status in ACTIVE:
                     raise ExperimentError(
@@ -368,6 +385,7 @@ class ExperimentEngine:
                     "commit": sha,
                     "pr": pr if pr is not None else synthetic,
                     "pr_given": pr is not None,
+                    "claimed_by": token,
                     "control": spec.control,
                     "squals_file": self.manifest.path,
                     "spec": spec_json(spec),
@@ -613,7 +631,11 @@ class ExperimentEngine:
         if doc.status not in ACTIVE:
             return doc
         dealer_dir = Path(_extra_str(doc, "dealer_dir") or self.dealer_dir(experiment_id))
-        self._cleanup(_handles(doc), dealer_dir)
+        handles = _handles(doc)
+        if not handles:  # a start that died before recording its islands: find them by name
+            found = (self.provider.get(island_name(v)) for v in doc.variants)
+            handles = [h for h in found if h is not None]
+        self._cleanup(handles, dealer_dir)
         why = reason or f"stopped by {self.actor or 'hand'}"
         self._finish(
             experiment_id,
@@ -724,9 +746,7 @@ def from_lifecycle(lifecycle: Lifecycle, *, log: Callable[[str], None] | None = 
     import dataclasses
 
     def promoter(manifest: Manifest) -> AbstractContextManager[Lifecycle]:
-        return contextlib.nullcontext(
-            dataclasses.replace(lifecycle, manifest=manifest, gates=None)
-        )
+        return contextlib.nullcontext(dataclasses.replace(lifecycle, manifest=manifest, gates=None))
 
     return ExperimentEngine(
         repo=lifecycle.repo,

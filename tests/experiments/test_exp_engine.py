@@ -182,3 +182,28 @@ def test_a_failed_promotion_is_recorded_and_the_next_tick_retries_it(shop: Shop)
     assert events.count("experiment-tick") == 1  # the retry did not decide again
     assert "experiment-promotion-failed" in events and events[-1] == "experiment-promoted"
     eng.store.close()
+
+
+def test_a_start_in_progress_elsewhere_is_refused_and_an_orphan_is_stopped_by_name(shop: Shop) -> None:
+    from squals_action.state import ExperimentState, Transition, utc_now
+
+    eng = engine(shop)
+    now = utc_now()
+    orphan = ExperimentState(
+        id="orphan",
+        spec_digest="sha256:x",
+        variants=("control", "green"),
+        status="starting",
+        started_at=now,
+        updated_at=now,
+        extra={"claimed_by": "run 99/1 (abcd)"},
+    )
+    eng.store.put_experiment(orphan, Transition("experiment-start", "a start that died"))
+    with pytest.raises(ExperimentError, match="being started by run 99/1"):
+        eng.start(experiment_id="orphan")
+    provider = LocalProvider(shop.path)
+    provider.provision(island_name("control"), shop.commit, eng.manifest)
+    stopped = eng.stop("orphan")
+    assert stopped.status == "stopped"
+    assert provider.list() == ()
+    eng.store.close()
