@@ -16,6 +16,14 @@ def request(shop: Shop, kind: IntentKind, event: str, sha: str | None) -> Reques
 
 
 def test_push_starts_and_schedule_promotes(shop: Shop) -> None:
+    """With a prod already live, the winner goes through the bake and the old prod becomes postprod."""
+    from squals_action.manifest import load
+
+    with Pipeline(Settings(workspace=shop.path), {})._lifecycle(  # an earlier release is prod
+        request(shop, IntentKind.PROMOTE, "pull_request", shop.commit), load(shop.path / "squals.yml")
+    ) as lifecycle:
+        assert lifecycle.deploy(3, shop.commit).ok
+        assert lifecycle.promote(3).ok
     git(shop.path, "commit", "-q", "--allow-empty", "-m", "Merge pull request #12 from octo/green-button")
     sha = git(shop.path, "rev-parse", "HEAD")
     environ = {"GITHUB_RUN_ID": "4242", "GITHUB_RUN_ATTEMPT": "1"}
@@ -38,6 +46,14 @@ def test_push_starts_and_schedule_promotes(shop: Shop) -> None:
     titles = [title for title, _ in ticked.sections]
     assert titles[0].startswith("Experiment shop-") and titles[1].startswith("Promotion of the winner")
     assert "🏆 winner" in ticked.sections[0][1]
+    assert "is postprod" in ticked.sections[1][1]
+
+    from squals_action.state import open_store
+
+    with open_store(shop.path) as store:
+        envs = store.read().environments()
+    assert envs["pr-12"].status == "prod" and envs["pr-3"].status == "postprod"
+    assert visit(ticked.url or "", 4) == {"green": 4}
 
     idle = Pipeline(Settings(workspace=shop.path), {"GITHUB_RUN_ID": "4244"}).experiment_tick(
         request(shop, IntentKind.EXPERIMENT_TICK, "schedule", None)
