@@ -75,7 +75,8 @@ class AwsProvider(Provider):
     #: Seconds between two waiter polls, and how long a create/update/delete may take in all.
     wait_delay: int = 5
     wait_timeout: float = 3600.0
-    #: botocore's own retries (standard mode: exponential back-off with jitter on throttling and 5xx).
+    #: Attempts per API call in all, first one included (botocore's standard retry mode: exponential
+    #: back-off with jitter on throttling, 5xx and transport errors).
     max_attempts: int = 8
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
@@ -135,7 +136,7 @@ class AwsProvider(Provider):
 
             config = Config(
                 region_name=region,
-                retries={"mode": "standard", "max_attempts": self.max_attempts},
+                retries={"mode": "standard", "total_max_attempts": self.max_attempts},
                 connect_timeout=self.connect_timeout,
                 read_timeout=self.read_timeout,
                 user_agent_extra="squals",
@@ -478,7 +479,8 @@ def _tags(stack: Mapping[str, Any]) -> dict[str, str]:
 
 
 def http_get(url: str, *, timeout: float) -> tuple[int | None, str]:
-    """GET ``url`` once (http/https only, no proxy surprises); (status, "") or (None, why)."""
+    """GET ``url`` once (http and https only: a stack output could say ``file:``); (status, "") or
+    (None, why)."""
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in {"http", "https"}:
         return None, f"not an http(s) URL: {url!r}"

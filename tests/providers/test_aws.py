@@ -344,3 +344,134 @@ def test_the_example_template_passes_cfn_lint_and_names_its_parameters() -> None
         "SqualsCommit": "a" * 40,
         "SqualsHealthPath": "/healthz",
     }
+
+
+def _resource_event(stack: Any, status: str, reason: str) -> Any:
+    """A resource event on moto's stack, shaped like CloudFormation's (the template's first resource)."""
+    from moto.cloudformation import models
+
+    logical, resource = next(iter(stack.template_dict["Resources"].items()))
+    return models.Event(
+        stack_id=stack.stack_id,
+        stack_name=stack.name,
+        logical_resource_id=logical,
+        physical_resource_id="",
+        resource_type=resource["Type"],
+        resource_status=status,
+        resource_status_reason=reason,
+        resource_properties=None,
+    )
+
+
+def test_a_failed_update_rolls_back_to_the_running_version(
+    aws_cloud: Cloud, repo: Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto.cloudformation import models
+
+    commit = aws_cloud.prepare(repo)
+    provider = _provider(repo, aws_cloud)
+    first = provider.provision("prod", commit, repo.manifest())
+
+    def failing_update(self: Any, *args: Any, **kwargs: Any) -> None:
+        self._add_stack_event("UPDATE_IN_PROGRESS", resource_status_reason="User Initiated")
+        self.events.append(_resource_event(self, "UPDATE_FAILED", "Resource handler returned message: quota"))
+        self._add_stack_event("UPDATE_ROLLBACK_IN_PROGRESS", "The following resource(s) failed to update")
+        self.events.append(_resource_event(self, "UPDATE_COMPLETE", ""))
+        self._add_stack_event("UPDATE_ROLLBACK_COMPLETE")
+        self.status = "UPDATE_ROLLBACK_COMPLETE"
+
+    monkeypatch.setattr(models.Stack, "update", failing_update)
+    with pytest.raises(ProviderError) as caught:
+        provider.provision("prod", commit, repo.manifest(env={"GREETING": "new"}))
+    assert caught.value.one_line() == (
+        "prod: updating squals-tiny-prod from infra/stack.yml: stack squals-tiny-prod ended "
+        "UPDATE_ROLLBACK_COMPLETE: Inbox (AWS::SQS::Queue) UPDATE_FAILED: Resource handler returned "
+        "message: quota"
+    )
+    health = provider.health(first)
+    assert health.ok, health  # the previous version keeps serving
+    assert provider.destroy(first).ok
+    assert aws_cloud.stacks() == []
+
+
+def test_a_stack_that_cannot_be_deleted_is_a_not_ok_outcome(
+    aws_cloud: Cloud, repo: Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto.cloudformation import models
+
+    commit = aws_cloud.prepare(repo)
+    provider = _provider(repo, aws_cloud)
+    handle = provider.provision("pr-3", commit, repo.manifest())
+    real_delete = models.CloudFormationBackend.delete_stack
+
+    def failing_delete(self: Any, name_or_stack_id: str) -> None:
+        stack = self.get_stack(name_or_stack_id)
+        stack._add_stack_event("DELETE_IN_PROGRESS", resource_status_reason="User Initiated")
+        stack.events.append(_resource_event(stack, "DELETE_FAILED", "The queue is in use"))
+        stack._add_stack_event("DELETE_FAILED", "The following resource(s) failed to delete: [Inbox]")
+        stack.status = "DELETE_FAILED"
+
+    monkeypatch.setattr(models.CloudFormationBackend, "delete_stack", failing_delete)
+    outcome = provider.destroy(handle)
+    assert not outcome.ok
+    assert outcome.detail.endswith(
+        "ended DELETE_FAILED: Inbox (AWS::SQS::Queue) DELETE_FAILED: The queue is in use"
+    )
+    assert provider.health(handle).status == "down"
+    assert [(o.env, o.ok) for o in provider.down()] == [("pr-3", False)]
+
+    monkeypatch.setattr(models.CloudFormationBackend, "delete_stack", real_delete)
+    assert provider.destroy(handle).ok  # once the cause is gone, destroy simply works
+    assert aws_cloud.stacks() == []
+
+
+def test_missing_credentials_are_one_line(
+    aws_cloud: Cloud, repo: Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(ProviderError, match=r"^list stacks: Unable to locate credentials$"):
+        _provider(repo, aws_cloud).list()
+
+
+def test_throttling_is_retried_by_botocore_then_reported(
+    aws_cloud: Cloud, repo: Repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import http.server
+    import threading
+
+    seen: list[str] = []
+    body = (
+        b'<ErrorResponse xmlns="http://cloudformation.amazonaws.com/doc/2010-05-15/"><Error><Type>Sender'
+        b"</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>r</RequestId>"
+        b"</ErrorResponse>"
+    )
+
+    class Throttling(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            seen.append(self.path)
+            self.send_response(400)
+            self.send_header("Content-Type", "text/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Throttling)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.server_address[1]}")
+        provider = _provider(repo, aws_cloud)
+        provider.max_attempts = 3
+        assert provider.client(REGION).meta.config.retries == {"mode": "standard", "total_max_attempts": 3}
+        with pytest.raises(ProviderError, match=r"^list stacks: Throttling: Rate exceeded$"):
+            provider.list()
+        assert len(seen) == 3  # the first attempt and two retries, with back-off between them
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
