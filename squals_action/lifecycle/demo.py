@@ -42,12 +42,16 @@ _IDENTITY = {
 
 
 def find_example(example: Path | None) -> Path:
-    """``examples/shop`` of this checkout (or the current directory's), or the folder given."""
+    """The folder given, else ``examples/shop`` from the wheel, this checkout or the current directory."""
     if example is not None:
         candidates = [example]
     else:
-        here = Path(__file__).resolve()
-        candidates = [here.parents[2] / "examples" / "shop", Path.cwd() / "examples" / "shop"]
+        package = Path(__file__).resolve().parents[1]
+        candidates = [
+            package / "examples" / "shop",
+            package.parent / "examples" / "shop",
+            Path.cwd() / "examples" / "shop",
+        ]
     for candidate in candidates:
         if (candidate / "squals.yml").is_file():
             return candidate.resolve()
