@@ -55,9 +55,9 @@ if TYPE_CHECKING:
     from squals_action.lifecycle.engine import Lifecycle, Outcome
 
 #: Statuses of an experiment that still owns islands and a Dealer.
-ACTIVE = frozenset({"starting", "running", "promoting", "promotion-failed"})
-#: Statuses a tick acts on.
-TICKABLE = frozenset({"running", "promotion-failed"})
+ACTIVE = frozenset({"starting", "running", "promoting", "promotion-failed", "ending"})
+#: Statuses a tick acts on (``ending``: a decision to end was recorded, the cleanup may not have finished).
+TICKABLE = frozenset({"running", "promotion-failed", "ending"})
 #: Winners of experiments without a pull request are deployed as pr-(this + n).
 SYNTHETIC_PR_BASE = 1_000_000
 #: A ``starting`` claim older than this (seconds) is taken over: its process is presumed dead.
@@ -348,7 +348,7 @@ class ExperimentEngine:
         def fn(docs: Documents) -> Documents | None:
             experiments = docs.experiments()
             mine = experiments.get(eid)
-            if mine is not None and mine.status in ("running", "promoting", "promotion-failed"):
+            if mine is not None and mine.status in ("running", "promoting", "promotion-failed", "ending"):
                 out[:] = [_Claim(None, mine)]
                 return None
             if mine is not None and mine.status not in ACTIVE:
@@ -462,6 +462,8 @@ class ExperimentEngine:
         from squals_action.dealer.daemon import connect_dealer, dealer_status
 
         dealer_dir = Path(_extra_str(doc, "dealer_dir") or self.dealer_dir(eid))
+        if doc.status == "ending":  # the run that decided died before stopping everything: finish its job
+            return self._end(doc, None, dealer_dir)
         if dealer_status(dealer_dir).state != "running":
             return TickOutcome(
                 eid,
@@ -505,18 +507,20 @@ class ExperimentEngine:
         if decision.status == "winner":
             assert decision.winner is not None
             return self._promote(recorded, spec, decision.winner, decision)
-        self._cleanup(_handles(recorded), dealer_dir)
-        outcome = "no-difference" if decision.status == "no-difference" else "guardrail-stop"
-        message = f"{decision.summary()}; islands stopped, prod unchanged"
+        return self._end(recorded, decision, dealer_dir)
+
+    def _end(self, doc: ExperimentState, decision: Decision | None, dealer_dir: Path) -> TickOutcome:
+        """No winner (no difference, or every variant breached a guardrail): stop it all, prod unchanged."""
+        recorded = dict(doc.decision or {}) if decision is None else decision.to_json()
+        status = str(recorded.get("status", "no-difference"))
+        outcome = "guardrail-stop" if status == "guardrail-stop" else "no-difference"
+        self._cleanup(_handles(doc), dealer_dir)
+        summary = decision.summary() if decision is not None else outcome
+        message = f"{summary}; islands stopped, prod unchanged"
         self._finish(
-            eid,
-            "decided",
-            {**decision.to_json(), "outcome": outcome},
-            f"experiment-{outcome}",
-            message,
-            step="end",
+            doc.id, "decided", {**recorded, "outcome": outcome}, f"experiment-{outcome}", message, step="end"
         )
-        return TickOutcome(eid, "decided", True, message, decision)
+        return TickOutcome(doc.id, "decided", True, message, decision)
 
     def _record_tick(
         self,

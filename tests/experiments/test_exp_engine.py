@@ -207,3 +207,25 @@ def test_a_start_in_progress_elsewhere_is_refused_and_an_orphan_is_stopped_by_na
     assert stopped.status == "stopped"
     assert provider.list() == ()
     eng.store.close()
+
+
+def test_an_end_left_unfinished_by_a_dead_run_is_finished_by_the_next_tick(shop: Shop) -> None:
+    from dataclasses import replace
+
+    from squals_action.state import Transition
+
+    eng = engine(shop)
+    started = eng.start()
+    doc = started.experiment
+    dying = replace(
+        doc, status="ending", decision={"status": "guardrail-stop", "reasons": ["green breached"]}
+    )
+    eng.store.put_experiment(dying, Transition("experiment-tick", "a tick that died before cleaning up"))
+    (finished,) = eng.tick()
+    assert finished.ok and finished.status == "decided", finished.message
+    after = eng.store.read().experiment(doc.id)
+    assert after is not None and after.decision is not None
+    assert after.decision["outcome"] == "guardrail-stop" and after.decision["reasons"] == ["green breached"]
+    assert LocalProvider(shop.path).list() == ()
+    assert dealer_status(eng.dealer_dir(doc.id)).state == "stopped"
+    eng.store.close()
