@@ -348,6 +348,8 @@ class GitStateStore(StateStore):
             fd, tmp = tempfile.mkstemp(prefix="tmp_squals_", dir=pack_dir)
             with os.fdopen(fd, "wb") as out:
                 out.write(buffer.getvalue())
+                out.flush()
+                os.fsync(out.fileno())  # as git does for packs: a crash never leaves a torn pack behind
             os.chmod(tmp, 0o444)
             os.replace(tmp, pack_dir / f"{name}{suffix}")
         self._known_objects.update(self._pending)
