@@ -593,7 +593,7 @@ class GitStateStore(StateStore):
             return True
         if status is not None and status[0] == "!":
             reason = status[1]
-            if reason.startswith("[rejected]") or any(phrase in reason for phrase in _RACE_PHRASES):
+            if _lost_race(reason):
                 return False
             raise PushRejectedError(self.branch, self.remote, _remote_message(reason, result.stderr))
         raise GitCommandError(
@@ -626,6 +626,11 @@ def _porcelain_status(stdout: str, branch: str) -> tuple[str, str] | None:
         if len(parts) >= 3 and parts[1].endswith(f":refs/heads/{branch}"):
             return parts[0], "\t".join(parts[2:])
     return None
+
+
+def _lost_race(reason: str) -> bool:
+    """Whether a push was refused because the branch moved (retry) rather than by policy (give up)."""
+    return reason.startswith("[rejected]") or any(phrase in reason for phrase in _RACE_PHRASES)
 
 
 def _remote_message(reason: str, stderr: str) -> str:

@@ -274,3 +274,25 @@ def test_another_branch_name_and_remote_name(make_clone: Callable[..., Path], or
         store.transact(bump, Transition("count", "one"))
     assert len(state_log(origin, "ops/state")) == 1
     assert state_log(origin) == []
+
+
+@pytest.mark.parametrize(
+    ("line", "race"),
+    [
+        ("!\tabc:refs/heads/squals/state\t[rejected] (fetch first)", True),
+        ("!\tabc:refs/heads/squals/state\t[rejected] (non-fast-forward)", True),
+        (
+            "!\tabc:refs/heads/squals/state\t[remote rejected] (cannot lock ref 'refs/heads/squals/state')",
+            True,
+        ),
+        ("!\tabc:refs/heads/squals/state\t[remote rejected] (failed to update ref)", True),
+        ("!\tabc:refs/heads/squals/state\t[remote rejected] (pre-receive hook declined)", False),
+        ("!\tabc:refs/heads/squals/state\t[remote rejected] (protected branch hook declined)", False),
+    ],
+)
+def test_a_lost_race_is_told_apart_from_a_refusal(line: str, race: bool) -> None:
+    from squals_action.state.git_store import _lost_race, _porcelain_status
+
+    status = _porcelain_status(f"To origin\n{line}\nDone\n", "squals/state")
+    assert status is not None and status[0] == "!"
+    assert _lost_race(status[1]) is race
