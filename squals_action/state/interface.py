@@ -618,7 +618,7 @@ class StateStore(ABC):
         nothing. It may raise (for example :class:`LockedError`): the exception propagates and nothing is
         written. When ``meta.idempotency_key`` is already recorded, ``fn`` is not called and the result says
         ``replayed``. Raises :class:`ContentionError`, :class:`PushRejectedError`, :class:`CorruptStateError`,
-        :class:`UnrelatedHistoryError`.
+        :class:`UnrelatedHistoryError`, :class:`GitCommandError`.
         """
 
     @abstractmethod
