@@ -15,9 +15,6 @@ from __future__ import annotations
 import os
 import re
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
@@ -481,6 +478,10 @@ def _tags(stack: Mapping[str, Any]) -> dict[str, str]:
 def http_get(url: str, *, timeout: float) -> tuple[int | None, str]:
     """GET ``url`` once (http and https only: a stack output could say ``file:``); (status, "") or
     (None, why)."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in {"http", "https"}:
         return None, f"not an http(s) URL: {url!r}"

@@ -165,12 +165,12 @@ def read_template(
 _LINTED: dict[tuple[str, str], Mapping[str, Any]] = {}
 
 
-#: cfn-lint runners by region: loading the rules takes about a second, so it happens once per process.
+#: cfn-lint runners by region. ``cfnlint.api.lint`` builds a new ``Runner`` (and loads every rule, about a
+#: second) for each template; the runner's ``validate_template`` is the same check, kept for the next one.
 _RUNNERS: dict[str, Any] = {}
 
 
 def _runner(region: str) -> Any:
-    """cfn-lint's runner as ``cfnlint.api.lint`` builds it, kept for the next template."""
     if region not in _RUNNERS:
         from cfnlint.config import ConfigMixIn
         from cfnlint.runner import Runner

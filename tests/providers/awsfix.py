@@ -10,6 +10,7 @@ answers" and "the URL is gone" are real HTTP observations.
 
 from __future__ import annotations
 
+import functools
 import http.server
 import json
 import socket
@@ -77,7 +78,10 @@ def reset_moto(endpoint: str) -> None:
     urllib.request.urlopen(request, timeout=10).close()
 
 
+@functools.lru_cache(maxsize=4)
 def cfn_client(endpoint: str) -> Any:
+    """A CloudFormation client on moto for the tests' own looks (one per endpoint: clients are
+    thread-safe and slow to build)."""
     import boto3
 
     return boto3.session.Session().client(
