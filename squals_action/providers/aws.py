@@ -102,12 +102,20 @@ class AwsProvider(Provider):
 
     @property
     def project(self) -> str:
-        """The project whose stacks this provider manages: given, learned at provision, or the name in
-        the repository's squals file (the one ``squals`` picks by default)."""
+        """The project whose stacks this provider manages (the squals file's ``name``).
+
+        Given to the constructor, else learned from the first provision's manifest, else read from the
+        squals file that declared ``config`` (its location), else from the repository's ``squals.yml``
+        (the file ``squals`` picks by default).
+        """
         if self._project is None:
             from squals_action.manifest import discover, load
 
-            found = [p for p in discover(self.top) if p.name in ("squals.yml", "squals.yaml")]
+            declared = Path(self.config.location.file)
+            if self.config.location != model.NOWHERE and declared.is_file():
+                found = [declared]
+            else:
+                found = [p for p in discover(self.top) if p.name in ("squals.yml", "squals.yaml")]
             if not found:
                 raise ProviderError(
                     f"cannot tell which project's stacks to look at: no squals.yml in {self.top}"

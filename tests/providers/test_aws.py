@@ -301,6 +301,24 @@ def test_a_fresh_provider_finds_the_project_from_the_squals_file(aws_cloud: Clou
     assert not later.health(handle).ok
 
 
+def test_the_project_comes_from_the_squals_file_that_declared_the_provider(
+    aws_cloud: Cloud, repo: Repo
+) -> None:
+    from squals_action.manifest import load
+
+    aws_cloud.prepare(repo)
+    other = repo.path / "squals" / "admin.yml"
+    other.parent.mkdir()
+    other.write_text(
+        "version: 1\nname: admin\napp: {start: python app.py}\n"
+        "provider: {kind: aws, region: eu-west-1, template: ../infra/stack.yml}\n"
+    )
+    manifest = load(other, repo.path)
+    assert get_provider("aws", repo.path, manifest.provider).project == "admin"  # not squals.yml's "tiny"
+    assert AwsProvider(repo.path, aws_cloud.config()).project == "tiny"  # built by hand: squals.yml
+    assert AwsProvider(repo.path, aws_cloud.config(), project="given").project == "given"
+
+
 def test_stack_names_follow_cloudformation_rules() -> None:
     assert stack_name("shop", "pr-7") == "squals-shop-pr-7"
     dotted, dashed = stack_name("shop", "pr.1"), stack_name("shop", "pr-1")
