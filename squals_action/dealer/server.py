@@ -272,6 +272,9 @@ class DealerServer:
             )
         finally:
             counter.in_flight -= 1
+            # Events, errors and latency are counted after the upstream answers: a write that ran meanwhile
+            # did not include them, so the book is dirty again.
+            self.book.dirty = True
 
     def _request_headers(self, request: web.BaseRequest, new_unit: str | None) -> CIMultiDict[str]:
         """The headers to send upstream: hop-by-hop ones dropped, X-Forwarded-* added.
