@@ -12,6 +12,7 @@ The builders (:func:`error`, :func:`group`, ...) return the command line as a st
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import sys
@@ -79,73 +80,12 @@ def annotation(
     )
 
 
-def error(
-    message: str,
-    *,
-    file: str | None = None,
-    line: int | None = None,
-    col: int | None = None,
-    end_line: int | None = None,
-    end_column: int | None = None,
-    title: str | None = None,
-) -> str:
-    """An ``::error`` annotation line."""
-    return annotation(
-        "error",
-        message,
-        file=file,
-        line=line,
-        col=col,
-        end_line=end_line,
-        end_column=end_column,
-        title=title,
-    )
-
-
-def warning(
-    message: str,
-    *,
-    file: str | None = None,
-    line: int | None = None,
-    col: int | None = None,
-    end_line: int | None = None,
-    end_column: int | None = None,
-    title: str | None = None,
-) -> str:
-    """A ``::warning`` annotation line."""
-    return annotation(
-        "warning",
-        message,
-        file=file,
-        line=line,
-        col=col,
-        end_line=end_line,
-        end_column=end_column,
-        title=title,
-    )
-
-
-def notice(
-    message: str,
-    *,
-    file: str | None = None,
-    line: int | None = None,
-    col: int | None = None,
-    end_line: int | None = None,
-    end_column: int | None = None,
-    title: str | None = None,
-) -> str:
-    """A ``::notice`` annotation line."""
-    return annotation(
-        "notice",
-        message,
-        file=file,
-        line=line,
-        col=col,
-        end_line=end_line,
-        end_column=end_column,
-        title=title,
-    )
+error = functools.partial(annotation, "error")
+error.__doc__ = "An ``::error`` annotation line (the arguments of :func:`annotation` but the level)."
+warning = functools.partial(annotation, "warning")
+warning.__doc__ = "A ``::warning`` annotation line."
+notice = functools.partial(annotation, "notice")
+notice.__doc__ = "A ``::notice`` annotation line."
 
 
 def group(title: str) -> str:
