@@ -493,3 +493,43 @@ def test_throttling_is_retried_by_botocore_then_reported(
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+def test_the_cli_deploys_and_tears_down_an_aws_island(aws_cloud: Cloud, repo: Repo, tmp_path: Any) -> None:
+    """``squals deploy``/``teardown``/``down`` as subprocesses on an aws squals file (moto behind
+    ``AWS_ENDPOINT_URL``): the lifecycle drives the provider with nothing but the squals file."""
+    import os
+
+    (repo.path / "squals.yml").write_text(
+        "version: 1\nname: tiny\n"
+        "provider:\n  kind: aws\n  region: us-east-1\n  template: infra/stack.yml\n"
+        f"  parameters: {{AppBase: '{aws_cloud.app.url}'}}\n"
+        "app: {start: python3 app.py, health: /healthz, env: {GREETING: hi}}\n"
+        "exit_tests:\n  - name: e2e\n"
+        "    run: python3 -c \"import os, urllib.request as u; u.urlopen(os.environ['SQUALS_URL'])\"\n"
+    )
+    aws_cloud.prepare(repo)
+    origin = tmp_path / "origin.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True, timeout=30)
+    repo.git("remote", "add", "origin", str(origin))
+    squals = [sys.executable, "-m", "squals_action.cli"]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*squals, *args, "--report", "none"] if args[0] != "status" else [*squals, *args],
+            cwd=repo.path,
+            env=dict(os.environ),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    deployed = run("deploy", "--pr", "7", "--skip-gates")
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert aws_cloud.stacks() == ["squals-tiny-pr-7 CREATE_COMPLETE"]
+    assert f"{aws_cloud.app.url}/stacks/squals-tiny-pr-7" in run("status").stdout
+    torn = run("teardown", "--pr", "7")
+    assert torn.returncode == 0, torn.stdout + torn.stderr
+    assert aws_cloud.stacks() == []
+    assert run("down").returncode == 0
