@@ -32,7 +32,7 @@ from squals_action.lifecycle.hooks import CommandRun, failure_message, run_seque
 from squals_action.lifecycle.kpi import KpiReading
 from squals_action.lifecycle.machine import Check, Env, Event, Fleet, Status
 from squals_action.lifecycle.traffic import Traffic
-from squals_action.manifest.model import Manifest
+from squals_action.manifest.model import HookStage, Manifest
 from squals_action.providers.interface import EnvironmentHandle, Provider
 from squals_action.state.interface import Documents, EnvironmentState, StateStore, Transition, utc_now
 
@@ -248,8 +248,8 @@ class Lifecycle:
             variables=self.variables(env, fleet, stage),
         )
 
-    def _hooks(self, stage: str, env: Env, fleet: Fleet) -> tuple[Check, ...]:
-        commands = self.manifest.hooks.for_stage(stage)  # type: ignore[arg-type]
+    def _hooks(self, stage: HookStage, env: Env, fleet: Fleet) -> tuple[Check, ...]:
+        commands = self.manifest.hooks.for_stage(stage)
         if not commands:
             return ()
         self.progress.step(f"{stage} hooks ({len(commands)})")
@@ -257,6 +257,26 @@ class Lifecycle:
         msg = failure_message(checks, f"{stage} hook")
         self.progress.done(msg or f"{stage} hooks passed", ok=msg is None)
         return checks
+
+    def _hook_stage(
+        self, stage: HookStage, name: str, fleet: Fleet, checks: list[Check]
+    ) -> tuple[dict[str, Env], str | None]:
+        """Run ``stage``'s hooks for ``name``, add them to ``checks`` and record hooks-ok or hooks-failed.
+
+        Returns the recorded fleet and the failure message (``None`` when every hook passed).
+        """
+        results = self._hooks(stage, fleet[name], fleet)
+        checks += results
+        failed = failure_message(results, f"{stage} hook")
+        recorded = self._record(
+            E.HOOKS_FAILED if failed else E.HOOKS_OK,
+            name,
+            f"{name}: {failed}" if failed else f"{name}: {stage} hooks passed",
+            step=stage,
+            reason=failed,
+            checks=tuple(checks),
+        )
+        return recorded, failed
 
     def _route(self, fleet: Fleet) -> str | None:
         """Point the splitter at the routed environments of ``fleet`` with their shares (none: stop it)."""
@@ -319,27 +339,9 @@ class Lifecycle:
             fleet = self._record(
                 E.DEPLOY, name, f"deploy {commit[:12]} to {name}", pr=pr, commit=commit, checks=()
             )
-            env = fleet[name]
-            before = self._hooks("before_preprod", env, fleet)
-            checks += before
-            failed = failure_message(before, "before_preprod hook")
+            fleet, failed = self._hook_stage("before_preprod", name, fleet, checks)
             if failed:
-                fleet = self._record(
-                    E.HOOKS_FAILED,
-                    name,
-                    f"{name}: {failed}",
-                    step="before_preprod",
-                    reason=failed,
-                    checks=tuple(checks),
-                )
                 return finish(False, f"{failed}; nothing was provisioned", fleet)
-            fleet = self._record(
-                E.HOOKS_OK,
-                name,
-                f"{name}: before_preprod hooks passed",
-                step="before_preprod",
-                checks=tuple(checks),
-            )
             self.progress.step(f"provision {name} from {commit[:12]}")
             try:
                 handle = self.provider.provision(
@@ -365,27 +367,10 @@ class Lifecycle:
                 checks=tuple(checks),
             )
             self.progress.done(f"{name} is up at {handle.url}")
-            env = fleet[name]
-            after = self._hooks("after_preprod", env, fleet)
-            checks += after
-            failed = failure_message(after, "after_preprod hook")
+            fleet, failed = self._hook_stage("after_preprod", name, fleet, checks)
             if failed:
-                fleet = self._record(
-                    E.HOOKS_FAILED,
-                    name,
-                    f"{name}: {failed}",
-                    step="after_preprod",
-                    reason=failed,
-                    checks=tuple(checks),
-                )
                 return finish(False, f"{failed}; {name} is kept for inspection", fleet)
-            fleet = self._record(
-                E.HOOKS_OK,
-                name,
-                f"{name}: after_preprod hooks passed",
-                step="after_preprod",
-                checks=tuple(checks),
-            )
+            env = fleet[name]
             tests: tuple[Check, ...] = ()
             if self.manifest.exit_tests:
                 self.progress.step(f"exit tests ({len(self.manifest.exit_tests)}) against {env.url}")
@@ -507,18 +492,7 @@ class Lifecycle:
                 note = self._destroy(old_post)
                 checks.append(Check("provider", "retire", old_post.name, True, note))
             self.progress.done(f"traffic: {_shares(fleet)}")
-            after = self._hooks("after_postprod", fleet[name], fleet)
-            checks += after
-            failed = failure_message(after, "after_postprod hook")
-            event = E.HOOKS_FAILED if failed else E.HOOKS_OK
-            fleet = self._record(
-                event,
-                name,
-                f"{name}: after_postprod hooks " + ("failed" if failed else "passed"),
-                step="after_postprod",
-                reason=failed,
-                checks=tuple(checks),
-            )
+            fleet, failed = self._hook_stage("after_postprod", name, fleet, checks)
             if failed:
                 return finish(False, f"{failed}; {name} stays prod (reported, not rolled back)", fleet)
             return finish(
