@@ -133,15 +133,13 @@ def read_template(
             f"{where}: provider.template is missing: the aws provider needs a CloudFormation template "
             "(e.g. template: infra/stack.yml)"
         )
-    base = squals_dir(manifest)
-    problem = reference_problem(base, top, ref, must_exist=False)
+    # Both sides resolved, so a repository reached through a symlinked folder is still "inside".
+    base = Path(os.path.realpath(squals_dir(manifest)))
+    root = Path(os.path.realpath(top))
+    problem = reference_problem(base, root, ref, must_exist=False)
     if problem is not None:
         raise ProviderError(f"{where}: provider.template: {problem}")
-    absolute = Path(os.path.normpath(os.path.join(base.absolute(), ref)))
-    try:
-        relative = absolute.relative_to(top.absolute()).as_posix()
-    except ValueError:
-        relative = os.path.relpath(os.path.realpath(absolute), os.path.realpath(top)).replace(os.sep, "/")
+    relative = Path(os.path.normpath(os.path.join(base, ref))).relative_to(root).as_posix()
     try:
         raw = git(top, "cat-file", "blob", f"{sha}:{relative}").encode()
     except ProviderError as exc:

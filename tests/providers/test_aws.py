@@ -533,3 +533,16 @@ def test_the_cli_deploys_and_tears_down_an_aws_island(aws_cloud: Cloud, repo: Re
     assert torn.returncode == 0, torn.stdout + torn.stderr
     assert aws_cloud.stacks() == []
     assert run("down").returncode == 0
+
+
+def test_a_repository_reached_through_a_symlink_is_inside_itself(
+    aws_cloud: Cloud, repo: Repo, tmp_path: Any
+) -> None:
+    commit = aws_cloud.prepare(repo)
+    link = tmp_path / "linked"
+    link.symlink_to(repo.path)
+    manifest = model.Manifest(path=str(link / "squals.yml"), name="tiny", app=model.App(start="true"))
+    provider = AwsProvider(link, aws_cloud.config())
+    handle = provider.provision("pr-1", commit, manifest)
+    assert provider.destroy(handle).ok
+    assert aws_cloud.stacks() == []
