@@ -2,6 +2,10 @@
 
 Import the API from here; :func:`open_store` picks the implementation so callers never import git themselves.
 See :mod:`squals_action.state.interface` for the contract.
+
+The branch lives on a remote (``origin`` by default: the CI case, shared by every workflow run) or, in
+local-only mode (``remote=None``), in the repository itself: a laptop with no GitHub account. The command
+line chooses between them with :func:`choose_remote`.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from pathlib import Path
 
 from squals_action.state.interface import (
     DEFAULT_BRANCH,
+    DEFAULT_REMOTE,
     SCHEMA_VERSION,
     ContentionError,
     CorruptStateError,
@@ -35,6 +40,7 @@ from squals_action.state.interface import (
 
 __all__ = [
     "DEFAULT_BRANCH",
+    "DEFAULT_REMOTE",
     "SCHEMA_VERSION",
     "ContentionError",
     "CorruptStateError",
@@ -53,6 +59,7 @@ __all__ = [
     "TransactionResult",
     "Transition",
     "UnrelatedHistoryError",
+    "choose_remote",
     "format_time",
     "open_memory_store",
     "open_store",
@@ -64,23 +71,51 @@ __all__ = [
 def open_store(
     repo_path: Path,
     *,
-    remote: str = "origin",
+    remote: str | None = DEFAULT_REMOTE,
     branch: str = DEFAULT_BRANCH,
     retry: RetryPolicy | None = None,
     fetch_depth: int | None = None,
     timeout: float = 60.0,
 ) -> StateStore:
-    """The git store of the repository at ``repo_path``, publishing to ``remote``'s ``branch``.
+    """The git store of the repository at ``repo_path``: ``remote``'s ``branch``, or its own.
 
-    It never touches the working tree, index or HEAD of that repository: it only adds objects and the private
-    ref ``refs/squals/<remote>/<branch>``. ``fetch_depth`` limits the first fetch of the state branch (history
-    is then only as deep); ``timeout`` bounds every git call, in seconds.
+    ``remote`` names the remote that holds the branch; ``None`` (or ``""``) is local-only mode: the branch is
+    ``refs/heads/<branch>`` of this repository, moved with ``git update-ref <branch> <new> <old>`` and never
+    pushed anywhere. Either way it never touches the working tree, index or HEAD of that repository: it only
+    adds objects, the private ref ``refs/squals/<remote>/<branch>`` (local-only:
+    ``refs/squals-local/<branch>``) and, local-only, the state branch itself. ``fetch_depth`` limits the
+    first fetch of the state branch (history is then only as deep); ``timeout`` bounds every git call, in
+    seconds.
     """
     from squals_action.state.git_store import GitStateStore
 
     return GitStateStore(
-        Path(repo_path), remote=remote, branch=branch, retry=retry or RetryPolicy(),
+        Path(repo_path), remote=remote or None, branch=branch, retry=retry or RetryPolicy(),
         fetch_depth=fetch_depth, timeout=timeout,
+    )
+
+
+def choose_remote(
+    repo_path: Path, remote: str | None = DEFAULT_REMOTE, *, timeout: float = 30.0
+) -> str | None:
+    """The remote to keep the state on, as the command line decides it; ``None``: local-only mode.
+
+    * ``None`` or ``""`` (``--local-state``, ``--remote ''``): local-only, whatever remotes there are.
+    * a remote the repository has: that remote.
+    * a repository with no remote at all (a project only on this laptop): local-only.
+    * a repository with remotes, none of them ``remote``: :class:`StateError` naming them -- a typo must not
+      quietly split the state between a remote and this one clone.
+    """
+    if not remote:
+        return None
+    from squals_action.state.git_store import list_remotes
+
+    remotes = list_remotes(Path(repo_path), timeout=timeout)
+    if remote in remotes or not remotes:
+        return remote if remote in remotes else None
+    raise StateError(
+        f"the repository at {repo_path} has no remote {remote!r} (it has: {', '.join(remotes)}); pass "
+        f"--remote NAME, or --local-state to keep the state on its local branch"
     )
 
 

@@ -1,11 +1,19 @@
 """The git implementation of the state store: JSON documents on an orphan branch, one commit per transition.
 
+The branch lives on a remote (``origin``, the CI case) or, in local-only mode, in the repository itself
+(``refs/heads/squals/state``, the laptop case). The two differ only in a small :class:`_Publisher`: how the
+tip is read and how a new commit is published with a compare-and-swap -- a non-forced ``git push`` to the
+remote, or ``git update-ref <branch> <new> <old>`` locally (git takes the ref's lock file and checks the old
+value under it, so concurrent processes on one repository serialise safely). Everything else -- objects,
+commits, idempotency, retries, refusals, history -- is the same code.
+
 How it stays out of the user's way and safe under concurrent writers:
 
 * It never touches the working tree, the index or HEAD. The blobs, trees and commit of a transition are
   written as one pack straight into the object database (GitPython's ``gitdb`` writes pack and index);
   objects are read through one long-lived ``git cat-file --batch``. The only ref it moves locally is its
-  private ``refs/squals/<remote>/<branch>``, the last tip it saw (updated by fetches and at ``close()``).
+  private ``refs/squals/<remote>/<branch>``, the last tip it saw (updated by fetches and at ``close()``);
+  in local-only mode also the state branch itself, and the private ref is ``refs/squals-local/<branch>``.
 * It fetches only the state branch (``--refmap=``, so no remote-tracking ref moves either) and publishes
   with a plain, non-forced ``git push <sha>:refs/heads/<branch>``: the push *is* the compare-and-swap.
   A push refused for another reason than a race (a protected branch, a hook) fails at once with the
@@ -35,6 +43,7 @@ import subprocess
 import tempfile
 import time
 import weakref
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -85,6 +94,10 @@ _RACE_PHRASES = (
     "incorrect old value",
     "already exists",
 )
+#: The all-zero object id: ``git update-ref`` creates the ref only if it does not exist yet.
+ZERO_ID = "0" * 40
+#: A ref lock file older than this (seconds) is left over from a crashed git, not held by a live writer.
+STALE_LOCK_AGE = 600.0
 # Variables that would make git look at another repository than the one we were given.
 _REPO_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR",
              "GIT_NAMESPACE", "GIT_ALTERNATE_OBJECT_DIRECTORIES")
@@ -122,19 +135,21 @@ class GitStateStore(StateStore):
         self,
         repo_path: Path,
         *,
-        remote: str = "origin",
+        remote: str | None = "origin",
         branch: str = DEFAULT_BRANCH,
         retry: RetryPolicy | None = None,
         fetch_depth: int | None = None,
         timeout: float = 60.0,
     ) -> None:
         self.repo_path = Path(repo_path)
-        self.remote = remote
+        #: the remote that holds the branch; ``None``: local-only, the branch is in this repository
+        self.remote = remote or None
         self.branch = branch
         self.retry = retry or RetryPolicy()
         self.fetch_depth = fetch_depth
         self.timeout = timeout
-        self.tracking_ref = f"refs/squals/{remote}/{branch}"
+        self._publisher: _Publisher = _RemotePublisher(self.remote) if self.remote else _LocalPublisher()
+        self.tracking_ref = self._publisher.tracking_ref(branch)
         self._env = {k: v for k, v in os.environ.items() if k not in _REPO_ENV}
         self._env.update({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "LANGUAGE": "C"})
         self._objects: Path | None = None
@@ -152,12 +167,17 @@ class GitStateStore(StateStore):
         self._slots = 0
         self._slot = self.retry.base_delay
         self._remote_tip_seen: str | None = None
-        self._unrecorded: str | None = None  # pushed by us, not yet written to the tracking ref
+        self._recorded: str | None = None  # what the tracking ref holds, as far as this store knows
         self._rng = random.Random()
         if not branch or branch.startswith(("-", "/")) or ".." in branch or branch.endswith(("/", ".lock")):
             raise StateError(f"invalid state branch name {branch!r}")
 
     # ------------------------------------------------------------------------------------------------ public
+
+    @property
+    def local(self) -> bool:
+        """Whether the branch is this repository's own (local-only mode) rather than a remote's."""
+        return self.remote is None
 
     def read(self) -> Snapshot:
         """Fetch the state branch and return its documents (``commit=None`` while it does not exist)."""
@@ -195,7 +215,7 @@ class GitStateStore(StateStore):
             pause = os.environ.get(TEST_PAUSE_ENV)
             if pause:
                 time.sleep(float(pause))
-            if self._push(new_tip.commit):
+            if self._publisher.publish(self, new_tip.commit, tip.commit):
                 self._remember(new_tip)
                 self._slots = 0
                 return TransactionResult(new_tip.commit, True, False, attempts, new_tip.snapshot())
@@ -210,8 +230,9 @@ class GitStateStore(StateStore):
 
         The first sleep is binary exponential backoff with full jitter in slots (one slot: the measured
         duration of one attempt), which spreads the losers of one race apart. While another writer keeps
-        publishing, each look costs one ``git ls-remote`` instead of a wasted fetch and push, at growing
-        intervals up to ``max_delay``; the wait ends with :class:`ContentionError` after ``max_wait``.
+        publishing, each look costs one ``git ls-remote`` (locally: a ref read) instead of a wasted fetch
+        and push, at growing intervals up to ``max_delay``; the wait ends with :class:`ContentionError`
+        after ``max_wait``.
         """
         self._slots = min(_MAX_SLOTS, max(1, self._slots * 2))
         if attempts >= self.retry.max_attempts:
@@ -220,7 +241,7 @@ class GitStateStore(StateStore):
         pause = min(self.retry.max_delay, self._rng.uniform(0, self._slots * self._slot))
         while True:
             time.sleep(pause)
-            seen = self._remote_tip()
+            seen = self._publisher.peek(self)
             if seen == baseline:
                 self._remote_tip_seen = seen
                 return
@@ -228,19 +249,6 @@ class GitStateStore(StateStore):
                 raise ContentionError(self.branch, attempts, time.monotonic() - since)
             baseline = seen
             pause = min(self.retry.max_delay, max(pause * 1.5, self._slot) * self._rng.uniform(0.5, 1.5))
-
-    def _remote_tip(self) -> str | None:
-        """The remote's tip of the state branch, without fetching anything."""
-        out = self._git("ls-remote", self.remote, f"refs/heads/{self.branch}").stdout.decode()
-        for line in out.splitlines():
-            sha, _, ref = line.partition("\t")
-            if ref == f"refs/heads/{self.branch}":
-                return sha
-        return None
-
-    def _sleep_slots(self) -> None:
-        """Binary exponential backoff in slots of one measured attempt, with full jitter (as Ethernet)."""
-        time.sleep(min(self.retry.max_delay, self._rng.uniform(0, self._slots * self._slot)))
 
     def history(self, environment: str | None = None, limit: int | None = None) -> list[HistoryEntry]:
         tip = self._fetch()
@@ -358,38 +366,29 @@ class GitStateStore(StateStore):
     # ------------------------------------------------------------------------------------------------ fetch
 
     def _fetch(self) -> str | None:
-        """Bring the remote tip into the tracking ref; refuse history not descending from what we saw."""
+        """Bring the current tip in; refuse history not descending from what we saw, or a vanished branch."""
         self._locate()
         if not self._fetched and self._tip is None:
-            ref = self.tracking_ref + "^{commit}"
-            known = self._git("rev-parse", "--verify", "--quiet", ref, check=False)
-            self._tip = (known.stdout.decode().strip() or None) if known.returncode == 0 else None
+            self._tip = self._recorded = self._read_ref(self.tracking_ref)
         before = self._tip
-        args = ["fetch", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", "--no-auto-gc",
-                "--no-prune", "--refmap=", "--quiet"]
-        if self.fetch_depth is not None and before is None:
-            args.append(f"--depth={int(self.fetch_depth)}")
-        result = self._git(*args, self.remote, f"+refs/heads/{self.branch}:{self.tracking_ref}", check=False)
-        if result.returncode != 0:
-            if "couldn't find remote ref" in result.stderr:
-                if before is not None:
-                    raise UnrelatedHistoryError(
-                        f"state branch {self.branch!r} vanished from remote {self.remote!r} (it was at "
-                        f"{before[:12]}); refusing to start a new history. To start over on purpose, run "
-                        f"`git update-ref -d {self.tracking_ref}`"
-                    )
-                self._fetched = True
-                return None
-            raise GitCommandError(
-                f"cannot fetch state branch {self.branch!r} from {self.remote!r}: "
-                f"{_last_lines(result.stderr)}"
-            )
-        after = self._read_tracking_ref()
-        self._unrecorded = None
+        after = self._publisher.fetch(self, self.fetch_depth if before is None else None)
+        if after is None:
+            if before is not None:
+                raise UnrelatedHistoryError(
+                    f"state branch {self.branch!r} vanished from {self._publisher.place} (it was at "
+                    f"{before[:12]}); refusing to start a new history. To start over on purpose, run "
+                    f"`git update-ref -d {self.tracking_ref}`"
+                )
+            self._fetched = True
+            return None
+        if self._publisher.fetch_records:
+            self._recorded = after
         if before is not None and after != before and not self._descends(after, before):
-            self._git("update-ref", self.tracking_ref, before, after, check=False)
+            if self._publisher.fetch_records:
+                self._git("update-ref", self.tracking_ref, before, after, check=False)
+                self._recorded = before
             raise UnrelatedHistoryError(
-                f"state branch {self.branch!r} on {self.remote!r} is now at {after[:12]}, which does not "
+                f"state branch {self.branch!r} {self._publisher.on} is now at {after[:12]}, which does not "
                 f"descend from {before[:12]} read before (history rewritten?); "
                 "refusing to merge or overwrite"
             )
@@ -413,7 +412,7 @@ class GitStateStore(StateStore):
         entries = dict(self._tree_entries(tree))
         if META_PATH not in entries:
             raise UnrelatedHistoryError(
-                f"branch {self.branch!r} on {self.remote!r} (commit {commit[:12]}) is not a squals state "
+                f"branch {self.branch!r} {self._publisher.on} (commit {commit[:12]}) is not a squals state "
                 f"branch: no {META_PATH}; refusing to write to it"
             )
         docs: dict[str, JsonObject] = {}
@@ -478,16 +477,19 @@ class GitStateStore(StateStore):
             return False
         return self._git("merge-base", "--is-ancestor", old, new, check=False).returncode == 0
 
-    def _read_tracking_ref(self) -> str:
-        """The tracking ref as ``git fetch`` just wrote it (a loose ref file), without spawning git."""
-        if self._common_dir is not None:
-            try:
-                value = (self._common_dir / self.tracking_ref).read_text(encoding="ascii").strip()
-            except OSError:
-                value = ""
-            if len(value) == 40:
-                return value
-        return self._git("rev-parse", "--verify", self.tracking_ref + "^{commit}").stdout.decode().strip()
+    def _read_ref(self, ref: str) -> str | None:
+        """The commit ``ref`` points at, ``None`` if it does not exist; a loose ref is read without git."""
+        self._locate()
+        assert self._common_dir is not None
+        try:
+            value = (self._common_dir / ref).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            value = ""
+        if len(value) == 40 and all(c in "0123456789abcdef" for c in value):
+            return value
+        # packed, symbolic or another ref backend: ask git
+        found = self._git("rev-parse", "--verify", "--quiet", ref + "^{commit}", check=False)
+        return (found.stdout.decode().strip() or None) if found.returncode == 0 else None
 
     def close(self) -> None:
         """Record the last published tip in the tracking ref and stop the object reader process.
@@ -495,9 +497,9 @@ class GitStateStore(StateStore):
         Both are optional: an unclosed store leaves the ref one step behind (the next fetch fixes it), and
         the reader stops by itself when this process exits.
         """
-        if self._unrecorded is not None:
-            self._git("update-ref", self.tracking_ref, self._unrecorded, check=False)
-            self._unrecorded = None
+        if self._tip is not None and self._tip != self._recorded:
+            self._git("update-ref", self.tracking_ref, self._tip, check=False)
+            self._recorded = self._tip
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -572,11 +574,84 @@ class GitStateStore(StateStore):
         items.sort()
         return self._store(b"tree", b"".join(data for _, data in items))
 
-    # ------------------------------------------------------------------------------------------------ push
 
-    def _push(self, commit: str) -> bool:
-        """Publish ``commit`` without force. ``True``: done; ``False``: lost a race; raises otherwise."""
-        result = self._git(
+# ------------------------------------------------------------------------------------------------ publish
+
+
+class _Publisher(ABC):
+    """Where the state branch lives: how its tip is read and how a new tip is published (compare-and-swap).
+
+    This is all that differs between the remote mode and the local-only mode. A publisher holds no reference
+    to its store (the store is passed in), so no reference cycle keeps a store alive.
+    """
+
+    #: whether :meth:`fetch` itself moves the store's tracking ref (``git fetch`` does)
+    fetch_records: bool = False
+    #: how messages name the place: ``remote 'origin'``, ``this repository``
+    place: str = ""
+    #: the same after a branch name: ``on 'origin'``, ``in this repository``
+    on: str = ""
+
+    @abstractmethod
+    def tracking_ref(self, branch: str) -> str:
+        """The private ref that remembers the last tip this repository saw of ``branch``."""
+
+    @abstractmethod
+    def fetch(self, store: GitStateStore, depth: int | None) -> str | None:
+        """The branch's tip, its objects now in the repository; ``None``: the branch does not exist."""
+
+    @abstractmethod
+    def peek(self, store: GitStateStore) -> str | None:
+        """The branch's tip as cheaply as possible (its objects may not be here yet)."""
+
+    @abstractmethod
+    def publish(self, store: GitStateStore, commit: str, old: str | None) -> bool:
+        """Move the branch from ``old`` (``None``: absent) to ``commit``; ``False``: lost a race."""
+
+
+class _RemotePublisher(_Publisher):
+    """A remote's branch: fetched into the tracking ref, published by a plain, non-forced push."""
+
+    fetch_records = True
+
+    def __init__(self, remote: str) -> None:
+        self.remote = remote
+        self.place = f"remote {remote!r}"
+        self.on = f"on {remote!r}"
+
+    def tracking_ref(self, branch: str) -> str:
+        return f"refs/squals/{self.remote}/{branch}"
+
+    def fetch(self, store: GitStateStore, depth: int | None) -> str | None:
+        args = ["fetch", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", "--no-auto-gc",
+                "--no-prune", "--refmap=", "--quiet"]
+        if depth is not None:
+            args.append(f"--depth={int(depth)}")
+        refspec = f"+refs/heads/{store.branch}:{store.tracking_ref}"
+        result = store._git(*args, self.remote, refspec, check=False)
+        if result.returncode != 0:
+            if "couldn't find remote ref" in result.stderr:
+                return None
+            raise GitCommandError(
+                f"cannot fetch state branch {store.branch!r} from {self.remote!r}: "
+                f"{_last_lines(result.stderr)}"
+            )
+        tip = store._read_ref(store.tracking_ref)
+        if tip is None:
+            raise GitCommandError(f"git fetch of {store.branch!r} from {self.remote!r} left no commit behind")
+        return tip
+
+    def peek(self, store: GitStateStore) -> str | None:
+        out = store._git("ls-remote", self.remote, f"refs/heads/{store.branch}").stdout.decode()
+        for line in out.splitlines():
+            sha, _, ref = line.partition("\t")
+            if ref == f"refs/heads/{store.branch}":
+                return sha
+        return None
+
+    def publish(self, store: GitStateStore, commit: str, old: str | None) -> bool:
+        # ``old`` is the new commit's parent: a non-forced push only lands if the branch is still there
+        result = store._git(
             "push",
             "--porcelain",
             "--no-verify",
@@ -584,21 +659,86 @@ class GitStateStore(StateStore):
             "--no-follow-tags",
             "--recurse-submodules=no",
             self.remote,
-            f"{commit}:refs/heads/{self.branch}",
+            f"{commit}:refs/heads/{store.branch}",
             check=False,
         )
-        status = _porcelain_status(result.stdout.decode("utf-8", "replace"), self.branch)
+        status = _porcelain_status(result.stdout.decode("utf-8", "replace"), store.branch)
         if result.returncode == 0 and status is not None and status[0] != "!":
-            self._unrecorded = commit  # the tracking ref catches up at the next fetch or at close()
-            return True
+            return True  # the tracking ref catches up at the next fetch or at close()
         if status is not None and status[0] == "!":
             reason = status[1]
             if _lost_race(reason):
                 return False
-            raise PushRejectedError(self.branch, self.remote, _remote_message(reason, result.stderr))
+            raise PushRejectedError(store.branch, self.remote, _remote_message(reason, result.stderr))
         raise GitCommandError(
-            f"cannot push state branch {self.branch!r} to {self.remote!r}: {_last_lines(result.stderr)}"
+            f"cannot push state branch {store.branch!r} to {self.remote!r}: {_last_lines(result.stderr)}"
         )
+
+
+class _LocalPublisher(_Publisher):
+    """Local-only mode: the branch is ``refs/heads/<branch>`` of this repository, moved by ``git update-ref``.
+
+    ``git update-ref <ref> <new> <old>`` takes the ref's lock file, checks the old value under the lock and
+    renames the new value into place: the compare-and-swap git offers locally, safe between processes.
+    """
+
+    place = "this repository"
+    on = "in this repository"
+
+    def tracking_ref(self, branch: str) -> str:
+        return f"refs/squals-local/{branch}"
+
+    def fetch(self, store: GitStateStore, depth: int | None) -> str | None:
+        return store._read_ref(f"refs/heads/{store.branch}")
+
+    def peek(self, store: GitStateStore) -> str | None:
+        return store._read_ref(f"refs/heads/{store.branch}")
+
+    def publish(self, store: GitStateStore, commit: str, old: str | None) -> bool:
+        ref = f"refs/heads/{store.branch}"
+        _refuse_checked_out(store, ref)
+        result = store._git("update-ref", "-m", "squals: state transition", ref, commit, old or ZERO_ID,
+                            check=False)
+        if result.returncode == 0:
+            return True
+        if self.peek(store) != old:
+            return False  # another writer moved (or removed) the branch: re-read, re-apply
+        assert store._common_dir is not None
+        lock = store._common_dir / f"{ref}.lock"
+        try:
+            age: float | None = time.time() - lock.stat().st_mtime
+        except OSError:
+            age = None
+        if age is not None or "File exists" in result.stderr:
+            if age is not None and age > STALE_LOCK_AGE:
+                raise GitCommandError(
+                    f"cannot update state branch {store.branch!r}: {lock} was left {age:.0f}s ago by a git "
+                    "that did not finish; remove it if no git command is running in this repository"
+                )
+            return False  # another writer holds the lock right now: it is about to move the branch
+        raise GitCommandError(
+            f"cannot update state branch {store.branch!r} in {store.repo_path}: {_last_lines(result.stderr)}"
+        )
+
+
+def _refuse_checked_out(store: GitStateStore, ref: str) -> None:
+    """Refuse to move a branch a working tree has checked out: its files would no longer match ``HEAD``."""
+    assert store._common_dir is not None
+    heads = [(store._common_dir / "HEAD", store.repo_path)]
+    with contextlib.suppress(OSError):
+        heads += [(admin / "HEAD", admin) for admin in (store._common_dir / "worktrees").iterdir()]
+    for head, where in heads:
+        try:
+            checked_out = head.read_text(encoding="utf-8", errors="replace").strip() == f"ref: {ref}"
+        except OSError:
+            continue
+        if checked_out:
+            with contextlib.suppress(OSError):
+                where = Path((where / "gitdir").read_text(encoding="utf-8").strip()).parent
+            raise StateError(
+                f"state branch {ref.removeprefix('refs/heads/')!r} is checked out in {where}; squals will "
+                "not move a branch under a working tree: check out another branch there first"
+            )
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -763,3 +903,26 @@ class _ObjectReader:
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
+
+
+def list_remotes(repo_path: Path, *, timeout: float = 30.0) -> list[str]:
+    """The names of the remotes of the repository at ``repo_path`` (``git remote``)."""
+    env = {k: v for k, v in os.environ.items() if k not in _REPO_ENV}
+    env.update({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "LANGUAGE": "C"})
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(repo_path), "remote"],
+            capture_output=True,
+            env=env,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise GitCommandError(f"git remote timed out after {timeout:g}s in {repo_path}") from None
+    except OSError as exc:
+        raise GitCommandError(f"cannot run git: {exc}") from None
+    if result.returncode != 0:
+        raise GitCommandError(
+            f"git remote failed in {repo_path}: {_last_lines(result.stderr.decode('utf-8', 'replace'))}"
+        )
+    return result.stdout.decode("utf-8", "replace").split()

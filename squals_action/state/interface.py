@@ -9,7 +9,8 @@ The repository itself is the database. State is a set of JSON documents on an or
 
 Every change is one :meth:`StateStore.transact` call: the store reads the tip, applies a *pure* function to a
 copy of the documents, writes one commit whose message carries the :class:`Transition` (summary line
-plus ``Squals-*`` trailers) and publishes it with a compare-and-swap (a non-forced push for the git store).
+plus ``Squals-*`` trailers) and publishes it with a compare-and-swap (for the git store a non-forced push, or
+in local-only mode ``git update-ref <branch> <new> <old>``).
 When another writer got there first, the store re-reads and re-applies the function, with jittered backoff,
 a bounded number of times; then it raises :class:`ContentionError`. A transition carries an idempotency key
 (event + run + attempt), so replaying the same event does not record a second transition.
@@ -49,6 +50,8 @@ from squals_action.errors import SqualsError
 
 #: The branch that holds the state unless the caller names another.
 DEFAULT_BRANCH = "squals/state"
+#: The remote that holds the state branch unless the caller names another, or none (local-only mode).
+DEFAULT_REMOTE = "origin"
 #: The version every document written by this code carries in ``schema_version``.
 SCHEMA_VERSION = 1
 
