@@ -110,7 +110,10 @@ class Template:
         caps: list[str] = []
         if any(t.startswith("AWS::IAM::") for t in types):
             caps += ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"]
-        if self.parsed.get("Transform") or "AWS::CloudFormation::Stack" in types:
+        if self.parsed.get("Transform"):
+            # A macro (SAM and the like) may expand into IAM resources the template does not show.
+            caps = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"]
+        elif "AWS::CloudFormation::Stack" in types:
             caps.append("CAPABILITY_AUTO_EXPAND")
         return caps
 
@@ -207,9 +210,11 @@ def _lint(display: str, body: str, region: str) -> Mapping[str, Any]:
         raise ProviderError(f"{display}:1:1: expected a CloudFormation template (a mapping)")
     outputs = parsed.get("Outputs") or {}
     if not isinstance(outputs, Mapping) or URL_OUTPUT not in outputs:
+        mark = getattr(outputs, "start_mark", None)  # cfn-lint's nodes know where they stand
+        where = f"{mark.line + 1}:{mark.column + 1}" if mark is not None else "1:1"
         raise ProviderError(
-            f"{display}:1:1: expected an output named {URL_OUTPUT!r}: squals reads the environment's URL "
-            "from it"
+            f"{display}:{where}: expected an output named {URL_OUTPUT!r}: squals reads the environment's "
+            "URL from it"
         )
     return parsed
 

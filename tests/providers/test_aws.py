@@ -546,3 +546,22 @@ def test_a_repository_reached_through_a_symlink_is_inside_itself(
     handle = provider.provision("pr-1", commit, manifest)
     assert provider.destroy(handle).ok
     assert aws_cloud.stacks() == []
+
+
+def test_capabilities_follow_what_the_template_declares() -> None:
+    from squals_action.providers.aws_template import Template
+
+    def caps(parsed: dict[str, Any]) -> list[str]:
+        return Template("t.yml", "", parsed).capabilities()
+
+    assert caps({"Resources": {"Q": {"Type": "AWS::SQS::Queue"}}}) == []
+    assert caps({"Resources": {"R": {"Type": "AWS::IAM::Role"}}}) == [
+        "CAPABILITY_IAM",
+        "CAPABILITY_NAMED_IAM",
+    ]
+    assert caps({"Resources": {"S": {"Type": "AWS::CloudFormation::Stack"}}}) == ["CAPABILITY_AUTO_EXPAND"]
+    assert caps({"Transform": "AWS::Serverless-2016-10-31", "Resources": {}}) == [
+        "CAPABILITY_IAM",
+        "CAPABILITY_NAMED_IAM",
+        "CAPABILITY_AUTO_EXPAND",
+    ]
