@@ -1,6 +1,8 @@
 """One concurrent writer process for the state tests and the benchmark.
 
 Usage: ``python state_writer.py REPO WRITER_ID COUNT [MAX_ATTEMPTS [BASE_DELAY MAX_DELAY]]``.
+With ``STATE_WRITER_REMOTE`` set in the environment the store uses that remote; set to the empty string,
+local-only mode (the branch of REPO itself).
 
 Each transaction increments the shared counter ``counters/c.json`` (``n`` and the writer's own ``w<id>``)
 and appends ``<id>-<j>`` to ``journal/log.json``. Prints one JSON line: the attempts of each transaction and
@@ -10,6 +12,7 @@ the wall-clock start and end (epoch seconds).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,7 +27,8 @@ def main() -> None:
         retry = RetryPolicy(max_attempts=int(sys.argv[4]))
     if len(sys.argv) > 6:
         retry = RetryPolicy(int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6]))
-    store = open_store(repo, retry=retry)
+    remote = os.environ.get("STATE_WRITER_REMOTE", "origin")
+    store = open_store(repo, remote=remote or None, retry=retry)
     attempts: list[int] = []
     started = time.time()
     for j in range(count):

@@ -86,8 +86,25 @@ def make_dirty(dest: Path) -> None:
     (dest / "untracked.txt").write_text("untracked\n")
 
 
-def fingerprint(repo: Path) -> dict[str, str]:
-    """Digest of what the store must never change: every working-tree file, index, HEAD, branches, config."""
+def make_local_repo(dest: Path, *, dirty: bool = False) -> Path:
+    """A repository with no remote at all, ``main`` checked out: a project that lives only on a laptop."""
+    git(dest.parent, "init", "-q", "-b", "main", str(dest))
+    (dest / "README.md").write_text("# project\n")
+    git(dest, "add", "README.md")
+    git(dest, "commit", "-q", "-m", "first")
+    (dest / "app.py").write_text("print('hello')\n")
+    git(dest, "add", "app.py")
+    git(dest, "commit", "-q", "-m", "second")
+    if dirty:
+        make_dirty(dest)
+    return dest
+
+
+def fingerprint(repo: Path, *, except_branches: tuple[str, ...] = ()) -> dict[str, str]:
+    """Digest of what the store must never change: every working-tree file, index, HEAD, branches, config.
+
+    ``except_branches``: branches the store may create or move (the state branch in local-only mode).
+    """
     # git status refreshes the index's stat cache (rewriting it once after a copy): run it before hashing
     prints: dict[str, str] = {"status": git(repo, "status", "--porcelain=v1", "--untracked-files=all")}
     for path in sorted(repo.rglob("*")):
@@ -96,12 +113,15 @@ def fingerprint(repo: Path) -> dict[str, str]:
             continue
         prints[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
     git_dir = repo / ".git"
-    for name in ("index", "HEAD", "config", "shallow", "packed-refs"):
+    for name in ("index", "HEAD", "config", "shallow", "packed-refs", "logs/HEAD"):
         file = git_dir / name
         prints[f".git/{name}"] = hashlib.sha256(file.read_bytes()).hexdigest() if file.exists() else "-"
     heads = git_dir / "refs" / "heads"
     branches = sorted(p.relative_to(heads).as_posix() for p in heads.rglob("*") if p.is_file())
-    prints["refs/heads"] = ",".join(branches)
+    for name in branches:
+        if name not in except_branches:
+            prints[f"refs/heads/{name}"] = (heads / name).read_text()
+    prints["refs/heads"] = ",".join(b for b in branches if b not in except_branches)
     return prints
 
 
