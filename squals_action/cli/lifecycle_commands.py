@@ -99,7 +99,17 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--file", type=Path, help="the squals file (default: squals.yml at the repository root)"
     )
     parser.add_argument("--repo", type=Path, help="the repository (default: the current directory's)")
-    parser.add_argument("--remote", default="origin", help="remote that holds the state branch")
+    parser.add_argument(
+        "--remote",
+        default="origin",
+        help="remote that holds the state branch (default: origin; a repository without any remote keeps "
+        "it locally)",
+    )
+    parser.add_argument(
+        "--local-state",
+        action="store_true",
+        help="keep the state on the branch of this repository itself, push nothing (same as --remote '')",
+    )
     parser.add_argument("--state-branch", default="squals/state", help="the state branch")
     parser.add_argument(
         "--report", choices=("markdown", "none"), default="markdown", help="print the PR comment's markdown"
@@ -115,7 +125,7 @@ def _open(args: argparse.Namespace, gates: bool = True) -> Any:
     options = ProjectOptions(
         repo=args.repo,
         squals_file=args.file,
-        remote=args.remote,
+        remote="" if args.local_state else args.remote,
         state_branch=args.state_branch,
         # No run id: the store's lock/unlock keys are event/run/attempt, so a second command in the same
         # workflow run would be taken for a replay of the first. The Action passes its run id itself.

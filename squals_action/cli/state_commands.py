@@ -66,7 +66,15 @@ def _positive(text: str) -> int:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repo", type=Path, default=None, help="the repository (default: the current one)")
     parser.add_argument(
-        "--remote", default="origin", help="remote that holds the state branch (default: origin)"
+        "--remote",
+        default="origin",
+        help="remote that holds the state branch (default: origin; a repository without any remote keeps "
+        "it locally)",
+    )
+    parser.add_argument(
+        "--local-state",
+        action="store_true",
+        help="read and write the state branch of this repository itself, push nothing (same as --remote '')",
     )
     parser.add_argument(
         "--state-branch", default="squals/state", help="the state branch (default: squals/state)"
@@ -75,9 +83,17 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _open(args: argparse.Namespace) -> StateStore:
-    from squals_action.state import open_store
+    """The store the options name; ``args.remote`` becomes the remote chosen, ``""`` for local-only mode."""
+    from squals_action.state import choose_remote, open_store
 
-    return open_store(args.repo or Path.cwd(), remote=args.remote, branch=args.state_branch)
+    repo = args.repo or Path.cwd()
+    args.remote = choose_remote(repo, "" if args.local_state else args.remote) or ""
+    return open_store(repo, remote=args.remote or None, branch=args.state_branch)
+
+
+def _where(args: argparse.Namespace) -> str:
+    """Where the state branch is, for messages: ``on origin`` or ``in this repository``."""
+    return f"on {args.remote}" if args.remote else "in this repository (local state)"
 
 
 def _console(out: TextIO) -> Any:
@@ -115,8 +131,13 @@ def _lock_json(lock: Lock | None) -> dict[str, Any] | None:
     return doc
 
 
-def status_json(snapshot: Snapshot, branch: str, include_all: bool = False) -> dict[str, Any]:
-    """The ``--format json`` document of ``squals status`` (environments, locks, experiments)."""
+def status_json(
+    snapshot: Snapshot, branch: str, include_all: bool = False, remote: str | None = None
+) -> dict[str, Any]:
+    """The ``--format json`` document of ``squals status`` (environments, locks, experiments).
+
+    ``remote``: the remote that holds the branch, ``None`` for the repository's own (local-only mode).
+    """
     envs = snapshot.environments()
     locks = snapshot.locks()
     environments = []
@@ -134,6 +155,7 @@ def status_json(snapshot: Snapshot, branch: str, include_all: bool = False) -> d
             experiments.append(exp_doc)
     return {
         "branch": branch,
+        "remote": remote,
         "commit": snapshot.commit,
         "environments": environments,
         "experiments": experiments,
@@ -145,7 +167,7 @@ def run_status(args: argparse.Namespace, out: TextIO | None = None) -> int:
     stream = out if out is not None else sys.stdout
     with _open(args) as store:
         snapshot = store.read()
-    report = status_json(snapshot, args.state_branch, args.all)
+    report = status_json(snapshot, args.state_branch, args.all, args.remote or None)
     if args.format == "json":
         stream.write(json.dumps(report, indent=2, sort_keys=True) + "\n")
         return EXIT_OK
@@ -153,11 +175,12 @@ def run_status(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
     console = _console(stream)
     if snapshot.commit is None:
-        console.print(_text(f"No state yet: branch {args.state_branch} does not exist on {args.remote}."))
+        console.print(_text(f"No state yet: branch {args.state_branch} does not exist {_where(args)}."))
         return EXIT_OK
     locks = snapshot.locks()
     table = Table(
-        title=_text(f"Environments ({args.state_branch} @ {snapshot.commit[:12]})"), title_justify="left"
+        title=_text(f"Environments ({args.state_branch} @ {snapshot.commit[:12]}{_local_mark(args)})"),
+        title_justify="left",
     )
     for column in ("environment", "version", "status", "traffic", "URL", "lock", "updated"):
         table.add_column(column, justify="right" if column == "traffic" else "left")
@@ -197,6 +220,10 @@ def run_status(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return EXIT_OK
 
 
+def _local_mark(args: argparse.Namespace) -> str:
+    return "" if args.remote else ", local"
+
+
 def history_json(entries: list[HistoryEntry]) -> list[dict[str, Any]]:
     return [entry.to_json() for entry in entries]
 
@@ -216,10 +243,11 @@ def run_history(args: argparse.Namespace, out: TextIO | None = None) -> int:
     console = _console(stream)
     where = f" of {args.environment}" if args.environment else ""
     if not entries:
-        console.print(_text(f"No transitions{where} recorded on {args.state_branch}."))
+        console.print(_text(f"No transitions{where} recorded on {args.state_branch} {_where(args)}."))
         return EXIT_OK
     table = Table(
-        title=_text(f"Transitions{where} ({args.state_branch}, newest first)"), title_justify="left"
+        title=_text(f"Transitions{where} ({args.state_branch}{_local_mark(args)}, newest first)"),
+        title_justify="left",
     )
     for column in ("time", "event", "environment", "PR", "actor", "summary", "commit"):
         table.add_column(column)

@@ -1,7 +1,8 @@
 """Build a :class:`~squals_action.lifecycle.engine.Lifecycle` for a repository on disk, as the CLI needs it.
 
 One place decides where things live for a project: the squals file (``squals.yml`` at the repository root
-unless given), the state store (the ``squals/state`` branch of the ``origin`` remote), the provider the
+unless given), the state store (the ``squals/state`` branch of the ``origin`` remote; of the repository
+itself when it has no remote, or when asked to keep the state local), the provider the
 squals file names, the Dealer's directory (``<repo>/.squals/dealer``) and the logs (``<repo>/.squals/logs``).
 """
 
@@ -18,7 +19,7 @@ from squals_action.lifecycle.traffic import DealerTraffic
 
 
 class ProjectError(SqualsError):
-    """The repository is not set up for the lifecycle (no git, no squals file, no remote for the state)."""
+    """The repository is not set up for the lifecycle (no git, no squals file)."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class ProjectOptions:
 
     repo: Path | None = None
     squals_file: Path | None = None
+    #: the remote that holds the state branch; ``""``: local-only (the repository's own branch). A repository
+    #: with no remote at all keeps its state locally whatever this says.
     remote: str = "origin"
     state_branch: str = "squals/state"
     run_id: str | None = None
@@ -52,11 +55,6 @@ def repo_top(start: Path) -> Path:
     return Path(out.stdout.strip())
 
 
-def _has_remote(repo: Path, remote: str) -> bool:
-    out = subprocess.run(["git", "remote"], cwd=repo, capture_output=True, text=True, timeout=30, check=False)
-    return remote in out.stdout.split()
-
-
 def squals_dir(repo: Path) -> Path:
     return repo / ".squals"
 
@@ -65,7 +63,7 @@ def open_project(options: ProjectOptions, progress: Progress | None = None) -> L
     """The lifecycle of the repository at ``options.repo`` (default: the current directory's)."""
     from squals_action.manifest import discover, load
     from squals_action.providers import get_provider
-    from squals_action.state import open_store
+    from squals_action.state import choose_remote, open_store
 
     repo = repo_top((options.repo or Path.cwd()).resolve())
     if options.squals_file is not None:
@@ -78,13 +76,8 @@ def open_project(options: ProjectOptions, progress: Progress | None = None) -> L
             raise ProjectError(f"no squals file in {repo}: expected squals.yml (or pass --file)")
         path = found[0]
     manifest = load(path, repo)
-    if not _has_remote(repo, options.remote):
-        raise ProjectError(
-            f"the repository at {repo} has no remote {options.remote!r}: squals keeps its state on a branch "
-            f"of a remote (a bare repository will do: `git init --bare ../state.git && git remote add "
-            f"{options.remote} ../state.git`), or pass --remote NAME"
-        )
-    store = open_store(repo, remote=options.remote, branch=options.state_branch)
+    # no remote at all (a project on a laptop) or --local-state: the state branch is the repository's own
+    store = open_store(repo, remote=choose_remote(repo, options.remote), branch=options.state_branch)
     provider = get_provider(manifest.provider.kind, repo, manifest.provider)
     unit = manifest.experiment.unit if manifest.experiment is not None else None
     lifecycle = Lifecycle(

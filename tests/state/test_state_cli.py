@@ -19,9 +19,9 @@ from squals_action.state import EnvironmentState, ExperimentState, Transition, o
 T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 
-def populate(work: Path) -> Path:
+def populate(work: Path, remote: str | None = "origin") -> Path:
     """State with prod, a PR island, a lock on prod, a running and a decided experiment."""
-    with open_store(work) as store:
+    with open_store(work, remote=remote) as store:
         store.put_environment(
             EnvironmentState(
                 "prod",
@@ -120,6 +120,7 @@ def test_status_json(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
     }
     assert [x["id"] for x in report["experiments"]] == ["checkout-color"]
     assert len(report["commit"]) == 40
+    assert report["branch"] == "squals/state" and report["remote"] == "origin"
 
 
 def test_status_text_is_a_table_of_environments_and_running_experiments(
@@ -174,9 +175,8 @@ def test_errors_are_one_line_with_an_exit_code(
     code, _, err = run(["unlock", "../etc", "--repo", str(repo)], capsys)
     assert code == 1 and err.count("\n") == 1 and "invalid environment name '../etc'" in err
     code, _, err = run(["status", "--repo", str(repo), "--remote", "nowhere"], capsys)
-    assert code == 1 and err.startswith(
-        "squals: error: cannot fetch state branch 'squals/state' from 'nowhere'"
-    )
+    assert code == 1 and err.startswith("squals: error: the repository at ")
+    assert "has no remote 'nowhere' (it has: origin)" in err and err.count("\n") == 1
     code, _, err = run(["history", "--repo", str(repo), "--limit", "0"], capsys)
     assert code == 2 and "expected a number >= 1" in err
 
@@ -185,6 +185,59 @@ def test_status_before_any_state(make_clone: Callable[..., Path], capsys: pytest
     work = make_clone("empty")
     code, out, _ = run(["status", "--repo", str(work)], capsys)
     assert code == 0 and "No state yet: branch squals/state does not exist on origin." in out
+
+
+def test_status_history_unlock_in_a_repository_without_a_remote(
+    make_local: Callable[..., Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    laptop = make_local()
+    code, out, _ = run(["status", "--repo", str(laptop)], capsys)
+    assert code == 0 and "does not exist in this repository (local state)" in out
+    populate(laptop, remote=None)
+    code, out, _ = run(["status", "--repo", str(laptop), "--format", "json"], capsys)
+    report = json.loads(out)
+    assert code == 0 and report["remote"] is None and report["commit"] == _rev(laptop, "squals/state")
+    assert [e["name"] for e in report["environments"]] == ["pr-9", "prod"]
+    code, out, _ = run(["status", "--repo", str(laptop)], capsys)
+    assert code == 0 and ", local)" in out and "PR #9 since 2026-05-01T12:00:00Z" in out
+    monkeypatch.setenv("GITHUB_ACTOR", "carol")
+    code, out, _ = run(["unlock", "prod", "--repo", str(laptop), "--remote", "upstream"], capsys)
+    assert code == 0 and "was broken by carol" in out  # no remote at all: whatever --remote names
+    code, out, _ = run(["history", "prod", "--repo", str(laptop), "--format", "json"], capsys)
+    assert [(e["event"], e["actor"]) for e in json.loads(out)] == [
+        ("break-lock", "carol"),
+        ("lock", "bob"),
+        ("promote", "alice"),
+    ]
+    code, out, _ = run(["history", "--repo", str(laptop)], capsys)
+    assert code == 0 and "squals/state, local, newest first" in out and "break-lock" in out
+
+
+def test_local_state_in_a_clone_that_has_an_origin(
+    make_clone: Callable[..., Path], origin: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    work = populate(make_clone("both"), remote=None)  # state on the clone's own branch only
+    code, out, _ = run(["status", "--repo", str(work), "--local-state", "--format", "json"], capsys)
+    assert code == 0 and json.loads(out)["remote"] is None and len(json.loads(out)["environments"]) == 2
+    code, out, _ = run(["status", "--repo", str(work), "--remote", "", "--format", "json"], capsys)
+    assert code == 0 and json.loads(out)["commit"] == _rev(work, "squals/state")
+    code, out, _ = run(["status", "--repo", str(work)], capsys)  # origin's state: none yet
+    assert code == 0 and "does not exist on origin" in out
+    assert (
+        subprocess.run(
+            ["git", "-C", str(origin), "rev-parse", "--verify", "--quiet", "squals/state"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        ).returncode
+        != 0
+    )
+
+
+def _rev(repo: Path, ref: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", ref], capture_output=True, text=True, timeout=30, check=True
+    ).stdout.strip()
 
 
 def test_the_state_commands_import_no_git_at_start_up() -> None:
