@@ -55,6 +55,7 @@ def writer(
     )
 
 
+@pytest.mark.slow
 def test_four_processes_times_twenty_five_on_one_repository_lose_no_update(
     make_local: Callable[..., Path],
 ) -> None:
