@@ -8,34 +8,16 @@ from __future__ import annotations
 
 import functools
 import re
-import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from squals_action.gates.interface import GateError
-
-GIT_TIMEOUT = 120.0
+from squals_action.gitcmd import GIT_TIMEOUT, run_git
 
 
 def git(repo: Path, *args: str, timeout: float = GIT_TIMEOUT) -> bytes:
     """Run one git command in ``repo`` and return stdout; a failure becomes a one-line :class:`GateError`."""
-    try:
-        proc = subprocess.run(
-            ["git", "-C", str(repo), *args],
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise GateError(f"git {' '.join(args)} took longer than {timeout:.0f}s in {repo}") from exc
-    except OSError as exc:
-        raise GateError(f"cannot run git: {exc.strerror or exc}") from exc
-    if proc.returncode != 0:
-        message = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        detail = message[-1] if message else f"exit code {proc.returncode}"
-        raise GateError(f"git {' '.join(args)} failed in {repo}: {detail}")
-    return proc.stdout
+    return run_git(repo, *args, timeout=timeout, error=GateError)
 
 
 def changed_files(repo: Path, base: str, head: str = "HEAD") -> tuple[str, ...]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import re
-import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from squals_action.errors import SqualsError
+from squals_action.gitcmd import git_text, has_commit
 from squals_action.github.interface import Request
 from squals_action.github.runner import Settings
 from squals_action.report.model import Problem, Report, Status, Step
@@ -91,9 +91,9 @@ class Pipeline:
         from squals_action.gates.runner import make_context, run_pipeline
 
         base = request.intent.base_ref
-        base_ref = f"origin/{base}" if base and _has_ref(request.workspace, f"origin/{base}") else None
+        base_ref = f"origin/{base}" if base and has_commit(request.workspace, f"origin/{base}") else None
         sha = request.head_sha
-        head = sha if sha and _has_ref(request.workspace, sha) else "HEAD"
+        head = sha if sha and has_commit(request.workspace, sha) else "HEAD"
         ctx = make_context(request.workspace, self._log_dir(request) / "gates", base=base_ref, head=head)
         results = run_pipeline(model.gates, ctx)
         steps = []
@@ -326,30 +326,14 @@ _MERGE_SUBJECTS = (
 def _merged_pr(repo: Path, sha: str) -> int | None:
     """The pull request a push to the default branch merged, from the commit subject GitHub writes."""
     try:
-        done = subprocess.run(
-            ["git", "log", "-1", "--format=%s", sha, "--"],
-            cwd=repo, capture_output=True, text=True, timeout=30, check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
+        subject = git_text(repo, "log", "-1", "--format=%s", "--end-of-options", sha, "--", timeout=30)
+    except SqualsError:
         return None
-    subject = done.stdout.strip() if done.returncode == 0 else ""
     for pattern in _MERGE_SUBJECTS:
         found = pattern.search(subject)
         if found:
             return int(found.group(1))
     return None
-
-
-def _has_ref(repo: Path, ref: str) -> bool:
-    """Whether ``ref`` names a commit in ``repo`` (argv list: the ref is untrusted text)."""
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
-            cwd=repo, capture_output=True, timeout=30, check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
 
 
 def _tail(path: Path, limit: int = 4000) -> str:

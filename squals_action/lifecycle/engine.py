@@ -17,7 +17,6 @@ Ordering rules that keep prod serving whatever fails:
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from squals_action import gitcmd
 from squals_action.errors import SqualsError
 from squals_action.lifecycle import machine
 from squals_action.lifecycle.bake import BakeOutcome, BakeTick, HealthReading, bake
@@ -651,20 +651,7 @@ class Lifecycle:
 
 def resolve_commit(repo: Path, ref: str) -> str:
     """The full SHA of ``ref`` (state documents record commits, never branch names)."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"],
-            cwd=repo,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise LifecycleError(f"cannot resolve {ref!r} in {repo}: {exc}") from exc
-    if out.returncode != 0 or not out.stdout.strip():
-        raise LifecycleError(f"{ref!r} is not a commit of the repository at {repo}")
-    return out.stdout.strip()
+    return gitcmd.resolve_commit(repo, ref, error=LifecycleError)
 
 
 def _pr_of(name: str) -> int | None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, TypeVar
 
+from squals_action.gitcmd import repo_top, resolve_commit
 from squals_action.manifest import model
 from squals_action.providers import aws_template
 from squals_action.providers.interface import (
@@ -97,7 +98,7 @@ class AwsProvider(Provider):
     def top(self) -> Path:
         """The repository's top folder (``git rev-parse --show-toplevel``), looked up once."""
         if self._top is None:
-            self._top = Path(aws_template.git(self.repo, "rev-parse", "--show-toplevel").strip())
+            self._top = repo_top(self.repo, error=ProviderError)
         return self._top
 
     @property
@@ -242,7 +243,7 @@ class AwsProvider(Provider):
         version. An environment that does not become healthy is deleted (nothing left behind).
         """
         env = check_env_name(env_name)
-        sha = aws_template.resolve_commit(self.top, commit)
+        sha = resolve_commit(self.top, commit, error=ProviderError)
         if self._project is None:
             self._project = manifest.name
         project = self.project

@@ -10,17 +10,16 @@ import hashlib
 import json
 import os
 import re
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from squals_action.gitcmd import run_git
 from squals_action.manifest import model
 from squals_action.manifest.paths import reference_problem
 from squals_action.providers.interface import ProviderError
 
-GIT_TIMEOUT = 60.0
 #: CloudFormation's limit for an inline ``TemplateBody`` (bigger templates need S3, not supported here).
 MAX_TEMPLATE_BYTES = 51_200
 #: CloudFormation's limit for one parameter value.
@@ -50,40 +49,6 @@ def stack_name(project: str, env: str) -> str:
         return raw
     suffix = hashlib.sha256(raw.encode()).hexdigest()[:8]
     return f"{clean[: STACK_NAME_MAX - len(suffix) - 1]}-{suffix}"
-
-
-def git(repo: Path, *args: str) -> str:
-    """Run git in ``repo``; a failure is a :class:`ProviderError` with git's last line."""
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(repo), *args],
-            capture_output=True,
-            text=True,
-            timeout=GIT_TIMEOUT,
-            env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise ProviderError(f"git {args[0]} in {repo} timed out after {GIT_TIMEOUT:g}s") from exc
-    except OSError as exc:
-        raise ProviderError(f"could not run git: {exc}") from exc
-    if done.returncode != 0:
-        detail = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
-        raise ProviderError(f"git {' '.join(args[:2])} failed in {repo}: {detail}")
-    return done.stdout
-
-
-def resolve_commit(top: Path, commit: str) -> str:
-    """The full sha of ``commit`` in the repository at ``top``."""
-    if not commit or commit.startswith("-"):
-        raise ProviderError(f"not a commit: {commit!r}")
-    try:
-        return git(
-            top, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{commit}^{{commit}}"
-        ).strip()
-    except ProviderError as exc:
-        raise ProviderError(f"commit {commit!r} is not in the repository {top}") from exc
 
 
 @dataclass(frozen=True)
@@ -144,7 +109,7 @@ def read_template(
         raise ProviderError(f"{where}: provider.template: {problem}")
     relative = Path(os.path.normpath(os.path.join(base, ref))).relative_to(root).as_posix()
     try:
-        raw = git(top, "cat-file", "blob", f"{sha}:{relative}").encode()
+        raw = run_git(top, "cat-file", "blob", f"{sha}:{relative}", error=ProviderError)
     except ProviderError as exc:
         raise ProviderError(
             f"{where}: provider.template {ref!r}: {relative} is not a file in commit {sha[:12]}"

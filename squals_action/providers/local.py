@@ -21,13 +21,13 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar
 
+from squals_action.gitcmd import git_text, repo_top, resolve_commit
 from squals_action.manifest import model
 from squals_action.providers import daemon
 from squals_action.providers.interface import (
@@ -39,7 +39,6 @@ from squals_action.providers.interface import (
     check_env_name,
 )
 
-GIT_TIMEOUT = 120.0
 LOCK_TIMEOUT = 60.0
 STOP_GRACE = 5.0
 LOG_TAIL_LINES = 20
@@ -100,28 +99,6 @@ def _state(record: daemon.ProcessRecord) -> daemon.ProcState:
     return state
 
 
-def _git(repo: Path, *args: str, timeout: float = GIT_TIMEOUT) -> str:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(repo), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise ProviderError(f"git {args[0]} in {repo} timed out after {timeout:g}s") from exc
-    except OSError as exc:
-        raise ProviderError(f"could not run git: {exc}") from exc
-    if done.returncode != 0:
-        detail = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
-        raise ProviderError(f"git {' '.join(args[:2])} failed in {repo}: {detail}")
-    return done.stdout.strip()
-
-
 class LocalProvider(Provider):
     """Environments as detached processes on this machine, one git worktree each."""
 
@@ -135,7 +112,7 @@ class LocalProvider(Provider):
         state_dir: Path | str | None = None,
     ) -> None:
         super().__init__(repo, config, state_dir=state_dir)
-        self.top = Path(_git(self.repo, "rev-parse", "--show-toplevel", timeout=30))
+        self.top = repo_top(self.repo, error=ProviderError)
         self._own_state_dir = self.state_dir is None
         self.root = self.state_dir if self.state_dir is not None else self.top / ".squals" / "local"
 
@@ -214,16 +191,6 @@ class LocalProvider(Provider):
 
     # ------------------------------------------------------------------------------------------ provision
 
-    def _resolve(self, commit: str) -> str:
-        if not commit or commit.startswith("-"):
-            raise ProviderError(f"not a commit: {commit!r}")
-        try:
-            return _git(
-                self.top, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{commit}^{{commit}}"
-            )
-        except ProviderError as exc:
-            raise ProviderError(f"commit {commit!r} is not in the repository {self.top}") from exc
-
     def _app_dir(self, worktree: Path, manifest: model.Manifest) -> Path:
         """Where ``app.start`` runs: ``app.workdir`` relative to the squals file's folder in the worktree."""
         base = worktree
@@ -256,7 +223,7 @@ class LocalProvider(Provider):
         Signature is the :class:`Provider` contract; see there for the variables the app gets.
         """
         env = check_env_name(env_name)
-        sha = self._resolve(commit)
+        sha = resolve_commit(self.top, commit, error=ProviderError)
         with self._locked(env):
             existing = self._read_record(env)
             if existing is not None:
@@ -282,7 +249,7 @@ class LocalProvider(Provider):
             try:
                 env_dir.mkdir(parents=True)
                 self._write_record(handle)
-                _git(self.top, "worktree", "add", "--detach", str(worktree), sha)
+                git_text(self.top, "worktree", "add", "--detach", str(worktree), sha, error=ProviderError)
                 cwd = self._app_dir(worktree, manifest)
                 if log.exists():
                     log.replace(log.with_suffix(".log.1"))
@@ -397,12 +364,12 @@ class LocalProvider(Provider):
         worktree = env_dir / "worktree"
         if worktree.exists():
             try:
-                _git(self.top, "worktree", "remove", "--force", str(worktree))
+                git_text(self.top, "worktree", "remove", "--force", str(worktree), error=ProviderError)
             except ProviderError as exc:
                 notes.append(f"git worktree remove failed ({exc.one_line()}); deleted the folder")
         if env_dir.exists():
             shutil.rmtree(env_dir, ignore_errors=True)
-        _git(self.top, "worktree", "prune")
+        git_text(self.top, "worktree", "prune", error=ProviderError)
         if env_dir.exists():
             return DestroyOutcome(
                 handle.env, ok=False, detail=f"could not remove {env_dir}", notes=tuple(notes)

@@ -65,7 +65,7 @@ def test_handle_survives_json_and_a_fresh_provider(contract: ContractSetup) -> N
 
 
 def test_unknown_commit_is_an_error_and_leaves_nothing(contract: ContractSetup) -> None:
-    with pytest.raises(ProviderError, match="not in the repository"):
+    with pytest.raises(ProviderError, match="is not a commit of the repository"):
         contract.provider.provision("pr-1", "0" * 40, contract.manifest())
     with pytest.raises(ProviderError, match="not a commit"):
         contract.provider.provision("pr-1", "--output=/tmp/x", contract.manifest())

@@ -1,0 +1,74 @@
+"""Running git for its output: a timeout, no credential prompt, refs as argv, failures as one-line errors.
+
+Every concern that only needs what a git command prints goes through here; each passes its own error class
+so the message reaches the user as that concern's error. (The state store keeps its own runner: it streams
+objects through long-lived ``git cat-file`` processes and kills process groups.)
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from squals_action.errors import SqualsError
+
+GIT_TIMEOUT = 120.0
+
+
+def run_git(
+    repo: Path, *args: str, timeout: float = GIT_TIMEOUT, error: type[SqualsError] = SqualsError
+) -> bytes:
+    """Run ``git -C repo ARGS`` and return its stdout; a failure or timeout raises ``error`` in one line."""
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(repo), *args],
+            capture_output=True,
+            timeout=timeout,
+            env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise error(f"git {' '.join(args[:2])} in {repo} timed out after {timeout:g}s") from exc
+    except OSError as exc:
+        raise error(f"could not run git: {exc.strerror or exc}") from exc
+    if proc.returncode != 0:
+        lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        detail = lines[-1] if lines else f"exit code {proc.returncode}"
+        raise error(f"git {' '.join(args[:2])} failed in {repo}: {detail}")
+    return proc.stdout
+
+
+def git_text(
+    repo: Path, *args: str, timeout: float = GIT_TIMEOUT, error: type[SqualsError] = SqualsError
+) -> str:
+    """:func:`run_git`'s output as text, without surrounding white space."""
+    return run_git(repo, *args, timeout=timeout, error=error).decode("utf-8", "surrogateescape").strip()
+
+
+def resolve_commit(repo: Path, ref: str, *, error: type[SqualsError] = SqualsError) -> str:
+    """The full sha of the commit ``ref`` names (a PR's branch name is untrusted: never an option)."""
+    if not ref or ref.startswith("-"):
+        raise error(f"not a commit: {ref!r}")
+    try:
+        sha = git_text(
+            repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}", timeout=30
+        )
+    except SqualsError as exc:
+        raise error(f"{ref!r} is not a commit of the repository at {repo}") from exc
+    return sha
+
+
+def has_commit(repo: Path, ref: str) -> bool:
+    """Whether ``ref`` names a commit in ``repo``."""
+    try:
+        resolve_commit(repo, ref)
+    except SqualsError:
+        return False
+    return True
+
+
+def repo_top(start: Path, *, error: type[SqualsError] = SqualsError) -> Path:
+    """The top folder of the git working tree that holds ``start``."""
+    return Path(git_text(start, "rev-parse", "--show-toplevel", timeout=30, error=error))
