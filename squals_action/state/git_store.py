@@ -166,6 +166,7 @@ class GitStateStore(StateStore):
         # seconds (the measured duration of one attempt), doubled on each lost race, halved on a clean win.
         self._slots = 0
         self._slot = self.retry.base_delay
+        self._warm = False
         self._remote_tip_seen: str | None = None
         self._recorded: str | None = None  # what the tracking ref holds, as far as this store knows
         self._rng = random.Random()
@@ -219,8 +220,9 @@ class GitStateStore(StateStore):
                 self._remember(new_tip)
                 self._slots = 0
                 return TransactionResult(new_tip.commit, True, False, attempts, new_tip.snapshot())
-            if fetch:  # the slot: how long a full read-modify-push takes here, now
+            if fetch and self._warm:  # the slot: how long a full read-modify-push takes here, now
                 self._slot = max(self.retry.base_delay, time.monotonic() - began)
+            self._warm = True  # the first attempt also paid for start-up (imports, processes): not a slot
             self._wait_for_quiet(attempts, started)
             fetch = self._remote_tip_seen != self._tip
             verified = not fetch
@@ -248,7 +250,8 @@ class GitStateStore(StateStore):
             if time.monotonic() - since > self.retry.max_wait:
                 raise ContentionError(self.branch, attempts, time.monotonic() - since)
             baseline = seen
-            pause = min(self.retry.max_delay, max(pause * 1.5, self._slot) * self._rng.uniform(0.5, 1.5))
+            longest = self._publisher.longest_look(self.retry.max_delay, self._slot)
+            pause = min(longest, max(pause * 1.5, self._slot) * self._rng.uniform(0.5, 1.5))
 
     def history(self, environment: str | None = None, limit: int | None = None) -> list[HistoryEntry]:
         tip = self._fetch()
@@ -596,6 +599,10 @@ class _Publisher(ABC):
     def tracking_ref(self, branch: str) -> str:
         """The private ref that remembers the last tip this repository saw of ``branch``."""
 
+    def longest_look(self, max_delay: float, slot: float) -> float:
+        """The longest interval between two looks at a moving branch while waiting for it to be quiet."""
+        return max_delay
+
     @abstractmethod
     def fetch(self, store: GitStateStore, depth: int | None) -> str | None:
         """The branch's tip, its objects now in the repository; ``None``: the branch does not exist."""
@@ -687,6 +694,10 @@ class _LocalPublisher(_Publisher):
 
     def tracking_ref(self, branch: str) -> str:
         return f"refs/squals-local/{branch}"
+
+    def longest_look(self, max_delay: float, slot: float) -> float:
+        # a look is a file read, not a round trip: look often, so the wait ends soon after the branch stops
+        return min(max_delay, 2 * slot)
 
     def fetch(self, store: GitStateStore, depth: int | None) -> str | None:
         return store._read_ref(f"refs/heads/{store.branch}")
