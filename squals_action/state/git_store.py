@@ -125,10 +125,11 @@ class _Tip:
 
 
 class GitStateStore(StateStore):
-    """JSON documents on a git branch, one commit per transition, published by non-forced push.
+    """JSON documents on a git branch, one commit per transition, published by non-forced push to
+    ``remote`` -- or, with ``remote=None``, by ``git update-ref <new> <old>`` on the repository's own branch.
 
     Create it with :func:`squals_action.state.open_store`. One instance is not thread-safe; several processes
-    and several clones may write at once.
+    and several clones (local-only: several processes on one repository) may write at once.
     """
 
     def __init__(
