@@ -17,7 +17,7 @@ import os
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +57,14 @@ EVENT_HEADER = "X-Squals-Event"
 VARIANT_HEADER = "X-Squals-Variant"
 RESERVED_PREFIX = "/_squals/"
 _EVENT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+# Request headers never forwarded: hop-by-hop ones, Host (the upstream's instead), Expect (answered here).
+_REQUEST_DROP = (*sorted(HOP_BY_HOP), "host", "expect")
+# Response headers never forwarded: hop-by-hop ones and the event header the Dealer consumes.
+_RESPONSE_DROP = (*sorted(HOP_BY_HOP), EVENT_HEADER.lower())
 _CHUNK = 64 * 1024
 _SMALL_BODY = 256 * 1024  # bodies up to this size with a Content-Length are read whole
+# Units whose (variant, unit key) is remembered for the current routing; cleared when full or on a switch.
+_ASSIGN_CACHE = 65_536
 
 
 def valid_event(name: str) -> bool:
@@ -71,6 +77,11 @@ class Routing:
 
     upstreams: Mapping[str, URL]
     weights: Mapping[str, float]
+    # Each upstream's base URL as text, so a request's target is one string concatenation.
+    bases: Mapping[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bases", {k: str(v) for k, v in self.upstreams.items()})
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -91,7 +102,26 @@ def _connection_tokens(headers: Any) -> set[str]:
     return {token.strip().lower() for value in headers.getall("Connection", ()) for token in value.split(",")}
 
 
+def _forwardable(headers: Any, drop: tuple[str, ...]) -> CIMultiDict[str]:
+    """A copy of ``headers`` (order, case and repeats kept) without ``drop`` and what ``Connection`` names.
+
+    One copy in C and a few deletions: cheaper per request than filtering header by header in Python.
+    """
+    out: CIMultiDict[str] = CIMultiDict(headers)
+    for name in drop:
+        if name in out:
+            del out[name]
+    if "Connection" in headers:
+        for token in _connection_tokens(headers):
+            if token and token in out:
+                del out[token]
+    return out
+
+
 def _cookie_value(header: str, name: str) -> str | None:
+    if ";" not in header:  # one cookie, the common case: no split, same answer as the loop below
+        key, sep, value = header.strip().partition("=")
+        return (value.strip().strip('"') or None) if sep and key == name else None
     for part in header.split(";"):
         key, sep, value = part.strip().partition("=")
         if sep and key == name:
@@ -117,6 +147,8 @@ class DealerServer:
         self._cookie_name = config.unit_name if config.unit_kind == "cookie" else "squals_unit"
         self._cookie_suffix = f"; Path=/; Max-Age={config.cookie_max_age}; HttpOnly; SameSite=Lax"
         self._session: aiohttp.ClientSession | None = None
+        self._assigned: dict[str, tuple[str, int]] = {}  # unit -> (variant, unit key) under _assigned_for
+        self._assigned_for: Routing | None = None
         self._proxy_runner: web.ServerRunner | None = None
         self._admin_runner: web.AppRunner | None = None
         self._persist_task: asyncio.Task[None] | None = None
@@ -253,22 +285,40 @@ class DealerServer:
                 return value, False
         return secrets.token_hex(16), True
 
+    def _assign(self, unit: str, routing: Routing) -> tuple[str, int]:
+        """The unit's variant under ``routing`` and its unit key, remembered until the routing changes.
+
+        Both are pure functions of the unit (and the routing), so remembering them changes no answer; it saves
+        three keyed hashes and two logarithms per request of a returning unit.
+        """
+        if routing is not self._assigned_for:
+            self._assigned.clear()
+            self._assigned_for = routing
+        hit = self._assigned.get(unit)
+        if hit is None:
+            if len(self._assigned) >= _ASSIGN_CACHE:
+                self._assigned.clear()
+            hit = self._assigned[unit] = (assign(unit, routing.weights, self._seed), unit_key(unit))
+        return hit
+
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        if request.raw_path.startswith(RESERVED_PREFIX):
+        raw_path = request.raw_path
+        if raw_path.startswith(RESERVED_PREFIX):
             return await self._public_endpoint(request)
-        if not request.raw_path.startswith("/"):
+        if not raw_path.startswith("/"):
             return web.Response(status=400, text="absolute-form request targets are not proxied\n")
         unit, new_unit = self._unit_of(request)
         routing = self.routing
-        name = assign(unit, routing.weights, self._seed)
-        counter = self.book.variant(name)
+        name, key = self._assign(unit, routing)
+        book = self.book
+        counter = book.variants.get(name) or book.variant(name)
         counter.activations += 1
-        counter.units.add(unit_key(unit))
+        counter.units.add(key)
         counter.in_flight += 1
-        self.book.dirty = True
+        book.dirty = True
         try:
             return await self._forward(
-                request, routing.upstreams[name], name, counter, unit if new_unit else None
+                request, routing.bases[name], name, counter, unit if new_unit else None
             )
         finally:
             counter.in_flight -= 1
@@ -282,20 +332,18 @@ class DealerServer:
         A unit the Dealer just made up is added to the forwarded Cookie header, so that the app sees the same
         unit on the first request as on the following ones.
         """
-        drop = _connection_tokens(request.headers)
-        out: CIMultiDict[str] = CIMultiDict()
-        for key, value in request.headers.items():
-            low = key.lower()
-            if low in HOP_BY_HOP or low in drop or low == "host" or low == "expect":
-                continue
-            out.add(key, value)
+        headers = request.headers
+        out = _forwardable(headers, _REQUEST_DROP)
         if new_unit is not None:
             unit_cookie = f"{self._cookie_name}={new_unit}"
             cookies = out.popall("Cookie", [])
             out["Cookie"] = "; ".join([*cookies, unit_cookie])
         remote = request.remote or ""
-        previous = ", ".join(request.headers.getall("X-Forwarded-For", ()))
-        out["X-Forwarded-For"] = f"{previous}, {remote}" if previous else remote
+        if "X-Forwarded-For" in headers:
+            previous = ", ".join(headers.getall("X-Forwarded-For"))
+            out["X-Forwarded-For"] = f"{previous}, {remote}"
+        else:
+            out["X-Forwarded-For"] = remote
         out["X-Forwarded-Proto"] = request.scheme
         if request.host:
             out["X-Forwarded-Host"] = request.host
@@ -304,13 +352,13 @@ class DealerServer:
     async def _forward(
         self,
         request: web.BaseRequest,
-        base: URL,
+        base: str,
         name: str,
         counter: VariantCounter,
         new_unit: str | None,
     ) -> web.StreamResponse:
         assert self._session is not None
-        url = URL(str(base) + request.raw_path, encoded=True)
+        url = URL(base + request.raw_path, encoded=True)
         headers = self._request_headers(request, new_unit)
         data: Any = None
         if request.body_exists:
@@ -333,18 +381,14 @@ class DealerServer:
             counter.latency.add((loop.time() - started) * 1000.0)
             if upstream.status >= 500:
                 counter.server_errors += 1
-            for value in upstream.headers.getall(EVENT_HEADER, ()):
-                for event in value.split(","):
-                    event = event.strip()
-                    if valid_event(event):
-                        counter.add_event(event)
-            drop = _connection_tokens(upstream.headers)
-            out: CIMultiDict[str] = CIMultiDict()
-            for key, value in upstream.headers.items():
-                low = key.lower()
-                if low in HOP_BY_HOP or low in drop or low == "x-squals-event":
-                    continue
-                out.add(key, value)
+            answered = upstream.headers
+            if EVENT_HEADER in answered:
+                for value in answered.getall(EVENT_HEADER):
+                    for event in value.split(","):
+                        event = event.strip()
+                        if valid_event(event):
+                            counter.add_event(event)
+            out = _forwardable(answered, _RESPONSE_DROP)
             out[VARIANT_HEADER] = name
             if new_unit is not None:
                 out.add("Set-Cookie", f"{self._cookie_name}={new_unit}{self._cookie_suffix}")
