@@ -917,24 +917,9 @@ class _ObjectReader:
                     stream.close()
 
 
+
 def list_remotes(repo_path: Path, *, timeout: float = 30.0) -> list[str]:
     """The names of the remotes of the repository at ``repo_path`` (``git remote``)."""
-    env = {k: v for k, v in os.environ.items() if k not in _REPO_ENV}
-    env.update({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "LANGUAGE": "C"})
-    try:
-        result = subprocess.run(
-            ["git", "-C", str(repo_path), "remote"],
-            capture_output=True,
-            env=env,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise GitCommandError(f"git remote timed out after {timeout:g}s in {repo_path}") from None
-    except OSError as exc:
-        raise GitCommandError(f"cannot run git: {exc}") from None
-    if result.returncode != 0:
-        raise GitCommandError(
-            f"git remote failed in {repo_path}: {_last_lines(result.stderr.decode('utf-8', 'replace'))}"
-        )
-    return result.stdout.decode("utf-8", "replace").split()
+    from squals_action.gitcmd import git_text
+
+    return git_text(repo_path, "remote", timeout=timeout, error=GitCommandError).split()
