@@ -6,13 +6,21 @@ Two upstream processes (a tiny aiohttp app) serve ``/``. The same bounded load g
 keep-alive connections, a fixed number of requests, each with a unit cookie from a pool of 1,000) then hits:
 
 * ``direct``: the upstreams themselves, half of the connections to each;
-* ``dealer``: the Dealer daemon splitting 50/50 between them;
+* ``dealer``: the Dealer daemon splitting 50/50 between them, on the event loop it picks itself (uvloop when
+  installed);
+* ``dealer-asyncio``: the same Dealer forced onto asyncio's own loop (``SQUALS_DEALER_LOOP=asyncio``),
+  measured only when ``dealer`` runs on uvloop, so one run shows what the loop is worth;
+* ``dealer-baseline``: with ``--baseline DIR``, the Dealer of another checkout (``git archive <commit> | tar
+  -x -C DIR``), so a change is measured before and after in the same rounds;
 * ``nginx``: nginx with ``split_clients`` on the same cookie, 50/50 (skipped when nginx is not installed).
 
 Each target gets a throughput phase (``--concurrency`` connections, requests/s, p50/p99) and a latency phase
 (one connection: the latency the proxy adds when it is not queueing). Targets are measured in alternating
 rounds and the median round is kept, so the noise of a shared machine hits them alike. Ratios are against
-``direct``.
+``direct``. Each Dealer's CPU time per proxied request (from ``/proc``) is printed too: it moves less with the
+machine's load than requests/s do. When ``wrk`` is installed (Debian package), each target is also driven by
+it for ``--wrk-seconds`` with the same connections and unit cookies: a cross-check that the Python load
+generator is not what limits ``direct``.
 """
 
 from __future__ import annotations
@@ -149,6 +157,54 @@ def load(targets: list[tuple[str, int]], requests: int, concurrency: int, seed: 
     return asyncio.run(_load(targets, requests, concurrency, seed))
 
 
+# --------------------------------------------------------------------------------------------- measuring aids
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux ``/proc``), None where that is not readable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+WRK_SCRIPT = """
+math.randomseed(1)
+request = function()
+  local unit = string.format("bench%04d", math.random(0, 999))
+  return wrk.format("GET", "/", {["Cookie"] = "squals_unit=" .. unit, ["User-Agent"] = "squals-bench"})
+end
+"""
+
+
+def run_wrk(wrk: str, targets: list[tuple[str, int]], connections: int, seconds: float, script: Path) -> str:
+    """requests/s (and non-2xx answers) with wrk, the connections shared among the targets like ``load``."""
+    per = [
+        connections // len(targets) + (1 if i < connections % len(targets) else 0)
+        for i in range(len(targets))
+    ]
+    runs = [
+        subprocess.Popen(
+            [wrk, "-t1", f"-c{n}", f"-d{seconds:g}s", "-s", str(script), f"http://{host}:{port}/"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for (host, port), n in zip(targets, per, strict=True)
+    ]
+    rps = 0.0
+    bad = 0
+    for run in runs:
+        out, _ = run.communicate(timeout=seconds + 30)
+        for line in out.splitlines():
+            if line.startswith("Requests/sec:"):
+                rps += float(line.split()[1])
+            elif line.strip().startswith("Non-2xx or 3xx responses:"):
+                bad += int(line.split(":")[1])
+    return f"{rps:8.0f} req/s  (wrk, x{connections}, non-2xx {bad})"
+
+
 # --------------------------------------------------------------------------------------------- targets
 
 
@@ -217,7 +273,7 @@ http {{
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            print(f"nginx      : failed to start (see {workdir}/error.log), skipped")
+            print(f"nginx          : failed to start (see {workdir}/error.log), skipped")
             return None
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
@@ -241,45 +297,88 @@ def main() -> int:
     parser.add_argument(
         "--app-cpu-ms", type=float, default=0.0, help="CPU each upstream request burns (0: a trivial app)"
     )
+    parser.add_argument(
+        "--baseline", type=Path, help="another checkout whose Dealer is measured too, as dealer-baseline"
+    )
+    parser.add_argument(
+        "--wrk-seconds",
+        type=float,
+        default=5.0,
+        help="seconds of the wrk cross-check per target (0: skip it)",
+    )
     args = parser.parse_args()
     if args.serve_upstream:
         serve_upstream(args.serve_upstream, args.app_cpu_ms)
         return 0
 
-    from squals_action.dealer import DealerConfig, start_dealer, stop_dealer
+    import json
+
+    from squals_action.dealer import DealerClient, DealerConfig, dealer_status, start_dealer, stop_dealer
 
     procs: list[subprocess.Popen[str]] = []
     workdir = Path(tempfile.mkdtemp(prefix="squals-bench-"))
-    state = workdir / "dealer"
+    states: dict[str, Path] = {}
     try:
         ports = {name: start_upstream(name, procs, args.app_cpu_ms) for name in ("a", "b")}
         direct = [("127.0.0.1", ports["a"]), ("127.0.0.1", ports["b"])]
-        dealer = start_dealer(
-            DealerConfig(
-                upstreams={k: f"http://127.0.0.1:{v}" for k, v in ports.items()}, weights={"a": 50, "b": 50}
-            ),
-            state,
+        config = DealerConfig(
+            upstreams={k: f"http://127.0.0.1:{v}" for k, v in ports.items()}, weights={"a": 50, "b": 50}
         )
-        dealer_port = int(dealer.url.rsplit(":", 1)[1])
-        targets: dict[str, list[tuple[str, int]]] = {"direct": direct, "dealer": [("127.0.0.1", dealer_port)]}
+        targets: dict[str, list[tuple[str, int]]] = {"direct": direct}
+        dealers: dict[str, DealerClient] = {}
+        dealer_pids: dict[str, int] = {}
+        loops: dict[str, str] = {}
+
+        def add_dealer(name: str, checkout: Path | None = None) -> str:
+            states[name] = workdir / name
+            here = Path.cwd()
+            if checkout is not None:  # the daemon runs `python -m squals_action.dealer`: cwd comes first
+                os.chdir(checkout)
+            try:
+                dealers[name] = start_dealer(config, states[name])
+            finally:
+                os.chdir(here)
+            targets[name] = [("127.0.0.1", int(dealers[name].url.rsplit(":", 1)[1]))]
+            dealer_pids[name] = dealer_status(states[name]).pid or 0
+            loops[name] = json.loads((states[name] / "dealer.json").read_text()).get("loop", "asyncio")
+            return loops[name]
+
+        if add_dealer("dealer") == "uvloop":
+            os.environ["SQUALS_DEALER_LOOP"] = "asyncio"
+            try:
+                add_dealer("dealer-asyncio")
+            finally:
+                del os.environ["SQUALS_DEALER_LOOP"]
+        if args.baseline is not None:
+            os.environ["SQUALS_DEALER_LOOP"] = loops["dealer"]  # a baseline that knows the switch: same loop
+            try:
+                add_dealer("dealer-baseline", args.baseline.resolve())
+            finally:
+                del os.environ["SQUALS_DEALER_LOOP"]
         nginx_port = start_nginx(workdir / "nginx", ports, procs)
         if nginx_port is None:
-            print("nginx      : not installed, skipped (apt-get install -y nginx to compare)")
+            print("nginx          : not installed, skipped (apt-get install -y nginx to compare)")
         else:
             targets["nginx"] = [("127.0.0.1", nginx_port)]
 
         print(
-            f"setup      : {len(os.sched_getaffinity(0))} cpus, {args.requests} requests x "
+            f"setup          : {len(os.sched_getaffinity(0))} cpus, {args.requests} requests x "
             f"{args.concurrency} connections, {args.latency_requests} requests x 1 connection, "
-            f"{args.rounds} rounds, upstream app CPU {args.app_cpu_ms:g} ms/request, loopback"
+            f"{args.rounds} rounds, upstream app CPU {args.app_cpu_ms:g} ms/request, loopback, "
+            f"Dealer event loops {loops}, load average {os.getloadavg()[0]:.1f}"
         )
         for target in targets.values():  # warm up connections, caches and pools
             load(target, 2000, args.concurrency)
         through: dict[str, list[Result]] = {name: [] for name in targets}
         single: dict[str, list[Result]] = {name: [] for name in targets}
+        dealer_cpu: dict[str, float] = dict.fromkeys(dealers, 0.0)
         for round_no in range(args.rounds):
             for name, target in targets.items():
+                before = cpu_seconds(dealer_pids[name]) if name in dealers else None
                 through[name].append(load(target, args.requests, args.concurrency, seed=round_no))
+                after = cpu_seconds(dealer_pids[name]) if name in dealers else None
+                if before is not None and after is not None:
+                    dealer_cpu[name] += after - before
                 single[name].append(load(target, args.latency_requests, 1, seed=round_no))
 
         def median(results: list[Result], key: str) -> Result:
@@ -292,7 +391,7 @@ def main() -> int:
         for name in targets:
             t, s = kept_t[name], kept_s[name]
             print(
-                f"{name:<11}: {t.rps:8.0f} req/s  p50 {t.pct(50):6.2f} ms  p99 {t.pct(99):6.2f} ms"
+                f"{name:<15}: {t.rps:8.0f} req/s  p50 {t.pct(50):6.2f} ms  p99 {t.pct(99):6.2f} ms"
                 f"  (x{args.concurrency})   |  p50 {s.pct(50):5.2f} ms  p99 {s.pct(99):5.2f} ms  (x1)"
             )
         base_t, base_s = kept_t["direct"], kept_s["direct"]
@@ -303,24 +402,56 @@ def main() -> int:
             added = kept_s[name].pct(99) - base_s.pct(99)
             verdict = "ok" if ratio >= 0.5 and added <= 2.0 else "MISSED"
             print(
-                f"ratio      : {name}/direct throughput {ratio:.2f} (goal >= 0.50), "
+                f"ratio          : {name}/direct throughput {ratio:.2f} (goal >= 0.50), "
                 f"added p99 {added:+.2f} ms at x1 (goal <= 2 ms), "
                 f"added p99 {kept_t[name].pct(99) - base_t.pct(99):+.2f} ms at x{args.concurrency}"
                 f"  [{verdict}]"
             )
         if "nginx" in targets:
-            print(f"ratio      : dealer/nginx throughput {kept_t['dealer'].rps / kept_t['nginx'].rps:.2f}")
-        tallies = dealer.tallies()
-        split = {k: t.activations for k, t in tallies.items()}
+            print(
+                f"ratio          : dealer/nginx throughput {kept_t['dealer'].rps / kept_t['nginx'].rps:.2f}"
+            )
+        for name in dealers:
+            if dealer_cpu[name]:
+                per = 1000.0 * dealer_cpu[name] / (args.rounds * args.requests)
+                print(
+                    f"cpu            : {name} {per:.3f} ms of CPU per proxied request (x{args.concurrency})"
+                )
+        if "dealer-baseline" in dealers:
+            cpu_ratio = (
+                dealer_cpu["dealer"] / dealer_cpu["dealer-baseline"] if dealer_cpu["dealer-baseline"] else 0
+            )
+            print(
+                f"ratio          : dealer/dealer-baseline throughput "
+                f"{kept_t['dealer'].rps / kept_t['dealer-baseline'].rps:.2f}, CPU per request {cpu_ratio:.2f}"
+            )
         sent = 2000 + args.rounds * (args.requests + args.latency_requests)
+        checks = []
+        for name, dealer in dealers.items():
+            tallies = dealer.tallies()
+            split = {k: t.activations for k, t in tallies.items()}
+            checks.append(
+                f"{name} activations {sum(split.values())} of {sent} sent (split {split}), "
+                f"errors {sum(t.errors for t in tallies.values())}"
+            )
         print(
-            f"check      : non-200 answers {failures}, "
-            f"Dealer activations {sum(split.values())} of {sent} sent "
-            f"(split {split}), errors {sum(t.errors for t in tallies.values())}"
+            f"check          : non-200 answers {failures}; "
+            + "; ".join(checks)
+            + f"; load average now {os.getloadavg()[0]:.1f}"
         )
+        wrk = shutil.which("wrk")
+        if wrk and args.wrk_seconds > 0:
+            script = workdir / "units.lua"
+            script.write_text(WRK_SCRIPT)
+            for name, target in targets.items():
+                line = run_wrk(wrk, target, args.concurrency, args.wrk_seconds, script)
+                print(f"{name:<15}: {line}")
+        else:
+            print("wrk            : not installed, cross-check skipped (apt-get install -y wrk)")
         return 0 if failures == 0 else 1
     finally:
-        stop_dealer(state)
+        for state in states.values():
+            stop_dealer(state)
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
         for proc in procs:
