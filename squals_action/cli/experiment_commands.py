@@ -12,6 +12,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from squals_action.cli.options import (
+    add_state_options,
+    project_options,
+    pull_request_number,
+    requested_remote,
+)
 from squals_action.errors import EXIT_FAILURE, EXIT_OK
 
 
@@ -32,7 +38,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "with the declared split and sticky unit, and record experiments/<id>.json on the state branch.",
     )
     start.add_argument("--commit", default="HEAD", help="commit the variants run (default: HEAD)")
-    start.add_argument("--pr", type=_pr, help="pull request of the experiment (the winner becomes pr-N)")
+    start.add_argument(
+        "--pr", type=pull_request_number, help="pull request of the experiment (the winner becomes pr-N)"
+    )
     start.add_argument("--id", dest="experiment_id", help="experiment id (default: <name>-<commit>)")
     _common(start)
     start.set_defaults(handler=run_start)
@@ -60,23 +68,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     stop.set_defaults(handler=run_stop)
 
 
-def _pr(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a pull request number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a pull request number >= 1, got {value}")
-    return value
-
-
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--file", type=Path, help="the squals file (default: squals.yml at the repository root)"
-    )
-    parser.add_argument("--repo", type=Path, help="the repository (default: the current directory's)")
-    parser.add_argument("--remote", default="origin", help="remote that holds the state branch")
-    parser.add_argument("--state-branch", default="squals/state", help="the state branch")
+    add_state_options(parser, squals_file=True)
     parser.add_argument("--format", choices=("text", "json"), default="text", help="output format")
 
 
@@ -84,17 +77,10 @@ def _engine(args: argparse.Namespace) -> Any:
     import os
 
     from squals_action.experiments.engine import from_lifecycle
-    from squals_action.lifecycle.project import ProjectOptions, open_project
+    from squals_action.lifecycle.project import open_project
 
-    options = ProjectOptions(
-        repo=args.repo,
-        squals_file=args.file,
-        remote=args.remote,
-        state_branch=args.state_branch,
-        run_id=os.environ.get("GITHUB_RUN_ID") or None,
-        actor=os.environ.get("GITHUB_ACTOR") or os.environ.get("USER") or None,
-        gates=False,  # the variants' code passed its gates on its pull request
-    )
+    # The variants' code passed its gates on its pull request.
+    options = project_options(args, gates=False, run_id=os.environ.get("GITHUB_RUN_ID") or None)
     lifecycle = open_project(options)
     return from_lifecycle(lifecycle, log=lambda text: print(f"> {text}", file=sys.stderr, flush=True))
 
@@ -178,10 +164,11 @@ def run_tick(args: argparse.Namespace) -> int:
 
 def run_status(args: argparse.Namespace) -> int:
     from squals_action.lifecycle.project import repo_top
-    from squals_action.state import open_store
+    from squals_action.state import choose_remote, open_store
 
     repo = repo_top((args.repo or Path.cwd()).resolve())
-    with open_store(repo, remote=args.remote, branch=args.state_branch) as store:
+    remote = choose_remote(repo, requested_remote(args))
+    with open_store(repo, remote=remote, branch=args.state_branch) as store:
         docs = store.read().experiments()
     if args.experiment_id is not None:
         from squals_action.experiments.interface import ExperimentError

@@ -12,6 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from squals_action.cli.options import (
+    add_state_options,
+    project_options,
+    pull_request_number,
+)
 from squals_action.errors import EXIT_FAILURE, EXIT_OK
 
 
@@ -24,7 +29,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "COMMIT, run after_preprod hooks and the exit tests against its URL. Each step is a state "
         "transition.",
     )
-    deploy.add_argument("--pr", type=_pr, required=True, help="pull request number (the island is pr-N)")
+    deploy.add_argument(
+        "--pr", type=pull_request_number, required=True, help="pull request number (the island is pr-N)"
+    )
     deploy.add_argument("--commit", default="HEAD", help="commit to deploy (default: HEAD)")
     deploy.add_argument("--skip-gates", action="store_true", help="do not run the gates (they ran elsewhere)")
     _common(deploy)
@@ -38,7 +45,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "the old prod becomes postprod at 0 % and after_postprod hooks run. A breach returns all traffic "
         "to GREEN.",
     )
-    promote.add_argument("--pr", type=_pr, required=True, help="pull request whose island is promoted")
+    promote.add_argument(
+        "--pr", type=pull_request_number, required=True, help="pull request whose island is promoted"
+    )
     _common(promote)
     promote.set_defaults(handler=run_promote)
 
@@ -48,7 +57,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Make postprod prod again and prod postprod, with one traffic switch and no rebuild. "
         "During an interrupted promotion, return all traffic to GREEN instead.",
     )
-    rollback.add_argument("--pr", type=_pr, help="pull request asking (holds the prod lock; default: prod's)")
+    rollback.add_argument(
+        "--pr", type=pull_request_number, help="pull request asking (holds the prod lock; default: prod's)"
+    )
     _common(rollback)
     rollback.set_defaults(handler=run_rollback)
 
@@ -58,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Destroy pr-N. An island that serves prod or postprod is kept (the next promotion "
         "retires it).",
     )
-    teardown.add_argument("--pr", type=_pr, required=True)
+    teardown.add_argument("--pr", type=pull_request_number, required=True)
     _common(teardown)
     teardown.set_defaults(handler=run_teardown)
 
@@ -84,56 +95,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     demo.set_defaults(handler=run_demo)
 
 
-def _pr(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a pull request number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a pull request number >= 1, got {value}")
-    return value
-
-
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--file", type=Path, help="the squals file (default: squals.yml at the repository root)"
-    )
-    parser.add_argument("--repo", type=Path, help="the repository (default: the current directory's)")
-    parser.add_argument(
-        "--remote",
-        default="origin",
-        help="remote that holds the state branch (default: origin; a repository without any remote keeps "
-        "it locally)",
-    )
-    parser.add_argument(
-        "--local-state",
-        action="store_true",
-        help="keep the state on the branch of this repository itself, push nothing (same as --remote '')",
-    )
-    parser.add_argument("--state-branch", default="squals/state", help="the state branch")
+    add_state_options(parser, squals_file=True)
     parser.add_argument(
         "--report", choices=("markdown", "none"), default="markdown", help="print the PR comment's markdown"
     )
 
 
 def _open(args: argparse.Namespace, gates: bool = True) -> Any:
-    import os
-
-    from squals_action.lifecycle.project import ProjectOptions, open_project
+    from squals_action.lifecycle.project import open_project
     from squals_action.lifecycle.report import progress_for
 
-    options = ProjectOptions(
-        repo=args.repo,
-        squals_file=args.file,
-        remote="" if args.local_state else args.remote,
-        state_branch=args.state_branch,
-        # No run id: the store's lock/unlock keys are event/run/attempt, so a second command in the same
-        # workflow run would be taken for a replay of the first. The Action passes its run id itself.
-        run_id=None,
-        actor=os.environ.get("GITHUB_ACTOR") or None,
-        gates=gates,
-    )
-    return open_project(options, progress_for(sys.stderr))
+    # No run id from the CLI: a person's commands are not replays of each other; the Action passes its own.
+    return open_project(project_options(args, gates=gates, run_id=None), progress_for(sys.stderr))
 
 
 def _finish(args: argparse.Namespace, outcome: Any) -> int:

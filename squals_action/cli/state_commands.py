@@ -12,6 +12,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from squals_action.cli.options import (
+    add_state_options,
+    default_actor,
+    positive_int,
+    requested_remote,
+)
 from squals_action.errors import EXIT_OK
 
 if TYPE_CHECKING:
@@ -37,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "commit log: one commit per transition.",
     )
     history.add_argument("environment", nargs="?", metavar="ENV", help="only the transitions of ENV")
-    history.add_argument("--limit", type=_positive, default=None, help="at most N transitions")
+    history.add_argument("--limit", type=positive_int, default=None, help="at most N transitions")
     _common(history)
     history.set_defaults(handler=run_history)
 
@@ -53,32 +59,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     unlock.set_defaults(handler=run_unlock)
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
-
-
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--repo", type=Path, default=None, help="the repository (default: the current one)")
-    parser.add_argument(
-        "--remote",
-        default="origin",
-        help="remote that holds the state branch (default: origin; a repository without any remote keeps "
-        "it locally)",
-    )
-    parser.add_argument(
-        "--local-state",
-        action="store_true",
-        help="read and write the state branch of this repository itself, push nothing (same as --remote '')",
-    )
-    parser.add_argument(
-        "--state-branch", default="squals/state", help="the state branch (default: squals/state)"
-    )
+    add_state_options(parser, squals_file=False)
     parser.add_argument("--format", choices=("text", "json"), default="text", help="output format")
 
 
@@ -87,7 +69,7 @@ def _open(args: argparse.Namespace) -> StateStore:
     from squals_action.state import choose_remote, open_store
 
     repo = args.repo or Path.cwd()
-    args.remote = choose_remote(repo, "" if args.local_state else args.remote) or ""
+    args.remote = choose_remote(repo, requested_remote(args)) or ""
     return open_store(repo, remote=args.remote or None, branch=args.state_branch)
 
 
@@ -263,33 +245,6 @@ def run_history(args: argparse.Namespace, out: TextIO | None = None) -> int:
         )
     console.print(table)
     return EXIT_OK
-
-
-def default_actor(repo: Path | None) -> str:
-    """Who is acting: $GITHUB_ACTOR in a workflow, else git's user.name, else the login name."""
-    actor = os.environ.get("GITHUB_ACTOR", "").strip()
-    if actor:
-        return actor
-    import subprocess
-
-    try:
-        name = subprocess.run(
-            ["git", "-C", str(repo or Path.cwd()), "config", "user.name"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        ).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        name = ""
-    if name:
-        return name
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):
-        return "unknown"
 
 
 def run_unlock(args: argparse.Namespace, out: TextIO | None = None) -> int:
