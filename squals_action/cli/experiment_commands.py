@@ -163,7 +163,7 @@ def run_tick(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from squals_action.lifecycle.project import repo_top
+    from squals_action.gitcmd import repo_top
     from squals_action.state import choose_remote, open_store
 
     repo = repo_top((args.repo or Path.cwd()).resolve())

@@ -94,7 +94,13 @@ class Pipeline:
         base_ref = f"origin/{base}" if base and has_commit(request.workspace, f"origin/{base}") else None
         sha = request.head_sha
         head = sha if sha and has_commit(request.workspace, sha) else "HEAD"
-        ctx = make_context(request.workspace, self._log_dir(request) / "gates", base=base_ref, head=head)
+        ctx = make_context(
+            request.workspace,
+            self._log_dir(request) / "gates",
+            base=base_ref,
+            head=head,
+            base_dir=Path(model.base_dir),
+        )
         results = run_pipeline(model.gates, ctx)
         steps = []
         problems: list[Problem] = []

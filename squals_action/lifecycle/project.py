@@ -8,12 +8,12 @@ squals file names, the Dealer's directory (``<repo>/.squals/dealer``) and the lo
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from squals_action.errors import SqualsError, UsageError
+from squals_action.gitcmd import repo_top
 from squals_action.lifecycle.engine import Lifecycle, Progress
 from squals_action.lifecycle.traffic import DealerTraffic
 
@@ -37,24 +37,6 @@ class ProjectOptions:
     gates: bool = True
 
 
-def repo_top(start: Path) -> Path:
-    """The top of the git working tree holding ``start``."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--show-toplevel"],
-            cwd=start,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ProjectError(f"cannot run git in {start}: {exc}") from exc
-    if out.returncode != 0:
-        raise ProjectError(f"{start} is not inside a git repository: squals deploys commits of one")
-    return Path(out.stdout.strip())
-
-
 def squals_dir(repo: Path) -> Path:
     return repo / ".squals"
 
@@ -65,7 +47,7 @@ def open_project(options: ProjectOptions, progress: Progress | None = None) -> L
     from squals_action.providers import get_provider
     from squals_action.state import choose_remote, open_store
 
-    repo = repo_top((options.repo or Path.cwd()).resolve())
+    repo = repo_top((options.repo or Path.cwd()).resolve(), error=ProjectError)
     if options.squals_file is not None:
         path = options.squals_file if options.squals_file.is_absolute() else Path.cwd() / options.squals_file
         if not path.is_file():
@@ -103,7 +85,12 @@ def _gates_runner(lifecycle: Lifecycle) -> Callable[[str], tuple[bool, str]]:
     def run(commit: str) -> tuple[bool, str]:
         from squals_action.gates.runner import all_ok, make_context, run_pipeline
 
-        ctx = make_context(lifecycle.repo, lifecycle.log_dir / "gates", head=commit)
+        ctx = make_context(
+            lifecycle.repo,
+            lifecycle.log_dir / "gates",
+            head=commit,
+            base_dir=Path(lifecycle.manifest.base_dir),
+        )
         results = run_pipeline(lifecycle.manifest.gates, ctx)
         counts: dict[str, int] = {}
         for result in results:
