@@ -11,8 +11,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-#: Characters with a meaning in GitHub-flavoured markdown; each is backslash-escaped in :func:`escape`.
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+#: Characters with a meaning anywhere in a line of GitHub-flavoured markdown, escaped by :func:`escape`.
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#|~>])")
+#: What makes a list item or numbered item only at the start of a line: escaped there alone, so that
+#: ``pr-1 v1.2`` stays readable. (``#`` is escaped everywhere: ``owner/repo#1`` would cross-reference.)
+_MD_LINE_START = re.compile(r"^([-+!])|^(\d+)\.")
 _HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}
 #: ``@user`` / ``@org/team`` mentions: every ``@`` becomes the entity ``&#64;``, which GitHub does not link.
 _MENTION = re.compile(r"@")
@@ -37,6 +40,7 @@ def escape(text: object, max_len: int | None = None) -> str:
     s = "".join(_HTML.get(ch, ch) for ch in s)
     # HTML entities we just produced contain '&' and ';' only, which are not in _MD_SPECIAL.
     s = _MD_SPECIAL.sub(r"\\\1", s)
+    s = _MD_LINE_START.sub(lambda m: "\\" + m.group(1) if m.group(1) else m.group(2) + "\\.", s)
     s = _MENTION.sub("&#64;", s)
     s = _AUTOLINK.sub(lambda m: m.group(1) + "&#58;", s)
     return s

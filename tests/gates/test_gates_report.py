@@ -50,7 +50,7 @@ def test_markdown_table_details_and_escaping(tmp_path: Path) -> None:
     assert "<b>" not in text.split("```")[0]  # untrusted HTML escaped outside the code block
     assert "<details>\n<summary>❌ unit \\| &#64;team: fail</summary>" in text
     assert "FAILED test_cart.py::test_total <b>x</b>" in text  # log tail verbatim inside a fence
-    assert "**blocking** <code>web/package-lock.json:4601</code> lodash 4\\.17\\.15" in text
+    assert "**blocking** <code>web/package-lock.json:4601</code> lodash 4.17.15" in text
 
 
 def test_json_and_text(tmp_path: Path) -> None:

@@ -19,6 +19,15 @@ def test_escape_defuses_markdown_html_mentions_and_links() -> None:
     assert "\\|" in out
 
 
+def test_list_and_numbering_marks_are_escaped_only_where_they_start_a_line() -> None:
+    assert md.escape("pr-1 runs v1.2, +3 !") == "pr-1 runs v1.2, +3 !"
+    assert md.escape("- item") == "\\- item"
+    assert md.escape("+ item") == "\\+ item"
+    assert md.escape("12. item") == "12\\. item"
+    assert md.escape("![x](y)").startswith("\\!\\[")
+    assert md.escape("see owner/repo#1") == "see owner/repo\\#1"
+
+
 def test_escape_cuts_long_input() -> None:
     assert md.escape("a" * 100, max_len=10) == "a" * 9 + "…"
 
