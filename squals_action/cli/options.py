@@ -17,26 +17,24 @@ if TYPE_CHECKING:
     from squals_action.lifecycle.project import ProjectOptions
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number >= 1."""
+def _at_least_one(text: str, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {what} >= 1, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    return _at_least_one(text, "a whole number")
 
 
 def pull_request_number(text: str) -> int:
     """An argparse type: a pull request number (>= 1)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a pull request number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a pull request number >= 1, got {value}")
-    return value
+    return _at_least_one(text, "a pull request number")
 
 
 def add_state_options(parser: argparse.ArgumentParser, *, squals_file: bool) -> None:

@@ -178,7 +178,7 @@ def test_errors_are_one_line_with_an_exit_code(
     assert code == 1 and err.startswith("squals: error: the repository at ")
     assert "has no remote 'nowhere' (it has: origin)" in err and err.count("\n") == 1
     code, _, err = run(["history", "--repo", str(repo), "--limit", "0"], capsys)
-    assert code == 2 and "expected a number >= 1" in err
+    assert code == 2 and "expected a whole number >= 1" in err
 
 
 def test_status_before_any_state(make_clone: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
