@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from squals_action.errors import SqualsError
 
@@ -57,6 +57,7 @@ SCHEMA_VERSION = 1
 
 #: A JSON object as parsed by :func:`json.loads`.
 JsonObject = dict[str, Any]
+_Doc = TypeVar("_Doc")
 
 ENVIRONMENTS_DIR = "environments"
 EXPERIMENTS_DIR = "experiments"
@@ -347,43 +348,36 @@ class _TypedView:
     def _raw(self) -> Mapping[str, Mapping[str, Any]]:
         raise NotImplementedError
 
+    def _one(self, directory: str, name: str, load: Callable[[Mapping[str, Any]], _Doc]) -> _Doc | None:
+        doc = self._raw().get(f"{directory}/{name}.json")
+        return load(doc) if doc is not None else None
+
+    def _all(
+        self, directory: str, load: Callable[[Mapping[str, Any]], _Doc], key: Callable[[_Doc], str]
+    ) -> dict[str, _Doc]:
+        """Every document of ``directory``, loaded and keyed by ``key``, sorted by path."""
+        loaded = (load(doc) for path, doc in sorted(self._raw().items()) if path.startswith(directory + "/"))
+        return {key(item): item for item in loaded}
+
     def environment(self, name: str) -> EnvironmentState | None:
-        doc = self._raw().get(f"{ENVIRONMENTS_DIR}/{name}.json")
-        return EnvironmentState.from_json(doc) if doc is not None else None
+        return self._one(ENVIRONMENTS_DIR, name, EnvironmentState.from_json)
 
     def environments(self) -> dict[str, EnvironmentState]:
         """All environments by name, sorted by name."""
-        return {
-            e.name: e
-            for path, doc in sorted(self._raw().items())
-            if path.startswith(ENVIRONMENTS_DIR + "/")
-            for e in [EnvironmentState.from_json(doc)]
-        }
+        return self._all(ENVIRONMENTS_DIR, EnvironmentState.from_json, lambda e: e.name)
 
     def experiment(self, experiment_id: str) -> ExperimentState | None:
-        doc = self._raw().get(f"{EXPERIMENTS_DIR}/{experiment_id}.json")
-        return ExperimentState.from_json(doc) if doc is not None else None
+        return self._one(EXPERIMENTS_DIR, experiment_id, ExperimentState.from_json)
 
     def experiments(self) -> dict[str, ExperimentState]:
-        return {
-            e.id: e
-            for path, doc in sorted(self._raw().items())
-            if path.startswith(EXPERIMENTS_DIR + "/")
-            for e in [ExperimentState.from_json(doc)]
-        }
+        return self._all(EXPERIMENTS_DIR, ExperimentState.from_json, lambda e: e.id)
 
     def lock(self, environment: str) -> Lock | None:
         """The lock document of ``environment``, expired or not (see :meth:`Lock.expired`)."""
-        doc = self._raw().get(f"{LOCKS_DIR}/{environment}.json")
-        return Lock.from_json(doc) if doc is not None else None
+        return self._one(LOCKS_DIR, environment, Lock.from_json)
 
     def locks(self) -> dict[str, Lock]:
-        return {
-            lk.environment: lk
-            for path, doc in sorted(self._raw().items())
-            if path.startswith(LOCKS_DIR + "/")
-            for lk in [Lock.from_json(doc)]
-        }
+        return self._all(LOCKS_DIR, Lock.from_json, lambda lk: lk.environment)
 
 
 class Documents(_TypedView, MutableMapping[str, JsonObject]):
