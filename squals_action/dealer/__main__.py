@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import importlib
 import json
 import logging
@@ -26,6 +27,21 @@ from squals_action.dealer.config import ENDPOINT_FILE, PID_FILE, atomic_write, l
 from squals_action.errors import SqualsError
 
 LOOP_ENV = "SQUALS_DEALER_LOOP"
+# Young objects a collection of the youngest generation waits for. CPython's 700 is below what a few dozen
+# requests in flight keep alive, so it collected every ~50 requests, promoted those requests' objects and led
+# to full collections of 20-30 ms; at 20,000 a load of 24,000 requests ran with no collection at all.
+GC_THRESHOLDS = (20_000, 10, 10)
+
+
+def _tune_gc() -> None:
+    """Move what start-up allocated out of the collector's sight and collect young objects less often.
+
+    Cycles are still collected; full collections no longer walk the modules and the app (tens of thousands of
+    objects that live as long as the process), which took a full collection from ~25 ms to ~1 ms.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
@@ -56,6 +72,7 @@ async def _serve(config_path: Path, state_dir: Path) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     server = DealerServer(config, state_dir)
     await server.start()
+    _tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
