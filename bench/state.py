@@ -25,19 +25,26 @@ sys.path.insert(0, str(ROOT / "tests" / "state"))
 from statefix import clone, git, make_origin, state_log  # noqa: E402
 
 from squals_action.state import Documents, Transition, open_store  # noqa: E402
+from squals_action.state.git_store import TRACE_ENV  # noqa: E402
 
 WRITER = ROOT / "tests" / "state" / "state_writer.py"
 
 
-def run_writers(root: Path, writers: int, per_writer: int) -> tuple[float, list[int]]:
+def run_writers(
+    root: Path, writers: int, per_writer: int, trace: bool = False
+) -> tuple[float, list[int]]:
     """Transitions per second of ``writers`` concurrent processes (first start to last end), and attempts."""
     origin = make_origin(root)
     clones = [clone(origin, root / f"w{i}") for i in range(writers)]
+    env = dict(os.environ)
+    if trace:
+        env[TRACE_ENV] = str(root / "trace.txt")
     procs = [
         subprocess.Popen(
             [sys.executable, str(WRITER), str(c), str(i), str(per_writer)],
             stdout=subprocess.PIPE,
             text=True,
+            env=env,
         )
         for i, c in enumerate(clones)
     ]
@@ -51,8 +58,31 @@ def run_writers(root: Path, writers: int, per_writer: int) -> tuple[float, list[
     assert len(state_log(origin)) == total, "lost or extra commits"
     counter = json.loads(git(origin, "show", "squals/state:counters/c.json"))
     assert counter["n"] == total, f"lost update: counter {counter['n']} != {total}"
-    span = max(r["end"] for r in results) - min(r["start"] for r in results)
+    start = min(r["start"] for r in results)
+    span = max(r["end"] for r in results) - start
+    if trace:
+        print_trace(root / "trace.txt", writers, start, span)
     return total / span, [a for r in results for a in r["attempts"]]
+
+
+def print_trace(path: Path, writers: int, start: float, span: float) -> None:
+    """Where the writers' time went: seconds per step, and how long no push was in flight (idle branch)."""
+    totals: dict[str, list[float]] = {}
+    pushes = []
+    for line in path.read_text(encoding="ascii").splitlines():
+        began, took, _pid, step = line.split()[:4]
+        totals.setdefault(step, []).append(float(took))
+        if step == "push":
+            pushes.append((float(began), float(began) + float(took)))
+    busy, reach = 0.0, start
+    for begin, end in sorted(pushes):
+        busy += max(0.0, end - max(begin, reach))
+        reach = max(reach, end)
+    steps = ", ".join(f"{s} {len(t)}x {1000 * statistics.mean(t):.0f} ms" for s, t in sorted(totals.items()))
+    print(
+        f"  trace, {writers} writer(s): {steps}; a push in flight {busy:.2f} s of {span:.2f} s, "
+        f"no push in flight {100 * (1 - busy / span):.0f} %"
+    )
 
 
 def overhead(root: Path, rounds: int) -> tuple[float, float, float, float]:
@@ -94,6 +124,9 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=100, help="transactions of the single writer")
     parser.add_argument("--rounds", type=int, default=2, help="alternating 1-writer / 8-writer rounds")
     parser.add_argument("--overhead-rounds", type=int, default=20, help="rounds of the overhead comparison")
+    parser.add_argument(
+        "--trace", action="store_true", help=f"log every fetch, build, push, sleep and look (${TRACE_ENV})"
+    )
     args = parser.parse_args()
     identity = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@squals.invalid"}
     identity |= {"GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@squals.invalid"}
@@ -105,8 +138,8 @@ def main() -> None:
         for r in range(args.rounds):  # alternate, so that the load of a shared machine hits both alike
             for name in (f"one{r}", f"eight{r}", "overhead"):
                 (base / name).mkdir(exist_ok=True)
-            one, _ = run_writers(base / f"one{r}", 1, args.single)
-            eight, tries = run_writers(base / f"eight{r}", 8, args.per_writer)
+            one, _ = run_writers(base / f"one{r}", 1, args.single, args.trace)
+            eight, tries = run_writers(base / f"eight{r}", 8, args.per_writer, args.trace)
             ones.append(one)
             eights.append(eight)
             ratios.append(eight / one)

@@ -80,6 +80,8 @@ RECENT_KEYS = 1000
 _MAX_SLOTS = 32
 #: Seconds to sleep between writing the commit and pushing it; only the crash tests set it.
 TEST_PAUSE_ENV = "SQUALS_STATE_TEST_PAUSE_BEFORE_PUSH"
+#: A file to append one line per step of a transaction to (``bench/state.py --trace``): where time goes.
+TRACE_ENV = "SQUALS_STATE_TRACE"
 
 _MODE_BLOB = "100644"
 _MODE_TREE = "40000"
@@ -108,6 +110,26 @@ class _GitResult:
     returncode: int
     stdout: bytes
     stderr: str
+
+
+class _Trace:
+    """Appends ``<epoch start> <seconds> <pid> <step> <detail>`` lines to ``$SQUALS_STATE_TRACE``, if set."""
+
+    def __init__(self) -> None:
+        self.path = os.environ.get(TRACE_ENV) or None
+
+    @contextlib.contextmanager
+    def step(self, name: str, detail: str = "") -> Any:
+        if self.path is None:
+            yield
+            return
+        wall, began = time.time(), time.monotonic()
+        try:
+            yield
+        finally:
+            line = f"{wall:.6f} {time.monotonic() - began:.6f} {os.getpid()} {name} {detail}\n"
+            with open(self.path, "a", encoding="ascii") as out:
+                out.write(line)
 
 
 @dataclass
@@ -171,6 +193,7 @@ class GitStateStore(StateStore):
         self._remote_tip_seen: str | None = None
         self._recorded: str | None = None  # what the tracking ref holds, as far as this store knows
         self._rng = random.Random()
+        self._trace = _Trace()
         if not branch or branch.startswith(("-", "/")) or ".." in branch or branch.endswith(("/", ".lock")):
             raise StateError(f"invalid state branch name {branch!r}")
 
@@ -195,7 +218,8 @@ class GitStateStore(StateStore):
             attempts += 1
             began = time.monotonic()
             if fetch:
-                self._fetch()
+                with self._trace.step("fetch"):
+                    self._fetch()
                 verified = True
             tip = self._load(self._tip)
             if key is not None and key in tip.recent_keys:
@@ -212,12 +236,15 @@ class GitStateStore(StateStore):
                     attempts, fetch = attempts - 1, True
                     continue
                 return TransactionResult(tip.commit, False, False, attempts, tip.snapshot())
-            new_tip = self._write_commit(tip, prepare_documents(result), meta)
+            with self._trace.step("build"):
+                new_tip = self._write_commit(tip, prepare_documents(result), meta)
             assert new_tip.commit is not None
             pause = os.environ.get(TEST_PAUSE_ENV)
             if pause:
                 time.sleep(float(pause))
-            if self._publisher.publish(self, new_tip.commit, tip.commit):
+            with self._trace.step("push", str(attempts)):
+                won = self._publisher.publish(self, new_tip.commit, tip.commit)
+            if won:
                 self._remember(new_tip)
                 self._slots = 0
                 return TransactionResult(new_tip.commit, True, False, attempts, new_tip.snapshot())
@@ -234,17 +261,21 @@ class GitStateStore(StateStore):
         The first sleep is binary exponential backoff with full jitter in slots (one slot: the measured
         duration of one attempt), which spreads the losers of one race apart. While another writer keeps
         publishing, each look costs one ``git ls-remote`` (locally: a ref read) instead of a wasted fetch
-        and push, at growing intervals up to ``max_delay``; the wait ends with :class:`ContentionError`
-        after ``max_wait``.
+        and push, about once a slot (locally: twice a slot; never more than ``max_delay`` apart), so the
+        branch is taken over soon after a run ends; the wait ends with :class:`ContentionError` after
+        ``max_wait``.
         """
         self._slots = min(_MAX_SLOTS, max(1, self._slots * 2))
         if attempts >= self.retry.max_attempts:
             raise ContentionError(self.branch, attempts)
-        baseline = self._fetch()
+        with self._trace.step("fetch", "lost"):
+            baseline = self._fetch()
         pause = min(self.retry.max_delay, self._rng.uniform(0, self._slots * self._slot))
         while True:
-            time.sleep(pause)
-            seen = self._publisher.peek(self)
+            with self._trace.step("sleep", f"{pause:.4f}"):
+                time.sleep(pause)
+            with self._trace.step("peek"):
+                seen = self._publisher.peek(self)
             if seen == baseline:
                 self._remote_tip_seen = seen
                 return
@@ -601,8 +632,13 @@ class _Publisher(ABC):
         """The private ref that remembers the last tip this repository saw of ``branch``."""
 
     def longest_look(self, max_delay: float, slot: float) -> float:
-        """The longest interval between two looks at a moving branch while waiting for it to be quiet."""
-        return max_delay
+        """The longest interval between two looks at a moving branch while waiting for it to be quiet.
+
+        One slot (one measured attempt): a writer that publishes a run of transitions moves the branch
+        several times per slot, so a branch still for a whole slot has been released; looking less often
+        only leaves it idle after a run (measured: looks at up to ``max_delay`` left it idle 2/3 of the time).
+        """
+        return min(max_delay, slot)
 
     @abstractmethod
     def fetch(self, store: GitStateStore, depth: int | None) -> str | None:
