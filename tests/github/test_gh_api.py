@@ -24,6 +24,21 @@ SHA = "ec26c3e57ca3a959ca5aad62de7213c562f8c821"
 RUN_URL = f"https://github.com/{REPO}/actions/runs/42"
 ENV = {"GITHUB_REPOSITORY": REPO}
 CHECKS = f"/commits/{SHA}/check-runs?check_name=squals&per_page=100"
+#: What every run that acts does first: look for its check run, then open it (in progress).
+START_CHECK_RUN = [
+    ("GET", CHECKS, None),
+    (
+        "POST",
+        "/check-runs",
+        {
+            "name": "squals",
+            "head_sha": SHA,
+            "details_url": RUN_URL,
+            "external_id": "squals:42:1",
+            "status": "in_progress",
+        },
+    ),
+]
 BOT = {"login": "github-actions[bot]", "id": 41898282, "type": "Bot"}
 
 
@@ -218,18 +233,7 @@ def test_first_run_on_a_pr(gh: responses.RequestsMock, settings: Settings) -> No
     calls = made(gh)
     body = compose_comment(PREVIEW, info)
     assert calls[:3] == [
-        ("GET", CHECKS, None),
-        (
-            "POST",
-            "/check-runs",
-            {
-                "name": "squals",
-                "head_sha": SHA,
-                "details_url": RUN_URL,
-                "external_id": "squals:42:1",
-                "status": "in_progress",
-            },
-        ),
+        *START_CHECK_RUN,
         ("GET", "/labels/promote", None),
     ]
     assert calls[3:7] == [
@@ -407,18 +411,7 @@ def test_promote_by_a_maintainer(gh: responses.RequestsMock, settings: Settings)
     finish = calls[8]
     assert calls[:8] == [
         ("GET", "/collaborators/Codertocat/permission", None),
-        ("GET", CHECKS, None),
-        (
-            "POST",
-            "/check-runs",
-            {
-                "name": "squals",
-                "head_sha": SHA,
-                "details_url": RUN_URL,
-                "external_id": "squals:42:1",
-                "status": "in_progress",
-            },
-        ),
+        *START_CHECK_RUN,
         ("GET", f"/deployments?environment=prod&per_page=100&sha={SHA}", None),
         (
             "POST",
@@ -509,18 +502,7 @@ def test_rollback(gh: responses.RequestsMock, settings: Settings) -> None:
     calls = made(gh)
     assert calls[:5] == [
         ("GET", "/collaborators/Codertocat/permission", None),
-        ("GET", CHECKS, None),
-        (
-            "POST",
-            "/check-runs",
-            {
-                "name": "squals",
-                "head_sha": SHA,
-                "details_url": RUN_URL,
-                "external_id": "squals:42:1",
-                "status": "in_progress",
-            },
-        ),
+        *START_CHECK_RUN,
         ("GET", "/issues/2/comments?per_page=100", None),
         ("POST", "/issues/2/comments", {"body": compose_comment(rolled, info)}),
     ]
