@@ -9,8 +9,8 @@ from squals_action.lifecycle import kpi
 from squals_action.lifecycle.bake import HealthReading, bake
 from squals_action.lifecycle.engine import Outcome
 from squals_action.lifecycle.machine import Check, Env, Status
-from squals_action.lifecycle.report import markdown
 from squals_action.manifest.model import Kpi, Rollout
+from squals_action.report.lifecycle import markdown
 
 
 def test_metrics_are_differences_since_the_bake_began() -> None:
