@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from dealerfix import DealerFactory
 
 from squals_action.dealer.config import ENDPOINT_FILE
+from tests.support.dealer import DealerFactory
 
 
 def _loop_of(state_dir: Path) -> str:

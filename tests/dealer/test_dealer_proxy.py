@@ -19,12 +19,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 import requests
-from dealerfix import DealerFactory, drive
 from scipy.stats import chi2
 
 from squals_action.dealer import Dealer, DealerClient, DealerError, connect_dealer, dealer_status, stop_dealer
 from squals_action.dealer.bucketing import assign
 from squals_action.dealer.config import PID_FILE
+from tests.support.dealer import DealerFactory, drive
 
 
 def _free_port() -> int:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from exfix import Shop, state_log, visit
+from tests.support.experiments import Shop, state_log, visit
 
 
 def squals(shop: Shop, *args: str) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from exfix import Shop, git, make_shop, state_log, sticky_visits, stop_everything, visit
 
 from squals_action.dealer import dealer_status
 from squals_action.experiments.engine import ExperimentEngine, island_name
@@ -20,6 +19,7 @@ from squals_action.manifest import load
 from squals_action.manifest.model import Manifest
 from squals_action.providers import LocalProvider
 from squals_action.state import open_store
+from tests.support.experiments import Shop, git, make_shop, state_log, sticky_visits, stop_everything, visit
 
 
 def engine(shop: Shop, store: object | None = None) -> ExperimentEngine:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from exfix import Shop, git, visit
-
 from squals_action.github.events import Intent, IntentKind
 from squals_action.github.interface import Request
 from squals_action.github.pipeline import Pipeline, _merged_pr
 from squals_action.github.runner import Settings
+from tests.support.experiments import Shop, git, visit
 
 
 def request(shop: Shop, kind: IntentKind, event: str, sha: str | None) -> Request:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import requests
 import responses
-from gatesfix import LOCKFILES, VULNDB, Repo
 
 from squals_action.gates.interface import GateContext
 from squals_action.gates.runner import make_context, run_pipeline
@@ -21,6 +20,7 @@ from squals_action.manifest.model import (
     Location,
     SecurityGate,
 )
+from tests.support.gates import LOCKFILES, VULNDB, Repo
 
 TODAY = date(2026, 11, 26)
 

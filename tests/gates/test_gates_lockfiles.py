@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from gatesfix import LOCKFILES
 
 from squals_action.gates.security.interface import LockfileError
 from squals_action.gates.security.lockfiles import npm, yarn
 from squals_action.gates.security.lockfiles.registry import parse_text, parser_for
+from tests.support.gates import LOCKFILES
 
 
 def _parse(name: str, as_name: str | None = None):  # type: ignore[no-untyped-def]

@@ -6,14 +6,13 @@ import itertools
 import threading
 from pathlib import Path
 
-from gatesfix import Repo
-
 from squals_action.gates.command import CommandGate
 from squals_action.gates.interface import Gate, GateContext, GateError, GateResult
 from squals_action.gates.runner import all_ok, make_context, run_gates, run_pipeline
 from squals_action.manifest.model import Command, Gates
 from squals_action.manifest.model import TestGate as TGate
 from squals_action.process import group_members
+from tests.support.gates import Repo
 
 
 def _alive(pid: int) -> bool:

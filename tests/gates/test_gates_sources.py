@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import requests
 import responses
-from gatesfix import VULNDB
 from responses import matchers
 
 from squals_action.gates.security.interface import Dependency, VulnSourceError
 from squals_action.gates.security.offline import OfflineOsvSource
 from squals_action.gates.security.osv import OsvSource
 from squals_action.gates.security.safety import SafetySource
+from tests.support.gates import VULNDB
 
 API = "https://api.osv.dev"
 OSV = VULNDB / "osv"

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import responses
-from ghfix import BASE, REPO, WIRE, assert_documented, event, example
 
 from squals_action.github.client import ClientConfig, GitHubClient
 from squals_action.github.events import parse_event
@@ -19,6 +18,7 @@ from squals_action.github.interface import Request
 from squals_action.github.runner import Settings, run
 from squals_action.report.comment import MARKER, RunInfo, compose_comment
 from squals_action.report.model import Problem, Report, Step
+from tests.support.github import BASE, REPO, WIRE, assert_documented, event, example
 
 SHA = "ec26c3e57ca3a959ca5aad62de7213c562f8c821"
 RUN_URL = f"https://github.com/{REPO}/actions/runs/42"
@@ -648,7 +648,7 @@ def test_ghes_base_url(gh: responses.RequestsMock) -> None:
 
 def test_every_call_the_action_can_make_is_documented() -> None:
     """The excerpt itself: each operation the client uses is there with the parameters we send."""
-    from ghfix import find_operation
+    from tests.support.github import find_operation
 
     for method, path in [
         ("GET", "/repos/o/r/collaborators/u/permission"),

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fake_github import FakeGitHub
-from ghfix import REPO, event
 
 from squals_action.providers import get_provider
+from tests.support.fake_github import FakeGitHub
+from tests.support.github import REPO, event
 
 ACTION = str(Path(sys.executable).parent / "squals-action")
 

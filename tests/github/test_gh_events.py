@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from ghfix import EVENTS, event
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from squals_action.github.events import EventError, IntentKind, load_event, parse_event
+from tests.support.github import EVENTS, event
 
 ENV = {"GITHUB_REPOSITORY": "Codertocat/Hello-World", "GITHUB_SHA": "a" * 40}
 

@@ -5,11 +5,11 @@ with its real sleeps, so the cap on Retry-After and the look-up before a repeate
 from __future__ import annotations
 
 import pytest
-from fake_github import FakeGitHub
-from ghfix import REPO
 
 from squals_action.github.client import ClientConfig, GitHubClient
 from squals_action.report.comment import MARKER
+from tests.support.fake_github import FakeGitHub
+from tests.support.github import REPO
 
 LIMITED = {"message": "You have exceeded a secondary rate limit. Please wait a few minutes and try again."}
 

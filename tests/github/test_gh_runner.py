@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ghfix import EVENTS, event
 
 from squals_action.github.events import parse_event
 from squals_action.github.interface import Conclusion, DeploymentState, PullInfo, Request
@@ -20,6 +19,7 @@ from squals_action.github.runner import Settings, run, settings_from_env
 from squals_action.report.comment import MARKER, RunInfo, compose_comment, previous_report
 from squals_action.report.markdown import GITHUB_COMMENT_LIMIT
 from squals_action.report.model import Problem, Report, Step
+from tests.support.github import EVENTS, event
 
 ENV = {"GITHUB_REPOSITORY": "Codertocat/Hello-World"}
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lcfix import Project, git
+from tests.support.lifecycle import Project, git
 
 SQUALS = [sys.executable, "-m", "squals_action.cli"]
 

@@ -12,8 +12,7 @@ import pytest
 from squals_action.manifest import ManifestError, load, validate_file
 from squals_action.manifest.model import DEALER_METRICS, Location, Manifest
 from squals_action.manifest.units import format_duration, parse_amount, parse_duration, parse_percentage
-
-from .corpus import CASES
+from tests.support.corpus import CASES
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-from provfix import Repo, kill_quietly, port_closed, read_json
 
 from squals_action.manifest import model
 from squals_action.providers import EnvironmentHandle, LocalProvider, ProviderError, ProvisionError, daemon
 from squals_action.providers import local as local_module
+from tests.support.providers import Repo, kill_quietly, port_closed, read_json
 
 
 def _wait_for(predicate: object, within: float = 10.0) -> bool:

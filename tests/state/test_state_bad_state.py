@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from statefix import git, state_log
 
 from squals_action.state import (
     CorruptStateError,
@@ -19,6 +18,7 @@ from squals_action.state import (
     open_store,
 )
 from squals_action.state.git_store import GitStateStore
+from tests.support.state import git, state_log
 
 
 def bump(docs: Documents) -> Documents:

@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from statefix import copy_clone
 
 from squals_action.cli import main
 from squals_action.state import EnvironmentState, ExperimentState, Transition, open_store
+from tests.support.state import copy_clone
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 

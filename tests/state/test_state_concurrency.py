@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from statefix import git, state_log
 
 from squals_action.state import (
     ContentionError,
@@ -24,8 +23,7 @@ from squals_action.state import (
     open_store,
 )
 from squals_action.state.git_store import TEST_PAUSE_ENV
-
-WRITER = Path(__file__).with_name("state_writer.py")
+from tests.support.state import WRITER, git, state_log
 
 
 def writer(

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from statefix import fingerprint, git, make_local_repo, state_log
 
 from squals_action.state import (
     ContentionError,
@@ -31,8 +30,8 @@ from squals_action.state import (
     open_store,
 )
 from squals_action.state.git_store import STALE_LOCK_AGE, TEST_PAUSE_ENV
+from tests.support.state import WRITER, fingerprint, git, make_local_repo, state_log
 
-WRITER = Path(__file__).with_name("state_writer.py")
 STATE_REF = "refs/heads/squals/state"
 
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from statefix import fingerprint, git
+from tests.support.state import fingerprint, git
 
 SQUALS = [sys.executable, "-m", "squals_action.cli"]
 

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from statefix import git
 
 from squals_action.state import (
     Documents,
@@ -19,6 +18,7 @@ from squals_action.state import (
     open_memory_store,
     open_store,
 )
+from tests.support.state import git
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 

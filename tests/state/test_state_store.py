@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from statefix import fingerprint, git, state_log
 
 from squals_action.state import (
     Documents,
@@ -25,6 +24,7 @@ from squals_action.state import (
     open_store,
     utc_now,
 )
+from tests.support.state import fingerprint, git, state_log
 
 
 def bump(docs: Documents) -> Documents:

@@ -1,5 +1,6 @@
-"""Fixtures for experiment tests: a shop whose variant converts more, in a real git repository with a bare
-``origin`` for the state branch, run by the real local provider behind the real Dealer daemon.
+"""Support of the experiment tests: a shop whose variant converts more, in a real git repository with a bare
+``origin`` for the state branch, run by the real local provider behind the real Dealer daemon; the ``shop``
+fixture stops every process it started, and fails if a test left any running.
 
 The app answers ``/`` with its ``COLOR`` and, on every ``CONVERT_EVERY``-th request, the header
 ``X-Squals-Event: checkout``; ``/boom`` answers 500 when ``FAIL_EVERY`` is set (for guardrails).
@@ -9,12 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import pytest
+
+from tests.support.lifecycle import git
 
 APP = r"""
 import http.server, itertools, os, socketserver, threading
@@ -83,12 +87,6 @@ rollout: {{blue_share: 50%, bake: 1s, check_interval: 0.2s}}
 """
 
 
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True, timeout=30
-    ).stdout.strip()
-
-
 @dataclass
 class Shop:
     path: Path
@@ -125,6 +123,16 @@ def make_shop(
     git(path, "commit", "-q", "-m", "shop with an experiment")
     git(path, "push", "-q", "origin", "main")
     return Shop(path, origin, git(path, "rev-parse", "HEAD"))
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> Iterator[Shop]:
+    shop = make_shop(tmp_path)
+    yield shop
+    leftovers, dealers = stop_everything(shop.path)
+    # the promoted winner (pr-N, prod) and the project's Dealer are the product of a test; stopped above
+    assert all(env.startswith("pr-") for env in leftovers), f"environments left running: {leftovers}"
+    assert dealers == [] or dealers == [str(shop.path / ".squals" / "dealer")], dealers
 
 
 def visit(url: str, count: int, path: str = "/") -> dict[str, int]:
@@ -166,11 +174,6 @@ def stop_everything(repo: Path) -> tuple[list[str], list[str]]:
                 running.append(str(d))
             stop_dealer(d)
     return leftovers, running
-
-
-@contextlib.contextmanager
-def nothing() -> Iterator[None]:
-    yield
 
 
 def sticky_visits(url: str, count: int) -> set[str]:

@@ -1,5 +1,6 @@
-"""Fixtures for state tests: a bare ``origin``, shallow single-branch clones like GitHub's checkout action,
-and a fingerprint of all a user could notice in their checkout (working tree, index, HEAD, branches, config).
+"""Support of the state tests: a bare ``origin``, shallow single-branch clones like GitHub's checkout action,
+repositories with no remote, stores of every kind, and a fingerprint of all a user could notice in their
+checkout (working tree, index, HEAD, branches, config).
 """
 
 from __future__ import annotations
@@ -8,9 +9,16 @@ import hashlib
 import os
 import shutil
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
+
+from squals_action.state import StateStore, open_memory_store, open_store
+
 GIT_TIMEOUT = 60
+#: One concurrent writer, run by path: ``python WRITER REPO WRITER_ID COUNT ...`` (see its docstring).
+WRITER = Path(__file__).resolve().parent / "scripts" / "state_writer.py"
 
 
 def git(cwd: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> str:
@@ -129,3 +137,68 @@ def state_log(origin: Path, branch: str = "squals/state") -> list[str]:
     """Commit ids of the state branch on ``origin``, newest first."""
     out = git(origin, "rev-list", f"refs/heads/{branch}", check=False)
     return out.split()
+
+
+@pytest.fixture(scope="session")
+def template(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """One origin and one shallow clone of it, made once; tests get copies."""
+    root = tmp_path_factory.mktemp("state-template")
+    origin = make_origin(root)
+    return origin, clone(origin, root / "clone")
+
+
+@pytest.fixture
+def origin(tmp_path: Path, template: tuple[Path, Path]) -> Path:
+    """A bare repository with a ``main`` branch, this test's own."""
+    return Path(shutil.copytree(template[0], tmp_path / "origin.git", symlinks=True))
+
+
+@pytest.fixture
+def make_clone(origin: Path, tmp_path: Path, template: tuple[Path, Path]) -> Callable[..., Path]:
+    """``make_clone("name", dirty=True)``: a fresh shallow, single-branch clone of ``origin``."""
+
+    def make(name: str = "work", *, dirty: bool = False) -> Path:
+        return copy_clone(template[1], origin, tmp_path / name, dirty=dirty)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def local_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One repository without a remote, made once; tests get copies."""
+    return make_local_repo(tmp_path_factory.mktemp("state-local-template") / "laptop")
+
+
+@pytest.fixture
+def make_local(tmp_path: Path, local_template: Path) -> Callable[..., Path]:
+    """``make_local("name", dirty=True)``: a fresh copy of a repository that has no remote at all."""
+
+    def make(name: str = "laptop", *, dirty: bool = False) -> Path:
+        dest = Path(shutil.copytree(local_template, tmp_path / name, symlinks=True))
+        if dirty:
+            make_dirty(dest)
+        return dest
+
+    return make
+
+
+@pytest.fixture
+def git_store(make_clone: Callable[..., Path]) -> Iterator[StateStore]:
+    store = open_store(make_clone("store"))
+    yield store
+    store.close()
+
+
+@pytest.fixture(params=["git", "local", "memory"])
+def any_store(
+    request: pytest.FixtureRequest, make_clone: Callable[..., Path], make_local: Callable[..., Path]
+) -> Iterator[StateStore]:
+    """The same behaviour is expected of every implementation and mode."""
+    if request.param == "git":
+        store = open_store(make_clone("store"))
+    elif request.param == "local":
+        store = open_store(make_local("store"), remote=None)
+    else:
+        store = open_memory_store()
+    yield store
+    store.close()

@@ -1,4 +1,5 @@
-"""Helpers of the Dealer's tests: upstream processes, a bounded load generator counting the ground truth."""
+"""Support of the Dealer's tests: upstream processes, real Dealer daemons on 127.0.0.1 (all stopped at the
+end), and a bounded load generator counting the ground truth."""
 
 from __future__ import annotations
 
@@ -6,24 +7,26 @@ import asyncio
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from squals_action.dealer import DealerClient
+import pytest
 
-HERE = Path(__file__).resolve().parent
+from squals_action.dealer import DealerClient, DealerConfig, dealer_status, start_dealer, stop_dealer
+
+UPSTREAM_SCRIPT = Path(__file__).resolve().parent / "scripts" / "dealer_upstream.py"
 
 
 class Upstreams:
-    """Starts ``dealer_upstream.py`` processes and stops every one of them at the end of the test."""
+    """Starts ``scripts/dealer_upstream.py`` processes and stops every one of them at the end of the test."""
 
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen[str]] = []
 
     def start(self, name: str, port: int = 0) -> str:
         proc = subprocess.Popen(
-            [sys.executable, str(HERE / "dealer_upstream.py"), name, str(port)],
+            [sys.executable, str(UPSTREAM_SCRIPT), name, str(port)],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -47,6 +50,45 @@ class Upstreams:
 
 
 DealerFactory = Callable[..., DealerClient]
+
+
+@pytest.fixture
+def upstreams() -> Iterator[Upstreams]:
+    ups = Upstreams()
+    try:
+        yield ups
+    finally:
+        ups.stop_all()
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[dict[str, str]]:
+    """Two upstreams, ``a`` and ``b``, shared by a module's tests (starting processes is the slow part)."""
+    ups = Upstreams()
+    try:
+        yield {"a": ups.start("a"), "b": ups.start("b")}
+    finally:
+        ups.stop_all()
+
+
+@pytest.fixture
+def dealer_factory(tmp_path: Path) -> Iterator[DealerFactory]:
+    """``make(upstreams, weights, state=..., **config)`` starts a Dealer daemon; all stop afterwards."""
+    states: list[Path] = []
+
+    def make(
+        upstreams: Mapping[str, str], weights: Mapping[str, float], state: Path | None = None, **kw: object
+    ) -> DealerClient:
+        state_dir = state or tmp_path / f"dealer{len(states)}"
+        states.append(state_dir)
+        return start_dealer(DealerConfig(upstreams=upstreams, weights=weights, **kw), state_dir)  # type: ignore[arg-type]
+
+    try:
+        yield make
+    finally:
+        for state_dir in states:
+            stop_dealer(state_dir)
+            assert dealer_status(state_dir).state == "stopped"
 
 
 @dataclass

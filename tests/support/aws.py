@@ -1,4 +1,5 @@
-"""AWS test fixtures: moto in server mode on 127.0.0.1, and a stand-in for the app a stack would run.
+"""Support of the AWS provider tests: moto in server mode on 127.0.0.1, and a stand-in for the app a stack
+would run.
 
 boto3 reaches moto only through ``AWS_ENDPOINT_URL`` (as in production: the provider has no test hook).
 The stand-in app (:class:`StackApp`) plays the service a real template would deploy: the test template's
@@ -13,20 +14,22 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import os
 import socket
 import subprocess
 import threading
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provfix import ContractSetup, Repo
+import pytest
 
 from squals_action.manifest import model
 from squals_action.providers import daemon
 from squals_action.providers.aws import AwsProvider
+from tests.support.providers import CONTRACT_SETUPS, ContractSetup, Repo
 
 REGION = "us-east-1"
 
@@ -211,7 +214,7 @@ class Cloud:
         return repo.commit("one")
 
 
-#: The cloud of the running test (set by the ``aws_cloud`` fixture in conftest.py).
+#: The cloud of the running test (set by the ``aws_cloud`` fixture).
 CURRENT: list[Cloud] = []
 
 
@@ -229,3 +232,46 @@ def aws_setup(repo: Repo, spawned: list[daemon.ProcessRecord]) -> ContractSetup:
 
     manifest: Callable[..., model.Manifest] = repo.manifest
     return ContractSetup(provider, manifest, commit, leftovers)
+
+
+CONTRACT_SETUPS["aws"] = aws_setup
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto in server mode on 127.0.0.1 (one per test session and xdist worker), stopped at the end."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_cloud(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Cloud]:
+    """A fresh moto, reached the way production reaches AWS: ``AWS_ENDPOINT_URL``, fake credentials in the
+    environment, no profile or config file of the user; and the stand-in app behind the stacks' URLs."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    (tmp_path / "aws-config").write_text("")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    reset_moto(moto_endpoint)
+    app = StackApp(moto_endpoint)
+    cloud = Cloud(moto_endpoint, app)
+    CURRENT.append(cloud)
+    try:
+        yield cloud
+    finally:
+        CURRENT.remove(cloud)
+        app.stop()

@@ -1,5 +1,6 @@
-"""Fixtures for lifecycle tests: a project in a real git repository (bare origin for the state branch), the
-real local provider, the real Dealer daemon, and a load generator; everything started is stopped at the end.
+"""Support of the lifecycle tests: a project in a real git repository (bare origin for the state branch), the
+real local provider, the real Dealer daemon, and a load generator; the ``project`` fixture
+fails a test that leaves an environment or the Dealer running.
 
 The app answers ``/healthz`` and ``/`` with its ``VERSION`` (plain text) so a test can see which environment
 served a request.
@@ -12,11 +13,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
+
+from squals_action.dealer import dealer_status, stop_dealer
 from squals_action.lifecycle.bake import BakeTick
 from squals_action.lifecycle.engine import Lifecycle, Progress
 from squals_action.lifecycle.traffic import DealerTraffic
@@ -86,6 +90,21 @@ def make_project(root: Path) -> Project:
     project.commit_version("v2")
     project.commit_version("v3")
     return project
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    project = make_project(tmp_path)
+    yield project
+    provider = LocalProvider(project.path)
+    leftovers = provider.list()
+    outcomes = provider.down()
+    dealer_dir = project.path / ".squals" / "dealer"
+    dealer_left = dealer_status(dealer_dir).state == "running"
+    stop_dealer(dealer_dir)
+    assert all(o.ok for o in outcomes), outcomes
+    assert leftovers == (), f"environments left running: {[h.env for h in leftovers]}"
+    assert not dealer_left, "the Dealer was left running"
 
 
 def manifest(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from squals_action.manifest import ValidationReport, discover, validate_paths
 
-CASES = Path(__file__).parent / "cases"
+CASES = Path(__file__).resolve().parent.parent / "manifest" / "cases"
 
 
 def case_dirs(kind: str) -> list[Path]:
