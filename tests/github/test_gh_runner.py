@@ -1,4 +1,4 @@
-"""The runner and the entry point with fakes: locks, forks, refusals, inputs, the no-op path, size limits."""
+"""The runner and the entry point with fakes: locks, forks, refusals, inputs, the no-op path."""
 
 from __future__ import annotations
 
@@ -16,8 +16,6 @@ import pytest
 from squals_action.github.events import parse_event
 from squals_action.github.interface import Conclusion, DeploymentState, PullInfo, Request
 from squals_action.github.runner import Settings, run, settings_from_env
-from squals_action.report.comment import MARKER, RunInfo, compose_comment, previous_report
-from squals_action.report.markdown import GITHUB_COMMENT_LIMIT
 from squals_action.report.model import Problem, Report, Step
 from tests.support.github import EVENTS, event
 
@@ -230,25 +228,6 @@ def test_untrusted_title_and_branch_are_escaped(settings: Settings) -> None:
     assert "````" in body
 
 
-def test_comment_is_cut_to_githubs_limit_with_a_pointer() -> None:
-    huge = Report(
-        intent="preview",
-        status="failure",
-        headline="many gates",
-        gates=tuple(Step(f"g{i}", "failure", 1.0, detail="x" * 3000) for i in range(60)),
-    )
-    body = compose_comment(huge, RunInfo(run_url="https://github.com/o/r/actions/runs/7"))
-    assert len(body) <= GITHUB_COMMENT_LIMIT
-    assert body.startswith(MARKER)
-    assert "full report is in the [job summary](https://github.com/o/r/actions/runs/7)" in body
-    assert previous_report(body) is not None
-
-
-def test_previous_report_is_a_hint_only() -> None:
-    assert previous_report(MARKER + "\n<!-- squals:data bm90IGpzb24= -->") is None
-    assert previous_report(None) is None
-
-
 def test_inputs_arrive_as_docker_environment_variables(tmp_path: Path) -> None:
     s = settings_from_env(
         {
@@ -320,15 +299,6 @@ def test_promote_of_a_fork_pr_is_refused_there_is_no_island(settings: Settings) 
     code, report = run(intent, core, api, settings)
     assert (code, report.status, core.requests) == (0, "refused", [])
     assert "from a fork" in api.comments[1][0]
-
-
-def test_sections_render_collapsed_and_belong_to_one_run() -> None:
-    run_info = RunInfo()
-    first = Report(intent="preview", status="success", headline="ok", sections=(("Env <x>", "| a |\n| - |"),))
-    body = compose_comment(first, run_info)
-    assert "<details>\n<summary>Env &lt;x&gt;</summary>\n\n| a |" in body
-    again = compose_comment(Report(intent="promote", status="success", headline="live"), run_info, body)
-    assert "Env &lt;x&gt;" not in again
 
 
 def test_a_bug_in_the_core_still_closes_the_check_run_and_deployment(settings: Settings) -> None:

@@ -13,7 +13,7 @@ import pytest
 from squals_action import __version__, cli
 from squals_action.cli import manifest_commands
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SHOP = REPO / "examples" / "shop" / "squals.yml"
 HEAVY = ("boto3", "botocore", "scipy", "numpy", "github", "git", "aiohttp", "safety", "cfnlint", "rich")
 

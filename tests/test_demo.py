@@ -37,7 +37,7 @@ def _port_open(port: int) -> bool:
 def test_demo_tells_the_story_and_cleans_up(tmp_path: Path) -> None:
     proc = subprocess.run(
         [*SQUALS, "demo", "--bake", "2"],
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[1],
         capture_output=True,
         text=True,
         timeout=240,
