@@ -74,7 +74,7 @@ def test_50_50_to_60_40_moves_about_a_tenth_of_units(
     moved = [u for u in before if before[u] != after[u]]
     assert 0.08 <= len(moved) / len(before) <= 0.12
     assert all(before[u] == "b" and after[u] == "a" for u in moved)
-    # exactly the units the bucketing function moves (checked on 10,000 units in test_dealer_bucketing)
+    # exactly the units the bucketing function moves (checked on 10,000 units in test_bucketing)
     assert moved == [
         u
         for u in before
