@@ -220,7 +220,7 @@ def contract(
     if kind == "aws":
         request.getfixturevalue("aws_cloud")
     if kind not in CONTRACT_SETUPS:
-        pytest.fail(f"provider {kind!r} is registered but tests/support has no contract set-up")
+        pytest.fail(f"provider {kind!r} is registered but tests.support CONTRACT_SETUPS has no set-up for it")
     setup = CONTRACT_SETUPS[kind](repo, spawned)
     yield setup
     setup.provider.down()
