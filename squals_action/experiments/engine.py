@@ -251,7 +251,7 @@ class ExperimentEngine:
         self, commit: str = "HEAD", *, pr: int | None = None, experiment_id: str | None = None
     ) -> StartOutcome:
         """Provision the variants' islands and the Dealer, and record the running experiment."""
-        from squals_action.lifecycle.engine import resolve_commit
+        from squals_action.gitcmd import resolve_commit
 
         spec = self._spec()
         sha = resolve_commit(self.repo, commit)
