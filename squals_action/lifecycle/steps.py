@@ -55,7 +55,7 @@ class Progress:
 Operation = Literal["deploy", "promote", "rollback", "teardown", "down"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Outcome:
     """What one command did, for the terminal view and the PR comment."""
 
