@@ -38,7 +38,7 @@ from squals_action.lifecycle.steps import (
 )
 from squals_action.state.interface import Documents, Transition
 
-__all__ = ["LOCK_MARGIN", "PROD_LOCK", "Lifecycle", "LifecycleError", "Outcome", "Progress"]
+__all__ = ["PROD_LOCK", "Lifecycle", "LifecycleError", "Outcome", "Progress"]
 
 E, S = Event, Status
 
