@@ -35,7 +35,7 @@ from squals_action.dealer import connect_dealer, dealer_status
 from squals_action.errors import SqualsError
 from squals_action.experiments import records
 from squals_action.experiments.decide import decide
-from squals_action.experiments.interface import Decision, ExperimentError, Observation
+from squals_action.experiments.interface import Decision, ExperimentError
 from squals_action.experiments.islands import (
     exclude_newly,
     provision_islands,
@@ -300,6 +300,28 @@ class ExperimentEngine:
                 message=f"experiment {eid}: its Dealer is not running in {dealer_dir} (the local provider "
                 f"keeps it on the machine that started the experiment); nothing was measured",
             )
+        judged = self._measure(doc, spec, dealer_dir)
+        recorded = self._record_tick(doc, judged)
+        if recorded is None:
+            return TickOutcome(
+                experiment=eid,
+                status=doc.status,
+                ok=True,
+                message=f"experiment {eid} was advanced by another run meanwhile",
+            )
+        decision = judged.decision
+        self.log(f"{eid}: {decision.summary()}")
+        if decision.status == "continue":
+            return TickOutcome(
+                experiment=eid, status="running", ok=True, message=decision.summary(), decision=decision
+            )
+        if decision.status == "winner":
+            assert decision.winner is not None
+            return self._promote(recorded, spec, decision.winner, decision)
+        return self._end(recorded, decision, dealer_dir)
+
+    def _measure(self, doc: ExperimentState, spec: Experiment, dealer_dir: Path) -> records.Judgement:
+        """Read every metric source, decide, and take traffic off newly excluded variants (users first)."""
         client = connect_dealer(dealer_dir)
         context = SourceContext(
             spec=spec, tallies=client.tallies, env=os.environ, prometheus_url=self.prometheus_url
@@ -312,43 +334,19 @@ class ExperimentEngine:
             exclude_newly(client, doc, decision, self.log)
         finally:
             client.close()
-        next_status = {"continue": "running", "winner": "promoting"}.get(decision.status, "ending")
-        recorded = self._record_tick(doc, decision, observations, now, next_status)
-        if recorded is None:
-            return TickOutcome(
-                experiment=eid,
-                status=doc.status,
-                ok=True,
-                message=f"experiment {eid} was advanced by another run meanwhile",
-            )
-        self.log(f"{eid}: {decision.summary()}")
-        if decision.status == "continue":
-            return TickOutcome(
-                experiment=eid, status="running", ok=True, message=decision.summary(), decision=decision
-            )
-        if decision.status == "winner":
-            assert decision.winner is not None
-            return self._promote(recorded, spec, decision.winner, decision)
-        return self._end(recorded, decision, dealer_dir)
+        return records.Judgement(observations=observations, decision=decision, at=now)
 
-    def _record_tick(
-        self,
-        doc: ExperimentState,
-        decision: Decision,
-        observations: Mapping[str, Observation],
-        now: datetime,
-        next_status: str,
-    ) -> ExperimentState | None:
+    def _record_tick(self, doc: ExperimentState, judged: records.Judgement) -> ExperimentState | None:
         """One commit with the tick; ``None`` when another run advanced the experiment meanwhile."""
         recorded: list[ExperimentState] = []
 
         def fn(docs: Documents) -> Documents | None:
-            new = records.record_tick(docs, doc, decision, observations, now, next_status)
+            new = records.record_tick(docs, doc, judged)
             recorded[:] = [new] if new is not None else []
             return docs if new is not None else None
 
         step = f"tick-{len(doc.extra.get('ticks', []))}"
-        summary = f"experiment {doc.id}: {decision.summary()}"
+        summary = f"experiment {doc.id}: {judged.decision.summary()}"
         self.store.transact(fn, self._transition("experiment-tick", summary, doc.id, step, pr_of(doc)))
         return recorded[0] if recorded else None
 

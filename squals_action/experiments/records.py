@@ -131,14 +131,21 @@ def mark_running(
     return docs
 
 
-def record_tick(
-    docs: Documents,
-    doc: ExperimentState,
-    decision: Decision,
-    observations: Mapping[str, Observation],
-    now: datetime,
-    next_status: str,
-) -> ExperimentState | None:
+@dataclass(frozen=True, kw_only=True)
+class Judgement:
+    """What one tick measured and concluded, and when."""
+
+    observations: Mapping[str, Observation]
+    decision: Decision
+    at: datetime
+
+    @property
+    def next_status(self) -> str:
+        """``running`` while it continues, ``promoting`` a winner, else ``ending`` (the cleanup is next)."""
+        return {"continue": "running", "winner": "promoting"}.get(self.decision.status, "ending")
+
+
+def record_tick(docs: Documents, doc: ExperimentState, judged: Judgement) -> ExperimentState | None:
     """Record one tick's observations and decision; ``None`` if another tick moved ``doc`` meanwhile."""
     current = docs.experiment(doc.id)
     if current is None or current.status != doc.status:
@@ -147,21 +154,21 @@ def record_tick(
     ticks = list(extra.get("ticks", []))
     ticks.append(
         {
-            "at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "status": decision.status,
-            "units": {v: o.units for v, o in observations.items()},
-            "conversions": {v: o.conversions for v, o in observations.items()},
-            "p_values": {k: round(v, 6) for k, v in decision.p_values.items()},
+            "at": judged.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "status": judged.decision.status,
+            "units": {v: o.units for v, o in judged.observations.items()},
+            "conversions": {v: o.conversions for v, o in judged.observations.items()},
+            "p_values": {k: round(v, 6) for k, v in judged.decision.p_values.items()},
         }
     )
     extra["ticks"] = ticks[-MAX_TICKS_KEPT:]
-    extra["excluded"] = sorted(set(extra.get("excluded", [])) | set(decision.excluded))
+    extra["excluded"] = sorted(set(extra.get("excluded", [])) | set(judged.decision.excluded))
     new = dataclasses.replace(
         current,
-        status=next_status,
-        observations={v: o.to_json() for v, o in observations.items()},
-        decision=decision.to_json(),
-        updated_at=now,
+        status=judged.next_status,
+        observations={v: o.to_json() for v, o in judged.observations.items()},
+        decision=judged.decision.to_json(),
+        updated_at=judged.at,
         extra=extra,
     )
     docs.put_experiment(new)
