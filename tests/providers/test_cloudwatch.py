@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import http.server
 import json
+import subprocess
+import sys
 import threading
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
@@ -356,6 +358,51 @@ def test_high_resolution_sums_combine_across_periods_but_a_percentile_does_not(c
     # answers any percentile over datapoints with HTTP 500); without datapoints it is "no data"
     missing = reader.custom_metrics({"p95": p95}, {"blue": "prod"}, window, now=now)["p95"]["blue"]
     assert missing.value is None and missing.missing.startswith("no data")
+
+
+def test_a_declared_unit_reads_only_data_sent_with_that_unit(cw: Any) -> None:
+    now = datetime.now(UTC)
+    window = recent_window(now)
+    dims = [{"Name": "Variant", "Value": "green"}]
+    cw.put_metric_data(
+        Namespace="Shop",
+        MetricData=[
+            {
+                "MetricName": "Basket",
+                "Dimensions": dims,
+                "Timestamp": window.start,
+                "Value": 3,
+                "Unit": "Count",
+            },
+            {
+                "MetricName": "Basket",
+                "Dimensions": dims,
+                "Timestamp": window.start,
+                "Value": 9,
+                "Unit": "Bytes",
+            },
+        ],
+    )
+    counted = CustomMetric("Shop", "Basket", "Sum", {"Variant": "$variant"}, unit="Count")
+    every = CustomMetric("Shop", "Basket", "Sum", {"Variant": "$variant"})
+
+    reading = CloudWatch(awsfix.REGION).custom_metrics(
+        {"counted": counted, "every": every}, {"green": "prod"}, window, now=now
+    )
+
+    assert reading["counted"]["green"].value == 3.0
+    assert reading["every"]["green"].value == 12.0
+
+
+def test_importing_the_reader_loads_no_boto3() -> None:
+    code = (
+        "import sys, squals_action.providers.cloudwatch, squals_action.providers.cloudwatch_window; "
+        "print(sorted(m for m in ('boto3', 'botocore') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
 
 
 def test_custom_metric_declarations_are_checked_with_their_location() -> None:
