@@ -155,6 +155,11 @@ class Query:
             stat["Unit"] = self.unit
         return {"Id": query_id, "MetricStat": stat, "ReturnData": True}
 
+    def describe(self) -> str:
+        """``Shop Revenue Sum [Variant=green]``: which series a reason is about."""
+        dims = ", ".join(f"{k}={v}" for k, v in self.dimensions)
+        return f"{self.namespace} {self.metric} {self.stat}" + (f" [{dims}]" if dims else "")
+
 
 @dataclass(frozen=True)
 class Value:
@@ -172,7 +177,7 @@ class _Series:
 
 
 def _combine(query: Query, series: _Series, period: int, window: Window) -> Value:
-    where = f"{query.namespace} {query.metric} {query.stat} in {window.describe()}"
+    where = f"{query.describe()} in {window.describe()}"
     if series.status in ("InternalError", "Forbidden"):
         detail = "; ".join(series.messages)
         return Value(

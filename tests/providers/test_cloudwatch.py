@@ -196,7 +196,8 @@ def test_kpis_of_blue_and_green_over_the_window_in_one_call(
     # no TargetResponseTime written: the latencies are "no data", with the metric and window named
     assert b.get("p95_latency_ms") is None
     assert b.missing["p95_latency_ms"] == (
-        f"no data: no datapoints for AWS/ApplicationELB TargetResponseTime p95 in {window.describe()}"
+        "no data: no datapoints for AWS/ApplicationELB TargetResponseTime p95 [LoadBalancer=app/front/"
+        f"50dc6c495c0c9188, TargetGroup=targetgroup/blue/73e2d6bc24d8a067] in {window.describe()}"
     )
     readings = {
         r.metric: r
@@ -635,8 +636,8 @@ def test_a_failed_result_and_a_split_percentile_are_no_data_with_the_reason(
     )["blue"]
 
     assert blue.missing["activations"] == (
-        "CloudWatch answered InternalError for AWS/ApplicationELB RequestCount Sum in "
-        f"{window.describe()}: try again"
+        "CloudWatch answered InternalError for AWS/ApplicationELB RequestCount Sum [LoadBalancer=app/front/"
+        f"50dc6c495c0c9188, TargetGroup=targetgroup/blue/73e2d6bc24d8a067] in {window.describe()}: try again"
     )
     assert "came in 2 periods of 300 s and a p95 cannot be combined" in blue.missing["p95_latency_ms"]
     assert blue.missing["p99_latency_ms"].startswith("bad data: CloudWatch answered a non-finite value")
