@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -215,8 +215,10 @@ class TargetGroupFigures:
         return self.values.get(metric)
 
     def metrics(self) -> dict[str, float | None]:
-        """Every KPI name, ``None`` where there is no data: what ``lifecycle.kpi.evaluate`` reads."""
-        return {name: self.values.get(name) for name in ALB_METRICS}
+        """Every KPI read, ``None`` where there is no data: what ``lifecycle.kpi.evaluate`` reads."""
+        return {
+            name: self.values.get(name) for name in ALB_METRICS if name in self.values or name in self.missing
+        }
 
 
 @dataclass(frozen=True)
@@ -416,15 +418,26 @@ class CloudWatch:
         load_balancer_arn: str,
         window: Window | NotYet,
         *,
+        kpis: Iterable[str] = ALB_METRICS,
         now: datetime | None = None,
     ) -> dict[str, TargetGroupFigures]:
-        """The KPIs (:data:`ALB_METRICS`) of each target group (name -> ARN) behind the load balancer
-        (or listener) ``load_balancer_arn`` over ``window``, in one round."""
+        """The KPIs of each target group (name -> ARN) behind the load balancer (or listener)
+        ``load_balancer_arn`` over ``window``, in one round.
+
+        Only the names of ``kpis`` that are :data:`ALB_METRICS` are read (``error_rate`` brings the counts
+        it is made of): CloudWatch bills per metric asked for, and a bake watching only ``error_rate``
+        needs no percentile.
+        """
         lb = load_balancer_dimension(load_balancer_arn)
         dims = {name: target_group_dimension(arn) for name, arn in target_groups.items()}
+        wanted = {k for k in kpis if k in ALB_METRICS}
+        if wanted & {"errors", "error_rate"}:
+            wanted |= {"activations", "target_5xx", "elb_5xx", "errors", "error_rate"}
         if isinstance(window, NotYet):
             return {
-                name: TargetGroupFigures(name, None, {}, {m: window.reason for m in ALB_METRICS})
+                name: TargetGroupFigures(
+                    name, None, {}, {m: window.reason for m in ALB_METRICS if m in wanted}
+                )
                 for name in target_groups
             }
         plan = [
@@ -436,6 +449,7 @@ class CloudWatch:
             )
             for name, tg in dims.items()
             for kpi, metric, stat, factor in _ALB_QUERIES
+            if kpi in wanted
         ]
         answers = self.fetch([q for *_, q in plan], window, now=now)
         raw: dict[str, dict[str, Value]] = {name: {} for name in target_groups}
@@ -511,6 +525,8 @@ def _alb_figures(name: str, window: Window, read: Mapping[str, Value]) -> Target
     """The read values plus ``errors`` and ``error_rate`` (percent), with the nonzero-reporting rule."""
     values = {k: v.value for k, v in read.items() if v.value is not None}
     missing = {k: v.reason for k, v in read.items() if v.value is None}
+    if not {"activations", "target_5xx", "elb_5xx"} <= read.keys():
+        return TargetGroupFigures(name, window, values, missing)  # the error figures were not asked for
     requests = values.get("activations")
     if requests is None or requests <= 0:
         why = missing.get("activations") or f"no data: no requests reached {name} in {window.describe()}"

@@ -209,6 +209,32 @@ def test_kpis_of_blue_and_green_over_the_window_in_one_call(
     )
 
 
+def test_only_the_kpis_asked_for_are_read(cw: Any, moto_calls: Callable[[], list[str]]) -> None:
+    now = datetime.now(UTC)
+    window = recent_window(now)
+    blue = tg_arn("blue")
+    put(cw, ALB_NAMESPACE, "RequestCount", alb_dims(blue), window.start, 200)
+    put(cw, ALB_NAMESPACE, "HTTPCode_ELB_5XX_Count", alb_dims(blue), window.start, 3)
+    # moto answers any percentile over datapoints with HTTP 500: a bake watching only error_rate never asks
+    put(cw, ALB_NAMESPACE, "TargetResponseTime", alb_dims(blue), window.start, values=[0.1, 0.2])
+    reader = CloudWatch(awsfix.REGION)
+
+    figures = reader.target_group_kpis(
+        {"blue": blue}, LB_ARN, window, kpis=["error_rate", "visitors"], now=now
+    )
+
+    assert figures["blue"].metrics() == {
+        "activations": 200.0,
+        "target_5xx": None,
+        "elb_5xx": 3.0,
+        "errors": 3.0,
+        "error_rate": 1.5,
+    }
+    assert reader.calls == 1 and moto_calls()[-1] == "GetMetricData"
+    latency = reader.target_group_kpis({"blue": blue}, LB_ARN, window, kpis=["activations"], now=now)["blue"]
+    assert latency.metrics() == {"activations": 200.0}
+
+
 def test_a_5xx_count_alb_did_not_publish_counts_as_0_only_next_to_requests(cw: Any) -> None:
     now = datetime.now(UTC)
     window = recent_window(now)
