@@ -51,25 +51,19 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from squals_action.state.interface import (
-    DEFAULT_BRANCH,
-    SCHEMA_VERSION,
+from squals_action.state.errors import (
     ContentionError,
     GitCommandError,
-    HistoryEntry,
-    JsonObject,
     PushRejectedError,
-    RetryPolicy,
-    Snapshot,
     StateError,
-    StateStore,
-    TransactionFn,
-    TransactionResult,
-    Transition,
     UnrelatedHistoryError,
-    dumps_document,
 )
-from squals_action.state.validation import META_PATH, parse_document, prepare_documents
+from squals_action.state.interface import DEFAULT_BRANCH, StateStore, TransactionFn, TransactionResult
+from squals_action.state.layout import META_PATH, SCHEMA_VERSION, JsonObject, dumps_document
+from squals_action.state.retry import RetryPolicy
+from squals_action.state.transitions import HistoryEntry, Transition
+from squals_action.state.validation import parse_document, prepare_documents
+from squals_action.state.view import Snapshot
 
 #: The identity of every state commit, so no git config is needed on the runner.
 COMMITTER_NAME = "squals-bot"
@@ -223,7 +217,10 @@ class GitStateStore(StateStore):
                 verified = True
             tip = self._load(self._tip)
             if key is not None and key in tip.recent_keys:
-                return TransactionResult(tip.commit, False, True, attempts, tip.snapshot())
+                return TransactionResult(
+                    commit=tip.commit, applied=False, replayed=True, attempts=attempts,
+                    snapshot=tip.snapshot(),
+                )
             try:
                 result = fn(tip.snapshot().working_copy())
             except StateError:
@@ -235,7 +232,10 @@ class GitStateStore(StateStore):
                 if not verified:
                     attempts, fetch = attempts - 1, True
                     continue
-                return TransactionResult(tip.commit, False, False, attempts, tip.snapshot())
+                return TransactionResult(
+                    commit=tip.commit, applied=False, replayed=False, attempts=attempts,
+                    snapshot=tip.snapshot(),
+                )
             with self._trace.step("build"):
                 new_tip = self._write_commit(tip, prepare_documents(result), meta)
             assert new_tip.commit is not None
@@ -247,7 +247,10 @@ class GitStateStore(StateStore):
             if won:
                 self._remember(new_tip)
                 self._slots = 0
-                return TransactionResult(new_tip.commit, True, False, attempts, new_tip.snapshot())
+                return TransactionResult(
+                    commit=new_tip.commit, applied=True, replayed=False, attempts=attempts,
+                    snapshot=new_tip.snapshot(),
+                )
             if fetch and self._warm:  # the slot: how long a full read-modify-push takes here, now
                 self._slot = max(self.retry.base_delay, time.monotonic() - began)
             self._warm = True  # the first attempt also paid for start-up (imports, processes): not a slot
