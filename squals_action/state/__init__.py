@@ -22,9 +22,12 @@ from squals_action.state.errors import (
     StateError,
     UnrelatedHistoryError,
 )
+from squals_action.state.git_repo import list_remotes
+from squals_action.state.git_store import GitStateStore
 from squals_action.state.interface import DEFAULT_BRANCH, DEFAULT_REMOTE, StateStore, TransactionResult
 from squals_action.state.layout import SCHEMA_VERSION
 from squals_action.state.locks import Lock, LockedError
+from squals_action.state.memory import MemoryStateStore
 from squals_action.state.retry import RetryPolicy
 from squals_action.state.transitions import HistoryEntry, Transition
 from squals_action.state.view import Documents, Snapshot
@@ -78,8 +81,6 @@ def open_store(
     first fetch of the state branch (history is then only as deep); ``timeout`` bounds every git call, in
     seconds.
     """
-    from squals_action.state.git_store import GitStateStore
-
     return GitStateStore(
         Path(repo_path), remote=remote or None, branch=branch, retry=retry or RetryPolicy(),
         fetch_depth=fetch_depth, timeout=timeout,
@@ -99,8 +100,6 @@ def choose_remote(
     """
     if not remote:
         return None
-    from squals_action.state.git_store import list_remotes
-
     remotes = list_remotes(Path(repo_path), timeout=timeout)
     if remote in remotes or not remotes:
         return remote if remote in remotes else None
@@ -112,6 +111,4 @@ def choose_remote(
 
 def open_memory_store() -> StateStore:
     """An in-process store that behaves the same (transactions, idempotency, locks): for others' tests."""
-    from squals_action.state.memory import MemoryStateStore
-
     return MemoryStateStore()
