@@ -17,6 +17,14 @@ from squals_action.state.clock import format_time, parse_optional_time
 from squals_action.state.layout import ENVIRONMENTS_DIR, EXPERIMENTS_DIR, SCHEMA_VERSION, JsonObject
 
 
+def _tail(extra: Mapping[str, Any], **times: datetime | None) -> JsonObject:
+    """The optional end every document shares: its times, those that are set, and the ``extra`` it keeps."""
+    doc: JsonObject = {key: format_time(value) for key, value in times.items() if value}
+    if extra:
+        doc["extra"] = dict(extra)
+    return doc
+
+
 @dataclass(frozen=True)
 class EnvironmentState:
     """What runs in one environment (``pr-12``, ``prod``, ``postprod``, a variant island).
@@ -52,12 +60,7 @@ class EnvironmentState:
         doc["traffic_share"] = float(self.traffic_share)
         if self.handle:
             doc["handle"] = dict(self.handle)
-        if self.created_at:
-            doc["created_at"] = format_time(self.created_at)
-        if self.updated_at:
-            doc["updated_at"] = format_time(self.updated_at)
-        if self.extra:
-            doc["extra"] = dict(self.extra)
+        doc.update(_tail(self.extra, created_at=self.created_at, updated_at=self.updated_at))
         return doc
 
     @classmethod
@@ -114,12 +117,7 @@ class ExperimentState:
         }
         if self.decision is not None:
             doc["decision"] = dict(self.decision)
-        if self.started_at:
-            doc["started_at"] = format_time(self.started_at)
-        if self.updated_at:
-            doc["updated_at"] = format_time(self.updated_at)
-        if self.extra:
-            doc["extra"] = dict(self.extra)
+        doc.update(_tail(self.extra, started_at=self.started_at, updated_at=self.updated_at))
         return doc
 
     @classmethod
