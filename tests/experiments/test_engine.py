@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from squals_action.dealer import dealer_status
-from squals_action.experiments.engine import ExperimentEngine, island_name
+from squals_action.experiments.engine import ExperimentEngine
 from squals_action.experiments.interface import ExperimentError
+from squals_action.experiments.spec import island_name
 from squals_action.lifecycle.engine import Lifecycle
 from squals_action.lifecycle.traffic import DealerTraffic
 from squals_action.manifest import load

@@ -44,7 +44,7 @@ def test_bake_passes_when_healthy_and_within_bounds() -> None:
         blue="pr-2",
         rollout=_rollout(kpis=(Kpi("error_rate", max=1.0),)),
         tallies=lambda: {"pr-2": VariantTally("pr-2", activations=10)},
-        health=lambda: HealthReading(True),
+        health=lambda: HealthReading(ok=True),
     )
     assert out.ok and out.reason is None and out.checks_done >= 2
 
@@ -54,7 +54,7 @@ def test_bake_stops_at_the_first_unhealthy_check() -> None:
 
     def health() -> HealthReading:
         calls.append(1)
-        return HealthReading(len(calls) < 3, "down: process gone")
+        return HealthReading(ok=len(calls) < 3, detail="down: process gone")
 
     out = bake(blue="pr-2", rollout=_rollout(60.0), tallies=dict, health=health)
     assert not out.ok and out.checks_done == 3
@@ -68,7 +68,7 @@ def test_bake_breaches_on_errors_seen_through_the_dealer() -> None:
         blue="pr-2",
         rollout=_rollout(60.0, kpis=(Kpi("error_rate", max=1.0),)),
         tallies=lambda: {"pr-2": next(seen, last)},
-        health=lambda: HealthReading(True),
+        health=lambda: HealthReading(ok=True),
     )
     assert not out.ok and out.reason == "KPI breach: error_rate 50 > max 1"
 
@@ -77,7 +77,11 @@ def test_bake_can_be_interrupted() -> None:
     cancel = threading.Event()
     cancel.set()
     out = bake(
-        blue="pr-2", rollout=_rollout(60.0), tallies=dict, health=lambda: HealthReading(True), cancel=cancel
+        blue="pr-2",
+        rollout=_rollout(60.0),
+        tallies=dict,
+        health=lambda: HealthReading(ok=True),
+        cancel=cancel,
     )
     assert not out.ok and out.reason == "the bake was interrupted"
 
@@ -88,7 +92,7 @@ def test_one_slow_health_answer_is_forgiven_two_are_not() -> None:
         blue="pr-2",
         rollout=_rollout(0.3),
         tallies=dict,
-        health=lambda: HealthReading(next(answers, True), "unhealthy: timed out", fatal=False),
+        health=lambda: HealthReading(ok=next(answers, True), detail="unhealthy: timed out", fatal=False),
     )
     assert out.ok
     answers = iter([True, False, False])
@@ -96,7 +100,7 @@ def test_one_slow_health_answer_is_forgiven_two_are_not() -> None:
         blue="pr-2",
         rollout=_rollout(60.0),
         tallies=dict,
-        health=lambda: HealthReading(next(answers, False), "unhealthy: timed out", fatal=False),
+        health=lambda: HealthReading(ok=next(answers, False), detail="unhealthy: timed out", fatal=False),
     )
     assert not out.ok and out.checks_done == 3
     assert out.reason == "BLUE pr-2 is not healthy: unhealthy: timed out"

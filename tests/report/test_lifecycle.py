@@ -9,17 +9,17 @@ from squals_action.report.lifecycle import markdown
 
 def test_markdown_escapes_what_users_wrote() -> None:
     fleet = {
-        "pr-1": Env("pr-1", Status.PROD, share=100.0, commit="a" * 40, url="http://127.0.0.1:1"),
-        "pr-2": Env("pr-2", Status.FAILED, commit="b" * 40, url="http://127.0.0.1:2"),
+        "pr-1": Env(name="pr-1", status=Status.PROD, share=100.0, commit="a" * 40, url="http://127.0.0.1:1"),
+        "pr-2": Env(name="pr-2", status=Status.FAILED, commit="b" * 40, url="http://127.0.0.1:2"),
     }
     evil = "@octocat <img src=x> | ![x](http://evil)"
     outcome = Outcome(
-        "deploy",
-        False,
-        f"exit test e2e failed: exit 1; last output: {evil}",
-        "pr-2",
-        fleet,
-        (Check("exit-test", "exit", "e2e <b>", False, evil, 1.5),),
+        operation="deploy",
+        ok=False,
+        message=f"exit test e2e failed: exit 1; last output: {evil}",
+        env="pr-2",
+        fleet=fleet,
+        checks=(Check(kind="exit-test", stage="exit", name="e2e <b>", ok=False, detail=evil, duration=1.5),),
         public_url="http://127.0.0.1:9",
     )
     text = markdown(outcome)

@@ -29,7 +29,8 @@ from squals_action.state import (
     choose_remote,
     open_store,
 )
-from squals_action.state.git_store import STALE_LOCK_AGE, TEST_PAUSE_ENV
+from squals_action.state.git_store import TEST_PAUSE_ENV
+from squals_action.state.publish import STALE_LOCK_AGE
 from tests.support.state import WRITER, fingerprint, git, make_local_repo, state_log
 
 STATE_REF = "refs/heads/squals/state"
