@@ -58,13 +58,16 @@ def run_guarded(body: Callable[[], int], prog: str) -> int:
         return EXIT_INTERNAL
 
 
-def report_crash(exc: BaseException, prog: str, environ: Mapping[str, str] | None = None) -> Path:
-    """Write the crash log, print the one line (and the fold under GitHub Actions); the log's path."""
-    env = os.environ if environ is None else environ
+def report_crash(exc: BaseException, prog: str) -> None:
+    """Write the crash log, print the one line (and the fold under GitHub Actions)."""
     formatted = "".join(traceback.format_exception(exc))
-    log = _crash_log_path(prog, env)
-    log.write_text(_crash_log(prog, formatted), encoding="utf-8")
-    if wc.in_github_actions(env):
+    try:
+        log = _crash_log_path(prog, os.environ)
+        log.write_text(_crash_log(prog, formatted), encoding="utf-8")
+        where = f"traceback written to {log}"
+    except OSError as err:  # a full or read-only disk must not turn the crash into a second one
+        where = f"crash log not written: {err.strerror or err}"
+    if wc.in_github_actions():
         sys.stdout.flush()
         # The traceback quotes untrusted text (messages, paths), so workflow commands are off inside it.
         with (
@@ -73,11 +76,7 @@ def report_crash(exc: BaseException, prog: str, environ: Mapping[str, str] | Non
         ):
             print(formatted, end="", file=sys.stderr)
     summary = " ".join(str(exc).split())[:200]
-    print(
-        f"{prog}: internal error: {type(exc).__name__}: {summary} (traceback written to {log})",
-        file=sys.stderr,
-    )
-    return log
+    print(f"{prog}: internal error: {type(exc).__name__}: {summary} ({where})", file=sys.stderr)
 
 
 def _crash_log_path(prog: str, env: Mapping[str, str]) -> Path:

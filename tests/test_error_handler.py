@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from squals_action import error_handler
 from squals_action.error_handler import redact_argv
 
 #: Runs the real guard around a body that crashes with a message that tries to forge a workflow command.
@@ -116,4 +119,19 @@ def test_redact_argv_keeps_ordinary_arguments() -> None:
         "--github-token",
         "***",
         "--secret=***",
+    ]
+
+
+def test_a_log_that_cannot_be_written_still_ends_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    monkeypatch.setattr(error_handler, "_crash_log_path", lambda prog, env: tmp_path / "gone" / "x.log")
+
+    def body() -> int:
+        raise ValueError("bad")
+
+    assert error_handler.run_guarded(body, "squals") == 70
+    assert capsys.readouterr().err.splitlines() == [
+        "squals: internal error: ValueError: bad (crash log not written: No such file or directory)"
     ]
