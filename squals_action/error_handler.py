@@ -10,25 +10,24 @@ it is in the job's log, and the crash log is written where it outlives the actio
 when that directory exists here, else ``HOME``. A Docker action sees the host's ``RUNNER_TEMP`` path, which is
 not mounted into it (actions/runner#1984), while its ``HOME`` (``/github/home``) is the host's
 ``$RUNNER_TEMP/_github_home``, which later steps of the job can read.
+
+What only a crash needs (workflow commands, package metadata, platform, git) is imported when one happens:
+this module is on every command's start-up path.
 """
 
 from __future__ import annotations
 
 import os
-import platform
 import re
-import subprocess
 import sys
 import tempfile
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
 
 from squals_action import __version__
 from squals_action.errors import EXIT_INTERNAL, EXIT_USAGE, SqualsError
-from squals_action.report import workflow_commands as wc
 
 #: Option names whose value is blanked in the crash log's command line.
 _SECRET_OPTION = re.compile(r"^--?[\w-]*(token|secret|password|passwd|key|credential)[\w-]*$", re.IGNORECASE)
@@ -60,14 +59,17 @@ def run_guarded(body: Callable[[], int], prog: str) -> int:
 
 def report_crash(exc: BaseException, prog: str) -> None:
     """Write the crash log, print the one line (and the fold under GitHub Actions)."""
+    from squals_action.report import workflow_commands as wc
+
     formatted = "".join(traceback.format_exception(exc))
+    in_actions = wc.in_github_actions()
     try:
-        log = _crash_log_path(prog, os.environ)
+        log = _crash_log_path(prog, os.environ, in_actions)
         log.write_text(_crash_log(prog, formatted), encoding="utf-8")
         where = f"traceback written to {log}"
     except OSError as err:  # a full or read-only disk must not turn the crash into a second one
         where = f"crash log not written: {err.strerror or err}"
-    if wc.in_github_actions():
+    if in_actions:
         sys.stdout.flush()
         # The traceback quotes untrusted text (messages, paths), so workflow commands are off inside it.
         with (
@@ -79,10 +81,10 @@ def report_crash(exc: BaseException, prog: str) -> None:
     print(f"{prog}: internal error: {type(exc).__name__}: {summary} ({where})", file=sys.stderr)
 
 
-def _crash_log_path(prog: str, env: Mapping[str, str]) -> Path:
+def _crash_log_path(prog: str, env: Mapping[str, str], in_actions: bool) -> Path:
     """A new file in a directory that outlives the container under GitHub Actions, else a temp file."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    if wc.in_github_actions(env):
+    if in_actions:
         for variable in ("RUNNER_TEMP", "HOME"):
             folder = Path(env.get(variable) or "/nonexistent")
             if folder.is_dir() and os.access(folder, os.W_OK):
@@ -94,6 +96,8 @@ def _crash_log_path(prog: str, env: Mapping[str, str]) -> Path:
 
 
 def _crash_log(prog: str, formatted: str) -> str:
+    import platform
+
     lines = [
         "### version information",
         "",
@@ -122,6 +126,8 @@ def _crash_log(prog: str, formatted: str) -> str:
 
 
 def _git_version() -> str:
+    import subprocess
+
     try:
         done = subprocess.run(["git", "--version"], capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -131,6 +137,8 @@ def _git_version() -> str:
 
 def _dependency_versions() -> list[tuple[str, str]]:
     """The installed version of every runtime dependency squals-action declares, read without importing it."""
+    from importlib import metadata
+
     try:
         requirements = metadata.requires("squals-action") or []
     except metadata.PackageNotFoundError:

@@ -126,7 +126,7 @@ def test_a_log_that_cannot_be_written_still_ends_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
-    monkeypatch.setattr(error_handler, "_crash_log_path", lambda prog, env: tmp_path / "gone" / "x.log")
+    monkeypatch.setattr(error_handler, "_crash_log_path", lambda *_: tmp_path / "gone" / "x.log")
 
     def body() -> int:
         raise ValueError("bad")
