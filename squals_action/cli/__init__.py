@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `squals` console script."""
+
     def body() -> int:
         parser = build_parser()
         args = parser.parse_args(argv)

@@ -23,32 +23,26 @@ _WORDS: dict[str, Severity] = {
 }
 
 
-def cvss4_score(vector: str) -> float | None:
-    """The score of a ``CVSS:4.0/...`` vector (CVSS-B; threat/environmental metrics count when given)."""
-    if not vector.startswith("CVSS:4."):
-        return None
+def _score(calculator: type[CVSS2 | CVSS3 | CVSS4], vector: str) -> float | None:
     try:
-        return float(CVSS4(vector.strip()).base_score)
+        return float(calculator(vector.strip()).base_score)
     except CVSSError:
         return None
+
+
+def cvss4_score(vector: str) -> float | None:
+    """The score of a ``CVSS:4.0/...`` vector (CVSS-B; threat/environmental metrics count when given)."""
+    return _score(CVSS4, vector) if vector.startswith("CVSS:4.") else None
 
 
 def cvss3_score(vector: str) -> float | None:
     """The base score of a ``CVSS:3.0/...`` or ``CVSS:3.1/...`` vector, or ``None`` if it is malformed."""
-    if not vector.startswith("CVSS:3."):
-        return None
-    try:
-        return float(CVSS3(vector.strip()).base_score)
-    except CVSSError:
-        return None
+    return _score(CVSS3, vector) if vector.startswith("CVSS:3.") else None
 
 
 def cvss2_score(vector: str) -> float | None:
     """The base score of a CVSS v2 vector (``AV:N/AC:L/Au:N/C:P/I:P/A:P``, in parentheses or not)."""
-    try:
-        return float(CVSS2(vector.strip().removeprefix("(").removesuffix(")")).base_score)
-    except CVSSError:
-        return None
+    return _score(CVSS2, vector.strip().removeprefix("(").removesuffix(")"))
 
 
 def vector_score(vector: str) -> float | None:
