@@ -6,7 +6,9 @@ Modules (import what you need; this package imports nothing at start-up):
   ``apply``, ``invariants``, ``weights``) and the ``Env`` record stored as ``environments/<name>.json``;
 * :mod:`~squals_action.lifecycle.engine` -- ``Lifecycle(repo, manifest, store, provider, traffic, log_dir)``
   with ``deploy(pr, commit)``, ``promote(pr)``, ``rollback(pr=None)``, ``teardown(pr)``, ``down()``, each
-  returning an ``Outcome``;
+  returning an ``Outcome``; built from :mod:`~squals_action.lifecycle.steps` (the steps every command shares),
+  :mod:`~squals_action.lifecycle.promote` (blue/green promotion) and :mod:`~squals_action.lifecycle.records`
+  (state documents to ``Env`` and back);
 * :mod:`~squals_action.lifecycle.kpi` and :mod:`~squals_action.lifecycle.bake` -- the KPI judgement and the
   bake loop; :mod:`~squals_action.lifecycle.hooks` -- hooks and tests as ``Check`` values;
 * :mod:`~squals_action.lifecycle.traffic` -- the ``Traffic`` protocol and the local Dealer behind it;
