@@ -1,6 +1,6 @@
 """Sub-commands of the state concern: ``squals status``, ``squals history [ENV]``, ``squals unlock ENV``.
 
-Only argparse here: the store (and GitPython), rich and json rendering are imported inside the handlers.
+Only argparse here: the store (and gitdb), rich and json rendering are imported inside the handlers.
 """
 
 from __future__ import annotations
