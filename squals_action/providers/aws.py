@@ -291,8 +291,14 @@ class AwsProvider(Provider):
         handle = self._handle(final, region, manifest.app.health)
         if handle.commit != sha or handle.data.get("digest") != fingerprint:
             raise AwsError(f"{env}: stack {name} does not show this provision's tags (changed meanwhile?)")
-        if not handle.url:
-            raise AwsError(f"{env}: stack {name} has no output {aws_template.URL_OUTPUT!r}")
+        missing = [o for o in aws_template.island_outputs(self.config) if not handle.data["outputs"].get(o)]
+        if missing:
+            # Declared but not produced (an output under a false condition): the island is unusable.
+            self._delete_and_wait(cfn, stack_id, f"{env}: removing stack {name}, which lacks an output")
+            raise AwsError(
+                f"{env}: stack {name} has no output {missing[0]!r}: {aws_template.OUTPUT_USES[missing[0]]}; "
+                "stack deleted"
+            )
         try:
             self._wait_healthy(handle, manifest.app)
         except ProviderError:
@@ -323,6 +329,8 @@ class AwsProvider(Provider):
             "health_path": health_path,
             "outputs": outputs,
         }
+        if outputs.get(aws_template.TARGET_GROUP_OUTPUT):
+            data["target_group_arn"] = outputs[aws_template.TARGET_GROUP_OUTPUT]
         return EnvironmentHandle(
             env=tags.get(TAG_ENV, str(stack.get("StackName"))),
             commit=tags.get(TAG_COMMIT, ""),

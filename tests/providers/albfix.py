@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from awsfix import REGION
+from awsfix import REGION, TEMPLATE
 
 #: Operations that only read; any other call changes something on AWS.
 READ_PREFIXES = ("Describe", "Get", "List")
@@ -108,3 +108,79 @@ def build_alb(endpoint: str, names: tuple[str, ...] = ("green", "blue"), deregis
         DefaultActions=[{"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "503"}}],
     )["Listeners"][0]
     return Alb(elbv2, listener["ListenerArn"], balancer["DNSName"], arns)
+
+
+#: A front door as a user would declare it: VPC, two subnets, security group, ALB and a listener answering
+#: 503 until squals forwards it to an island. ``Url`` is left out when ``url`` is False (squals then takes
+#: the load balancer's DNS name).
+FRONT_DOOR_TEMPLATE = """\
+AWSTemplateFormatVersion: "2010-09-09"
+Description: the front door of the provider tests
+Parameters:
+  SqualsProject:
+    Type: String
+  CidrPrefix:
+    Type: String
+    Default: "10.30"
+Resources:
+  Vpc:
+    Type: AWS::EC2::VPC
+    Properties:
+      CidrBlock: !Sub "${CidrPrefix}.0.0/16"
+  SubnetA:
+    Type: AWS::EC2::Subnet
+    Properties:
+      VpcId: !Ref Vpc
+      CidrBlock: !Sub "${CidrPrefix}.1.0/24"
+      AvailabilityZone: !Select [0, !GetAZs ""]
+  SubnetB:
+    Type: AWS::EC2::Subnet
+    Properties:
+      VpcId: !Ref Vpc
+      CidrBlock: !Sub "${CidrPrefix}.2.0/24"
+      AvailabilityZone: !Select [1, !GetAZs ""]
+  Door:
+    Type: AWS::EC2::SecurityGroup
+    Properties:
+      GroupDescription: !Sub "front door of ${SqualsProject}"
+      VpcId: !Ref Vpc
+      SecurityGroupIngress:
+        - IpProtocol: tcp
+          FromPort: 80
+          ToPort: 80
+          CidrIp: 0.0.0.0/0
+  Balancer:
+    Type: AWS::ElasticLoadBalancingV2::LoadBalancer
+    Properties:
+      Scheme: internet-facing
+      Subnets: [!Ref SubnetA, !Ref SubnetB]
+      SecurityGroups: [!Ref Door]
+  Listener:
+    Type: AWS::ElasticLoadBalancingV2::Listener
+    Properties:
+      LoadBalancerArn: !Ref Balancer
+      Port: 80
+      Protocol: HTTP
+      DefaultActions:
+        - Type: fixed-response
+          FixedResponseConfig:
+            StatusCode: "503"
+Outputs:
+  ListenerArn:
+    Value: !Ref Listener
+  VpcId:
+    Value: !Ref Vpc
+  Url:
+    Value: !Sub "http://${Balancer.DNSName}"
+"""
+
+#: The provider tests' island (``awsfix.TEMPLATE``) with a target group in the front door's VPC.
+ISLAND_TEMPLATE = TEMPLATE.replace(
+    "  Greeting:\n",
+    "  VpcId:\n    Type: AWS::EC2::VPC::Id\n  Greeting:\n",
+).replace(
+    "Outputs:\n",
+    "  Group:\n    Type: AWS::ElasticLoadBalancingV2::TargetGroup\n    Properties:\n"
+    "      VpcId: !Ref VpcId\n      Protocol: HTTP\n      Port: 80\n      TargetType: ip\n"
+    "Outputs:\n  TargetGroupArn:\n    Value: !Ref Group\n",
+)
