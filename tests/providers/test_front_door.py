@@ -3,12 +3,16 @@ the explicit call; or an existing listener named by ARN; and islands that must o
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from albfix import FRONT_DOOR_TEMPLATE, ISLAND_TEMPLATE, Calls, aws_client, build_alb
 from awsfix import TEMPLATE, Cloud
 from provfix import Repo
 
-from squals_action.manifest import model
+from squals_action.manifest import load, model
 from squals_action.providers import ProviderError
 from squals_action.providers.aws import AwsError, AwsProvider
 from squals_action.providers.aws_front_door import FrontDoorStack
@@ -171,3 +175,45 @@ def test_missing_outputs_are_one_line_errors_naming_the_template_or_the_stack(
         "stack deleted"
     )
     assert aws_cloud.stacks() == []
+
+
+def test_squals_down_keeps_the_front_door_and_down_front_door_deletes_it(
+    aws_cloud: Cloud, repo: Repo
+) -> None:
+    (repo.path / "squals.yml").write_text(
+        "version: 1\nname: tiny\napp: {start: python3 app.py}\n"
+        "provider:\n  kind: aws\n  region: us-east-1\n  template: infra/island.yml\n"
+        f"  parameters: {{AppBase: '{aws_cloud.app.url}'}}\n"
+        "  front_door: {template: infra/front-door.yml}\n"
+    )
+    commit = _commit(aws_cloud, repo)
+    manifest = load(repo.path / "squals.yml", repo.path)
+    FrontDoorStack(AwsProvider(repo.path, manifest.provider)).ensure(manifest, commit)
+
+    def squals(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "squals_action.cli", *args, "--report", "none"],
+            cwd=repo.path,
+            env=dict(os.environ),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    kept = squals("down")
+    assert kept.returncode == 0, kept.stderr
+    assert aws_cloud.stacks() == ["squals-tiny-front-door CREATE_COMPLETE"]
+    deleted = squals("down", "--front-door")
+    assert deleted.returncode == 0, deleted.stderr
+    assert "front door: deleted stack squals-tiny-front-door" in deleted.stderr
+    assert aws_cloud.stacks() == []
+
+    (repo.path / "squals.yml").write_text("version: 1\nname: tiny\napp: {start: python3 app.py}\n")
+    refused = squals("down", "--front-door")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert (
+        refused.stderr.strip()
+        .splitlines()[-1]
+        .endswith("--front-door: only the aws provider has a front door")
+    )
