@@ -93,7 +93,6 @@ class AlbTraffic:
         unit: StickyUnit | None = None,
         stickiness_seconds: int = MAX_STICKINESS_SECONDS,
         reader: TallyReader | None = None,
-        client: Any = None,
     ) -> None:
         """``upstreams`` (name -> target group ARN) names what a fresh process reads back before its first
         ``route``; ``reader`` gives the figures of :meth:`tallies` (none: "not measured")."""
@@ -109,7 +108,7 @@ class AlbTraffic:
         self._url = url
         self._names: dict[str, str] = dict(upstreams or {})
         self._zeroed_at: dict[str, float] = {}
-        self._client = client
+        self._client: Any = None
 
     # ------------------------------------------------------------------------------------------ plumbing
 
