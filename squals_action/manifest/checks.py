@@ -175,11 +175,19 @@ class Checker:
     # provider --------------------------------------------------------------------------------------
 
     def front_door(self) -> None:
-        """A front door only for ``aws`` (locally the Dealer is the front door); parameters only for a
-        template (an existing listener has no stack to pass them to)."""
+        """A front door only for ``aws`` (locally the Dealer is the front door), declared once (not in a
+        variant file: the variants share it); parameters only for a template (an existing listener has no
+        stack to pass them to)."""
         door = get(self.data, ("provider", "front_door"))
         if not isinstance(door, dict):
             return
+        if self.as_variant:
+            self.add(
+                ("provider", "front_door"),
+                "expected no front_door in a variant file; the variants share the front door of the file "
+                "that lists them",
+                key=True,
+            )
         kind = get(self.data, ("provider", "kind"))
         if kind != "aws":
             self.add(
