@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from squals_action.dealer.bucketing import normalise_weights
 from squals_action.dealer.interface import DealerError, NotMeasured, VariantTally, percentages
 from squals_action.manifest.model import StickyUnit
 from squals_action.providers import aws_api
@@ -61,13 +62,10 @@ def listener_region(listener_arn: str) -> str:
 
 
 def alb_weights(weights: Mapping[str, float]) -> dict[str, int]:
-    """Relative weights as ALB's integers 0-999 (rule in the module doc); at least one must be positive."""
-    bad = sorted(n for n, w in weights.items() if not math.isfinite(w) or w < 0)
-    if bad:
-        raise AlbError(f"weight of {bad[0]!r} is {weights[bad[0]]!r}: expected a number >= 0")
+    """Relative weights as ALB's integers 0-999 (rule in the module doc), checked as the local Dealer
+    checks them (finite, >= 0, at least one positive: a :class:`DealerError` otherwise)."""
+    weights = normalise_weights(weights, tuple(weights))
     total = sum(weights.values())
-    if total <= 0:
-        raise AlbError(f"weights {dict(weights)} send nothing anywhere: expected at least one above 0")
     exact = {name: SCALE * w / total for name, w in weights.items()}
     ints = {name: math.floor(x) for name, x in exact.items()}
     left = SCALE - sum(ints.values())
@@ -167,15 +165,12 @@ class AlbTraffic:
     def route(self, upstreams: Mapping[str, str], weights: Mapping[str, float]) -> str:
         """One ``modify_listener`` forwarding to exactly ``upstreams`` with ``weights`` (rounded as the module
         doc says); target groups not yet sticky on ``unit`` get their attributes first."""
-        unknown = sorted(set(weights) - set(upstreams))
-        if unknown:
-            raise AlbError(f"weight for {unknown[0]!r}, which is not among the upstreams {sorted(upstreams)}")
         if not 1 <= len(upstreams) <= MAX_TARGET_GROUPS:
             raise AlbError(
                 f"{len(upstreams)} upstreams: an ALB forward action takes 1 to {MAX_TARGET_GROUPS} "
                 "target groups"
             )
-        integers = alb_weights({name: float(weights.get(name, 0.0)) for name in upstreams})
+        integers = alb_weights(normalise_weights(weights, tuple(upstreams)))
         for arn in upstreams.values():
             self.make_sticky(arn)
         action = {

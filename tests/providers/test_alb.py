@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from squals_action.dealer.alb import MAX_WEIGHT, AlbError, AlbTraffic, alb_weights
-from squals_action.dealer.interface import NotMeasured, VariantTally
+from squals_action.dealer.interface import DealerError, NotMeasured, VariantTally
 from squals_action.manifest.model import StickyUnit
 
 
@@ -85,12 +85,12 @@ def test_a_fresh_process_reads_the_routing_back(alb: Alb) -> None:
 def test_mistakes_make_no_call_and_aws_errors_are_one_line(alb: Alb) -> None:
     calls = Calls()
     traffic = _traffic(alb, calls)
-    for weights, expected in [
-        ({"green": 0, "blue": 0}, "send nothing anywhere"),
-        ({"green": -1, "blue": 5}, "weight of 'green' is -1"),
-        ({"purple": 1}, "weight for 'purple', which is not among the upstreams"),
+    for weights, expected in [  # the local Dealer's checks and messages
+        ({"green": 0, "blue": 0}, "at least one upstream needs a weight above 0"),
+        ({"green": -1, "blue": 5}, "weight of 'green' must be a finite number >= 0, got -1.0"),
+        ({"purple": 1}, "weights name unknown upstream"),
     ]:
-        with pytest.raises(AlbError, match=expected):
+        with pytest.raises(DealerError, match=expected):
             traffic.route(alb.groups, weights)
     six = {f"g{i}": alb.groups["green"] for i in range(6)}
     with pytest.raises(AlbError, match="takes 1 to 5 target groups"):
