@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "tests" / "state"))
 from statefix import clone, git, make_origin, state_log  # noqa: E402
 
 from squals_action.state import Documents, Transition, open_store  # noqa: E402
-from squals_action.state.git_store import TRACE_ENV  # noqa: E402
+from squals_action.state.trace import TRACE_ENV  # noqa: E402
 
 WRITER = ROOT / "tests" / "state" / "state_writer.py"
 

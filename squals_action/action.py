@@ -13,8 +13,8 @@ import sys
 from collections.abc import Mapping
 
 from squals_action.cli import run_guarded
-from squals_action.github import workflow_commands as wc
 from squals_action.github.events import Intent, IntentKind, load_event, parse_event
+from squals_action.report import workflow_commands as wc
 
 
 def main() -> int:

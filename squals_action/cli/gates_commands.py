@@ -43,11 +43,11 @@ def run_gates_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from squals_action.errors import UsageError
-    from squals_action.gates import report
     from squals_action.gates.interface import GateResult
     from squals_action.gates.runner import all_ok, make_context, run_pipeline
-    from squals_action.github import workflow_commands as wc
     from squals_action.manifest import find_repo_root, load
+    from squals_action.report import gates as report
+    from squals_action.report import workflow_commands as wc
 
     if args.concurrency is not None and args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")

@@ -109,14 +109,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _open(args: argparse.Namespace, gates: bool = True) -> Any:
     from squals_action.lifecycle.project import open_project
-    from squals_action.lifecycle.report import progress_for
+    from squals_action.report.lifecycle import progress_for
 
     # No run id from the CLI: a person's commands are not replays of each other; the Action passes its own.
     return open_project(project_options(args, gates=gates, run_id=None), progress_for(sys.stderr))
 
 
 def _finish(args: argparse.Namespace, outcome: Any) -> int:
-    from squals_action.lifecycle.report import markdown
+    from squals_action.report.lifecycle import markdown
 
     if args.report == "markdown":
         sys.stdout.write(markdown(outcome))
@@ -179,7 +179,7 @@ def run_down(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from squals_action.lifecycle.demo import run_demo as demo
+    from squals_action.demo import run_demo as demo
 
     code: int = demo(example=args.example, bake=args.bake, keep=args.keep)
     return code

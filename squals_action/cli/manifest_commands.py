@@ -78,8 +78,8 @@ def _paths(args: argparse.Namespace) -> tuple[list[Path], Path | None]:
 
 def run_validate(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Validate and print problems; the exit code says whether the files are valid."""
-    from squals_action.github import workflow_commands as wc
     from squals_action.manifest import validate_paths
+    from squals_action.report import workflow_commands as wc
 
     stream = out if out is not None else sys.stdout
     paths, repo_root = _paths(args)

@@ -43,7 +43,9 @@ class MetricSource(Protocol):
     """Measures metrics per variant; each implementation knows a set of metric names.
 
     A metric it knows but cannot measure right now goes to :attr:`Reading.missing` with the reason (a
-    per-item failure as a value); a source that cannot be used at all raises :class:`MetricError`.
+    per-item failure as a value); a source that cannot be used at all raises :class:`MetricError`. A metric
+    it does not know gets no value (it is left out; the engine asks the next source). Sources are built per
+    tick through the registry in :mod:`squals_action.experiments.sources`.
     """
 
     name: str

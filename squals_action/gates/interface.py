@@ -6,6 +6,7 @@ happened, so one gate's failure never stops the others and reports can show ever
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -127,3 +128,19 @@ class Gate(ABC):
     @abstractmethod
     def run(self, ctx: GateContext) -> GateResult:
         """Run the gate against the change described by ``ctx``."""
+
+
+def run_one(gate: Gate, ctx: GateContext) -> GateResult:
+    """Run a gate and turn any exception into a result with status ``error`` (failures are values)."""
+    started = time.time()
+    start = time.monotonic()
+    try:
+        return gate.run(ctx)
+    except GateError as exc:
+        summary = exc.one_line()
+    except Exception as exc:  # a bug in one gate must not take the others down
+        summary = f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+    duration = time.monotonic() - start
+    return GateResult(
+        gate.name, gate.stage, "error", duration, summary, started_at=started, ended_at=started + duration
+    )

@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from squals_action.gates.command import CommandGate
-from squals_action.gates.interface import Gate, GateContext, GateError, GateResult
+from squals_action.gates.interface import Gate, GateContext, GateResult, run_one
 from squals_action.manifest.model import EMPTY, Gates, GateStage
 
 ResultCallback = Callable[[GateResult], None]
@@ -23,22 +23,6 @@ ResultCallback = Callable[[GateResult], None]
 
 def default_concurrency() -> int:
     return os.cpu_count() or 1
-
-
-def run_one(gate: Gate, ctx: GateContext) -> GateResult:
-    """Run a gate and turn any exception into a result with status ``error`` (failures are values)."""
-    started = time.time()
-    start = time.monotonic()
-    try:
-        return gate.run(ctx)
-    except GateError as exc:
-        summary = exc.one_line()
-    except Exception as exc:  # a bug in one gate must not take the others down
-        summary = f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
-    duration = time.monotonic() - start
-    return GateResult(
-        gate.name, gate.stage, "error", duration, summary, started_at=started, ended_at=started + duration
-    )
 
 
 def run_gates(

@@ -151,7 +151,7 @@ class Pipeline:
         )
 
     def _outcome(self, verb: str, outcome: Any, env_name: str | None, **parts: Any) -> Report:
-        from squals_action.lifecycle.report import markdown as lifecycle_markdown
+        from squals_action.report.lifecycle import markdown as lifecycle_markdown
 
         fleet = outcome.fleet or {}
         env = fleet.get(env_name) if env_name else None
@@ -285,8 +285,8 @@ class Pipeline:
         )
 
     def _experiment_ticked(self, engine: Any, parts: dict[str, Any]) -> Report:
-        from squals_action.experiments.report import figures_markdown
-        from squals_action.lifecycle.report import markdown as lifecycle_markdown
+        from squals_action.report.experiments import figures_markdown
+        from squals_action.report.lifecycle import markdown as lifecycle_markdown
 
         outcomes = engine.tick()
         if not outcomes:

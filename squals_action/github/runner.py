@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TextIO
 
 from squals_action.errors import EXIT_FAILURE, EXIT_OK, SqualsError
-from squals_action.github import workflow_commands as wc
 from squals_action.github.events import PROMOTE_LABEL, ROLLBACK_LABEL, Intent, IntentKind
 from squals_action.github.interface import (
     WRITE_ROLES,
@@ -25,6 +24,7 @@ from squals_action.github.interface import (
     GitHubApi,
     Request,
 )
+from squals_action.report import workflow_commands as wc
 from squals_action.report.comment import MARKER, RunInfo, compose_comment, compose_summary
 from squals_action.report.model import Report, Status
 

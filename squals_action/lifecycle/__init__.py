@@ -6,11 +6,14 @@ Modules (import what you need; this package imports nothing at start-up):
   ``apply``, ``invariants``, ``weights``) and the ``Env`` record stored as ``environments/<name>.json``;
 * :mod:`~squals_action.lifecycle.engine` -- ``Lifecycle(repo, manifest, store, provider, traffic, log_dir)``
   with ``deploy(pr, commit)``, ``promote(pr)``, ``rollback(pr=None)``, ``teardown(pr)``, ``down()``, each
-  returning an ``Outcome``;
+  returning an ``Outcome``; built from :mod:`~squals_action.lifecycle.steps` (the steps every command shares),
+  :mod:`~squals_action.lifecycle.promote` (blue/green promotion) and :mod:`~squals_action.lifecycle.records`
+  (state documents to ``Env`` and back);
 * :mod:`~squals_action.lifecycle.kpi` and :mod:`~squals_action.lifecycle.bake` -- the KPI judgement and the
   bake loop; :mod:`~squals_action.lifecycle.hooks` -- hooks and tests as ``Check`` values;
 * :mod:`~squals_action.lifecycle.traffic` -- the local Dealer behind the ``Traffic`` protocol;
-* :mod:`~squals_action.lifecycle.report` -- ``markdown(outcome)`` for the PR comment, terminal progress;
-* :mod:`~squals_action.lifecycle.project` -- ``open_project(options)`` wires a repository for the CLI;
-* :mod:`~squals_action.lifecycle.demo` -- ``squals demo``.
+* :mod:`~squals_action.lifecycle.project` -- ``open_project(options)`` wires a repository for the CLI.
+
+Rendering (the PR comment's markdown, terminal progress) lives in :mod:`squals_action.report.lifecycle`, and
+``squals demo`` in :mod:`squals_action.demo`, above this package.
 """

@@ -21,7 +21,7 @@ from squals_action.lifecycle.machine import Check
 from squals_action.manifest.model import Command, Rollout
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class HealthReading:
     """BLUE's health as the bake needs it (the provider's :class:`Health` reduced to ok + why).
 
@@ -34,7 +34,7 @@ class HealthReading:
     fatal: bool = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BakeOutcome:
     """How the bake ended: ``ok`` or the breach's reason, with the last KPI readings and the test results."""
 
@@ -47,7 +47,7 @@ class BakeOutcome:
     metrics: Mapping[str, float | None] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BakeTick:
     """One check of the loop, for the progress view."""
 
@@ -111,7 +111,7 @@ def bake(
     try:
         baseline = tallies().get(blue)
     except SqualsError as exc:
-        return BakeOutcome(False, f"cannot read the Dealer's tallies: {exc.one_line()}")
+        return BakeOutcome(ok=False, reason=f"cannot read the Dealer's tallies: {exc.one_line()}")
     if runner is not None:
         runner.start()
     readings: tuple[KpiReading, ...] = ()
@@ -124,7 +124,13 @@ def bake(
         if runner is not None:
             runner.join()
         return BakeOutcome(
-            ok, reason, readings, tuple(runner.results) if runner else (), done, clock() - start, metrics
+            ok=ok,
+            reason=reason,
+            readings=readings,
+            tests=tuple(runner.results) if runner else (),
+            checks_done=done,
+            elapsed=clock() - start,
+            metrics=metrics,
         )
 
     while True:
@@ -152,7 +158,7 @@ def bake(
         metrics = metrics_since(now, baseline)
         readings = evaluate(rollout.kpis, metrics)
         if on_tick is not None:
-            on_tick(BakeTick(clock() - start, rollout.bake, readings, metrics))
+            on_tick(BakeTick(elapsed=clock() - start, bake=rollout.bake, readings=readings, metrics=metrics))
         reason = breach_reason(readings)
         if reason is not None:
             return outcome(False, reason)

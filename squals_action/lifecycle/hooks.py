@@ -19,7 +19,7 @@ from squals_action.manifest.model import Command
 from squals_action.process import ProcessError, read_log_tail, run_command
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CommandRun:
     """How to run one batch of commands: where, with which variables, logging where."""
 
@@ -44,9 +44,9 @@ def run_one(
             command.run, log_path=log, timeout=command.timeout, env=env, cwd=cwd, grace=2.0, cancel=cancel
         )
     except ProcessError as exc:
-        return Check(kind, stage, command.name, False, exc.one_line())
+        return Check(kind=kind, stage=stage, name=command.name, ok=False, detail=exc.one_line())
     if result.ok:
-        return Check(kind, stage, command.name, True, "", result.duration)
+        return Check(kind=kind, stage=stage, name=command.name, ok=True, duration=result.duration)
     if result.timed_out:
         why = f"timed out after {command.timeout:g} s"
     elif result.cancelled:
@@ -55,7 +55,7 @@ def run_one(
         why = f"exit {result.exit_code}"
     tail = read_log_tail(log, max_bytes=2048, max_lines=3).strip()
     detail = f"{why}; log {log}" + (f"; last output: {' | '.join(tail.splitlines())}" if tail else "")
-    return Check(kind, stage, command.name, False, detail, result.duration)
+    return Check(kind=kind, stage=stage, name=command.name, ok=False, detail=detail, duration=result.duration)
 
 
 def run_sequence(
@@ -66,7 +66,15 @@ def run_sequence(
     failed = False
     for command in commands:
         if failed and stop_at_failure:
-            checks.append(Check(kind, stage, command.name, False, "skipped: an earlier hook failed"))
+            checks.append(
+                Check(
+                    kind=kind,
+                    stage=stage,
+                    name=command.name,
+                    ok=False,
+                    detail="skipped: an earlier hook failed",
+                )
+            )
             continue
         check = run_one(command, kind, stage, run)
         checks.append(check)

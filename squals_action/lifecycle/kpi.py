@@ -19,7 +19,7 @@ from squals_action.dealer.interface import VariantTally
 from squals_action.manifest.model import Kpi
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class KpiReading:
     """One KPI at one moment: the measured value against its bounds."""
 
@@ -83,7 +83,7 @@ def metrics_since(now: VariantTally, baseline: VariantTally | None) -> dict[str,
 
 def evaluate(kpis: Sequence[Kpi], metrics: Mapping[str, float | None]) -> tuple[KpiReading, ...]:
     """Each declared KPI read from ``metrics``; a metric not present is unmeasured (``None``)."""
-    return tuple(KpiReading(k.metric, metrics.get(k.metric), k.max, k.min) for k in kpis)
+    return tuple(KpiReading(metric=k.metric, value=metrics.get(k.metric), max=k.max, min=k.min) for k in kpis)
 
 
 def breaches(readings: Sequence[KpiReading]) -> tuple[KpiReading, ...]:

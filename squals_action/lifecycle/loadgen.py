@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from squals_action.errors import UsageError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LoadSummary:
     requests: int
     ok: int
@@ -66,7 +66,11 @@ class SyntheticLoad:
     def summary(self) -> LoadSummary:
         with self._lock:
             return LoadSummary(
-                self.requests, self.ok, self.requests - self.ok, self.checkouts, tuple(self.failures[:5])
+                requests=self.requests,
+                ok=self.ok,
+                failed=self.requests - self.ok,
+                checkouts=self.checkouts,
+                first_failures=tuple(self.failures[:5]),
             )
 
     def _run(self) -> None:

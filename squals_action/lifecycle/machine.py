@@ -155,7 +155,7 @@ def step(name: str, status: Status, event: Event) -> Status:
         raise InvalidTransition(name, status, event, _HINTS.get((status, event), "")) from None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Check:
     """One hook, exit test, in-flight test or KPI reading, kept on the environment for the report."""
 
@@ -188,7 +188,7 @@ class Check:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Env:
     """One environment as the lifecycle sees it; stored as the state document ``environments/<name>.json``."""
 

@@ -22,7 +22,7 @@ class ProjectError(SqualsError):
     """The repository is not set up for the lifecycle (no git, no squals file)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ProjectOptions:
     """What the command line may override."""
 

@@ -12,8 +12,9 @@ import pytest
 from exfix import Shop, git, make_shop, state_log, sticky_visits, stop_everything, visit
 
 from squals_action.dealer import dealer_status
-from squals_action.experiments.engine import ExperimentEngine, island_name
+from squals_action.experiments.engine import ExperimentEngine
 from squals_action.experiments.interface import ExperimentError
+from squals_action.experiments.spec import island_name
 from squals_action.lifecycle.engine import Lifecycle
 from squals_action.lifecycle.traffic import DealerTraffic
 from squals_action.manifest import load

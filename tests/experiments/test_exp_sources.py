@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
@@ -13,8 +15,10 @@ import pytest
 
 from squals_action.dealer.interface import DealerError, VariantTally
 from squals_action.experiments.dealer_metrics import DealerMetrics
-from squals_action.experiments.interface import MetricError, MetricSource
+from squals_action.experiments.interface import MetricError, MetricSource, Reading
+from squals_action.experiments.observe import observe
 from squals_action.experiments.prometheus import PrometheusSource, render_query
+from squals_action.experiments.sources import SOURCES, SourceContext, build_sources
 from squals_action.manifest import model
 
 
@@ -152,3 +156,159 @@ def test_dealer_metrics_from_tallies() -> None:
 
     with pytest.raises(MetricError, match="cannot be read"):
         DealerMetrics(broken).read(["visitors"], ["b"])
+
+
+# ------------------------------------------------------------------ the registry: every source, one contract
+
+TALLIES = {"control": VariantTally("control", units=40, activations=90, events={"checkout": 3}, errors=1)}
+VARIANTS = ["control", "b"]
+
+
+def experiment(metrics: dict[str, model.MetricSource]) -> model.Experiment:
+    return model.Experiment(
+        variants={v: model.Variant(v, "squals.yml") for v in VARIANTS},
+        control="control",
+        split={"control": 50.0, "b": 50.0},
+        objective=model.Objective("conversion", "maximize", "event:checkout"),
+        guardrails=(model.Guardrail("revenue", max_increase=10.0), model.Guardrail("latency_s", max=1.0)),
+        metrics=metrics,
+    )
+
+
+def broken_tallies() -> dict[str, VariantTally]:
+    raise DealerError("Dealer admin at http://127.0.0.1:1 unreachable: ConnectionError")
+
+
+def closed_port() -> str:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """How to exercise one registered kind: a metric it knows (with control's value), one it does not."""
+
+    known: str
+    control_value: float
+    unknown: str
+    usable: Callable[[str], SourceContext]  # given the fake Prometheus' URL
+    unusable: Callable[[], SourceContext]
+
+
+def _context(
+    metrics: dict[str, model.MetricSource], tallies: Callable[[], dict[str, VariantTally]]
+) -> SourceContext:
+    return SourceContext(spec=experiment(metrics), tallies=tallies, env={})
+
+
+#: One sample per registered kind; a kind registered without one fails test_every_kind_has_a_sample.
+SAMPLES: dict[str, Sample] = {
+    "dealer": Sample(
+        known="event:checkout",
+        control_value=3.0,
+        unknown="revenue",
+        usable=lambda url: _context({}, lambda: TALLIES),
+        unusable=lambda: _context({}, broken_tallies),
+    ),
+    "prometheus": Sample(
+        known="revenue",
+        control_value=4.0,
+        unknown="event:checkout",
+        usable=lambda url: _context(spec(url), lambda: TALLIES),
+        unusable=lambda: _context(spec(closed_port()), lambda: TALLIES),
+    ),
+}
+
+
+def test_every_kind_has_a_sample() -> None:
+    assert next(iter(SOURCES)) == "dealer"  # first asked: the source every experiment has
+    assert set(SAMPLES) == set(SOURCES), "register a Sample for every metric source kind"
+
+
+@pytest.mark.parametrize("kind", sorted(SOURCES))
+def test_registered_source_reads_known_metrics_and_never_invents_unknown_ones(
+    prometheus: str, kind: str
+) -> None:
+    sample = SAMPLES[kind]
+    FakePrometheus.answers = {
+        'sum(revenue{variant="control"})': vector("4"),
+        'sum(revenue{variant="b"})': vector(),
+    }
+    source = SOURCES[kind](sample.usable(prometheus))
+    try:
+        assert isinstance(source, MetricSource)
+        assert source.name == kind
+        assert source.knows(sample.known) and not source.knows(sample.unknown)
+        reading = source.read([sample.known, sample.unknown], VARIANTS)
+    finally:
+        if isinstance(source, PrometheusSource):
+            source.close()
+    assert reading.values["control"][sample.known] == sample.control_value
+    for variant in VARIANTS:  # a known metric is measured or missing with a reason, for every variant
+        measured = sample.known in reading.values.get(variant, {})
+        assert measured != (sample.known in reading.missing.get(variant, {})), variant
+        assert reading.missing.get(variant, {}).get(sample.known, "x"), "a missing metric says why"
+        # an unknown metric gets no value: it is left out or listed missing, never made up (e.g. as 0)
+        assert sample.unknown not in reading.values.get(variant, {})
+
+
+@pytest.mark.parametrize("kind", sorted(SOURCES))
+def test_unusable_registered_source_raises_metric_error_or_reports_missing(kind: str) -> None:
+    sample = SAMPLES[kind]
+    source = SOURCES[kind](sample.unusable())
+    try:
+        reading = source.read([sample.known], VARIANTS)
+    except MetricError as exc:
+        assert exc.one_line()
+        return
+    finally:
+        if isinstance(source, PrometheusSource):
+            source.close()
+    for variant in VARIANTS:  # nothing measured, and each variant says why
+        assert sample.known not in reading.values.get(variant, {})
+        assert reading.missing[variant][sample.known]
+
+
+def test_build_sources_builds_in_registry_order_and_closes_connections(
+    prometheus: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    closed: list[str] = []
+
+    class Probe:
+        name = "probe"
+
+        def knows(self, metric: str) -> bool:
+            return metric == "latency_s"
+
+        def read(self, metrics: Sequence[str], variants: Sequence[str]) -> Reading:
+            return Reading({v: {"latency_s": 0.25} for v in variants})
+
+        def close(self) -> None:
+            closed.append(self.name)
+
+    monkeypatch.setitem(SOURCES, "probe", lambda ctx: Probe())
+    FakePrometheus.answers = {
+        'sum(revenue{variant="control"})': vector("4"),
+        'sum(revenue{variant="b"})': vector(),
+    }
+    metrics = {**spec(prometheus), "cpu": model.MetricSource("cpu", "cloudwatch", "CPUUtilization")}
+    context = SourceContext(spec=experiment(metrics), tallies=lambda: TALLIES, env={})
+    with build_sources(context) as sources:
+        assert [s.name for s in sources] == ["dealer", "prometheus", "probe"]
+        observed = observe(context.spec, sources, VARIANTS, datetime(2026, 1, 1, tzinfo=UTC))
+        assert closed == []
+    assert closed == ["probe"]
+    control, b = observed["control"], observed["b"]
+    assert (control.units, control.conversions, control.activations, control.errors) == (40, 3, 90, 1)
+    assert control.metrics == {"activations": 90.0, "errors": 1.0, "revenue": 4.0, "latency_s": 0.25}
+    assert (b.units, b.conversions) == (0, 0) and "no data yet" in b.missing["revenue"]
+    # a declared kind without a registered factory measures nothing: missing, never 0
+    cpu_guard = model.Guardrail("cpu", max=90.0)
+    with build_sources(context) as sources:
+        spec_cpu = replace(context.spec, guardrails=(cpu_guard,))
+        assert observe(spec_cpu, sources, VARIANTS, datetime(2026, 1, 1, tzinfo=UTC))["b"].missing == {
+            "cpu": "no metric source measures it"
+        }

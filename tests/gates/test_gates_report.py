@@ -11,8 +11,8 @@ import pytest
 from gatesfix import LOCKFILES, VULNDB, Repo
 
 from squals_action.cli import main
-from squals_action.gates import report
 from squals_action.gates.interface import Finding, GateResult
+from squals_action.report import gates as report
 
 
 def _results(tmp_path: Path) -> list[GateResult]:

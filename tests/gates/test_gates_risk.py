@@ -8,10 +8,10 @@ from pathlib import Path
 
 from gatesfix import Repo
 
-from squals_action.gates import report
 from squals_action.gates.runner import make_context, run_pipeline
 from squals_action.gates.security.risk import RiskGate, assess, scan_secrets
 from squals_action.manifest.model import Gates, RiskPolicy, SecurityGate
+from squals_action.report import gates as report
 
 # Made-up credentials in the shapes the detector knows; none of them is real.
 AWS_KEY = "AKIAZ7Q3W9XKR2M4TBYD"

@@ -9,8 +9,8 @@ from squals_action.lifecycle import kpi
 from squals_action.lifecycle.bake import HealthReading, bake
 from squals_action.lifecycle.engine import Outcome
 from squals_action.lifecycle.machine import Check, Env, Status
-from squals_action.lifecycle.report import markdown
 from squals_action.manifest.model import Kpi, Rollout
+from squals_action.report.lifecycle import markdown
 
 
 def test_metrics_are_differences_since_the_bake_began() -> None:
@@ -47,7 +47,7 @@ def test_bake_passes_when_healthy_and_within_bounds() -> None:
         blue="pr-2",
         rollout=_rollout(kpis=(Kpi("error_rate", max=1.0),)),
         tallies=lambda: {"pr-2": VariantTally("pr-2", activations=10)},
-        health=lambda: HealthReading(True),
+        health=lambda: HealthReading(ok=True),
     )
     assert out.ok and out.reason is None and out.checks_done >= 2
 
@@ -57,7 +57,7 @@ def test_bake_stops_at_the_first_unhealthy_check() -> None:
 
     def health() -> HealthReading:
         calls.append(1)
-        return HealthReading(len(calls) < 3, "down: process gone")
+        return HealthReading(ok=len(calls) < 3, detail="down: process gone")
 
     out = bake(blue="pr-2", rollout=_rollout(60.0), tallies=dict, health=health)
     assert not out.ok and out.checks_done == 3
@@ -71,7 +71,7 @@ def test_bake_breaches_on_errors_seen_through_the_dealer() -> None:
         blue="pr-2",
         rollout=_rollout(60.0, kpis=(Kpi("error_rate", max=1.0),)),
         tallies=lambda: {"pr-2": next(seen, last)},
-        health=lambda: HealthReading(True),
+        health=lambda: HealthReading(ok=True),
     )
     assert not out.ok and out.reason == "KPI breach: error_rate 50 > max 1"
 
@@ -80,24 +80,28 @@ def test_bake_can_be_interrupted() -> None:
     cancel = threading.Event()
     cancel.set()
     out = bake(
-        blue="pr-2", rollout=_rollout(60.0), tallies=dict, health=lambda: HealthReading(True), cancel=cancel
+        blue="pr-2",
+        rollout=_rollout(60.0),
+        tallies=dict,
+        health=lambda: HealthReading(ok=True),
+        cancel=cancel,
     )
     assert not out.ok and out.reason == "the bake was interrupted"
 
 
 def test_markdown_escapes_what_users_wrote() -> None:
     fleet = {
-        "pr-1": Env("pr-1", Status.PROD, share=100.0, commit="a" * 40, url="http://127.0.0.1:1"),
-        "pr-2": Env("pr-2", Status.FAILED, commit="b" * 40, url="http://127.0.0.1:2"),
+        "pr-1": Env(name="pr-1", status=Status.PROD, share=100.0, commit="a" * 40, url="http://127.0.0.1:1"),
+        "pr-2": Env(name="pr-2", status=Status.FAILED, commit="b" * 40, url="http://127.0.0.1:2"),
     }
     evil = "@octocat <img src=x> | ![x](http://evil)"
     outcome = Outcome(
-        "deploy",
-        False,
-        f"exit test e2e failed: exit 1; last output: {evil}",
-        "pr-2",
-        fleet,
-        (Check("exit-test", "exit", "e2e <b>", False, evil, 1.5),),
+        operation="deploy",
+        ok=False,
+        message=f"exit test e2e failed: exit 1; last output: {evil}",
+        env="pr-2",
+        fleet=fleet,
+        checks=(Check(kind="exit-test", stage="exit", name="e2e <b>", ok=False, detail=evil, duration=1.5),),
         public_url="http://127.0.0.1:9",
     )
     text = markdown(outcome)
@@ -113,7 +117,7 @@ def test_one_slow_health_answer_is_forgiven_two_are_not() -> None:
         blue="pr-2",
         rollout=_rollout(0.3),
         tallies=dict,
-        health=lambda: HealthReading(next(answers, True), "unhealthy: timed out", fatal=False),
+        health=lambda: HealthReading(ok=next(answers, True), detail="unhealthy: timed out", fatal=False),
     )
     assert out.ok
     answers = iter([True, False, False])
@@ -121,7 +125,7 @@ def test_one_slow_health_answer_is_forgiven_two_are_not() -> None:
         blue="pr-2",
         rollout=_rollout(60.0),
         tallies=dict,
-        health=lambda: HealthReading(next(answers, False), "unhealthy: timed out", fatal=False),
+        health=lambda: HealthReading(ok=next(answers, False), detail="unhealthy: timed out", fatal=False),
     )
     assert not out.ok and out.checks_done == 3
     assert out.reason == "BLUE pr-2 is not healthy: unhealthy: timed out"

@@ -134,7 +134,7 @@ def test_story_promotions_and_rollback() -> None:
 
 
 def test_breach_returns_all_traffic_to_green_with_the_reason() -> None:
-    fleet: dict[str, Env] = {"pr-1": Env("pr-1", S.PROD, share=100.0), "pr-2": _ready("pr-2")}
+    fleet: dict[str, Env] = {"pr-1": Env(name="pr-1", status=S.PROD, share=100.0), "pr-2": _ready("pr-2")}
     fleet = m.apply(fleet, E.PROMOTE_START, "pr-2", blue_share=10)
     fleet = m.apply(fleet, E.BAKE_BREACH, "pr-2", reason="error_rate 40 % > 1 %")
     assert fleet["pr-1"].share == 100.0 and fleet["pr-2"].share == 0.0
@@ -143,7 +143,7 @@ def test_breach_returns_all_traffic_to_green_with_the_reason() -> None:
 
 def test_second_candidate_refused_and_input_unchanged() -> None:
     fleet: dict[str, Env] = {
-        "pr-1": Env("pr-1", S.PROD, share=100.0),
+        "pr-1": Env(name="pr-1", status=S.PROD, share=100.0),
         "pr-2": _ready("pr-2"),
         "pr-3": _ready("pr-3"),
     }
@@ -156,14 +156,16 @@ def test_second_candidate_refused_and_input_unchanged() -> None:
 
 def test_env_documents_round_trip() -> None:
     env = Env(
-        "pr-4",
-        S.FAILED,
+        name="pr-4",
+        status=S.FAILED,
         pr=4,
         commit="abc",
         url="http://127.0.0.1:9",
         handle={"pid": 3},
         reason="exit test e2e failed",
-        checks=(m.Check("exit-test", "exit", "e2e", False, "exit 1", 0.5),),
+        checks=(
+            m.Check(kind="exit-test", stage="exit", name="e2e", ok=False, detail="exit 1", duration=0.5),
+        ),
         previous=S.VERIFYING,
         last_event=E.EXIT_TESTS_FAILED,
     )

@@ -94,7 +94,7 @@ def _world(tmp_path: Path, kpis: tuple[model.Kpi, ...] = ()) -> tuple[Lifecycle,
 
 @pytest.fixture(autouse=True)
 def _no_git_resolve(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("squals_action.lifecycle.engine.resolve_commit", lambda repo, ref: ref)
+    monkeypatch.setattr("squals_action.gitcmd.resolve_commit", lambda repo, ref, error: ref)
 
 
 def test_a_breach_switches_traffic_before_recording(tmp_path: Path) -> None:

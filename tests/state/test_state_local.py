@@ -30,7 +30,8 @@ from squals_action.state import (
     choose_remote,
     open_store,
 )
-from squals_action.state.git_store import STALE_LOCK_AGE, TEST_PAUSE_ENV
+from squals_action.state.git_store import TEST_PAUSE_ENV
+from squals_action.state.publish import STALE_LOCK_AGE
 
 WRITER = Path(__file__).with_name("state_writer.py")
 STATE_REF = "refs/heads/squals/state"

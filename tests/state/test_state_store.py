@@ -291,7 +291,7 @@ def test_another_branch_name_and_remote_name(make_clone: Callable[..., Path], or
     ],
 )
 def test_a_lost_race_is_told_apart_from_a_refusal(line: str, race: bool) -> None:
-    from squals_action.state.git_store import _lost_race, _porcelain_status
+    from squals_action.state.publish import _lost_race, _porcelain_status
 
     status = _porcelain_status(f"To origin\n{line}\nDone\n", "squals/state")
     assert status is not None and status[0] == "!"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from squals_action.state import Documents, Transition, open_store
-from squals_action.state.git_store import TRACE_ENV
+from squals_action.state.trace import TRACE_ENV
 
 
 def bump(docs: Documents) -> Documents:

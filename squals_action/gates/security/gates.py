@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Mapping
 
-from squals_action.gates.interface import Gate, GateContext, GateResult
+from squals_action.gates.interface import Gate, GateContext, GateResult, run_one
 from squals_action.gates.security.interface import VulnSource
 from squals_action.manifest.model import SecurityGate
 
@@ -25,8 +25,6 @@ class DeadlineGate(Gate):
         self.timeout = timeout
 
     def run(self, ctx: GateContext) -> GateResult:
-        from squals_action.gates.runner import run_one
-
         box: list[GateResult] = []
         started = time.time()
         worker = threading.Thread(

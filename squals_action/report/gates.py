@@ -1,7 +1,7 @@
 """Gate results as JSON, markdown (PR comment / job summary), plain text, and GitHub Actions log commands.
 
 Gate names, summaries, findings and log tails come from user commands and advisories: they are escaped with
-:mod:`squals_action.report.markdown` in markdown and with :mod:`squals_action.github.workflow_commands` in
+:mod:`squals_action.report.markdown` in markdown and with :mod:`squals_action.report.workflow_commands` in
 workflow commands; a log tail is printed between ``stop-commands`` markers so it cannot forge commands.
 """
 
@@ -101,7 +101,7 @@ def to_markdown(results: Sequence[GateResult], *, title: str = "Gates", with_log
 def emit_github(results: Sequence[GateResult], stream: TextIO | None = None) -> None:
     """Under Actions: a folded ``::group::`` per gate with its log tail, and an annotation per finding
     that points at a file (errors for blocking findings, warnings otherwise)."""
-    from squals_action.github import workflow_commands as wc
+    from squals_action.report import workflow_commands as wc
 
     for r in results:
         with wc.grouped(f"{r.stage}: {r.name} — {r.status} ({r.summary[:120]})", stream=stream):

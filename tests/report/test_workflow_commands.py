@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from squals_action.github import workflow_commands as wc
+from squals_action.report import workflow_commands as wc
 
 
 def test_escape_data_and_property() -> None:

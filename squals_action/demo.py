@@ -30,7 +30,7 @@ from squals_action.lifecycle import machine
 from squals_action.lifecycle.engine import Lifecycle, Outcome
 from squals_action.lifecycle.loadgen import SyntheticLoad
 from squals_action.lifecycle.project import ProjectOptions, open_project
-from squals_action.lifecycle.report import markdown, progress_for
+from squals_action.report.lifecycle import markdown, progress_for
 
 #: Git identity of the demo's own commits (the user's git config is not needed, nor touched).
 _IDENTITY = {

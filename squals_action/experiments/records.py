@@ -1,0 +1,212 @@
+"""What each step writes to ``experiments/<id>.json``: the claim, running, a tick, the end.
+
+Every function here is a pure change of the documents inside one state transaction; the engine runs them
+with ``StateStore.transact`` and does the side effects (islands, the Dealer, the promotion) around them.
+Each write checks the status it expects (a compare-and-swap on the document), so two runs racing cannot
+both act on one decision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from squals_action.errors import SqualsError
+from squals_action.experiments.interface import Decision, ExperimentError, Observation
+from squals_action.experiments.spec import spec_json
+from squals_action.manifest.model import Experiment
+from squals_action.providers.interface import EnvironmentHandle
+from squals_action.state.interface import Documents, ExperimentState
+
+#: Statuses of an experiment that still owns islands and a Dealer.
+ACTIVE = frozenset({"starting", "running", "promoting", "promotion-failed", "ending"})
+#: Statuses a tick acts on (``ending``: a decision to end was recorded, the cleanup may not have finished).
+TICKABLE = frozenset({"running", "promotion-failed", "ending"})
+#: Winners of experiments without a pull request are deployed as pr-(this + n).
+SYNTHETIC_PR_BASE = 1_000_000
+#: A ``starting`` claim older than this (seconds) is taken over: its process is presumed dead.
+STARTING_TTL = 900.0
+#: How many past ticks the document keeps in ``extra.ticks``.
+MAX_TICKS_KEPT = 100
+
+
+@dataclass(frozen=True, kw_only=True)
+class StartRequest:
+    """Who starts which experiment from what: everything the claim writes into the document."""
+
+    eid: str
+    spec: Experiment
+    digest: str
+    commit: str
+    pr: int | None
+    now: datetime
+    token: str
+    squals_file: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Claim:
+    """The outcome of a claim: ``state`` when this run claimed it, ``existing`` when it already runs."""
+
+    state: ExperimentState | None
+    existing: ExperimentState | None
+
+
+def claim(docs: Documents, req: StartRequest) -> Claim:
+    """Claim ``req.eid`` as ``starting`` in ``docs``; refuse a second active experiment or a live claim."""
+    eid = req.eid
+    experiments = docs.experiments()
+    mine = experiments.get(eid)
+    if mine is not None and mine.status in ("running", "promoting", "promotion-failed", "ending"):
+        return Claim(state=None, existing=mine)
+    if mine is not None and mine.status not in ACTIVE:
+        raise ExperimentError(f"experiment {eid} already ran ({mine.status}); start another with a new --id")
+    if mine is not None and mine.updated_at is not None:
+        holder = mine.extra.get("claimed_by")
+        age = (req.now - mine.updated_at).total_seconds()
+        if holder != req.token and age < STARTING_TTL:
+            raise ExperimentError(
+                f"experiment {eid} is being started by {holder} since "
+                f"{mine.updated_at:%Y-%m-%dT%H:%M:%SZ}; try again after it finished"
+            )
+    for other in experiments.values():
+        if other.id != eid and other.status in ACTIVE:
+            raise ExperimentError(
+                f"experiment {other.id} is {other.status}: one experiment at a time; "
+                f"stop it first (`squals experiment stop {other.id}`)"
+            )
+    numbers = [int(e.extra.get("pr", 0)) for e in experiments.values() if isinstance(e.extra.get("pr"), int)]
+    synthetic = max([n for n in numbers if n > SYNTHETIC_PR_BASE] + [SYNTHETIC_PR_BASE]) + 1
+    spec = req.spec
+    state = ExperimentState(
+        id=eid,
+        spec_digest=req.digest,
+        variants=tuple(spec.variants),
+        status="starting",
+        split={k: float(v) for k, v in spec.split.items()},
+        started_at=req.now,
+        updated_at=req.now,
+        extra={
+            "commit": req.commit,
+            "pr": req.pr if req.pr is not None else synthetic,
+            "pr_given": req.pr is not None,
+            "claimed_by": req.token,
+            "control": spec.control,
+            "squals_file": req.squals_file,
+            "spec": spec_json(spec),
+            "excluded": [],
+            "ticks": [],
+        },
+    )
+    docs.put_experiment(state)
+    return Claim(state=state, existing=None)
+
+
+def mark_running(
+    docs: Documents, eid: str, token: str, places: Mapping[str, Any], started_at: datetime
+) -> Documents:
+    """``starting`` -> ``running`` with the islands, the Dealer's directory and URL (``places``)."""
+    cur = docs.experiment(eid)
+    if cur is None or cur.status != "starting" or cur.extra.get("claimed_by") != token:
+        raise ExperimentError(
+            f"experiment {eid} changed while it was starting ({cur.status if cur else 'gone'})"
+        )
+    extra = dict(cur.extra)
+    extra.update(places)
+    docs.put_experiment(
+        dataclasses.replace(
+            cur,
+            status="running",
+            observations={},
+            decision=None,
+            started_at=started_at,
+            updated_at=started_at,
+            extra=extra,
+        )
+    )
+    return docs
+
+
+@dataclass(frozen=True, kw_only=True)
+class Judgement:
+    """What one tick measured and concluded, and when."""
+
+    observations: Mapping[str, Observation]
+    decision: Decision
+    at: datetime
+
+    @property
+    def next_status(self) -> str:
+        """``running`` while it continues, ``promoting`` a winner, else ``ending`` (the cleanup is next)."""
+        return {"continue": "running", "winner": "promoting"}.get(self.decision.status, "ending")
+
+
+def record_tick(docs: Documents, doc: ExperimentState, judged: Judgement) -> ExperimentState | None:
+    """Record one tick's observations and decision; ``None`` if another tick moved ``doc`` meanwhile."""
+    current = docs.experiment(doc.id)
+    if current is None or current.status != doc.status:
+        return None  # another tick moved it: compare-and-swap on the status
+    extra = dict(current.extra)
+    ticks = list(extra.get("ticks", []))
+    ticks.append(
+        {
+            "at": judged.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "status": judged.decision.status,
+            "units": {v: o.units for v, o in judged.observations.items()},
+            "conversions": {v: o.conversions for v, o in judged.observations.items()},
+            "p_values": {k: round(v, 6) for k, v in judged.decision.p_values.items()},
+        }
+    )
+    extra["ticks"] = ticks[-MAX_TICKS_KEPT:]
+    extra["excluded"] = sorted(set(extra.get("excluded", [])) | set(judged.decision.excluded))
+    new = dataclasses.replace(
+        current,
+        status=judged.next_status,
+        observations={v: o.to_json() for v, o in judged.observations.items()},
+        decision=judged.decision.to_json(),
+        updated_at=judged.at,
+        extra=extra,
+    )
+    docs.put_experiment(new)
+    return new
+
+
+def finish(
+    docs: Documents,
+    eid: str,
+    status: str,
+    decision: Mapping[str, Any],
+    now: datetime,
+    expect: Collection[str],
+) -> Documents | None:
+    """Set the final (or failed) ``status`` and ``decision``; nothing when the status is not one expected."""
+    current = docs.experiment(eid)
+    if current is None or current.status not in expect:
+        return None
+    docs.put_experiment(dataclasses.replace(current, status=status, decision=dict(decision), updated_at=now))
+    return docs
+
+
+def extra_str(doc: ExperimentState, key: str) -> str | None:
+    """A string the document keeps under ``extra`` (``url``, ``commit``, ``dealer_dir``), else ``None``."""
+    value = doc.extra.get(key)
+    return value if isinstance(value, str) else None
+
+
+def pr_of(doc: ExperimentState) -> int | None:
+    """The pull request the experiment's winner is deployed as (given or synthetic)."""
+    value = doc.extra.get("pr")
+    return value if isinstance(value, int) else None
+
+
+def handles_of(doc: ExperimentState) -> list[EnvironmentHandle]:
+    """The islands the document recorded (unreadable entries skipped: stop finds those by name)."""
+    out = []
+    for raw in dict(doc.extra.get("islands") or {}).values():
+        with contextlib.suppress(SqualsError):
+            out.append(EnvironmentHandle.from_json(raw))
+    return out

@@ -1,0 +1,56 @@
+"""An experiment's identity: its spec as canonical JSON and digest, its id, its islands' names.
+
+A tick refuses to judge with a spec other than the one the experiment started with, so the digest covers
+every field a decision depends on; the document keeps the JSON itself for the record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from squals_action.manifest.model import Experiment, Manifest
+from squals_action.providers.interface import check_env_name
+from squals_action.state.interface import check_name
+
+
+def spec_json(spec: Experiment) -> dict[str, Any]:
+    """The experiment section as plain JSON (what the digest covers, kept in the document for the record)."""
+    return {
+        "variants": {name: v.squals for name, v in sorted(spec.variants.items())},
+        "control": spec.control,
+        "split": {k: float(v) for k, v in sorted(spec.split.items())},
+        "unit": {"kind": spec.unit.kind, "name": spec.unit.name},
+        "objective": {
+            "metric": spec.objective.metric,
+            "direction": spec.objective.direction,
+            "numerator": spec.objective.numerator,
+            "denominator": spec.objective.denominator,
+        },
+        "guardrails": [
+            {"metric": g.metric, "max_increase": g.max_increase, "max": g.max} for g in spec.guardrails
+        ],
+        "min_duration": {"seconds": spec.min_duration.seconds, "activations": spec.min_duration.activations},
+        "significance": {"alpha": spec.significance.alpha, "method": spec.significance.method},
+        "metrics": {
+            name: {"source": m.source, "query": m.query, "url": m.url}
+            for name, m in sorted(spec.metrics.items())
+        },
+    }
+
+
+def spec_digest(spec: Experiment) -> str:
+    """sha256 of the canonical spec: a tick refuses to judge with a spec other than the one started."""
+    text = json.dumps(spec_json(spec), sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def island_name(variant: str) -> str:
+    """The environment name of a variant's island."""
+    return check_env_name(f"exp-{variant}")
+
+
+def default_experiment_id(manifest: Manifest, commit: str) -> str:
+    """One experiment per project and commit unless named otherwise (a re-run finds the same one)."""
+    return check_name("experiment", f"{manifest.name}-{commit[:12]}")

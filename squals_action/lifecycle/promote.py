@@ -1,0 +1,207 @@
+"""Blue/green promotion: BLUE gets its share and bakes, promote hooks run, BLUE takes 100 %, postprod retires.
+
+:meth:`Promoter.promote` reads like the README's hook table, one named step per row:
+:meth:`~Promoter._route_blue`, :meth:`~Promoter._bake_blue`, :meth:`~Promoter._promote_hooks`,
+:meth:`~Promoter._switch`, :meth:`~Promoter._retire`, then the ``after_postprod`` hooks. Whenever the
+promotion cannot go on, :meth:`~Promoter._back_to_green` returns all traffic to GREEN before recording why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from squals_action.errors import SqualsError
+from squals_action.lifecycle import machine
+from squals_action.lifecycle.bake import BakeOutcome, HealthReading, bake
+from squals_action.lifecycle.hooks import failure_message
+from squals_action.lifecycle.kpi import KpiReading
+from squals_action.lifecycle.machine import Check, Env, Event, Fleet
+from squals_action.lifecycle.steps import LOCK_MARGIN, PROD_LOCK, Outcome, Steps, shares, timeouts
+from squals_action.providers.interface import EnvironmentHandle
+
+E = Event
+
+
+@dataclass(kw_only=True)
+class _Run:
+    """What one promotion has gathered so far: its checks and the bake's last readings, for the outcome."""
+
+    name: str
+    start: float
+    checks: list[Check] = field(default_factory=list)
+    kpis: tuple[KpiReading, ...] = ()
+    metrics: Mapping[str, float | None] = field(default_factory=dict)
+
+
+class Promoter(Steps):
+    """The promotion, and the return to GREEN a rollback of an interrupted promotion shares."""
+
+    def promote(self, pr: int) -> Outcome:
+        """Blue/green: BLUE gets its share, bakes, promote hooks, takes 100 %; old prod becomes postprod."""
+        run = _Run(name=f"pr-{pr}", start=time.monotonic())
+        name = run.name
+        ttl = LOCK_MARGIN + self.manifest.rollout.bake + timeouts(self.manifest, "promote")
+        with self._locked(PROD_LOCK, pr, ttl):
+            fleet = self.fleet()
+            green = machine.prod(fleet)
+            fleet = self._route_blue(run, fleet, green)
+            baked = self._bake_blue(run, fleet, green)
+            if not baked.ok:
+                reason = baked.reason or "the bake failed"
+                event = E.ABORT if self.cancel.is_set() else E.BAKE_BREACH
+                fleet = self._back_to_green(event, name, fleet, reason, run.checks)
+                back = f"{reason}; all traffic is back on GREEN {green.name if green else ''}".strip()
+                return self._finish(run, False, back, fleet)
+            fleet = self._record(E.BAKE_OK, name, f"{name} baked", checks=tuple(run.checks))
+            self.progress.done("bake passed")
+            failed = self._promote_hooks(run, fleet)
+            if failed:
+                fleet = self._back_to_green(E.PROMOTE_HOOK_FAILED, name, fleet, failed, run.checks)
+                return self._finish(
+                    run, False, f"{failed}; promotion aborted, GREEN has its full share back", fleet
+                )
+            old_post = machine.postprod(fleet)
+            fleet = self._switch(run, fleet, green)
+            self._retire(run, old_post)
+            self.progress.done(f"traffic: {shares(fleet)}")
+            fleet, failed = self._hook_stage("after_postprod", name, fleet, run.checks)
+            if failed:
+                return self._finish(
+                    run, False, f"{failed}; {name} stays prod (reported, not rolled back)", fleet
+                )
+            postprod = f"; {green.name} is postprod at 0 %" if green else ""
+            return self._finish(run, True, f"{name} is prod{postprod}", fleet)
+
+    def _route_blue(self, run: _Run, fleet: Fleet, green: Env | None) -> dict[str, Env]:
+        """BLUE gets ``rollout.blue_share`` (all of it as the first prod): traffic first, then the record."""
+        name = run.name
+        blue_share = self.manifest.rollout.blue_share
+        env = fleet.get(name) or Env(name=name)
+        machine.step(name, env.status, E.PROMOTE_START)  # refuse early, with the machine's reason
+        self._require_healthy(env, "BLUE")
+        planned = machine.apply(fleet, E.PROMOTE_START, name, blue_share=blue_share)
+        share = planned[name].share
+        self.progress.step(
+            f"{name} is BLUE with {share:g} %" + (f", {green.name} is GREEN" if green else " (first prod)")
+        )
+        self._route(planned)
+        try:
+            recorded = self._record(
+                E.PROMOTE_START,
+                name,
+                f"promote {name}: BLUE at {share:g} %",
+                blue_share=blue_share,
+                checks=(),
+            )
+        except BaseException:
+            self._undo_route(fleet)  # the state did not move: neither does the traffic
+            raise
+        self.progress.done(f"traffic: {shares(recorded)}")
+        return recorded
+
+    def _bake_blue(self, run: _Run, fleet: Fleet, green: Env | None) -> BakeOutcome:
+        """The bake, its tests and KPI readings added to ``run``; a first prod has nothing to bake against."""
+        if green is None:
+            run.checks.append(
+                Check(
+                    kind="kpi",
+                    stage="bake",
+                    name="bake",
+                    ok=True,
+                    detail="first prod: no GREEN to compare with or return to",
+                )
+            )
+            return BakeOutcome(ok=True, reason=None)
+        rollout = self.manifest.rollout
+        self.progress.step(f"bake {rollout.bake:g} s, checks every {rollout.check_interval:g} s")
+        outcome = self._bake(fleet[run.name], fleet)
+        run.kpis, run.metrics = outcome.readings, outcome.metrics
+        run.checks += outcome.tests
+        run.checks += (
+            Check(kind="kpi", stage="bake", name=r.metric, ok=r.ok, detail=r.describe())
+            for r in outcome.readings
+        )
+        return outcome
+
+    def _bake(self, blue: Env, fleet: Fleet) -> BakeOutcome:
+        """The bake loop wired to this project: BLUE's health from the provider, tallies from the splitter."""
+        handle = EnvironmentHandle.from_json(blue.handle) if blue.handle else None
+
+        def health() -> HealthReading:
+            if handle is None:
+                return HealthReading(ok=False, detail="no provider handle recorded")
+            h = self.provider.health(handle, timeout=min(2.0, max(1.0, self.manifest.rollout.check_interval)))
+            detail = f"{h.status}: {h.detail}" if h.detail else h.status
+            return HealthReading(ok=h.ok, detail=detail, fatal=h.status in ("down", "stale"))
+
+        return bake(
+            blue=blue.name,
+            rollout=self.manifest.rollout,
+            tallies=self.traffic.tallies,
+            health=health,
+            tests=self._run(blue, fleet, "bake"),
+            on_tick=self.progress.tick,
+            cancel=self.cancel,
+        )
+
+    def _promote_hooks(self, run: _Run, fleet: Fleet) -> str | None:
+        """The ``promote`` hooks against the baked BLUE; the failure message, or ``None`` when all passed."""
+        hooks = self._hooks("promote", fleet[run.name], fleet)
+        run.checks += hooks
+        return failure_message(hooks, "promote hook")
+
+    def _switch(self, run: _Run, fleet: Fleet, green: Env | None) -> dict[str, Env]:
+        """BLUE takes 100 % and GREEN becomes postprod: traffic first, undone if the record fails."""
+        name = run.name
+        planned = machine.apply(fleet, E.COMPLETE, name, checks=tuple(run.checks))
+        self.progress.step(f"{name} takes 100 %")
+        self._route(planned)
+        try:
+            return self._record(
+                E.COMPLETE,
+                name,
+                f"{name} is prod" + (f", {green.name} is postprod" if green else ""),
+                checks=tuple(run.checks),
+            )
+        except BaseException:
+            self._undo_route(machine.apply(fleet, E.PROMOTE_HOOK_FAILED, name))
+            raise
+
+    def _retire(self, run: _Run, old_post: Env | None) -> None:
+        """Destroy the postprod the switch retired, once the splitter has drained its in-flight requests."""
+        if old_post is None or old_post.name == run.name:
+            return
+        with contextlib.suppress(SqualsError):
+            self.traffic.drain([old_post.name], timeout=10.0)
+        note = self._destroy(old_post)
+        run.checks.append(Check(kind="provider", stage="retire", name=old_post.name, ok=True, detail=note))
+
+    def _back_to_green(
+        self, event: Event, name: str, fleet: Fleet, reason: str, checks: list[Check]
+    ) -> dict[str, Env]:
+        """Traffic first (users come first), then the record."""
+        planned = machine.apply(fleet, event, name, reason=reason, checks=tuple(checks))
+        self.progress.step("all traffic back to GREEN")
+        self._route(planned)
+        recorded = self._record(
+            event, name, f"{name}: {reason}; traffic back to GREEN", reason=reason, checks=tuple(checks)
+        )
+        self.progress.done(f"traffic: {shares(recorded)}")
+        return recorded
+
+    def _finish(self, run: _Run, ok: bool, message: str, fleet: Mapping[str, Env]) -> Outcome:
+        self.progress.done(message, ok=ok)
+        return self._outcome(
+            "promote",
+            ok,
+            message,
+            run.name,
+            fleet,
+            run.start,
+            checks=run.checks,
+            kpis=run.kpis,
+            metrics=run.metrics,
+        )

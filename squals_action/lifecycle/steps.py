@@ -1,0 +1,293 @@
+"""What every lifecycle command is made of: record a transition, hold a lock, run hooks, route traffic.
+
+:class:`Steps` holds one project's parts (squals file, state store, provider, traffic splitter) and the
+steps the commands share; :mod:`~squals_action.lifecycle.promote` builds the promotion from them and
+:mod:`~squals_action.lifecycle.engine` the other commands. :class:`Outcome` is what every command returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from squals_action.errors import SqualsError
+from squals_action.lifecycle import machine
+from squals_action.lifecycle.bake import BakeTick
+from squals_action.lifecycle.hooks import CommandRun, failure_message, run_sequence
+from squals_action.lifecycle.kpi import KpiReading
+from squals_action.lifecycle.machine import Check, Env, Event, Fleet
+from squals_action.lifecycle.records import fleet_of, state_from_env
+from squals_action.lifecycle.traffic import Traffic
+from squals_action.manifest.model import HookStage, Manifest
+from squals_action.providers.interface import EnvironmentHandle, Provider
+from squals_action.state.interface import Documents, StateStore, Transition
+
+#: The lock promotions, rollbacks and ``down`` hold: the live side of the project.
+PROD_LOCK = "prod"
+#: Extra lock time beyond the bake and the hooks' timeouts, in seconds.
+LOCK_MARGIN = 600.0
+
+E = Event
+
+
+class LifecycleError(SqualsError):
+    """A lifecycle command could not do what was asked; the state says where things stand."""
+
+
+class Progress:
+    """What the engine tells the person watching; the default says nothing (tests, the Action's log)."""
+
+    def step(self, text: str) -> None:
+        """A step starts."""
+
+    def done(self, text: str, ok: bool = True) -> None:
+        """A step ended."""
+
+    def tick(self, tick: BakeTick) -> None:
+        """One check of the bake."""
+
+
+Operation = Literal["deploy", "promote", "rollback", "teardown", "down"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """What one command did, for the terminal view and the PR comment."""
+
+    operation: Operation
+    ok: bool
+    message: str
+    env: str | None
+    fleet: Mapping[str, Env]
+    checks: tuple[Check, ...] = ()
+    kpis: tuple[KpiReading, ...] = ()
+    metrics: Mapping[str, float | None] = field(default_factory=dict)
+    public_url: str | None = None
+    elapsed: float = 0.0
+
+
+@dataclass
+class Steps:
+    """One project's lifecycle parts and the steps its commands share."""
+
+    repo: Path
+    manifest: Manifest
+    store: StateStore
+    provider: Provider
+    traffic: Traffic
+    log_dir: Path
+    progress: Progress = field(default_factory=Progress)
+    run_id: str | None = None
+    actor: str | None = None
+    attempt: int = 1
+    cancel: threading.Event = field(default_factory=threading.Event)
+    gates: Callable[[str], tuple[bool, str]] | None = None
+    _lock_pr: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+
+    # ---- state ------------------------------------------------------------------------------------
+
+    def fleet(self) -> dict[str, Env]:
+        return fleet_of(self.store.read())
+
+    def _record(
+        self, event: Event, name: str, summary: str, *, step: str = "", **kwargs: Any
+    ) -> dict[str, Env]:
+        """Apply ``event`` through the machine inside one transaction; return the fleet it recorded."""
+        recorded: list[dict[str, Env]] = []
+        held = dict(self._lock_pr)
+
+        def fn(docs: Documents) -> Documents:
+            for lock_env, pr in held.items():  # a lock broken meanwhile stops us here, in the same commit
+                docs.require_lock(lock_env, pr)
+            before = fleet_of(docs)
+            after = machine.apply(before, event, name, **kwargs)
+            for env_name, env in after.items():
+                if before.get(env_name) != env:
+                    docs.put_environment(state_from_env(env, docs.environment(env_name), self.provider.kind))
+            recorded[:] = [after]
+            return docs
+
+        env_pr = kwargs.get("pr") or _pr_of(name)
+        key = None
+        if self.run_id is not None:
+            key = f"{self.run_id}/{self.attempt}/{name}/{event.value}/{step}"
+        meta = Transition(
+            event=event.value,
+            summary=summary,
+            environment=name,
+            pr=env_pr,
+            run_id=self.run_id,
+            actor=self.actor,
+            attempt=self.attempt,
+            key=key,
+        )
+        result = self.store.transact(fn, meta)
+        if not recorded:  # replayed: a re-run of a step already recorded
+            return fleet_of(result.snapshot)
+        return recorded[0]
+
+    @contextlib.contextmanager
+    def _locked(self, env: str, pr: int, ttl: float) -> Iterator[None]:
+        self.store.acquire_lock(
+            env, pr=pr, run_id=self.run_id, actor=self.actor, ttl=ttl, attempt=self.attempt
+        )
+        self._lock_pr[env] = pr
+        try:
+            yield
+        finally:
+            self._lock_pr.pop(env, None)
+            with contextlib.suppress(SqualsError):
+                self.store.release_lock(
+                    env, pr=pr, run_id=self.run_id, actor=self.actor, attempt=self.attempt
+                )
+
+    # ---- variables and commands -------------------------------------------------------------------
+
+    def variables(self, env: Env, fleet: Fleet, stage: str) -> dict[str, str]:
+        """``SQUALS_*`` variables for hooks and tests: this environment and the project's roles."""
+        out = {
+            "SQUALS_PROJECT": self.manifest.name,
+            "SQUALS_ENV": env.name,
+            "SQUALS_URL": env.url or "",
+            "SQUALS_COMMIT": env.commit or "",
+            "SQUALS_PR": str(env.pr or ""),
+            "SQUALS_STAGE": stage,
+            "SQUALS_PUBLIC_URL": self.traffic.url() or "",
+        }
+        for label, found in (
+            ("PROD", machine.prod(fleet)),
+            ("POSTPROD", machine.postprod(fleet)),
+            ("BLUE", machine.candidate(fleet)),
+        ):
+            out[f"SQUALS_{label}_ENV"] = found.name if found else ""
+            out[f"SQUALS_{label}_URL"] = (found.url or "") if found else ""
+        out["SQUALS_GREEN_ENV"], out["SQUALS_GREEN_URL"] = out["SQUALS_PROD_ENV"], out["SQUALS_PROD_URL"]
+        return out
+
+    def _run(self, env: Env, fleet: Fleet, stage: str) -> CommandRun:
+        base = Path(self.manifest.base_dir)  # commands are written relative to the squals file
+        return CommandRun(
+            cwd=base if base.is_absolute() else self.repo / base,
+            log_dir=self.log_dir / env.name,
+            variables=self.variables(env, fleet, stage),
+        )
+
+    def _hooks(self, stage: HookStage, env: Env, fleet: Fleet) -> tuple[Check, ...]:
+        commands = self.manifest.hooks.for_stage(stage)
+        if not commands:
+            return ()
+        self.progress.step(f"{stage} hooks ({len(commands)})")
+        checks = run_sequence(commands, "hook", stage, self._run(env, fleet, stage))
+        msg = failure_message(checks, f"{stage} hook")
+        self.progress.done(msg or f"{stage} hooks passed", ok=msg is None)
+        return checks
+
+    def _hook_stage(
+        self, stage: HookStage, name: str, fleet: Fleet, checks: list[Check]
+    ) -> tuple[dict[str, Env], str | None]:
+        """Run ``stage``'s hooks for ``name``, add them to ``checks`` and record hooks-ok or hooks-failed.
+
+        Returns the recorded fleet and the failure message (``None`` when every hook passed).
+        """
+        results = self._hooks(stage, fleet[name], fleet)
+        checks += results
+        failed = failure_message(results, f"{stage} hook")
+        recorded = self._record(
+            E.HOOKS_FAILED if failed else E.HOOKS_OK,
+            name,
+            f"{name}: {failed}" if failed else f"{name}: {stage} hooks passed",
+            step=stage,
+            reason=failed,
+            checks=tuple(checks),
+        )
+        return recorded, failed
+
+    # ---- traffic and environments -----------------------------------------------------------------
+
+    def _route(self, fleet: Fleet) -> str | None:
+        """Point the splitter at the routed environments of ``fleet`` with their shares (none: stop it)."""
+        upstreams = {e.name: e.url for e in fleet.values() if e.status in machine.ROUTED and e.url}
+        if not upstreams:
+            self.traffic.stop()
+            return None
+        weights = machine.weights(fleet)
+        return self.traffic.route(upstreams, {k: v for k, v in weights.items() if k in upstreams})
+
+    def _undo_route(self, fleet: Fleet) -> None:
+        """Put the traffic back as ``fleet`` has it after a failed commit (whose error is what counts)."""
+        with contextlib.suppress(Exception):
+            self._route(fleet)
+
+    def _destroy(self, env: Env) -> str:
+        """Destroy an environment's process (by its recorded handle, or by name); returns a note."""
+        handle: EnvironmentHandle | None = None
+        if env.handle:
+            with contextlib.suppress(SqualsError):
+                handle = EnvironmentHandle.from_json(env.handle)
+        if handle is None:
+            handle = self.provider.get(env.name)
+        if handle is None:
+            return f"{env.name}: nothing running"
+        outcome = self.provider.destroy(handle)
+        return f"{env.name}: {'destroyed' if outcome.ok else 'not fully destroyed: ' + outcome.detail}"
+
+    def _outcome(
+        self,
+        operation: Operation,
+        ok: bool,
+        message: str,
+        env: str | None,
+        fleet: Mapping[str, Env],
+        start: float,
+        *,
+        checks: Sequence[Check] = (),
+        kpis: tuple[KpiReading, ...] = (),
+        metrics: Mapping[str, float | None] | None = None,
+    ) -> Outcome:
+        """What a command that started at ``start`` did, with where users go now."""
+        return Outcome(
+            operation=operation,
+            ok=ok,
+            message=message,
+            env=env,
+            fleet=fleet,
+            checks=tuple(checks),
+            kpis=kpis,
+            metrics=metrics if metrics is not None else {},
+            public_url=self.traffic.url(),
+            elapsed=time.monotonic() - start,
+        )
+
+    def _require_healthy(self, env: Env, role: str) -> None:
+        if not env.handle:
+            raise LifecycleError(f"{env.name} has no running environment recorded; deploy it again")
+        health = self.provider.health(EnvironmentHandle.from_json(env.handle))
+        if not health.ok:
+            raise LifecycleError(f"{env.name} cannot become {role}: it is {health.status} ({health.detail})")
+
+
+def _pr_of(name: str) -> int | None:
+    if name.startswith("pr-") and name[3:].isdigit():
+        return int(name[3:])
+    return None
+
+
+def timeouts(manifest: Manifest, op: Literal["deploy", "promote"]) -> float:
+    """The hooks' and tests' timeouts one command may spend, in seconds (its lock must outlive them)."""
+    hooks = manifest.hooks
+    if op == "deploy":
+        commands = (*hooks.before_preprod, *hooks.after_preprod, *manifest.exit_tests)
+    else:
+        commands = (*hooks.promote, *hooks.after_postprod, *manifest.rollout.inflight_tests)
+    return sum(c.timeout for c in commands)
+
+
+def shares(fleet: Fleet) -> str:
+    """``pr-1 80 %, pr-2 20 %``: the routed shares, for the progress view."""
+    routed = machine.weights(fleet)
+    return ", ".join(f"{k} {v:g} %" for k, v in routed.items()) or "none"
