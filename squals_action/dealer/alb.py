@@ -27,10 +27,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from squals_action import aws_api
 from squals_action.dealer.bucketing import normalise_weights
 from squals_action.dealer.interface import DealerError, NotMeasured, VariantTally, percentages
 from squals_action.manifest.model import StickyUnit
-from squals_action.providers import aws_api
 
 #: ALB's bounds: a weight per target group, target groups per forward action, stickiness duration.
 MAX_WEIGHT = 999

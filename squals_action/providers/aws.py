@@ -20,9 +20,10 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, TypeVar
 
+from squals_action import aws_api
 from squals_action.gitcmd import repo_top, resolve_commit
 from squals_action.manifest import model
-from squals_action.providers import aws_api, aws_template
+from squals_action.providers import aws_template
 from squals_action.providers.interface import (
     DestroyOutcome,
     EnvironmentHandle,

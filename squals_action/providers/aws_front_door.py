@@ -17,10 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from squals_action import aws_api
 from squals_action.dealer.alb import AlbError, AlbTraffic, TallyReader, listener_region, listener_url
 from squals_action.gitcmd import resolve_commit
 from squals_action.manifest import model
-from squals_action.providers import aws_api, aws_template
+from squals_action.providers import aws_template
 from squals_action.providers.aws import DEAD, SERVING, TAG_DIGEST, TAG_PROJECT, AwsError, _tags
 from squals_action.providers.interface import DestroyOutcome, ProviderError
 

@@ -10,14 +10,14 @@ import time
 from collections.abc import Mapping
 
 import pytest
-from albfix import Alb, Calls, build_alb
-from awsfix import Cloud
 from hypothesis import given
 from hypothesis import strategies as st
 
 from squals_action.dealer.alb import MAX_WEIGHT, AlbError, AlbTraffic, alb_weights
 from squals_action.dealer.interface import DealerError, NotMeasured, VariantTally
 from squals_action.manifest.model import StickyUnit
+from tests.support.alb import Alb, Calls, build_alb
+from tests.support.aws import Cloud
 
 
 @pytest.fixture

@@ -8,14 +8,14 @@ import subprocess
 import sys
 
 import pytest
-from albfix import FRONT_DOOR_TEMPLATE, ISLAND_TEMPLATE, Calls, aws_client, build_alb
-from awsfix import TEMPLATE, Cloud
-from provfix import Repo
 
 from squals_action.manifest import load, model
 from squals_action.providers import ProviderError
 from squals_action.providers.aws import AwsError, AwsProvider
 from squals_action.providers.aws_front_door import FrontDoorStack
+from tests.support.alb import FRONT_DOOR_TEMPLATE, ISLAND_TEMPLATE, Calls, aws_client, build_alb
+from tests.support.aws import TEMPLATE, Cloud
+from tests.support.providers import Repo
 
 ARN_OTHER_REGION = (
     "arn:aws:elasticloadbalancing:eu-west-3:123456789012:listener/app/shop/50dc6c495c0c9188/f2f7dc8e"

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from albfix import build_alb
-from awsfix import Cloud
 
 from squals_action.dealer.alb import AlbTraffic
 from squals_action.dealer.interface import NotMeasured, Traffic
 from squals_action.lifecycle.traffic import DealerTraffic
+from tests.support.alb import build_alb
+from tests.support.aws import Cloud
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from awsfix import REGION, TEMPLATE
+from tests.support.aws import REGION, TEMPLATE
 
 #: Operations that only read; any other call changes something on AWS.
 READ_PREFIXES = ("Describe", "Get", "List")
@@ -174,7 +174,7 @@ Outputs:
     Value: !Sub "http://${Balancer.DNSName}"
 """
 
-#: The provider tests' island (``awsfix.TEMPLATE``) with a target group in the front door's VPC.
+#: The provider tests' island (``tests.support.aws.TEMPLATE``) with a target group in the front door's VPC.
 ISLAND_TEMPLATE = TEMPLATE.replace(
     "  Greeting:\n",
     "  VpcId:\n    Type: AWS::EC2::VPC::Id\n  Greeting:\n",
