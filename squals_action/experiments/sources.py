@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from squals_action.dealer.interface import VariantTally
-from squals_action.experiments.cloudwatch_source import AlbMetrics, AwsPlace, CloudWatchMetrics
+from squals_action.experiments.cloudwatch_source import AlbMetrics, AwsPlace, CloudWatchMetrics, custom_metric
 from squals_action.experiments.dealer_metrics import DealerMetrics
 from squals_action.experiments.interface import MetricSource
 from squals_action.experiments.prometheus import PrometheusSource
@@ -77,6 +77,14 @@ SOURCES: dict[str, SourceFactory] = {
     "prometheus": _prometheus,
     "cloudwatch": _cloudwatch,
 }
+
+
+def check_declarations(spec: Experiment) -> None:
+    """Refuse, before anything starts, a declared metric its source could never read (one line naming the
+    squals file's line): today the CloudWatch metric arrays."""
+    for declared in spec.metrics.values():
+        if declared.source == "cloudwatch":
+            custom_metric(declared)
 
 
 @contextmanager
