@@ -173,6 +173,7 @@ class ExperimentEngine:
             token=self._token,
             squals_file=self._in_repo(self.manifest.path),
         )
+        split = new_split(self.provider, self.manifest, sha, self.dealer_dir(eid), self.log)
         claim = self._claim(request)
         if claim.existing is not None:
             doc = claim.existing
@@ -182,9 +183,7 @@ class ExperimentEngine:
             )
         assert claim.state is not None
         handles: dict[str, EnvironmentHandle] = {}
-        split = self._split_of(claim.state, spec.unit)
         try:
-            split = new_split(self.provider, self.manifest, sha, self.dealer_dir(eid), self.log)
             provision_islands(self.provider, spec, self.manifest, eid, sha, self.log, handles)
             url = split.open(eid, spec, handles, self.log)
         except SqualsError as exc:
