@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from squals_action import aws_api
 from squals_action.dealer import dealer_status
 from squals_action.experiments.engine import from_lifecycle
 from squals_action.experiments.interface import ExperimentError
@@ -25,7 +26,7 @@ from squals_action.manifest import load
 from squals_action.providers.aws import AwsProvider
 from squals_action.providers.aws_front_door import FrontDoorStack
 from squals_action.state import open_store, utc_now
-from tests.support.alb import FRONT_DOOR_TEMPLATE, ISLAND_TEMPLATE, aws_client
+from tests.support.alb import FRONT_DOOR_TEMPLATE, ISLAND_TEMPLATE, Calls, aws_client
 from tests.support.aws import Cloud
 from tests.support.cloudwatch import put_custom
 from tests.support.experiments import state_log
@@ -109,6 +110,20 @@ def _tick_on_a_fresh_runner(origin: Path, tmp_path: Path, n: int) -> subprocess.
     )
 
 
+@pytest.fixture
+def elbv2_calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
+    """Every ELBv2 operation squals' own clients send in this process (a botocore ``before-call`` hook)."""
+    calls = Calls()
+    real = aws_api.client
+
+    def counted(service: str, region: str, **kwargs: Any) -> Any:
+        made = real(service, region, **kwargs)
+        return calls.attach(made) if service == "elbv2" else made
+
+    monkeypatch.setattr(aws_api, "client", counted)
+    return calls
+
+
 def _listener(elbv2: Any, arn: str) -> dict[str, Any]:
     listener: dict[str, Any] = elbv2.describe_listeners(ListenerArns=[arn])["Listeners"][0]
     return listener
@@ -118,9 +133,12 @@ def _stacks(cloud: Cloud) -> set[str]:
     return {line.split()[0] for line in cloud.stacks()}
 
 
-def test_an_experiment_on_aws_needs_only_the_state_branch_and_aws(aws_cloud: Cloud, tmp_path: Path) -> None:
+def test_an_experiment_on_aws_needs_only_the_state_branch_and_aws(
+    aws_cloud: Cloud, tmp_path: Path, elbv2_calls: Calls
+) -> None:
     origin, work, listener_arn = _shop(aws_cloud, tmp_path)
     elbv2 = aws_client("elbv2", aws_cloud.endpoint)
+    elbv2_calls.clear()
 
     # start: started 10 minutes ago, so CloudWatch has whole minutes since the start to read now
     engine = from_lifecycle(open_project(ProjectOptions(repo=work, gates=False)))
@@ -142,7 +160,12 @@ def test_an_experiment_on_aws_needs_only_the_state_branch_and_aws(aws_cloud: Clo
         app_env = json.loads(params["SqualsAppEnv"])
         assert (app_env["SQUALS_VARIANT"], app_env["SQUALS_EXPERIMENT"]) == (variant, eid)
 
-    # one modify_listener: the split's weights, sticky on the unit's cookie
+    # one modify_listener: the split's weights, sticky on the unit's cookie (each group's attributes once)
+    assert elbv2_calls.mutating == [
+        "ModifyTargetGroupAttributes",
+        "ModifyTargetGroupAttributes",
+        "ModifyListener",
+    ]
     forward = _listener(elbv2, listener_arn)["DefaultActions"][0]["ForwardConfig"]
     weights = {g["TargetGroupArn"]: g["Weight"] for g in forward["TargetGroups"]}
     assert weights == {groups["control"]: 600, groups["green"]: 400}
@@ -214,4 +237,25 @@ def test_an_experiment_on_aws_without_a_front_door_is_refused_before_anything_st
     assert "\n" not in line
     assert _stacks(aws_cloud) == {"squals-shop-front-door"}  # no island was provisioned
     assert engine.store.read().experiments() == {}  # nothing claimed either
+    engine.store.close()
+
+
+def test_an_experiment_stopped_on_aws_gives_the_listener_back_and_deletes_its_stacks(
+    aws_cloud: Cloud, tmp_path: Path, elbv2_calls: Calls
+) -> None:
+    _, work, listener_arn = _shop(aws_cloud, tmp_path)
+    elbv2 = aws_client("elbv2", aws_cloud.endpoint)
+    before = _listener(elbv2, listener_arn)["DefaultActions"]
+    assert before[0]["Type"] == "fixed-response"  # what the front door answers before any island
+    engine = from_lifecycle(open_project(ProjectOptions(repo=work, gates=False)))
+    started = engine.start()
+    assert _listener(elbv2, listener_arn)["DefaultActions"][0]["Type"] == "forward"
+
+    elbv2_calls.clear()
+    stopped = engine.stop(started.experiment.id, reason="wrong colour")
+    assert stopped.status == "stopped"
+    # the listener's routing from before the start, in one call, before the stacks went
+    assert elbv2_calls.mutating == ["ModifyListener"]
+    assert _listener(elbv2, listener_arn)["DefaultActions"] == before
+    assert _stacks(aws_cloud) == {"squals-shop-front-door"}
     engine.store.close()
