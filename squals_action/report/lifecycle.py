@@ -36,6 +36,11 @@ _TITLE = {
 }
 
 
+def _icon(check: Check) -> str:
+    """✅ or ❌, and for a reading that had nothing to judge "no data": never a pass mark."""
+    return "⚪ no data" if check.no_data else _ICON[check.ok]
+
+
 def _sort_key(env: Env) -> tuple[int, str]:
     order = [Status.PROD, Status.BLUE, Status.BAKED, Status.POSTPROD]
     return (order.index(env.status) if env.status in order else len(order), env.name)
@@ -64,7 +69,7 @@ def environment_rows(fleet: Sequence[Env], public_url: str | None) -> list[list[
 def check_rows(checks: Sequence[Check]) -> list[list[str]]:
     return [
         [
-            _ICON[c.ok],
+            _icon(c),
             md.escape(c.kind),
             md.escape(c.stage),
             md.code(c.name),
@@ -87,7 +92,7 @@ def markdown(outcome: Outcome, heading_level: int = 3) -> str:
         parts += [md.table(["environment", "role", "commit", "traffic", "URL"], rows), ""]
     kpis = [c for c in outcome.checks if c.kind == "kpi"]
     if kpis:
-        kpi_rows = [[_ICON[c.ok], md.code(c.name), md.escape(c.detail, max_len=200)] for c in kpis]
+        kpi_rows = [[_icon(c), md.code(c.name), md.escape(c.detail, max_len=200)] for c in kpis]
         figures = ", ".join(
             f"{k} {v:.3g}" for k, v in outcome.metrics.items() if v is not None and not k.startswith("p")
         )
