@@ -2,12 +2,40 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import threading
+import time
+
 from exfix import Shop, git, visit
 
 from squals_action.github.events import Intent, IntentKind
 from squals_action.github.interface import Request
 from squals_action.github.pipeline import Pipeline, _merged_pr
 from squals_action.github.runner import Settings
+
+
+class Users:
+    """New visitors through the public URL, one after another, until the block ends."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                visit(self.url, 1)
+            time.sleep(0.02)
+
+    def __enter__(self) -> Users:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
 
 
 def request(shop: Shop, kind: IntentKind, event: str, sha: str | None) -> Request:
@@ -23,7 +51,8 @@ def test_push_starts_and_schedule_promotes(shop: Shop) -> None:
         request(shop, IntentKind.PROMOTE, "pull_request", shop.commit), load(shop.path / "squals.yml")
     ) as lifecycle:
         assert lifecycle.deploy(3, shop.commit).ok
-        assert lifecycle.promote(3).ok
+        first = lifecycle.promote(3)
+        assert first.ok and first.public_url
     git(shop.path, "commit", "-q", "--allow-empty", "-m", "Merge pull request #12 from octo/green-button")
     sha = git(shop.path, "rev-parse", "HEAD")
     environ = {"GITHUB_RUN_ID": "4242", "GITHUB_RUN_ATTEMPT": "1"}
@@ -37,9 +66,10 @@ def test_push_starts_and_schedule_promotes(shop: Shop) -> None:
 
     visit(started.url, 200)
     tick_env = {"GITHUB_RUN_ID": "4243", "GITHUB_RUN_ATTEMPT": "1"}
-    ticked = Pipeline(Settings(workspace=shop.path), tick_env).experiment_tick(
-        request(shop, IntentKind.EXPERIMENT_TICK, "schedule", None)
-    )
+    with Users(first.public_url):  # the winner's bake needs visitors: no data is not a pass
+        ticked = Pipeline(Settings(workspace=shop.path), tick_env).experiment_tick(
+            request(shop, IntentKind.EXPERIMENT_TICK, "schedule", None)
+        )
     assert ticked.status == "success", ticked.headline
     assert "green won and is prod (pr-12)" in ticked.headline
     assert ticked.environment == "prod" and ticked.outputs["winner"] == "green"
