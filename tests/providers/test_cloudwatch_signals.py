@@ -198,3 +198,27 @@ def _aws_like_lifecycle(
         assert lc.deploy(pr, "a" * 39 + str(pr)).ok
     assert lc.promote(1).ok  # the first prod: nothing to bake against
     return lc
+
+
+def test_the_last_read_waits_for_the_window_reaching_the_bakes_end_then_gives_up_inconclusive(
+    since: datetime,
+) -> None:
+    clock = stepping_clock(since + timedelta(minutes=5), step=0.0)  # CloudWatch's clock stands still
+    signals = source(clock)
+    signals.settle_limit = 0.3  # instead of 150 s: the bound, not its size, is under test
+    ticks: list[float] = []
+    out = bake(
+        blue=BLUE,
+        rollout=model.Rollout(blue_share=10, bake=0.2, check_interval=0.05, kpis=KPIS),
+        source=signals,
+        health=lambda: HealthReading(ok=True),
+        on_tick=lambda t: ticks.append(t.elapsed),
+    )
+    assert not out.ok and out.inconclusive and out.reason is not None
+    ready = (since + timedelta(minutes=7, seconds=40)).strftime("%H:%M:%S")
+    assert out.reason.startswith(
+        f"inconclusive: waiting for CloudWatch: the window reaching the bake's end is readable from {ready} "
+        "UTC (delay 60 s); not readable within 0.3 s of the bake's end"
+    )
+    assert max(ticks) >= 0.2 + 0.3  # it kept checking (alarms, health) while it waited
+    assert signals.reader.calls == 0  # an immature window is never asked for
