@@ -14,7 +14,7 @@ from typing import IO, Any
 
 from squals_action.lifecycle.bake import BakeTick
 from squals_action.lifecycle.engine import Outcome, Progress
-from squals_action.lifecycle.machine import Check, Env, Status
+from squals_action.lifecycle.machine import Check, Env, Event, Status
 from squals_action.report import markdown as md
 
 _ICON = {True: "✅", False: "❌"}
@@ -86,7 +86,11 @@ def markdown(outcome: Outcome, heading_level: int = 3) -> str:
     hashes = "#" * heading_level
     title = _TITLE.get(outcome.operation, outcome.operation)
     target = f" of {md.code(outcome.env)}" if outcome.env else ""
-    parts = [f"{hashes} {_ICON[outcome.ok]} {title}{target}", "", md.escape(outcome.message, max_len=600), ""]
+    icon = _ICON[outcome.ok]
+    env = outcome.fleet.get(outcome.env) if outcome.env else None
+    if not outcome.ok and env is not None and env.last_event is Event.BAKE_INCONCLUSIVE:
+        icon, target = "⚪", f"{target}: inconclusive"  # not a failure of BLUE: nothing was proved
+    parts = [f"{hashes} {icon} {title}{target}", "", md.escape(outcome.message, max_len=600), ""]
     rows = environment_rows(list(outcome.fleet.values()), outcome.public_url)
     if rows:
         parts += [md.table(["environment", "role", "commit", "traffic", "URL"], rows), ""]

@@ -112,6 +112,7 @@ def test_a_bake_without_requests_is_inconclusive_then_may_pass_where_the_file_al
     assert fleet["pr-2"].reason and fleet["pr-2"].reason.startswith("inconclusive:")
     assert lc.store.read().locks() == {}
     text = markdown(out)
+    assert text.startswith("### ⚪ Promotion of <code>pr-2</code>: inconclusive\n")
     assert (
         "| ⚪ no data | <code>error_rate</code> |" in text
         and "| ⚪ no data | <code>requests</code> |" in text
