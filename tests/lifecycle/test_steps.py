@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from typing import Any
 
 from lcfix import Load, Project, Recorder, lifecycle, manifest
 
 from squals_action.dealer import connect_dealer
-from squals_action.dealer.interface import VariantTally
 from squals_action.lifecycle import machine
 from squals_action.lifecycle.engine import Lifecycle
 from squals_action.lifecycle.machine import Event, Status
@@ -28,8 +28,8 @@ class RecordingTraffic:
         self.routes: list[dict[str, float]] = []
         self.read_back: list[dict[str, float]] = []
 
-    def url(self) -> str | None:
-        return self.inner.url()
+    def __getattr__(self, name: str) -> Any:  # url, drain, tallies, stop...: the real Dealer's own
+        return getattr(self.inner, name)
 
     def route(self, upstreams: Mapping[str, str], weights: Mapping[str, float]) -> str:
         self.routes.append(dict(weights))
@@ -40,15 +40,6 @@ class RecordingTraffic:
         finally:
             client.close()
         return url
-
-    def drain(self, names: list[str], timeout: float = 30.0) -> None:
-        self.inner.drain(names, timeout)
-
-    def tallies(self) -> Mapping[str, VariantTally]:
-        return self.inner.tallies()
-
-    def stop(self) -> bool:
-        return self.inner.stop()
 
 
 def _with_prod(project: Project, rollout: model.Rollout) -> Lifecycle:

@@ -178,8 +178,11 @@ class _Routes:
         self.routes.append({k: v for k, v in weights.items() if v})
         return "https://shop.example"
 
-    def drain(self, names: list[str], timeout: float = 30.0) -> None:
-        pass
+    def routing(self) -> Mapping[str, float]:
+        return self.routes[-1] if self.routes else {}
+
+    def drain(self, names: list[str], timeout: float = 30.0) -> str:
+        return "nothing in flight"
 
     def tallies(self) -> Mapping[str, VariantTally]:
         return {}
