@@ -9,8 +9,6 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from lcfix import Load, Project, Recorder, lifecycle, manifest
-
 from squals_action.dealer import connect_dealer
 from squals_action.lifecycle import machine
 from squals_action.lifecycle.engine import Lifecycle
@@ -18,6 +16,7 @@ from squals_action.lifecycle.machine import Event, Status
 from squals_action.lifecycle.traffic import DealerTraffic
 from squals_action.manifest import model
 from squals_action.report.lifecycle import markdown
+from tests.support.lifecycle import Load, Project, Recorder, lifecycle, manifest
 
 
 class RecordingTraffic:

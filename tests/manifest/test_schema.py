@@ -15,8 +15,8 @@ from squals_action.manifest import schema as schema_module
 from squals_action.manifest.fastcheck import Unsupported, compile_schema
 from squals_action.manifest.reference import render_reference
 from squals_action.manifest.yamlload import parse_text
+from tests.support.corpus import case_dirs
 
-from .corpus import case_dirs
 from .test_property import documents
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,9 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import awsfix
 import pytest
-from test_cloudwatch import ALB_NAMESPACE, LB_ARN, alb_dims, put, tg_arn
 
 from squals_action.dealer.interface import VariantTally
 from squals_action.lifecycle.bake import HealthReading, bake
@@ -25,6 +23,8 @@ from squals_action.manifest import model
 from squals_action.providers.cloudwatch import CloudWatch
 from squals_action.providers.interface import DestroyOutcome, EnvironmentHandle, Health, Provider
 from squals_action.state import open_memory_store
+from tests.providers.test_cloudwatch import ALB_NAMESPACE, LB_ARN, alb_dims, put, tg_arn
+from tests.support import aws
 
 BLUE = Env(
     name="pr-2",
@@ -52,7 +52,7 @@ def since() -> datetime:
 
 def source(clock: Callable[[], datetime], alarms: tuple[str, ...] = ()) -> CloudWatchSignals:
     return CloudWatchSignals(
-        CloudWatch(awsfix.REGION), LB_ARN, kpis=[k.metric for k in KPIS], alarms=alarms, clock=clock
+        CloudWatch(aws.REGION), LB_ARN, kpis=[k.metric for k in KPIS], alarms=alarms, clock=clock
     )
 
 
