@@ -243,8 +243,9 @@ def _fast_validator() -> FastValidator:
 def fast_valid(data: Any) -> bool:
     """The yes/no answer of jsonschema-rs; when it is yes, jsonschema (slow, but located) is not imported.
 
-    A "no" only costs the jsonschema run that phrases the problems: where the two could disagree (Python's
-    ``re`` lets ``$`` match before a final newline, Rust's regex does not), jsonschema-rs is the stricter one.
+    A "no" only costs the jsonschema run that phrases the problems. Where the regex dialects differ, as
+    in these two cases, jsonschema-rs is the stricter one: Python's ``re`` lets ``$`` match before a final
+    newline and ``\\d`` match any Unicode digit, the ECMA-style regex of jsonschema-rs does not.
     """
     return _fast_validator().is_valid(data)
 
