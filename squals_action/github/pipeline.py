@@ -84,8 +84,23 @@ class Pipeline:
 
     # -- the pieces -------------------------------------------------------------------------------------
 
+    def _scratch(self) -> Path | None:
+        """``$RUNNER_TEMP/squals`` under GitHub Actions, else None (each concern's own ``.squals/`` default).
+
+        The container runs as root: anything it left in the workspace (logs, the Dealer's and the local
+        provider's directories) would be root-owned leftovers that the next ``actions/checkout`` on a
+        self-hosted runner cannot clean. The runner empties ``RUNNER_TEMP`` after every job.
+        """
+        temp = self._env.get("RUNNER_TEMP", "").strip()
+        if self._env.get("GITHUB_ACTIONS") == "true" and temp:
+            return Path(temp) / "squals"
+        return None
+
+    def _own_dir(self, request: Request) -> Path:
+        return self._scratch() or request.workspace / ".squals"
+
     def _log_dir(self, request: Request) -> Path:
-        return request.workspace / ".squals" / "logs"
+        return self._own_dir(request) / "logs"
 
     def _gates(self, request: Request, model: Any) -> tuple[tuple[Step, ...], tuple[Problem, ...]]:
         from squals_action.gates.runner import make_context, run_pipeline
@@ -131,13 +146,17 @@ class Pipeline:
                 repo=root,
                 manifest=model,
                 store=store,
-                provider=get_provider(kind, root, model.provider),
-                traffic=DealerTraffic(root / ".squals" / "dealer"),
+                provider=get_provider(kind, root, model.provider, state_dir=self._provider_dir(kind)),
+                traffic=DealerTraffic(self._own_dir(request) / "dealer"),
                 log_dir=self._log_dir(request),
                 run_id=self._env.get("GITHUB_RUN_ID") or None,
                 actor=request.intent.actor,
                 attempt=int(attempt) if attempt.isdigit() else 1,
             )
+
+    def _provider_dir(self, kind: str) -> Path | None:
+        scratch = self._scratch()
+        return scratch / kind if scratch is not None else None
 
     def _locked(self, request: Request, verb: str, exc: Any, **parts: Any) -> Report:
         holder = f"PR #{exc.lock.pr}"
@@ -151,10 +170,13 @@ class Pipeline:
         )
 
     def _outcome(self, verb: str, outcome: Any, env_name: str | None, **parts: Any) -> Report:
+        from squals_action.lifecycle import machine
         from squals_action.report.lifecycle import markdown as lifecycle_markdown
 
         fleet = outcome.fleet or {}
         env = fleet.get(env_name) if env_name else None
+        if env_name == "prod":
+            env = machine.prod(fleet)  # the island serving prod now: its URL and its commit
         url = (env.url if env is not None else None) or outcome.public_url
         if env_name == "prod":
             url = outcome.public_url or url
@@ -261,6 +283,9 @@ class Pipeline:
         try:
             with self._lifecycle(request, model) as lifecycle:
                 engine = from_lifecycle(lifecycle)
+                scratch = self._scratch()
+                if scratch is not None:
+                    engine.state_dir = scratch / "experiments"
                 if verb == "experiment-start":
                     return self._experiment_started(request, engine, parts)
                 return self._experiment_ticked(engine, parts)
