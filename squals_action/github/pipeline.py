@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +148,7 @@ class Pipeline:
                 store=store,
                 provider=get_provider(kind, root, model.provider, state_dir=self._provider_dir(kind)),
                 traffic=DealerTraffic(self._own_dir(request) / "dealer"),
+                progress=_first_step(request.on_start),
                 log_dir=self._log_dir(request),
                 run_id=self._env.get("GITHUB_RUN_ID") or None,
                 actor=request.intent.actor,
@@ -365,6 +366,24 @@ def _merged_pr(repo: Path, sha: str) -> int | None:
         if found:
             return int(found.group(1))
     return None
+
+
+def _first_step(start: Callable[[], None] | None) -> Any:
+    """The lifecycle's progress view, calling ``start`` at its first step (once, and only if it comes).
+
+    A promotion's first step comes after its refusals (no island, not healthy, prod locked by another PR), so
+    what ``start`` opens (the ``prod`` deployment) exists only for a promotion that really began.
+    """
+    from squals_action.lifecycle.steps import Progress
+
+    class FirstStep(Progress):
+        def step(self, text: str) -> None:
+            nonlocal start
+            if start is not None:
+                begin, start = start, None
+                begin()
+
+    return FirstStep()
 
 
 def _tail(path: Path, limit: int = 4000) -> str:

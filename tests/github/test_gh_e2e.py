@@ -270,6 +270,28 @@ def test_promote_while_another_pr_holds_prod(project: tuple[Path, Path, str], tm
         [body] = fake.comment_bodies(2)  # one comment, not one per retry
         assert "locked by PR \\#7" in body
         assert "🔒" in body
-        assert fake.states("prod") == ["in_progress", "inactive", "in_progress", "inactive"]
+        assert fake.deployments == {}  # waiting for the lock deployed nothing: no prod deployment
         assert "\nlocked\n" in (tmp_path / "output").read_text()
     assert state_log(origin) == locked_at  # nothing was changed
+
+
+@pytest.mark.slow
+def test_promote_of_a_pr_never_deployed_leaves_no_prod_deployment(
+    project: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    repo, _, head = project
+    command = event("issue_comment.created-promote")  # `/squals promote` on PR #1, which has no island
+    pull = event("pull_request.opened")["pull_request"]
+    pull["number"], pull["head"]["sha"] = 1, head
+
+    with FakeGitHub(REPO, permissions={"Codertocat": "admin"}) as fake:
+        fake.pulls[1] = pull
+        code, log = run_action(repo, tmp_path, fake, "issue_comment.created-promote", command, "60")
+        assert code == 1, log
+        [body] = fake.comment_bodies(1)
+        assert "pr-1 is absent: cannot promote-start \\(it was never deployed\\)" in body, body
+        [check] = fake.check_runs.values()
+        assert check["conclusion"] == "failure"
+        assert fake.deployments == {}  # nothing was deployed, so nothing in the Deployments view
+        assert not any(p.endswith("/deployments") for m, p, _ in fake.requests if m == "POST")
+    assert written_outputs(tmp_path / "output")["status"] == ["failure"]
