@@ -8,6 +8,7 @@ annotations) are written before any GitHub write, so a failing API still leaves 
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -101,14 +102,13 @@ def run(
     # for another PR's lock, deployed nothing and leaves nothing in the Deployments view.
     opened: list[int] = []
     on_start: Callable[[], None] | None = None
-    if api is not None and sha and env_name and intent.deploy and intent.kind is IntentKind.PREVIEW:
-        _open_deployment(api, intent, env_name, sha, settings.run_url, opened)
-    elif api is not None and sha and env_name and intent.deploy and intent.kind is IntentKind.PROMOTE:
-        github, name, ref = api, env_name, sha
-
-        def on_start() -> None:
-            if not opened:
-                _open_deployment(github, intent, name, ref, settings.run_url, opened)
+    if api is not None and sha and env_name and intent.deploy and intent.kind in (
+        IntentKind.PREVIEW, IntentKind.PROMOTE
+    ):
+        on_start = functools.partial(_open_deployment, api, intent, env_name, sha, settings.run_url, opened)
+        if intent.kind is IntentKind.PREVIEW:
+            on_start()
+            on_start = None
 
     request = Request(
         intent=intent,
@@ -142,7 +142,9 @@ def _open_deployment(
     api: GitHubApi, intent: Intent, env_name: str, sha: str, run_url: str | None, opened: list[int]
 ) -> None:
     """Create the deployment of ``env_name`` at ``sha`` (its id goes into ``opened`` at once, so a failure
-    to mark it in progress still gets it closed by the report) and mark it in progress."""
+    to mark it in progress still gets it closed by the report) and mark it in progress; once per run."""
+    if opened:
+        return
     opened.append(
         api.deployment(
             env_name,
