@@ -26,7 +26,7 @@ from squals_action.github.interface import (
     Request,
 )
 from squals_action.report import workflow_commands as wc
-from squals_action.report.comment import MARKER, RunInfo, compose_comment, compose_summary
+from squals_action.report.comment import MARKER, RunInfo, compose_comment, compose_summary, run_url_from_env
 from squals_action.report.model import Report, Status
 
 CHECK_NAME = "squals"
@@ -261,8 +261,6 @@ def _publish(
 
 def settings_from_env(environ: Mapping[str, str]) -> Settings:
     """The action's inputs: Docker passes them as ``INPUT_<NAME>``, upper-cased with hyphens kept."""
-    from squals_action.report.comment import run_url_from_env
-
     raw_files = environ.get("INPUT_SQUALS-FILES", "")
     files = tuple(f.strip() for chunk in raw_files.splitlines() for f in chunk.split(",") if f.strip())
     workspace = Path(environ.get("GITHUB_WORKSPACE") or ".").resolve()
