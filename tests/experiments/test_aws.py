@@ -28,7 +28,7 @@ from squals_action.providers.aws_front_door import FrontDoorStack
 from squals_action.state import open_store, utc_now
 from tests.support.alb import FRONT_DOOR_TEMPLATE, ISLAND_TEMPLATE, Calls, aws_client
 from tests.support.aws import Cloud
-from tests.support.cloudwatch import put_custom
+from tests.support.cloudwatch import put_alb, put_custom
 from tests.support.experiments import state_log
 from tests.support.lifecycle import git
 
@@ -65,7 +65,7 @@ experiment:
 """
 
 
-def _shop(cloud: Cloud, tmp_path: Path) -> tuple[Path, Path, str]:
+def _shop(cloud: Cloud, tmp_path: Path, *, guardrail: bool = False) -> tuple[Path, Path, str]:
     """A repository whose front door exists (its VPC is the islands' parameter), pushed to a bare origin."""
     origin, work = tmp_path / "origin.git", tmp_path / "shop"
     git(tmp_path, "init", "-q", "--bare", str(origin))
@@ -86,6 +86,8 @@ def _shop(cloud: Cloud, tmp_path: Path) -> tuple[Path, Path, str]:
     outputs = cloud.cfn.describe_stacks(StackName=door.stack_name)["Stacks"][0]["Outputs"]
     vpc = next(o["OutputValue"] for o in outputs if o["OutputKey"] == "VpcId")
     main = SQUALS.format(color="grey", app=cloud.app.url, vpc=vpc) + FRONT_DOOR + EXPERIMENT
+    if guardrail:
+        main += "  guardrails: [{metric: error_rate, max_increase: 1%}]\n"
     (work / "squals.yml").write_text(main)
     (work / "green.yml").write_text(SQUALS.format(color="green", app=cloud.app.url, vpc=vpc))
     git(work, "add", "-A")
@@ -256,6 +258,38 @@ def test_an_experiment_stopped_on_aws_gives_the_listener_back_and_deletes_its_st
     assert stopped.status == "stopped"
     # the listener's routing from before the start, in one call, before the stacks went
     assert elbv2_calls.mutating == ["ModifyListener"]
+    assert _listener(elbv2, listener_arn)["DefaultActions"] == before
+    assert _stacks(aws_cloud) == {"squals-shop-front-door"}
+    engine.store.close()
+
+
+def test_a_guardrail_read_from_the_load_balancer_stops_the_experiment_on_aws(
+    aws_cloud: Cloud, tmp_path: Path, elbv2_calls: Calls
+) -> None:
+    _, work, listener_arn = _shop(aws_cloud, tmp_path, guardrail=True)
+    elbv2 = aws_client("elbv2", aws_cloud.endpoint)
+    before = _listener(elbv2, listener_arn)["DefaultActions"]
+    engine = from_lifecycle(open_project(ProjectOptions(repo=work, gates=False)))
+    engine.clock = lambda: utc_now() - timedelta(minutes=10)
+    started = engine.start()
+    groups = {v: h["data"]["target_group_arn"] for v, h in started.experiment.extra["islands"].items()}
+    # what the load balancer published: green answers 5xx to 10 % of its requests, control to none
+    for variant, requests, errors in (("control", 1000, 0), ("green", 1000, 100)):
+        put_alb(groups[variant], "RequestCount", requests, minutes_ago=5, listener_arn=listener_arn)
+        put_alb(
+            groups[variant], "HTTPCode_Target_5XX_Count", errors, minutes_ago=5, listener_arn=listener_arn
+        )
+
+    elbv2_calls.clear()
+    engine.clock = utc_now
+    (outcome,) = engine.tick()
+    assert outcome.ok and outcome.status == "decided", outcome.message
+    assert outcome.decision is not None and outcome.decision.status == "guardrail-stop"
+    doc = engine.store.read().experiment(started.experiment.id)
+    assert doc is not None and doc.decision is not None and doc.decision["outcome"] == "guardrail-stop"
+    assert doc.observations["green"]["errors"] == 100.0 and doc.observations["green"]["activations"] == 1000.0
+    # green got no more traffic at once (one call), then the listener got its routing back (one more)
+    assert elbv2_calls.mutating == ["ModifyListener", "ModifyListener"]
     assert _listener(elbv2, listener_arn)["DefaultActions"] == before
     assert _stacks(aws_cloud) == {"squals-shop-front-door"}
     engine.store.close()
