@@ -19,7 +19,7 @@ from squals_action.experiments.dealer_metrics import DealerMetrics
 from squals_action.experiments.interface import ExperimentError, MetricError, MetricSource, Reading
 from squals_action.experiments.observe import observe
 from squals_action.experiments.prometheus import PrometheusSource, render_query
-from squals_action.experiments.sources import SOURCES, SourceContext, build_sources
+from squals_action.experiments.sources import SOURCES, SourceContext, build_sources, check_declarations
 from squals_action.manifest import model
 from squals_action.providers.cloudwatch import CloudWatch
 from tests.support.aws import REGION
@@ -411,6 +411,11 @@ def test_cloudwatch_declaration_is_the_metric_array_and_a_bad_one_names_its_line
         line = caught.value.one_line()
         assert line.startswith("squals.yml:14:7: experiment.metrics.revenue.query: "), line
         assert expected in line and "\n" not in line
+    bad = model.MetricSource("revenue", "cloudwatch", "Shop Revenue", location=where)
+    with pytest.raises(
+        ExperimentError, match=r"^squals.yml:14:7: experiment.metrics.revenue.query: not JSON"
+    ):
+        check_declarations(experiment({"revenue": bad}))  # what a start checks before anything runs
 
 
 def test_cloudwatch_reads_the_window_since_the_start_and_no_data_is_missing(aws_cloud: object) -> None:
