@@ -16,6 +16,8 @@ from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from squals_action.errors import SqualsError
+from squals_action.experiments.sufficient import Sufficient
+from squals_action.experiments.sufficient import to_json as stats_to_json
 
 #: What a tick concluded: keep going, promote a winner, no difference (fixed test), or every variant breached.
 DecisionStatus = Literal["continue", "winner", "no-difference", "guardrail-stop"]
@@ -32,10 +34,16 @@ class MetricError(ExperimentError):
 
 @dataclass(frozen=True)
 class Reading:
-    """What one source measured: variant -> metric -> value, and variant -> metric -> why it is missing."""
+    """What one source measured: variant -> metric -> value, and variant -> metric -> why it is missing.
+
+    ``stats`` holds, for the metrics a test compares (the objective, guardrails), variant -> metric -> the
+    :mod:`~squals_action.experiments.sufficient` statistics (proportion, mean or ratio, per unit); a source
+    that can only give a single value leaves them out, and such a metric can be compared by value only.
+    """
 
     values: Mapping[str, Mapping[str, float]]
     missing: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    stats: Mapping[str, Mapping[str, Sufficient]] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -68,6 +76,10 @@ class Observation:
     ``error_rate`` guardrail be tested as a proportion. ``metrics`` holds every other measured value
     (guardrail metrics in their squals-file unit: ``error_rate`` in percent, latencies in ms); a metric that
     could not be measured is listed in ``missing`` with the reason.
+
+    ``stats`` holds metric -> sufficient statistics (:mod:`~squals_action.experiments.sufficient`) for the
+    metrics the statistics test: the objective under its metric name, guardrails under theirs. ``units`` is
+    also what the sample-ratio check compares with the declared split.
     """
 
     variant: str
@@ -78,6 +90,7 @@ class Observation:
     errors: int = 0
     metrics: Mapping[str, float] = field(default_factory=dict)
     missing: Mapping[str, str] = field(default_factory=dict)
+    stats: Mapping[str, Sufficient] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -94,6 +107,10 @@ class Observation:
         }
         out.update({k: float(v) for k, v in self.metrics.items()})
         return out
+
+    def stats_json(self) -> dict[str, dict[str, Any]]:
+        """The sufficient statistics as the document keeps them (metric -> kind and sums)."""
+        return {k: stats_to_json(v) for k, v in self.stats.items()}
 
 
 @dataclass(frozen=True)
