@@ -19,9 +19,16 @@ from squals_action.errors import SqualsError
 from squals_action.experiments.sufficient import Sufficient
 from squals_action.experiments.sufficient import to_json as stats_to_json
 
-#: What a tick concluded: keep going, promote a winner, no difference (fixed test), or every variant breached.
-DecisionStatus = Literal["continue", "winner", "no-difference", "guardrail-stop"]
-DECISION_STATUSES: tuple[DecisionStatus, ...] = ("continue", "winner", "no-difference", "guardrail-stop")
+#: What a tick concluded: keep going, promote a winner, no difference (fixed test), every variant breached, or
+#: the units do not follow the declared split (sample-ratio mismatch: nothing measured can be trusted).
+DecisionStatus = Literal["continue", "winner", "no-difference", "guardrail-stop", "halted-srm"]
+DECISION_STATUSES: tuple[DecisionStatus, ...] = (
+    "continue",
+    "winner",
+    "no-difference",
+    "guardrail-stop",
+    "halted-srm",
+)
 
 
 class ExperimentError(SqualsError):
@@ -30,6 +37,10 @@ class ExperimentError(SqualsError):
 
 class MetricError(ExperimentError):
     """A metric source could not be read (unreachable, bad answer, unknown metric)."""
+
+
+class BadDataError(ExperimentError):
+    """A source delivered numbers that cannot be statistics: the tick decides and records nothing."""
 
 
 @dataclass(frozen=True)
@@ -117,8 +128,11 @@ class Observation:
 class VariantFigures:
     """One variant's figures in a decision; ``effect`` is the rate difference vs control (absolute).
 
+    ``rate`` is the objective's value (a proportion, a mean per unit or a ratio); ``units`` its units.
     ``p_value`` is the raw p-value of the test against control (always-valid for ``sequential``), and
-    ``adjusted_p`` the Holm-adjusted one across the variants; both ``None`` for the control itself.
+    ``adjusted_p`` the Holm-adjusted one across the variants; both ``None`` for the control itself. The
+    intervals (absolute ``ci_*`` and relative ``relative_ci_*``) are at level ``1 - interval_alpha``, the
+    Holm step's level, so a significant variant's interval excludes 0.
     ``excluded`` names the guardrail breach that took the variant out of the running.
     """
 
@@ -136,6 +150,9 @@ class VariantFigures:
     significant: bool = False
     better: bool | None = None
     excluded: str | None = None
+    relative_ci_low: float | None = None
+    relative_ci_high: float | None = None
+    interval_alpha: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -154,6 +171,7 @@ class Decision:
     method: str = "sequential"
     alpha: float = 0.05
     min_duration_met: bool = False
+    srm_p: float | None = None
 
     @property
     def final(self) -> bool:
@@ -167,6 +185,7 @@ class Decision:
             "winner": f"winner: {self.winner}",
             "no-difference": "no significant difference",
             "guardrail-stop": "stopped by a guardrail",
+            "halted-srm": "halted: sample-ratio mismatch",
         }[self.status]
         return f"{head} ({self.reasons[0]})" if self.reasons else head
 
@@ -181,4 +200,5 @@ class Decision:
             "method": self.method,
             "alpha": self.alpha,
             "min_duration_met": self.min_duration_met,
+            **({"srm_p": self.srm_p} if self.srm_p is not None else {}),
         }

@@ -235,6 +235,7 @@ class Builder:
                 numerator=str(objective["numerator"]),
                 denominator=str(objective.get("denominator", "visitors")),
                 location=self.loc((*base, "objective")),
+                kind=objective.get("kind", "proportion"),
             ),
             unit=sticky,
             guardrails=tuple(
@@ -243,6 +244,7 @@ class Builder:
                     _amount(g.get("max_increase")),
                     _amount(g.get("max")),
                     self.loc((*base, "guardrails", i)),
+                    max_relative_increase=_amount(g.get("max_relative_increase")),
                 )
                 for i, g in enumerate(exp.get("guardrails", ()))
             ),
