@@ -10,12 +10,12 @@ are reads). A query Prometheus refuses (``status: error``) is a per-metric failu
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from squals_action.experiments.interface import MetricError, Reading
+from squals_action.experiments.sufficient import Mean, Sufficient
 from squals_action.manifest.model import MetricSource as MetricSpec
 
 if TYPE_CHECKING:
@@ -55,10 +55,9 @@ def parse_result(payload: Any) -> float | None:
 
 
 def _number(text: Any) -> float:
-    value = float(text)
-    if math.isnan(value):
-        raise ValueError("the query answered NaN")
-    return value
+    """A sample value as Prometheus writes it (``"NaN"`` and ``"+Inf"`` included: the tick refuses them as
+    bad data, naming the source and variant, instead of hiding them as missing)."""
+    return float(text)
 
 
 class PrometheusSource:
@@ -128,9 +127,24 @@ class PrometheusSource:
                 raise MetricError(f"Prometheus answered an unexpected shape: {exc}") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _stats(self, base: str, spec: MetricSpec, variant: str, total: float) -> Mean | str:
+        """A mean's sufficient statistics from the ``units`` and ``squares`` queries, or why not."""
+        assert spec.units is not None and spec.squares is not None
+        got = []
+        for promql in (spec.units, spec.squares):
+            try:
+                value = self.query(base, render_query(promql, variant))
+            except MetricError as exc:
+                return exc.one_line()
+            if value is None:
+                return "no data yet (empty result)"
+            got.append(value)
+        return Mean(n=got[0], total=total, sum_squares=got[1])
+
     def read(self, metrics: Sequence[str], variants: Sequence[str]) -> Reading:
         values: dict[str, dict[str, float]] = {}
         missing: dict[str, dict[str, str]] = {}
+        stats: dict[str, dict[str, Sufficient]] = {}
         for metric in metrics:
             spec = self.metrics.get(metric)
             if spec is None:
@@ -147,6 +161,12 @@ class PrometheusSource:
                     continue
                 if value is None:
                     missing.setdefault(variant, {})[metric] = "no data yet (empty result)"
-                else:
-                    values.setdefault(variant, {})[metric] = value
-        return Reading(values, missing)
+                    continue
+                values.setdefault(variant, {})[metric] = value
+                if spec.units and spec.squares:
+                    got = self._stats(base, spec, variant, value)
+                    if isinstance(got, str):
+                        missing.setdefault(variant, {})[metric] = got
+                    else:
+                        stats.setdefault(variant, {})[metric] = got
+        return Reading(values, missing, stats)

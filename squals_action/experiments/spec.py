@@ -42,7 +42,12 @@ def spec_json(spec: Experiment) -> dict[str, Any]:
         "min_duration": {"seconds": spec.min_duration.seconds, "activations": spec.min_duration.activations},
         "significance": {"alpha": spec.significance.alpha, "method": spec.significance.method},
         "metrics": {
-            name: {"source": m.source, "query": m.query, "url": m.url}
+            name: {
+                "source": m.source,
+                "query": m.query,
+                "url": m.url,
+                **({"units": m.units, "squares": m.squares} if m.units or m.squares else {}),
+            }
             for name, m in sorted(spec.metrics.items())
         },
     }

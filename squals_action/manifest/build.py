@@ -262,6 +262,8 @@ class Builder:
                         str(item["query"]),
                         item.get("url"),
                         self.loc((*base, "metrics", name)),
+                        units=item.get("units"),
+                        squares=item.get("squares"),
                     )
                     for name, item in exp.get("metrics", {}).items()
                 }

@@ -272,13 +272,19 @@ class Significance:
 
 @dataclass(frozen=True)
 class MetricSource:
-    """A metric the app exposes elsewhere than through the Dealer."""
+    """A metric the app exposes elsewhere than through the Dealer.
+
+    With ``units`` and ``squares`` (queries of the units and of the sum of each unit's value squared), the
+    ``query`` is the sum over units and the metric is a mean per unit with its sufficient statistics.
+    """
 
     name: str
     source: Literal["prometheus", "cloudwatch"]
     query: str
     url: str | None = None
     location: Location = NOWHERE
+    units: str | None = None
+    squares: str | None = None
 
 
 @dataclass(frozen=True)
