@@ -114,6 +114,8 @@ def _observation(
     key = stats_metric(objective)
     stats: dict[str, Sufficient] = {g.metric: given[g.metric] for g in spec.guardrails if g.metric in given}
     target = given.get(key)
+    if objective.kind == "proportion" and objective.denominator not in ("visitors", "units"):
+        target = None  # a source's proportion is among its units; this one divides by another count
     if target is None and objective.kind == "proportion" and objective.denominator in got:
         target = Proportion(units=got[objective.denominator], converters=got.get(objective.numerator, 0.0))
         why = problem(target)
