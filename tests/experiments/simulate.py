@@ -17,7 +17,7 @@ import numpy as np
 
 from squals_action.experiments.decide import decide
 from squals_action.experiments.interface import Observation
-from squals_action.experiments.sufficient import Mean, Proportion, Sufficient
+from squals_action.experiments.sufficient import Mean, Proportion, Ratio, Sufficient
 from squals_action.manifest import model
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -31,11 +31,14 @@ def experiment(
     guardrails: tuple[model.Guardrail, ...] = (),
     split: tuple[float, float] = (50.0, 50.0),
 ) -> model.Experiment:
+    """Two arms; ``kind`` "activations" is a proportion whose units are activations (the old way)."""
+    denominator = "activations" if kind == "activations" else "visitors"
+    kind = "proportion" if kind == "activations" else kind
     return model.Experiment(
         variants={v: model.Variant(v, "squals.yml") for v in ("control", "b")},
         control="control",
         split={"control": split[0], "b": split[1]},
-        objective=model.Objective("objective", "maximize", "x", kind=kind),  # type: ignore[arg-type]
+        objective=model.Objective("objective", "maximize", "x", denominator, kind=kind),  # type: ignore[arg-type]
         guardrails=guardrails,
         significance=model.Significance(0.05, method),  # type: ignore[arg-type]
     )
@@ -49,12 +52,25 @@ class Arm:
     total: float = 0.0
     squares: float = 0.0
     errors: float = 0.0
+    denominator: float = 0.0
+    denominator_squares: float = 0.0
+    cross: float = 0.0
 
     def add(self, rng: np.random.Generator, n: int, kind: str, lift: float, error_rate: float) -> None:
         self.units += n
         if kind == "proportion":
             self.total += float(rng.binomial(n, 0.1 * (1 + lift)))
             self.squares = self.total
+        elif kind in ("ratio", "activations"):
+            # checkouts per activation: 1 + Poisson(3) activations per unit, each unit with its own propensity
+            # (Beta(0.2, 1.8): mean 10 %, most never buy), so a unit's activations are not independent trials
+            y = rng.poisson(3.0, n) + 1
+            x = rng.binomial(y, np.minimum(rng.beta(0.2, 1.8, n) * (1 + lift), 1.0)).astype(float)
+            self.total += float(x.sum())
+            self.squares += float((x * x).sum())
+            self.denominator += float(y.sum())
+            self.denominator_squares += float((y * y).sum())
+            self.cross += float((x * y).sum())
         else:  # revenue per visitor: 30 % buy, lognormal amounts
             values = np.where(rng.random(n) < 0.3, rng.lognormal(3.0, 1.0, n) * (1 + lift), 0.0)
             self.total += float(values.sum())
@@ -62,11 +78,20 @@ class Arm:
         self.errors += float(rng.binomial(n, error_rate))
 
     def observation(self, name: str, kind: str) -> Observation:
-        stats: Sufficient = (
-            Proportion(units=self.units, converters=self.total)
-            if kind == "proportion"
-            else Mean(n=self.units, total=self.total, sum_squares=self.squares)
-        )
+        stats: Sufficient = Mean(n=self.units, total=self.total, sum_squares=self.squares)
+        if kind == "proportion":
+            stats = Proportion(units=self.units, converters=self.total)
+        elif kind == "activations":  # the old way: every activation an independent unit of a proportion
+            stats = Proportion(units=self.denominator, converters=self.total)
+        elif kind == "ratio":
+            stats = Ratio(
+                n=self.units,
+                numerator=self.total,
+                numerator_squares=self.squares,
+                denominator=self.denominator,
+                denominator_squares=self.denominator_squares,
+                cross=self.cross,
+            )
         return Observation(
             name,
             int(self.units),
@@ -90,7 +115,7 @@ def run(
 ) -> tuple[str, str | None, tuple[str, ...]]:
     """(final status or 'continue', winner, excluded variants) of one simulated experiment."""
     arms = {"control": Arm(), "b": Arm()}
-    kind = spec.objective.kind
+    kind = "activations" if spec.objective.denominator == "activations" else spec.objective.kind
     excluded: tuple[str, ...] = ()
     for _ in range(looks):
         n_b = int(rng.binomial(2 * per_look, share_b))
@@ -146,6 +171,8 @@ def main(argv: list[str]) -> int:
     print(f"{runs} runs x {LOOKS} looks, 200 units per arm and look, alpha 0.05")
     print(f"A/A false promotion, proportion (10 %):     {aa_false_promotion(runs, 'proportion'):.3f}")
     print(f"A/A false promotion, mean (revenue):        {aa_false_promotion(runs, 'mean'):.3f}")
+    print(f"A/A false promotion, ratio (delta method):  {aa_false_promotion(runs, 'ratio'):.3f}")
+    print(f"  the same data, activations as units:      {aa_false_promotion(runs, 'activations'):.3f}")
     for margin in (0.0, 0.1):
         print(f"A/A error_rate exclusion, max_increase {margin:g}%: {aa_false_exclusion(runs, margin):.3f}")
     print(f"SRM halts, 50/50 delivered 50/50:           {srm_halting(runs, 0.5):.3f}")

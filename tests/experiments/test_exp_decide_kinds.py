@@ -101,7 +101,8 @@ def test_a_fixed_design_never_ends_no_difference_for_a_variant_without_units() -
         "b": obs("b", Proportion(units=12, converters=1)),
     }
     d = decide(few, spec(), T0, T0)
-    assert d.status == "continue" and d.reasons[0].startswith("too few units to judge control, b (fewer than 30)")
+    assert d.status == "continue"
+    assert d.reasons[0].startswith("too few units to judge control, b (fewer than 30)")
     served = {"control": control, "b": obs("b", Proportion(units=5000, converters=505))}
     assert decide(served, spec(), T0, T0).status == "no-difference"  # with units: the one look is spent
 

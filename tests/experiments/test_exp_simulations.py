@@ -14,7 +14,7 @@ RUNS = int(os.environ.get("SQUALS_SIM_RUNS", "150"))
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("kind", ["proportion", "mean"])
+@pytest.mark.parametrize("kind", ["proportion", "mean", "ratio"])
 def test_aa_experiments_promote_at_most_alpha_over_30_looks(kind: str) -> None:
     assert aa_false_promotion(RUNS, kind) <= 0.05 + 2 * (0.05 * 0.95 / RUNS) ** 0.5
 
