@@ -226,7 +226,7 @@ def breach(
     d = difference(a, b)
     if relative:
         scale = 1.0 + relative
-        scaled = Difference(
+        d = Difference(
             d.mean_a * scale,
             d.mean_b,
             d.variance + (scale * scale - 1.0) * a.variance / max(d.n_a, 1.0),
@@ -235,7 +235,6 @@ def breach(
             d.n_b,
             None,
         )
-        d = scaled
     excess = d.effect - absolute
     if excess <= 0:
         return excess, 1.0
