@@ -239,6 +239,7 @@ def decide(
             alpha=alpha,
             min_duration_met=met,
             srm_p=srm_p,
+            kind=spec.objective.kind,
         )
 
     if srm_halt:

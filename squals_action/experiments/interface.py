@@ -172,6 +172,8 @@ class Decision:
     alpha: float = 0.05
     min_duration_met: bool = False
     srm_p: float | None = None
+    #: the objective's kind: a figure's ``rate`` is a proportion, a mean per unit or a ratio of sums
+    kind: str = "proportion"
 
     @property
     def final(self) -> bool:
@@ -200,5 +202,6 @@ class Decision:
             "method": self.method,
             "alpha": self.alpha,
             "min_duration_met": self.min_duration_met,
+            "kind": self.kind,
             **({"srm_p": self.srm_p} if self.srm_p is not None else {}),
         }
