@@ -20,14 +20,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "state"))
-
-from statefix import clone, git, make_origin, state_log  # noqa: E402
+sys.path.insert(0, str(ROOT))
 
 from squals_action.state import Documents, Transition, open_store  # noqa: E402
-from squals_action.state.git_store import TRACE_ENV  # noqa: E402
-
-WRITER = ROOT / "tests" / "state" / "state_writer.py"
+from squals_action.state.trace import TRACE_ENV  # noqa: E402
+from tests.support.state import WRITER, clone, git, make_origin, state_log  # noqa: E402
 
 
 def run_writers(

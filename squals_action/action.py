@@ -3,7 +3,7 @@
 It reads the event (``GITHUB_EVENT_NAME``, ``GITHUB_EVENT_PATH``), turns it into one intent and dispatches it.
 An event that asks for nothing ends here, having imported only the standard library and the event parser, so
 an unrelated label costs a fraction of a second. Everything else (PyGithub, the pipeline) is imported after.
-Failures end in :func:`squals_action.cli.run_guarded`, the one exit place.
+Failures end in :func:`squals_action.error_handler.run_guarded`, the one exit place.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Mapping
 
-from squals_action.cli import run_guarded
+from squals_action.error_handler import run_guarded
 from squals_action.github.events import Intent, IntentKind, load_event, parse_event
 from squals_action.report import workflow_commands as wc
 

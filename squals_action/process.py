@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import psutil
+
 from squals_action.errors import SqualsError
 
 #: Output kept per log file before the middle is dropped (head + tail), in bytes.
@@ -42,6 +44,8 @@ DEFAULT_TAIL_BYTES = 1024 * 1024
 DEFAULT_GRACE = 5.0
 _CHUNK = 64 * 1024
 _POLL = 0.05
+#: States of a process that will never run again.
+GONE_STATES = frozenset({psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD})
 
 
 class ProcessError(SqualsError):
@@ -215,31 +219,17 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 
 
 def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of process group ``pgid``; Linux ``/proc`` first, ``killpg`` otherwise.
+    """Live (non-zombie) processes of process group ``pgid``.
 
     Zombies are ignored: an orphan's zombie waits for PID 1 to reap it and cannot run any more.
     """
-    proc_dir = Path("/proc")
-    if not (proc_dir / "self" / "stat").exists():
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return []
-        except PermissionError:
-            pass
-        return [pgid]
     members: list[int] = []
-    for entry in proc_dir.iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid in psutil.pids():
         try:
-            stat = (entry / "stat").read_text()
-        except OSError:
+            if os.getpgid(pid) == pgid and psutil.Process(pid).status() not in GONE_STATES:
+                members.append(pid)
+        except (psutil.Error, ProcessLookupError, PermissionError):
             continue
-        # Fields after the parenthesised command name: state ppid pgrp ...
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) >= 3 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            members.append(int(entry.name))
     return members
 
 

@@ -1,10 +1,22 @@
-"""Suite-wide setup: every test's git commits get an identity, whatever the machine's git config holds."""
+"""Suite-wide setup: every test's git commits get an identity, whatever the machine's git config holds; the
+fixtures of ``tests/support`` are registered here, once, so a test of any folder may use any package's."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+
+#: Lowest layer first: a support module may import the ones before it (pytest rewrites their asserts).
+pytest_plugins = (
+    "tests.support.state",
+    "tests.support.dealer",
+    "tests.support.providers",
+    "tests.support.aws",
+    "tests.support.gates",
+    "tests.support.lifecycle",
+    "tests.support.experiments",
+)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,4 +1,4 @@
-"""The ``squals`` command line: argument parsing only, and the one place that maps errors to exit codes.
+"""The ``squals`` command line: argument parsing; failures end in :mod:`squals_action.error_handler`.
 
 Each concern contributes its sub-commands through a module listed in :data:`COMMAND_MODULES`; a module is
 imported only to register its parsers, so heavy dependencies stay inside the handlers.
@@ -9,13 +9,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import tempfile
-import traceback
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from squals_action import __version__
-from squals_action.errors import EXIT_INTERNAL, EXIT_USAGE, SqualsError
+from squals_action.error_handler import UsageExit, run_guarded
+from squals_action.errors import EXIT_USAGE
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -40,10 +39,6 @@ class _Parser(argparse.ArgumentParser):
         raise UsageExit(f"{self.prog}: error: {message}")
 
 
-class UsageExit(Exception):
-    pass
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="squals", description="Pull-request-driven delivery with git-native state.")
     parser.add_argument("--version", action="version", version=f"squals {__version__}")
@@ -56,34 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_guarded(body: Callable[[], int], prog: str) -> int:
-    """Run ``body`` and turn every failure into an exit code and one line on stderr, never a traceback."""
-    try:
-        return body()
-    except UsageExit as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_USAGE
-    except SqualsError as exc:
-        print(f"{prog}: error: {exc.one_line()}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # the one place that catches everything, by design
-        with tempfile.NamedTemporaryFile(
-            "w", prefix=f"{prog}-crash-", suffix=".log", delete=False, encoding="utf-8"
-        ) as log:
-            traceback.print_exc(file=log)
-        summary = " ".join(str(exc).split())[:200]
-        print(
-            f"{prog}: internal error: {type(exc).__name__}: {summary} (traceback written to {log.name})",
-            file=sys.stderr,
-        )
-        return EXIT_INTERNAL
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `squals` console script."""
+
     def body() -> int:
         parser = build_parser()
         args = parser.parse_args(argv)

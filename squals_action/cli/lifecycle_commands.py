@@ -17,7 +17,7 @@ from squals_action.cli.options import (
     project_options,
     pull_request_number,
 )
-from squals_action.errors import EXIT_FAILURE, EXIT_OK
+from squals_action.errors import EXIT_FAILURE, EXIT_OK, UsageError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -77,7 +77,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "down",
         help="stop everything this project started (environments, the Dealer)",
         description="Stop every environment and the Dealer of this repository and record it. Breaks the "
-        "locks of what it stopped.",
+        "locks of what it stopped. An AWS front door is kept unless --front-door is given.",
+    )
+    down.add_argument(
+        "--front-door",
+        action="store_true",
+        help="also delete the front-door stack (aws; nothing else ever deletes it)",
     )
     _common(down)
     down.set_defaults(handler=run_down)
@@ -156,7 +161,21 @@ def run_teardown(args: argparse.Namespace) -> int:
 
 def run_down(args: argparse.Namespace) -> int:
     lifecycle = _open(args)
-    return _finish(args, lifecycle.down())
+    door = None
+    if args.front_door:
+        from squals_action.providers.aws import AwsProvider
+        from squals_action.providers.aws_front_door import FrontDoorStack
+
+        if not isinstance(lifecycle.provider, AwsProvider):
+            raise UsageError("--front-door: only the aws provider has a front door")
+        door = FrontDoorStack(lifecycle.provider)  # refuses a squals file that declares none, before down
+    code = _finish(args, lifecycle.down())
+    if door is not None:
+        outcome = door.delete()
+        sys.stderr.write(f"front door: {outcome.detail}\n")
+        if not outcome.ok:
+            code = EXIT_FAILURE
+    return code
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -1,6 +1,6 @@
 """Sub-commands of the state concern: ``squals status``, ``squals history [ENV]``, ``squals unlock ENV``.
 
-Only argparse here: the store (and GitPython), rich and json rendering are imported inside the handlers.
+Only argparse here: the store (and gitdb), rich and json rendering are imported inside the handlers.
 """
 
 from __future__ import annotations
@@ -250,7 +250,7 @@ def run_history(args: argparse.Namespace, out: TextIO | None = None) -> int:
 def run_unlock(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Break the lock on ENV; the transition records who did it."""
     from squals_action.state import format_time
-    from squals_action.state.interface import check_name
+    from squals_action.state.layout import check_name
 
     stream = out if out is not None else sys.stdout
     check_name("environment", args.environment)

@@ -7,7 +7,15 @@ from __future__ import annotations
 
 from squals_action.dealer.client import DealerClient
 from squals_action.dealer.daemon import connect_dealer, dealer_status, start_dealer, stop_dealer
-from squals_action.dealer.interface import Dealer, DealerConfig, DealerError, DealerStatus, VariantTally
+from squals_action.dealer.interface import (
+    Dealer,
+    DealerConfig,
+    DealerError,
+    DealerStatus,
+    NotMeasured,
+    Traffic,
+    VariantTally,
+)
 
 __all__ = [
     "Dealer",
@@ -15,6 +23,8 @@ __all__ = [
     "DealerConfig",
     "DealerError",
     "DealerStatus",
+    "NotMeasured",
+    "Traffic",
     "VariantTally",
     "connect_dealer",
     "dealer_status",

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 from squals_action.dealer.client import DealerClient
 from squals_action.dealer.config import (
     CONFIG_FILE,
@@ -31,6 +33,7 @@ from squals_action.dealer.config import (
     write_config,
 )
 from squals_action.dealer.interface import DealerConfig, DealerError, DealerStatus
+from squals_action.process import GONE_STATES
 
 MODULE = "squals_action.dealer"
 # Popen objects of Dealers this process started, so that stopping one also reaps it (no zombies in tests).
@@ -39,28 +42,14 @@ _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 def _cmdline(pid: int) -> str | None:
     """The command line of a live, non-zombie process, or None when there is no such process."""
-    proc = Path(f"/proc/{pid}")
-    if Path("/proc/self").exists():
-        try:
-            stat = (proc / "stat").read_text()
-            if stat.rpartition(")")[2].split()[0] == "Z":
+    try:
+        process = psutil.Process(pid)
+        with process.oneshot():
+            if process.status() in GONE_STATES:
                 return None
-            return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except (OSError, IndexError):
-            return None
-    try:  # no /proc (macOS): ask ps
-        out = subprocess.run(
-            ["ps", "-o", "stat=,command=", "-p", str(pid)],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        ).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
+            return " ".join(process.cmdline()).strip()
+    except psutil.Error:
         return None
-    if not out or out.startswith("Z"):
-        return None
-    return out.partition(" ")[2].strip()
 
 
 def _reap(pid: int) -> None:

@@ -1,8 +1,10 @@
-"""What the lifecycle and the experiments see of the Dealer: a protocol, its error and its frozen results.
+"""What the lifecycle and the experiments see of a traffic splitter: protocols, errors and frozen results.
 
-The Dealer is the traffic splitter in front of the environments. Callers never talk HTTP to it themselves:
-they hold a :class:`Dealer` (the local daemon's admin client, or later an ALB-backed one) and read
-:class:`VariantTally` values from it. Nothing here imports aiohttp, so the CLI can import it at start-up.
+The splitter stands in front of the environments. :class:`Traffic` is what the lifecycle drives, with two
+implementations behind it: the local Dealer daemon (``lifecycle.traffic.DealerTraffic``) and an ALB
+listener (``dealer.alb.AlbTraffic``); ``tests/providers/test_traffic_contract.py`` runs both through the
+same scenarios. :class:`Dealer` is the local daemon's admin client. Nothing here imports aiohttp or boto3,
+so the CLI can import it at start-up.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ EMPTY_EVENTS: Mapping[str, int] = {}
 
 class DealerError(SqualsError):
     """The Dealer could not be started, reached, or do what it was asked (bad weights, unknown variant...)."""
+
+
+class NotMeasured(DealerError):
+    """A splitter has no figures to give (no metric reader): "no data", never zeros that look like a pass."""
 
 
 @dataclass(frozen=True)
@@ -125,3 +131,46 @@ class Dealer(Protocol):
     ) -> None:
         """Count a conversion for a unit (its current variant) or directly for a variant."""
         ...
+
+
+class Traffic(Protocol):
+    """A traffic splitter as the lifecycle drives it (the local Dealer, or an ALB listener)."""
+
+    def url(self) -> str | None:
+        """Where users send traffic, or ``None`` while nothing routes."""
+        ...
+
+    def route(self, upstreams: Mapping[str, str], weights: Mapping[str, float]) -> str:
+        """Switch to exactly these upstreams and weights in one step (starting the splitter if needed).
+
+        ``upstreams`` maps a name to where it is reached (a base URL, a target group ARN); ``weights`` are
+        relative, a name missing from them gets 0. Returns :meth:`url`.
+        """
+        ...
+
+    def routing(self) -> Mapping[str, float]:
+        """The weights in force, as percentages of new traffic summing to 100 (empty when nothing routes)."""
+        ...
+
+    def drain(self, names: list[str], timeout: float = 30.0) -> str:
+        """Let requests to ``names`` finish before they are destroyed; returns what was done, in one line.
+
+        Raises :class:`DealerError` when that cannot be established within ``timeout`` seconds.
+        """
+        ...
+
+    def tallies(self) -> Mapping[str, VariantTally]:
+        """Per-variant tallies; raises :class:`NotMeasured` when the splitter has no source of figures."""
+        ...
+
+    def stop(self) -> bool:
+        """Stop the splitter's own process; ``True`` when one was running. Never deletes shared routing."""
+        ...
+
+
+def percentages(weights: Mapping[str, float]) -> dict[str, float]:
+    """Relative weights as percentages summing to 100 (empty when they sum to 0): how routing is compared."""
+    total = sum(weights.values())
+    if total <= 0:
+        return {}
+    return {name: 100.0 * value / total for name, value in weights.items()}

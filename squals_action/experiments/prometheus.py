@@ -4,24 +4,26 @@ Each declared query may use ``$variant``, replaced by the variant's name (quoted
 name cannot change the query's shape). The instant query's answer is summed over its series (a ``scalar``
 answer is taken as is); an empty vector means "no data yet" and is reported missing, not as zero.
 
-Every request has a timeout; connection failures and 5xx/429 answers are retried twice with backoff (queries
-are reads). A query Prometheus refuses (``status: error``) is a per-metric failure, not an exception.
+Every request has a timeout; connection failures and 429/502/503/504 answers are retried twice with backoff
+(queries are reads) by :mod:`squals_action.http_session`, honouring ``Retry-After`` up to 5 s. A query
+Prometheus refuses (``status: error``) is a per-metric failure, not an exception.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import requests
 
 from squals_action.experiments.interface import MetricError, Reading
 from squals_action.experiments.sufficient import Mean, Sufficient
+from squals_action.http_session import retrying_session
 from squals_action.manifest.model import MetricSource as MetricSpec
 
-if TYPE_CHECKING:
-    import requests
-
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+#: An experiment reads every interval; a longer Retry-After than this is better met by the next reading.
+RETRY_AFTER_CAP = 5.0
 
 
 def promql_string(text: str) -> str:
@@ -91,41 +93,35 @@ class PrometheusSource:
 
     def query(self, base_url: str, promql: str) -> float | None:
         """One instant query; raises :class:`MetricError` with the reason when it cannot be answered."""
-        import requests
-
         if self._session is None:
-            self._session = requests.Session()
+            self._session = retrying_session(
+                attempts=self.retries + 1,
+                backoff=self.backoff,
+                statuses=RETRY_STATUSES,
+                retry_after_cap=RETRY_AFTER_CAP,
+            )
         url = base_url.rstrip("/") + "/api/v1/query"
-        for attempt in range(self.retries + 1):
-            last = attempt == self.retries
-            try:
-                response = self._session.get(url, params={"query": promql}, timeout=self.timeout)
-            except requests.RequestException as exc:
-                if not last and isinstance(exc, requests.ConnectionError | requests.Timeout):
-                    time.sleep(self.backoff * 2**attempt)
-                    continue
-                raise MetricError(f"Prometheus at {base_url} unreachable: {type(exc).__name__}") from exc
-            if response.status_code in RETRY_STATUSES and not last:
-                time.sleep(self.backoff * 2**attempt)
-                continue
-            try:
-                body = response.json()
-            except ValueError:
-                raise MetricError(
-                    f"Prometheus at {base_url} answered HTTP {response.status_code} without JSON"
-                ) from None
-            if not isinstance(body, Mapping) or body.get("status") != "success":
-                error = body.get("error") if isinstance(body, Mapping) else None
-                kind = body.get("errorType") if isinstance(body, Mapping) else None
-                raise MetricError(
-                    f"Prometheus refused the query (HTTP {response.status_code}, {kind or 'error'}): "
-                    f"{str(error or 'no reason given')[:200]}"
-                )
-            try:
-                return parse_result(body.get("data"))
-            except (ValueError, TypeError, KeyError, IndexError) as exc:
-                raise MetricError(f"Prometheus answered an unexpected shape: {exc}") from None
-        raise AssertionError("unreachable")  # pragma: no cover
+        try:
+            response = self._session.get(url, params={"query": promql}, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise MetricError(f"Prometheus at {base_url} unreachable: {type(exc).__name__}") from exc
+        try:
+            body = response.json()
+        except ValueError:
+            raise MetricError(
+                f"Prometheus at {base_url} answered HTTP {response.status_code} without JSON"
+            ) from None
+        if not isinstance(body, Mapping) or body.get("status") != "success":
+            error = body.get("error") if isinstance(body, Mapping) else None
+            kind = body.get("errorType") if isinstance(body, Mapping) else None
+            raise MetricError(
+                f"Prometheus refused the query (HTTP {response.status_code}, {kind or 'error'}): "
+                f"{str(error or 'no reason given')[:200]}"
+            )
+        try:
+            return parse_result(body.get("data"))
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            raise MetricError(f"Prometheus answered an unexpected shape: {exc}") from None
 
     def _stats(self, base: str, spec: MetricSpec, variant: str, total: float) -> Mean | str:
         """A mean's sufficient statistics from the ``units`` and ``squares`` queries, or why not."""

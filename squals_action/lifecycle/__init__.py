@@ -11,7 +11,7 @@ Modules (import what you need; this package imports nothing at start-up):
   (state documents to ``Env`` and back);
 * :mod:`~squals_action.lifecycle.kpi` and :mod:`~squals_action.lifecycle.bake` -- the KPI judgement and the
   bake loop; :mod:`~squals_action.lifecycle.hooks` -- hooks and tests as ``Check`` values;
-* :mod:`~squals_action.lifecycle.traffic` -- the ``Traffic`` protocol and the local Dealer behind it;
+* :mod:`~squals_action.lifecycle.traffic` -- the local Dealer behind the ``Traffic`` protocol;
 * :mod:`~squals_action.lifecycle.project` -- ``open_project(options)`` wires a repository for the CLI.
 
 Rendering (the PR comment's markdown, terminal progress) lives in :mod:`squals_action.report.lifecycle`, and

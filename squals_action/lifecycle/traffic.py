@@ -1,45 +1,23 @@
-"""The lifecycle's view of traffic: route these upstreams with these weights, read tallies, stop.
+"""The local Dealer daemon behind the lifecycle's :class:`~squals_action.dealer.interface.Traffic` protocol.
 
-:class:`Traffic` is what the engine needs from a traffic splitter, nothing more; :class:`DealerTraffic` is
-the local Dealer daemon behind it (started on first use, found again by later CLI commands through its state
-directory). Keeping the engine on this small protocol lets an ALB-backed splitter slot in later.
+:class:`DealerTraffic` starts the daemon on first use and finds it again in later CLI commands through its
+state directory. The protocol itself lives in ``dealer.interface`` next to the ALB implementation's
+(``dealer.alb``); it is re-exported here for the engine.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
-from squals_action.dealer.interface import DealerError, VariantTally
+from squals_action.dealer.interface import DealerError, Traffic, VariantTally, percentages
 from squals_action.manifest.model import StickyUnit
 
 if TYPE_CHECKING:
     from squals_action.dealer.client import DealerClient
 
-
-class Traffic(Protocol):
-    """A traffic splitter as the lifecycle drives it."""
-
-    def url(self) -> str | None:
-        """Where users send traffic, or ``None`` while nothing routes."""
-        ...
-
-    def route(self, upstreams: Mapping[str, str], weights: Mapping[str, float]) -> str:
-        """Switch to exactly these upstreams and weights in one step (starting the splitter if needed)."""
-        ...
-
-    def drain(self, names: list[str], timeout: float = 30.0) -> None:
-        """Wait until no request is in flight to ``names`` (before destroying them)."""
-        ...
-
-    def tallies(self) -> Mapping[str, VariantTally]:
-        """Per-variant tallies (empty when nothing routes)."""
-        ...
-
-    def stop(self) -> bool:
-        """Stop the splitter; ``True`` when one was running."""
-        ...
+__all__ = ["DealerTraffic", "Traffic"]
 
 
 class DealerTraffic:
@@ -86,14 +64,24 @@ class DealerTraffic:
                 client.close()
         return str(client.url)
 
-    def drain(self, names: list[str], timeout: float = 30.0) -> None:
+    def routing(self) -> Mapping[str, float]:
         client = self._client()
         if client is None:
-            return
+            return {}
+        try:
+            return percentages(client.weights())
+        finally:
+            client.close()
+
+    def drain(self, names: list[str], timeout: float = 30.0) -> str:
+        client = self._client()
+        if client is None:
+            return "the Dealer is not running: no request in flight"
         try:
             client.wait_drained(names, timeout=timeout)
         finally:
             client.close()
+        return f"no request in flight to {', '.join(names) or 'nothing'}"
 
     def tallies(self) -> Mapping[str, VariantTally]:
         client = self._client()

@@ -136,7 +136,18 @@ class Builder:
             region=provider.get("region"),
             template=provider.get("template"),
             parameters=_strings(provider.get("parameters")),
+            front_door=self.front_door(provider.get("front_door")),
             location=self.loc(("provider",)),
+        )
+
+    def front_door(self, door: Any) -> m.FrontDoor | None:
+        if not isinstance(door, dict):
+            return None
+        return m.FrontDoor(
+            template=door.get("template"),
+            parameters=_strings(door.get("parameters")),
+            listener_arn=door.get("listener_arn"),
+            location=self.loc(("provider", "front_door")),
         )
 
     def gates(self, data: dict[str, Any]) -> m.Gates:

@@ -82,6 +82,7 @@ class Checker:
         self.commands()
         self.durations()
         self.references()
+        self.front_door()
         self.rollout()
         self.experiment()
         self.advisories()
@@ -160,6 +161,7 @@ class Checker:
         provider = get(self.data, ("provider",))
         if isinstance(provider, dict):
             self.check_ref(("provider", "template"), must_exist=True)
+            self.check_ref(("provider", "front_door", "template"), must_exist=True)
         for path, *_ in self.iter_commands():
             self.check_ref((*path, "workdir"), must_exist=False, want="directory")
         deps = ("gates", "security", "dependencies")
@@ -169,6 +171,37 @@ class Checker:
                 self.check_ref((*deps, "files", index), must_exist=False)
         self.check_ref((*deps, "offline_db"), must_exist=False)
         self.check_ref((*deps, "safety_db"), must_exist=False, want="directory")
+
+    # provider --------------------------------------------------------------------------------------
+
+    def front_door(self) -> None:
+        """A front door only for ``aws`` (locally the Dealer is the front door), declared once (not in a
+        variant file: the variants share it); parameters only for a template (an existing listener has no
+        stack to pass them to)."""
+        door = get(self.data, ("provider", "front_door"))
+        if not isinstance(door, dict):
+            return
+        if self.as_variant:
+            self.add(
+                ("provider", "front_door"),
+                "expected no front_door in a variant file; the variants share the front door of the file "
+                "that lists them",
+                key=True,
+            )
+        kind = get(self.data, ("provider", "kind"))
+        if kind != "aws":
+            self.add(
+                ("provider", "front_door"),
+                f"expected no front_door for kind {kind!r}: only kind aws has one (locally the Dealer is "
+                "the front door)",
+                key=True,
+            )
+        if "listener_arn" in door and "parameters" in door and "template" not in door:
+            self.add(
+                ("provider", "front_door", "parameters"),
+                "expected no parameters with listener_arn: only a front-door template takes parameters",
+                key=True,
+            )
 
     # rollout ---------------------------------------------------------------------------------------
 

@@ -156,6 +156,19 @@ class Gates:
 
 
 @dataclass(frozen=True)
+class FrontDoor:
+    """Where users arrive on AWS: a stack from ``template`` (created once) or an existing ``listener_arn``.
+
+    Exactly one of the two is set (the schema says so); ``template`` is relative to the squals file's folder.
+    """
+
+    template: str | None = None
+    parameters: Mapping[str, str] = EMPTY
+    listener_arn: str | None = None
+    location: Location = NOWHERE
+
+
+@dataclass(frozen=True)
 class Provider:
     """Where environments run: ``local`` processes on this machine, or ``aws`` CloudFormation stacks."""
 
@@ -163,6 +176,7 @@ class Provider:
     region: str | None = None
     template: str | None = None
     parameters: Mapping[str, str] = EMPTY
+    front_door: FrontDoor | None = None
     location: Location = NOWHERE
 
 

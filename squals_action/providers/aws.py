@@ -20,6 +20,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, TypeVar
 
+from squals_action import aws_api
 from squals_action.gitcmd import repo_top, resolve_commit
 from squals_action.manifest import model
 from squals_action.providers import aws_template
@@ -75,9 +76,9 @@ class AwsProvider(Provider):
     wait_timeout: float = 3600.0
     #: Attempts per API call in all, first one included (botocore's standard retry mode: exponential
     #: back-off with jitter on throttling, 5xx and transport errors).
-    max_attempts: int = 8
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
+    max_attempts: int = aws_api.MAX_ATTEMPTS
+    connect_timeout: float = aws_api.CONNECT_TIMEOUT
+    read_timeout: float = aws_api.READ_TIMEOUT
 
     def __init__(
         self,
@@ -137,30 +138,18 @@ class AwsProvider(Provider):
     def client(self, region: str) -> Any:
         """A CloudFormation client with standard retries and timeouts (``AWS_ENDPOINT_URL`` honoured)."""
         if region not in self._clients:
-            import boto3
-            from botocore.config import Config
-
-            config = Config(
-                region_name=region,
-                retries={"mode": "standard", "total_max_attempts": self.max_attempts},
+            self._clients[region] = aws_api.client(
+                "cloudformation",
+                region,
+                max_attempts=self.max_attempts,
                 connect_timeout=self.connect_timeout,
                 read_timeout=self.read_timeout,
-                user_agent_extra="squals",
             )
-            self._clients[region] = boto3.session.Session().client("cloudformation", config=config)
         return self._clients[region]
 
     def _call(self, what: str, fn: Callable[..., T], **kwargs: Any) -> T:
         """One API call; AWS and transport errors become one-line :class:`AwsError`."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            return fn(**kwargs)
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            raise AwsError(f"{what}: {error.get('Code', 'Error')}: {error.get('Message', exc)}") from exc
-        except BotoCoreError as exc:
-            raise AwsError(f"{what}: {exc}") from exc
+        return aws_api.call(AwsError, what, fn, **kwargs)
 
     def _describe(self, cfn: Any, stack: str) -> dict[str, Any] | None:
         """The stack called (or with id) ``stack``; None when CloudFormation does not know it."""
@@ -303,8 +292,14 @@ class AwsProvider(Provider):
         handle = self._handle(final, region, manifest.app.health)
         if handle.commit != sha or handle.data.get("digest") != fingerprint:
             raise AwsError(f"{env}: stack {name} does not show this provision's tags (changed meanwhile?)")
-        if not handle.url:
-            raise AwsError(f"{env}: stack {name} has no output {aws_template.URL_OUTPUT!r}")
+        missing = [o for o in aws_template.island_outputs(self.config) if not handle.data["outputs"].get(o)]
+        if missing:
+            # Declared but not produced (an output under a false condition): the island is unusable.
+            self._delete_and_wait(cfn, stack_id, f"{env}: removing stack {name}, which lacks an output")
+            raise AwsError(
+                f"{env}: stack {name} has no output {missing[0]!r}: {aws_template.OUTPUT_USES[missing[0]]}; "
+                "stack deleted"
+            )
         try:
             self._wait_healthy(handle, manifest.app)
         except ProviderError:
@@ -335,6 +330,8 @@ class AwsProvider(Provider):
             "health_path": health_path,
             "outputs": outputs,
         }
+        if outputs.get(aws_template.TARGET_GROUP_OUTPUT):
+            data["target_group_arn"] = outputs[aws_template.TARGET_GROUP_OUTPUT]
         return EnvironmentHandle(
             env=tags.get(TAG_ENV, str(stack.get("StackName"))),
             commit=tags.get(TAG_COMMIT, ""),

@@ -26,15 +26,14 @@ MAX_TEMPLATE_BYTES = 51_200
 MAX_PARAMETER_BYTES = 4096
 STACK_NAME_MAX = 128
 URL_OUTPUT = "Url"
-
-#: Parameters squals fills in when the template declares them (and only then).
-SQUALS_PARAMETERS = (
-    "SqualsProject",
-    "SqualsEnvironment",
-    "SqualsCommit",
-    "SqualsHealthPath",
-    "SqualsAppEnv",
-)
+TARGET_GROUP_OUTPUT = "TargetGroupArn"
+LISTENER_OUTPUT = "ListenerArn"
+#: Why squals needs each output it asks a template for (said in the error when one is missing).
+OUTPUT_USES = {
+    URL_OUTPUT: "squals reads the environment's URL from it",
+    TARGET_GROUP_OUTPUT: "the front door forwards to it",
+    LISTENER_OUTPUT: "squals routes traffic through it",
+}
 
 
 def stack_name(project: str, env: str) -> str:
@@ -90,30 +89,54 @@ def squals_dir(manifest: model.Manifest) -> Path:
     return Path(manifest.path).absolute().parent
 
 
+def island_outputs(config: model.Provider) -> tuple[str, ...]:
+    """The outputs an island template must declare: ``Url``, and ``TargetGroupArn`` behind a front door."""
+    return (URL_OUTPUT, TARGET_GROUP_OUTPUT) if config.front_door is not None else (URL_OUTPUT,)
+
+
 def read_template(
     config: model.Provider, manifest: model.Manifest, top: Path, sha: str, *, region: str
 ) -> Template:
     """``provider.template`` as it is in commit ``sha``; it must stay inside the repository."""
-    where = config.location
-    ref = config.template
-    if not ref:
+    if not config.template:
         raise ProviderError(
-            f"{where}: provider.template is missing: the aws provider needs a CloudFormation template "
-            "(e.g. template: infra/stack.yml)"
+            f"{config.location}: provider.template is missing: the aws provider needs a CloudFormation "
+            "template (e.g. template: infra/stack.yml)"
         )
+    return read_template_at(
+        config.template,
+        f"{config.location}: provider.template",
+        manifest,
+        top,
+        sha,
+        region=region,
+        outputs=island_outputs(config),
+    )
+
+
+def read_template_at(
+    ref: str,
+    where: str,
+    manifest: model.Manifest,
+    top: Path,
+    sha: str,
+    *,
+    region: str,
+    outputs: tuple[str, ...],
+) -> Template:
+    """The template ``ref`` (relative to the squals file's folder) as it is in commit ``sha``, linted and
+    declaring ``outputs``; ``where`` (``file:line:col: key``) starts the messages about the reference."""
     # Both sides resolved, so a repository reached through a symlinked folder is still "inside".
     base = Path(os.path.realpath(squals_dir(manifest)))
     root = Path(os.path.realpath(top))
     problem = reference_problem(base, root, ref, must_exist=False)
     if problem is not None:
-        raise ProviderError(f"{where}: provider.template: {problem}")
+        raise ProviderError(f"{where}: {problem}")
     relative = Path(os.path.normpath(os.path.join(base, ref))).relative_to(root).as_posix()
     try:
         raw = run_git(top, "cat-file", "blob", f"{sha}:{relative}", error=ProviderError)
     except ProviderError as exc:
-        raise ProviderError(
-            f"{where}: provider.template {ref!r}: {relative} is not a file in commit {sha[:12]}"
-        ) from exc
+        raise ProviderError(f"{where} {ref!r}: {relative} is not a file in commit {sha[:12]}") from exc
     if len(raw) > MAX_TEMPLATE_BYTES:
         raise ProviderError(
             f"{relative}: the template is {len(raw)} bytes; CloudFormation takes at most "
@@ -123,7 +146,7 @@ def read_template(
         body = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ProviderError(f"{relative}: expected UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    return Template(relative, body, lint_template(relative, body, region))
+    return Template(relative, body, lint_template(relative, body, region, outputs))
 
 
 #: Templates that passed, by (sha256 of the text, region): a template deployed to several environments
@@ -145,15 +168,19 @@ def _runner(region: str) -> Any:
     return _RUNNERS[region]
 
 
-def lint_template(display: str, body: str, region: str) -> Mapping[str, Any]:
+def lint_template(
+    display: str, body: str, region: str, outputs: tuple[str, ...] = (URL_OUTPUT,)
+) -> Mapping[str, Any]:
     """Parse ``body`` and run cfn-lint's errors (E rules) for ``region``; return the parsed template.
 
     The first error becomes a one-line :class:`ProviderError` ``file:line:col: cfn-lint Exxxx: message``
-    (with a count of the others); warnings and informational findings do not stop a deploy.
+    (with a count of the others); warnings and informational findings do not stop a deploy. A template
+    that does not declare every one of ``outputs`` is refused too.
     """
     key = (hashlib.sha256(body.encode()).hexdigest(), region)
     if key not in _LINTED:
         _LINTED[key] = _lint(display, body, region)
+    _check_outputs(display, _LINTED[key], outputs)
     return _LINTED[key]
 
 
@@ -173,15 +200,16 @@ def _lint(display: str, body: str, region: str) -> Mapping[str, Any]:
         )
     if not isinstance(parsed, Mapping):
         raise ProviderError(f"{display}:1:1: expected a CloudFormation template (a mapping)")
-    outputs = parsed.get("Outputs") or {}
-    if not isinstance(outputs, Mapping) or URL_OUTPUT not in outputs:
-        mark = getattr(outputs, "start_mark", None)  # cfn-lint's nodes know where they stand
-        where = f"{mark.line + 1}:{mark.column + 1}" if mark is not None else "1:1"
-        raise ProviderError(
-            f"{display}:{where}: expected an output named {URL_OUTPUT!r}: squals reads the environment's "
-            "URL from it"
-        )
     return parsed
+
+
+def _check_outputs(display: str, parsed: Mapping[str, Any], wanted: tuple[str, ...]) -> None:
+    outputs = parsed.get("Outputs") or {}
+    for name in wanted:
+        if not isinstance(outputs, Mapping) or name not in outputs:
+            mark = getattr(outputs, "start_mark", None)  # cfn-lint's nodes know where they stand
+            where = f"{mark.line + 1}:{mark.column + 1}" if mark is not None else "1:1"
+            raise ProviderError(f"{display}:{where}: expected an output named {name!r}: {OUTPUT_USES[name]}")
 
 
 def override_parameters(manifest: model.Manifest, env: str) -> Mapping[str, str]:
@@ -210,7 +238,6 @@ def stack_parameters(
     parameters the template declares. A value for a parameter the template does not declare, or a declared
     parameter without default and without value, is an error naming the squals file.
     """
-    declared = template.parameters
     values = {**config.parameters, **override_parameters(manifest, env)}
     squals = {
         "SqualsProject": project,
@@ -219,6 +246,27 @@ def stack_parameters(
         "SqualsHealthPath": manifest.app.health,
         "SqualsAppEnv": json.dumps(dict(app_env), sort_keys=True, separators=(",", ":")),
     }
+    return complete_parameters(
+        template, values, squals, where=f"{config.location}: provider parameter", manifest=manifest
+    )
+
+
+def complete_parameters(
+    template: Template,
+    given: Mapping[str, str],
+    squals: Mapping[str, str],
+    *,
+    where: str,
+    manifest: model.Manifest,
+    section: str = "provider.parameters",
+) -> dict[str, str]:
+    """``given`` plus the ``squals`` values of the parameters the template declares, plus the defaults.
+
+    A value for a parameter the template does not declare (``where`` names it), or a declared parameter
+    without default and without value (``section`` of the squals file would give it), is an error.
+    """
+    declared = template.parameters
+    values = dict(given)
     for key, value in squals.items():
         if key in declared:
             values[key] = value
@@ -226,8 +274,7 @@ def stack_parameters(
     if unknown:
         names = ", ".join(sorted(declared)) or "none"
         raise ProviderError(
-            f"{config.location}: provider parameter {unknown[0]!r} is not declared by {template.display} "
-            f"(it declares: {names})"
+            f"{where} {unknown[0]!r} is not declared by {template.display} (it declares: {names})"
         )
     missing = [
         name
@@ -237,12 +284,12 @@ def stack_parameters(
     if missing:
         raise ProviderError(
             f"{template.display}: parameter {missing[0]!r} has no Default and no value: set it under "
-            f"provider.parameters in {manifest.path} or declare it as one squals fills in "
-            f"({', '.join(SQUALS_PARAMETERS)})"
+            f"{section} in {manifest.path} or declare it as one squals fills in "
+            f"({', '.join(squals)})"
         )
     for name, spec in declared.items():
         if name not in values and isinstance(spec, Mapping):
-            # Passed explicitly (as CloudFormation would apply it), so that an unchanged environment is a
+            # Passed explicitly (as CloudFormation would apply it), so that an unchanged stack is a
             # no-op update and the stack shows every value it runs with.
             default = spec["Default"]
             values[name] = str(default).lower() if isinstance(default, bool) else str(default)

@@ -27,7 +27,7 @@ a name CloudWatch does not know is a misconfiguration and a one-line error, not 
 
 What is asked and what the answers mean (dimensions, queries, figures) is the pure
 :mod:`squals_action.providers.cloudwatch_figures`; this module makes the calls. boto3 is imported inside
-(through :mod:`squals_action.providers.aws_api`): standard retries, bounded
+(through :mod:`squals_action.aws_api`): standard retries, bounded
 timeouts, ``AWS_ENDPOINT_URL`` honoured. AWS errors become one-line :class:`CloudWatchError`.
 """
 
@@ -37,8 +37,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from squals_action import aws_api
 from squals_action.manifest import model
-from squals_action.providers import aws_api
 from squals_action.providers.cloudwatch_figures import (
     ALB_METRICS,
     ALB_NAMESPACE,

@@ -1,13 +1,16 @@
 """Detached, supervised processes: start a shell command that outlives us, find it again, stop it safely.
 
 A process is remembered by a :class:`ProcessRecord`: its pid, its start time in clock ticks since boot
-(field 22 of ``/proc/<pid>/stat``), the boot id, and a random token put in its environment. A pid alone is
+(psutil's creation time less the boot time, which, unlike the creation time alone, does not move when the
+clock is stepped), the kernel's boot id, and a random token put in its environment. A pid alone is
 not an identity: once the process is gone the kernel may give the number to anything else. So a record
 whose pid is alive with another start time (or after a reboot) is *stale*: reported, never signalled. Group
 members other than the leader are only signalled while the leader is verified, or when their environment
 carries the token.
 
-Linux only (it reads ``/proc``), which is where the local provider and the Action run.
+Process facts come from psutil; the boot id (which psutil does not expose, and its boot time moves with
+clock steps) is read from ``/proc``, so a record made on another kernel never matches. Linux is where the
+local provider and the Action run.
 """
 
 from __future__ import annotations
@@ -24,16 +27,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import psutil
+
+from squals_action.process import GONE_STATES, group_members
+
 #: Name of the environment variable that marks every process of one launch.
 TOKEN_VAR = "SQUALS_INSTANCE"  # noqa: S105 - a variable name, not a secret
 
 ProcState = Literal["running", "gone", "stale"]
 
 # Runs in a fresh interpreter (single-threaded, so fork is safe): fork, the child becomes a session leader
-# with its output on the log and execs bash; the parent prints "pid start_ticks" and exits, so the app is
+# with its output on the log and execs bash; the parent prints "pid start_ticks" (read while the child is
+# still its own, even if it already exited: same formula as start_ticks()) and exits, so the app is
 # re-parented away from us and is never our zombie.
 _LAUNCHER = r"""
 import os, sys
+import psutil
 log = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 pid = os.fork()
 if pid == 0:
@@ -47,9 +56,8 @@ if pid == 0:
         os.write(2, f"squals: cannot start bash: {exc}\n".encode())
     finally:
         os._exit(127)
-with open(f"/proc/{pid}/stat", "rb") as f:
-    stat = f.read()
-print(pid, stat[stat.rindex(b")") + 2:].split()[19].decode(), flush=True)
+child = psutil.Process(pid)
+print(pid, round((child.create_time() - psutil.boot_time()) * os.sysconf("SC_CLK_TCK")), flush=True)
 """
 
 
@@ -104,23 +112,29 @@ def boot_id() -> str:
         return ""
 
 
+def start_ticks(process: psutil.Process) -> int:
+    """When ``process`` started, in clock ticks since boot (the kernel's own, exact record)."""
+    return round((process.create_time() - psutil.boot_time()) * os.sysconf("SC_CLK_TCK"))
+
+
 def _stat(pid: int) -> _Stat | None:
-    """Parse ``/proc/<pid>/stat``; None when there is no such process."""
+    """The facts about ``pid`` that identify it; None when there is no such process."""
     try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        process = psutil.Process(pid)
+        with process.oneshot():
+            return _Stat(
+                state=process.status(),
+                pgrp=os.getpgid(pid),
+                start_ticks=start_ticks(process),
+                comm=process.name(),
+            )
+    except (psutil.Error, ProcessLookupError, PermissionError):
         return None
-    except OSError:
-        return None
-    close = raw.rindex(b")")
-    comm = raw[raw.index(b"(") + 1 : close].decode(errors="replace")
-    fields = raw[close + 2 :].split()
-    return _Stat(state=fields[0].decode(), pgrp=int(fields[2]), start_ticks=int(fields[19]), comm=comm)
 
 
 def _alive(stat: _Stat | None) -> bool:
-    # Z (zombie) and X (dead) have released their sockets and will never run again.
-    return stat is not None and stat.state not in {"Z", "X"}
+    # Zombie and dead processes have released their sockets and will never run again.
+    return stat is not None and stat.state not in GONE_STATES
 
 
 def probe(record: ProcessRecord) -> ProcState:
@@ -142,28 +156,16 @@ def describe(pid: int) -> str:
 
 def _has_token(pid: int, token: str) -> bool:
     try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
+        return psutil.Process(pid).environ().get(TOKEN_VAR) == token
+    except psutil.Error:
         return False
-    return f"{TOKEN_VAR}={token}".encode() in environ.split(b"\0")
-
-
-def _group(pgid: int) -> list[int]:
-    """Live pids whose process group is ``pgid``."""
-    found: list[int] = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            stat = _stat(int(entry.name))
-            if stat is not None and _alive(stat) and stat.pgrp == pgid:
-                found.append(int(entry.name))
-    return found
 
 
 def members(record: ProcessRecord) -> tuple[int, ...]:
     """Live processes of the recorded group that are provably ours (see the module docstring)."""
     leader_ok = probe(record) == "running"
     found: list[int] = []
-    for pid in _group(record.pid):
+    for pid in group_members(record.pid):
         if pid == record.pid:
             if leader_ok:
                 found.append(pid)
@@ -243,7 +245,7 @@ def terminate(record: ProcessRecord, *, grace: float = 5.0) -> StopOutcome:
             f"pid {describe(record.pid)} is no longer the process squals started (pid reused); left alone"
         )
     targets = members(record)
-    strangers = [p for p in _group(record.pid) if p not in targets and p != record.pid]
+    strangers = [p for p in group_members(record.pid) if p not in targets and p != record.pid]
     if strangers and not targets:
         notes.append(
             f"process group {record.pid} has {len(strangers)} process(es) squals cannot prove it started; "

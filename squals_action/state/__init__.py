@@ -1,7 +1,7 @@
 """Git-native state: JSON documents on the branch ``squals/state``, one commit per transition.
 
 Import the API from here; :func:`open_store` picks the implementation so callers never import git themselves.
-See :mod:`squals_action.state.interface` for the contract.
+See :mod:`squals_action.state.interface` for the contract (the store's abstract class and the errors).
 
 The branch lives on a remote (``origin`` by default: the CI case, shared by every workflow run) or, in
 local-only mode (``remote=None``), in the repository itself: a laptop with no GitHub account. The command
@@ -12,31 +12,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from squals_action.state.interface import (
-    DEFAULT_BRANCH,
-    DEFAULT_REMOTE,
-    SCHEMA_VERSION,
+from squals_action.state.clock import format_time, parse_time, utc_now
+from squals_action.state.documents import EnvironmentState, ExperimentState
+from squals_action.state.errors import (
     ContentionError,
     CorruptStateError,
-    Documents,
-    EnvironmentState,
-    ExperimentState,
     GitCommandError,
-    HistoryEntry,
-    Lock,
-    LockedError,
     PushRejectedError,
-    RetryPolicy,
-    Snapshot,
     StateError,
-    StateStore,
-    TransactionResult,
-    Transition,
     UnrelatedHistoryError,
-    format_time,
-    parse_time,
-    utc_now,
 )
+from squals_action.state.git_repo import list_remotes
+from squals_action.state.git_store import GitStateStore
+from squals_action.state.interface import DEFAULT_BRANCH, DEFAULT_REMOTE, StateStore, TransactionResult
+from squals_action.state.layout import SCHEMA_VERSION
+from squals_action.state.locks import Lock, LockedError
+from squals_action.state.memory import MemoryStateStore
+from squals_action.state.retry import RetryPolicy
+from squals_action.state.transitions import HistoryEntry, Transition
+from squals_action.state.view import Documents, Snapshot
 
 __all__ = [
     "DEFAULT_BRANCH",
@@ -87,8 +81,6 @@ def open_store(
     first fetch of the state branch (history is then only as deep); ``timeout`` bounds every git call, in
     seconds.
     """
-    from squals_action.state.git_store import GitStateStore
-
     return GitStateStore(
         Path(repo_path), remote=remote or None, branch=branch, retry=retry or RetryPolicy(),
         fetch_depth=fetch_depth, timeout=timeout,
@@ -108,8 +100,6 @@ def choose_remote(
     """
     if not remote:
         return None
-    from squals_action.state.git_store import list_remotes
-
     remotes = list_remotes(Path(repo_path), timeout=timeout)
     if remote in remotes or not remotes:
         return remote if remote in remotes else None
@@ -121,6 +111,4 @@ def choose_remote(
 
 def open_memory_store() -> StateStore:
     """An in-process store that behaves the same (transactions, idempotency, locks): for others' tests."""
-    from squals_action.state.memory import MemoryStateStore
-
     return MemoryStateStore()

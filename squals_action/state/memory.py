@@ -11,17 +11,11 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from squals_action.state.interface import (
-    DEFAULT_BRANCH,
-    HistoryEntry,
-    Snapshot,
-    StateStore,
-    TransactionFn,
-    TransactionResult,
-    Transition,
-    utc_now,
-)
+from squals_action.state.clock import utc_now
+from squals_action.state.interface import DEFAULT_BRANCH, StateStore, TransactionFn, TransactionResult
+from squals_action.state.transitions import HistoryEntry, Transition
 from squals_action.state.validation import prepare_documents
+from squals_action.state.view import Snapshot
 
 
 class MemoryStateStore(StateStore):
@@ -42,10 +36,16 @@ class MemoryStateStore(StateStore):
         with self._lock:
             key = meta.idempotency_key
             if key is not None and key in self._keys:
-                return TransactionResult(self._snapshot.commit, False, True, 1, self._snapshot)
+                return TransactionResult(
+                    commit=self._snapshot.commit, applied=False, replayed=True, attempts=1,
+                    snapshot=self._snapshot,
+                )
             result = fn(self._snapshot.working_copy())
             if result is None:
-                return TransactionResult(self._snapshot.commit, False, False, 1, self._snapshot)
+                return TransactionResult(
+                    commit=self._snapshot.commit, applied=False, replayed=False, attempts=1,
+                    snapshot=self._snapshot,
+                )
             docs: Mapping[str, Mapping[str, Any]] = prepare_documents(result)
             now = utc_now()
             digest = hashlib.sha1(  # noqa: S324 -- an identifier like git's, not security
@@ -69,7 +69,9 @@ class MemoryStateStore(StateStore):
                     idempotency_key=key,
                 ),
             )
-            return TransactionResult(digest, True, False, 1, self._snapshot)
+            return TransactionResult(
+                commit=digest, applied=True, replayed=False, attempts=1, snapshot=self._snapshot
+            )
 
     def history(self, environment: str | None = None, limit: int | None = None) -> list[HistoryEntry]:
         with self._lock:

@@ -13,18 +13,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from squals_action.state.interface import (
+from squals_action.state.errors import CorruptStateError, StateError
+from squals_action.state.layout import (
     ENVIRONMENTS_DIR,
     EXPERIMENTS_DIR,
     LOCKS_DIR,
-    CorruptStateError,
+    META_PATH,
     JsonObject,
-    StateError,
     check_path,
 )
-
-#: The reserved root document: marks a squals state branch and keeps the recent idempotency keys.
-META_PATH = "squals-state.json"
 
 _SCHEMA_BY_DIR = {
     ENVIRONMENTS_DIR: "environment",

@@ -17,8 +17,9 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from exfix import Shop, git, make_shop, stop_everything, visit
-from test_exp_cli import squals
+
+from tests.cli.test_experiment_commands import squals
+from tests.support.experiments import Shop, git, make_shop, stop_everything, visit
 
 EXPERIMENT = """\
 experiment:

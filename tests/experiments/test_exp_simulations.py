@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 
 import pytest
-from simulate import aa_false_exclusion, aa_false_promotion, power, srm_halting
+
+from tests.experiments.simulate import aa_false_exclusion, aa_false_promotion, power, srm_halting
 
 RUNS = int(os.environ.get("SQUALS_SIM_RUNS", "150"))
 pytestmark = pytest.mark.slow

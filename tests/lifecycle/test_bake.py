@@ -8,11 +8,10 @@ import signal
 import threading
 import time
 
-from lcfix import Load, Project, Recorder, get, lifecycle, manifest
-
 from squals_action.lifecycle import machine
 from squals_action.lifecycle.machine import Status
 from squals_action.manifest import model
+from tests.support.lifecycle import Load, Project, Recorder, get, lifecycle, manifest
 
 
 def _wait_for(predicate, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]

@@ -3,12 +3,11 @@ a clear message; passing hooks get the environment's names and URLs as ``SQUALS_
 
 from __future__ import annotations
 
-from lcfix import Project, cmd, get, lifecycle, manifest
-
 from squals_action.lifecycle import machine
 from squals_action.lifecycle.engine import PROD_LOCK, Lifecycle
 from squals_action.lifecycle.machine import Event, Status
 from squals_action.manifest import model
+from tests.support.lifecycle import Project, cmd, get, lifecycle, manifest
 
 RECORD = 'mkdir -p .squals/vars && env | grep ^SQUALS_ | sort > ".squals/vars/$SQUALS_STAGE-$SQUALS_ENV"'
 FAIL = 'echo "cannot reach the database" >&2; exit 3'

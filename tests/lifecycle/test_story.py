@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from lcfix import Project, Recorder, cmd, get, lifecycle, manifest
-
 from squals_action.lifecycle import machine
 from squals_action.lifecycle.machine import Status
+from tests.support.lifecycle import Project, Recorder, cmd, get, lifecycle, manifest
 
 
 def test_deploy_promote_rollback_teardown_down(project: Project) -> None:

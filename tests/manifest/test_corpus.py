@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from squals_action.manifest.model import Manifest
-
-from .corpus import case_dirs, run_case
+from tests.support.corpus import case_dirs, run_case
 
 VALID = case_dirs("valid")
 INVALID = case_dirs("invalid")

@@ -12,8 +12,7 @@ import pytest
 from squals_action.manifest import ManifestError, load, validate_file
 from squals_action.manifest.model import DEALER_METRICS, Location, Manifest
 from squals_action.manifest.units import format_duration, parse_amount, parse_duration, parse_percentage
-
-from .corpus import CASES
+from tests.support.corpus import CASES
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -81,10 +80,8 @@ def test_full_experiment(full: Manifest) -> None:
     assert exp.metrics["revenue"].source == "prometheus"
     control = exp.variants["control"]
     assert (
-        (control.manifest is None
-        and control.file == os.path.realpath(full.path))
-        or control.file.endswith("squals.yml")
-    )
+        control.manifest is None and control.file == os.path.realpath(full.path)
+    ) or control.file.endswith("squals.yml")
     green = exp.variants["green-button"]
     assert green.manifest is not None and green.manifest.name == "shop-green"
     assert green.file == full.resolve("variants/green.yml")
@@ -151,3 +148,36 @@ def test_units() -> None:
             parse_duration(bad)
     with pytest.raises(ValueError):
         parse_amount(True)
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        (
+            "aws_front_door_template",
+            (
+                "infra/front-door.yml",
+                {"VpcId": "vpc-0abc1234", "Subnets": "subnet-1,subnet-2", "HttpsOnly": "false"},
+                None,
+            ),
+        ),
+        (
+            "aws_front_door_listener",
+            (
+                None,
+                {},
+                "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/shop/50dc6c495c0c9188/f2f7dc8efc522ab2",
+            ),
+        ),
+    ],
+)
+def test_front_door_model(
+    case: str, expected: tuple[str | None, dict[str, str], str | None], tmp_path: Path
+) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(CASES / "valid" / case, repo)
+    door = load(repo / "squals.yml", repo).provider.front_door
+    assert door is not None
+    assert (door.template, dict(door.parameters), door.listener_arn) == expected
+    declared = (repo / "squals.yml").read_text().splitlines().index("  front_door:") + 1
+    assert (door.location.line, door.location.col) == (declared + 1, 5)  # where its mapping starts

@@ -17,8 +17,7 @@ from hypothesis import strategies as st
 from squals_action.manifest.model import Manifest
 from squals_action.manifest.schema import load_schema
 from squals_action.manifest.validate import validate_bytes
-
-from .corpus import case_dirs
+from tests.support.corpus import case_dirs
 
 SETTINGS = settings(
     max_examples=120,

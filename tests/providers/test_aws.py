@@ -14,13 +14,13 @@ import sys
 from typing import Any
 
 import pytest
-from awsfix import REGION, TEMPLATE, Cloud
-from provfix import Repo
 
 from squals_action.manifest import model
 from squals_action.providers import ProviderError, get_provider
 from squals_action.providers.aws import AwsProvider
 from squals_action.providers.aws_template import stack_name
+from tests.support.aws import REGION, TEMPLATE, Cloud
+from tests.support.providers import Repo
 
 BAD_TYPE = TEMPLATE.replace("Type: AWS::SQS::Queue", "Type: AWS::SQS::Queu")
 BAD_QUEUE = TEMPLATE.replace(

@@ -22,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import awsfix
 import boto3
 import pytest
 
@@ -38,6 +37,7 @@ from squals_action.providers.cloudwatch import (
     target_group_dimension,
 )
 from squals_action.providers.cloudwatch_window import NotYet, Window, read_window
+from tests.support import aws
 
 LB_ARN = "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/front/50dc6c495c0c9188"
 LISTENER_ARN = LB_ARN.replace(":loadbalancer/", ":listener/") + "/f2f7dc8efc522ab2"
@@ -53,7 +53,7 @@ def post(url: str) -> None:
 
 @pytest.fixture
 def moto_calls(
-    aws_cloud: awsfix.Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    aws_cloud: aws.Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Callable[[], list[str]]]:
     """The operations moto's recorder saw from now on (its file goes to the test's folder)."""
     from moto.moto_api import recorder
@@ -76,9 +76,9 @@ def moto_calls(
 
 
 @pytest.fixture
-def cw(aws_cloud: awsfix.Cloud) -> Any:
+def cw(aws_cloud: aws.Cloud) -> Any:
     """The test's own CloudWatch client (writes and set-up), reaching moto through AWS_ENDPOINT_URL."""
-    return boto3.session.Session().client("cloudwatch", region_name=awsfix.REGION)
+    return boto3.session.Session().client("cloudwatch", region_name=aws.REGION)
 
 
 def put(
@@ -118,9 +118,9 @@ def recent_window(now: datetime) -> Window:
 # ------------------------------------------------------------------------------------------------- ARNs
 
 
-def test_dimensions_come_from_the_arns_moto_made(aws_cloud: awsfix.Cloud) -> None:
-    ec2 = boto3.session.Session().client("ec2", region_name=awsfix.REGION)
-    elbv2 = boto3.session.Session().client("elbv2", region_name=awsfix.REGION)
+def test_dimensions_come_from_the_arns_moto_made(aws_cloud: aws.Cloud) -> None:
+    ec2 = boto3.session.Session().client("ec2", region_name=aws.REGION)
+    elbv2 = boto3.session.Session().client("elbv2", region_name=aws.REGION)
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     subnets = [
         ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"us-east-1{z}")["Subnet"][
@@ -175,7 +175,7 @@ def test_kpis_of_blue_and_green_over_the_window_in_one_call(
     put(cw, ALB_NAMESPACE, "HTTPCode_Target_5XX_Count", alb_dims(green), window.end, 1000)
     assert moto_calls() == ["PutMetricData"] * 6
 
-    reader = CloudWatch(awsfix.REGION)
+    reader = CloudWatch(aws.REGION)
     figures = reader.target_group_kpis({"blue": blue, "green": green}, LISTENER_ARN, window, now=now)
 
     assert moto_calls()[6:] == ["GetMetricData"]
@@ -217,7 +217,7 @@ def test_only_the_kpis_asked_for_are_read(cw: Any, moto_calls: Callable[[], list
     put(cw, ALB_NAMESPACE, "HTTPCode_ELB_5XX_Count", alb_dims(blue), window.start, 3)
     # moto answers any percentile over datapoints with HTTP 500: a bake watching only error_rate never asks
     put(cw, ALB_NAMESPACE, "TargetResponseTime", alb_dims(blue), window.start, values=[0.1, 0.2])
-    reader = CloudWatch(awsfix.REGION)
+    reader = CloudWatch(aws.REGION)
 
     figures = reader.target_group_kpis(
         {"blue": blue}, LB_ARN, window, kpis=["error_rate", "visitors"], now=now
@@ -240,7 +240,7 @@ def test_a_5xx_count_alb_did_not_publish_counts_as_0_only_next_to_requests(cw: A
     window = recent_window(now)
     put(cw, ALB_NAMESPACE, "RequestCount", alb_dims(tg_arn("blue")), window.start, 40)
 
-    blue = CloudWatch(awsfix.REGION).target_group_kpis({"blue": tg_arn("blue")}, LB_ARN, window, now=now)[
+    blue = CloudWatch(aws.REGION).target_group_kpis({"blue": tg_arn("blue")}, LB_ARN, window, now=now)[
         "blue"
     ]
 
@@ -253,7 +253,7 @@ def test_a_target_group_without_requests_has_no_error_rate_never_0(cw: Any) -> N
     window = recent_window(now)
     put(cw, ALB_NAMESPACE, "RequestCount", alb_dims(tg_arn("green")), window.start, 100)
 
-    blue = CloudWatch(awsfix.REGION).target_group_kpis({"blue": tg_arn("blue")}, LB_ARN, window, now=now)[
+    blue = CloudWatch(aws.REGION).target_group_kpis({"blue": tg_arn("blue")}, LB_ARN, window, now=now)[
         "blue"
     ]
 
@@ -270,7 +270,7 @@ def test_a_window_that_has_not_matured_is_no_data_yet_without_a_call(
     window = read_window(now, now - timedelta(seconds=30))
     assert isinstance(window, NotYet)
 
-    reader = CloudWatch(awsfix.REGION)
+    reader = CloudWatch(aws.REGION)
     figures = reader.target_group_kpis({"blue": tg_arn("blue")}, LB_ARN, window, now=now)["blue"]
 
     assert figures.values == {} and figures.window is None
@@ -307,7 +307,7 @@ def test_custom_metrics_give_sufficient_statistics_per_variant(cw: Any) -> None:
     put(cw, "Shop", "Revenue", [("Environment", "pr-3"), ("Variant", "green")], when, value=1e6)
 
     variants = {"control": "prod", "green": "exp-green", "blue": "exp-blue"}
-    reading = CloudWatch(awsfix.REGION).custom_metrics({"revenue": REVENUE}, variants, window, now=now)[
+    reading = CloudWatch(aws.REGION).custom_metrics({"revenue": REVENUE}, variants, window, now=now)[
         "revenue"
     ]
 
@@ -325,7 +325,7 @@ def test_a_mean_without_its_squares_metric_says_so(cw: Any) -> None:
     window = recent_window(now)
     put(cw, "Shop", "Revenue", [("Environment", "prod"), ("Variant", "control")], window.start, values=[1, 3])
 
-    reading = CloudWatch(awsfix.REGION).custom_metrics(
+    reading = CloudWatch(aws.REGION).custom_metrics(
         {"revenue": REVENUE}, {"control": "prod"}, window, now=now
     )
     control = reading["revenue"]["control"]
@@ -354,7 +354,7 @@ def test_more_than_500_queries_are_split_and_every_variant_read(
     checkout = CustomMetric("Shop", "Checkout", "Sum", {"Variant": "$variant"})
     before = len(moto_calls())
 
-    reader = CloudWatch(awsfix.REGION)
+    reader = CloudWatch(aws.REGION)
     reading = reader.custom_metrics({"checkout": checkout}, variants, window, now=now)["checkout"]
 
     assert moto_calls()[before:] == ["GetMetricData", "GetMetricData"]
@@ -374,7 +374,7 @@ def test_high_resolution_sums_combine_across_periods_but_a_percentile_does_not(c
         put(cw, "Shop", "Latency", dims, window.start + timedelta(seconds=10 * step + 1), values=[step + 1.0])
     summed = CustomMetric("Shop", "Latency", "Sum", {"Variant": "$variant"}, resolution=10)
     p95 = CustomMetric("Shop", "Latency", "p95", {"Variant": "$variant"}, resolution=10)
-    reader = CloudWatch(awsfix.REGION)
+    reader = CloudWatch(aws.REGION)
 
     total = reader.custom_metrics({"sum": summed}, {"green": "prod"}, window, now=now)["sum"]["green"]
     periods = window.seconds // 10
@@ -413,7 +413,7 @@ def test_a_declared_unit_reads_only_data_sent_with_that_unit(cw: Any) -> None:
     counted = CustomMetric("Shop", "Basket", "Sum", {"Variant": "$variant"}, unit="Count")
     every = CustomMetric("Shop", "Basket", "Sum", {"Variant": "$variant"})
 
-    reading = CloudWatch(awsfix.REGION).custom_metrics(
+    reading = CloudWatch(aws.REGION).custom_metrics(
         {"counted": counted, "every": every}, {"green": "prod"}, window, now=now
     )
 
@@ -469,14 +469,14 @@ def test_alarms_in_alarm_are_stop_signals(cw: Any, moto_calls: Callable[[], list
     cw.set_alarm_state(AlarmName="shop-5xx", StateValue="ALARM", StateReason="Threshold Crossed: 50 > 5")
     before = len(moto_calls())
 
-    states = CloudWatch(awsfix.REGION).alarms(["shop-5xx", "shop-latency"])
+    states = CloudWatch(aws.REGION).alarms(["shop-5xx", "shop-latency"])
 
     assert moto_calls()[before:] == ["DescribeAlarms"]
     assert states.states == {"shop-5xx": "ALARM", "shop-latency": "OK"}
     assert states.firing == ("shop-5xx",)
     assert states.stop_reason() == "CloudWatch alarm in ALARM: shop-5xx (Threshold Crossed: 50 > 5)"
     cw.set_alarm_state(AlarmName="shop-5xx", StateValue="OK", StateReason="recovered")
-    calm = CloudWatch(awsfix.REGION).alarms(["shop-5xx", "shop-latency"])
+    calm = CloudWatch(aws.REGION).alarms(["shop-5xx", "shop-latency"])
     assert calm.firing == () and calm.stop_reason() is None
 
 
@@ -492,7 +492,7 @@ def test_an_unknown_alarm_is_a_one_line_error_naming_it(cw: Any) -> None:
         ComparisonOperator="GreaterThanThreshold",
     )
     with pytest.raises(CloudWatchError) as unknown:
-        CloudWatch(awsfix.REGION).alarms(
+        CloudWatch(aws.REGION).alarms(
             ["shop-5xx", "shop-5xxx", "gone"], location=Location("squals.yml", 12, 5)
         )
     assert unknown.value.one_line() == (
@@ -520,7 +520,7 @@ def test_more_than_100_alarm_names_take_one_call_per_hundred(
     cw.set_alarm_state(AlarmName="alarm-117", StateValue="ALARM", StateReason="no checkouts")
     before = len(moto_calls())
 
-    states = CloudWatch(awsfix.REGION).alarms(names)
+    states = CloudWatch(aws.REGION).alarms(names)
 
     assert moto_calls()[before:] == ["DescribeAlarms", "DescribeAlarms"]
     assert len(states.states) == 120 and states.firing == ("alarm-117",)
@@ -566,7 +566,7 @@ class ScriptedCloudWatch:
 
 @pytest.fixture
 def scripted(
-    aws_cloud: awsfix.Cloud, monkeypatch: pytest.MonkeyPatch
+    aws_cloud: aws.Cloud, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Callable[..., ScriptedCloudWatch]]:
     """Point CloudWatch (only) at a scripted server: ``AWS_ENDPOINT_URL_CLOUDWATCH``, as boto3 documents."""
     started: list[ScriptedCloudWatch] = []
@@ -610,7 +610,7 @@ def test_pages_are_followed_and_percentiles_come_back_in_ms(
         (200, {"MetricDataResults": [result("q0", [40.0]), result("q1", [3.0]), result("q5", [0.5])]}),
     )
 
-    blue = CloudWatch(awsfix.REGION).target_group_kpis({"blue": tg_arn("blue")}, LB_ARN, window, now=now)[
+    blue = CloudWatch(aws.REGION).target_group_kpis({"blue": tg_arn("blue")}, LB_ARN, window, now=now)[
         "blue"
     ]
 
@@ -657,7 +657,7 @@ def test_a_failed_result_and_a_split_percentile_are_no_data_with_the_reason(
             },
         ),
     )
-    blue = CloudWatch(awsfix.REGION).target_group_kpis(
+    blue = CloudWatch(aws.REGION).target_group_kpis(
         {"blue": tg_arn("blue")}, LB_ARN, window, now=window.end + timedelta(minutes=2)
     )["blue"]
 
@@ -677,7 +677,7 @@ def test_an_aws_error_is_one_line_quoting_its_code(scripted: Callable[..., Scrip
     )
 
     with pytest.raises(CloudWatchError) as failed:
-        CloudWatch(awsfix.REGION).target_group_kpis({"blue": tg_arn("blue")}, LB_ARN, window, now=window.end)
+        CloudWatch(aws.REGION).target_group_kpis({"blue": tg_arn("blue")}, LB_ARN, window, now=window.end)
     line = failed.value.one_line()
     assert line.startswith(
         "CloudWatch GetMetricData (6 queries, 2026-11-30 12:00:00-2026-11-30 12:05:00 UTC): "

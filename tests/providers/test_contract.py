@@ -7,9 +7,9 @@ import urllib.error
 import urllib.request
 
 import pytest
-from provfix import ContractSetup, read_json
 
 from squals_action.providers import PROVIDERS, EnvironmentHandle, ProviderError, get_provider
+from tests.support.providers import ContractSetup, read_json
 
 
 def _refuses(url: str) -> bool:

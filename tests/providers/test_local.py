@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -10,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from provfix import Repo, kill_quietly, port_closed, read_json
 
 from squals_action.manifest import model
 from squals_action.providers import EnvironmentHandle, LocalProvider, ProviderError, ProvisionError, daemon
 from squals_action.providers import local as local_module
+from tests.support.providers import Repo, kill_quietly, port_closed, read_json
 
 
 def _wait_for(predicate: object, within: float = 10.0) -> bool:
@@ -291,3 +292,17 @@ def test_a_start_command_that_backgrounds_the_app(repo: Repo, local: LocalProvid
     assert local.destroy(handle).ok
     assert daemon.members(record) == ()
     assert port_closed(int(handle.data["port"]))
+
+
+def test_start_ticks_from_psutil_are_the_kernels_own() -> None:
+    import psutil
+
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        for pid in (os.getpid(), sleeper.pid, 1):
+            stat = Path(f"/proc/{pid}/stat").read_bytes()
+            kernel = int(stat[stat.rindex(b")") + 2 :].split()[19])
+            assert daemon.start_ticks(psutil.Process(pid)) == kernel
+    finally:
+        sleeper.kill()
+        sleeper.wait(timeout=10)

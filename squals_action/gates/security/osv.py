@@ -2,8 +2,9 @@
 
 ``querybatch`` answers in input order with ids only; a result carrying ``next_page_token`` has more ids,
 fetched by repeating that query with ``page_token``. Requests are batched (at most 1000 queries each, as
-the API allows), retried with exponential backoff on connection errors, 429 and 5xx (honouring
-``Retry-After``), and every call has a timeout. Failures raise :class:`VulnSourceError` naming ``osv``.
+the API allows), retried by :mod:`squals_action.http_session` with exponential backoff on connection
+errors, 429 and 5xx (honouring ``Retry-After`` up to 30 s), and every call has a timeout. Failures raise
+:class:`VulnSourceError` naming ``osv``.
 """
 
 from __future__ import annotations
@@ -11,18 +12,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
+
+import requests
 
 from squals_action.gates.security.interface import Dependency, Match, VulnSource, VulnSourceError
 from squals_action.gates.security.osv_format import to_advisory
-
-if TYPE_CHECKING:
-    import requests
+from squals_action.http_session import TRANSIENT_STATUSES, retrying_session
 
 DEFAULT_URL = "https://api.osv.dev"
 MAX_BATCH = 1000
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRY_AFTER_CAP = 30.0
 MAX_PAGES = 100
 
 
@@ -33,7 +34,6 @@ class OsvSource(VulnSource):
         self,
         base_url: str = DEFAULT_URL,
         *,
-        session: requests.Session | None = None,
         timeout: tuple[float, float] = (5.0, 30.0),
         attempts: int = 4,
         backoff: float = 0.5,
@@ -42,7 +42,7 @@ class OsvSource(VulnSource):
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._session = session
+        self._session: requests.Session | None = None
         self.timeout = timeout
         self.attempts = max(1, attempts)
         self.backoff = backoff
@@ -53,59 +53,42 @@ class OsvSource(VulnSource):
     @property
     def session(self) -> requests.Session:
         if self._session is None:
-            import requests
-
-            from squals_action import __version__
-
-            self._session = requests.Session()
-            self._session.headers["User-Agent"] = f"squals-action/{__version__}"
+            # querybatch is a read: repeating the POST is safe, so it is retried like the GETs.
+            self._session = retrying_session(
+                attempts=self.attempts,
+                backoff=self.backoff,
+                methods=("GET", "POST"),
+                retry_after_cap=RETRY_AFTER_CAP,
+                pause=self._sleep,
+            )
         return self._session
 
-    # --- HTTP with retries ---------------------------------------------------------------------------
+    # --- HTTP (retries are the session's) -----------------------------------------------------------
 
     def _request(self, method: str, path: str, body: object | None = None) -> Any:
-        import requests
-
         url = f"{self.base_url}{path}"
-        last = ""
-        last_response: requests.Response | None = None
-        for attempt in range(self.attempts):
-            if attempt:
-                self._sleep(self._delay(attempt, last_response))
-            last_response = None
-            try:
-                response = self.session.request(method, url, json=body, timeout=self.timeout)
-            except requests.Timeout:
-                last = f"timed out after {self.timeout[1]:g}s"
-                continue
-            except requests.ConnectionError as exc:
-                last = f"connection failed ({type(exc).__name__})"
-                continue
-            except requests.RequestException as exc:
-                raise VulnSourceError(self.name, f"{method} {url} failed: {exc}") from exc
-            if response.status_code in RETRY_STATUSES:
-                last_response = response
-                last = f"HTTP {response.status_code} {response.reason or ''}".strip()
-                continue
-            if response.status_code == 404 and method == "GET":
-                return None
-            if response.status_code >= 400:
-                text = " ".join(response.text.split())[:200]
-                raise VulnSourceError(
-                    self.name, f"{method} {url} returned HTTP {response.status_code}: {text}"
-                )
-            try:
-                return response.json()
-            except ValueError as exc:
-                raise VulnSourceError(self.name, f"{method} {url} returned a body that is not JSON") from exc
-        raise VulnSourceError(self.name, f"{method} {url} failed after {self.attempts} attempts: {last}")
-
-    def _delay(self, attempt: int, response: requests.Response | None) -> float:
-        if response is not None:
-            retry_after = response.headers.get("Retry-After", "")
-            if retry_after.isdigit():
-                return min(float(retry_after), 30.0)
-        return float(self.backoff * (2 ** (attempt - 1)))
+        failed = f"{method} {url} failed after {self.attempts} attempts"
+        try:
+            response = self.session.request(method, url, json=body, timeout=self.timeout)
+        except requests.Timeout as exc:
+            raise VulnSourceError(self.name, f"{failed}: timed out after {self.timeout[1]:g}s") from exc
+        except requests.ConnectionError as exc:
+            raise VulnSourceError(self.name, f"{failed}: connection failed ({type(exc).__name__})") from exc
+        except requests.RequestException as exc:
+            raise VulnSourceError(self.name, f"{method} {url} failed: {exc}") from exc
+        if response.status_code in TRANSIENT_STATUSES:
+            raise VulnSourceError(
+                self.name, f"{failed}: HTTP {response.status_code} {response.reason or ''}".strip()
+            )
+        if response.status_code == 404 and method == "GET":
+            return None
+        if response.status_code >= 400:
+            text = " ".join(response.text.split())[:200]
+            raise VulnSourceError(self.name, f"{method} {url} returned HTTP {response.status_code}: {text}")
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise VulnSourceError(self.name, f"{method} {url} returned a body that is not JSON") from exc
 
     # --- the two endpoints ---------------------------------------------------------------------------
 

@@ -11,17 +11,19 @@ package itself reads with ``fetch_database_file`` (``DIR/insecure_full.json``, s
 * the older schema 1 (``$meta`` plus package names at the top level) is read too.
 
 With ``SAFETY_API_KEY`` (and no directory) the same file is fetched from Safety's data API, with the
-key in ``X-Api-Key``. Only PyPI dependencies are checked. A missing or malformed file is an error naming
-the source, never a silent pass.
+key in ``X-Api-Key``, retried on connection failures, 429 and 5xx by :mod:`squals_action.http_session`.
+Only PyPI dependencies are checked. A missing or malformed file is an error naming the source, never a
+silent pass.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import requests
 
 from squals_action.gates.security.interface import (
     Advisory,
@@ -32,9 +34,7 @@ from squals_action.gates.security.interface import (
     normalize_name,
 )
 from squals_action.gates.security.severity import level_from_score, level_from_word, vector_score
-
-if TYPE_CHECKING:
-    import requests
+from squals_action.http_session import TRANSIENT_STATUSES, retrying_session
 
 DB_FILE = "insecure_full.json"
 API_URL = "https://data.safetycli.com/api/v1/safety/"
@@ -50,7 +50,6 @@ class SafetySource(VulnSource):
         *,
         api_key: str | None = None,
         api_url: str = API_URL,
-        session: requests.Session | None = None,
         timeout: tuple[float, float] = (5.0, 60.0),
         attempts: int = 3,
         backoff: float = 1.0,
@@ -62,7 +61,6 @@ class SafetySource(VulnSource):
         self.db_dir = Path(db_dir) if db_dir is not None else None
         self.api_key = api_key
         self.api_url = api_url
-        self._session = session
         self.timeout = timeout
         self.attempts = attempts
         self.backoff = backoff
@@ -89,30 +87,23 @@ class SafetySource(VulnSource):
         return self._check(data, str(path))
 
     def _fetch(self) -> dict[str, Any]:
-        import requests
-
-        session = self._session or requests.Session()
+        session = retrying_session(attempts=self.attempts, backoff=self.backoff)
         url = self.api_url + DB_FILE
         headers = {"X-Api-Key": self.api_key or "", "schema-version": SCHEMA_VERSION}
-        last = ""
-        for attempt in range(self.attempts):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
+        failed = f"GET {url} failed after {self.attempts} attempts"
+        try:
+            with session:
                 response = session.get(url, headers=headers, timeout=self.timeout)
-            except requests.RequestException as exc:
-                last = f"connection failed ({type(exc).__name__})"
-                continue
-            if response.status_code in (429, 500, 502, 503, 504):
-                last = f"HTTP {response.status_code}"
-                continue
-            if response.status_code >= 400:
-                raise VulnSourceError(self.name, f"GET {url} returned HTTP {response.status_code}")
-            try:
-                return self._check(response.json(), url)
-            except ValueError as exc:
-                raise VulnSourceError(self.name, f"GET {url} returned a body that is not JSON") from exc
-        raise VulnSourceError(self.name, f"GET {url} failed after {self.attempts} attempts: {last}")
+        except requests.RequestException as exc:
+            raise VulnSourceError(self.name, f"{failed}: connection failed ({type(exc).__name__})") from exc
+        if response.status_code in TRANSIENT_STATUSES:
+            raise VulnSourceError(self.name, f"{failed}: HTTP {response.status_code}")
+        if response.status_code >= 400:
+            raise VulnSourceError(self.name, f"GET {url} returned HTTP {response.status_code}")
+        try:
+            return self._check(response.json(), url)
+        except ValueError as exc:
+            raise VulnSourceError(self.name, f"GET {url} returned a body that is not JSON") from exc
 
     def _check(self, data: object, where: str) -> dict[str, Any]:
         if not isinstance(data, dict):

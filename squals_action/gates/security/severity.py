@@ -1,34 +1,17 @@
-"""Severity: CVSS vectors to base scores (v3.x, v2) and scores or database words to a level.
+"""Severity: CVSS vectors to base scores (v4.0, v3.x, v2) and scores or database words to a level.
 
 Advisories carry severity in different shapes (an OSV ``severity`` vector, GitHub's ``MODERATE``, safety's
 ``cvssv3.base_score``); everything is brought to one of ``low|medium|high|critical`` so ``fail_on`` compares
-like with like. CVSS 4.0 needs the specification's lookup tables; for those the database word is used.
+like with like. Scores come from the ``cvss`` package (Red Hat Product Security), which implements FIRST's
+specifications, including CVSS 4.0's macrovector lookup tables; a malformed vector scores ``None``.
 """
 
 from __future__ import annotations
 
-import math
+from cvss import CVSS2, CVSS3, CVSS4
+from cvss.exceptions import CVSSError
 
 from squals_action.manifest.model import SEVERITIES, Severity
-
-_V3_WEIGHTS: dict[str, dict[str, float]] = {
-    "AV": {"N": 0.85, "A": 0.62, "L": 0.55, "P": 0.2},
-    "AC": {"L": 0.77, "H": 0.44},
-    "UI": {"N": 0.85, "R": 0.62},
-    "C": {"H": 0.56, "L": 0.22, "N": 0.0},
-    "I": {"H": 0.56, "L": 0.22, "N": 0.0},
-    "A": {"H": 0.56, "L": 0.22, "N": 0.0},
-}
-_V3_PR = {"U": {"N": 0.85, "L": 0.62, "H": 0.27}, "C": {"N": 0.85, "L": 0.68, "H": 0.5}}
-
-_V2_WEIGHTS: dict[str, dict[str, float]] = {
-    "AV": {"L": 0.395, "A": 0.646, "N": 1.0},
-    "AC": {"H": 0.35, "M": 0.61, "L": 0.71},
-    "Au": {"M": 0.45, "S": 0.56, "N": 0.704},
-    "C": {"N": 0.0, "P": 0.275, "C": 0.660},
-    "I": {"N": 0.0, "P": 0.275, "C": 0.660},
-    "A": {"N": 0.0, "P": 0.275, "C": 0.660},
-}
 
 _WORDS: dict[str, Severity] = {
     "low": "low",
@@ -40,62 +23,34 @@ _WORDS: dict[str, Severity] = {
 }
 
 
-def _metrics(vector: str) -> dict[str, str]:
-    parts = [p for p in vector.strip().split("/") if ":" in p]
-    return dict(p.split(":", 1) for p in parts)
+def _score(calculator: type[CVSS2 | CVSS3 | CVSS4], vector: str) -> float | None:
+    try:
+        return float(calculator(vector.strip()).base_score)
+    except CVSSError:
+        return None
 
 
-def _roundup_31(value: float) -> float:
-    """CVSS 3.1 Roundup: the smallest one-decimal number >= value, immune to float noise."""
-    scaled = round(value * 100_000)
-    if scaled % 10_000 == 0:
-        return scaled / 100_000.0
-    return (math.floor(scaled / 10_000) + 1) / 10.0
+def cvss4_score(vector: str) -> float | None:
+    """The score of a ``CVSS:4.0/...`` vector (CVSS-B; threat/environmental metrics count when given)."""
+    return _score(CVSS4, vector) if vector.startswith("CVSS:4.") else None
 
 
 def cvss3_score(vector: str) -> float | None:
     """The base score of a ``CVSS:3.0/...`` or ``CVSS:3.1/...`` vector, or ``None`` if it is malformed."""
-    if not vector.startswith("CVSS:3."):
-        return None
-    m = _metrics(vector)
-    try:
-        scope = m["S"]
-        av, ac, ui = (_V3_WEIGHTS[k][m[k]] for k in ("AV", "AC", "UI"))
-        c, i, a = (_V3_WEIGHTS[k][m[k]] for k in ("C", "I", "A"))
-        pr = _V3_PR[scope][m["PR"]]
-    except KeyError:
-        return None
-    iss = 1 - (1 - c) * (1 - i) * (1 - a)
-    impact = 6.42 * iss if scope == "U" else 7.52 * (iss - 0.029) - 3.25 * (iss - 0.02) ** 15
-    exploitability = 8.22 * av * ac * pr * ui
-    if impact <= 0:
-        return 0.0
-    total = impact + exploitability if scope == "U" else 1.08 * (impact + exploitability)
-    if vector.startswith("CVSS:3.0/"):
-        return math.ceil(min(total, 10.0) * 10) / 10
-    return _roundup_31(min(total, 10.0))
+    return _score(CVSS3, vector) if vector.startswith("CVSS:3.") else None
 
 
 def cvss2_score(vector: str) -> float | None:
-    """The base score of a CVSS v2 vector (``AV:N/AC:L/Au:N/C:P/I:P/A:P``), or ``None``."""
-    m = _metrics(vector.removeprefix("(").removesuffix(")"))
-    try:
-        av, ac, au = (_V2_WEIGHTS[k][m[k]] for k in ("AV", "AC", "Au"))
-        c, i, a = (_V2_WEIGHTS[k][m[k]] for k in ("C", "I", "A"))
-    except KeyError:
-        return None
-    impact = 10.41 * (1 - (1 - c) * (1 - i) * (1 - a))
-    exploitability = 20 * av * ac * au
-    f = 0.0 if impact == 0 else 1.176
-    return round(((0.6 * impact) + (0.4 * exploitability) - 1.5) * f, 1)
+    """The base score of a CVSS v2 vector (``AV:N/AC:L/Au:N/C:P/I:P/A:P``, in parentheses or not)."""
+    return _score(CVSS2, vector.strip().removeprefix("(").removesuffix(")"))
 
 
 def vector_score(vector: str) -> float | None:
-    """Score any supported vector (v3.x or v2); v4 and unknown shapes give ``None``."""
+    """Score any vector by its version prefix (none means v2); unknown shapes give ``None``."""
+    if vector.startswith("CVSS:4."):
+        return cvss4_score(vector)
     if vector.startswith("CVSS:3."):
         return cvss3_score(vector)
-    if vector.startswith("CVSS:4"):
-        return None
     return cvss2_score(vector)
 
 

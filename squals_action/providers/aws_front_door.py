@@ -1,0 +1,227 @@
+"""The front door on AWS: the long-lived ALB listener users reach, declared once in ``provider.front_door``.
+
+Either a stack ``squals-<project>-front-door`` built from the declared template (cfn-lint first, as the
+island templates; it must output ``ListenerArn`` and may output ``Url``), created on first need and then
+reused as it is, or an existing listener named by ARN, only described. The stack carries the tags
+``squals:project`` and ``squals:role=front-door`` but no ``squals:environment``, so the provider's
+``list``/``down`` (and every teardown) never see it: it goes only through :meth:`FrontDoorStack.delete`.
+
+An existing front-door stack is never updated from here: its listener's routing is squals' (one
+``modify_listener`` per change, see ``dealer.alb``) and a stack update would put the template's default
+action back over the traffic in force. To change the front door, delete it explicitly and let the next
+need create it again, or update the stack yourself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from squals_action import aws_api
+from squals_action.dealer.alb import AlbError, AlbTraffic, TallyReader, listener_region, listener_url
+from squals_action.gitcmd import resolve_commit
+from squals_action.manifest import model
+from squals_action.providers import aws_template
+from squals_action.providers.aws import DEAD, SERVING, TAG_DIGEST, TAG_PROJECT, AwsError, _tags
+from squals_action.providers.interface import DestroyOutcome, ProviderError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from squals_action.providers.aws import AwsProvider
+
+FRONT_DOOR = "front-door"
+TAG_ROLE = "squals:role"
+
+
+@dataclass(frozen=True)
+class FrontDoor:
+    """A front door that exists: its listener, public URL, region and stack (``None``: a named listener)."""
+
+    listener_arn: str
+    url: str
+    region: str
+    stack_name: str | None = None
+
+    def traffic(
+        self,
+        *,
+        unit: model.StickyUnit | None = None,
+        upstreams: Mapping[str, str] | None = None,
+        reader: TallyReader | None = None,
+    ) -> AlbTraffic:
+        """The ALB Dealer on this front door's listener."""
+        return AlbTraffic(self.listener_arn, url=self.url, upstreams=upstreams, unit=unit, reader=reader)
+
+
+class FrontDoorStack:
+    """The front door of the project an :class:`AwsProvider` manages, as ``provider.front_door`` declares."""
+
+    def __init__(self, provider: AwsProvider) -> None:
+        self.provider = provider
+        declared = provider.config.front_door
+        if declared is None:
+            raise ProviderError(
+                f"{provider.config.location}: provider.front_door is not declared: the ALB Dealer needs one "
+                "(front_door: {template: infra/front-door.yml} or front_door: {listener_arn: arn:...})"
+            )
+        self.declared = declared
+
+    @property
+    def stack_name(self) -> str:
+        return aws_template.stack_name(self.provider.project, FRONT_DOOR)
+
+    def _elbv2(self, region: str) -> Any:
+        return aws_api.client(
+            "elbv2",
+            region,
+            max_attempts=self.provider.max_attempts,
+            connect_timeout=self.provider.connect_timeout,
+            read_timeout=self.provider.read_timeout,
+        )
+
+    # ------------------------------------------------------------------------------------------- reading
+
+    def get(self) -> FrontDoor | None:
+        """The front door as it is now, or ``None`` when its stack does not exist (or holds nothing)."""
+        if self.declared.listener_arn:
+            return self._named_listener(self.declared.listener_arn)
+        region = self.provider.region()
+        stack = self.provider._describe(self.provider.client(region), self.stack_name)
+        if stack is None or str(stack.get("StackStatus")) not in SERVING:
+            return None
+        self._check_ours(stack)
+        return self._from_stack(stack, region)
+
+    def _named_listener(self, arn: str) -> FrontDoor:
+        where = f"{self.declared.location}: provider.front_door.listener_arn"
+        try:
+            region = listener_region(arn)
+            stacks_region = self.provider.region()
+            if region != stacks_region:
+                raise AlbError(f"the listener is in {region} but the islands' stacks go to {stacks_region}")
+            url = listener_url(self._elbv2(region), arn)
+        except AlbError as exc:
+            raise AwsError(f"{where}: {exc.one_line()}") from exc
+        return FrontDoor(arn, url, region)
+
+    def _from_stack(self, stack: Mapping[str, Any], region: str) -> FrontDoor:
+        outputs = {str(o.get("OutputKey")): str(o.get("OutputValue", "")) for o in stack.get("Outputs") or []}
+        arn = outputs.get(aws_template.LISTENER_OUTPUT)
+        if not arn:
+            raise AwsError(
+                f"stack {self.stack_name} has no output {aws_template.LISTENER_OUTPUT!r}: "
+                f"{aws_template.OUTPUT_USES[aws_template.LISTENER_OUTPUT]}"
+            )
+        url = outputs.get(aws_template.URL_OUTPUT, "").rstrip("/")
+        if not url:
+            try:
+                url = listener_url(self._elbv2(region), arn)
+            except AlbError as exc:
+                raise AwsError(
+                    f"stack {self.stack_name}: output {aws_template.LISTENER_OUTPUT}: {exc}"
+                ) from exc
+        return FrontDoor(arn, url, region, self.stack_name)
+
+    def _check_ours(self, stack: Mapping[str, Any]) -> None:
+        tags = _tags(stack)
+        if tags.get(TAG_PROJECT) != self.provider.project or tags.get(TAG_ROLE) != FRONT_DOOR:
+            raise AwsError(
+                f"a stack named {self.stack_name} exists but is not the front door of project "
+                f"{self.provider.project} (tags {TAG_PROJECT}={tags.get(TAG_PROJECT)!r}, "
+                f"{TAG_ROLE}={tags.get(TAG_ROLE)!r}); left alone"
+            )
+
+    # ------------------------------------------------------------------------------------------ creating
+
+    def ensure(self, manifest: model.Manifest, commit: str) -> FrontDoor:
+        """The front door, its stack created from the template as it is in ``commit`` if it does not exist
+        yet (a failed earlier create is replaced; an existing one is reused unchanged)."""
+        if self.declared.listener_arn:
+            return self._named_listener(self.declared.listener_arn)
+        provider = self.provider
+        found = self.get()
+        if found is not None:
+            return found
+        sha = resolve_commit(provider.top, commit, error=ProviderError)
+        region = provider.region()
+        if not self.declared.template:
+            raise ProviderError(
+                f"{self.declared.location}: provider.front_door: expected a template or a listener_arn"
+            )
+        template = aws_template.read_template_at(
+            self.declared.template,
+            f"{self.declared.location}: provider.front_door.template",
+            manifest,
+            provider.top,
+            sha,
+            region=region,
+            outputs=(aws_template.LISTENER_OUTPUT,),
+        )
+        parameters = aws_template.complete_parameters(
+            template,
+            self.declared.parameters,
+            {"SqualsProject": provider.project},
+            where=f"{self.declared.location}: front-door parameter",
+            manifest=manifest,
+            section="provider.front_door.parameters",
+        )
+        tags = {TAG_PROJECT: provider.project, TAG_ROLE: FRONT_DOOR}
+        cfn = provider.client(region)
+        name = self.stack_name
+        stack = provider._describe(cfn, name)
+        if stack is not None:
+            self._check_ours(stack)
+            status = str(stack.get("StackStatus"))
+            if status not in DEAD:
+                raise AwsError(f"front door: stack {name} is {status}; try again once it settles")
+            provider._delete_and_wait(
+                cfn, str(stack["StackId"]), f"front door: removing the failed stack {name}"
+            )
+        fingerprint = aws_template.digest(template, parameters, tags)
+        created = provider._call(
+            f"front door: create stack {name}",
+            cfn.create_stack,
+            StackName=name,
+            TemplateBody=template.body,
+            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(parameters.items())],
+            Tags=[{"Key": k, "Value": v} for k, v in {**tags, TAG_DIGEST: fingerprint}.items()],
+            Capabilities=template.capabilities(),
+            OnFailure="ROLLBACK",
+        )
+        stack_id = str(created["StackId"])
+        provider._wait(
+            cfn, "stack_create_complete", stack_id, f"front door: creating {name} from {template.display}"
+        )
+        final = provider._describe(cfn, stack_id)
+        if final is None or str(final.get("StackStatus")) not in SERVING:
+            ended = final.get("StackStatus") if final else "gone"
+            raise AwsError(
+                f"front door: stack {name} ended {ended}: {provider.failure_reason(cfn, stack_id)}"
+            )
+        return self._from_stack(final, region)
+
+    # ------------------------------------------------------------------------------------------ deleting
+
+    def delete(self) -> DestroyOutcome:
+        """Delete the front-door stack and wait (the explicit request; nothing else deletes it). A named
+        listener is not squals' to delete: that is an error."""
+        if self.declared.listener_arn:
+            raise ProviderError(
+                f"{self.declared.location}: provider.front_door names an existing listener "
+                f"({self.declared.listener_arn}); squals never deletes it"
+            )
+        provider = self.provider
+        cfn = provider.client(provider.region())
+        stack = provider._describe(cfn, self.stack_name)
+        if stack is None:
+            return DestroyOutcome(FRONT_DOOR, ok=True, detail=f"stack {self.stack_name} is already gone")
+        self._check_ours(stack)
+        stack_id = str(stack["StackId"])
+        provider._call(f"front door: delete stack {self.stack_name}", cfn.delete_stack, StackName=stack_id)
+        try:
+            provider._wait(cfn, "stack_delete_complete", stack_id, "front door: deleting")
+        except AwsError as exc:
+            return DestroyOutcome(FRONT_DOOR, ok=False, detail=exc.one_line())
+        note = f"deleted stack {self.stack_name}"
+        return DestroyOutcome(FRONT_DOOR, ok=True, detail=note, notes=(note,))

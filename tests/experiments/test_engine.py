@@ -1,0 +1,260 @@
+"""The experiment engine end to end: real local provider, real Dealer daemons, a real git state branch in a
+bare repository, bounded synthetic traffic on 127.0.0.1; the variant that converts more becomes prod."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from squals_action.dealer import dealer_status
+from squals_action.experiments.engine import ExperimentEngine
+from squals_action.experiments.interface import ExperimentError
+from squals_action.experiments.spec import island_name
+from squals_action.lifecycle.engine import Lifecycle
+from squals_action.lifecycle.traffic import DealerTraffic
+from squals_action.manifest import load
+from squals_action.manifest.model import Manifest
+from squals_action.providers import LocalProvider
+from squals_action.state import open_store
+from tests.support.experiments import Shop, git, make_shop, state_log, sticky_visits, stop_everything, visit
+
+
+def engine(shop: Shop, store: object | None = None) -> ExperimentEngine:
+    manifest = load(shop.path / "squals.yml", shop.path)
+    the_store = store or open_store(shop.path)
+    provider = LocalProvider(shop.path)
+
+    @contextlib.contextmanager
+    def promoter(m: Manifest) -> Iterator[Lifecycle]:
+        yield Lifecycle(
+            repo=shop.path,
+            manifest=m,
+            store=the_store,  # type: ignore[arg-type]
+            provider=provider,
+            traffic=DealerTraffic(shop.path / ".squals" / "dealer"),
+            log_dir=shop.path / ".squals" / "logs",
+        )
+
+    return ExperimentEngine(
+        repo=shop.path,
+        manifest=manifest,
+        store=the_store,
+        provider=provider,
+        promoter=promoter,  # type: ignore[arg-type]
+    )
+
+
+def test_the_variant_that_converts_more_is_promoted_to_prod(shop: Shop) -> None:
+    eng = engine(shop)
+    started = eng.start(pr=7)
+    assert started.started and started.url
+    eid = started.experiment.id
+    assert started.experiment.status == "running"
+    assert set(started.experiment.extra["islands"]) == {"control", "green"}
+
+    first = eng.tick()
+    assert [t.status for t in first] == ["running"]
+    assert first[0].decision is not None and "minimum duration" in first[0].decision.reasons[0]
+
+    seen = visit(started.url, 300)
+    assert set(seen) == {"grey", "green"}, seen  # both variants served, nothing failed
+    for _ in range(3):  # a returning visitor stays on its variant
+        assert len(sticky_visits(started.url, 4)) == 1
+
+    outcomes = eng.tick()
+    assert len(outcomes) == 1
+    result = outcomes[0]
+    assert result.ok, result.message
+    assert result.promoted == "green" and result.status == "decided"
+    assert result.decision is not None and result.decision.winner == "green"
+    assert result.decision.p_values["green"] < 0.05
+
+    doc = eng.store.read().experiment(eid)
+    assert doc is not None and doc.status == "decided"
+    assert doc.decision is not None and doc.decision["outcome"] == "promoted"
+    assert doc.decision["environment"] == "pr-7"
+    assert doc.observations["green"]["conversions"] > doc.observations["control"]["conversions"]
+    assert len(doc.extra["ticks"]) == 2
+
+    # the islands and the experiment's Dealer are gone; prod is the winner, behind the project's Dealer
+    handles = {h.env for h in LocalProvider(shop.path).list()}
+    assert handles == {"pr-7"}, handles
+    assert dealer_status(eng.dealer_dir(eid)).state == "stopped"
+    env = eng.store.read().environment("pr-7")
+    assert env is not None and env.status == "prod" and env.traffic_share == 100.0
+    public = DealerTraffic(shop.path / ".squals" / "dealer").url()
+    assert public is not None
+    assert visit(public, 3) == {"green": 3}
+
+    events = state_log(shop.origin)
+    assert events[:3] == ["experiment-start", "experiment-running", "experiment-tick"]
+    assert events[3] == "experiment-tick"
+    assert "deploy" in events and "complete" in events  # the lifecycle's own promotion path
+    assert events[-1] == "experiment-promoted"
+    eng.store.close()
+
+
+def test_start_twice_is_idempotent_and_a_second_experiment_is_refused(shop: Shop) -> None:
+    eng = engine(shop)
+    first = eng.start()
+    again = eng.start()
+    assert not again.started and again.experiment.id == first.experiment.id
+    with pytest.raises(ExperimentError, match="one experiment at a time"):
+        eng.start(experiment_id="another")
+    stopped = eng.stop(first.experiment.id)
+    assert stopped.status == "stopped" and stopped.decision is not None
+    assert LocalProvider(shop.path).list() == ()
+    assert dealer_status(eng.dealer_dir(first.experiment.id)).state == "stopped"
+    assert state_log(shop.origin)[-1] == "experiment-stop"
+    assert [t.status for t in eng.tick()] == []  # nothing running: nothing to advance
+    eng.store.close()
+
+
+def test_a_variant_breaking_the_error_guardrail_stops_the_experiment(tmp_path: Path) -> None:
+    shop = make_shop(tmp_path, green_fail=3, activations=100_000)
+    try:
+        eng = engine(shop)
+        started = eng.start()
+        assert started.url
+        seen = visit(started.url, 240)
+        assert "500" in seen
+        (result,) = eng.tick()
+        assert result.decision is not None and result.decision.status == "guardrail-stop", result.message
+        assert result.status == "decided" and result.promoted is None
+        doc = eng.store.read().experiment(started.experiment.id)
+        assert doc is not None and doc.decision is not None and doc.decision["outcome"] == "guardrail-stop"
+        assert doc.extra["excluded"] == ["green"]
+        assert LocalProvider(shop.path).list() == ()
+        assert eng.store.read().environment("pr-7") is None  # prod untouched
+        assert state_log(shop.origin)[-1] == "experiment-guardrail-stop"
+        eng.store.close()
+    finally:
+        leftovers, dealers = stop_everything(shop.path)
+    assert leftovers == [] and dealers == []
+
+
+def test_a_changed_spec_is_not_judged(shop: Shop) -> None:
+    eng = engine(shop)
+    started = eng.start()
+    text = (shop.path / "squals.yml").read_text().replace("alpha: 0.05", "alpha: 0.01")
+    (shop.path / "squals.yml").write_text(text)
+    changed = engine(shop, eng.store)
+    (result,) = changed.tick()
+    assert not result.ok and "not the one" in result.message
+    assert island_name("green") in {h.env for h in LocalProvider(shop.path).list()}
+    changed.stop(started.experiment.id)
+    doc = eng.store.read().experiment(started.experiment.id)
+    assert doc is not None and doc.status == "stopped"
+    assert json.dumps(doc.to_json())  # the document stays plain JSON
+    assert git(shop.origin, "rev-parse", "--verify", "squals/state")
+    eng.store.close()
+
+
+def test_a_failed_promotion_is_recorded_and_the_next_tick_retries_it(shop: Shop) -> None:
+    from squals_action.lifecycle.engine import LifecycleError
+
+    eng = engine(shop)
+    real = eng.promoter
+
+    @contextlib.contextmanager
+    def broken(m: Manifest) -> Iterator[Lifecycle]:
+        raise LifecycleError("prod is being rolled back by someone else")
+        yield  # pragma: no cover
+
+    started = eng.start(pr=8)
+    assert started.url
+    visit(started.url, 160)
+    eng.promoter = broken
+    (failed,) = eng.tick()
+    assert not failed.ok and failed.status == "promotion-failed"
+    assert "rolled back by someone else" in failed.message
+    assert {island_name("control"), island_name("green")} <= {h.env for h in LocalProvider(shop.path).list()}
+    eng.promoter = real
+    (retried,) = eng.tick()
+    assert retried.ok and retried.promoted == "green", retried.message
+    doc = eng.store.read().experiment(started.experiment.id)
+    assert doc is not None and doc.status == "decided" and doc.decision is not None
+    assert doc.decision["outcome"] == "promoted"
+    events = state_log(shop.origin)
+    assert events.count("experiment-tick") == 1  # the retry did not decide again
+    assert "experiment-promotion-failed" in events and events[-1] == "experiment-promoted"
+    eng.store.close()
+
+
+def test_a_start_in_progress_elsewhere_is_refused_and_an_orphan_is_stopped_by_name(shop: Shop) -> None:
+    from squals_action.state import ExperimentState, Transition, utc_now
+
+    eng = engine(shop)
+    now = utc_now()
+    orphan = ExperimentState(
+        id="orphan",
+        spec_digest="sha256:x",
+        variants=("control", "green"),
+        status="starting",
+        started_at=now,
+        updated_at=now,
+        extra={"claimed_by": "run 99/1 (abcd)"},
+    )
+    eng.store.put_experiment(orphan, Transition("experiment-start", "a start that died"))
+    with pytest.raises(ExperimentError, match="being started by run 99/1"):
+        eng.start(experiment_id="orphan")
+    provider = LocalProvider(shop.path)
+    provider.provision(island_name("control"), shop.commit, eng.manifest)
+    stopped = eng.stop("orphan")
+    assert stopped.status == "stopped"
+    assert provider.list() == ()
+    eng.store.close()
+
+
+def test_an_end_left_unfinished_by_a_dead_run_is_finished_by_the_next_tick(shop: Shop) -> None:
+    from dataclasses import replace
+
+    from squals_action.state import Transition
+
+    eng = engine(shop)
+    started = eng.start()
+    doc = started.experiment
+    dying = replace(
+        doc, status="ending", decision={"status": "guardrail-stop", "reasons": ["green breached"]}
+    )
+    eng.store.put_experiment(dying, Transition("experiment-tick", "a tick that died before cleaning up"))
+    (finished,) = eng.tick()
+    assert finished.ok and finished.status == "decided", finished.message
+    after = eng.store.read().experiment(doc.id)
+    assert after is not None and after.decision is not None
+    assert after.decision["outcome"] == "guardrail-stop" and after.decision["reasons"] == ["green breached"]
+    assert LocalProvider(shop.path).list() == ()
+    assert dealer_status(eng.dealer_dir(doc.id)).state == "stopped"
+    eng.store.close()
+
+
+def test_a_sample_ratio_mismatch_halts_the_experiment_with_the_counts(tmp_path: Path) -> None:
+    """The Dealer's weights drift from the declared 50/50 (as a broken redirect would): the tick halts."""
+    from squals_action.dealer import connect_dealer
+
+    shop = make_shop(tmp_path, activations=100_000)
+    try:
+        eng = engine(shop)
+        started = eng.start()
+        assert started.url
+        client = connect_dealer(shop.path / ".squals" / "experiments" / started.experiment.id / "dealer")
+        client.set_weights({"control": 85, "green": 15})
+        client.close()
+        visit(started.url, 300)
+        (result,) = eng.tick()
+        assert result.decision is not None and result.decision.status == "halted-srm", result.message
+        assert "sample-ratio mismatch: units control " in result.message
+        assert "against the declared split 50/50" in result.message
+        assert result.status == "decided" and result.promoted is None
+        doc = eng.store.read().experiment(started.experiment.id)
+        assert doc is not None and doc.decision is not None and doc.decision["outcome"] == "halted-srm"
+        assert LocalProvider(shop.path).list() == ()  # islands stopped, nothing promoted
+        assert state_log(shop.origin)[-2:] == ["experiment-tick", "experiment-halted-srm"]
+        eng.store.close()
+    finally:
+        leftovers, dealers = stop_everything(shop.path)
+    assert leftovers == [] and dealers == []

@@ -1,0 +1,29 @@
+"""The lifecycle's markdown report: what users wrote is escaped, the fleet is a table, failures unfolded."""
+
+from __future__ import annotations
+
+from squals_action.lifecycle.engine import Outcome
+from squals_action.lifecycle.machine import Check, Env, Status
+from squals_action.report.lifecycle import markdown
+
+
+def test_markdown_escapes_what_users_wrote() -> None:
+    fleet = {
+        "pr-1": Env(name="pr-1", status=Status.PROD, share=100.0, commit="a" * 40, url="http://127.0.0.1:1"),
+        "pr-2": Env(name="pr-2", status=Status.FAILED, commit="b" * 40, url="http://127.0.0.1:2"),
+    }
+    evil = "@octocat <img src=x> | ![x](http://evil)"
+    outcome = Outcome(
+        operation="deploy",
+        ok=False,
+        message=f"exit test e2e failed: exit 1; last output: {evil}",
+        env="pr-2",
+        fleet=fleet,
+        checks=(Check(kind="exit-test", stage="exit", name="e2e <b>", ok=False, detail=evil, duration=1.5),),
+        public_url="http://127.0.0.1:9",
+    )
+    text = markdown(outcome)
+    assert "### ❌ Deploy of <code>pr-2</code>" in text
+    assert "@octocat" not in text and "<img" not in text and "![x](http://evil)" not in text
+    assert "| <code>pr-1</code> | 🟢 prod | <code>aaaaaaaaaaaa</code> | 100 % |" in text
+    assert "<details open>" in text  # a failure is shown unfolded

@@ -1,0 +1,277 @@
+"""Support of the AWS provider tests: moto in server mode on 127.0.0.1, and a stand-in for the app a stack
+would run.
+
+boto3 reaches moto only through ``AWS_ENDPOINT_URL`` (as in production: the provider has no test hook).
+The stand-in app (:class:`StackApp`) plays the service a real template would deploy: the test template's
+``Url`` output is ``<AppBase>/stacks/<stack name>``, and the app answers there from what CloudFormation
+knows about that stack: its parameters (``SqualsEnvironment``, ``SqualsCommit``, ``SqualsAppEnv``) and
+outputs, and the ``VERSION`` file of the deployed commit. A deleted stack answers 404, so "the URL
+answers" and "the URL is gone" are real HTTP observations.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import socket
+import subprocess
+import threading
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from squals_action.manifest import model
+from squals_action.providers import daemon
+from squals_action.providers.aws import AwsProvider
+from tests.support.providers import CONTRACT_SETUPS, ContractSetup, Repo
+
+REGION = "us-east-1"
+
+TEMPLATE = """\
+AWSTemplateFormatVersion: "2010-09-09"
+Description: one squals environment of the provider tests
+Parameters:
+  AppBase:
+    Type: String
+    Description: where the stand-in app answers (a server of the test on 127.0.0.1)
+  SqualsProject:
+    Type: String
+  SqualsEnvironment:
+    Type: String
+  SqualsCommit:
+    Type: String
+  SqualsAppEnv:
+    Type: String
+    Default: "{}"
+  Greeting:
+    Type: String
+    Default: ""
+Resources:
+  Inbox:
+    Type: AWS::SQS::Queue
+    Properties:
+      Tags:
+        - Key: commit
+          Value: !Ref SqualsCommit
+Outputs:
+  Url:
+    Description: the environment's URL
+    Value: !Sub "${AppBase}/stacks/${AWS::StackName}"
+  Queue:
+    Value: !GetAtt Inbox.Arn
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def reset_moto(endpoint: str) -> None:
+    """Forget every resource moto holds (its documented reset endpoint)."""
+    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST", data=b"")
+    urllib.request.urlopen(request, timeout=10).close()
+
+
+@functools.lru_cache(maxsize=4)
+def cfn_client(endpoint: str) -> Any:
+    """A CloudFormation client on moto for the tests' own looks (one per endpoint: clients are
+    thread-safe and slow to build)."""
+    import boto3
+
+    return boto3.session.Session().client(
+        "cloudformation",
+        region_name=REGION,
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def live_stacks(endpoint: str) -> list[str]:
+    """Every stack moto holds that is not deleted, as ``name STATUS``."""
+    stacks = cfn_client(endpoint).describe_stacks()["Stacks"]
+    return [f"{s['StackName']} {s['StackStatus']}" for s in stacks if s["StackStatus"] != "DELETE_COMPLETE"]
+
+
+class StackApp:
+    """The app behind every test stack's ``Url``: answers from the stack's parameters (see module doc)."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.repo: Path | None = None
+        self.healthy = True
+        self._lock = threading.Lock()
+        self._cfn = cfn_client(endpoint)
+        app = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                parts = self.path.split("/", 3)  # "", "stacks", name, rest
+                stack = app.stack(parts[2]) if len(parts) >= 3 and parts[1] == "stacks" else None
+                if stack is None:
+                    self._send(404, {"error": "no such stack"})
+                    return
+                if not app.healthy and self.path.endswith("/healthz"):
+                    self._send(503, {"error": "sick"})
+                    return
+                self._send(200, app.body(stack))
+
+            def _send(self, status: int, body: dict[str, Any]) -> None:
+                raw = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stack(self, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            try:
+                stacks = self._cfn.describe_stacks(StackName=name)["Stacks"]
+            except Exception:  # the stack does not exist: 404
+                return None
+        if not stacks or stacks[0]["StackStatus"] in ("DELETE_COMPLETE", "ROLLBACK_COMPLETE"):
+            return None
+        found: dict[str, Any] = stacks[0]
+        return found
+
+    def body(self, stack: dict[str, Any]) -> dict[str, Any]:
+        params = {p["ParameterKey"]: p["ParameterValue"] for p in stack.get("Parameters", [])}
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+        app_env = json.loads(params.get("SqualsAppEnv", "{}"))
+        commit = params.get("SqualsCommit", "")
+        version = ""
+        if self.repo is not None and commit:
+            version = subprocess.run(
+                ["git", "-C", str(self.repo), "show", f"{commit}:VERSION"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            ).stdout.strip()
+        return {
+            "version": version,
+            "stack": stack["StackName"],
+            "env": {
+                "PORT": None,
+                "SQUALS_ENV": params.get("SqualsEnvironment"),
+                "SQUALS_COMMIT": commit,
+                "SQUALS_URL": outputs.get("Url"),
+                "GREETING": app_env.get("GREETING"),
+                "EXTRA": app_env.get("EXTRA"),
+            },
+        }
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=10)
+
+
+@dataclass
+class Cloud:
+    """One test's AWS: the moto endpoint, the stand-in app, and a CloudFormation client for assertions."""
+
+    endpoint: str
+    app: StackApp
+    cfn: Any = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cfn = cfn_client(self.endpoint)
+
+    def stacks(self) -> list[str]:
+        return live_stacks(self.endpoint)
+
+    def config(self, template: str = "infra/stack.yml", **parameters: str) -> model.Provider:
+        return model.Provider(
+            kind="aws", template=template, parameters={"AppBase": self.app.url, **parameters}
+        )
+
+    def prepare(self, repo: Repo, template: str = TEMPLATE, path: str = "infra/stack.yml") -> str:
+        """Commit ``template`` into ``repo`` (as version "one") and let the app read that repository."""
+        target = repo.path / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(template)
+        self.app.repo = repo.path
+        return repo.commit("one")
+
+
+#: The cloud of the running test (set by the ``aws_cloud`` fixture).
+CURRENT: list[Cloud] = []
+
+
+def aws_setup(repo: Repo, spawned: list[daemon.ProcessRecord]) -> ContractSetup:
+    """The contract test's set-up for ``aws``: a template committed in the repository, moto behind it."""
+    if not CURRENT:
+        raise RuntimeError("the aws contract set-up needs the aws_cloud fixture")
+    cloud = CURRENT[-1]
+    commit = cloud.prepare(repo)
+    provider = AwsProvider(repo.path, cloud.config())
+    provider.wait_delay = 1
+
+    def leftovers() -> list[str]:
+        return cloud.stacks()
+
+    manifest: Callable[..., model.Manifest] = repo.manifest
+    return ContractSetup(provider, manifest, commit, leftovers)
+
+
+CONTRACT_SETUPS["aws"] = aws_setup
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto in server mode on 127.0.0.1 (one per test session and xdist worker), stopped at the end."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_cloud(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Cloud]:
+    """A fresh moto, reached the way production reaches AWS: ``AWS_ENDPOINT_URL``, fake credentials in the
+    environment, no profile or config file of the user; and the stand-in app behind the stacks' URLs."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    (tmp_path / "aws-config").write_text("")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    reset_moto(moto_endpoint)
+    app = StackApp(moto_endpoint)
+    cloud = Cloud(moto_endpoint, app)
+    CURRENT.append(cloud)
+    try:
+        yield cloud
+    finally:
+        CURRENT.remove(cloud)
+        app.stop()
