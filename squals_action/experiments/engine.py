@@ -16,8 +16,8 @@
   lifecycle's). Then the other islands and the experiment's splitter are stopped and the document says
   ``decided``. A failed promotion is recorded as ``promotion-failed`` (islands kept) and the next tick tries
   the promotion again.
-* ``no-difference`` and ``guardrail-stop`` end the experiment with prod unchanged (on AWS the listener gets
-  its routing from before the start back); **stop** ends it by hand.
+* ``no-difference``, ``guardrail-stop`` and ``halted-srm`` end the experiment with prod unchanged (on AWS the
+  listener gets its routing from before the start back); **stop** ends it by hand.
 
 The lifecycle promotes environments named ``pr-N`` only, so the winner is deployed as ``pr-N`` with the
 experiment's pull request (``--pr``, or the merged PR the action found); without one, experiments number
@@ -38,7 +38,7 @@ from squals_action import gitcmd
 from squals_action.errors import SqualsError
 from squals_action.experiments import records
 from squals_action.experiments.decide import decide
-from squals_action.experiments.interface import Decision, ExperimentError, Observation
+from squals_action.experiments.interface import BadDataError, Decision, ExperimentError, Observation
 from squals_action.experiments.islands import exclude_newly, provision_islands, stop_all
 from squals_action.experiments.observe import observe
 from squals_action.experiments.promotion import Promoter, lifecycle_promoter, promote
@@ -300,7 +300,10 @@ class ExperimentEngine:
         why = split.unavailable()
         if why is not None:
             return self._refused(doc, f"{why}; nothing was measured")
-        judged = self._measure(doc, spec, split)
+        try:
+            judged = self._measure(doc, spec, split)
+        except BadDataError as exc:  # decides nothing, records nothing: the document stays as it was
+            return TickOutcome(experiment=eid, status=doc.status, ok=False, message=exc.one_line())
         recorded = self._record_tick(doc, judged)
         if recorded is None:
             return TickOutcome(
@@ -333,7 +336,8 @@ class ExperimentEngine:
             )
             with build_sources(context) as sources:
                 observations = observe(spec, sources, list(doc.variants), now)
-        decision = decide(observations, spec, doc.started_at or now, now)
+        excluded_before = [str(v) for v in doc.extra.get("excluded", [])]
+        decision = decide(observations, spec, doc.started_at or now, now, excluded_before)
         exclude_newly(split, doc, decision, self.log)
         return records.Judgement(observations=observations, decision=decision, at=now)
 
@@ -357,7 +361,7 @@ class ExperimentEngine:
         """No winner (no difference, or every variant breached a guardrail): stop it all, prod unchanged."""
         recorded = dict(doc.decision or {}) if decision is None else decision.to_json()
         status = str(recorded.get("status", "no-difference"))
-        outcome = "guardrail-stop" if status == "guardrail-stop" else "no-difference"
+        outcome = status if status in ("guardrail-stop", "halted-srm") else "no-difference"
         stop_all(self.provider, handles_of(doc), split, self.log)
         summary = decision.summary() if decision is not None else outcome
         message = f"{summary}; islands stopped, prod unchanged"
