@@ -10,6 +10,12 @@
   (default ``Sum``), ``unit``, ``resolution`` and ``squares`` (the metric, same namespace and dimensions,
   carrying each value squared).
 
+The ``cloudwatch`` source delivers a declared metric's value (its ``stat``) and, when the declaration names
+``squares``, its sufficient statistics as a mean per datum (:class:`~.sufficient.Mean`: n = SampleCount,
+Sum, Σx² = the squares metric's Sum): statistics per unit when the app emits one value per
+unit. Counts (``stat: Sum`` of 1 per unit) need none: the objective's proportion is made of two of them.
+CloudWatch cannot give a ratio's per-unit cross-product, so a ``ratio`` objective has no CloudWatch source.
+
 Both read the experiment's whole window since its start (whole periods that began after the start and ended
 CloudWatch's delay before now: :func:`~squals_action.providers.cloudwatch_window.read_window`), so the
 figures are cumulative, as the statistics want. Before the first period has matured, and for a variant
@@ -27,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from squals_action.errors import SqualsError
 from squals_action.experiments.interface import ExperimentError, MetricError, Reading
+from squals_action.experiments.sufficient import Mean, Sufficient
 from squals_action.manifest.model import MetricSource as MetricSpec
 
 if TYPE_CHECKING:
@@ -74,6 +81,11 @@ def custom_metric(spec: MetricSpec) -> CustomMetric:
     ):
         raise ExperimentError(
             f"{where}: {expected} (namespace, metric, then dimension name/value pairs, all strings)"
+        )
+    if spec.units or spec.squares:
+        raise ExperimentError(
+            f"{where[: -len('.query')]}: units and squares are Prometheus queries; a CloudWatch metric names "
+            'its squared metric in its array\'s options, e.g. {"stat": "Sum", "squares": "RevenueSquared"}'
         )
     unknown = sorted(set(options) - set(_OPTIONS))
     if unknown:
@@ -178,6 +190,7 @@ class CloudWatchMetrics(_Reader):
         environments = {v: place.environments.get(v, v) for v in variants}
         values: dict[str, dict[str, float]] = {}
         missing: dict[str, dict[str, str]] = {}
+        stats: dict[str, dict[str, Sufficient]] = {}
         for resolution in sorted({spec.resolution for spec in wanted.values()}):
             batch = {n: s for n, s in wanted.items() if s.resolution == resolution}
             window = read_window(now, place.since, resolution=resolution)
@@ -193,6 +206,11 @@ class CloudWatchMetrics(_Reader):
                     reading = got[name][variant]
                     if reading.value is None:
                         missing.setdefault(variant, {})[name] = reading.missing or "no data"
-                    else:
-                        values.setdefault(variant, {})[name] = float(reading.value)
-        return Reading(values, missing)
+                        continue
+                    values.setdefault(variant, {})[name] = float(reading.value)
+                    found = reading.stats
+                    if batch[name].squares and found is not None and found.sum_squares is not None:
+                        stats.setdefault(variant, {})[name] = Mean(
+                            n=found.n, total=found.total, sum_squares=found.sum_squares
+                        )
+        return Reading(values, missing, stats)

@@ -20,7 +20,7 @@ from squals_action.experiments.interface import ExperimentError, MetricError, Me
 from squals_action.experiments.observe import observe
 from squals_action.experiments.prometheus import PrometheusSource, render_query
 from squals_action.experiments.sources import SOURCES, SourceContext, build_sources, check_declarations
-from squals_action.experiments.sufficient import Proportion
+from squals_action.experiments.sufficient import Mean, Proportion
 from squals_action.manifest import model
 from squals_action.providers.cloudwatch import CloudWatch
 from tests.support.aws import REGION
@@ -451,3 +451,28 @@ def test_cloudwatch_reads_the_window_since_the_start_and_no_data_is_missing(aws_
     assert reading.values == {}
     assert all(reading.missing[v]["checkout"].startswith("no data yet") for v in VARIANTS)
     assert early.reader().calls == 0  # an unmatured window is answered without a call
+
+
+def test_cloudwatch_gives_a_mean_its_sufficient_statistics_when_the_app_emits_squares(
+    aws_cloud: object,
+) -> None:
+    declared = model.MetricSource(
+        "revenue",
+        "cloudwatch",
+        '["Shop", "Revenue", "Variant", "$variant", {"stat": "Average", "squares": "RevenueSquared"}]',
+    )
+    for value, minutes in ((10.0, 4), (20.0, 3)):  # one value per visitor, and its square
+        put_custom("Revenue", {"Variant": "control"}, value, minutes_ago=minutes)
+        put_custom("RevenueSquared", {"Variant": "control"}, value * value, minutes_ago=minutes)
+    context = _aws_context({"revenue": declared})
+    assert context.aws is not None
+    reading = CloudWatchMetrics(context.spec.metrics, context.aws).read(["revenue"], VARIANTS)
+    assert reading.values == {"control": {"revenue": 15.0}}
+    assert reading.stats == {"control": {"revenue": Mean(n=2.0, total=30.0, sum_squares=500.0)}}
+    assert "b" not in reading.stats and reading.missing["b"]["revenue"].startswith("no data")
+
+    prometheus_style = replace(declared, units="count(revenue)", location=model.Location("squals.yml", 9, 5))
+    with pytest.raises(
+        ExperimentError, match=r"^squals.yml:9:5: experiment.metrics.revenue: units and squares"
+    ):
+        custom_metric(prometheus_style)
