@@ -151,7 +151,9 @@ class GitHubClient:
             yield
         except GithubException as exc:
             message = exc.message or (exc.data.get("message") if isinstance(exc.data, dict) else None)
-            raise GitHubError(f"GitHub API: {what}: HTTP {exc.status}: {message or 'no message'}") from None
+            raise GitHubError(
+                f"GitHub API: {what}: HTTP {exc.status}: {message or 'no message'}", status=exc.status
+            ) from None
         except requests.RequestException as exc:
             raise GitHubError(f"GitHub API: {what}: {type(exc).__name__}: {exc}") from None
 
