@@ -307,8 +307,11 @@ class GitHubClient:
         self, environment: str, ref: str, *, transient: bool, production: bool, description: str
     ) -> int:
         def find() -> Any:
-            for dep in self._repo.get_deployments(sha=ref, environment=environment):
-                return dep
+            # Only the environment's newest deployment is reused (a retried POST, a re-run): after a
+            # rollback prod runs an older commit again, and its deployment must be the newest, or the
+            # Deployments view would show the commit rolled back from as live.
+            for dep in self._repo.get_deployments(environment=environment):
+                return dep if ref in (dep.sha, dep.ref) else None
             return None
 
         def create() -> Any:

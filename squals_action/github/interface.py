@@ -82,7 +82,8 @@ class GitHubApi(Protocol):
     def deployment(
         self, environment: str, ref: str, *, transient: bool, production: bool, description: str
     ) -> int:
-        """The deployment of ``ref`` to ``environment``: found if a run (or a retry) made it, else created."""
+        """The deployment of ``ref`` to ``environment``: the environment's newest if it is of ``ref`` (a retry
+        or a re-run made it), else a new one (a rollback to an older commit is the newest again)."""
         ...
 
     def deployment_status(

@@ -284,9 +284,10 @@ def _write_github(
                                         description=f"squals rollback of PR #{intent.pr_number}")
     if deployment is not None:
         ok = report.status in ("success", "skipped", "neutral")
-        # A run that waited for a lock deployed nothing: its deployment is simply not active.
+        # A run that waited for a lock, or could not write the state (neutral), deployed nothing: its
+        # deployment is simply not active.
         state: DeploymentState = "success" if ok else "failure"
-        if report.status == "locked":
+        if report.status in ("locked", "neutral"):
             state = "inactive"
         api.deployment_status(
             deployment,
