@@ -20,6 +20,7 @@ from tests.support.action_files import declared_outputs, written_outputs
 from tests.support.fake_github import FakeGitHub
 from tests.support.git_http import GitHttpServer
 from tests.support.github import REPO, event
+from tests.support.lifecycle import Load
 
 ACTION = str(Path(sys.executable).parent / "squals-action")
 #: The `github-token` input of every run unless a test says otherwise.
@@ -489,7 +490,11 @@ def test_two_promotions_in_a_row_then_rollback_swaps_prod_and_postprod(
          "master"),
     ]
     serving: list[bytes] = []
-    with FakeGitHub(REPO, permissions={"Codertocat": "maintain"}) as fake:
+    prod_url: list[str] = []
+    # Users on prod from its first promotion on: BLUE must serve some of them to prove itself in the bake.
+    with FakeGitHub(REPO, permissions={"Codertocat": "maintain"}) as fake, Load(
+        lambda: prod_url[0] if prod_url else None, threads=2, pause=0.02
+    ) as users:
         for index, (name, payload, ref) in enumerate(steps):
             workspace = checkout(origin, tmp_path, f"run-{index}", ref)
             number = payload["pull_request"]["number"]  # type: ignore[index]
@@ -498,8 +503,10 @@ def test_two_promotions_in_a_row_then_rollback_swaps_prod_and_postprod(
             assert code == 0, f"{name} of PR #{number}: {log}"
             if "promote" in name or "rollback" in name:
                 url = written_outputs(tmp_path / "output")["environment-url"][-1]
+                prod_url[:] = [url]
                 serving.append(urllib.request.urlopen(url, timeout=10).read())
         assert serving == [b"v2\n", b"v3\n", b"v2\n"]  # prod: PR 2, then PR 3, then PR 2 again
+        assert users.results and users.failures() == []  # no user saw an error through it all
         [body] = fake.comment_bodies(3)
         assert "pr-2 is prod again; pr-3 is postprod at 0 %" in body, body
         assert ("DELETE", f"/repos/{REPO}/issues/3/labels/rollback", None) in fake.requests
