@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from squals_action.errors import SqualsError
+from squals_action.gates.checks import CheckState
 from squals_action.github.events import Intent
 from squals_action.report.model import Problem, Report
 
@@ -89,6 +90,10 @@ class GitHubApi(Protocol):
         """Mark the environment's latest deployment inactive (island torn down); how many changed."""
         ...
 
+    def commit_checks(self, sha: str) -> Sequence[CheckState]:
+        """The commit's check runs and statuses, the latest per name (for ``gates.checks``)."""
+        ...
+
 
 @dataclass(frozen=True)
 class Request:
@@ -104,6 +109,8 @@ class Request:
     #: Called once when the work on the environment really begins (a promotion: once the PR's island passed
     #: the lifecycle's checks), so the ``prod`` deployment is opened only when there is an island to promote.
     on_start: Callable[[], None] | None = None
+    #: The check runs and statuses of a commit (``GitHubApi.commit_checks``); None without GitHub.
+    checks: Callable[[str], Sequence[CheckState]] | None = None
 
 
 class Core(Protocol):

@@ -9,9 +9,10 @@ another PR is reported as a ``locked`` report naming the holder. Heavy modules a
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,19 +117,45 @@ class Pipeline:
             head=head,
             base_dir=Path(model.base_dir),
         )
-        results = run_pipeline(model.gates, ctx)
-        steps = []
-        problems: list[Problem] = []
-        for r in results:
-            detail = r.summary
-            if not r.ok and r.log_path is not None:
-                detail = f"{r.summary}\n{_tail(r.log_path)}"
-            status = _GATE_STATUS.get(r.status, "failure")
-            steps.append(Step(r.name, status, r.duration, detail, kind=r.stage))
-            for f in r.findings:
-                problems.append(Problem(f.message, file=f.file, line=f.line,
-                                        level="failure" if f.blocking else "warning", title=f"gate {r.name}"))
-        return tuple(steps), tuple(problems)
+        fetch = functools.partial(request.checks, sha) if request.checks is not None and sha else None
+        return _gate_steps(run_pipeline(model.gates, ctx, checks=fetch))
+
+    def _unpassed(self, request: Request, model: Any, island: Any, parts: dict[str, Any]) -> Report | None:
+        """Why the PR's island may not be promoted (None when it may): it must run the PR's head commit, and
+        that commit must have passed ``gates.checks``; the commit promoted is then the one that passed."""
+        from squals_action.gates.checks import wait_for_checks
+
+        pr, head = request.intent.pr_number, request.head_sha
+        commit = island.commit if island is not None else None
+        if commit is None:
+            return None  # no island: the lifecycle refuses with its own reason
+        if head and commit != head:
+            return Report(
+                intent="promote", status="refused", environment="prod",
+                headline=f"PR #{pr}'s head commit {head[:12]} has not passed its gates: its island runs "
+                f"{commit[:12]}. Nothing was changed.",
+                notes=("Promote once the preview of the head commit has deployed it.",), **parts,
+            )
+        passed = f"commit {commit} promoted: the island's, whose gates passed"
+        if not model.gates.checks or request.checks is None:
+            parts["notes"] = (passed + ".",)
+            return None
+        fetch = request.checks
+        results = wait_for_checks(model.gates.checks, lambda: fetch(commit),
+                                  timeout=model.gates.checks_timeout, interval=model.gates.checks_interval)
+        failed = [r for r in results if not r.ok]
+        if not failed:
+            parts["notes"] = (f"{passed}, and so did {', '.join(model.gates.checks)}.",)
+            return None
+        parts["gates"], more = _gate_steps(results)  # the comment shows which checks stopped it
+        parts["problems"] = parts.get("problems", ()) + more
+        listed = ", ".join(f"{r.name} ({r.summary})" for r in failed)
+        return Report(
+            intent="promote", status="refused", environment="prod",
+            headline=f"PR #{pr}'s commit {commit[:12]} has not passed its gates: {listed}. "
+            "Nothing was changed.",
+            **parts,
+        )
 
     @contextlib.contextmanager
     def _lifecycle(self, request: Request, model: Any) -> Iterator[Any]:
@@ -244,6 +271,9 @@ class Pipeline:
         try:
             with self._lifecycle(request, model) as lifecycle:
                 if verb == "promote":
+                    refusal = self._unpassed(request, model, lifecycle.fleet().get(f"pr-{pr}"), parts)
+                    if refusal is not None:
+                        return refusal
                     outcome = lifecycle.promote(pr)
                 elif verb == "rollback":
                     outcome = lifecycle.rollback(pr)
@@ -384,6 +414,22 @@ def _first_step(start: Callable[[], None] | None) -> Any:
                 begin()
 
     return FirstStep()
+
+
+def _gate_steps(results: Sequence[Any]) -> tuple[tuple[Step, ...], tuple[Problem, ...]]:
+    """The gates' results as rows of the report (a check's row links to it) and their findings."""
+    steps = []
+    problems: list[Problem] = []
+    for r in results:
+        detail = r.summary
+        if not r.ok and r.log_path is not None:
+            detail = f"{r.summary}\n{_tail(r.log_path)}"
+        status = _GATE_STATUS.get(r.status, "failure")
+        steps.append(Step(r.name, status, r.duration, detail, kind=r.stage, url=r.url))
+        for f in r.findings:
+            problems.append(Problem(f.message, file=f.file, line=f.line,
+                                    level="failure" if f.blocking else "warning", title=f"gate {r.name}"))
+    return tuple(steps), tuple(problems)
 
 
 def _tail(path: Path, limit: int = 4000) -> str:

@@ -157,6 +157,9 @@ class Builder:
             compile=self.commands(data, ("gates", "compile")),
             test=tuple(self.test_gate(("gates", "test", i), item, i) for i, item in enumerate(tests)),
             security=self.security(gates.get("security")),
+            checks=tuple(gates.get("checks", ())),
+            checks_timeout=_duration(gates.get("checks_timeout"), 1800.0),
+            checks_interval=_duration(gates.get("checks_interval"), 10.0),
         )
 
     def security(self, security: Any) -> m.SecurityGate | None:

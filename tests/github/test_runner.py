@@ -17,6 +17,7 @@ import pytest
 from squals_action.github.events import parse_event
 from squals_action.github.interface import Conclusion, DeploymentState, PullInfo, Request
 from squals_action.github.runner import Settings, run, settings_from_env
+from squals_action.gates.checks import CheckState
 from squals_action.report.model import Problem, Report, Step
 from tests.support.github import EVENTS, event
 
@@ -86,6 +87,10 @@ class FakeApi:
     def deactivate(self, environment: str, log_url: str | None, description: str) -> int:
         self.calls.append(("deactivate", (environment,)))
         return 1
+
+    def commit_checks(self, sha: str) -> list[CheckState]:
+        self.calls.append(("commit_checks", (sha,)))
+        return []
 
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]
