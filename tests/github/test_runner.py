@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from squals_action.gates.checks import CheckState
 from squals_action.github.events import parse_event
 from squals_action.github.interface import Conclusion, DeploymentState, PullInfo, Request
 from squals_action.github.runner import Settings, run, settings_from_env
-from squals_action.gates.checks import CheckState
 from squals_action.report.model import Problem, Report, Step
 from tests.support.github import EVENTS, event
 
