@@ -295,3 +295,55 @@ def test_promote_of_a_pr_never_deployed_leaves_no_prod_deployment(
         assert fake.deployments == {}  # nothing was deployed, so nothing in the Deployments view
         assert not any(p.endswith("/deployments") for m, p, _ in fake.requests if m == "POST")
     assert written_outputs(tmp_path / "output")["status"] == ["failure"]
+
+
+@pytest.mark.slow
+def test_gates_checks_wait_for_the_workflow_jobs_and_guard_the_promotion(
+    project: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    """A toolchain job of the workflow named in gates.checks: its result is a gate of the preview, and a
+    promote of a head commit that did not pass it is refused (the island keeps the commit that passed)."""
+    repo, origin, _ = project
+    squals = (repo / "squals.yml").read_text().replace(
+        "gates:\n", 'gates:\n  checks: ["test (node)"]\n  checks_timeout: 20s\n  checks_interval: 1s\n'
+    )
+    (repo / "squals.yml").write_text(squals)
+    git(repo, "commit", "-q", "-am", "wait for the node job")
+    passed = git(repo, "rev-parse", "HEAD")
+    opened = event("pull_request.opened")
+    opened["pull_request"]["head"]["sha"] = passed
+
+    with FakeGitHub(REPO, permissions={"Codertocat": "maintain"}) as fake:
+        job = fake.job(passed, "test (node)", "success")
+        code, log = run_action(repo, tmp_path, fake, "pull_request.opened", opened, "70")
+        assert code == 0, log
+        [body] = fake.comment_bodies(2)
+        assert f"| Gate checks · test \\(node\\) | ✅ passed [success]({job['html_url']}) |" in body, body
+        assert fake.states("pr-2") == ["in_progress", "success"]
+        checks_read = [p for m, p, _ in fake.requests if m == "GET" and f"/commits/{passed}/status" in p]
+        assert checks_read == [f"/repos/{REPO}/commits/{passed}/status?page=1&per_page=100"]
+
+        (repo / "VERSION").write_text("v3\n")
+        git(repo, "commit", "-q", "-am", "v3")
+        failed = git(repo, "rev-parse", "HEAD")
+        fake.job(failed, "test (node)", "failure")
+        pushed = event("pull_request.synchronize")
+        pushed["pull_request"]["head"]["sha"] = failed
+        pushed["pull_request"]["number"] = pushed["number"] = 2
+        code, log = run_action(repo, tmp_path, fake, "pull_request.synchronize", pushed, "71")
+        assert code == 1, log
+        [body] = fake.comment_bodies(2)
+        assert "| Gate checks · test \\(node\\) | ❌ failed [failure](" in body, body
+        before = state_log(origin)
+
+        promote = event("pull_request_target.labeled-promote-by-readonly")
+        promote["pull_request"]["head"]["sha"] = failed
+        promote["sender"] = opened["sender"]
+        fake.pr_labels[2] = {"promote"}
+        code, log = run_action(repo, tmp_path, fake, "pull_request_target.labeled-promote", promote, "72")
+        assert code == 0, log
+        [body] = fake.comment_bodies(2)
+        assert f"head commit {failed[:12]} has not passed its gates: its island runs {passed[:12]}" in body
+        assert fake.states("prod") == []  # no prod deployment for a refused promotion
+        assert written_outputs(tmp_path / "output")["status"][-1] == "refused"
+    assert state_log(origin) == before  # nothing was recorded
