@@ -220,6 +220,7 @@ def test_open_promote_then_close_a_pr(project: tuple[Path, Path, str], tmp_path:
         assert untracked(repo) == clean
         [body] = fake.comment_bodies(2)
         assert "| Rollout |" in body and "| Gate test · unit | ✅ passed |" in body
+        assert f"commit {head} promoted: the island's, whose gates passed." in body
         assert fake.states("prod") == ["in_progress", "success"]
         [prod] = [
             s
