@@ -183,3 +183,5 @@ def test_the_cli_says_not_checked(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert '"status": "skip"' in done.stdout
     assert done.stdout.count(NEEDS_GITHUB) == 2
+    text = run_squals("gates", str(tmp_path / "squals.yml"), cwd=tmp_path)
+    assert text.stdout.splitlines()[-1] == "gates: pass (2 not checked: needs GitHub)"
