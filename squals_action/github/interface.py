@@ -9,12 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from squals_action.errors import SqualsError
-from squals_action.gates.checks import CheckState
 from squals_action.github.events import Intent
 from squals_action.report.model import Problem, Report
+
+if TYPE_CHECKING:  # the no-op path imports this module: the gates' modules stay unloaded
+    from squals_action.gates.checks import CheckState
 
 Conclusion = Literal["success", "failure", "neutral", "cancelled", "skipped", "timed_out", "action_required"]
 DeploymentState = Literal["error", "failure", "inactive", "in_progress", "queued", "pending", "success"]

@@ -25,12 +25,12 @@ from squals_action.github.interface import (
     GitHubApi,
     Request,
 )
-from squals_action.manifest.checks import OWN_CHECK
 from squals_action.report import workflow_commands as wc
 from squals_action.report.comment import MARKER, RunInfo, compose_comment, compose_summary, run_url_from_env
 from squals_action.report.model import Report, Status
 
-CHECK_NAME = OWN_CHECK  # the squals file may not wait for it (manifest.checks)
+#: The action's own check run; the squals file may not wait for it (manifest.checks.OWN_CHECK, the same name).
+CHECK_NAME = "squals"
 LABELS: dict[str, tuple[str, str]] = {
     PROMOTE_LABEL: ("0e8a16", "Squals: promote this PR's island to prod (blue/green)"),
     ROLLBACK_LABEL: ("b60205", "Squals: roll prod back to the previous release"),

@@ -185,3 +185,10 @@ def test_the_cli_says_not_checked(tmp_path: Path) -> None:
     assert done.stdout.count(NEEDS_GITHUB) == 2
     text = run_squals("gates", str(tmp_path / "squals.yml"), cwd=tmp_path)
     assert text.stdout.splitlines()[-1] == "gates: pass (2 not checked: needs GitHub)"
+
+
+def test_the_check_the_squals_file_may_not_wait_for_is_the_actions_own() -> None:
+    from squals_action.github.runner import CHECK_NAME
+    from squals_action.manifest.checks import OWN_CHECK
+
+    assert OWN_CHECK == CHECK_NAME
