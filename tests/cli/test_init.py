@@ -4,6 +4,7 @@ shipping the workflow it copies."""
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import subprocess
 import sys
@@ -230,3 +231,16 @@ def test_the_wheel_ships_the_workflow(tmp_path: Path) -> None:
     [wheel] = tmp_path.glob("*.whl")
     with zipfile.ZipFile(wheel) as archive:
         assert archive.read("squals_action/examples/workflows/squals.yml") == WORKFLOW.read_bytes()
+    # Installed (not a checkout): `squals demo` finds the example the wheel ships, from any directory.
+    site = tmp_path / "site"
+    installed = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(wheel)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert installed.returncode == 0, installed.stderr
+    found = subprocess.run(
+        [sys.executable, "-c", "from squals_action.demo import find_example; print(find_example(None))"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert found.stdout.strip() == str(site / "squals_action" / "examples" / "shop"), found.stderr
