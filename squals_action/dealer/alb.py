@@ -158,6 +158,10 @@ class AlbTraffic:
         """What the listener forwards to, name -> target group ARN (an unknown group is named by its ARN)."""
         return {self._name_of(arn): arn for arn in self._forwarded()}
 
+    def upstream(self, url: str | None, handle: Mapping[str, Any] | None) -> str | None:
+        """The island's target group, as its provider handle recorded it."""
+        return target_group_of(handle)
+
     def routing(self) -> Mapping[str, float]:
         """The listener's weights in force, as percentages (read back from AWS)."""
         return percentages({self._name_of(arn): float(w) for arn, w in self._forwarded().items()})
@@ -292,6 +296,21 @@ class AlbTraffic:
     def stop(self) -> bool:
         """Nothing of squals runs for an ALB: the listener keeps its routing. Always ``False``."""
         return False
+
+
+def target_group_of(handle: Mapping[str, Any] | None) -> str | None:
+    """The target group ARN an aws handle (JSON form) recorded from its stack's ``TargetGroupArn`` output;
+    ``None`` without a handle. A handle without one is an :class:`AlbError`: the listener cannot reach it."""
+    if handle is None:
+        return None
+    data = handle.get("data")
+    arn = data.get("target_group_arn") if isinstance(data, Mapping) else None
+    if not isinstance(arn, str) or not arn:
+        raise AlbError(
+            f"{handle.get('env', 'the environment')} has no target group recorded: the front door forwards "
+            "to the island stack's TargetGroupArn output (deploy it again with a template that outputs it)"
+        )
+    return arn
 
 
 def listener_url(elbv2: Any, listener_arn: str) -> str:

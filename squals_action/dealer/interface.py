@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from squals_action.errors import SqualsError
 
@@ -136,6 +136,12 @@ class Traffic(Protocol):
 
     def url(self) -> str | None:
         """Where users send traffic, or ``None`` while nothing routes."""
+        ...
+
+    def upstream(self, url: str | None, handle: Mapping[str, Any] | None) -> str | None:
+        """Where this splitter reaches an environment recorded with ``url`` and provider ``handle`` (its
+        JSON form): the local Dealer proxies to the URL, an ALB forwards to the handle's target group.
+        ``None``: the environment has nothing to route to."""
         ...
 
     def route(self, upstreams: Mapping[str, str], weights: Mapping[str, float]) -> str:

@@ -119,20 +119,21 @@ class Pipeline:
     def _lifecycle(self, request: Request, model: Any) -> Iterator[Any]:
         """The lifecycle engine over the state branch; the store's git process is closed afterwards."""
         from squals_action.lifecycle.engine import Lifecycle
-        from squals_action.lifecycle.traffic import DealerTraffic
+        from squals_action.lifecycle.parts import traffic_for
         from squals_action.providers import get_provider
         from squals_action.state import open_store
 
         root = request.workspace
         kind = request.provider or model.provider.kind
         attempt = self._env.get("GITHUB_RUN_ATTEMPT", "1")
+        provider = get_provider(kind, root, model.provider)
         with open_store(root, branch=request.state_branch) as store:
             yield Lifecycle(
                 repo=root,
                 manifest=model,
                 store=store,
-                provider=get_provider(kind, root, model.provider),
-                traffic=DealerTraffic(root / ".squals" / "dealer"),
+                provider=provider,
+                traffic=traffic_for(model, provider, root / ".squals" / "dealer"),
                 log_dir=self._log_dir(request),
                 run_id=self._env.get("GITHUB_RUN_ID") or None,
                 actor=request.intent.actor,

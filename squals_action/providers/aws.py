@@ -125,6 +125,11 @@ class AwsProvider(Provider):
             self._project = load(found[0], self.top).name
         return self._project
 
+    @project.setter
+    def project(self, name: str) -> None:
+        """Say whose stacks these are (the squals file's ``name``) before anything is provisioned."""
+        self._project = name
+
     def region(self) -> str:
         """``provider.region``, else ``AWS_REGION``, else ``AWS_DEFAULT_REGION``."""
         region = self.config.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")

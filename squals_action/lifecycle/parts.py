@@ -1,0 +1,71 @@
+"""Which traffic splitter a project's lifecycle drives: one choice for the CLI and the action.
+
+* ``local``: the local Dealer daemon (``<repo>/.squals/dealer``), proxying to the islands' URLs;
+* ``aws`` with ``provider.front_door``: the front door's ALB listener, one ``modify_listener`` per switch,
+  forwarding to the islands' target groups; the front door is created on the first route;
+* ``aws`` without a front door: a splitter that refuses every switch in one line naming what to declare,
+  so a promote never records "pr-2 20 %" while no user request moved.
+
+boto3 is not imported here: the ALB pieces import it on their first call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from squals_action.dealer.interface import DealerError, NotMeasured, Traffic, VariantTally
+from squals_action.lifecycle.traffic import DealerTraffic
+from squals_action.manifest.model import Manifest
+from squals_action.providers.interface import Provider
+
+
+def traffic_for(manifest: Manifest, provider: Provider, dealer_dir: Path) -> Traffic:
+    """The splitter in front of ``provider``'s environments (rules in the module doc)."""
+    unit = manifest.experiment.unit if manifest.experiment is not None else None
+    if provider.kind != "aws":
+        return DealerTraffic(dealer_dir, unit)
+    if provider.config.front_door is None:
+        return NoFrontDoor(str(provider.config.location) if provider.config.template else manifest.path)
+    from squals_action.providers.aws import AwsProvider
+    from squals_action.providers.aws_front_door import FrontDoorStack, FrontDoorTraffic
+
+    if not isinstance(provider, AwsProvider):
+        raise DealerError(f"{manifest.path}: provider.front_door needs the aws provider, not {provider.kind}")
+    # The front door's stack is named after the project: a fresh process (a promote on a new runner) has
+    # provisioned nothing to learn it from.
+    provider.project = manifest.name
+    return FrontDoorTraffic(FrontDoorStack(provider), manifest, unit=unit)
+
+
+class NoFrontDoor:
+    """The aws provider without ``provider.front_door``: islands only; every traffic switch is refused."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def url(self) -> str | None:
+        return None
+
+    def upstream(self, url: str | None, handle: Mapping[str, Any] | None) -> str | None:
+        return url
+
+    def route(self, upstreams: Mapping[str, str], weights: Mapping[str, float]) -> str:
+        raise DealerError(
+            f"{self.where}: provider kind aws has no front door, so no traffic can move: declare "
+            "provider.front_door (template: infra/front-door.yml, or listener_arn: arn:...); "
+            "nothing was changed"
+        )
+
+    def routing(self) -> Mapping[str, float]:
+        return {}
+
+    def drain(self, names: list[str], timeout: float = 30.0) -> str:
+        return "no front door: nothing was routed, nothing to drain"
+
+    def tallies(self) -> Mapping[str, VariantTally]:
+        raise NotMeasured("no data: provider kind aws has no front door to measure traffic at")
+
+    def stop(self) -> bool:
+        return False
