@@ -140,6 +140,29 @@ class Pipeline:
                 attempt=int(attempt) if attempt.isdigit() else 1,
             )
 
+    def _no_islands_here(
+        self, request: Request, model: Any, verb: str, parts: Mapping[str, Any]
+    ) -> Report | None:
+        """In the Docker action the ``local`` provider is refused: its islands (and its Dealer) would be
+        processes of a container that ends with the job. ``None`` when the islands can run."""
+        if not self._settings.container or (request.provider or model.provider.kind) != "local":
+            return None
+        from squals_action.manifest.model import NOWHERE
+
+        declared = model.provider.location
+        where = f"{declared}: provider local"
+        if declared == NOWHERE:
+            where = f"{model.path}: provider local (the default)"
+        return Report(
+            intent=verb,
+            status="refused",
+            environment=request.intent.environment,
+            headline=f"{where} cannot run islands in the Docker action: they would be processes of the "
+            "job's container, which ends with the job. Use provider kind aws (CloudFormation islands behind "
+            "a front door), or the squals CLI on a machine that stays up. Nothing was deployed.",
+            **parts,
+        )
+
     def _locked(self, request: Request, verb: str, exc: Any, **parts: Any) -> Report:
         holder = f"PR #{exc.lock.pr}"
         return Report(
@@ -201,6 +224,9 @@ class Pipeline:
         if not intent.deploy or intent.pr_number is None:
             return Report(intent="preview", status="success", notes=(intent.reason,),
                           headline=f"PR #{intent.pr_number}: valid, gates passed; not deployed", **parts)
+        refused = self._no_islands_here(request, model, "preview", parts)
+        if refused is not None:
+            return refused
         try:
             with self._lifecycle(request, model) as lifecycle:
                 outcome = lifecycle.deploy(intent.pr_number, request.head_sha or "HEAD")
@@ -219,6 +245,9 @@ class Pipeline:
         parts: dict[str, Any] = {"validation": validation, "problems": problems}
         if pr is None and verb != "rollback":
             raise SqualsError(f"{verb} needs a pull request")
+        refused = self._no_islands_here(request, model, verb, parts)
+        if refused is not None:
+            return refused
         try:
             with self._lifecycle(request, model) as lifecycle:
                 if verb == "promote":
@@ -259,6 +288,9 @@ class Pipeline:
         from squals_action.experiments.engine import from_lifecycle
 
         parts: dict[str, Any] = {"validation": validation, "problems": problems}
+        refused = self._no_islands_here(request, model, verb, parts)
+        if refused is not None:
+            return refused
         try:
             with self._lifecycle(request, model) as lifecycle:
                 engine = from_lifecycle(lifecycle)

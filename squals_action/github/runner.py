@@ -26,9 +26,12 @@ from squals_action.github.interface import (
 )
 from squals_action.report import workflow_commands as wc
 from squals_action.report.comment import MARKER, RunInfo, compose_comment, compose_summary
+from squals_action.report.loopback import withhold_loopback
 from squals_action.report.model import Report, Status
 
 CHECK_NAME = "squals"
+#: Set to 1 by the action's Dockerfile: this process runs in the container GitHub starts for one job.
+CONTAINER_VARIABLE = "SQUALS_ACTION_CONTAINER"
 LABELS: dict[str, tuple[str, str]] = {
     PROMOTE_LABEL: ("0e8a16", "Squals: promote this PR's island to prod (blue/green)"),
     ROLLBACK_LABEL: ("b60205", "Squals: roll prod back to the previous release"),
@@ -57,6 +60,9 @@ class Settings:
     run_attempt: str = "1"
     output_path: str | None = None
     summary_path: str | None = None
+    #: Running as the Docker action (``SQUALS_ACTION_CONTAINER=1``, set by the image): nothing started here
+    #: outlives the job, so local islands are refused and no loopback address is published.
+    container: bool = False
 
 
 def run(
@@ -185,6 +191,8 @@ def _publish(
     deployment: int | None,
 ) -> tuple[int, Report]:
     """Job summary, outputs and annotations first (local), then the comment, check run, deployment, label."""
+    if settings.container:
+        report = withhold_loopback(report)
     for problem in report.problems:
         line = wc.annotation(
             "error" if problem.level == "failure" else problem.level,
@@ -217,9 +225,9 @@ def _publish(
                                             description=f"squals rollback of PR #{intent.pr_number}")
         if deployment is not None:
             ok = report.status in ("success", "skipped", "neutral")
-            # A run that waited for a lock deployed nothing: its deployment is simply not active.
+            # A run that waited for a lock, or was refused, deployed nothing: its deployment is not active.
             state: DeploymentState = "success" if ok else "failure"
-            if report.status == "locked":
+            if report.status in ("locked", "refused"):
                 state = "inactive"
             api.deployment_status(
                 deployment,
@@ -253,4 +261,5 @@ def settings_from_env(environ: Mapping[str, str]) -> Settings:
         run_attempt=environ.get("GITHUB_RUN_ATTEMPT", "") or "1",
         output_path=environ.get("GITHUB_OUTPUT") or None,
         summary_path=environ.get("GITHUB_STEP_SUMMARY") or None,
+        container=environ.get(CONTAINER_VARIABLE, "") == "1",
     )
