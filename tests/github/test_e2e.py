@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from squals_action.providers import get_provider
+from tests.support.action_files import declared_outputs, written_outputs
 from tests.support.fake_github import FakeGitHub
 from tests.support.github import REPO, event
 
@@ -82,7 +83,6 @@ def project(tmp_path: Path) -> Iterator[tuple[Path, Path, str]]:
     (repo / "smoke.py").write_text(SMOKE)
     (repo / "squals.yml").write_text(SQUALS)
     (repo / "VERSION").write_text("v1\n")
-    (repo / ".gitignore").write_text(".squals/\n")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "v1")
     git(repo, "push", "-q", "origin", "master")
@@ -94,11 +94,20 @@ def project(tmp_path: Path) -> Iterator[tuple[Path, Path, str]]:
     try:
         yield repo, origin, head
     finally:
-        down(repo)
+        down(repo, runner_temp(tmp_path) / "squals")
 
 
-def down(repo: Path) -> None:
-    """Stop everything the runs started: environments and the Dealer (by the lifecycle's own `down`)."""
+def runner_temp(tmp: Path) -> Path:
+    """The runner's RUNNER_TEMP for the runs of one test: where the action keeps its own files."""
+    return tmp / "runner-temp"
+
+
+def down(repo: Path, scratch: Path) -> None:
+    """Stop everything the runs started: environments and the Dealer (by the lifecycle's own `down`).
+
+    Under GitHub Actions the action keeps the local provider's and the Dealer's directories in ``scratch``
+    (``$RUNNER_TEMP/squals``), never in the workspace.
+    """
     from squals_action.lifecycle.engine import Lifecycle
     from squals_action.lifecycle.traffic import DealerTraffic
     from squals_action.manifest import load
@@ -109,9 +118,9 @@ def down(repo: Path) -> None:
             repo=repo,
             manifest=load(repo / "squals.yml", repo),
             store=store,
-            provider=get_provider("local", repo),
-            traffic=DealerTraffic(repo / ".squals" / "dealer"),
-            log_dir=repo / ".squals" / "logs",
+            provider=get_provider("local", repo, state_dir=scratch / "local"),
+            traffic=DealerTraffic(scratch / "dealer"),
+            log_dir=scratch / "logs",
         ).down()
 
 
@@ -144,6 +153,7 @@ def run_action(
             "GITHUB_WORKSPACE": str(repo),
             "GITHUB_OUTPUT": str(tmp / "output"),
             "GITHUB_STEP_SUMMARY": str(tmp / "summary.md"),
+            "RUNNER_TEMP": str(runner_temp(tmp)),
             "INPUT_GITHUB-TOKEN": "ghs_e2e_secret_token",
             "INPUT_SQUALS-FILES": "squals.yml",
             "INPUT_STATE-BRANCH": "squals/state",
@@ -162,6 +172,11 @@ def state_log(origin: Path) -> list[str]:
     return git(origin, "log", "--format=%s", "squals/state").splitlines()
 
 
+def untracked(repo: Path) -> str:
+    """What git sees in the workspace beyond its commits, ignored files included."""
+    return git(repo, "status", "--porcelain", "--ignored", "--untracked-files=all")
+
+
 @pytest.mark.slow
 def test_open_promote_then_close_a_pr(project: tuple[Path, Path, str], tmp_path: Path) -> None:
     repo, origin, head = project
@@ -170,9 +185,12 @@ def test_open_promote_then_close_a_pr(project: tuple[Path, Path, str], tmp_path:
     closed = event("pull_request.closed")
     closed["pull_request"]["head"]["sha"] = head
 
+    clean = untracked(repo)
     with FakeGitHub(REPO, permissions={"Codertocat": "maintain"}) as fake:
         code, log = run_action(repo, tmp_path, fake, "pull_request.opened", opened, "42")
         assert code == 0, log
+        assert untracked(repo) == clean  # nothing left in the workspace: logs and the rest in RUNNER_TEMP
+        assert (runner_temp(tmp_path) / "squals" / "logs").is_dir()
         assert "::add-mask::ghs_e2e_secret_token" in log
         assert "ghs_e2e_secret_token" not in log.replace("::add-mask::ghs_e2e_secret_token", "")
 
@@ -206,6 +224,7 @@ def test_open_promote_then_close_a_pr(project: tuple[Path, Path, str], tmp_path:
         fake.pr_labels[2] = {"promote"}
         code, log = run_action(repo, tmp_path, fake, "pull_request_target.labeled-promote", promote, "44")
         assert code == 0, log
+        assert untracked(repo) == clean
         [body] = fake.comment_bodies(2)
         assert "| Rollout |" in body and "| Gate test · unit | ✅ passed |" in body
         assert fake.states("prod") == ["in_progress", "success"]
@@ -224,6 +243,10 @@ def test_open_promote_then_close_a_pr(project: tuple[Path, Path, str], tmp_path:
 
         code, log = run_action(repo, tmp_path, fake, "pull_request.closed", closed, "43")
         assert code == 0, log
+        assert untracked(repo) == clean
+        written = written_outputs(tmp_path / "output")  # three runs' outputs, `commit` among them
+        assert set(written) <= declared_outputs() and "commit" in written, written
+        assert written["commit"] == [head, head]  # the preview's island, then prod after the promotion
         [body] = fake.comment_bodies(2)  # edited in place, not a second comment
         assert "PR \\#2 closed: kept: " in body, body  # pr-2 serves prod now: kept, and the comment says so
         assert "| Gate test · unit | ✅ passed |" in body  # the gates of the last preview are kept
@@ -254,7 +277,7 @@ def test_promote_while_another_pr_holds_prod(project: tuple[Path, Path, str], tm
         [body] = fake.comment_bodies(2)  # one comment, not one per retry
         assert "locked by PR \\#7" in body
         assert "🔒" in body
-        assert fake.states("prod") == ["in_progress", "inactive", "in_progress", "inactive"]
+        assert fake.deployments == {}  # waiting for the lock deployed nothing: no prod deployment
         assert "\nlocked\n" in (tmp_path / "output").read_text()
     assert state_log(origin) == locked_at  # nothing was changed
 
@@ -280,7 +303,7 @@ def test_in_the_container_the_local_provider_validates_and_gates_but_deploys_not
         assert "Nothing was deployed." in body
         assert "127.0.0.1" not in body
         assert [run["conclusion"] for run in fake.check_runs.values()] == ["neutral"]
-        assert fake.states("pr-2") == ["in_progress", "inactive"]
+        assert fake.states("pr-2") == ["in_progress", "inactive"]  # opened with the run, nothing deployed
         outputs = (tmp_path / "output").read_text()
         assert "\nrefused\n" in outputs and "127.0.0.1" not in outputs
 
@@ -290,8 +313,30 @@ def test_in_the_container_the_local_provider_validates_and_gates_but_deploys_not
         code, log = run_action(repo, tmp_path, fake, "pull_request.labeled-promote", promote, "43", container)
         assert code == 0, log
         assert "squals: promote: refused: squals.yml:3:11: provider local cannot run islands" in log
-        assert fake.states("prod") == ["in_progress", "inactive"]
+        assert fake.states("prod") == []  # the promotion never began: no prod deployment
 
     assert get_provider("local", repo).list() == ()  # no island was started
     assert not (repo / ".squals" / "dealer").exists()  # nor a Dealer
     assert git(origin, "branch", "--list", "squals/state") == ""  # and nothing was recorded
+
+
+@pytest.mark.slow
+def test_promote_of_a_pr_never_deployed_leaves_no_prod_deployment(
+    project: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    repo, _, head = project
+    command = event("issue_comment.created-promote")  # `/squals promote` on PR #1, which has no island
+    pull = event("pull_request.opened")["pull_request"]
+    pull["number"], pull["head"]["sha"] = 1, head
+
+    with FakeGitHub(REPO, permissions={"Codertocat": "admin"}) as fake:
+        fake.pulls[1] = pull
+        code, log = run_action(repo, tmp_path, fake, "issue_comment.created-promote", command, "60")
+        assert code == 1, log
+        [body] = fake.comment_bodies(1)
+        assert "pr-1 is absent: cannot promote-start \\(it was never deployed\\)" in body, body
+        [check] = fake.check_runs.values()
+        assert check["conclusion"] == "failure"
+        assert fake.deployments == {}  # nothing was deployed, so nothing in the Deployments view
+        assert not any(p.endswith("/deployments") for m, p, _ in fake.requests if m == "POST")
+    assert written_outputs(tmp_path / "output")["status"] == ["failure"]
