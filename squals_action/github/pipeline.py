@@ -134,7 +134,7 @@ class Pipeline:
     def _lifecycle(self, request: Request, model: Any) -> Iterator[Any]:
         """The lifecycle engine over the state branch; the store's git process is closed afterwards."""
         from squals_action.lifecycle.engine import Lifecycle
-        from squals_action.lifecycle.parts import traffic_for
+        from squals_action.lifecycle.parts import signals_for, traffic_for
         from squals_action.providers import get_provider
         from squals_action.state import open_store
 
@@ -142,13 +142,15 @@ class Pipeline:
         kind = request.provider or model.provider.kind
         attempt = self._env.get("GITHUB_RUN_ATTEMPT", "1")
         provider = get_provider(kind, root, model.provider, state_dir=self._provider_dir(kind))
+        traffic = traffic_for(model, provider, self._own_dir(request) / "dealer")
         with open_store(root, branch=request.state_branch) as store:
             yield Lifecycle(
                 repo=root,
                 manifest=model,
                 store=store,
                 provider=provider,
-                traffic=traffic_for(model, provider, self._own_dir(request) / "dealer"),
+                traffic=traffic,
+                signals=signals_for(model, traffic),
                 progress=_first_step(request.on_start),
                 log_dir=self._log_dir(request),
                 run_id=self._env.get("GITHUB_RUN_ID") or None,

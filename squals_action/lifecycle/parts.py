@@ -1,4 +1,5 @@
-"""Which traffic splitter a project's lifecycle drives: one choice for the CLI and the action.
+"""Which traffic splitter a project's lifecycle drives, and where its bake reads: one choice for the CLI and
+the action.
 
 * ``local``: the local Dealer daemon (``<repo>/.squals/dealer``), proxying to the islands' URLs;
 * ``aws`` with ``provider.front_door``: the front door's ALB listener, one ``modify_listener`` per switch,
@@ -6,19 +7,28 @@
 * ``aws`` without a front door: a splitter that refuses every switch in one line naming what to declare,
   so a promote never records "pr-2 20 %" while no user request moved.
 
+The bake reads the local Dealer's tallies, or on the front door CloudWatch (:class:`FrontDoorSignals`:
+BLUE's target group on the front door's load balancer, and ``rollout.alarms``).
+
 boto3 is not imported here: the ALB pieces import it on their first call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from squals_action.dealer.interface import DealerError, NotMeasured, Traffic, VariantTally
+from squals_action.lifecycle.machine import Env
+from squals_action.lifecycle.signals import CloudWatchSignals, KpiSource, SignalError
 from squals_action.lifecycle.traffic import DealerTraffic
 from squals_action.manifest.model import Manifest
 from squals_action.providers.interface import Provider
+
+if TYPE_CHECKING:
+    from squals_action.providers.aws_front_door import FrontDoorTraffic
 
 
 def traffic_for(manifest: Manifest, provider: Provider, dealer_dir: Path) -> Traffic:
@@ -37,6 +47,49 @@ def traffic_for(manifest: Manifest, provider: Provider, dealer_dir: Path) -> Tra
     # provisioned nothing to learn it from.
     provider.project = manifest.name
     return FrontDoorTraffic(FrontDoorStack(provider), manifest, unit=unit)
+
+
+def signals_for(
+    manifest: Manifest, traffic: Traffic, *, clock: Callable[[], datetime] | None = None
+) -> KpiSource | None:
+    """CloudWatch for a bake on the front door; ``None`` elsewhere (the bake reads the splitter's tallies).
+    ``clock`` is the wall clock CloudWatch's windows are computed from (tests move it)."""
+    from squals_action.providers.aws_front_door import FrontDoorTraffic
+
+    if not isinstance(traffic, FrontDoorTraffic):
+        return None
+    return FrontDoorSignals(traffic, manifest, clock=clock)
+
+
+class FrontDoorSignals(CloudWatchSignals):
+    """:class:`CloudWatchSignals` on the front door: its load balancer (through the listener) and region are
+    known once a step begins, after the route that started the step found or created the front door."""
+
+    def __init__(
+        self, traffic: FrontDoorTraffic, manifest: Manifest, *, clock: Callable[[], datetime] | None = None
+    ) -> None:
+        from squals_action.providers.cloudwatch import CloudWatch
+
+        rollout = manifest.rollout
+        super().__init__(
+            CloudWatch(""),  # its region, as the load balancer, is the front door's: set by begin()
+            "",
+            kpis=[k.metric for k in rollout.kpis],
+            alarms=rollout.alarms,
+            alarms_location=rollout.location,
+        )
+        if clock is not None:
+            self.clock = clock
+        self.traffic = traffic
+
+    def begin(self, blue: Env) -> None:
+        door = self.traffic.door
+        if door is None:
+            raise SignalError("the front door is not known yet: no traffic was routed to BLUE")
+        self.load_balancer_arn = door.listener_arn
+        if self.reader.region != door.region:
+            self.reader = type(self.reader)(door.region)
+        super().begin(blue)
 
 
 class NoFrontDoor:

@@ -16,7 +16,7 @@ from pathlib import Path
 from squals_action.errors import SqualsError, UsageError
 from squals_action.gitcmd import repo_top
 from squals_action.lifecycle.engine import Lifecycle, Progress
-from squals_action.lifecycle.parts import traffic_for
+from squals_action.lifecycle.parts import signals_for, traffic_for
 
 
 class ProjectError(SqualsError):
@@ -62,12 +62,14 @@ def open_project(options: ProjectOptions, progress: Progress | None = None) -> L
     # no remote at all (a project on a laptop) or --local-state: the state branch is the repository's own
     store = open_store(repo, remote=choose_remote(repo, options.remote), branch=options.state_branch)
     provider = get_provider(manifest.provider.kind, repo, manifest.provider)
+    traffic = traffic_for(manifest, provider, squals_dir(repo) / "dealer")
     lifecycle = Lifecycle(
         repo=repo,
         manifest=manifest,
         store=store,
         provider=provider,
-        traffic=traffic_for(manifest, provider, squals_dir(repo) / "dealer"),
+        traffic=traffic,
+        signals=signals_for(manifest, traffic),
         log_dir=squals_dir(repo) / "logs",
         run_id=options.run_id,
         actor=options.actor,
