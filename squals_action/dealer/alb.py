@@ -40,6 +40,16 @@ MAX_STICKINESS_SECONDS = 7 * 24 * 3600
 #: What a target group without the attribute waits for in-flight requests when it is deregistered.
 DEFAULT_DEREGISTRATION_DELAY = 300
 
+#: What the listener answers once ``down`` has taken every environment away.
+CLOSED_ACTION = {
+    "Type": "fixed-response",
+    "FixedResponseConfig": {
+        "StatusCode": "503",
+        "ContentType": "text/plain",
+        "MessageBody": "squals: nothing is deployed here",
+    },
+}
+
 #: Given the upstreams in force (name -> target group ARN), per-upstream figures (the CloudWatch reader).
 TallyReader = Callable[[Mapping[str, str]], Mapping[str, VariantTally]]
 
@@ -296,6 +306,20 @@ class AlbTraffic:
     def stop(self) -> bool:
         """Nothing of squals runs for an ALB: the listener keeps its routing. Always ``False``."""
         return False
+
+    def close(self) -> str | None:
+        """One ``modify_listener``: the default action answers 503 (nothing deployed), so the target groups
+        are no longer in use; ``None`` (no call) when the listener forwards nowhere already."""
+        if not self._forwarded():
+            return None
+        self._call(
+            f"modify listener {self.listener_arn}",
+            self.elbv2.modify_listener,
+            ListenerArn=self.listener_arn,
+            DefaultActions=[CLOSED_ACTION],
+        )
+        self._note_zeroed({}, {})
+        return f"listener {self.listener_arn} answers 503: nothing is deployed behind it"
 
 
 def target_group_of(handle: Mapping[str, Any] | None) -> str | None:

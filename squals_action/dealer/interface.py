@@ -171,6 +171,12 @@ class Traffic(Protocol):
         """Stop the splitter's own process; ``True`` when one was running. Never deletes shared routing."""
         ...
 
+    def close(self) -> str | None:
+        """Send users to no environment any more, before ``down`` destroys them all: the local Dealer stops,
+        a listener answers 503 (AWS deletes no target group a listener forwards to). Says what was done;
+        ``None`` when nothing was routing."""
+        ...
+
 
 def percentages(weights: Mapping[str, float]) -> dict[str, float]:
     """Relative weights as percentages summing to 100 (empty when they sum to 0): how routing is compared."""

@@ -122,3 +122,6 @@ class NoFrontDoor:
 
     def stop(self) -> bool:
         return False
+
+    def close(self) -> str | None:
+        return None

@@ -96,6 +96,9 @@ class DealerTraffic:
         finally:
             client.close()
 
+    def close(self) -> str | None:
+        return "Dealer stopped" if self.stop() else None
+
     def stop(self) -> bool:
         from squals_action.dealer.daemon import stop_dealer
 

@@ -300,3 +300,7 @@ class FrontDoorTraffic:
     def stop(self) -> bool:
         """Nothing of squals runs for a front door; the listener keeps its routing."""
         return False
+
+    def close(self) -> str | None:
+        alb = self._found(create=False)
+        return alb.close() if alb is not None else None

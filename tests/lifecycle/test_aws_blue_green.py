@@ -176,7 +176,8 @@ class World:
             for o in s["Outputs"]
             if o["OutputKey"] == "TargetGroupArn"
         }
-        return {groups[g["TargetGroupArn"]]: g["Weight"] for g in action["ForwardConfig"]["TargetGroups"]}
+        forward = action.get("ForwardConfig", {}).get("TargetGroups", [])  # none: a fixed response
+        return {groups[g["TargetGroupArn"]]: g["Weight"] for g in forward}
 
 
 HOUR = timedelta(hours=1)
@@ -305,6 +306,22 @@ def test_promote_bakes_on_cloudwatch_then_rollback_is_one_call(world: World) -> 
     assert kept.ok and kept.message.startswith("kept:")
     stacks = sorted(s.split()[0] for s in world.cloud.stacks())
     assert stacks == ["squals-tiny-front-door", "squals-tiny-pr-1", "squals-tiny-pr-2"]
+
+    # Down: the listener stops forwarding first (AWS deletes no target group a listener forwards to), then
+    # every island goes; the front door stays, answering 503.
+    world.recorder.clear()
+    assert world.lifecycle().down().ok
+    assert world.recorder.mutating() == [
+        "elbv2:ModifyListener",
+        "cloudformation:DeleteStack",
+        "cloudformation:DeleteStack",
+    ]
+    assert [s.split()[0] for s in world.cloud.stacks()] == ["squals-tiny-front-door"]
+    assert world.recorder.read_back == [{}]
+    elbv2 = aws_client("elbv2", world.cloud.endpoint)
+    (listener,) = elbv2.describe_listeners(ListenerArns=[world.listener_arn()])["Listeners"]
+    (action,) = listener["DefaultActions"]
+    assert (action["Type"], action["FixedResponseConfig"]["StatusCode"]) == ("fixed-response", "503")
 
 
 def test_half_of_blues_requests_failing_sends_all_traffic_back_to_green(world: World) -> None:

@@ -65,6 +65,9 @@ class FakeTraffic:
     def stop(self) -> bool:
         return False
 
+    def close(self) -> str | None:
+        return None
+
 
 class LoggingStore:
     """The memory store, logging each transition; fails the one whose event is in ``fail_on``."""

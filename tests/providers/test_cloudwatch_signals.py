@@ -193,6 +193,9 @@ class _Routes:
     def stop(self) -> bool:
         return False
 
+    def close(self) -> str | None:
+        return None
+
 
 def _aws_like_lifecycle(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rollout: model.Rollout, routes: list[dict[str, float]]
