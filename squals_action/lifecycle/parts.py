@@ -24,7 +24,7 @@ from squals_action.dealer.interface import DealerError, NotMeasured, Traffic, Va
 from squals_action.lifecycle.machine import Env
 from squals_action.lifecycle.signals import CloudWatchSignals, KpiSource, SignalError
 from squals_action.lifecycle.traffic import DealerTraffic
-from squals_action.manifest.model import Manifest
+from squals_action.manifest.model import NOWHERE, Manifest
 from squals_action.providers.interface import Provider
 
 if TYPE_CHECKING:
@@ -37,12 +37,12 @@ def traffic_for(manifest: Manifest, provider: Provider, dealer_dir: Path) -> Tra
     if provider.kind != "aws":
         return DealerTraffic(dealer_dir, unit)
     if provider.config.front_door is None:
-        return NoFrontDoor(str(provider.config.location) if provider.config.template else manifest.path)
+        declared = provider.config.location
+        return NoFrontDoor(manifest.path if declared == NOWHERE else str(declared))
     from squals_action.providers.aws import AwsProvider
     from squals_action.providers.aws_front_door import FrontDoorStack, FrontDoorTraffic
 
-    if not isinstance(provider, AwsProvider):
-        raise DealerError(f"{manifest.path}: provider.front_door needs the aws provider, not {provider.kind}")
+    assert isinstance(provider, AwsProvider)  # the registry's kind "aws"
     # The front door's stack is named after the project: a fresh process (a promote on a new runner) has
     # provisioned nothing to learn it from.
     provider.project = manifest.name
