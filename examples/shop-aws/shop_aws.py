@@ -18,6 +18,7 @@ adds three things an ECS task behind an ALB needs:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -29,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "shop"))
 
-import app as shop  # noqa: E402  (the shop of examples/shop, found through the path above)
+import app as shop  # the shop of examples/shop, found through the path above
 
 UNIT_COOKIE = "squals_unit"
 CONVERTED_COOKIE = "shop_converted"
@@ -99,10 +100,8 @@ class AwsShopHandler(shop.ShopHandler):
         if path not in ("/", "/checkout"):
             return
         cookies = SimpleCookie()
-        try:
+        with contextlib.suppress(CookieError):  # a malformed Cookie header: a new visitor
             cookies.load(self.headers.get("Cookie", ""))
-        except CookieError:
-            pass  # a malformed Cookie header: a new visitor
         if UNIT_COOKIE not in cookies:
             self._set_cookie(UNIT_COOKIE, uuid.uuid4().hex)
             self._emit("Visitors")

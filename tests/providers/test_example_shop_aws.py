@@ -1,0 +1,143 @@
+"""examples/shop-aws, as a user copies it: both templates pass cfn-lint (its Python API, every rule, errors
+and warnings), declare the outputs squals reads and take exactly the parameters the squals files give them;
+the squals files validate; the app's own gates pass; the workflow asks for an OIDC token and the image it
+builds has the files it copies."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from squals_action.manifest import load
+from squals_action.providers import aws_template
+from squals_action.providers.aws_template import Template
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "shop-aws"
+REGION = "us-east-1"
+SHA = "c0ffee" * 6 + "c0ff"
+
+
+@pytest.mark.parametrize("name", ["front-door.yml", "island.yml"])
+def test_templates_pass_cfn_lint_without_errors_or_warnings(name: str) -> None:
+    from cfnlint.api import ManualArgs, lint
+
+    matches = lint((EXAMPLE / "infra" / name).read_text(), config=ManualArgs(regions=[REGION]))
+    found = [f"{m.linenumber}:{m.columnnumber} {m.rule.id} {m.message}" for m in matches]
+    assert not [f for f in found if f.split()[1][0] in "EW"], found
+
+
+def _template(name: str, outputs: tuple[str, ...]) -> Template:
+    body = (EXAMPLE / "infra" / name).read_text()
+    return Template(f"infra/{name}", body, aws_template.lint_template(f"infra/{name}", body, REGION, outputs))
+
+
+def test_the_front_door_gets_every_parameter_from_the_squals_file() -> None:
+    manifest = load(EXAMPLE / "squals.yml", ROOT)
+    door = manifest.provider.front_door
+    assert door is not None and door.template == "infra/front-door.yml"
+    template = _template("front-door.yml", (aws_template.LISTENER_OUTPUT, aws_template.URL_OUTPUT))
+    values = aws_template.complete_parameters(
+        template, door.parameters, {"SqualsProject": "shop"}, where="front door", manifest=manifest
+    )
+    assert values["SqualsProject"] == "shop"
+    assert values["Subnets"].count("subnet-") == 2
+    assert template.capabilities() == ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"]  # the execution role
+
+
+@pytest.mark.parametrize(
+    ("squals", "env", "priority"),
+    [
+        ("squals.yml", "pr-7", "50000"),
+        ("squals.yml", "exp-control", "49001"),
+        ("variants/green.yml", "exp-green", "49002"),
+    ],
+)
+def test_each_island_gets_its_parameters_and_a_rule_priority_of_its_own(
+    squals: str, env: str, priority: str
+) -> None:
+    manifest = load(EXAMPLE / squals, ROOT)
+    assert manifest.provider.template is not None
+    # a variant file's template is relative to that file: both name the same island template
+    assert (
+        Path(manifest.path).parent / manifest.provider.template
+    ).resolve() == EXAMPLE / "infra" / "island.yml"
+    outputs = (aws_template.URL_OUTPUT, aws_template.TARGET_GROUP_OUTPUT)
+    template = _template("island.yml", outputs)
+    app_env = {**manifest.app_env_for(env), "SQUALS_VARIANT": env.removeprefix("exp-")}
+    values = aws_template.stack_parameters(
+        template, manifest.provider, manifest, env=env, sha=SHA, project="shop", app_env=app_env
+    )
+    assert values["SqualsEnvironment"] == env and values["SqualsCommit"] == SHA
+    assert values["PreviewPriority"] == priority  # pr-N uses N instead (the template's condition)
+    assert values["PreviewDomain"] == "preview.shop.example.com"
+    assert template.capabilities() == []  # the roles live in the front door
+    assert '"SQUALS_VARIANT"' in values["SqualsAppEnv"]
+
+
+def _imports(node: Any) -> set[str]:
+    """The names ``Fn::ImportValue: !Sub "squals-${SqualsProject}-front-door-<name>"`` imports, anywhere."""
+    if isinstance(node, dict):
+        found = set().union(*(_imports(v) for v in node.values())) if node else set()
+        if "Fn::ImportValue" in node:
+            found.add(str(node["Fn::ImportValue"]["Fn::Sub"]).split("-front-door-", 1)[1])
+        return found
+    if isinstance(node, list):
+        return set().union(*(_imports(v) for v in node)) if node else set()
+    return set()
+
+
+def test_the_island_imports_only_what_the_front_door_exports() -> None:
+    door = _template("front-door.yml", (aws_template.LISTENER_OUTPUT,)).parsed
+    exported = {name for name, out in door["Outputs"].items() if "Export" in out}
+    imported = _imports(_template("island.yml", (aws_template.URL_OUTPUT,)).parsed["Resources"])
+    assert imported == {"VpcId", "ListenerArn", "ExecutionRoleArn", "Cluster", "Subnets", "TaskSecurityGroup"}
+    assert imported <= exported, imported - exported
+
+
+def test_squals_validate_passes_on_the_squals_files() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "squals_action.cli", "validate", "squals.yml", "variants/green.yml"],
+        cwd=EXAMPLE,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 squals files valid" in done.stdout + done.stderr
+
+
+def test_the_examples_own_gates_pass() -> None:
+    manifest = load(EXAMPLE / "squals.yml", ROOT)
+    for gate in (*manifest.gates.compile, *manifest.gates.test):
+        done = subprocess.run(
+            gate.run, shell=True, cwd=EXAMPLE, capture_output=True, text=True, timeout=180, check=False
+        )
+        assert done.returncode == 0, f"{gate.name}: {done.stdout}{done.stderr}"
+
+
+def test_the_workflow_uses_oidc_and_builds_an_image_of_existing_files() -> None:
+    workflow: Any = yaml.safe_load((EXAMPLE / ".github" / "workflows" / "squals.yml").read_text())
+    assert workflow["permissions"]["id-token"] == "write"
+    steps = workflow["jobs"]["squals"]["steps"]
+    uses = [str(step.get("uses", "")) for step in steps]
+    assert any(u.startswith("aws-actions/configure-aws-credentials@") for u in uses)
+    (creds,) = [
+        s for s in steps if str(s.get("uses", "")).startswith("aws-actions/configure-aws-credentials")
+    ]
+    assert "role-to-assume" in creds["with"] and "aws-access-key-id" not in creds["with"]
+    assert uses.index(creds["uses"]) < uses.index("squals/action@v1")
+    (squals,) = [s for s in steps if s.get("uses") == "squals/action@v1"]
+    assert (ROOT / squals["with"]["squals-files"]).is_file()
+    build = "\n".join(str(s.get("run", "")) for s in steps)
+    assert "docker build -f examples/shop-aws/Dockerfile" in build
+    for line in (EXAMPLE / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY "):
+            source = line.split()[1]
+            assert (ROOT / "examples" / source).is_file(), line
