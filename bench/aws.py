@@ -1,0 +1,300 @@
+"""AWS calls and wall time of each lifecycle operation on moto's server, through squals' own code paths.
+
+Run: ``.venv/bin/python bench/aws.py`` (about a minute). It starts moto's server on 127.0.0.1 and a stand-in
+for the deployed app (``tests.support.aws.StackApp``: each stack's ``Url`` answers from what CloudFormation
+holds), commits a squals file with an island template and a front door (``tests.support.alb``) into a
+throw-away repository, then runs the story the way the command line does (``open_project``, the lifecycle, the
+experiment engine): front door, deploy, promote (each of its steps), a second promote, rollback, experiment
+start and tick, teardown, down, front door deleted. Everything it started is stopped at the end.
+
+One line per operation: its name, its mutating calls (count, then which), its total calls and its wall time
+on moto. The calls are those moto's recorder saw with squals' user agent (every client squals builds carries
+``squals`` in it), so the bench's own set-up and the stand-in app's look-ups are not counted. An operation the
+code of this checkout does not do on AWS prints "not available" and why, never a figure.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from squals_action.lifecycle.engine import Lifecycle, Progress  # noqa: E402
+from tests.support.alb import FRONT_DOOR_TEMPLATE, ISLAND_TEMPLATE, READ_PREFIXES, aws_client  # noqa: E402
+from tests.support.aws import REGION, StackApp, free_port  # noqa: E402
+
+if TYPE_CHECKING:
+    from squals_action.providers.aws import AwsProvider
+
+SQUALS_FILE = """\
+version: 1
+name: benchshop
+provider:
+  kind: aws
+  region: {region}
+  template: infra/island.yml
+  parameters: {{AppBase: "{app}"{vpc}}}
+  front_door: {{template: infra/front-door.yml}}
+app:
+  start: "true"
+  health: /healthz
+  health_timeout: 30s
+rollout:
+  blue_share: 10%
+  bake: 2s
+  check_interval: 1s
+"""
+
+
+def post(url: str) -> None:
+    urllib.request.urlopen(urllib.request.Request(url, method="POST", data=b""), timeout=10).close()
+
+
+def operation(entry: dict[str, Any]) -> str:
+    """The AWS operation of one recorded request: JSON protocols name it in ``X-Amz-Target``, the query
+    protocol (CloudFormation, ELBv2, EC2) in the body's ``Action``, RPC v2 CBOR in the path."""
+    headers = {k.lower(): v for k, v in entry["headers"].items()}
+    if "x-amz-target" in headers:
+        return str(headers["x-amz-target"]).rsplit(".", 1)[-1]
+    body = entry.get("body") or ""
+    if entry.get("body_encoded"):
+        body = base64.b64decode(body).decode("utf-8", "replace")
+    action = urllib.parse.parse_qs(body).get("Action")
+    if action:
+        return str(action[0])
+    return urllib.parse.urlparse(entry["url"]).path.rstrip("/").rsplit("/", 1)[-1] or "?"
+
+
+@dataclass
+class Recorder:
+    """moto's request recorder, read back as the operations squals' clients sent."""
+
+    endpoint: str
+
+    def squals_calls(self) -> list[str]:
+        with urllib.request.urlopen(f"{self.endpoint}/moto-api/recorder/download-recording", timeout=30) as r:
+            lines = r.read().decode().splitlines()
+        entries = [json.loads(line) for line in lines if line]
+        return [
+            operation(e)
+            for e in entries
+            if "squals" in {k.lower(): v for k, v in e["headers"].items()}.get("user-agent", "")
+        ]
+
+
+@dataclass
+class Row:
+    name: str
+    calls: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    missing: str | None = None
+
+    def render(self) -> str:
+        if self.missing is not None:
+            return f"{self.name:<44} not available: {self.missing}"
+        mutating = [c for c in self.calls if not c.startswith(READ_PREFIXES)]
+        which = ", ".join(f"{op} x{n}" if n > 1 else op for op, n in Counter(mutating).items()) or "-"
+        return f"{self.name:<44} {len(mutating):>3} {which:<46} {len(self.calls):>5} {self.seconds:>8.2f} s"
+
+
+class Segments(Progress):
+    """Splits one lifecycle operation at each step it announces (BLUE's share, each bake step, the switch):
+    each step's calls and time become a row of their own."""
+
+    def __init__(self, prefix: str, recorder: Recorder) -> None:
+        self.prefix, self.recorder = prefix, recorder
+        self.marks: list[tuple[str, float, int]] = []
+
+    def step(self, text: str) -> None:
+        self.marks.append((text, time.perf_counter(), len(self.recorder.squals_calls())))
+
+
+@dataclass
+class Bench:
+    recorder: Recorder
+    rows: list[Row] = field(default_factory=list)
+
+    def measure(self, name: str, fn: Callable[[], object], progress: Segments | None = None) -> object:
+        """Run ``fn`` once; one row, or one row per announced step when ``progress`` is given."""
+        before = self.recorder.squals_calls()
+        start = time.perf_counter()
+        result = fn()
+        end = time.perf_counter()
+        calls = self.recorder.squals_calls()[len(before) :]
+        if progress is None or not progress.marks:
+            self.rows.append(Row(name, calls, end - start))
+            return result
+        # what happened before the first announced step belongs to it (locks, BLUE's health)
+        marks = [(progress.marks[0][0], start, len(before)), *progress.marks[1:]]
+        ends = [(at, count) for _, at, count in marks[1:]] + [(end, len(before) + len(calls))]
+        for (text, at, count), (until, upto) in zip(marks, ends, strict=True):
+            self.rows.append(
+                Row(f"{name}: {text}", calls[count - len(before) : upto - len(before)], until - at)
+            )
+        return result
+
+    def missing(self, name: str, why: str) -> None:
+        self.rows.append(Row(name, missing=why))
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, timeout=30
+    ).stdout.strip()
+
+
+def commit(repo: Path, app: str, vpc: str | None) -> str:
+    (repo / "infra").mkdir(exist_ok=True)
+    (repo / "infra" / "front-door.yml").write_text(FRONT_DOOR_TEMPLATE)
+    (repo / "infra" / "island.yml").write_text(ISLAND_TEMPLATE)
+    extra = f", VpcId: {vpc}" if vpc else ""
+    (repo / "squals.yml").write_text(SQUALS_FILE.format(region=REGION, app=app, vpc=extra))
+    (repo / "VERSION").write_text(f"{time.time_ns()}\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "bench")
+    return git(repo, "rev-parse", "HEAD")
+
+
+@contextmanager
+def moto_cloud(work: Path) -> Iterator[tuple[str, StackApp]]:
+    """moto's server and the stand-in app on 127.0.0.1, reached as production reaches AWS (environment)."""
+    from moto.moto_api import recorder
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
+    recorder._location = str(work / "moto-recording")
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        del os.environ[name]
+    (work / "aws-config").write_text("")
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": REGION,
+            "AWS_CONFIG_FILE": str(work / "aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(work / "aws-config"),
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+    )
+    app = StackApp(endpoint)
+    try:
+        post(f"{endpoint}/moto-api/recorder/reset-recording")
+        post(f"{endpoint}/moto-api/recorder/start-recording")
+        yield endpoint, app
+    finally:
+        app.stop()
+        server.stop()
+
+
+def open_lifecycle(repo: Path, progress: Progress | None = None) -> Lifecycle:
+    """The lifecycle exactly as ``squals`` builds it for this repository (local state: no remote)."""
+    from squals_action.lifecycle.project import ProjectOptions, open_project
+
+    return open_project(ProjectOptions(repo=repo, remote="", gates=False), progress)
+
+
+def aws_provider(lifecycle: Lifecycle) -> AwsProvider:
+    from squals_action.providers.aws import AwsProvider
+
+    assert isinstance(lifecycle.provider, AwsProvider), lifecycle.provider
+    return lifecycle.provider
+
+
+def routes_the_listener(lifecycle: Lifecycle) -> str | None:
+    """None when this checkout's lifecycle routes an aws project through the front door's listener; else why
+    not (then promote and rollback would move a local Dealer on this machine, not AWS)."""
+    from squals_action.lifecycle.traffic import DealerTraffic
+
+    if isinstance(lifecycle.traffic, DealerTraffic):
+        return "the lifecycle routes aws projects through the local Dealer, not the front door's listener"
+    return None
+
+
+def run(work: Path) -> list[Row]:
+    from squals_action.providers.aws_front_door import FrontDoorStack
+
+    repo = work / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "bench@example.com")
+    git(repo, "config", "user.name", "bench")
+    with moto_cloud(work) as (endpoint, app):
+        app.repo = repo
+        bench = Bench(Recorder(endpoint))
+        sha = commit(repo, app.url, None)
+        first = open_lifecycle(repo)
+        door = FrontDoorStack(aws_provider(first))
+        bench.measure("front door: create", lambda: door.ensure(first.manifest, sha))
+        cfn = aws_client("cloudformation", endpoint)  # the bench's own look: not squals' user agent
+        stack = cfn.describe_stacks(StackName=door.stack_name)["Stacks"][0]
+        vpc = next(o["OutputValue"] for o in stack["Outputs"] if o["OutputKey"] == "VpcId")
+        sha = commit(repo, app.url, vpc)  # the islands' target groups live in the front door's VPC
+
+        def deploy(pr: int) -> None:
+            outcome = open_lifecycle(repo).deploy(pr, sha)
+            if not outcome.ok:
+                raise SystemExit(f"deploy pr-{pr} failed: {outcome.message}")
+
+        bench.measure("deploy pr-1", lambda: deploy(1))
+        wired = routes_the_listener(open_lifecycle(repo))
+
+        def promote(pr: int, label: str) -> None:
+            if wired is not None:
+                bench.missing(label, wired)
+                return
+            progress = Segments(label, bench.recorder)
+            lifecycle = open_lifecycle(repo, progress)
+            bench.measure(label, lambda: lifecycle.promote(pr), progress)
+
+        promote(1, "promote pr-1 (first prod)")
+        bench.measure("deploy pr-2", lambda: deploy(2))
+        promote(2, "promote pr-2")
+        if wired is not None:
+            bench.missing("rollback", wired)
+        else:
+            bench.measure("rollback", lambda: open_lifecycle(repo).rollback())
+        for name in ("experiment start", "experiment tick"):
+            bench.missing(name, "experiments on aws need the lifecycle's listener routing: " + (wired or ""))
+        bench.measure("deploy pr-3", lambda: deploy(3))
+        bench.measure("teardown pr-3", lambda: open_lifecycle(repo).teardown(3))
+        bench.measure("down", lambda: open_lifecycle(repo).down())
+        bench.measure(
+            "front door: delete", lambda: FrontDoorStack(aws_provider(open_lifecycle(repo))).delete()
+        )
+        return bench.rows
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="squals-bench-aws-") as tmp:
+        started = time.perf_counter()
+        rows = run(Path(tmp))
+    print(f"{'operation':<44} {'mutating calls':<50} {'total':>5} {'wall':>10}")
+    for row in rows:
+        print(row.render())
+    print(f"moto {REGION} on 127.0.0.1; whole run {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
