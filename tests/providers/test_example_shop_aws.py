@@ -5,6 +5,7 @@ builds has the files it copies."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,8 @@ import yaml
 from squals_action.manifest import load
 from squals_action.providers import aws_template
 from squals_action.providers.aws_template import Template
+from tests.support.alb import Calls, aws_client
+from tests.support.aws import Cloud
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "shop-aws"
@@ -141,3 +144,91 @@ def test_the_workflow_uses_oidc_and_builds_an_image_of_existing_files() -> None:
         if line.startswith("COPY "):
             source = line.split()[1]
             assert (ROOT / "examples" / source).is_file(), line
+
+
+def test_the_templates_build_on_moto_and_the_alb_dealer_routes_between_islands(
+    aws_cloud: Cloud, tmp_path: Path
+) -> None:
+    """The front door made by squals' own FrontDoorStack from the example's squals file (the network swapped
+    for moto's), then two islands from the island template with the parameters squals computes; the
+    listener's preview rules, the target groups' delay, the ECS services, and one weighted route."""
+    from squals_action.dealer.alb import AlbTraffic
+    from squals_action.providers.aws import AwsProvider
+    from squals_action.providers.aws_front_door import FrontDoorStack
+
+    ec2, elbv2 = aws_client("ec2", aws_cloud.endpoint), aws_client("elbv2", aws_cloud.endpoint)
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.9.{i}.0/24", AvailabilityZone=f"{REGION}{z}")["Subnet"][
+            "SubnetId"
+        ]
+        for i, z in enumerate("ab")
+    ]
+    repo = tmp_path / "repo"
+    shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns("__pycache__"))
+    squals = (repo / "squals.yml").read_text()
+    squals = squals.replace("vpc-0123456789abcdef0", vpc)
+    squals = squals.replace("subnet-0123456789abcdef0,subnet-0fedcba9876543210", ",".join(subnets))
+    squals = squals.replace("      HostedZoneId: Z0123456789ABCDEFGHIJ\n", "")  # no Route 53 zone on moto
+    (repo / "squals.yml").write_text(squals)
+    for args in (
+        ["init", "-q"],
+        ["add", "-A"],
+        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"],
+    ):
+        subprocess.run(["git", "-C", str(repo), *args], check=True, timeout=30, capture_output=True)
+    sha = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "HEAD"], check=True, timeout=30, capture_output=True, text=True
+    ).stdout.strip()
+    manifest = load(repo / "squals.yml", repo)
+    provider = AwsProvider(repo, manifest.provider)
+    provider.wait_delay = 1
+    door = FrontDoorStack(provider).ensure(manifest, sha)
+    assert door.url.startswith("http://") and door.stack_name == "squals-shop-front-door"
+
+    template = _template("island.yml", (aws_template.URL_OUTPUT, aws_template.TARGET_GROUP_OUTPUT))
+    groups: dict[str, str] = {}
+    for file, env in (("squals.yml", "pr-7"), ("variants/green.yml", "exp-green")):
+        island = load(repo / file, repo)
+        values = aws_template.stack_parameters(
+            template, island.provider, island, env=env, sha=sha, project="shop", app_env={}
+        )
+        name = aws_template.stack_name("shop", env)
+        aws_cloud.cfn.create_stack(
+            StackName=name,
+            TemplateBody=template.body,
+            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()],
+        )
+        stack = aws_cloud.cfn.describe_stacks(StackName=name)["Stacks"][0]
+        assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+        assert outputs["Url"] == f"http://{env}.preview.shop.example.com"
+        groups[env] = outputs["TargetGroupArn"]
+
+    rules = elbv2.describe_rules(ListenerArn=door.listener_arn)["Rules"]
+    previews = {
+        r["Conditions"][0]["HostHeaderConfig"]["Values"][0]: (
+            r["Priority"],
+            r["Actions"][0]["TargetGroupArn"],
+        )
+        for r in rules
+        if not r["IsDefault"]
+    }
+    assert previews == {
+        "pr-7.preview.shop.example.com": ("7", groups["pr-7"]),
+        "exp-green.preview.shop.example.com": ("49002", groups["exp-green"]),
+    }
+    # moto's CloudFormation leaves TargetGroupAttributes out (reads back 300): the declaration is checked
+    (declared,) = template.parsed["Resources"]["TargetGroup"]["Properties"]["TargetGroupAttributes"]
+    assert declared["Key"] == "deregistration_delay.timeout_seconds"
+    assert template.parameters["DeregistrationDelay"]["Default"] == 10
+    ecs = aws_client("ecs", aws_cloud.endpoint)
+    (cluster,) = ecs.list_clusters()["clusterArns"]
+    assert len(ecs.list_services(cluster=cluster)["serviceArns"]) == 2
+
+    calls = Calls()
+    traffic = AlbTraffic(door.listener_arn)
+    calls.attach(traffic.elbv2)
+    traffic.route(groups, {"pr-7": 90, "exp-green": 10})
+    assert calls.mutating.count("ModifyListener") == 1
+    assert traffic.routing() == {"pr-7": 90.0, "exp-green": 10.0}
