@@ -1,5 +1,7 @@
 # The Squals Action image: the squals package and git on a slim Python, nothing else.
 # Stage 1 builds the wheel (hatchling is fetched there and stays there); stage 2 installs it with no caches.
+# Released images are built from this file by .github/workflows/release.yml and pushed to
+# ghcr.io/squals/action:X.Y.Z, the image action.yml names; CI builds it on every push.
 FROM python:3.12-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -14,7 +16,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 # git: the state branch and the diff the gates look at. The workspace GitHub mounts belongs to another
-# user, so git must be told to trust it.
+# user, so git must be told to trust it. Debian's versions are not pinned (DL3008): a stable release only
+# replaces them with security fixes, and an exact pin would stop building once the mirror drops it; the base
+# image's tag pins the release, and a released image is pushed once and never rebuilt.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends git ca-certificates \
     && rm -rf /var/lib/apt/lists/* \

@@ -1,26 +1,38 @@
 """Benchmark: `squals validate` against `check-jsonschema` on the same large squals file, in one run.
 
-Generates a valid squals file with 5,000 entries spread over test gates, hooks, exit tests and shared
-resources, then times both tools as subprocesses (start-up included, as a user runs them) several times
-and prints the best wall time of each and their ratio. squals does more (duplicate keys, semantic checks,
-path checks, the model); the goal is a ratio <= 0.5.
+    python bench/validate.py [--entries 5000] [--repeat 5] [--invalid] [--baseline DIR]
 
-    python bench/validate.py [--entries 5000] [--repeat 5]
+Generates a valid squals file with 5,000 entries spread over test gates, hooks, exit tests and shared
+resources, then times each tool as a subprocess (start-up included, as a user runs them) in alternating
+rounds, so the noise of a shared machine hits them alike, and prints the best and median wall time of each,
+their CPU time (user + system, which moves less with the machine's load) and the ratios. squals does more
+(duplicate keys, semantic checks, path checks, the model); the goal is a ratio <= 0.1.
+
+``squals`` is this checkout's code (``PYTHONPATH`` set to it, whatever the installed package points at);
+with ``--baseline DIR`` the squals of another checkout (``git archive <commit> | tar -x -C DIR``) runs in the
+same rounds as ``squals-baseline``, so a change is measured before and after under the same load. Checkouts
+get their bytecode cached in the run's temporary directory (``PYTHONPYCACHEPREFIX``, even when
+``PYTHONDONTWRITEBYTECODE`` is set), as an installed package has it (pip compiles at install, as it did for
+check-jsonschema); an untimed first round of every tool fills that cache and the file cache.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = REPO / "schemas" / "squals.schema.json"
+GOAL = 0.1
 
 
 def generate(entries: int) -> str:
@@ -57,23 +69,65 @@ def generate(entries: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def best_time(argv: list[str], repeat: int, expect: int) -> tuple[float, float]:
-    times = []
-    for _ in range(repeat):
+@dataclass
+class Target:
+    """One command measured in every round: wall and CPU seconds of each run."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    def run(self, expect: int, *, timed: bool = True) -> None:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
-        times.append(time.perf_counter() - start)
+        done = subprocess.run(
+            self.argv, env=self.env, capture_output=True, text=True, timeout=600, check=False
+        )
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if timed:
+            self.wall.append(time.perf_counter() - start)
+            self.cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
         if done.returncode != expect:
-            sys.exit(f"{argv[0]} exited {done.returncode}: {done.stdout[-2000:]}{done.stderr[-2000:]}")
-    return min(times), statistics.median(times)
+            sys.exit(f"{self.name} exited {done.returncode}: {done.stdout[-2000:]}{done.stderr[-2000:]}")
+
+    def line(self) -> str:
+        return (
+            f"{self.name:<17}: wall best {min(self.wall):.3f}s  median {statistics.median(self.wall):.3f}s"
+            f"  |  CPU best {min(self.cpu):.3f}s  median {statistics.median(self.cpu):.3f}s"
+        )
+
+
+def ratio_line(ours: Target, theirs: Target, goal: float | None = None) -> str:
+    text = (
+        f"ratio {ours.name}/{theirs.name}: wall best {min(ours.wall) / min(theirs.wall):.3f}  "
+        f"median {statistics.median(ours.wall) / statistics.median(theirs.wall):.3f}  |  "
+        f"CPU best {min(ours.cpu) / min(theirs.cpu):.3f}  "
+        f"median {statistics.median(ours.cpu) / statistics.median(theirs.cpu):.3f}"
+    )
+    if goal is not None:
+        met = min(ours.wall) / min(theirs.wall) <= goal
+        text += f"  (goal <= {goal}{'' if met else ': MISSED'})"
+    return text
+
+
+def squals_target(name: str, script: str, checkout: Path, pycache: Path) -> Target:
+    """The ``squals`` console script importing ``squals_action`` from ``checkout``, bytecode cached."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(PYTHONPATH=str(checkout), PYTHONPYCACHEPREFIX=str(pycache))
+    return Target(name, [script, "validate"], env)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=5000)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=5, help="rounds; each runs every tool once")
     parser.add_argument(
         "--invalid", action="store_true", help="put one bad duration in the last entry (the slow, exact path)"
+    )
+    parser.add_argument(
+        "--baseline", type=Path, help="another checkout whose squals is measured too, as squals-baseline"
     )
     args = parser.parse_args()
     bindir = Path(sys.executable).parent
@@ -81,9 +135,16 @@ def main() -> int:
     checker = shutil.which("check-jsonschema", path=str(bindir)) or shutil.which("check-jsonschema")
     if not squals or not checker:
         sys.exit("needs `squals` and `check-jsonschema` on PATH (pip install -e '.[test]')")
+    if args.baseline is not None and not (args.baseline / "squals_action" / "__init__.py").is_file():
+        sys.exit(f"--baseline {args.baseline}: expected a checkout holding squals_action/__init__.py")
     with tempfile.TemporaryDirectory() as tmp:
-        repo = Path(tmp)
-        (repo / ".git").mkdir()  # the repository root that references must stay inside
+        pycache = Path(tmp) / "pycache"
+        targets = [squals_target("squals", squals, REPO, pycache)]
+        if args.baseline is not None:
+            targets.append(squals_target("squals-baseline", squals, args.baseline.resolve(), pycache))
+        targets.append(Target("check-jsonschema", [checker, "--schemafile", str(SCHEMA)], dict(os.environ)))
+        repo = Path(tmp) / "repo"
+        (repo / ".git").mkdir(parents=True)  # the repository root that references must stay inside
         target = repo / "squals.yml"
         text = generate(args.entries)
         if args.invalid:
@@ -91,16 +152,24 @@ def main() -> int:
         target.write_text(text, encoding="utf-8")
         size = target.stat().st_size
         expect = 1 if args.invalid else 0
-        ours_best, ours_median = best_time([squals, "validate", str(target)], args.repeat, expect)
-        theirs_best, theirs_median = best_time(
-            [checker, "--schemafile", str(SCHEMA), str(target)], args.repeat, expect
-        )
+        for tool in targets:
+            tool.argv.append(str(target))
+            tool.run(expect, timed=False)
+        for _ in range(args.repeat):
+            for tool in targets:
+                tool.run(expect)
     state = "one error" if args.invalid else "valid"
-    print(f"file: {args.entries} entries, {size} bytes, {state}; best of {args.repeat} runs each")
-    print(f"squals validate:  best {ours_best:.3f}s  median {ours_median:.3f}s")
-    print(f"check-jsonschema: best {theirs_best:.3f}s  median {theirs_median:.3f}s")
-    best, median = ours_best / theirs_best, ours_median / theirs_median
-    print(f"ratio squals/check-jsonschema: best {best:.2f}  median {median:.2f}  (goal <= 0.5)")
+    print(
+        f"file: {args.entries} entries, {size} bytes, {state}; {args.repeat} alternating rounds; "
+        f"load average {os.getloadavg()[0]:.1f}, {len(os.sched_getaffinity(0))} cpus"
+    )
+    for tool in targets:
+        print(tool.line())
+    reference = targets[-1]
+    for tool in targets[:-1]:
+        print(ratio_line(tool, reference, GOAL))
+    if args.baseline is not None:
+        print(ratio_line(targets[0], targets[1]))
     return 0
 
 

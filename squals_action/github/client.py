@@ -26,6 +26,7 @@ from squals_action.github.interface import (
     GitHubError,
     PullInfo,
 )
+from squals_action.report.markdown import truncate
 from squals_action.report.model import Problem
 
 T = TypeVar("T")
@@ -377,6 +378,4 @@ def _annotation(problem: Problem) -> dict[str, Any] | None:
 
 
 def _cut(text: str) -> str:
-    from squals_action.report.markdown import truncate
-
     return truncate(text, limit=CHECK_OUTPUT_LIMIT, pointer="… cut to fit; the job summary has the rest.")

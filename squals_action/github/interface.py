@@ -101,6 +101,9 @@ class Request:
     state_branch: str = "squals/state"
     run_url: str | None = None
     head_sha: str | None = None
+    #: Called once when the work on the environment really begins (a promotion: once the PR's island passed
+    #: the lifecycle's checks), so the ``prod`` deployment is opened only when there is an island to promote.
+    on_start: Callable[[], None] | None = None
 
 
 class Core(Protocol):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -84,8 +84,23 @@ class Pipeline:
 
     # -- the pieces -------------------------------------------------------------------------------------
 
+    def _scratch(self) -> Path | None:
+        """``$RUNNER_TEMP/squals`` under GitHub Actions, else None (each concern's own ``.squals/`` default).
+
+        The container runs as root: anything it left in the workspace (logs, the Dealer's and the local
+        provider's directories) would be root-owned leftovers that the next ``actions/checkout`` on a
+        self-hosted runner cannot clean. The runner empties ``RUNNER_TEMP`` after every job.
+        """
+        temp = self._env.get("RUNNER_TEMP", "").strip()
+        if self._env.get("GITHUB_ACTIONS") == "true" and temp:
+            return Path(temp) / "squals"
+        return None
+
+    def _own_dir(self, request: Request) -> Path:
+        return self._scratch() or request.workspace / ".squals"
+
     def _log_dir(self, request: Request) -> Path:
-        return request.workspace / ".squals" / "logs"
+        return self._own_dir(request) / "logs"
 
     def _gates(self, request: Request, model: Any) -> tuple[tuple[Step, ...], tuple[Problem, ...]]:
         from squals_action.gates.runner import make_context, run_pipeline
@@ -131,13 +146,18 @@ class Pipeline:
                 repo=root,
                 manifest=model,
                 store=store,
-                provider=get_provider(kind, root, model.provider),
-                traffic=DealerTraffic(root / ".squals" / "dealer"),
+                provider=get_provider(kind, root, model.provider, state_dir=self._provider_dir(kind)),
+                traffic=DealerTraffic(self._own_dir(request) / "dealer"),
+                progress=_first_step(request.on_start),
                 log_dir=self._log_dir(request),
                 run_id=self._env.get("GITHUB_RUN_ID") or None,
                 actor=request.intent.actor,
                 attempt=int(attempt) if attempt.isdigit() else 1,
             )
+
+    def _provider_dir(self, kind: str) -> Path | None:
+        scratch = self._scratch()
+        return scratch / kind if scratch is not None else None
 
     def _locked(self, request: Request, verb: str, exc: Any, **parts: Any) -> Report:
         holder = f"PR #{exc.lock.pr}"
@@ -151,10 +171,13 @@ class Pipeline:
         )
 
     def _outcome(self, verb: str, outcome: Any, env_name: str | None, **parts: Any) -> Report:
+        from squals_action.lifecycle import machine
         from squals_action.report.lifecycle import markdown as lifecycle_markdown
 
         fleet = outcome.fleet or {}
         env = fleet.get(env_name) if env_name else None
+        if env_name == "prod":
+            env = machine.prod(fleet)  # the island serving prod now: its URL and its commit
         url = (env.url if env is not None else None) or outcome.public_url
         if env_name == "prod":
             url = outcome.public_url or url
@@ -261,6 +284,9 @@ class Pipeline:
         try:
             with self._lifecycle(request, model) as lifecycle:
                 engine = from_lifecycle(lifecycle)
+                scratch = self._scratch()
+                if scratch is not None:
+                    engine.state_dir = scratch / "experiments"
                 if verb == "experiment-start":
                     return self._experiment_started(request, engine, parts)
                 return self._experiment_ticked(engine, parts)
@@ -340,6 +366,24 @@ def _merged_pr(repo: Path, sha: str) -> int | None:
         if found:
             return int(found.group(1))
     return None
+
+
+def _first_step(start: Callable[[], None] | None) -> Any:
+    """The lifecycle's progress view, calling ``start`` at its first step (once, and only if it comes).
+
+    A promotion's first step comes after its refusals (no island, not healthy, prod locked by another PR), so
+    what ``start`` opens (the ``prod`` deployment) exists only for a promotion that really began.
+    """
+    from squals_action.lifecycle.steps import Progress
+
+    class FirstStep(Progress):
+        def step(self, text: str) -> None:
+            nonlocal start
+            if start is not None:
+                begin, start = start, None
+                begin()
+
+    return FirstStep()
 
 
 def _tail(path: Path, limit: int = 4000) -> str:

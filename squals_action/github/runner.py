@@ -8,8 +8,9 @@ annotations) are written before any GitHub write, so a failing API still leaves 
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
@@ -25,7 +26,7 @@ from squals_action.github.interface import (
     Request,
 )
 from squals_action.report import workflow_commands as wc
-from squals_action.report.comment import MARKER, RunInfo, compose_comment, compose_summary
+from squals_action.report.comment import MARKER, RunInfo, compose_comment, compose_summary, run_url_from_env
 from squals_action.report.model import Report, Status
 
 CHECK_NAME = "squals"
@@ -88,7 +89,6 @@ def run(
             return _publish(intent, refusal, api, settings, info, out, check_run=None, deployment=None)
 
     check_run: int | None = None
-    deployment: int | None = None
     sha = intent.head_sha or intent.sha
     if api is not None and sha and intent.kind not in (IntentKind.TEARDOWN, IntentKind.EXPERIMENT_TICK):
         external_id = f"squals:{settings.run_id}:{settings.run_attempt}"
@@ -97,18 +97,18 @@ def run(
         for name, (color, description) in LABELS.items():
             api.ensure_label(name, color, description)
     env_name = intent.environment
+    # A preview's island is built by this run: its deployment opens now. The prod deployment opens only once
+    # the promotion begins (the core calls ``on_start``): a promote of a PR with no island, or one that waits
+    # for another PR's lock, deployed nothing and leaves nothing in the Deployments view.
+    opened: list[int] = []
+    on_start: Callable[[], None] | None = None
     if api is not None and sha and env_name and intent.deploy and intent.kind in (
         IntentKind.PREVIEW, IntentKind.PROMOTE
     ):
-        deployment = api.deployment(
-            env_name,
-            sha,
-            transient=intent.kind is IntentKind.PREVIEW,
-            production=env_name == "prod",
-            description=f"squals {intent.kind.value} of PR #{intent.pr_number}",
-        )
-        api.deployment_status(deployment, "in_progress", environment_url=None, log_url=settings.run_url,
-                              description=f"squals {intent.kind.value} in progress")
+        on_start = functools.partial(_open_deployment, api, intent, env_name, sha, settings.run_url, opened)
+        if intent.kind is IntentKind.PREVIEW:
+            on_start()
+            on_start = None
 
     request = Request(
         intent=intent,
@@ -118,6 +118,7 @@ def run(
         state_branch=settings.state_branch,
         run_url=settings.run_url,
         head_sha=sha,
+        on_start=on_start,
     )
     try:
         report = _dispatch(core, request)
@@ -130,9 +131,31 @@ def run(
         crash = Report(intent=intent.kind.value, status="failure", environment=env_name,
                        headline=f"{intent.kind.value} failed: internal error: {type(exc).__name__}")
         with contextlib.suppress(Exception):
-            _publish(intent, crash, api, settings, info, out, check_run=check_run, deployment=deployment)
+            _publish(intent, crash, api, settings, info, out, check_run=check_run,
+                     deployment=opened[0] if opened else None)
         raise
-    return _publish(intent, report, api, settings, info, out, check_run=check_run, deployment=deployment)
+    return _publish(intent, report, api, settings, info, out, check_run=check_run,
+                    deployment=opened[0] if opened else None)
+
+
+def _open_deployment(
+    api: GitHubApi, intent: Intent, env_name: str, sha: str, run_url: str | None, opened: list[int]
+) -> None:
+    """Create the deployment of ``env_name`` at ``sha`` (its id goes into ``opened`` at once, so a failure
+    to mark it in progress still gets it closed by the report) and mark it in progress; once per run."""
+    if opened:
+        return
+    opened.append(
+        api.deployment(
+            env_name,
+            sha,
+            transient=intent.kind is IntentKind.PREVIEW,
+            production=env_name == "prod",
+            description=f"squals {intent.kind.value} of PR #{intent.pr_number}",
+        )
+    )
+    api.deployment_status(opened[-1], "in_progress", environment_url=None, log_url=run_url,
+                          description=f"squals {intent.kind.value} in progress")
 
 
 def _dispatch(core: Core, request: Request) -> Report:
@@ -238,8 +261,6 @@ def _publish(
 
 def settings_from_env(environ: Mapping[str, str]) -> Settings:
     """The action's inputs: Docker passes them as ``INPUT_<NAME>``, upper-cased with hyphens kept."""
-    from squals_action.report.comment import run_url_from_env
-
     raw_files = environ.get("INPUT_SQUALS-FILES", "")
     files = tuple(f.strip() for chunk in raw_files.splitlines() for f in chunk.split(",") if f.strip())
     workspace = Path(environ.get("GITHUB_WORKSPACE") or ".").resolve()

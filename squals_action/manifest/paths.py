@@ -12,6 +12,9 @@ import shlex
 from pathlib import Path
 
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+#: What ``shlex.split(..., comments=True)`` treats specially besides blanks: quotes, escapes, comments.
+_SHLEX_SPECIAL = re.compile(r"['\"\\#]")
+_SHLEX_WORD = re.compile(r"[^ \t\r\n]+")
 
 
 def find_repo_root(start: Path) -> Path:
@@ -55,14 +58,28 @@ def reference_problem(
     return None
 
 
+def shell_words(run: str) -> list[str] | None:
+    """``shlex.split(run, comments=True)``, or None when shlex refuses it (an open quote, a final escape).
+
+    Without quotes, escapes or ``#``, shlex's words are the runs of characters other than its four blanks;
+    a regex finds them over ten times faster than shlex's character loop (half of the semantic checks'
+    time on a file whose 1,250 hooks run ``./scripts/x.sh N``).
+    """
+    if _SHLEX_SPECIAL.search(run) is None:
+        return _SHLEX_WORD.findall(run)
+    try:
+        return shlex.split(run, comments=True)
+    except ValueError:
+        return None
+
+
 def script_of(run: str) -> str | None:
     """The relative script path a command starts with (``./scripts/x.sh args`` -> ``./scripts/x.sh``)."""
     head = run.split(None, 1)[0] if run.strip() else ""
     if "/" not in head and "=" not in head and "\\" not in head and "'" not in head and '"' not in head:
         return None  # the common case (``pytest tests``): no script path, no need to tokenize
-    try:
-        words = shlex.split(run, comments=True)
-    except ValueError:
+    words = shell_words(run)
+    if words is None:
         return None
     while words and _ASSIGNMENT.match(words[0]):
         words = words[1:]

@@ -1,4 +1,4 @@
-"""The squals file's JSON Schema: where it ships, one compiled validator, and errors turned into problems.
+"""The squals file's JSON Schema: where it ships, a fast yes/no check, and jsonschema's errors as problems.
 
 jsonschema's own messages print whole instances; here each error becomes one line that says what was
 expected at the offending node, with a "did you mean" for misspelt keys and enum values. Subschemas can
@@ -10,13 +10,16 @@ from __future__ import annotations
 import difflib
 import functools
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import squals_action
 from squals_action.manifest.problems import PathPart, Problem, format_where
 from squals_action.manifest.yamlload import Document
+
+if TYPE_CHECKING:
+    from jsonschema_rs import Draft202012Validator as FastValidator
 
 SCHEMA_NAME = "squals.schema.json"
 
@@ -227,20 +230,24 @@ class _Mapper:
 
 
 @functools.cache
-def _fast_check() -> Callable[[Any], bool] | None:
-    """The compiled yes/no check of the schema, or None when the schema outgrew the fast path."""
-    from squals_action.manifest.fastcheck import Unsupported, compile_schema
+def _fast_validator() -> FastValidator:
+    """jsonschema-rs compiled once; imported here because its import (~50 ms) must not slow CLI start-up.
 
-    try:
-        return compile_schema(load_schema())
-    except Unsupported:
-        return None
+    ``offline``: the schema's ``$ref`` are all local, and validation must never reach the network.
+    """
+    import jsonschema_rs
+
+    return jsonschema_rs.Draft202012Validator(dict(load_schema()), offline=True)
 
 
 def fast_valid(data: Any) -> bool:
-    """True only when ``data`` is certainly schema-valid (then jsonschema is not even imported)."""
-    check = _fast_check()
-    return check is not None and check(data)
+    """The yes/no answer of jsonschema-rs; when it is yes, jsonschema (slow, but located) is not imported.
+
+    A "no" only costs the jsonschema run that phrases the problems. Where the regex dialects differ, as
+    in these two cases, jsonschema-rs is the stricter one: Python's ``re`` lets ``$`` match before a final
+    newline and ``\\d`` match any Unicode digit, the ECMA-style regex of jsonschema-rs does not.
+    """
+    return _fast_validator().is_valid(data)
 
 
 def iter_schema_errors(data: Any) -> Iterator[Any]:

@@ -6,9 +6,12 @@ together as one :class:`ManifestError` for callers that just need a model.
 
 from __future__ import annotations
 
+import functools
+import gc
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from squals_action.manifest.build import Builder
 from squals_action.manifest.checks import semantic_problems
@@ -19,6 +22,31 @@ from squals_action.manifest.schema import schema_problems
 from squals_action.manifest.yamlload import Document, decode_source, load_document, parse_text
 
 DISCOVERY_PATTERNS: tuple[str, ...] = ("squals.yml", "squals.yaml", "squals/*.yml", "squals/*.yaml")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def gc_paused(func: Callable[P, R]) -> Callable[P, R]:
+    """``func`` run with the cyclic garbage collector paused (and resumed after, if it was running).
+
+    A validation allocates a few hundred thousand small objects (YAML nodes and their marks, the data, the
+    model) that nearly all stay alive until it ends, so the collections they trigger on the way find
+    almost nothing to free: 143 of them for 3,000 entries, a quarter of the CPU time of ``squals validate``
+    on 5,000. Reference counting still frees what dies, and the input is bounded (1 MiB, the alias budget).
+    """
+
+    @functools.wraps(func)
+    def paused(*args: P.args, **kwargs: P.kwargs) -> R:
+        if not gc.isenabled():  # already paused by an outer call
+            return func(*args, **kwargs)
+        gc.disable()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            gc.enable()
+
+    return paused
 
 
 def display_name(path: Path, relative_to: Path | None = None) -> str:
@@ -114,6 +142,7 @@ class Validation:
         return [], Builder(doc, variants, base_dir, repo_root).build()
 
 
+@gc_paused
 def validate_file(
     path: str | os.PathLike[str], *, repo_root: Path | None = None, relative_to: Path | None = None
 ) -> FileResult:
@@ -122,6 +151,7 @@ def validate_file(
     return FileResult(display_name(Path(path), relative_to), manifest, tuple(problems))
 
 
+@gc_paused
 def validate_paths(
     paths: Iterable[str | os.PathLike[str]], *, repo_root: Path | None = None, relative_to: Path | None = None
 ) -> ValidationReport:
@@ -183,6 +213,7 @@ def load_many(paths: Sequence[str | os.PathLike[str]], repo_root: Path | None = 
     return [r.manifest for r in report.results if isinstance(r.manifest, Manifest)]
 
 
+@gc_paused
 def validate_bytes(data: bytes, name: str, *, base_dir: Path, repo_root: Path | None = None) -> FileResult:
     """Validate squals-file content that is not (yet) on disk, as if it were ``base_dir/<name>``.
 

@@ -13,6 +13,8 @@ from typing import TextIO
 
 from squals_action.gates.interface import Finding, GateResult
 from squals_action.process import read_log_tail
+from squals_action.report import workflow_commands as wc
+from squals_action.report.markdown import code, code_block, details, duration, escape, table
 
 STATUS_ICONS = {"pass": "✅", "fail": "❌", "skip": "⏭️", "error": "⚠️", "timeout": "⏱️"}
 LOG_TAIL_LINES = 40
@@ -34,8 +36,6 @@ def to_json_text(results: Sequence[GateResult]) -> str:
 
 def to_text(results: Sequence[GateResult]) -> str:
     """A terminal summary: one line per gate, then blocking findings with their file:line."""
-    from squals_action.report.markdown import duration
-
     width = max((len(r.name) for r in results), default=4)
     lines = [
         f"{r.stage:<8} {r.name:<{width}}  {r.status:<7} {duration(r.duration):>9}  {r.summary}"
@@ -51,8 +51,6 @@ def to_text(results: Sequence[GateResult]) -> str:
 
 
 def _finding_line(f: Finding) -> str:
-    from squals_action.report.markdown import code, escape
-
     where = code(f"{f.file}:{f.line}" if f.line else f.file) + " " if f.file else ""
     flag = "**blocking** " if f.blocking else ""
     return f"- {flag}{where}{escape(f.message, max_len=400)}"
@@ -61,8 +59,6 @@ def _finding_line(f: Finding) -> str:
 def to_markdown(results: Sequence[GateResult], *, title: str = "Gates", with_logs: bool = True) -> str:
     """A table (gate, stage, status, duration, summary) and, per gate with something to show, a collapsed
     ``<details>`` holding its findings and the tail of its log."""
-    from squals_action.report.markdown import code_block, details, duration, escape, table
-
     icon = "✅" if overall(results) == "pass" else "❌"
     rows = [
         (
@@ -101,8 +97,6 @@ def to_markdown(results: Sequence[GateResult], *, title: str = "Gates", with_log
 def emit_github(results: Sequence[GateResult], stream: TextIO | None = None) -> None:
     """Under Actions: a folded ``::group::`` per gate with its log tail, and an annotation per finding
     that points at a file (errors for blocking findings, warnings otherwise)."""
-    from squals_action.report import workflow_commands as wc
-
     for r in results:
         with wc.grouped(f"{r.stage}: {r.name} — {r.status} ({r.summary[:120]})", stream=stream):
             if r.log_path is not None:

@@ -43,7 +43,10 @@ BOT = {"login": "github-actions[bot]", "id": 41898282, "type": "Bot"}
 
 
 class FakeCore:
-    """Returns a fixed report for whatever it is asked, and remembers what it was asked."""
+    """Returns a fixed report for whatever it is asked, and remembers what it was asked.
+
+    Like the pipeline it starts the work it was asked for (``on_start``: the prod deployment of a promotion).
+    """
 
     def __init__(self, report: Report) -> None:
         self.report = report
@@ -51,6 +54,8 @@ class FakeCore:
 
     def _do(self, verb: str, request: Request) -> Report:
         self.asked.append((verb, request))
+        if request.on_start is not None:
+            request.on_start()
         return self.report
 
     def preview(self, request: Request) -> Report:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from squals_action.providers import get_provider
+from tests.support.action_files import declared_outputs, written_outputs
 from tests.support.fake_github import FakeGitHub
 from tests.support.github import REPO, event
 
@@ -82,7 +83,6 @@ def project(tmp_path: Path) -> Iterator[tuple[Path, Path, str]]:
     (repo / "smoke.py").write_text(SMOKE)
     (repo / "squals.yml").write_text(SQUALS)
     (repo / "VERSION").write_text("v1\n")
-    (repo / ".gitignore").write_text(".squals/\n")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "v1")
     git(repo, "push", "-q", "origin", "master")
@@ -94,11 +94,20 @@ def project(tmp_path: Path) -> Iterator[tuple[Path, Path, str]]:
     try:
         yield repo, origin, head
     finally:
-        down(repo)
+        down(repo, runner_temp(tmp_path) / "squals")
 
 
-def down(repo: Path) -> None:
-    """Stop everything the runs started: environments and the Dealer (by the lifecycle's own `down`)."""
+def runner_temp(tmp: Path) -> Path:
+    """The runner's RUNNER_TEMP for the runs of one test: where the action keeps its own files."""
+    return tmp / "runner-temp"
+
+
+def down(repo: Path, scratch: Path) -> None:
+    """Stop everything the runs started: environments and the Dealer (by the lifecycle's own `down`).
+
+    Under GitHub Actions the action keeps the local provider's and the Dealer's directories in ``scratch``
+    (``$RUNNER_TEMP/squals``), never in the workspace.
+    """
     from squals_action.lifecycle.engine import Lifecycle
     from squals_action.lifecycle.traffic import DealerTraffic
     from squals_action.manifest import load
@@ -109,9 +118,9 @@ def down(repo: Path) -> None:
             repo=repo,
             manifest=load(repo / "squals.yml", repo),
             store=store,
-            provider=get_provider("local", repo),
-            traffic=DealerTraffic(repo / ".squals" / "dealer"),
-            log_dir=repo / ".squals" / "logs",
+            provider=get_provider("local", repo, state_dir=scratch / "local"),
+            traffic=DealerTraffic(scratch / "dealer"),
+            log_dir=scratch / "logs",
         ).down()
 
 
@@ -138,6 +147,7 @@ def run_action(
             "GITHUB_WORKSPACE": str(repo),
             "GITHUB_OUTPUT": str(tmp / "output"),
             "GITHUB_STEP_SUMMARY": str(tmp / "summary.md"),
+            "RUNNER_TEMP": str(runner_temp(tmp)),
             "INPUT_GITHUB-TOKEN": "ghs_e2e_secret_token",
             "INPUT_SQUALS-FILES": "squals.yml",
             "INPUT_STATE-BRANCH": "squals/state",
@@ -155,6 +165,11 @@ def state_log(origin: Path) -> list[str]:
     return git(origin, "log", "--format=%s", "squals/state").splitlines()
 
 
+def untracked(repo: Path) -> str:
+    """What git sees in the workspace beyond its commits, ignored files included."""
+    return git(repo, "status", "--porcelain", "--ignored", "--untracked-files=all")
+
+
 @pytest.mark.slow
 def test_open_promote_then_close_a_pr(project: tuple[Path, Path, str], tmp_path: Path) -> None:
     repo, origin, head = project
@@ -163,9 +178,12 @@ def test_open_promote_then_close_a_pr(project: tuple[Path, Path, str], tmp_path:
     closed = event("pull_request.closed")
     closed["pull_request"]["head"]["sha"] = head
 
+    clean = untracked(repo)
     with FakeGitHub(REPO, permissions={"Codertocat": "maintain"}) as fake:
         code, log = run_action(repo, tmp_path, fake, "pull_request.opened", opened, "42")
         assert code == 0, log
+        assert untracked(repo) == clean  # nothing left in the workspace: logs and the rest in RUNNER_TEMP
+        assert (runner_temp(tmp_path) / "squals" / "logs").is_dir()
         assert "::add-mask::ghs_e2e_secret_token" in log
         assert "ghs_e2e_secret_token" not in log.replace("::add-mask::ghs_e2e_secret_token", "")
 
@@ -199,6 +217,7 @@ def test_open_promote_then_close_a_pr(project: tuple[Path, Path, str], tmp_path:
         fake.pr_labels[2] = {"promote"}
         code, log = run_action(repo, tmp_path, fake, "pull_request_target.labeled-promote", promote, "44")
         assert code == 0, log
+        assert untracked(repo) == clean
         [body] = fake.comment_bodies(2)
         assert "| Rollout |" in body and "| Gate test · unit | ✅ passed |" in body
         assert fake.states("prod") == ["in_progress", "success"]
@@ -217,6 +236,10 @@ def test_open_promote_then_close_a_pr(project: tuple[Path, Path, str], tmp_path:
 
         code, log = run_action(repo, tmp_path, fake, "pull_request.closed", closed, "43")
         assert code == 0, log
+        assert untracked(repo) == clean
+        written = written_outputs(tmp_path / "output")  # three runs' outputs, `commit` among them
+        assert set(written) <= declared_outputs() and "commit" in written, written
+        assert written["commit"] == [head, head]  # the preview's island, then prod after the promotion
         [body] = fake.comment_bodies(2)  # edited in place, not a second comment
         assert "PR \\#2 closed: kept: " in body, body  # pr-2 serves prod now: kept, and the comment says so
         assert "| Gate test · unit | ✅ passed |" in body  # the gates of the last preview are kept
@@ -247,6 +270,28 @@ def test_promote_while_another_pr_holds_prod(project: tuple[Path, Path, str], tm
         [body] = fake.comment_bodies(2)  # one comment, not one per retry
         assert "locked by PR \\#7" in body
         assert "🔒" in body
-        assert fake.states("prod") == ["in_progress", "inactive", "in_progress", "inactive"]
+        assert fake.deployments == {}  # waiting for the lock deployed nothing: no prod deployment
         assert "\nlocked\n" in (tmp_path / "output").read_text()
     assert state_log(origin) == locked_at  # nothing was changed
+
+
+@pytest.mark.slow
+def test_promote_of_a_pr_never_deployed_leaves_no_prod_deployment(
+    project: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    repo, _, head = project
+    command = event("issue_comment.created-promote")  # `/squals promote` on PR #1, which has no island
+    pull = event("pull_request.opened")["pull_request"]
+    pull["number"], pull["head"]["sha"] = 1, head
+
+    with FakeGitHub(REPO, permissions={"Codertocat": "admin"}) as fake:
+        fake.pulls[1] = pull
+        code, log = run_action(repo, tmp_path, fake, "issue_comment.created-promote", command, "60")
+        assert code == 1, log
+        [body] = fake.comment_bodies(1)
+        assert "pr-1 is absent: cannot promote-start \\(it was never deployed\\)" in body, body
+        [check] = fake.check_runs.values()
+        assert check["conclusion"] == "failure"
+        assert fake.deployments == {}  # nothing was deployed, so nothing in the Deployments view
+        assert not any(p.endswith("/deployments") for m, p, _ in fake.requests if m == "POST")
+    assert written_outputs(tmp_path / "output")["status"] == ["failure"]

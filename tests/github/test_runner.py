@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -134,8 +135,52 @@ def test_lock_contention_comments_once_and_exits_cleanly(settings: Settings) -> 
     assert "locked by PR \\#7" in body
     assert api.names().count("comment") == 3  # the same comment edited, never a second one
     assert ("finish_check_run", (5, "neutral")) in api.calls
-    assert api.calls.count(("deployment_status", (9, "inactive"))) == 3  # not deployed, not failed
-    assert ("deployment_status", (9, "failure")) not in api.calls
+    assert "deployment" not in api.names()  # the promotion never began: no prod deployment, not even failed
+    assert "deployment_status" not in api.names()
+
+
+class StartingCore(Core):
+    """A core that begins the promotion (as the pipeline does once the island passed its checks)."""
+
+    def _answer(self, request: Request) -> Report:
+        assert request.on_start is not None
+        request.on_start()
+        request.on_start()  # a second call opens nothing more
+        return super()._answer(request)
+
+    promote = _answer
+
+
+def test_prod_deployment_opens_only_when_the_promotion_begins(settings: Settings) -> None:
+    intent = parse_event("pull_request", event("pull_request.labeled-promote"), ENV)
+    refused = Report(intent="promote", status="failure", environment="prod",
+                     headline="promote failed: pr-2 has no island to promote")
+    api = FakeApi()
+    code, _ = run(intent, Core(refused), api, settings)
+    assert code == 1
+    assert "deployment" not in api.names() and "deployment_status" not in api.names()
+    assert ("finish_check_run", (5, "failure")) in api.calls and "no island" in api.comments[2][0]
+
+    api = FakeApi()
+    code, _ = run(intent, StartingCore(replace(refused, headline="the bake failed")), api, settings)
+    assert code == 1
+    deployments = [c for c in api.calls if c[0].startswith("deployment")]
+    assert deployments == [
+        ("deployment", ("prod", intent.head_sha)),
+        ("deployment_status", (9, "in_progress")),
+        ("deployment_status", (9, "failure")),
+    ]
+
+
+def test_preview_opens_its_deployment_before_the_work(settings: Settings) -> None:
+    intent = parse_event("pull_request", event("pull_request.opened"), ENV)
+    core = Core(Report(intent="preview", status="success", headline="up", environment="pr-2"))
+    api = FakeApi()
+    run(intent, core, api, settings)
+    [request] = core.requests
+    assert request.on_start is None
+    assert api.names().index("deployment") < api.names().index("comment")
+    assert ("deployment_status", (9, "success")) in api.calls
 
 
 def test_fork_pr_without_api_writes_nothing_but_reports(

@@ -1,10 +1,14 @@
-"""Loader details the corpus does not show: merge precedence, marks through aliases, limits on bytes."""
+"""Loader details the corpus does not show: merge precedence, marks through aliases, limits on bytes, tags
+resolved exactly as PyYAML's SafeLoader resolves them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
+from yaml.nodes import MappingNode, Node, SequenceNode
 
 from squals_action.manifest import ManifestError
 from squals_action.manifest.validate import validate_bytes
@@ -61,3 +65,36 @@ def test_keys_keep_their_text() -> None:
 def test_ints_floats_and_timestamps() -> None:
     doc = parse_text("a: 0x10\nb: 1_000\nc: 1.5\nd: 2025-01-01\ne: 017\n", "f.yml")
     assert doc.data == {"a": 16, "b": 1000, "c": 1.5, "d": "2025-01-01", "e": 15}
+
+
+TAGGED = (
+    "plain: [yes, No, on, OFF, ~, null, Null, '', 12, -017, 0x1F, 1_000, 0b101, 1:20, 1.5e3, -.5,\n"
+    "  2025-01-01, 2001-12-14t21:59:43.10-05:00, =, <<x, text, y, '12', \"yes\", ! 12, !!str 3, !!int '7']\n"
+    "block: |\n  3\n"
+    "empty:\n"
+    "yes: key\n"
+    "7: key\n"
+    "merged: {<<: {k: 1}, j: 2}\n"
+)  # no alias: an alias makes the loader compose again from events, with PyYAML's resolver
+
+
+def _tags(node: Node) -> Iterator[str]:
+    yield node.tag
+    if isinstance(node, MappingNode):
+        for key, value in node.value:
+            yield from _tags(key)
+            yield from _tags(value)
+    elif isinstance(node, SequenceNode):
+        for item in node.value:
+            yield from _tags(item)
+
+
+def test_tags_are_resolved_as_safe_loader_resolves_them() -> None:
+    doc = parse_text(TAGGED, "f.yml")
+    assert doc.root is not None
+    expected = list(_tags(yaml.compose(TAGGED, Loader=yaml.SafeLoader)))
+    assert list(_tags(doc.root)) == expected
+    assert "tag:yaml.org,2002:merge" in expected and "tag:yaml.org,2002:value" in expected
+    assert doc.data["plain"][:12] == [True, False, True, False, None, None, None, "", 12, -15, 31, 1000]
+    assert doc.data["plain"][-5:] == ["12", "yes", 12, "3", 7]
+    assert (doc.data["block"], doc.data["empty"], doc.data["merged"]) == ("3\n", None, {"j": 2, "k": 1})

@@ -1,8 +1,10 @@
 """The schema itself: draft 2020-12, described everywhere, its examples valid, the reference doc in step,
-and the compiled fast check agreeing with jsonschema."""
+and the fast yes/no path (jsonschema-rs) agreeing with jsonschema."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,6 @@ from hypothesis import given, settings
 from jsonschema import Draft202012Validator
 
 from squals_action.manifest import schema as schema_module
-from squals_action.manifest.fastcheck import Unsupported, compile_schema
 from squals_action.manifest.reference import render_reference
 from squals_action.manifest.yamlload import parse_text
 from tests.support.corpus import case_dirs
@@ -22,7 +23,7 @@ from .test_property import documents
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = schema_module.load_schema()
 VALIDATOR = Draft202012Validator(SCHEMA)
-FAST = compile_schema(SCHEMA)
+FAST = schema_module.fast_valid
 
 
 def test_schema_is_draft_2020_12_with_id() -> None:
@@ -139,6 +140,32 @@ def test_fast_check_booleans_are_not_numbers() -> None:
     assert FAST({**base, "gates": {"security": {"risk": {"max_score": 7.0}}}})
 
 
-def test_fast_check_refuses_unknown_keywords() -> None:
-    with pytest.raises(Unsupported):
-        compile_schema({"type": "object", "dependentRequired": {"a": ["b"]}})
+def test_fast_check_is_stricter_where_regex_dialects_differ() -> None:
+    """Python's ``$`` also matches before a final newline, Rust's does not: the fast path says no, and
+    jsonschema (the one that phrases problems) keeps the last word."""
+    named = {"version": 1, "name": "shop\n", "app": {"start": "x"}}
+    assert not FAST(named)
+    assert list(VALIDATOR.iter_errors(named)) == []
+
+
+def test_valid_file_needs_neither_jsonschema_nor_start_up_cost(tmp_path: Path) -> None:
+    """jsonschema-rs is imported by the first validation, never by ``squals --version``; a valid file
+    never imports jsonschema."""
+    (tmp_path / ".git").mkdir()
+    target = tmp_path / "squals.yml"
+    target.write_text("version: 1\nname: shop\napp: {start: python app.py}\n", encoding="utf-8")
+    probe = (
+        "import sys\n"
+        "from squals_action.cli import main\n"
+        "try:\n"
+        "    main(['--version'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('VERSION', 'jsonschema_rs' in sys.modules)\n"
+        f"code = main(['validate', {str(target)!r}])\n"
+        "print('VALIDATE', code, 'jsonschema_rs' in sys.modules, 'jsonschema' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "VERSION False\n" in done.stdout
+    assert "VALIDATE 0 True False\n" in done.stdout

@@ -21,20 +21,18 @@ stored, logged or reported: only its file, line and kind.
 from __future__ import annotations
 
 import re
-import subprocess
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from squals_action.gates.changes import git, matches
-from squals_action.gates.interface import Finding, Gate, GateContext, GateError, GateResult
+from squals_action.gates.diff import numstat, parse_diff, show_file, stream_diff
+from squals_action.gates.interface import Finding, Gate, GateContext, GateResult
 from squals_action.gates.security.interface import LockfileError, normalize_name
 from squals_action.gates.security.lockfiles.registry import is_dependency_file, parse_text
 from squals_action.manifest.model import RiskPolicy
 
-DIFF_TIMEOUT = 120.0
 MAX_ITEM_FINDINGS = 50
 _MAX_LINE = 4096
 
@@ -141,16 +139,6 @@ class RiskReport:
     findings: tuple[Finding, ...] = ()
 
 
-@dataclass
-class _FileDiff:
-    path: str
-    old_path: str
-    status: str = "M"
-    added: list[tuple[int, str]] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    binary: bool = False
-
-
 def is_test_file(path: str) -> bool:
     return any(matches(path, p) for p in TEST_PATTERNS)
 
@@ -175,120 +163,6 @@ def scan_secrets(line: str) -> str | None:
     return None
 
 
-def _stream_diff(repo: Path, base: str, head: str) -> Iterator[str]:
-    """``git diff -U0`` line by line, so a huge diff is never held in memory; killed after a timeout."""
-    proc = subprocess.Popen(
-        [
-            "git",
-            "-C",
-            str(repo),
-            "-c",
-            "core.quotepath=off",
-            "diff",
-            "-U0",
-            "-M",
-            "--no-color",
-            "--no-ext-diff",
-            f"{base}...{head}",
-            "--",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-    )
-    timer = threading.Timer(DIFF_TIMEOUT, proc.kill)
-    timer.start()
-    try:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            yield raw.decode("utf-8", "replace").rstrip("\n")
-        stderr = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
-        if proc.wait() != 0:
-            detail = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit {proc.returncode}"
-            raise GateError(f"git diff {base}...{head} failed: {detail}")
-    finally:
-        timer.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
-        if proc.stderr:
-            proc.stderr.close()
-
-
-_HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,\d+)? @@")
-
-
-def parse_diff(lines: Iterator[str]) -> list[_FileDiff]:
-    files: list[_FileDiff] = []
-    current: _FileDiff | None = None
-    new_line = 0
-    in_hunk = False
-    for line in lines:
-        if line.startswith("diff --git "):
-            m = re.match(r"^diff --git a/(.*) b/(.*)$", line)
-            old, new = (m.group(1), m.group(2)) if m else ("", "")
-            current = _FileDiff(path=new, old_path=old)
-            files.append(current)
-            in_hunk = False
-            continue
-        if current is None:
-            continue
-        if not in_hunk:
-            if line.startswith("new file mode"):
-                current.status = "A"
-            elif line.startswith("deleted file mode"):
-                current.status = "D"
-            elif line.startswith("rename to "):
-                current.status = "R"
-                current.path = line[len("rename to ") :]
-            elif line.startswith("rename from "):
-                current.old_path = line[len("rename from ") :]
-            elif line.startswith("Binary files ") or line == "GIT binary patch":
-                current.binary = True
-            elif line.startswith("+++ ") and line[4:] != "/dev/null":
-                current.path = line[6:] if line.startswith("+++ b/") else line[4:]
-            elif line.startswith("--- ") and line[4:] != "/dev/null":
-                current.old_path = line[6:] if line.startswith("--- a/") else line[4:]
-        m = _HUNK.match(line)
-        if m:
-            in_hunk = True
-            new_line = int(m.group(1))
-            continue
-        if not in_hunk:
-            continue
-        if line.startswith("+"):
-            current.added.append((new_line, line[1:]))
-            new_line += 1
-        elif line.startswith("-"):
-            current.removed.append(line[1:])
-    return files
-
-
-def _numstat(repo: Path, base: str, head: str) -> tuple[int, int]:
-    """(changed lines, changed files) of the diff, binary files counting as files only."""
-    out = git(repo, "diff", "--numstat", "-M", "-z", f"{base}...{head}", "--").decode("utf-8", "replace")
-    lines = files = 0
-    tokens = out.split("\0")
-    i = 0
-    while i < len(tokens):
-        token = tokens[i]
-        if not token:
-            i += 1
-            continue
-        parts = token.split("\t")
-        if len(parts) >= 3:
-            files += 1
-            if parts[0].isdigit() and parts[1].isdigit():
-                lines += int(parts[0]) + int(parts[1])
-            # A rename is "a\td\t" followed by old and new path tokens.
-            i += 3 if parts[2] == "" else 1
-        else:
-            i += 1
-    return lines, files
-
-
 def _version_map(text: str, path: str) -> dict[tuple[str, str], set[str]]:
     out: dict[tuple[str, str], set[str]] = {}
     for dep in parse_text(text, path).dependencies:
@@ -296,18 +170,11 @@ def _version_map(text: str, path: str) -> dict[tuple[str, str], set[str]]:
     return out
 
 
-def _show(repo: Path, rev: str, path: str) -> str:
-    try:
-        return git(repo, "show", f"{rev}:{path}").decode("utf-8", "replace")
-    except GateError:
-        return ""
-
-
 def assess(repo: Path, base: str, head: str, policy: RiskPolicy) -> RiskReport:
     """Score the change ``BASE...HEAD`` of ``repo`` against ``policy``."""
     merge_base = git(repo, "merge-base", base, head).decode().strip()
-    diff = parse_diff(_stream_diff(repo, base, head))
-    lines_changed, files_changed = _numstat(repo, base, head)
+    diff = parse_diff(stream_diff(repo, base, head))
+    lines_changed, files_changed = numstat(repo, base, head)
     factors: list[Factor] = []
     items: list[Finding] = []
 
@@ -340,8 +207,10 @@ def assess(repo: Path, base: str, head: str, policy: RiskPolicy) -> RiskReport:
         if f.status == "D" or not is_dependency_file(f.path):
             continue
         try:
-            before = _version_map(_show(repo, merge_base, f.old_path), f.old_path) if f.status != "A" else {}
-            after_text = _show(repo, head, f.path)
+            before = (
+                _version_map(show_file(repo, merge_base, f.old_path), f.old_path) if f.status != "A" else {}
+            )
+            after_text = show_file(repo, head, f.path)
             after = _version_map(after_text, f.path)
         except LockfileError as exc:
             dep_notes.append(exc.one_line())
