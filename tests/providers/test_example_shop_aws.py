@@ -125,18 +125,21 @@ def test_the_examples_own_gates_pass() -> None:
         assert done.returncode == 0, f"{gate.name}: {done.stdout}{done.stderr}"
 
 
-def test_the_workflow_uses_oidc_and_builds_an_image_of_existing_files() -> None:
+def test_the_workflow_is_the_linted_example_plus_oidc_and_the_image() -> None:
+    """(actionlint and zizmor run on it in tests/github/test_workflows.py)"""
     workflow: Any = yaml.safe_load((EXAMPLE / ".github" / "workflows" / "squals.yml").read_text())
-    assert workflow["permissions"]["id-token"] == "write"
-    steps = workflow["jobs"]["squals"]["steps"]
-    uses = [str(step.get("uses", "")) for step in steps]
-    assert any(u.startswith("aws-actions/configure-aws-credentials@") for u in uses)
-    (creds,) = [
-        s for s in steps if str(s.get("uses", "")).startswith("aws-actions/configure-aws-credentials")
-    ]
-    assert "role-to-assume" in creds["with"] and "aws-access-key-id" not in creds["with"]
-    assert uses.index(creds["uses"]) < uses.index("squals/action@v1")
-    (squals,) = [s for s in steps if s.get("uses") == "squals/action@v1"]
+    base: Any = yaml.safe_load((ROOT / "examples" / "workflows" / "squals.yml").read_text())
+    job, base_job = workflow["jobs"]["squals"], base["jobs"]["squals"]
+    assert workflow[True] == base[True]  # the events (YAML reads the key `on` as True)
+    assert (job["if"], job["concurrency"]) == (base_job["if"], base_job["concurrency"])
+    assert job["permissions"] == {**base_job["permissions"], "id-token": "write"}
+    steps = job["steps"]
+    uses = [str(step.get("uses", "")).split("@")[0] for step in steps]
+    creds = steps[uses.index("aws-actions/configure-aws-credentials")]
+    assert set(creds["with"]) == {"role-to-assume", "role-session-name", "aws-region"}  # no stored key
+    assert uses.index("aws-actions/configure-aws-credentials") < uses.index("squals/action")
+    squals = steps[uses.index("squals/action")]
+    assert squals["uses"] == base_job["steps"][-2]["uses"]
     assert (ROOT / squals["with"]["squals-files"]).is_file()
     build = "\n".join(str(s.get("run", "")) for s in steps)
     assert "docker build -f examples/shop-aws/Dockerfile" in build
