@@ -40,10 +40,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     promote = subparsers.add_parser(
         "promote",
         help="blue/green: pr-N gets the blue share, bakes, then takes all traffic",
-        description="The current prod is GREEN, pr-N becomes BLUE with rollout.blue_share of the traffic; "
-        "in-flight tests and KPIs are watched for rollout.bake; then the promote hooks, BLUE takes 100 %, "
-        "the old prod becomes postprod at 0 % and after_postprod hooks run. A breach returns all traffic "
-        "to GREEN.",
+        description="The current prod is GREEN, pr-N becomes BLUE with each share of rollout.steps in "
+        "turn (or rollout.blue_share); at each, in-flight tests, KPIs and alarms are watched for its bake; "
+        "then the promote hooks, BLUE takes 100 %, the old prod becomes postprod at 0 % and after_postprod "
+        "hooks run. A breach returns all traffic to GREEN; so does a bake without data (inconclusive: BLUE "
+        "stays ready).",
     )
     promote.add_argument(
         "--pr", type=pull_request_number, required=True, help="pull request whose island is promoted"

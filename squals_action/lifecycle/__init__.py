@@ -12,7 +12,9 @@ Modules (import what you need; this package imports nothing at start-up):
 * :mod:`~squals_action.lifecycle.kpi` and :mod:`~squals_action.lifecycle.bake` -- the KPI judgement and the
   bake loop; :mod:`~squals_action.lifecycle.hooks` -- hooks and tests as ``Check`` values;
 * :mod:`~squals_action.lifecycle.traffic` -- the local Dealer behind the ``Traffic`` protocol;
-* :mod:`~squals_action.lifecycle.project` -- ``open_project(options)`` wires a repository for the CLI.
+* :mod:`~squals_action.lifecycle.project` -- ``open_project(options)`` wires a repository for the CLI;
+* :mod:`~squals_action.lifecycle.signals` -- the KPI sources a bake reads (the Dealer's tallies, CloudWatch
+  with alarms as stop signals).
 
 Rendering (the PR comment's markdown, terminal progress) lives in :mod:`squals_action.report.lifecycle`, and
 ``squals demo`` in :mod:`squals_action.demo`, above this package.

@@ -1,9 +1,10 @@
 """The bake: BLUE serves its share while in-flight tests run and the KPIs are checked every interval.
 
 The loop wakes every ``rollout.check_interval`` seconds (and at once when an in-flight test fails), checks
-BLUE's health through the provider, reads the Dealer's tallies, and ends with a :class:`BakeOutcome`. It
-takes plain callables, so tests can drive it without a Dealer, and never changes traffic itself: the caller
-returns all traffic to GREEN when the outcome is a breach.
+BLUE's health through the provider, reads a :class:`~squals_action.lifecycle.signals.KpiSource` (the Dealer's
+tallies, or CloudWatch) for KPIs and stop signals, and ends with a :class:`BakeOutcome`. No data is not a
+pass: a step whose last read lacks a KPI or the minimum of requests ends inconclusive. It never changes
+traffic itself: the caller returns all traffic to GREEN when the outcome is not ok.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from squals_action.dealer.interface import VariantTally
 from squals_action.errors import SqualsError
 from squals_action.lifecycle.hooks import CommandRun, run_one
-from squals_action.lifecycle.kpi import KpiReading, breach_reason, evaluate, metrics_since
-from squals_action.lifecycle.machine import Check
+from squals_action.lifecycle.kpi import KpiReading, breach_reason, evaluate
+from squals_action.lifecycle.machine import Check, Env
+from squals_action.lifecycle.signals import KpiSource, Signals
 from squals_action.manifest.model import Command, Rollout
 
 
@@ -36,15 +38,21 @@ class HealthReading:
 
 @dataclass(frozen=True, kw_only=True)
 class BakeOutcome:
-    """How the bake ended: ``ok`` or the breach's reason, with the last KPI readings and the test results."""
+    """How the bake ended: ``ok``, or the breach's reason (``inconclusive`` when it is a lack of data), with
+    the last KPI readings, why each missing one is missing, BLUE's requests and the test results.
+    ``no_data`` lists what could not be judged (a pass with gaps when the squals file allows it)."""
 
     ok: bool
     reason: str | None
+    inconclusive: bool = False
     readings: tuple[KpiReading, ...] = ()
     tests: tuple[Check, ...] = ()
     checks_done: int = 0
     elapsed: float = 0.0
     metrics: Mapping[str, float | None] = field(default_factory=dict)
+    missing: Mapping[str, str] = field(default_factory=dict)
+    requests: float | None = None
+    no_data: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,22 +91,27 @@ class _InflightRunner(threading.Thread):
 
 def bake(
     *,
-    blue: str,
+    blue: Env,
     rollout: Rollout,
-    tallies: Callable[[], Mapping[str, VariantTally]],
+    source: KpiSource,
     health: Callable[[], HealthReading],
+    duration: float | None = None,
     tests: CommandRun | None = None,
     on_tick: Callable[[BakeTick], None] | None = None,
     cancel: threading.Event | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> BakeOutcome:
-    """Watch BLUE for ``rollout.bake`` seconds: the first breach ends it, else time and the tests do.
+    """Watch BLUE for ``duration`` seconds (default ``rollout.bake``): the first breach or firing alarm
+    ends it, else time and the tests do, then the last read is judged for data.
 
-    ``cancel`` (set on Ctrl-C) ends the bake as a breach whose reason says it was interrupted.
+    The last read may wait (at most ``source.settle_limit`` seconds) for a source whose window lags
+    (CloudWatch).
+    A step that ends with a KPI without data or fewer than ``rollout.min_requests`` requests is
+    *inconclusive* unless ``rollout.on_no_data`` is ``promote``; a source that cannot be read is inconclusive
+    too. ``cancel`` (set on Ctrl-C) ends the bake as a breach whose reason says it was interrupted.
     """
-    interval = max(
-        0.05, min(rollout.check_interval, rollout.bake) if rollout.bake > 0 else rollout.check_interval
-    )
+    length = rollout.bake if duration is None else duration
+    interval = max(0.05, min(rollout.check_interval, length) if length > 0 else rollout.check_interval)
     wake = threading.Event()
     stop = threading.Event()
     runner = (
@@ -107,19 +120,20 @@ def bake(
         else None
     )
     start = clock()
-    deadline = start + rollout.bake
+    deadline = start + length
     try:
-        baseline = tallies().get(blue)
+        source.begin(blue)
     except SqualsError as exc:
-        return BakeOutcome(ok=False, reason=f"cannot read the Dealer's tallies: {exc.one_line()}")
+        return BakeOutcome(ok=False, inconclusive=True, reason=f"cannot read BLUE's KPIs: {exc.one_line()}")
     if runner is not None:
         runner.start()
     readings: tuple[KpiReading, ...] = ()
-    metrics: Mapping[str, float | None] = {}
+    signals = Signals(metrics={})
     done = 0
     suspect = False  # the previous check found BLUE unhealthy (not gone)
+    overtime = False  # past the deadline, waiting for the tests or for the source's last window
 
-    def outcome(ok: bool, reason: str | None) -> BakeOutcome:
+    def outcome(ok: bool, reason: str | None, **extra: Any) -> BakeOutcome:
         stop.set()
         if runner is not None:
             runner.join()
@@ -130,13 +144,17 @@ def bake(
             tests=tuple(runner.results) if runner else (),
             checks_done=done,
             elapsed=clock() - start,
-            metrics=metrics,
+            metrics=signals.metrics,
+            missing=signals.missing,
+            requests=signals.requests,
+            **extra,
         )
 
     while True:
         remaining = deadline - clock()
-        if remaining > 0:
-            wake.wait(timeout=min(interval, remaining))
+        pause = min(interval, remaining) if remaining > 0 else (interval if overtime else 0.0)
+        if pause > 0:
+            wake.wait(timeout=pause)
         wake.clear()
         if cancel is not None and cancel.is_set():
             return outcome(False, "the bake was interrupted")
@@ -147,23 +165,51 @@ def bake(
         done += 1
         if not reading.ok:
             if reading.fatal or suspect:
-                return outcome(False, f"BLUE {blue} is not healthy: {reading.detail}")
+                return outcome(False, f"BLUE {blue.name} is not healthy: {reading.detail}")
             suspect = True
             continue
         suspect = False
+        final = clock() >= deadline and (runner is None or not runner.is_alive())
         try:
-            now = tallies().get(blue) or VariantTally(name=blue)
+            signals = source.read(final=final)
         except SqualsError as exc:
-            return outcome(False, f"cannot read the Dealer's tallies: {exc.one_line()}")
-        metrics = metrics_since(now, baseline)
-        readings = evaluate(rollout.kpis, metrics)
+            return outcome(False, f"cannot read BLUE's KPIs: {exc.one_line()}", inconclusive=True)
+        readings = evaluate(rollout.kpis, signals.metrics)
         if on_tick is not None:
-            on_tick(BakeTick(elapsed=clock() - start, bake=rollout.bake, readings=readings, metrics=metrics))
-        reason = breach_reason(readings)
+            on_tick(
+                BakeTick(elapsed=clock() - start, bake=length, readings=readings, metrics=signals.metrics)
+            )
+        reason = signals.stop_reason or breach_reason(readings)
         if reason is not None:
             return outcome(False, reason)
-        if clock() >= deadline and (runner is None or not runner.is_alive()):
-            failing = runner.failure() if runner else None
-            if failing is not None:
-                return outcome(False, f"in-flight test {failing.name} failed: {failing.detail}")
-            return outcome(True, None)
+        if clock() < deadline:
+            continue
+        if not final or (signals.pending and clock() < deadline + source.settle_limit):
+            overtime = True
+            continue
+        gaps = no_data(readings, signals, rollout.min_requests, blue.name)
+        if signals.pending:
+            gaps.insert(
+                0, f"{signals.pending}; not readable within {source.settle_limit:g} s of the bake's end"
+            )
+        if gaps and rollout.on_no_data == "inconclusive":
+            return outcome(False, "inconclusive: " + "; ".join(gaps), inconclusive=True, no_data=tuple(gaps))
+        return outcome(True, None, no_data=tuple(gaps))
+
+
+def no_data(readings: Sequence[KpiReading], signals: Signals, min_requests: int, blue: str) -> list[str]:
+    """What the step could not judge: too few requests for BLUE, and each KPI without a value (with why)."""
+    gaps: list[str] = []
+    if min_requests > 0:
+        if signals.requests is None:
+            why = signals.missing.get("activations", "no data")
+            gaps.append(f"BLUE {blue}'s requests: {why}")
+        elif signals.requests < min_requests:
+            gaps.append(
+                f"BLUE {blue} served {signals.requests:.0f} requests during the bake "
+                f"(at least {min_requests} expected)"
+            )
+    for r in readings:
+        if not r.measured:
+            gaps.append(f"{r.metric}: {signals.missing.get(r.metric, 'no data')}")
+    return gaps

@@ -55,7 +55,9 @@ class Event(enum.StrEnum):
     EXIT_TESTS_FAILED = "exit-tests-failed"
     PROMOTE_START = "promote-start"  # BLUE gets its share
     BAKE_OK = "bake-ok"
-    BAKE_BREACH = "bake-breach"  # KPI breach or failing in-flight test: all traffic back to GREEN
+    STEP = "step"  # a progressive rollout's next step: BLUE gets a larger share and bakes again
+    BAKE_BREACH = "bake-breach"  # KPI breach, alarm or failing in-flight test: all traffic back to GREEN
+    BAKE_INCONCLUSIVE = "bake-inconclusive"  # no data (too few requests, a KPI unmeasured): back to GREEN
     PROMOTE_HOOK_FAILED = "promote-hook-failed"  # GREEN gets its full share back
     ABORT = "abort"  # a promotion interrupted (Ctrl-C, crash found later): GREEN gets its full share back
     COMPLETE = "complete"  # BLUE takes 100 %; prod -> postprod; postprod -> retired
@@ -95,7 +97,9 @@ TRANSITIONS: Mapping[tuple[Status, Event], Status] = {
     (S.READY, E.PROMOTE_START): S.BLUE,
     (S.POSTPROD, E.PROMOTE_START): S.BLUE,  # roll forward again to what was rolled back
     (S.BLUE, E.BAKE_OK): S.BAKED,
+    (S.BLUE, E.STEP): S.BLUE,
     (S.BLUE, E.BAKE_BREACH): S.FAILED,
+    (S.BLUE, E.BAKE_INCONCLUSIVE): S.READY,  # nothing was proved either way: promotable again
     (S.BLUE, E.ABORT): S.READY,
     (S.BAKED, E.ABORT): S.READY,
     (S.BAKED, E.PROMOTE_HOOK_FAILED): S.READY,
@@ -157,7 +161,10 @@ def step(name: str, status: Status, event: Event) -> Status:
 
 @dataclass(frozen=True, kw_only=True)
 class Check:
-    """One hook, exit test, in-flight test or KPI reading, kept on the environment for the report."""
+    """One hook, exit test, in-flight test or KPI reading, kept on the environment for the report.
+
+    ``no_data`` marks a reading that had nothing to judge: it is reported as "no data", never as passed.
+    """
 
     kind: str  # "hook", "exit-test", "inflight-test", "kpi", "provider"
     stage: str  # hook stage, "exit", "bake", "provision"
@@ -165,6 +172,7 @@ class Check:
     ok: bool
     detail: str = ""
     duration: float = 0.0
+    no_data: bool = False
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -174,6 +182,7 @@ class Check:
             "ok": self.ok,
             "detail": self.detail,
             "duration": round(self.duration, 3),
+            **({"no_data": True} if self.no_data else {}),
         }
 
     @classmethod
@@ -185,6 +194,7 @@ class Check:
             ok=bool(doc["ok"]),
             detail=str(doc.get("detail", "")),
             duration=float(doc.get("duration", 0.0)),
+            no_data=bool(doc.get("no_data", False)),
         )
 
 
@@ -308,7 +318,8 @@ def apply(
 ) -> dict[str, Env]:
     """The fleet after ``event`` on environment ``name``: statuses, shares, and the fields in ``updates``.
 
-    ``blue_share`` is used by :attr:`Event.PROMOTE_START` (a first promotion, with no prod, takes 100 %).
+    ``blue_share`` is used by :attr:`Event.PROMOTE_START` (a first promotion, with no prod, takes 100 %)
+    and :attr:`Event.STEP` (the next step's share).
     ``checks`` replaces the environment's check list when given (a new deploy starts a fresh list).
     Raises :class:`InvalidTransition` or :class:`FleetInvariantError`; the input is never changed.
     """
@@ -332,7 +343,17 @@ def apply(
             share = blue_share
             out[green.name] = replace(green, share=100.0 - share)
         out[name] = moved(env, new_status, share=share)
-    elif event in (E.BAKE_BREACH, E.PROMOTE_HOOK_FAILED, E.ABORT):
+    elif event is E.STEP:
+        if green is None or not 0 < blue_share < 100:
+            raise InvalidTransition(
+                name,
+                env.status,
+                event,
+                f"a step needs a GREEN and a share strictly between 0 and 100, not {blue_share:g}",
+            )
+        out[green.name] = replace(green, share=100.0 - blue_share)
+        out[name] = moved(env, new_status, share=blue_share)
+    elif event in (E.BAKE_BREACH, E.BAKE_INCONCLUSIVE, E.PROMOTE_HOOK_FAILED, E.ABORT):
         out[name] = moved(env, new_status, share=0.0)
         if green is not None:
             out[green.name] = replace(green, share=100.0)

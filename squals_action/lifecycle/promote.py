@@ -1,9 +1,12 @@
-"""Blue/green promotion: BLUE gets its share and bakes, promote hooks run, BLUE takes 100 %, postprod retires.
+"""Blue/green promotion: BLUE gets its share and bakes (step by step), promote hooks run, BLUE takes 100 %,
+postprod retires.
 
 :meth:`Promoter.promote` reads like the README's hook table, one named step per row:
-:meth:`~Promoter._route_blue`, :meth:`~Promoter._bake_blue`, :meth:`~Promoter._promote_hooks`,
+:meth:`~Promoter._route_blue` (and :meth:`~Promoter._next_step` for each further share of
+``rollout.steps``), :meth:`~Promoter._bake_blue` after each, :meth:`~Promoter._promote_hooks`,
 :meth:`~Promoter._switch`, :meth:`~Promoter._retire`, then the ``after_postprod`` hooks. Whenever the
-promotion cannot go on, :meth:`~Promoter._back_to_green` returns all traffic to GREEN before recording why.
+promotion cannot go on (a breach, an alarm, a bake without data), :meth:`~Promoter._back_to_green` returns
+all traffic to GREEN before recording why.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from squals_action.lifecycle.bake import BakeOutcome, HealthReading, bake
 from squals_action.lifecycle.hooks import failure_message
 from squals_action.lifecycle.kpi import KpiReading
 from squals_action.lifecycle.machine import Check, Env, Event, Fleet
+from squals_action.lifecycle.signals import DealerSignals, KpiSource
 from squals_action.lifecycle.steps import LOCK_MARGIN, PROD_LOCK, Outcome, Steps, shares, timeouts
+from squals_action.manifest.model import RolloutStep
 from squals_action.providers.interface import EnvironmentHandle
 
 E = Event
@@ -43,18 +48,33 @@ class Promoter(Steps):
         """Blue/green: BLUE gets its share, bakes, promote hooks, takes 100 %; old prod becomes postprod."""
         run = _Run(name=f"pr-{pr}", start=time.monotonic())
         name = run.name
-        ttl = LOCK_MARGIN + self.manifest.rollout.bake + timeouts(self.manifest, "promote")
-        with self._locked(PROD_LOCK, pr, ttl):
+        rollout = self.manifest.rollout
+        plan = rollout.plan()
+        source = self._source()
+        ttl = LOCK_MARGIN + rollout.total_bake + len(plan) * source.settle_limit
+        with self._locked(PROD_LOCK, pr, ttl + timeouts(self.manifest, "promote")):
             fleet = self.fleet()
             green = machine.prod(fleet)
-            fleet = self._route_blue(run, fleet, green)
-            baked = self._bake_blue(run, fleet, green)
-            if not baked.ok:
-                reason = baked.reason or "the bake failed"
-                event = E.ABORT if self.cancel.is_set() else E.BAKE_BREACH
-                fleet = self._back_to_green(event, name, fleet, reason, run.checks)
-                back = f"{reason}; all traffic is back on GREEN {green.name if green else ''}".strip()
-                return self._finish(run, False, back, fleet)
+            gaps: list[str] = []
+            for index, step in enumerate(plan):
+                if index == 0:
+                    fleet = self._route_blue(run, fleet, green, step.share)
+                else:
+                    fleet = self._next_step(run, fleet, step.share)
+                baked = self._bake_blue(run, fleet, green, step, source, len(plan) > 1)
+                if not baked.ok:
+                    reason = baked.reason or "the bake failed"
+                    event = E.ABORT if self.cancel.is_set() else E.BAKE_BREACH
+                    if baked.inconclusive and not self.cancel.is_set():
+                        event = E.BAKE_INCONCLUSIVE
+                    fleet = self._back_to_green(event, name, fleet, reason, run.checks)
+                    back = f"{reason}; all traffic is back on GREEN {green.name if green else ''}".strip()
+                    if event is E.BAKE_INCONCLUSIVE:
+                        back += f"; {name} stays ready to promote again"
+                    return self._finish(run, False, back, fleet)
+                gaps += baked.no_data
+                if green is None:
+                    break  # a first prod took 100 % at once: no step to take
             fleet = self._record(E.BAKE_OK, name, f"{name} baked", checks=tuple(run.checks))
             self.progress.done("bake passed")
             failed = self._promote_hooks(run, fleet)
@@ -73,12 +93,16 @@ class Promoter(Steps):
                     run, False, f"{failed}; {name} stays prod (reported, not rolled back)", fleet
                 )
             postprod = f"; {green.name} is postprod at 0 %" if green else ""
-            return self._finish(run, True, f"{name} is prod{postprod}", fleet)
+            waived = f"; {_WAIVED}: {'; '.join(gaps)}" if gaps else ""
+            return self._finish(run, True, f"{name} is prod{postprod}{waived}", fleet)
 
-    def _route_blue(self, run: _Run, fleet: Fleet, green: Env | None) -> dict[str, Env]:
-        """BLUE gets ``rollout.blue_share`` (all of it as the first prod): traffic first, then the record."""
+    def _source(self) -> KpiSource:
+        """Where the bake reads BLUE's KPIs: the source this project was given, else the Dealer's tallies."""
+        return self.signals if self.signals is not None else DealerSignals(self.traffic.tallies)
+
+    def _route_blue(self, run: _Run, fleet: Fleet, green: Env | None, blue_share: float) -> dict[str, Env]:
+        """BLUE gets the first step's share (all of it as the first prod): traffic first, then the record."""
         name = run.name
-        blue_share = self.manifest.rollout.blue_share
         env = fleet.get(name) or Env(name=name)
         machine.step(name, env.status, E.PROMOTE_START)  # refuse early, with the machine's reason
         self._require_healthy(env, "BLUE")
@@ -102,7 +126,29 @@ class Promoter(Steps):
         self.progress.done(f"traffic: {shares(recorded)}")
         return recorded
 
-    def _bake_blue(self, run: _Run, fleet: Fleet, green: Env | None) -> BakeOutcome:
+    def _next_step(self, run: _Run, fleet: Fleet, blue_share: float) -> dict[str, Env]:
+        """BLUE's next share of a progressive rollout: one route call, then one commit (``BLUE at 25 %``)."""
+        name = run.name
+        planned = machine.apply(fleet, E.STEP, name, blue_share=blue_share)
+        self.progress.step(f"{name} is BLUE with {blue_share:g} %")
+        self._route(planned)
+        try:
+            recorded = self._record(
+                E.STEP,
+                name,
+                f"promote {name}: BLUE at {blue_share:g} %",
+                step=f"{blue_share:g}",
+                blue_share=blue_share,
+            )
+        except BaseException:
+            self._undo_route(fleet)
+            raise
+        self.progress.done(f"traffic: {shares(recorded)}")
+        return recorded
+
+    def _bake_blue(
+        self, run: _Run, fleet: Fleet, green: Env | None, step: RolloutStep, source: KpiSource, label: bool
+    ) -> BakeOutcome:
         """The bake, its tests and KPI readings added to ``run``; a first prod has nothing to bake against."""
         if green is None:
             run.checks.append(
@@ -116,17 +162,16 @@ class Promoter(Steps):
             )
             return BakeOutcome(ok=True, reason=None)
         rollout = self.manifest.rollout
-        self.progress.step(f"bake {rollout.bake:g} s, checks every {rollout.check_interval:g} s")
-        outcome = self._bake(fleet[run.name], fleet)
+        length = step.bake if step.bake is not None else rollout.bake
+        self.progress.step(f"bake {length:g} s, checks every {rollout.check_interval:g} s")
+        outcome = self._bake(fleet[run.name], fleet, source, length)
         run.kpis, run.metrics = outcome.readings, outcome.metrics
         run.checks += outcome.tests
-        run.checks += (
-            Check(kind="kpi", stage="bake", name=r.metric, ok=r.ok, detail=r.describe())
-            for r in outcome.readings
-        )
+        prefix = f"at {step.share:g} %: " if label else ""
+        run.checks += kpi_checks(outcome, rollout.min_requests, rollout.on_no_data == "promote", prefix)
         return outcome
 
-    def _bake(self, blue: Env, fleet: Fleet) -> BakeOutcome:
+    def _bake(self, blue: Env, fleet: Fleet, source: KpiSource, length: float) -> BakeOutcome:
         """The bake loop wired to this project: BLUE's health from the provider, tallies from the splitter."""
         handle = EnvironmentHandle.from_json(blue.handle) if blue.handle else None
 
@@ -138,9 +183,10 @@ class Promoter(Steps):
             return HealthReading(ok=h.ok, detail=detail, fatal=h.status in ("down", "stale"))
 
         return bake(
-            blue=blue.name,
+            blue=blue,
             rollout=self.manifest.rollout,
-            tallies=self.traffic.tallies,
+            source=source,
+            duration=length,
             health=health,
             tests=self._run(blue, fleet, "bake"),
             on_tick=self.progress.tick,
@@ -205,3 +251,40 @@ class Promoter(Steps):
             kpis=run.kpis,
             metrics=run.metrics,
         )
+
+
+_WAIVED = "no data (promoted as the squals file allows)"
+
+
+def kpi_checks(outcome: BakeOutcome, min_requests: int, waived: bool, prefix: str = "") -> list[Check]:
+    """One check per KPI of a step's bake, and one for BLUE's requests when too few: a reading without
+    data is marked ``no_data`` (shown as "no data", never as passed), passing only where the file waives
+    it."""
+    label = _WAIVED if waived else "no data"
+    checks = [
+        Check(kind="kpi", stage="bake", name=r.metric, ok=r.ok, detail=prefix + r.describe())
+        if r.measured
+        else Check(
+            kind="kpi",
+            stage="bake",
+            name=r.metric,
+            ok=waived,
+            no_data=True,
+            detail=f"{prefix}{label}: {outcome.missing.get(r.metric, 'no value')}",
+        )
+        for r in outcome.readings
+    ]
+    requests = outcome.requests
+    if min_requests > 0 and (requests is None or requests < min_requests) and outcome.checks_done:
+        served = "unknown" if requests is None else f"{requests:.0f}"
+        checks.append(
+            Check(
+                kind="kpi",
+                stage="bake",
+                name="requests",
+                ok=waived,
+                no_data=True,
+                detail=f"{prefix}{label}: BLUE served {served} requests (at least {min_requests} expected)",
+            )
+        )
+    return checks

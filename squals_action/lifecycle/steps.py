@@ -22,6 +22,7 @@ from squals_action.lifecycle.hooks import CommandRun, failure_message, run_seque
 from squals_action.lifecycle.kpi import KpiReading
 from squals_action.lifecycle.machine import Check, Env, Event, Fleet
 from squals_action.lifecycle.records import fleet_of, state_from_env
+from squals_action.lifecycle.signals import KpiSource
 from squals_action.lifecycle.traffic import Traffic
 from squals_action.manifest.model import HookStage, Manifest
 from squals_action.providers.interface import EnvironmentHandle, Provider
@@ -87,6 +88,8 @@ class Steps:
     attempt: int = 1
     cancel: threading.Event = field(default_factory=threading.Event)
     gates: Callable[[str], tuple[bool, str]] | None = None
+    #: Where the bake reads BLUE's KPIs and stop signals (``None``: the traffic splitter's tallies).
+    signals: KpiSource | None = None
     _lock_pr: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     # ---- state ------------------------------------------------------------------------------------

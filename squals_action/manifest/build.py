@@ -213,8 +213,20 @@ class Builder:
                 )
                 for i, k in enumerate(rollout.get("kpis", ()))
             ),
+            steps=tuple(self.rollout_step(s) for s in rollout.get("steps", ())),
+            min_requests=int(rollout.get("min_requests", 1)),
+            on_no_data=rollout.get("on_no_data", "inconclusive"),
+            alarms=tuple(str(a) for a in rollout.get("alarms", ())),
             location=self.loc(("rollout",)),
         )
+
+    @staticmethod
+    def rollout_step(step: Any) -> m.RolloutStep:
+        """``10%`` or ``{share: 10%, bake: 5m}``."""
+        if isinstance(step, dict):
+            bake = step.get("bake")
+            return m.RolloutStep(parse_amount(step["share"]), parse_duration(bake) if bake else None)
+        return m.RolloutStep(parse_amount(step))
 
     def experiment(self, exp: Any) -> m.Experiment | None:
         if not isinstance(exp, dict):

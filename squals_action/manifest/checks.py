@@ -139,6 +139,9 @@ class Checker:
             ("rollout", "check_interval"),
         ]
         paths.extend((*path, "timeout") for path, *_ in self.iter_commands())
+        steps = get(self.data, ("rollout", "steps"))
+        if isinstance(steps, list):
+            paths.extend(("rollout", "steps", i, "bake") for i in range(len(steps)))
         for path in paths:
             value = get(self.data, path)
             if isinstance(value, str) and DURATION_RE.match(value) and parse_duration(value) <= 0:
@@ -206,13 +209,17 @@ class Checker:
     # rollout ---------------------------------------------------------------------------------------
 
     def rollout(self) -> None:
-        share = get(self.data, ("rollout", "blue_share"))
-        if isinstance(share, str) and PERCENTAGE_RE.match(share):
-            number = float(share[:-1])
-            if not 0 < number < 100:
-                self.add(
-                    ("rollout", "blue_share"), f"expected a share strictly between 0% and 100%, got {share!r}"
-                )
+        self.share(("rollout", "blue_share"))
+        self.steps()
+        alarms = get(self.data, ("rollout", "alarms"))
+        kind = get(self.data, ("provider", "kind")) or "local"
+        if isinstance(alarms, list) and alarms and kind != "aws":
+            self.add(
+                ("rollout", "alarms"),
+                f"expected no alarms for provider kind {kind!r}: alarms are CloudWatch alarms, read only "
+                "with kind aws (a key that does nothing would look like a safeguard)",
+                key=True,
+            )
         kpis = get(self.data, ("rollout", "kpis"))
         declared = self.declared_metrics()
         if isinstance(kpis, list):
@@ -220,6 +227,43 @@ class Checker:
                 if isinstance(kpi, dict):
                     self.metric(("rollout", "kpis", index, "metric"), declared)
                     self.bounds(("rollout", "kpis", index), kpi, "min", "max")
+
+    def share(self, path: tuple[PathPart, ...]) -> float | None:
+        """The share at ``path`` in percent, reporting one outside 0..100 exclusive; None when absent."""
+        share = get(self.data, path)
+        if not (isinstance(share, str) and PERCENTAGE_RE.match(share)):
+            return None
+        number = float(share[:-1])
+        if not 0 < number < 100:
+            self.add(path, f"expected a share strictly between 0% and 100%, got {share!r}")
+            return None
+        return number
+
+    def steps(self) -> None:
+        """``steps`` or ``blue_share``, not both; at least one step; shares strictly increasing."""
+        steps = get(self.data, ("rollout", "steps"))
+        if not isinstance(steps, list):
+            return
+        if get(self.data, ("rollout", "blue_share")) is not None:
+            self.add(
+                ("rollout", "steps"),
+                "expected either blue_share or steps, not both (blue_share is the short form of one step)",
+                key=True,
+            )
+        if not steps:
+            self.add(("rollout", "steps"), "expected at least one step, such as [10%, 50%]")
+        previous: float | None = None
+        for index, step in enumerate(steps):
+            path: tuple[PathPart, ...] = ("rollout", "steps", index)
+            share = self.share((*path, "share") if isinstance(step, dict) else path)
+            if share is None:
+                continue
+            if previous is not None and share <= previous:
+                self.add(
+                    path,
+                    f"expected shares that grow from step to step, got {share:g}% after {previous:g}%",
+                )
+            previous = share
 
     def bounds(self, path: tuple[PathPart, ...], item: dict[str, Any], low: str, high: str) -> None:
         try:

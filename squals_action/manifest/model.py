@@ -213,13 +213,45 @@ class Kpi:
 
 
 @dataclass(frozen=True)
+class RolloutStep:
+    """One step of a progressive rollout: BLUE's share, and the step's own bake (``None``: the rollout's)."""
+
+    share: float
+    bake: float | None = None
+
+
+NoData = Literal["inconclusive", "promote"]
+
+
+@dataclass(frozen=True)
 class Rollout:
+    """How BLUE takes over: ``steps`` (or the short form ``blue_share``, one step), each baked under KPIs.
+
+    A step's bake that ends without data (a KPI without a value, BLUE with fewer than ``min_requests``
+    requests) is inconclusive unless ``on_no_data`` is ``promote``; ``alarms`` are CloudWatch alarm names
+    whose ``ALARM`` state stops the bake.
+    """
+
     blue_share: float = 10.0
     bake: float = 900.0
     check_interval: float = 10.0
     inflight_tests: tuple[Command, ...] = ()
     kpis: tuple[Kpi, ...] = ()
+    steps: tuple[RolloutStep, ...] = ()
+    min_requests: int = 1
+    on_no_data: NoData = "inconclusive"
+    alarms: tuple[str, ...] = ()
     location: Location = NOWHERE
+
+    def plan(self) -> tuple[RolloutStep, ...]:
+        """The steps with their bakes resolved; ``blue_share`` alone is one step."""
+        steps = self.steps or (RolloutStep(self.blue_share),)
+        return tuple(RolloutStep(s.share, self.bake if s.bake is None else s.bake) for s in steps)
+
+    @property
+    def total_bake(self) -> float:
+        """Every step's bake added up (what a promotion's lock must outlive)."""
+        return sum(s.bake or 0.0 for s in self.plan())
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import IO, Any
 
 from squals_action.lifecycle.bake import BakeTick
 from squals_action.lifecycle.engine import Outcome, Progress
-from squals_action.lifecycle.machine import Check, Env, Status
+from squals_action.lifecycle.machine import Check, Env, Event, Status
 from squals_action.report import markdown as md
 
 _ICON = {True: "✅", False: "❌"}
@@ -34,6 +34,11 @@ _TITLE = {
     "teardown": "Teardown",
     "down": "Down",
 }
+
+
+def _icon(check: Check) -> str:
+    """✅ or ❌, and for a reading that had nothing to judge "no data": never a pass mark."""
+    return "⚪ no data" if check.no_data else _ICON[check.ok]
 
 
 def _sort_key(env: Env) -> tuple[int, str]:
@@ -64,7 +69,7 @@ def environment_rows(fleet: Sequence[Env], public_url: str | None) -> list[list[
 def check_rows(checks: Sequence[Check]) -> list[list[str]]:
     return [
         [
-            _ICON[c.ok],
+            _icon(c),
             md.escape(c.kind),
             md.escape(c.stage),
             md.code(c.name),
@@ -81,13 +86,17 @@ def markdown(outcome: Outcome, heading_level: int = 3) -> str:
     hashes = "#" * heading_level
     title = _TITLE.get(outcome.operation, outcome.operation)
     target = f" of {md.code(outcome.env)}" if outcome.env else ""
-    parts = [f"{hashes} {_ICON[outcome.ok]} {title}{target}", "", md.escape(outcome.message, max_len=600), ""]
+    icon = _ICON[outcome.ok]
+    env = outcome.fleet.get(outcome.env) if outcome.env else None
+    if not outcome.ok and env is not None and env.last_event is Event.BAKE_INCONCLUSIVE:
+        icon, target = "⚪", f"{target}: inconclusive"  # not a failure of BLUE: nothing was proved
+    parts = [f"{hashes} {icon} {title}{target}", "", md.escape(outcome.message, max_len=600), ""]
     rows = environment_rows(list(outcome.fleet.values()), outcome.public_url)
     if rows:
         parts += [md.table(["environment", "role", "commit", "traffic", "URL"], rows), ""]
     kpis = [c for c in outcome.checks if c.kind == "kpi"]
     if kpis:
-        kpi_rows = [[_ICON[c.ok], md.code(c.name), md.escape(c.detail, max_len=200)] for c in kpis]
+        kpi_rows = [[_icon(c), md.code(c.name), md.escape(c.detail, max_len=200)] for c in kpis]
         figures = ", ".join(
             f"{k} {v:.3g}" for k, v in outcome.metrics.items() if v is not None and not k.startswith("p")
         )

@@ -7,6 +7,7 @@ from squals_action.github.interface import Request
 from squals_action.github.pipeline import Pipeline, _merged_pr
 from squals_action.github.runner import Settings
 from tests.support.experiments import Shop, git, visit
+from tests.support.lifecycle import Load
 
 
 def request(shop: Shop, kind: IntentKind, event: str, sha: str | None) -> Request:
@@ -22,7 +23,8 @@ def test_push_starts_and_schedule_promotes(shop: Shop) -> None:
         request(shop, IntentKind.PROMOTE, "pull_request", shop.commit), load(shop.path / "squals.yml")
     ) as lifecycle:
         assert lifecycle.deploy(3, shop.commit).ok
-        assert lifecycle.promote(3).ok
+        first = lifecycle.promote(3)
+        assert first.ok and first.public_url
     git(shop.path, "commit", "-q", "--allow-empty", "-m", "Merge pull request #12 from octo/green-button")
     sha = git(shop.path, "rev-parse", "HEAD")
     environ = {"GITHUB_RUN_ID": "4242", "GITHUB_RUN_ATTEMPT": "1"}
@@ -36,9 +38,10 @@ def test_push_starts_and_schedule_promotes(shop: Shop) -> None:
 
     visit(started.url, 200)
     tick_env = {"GITHUB_RUN_ID": "4243", "GITHUB_RUN_ATTEMPT": "1"}
-    ticked = Pipeline(Settings(workspace=shop.path), tick_env).experiment_tick(
-        request(shop, IntentKind.EXPERIMENT_TICK, "schedule", None)
-    )
+    with Load(lambda: first.public_url):  # the winner's bake needs visitors: no data is not a pass
+        ticked = Pipeline(Settings(workspace=shop.path), tick_env).experiment_tick(
+            request(shop, IntentKind.EXPERIMENT_TICK, "schedule", None)
+        )
     assert ticked.status == "success", ticked.headline
     assert "green won and is prod (pr-12)" in ticked.headline
     assert ticked.environment == "prod" and ticked.outputs["winner"] == "green"

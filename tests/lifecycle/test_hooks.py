@@ -20,7 +20,9 @@ def _manifest(failing: str) -> model.Manifest:
 
     hooks = model.Hooks(**{s: hooks_for(s) for s in model.HOOK_STAGES})
     exit_tests = (cmd("e2e", FAIL),) if failing == "exit" else (cmd("e2e", 'curl -fsS "$SQUALS_URL/"'),)
-    return manifest(hooks=hooks, exit_tests=exit_tests)
+    # These tests are about the hooks, not the bake: a bake without traffic may pass, as the file says.
+    rollout = model.Rollout(blue_share=50.0, bake=0.6, check_interval=0.2, on_no_data="promote")
+    return manifest(hooks=hooks, exit_tests=exit_tests, rollout=rollout)
 
 
 def _serving(url: str | None) -> set[str]:

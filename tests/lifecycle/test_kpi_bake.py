@@ -1,12 +1,17 @@
-"""The KPI judgement and the bake loop, driven by fake tallies and health (no processes, fast)."""
+"""The KPI judgement and the bake loop, driven by fake tallies and health (no processes, fast): breaches,
+health, and no data (too few requests, a KPI without a value, a source that cannot be read) as
+inconclusive."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 
-from squals_action.dealer.interface import VariantTally
+from squals_action.dealer.interface import DealerError, VariantTally
 from squals_action.lifecycle import kpi
 from squals_action.lifecycle.bake import HealthReading, bake
+from squals_action.lifecycle.machine import Env, Status
+from squals_action.lifecycle.signals import DealerSignals
 from squals_action.manifest.model import Kpi, Rollout
 
 
@@ -35,18 +40,68 @@ def test_bounds_and_unmeasured_metrics() -> None:
     assert kpi.evaluate((Kpi("error_rate", max=1.0),), no_traffic)[0].ok  # 0 requests: nothing to judge
 
 
+BLUE = Env(name="pr-2", status=Status.BLUE, share=10.0)
+
+
 def _rollout(bake_s: float = 0.4, **kw: object) -> Rollout:
     return Rollout(blue_share=10, bake=bake_s, check_interval=0.05, **kw)  # type: ignore[arg-type]
 
 
+def _growing() -> DealerSignals:
+    """BLUE's tallies with ten more requests at every read, none failed."""
+    reads = itertools.count(1)
+    return DealerSignals(lambda: {"pr-2": VariantTally("pr-2", activations=10 * next(reads))})
+
+
 def test_bake_passes_when_healthy_and_within_bounds() -> None:
     out = bake(
-        blue="pr-2",
+        blue=BLUE,
         rollout=_rollout(kpis=(Kpi("error_rate", max=1.0),)),
-        tallies=lambda: {"pr-2": VariantTally("pr-2", activations=10)},
+        source=_growing(),
         health=lambda: HealthReading(ok=True),
     )
-    assert out.ok and out.reason is None and out.checks_done >= 2
+    assert out.ok and out.reason is None and out.checks_done >= 2 and out.no_data == ()
+    assert out.requests is not None and out.requests >= 20
+
+
+def test_too_few_requests_or_a_kpi_without_data_is_inconclusive_unless_the_file_allows() -> None:
+    kpis = (Kpi("error_rate", max=1.0),)
+    out = bake(
+        blue=BLUE,
+        rollout=_rollout(0.2, kpis=kpis),
+        source=DealerSignals(dict),
+        health=lambda: HealthReading(ok=True),
+    )
+    assert not out.ok and out.inconclusive
+    assert out.reason == (
+        "inconclusive: BLUE pr-2 served 0 requests during the bake (at least 1 expected); "
+        "error_rate: no data: BLUE pr-2 served no request through the Dealer during this step"
+    )
+    out = bake(
+        blue=BLUE,
+        rollout=_rollout(0.2, kpis=kpis, min_requests=1000),
+        source=_growing(),
+        health=lambda: HealthReading(ok=True),
+    )
+    assert out.inconclusive and out.reason is not None and "(at least 1000 expected)" in out.reason
+    out = bake(
+        blue=BLUE,
+        rollout=_rollout(0.2, kpis=kpis, on_no_data="promote"),
+        source=DealerSignals(dict),
+        health=lambda: HealthReading(ok=True),
+    )
+    assert out.ok and not out.inconclusive and len(out.no_data) == 2
+
+
+def test_a_source_that_cannot_be_read_is_inconclusive_not_a_pass() -> None:
+    def broken() -> dict[str, VariantTally]:
+        raise DealerError("connection refused")
+
+    out = bake(
+        blue=BLUE, rollout=_rollout(0.2), source=DealerSignals(broken), health=lambda: HealthReading(ok=True)
+    )
+    assert not out.ok and out.inconclusive
+    assert out.reason == "cannot read BLUE's KPIs: cannot read the Dealer's tallies: connection refused"
 
 
 def test_bake_stops_at_the_first_unhealthy_check() -> None:
@@ -56,7 +111,7 @@ def test_bake_stops_at_the_first_unhealthy_check() -> None:
         calls.append(1)
         return HealthReading(ok=len(calls) < 3, detail="down: process gone")
 
-    out = bake(blue="pr-2", rollout=_rollout(60.0), tallies=dict, health=health)
+    out = bake(blue=BLUE, rollout=_rollout(60.0), source=DealerSignals(dict), health=health)
     assert not out.ok and out.checks_done == 3
     assert out.reason == "BLUE pr-2 is not healthy: down: process gone"
 
@@ -65,9 +120,9 @@ def test_bake_breaches_on_errors_seen_through_the_dealer() -> None:
     seen = iter([VariantTally("pr-2"), VariantTally("pr-2", activations=10, errors=5)])
     last = VariantTally("pr-2", activations=10, errors=5)
     out = bake(
-        blue="pr-2",
+        blue=BLUE,
         rollout=_rollout(60.0, kpis=(Kpi("error_rate", max=1.0),)),
-        tallies=lambda: {"pr-2": next(seen, last)},
+        source=DealerSignals(lambda: {"pr-2": next(seen, last)}),
         health=lambda: HealthReading(ok=True),
     )
     assert not out.ok and out.reason == "KPI breach: error_rate 50 > max 1"
@@ -77,9 +132,9 @@ def test_bake_can_be_interrupted() -> None:
     cancel = threading.Event()
     cancel.set()
     out = bake(
-        blue="pr-2",
+        blue=BLUE,
         rollout=_rollout(60.0),
-        tallies=dict,
+        source=DealerSignals(dict),
         health=lambda: HealthReading(ok=True),
         cancel=cancel,
     )
@@ -89,17 +144,17 @@ def test_bake_can_be_interrupted() -> None:
 def test_one_slow_health_answer_is_forgiven_two_are_not() -> None:
     answers = iter([True, False, True, True, True, True, True, True, True, True])
     out = bake(
-        blue="pr-2",
+        blue=BLUE,
         rollout=_rollout(0.3),
-        tallies=dict,
+        source=_growing(),
         health=lambda: HealthReading(ok=next(answers, True), detail="unhealthy: timed out", fatal=False),
     )
     assert out.ok
     answers = iter([True, False, False])
     out = bake(
-        blue="pr-2",
+        blue=BLUE,
         rollout=_rollout(60.0),
-        tallies=dict,
+        source=DealerSignals(dict),
         health=lambda: HealthReading(ok=next(answers, False), detail="unhealthy: timed out", fatal=False),
     )
     assert not out.ok and out.checks_done == 3

@@ -45,7 +45,14 @@ EXPECTED: dict[Status, dict[Event, Status]] = {
     },
     S.READY: {E.DEPLOY: S.PREPARING, E.PROMOTE_START: S.BLUE, E.TEARDOWN: S.RETIRED, E.DOWN: S.RETIRED},
     S.FAILED: {E.DEPLOY: S.PREPARING, E.TEARDOWN: S.RETIRED, E.DOWN: S.RETIRED},
-    S.BLUE: {E.BAKE_OK: S.BAKED, E.BAKE_BREACH: S.FAILED, E.ABORT: S.READY, E.DOWN: S.RETIRED},
+    S.BLUE: {
+        E.STEP: S.BLUE,
+        E.BAKE_OK: S.BAKED,
+        E.BAKE_BREACH: S.FAILED,
+        E.BAKE_INCONCLUSIVE: S.READY,
+        E.ABORT: S.READY,
+        E.DOWN: S.RETIRED,
+    },
     S.BAKED: {E.COMPLETE: S.PROD, E.PROMOTE_HOOK_FAILED: S.READY, E.ABORT: S.READY, E.DOWN: S.RETIRED},
     S.PROD: {
         E.COMPLETE: S.POSTPROD,
@@ -141,6 +148,21 @@ def test_breach_returns_all_traffic_to_green_with_the_reason() -> None:
     assert fleet["pr-2"].status is S.FAILED and fleet["pr-2"].reason == "error_rate 40 % > 1 %"
 
 
+def test_steps_grow_blue_and_inconclusive_returns_traffic_leaving_blue_ready() -> None:
+    fleet: dict[str, Env] = {"pr-1": Env(name="pr-1", status=S.PROD, share=100.0), "pr-2": _ready("pr-2")}
+    fleet = m.apply(fleet, E.PROMOTE_START, "pr-2", blue_share=10)
+    fleet = m.apply(fleet, E.STEP, "pr-2", blue_share=25)
+    assert m.weights(fleet) == {"pr-1": 75.0, "pr-2": 25.0} and fleet["pr-2"].status is S.BLUE
+    with pytest.raises(InvalidTransition, match="share strictly between 0 and 100"):
+        m.apply(fleet, E.STEP, "pr-2", blue_share=100)
+    why = "no data: BLUE pr-2 served 0 requests during the bake (at least 1 expected)"
+    fleet = m.apply(fleet, E.BAKE_INCONCLUSIVE, "pr-2", reason=why)
+    assert (fleet["pr-1"].share, fleet["pr-2"].share, fleet["pr-2"].status) == (100.0, 0.0, S.READY)
+    assert fleet["pr-2"].reason == why and fleet["pr-2"].last_event is E.BAKE_INCONCLUSIVE
+    fleet = m.apply(fleet, E.PROMOTE_START, "pr-2", blue_share=10)  # promotable again
+    assert fleet["pr-2"].status is S.BLUE
+
+
 def test_second_candidate_refused_and_input_unchanged() -> None:
     fleet: dict[str, Env] = {
         "pr-1": Env(name="pr-1", status=S.PROD, share=100.0),
@@ -165,6 +187,7 @@ def test_env_documents_round_trip() -> None:
         reason="exit test e2e failed",
         checks=(
             m.Check(kind="exit-test", stage="exit", name="e2e", ok=False, detail="exit 1", duration=0.5),
+            m.Check(kind="kpi", stage="bake", name="error_rate", ok=True, detail="no data", no_data=True),
         ),
         previous=S.VERIFYING,
         last_event=E.EXIT_TESTS_FAILED,

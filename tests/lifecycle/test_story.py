@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from squals_action.lifecycle import machine
 from squals_action.lifecycle.machine import Status
-from tests.support.lifecycle import Project, Recorder, cmd, get, lifecycle, manifest
+from tests.support.lifecycle import Load, Project, Recorder, cmd, get, lifecycle, manifest
 
 
 def test_deploy_promote_rollback_teardown_down(project: Project) -> None:
@@ -21,7 +21,8 @@ def test_deploy_promote_rollback_teardown_down(project: Project) -> None:
     assert get(out.public_url) == (200, "v1")
 
     assert lc.deploy(2, project.commits["v2"]).ok
-    out = lc.promote(2)
+    with Load(lambda: out.public_url):  # BLUE must serve during its bake: no data is not a pass
+        out = lc.promote(2)
     assert out.ok, out.message
     assert (out.fleet["pr-1"].status, out.fleet["pr-2"].status) == (Status.POSTPROD, Status.PROD)
     assert machine.weights(out.fleet) == {"pr-1": 0.0, "pr-2": 100.0}

@@ -103,6 +103,24 @@ def test_paths_and_environments(full: Manifest) -> None:
     assert full.shared["db"].type == "postgres" and dict(full.shared["db"].options) == {"version": "16"}
 
 
+def test_rollout_steps_and_their_bakes(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(CASES / "valid" / "rollout_steps", repo)
+    rollout = load(repo / "squals.yml", repo).rollout
+    assert [(s.share, s.bake) for s in rollout.plan()] == [(10.0, 300.0), (25.0, 60.0), (50.0, 300.0)]
+    assert (rollout.min_requests, rollout.on_no_data, rollout.alarms) == (50, "promote", ())
+    assert rollout.total_bake == 660.0
+
+
+def test_blue_share_is_one_step_and_no_data_is_inconclusive_by_default(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    shutil.copytree(CASES / "valid" / "rollout_alarms_aws", repo)
+    rollout = load(repo / "squals.yml", repo).rollout
+    assert [(s.share, s.bake) for s in rollout.plan()] == [(20.0, 900.0)]
+    assert (rollout.min_requests, rollout.on_no_data) == (1, "inconclusive")
+    assert rollout.alarms == ("shop-5xx", "shop-latency")
+
+
 def test_model_is_frozen_and_hashable(full: Manifest) -> None:
     with pytest.raises(AttributeError):
         full.name = "other"  # type: ignore[misc]

@@ -16,10 +16,8 @@ import json
 import subprocess
 import sys
 import threading
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -45,40 +43,6 @@ LISTENER_ARN = LB_ARN.replace(":loadbalancer/", ":listener/") + "/f2f7dc8efc522a
 
 def tg_arn(name: str) -> str:
     return f"arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/{name}/73e2d6bc24d8a067"
-
-
-def post(url: str) -> None:
-    urllib.request.urlopen(urllib.request.Request(url, method="POST", data=b""), timeout=10).close()
-
-
-@pytest.fixture
-def moto_calls(
-    aws_cloud: aws.Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[[], list[str]]]:
-    """The operations moto's recorder saw from now on (its file goes to the test's folder)."""
-    from moto.moto_api import recorder
-
-    monkeypatch.setattr(recorder, "_location", str(tmp_path / "moto-recording"))
-    post(f"{aws_cloud.endpoint}/moto-api/recorder/reset-recording")
-    post(f"{aws_cloud.endpoint}/moto-api/recorder/start-recording")
-
-    def operations() -> list[str]:
-        with urllib.request.urlopen(
-            f"{aws_cloud.endpoint}/moto-api/recorder/download-recording", timeout=10
-        ) as answer:
-            entries = [json.loads(line) for line in answer.read().decode().splitlines() if line]
-        return [str(e["headers"].get("X-Amz-Target", "?")).rsplit(".", 1)[-1] for e in entries]
-
-    try:
-        yield operations
-    finally:
-        post(f"{aws_cloud.endpoint}/moto-api/recorder/stop-recording")
-
-
-@pytest.fixture
-def cw(aws_cloud: aws.Cloud) -> Any:
-    """The test's own CloudWatch client (writes and set-up), reaching moto through AWS_ENDPOINT_URL."""
-    return boto3.session.Session().client("cloudwatch", region_name=aws.REGION)
 
 
 def put(

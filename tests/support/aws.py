@@ -275,3 +275,39 @@ def aws_cloud(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     finally:
         CURRENT.remove(cloud)
         app.stop()
+
+
+def post(url: str) -> None:
+    urllib.request.urlopen(urllib.request.Request(url, method="POST", data=b""), timeout=10).close()
+
+
+@pytest.fixture
+def moto_calls(
+    aws_cloud: Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[[], list[str]]]:
+    """The operations moto's recorder saw from now on (its file goes to the test's folder)."""
+    from moto.moto_api import recorder
+
+    monkeypatch.setattr(recorder, "_location", str(tmp_path / "moto-recording"))
+    post(f"{aws_cloud.endpoint}/moto-api/recorder/reset-recording")
+    post(f"{aws_cloud.endpoint}/moto-api/recorder/start-recording")
+
+    def operations() -> list[str]:
+        with urllib.request.urlopen(
+            f"{aws_cloud.endpoint}/moto-api/recorder/download-recording", timeout=10
+        ) as answer:
+            entries = [json.loads(line) for line in answer.read().decode().splitlines() if line]
+        return [str(e["headers"].get("X-Amz-Target", "?")).rsplit(".", 1)[-1] for e in entries]
+
+    try:
+        yield operations
+    finally:
+        post(f"{aws_cloud.endpoint}/moto-api/recorder/stop-recording")
+
+
+@pytest.fixture
+def cw(aws_cloud: Cloud) -> Any:
+    """The test's own CloudWatch client (writes and set-up), reaching moto through AWS_ENDPOINT_URL."""
+    import boto3
+
+    return boto3.session.Session().client("cloudwatch", region_name=REGION)
