@@ -51,6 +51,11 @@ def test_the_front_door_gets_every_parameter_from_the_squals_file() -> None:
     assert values["SqualsProject"] == "shop"
     assert values["Subnets"].count("subnet-") == 2
     assert template.capabilities() == ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"]  # the execution role
+    # the stop signal rollout.alarms names is the front door's alarm (moto's CloudFormation cannot make one)
+    alarm = template.parsed["Resources"]["TargetErrorsAlarm"]["Properties"]["AlarmName"]
+    assert [alarm["Fn::Sub"].replace("${SqualsProject}", values["SqualsProject"])] == list(
+        manifest.rollout.alarms
+    )
 
 
 @pytest.mark.parametrize(
@@ -149,6 +154,7 @@ def test_the_workflow_is_the_linted_example_plus_oidc_and_the_image() -> None:
             assert (ROOT / "examples" / source).is_file(), line
 
 
+@pytest.mark.filterwarnings("ignore:Tried to parse AWS::CloudWatch::Alarm")  # moto skips it
 def test_the_templates_build_on_moto_and_the_alb_dealer_routes_between_islands(
     aws_cloud: Cloud, tmp_path: Path
 ) -> None:
