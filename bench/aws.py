@@ -16,6 +16,7 @@ code of this checkout does not do on AWS prints "not available" and why, never a
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,9 +58,35 @@ app:
   health: /healthz
   health_timeout: 30s
 rollout:
-  blue_share: 10%
+  steps: [10%, 25%, 50%]
   bake: 2s
   check_interval: 1s
+  on_no_data: promote   # nobody sends moto's load balancer traffic: a bake can only see "no data"
+experiment:
+  variants:
+    control: {{squals: squals.yml}}
+    green: {{squals: green.yml}}
+  split: {{control: 50, green: 50}}
+  objective: {{maximize: conversion, numerator: checkouts, denominator: units}}
+  min_duration: {{time: 0s, activations: 0}}
+  metrics:
+    units:
+      source: cloudwatch
+      query: '["Shop", "Visitors", "Environment", "$environment", "Variant", "$variant"]'
+    checkouts:
+      source: cloudwatch
+      query: '["Shop", "Checkout", "Environment", "$environment", "Variant", "$variant"]'
+"""
+#: The experiment's challenger: the same island (a variant file declares no front door).
+VARIANT_FILE = """\
+version: 1
+name: benchshop-green
+app: {{start: "true", health: /healthz, env: {{COLOR: green}}}}
+provider:
+  kind: aws
+  region: {region}
+  template: infra/island.yml
+  parameters: {{AppBase: "{app}"{vpc}}}
 """
 
 
@@ -107,18 +135,18 @@ class Row:
 
     def render(self) -> str:
         if self.missing is not None:
-            return f"{self.name:<44} not available: {self.missing}"
+            return f"{self.name:<52} not available: {self.missing}"
         mutating = [c for c in self.calls if not c.startswith(READ_PREFIXES)]
         which = ", ".join(f"{op} x{n}" if n > 1 else op for op, n in Counter(mutating).items()) or "-"
-        return f"{self.name:<44} {len(mutating):>3} {which:<46} {len(self.calls):>5} {self.seconds:>8.2f} s"
+        return f"{self.name:<52} {len(mutating):>3} {which:<46} {len(self.calls):>5} {self.seconds:>8.2f} s"
 
 
 class Segments(Progress):
     """Splits one lifecycle operation at each step it announces (BLUE's share, each bake step, the switch):
     each step's calls and time become a row of their own."""
 
-    def __init__(self, prefix: str, recorder: Recorder) -> None:
-        self.prefix, self.recorder = prefix, recorder
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
         self.marks: list[tuple[str, float, int]] = []
 
     def step(self, text: str) -> None:
@@ -140,13 +168,13 @@ class Bench:
         if progress is None or not progress.marks:
             self.rows.append(Row(name, calls, end - start))
             return result
-        # what happened before the first announced step belongs to it (locks, BLUE's health)
-        marks = [(progress.marks[0][0], start, len(before)), *progress.marks[1:]]
+        # what happens before the first announced step (locks, BLUE's health, a tick's reading) is a row too
+        marks = [("before its first step", start, len(before)), *progress.marks]
         ends = [(at, count) for _, at, count in marks[1:]] + [(end, len(before) + len(calls))]
         for (text, at, count), (until, upto) in zip(marks, ends, strict=True):
-            self.rows.append(
-                Row(f"{name}: {text}", calls[count - len(before) : upto - len(before)], until - at)
-            )
+            segment = calls[count - len(before) : upto - len(before)]
+            if segment or text != marks[0][0]:
+                self.rows.append(Row(f"{name}: {text}", segment, until - at))
         return result
 
     def missing(self, name: str, why: str) -> None:
@@ -164,7 +192,8 @@ def commit(repo: Path, app: str, vpc: str | None) -> str:
     (repo / "infra" / "front-door.yml").write_text(FRONT_DOOR_TEMPLATE)
     (repo / "infra" / "island.yml").write_text(ISLAND_TEMPLATE)
     extra = f", VpcId: {vpc}" if vpc else ""
-    (repo / "squals.yml").write_text(SQUALS_FILE.format(region=REGION, app=app, vpc=extra))
+    for name, text in (("squals.yml", SQUALS_FILE), ("green.yml", VARIANT_FILE)):
+        (repo / name).write_text(text.format(region=REGION, app=app, vpc=extra))
     (repo / "VERSION").write_text(f"{time.time_ns()}\n")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "bench")
@@ -231,9 +260,134 @@ def routes_the_listener(lifecycle: Lifecycle) -> str | None:
     return None
 
 
-def run(work: Path) -> list[Row]:
-    from squals_action.providers.aws_front_door import FrontDoorStack
+def experiments_on_aws() -> str | None:
+    """None when this checkout's experiment engine splits on the front door's listener; else why not (it
+    would start a local Dealer on this machine)."""
+    if importlib.util.find_spec("squals_action.experiments.splitters") is None:
+        return "the experiment engine has no ALB splitter (squals_action.experiments.splitters)"
+    return None
 
+
+def checked(what: str, ok: bool, message: str) -> None:
+    """A bench of a failed operation would measure another path than the one it names: stop."""
+    if not ok:
+        raise SystemExit(f"{what} failed: {message}")
+
+
+@dataclass
+class Story:
+    """The repository, its cloud and the rows measured so far."""
+
+    repo: Path
+    endpoint: str
+    app: StackApp
+    bench: Bench
+    sha: str = ""
+
+    def lifecycle(self, progress: Progress | None = None) -> Lifecycle:
+        return open_lifecycle(self.repo, progress)
+
+    def front_door(self) -> None:
+        """Created explicitly first (the code the first switch runs), so the islands get its VPC."""
+        from squals_action.providers.aws_front_door import FrontDoorStack
+
+        self.sha = commit(self.repo, self.app.url, None)
+        first = self.lifecycle()
+        door = FrontDoorStack(aws_provider(first))
+        self.bench.measure("front door: create", lambda: door.ensure(first.manifest, self.sha))
+        cfn = aws_client("cloudformation", self.endpoint)  # the bench's own look: not squals' user agent
+        stack = cfn.describe_stacks(StackName=door.stack_name)["Stacks"][0]
+        vpc = next(o["OutputValue"] for o in stack["Outputs"] if o["OutputKey"] == "VpcId")
+        self.sha = commit(self.repo, self.app.url, vpc)  # the islands' target groups live in its VPC
+
+    def deploy(self, pr: int) -> None:
+        def run() -> None:
+            outcome = self.lifecycle().deploy(pr, self.sha)
+            checked(f"deploy pr-{pr}", outcome.ok, outcome.message)
+
+        self.bench.measure(f"deploy pr-{pr}", run)
+
+    def promote(self, pr: int, why_not: str | None) -> None:
+        label = f"promote pr-{pr}"
+        if why_not is not None:
+            self.bench.missing(label, why_not)
+            return
+        progress = Segments(self.bench.recorder)
+        lifecycle = self.lifecycle(progress)
+
+        def run() -> None:
+            outcome = lifecycle.promote(pr)
+            checked(label, outcome.ok, outcome.message)
+
+        self.bench.measure(label, run, progress)
+
+    def rollback(self, why_not: str | None) -> None:
+        if why_not is not None:
+            self.bench.missing("rollback", why_not)
+            return
+
+        def run() -> None:
+            outcome = self.lifecycle().rollback()
+            checked("rollback", outcome.ok, outcome.message)
+
+        self.bench.measure("rollback", run)
+
+    def experiment(self, pr: int, why_not: str | None) -> None:
+        """Start (dated 10 minutes back, so CloudWatch has whole minutes since the start to read), a tick
+        before any datum, the app's per-variant metrics written, a tick that promotes the winner."""
+        names = ("experiment start", "experiment tick (no data)", "experiment tick (winner)")
+        if why_not is not None:
+            for name in names:
+                self.bench.missing(name, why_not)
+            return
+        from squals_action.experiments.engine import from_lifecycle
+        from squals_action.state import utc_now
+
+        def engine(progress: Progress | None = None) -> Any:
+            made = from_lifecycle(self.lifecycle(progress))
+            made.clock = lambda: utc_now() - timedelta(minutes=10)
+            return made
+
+        def start() -> None:
+            made = engine()
+            try:
+                checked(names[0], made.start(self.sha, pr=pr).started, "not started")
+            finally:
+                made.store.close()
+
+        def tick(status: str, progress: Progress | None = None) -> None:
+            made = engine(progress)
+            try:
+                (outcome,) = made.tick()
+                checked(f"a tick ending {status}", outcome.status == status, outcome.message)
+            finally:
+                made.store.close()
+
+        self.bench.measure(names[0], start)
+        self.bench.measure(names[1], lambda: tick("running"))
+        when = utc_now() - timedelta(minutes=5)
+        cloudwatch = aws_client("cloudwatch", self.endpoint)  # what the app would emit, written by the bench
+        for variant, visitors, checkouts in (("control", 3000, 300), ("green", 2000, 400)):
+            dims = [{"Name": "Environment", "Value": f"exp-{variant}"}, {"Name": "Variant", "Value": variant}]
+            data = [
+                {"MetricName": name, "Dimensions": dims, "Value": value, "Timestamp": when}
+                for name, value in (("Visitors", visitors), ("Checkout", checkouts))
+            ]
+            cloudwatch.put_metric_data(Namespace="Shop", MetricData=data)
+        progress = Segments(self.bench.recorder)
+        self.bench.measure(names[2], lambda: tick("decided", progress), progress)
+
+    def finish(self) -> None:
+        from squals_action.providers.aws_front_door import FrontDoorStack
+
+        self.deploy(3)
+        self.bench.measure("teardown pr-3", lambda: self.lifecycle().teardown(3))
+        self.bench.measure("down", lambda: self.lifecycle().down())
+        door = FrontDoorStack(aws_provider(self.lifecycle()))
+        self.bench.measure("front door: delete", door.delete)
+
+
+def run(work: Path) -> list[Row]:
     repo = work / "repo"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
@@ -241,55 +395,24 @@ def run(work: Path) -> list[Row]:
     git(repo, "config", "user.name", "bench")
     with moto_cloud(work) as (endpoint, app):
         app.repo = repo
-        bench = Bench(Recorder(endpoint))
-        sha = commit(repo, app.url, None)
-        first = open_lifecycle(repo)
-        door = FrontDoorStack(aws_provider(first))
-        bench.measure("front door: create", lambda: door.ensure(first.manifest, sha))
-        cfn = aws_client("cloudformation", endpoint)  # the bench's own look: not squals' user agent
-        stack = cfn.describe_stacks(StackName=door.stack_name)["Stacks"][0]
-        vpc = next(o["OutputValue"] for o in stack["Outputs"] if o["OutputKey"] == "VpcId")
-        sha = commit(repo, app.url, vpc)  # the islands' target groups live in the front door's VPC
-
-        def deploy(pr: int) -> None:
-            outcome = open_lifecycle(repo).deploy(pr, sha)
-            if not outcome.ok:
-                raise SystemExit(f"deploy pr-{pr} failed: {outcome.message}")
-
-        bench.measure("deploy pr-1", lambda: deploy(1))
-        wired = routes_the_listener(open_lifecycle(repo))
-
-        def promote(pr: int, label: str) -> None:
-            if wired is not None:
-                bench.missing(label, wired)
-                return
-            progress = Segments(label, bench.recorder)
-            lifecycle = open_lifecycle(repo, progress)
-            bench.measure(label, lambda: lifecycle.promote(pr), progress)
-
-        promote(1, "promote pr-1 (first prod)")
-        bench.measure("deploy pr-2", lambda: deploy(2))
-        promote(2, "promote pr-2")
-        if wired is not None:
-            bench.missing("rollback", wired)
-        else:
-            bench.measure("rollback", lambda: open_lifecycle(repo).rollback())
-        for name in ("experiment start", "experiment tick"):
-            bench.missing(name, "experiments on aws need the lifecycle's listener routing: " + (wired or ""))
-        bench.measure("deploy pr-3", lambda: deploy(3))
-        bench.measure("teardown pr-3", lambda: open_lifecycle(repo).teardown(3))
-        bench.measure("down", lambda: open_lifecycle(repo).down())
-        bench.measure(
-            "front door: delete", lambda: FrontDoorStack(aws_provider(open_lifecycle(repo))).delete()
-        )
-        return bench.rows
+        story = Story(repo, endpoint, app, Bench(Recorder(endpoint)))
+        story.front_door()
+        story.deploy(1)
+        wired = routes_the_listener(story.lifecycle())
+        story.promote(1, wired)  # the first prod: 100 % at once, no bake
+        story.deploy(2)
+        story.promote(2, wired)  # each step and its bake, then 100 %
+        story.rollback(wired)
+        story.experiment(4, wired or experiments_on_aws())
+        story.finish()
+        return story.bench.rows
 
 
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="squals-bench-aws-") as tmp:
         started = time.perf_counter()
         rows = run(Path(tmp))
-    print(f"{'operation':<44} {'mutating calls':<50} {'total':>5} {'wall':>10}")
+    print(f"{'operation':<52} {'mutating calls':<50} {'total':>5} {'wall':>10}")
     for row in rows:
         print(row.render())
     print(f"moto {REGION} on 127.0.0.1; whole run {time.perf_counter() - started:.1f} s")
