@@ -1,102 +1,140 @@
-"""Benchmark of the experiment statistics: error rates and power by seeded simulation, and decide()'s cost.
+"""Benchmark: the experiment statistics on 20 variants x 10M units, against gbstats 0.8.0 on the same
+sufficient statistics.
 
-Run by hand: ``.venv/bin/python bench/stats.py [--runs 1000]``. Everything is measured in the same run:
+Run by hand: ``python bench/stats.py [--units 10000000] [--variants 20] [--repeat 20]`` (gbstats is a test
+dependency: ``pip install -e '.[test]'``). The per-unit data are drawn once (not timed) and reduced to the
+sufficient statistics of each kind: a proportion (10 % converting), a mean (revenue: 30 % buy, lognormal
+amounts) and a ratio (checkouts per activation, Poisson activations per unit). Then, per kind:
 
-* A/A (5 % vs 5 %), 50 looks of 200 units per arm: how often each method ever declares a difference.
-  Goal: the sequential test at or under alpha; peeking at a z-test shows the inflation it prevents.
-* A/B (5 % vs 8 %): how often each method detects it, and after how many units per arm (sequential).
-* the time of one ``decide()`` with two and with four variants, against one bare z-test (ratio).
+* ``stats``: :func:`squals_action.experiments.stats.compare` (Welch, fixed) of every variant against control,
+  with the relative interval -- the same work as gbstats' ``TwoSidedTTest(...).compute_result()`` per variant;
+* ``decide``: the whole :func:`~squals_action.experiments.decide.decide` of one tick (SRM, Holm, intervals at
+  the Holm levels, the reasons), fixed and sequential;
+
+each the best of ``--repeat`` rounds, printed with its ratio to gbstats (below 1: faster).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Literal
 
 import numpy as np
 
 from squals_action.experiments import stats
 from squals_action.experiments.decide import decide
 from squals_action.experiments.interface import Observation
+from squals_action.experiments.sufficient import Mean, Proportion, Ratio, Sufficient
 from squals_action.manifest import model
 
-
-def paths(
-    rng: np.random.Generator, p_a: float, p_b: float, per_look: int, looks: int, runs: int
-) -> np.ndarray:
-    """Cumulative counts, shape (runs, looks, 4): n_a, x_a, n_b, x_b."""
-    a = np.cumsum(rng.binomial(per_look, p_a, size=(runs, looks)), axis=1)
-    b = np.cumsum(rng.binomial(per_look, p_b, size=(runs, looks)), axis=1)
-    n = np.broadcast_to(per_look * np.arange(1, looks + 1), (runs, looks))
-    return np.stack([n, a, n, b], axis=2)
+CHUNK = 1_000_000
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def first_rejection(run: np.ndarray, test: str, alpha: float) -> int | None:
-    for i, (n_a, x_a, n_b, x_b) in enumerate(run):
-        if test == "msprt":
-            p = stats.msprt(int(n_a), int(x_a), int(n_b), int(x_b))[1]
+def draw(rng: np.random.Generator, kind: str, units: int) -> Sufficient:
+    """One variant's sufficient statistics from ``units`` per-unit values, drawn in chunks."""
+    if kind == "proportion":
+        return Proportion(units=units, converters=float(rng.binomial(units, 0.1)))
+    sums = np.zeros(6)
+    for start in range(0, units, CHUNK):
+        n = min(CHUNK, units - start)
+        if kind == "mean":
+            x = np.where(rng.random(n) < 0.3, rng.lognormal(3.0, 1.0, n), 0.0)
+            sums[:2] += (x.sum(), (x * x).sum())
         else:
-            var = stats.pooled_variance(int(n_a), int(x_a), int(n_b), int(x_b))
-            z = (x_b / n_b - x_a / n_a) / var**0.5 if var > 0 else 0.0
-            p = 0.0 if abs(z) >= 1.959964 else 1.0
-        if p <= alpha:
-            return i
-    return None
+            y = rng.poisson(3.0, n) + 1.0
+            x = rng.binomial(y.astype(np.int64), 0.1).astype(float)
+            sums += (x.sum(), (x * x).sum(), y.sum(), (y * y).sum(), (x * y).sum(), 0.0)
+    if kind == "mean":
+        return Mean(n=units, total=float(sums[0]), sum_squares=float(sums[1]))
+    return Ratio(
+        n=units,
+        numerator=float(sums[0]),
+        numerator_squares=float(sums[1]),
+        denominator=float(sums[2]),
+        denominator_squares=float(sums[3]),
+        cross=float(sums[4]),
+    )
+
+
+def gb(s: Sufficient) -> object:
+    from gbstats.models.statistics import ProportionStatistic, RatioStatistic, SampleMeanStatistic
+
+    if isinstance(s, Proportion):
+        return ProportionStatistic(n=int(s.units), sum=s.converters)
+    if isinstance(s, Mean):
+        return SampleMeanStatistic(n=int(s.n), sum=s.total, sum_squares=s.sum_squares)
+    return RatioStatistic(
+        n=int(s.n),
+        m_statistic=SampleMeanStatistic(n=int(s.n), sum=s.numerator, sum_squares=s.numerator_squares),
+        d_statistic=SampleMeanStatistic(n=int(s.n), sum=s.denominator, sum_squares=s.denominator_squares),
+        m_d_sum_of_products=s.cross,
+    )
+
+
+def best(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def measure(kind: str, data: dict[str, Sufficient], repeat: int) -> str:
+    """One kind's line: gbstats, the stats layer and decide() on the same statistics."""
+    from gbstats.frequentist.tests import FrequentistConfig, TwoSidedTTest
+
+    names = list(data)
+    base = data["control"]
+    gb_data = {n: gb(s) for n, s in data.items()}
+    config = FrequentistConfig(alpha=0.05, difference_type="relative")
+
+    def reference() -> None:
+        for n in names[1:]:
+            TwoSidedTTest(gb_data["control"], gb_data[n], config).compute_result()
+
+    def ours() -> None:
+        for n in names[1:]:
+            c = stats.compare(base, data[n], method="fixed")
+            c.interval(0.05)
+            c.relative_interval(0.05)
+
+    t_ref, t_ours = best(reference, repeat), best(ours, repeat)
+    line = f"gbstats {1000 * t_ref:6.2f} ms | stats {1000 * t_ours:6.2f} ms (ratio {t_ours / t_ref:.2f})"
+    obs = {n: Observation(n, int(s.n), 0, int(s.n), T0, stats={"objective": s}) for n, s in data.items()}
+    methods: tuple[Literal["fixed", "sequential"], ...] = ("fixed", "sequential")
+    for method in methods:
+        spec = model.Experiment(
+            variants={n: model.Variant(n, "squals.yml") for n in names},
+            control="control",
+            split={n: 100.0 / len(names) for n in names},
+            objective=model.Objective("objective", "maximize", "x", kind=kind),  # type: ignore[arg-type]
+            significance=model.Significance(0.05, method),
+        )
+        t_dec = best(functools.partial(decide, obs, spec, T0, T0), repeat)
+        line += f" | decide {method} {1000 * t_dec:6.2f} ms (ratio {t_dec / t_ref:.2f})"
+    return line
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--units", type=int, default=10_000_000)
+    parser.add_argument("--variants", type=int, default=20)
+    parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
     rng = np.random.default_rng(2026)
-    alpha, looks, per_look = 0.05, 50, 200
-
-    aa = paths(rng, 0.05, 0.05, per_look, looks, args.runs)
-    seq_fp = sum(first_rejection(r, "msprt", alpha) is not None for r in aa) / args.runs
-    peek_fp = sum(first_rejection(r, "peek", alpha) is not None for r in aa) / args.runs
-    once_fp = sum(first_rejection(r[-1:], "peek", alpha) is not None for r in aa) / args.runs
-    print(f"A/A 5%/5%, {looks} looks x {per_look} units/arm, {args.runs} runs, alpha {alpha}:")
-    print(f"  false positives: sequential {seq_fp:.3f} | z-test peeked at every look {peek_fp:.3f} "
-          f"| z-test once at the end {once_fp:.3f}")
-    print(f"  ratio sequential/alpha {seq_fp / alpha:.2f}; peeking/alpha {peek_fp / alpha:.2f}")
-
-    ab = paths(rng, 0.05, 0.08, per_look, looks, args.runs)
-    hits = [first_rejection(r, "msprt", alpha) for r in ab]
-    found = [h for h in hits if h is not None]
-    median_units = (np.median(found) + 1) * per_look if found else float("nan")
-    sized = 1000 // per_look  # a fixed test sized for ~80 % power at 5 % -> 8 % needs ~1,055 units per arm
-    fixed = sum(first_rejection(r[sized - 1 : sized], "peek", alpha) is not None for r in ab) / args.runs
-    within = sum(h is not None and h < sized for h in hits) / args.runs
-    print(f"A/B 5%/8%: sequential detects {len(found) / args.runs:.3f} within {looks * per_look} units/arm, "
-          f"median {median_units:.0f} units/arm to decide")
-    print(f"  within 1000 units/arm: sequential {within:.3f} | fixed z-test at 1000 units/arm {fixed:.3f}")
-
-    t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    for k in (2, 4):
-        names = ("control", "b", "c", "d")[:k]
-        spec = model.Experiment(
-            variants={n: model.Variant(n, "squals.yml") for n in names},
-            control="control",
-            split={n: 100.0 / k for n in names},
-            objective=model.Objective("conversion", "maximize", "event:checkout"),
-            guardrails=(model.Guardrail("error_rate", max_increase=0.5),),
-        )
-        data = {n: Observation(n, 5000, 250 + 20 * i, 5000, t0, errors=10) for i, n in enumerate(names)}
-        decide(data, spec, t0, t0)  # warm (scipy import)
-        reps = 300
-        start = time.perf_counter()
-        for _ in range(reps):
-            decide(data, spec, t0, t0)
-        per_decide = (time.perf_counter() - start) / reps
-        start = time.perf_counter()
-        for _ in range(reps):
-            stats.z_test(5000, 250, 5000, 270)
-        per_z = (time.perf_counter() - start) / reps
-        print(
-            f"decide() with {k} variants: {per_decide * 1e3:.2f} ms per call, "
-            f"{per_decide / per_z:.1f}x one z-test"
-        )
+    names = ["control", *(f"v{i}" for i in range(1, args.variants))]
+    print(f"{args.variants} variants x {args.units:,} units, best of {args.repeat}; ratio: time / gbstats'")
+    for kind in ("proportion", "mean", "ratio"):
+        t = time.perf_counter()
+        data = {n: draw(rng, kind, args.units) for n in names}
+        drawn = time.perf_counter() - t
+        print(f"{kind:10s} (drawn in {drawn:4.1f} s): {measure(kind, data, args.repeat)}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 
 from squals_action.error_handler import run_guarded
 from squals_action.github.events import Intent, IntentKind, load_event, parse_event
@@ -39,7 +40,7 @@ def _act(intent: Intent, token: str, environ: Mapping[str, str]) -> int:
     from squals_action.github.runner import run, settings_from_env
     from squals_action.github.wiring import build_api, build_core
 
-    settings = settings_from_env(environ)
+    settings = replace(settings_from_env(environ), token=token)
     api = build_api(intent, token, environ)
     core = build_core(settings, environ)
     code, _ = run(intent, core, api, settings)

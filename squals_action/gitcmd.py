@@ -7,9 +7,12 @@ objects through long-lived ``git cat-file`` processes and kills process groups.)
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from squals_action.errors import SqualsError
 
@@ -72,3 +75,27 @@ def has_commit(repo: Path, ref: str) -> bool:
 def repo_top(start: Path, *, error: type[SqualsError] = SqualsError) -> Path:
     """The top folder of the git working tree that holds ``start``."""
     return Path(git_text(start, "rev-parse", "--show-toplevel", timeout=30, error=error))
+
+
+def token_header_env(server_url: str, token: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """Git config, as environment variables, sending ``token`` to ``server_url`` as ``actions/checkout`` does.
+
+    The header is ``AUTHORIZATION: basic base64(x-access-token:TOKEN)`` on ``http.<server>/.extraheader``,
+    scoped to that server so the token goes nowhere else. It travels in ``GIT_CONFIG_COUNT`` /
+    ``GIT_CONFIG_KEY_n`` / ``GIT_CONFIG_VALUE_n`` (appended after any the caller already has): never in
+    ``.git/config``, nor in an argv other users can read. An empty value first clears a header the checkout
+    persisted, so the identity is this token's, not whichever one is in the repository's config.
+    """
+    parts = urlsplit(server_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SqualsError(f"server URL {server_url!r}: expected http(s)://host, as GITHUB_SERVER_URL is")
+    key = f"http.{parts.scheme}://{parts.netloc}/.extraheader"
+    basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+    raw = environ.get("GIT_CONFIG_COUNT", "0").strip()
+    first = int(raw) if raw.isdigit() else 0
+    entries = [(key, ""), (key, f"AUTHORIZATION: basic {basic}")]
+    env = {"GIT_CONFIG_COUNT": str(first + len(entries))}
+    for index, (name, value) in enumerate(entries, start=first):
+        env[f"GIT_CONFIG_KEY_{index}"] = name
+        env[f"GIT_CONFIG_VALUE_{index}"] = value
+    return env

@@ -47,6 +47,8 @@ class VariantTally:
     latency_p95_ms: float | None = None
     latency_p99_ms: float | None = None
     in_flight: int = 0
+    #: event -> units that sent it at least once (``events`` counts every response carrying it)
+    event_units: Mapping[str, int] = field(default_factory=lambda: EMPTY_EVENTS)
 
     @property
     def error_rate(self) -> float:

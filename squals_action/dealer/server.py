@@ -318,7 +318,7 @@ class DealerServer:
         book.dirty = True
         try:
             return await self._forward(
-                request, routing.bases[name], name, counter, unit if new_unit else None
+                request, routing.bases[name], name, counter, unit if new_unit else None, key
             )
         finally:
             counter.in_flight -= 1
@@ -356,6 +356,7 @@ class DealerServer:
         name: str,
         counter: VariantCounter,
         new_unit: str | None,
+        key: int,
     ) -> web.StreamResponse:
         assert self._session is not None
         url = URL(base + request.raw_path, encoded=True)
@@ -387,7 +388,7 @@ class DealerServer:
                     for event in value.split(","):
                         event = event.strip()
                         if valid_event(event):
-                            counter.add_event(event)
+                            counter.add_event(event, unit=key)
             out = _forwardable(answered, _RESPONSE_DROP)
             out[VARIANT_HEADER] = name
             if new_unit is not None:
@@ -442,7 +443,7 @@ class DealerServer:
         if new_unit:
             return web.Response(status=400, text="no unit: send the Dealer's cookie or unit header\n")
         name = assign(unit, self.routing.weights, self._seed)
-        self.book.variant(name).add_event(event)
+        self.book.variant(name).add_event(event, unit=unit_key(unit))
         self.book.dirty = True
         return web.Response(status=204, headers={VARIANT_HEADER: name})
 
@@ -523,7 +524,8 @@ class DealerServer:
             self.book.variants
         ):
             raise DealerError("give a unit or a known variant")
-        if not self.book.variant(variant).add_event(event, count):
+        key = unit_key(unit) if isinstance(unit, str) and unit else None
+        if not self.book.variant(variant).add_event(event, count, unit=key):
             raise DealerError("too many distinct event names for this variant")
         self.book.dirty = True
         return web.json_response({"variant": variant})

@@ -81,16 +81,22 @@ class VariantCounter:
     units: set[int] = field(default_factory=set)
     activations: int = 0
     events: dict[str, int] = field(default_factory=dict)
+    #: event -> the units that sent it at least once (a proportion's converters); posted events without a
+    #: unit are counted in ``events`` only.
+    event_units: dict[str, set[int]] = field(default_factory=dict)
     server_errors: int = 0
     connection_errors: int = 0
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     in_flight: int = 0
 
-    def add_event(self, event: str, count: int = 1) -> bool:
-        """Count an event; new names beyond MAX_EVENT_NAMES are refused so memory stays bounded."""
+    def add_event(self, event: str, count: int = 1, *, unit: int | None = None) -> bool:
+        """Count an event (and the unit that sent it); new names beyond MAX_EVENT_NAMES are refused so
+        memory stays bounded."""
         if event not in self.events and len(self.events) >= MAX_EVENT_NAMES:
             return False
         self.events[event] = self.events.get(event, 0) + count
+        if unit is not None:
+            self.event_units.setdefault(event, set()).add(unit)
         return True
 
     def snapshot(self) -> VariantTally:
@@ -99,6 +105,7 @@ class VariantCounter:
             units=len(self.units),
             activations=self.activations,
             events=dict(self.events),
+            event_units={k: len(v) for k, v in self.event_units.items()},
             errors=self.server_errors + self.connection_errors,
             server_errors=self.server_errors,
             connection_errors=self.connection_errors,
@@ -112,6 +119,7 @@ class VariantCounter:
         return {
             "activations": self.activations,
             "events": dict(sorted(self.events.items())),
+            "event_units": {k: sorted(v) for k, v in sorted(self.event_units.items())},
             "server_errors": self.server_errors,
             "connection_errors": self.connection_errors,
             "latency_ms_log_histogram": self.latency.to_json(),
@@ -130,6 +138,7 @@ class VariantCounter:
             units={int(u) for u in data.get("units", [])},
             activations=int(data.get("activations", 0)),
             events={str(k): int(v) for k, v in events.items()},
+            event_units={str(k): {int(u) for u in v} for k, v in dict(data.get("event_units", {})).items()},
             server_errors=int(data.get("server_errors", 0)),
             connection_errors=int(data.get("connection_errors", 0)),
             latency=LatencyHistogram.from_json(data.get("latency_ms_log_histogram", {})),
@@ -189,6 +198,7 @@ def tallies_from_json(data: Mapping[str, Any]) -> dict[str, VariantTally]:
             units=int(raw["units"]),
             activations=int(raw["activations"]),
             events={str(k): int(v) for k, v in raw.get("events", {}).items()},
+            event_units={str(k): int(v) for k, v in raw.get("event_units", {}).items()},
             errors=int(raw["errors"]),
             server_errors=int(raw["server_errors"]),
             connection_errors=int(raw["connection_errors"]),
@@ -206,6 +216,7 @@ def tally_to_json(tally: VariantTally) -> dict[str, Any]:
         "units": tally.units,
         "activations": tally.activations,
         "events": dict(tally.events),
+        "event_units": dict(tally.event_units),
         "errors": tally.errors,
         "server_errors": tally.server_errors,
         "connection_errors": tally.connection_errors,

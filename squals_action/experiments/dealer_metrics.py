@@ -3,7 +3,8 @@
 Names follow the squals file: ``visitors`` (sticky units seen), ``activations`` (requests), ``errors``,
 ``error_rate`` (percent), ``p50_latency_ms``/``p95_latency_ms``/``p99_latency_ms`` and ``event:<name>``
 (responses carrying ``X-Squals-Event: <name>``, or events posted to the Dealer). Tallies are cumulative
-since the experiment's Dealer started, which is what the statistics want.
+since the experiment's Dealer started, which is what the statistics want. An ``event:<name>`` also comes
+with its proportion's sufficient statistics: the units that sent it at least once among the units seen.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from squals_action.dealer.interface import DealerError, VariantTally
 from squals_action.experiments.interface import MetricError, Reading
+from squals_action.experiments.sufficient import Proportion, Sufficient
 from squals_action.manifest.model import DEALER_METRICS
 
 #: Metrics a tally always has (latencies may still be unmeasured before the first response).
@@ -56,6 +58,7 @@ class DealerMetrics:
             raise MetricError(f"the experiment's Dealer cannot be read: {exc.one_line()}") from exc
         values: dict[str, dict[str, float]] = {}
         missing: dict[str, dict[str, str]] = {}
+        stats: dict[str, dict[str, Sufficient]] = {}
         for variant in variants:
             tally = tallies.get(variant) or VariantTally(variant)
             for metric in metrics:
@@ -66,4 +69,9 @@ class DealerMetrics:
                     missing.setdefault(variant, {})[metric] = "no response measured yet"
                 else:
                     values.setdefault(variant, {})[metric] = value
-        return Reading(values, missing)
+                if metric.startswith("event:"):  # units sending it among the units seen: a proportion
+                    converters = tally.event_units.get(metric[len("event:") :], 0)
+                    stats.setdefault(variant, {})[metric] = Proportion(
+                        units=tally.units, converters=converters
+                    )
+        return Reading(values, missing, stats)

@@ -13,7 +13,8 @@
   hooks, exit tests, the blue/green bake and the postprod bookkeeping are the lifecycle's). Then every island
   and the experiment's Dealer are stopped and the document says ``decided``. A failed promotion is recorded
   as ``promotion-failed`` (islands kept) and the next tick tries the promotion again.
-* ``no-difference`` and ``guardrail-stop`` end the experiment with prod unchanged; **stop** ends it by hand.
+* ``no-difference``, ``guardrail-stop`` and ``halted-srm`` end the experiment with prod unchanged; **stop**
+  ends it by hand.
 
 The lifecycle promotes environments named ``pr-N`` only, so the winner is deployed as ``pr-N`` with the
 experiment's pull request (``--pr``, or the merged PR the action found); without one, experiments number
@@ -35,7 +36,7 @@ from squals_action.dealer import connect_dealer, dealer_status
 from squals_action.errors import SqualsError
 from squals_action.experiments import records
 from squals_action.experiments.decide import decide
-from squals_action.experiments.interface import Decision, ExperimentError
+from squals_action.experiments.interface import BadDataError, Decision, ExperimentError
 from squals_action.experiments.islands import (
     exclude_newly,
     provision_islands,
@@ -300,7 +301,10 @@ class ExperimentEngine:
                 message=f"experiment {eid}: its Dealer is not running in {dealer_dir} (the local provider "
                 f"keeps it on the machine that started the experiment); nothing was measured",
             )
-        judged = self._measure(doc, spec, dealer_dir)
+        try:
+            judged = self._measure(doc, spec, dealer_dir)
+        except BadDataError as exc:  # decides nothing, records nothing: the document stays as it was
+            return TickOutcome(experiment=eid, status=doc.status, ok=False, message=exc.one_line())
         recorded = self._record_tick(doc, judged)
         if recorded is None:
             return TickOutcome(
@@ -330,7 +334,8 @@ class ExperimentEngine:
         try:
             with build_sources(context) as sources:
                 observations = observe(spec, sources, list(doc.variants), now)
-            decision = decide(observations, spec, doc.started_at or now, now)
+            excluded_before = [str(v) for v in doc.extra.get("excluded", [])]
+            decision = decide(observations, spec, doc.started_at or now, now, excluded_before)
             exclude_newly(client, doc, decision, self.log)
         finally:
             client.close()
@@ -356,7 +361,7 @@ class ExperimentEngine:
         """No winner (no difference, or every variant breached a guardrail): stop it all, prod unchanged."""
         recorded = dict(doc.decision or {}) if decision is None else decision.to_json()
         status = str(recorded.get("status", "no-difference"))
-        outcome = "guardrail-stop" if status == "guardrail-stop" else "no-difference"
+        outcome = status if status in ("guardrail-stop", "halted-srm") else "no-difference"
         stop_all(self.provider, handles_of(doc), dealer_dir, self.log)
         summary = decision.summary() if decision is not None else outcome
         message = f"{summary}; islands stopped, prod unchanged"

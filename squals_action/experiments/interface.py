@@ -16,10 +16,19 @@ from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from squals_action.errors import SqualsError
+from squals_action.experiments.sufficient import Sufficient
+from squals_action.experiments.sufficient import to_json as stats_to_json
 
-#: What a tick concluded: keep going, promote a winner, no difference (fixed test), or every variant breached.
-DecisionStatus = Literal["continue", "winner", "no-difference", "guardrail-stop"]
-DECISION_STATUSES: tuple[DecisionStatus, ...] = ("continue", "winner", "no-difference", "guardrail-stop")
+#: What a tick concluded: keep going, promote a winner, no difference (fixed test), every variant breached, or
+#: the units do not follow the declared split (sample-ratio mismatch: nothing measured can be trusted).
+DecisionStatus = Literal["continue", "winner", "no-difference", "guardrail-stop", "halted-srm"]
+DECISION_STATUSES: tuple[DecisionStatus, ...] = (
+    "continue",
+    "winner",
+    "no-difference",
+    "guardrail-stop",
+    "halted-srm",
+)
 
 
 class ExperimentError(SqualsError):
@@ -30,12 +39,22 @@ class MetricError(ExperimentError):
     """A metric source could not be read (unreachable, bad answer, unknown metric)."""
 
 
+class BadDataError(ExperimentError):
+    """A source delivered numbers that cannot be statistics: the tick decides and records nothing."""
+
+
 @dataclass(frozen=True)
 class Reading:
-    """What one source measured: variant -> metric -> value, and variant -> metric -> why it is missing."""
+    """What one source measured: variant -> metric -> value, and variant -> metric -> why it is missing.
+
+    ``stats`` holds, for the metrics a test compares (the objective, guardrails), variant -> metric -> the
+    :mod:`~squals_action.experiments.sufficient` statistics (proportion, mean or ratio, per unit); a source
+    that can only give a single value leaves them out, and such a metric can be compared by value only.
+    """
 
     values: Mapping[str, Mapping[str, float]]
     missing: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    stats: Mapping[str, Mapping[str, Sufficient]] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -68,6 +87,10 @@ class Observation:
     ``error_rate`` guardrail be tested as a proportion. ``metrics`` holds every other measured value
     (guardrail metrics in their squals-file unit: ``error_rate`` in percent, latencies in ms); a metric that
     could not be measured is listed in ``missing`` with the reason.
+
+    ``stats`` holds metric -> sufficient statistics (:mod:`~squals_action.experiments.sufficient`) for the
+    metrics the statistics test: the objective under its metric name, guardrails under theirs. ``units`` is
+    also what the sample-ratio check compares with the declared split.
     """
 
     variant: str
@@ -78,6 +101,7 @@ class Observation:
     errors: int = 0
     metrics: Mapping[str, float] = field(default_factory=dict)
     missing: Mapping[str, str] = field(default_factory=dict)
+    stats: Mapping[str, Sufficient] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -95,13 +119,20 @@ class Observation:
         out.update({k: float(v) for k, v in self.metrics.items()})
         return out
 
+    def stats_json(self) -> dict[str, dict[str, Any]]:
+        """The sufficient statistics as the document keeps them (metric -> kind and sums)."""
+        return {k: stats_to_json(v) for k, v in self.stats.items()}
+
 
 @dataclass(frozen=True)
 class VariantFigures:
     """One variant's figures in a decision; ``effect`` is the rate difference vs control (absolute).
 
+    ``rate`` is the objective's value (a proportion, a mean per unit or a ratio); ``units`` its units.
     ``p_value`` is the raw p-value of the test against control (always-valid for ``sequential``), and
-    ``adjusted_p`` the Holm-adjusted one across the variants; both ``None`` for the control itself.
+    ``adjusted_p`` the Holm-adjusted one across the variants; both ``None`` for the control itself. The
+    intervals (absolute ``ci_*`` and relative ``relative_ci_*``) are at level ``1 - interval_alpha``, the
+    Holm step's level, so a significant variant's interval excludes 0.
     ``excluded`` names the guardrail breach that took the variant out of the running.
     """
 
@@ -119,6 +150,9 @@ class VariantFigures:
     significant: bool = False
     better: bool | None = None
     excluded: str | None = None
+    relative_ci_low: float | None = None
+    relative_ci_high: float | None = None
+    interval_alpha: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -137,6 +171,9 @@ class Decision:
     method: str = "sequential"
     alpha: float = 0.05
     min_duration_met: bool = False
+    srm_p: float | None = None
+    #: the objective's kind: a figure's ``rate`` is a proportion, a mean per unit or a ratio of sums
+    kind: str = "proportion"
 
     @property
     def final(self) -> bool:
@@ -150,6 +187,7 @@ class Decision:
             "winner": f"winner: {self.winner}",
             "no-difference": "no significant difference",
             "guardrail-stop": "stopped by a guardrail",
+            "halted-srm": "halted: sample-ratio mismatch",
         }[self.status]
         return f"{head} ({self.reasons[0]})" if self.reasons else head
 
@@ -164,4 +202,6 @@ class Decision:
             "method": self.method,
             "alpha": self.alpha,
             "min_duration_met": self.min_duration_met,
+            "kind": self.kind,
+            **({"srm_p": self.srm_p} if self.srm_p is not None else {}),
         }

@@ -11,13 +11,13 @@ Prometheus refuses (``status: error``) is a per-metric failure, not an exception
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import requests
 
 from squals_action.experiments.interface import MetricError, Reading
+from squals_action.experiments.sufficient import Mean, Sufficient
 from squals_action.http_session import retrying_session
 from squals_action.manifest.model import MetricSource as MetricSpec
 
@@ -57,10 +57,9 @@ def parse_result(payload: Any) -> float | None:
 
 
 def _number(text: Any) -> float:
-    value = float(text)
-    if math.isnan(value):
-        raise ValueError("the query answered NaN")
-    return value
+    """A sample value as Prometheus writes it (``"NaN"`` and ``"+Inf"`` included: the tick refuses them as
+    bad data, naming the source and variant, instead of hiding them as missing)."""
+    return float(text)
 
 
 class PrometheusSource:
@@ -124,9 +123,24 @@ class PrometheusSource:
         except (ValueError, TypeError, KeyError, IndexError) as exc:
             raise MetricError(f"Prometheus answered an unexpected shape: {exc}") from None
 
+    def _stats(self, base: str, spec: MetricSpec, variant: str, total: float) -> Mean | str:
+        """A mean's sufficient statistics from the ``units`` and ``squares`` queries, or why not."""
+        assert spec.units is not None and spec.squares is not None
+        got = []
+        for promql in (spec.units, spec.squares):
+            try:
+                value = self.query(base, render_query(promql, variant))
+            except MetricError as exc:
+                return exc.one_line()
+            if value is None:
+                return "no data yet (empty result)"
+            got.append(value)
+        return Mean(n=got[0], total=total, sum_squares=got[1])
+
     def read(self, metrics: Sequence[str], variants: Sequence[str]) -> Reading:
         values: dict[str, dict[str, float]] = {}
         missing: dict[str, dict[str, str]] = {}
+        stats: dict[str, dict[str, Sufficient]] = {}
         for metric in metrics:
             spec = self.metrics.get(metric)
             if spec is None:
@@ -143,6 +157,12 @@ class PrometheusSource:
                     continue
                 if value is None:
                     missing.setdefault(variant, {})[metric] = "no data yet (empty result)"
-                else:
-                    values.setdefault(variant, {})[metric] = value
-        return Reading(values, missing)
+                    continue
+                values.setdefault(variant, {})[metric] = value
+                if spec.units and spec.squares:
+                    got = self._stats(base, spec, variant, value)
+                    if isinstance(got, str):
+                        missing.setdefault(variant, {})[metric] = got
+                    else:
+                        stats.setdefault(variant, {})[metric] = got
+        return Reading(values, missing, stats)

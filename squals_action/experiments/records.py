@@ -162,6 +162,9 @@ def record_tick(docs: Documents, doc: ExperimentState, judged: Judgement) -> Exp
         }
     )
     extra["ticks"] = ticks[-MAX_TICKS_KEPT:]
+    stats = {v: o.stats_json() for v, o in judged.observations.items() if o.stats}
+    if stats:
+        extra["stats"] = stats
     extra["excluded"] = sorted(set(extra.get("excluded", [])) | set(judged.decision.excluded))
     new = dataclasses.replace(
         current,

@@ -27,14 +27,27 @@ def spec_json(spec: Experiment) -> dict[str, Any]:
             "direction": spec.objective.direction,
             "numerator": spec.objective.numerator,
             "denominator": spec.objective.denominator,
+            # new fields only when set: an experiment started before them keeps its digest
+            **({"kind": spec.objective.kind} if spec.objective.kind != "proportion" else {}),
         },
         "guardrails": [
-            {"metric": g.metric, "max_increase": g.max_increase, "max": g.max} for g in spec.guardrails
+            {
+                "metric": g.metric,
+                "max_increase": g.max_increase,
+                "max": g.max,
+                **({"max_relative_increase": g.max_relative_increase} if g.max_relative_increase else {}),
+            }
+            for g in spec.guardrails
         ],
         "min_duration": {"seconds": spec.min_duration.seconds, "activations": spec.min_duration.activations},
         "significance": {"alpha": spec.significance.alpha, "method": spec.significance.method},
         "metrics": {
-            name: {"source": m.source, "query": m.query, "url": m.url}
+            name: {
+                "source": m.source,
+                "query": m.query,
+                "url": m.url,
+                **({"units": m.units, "squares": m.squares} if m.units or m.squares else {}),
+            }
             for name, m in sorted(spec.metrics.items())
         },
     }

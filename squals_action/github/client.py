@@ -151,7 +151,9 @@ class GitHubClient:
             yield
         except GithubException as exc:
             message = exc.message or (exc.data.get("message") if isinstance(exc.data, dict) else None)
-            raise GitHubError(f"GitHub API: {what}: HTTP {exc.status}: {message or 'no message'}") from None
+            raise GitHubError(
+                f"GitHub API: {what}: HTTP {exc.status}: {message or 'no message'}", status=exc.status
+            ) from None
         except requests.RequestException as exc:
             raise GitHubError(f"GitHub API: {what}: {type(exc).__name__}: {exc}") from None
 
@@ -305,8 +307,11 @@ class GitHubClient:
         self, environment: str, ref: str, *, transient: bool, production: bool, description: str
     ) -> int:
         def find() -> Any:
-            for dep in self._repo.get_deployments(sha=ref, environment=environment):
-                return dep
+            # Only the environment's newest deployment is reused (a retried POST, a re-run): after a
+            # rollback prod runs an older commit again, and its deployment must be the newest, or the
+            # Deployments view would show the commit rolled back from as live.
+            for dep in self._repo.get_deployments(environment=environment):
+                return dep if ref in (dep.sha, dep.ref) else None
             return None
 
         def create() -> Any:

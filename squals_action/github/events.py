@@ -25,6 +25,9 @@ PROMOTE_LABEL = "promote"
 ROLLBACK_LABEL = "rollback"
 #: ``/squals promote`` or ``/squals rollback`` alone on the first line of a PR comment.
 _COMMAND = re.compile(r"\A[ \t]*/squals[ \t]+(promote|rollback)[ \t]*(?:\r?\n|\Z)")
+#: The actor whose ``pull_request`` and ``push`` runs get a read-only token (and only Dependabot's secrets).
+DEPENDABOT = "dependabot[bot]"
+_DEPENDABOT_TOKEN = f"{DEPENDABOT} triggered this run: GitHub gives it a read-only token"
 #: Actions that (re)build the PR's island.
 _PREVIEW_ACTIONS = frozenset({"opened", "synchronize", "reopened", "ready_for_review"})
 
@@ -51,7 +54,8 @@ class Intent:
 
     ``actor`` is who triggered it (whose permission a promote or rollback needs); ``trigger_label`` is the
     label to remove after acting; ``fork`` marks a PR whose head lives in another repository (no deployment,
-    no secrets); ``deploy`` is False when the run must not provision anything.
+    no secrets); ``deploy`` is False when the run must not provision anything; ``read_only`` says why the
+    run's token cannot write, when the payload tells (a fork's ``pull_request``, Dependabot).
     """
 
     kind: IntentKind
@@ -73,6 +77,7 @@ class Intent:
     fork: bool = False
     merged: bool = False
     deploy: bool = True
+    read_only: str | None = None
 
     @property
     def environment(self) -> str | None:
@@ -146,6 +151,13 @@ def _pull_request(name: str, p: _Payload) -> Intent:
     repo = p.text("repository", "full_name")
     head_repo = pr.opt_text("head", "repo", "full_name")
     fork = head_repo is None or head_repo != pr.text("base", "repo", "full_name")
+    actor = p.opt_text("sender", "login")
+    read_only = None
+    if name == "pull_request" and fork:
+        read_only = (f"PR #{number} comes from the fork {head_repo or '(deleted)'}: GitHub gives its "
+                     "pull_request runs a read-only token and no secrets")
+    elif name == "pull_request" and actor == DEPENDABOT:
+        read_only = _DEPENDABOT_TOKEN
     common: dict[str, Any] = {
         "event_name": name,
         "action": action,
@@ -158,8 +170,9 @@ def _pull_request(name: str, p: _Payload) -> Intent:
         "head_ref": pr.opt_text("head", "ref"),
         "base_ref": pr.opt_text("base", "ref"),
         "sha": pr.text("head", "sha"),
-        "actor": p.opt_text("sender", "login"),
+        "actor": actor,
         "fork": fork,
+        "read_only": read_only,
     }
     state = pr.opt_text("state")
     if action == "closed":
@@ -190,14 +203,9 @@ def _pull_request(name: str, p: _Payload) -> Intent:
                 action,
                 "previews run on `pull_request`; `pull_request_target` never builds the PR's code",
             )
-        if fork:
-            return Intent(
-                IntentKind.PREVIEW,
-                reason=f"PR #{number} comes from the fork {head_repo or '(deleted)'}: validate and gate "
-                "only, no deployment (a fork's run has no secrets and a read-only token)",
-                deploy=False,
-                **common,
-            )
+        if read_only:
+            return Intent(IntentKind.PREVIEW, reason=f"{read_only}: validate and gate only, no deployment",
+                          deploy=False, **common)
         return Intent(IntentKind.PREVIEW, reason=f"PR #{number} {action}: preview it", **common)
     return _nothing(name, action, f"{action} on PR #{number}: nothing to do")
 
@@ -244,6 +252,8 @@ def _push(p: _Payload, env: Mapping[str, str]) -> Intent:
         return _nothing(
             "push", None, f"push to {ref}: only the default branch ({default}) starts experiments"
         )
+    actor = p.opt_text("sender", "login") or p.opt_text("pusher", "name")
+    read_only = _DEPENDABOT_TOKEN if actor == DEPENDABOT else None
     return Intent(
         IntentKind.EXPERIMENT_START,
         "push",
@@ -252,7 +262,8 @@ def _push(p: _Payload, env: Mapping[str, str]) -> Intent:
         default_branch=default,
         sha=p.opt_text("after"),
         head_ref=default,
-        actor=p.opt_text("sender", "login") or p.opt_text("pusher", "name"),
+        actor=actor,
+        read_only=read_only,
     )
 
 

@@ -24,6 +24,16 @@ WRITE_ROLES = frozenset({"admin", "maintain", "write"})
 class GitHubError(SqualsError):
     """A GitHub API call failed after its retries (the message names the call and GitHub's answer)."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def refused(self) -> bool:
+        """A 403 that is not a rate limit: this token may not write (a fork's, Dependabot's, or too few
+        ``permissions:``), as GitHub answers "Resource not accessible by integration"."""
+        return self.status == 403 and "rate limit" not in str(self).lower()
+
 
 @dataclass(frozen=True)
 class PullInfo:
@@ -72,7 +82,8 @@ class GitHubApi(Protocol):
     def deployment(
         self, environment: str, ref: str, *, transient: bool, production: bool, description: str
     ) -> int:
-        """The deployment of ``ref`` to ``environment``: found if a run (or a retry) made it, else created."""
+        """The deployment of ``ref`` to ``environment``: the environment's newest if it is of ``ref`` (a retry
+        or a re-run made it), else a new one (a rollback to an older commit is the newest again)."""
         ...
 
     def deployment_status(

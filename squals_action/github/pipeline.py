@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from squals_action.errors import SqualsError
-from squals_action.gitcmd import git_text, has_commit
+from squals_action.gitcmd import git_text, has_commit, token_header_env
 from squals_action.github.interface import Request
 from squals_action.github.runner import Settings
 from squals_action.report.model import Problem, Report, Status, Step
+from squals_action.state.errors import AccessDeniedError
 
 _GATE_STATUS: dict[str, Status] = {
     "pass": "success",
@@ -141,7 +142,7 @@ class Pipeline:
         root = request.workspace
         kind = request.provider or model.provider.kind
         attempt = self._env.get("GITHUB_RUN_ATTEMPT", "1")
-        with open_store(root, branch=request.state_branch) as store:
+        with open_store(root, branch=request.state_branch, git_env=self._git_auth()) as store:
             yield Lifecycle(
                 repo=root,
                 manifest=model,
@@ -154,6 +155,16 @@ class Pipeline:
                 actor=request.intent.actor,
                 attempt=int(attempt) if attempt.isdigit() else 1,
             )
+
+    def _git_auth(self) -> dict[str, str] | None:
+        """The ``github-token`` for the state branch's fetches and pushes, as ``actions/checkout`` sends it.
+
+        Without it the push would use whatever credentials the checkout persisted: none with
+        ``persist-credentials: false``, another identity with a custom token.
+        """
+        if not self._settings.token:
+            return None
+        return token_header_env(self._settings.server_url, self._settings.token, self._env)
 
     def _provider_dir(self, kind: str) -> Path | None:
         scratch = self._scratch()
@@ -221,13 +232,16 @@ class Pipeline:
                           headline=f"PR #{intent.pr_number}: gate {', '.join(failed)} failed; not deployed",
                           **parts)
         if not intent.deploy or intent.pr_number is None:
+            why = f": {intent.read_only}" if intent.read_only else ""
             return Report(intent="preview", status="success", notes=(intent.reason,),
-                          headline=f"PR #{intent.pr_number}: valid, gates passed; not deployed", **parts)
+                          headline=f"PR #{intent.pr_number}: valid, gates passed; not deployed{why}", **parts)
         try:
             with self._lifecycle(request, model) as lifecycle:
                 outcome = lifecycle.deploy(intent.pr_number, request.head_sha or "HEAD")
         except LockedError as exc:
             return self._locked(request, "preview", exc, environment=intent.environment, **parts)
+        except AccessDeniedError as exc:
+            return _denied("preview", exc, environment=intent.environment, **parts)
         return self._outcome("preview", outcome, intent.environment, **parts)
 
     def _act(self, request: Request, verb: str) -> Report:
@@ -252,6 +266,9 @@ class Pipeline:
         except LockedError as exc:
             env_name = "prod" if verb != "teardown" else request.intent.environment
             return self._locked(request, verb, exc, environment=env_name, **parts)
+        except AccessDeniedError as exc:
+            env_name = "prod" if verb != "teardown" else request.intent.environment
+            return _denied(verb, exc, environment=env_name, **parts)
         env_name = "prod" if verb != "teardown" else request.intent.environment
         report = self._outcome(verb, outcome, env_name, **parts)
         if verb == "teardown":
@@ -290,6 +307,8 @@ class Pipeline:
                 if verb == "experiment-start":
                     return self._experiment_started(request, engine, parts)
                 return self._experiment_ticked(engine, parts)
+        except AccessDeniedError as exc:
+            return _denied(verb, exc, **parts)
         except SqualsError as exc:
             return Report(intent=verb, status="failure", headline=f"{verb}: {exc.one_line()}",
                           experiment=exc.one_line(), **parts)
@@ -384,6 +403,20 @@ def _first_step(start: Callable[[], None] | None) -> Any:
                 begin()
 
     return FirstStep()
+
+
+def _denied(verb: str, exc: AccessDeniedError, **parts: Any) -> Report:
+    """A push of the state branch refused with 403: the token is read-only, so the run stops at what it
+    could do (validation, gates, the job summary) and says why; a 401 (a wrong token) stays a failure."""
+    if exc.status != 403:
+        raise exc
+    return Report(
+        intent=verb,
+        status="neutral",
+        headline=f"{verb} not carried out: this run's token may not push the state branch, so it is "
+        f"read-only (a fork's or Dependabot's run, or no `contents: write`): {exc.one_line()}",
+        **parts,
+    )
 
 
 def _tail(path: Path, limit: int = 4000) -> str:

@@ -11,7 +11,7 @@ import contextlib
 import functools
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -23,6 +23,7 @@ from squals_action.github.interface import (
     Core,
     DeploymentState,
     GitHubApi,
+    GitHubError,
     Request,
 )
 from squals_action.report import workflow_commands as wc
@@ -58,6 +59,10 @@ class Settings:
     run_attempt: str = "1"
     output_path: str | None = None
     summary_path: str | None = None
+    #: the ``github-token`` input: the API's and the state branch's credentials (never in a repr)
+    token: str = field(default="", repr=False)
+    #: ``GITHUB_SERVER_URL``: the only host git sends the token to
+    server_url: str = "https://github.com"
 
 
 def run(
@@ -90,12 +95,23 @@ def run(
 
     check_run: int | None = None
     sha = intent.head_sha or intent.sha
-    if api is not None and sha and intent.kind not in (IntentKind.TEARDOWN, IntentKind.EXPERIMENT_TICK):
-        external_id = f"squals:{settings.run_id}:{settings.run_attempt}"
-        check_run = api.start_check_run(sha, CHECK_NAME, external_id, settings.run_url)
-    if api is not None and intent.kind is IntentKind.PREVIEW:
-        for name, (color, description) in LABELS.items():
-            api.ensure_label(name, color, description)
+    try:
+        if api is not None and sha and intent.kind not in (IntentKind.TEARDOWN, IntentKind.EXPERIMENT_TICK):
+            external_id = f"squals:{settings.run_id}:{settings.run_attempt}"
+            check_run = api.start_check_run(sha, CHECK_NAME, external_id, settings.run_url)
+        if api is not None and intent.kind is IntentKind.PREVIEW:
+            for name, (color, description) in LABELS.items():
+                api.ensure_label(name, color, description)
+    except GitHubError as exc:
+        if not exc.refused:
+            raise
+        # The first write told what the payload could not: this token is read-only. Degrade, as up front.
+        intent, api = replace(intent, read_only=_refused(exc, out), deploy=False), None
+    if intent.read_only and intent.kind not in (IntentKind.PREVIEW, IntentKind.TEARDOWN):
+        verb = intent.kind.value
+        refusal = Report(intent=verb, status="refused",
+                         headline=f"{verb} not carried out: {intent.read_only}; nothing was changed")
+        return _publish(intent, refusal, api, settings, info, out, check_run=check_run, deployment=None)
     env_name = intent.environment
     # A preview's island is built by this run: its deployment opens now. The prod deployment opens only once
     # the promotion begins (the core calls ``on_start``): a promote of a PR with no island, or one that waits
@@ -156,6 +172,13 @@ def _open_deployment(
     )
     api.deployment_status(opened[-1], "in_progress", environment_url=None, log_url=run_url,
                           description=f"squals {intent.kind.value} in progress")
+
+
+def _refused(exc: GitHubError, out: TextIO) -> str:
+    """Why this run stops writing to GitHub, said once on the log: GitHub refused a write (HTTP 403)."""
+    why = f"GitHub refused a write with this run's token, so it is read-only ({exc.one_line()})"
+    wc.emit(f"squals: {why}: nothing more is written to GitHub; see the job summary", stream=out)
+    return why
 
 
 def _dispatch(core: Core, request: Request) -> Report:
@@ -226,37 +249,57 @@ def _publish(
     wc.set_outputs(outputs, path=settings.output_path)
 
     if api is not None:
-        if intent.pr_number is not None:
-            api.upsert_comment(intent.pr_number, MARKER, lambda old: compose_comment(report, info, old))
-        if check_run is not None:
-            title = f"{intent.kind.value}: {report.status}"
-            api.finish_check_run(check_run, _CONCLUSIONS[report.status], title,
-                                 compose_summary(report, info), report.problems)
-        if deployment is None and intent.kind is IntentKind.ROLLBACK and report.status == "success":
-            # The commit now live is known only after the rollback: record prod's deployment of it.
-            ref = report.outputs.get("commit") or intent.default_branch or intent.sha
-            if ref:
-                deployment = api.deployment("prod", ref, transient=False, production=True,
-                                            description=f"squals rollback of PR #{intent.pr_number}")
-        if deployment is not None:
-            ok = report.status in ("success", "skipped", "neutral")
-            # A run that waited for a lock deployed nothing: its deployment is simply not active.
-            state: DeploymentState = "success" if ok else "failure"
-            if report.status == "locked":
-                state = "inactive"
-            api.deployment_status(
-                deployment,
-                state,
-                environment_url=report.url if ok else None,
-                log_url=settings.run_url,
-                description=" ".join(report.headline.split())[:140],
-            )
-        if intent.kind is IntentKind.TEARDOWN and intent.environment and report.status != "locked":
-            api.deactivate(intent.environment, settings.run_url, f"PR #{intent.pr_number} closed")
-        if intent.trigger_label and intent.pr_number is not None:
-            api.remove_label(intent.pr_number, intent.trigger_label)
+        try:
+            _write_github(intent, report, api, settings, info, check_run=check_run, deployment=deployment)
+        except GitHubError as exc:
+            if not exc.refused:
+                raise
+            _refused(exc, out)
     code = EXIT_FAILURE if report.status == "failure" else EXIT_OK
     return code, report
+
+
+def _write_github(
+    intent: Intent,
+    report: Report,
+    api: GitHubApi,
+    settings: Settings,
+    info: RunInfo,
+    *,
+    check_run: int | None,
+    deployment: int | None,
+) -> None:
+    """The comment, the check run, the deployment and the label: what a read-only token may not do."""
+    if intent.pr_number is not None:
+        api.upsert_comment(intent.pr_number, MARKER, lambda old: compose_comment(report, info, old))
+    if check_run is not None:
+        title = f"{intent.kind.value}: {report.status}"
+        api.finish_check_run(check_run, _CONCLUSIONS[report.status], title,
+                             compose_summary(report, info), report.problems)
+    if deployment is None and intent.kind is IntentKind.ROLLBACK and report.status == "success":
+        # The commit now live is known only after the rollback: record prod's deployment of it.
+        ref = report.outputs.get("commit") or intent.default_branch or intent.sha
+        if ref:
+            deployment = api.deployment("prod", ref, transient=False, production=True,
+                                        description=f"squals rollback of PR #{intent.pr_number}")
+    if deployment is not None:
+        ok = report.status in ("success", "skipped", "neutral")
+        # A run that waited for a lock, or could not write the state (neutral), deployed nothing: its
+        # deployment is simply not active.
+        state: DeploymentState = "success" if ok else "failure"
+        if report.status in ("locked", "neutral"):
+            state = "inactive"
+        api.deployment_status(
+            deployment,
+            state,
+            environment_url=report.url if ok else None,
+            log_url=settings.run_url,
+            description=" ".join(report.headline.split())[:140],
+        )
+    if intent.kind is IntentKind.TEARDOWN and intent.environment and report.status != "locked":
+        api.deactivate(intent.environment, settings.run_url, f"PR #{intent.pr_number} closed")
+    if intent.trigger_label and intent.pr_number is not None:
+        api.remove_label(intent.pr_number, intent.trigger_label)
 
 
 def settings_from_env(environ: Mapping[str, str]) -> Settings:
@@ -274,4 +317,5 @@ def settings_from_env(environ: Mapping[str, str]) -> Settings:
         run_attempt=environ.get("GITHUB_RUN_ATTEMPT", "") or "1",
         output_path=environ.get("GITHUB_OUTPUT") or None,
         summary_path=environ.get("GITHUB_STEP_SUMMARY") or None,
+        server_url=environ.get("GITHUB_SERVER_URL", "").strip() or "https://github.com",
     )

@@ -14,11 +14,13 @@ from squals_action.github.runner import Settings
 def build_api(intent: Intent, token: str, environ: Mapping[str, str]) -> GitHubApi | None:
     """The PyGithub client, or None when the run must not write to GitHub.
 
-    A fork's ``pull_request`` run gets a read-only token and no secrets: it validates and gates, and reports
-    through the job summary and annotations only. Without a token nothing is written either.
+    A read-only token (a fork's ``pull_request`` run, Dependabot's, as the payload tells) cannot write: the
+    run validates and gates, and reports through the job summary and annotations only. Without a token
+    nothing is written either.
     """
-    if intent.fork and intent.event_name == "pull_request":
-        print("squals: fork pull request: job summary only (read-only token)", file=sys.stderr)
+    if intent.read_only:
+        print(f"squals: {intent.read_only}: nothing is written to GitHub; see the job summary",
+              file=sys.stderr)
         return None
     repository = intent.repository or environ.get("GITHUB_REPOSITORY", "")
     if not token or not repository:

@@ -163,9 +163,16 @@ class Lifecycle(Promoter):
             return self._outcome("rollback", True, msg, post.name, fleet, start)
 
     def teardown(self, pr: int) -> Outcome:
-        """Destroy the island of a closed PR; one that serves prod or postprod is kept and says so."""
+        """Destroy the island of a closed PR; one that serves prod or postprod is kept and says so.
+
+        A PR that has nothing deployed writes nothing, not even its lock: a closed fork PR (whose token is
+        read-only) or a PR whose gates never passed ends without a commit.
+        """
         start = time.monotonic()
         name = f"pr-{pr}"
+        fleet = self.fleet()
+        if name not in fleet or fleet[name].status is S.RETIRED:
+            return self._outcome("teardown", True, f"{name}: nothing to tear down", name, fleet, start)
         with self._locked(name, pr, LOCK_MARGIN):
             fleet = self.fleet()
             env = fleet.get(name)

@@ -258,6 +258,7 @@ class Builder:
                 numerator=str(objective["numerator"]),
                 denominator=str(objective.get("denominator", "visitors")),
                 location=self.loc((*base, "objective")),
+                kind=objective.get("kind", "proportion"),
             ),
             unit=sticky,
             guardrails=tuple(
@@ -266,6 +267,7 @@ class Builder:
                     _amount(g.get("max_increase")),
                     _amount(g.get("max")),
                     self.loc((*base, "guardrails", i)),
+                    max_relative_increase=_amount(g.get("max_relative_increase")),
                 )
                 for i, g in enumerate(exp.get("guardrails", ()))
             ),
@@ -283,6 +285,8 @@ class Builder:
                         str(item["query"]),
                         item.get("url"),
                         self.loc((*base, "metrics", name)),
+                        units=item.get("units"),
+                        squares=item.get("squares"),
                     )
                     for name, item in exp.get("metrics", {}).items()
                 }

@@ -277,23 +277,31 @@ class StickyUnit:
 
 @dataclass(frozen=True)
 class Objective:
-    """The quantity the experiment optimises: ``numerator / denominator`` per variant."""
+    """The quantity the experiment optimises per variant, of a ``kind``: ``proportion`` (units converting:
+    ``numerator`` of ``denominator``), ``mean`` (``numerator`` per unit) or ``ratio`` (sum of ``numerator``
+    over sum of ``denominator``, both per unit)."""
 
     metric: str
     direction: Literal["maximize", "minimize"]
     numerator: str
     denominator: str = "visitors"
     location: Location = NOWHERE
+    kind: Literal["proportion", "mean", "ratio"] = "proportion"
 
 
 @dataclass(frozen=True)
 class Guardrail:
-    """A metric a variant may not worsen: by more than ``max_increase`` against control, or past ``max``."""
+    """A metric a variant may not worsen: by more than a margin against control, or past ``max``.
+
+    The margin is ``max_increase`` in the metric's own unit (points for ``error_rate``, ms for latencies)
+    or ``max_relative_increase`` in percent of control's value.
+    """
 
     metric: str
     max_increase: float | None = None
     max: float | None = None
     location: Location = NOWHERE
+    max_relative_increase: float | None = None
 
 
 @dataclass(frozen=True)
@@ -310,13 +318,19 @@ class Significance:
 
 @dataclass(frozen=True)
 class MetricSource:
-    """A metric the app exposes elsewhere than through the Dealer."""
+    """A metric the app exposes elsewhere than through the Dealer.
+
+    With ``units`` and ``squares`` (queries of the units and of the sum of each unit's value squared), the
+    ``query`` is the sum over units and the metric is a mean per unit with its sufficient statistics.
+    """
 
     name: str
     source: Literal["prometheus", "cloudwatch"]
     query: str
     url: str | None = None
     location: Location = NOWHERE
+    units: str | None = None
+    squares: str | None = None
 
 
 @dataclass(frozen=True)

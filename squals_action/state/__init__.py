@@ -10,11 +10,13 @@ line chooses between them with :func:`choose_remote`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from squals_action.state.clock import format_time, parse_time, utc_now
 from squals_action.state.documents import EnvironmentState, ExperimentState
 from squals_action.state.errors import (
+    AccessDeniedError,
     ContentionError,
     CorruptStateError,
     GitCommandError,
@@ -36,6 +38,7 @@ __all__ = [
     "DEFAULT_BRANCH",
     "DEFAULT_REMOTE",
     "SCHEMA_VERSION",
+    "AccessDeniedError",
     "ContentionError",
     "CorruptStateError",
     "Documents",
@@ -70,6 +73,7 @@ def open_store(
     retry: RetryPolicy | None = None,
     fetch_depth: int | None = None,
     timeout: float = 60.0,
+    git_env: Mapping[str, str] | None = None,
 ) -> StateStore:
     """The git store of the repository at ``repo_path``: ``remote``'s ``branch``, or its own.
 
@@ -79,11 +83,12 @@ def open_store(
     adds objects, the private ref ``refs/squals/<remote>/<branch>`` (local-only:
     ``refs/squals-local/<branch>``) and, local-only, the state branch itself. ``fetch_depth`` limits the
     first fetch of the state branch (history is then only as deep); ``timeout`` bounds every git call, in
-    seconds.
+    seconds; ``git_env`` is added to the environment of every git call (the credentials of fetch and push,
+    :func:`squals_action.gitcmd.token_header_env`, kept out of the repository's config).
     """
     return GitStateStore(
         Path(repo_path), remote=remote or None, branch=branch, retry=retry or RetryPolicy(),
-        fetch_depth=fetch_depth, timeout=timeout,
+        fetch_depth=fetch_depth, timeout=timeout, git_env=git_env,
     )
 
 

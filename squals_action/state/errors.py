@@ -35,6 +35,22 @@ class PushRejectedError(StateError):
         super().__init__(f"remote {remote!r} refused to update state branch {branch!r}: {message}")
 
 
+class AccessDeniedError(StateError):
+    """The remote refused the credentials (HTTP 401) or their permission (HTTP 403): not retried.
+
+    A 403 on a push is how a read-only token (a fork's pull request, Dependabot) shows itself.
+    """
+
+    def __init__(self, branch: str, remote: str, status: int, message: str) -> None:
+        self.branch = branch
+        self.remote = remote
+        self.status = status
+        what = "did not accept the credentials" if status == 401 else "denied permission"
+        super().__init__(
+            f"remote {remote!r} {what} for state branch {branch!r} (HTTP {status}): {message}"
+        )
+
+
 class CorruptStateError(StateError):
     """A state document does not parse or fails its schema; nothing will overwrite it."""
 

@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,13 +31,17 @@ class GitResult:
 
 
 class GitRepo:
-    """The repository at ``path``: runs git in it (every call bounded by ``timeout`` seconds), reads refs."""
+    """The repository at ``path``: runs git in it (every call bounded by ``timeout`` seconds), reads refs.
 
-    def __init__(self, path: Path, *, timeout: float) -> None:
+    ``env`` is added to every git call's environment: the credentials of fetches and pushes (see
+    :func:`squals_action.gitcmd.token_header_env`), which must not be written to the repository's config.
+    """
+
+    def __init__(self, path: Path, *, timeout: float, env: Mapping[str, str] | None = None) -> None:
         self.path = path
         self.timeout = timeout
         self.env = {k: v for k, v in os.environ.items() if k not in _REPO_ENV}
-        self.env.update({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "LANGUAGE": "C"})
+        self.env.update({"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "LANGUAGE": "C", **(env or {})})
         self._objects: Path | None = None
         self._common_dir: Path | None = None
 

@@ -96,6 +96,7 @@ class GitStateStore(StateStore):
         retry: RetryPolicy | None = None,
         fetch_depth: int | None = None,
         timeout: float = 60.0,
+        git_env: Mapping[str, str] | None = None,
     ) -> None:
         self.repo_path = Path(repo_path)
         #: the remote that holds the branch; ``None``: local-only, the branch is in this repository
@@ -104,7 +105,7 @@ class GitStateStore(StateStore):
         self.retry = retry or RetryPolicy()
         self.fetch_depth = fetch_depth
         self.timeout = timeout
-        self._repo = GitRepo(self.repo_path, timeout=timeout)
+        self._repo = GitRepo(self.repo_path, timeout=timeout, env=git_env)
         self._publisher: Publisher = (
             RemotePublisher(self._repo, branch, self.remote) if self.remote
             else LocalPublisher(self._repo, branch)

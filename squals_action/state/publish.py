@@ -15,7 +15,7 @@ import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from squals_action.state.errors import GitCommandError, PushRejectedError, StateError
+from squals_action.state.errors import AccessDeniedError, GitCommandError, PushRejectedError, StateError
 from squals_action.state.git_repo import GitRepo, last_lines
 
 # Phrases of a push that lost a race (the server saw another update land first): retried.
@@ -28,6 +28,13 @@ _RACE_PHRASES = (
     "failed to lock",
     "incorrect old value",
     "already exists",
+)
+# What git says when the server answered 401 (with prompts off it cannot ask for a user name) or 403.
+_REFUSED = (
+    ("returned error: 401", 401),
+    ("could not read Username", 401),
+    ("Authentication failed", 401),
+    ("returned error: 403", 403),
 )
 #: The all-zero object id: ``git update-ref`` creates the ref only if it does not exist yet.
 ZERO_ID = "0" * 40
@@ -105,17 +112,17 @@ class RemotePublisher(Publisher):
         if result.returncode != 0:
             if "couldn't find remote ref" in result.stderr:
                 return None
-            raise GitCommandError(
-                f"cannot fetch state branch {self.branch!r} from {self.remote!r}: "
-                f"{last_lines(result.stderr)}"
-            )
+            raise self._failure("fetch", "from", result.stderr)
         tip = self.repo.read_ref(self.tracking_ref)
         if tip is None:
             raise GitCommandError(f"git fetch of {self.branch!r} from {self.remote!r} left no commit behind")
         return tip
 
     def peek(self) -> str | None:
-        out = self.repo.run("ls-remote", self.remote, f"refs/heads/{self.branch}").stdout.decode()
+        result = self.repo.run("ls-remote", self.remote, f"refs/heads/{self.branch}", check=False)
+        if result.returncode != 0:
+            raise self._failure("look at", "on", result.stderr)
+        out = result.stdout.decode()
         for line in out.splitlines():
             sha, _, ref = line.partition("\t")
             if ref == f"refs/heads/{self.branch}":
@@ -143,8 +150,19 @@ class RemotePublisher(Publisher):
             if _lost_race(reason):
                 return False
             raise PushRejectedError(self.branch, self.remote, _remote_message(reason, result.stderr))
-        raise GitCommandError(
-            f"cannot push state branch {self.branch!r} to {self.remote!r}: {last_lines(result.stderr)}"
+        raise self._failure("push", "to", result.stderr)
+
+    def _failure(self, verb: str, preposition: str, stderr: str) -> StateError:
+        """A failed fetch, look or push in one line: a refusal of the credentials says so and its status."""
+        for phrase, status in _REFUSED:
+            if phrase in stderr:
+                said = [line[7:].strip() for line in stderr.splitlines() if line.startswith("remote:")]
+                detail = " / ".join(line for line in said if line)
+                if not detail:
+                    detail = "the token was not accepted" if status == 401 else last_lines(stderr, 1)
+                return AccessDeniedError(self.branch, self.remote, status, detail)
+        return GitCommandError(
+            f"cannot {verb} state branch {self.branch!r} {preposition} {self.remote!r}: {last_lines(stderr)}"
         )
 
 

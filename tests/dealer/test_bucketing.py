@@ -147,6 +147,17 @@ def test_a_damaged_tally_file_is_an_error_naming_it() -> None:
         TallyBook.from_json({"format": 1, "variants": {"a": {"units": ["x"]}}}, "t.json")
 
 
+def test_converting_units_survive_a_restart() -> None:
+    book = TallyBook()
+    counter = book.variant("a")
+    counter.add_event("checkout", unit=7)
+    counter.add_event("checkout", 2, unit=7)
+    counter.add_event("checkout", unit=9)
+    again = TallyBook.from_json(book.to_json(), "t.json").snapshot()["a"]
+    assert (again.events["checkout"], again.event_units["checkout"]) == (4, 2)
+    assert tallies_from_json({"a": tally_to_json(again)}) == {"a": again}
+
+
 def test_event_names_are_bounded_per_variant() -> None:
     counter = TallyBook().variant("a")
     assert all(counter.add_event(f"e{i}") for i in range(256))

@@ -243,9 +243,14 @@ def test_events_from_the_public_endpoint_and_the_admin_api(
     assert requests.post(dealer.url + "/_squals/events?event=b%20d", timeout=10).status_code == 400
     dealer.record_event("checkout", unit="u1", count=2)
     dealer.record_event("signup", variant="b")
+    for _ in range(2):  # one unit answered twice with the event header: two events, one converting unit
+        buy = requests.get(dealer.url + "/event/buy", cookies={"squals_unit": "u2"}, timeout=10)
     tallies = dealer.tallies()
     assert tallies[variant].events["checkout"] == 3
-    assert tallies["b"].events["signup"] == 1
+    assert tallies[variant].event_units["checkout"] == 1  # a proportion's converters: u1 once
+    assert tallies["b"].events["signup"] == 1 and "signup" not in tallies["b"].event_units  # no unit given
+    buyer = tallies[buy.headers["X-Squals-Variant"]]
+    assert (buyer.events["buy"], buyer.event_units["buy"]) == (2, 1)
     with pytest.raises(DealerError, match="known variant"):
         dealer.record_event("x", variant="nope")
 

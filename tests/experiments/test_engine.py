@@ -230,3 +230,31 @@ def test_an_end_left_unfinished_by_a_dead_run_is_finished_by_the_next_tick(shop:
     assert LocalProvider(shop.path).list() == ()
     assert dealer_status(eng.dealer_dir(doc.id)).state == "stopped"
     eng.store.close()
+
+
+def test_a_sample_ratio_mismatch_halts_the_experiment_with_the_counts(tmp_path: Path) -> None:
+    """The Dealer's weights drift from the declared 50/50 (as a broken redirect would): the tick halts."""
+    from squals_action.dealer import connect_dealer
+
+    shop = make_shop(tmp_path, activations=100_000)
+    try:
+        eng = engine(shop)
+        started = eng.start()
+        assert started.url
+        client = connect_dealer(shop.path / ".squals" / "experiments" / started.experiment.id / "dealer")
+        client.set_weights({"control": 85, "green": 15})
+        client.close()
+        visit(started.url, 300)
+        (result,) = eng.tick()
+        assert result.decision is not None and result.decision.status == "halted-srm", result.message
+        assert "sample-ratio mismatch: units control " in result.message
+        assert "against the declared split 50/50" in result.message
+        assert result.status == "decided" and result.promoted is None
+        doc = eng.store.read().experiment(started.experiment.id)
+        assert doc is not None and doc.decision is not None and doc.decision["outcome"] == "halted-srm"
+        assert LocalProvider(shop.path).list() == ()  # islands stopped, nothing promoted
+        assert state_log(shop.origin)[-2:] == ["experiment-tick", "experiment-halted-srm"]
+        eng.store.close()
+    finally:
+        leftovers, dealers = stop_everything(shop.path)
+    assert leftovers == [] and dealers == []

@@ -19,6 +19,7 @@ from squals_action.experiments.interface import MetricError, MetricSource, Readi
 from squals_action.experiments.observe import observe
 from squals_action.experiments.prometheus import PrometheusSource, render_query
 from squals_action.experiments.sources import SOURCES, SourceContext, build_sources
+from squals_action.experiments.sufficient import Proportion
 from squals_action.manifest import model
 
 
@@ -133,7 +134,13 @@ def test_variant_name_cannot_change_the_query_shape() -> None:
 def test_dealer_metrics_from_tallies() -> None:
     tallies = {
         "control": VariantTally(
-            "control", units=100, activations=250, events={"checkout": 7}, errors=5, latency_p95_ms=12.5
+            "control",
+            units=100,
+            activations=250,
+            events={"checkout": 7},
+            event_units={"checkout": 6},
+            errors=5,
+            latency_p95_ms=12.5,
         ),
     }
     source = DealerMetrics(lambda: tallies)
@@ -149,6 +156,9 @@ def test_dealer_metrics_from_tallies() -> None:
     }
     assert reading.values["b"] == {"visitors": 0.0, "event:checkout": 0.0, "error_rate": 0.0}
     assert "p99_latency_ms" in reading.missing["control"]
+    # an event is also a proportion of units: 6 of the 100 units sent it (7 times)
+    assert reading.stats["control"]["event:checkout"] == Proportion(units=100, converters=6)
+    assert reading.stats["b"]["event:checkout"] == Proportion(units=0, converters=0)
     assert not source.knows("revenue") and source.knows("event:signup")
 
     def broken() -> dict[str, VariantTally]:
@@ -160,7 +170,11 @@ def test_dealer_metrics_from_tallies() -> None:
 
 # ------------------------------------------------------------------ the registry: every source, one contract
 
-TALLIES = {"control": VariantTally("control", units=40, activations=90, events={"checkout": 3}, errors=1)}
+TALLIES = {
+    "control": VariantTally(
+        "control", units=40, activations=90, events={"checkout": 3}, event_units={"checkout": 2}, errors=1
+    )
+}
 VARIANTS = ["control", "b"]
 
 
@@ -302,7 +316,8 @@ def test_build_sources_builds_in_registry_order_and_closes_connections(
         assert closed == []
     assert closed == ["probe"]
     control, b = observed["control"], observed["b"]
-    assert (control.units, control.conversions, control.activations, control.errors) == (40, 3, 90, 1)
+    # conversions are the units that checked out (2 of 40), not the 3 checkout events
+    assert (control.units, control.conversions, control.activations, control.errors) == (40, 2, 90, 1)
     assert control.metrics == {"activations": 90.0, "errors": 1.0, "revenue": 4.0, "latency_s": 0.25}
     assert (b.units, b.conversions) == (0, 0) and "no data yet" in b.missing["revenue"]
     # a declared kind without a registered factory measures nothing: missing, never 0

@@ -223,7 +223,7 @@ def test_first_run_on_a_pr(gh: responses.RequestsMock, settings: Settings) -> No
     intent = parse_event("pull_request", event("pull_request.opened"), ENV)
     mock_check_run_start(gh)
     mock_labels(gh, exist=False)
-    gh.get(f"{WIRE}/deployments?environment=pr-2&per_page=100&sha={SHA}", json=[])
+    gh.get(f"{WIRE}/deployments?environment=pr-2&per_page=100", json=[])
     gh.post(f"{WIRE}/deployments", json=deployment(7, "pr-2"), status=201)
     gh.post(f"{WIRE}/deployments/7/statuses", json=status("in_progress", 7), status=201)
     gh.get(f"{WIRE}/issues/2/comments?per_page=100", json=[])
@@ -261,7 +261,7 @@ def test_first_run_on_a_pr(gh: responses.RequestsMock, settings: Settings) -> No
                 "description": "Squals: roll prod back to the previous release",
             },
         ),
-        ("GET", f"/deployments?environment=pr-2&per_page=100&sha={SHA}", None),
+        ("GET", "/deployments?environment=pr-2&per_page=100", None),
     ]
     assert calls[7:9] == [
         (
@@ -333,7 +333,7 @@ def test_second_run_edits_the_comment_and_reuses_what_exists(
     # The previous run's check run is done; this run (42, attempt 1) makes its own.
     mock_check_run_start(gh, existing=[check_run("completed", "squals:41:1", 3)], create=True)
     mock_labels(gh, exist=True)
-    gh.get(f"{WIRE}/deployments?environment=pr-2&per_page=100&sha={SHA}", json=[deployment(7, "pr-2")])
+    gh.get(f"{WIRE}/deployments?environment=pr-2&per_page=100", json=[deployment(7, "pr-2")])
     gh.post(f"{WIRE}/deployments/7/statuses", json=status("in_progress", 7), status=201)
     someone = comment(10, MARKER + " quoted by a person", {"login": "mallory", "type": "User"})
     ours = comment(11, first, BOT)
@@ -359,7 +359,7 @@ def test_second_run_edits_the_comment_and_reuses_what_exists(
         ("POST", "/check-runs"),
         ("GET", "/labels/promote"),
         ("GET", "/labels/rollback"),
-        ("GET", f"/deployments?environment=pr-2&per_page=100&sha={SHA}"),
+        ("GET", "/deployments?environment=pr-2&per_page=100"),
         ("POST", "/deployments/7/statuses"),
         ("GET", "/issues/2/comments?per_page=100"),
         ("PATCH", "/issues/comments/11"),  # ours (a Bot's), not mallory's quote of the marker
@@ -389,7 +389,7 @@ def test_promote_by_a_maintainer(gh: responses.RequestsMock, settings: Settings)
     intent = parse_event("pull_request", event("pull_request.labeled-promote"), ENV)
     gh.get(f"{WIRE}/collaborators/Codertocat/permission", json=permission("maintain", "write"))
     mock_check_run_start(gh)
-    gh.get(f"{WIRE}/deployments?environment=prod&per_page=100&sha={SHA}", json=[])
+    gh.get(f"{WIRE}/deployments?environment=prod&per_page=100", json=[])
     gh.post(f"{WIRE}/deployments", json=deployment(8, "prod"), status=201)
     gh.post(f"{WIRE}/deployments/8/statuses", json=status("in_progress", 8), status=201)
     gh.get(f"{WIRE}/issues/2/comments?per_page=100", json=[comment(11, MARKER + "\nold", BOT)])
@@ -417,7 +417,7 @@ def test_promote_by_a_maintainer(gh: responses.RequestsMock, settings: Settings)
     assert calls[:8] == [
         ("GET", "/collaborators/Codertocat/permission", None),
         *START_CHECK_RUN,
-        ("GET", f"/deployments?environment=prod&per_page=100&sha={SHA}", None),
+        ("GET", "/deployments?environment=prod&per_page=100", None),
         (
             "POST",
             "/deployments",
@@ -484,7 +484,7 @@ def test_rollback(gh: responses.RequestsMock, settings: Settings) -> None:
     intent = parse_event("pull_request", event("pull_request.labeled-rollback"), ENV)
     gh.get(f"{WIRE}/collaborators/Codertocat/permission", json=permission("admin", "admin"))
     mock_check_run_start(gh)
-    gh.get(f"{WIRE}/deployments?environment=prod&per_page=100&sha=abc123", json=[])
+    gh.get(f"{WIRE}/deployments?environment=prod&per_page=100", json=[])
     gh.post(f"{WIRE}/deployments", json=deployment(9, "prod", "abc123"), status=201)
     gh.get(f"{WIRE}/issues/2/comments?per_page=100", json=[])
     gh.post(f"{WIRE}/issues/2/comments", json=comment(13, MARKER, BOT), status=201)
@@ -513,7 +513,7 @@ def test_rollback(gh: responses.RequestsMock, settings: Settings) -> None:
     ]
     assert calls[5][:2] == ("PATCH", "/check-runs/4") and calls[5][2]["conclusion"] == "success"
     assert calls[6:] == [
-        ("GET", "/deployments?environment=prod&per_page=100&sha=abc123", None),
+        ("GET", "/deployments?environment=prod&per_page=100", None),
         (
             "POST",
             "/deployments",
@@ -595,16 +595,16 @@ def test_a_502_then_success_creates_one_comment(gh: responses.RequestsMock, sett
 
 def test_a_502_on_create_that_did_create_is_not_duplicated(gh: responses.RequestsMock) -> None:
     url = f"{WIRE}/deployments"
-    gh.get(url + f"?environment=pr-2&per_page=100&sha={SHA}", json=[])
+    gh.get(url + "?environment=pr-2&per_page=100", json=[])
     gh.post(url, json={"message": "Bad Gateway"}, status=502)  # ... but GitHub did create it
-    gh.get(url + f"?environment=pr-2&per_page=100&sha={SHA}", json=[deployment(7, "pr-2")])
+    gh.get(url + "?environment=pr-2&per_page=100", json=[deployment(7, "pr-2")])
 
     dep = client().deployment("pr-2", SHA, transient=True, production=False, description="d")
     assert dep == 7
     assert [c[:2] for c in made(gh)] == [
-        ("GET", f"/deployments?environment=pr-2&per_page=100&sha={SHA}"),
+        ("GET", "/deployments?environment=pr-2&per_page=100"),
         ("POST", "/deployments"),
-        ("GET", f"/deployments?environment=pr-2&per_page=100&sha={SHA}"),
+        ("GET", "/deployments?environment=pr-2&per_page=100"),
     ]
 
 

@@ -1,5 +1,6 @@
 """End to end: `squals-action` as a subprocess on real event payloads, GitHub served on 127.0.0.1 through
-GITHUB_API_URL, a bare git repository as origin for the state branch, and the local provider.
+GITHUB_API_URL, a bare git repository as origin for the state branch (or served over git's smart HTTP on
+127.0.0.1, checking the token), and the local provider.
 """
 
 from __future__ import annotations
@@ -17,9 +18,13 @@ import pytest
 from squals_action.providers import get_provider
 from tests.support.action_files import declared_outputs, written_outputs
 from tests.support.fake_github import FakeGitHub
+from tests.support.git_http import GitHttpServer
 from tests.support.github import REPO, event
+from tests.support.lifecycle import Load
 
 ACTION = str(Path(sys.executable).parent / "squals-action")
+#: The `github-token` input of every run unless a test says otherwise.
+TOKEN = "ghs_e2e_secret_token"
 
 APP = r"""
 import http.server, os
@@ -86,7 +91,11 @@ def project(tmp_path: Path) -> Iterator[tuple[Path, Path, str]]:
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "v1")
     git(repo, "push", "-q", "origin", "master")
-    git(repo, "checkout", "-q", "-b", "changes")
+    git(repo, "checkout", "-q", "-b", "more")  # a second PR's change, for the promotions in a row
+    (repo / "VERSION").write_text("v3\n")
+    git(repo, "commit", "-q", "-am", "v3")
+    git(repo, "push", "-q", "origin", "more")
+    git(repo, "checkout", "-q", "-b", "changes", "master")
     (repo / "VERSION").write_text("v2\n")
     git(repo, "commit", "-q", "-am", "v2")
     git(repo, "push", "-q", "origin", "changes")
@@ -95,6 +104,31 @@ def project(tmp_path: Path) -> Iterator[tuple[Path, Path, str]]:
         yield repo, origin, head
     finally:
         down(repo, runner_temp(tmp_path) / "squals")
+
+
+@pytest.fixture
+def served(project: tuple[Path, Path, str], tmp_path: Path) -> Iterator[GitHttpServer]:
+    """The project's origin served over git's smart HTTP, which wants TOKEN (write) or `ghs_read` (read).
+
+    The workspace keeps no credentials (`persist-credentials: false`): only the token the action is given
+    can push. Afterwards origin is the bare repository again, so the fixture's `down` can read the state.
+    """
+    repo, origin, _ = project
+    with GitHttpServer(origin.parent, {TOKEN: "write", "ghs_read": "read"}) as server:
+        git(repo, "remote", "set-url", "origin", f"{server.url}/{origin.name}")
+        try:
+            yield server
+        finally:
+            git(repo, "remote", "set-url", "origin", str(origin))
+
+
+def checkout(origin: Path, tmp: Path, name: str, ref: str) -> Path:
+    """A fresh clone of ``origin`` at ``ref``, as `actions/checkout` gives every job a new workspace."""
+    workspace = tmp / "workspaces" / name
+    workspace.parent.mkdir(exist_ok=True)
+    git(tmp, "clone", "-q", "--no-checkout", str(origin), str(workspace))
+    git(workspace, "checkout", "-q", "--detach", ref)
+    return workspace
 
 
 def runner_temp(tmp: Path) -> Path:
@@ -125,7 +159,15 @@ def down(repo: Path, scratch: Path) -> None:
 
 
 def run_action(
-    repo: Path, tmp: Path, fake: FakeGitHub, name: str, payload: dict[str, object], run_id: str
+    repo: Path,
+    tmp: Path,
+    fake: FakeGitHub,
+    name: str,
+    payload: dict[str, object],
+    run_id: str,
+    *,
+    token: str = TOKEN,
+    server_url: str = "https://github.com",
 ) -> tuple[int, str]:
     event_path = tmp / f"{name}.json"
     event_path.write_text(json.dumps(payload))
@@ -140,7 +182,7 @@ def run_action(
             "GITHUB_EVENT_NAME": name.split(".")[0],
             "GITHUB_EVENT_PATH": str(event_path),
             "GITHUB_API_URL": fake.url,
-            "GITHUB_SERVER_URL": "https://github.com",
+            "GITHUB_SERVER_URL": server_url,
             "GITHUB_REPOSITORY": REPO,
             "GITHUB_RUN_ID": run_id,
             "GITHUB_RUN_ATTEMPT": "1",
@@ -148,7 +190,7 @@ def run_action(
             "GITHUB_OUTPUT": str(tmp / "output"),
             "GITHUB_STEP_SUMMARY": str(tmp / "summary.md"),
             "RUNNER_TEMP": str(runner_temp(tmp)),
-            "INPUT_GITHUB-TOKEN": "ghs_e2e_secret_token",
+            "INPUT_GITHUB-TOKEN": token,
             "INPUT_SQUALS-FILES": "squals.yml",
             "INPUT_STATE-BRANCH": "squals/state",
             "INPUT_PROVIDER": "",
@@ -295,3 +337,187 @@ def test_promote_of_a_pr_never_deployed_leaves_no_prod_deployment(
         assert fake.deployments == {}  # nothing was deployed, so nothing in the Deployments view
         assert not any(p.endswith("/deployments") for m, p, _ in fake.requests if m == "POST")
     assert written_outputs(tmp_path / "output")["status"] == ["failure"]
+
+
+def state_commits(origin: Path) -> list[str]:
+    """The state branch's commit subjects on origin, newest first; none while the branch does not exist."""
+    if not git(origin, "for-each-ref", "refs/heads/squals/state"):
+        return []
+    return state_log(origin)
+
+
+def unmasked(log: str) -> str:
+    """The log without the runner's ``::add-mask::`` lines, which are the only place a secret may show."""
+    return "\n".join(line for line in log.splitlines() if not line.startswith("::add-mask::"))
+
+
+@pytest.mark.slow
+def test_the_state_branch_goes_out_with_the_github_token_over_http(
+    project: tuple[Path, Path, str], served: GitHttpServer, tmp_path: Path
+) -> None:
+    repo, origin, head = project
+    opened = event("pull_request.opened")
+    opened["pull_request"]["head"]["sha"] = head
+    config = (repo / ".git" / "config").read_text()
+    assert "extraheader" not in config  # persist-credentials: false -- nothing but the token can push
+
+    with FakeGitHub(REPO) as fake:
+        code, log = run_action(repo, tmp_path, fake, "pull_request.opened", opened, "70", token="ghs_wrong",
+                               server_url=served.url)
+        assert code == 1, log
+        [line] = [x for x in log.splitlines() if x.startswith("squals: preview: failure:")]
+        assert line.endswith(
+            "remote 'origin' did not accept the credentials for state branch 'squals/state' (HTTP 401): "
+            "the token was not accepted"
+        ), log
+        assert "Traceback" not in log and "ghs_wrong" not in unmasked(log)
+        assert state_commits(origin) == []
+
+        served.seen.clear()
+        code, log = run_action(repo, tmp_path, fake, "pull_request.opened", opened, "71",
+                               server_url=served.url)
+        assert code == 0, log
+    assert any(line.startswith("deploy ") and "pr-2" in line for line in state_commits(origin))
+    pushes = [s for s in served.seen if s.path.endswith("/git-receive-pack")]
+    assert pushes and {s.role for s in served.seen} == {"write"}
+    assert {s.authorizations for s in served.seen} == {1}
+    assert TOKEN not in unmasked(log)
+    assert (repo / ".git" / "config").read_text() == config  # the token never landed in the config
+
+
+@pytest.mark.slow
+def test_a_token_that_may_not_push_degrades_to_validation_and_gates(
+    project: tuple[Path, Path, str], served: GitHttpServer, tmp_path: Path
+) -> None:
+    repo, origin, head = project
+    opened = event("pull_request.opened")
+    opened["pull_request"]["head"]["sha"] = head
+    with FakeGitHub(REPO) as fake:
+        code, log = run_action(repo, tmp_path, fake, "pull_request.opened", opened, "72", token="ghs_read",
+                               server_url=served.url)
+        assert code == 0, log
+        [line] = [x for x in log.splitlines() if x.startswith("squals: preview: neutral:")]
+        assert "may not push the state branch" in line and "(HTTP 403)" in line, line
+        assert "Permission to origin.git denied" in line
+        [body] = fake.comment_bodies(2)
+        assert "| Gate test · unit | ✅ passed |" in body  # what it could do is reported
+        assert fake.states("pr-2") == ["in_progress", "inactive"]  # nothing was deployed
+        [run] = fake.check_runs.values()
+        assert run["conclusion"] == "neutral"
+    assert state_commits(origin) == []
+    assert "ghs_read" not in unmasked(log)
+
+
+@pytest.mark.slow
+def test_a_closed_fork_pr_writes_nothing_and_exits_0(project: tuple[Path, Path, str], tmp_path: Path) -> None:
+    repo, origin, _ = project
+    closed = event("pull_request.closed")
+    closed["pull_request"]["head"] = event("pull_request.opened-fork")["pull_request"]["head"]
+    with FakeGitHub(REPO) as fake:
+        code, log = run_action(repo, tmp_path, fake, "pull_request.closed", closed, "73")
+        assert code == 0, log
+        assert fake.requests == []  # a read-only token: nothing is even tried on GitHub
+    assert "comes from the fork Octocoders/Hello-World" in log and "read-only token" in log
+    assert "squals: teardown: success: PR #2 closed: pr-2: nothing to tear down" in log
+    assert state_commits(origin) == []  # no lock taken, no commit pushed
+
+
+@pytest.mark.slow
+def test_a_dependabot_pr_is_validated_and_gated_only(project: tuple[Path, Path, str], tmp_path: Path) -> None:
+    repo, origin, head = project
+    opened = event("pull_request.opened")
+    opened["pull_request"]["head"]["sha"] = head
+    opened["sender"] = dict(opened["sender"], login="dependabot[bot]", type="Bot")
+    with FakeGitHub(REPO) as fake:
+        code, log = run_action(repo, tmp_path, fake, "pull_request.opened", opened, "74")
+        assert code == 0, log
+        assert fake.requests == []
+    [line] = [x for x in log.splitlines() if x.startswith("squals: preview:")]
+    assert line == (
+        "squals: preview: success: PR #2: valid, gates passed; not deployed: dependabot[bot] triggered this "
+        "run: GitHub gives it a read-only token"
+    )
+    assert "| Gate test · unit |" in (tmp_path / "summary.md").read_text()
+    assert state_commits(origin) == []
+
+
+@pytest.mark.slow
+def test_a_refused_check_run_is_how_a_read_only_token_shows_itself(
+    project: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    repo, origin, head = project
+    opened = event("pull_request.opened")
+    opened["pull_request"]["head"]["sha"] = head
+    refusal = {"message": "Resource not accessible by integration",
+               "documentation_url": "https://docs.github.com/rest/checks/runs#create-a-check-run"}
+    with FakeGitHub(REPO) as fake:
+        fake.inject[("POST", "/check-runs")] = [(403, {}, refusal)]
+        code, log = run_action(repo, tmp_path, fake, "pull_request.opened", opened, "75")
+        assert code == 0, log
+        assert [m for m, _, _ in fake.requests if m != "GET"] == ["POST"]  # the refused one, then no write
+    assert "squals: GitHub refused a write with this run's token, so it is read-only" in log
+    assert "HTTP 403: Resource not accessible by integration" in log
+    [line] = [x for x in log.splitlines() if x.startswith("squals: preview:")]
+    assert line.startswith("squals: preview: success: PR #2: valid, gates passed; not deployed: GitHub ")
+    assert state_commits(origin) == []
+
+
+def pr_event(name: str, number: int, sha: str, ref: str) -> dict[str, object]:
+    """A fixture payload about PR ``number`` at ``sha``, sent by Codertocat (a maintainer in these runs)."""
+    payload = event(name)
+    payload["pull_request"]["number"] = number
+    payload["pull_request"]["head"].update(sha=sha, ref=ref)
+    payload["sender"] = event("pull_request.opened")["sender"]
+    return payload
+
+
+@pytest.mark.slow
+def test_two_promotions_in_a_row_then_rollback_swaps_prod_and_postprod(
+    project: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    from squals_action.state import open_store
+
+    repo, origin, v2 = project
+    v3 = git(repo, "rev-parse", "more")
+    steps = [  # (event, payload, workspace ref): each a fresh checkout and a fresh process
+        ("pull_request.opened", pr_event("pull_request.opened", 2, v2, "changes"), v2),
+        ("pull_request_target.labeled-promote", pr_event("pull_request.labeled-promote", 2, v2, "changes"),
+         "master"),
+        ("pull_request.opened", pr_event("pull_request.opened", 3, v3, "more"), v3),
+        ("pull_request_target.labeled-promote", pr_event("pull_request.labeled-promote", 3, v3, "more"),
+         "master"),
+        ("pull_request_target.labeled-rollback", pr_event("pull_request.labeled-rollback", 3, v3, "more"),
+         "master"),
+    ]
+    serving: list[bytes] = []
+    prod_url: list[str] = []
+    # Users on prod from its first promotion on: BLUE must serve some of them to prove itself in the bake.
+    with FakeGitHub(REPO, permissions={"Codertocat": "maintain"}) as fake, Load(
+        lambda: prod_url[0] if prod_url else None, threads=2, pause=0.02
+    ) as users:
+        for index, (name, payload, ref) in enumerate(steps):
+            workspace = checkout(origin, tmp_path, f"run-{index}", ref)
+            number = payload["pull_request"]["number"]  # type: ignore[index]
+            fake.pr_labels[number] = {"promote", "rollback"}
+            code, log = run_action(workspace, tmp_path, fake, name, payload, str(80 + index))
+            assert code == 0, f"{name} of PR #{number}: {log}"
+            if "promote" in name or "rollback" in name:
+                url = written_outputs(tmp_path / "output")["environment-url"][-1]
+                prod_url[:] = [url]
+                serving.append(urllib.request.urlopen(url, timeout=10).read())
+        assert serving == [b"v2\n", b"v3\n", b"v2\n"]  # prod: PR 2, then PR 3, then PR 2 again
+        assert users.results and users.failures() == []  # no user saw an error through it all
+        [body] = fake.comment_bodies(3)
+        assert "pr-2 is prod again; pr-3 is postprod at 0 %" in body, body
+        assert ("DELETE", f"/repos/{REPO}/issues/3/labels/rollback", None) in fake.requests
+        prod = sorted((d for d in fake.deployments.values() if d["environment"] == "prod"),
+                      key=lambda d: d["id"])
+        assert [d["sha"] for d in prod] == [v2, v3, v2]  # the rollback recorded what is live again
+        assert [fake.statuses[d["id"]][-1]["state"] for d in prod] == ["success"] * 3
+    assert written_outputs(tmp_path / "output")["commit"][-1] == v2
+    assert "rollback: pr-2 is prod again, pr-3 is postprod" in state_commits(origin)
+    with open_store(checkout(origin, tmp_path, "after", "master")) as store:
+        envs = store.read().environments()
+    assert {name: (env.status, env.commit) for name, env in envs.items()} == {
+        "pr-2": ("prod", v2), "pr-3": ("postprod", v3)
+    }

@@ -211,3 +211,23 @@ def test_mangled_payloads_give_an_intent_or_one_event_error(
         parse_event(file.split(".")[0], payload, ENV)
     except EventError as exc:
         assert "\n" not in exc.one_line() and "payload" in exc.one_line()
+
+
+def test_read_only_tokens_are_told_by_the_payload() -> None:
+    fork = intent("pull_request.opened-fork")
+    assert fork.read_only is not None and "read-only token" in fork.read_only
+    assert intent("pull_request.opened").read_only is None
+
+    by_dependabot = event("pull_request.opened")
+    by_dependabot["sender"]["login"] = "dependabot[bot]"
+    preview = parse_event("pull_request", by_dependabot, ENV)
+    assert preview.kind is IntentKind.PREVIEW and not preview.deploy
+    assert preview.read_only == "dependabot[bot] triggered this run: GitHub gives it a read-only token"
+    closed = event("pull_request.closed")
+    closed["sender"]["login"] = "dependabot[bot]"  # Dependabot closes the PRs it superseded
+    assert parse_event("pull_request", closed, ENV).read_only is not None
+    # pull_request_target gives Dependabot a write token (unless it created the base branch): not told here
+    assert parse_event("pull_request_target", closed, ENV).read_only is None
+    push = event("push.default-branch")
+    push["sender"]["login"] = "dependabot[bot]"
+    assert parse_event("push", push, ENV).read_only is not None

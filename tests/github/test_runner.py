@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from squals_action.github.events import parse_event
-from squals_action.github.interface import Conclusion, DeploymentState, PullInfo, Request
+from squals_action.github.interface import Conclusion, DeploymentState, GitHubError, PullInfo, Request
 from squals_action.github.runner import Settings, run, settings_from_env
 from squals_action.report.model import Problem, Report, Step
 from tests.support.github import EVENTS, event
@@ -354,3 +354,71 @@ def test_a_bug_in_the_core_still_closes_the_check_run_and_deployment(settings: S
     assert ("finish_check_run", (5, "failure")) in api.calls
     assert ("deployment_status", (9, "failure")) in api.calls
     assert "internal error: ZeroDivisionError" in api.comments[2][0]
+
+
+class ReadOnlyApi(FakeApi):
+    """Reads answer; the first write of ``refuse`` gets GitHub's 403 for a read-only token."""
+
+    def __init__(self, refuse: str, message: str = "Resource not accessible by integration") -> None:
+        super().__init__("write")
+        self.refuse = refuse
+        self.message = message
+
+    def _refused(self, call: str) -> None:
+        if call == self.refuse:
+            self.calls.append((f"{call} refused", ()))
+            raise GitHubError(f"GitHub API: {call}: HTTP 403: {self.message}", status=403)
+
+    def start_check_run(self, head_sha: str, name: str, external_id: str, details_url: str | None) -> int:
+        self._refused("start_check_run")
+        return super().start_check_run(head_sha, name, external_id, details_url)
+
+    def upsert_comment(self, number: int, marker: str, render: Callable[[str | None], str]) -> int:
+        self._refused("comment")
+        return super().upsert_comment(number, marker, render)
+
+
+def test_a_refused_check_run_turns_the_run_read_only_before_the_work(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api = ReadOnlyApi("start_check_run")
+    core = Core(Report(intent="preview", status="success", headline="valid, gates passed; not deployed"))
+    code, _ = run(parse_event("pull_request", event("pull_request.opened"), ENV), core, api, settings)
+    assert code == 0
+    assert api.names() == ["start_check_run refused"]  # no label, deployment, comment after it
+    [request] = core.requests
+    assert not request.intent.deploy and request.on_start is None
+    assert request.intent.read_only is not None and "HTTP 403" in request.intent.read_only
+    out = capsys.readouterr().out
+    assert "squals: GitHub refused a write with this run's token, so it is read-only" in out
+
+
+def test_a_refused_comment_stops_the_writes_and_keeps_the_exit_code(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    intent = parse_event("pull_request", event("pull_request.closed"), ENV)
+    api = ReadOnlyApi("comment")
+    ok = Report(intent="teardown", status="success", headline="PR #2 closed: pr-2: nothing to tear down")
+    code, _ = run(intent, Core(ok), api, settings)
+    assert code == 0
+    assert api.names() == ["comment refused"]  # no deactivation after it
+    out = capsys.readouterr().out
+    assert "squals: teardown: success: PR #2 closed" in out and "so it is read-only" in out
+    failed = replace(ok, status="failure", headline="teardown failed")
+    assert run(intent, Core(failed), ReadOnlyApi("comment"), settings)[0] == 1
+
+
+def test_a_rate_limit_403_is_not_taken_for_a_read_only_token(settings: Settings) -> None:
+    api = ReadOnlyApi("start_check_run", "You have exceeded a secondary rate limit")
+    intent = parse_event("pull_request", event("pull_request.opened"), ENV)
+    with pytest.raises(GitHubError, match="rate limit"):
+        run(intent, Core(Report(intent="preview", status="success", headline="up")), api, settings)
+
+
+def test_a_read_only_run_does_not_promote(settings: Settings) -> None:
+    intent = replace(parse_event("pull_request", event("pull_request.labeled-promote"), ENV),
+                     read_only="dependabot[bot] triggered this run: GitHub gives it a read-only token")
+    core = Core(Report(intent="promote", status="success", headline="promoted"))
+    code, report = run(intent, core, FakeApi("write"), settings)
+    assert (code, report.status, core.requests) == (0, "refused", [])
+    assert report.headline.startswith("promote not carried out: dependabot[bot] triggered this run")
