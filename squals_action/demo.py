@@ -46,7 +46,7 @@ def find_example(example: Path | None) -> Path:
     if example is not None:
         candidates = [example]
     else:
-        package = Path(__file__).resolve().parents[1]
+        package = Path(__file__).resolve().parent
         candidates = [
             package / "examples" / "shop",
             package.parent / "examples" / "shop",

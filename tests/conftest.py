@@ -17,6 +17,8 @@ pytest_plugins = (
     "tests.support.lifecycle",
     "tests.support.experiments",
 )
+#: Fixture apps keep their own tests (they are copies of real projects); they are data here, not our tests.
+collect_ignore = ["fixtures"]
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -20,6 +20,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 #: Modules that each expose ``register(subparsers)``; listed explicitly so the CLI's surface is greppable.
 COMMAND_MODULES: tuple[str, ...] = (
+    "squals_action.cli.init_commands",
     "squals_action.cli.manifest_commands",
     "squals_action.cli.gates_commands",
     "squals_action.cli.state_commands",

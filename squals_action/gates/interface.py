@@ -70,6 +70,7 @@ class GateResult:
     log_path: Path | None = None
     started_at: float = 0.0
     ended_at: float = 0.0
+    url: str | None = None  # where a check run or commit status (``gates.checks``) shows its details
 
     @property
     def ok(self) -> bool:
@@ -86,6 +87,7 @@ class GateResult:
             "log_path": str(self.log_path) if self.log_path else None,
             "started_at": self.started_at,
             "ended_at": self.ended_at,
+            "url": self.url,
         }
 
 

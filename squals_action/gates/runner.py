@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from squals_action.gates.checks import STAGE, Fetch, not_checked, wait_for_checks
 from squals_action.gates.command import CommandGate
 from squals_action.gates.interface import Gate, GateContext, GateResult, run_one
 from squals_action.manifest.model import EMPTY, Gates, GateStage
@@ -129,12 +130,33 @@ def run_pipeline(
     concurrency: int | None = None,
     on_result: ResultCallback | None = None,
     sources: Mapping[str, object] | None = None,
+    checks: Fetch | None = None,
 ) -> list[GateResult]:
-    """Build the declared gates and run them; the one call the action and ``squals gates`` make."""
+    """Build the declared gates and run them; the one call the action and ``squals gates`` make.
+
+    ``gates.checks`` come last: with ``checks`` (the commit's check runs and statuses, on GitHub) they are
+    waited for once the gates here passed; without it they are reported as not checked (skipped).
+    """
     compile_gates, test_gates, security_gates = build_gates(model, stages=stages, sources=sources)
-    return run_gates(
+    results = run_gates(
         ctx, compile_gates, test_gates, security_gates, concurrency=concurrency, on_result=on_result
     )
+    if not model.checks or (stages and "checks" not in stages):
+        return results
+    if checks is None:
+        waited = not_checked(model.checks)
+    elif not all_ok(results):
+        now = time.time()
+        reason = f"not waited for: gate {next(r.name for r in results if not r.ok)} did not pass"
+        waited = [GateResult(n, STAGE, "skip", 0.0, reason, started_at=now, ended_at=now)
+                  for n in model.checks]
+    else:
+        waited = wait_for_checks(model.checks, checks, timeout=model.checks_timeout,
+                                 interval=model.checks_interval)
+    for result in waited:
+        if on_result is not None:
+            on_result(result)
+    return [*results, *waited]
 
 
 def all_ok(results: Sequence[GateResult]) -> bool:

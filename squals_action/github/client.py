@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from squals_action import __version__
+from squals_action.gates.checks import CheckState
 from squals_action.github.interface import (
     Conclusion,
     DeploymentState,
@@ -32,6 +33,9 @@ from squals_action.report.model import Problem
 T = TypeVar("T")
 #: The Checks API takes at most this many annotations per request.
 ANNOTATIONS_PER_REQUEST = 50
+#: Lists read in full (a commit's check runs and statuses): GitHub's largest page, and a bound.
+PER_PAGE = 100
+MAX_PAGES = 20
 #: Check-run ``output.summary`` and ``output.text`` are limited to this many characters.
 CHECK_OUTPUT_LIMIT = 65_535
 
@@ -347,6 +351,39 @@ class GitHubClient:
             self._gh.requester.requestJsonAndCheck(
                 "POST", f"{self._repo.url}/deployments/{deployment_id}/statuses", input=body
             )
+
+    def commit_checks(self, sha: str) -> list[CheckState]:
+        """The check runs and commit statuses of ``sha``, the latest per name; both lists paginated."""
+        latest: dict[str, tuple[int, CheckState]] = {}
+        for run in self._pages(f"commits/{sha}/check-runs", "check_runs", f"check runs of {sha[:12]}"):
+            done = run.get("status") == "completed"
+            state = CheckState(str(run.get("name")), run.get("conclusion") if done else None,
+                               run.get("html_url") or run.get("details_url"), str(run.get("status")))
+            order = int(run.get("id") or 0)
+            if state.name not in latest or latest[state.name][0] < order:
+                latest[state.name] = (order, state)
+        checks = {name: state for name, (_, state) in latest.items()}
+        for status in self._pages(f"commits/{sha}/status", "statuses", f"commit statuses of {sha[:12]}"):
+            context, value = str(status.get("context")), str(status.get("state"))
+            # The combined status holds the latest status per context; a check run of that name wins.
+            checks.setdefault(context, CheckState(context, None if value == "pending" else value,
+                                                  status.get("target_url"), value))
+        return list(checks.values())
+
+    def _pages(self, path: str, key: str, what: str) -> Iterator[dict[str, Any]]:
+        """Every item of a paginated list (``per_page=100``) until ``total_count`` or a short page."""
+        seen = 0
+        for page in range(1, MAX_PAGES + 1):
+            with self._call(what):
+                _, data = self._gh.requester.requestJsonAndCheck(
+                    "GET", f"{self._repo.url}/{path}", parameters={"per_page": PER_PAGE, "page": page}
+                )
+            items = data.get(key) or []
+            yield from items
+            seen += len(items)
+            if len(items) < PER_PAGE or seen >= int(data.get("total_count") or 0):
+                return
+        raise GitHubError(f"GitHub API: {what}: more than {MAX_PAGES * PER_PAGE} items")
 
     def deactivate(self, environment: str, log_url: str | None, description: str) -> int:
         with self._call(f"deployments of {environment}"):

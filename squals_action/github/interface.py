@@ -9,11 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from squals_action.errors import SqualsError
 from squals_action.github.events import Intent
 from squals_action.report.model import Problem, Report
+
+if TYPE_CHECKING:  # the no-op path imports this module: the gates' modules stay unloaded
+    from squals_action.gates.checks import CheckState
 
 Conclusion = Literal["success", "failure", "neutral", "cancelled", "skipped", "timed_out", "action_required"]
 DeploymentState = Literal["error", "failure", "inactive", "in_progress", "queued", "pending", "success"]
@@ -100,6 +103,10 @@ class GitHubApi(Protocol):
         """Mark the environment's latest deployment inactive (island torn down); how many changed."""
         ...
 
+    def commit_checks(self, sha: str) -> Sequence[CheckState]:
+        """The commit's check runs and statuses, the latest per name (for ``gates.checks``)."""
+        ...
+
 
 @dataclass(frozen=True)
 class Request:
@@ -115,6 +122,8 @@ class Request:
     #: Called once when the work on the environment really begins (a promotion: once the PR's island passed
     #: the lifecycle's checks), so the ``prod`` deployment is opened only when there is an island to promote.
     on_start: Callable[[], None] | None = None
+    #: The check runs and statuses of a commit (``GitHubApi.commit_checks``); None without GitHub.
+    checks: Callable[[str], Sequence[CheckState]] | None = None
 
 
 class Core(Protocol):

@@ -9,9 +9,10 @@ another PR is reported as a ``locked`` report naming the holder. Heavy modules a
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,44 +118,96 @@ class Pipeline:
             head=head,
             base_dir=Path(model.base_dir),
         )
-        results = run_pipeline(model.gates, ctx)
-        steps = []
-        problems: list[Problem] = []
-        for r in results:
-            detail = r.summary
-            if not r.ok and r.log_path is not None:
-                detail = f"{r.summary}\n{_tail(r.log_path)}"
-            status = _GATE_STATUS.get(r.status, "failure")
-            steps.append(Step(r.name, status, r.duration, detail, kind=r.stage))
-            for f in r.findings:
-                problems.append(Problem(f.message, file=f.file, line=f.line,
-                                        level="failure" if f.blocking else "warning", title=f"gate {r.name}"))
-        return tuple(steps), tuple(problems)
+        fetch = functools.partial(request.checks, sha) if request.checks is not None and sha else None
+        return _gate_steps(run_pipeline(model.gates, ctx, checks=fetch))
+
+    def _unpassed(self, request: Request, model: Any, island: Any, parts: dict[str, Any]) -> Report | None:
+        """Why the PR's island may not be promoted (None when it may): it must run the PR's head commit, and
+        that commit must have passed ``gates.checks``; the commit promoted is then the one that passed."""
+        from squals_action.gates.checks import wait_for_checks
+
+        pr, head = request.intent.pr_number, request.head_sha
+        commit = island.commit if island is not None else None
+        if commit is None:
+            return None  # no island: the lifecycle refuses with its own reason
+        if head and commit != head:
+            return Report(
+                intent="promote", status="refused", environment="prod",
+                headline=f"PR #{pr}'s head commit {head[:12]} has not passed its gates: its island runs "
+                f"{commit[:12]}. Nothing was changed.",
+                notes=("Promote once the preview of the head commit has deployed it.",), **parts,
+            )
+        passed = f"commit {commit} promoted: the island's, whose gates passed"
+        if not model.gates.checks or request.checks is None:
+            parts["notes"] = (passed + ".",)
+            return None
+        fetch = request.checks
+        results = wait_for_checks(model.gates.checks, lambda: fetch(commit),
+                                  timeout=model.gates.checks_timeout, interval=model.gates.checks_interval)
+        failed = [r for r in results if not r.ok]
+        if not failed:
+            parts["notes"] = (f"{passed}, and so did {', '.join(model.gates.checks)}.",)
+            return None
+        parts["gates"], more = _gate_steps(results)  # the comment shows which checks stopped it
+        parts["problems"] = parts.get("problems", ()) + more
+        listed = ", ".join(f"{r.name} ({r.summary})" for r in failed)
+        return Report(
+            intent="promote", status="refused", environment="prod",
+            headline=f"PR #{pr}'s commit {commit[:12]} has not passed its gates: {listed}. "
+            "Nothing was changed.",
+            **parts,
+        )
 
     @contextlib.contextmanager
     def _lifecycle(self, request: Request, model: Any) -> Iterator[Any]:
         """The lifecycle engine over the state branch; the store's git process is closed afterwards."""
         from squals_action.lifecycle.engine import Lifecycle
-        from squals_action.lifecycle.traffic import DealerTraffic
+        from squals_action.lifecycle.parts import signals_for, traffic_for
         from squals_action.providers import get_provider
         from squals_action.state import open_store
 
         root = request.workspace
         kind = request.provider or model.provider.kind
         attempt = self._env.get("GITHUB_RUN_ATTEMPT", "1")
+        provider = get_provider(kind, root, model.provider, state_dir=self._provider_dir(kind))
+        traffic = traffic_for(model, provider, self._own_dir(request) / "dealer")
         with open_store(root, branch=request.state_branch, git_env=self._git_auth()) as store:
             yield Lifecycle(
                 repo=root,
                 manifest=model,
                 store=store,
-                provider=get_provider(kind, root, model.provider, state_dir=self._provider_dir(kind)),
-                traffic=DealerTraffic(self._own_dir(request) / "dealer"),
+                provider=provider,
+                traffic=traffic,
+                signals=signals_for(model, traffic),
                 progress=_first_step(request.on_start),
                 log_dir=self._log_dir(request),
                 run_id=self._env.get("GITHUB_RUN_ID") or None,
                 actor=request.intent.actor,
                 attempt=int(attempt) if attempt.isdigit() else 1,
             )
+
+    def _no_islands_here(
+        self, request: Request, model: Any, verb: str, parts: Mapping[str, Any]
+    ) -> Report | None:
+        """In the Docker action the ``local`` provider is refused: its islands (and its Dealer) would be
+        processes of a container that ends with the job. ``None`` when the islands can run."""
+        if not self._settings.container or (request.provider or model.provider.kind) != "local":
+            return None
+        from squals_action.manifest.model import NOWHERE
+
+        declared = model.provider.location
+        where = f"{declared}: provider local"
+        if declared == NOWHERE:
+            where = f"{model.path}: provider local (the default)"
+        return Report(
+            intent=verb,
+            status="refused",
+            environment=request.intent.environment,
+            headline=f"{where} cannot run islands in the Docker action: they would be processes of the "
+            "job's container, which ends with the job. Use provider kind aws (CloudFormation islands behind "
+            "a front door), or the squals CLI on a machine that stays up. Nothing was deployed.",
+            **parts,
+        )
 
     def _git_auth(self) -> dict[str, str] | None:
         """The ``github-token`` for the state branch's fetches and pushes, as ``actions/checkout`` sends it.
@@ -235,6 +288,9 @@ class Pipeline:
             why = f": {intent.read_only}" if intent.read_only else ""
             return Report(intent="preview", status="success", notes=(intent.reason,),
                           headline=f"PR #{intent.pr_number}: valid, gates passed; not deployed{why}", **parts)
+        refused = self._no_islands_here(request, model, "preview", parts)
+        if refused is not None:
+            return refused
         try:
             with self._lifecycle(request, model) as lifecycle:
                 outcome = lifecycle.deploy(intent.pr_number, request.head_sha or "HEAD")
@@ -255,9 +311,15 @@ class Pipeline:
         parts: dict[str, Any] = {"validation": validation, "problems": problems}
         if pr is None and verb != "rollback":
             raise SqualsError(f"{verb} needs a pull request")
+        refused = self._no_islands_here(request, model, verb, parts)
+        if refused is not None:
+            return refused
         try:
             with self._lifecycle(request, model) as lifecycle:
                 if verb == "promote":
+                    refusal = self._unpassed(request, model, lifecycle.fleet().get(f"pr-{pr}"), parts)
+                    if refusal is not None:
+                        return refusal
                     outcome = lifecycle.promote(pr)
                 elif verb == "rollback":
                     outcome = lifecycle.rollback(pr)
@@ -298,6 +360,9 @@ class Pipeline:
         from squals_action.experiments.engine import from_lifecycle
 
         parts: dict[str, Any] = {"validation": validation, "problems": problems}
+        refused = self._no_islands_here(request, model, verb, parts)
+        if refused is not None:
+            return refused
         try:
             with self._lifecycle(request, model) as lifecycle:
                 engine = from_lifecycle(lifecycle)
@@ -403,6 +468,22 @@ def _first_step(start: Callable[[], None] | None) -> Any:
                 begin()
 
     return FirstStep()
+
+
+def _gate_steps(results: Sequence[Any]) -> tuple[tuple[Step, ...], tuple[Problem, ...]]:
+    """The gates' results as rows of the report (a check's row links to it) and their findings."""
+    steps = []
+    problems: list[Problem] = []
+    for r in results:
+        detail = r.summary
+        if not r.ok and r.log_path is not None:
+            detail = f"{r.summary}\n{_tail(r.log_path)}"
+        status = _GATE_STATUS.get(r.status, "failure")
+        steps.append(Step(r.name, status, r.duration, detail, kind=r.stage, url=r.url))
+        for f in r.findings:
+            problems.append(Problem(f.message, file=f.file, line=f.line,
+                                    level="failure" if f.blocking else "warning", title=f"gate {r.name}"))
+    return tuple(steps), tuple(problems)
 
 
 def _denied(verb: str, exc: AccessDeniedError, **parts: Any) -> Report:

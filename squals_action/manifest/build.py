@@ -138,6 +138,7 @@ class Builder:
             parameters=_strings(provider.get("parameters")),
             front_door=self.front_door(provider.get("front_door")),
             location=self.loc(("provider",)),
+            base_dir=str(self.base_dir),
         )
 
     def front_door(self, door: Any) -> m.FrontDoor | None:
@@ -157,6 +158,9 @@ class Builder:
             compile=self.commands(data, ("gates", "compile")),
             test=tuple(self.test_gate(("gates", "test", i), item, i) for i, item in enumerate(tests)),
             security=self.security(gates.get("security")),
+            checks=tuple(gates.get("checks", ())),
+            checks_timeout=_duration(gates.get("checks_timeout"), 1800.0),
+            checks_interval=_duration(gates.get("checks_interval"), 10.0),
         )
 
     def security(self, security: Any) -> m.SecurityGate | None:

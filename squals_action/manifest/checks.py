@@ -20,6 +20,8 @@ from squals_action.manifest.schema import suggest
 from squals_action.manifest.units import DURATION_RE, PERCENTAGE_RE, parse_amount, parse_duration
 from squals_action.manifest.yamlload import Document
 
+#: The check run the action itself reports (github.runner.CHECK_NAME); ``gates.checks`` cannot wait for it.
+OWN_CHECK = "squals"
 #: Sections holding command lists: (path, group whose names must be unique, default-name prefix).
 COMMAND_SECTIONS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("gates", "compile"), "gate", "compile"),
@@ -86,6 +88,7 @@ class Checker:
         self.rollout()
         self.experiment()
         self.advisories()
+        self.own_check()
 
     # commands --------------------------------------------------------------------------------------
 
@@ -129,12 +132,22 @@ class Checker:
                     if problem:
                         self.add((*path, "run"), problem)
 
+    def own_check(self) -> None:
+        """``squals`` is the action's own check run: waiting for it from inside it would never end."""
+        names = get(self.data, ("gates", "checks"))
+        for index, name in enumerate(names if isinstance(names, list) else []):
+            if name == OWN_CHECK:
+                self.add(("gates", "checks", index),
+                         f"expected another check than {OWN_CHECK!r}: it is the check run of squals itself")
+
     # durations -------------------------------------------------------------------------------------
 
     def durations(self) -> None:
         paths: list[tuple[PathPart, ...]] = [
             ("app", "health_timeout"),
             ("gates", "security", "timeout"),
+            ("gates", "checks_timeout"),
+            ("gates", "checks_interval"),
             ("rollout", "bake"),
             ("rollout", "check_interval"),
         ]

@@ -15,7 +15,7 @@ from typing import Literal, TypeVar
 K = TypeVar("K")
 V = TypeVar("V")
 
-GateStage = Literal["compile", "test", "security"]
+GateStage = Literal["compile", "test", "security", "checks"]
 HookStage = Literal["before_preprod", "after_preprod", "promote", "after_postprod"]
 HOOK_STAGES: tuple[HookStage, ...] = ("before_preprod", "after_preprod", "promote", "after_postprod")
 Severity = Literal["low", "medium", "high", "critical"]
@@ -150,9 +150,14 @@ class SecurityGate:
 
 @dataclass(frozen=True)
 class Gates:
+    """The gates; ``checks`` are other check runs or statuses of the commit, waited for on GitHub only."""
+
     compile: tuple[Command, ...] = ()
     test: tuple[TestGate, ...] = ()
     security: SecurityGate | None = None
+    checks: tuple[str, ...] = ()
+    checks_timeout: float = 1800.0
+    checks_interval: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -178,6 +183,9 @@ class Provider:
     parameters: Mapping[str, str] = EMPTY
     front_door: FrontDoor | None = None
     location: Location = NOWHERE
+    #: Absolute folder of the squals file that declared this section: its ``template`` resolves against it
+    #: (a variant file's section, used for a project's provider, keeps its own). "" when built by hand.
+    base_dir: str = ""
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,10 @@ def render(report: Report, run: RunInfo, *, heading: str = "### Squals") -> str:
 
 
 def _row(label: str, step: Step) -> list[str]:
-    return [label, ICONS.get(step.status, step.status), md.duration(step.duration)]
+    status = ICONS.get(step.status, step.status)
+    if step.url:  # a check of gates.checks: its conclusion, linked to its page
+        status = f"{status} {md.link(step.detail.splitlines()[0] if step.detail else 'details', step.url)}"
+    return [label, status, md.duration(step.duration)]
 
 
 def previous_report(body: str | None) -> Report | None:

@@ -11,6 +11,7 @@ import json
 from collections.abc import Sequence
 from typing import TextIO
 
+from squals_action.gates.checks import NEEDS_GITHUB
 from squals_action.gates.interface import Finding, GateResult
 from squals_action.process import read_log_tail
 from squals_action.report import workflow_commands as wc
@@ -46,7 +47,9 @@ def to_text(results: Sequence[GateResult]) -> str:
             if f.blocking:
                 where = f"{f.file}:{f.line}: " if f.file and f.line else (f"{f.file}: " if f.file else "")
                 lines.append(f"  {r.name}: {where}{f.message}")
-    lines.append(f"gates: {overall(results)}")
+    unchecked = sum(1 for r in results if r.summary == NEEDS_GITHUB)
+    note = f" ({unchecked} not checked: needs GitHub)" if unchecked else ""
+    lines.append(f"gates: {overall(results)}{note}")
     return "\n".join(lines)
 
 

@@ -37,6 +37,7 @@ class Step:
     duration: float | None = None
     detail: str = ""
     kind: str = ""
+    url: str | None = None  # a page showing this step (a check run of ``gates.checks``)
 
 
 @dataclass(frozen=True)
@@ -143,4 +144,5 @@ def _step(value: Any) -> Step | None:
         duration=float(duration) if isinstance(duration, int | float) else None,
         detail=str(value.get("detail", "")),
         kind=str(value.get("kind", "")),
+        url=_opt_str(value.get("url")),
     )

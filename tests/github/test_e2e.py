@@ -165,6 +165,7 @@ def run_action(
     name: str,
     payload: dict[str, object],
     run_id: str,
+    extra_env: dict[str, str] | None = None,
     *,
     token: str = TOKEN,
     server_url: str = "https://github.com",
@@ -197,6 +198,7 @@ def run_action(
             "SQUALS_GITHUB_WRITE_INTERVAL": "0",
             "SQUALS_GITHUB_REQUEST_INTERVAL": "0",
             "SQUALS_GITHUB_TIMEOUT": "10",
+            **(extra_env or {}),
         }
     )
     done = subprocess.run([ACTION], cwd=repo, env=env, capture_output=True, text=True, timeout=180)
@@ -262,6 +264,7 @@ def test_open_promote_then_close_a_pr(project: tuple[Path, Path, str], tmp_path:
         assert untracked(repo) == clean
         [body] = fake.comment_bodies(2)
         assert "| Rollout |" in body and "| Gate test · unit | ✅ passed |" in body
+        assert f"commit {head} promoted: the island's, whose gates passed." in body
         assert fake.states("prod") == ["in_progress", "success"]
         [prod] = [
             s
@@ -315,6 +318,44 @@ def test_promote_while_another_pr_holds_prod(project: tuple[Path, Path, str], tm
         assert fake.deployments == {}  # waiting for the lock deployed nothing: no prod deployment
         assert "\nlocked\n" in (tmp_path / "output").read_text()
     assert state_log(origin) == locked_at  # nothing was changed
+
+
+@pytest.mark.slow
+def test_in_the_container_the_local_provider_validates_and_gates_but_deploys_nothing(
+    project: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    repo, origin, head = project
+    opened = event("pull_request.opened")
+    opened["pull_request"]["head"]["sha"] = head
+    container = {"SQUALS_ACTION_CONTAINER": "1"}
+    with FakeGitHub(REPO, permissions={"Codertocat": "maintain"}) as fake:
+        code, log = run_action(repo, tmp_path, fake, "pull_request.opened", opened, "42", container)
+        assert code == 0, log
+        refusal = (
+            "squals.yml:3:11: provider local cannot run islands in the Docker action: they would be "
+            "processes of the job's container, which ends with the job. Use provider kind aws"
+        )
+        assert f"squals: preview: refused: {refusal}" in log
+        [body] = fake.comment_bodies(2)
+        assert "| Validation | ✅ passed |" in body and "| Gate test · unit | ✅ passed |" in body
+        assert "Nothing was deployed." in body
+        assert "127.0.0.1" not in body
+        assert [run["conclusion"] for run in fake.check_runs.values()] == ["neutral"]
+        assert fake.states("pr-2") == ["in_progress", "inactive"]  # opened with the run, nothing deployed
+        outputs = (tmp_path / "output").read_text()
+        assert "\nrefused\n" in outputs and "127.0.0.1" not in outputs
+
+        promote = event("pull_request.labeled-promote")
+        promote["pull_request"]["head"]["sha"] = head
+        fake.pr_labels[2] = {"promote"}
+        code, log = run_action(repo, tmp_path, fake, "pull_request.labeled-promote", promote, "43", container)
+        assert code == 0, log
+        assert "squals: promote: refused: squals.yml:3:11: provider local cannot run islands" in log
+        assert fake.states("prod") == []  # the promotion never began: no prod deployment
+
+    assert get_provider("local", repo).list() == ()  # no island was started
+    assert not (repo / ".squals" / "dealer").exists()  # nor a Dealer
+    assert git(origin, "branch", "--list", "squals/state") == ""  # and nothing was recorded
 
 
 @pytest.mark.slow
@@ -521,3 +562,55 @@ def test_two_promotions_in_a_row_then_rollback_swaps_prod_and_postprod(
     assert {name: (env.status, env.commit) for name, env in envs.items()} == {
         "pr-2": ("prod", v2), "pr-3": ("postprod", v3)
     }
+
+
+@pytest.mark.slow
+def test_gates_checks_wait_for_the_workflow_jobs_and_guard_the_promotion(
+    project: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    """A toolchain job of the workflow named in gates.checks: its result is a gate of the preview, and a
+    promote of a head commit that did not pass it is refused (the island keeps the commit that passed)."""
+    repo, origin, _ = project
+    squals = (repo / "squals.yml").read_text().replace(
+        "gates:\n", 'gates:\n  checks: ["test (node)"]\n  checks_timeout: 20s\n  checks_interval: 1s\n'
+    )
+    (repo / "squals.yml").write_text(squals)
+    git(repo, "commit", "-q", "-am", "wait for the node job")
+    passed = git(repo, "rev-parse", "HEAD")
+    opened = event("pull_request.opened")
+    opened["pull_request"]["head"]["sha"] = passed
+
+    with FakeGitHub(REPO, permissions={"Codertocat": "maintain"}) as fake:
+        job = fake.job(passed, "test (node)", "success")
+        code, log = run_action(repo, tmp_path, fake, "pull_request.opened", opened, "70")
+        assert code == 0, log
+        [body] = fake.comment_bodies(2)
+        assert f"| Gate checks · test \\(node\\) | ✅ passed [success]({job['html_url']}) |" in body, body
+        assert fake.states("pr-2") == ["in_progress", "success"]
+        checks_read = [p for m, p, _ in fake.requests if m == "GET" and f"/commits/{passed}/status" in p]
+        assert checks_read == [f"/repos/{REPO}/commits/{passed}/status?page=1&per_page=100"]
+
+        (repo / "VERSION").write_text("v3\n")
+        git(repo, "commit", "-q", "-am", "v3")
+        failed = git(repo, "rev-parse", "HEAD")
+        fake.job(failed, "test (node)", "failure")
+        pushed = event("pull_request.synchronize")
+        pushed["pull_request"]["head"]["sha"] = failed
+        pushed["pull_request"]["number"] = pushed["number"] = 2
+        code, log = run_action(repo, tmp_path, fake, "pull_request.synchronize", pushed, "71")
+        assert code == 1, log
+        [body] = fake.comment_bodies(2)
+        assert "| Gate checks · test \\(node\\) | ❌ failed [failure](" in body, body
+        before = state_log(origin)
+
+        promote = event("pull_request_target.labeled-promote-by-readonly")
+        promote["pull_request"]["head"]["sha"] = failed
+        promote["sender"] = opened["sender"]
+        fake.pr_labels[2] = {"promote"}
+        code, log = run_action(repo, tmp_path, fake, "pull_request_target.labeled-promote", promote, "72")
+        assert code == 0, log
+        [body] = fake.comment_bodies(2)
+        assert f"head commit {failed[:12]} has not passed its gates: its island runs {passed[:12]}" in body
+        assert fake.states("prod") == []  # no prod deployment for a refused promotion
+        assert written_outputs(tmp_path / "output")["status"][-1] == "refused"
+    assert state_log(origin) == before  # nothing was recorded

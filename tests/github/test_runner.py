@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from squals_action.gates.checks import CheckState
 from squals_action.github.events import parse_event
 from squals_action.github.interface import Conclusion, DeploymentState, GitHubError, PullInfo, Request
 from squals_action.github.runner import Settings, run, settings_from_env
@@ -86,6 +87,10 @@ class FakeApi:
     def deactivate(self, environment: str, log_url: str | None, description: str) -> int:
         self.calls.append(("deactivate", (environment,)))
         return 1
+
+    def commit_checks(self, sha: str) -> list[CheckState]:
+        self.calls.append(("commit_checks", (sha,)))
+        return []
 
     def names(self) -> list[str]:
         return [name for name, _ in self.calls]
@@ -354,6 +359,66 @@ def test_a_bug_in_the_core_still_closes_the_check_run_and_deployment(settings: S
     assert ("finish_check_run", (5, "failure")) in api.calls
     assert ("deployment_status", (9, "failure")) in api.calls
     assert "internal error: ZeroDivisionError" in api.comments[2][0]
+
+
+class UrlRecordingApi(FakeApi):
+    """Also keeps the URL every deployment status was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str | None] = []
+
+    def deployment_status(
+        self,
+        deployment_id: int,
+        state: DeploymentState,
+        *,
+        environment_url: str | None,
+        log_url: str | None,
+        description: str,
+    ) -> None:
+        self.urls.append(environment_url)
+        super().deployment_status(
+            deployment_id, state, environment_url=environment_url, log_url=log_url, description=description
+        )
+
+
+LOOPBACK_REPORT = Report(
+    intent="preview",
+    status="success",
+    headline="pr-2 is ready at http://127.0.0.1:41237",
+    environment="pr-2",
+    url="http://127.0.0.1:41237/",
+    outputs={"commit": "c" * 40, "preview": "http://localhost:8080/shop"},
+    sections=(("Environments, hooks and tests", "| pr-2 | island, ready | http://[::1]:9000/ |"),),
+)
+
+
+@pytest.mark.parametrize("container", [True, False])
+def test_in_the_container_no_loopback_url_reaches_a_comment_an_output_or_a_deployment(
+    settings: Settings, container: bool
+) -> None:
+    api = UrlRecordingApi()
+    intent = parse_event("pull_request", event("pull_request.opened"), ENV)
+    code, _ = run(intent, Core(LOOPBACK_REPORT), api, replace(settings, container=container))
+    assert code == 0
+    [body] = api.comments[2]
+    published = [body, *(Path(p or "").read_text() for p in (settings.output_path, settings.summary_path))]
+    loopback = re.compile(r"127\.0\.0\.1|localhost|\[::1\]")
+    if container:
+        assert not [text for text in published if loopback.search(text)]
+        assert api.urls == [None, None]  # in progress, then success without a URL
+        assert "a loopback address, withheld" in body
+    else:  # outside the container (the CLI-like end-to-end runs) the URLs are real and shown
+        assert all(loopback.search(text) for text in published)
+        assert api.urls == [None, "http://127.0.0.1:41237/"]
+
+
+def test_the_container_is_told_by_its_variable() -> None:
+    assert settings_from_env({"SQUALS_ACTION_CONTAINER": "1"}).container is True
+    assert settings_from_env({}).container is False
+    dockerfile = (Path(__file__).parents[2] / "Dockerfile").read_text()
+    assert "\nENV SQUALS_ACTION_CONTAINER=1\n" in dockerfile
 
 
 class ReadOnlyApi(FakeApi):

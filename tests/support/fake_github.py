@@ -24,6 +24,8 @@ class FakeGitHub:
         self.comments: dict[int, dict[str, Any]] = {}
         self.labels: dict[str, dict[str, Any]] = {}
         self.check_runs: dict[int, dict[str, Any]] = {}
+        #: Commit statuses by commit (the combined status API's ``statuses``), as other CI systems post them.
+        self.commit_statuses: dict[str, list[dict[str, Any]]] = {}
         self.deployments: dict[int, dict[str, Any]] = {}
         self.statuses: dict[int, list[dict[str, Any]]] = {}
         self.pulls: dict[int, dict[str, Any]] = {}
@@ -117,6 +119,7 @@ class FakeGitHub:
             ("POST", r"/labels", lambda: self._label(body, base)),
             ("DELETE", r"/issues/(\d+)/labels/([^/]+)", self._unlabel),
             ("GET", r"/commits/([0-9a-f]+)/check-runs", lambda sha: (200, self._runs_of(sha, query))),
+            ("GET", r"/commits/([0-9a-f]+)/status", lambda sha: (200, self._combined(sha, base))),
             ("POST", r"/check-runs", lambda: self._check_run(body, base)),
             ("PATCH", r"/check-runs/(\d+)", lambda i: self._edit_check_run(int(i), body)),
             ("GET", r"/deployments", lambda: (200, self._deployments_of(query))),
@@ -190,6 +193,21 @@ class FakeGitHub:
             if r["head_sha"] == sha and r["name"] == query.get("check_name", r["name"])
         ]
         return {"total_count": len(runs), "check_runs": runs}
+
+    def _combined(self, sha: str, base: str) -> Any:
+        statuses = self.commit_statuses.get(sha, [])
+        states = {s["state"] for s in statuses}
+        state = next((s for s in ("failure", "error", "pending") if s in states), "success")
+        return example("get", "/repos/{owner}/{repo}/commits/{ref}/status", sha=sha, state=state,
+                       statuses=statuses, total_count=len(statuses), commit_url=f"{base}/commits/{sha}")
+
+    def job(self, sha: str, name: str, conclusion: str | None) -> dict[str, Any]:
+        """A check run another job of the workflow made on ``sha`` (completed when ``conclusion`` is set)."""
+        _, run = self._check_run({"name": name, "head_sha": sha, "status": "in_progress"}, self.url)
+        run["html_url"] = f"https://github.com/{self.repository}/actions/runs/9/job/{run['id']}"
+        if conclusion is not None:
+            run.update(status="completed", conclusion=conclusion)
+        return run
 
     def _check_run(self, body: Any, base: str) -> tuple[int, Any]:
         rid = self._id()
