@@ -139,6 +139,7 @@ def test_the_workflow_is_the_linted_example_plus_oidc_and_the_image() -> None:
     assert (job["if"], job["concurrency"]) == (base_job["if"], base_job["concurrency"])
     assert job["permissions"] == {**base_job["permissions"], "id-token": "write"}
     steps = job["steps"]
+    assert steps[0] == base_job["steps"][0]  # the checkout
     uses = [str(step.get("uses", "")).split("@")[0] for step in steps]
     creds = steps[uses.index("aws-actions/configure-aws-credentials")]
     assert set(creds["with"]) == {"role-to-assume", "role-session-name", "aws-region"}  # no stored key
