@@ -1,9 +1,10 @@
 """AWS calls and wall time of each lifecycle operation on moto's server, through squals' own code paths.
 
-Run: ``.venv/bin/python bench/aws.py`` (about a minute). It starts moto's server on 127.0.0.1 and a stand-in
-for the deployed app (``tests.support.aws.StackApp``: each stack's ``Url`` answers from what CloudFormation
-holds), commits a squals file with an island template and a front door (``tests.support.alb``) into a
-throw-away repository, then runs the story the way the command line does (``open_project``, the lifecycle, the
+Run: ``.venv/bin/python bench/aws.py [--steps "10%, 25%, 50%"]`` (about 2.5 minutes per bake step: the bake
+waits for CloudWatch). It starts moto's server on 127.0.0.1 and a stand-in for the deployed app
+(``tests.support.aws.StackApp``: each stack's ``Url`` answers from what CloudFormation holds), commits a
+squals file with an island template and a front door (``tests.support.alb``) into a throw-away repository,
+then runs the story the way the command line does (``open_project``, the lifecycle, the
 experiment engine): front door, deploy, promote (each of its steps), a second promote, rollback, experiment
 start and tick, teardown, down, front door deleted. Everything it started is stopped at the end.
 
@@ -15,6 +16,7 @@ code of this checkout does not do on AWS prints "not available" and why, never a
 
 from __future__ import annotations
 
+import argparse
 import base64
 import importlib.util
 import json
@@ -57,12 +59,7 @@ app:
   start: "true"
   health: /healthz
   health_timeout: 30s
-rollout:
-  steps: [10%, 25%, 50%]
-  bake: 2s
-  check_interval: 1s
-  on_no_data: promote   # nobody sends moto's load balancer traffic: a bake can only see "no data"
-experiment:
+{rollout}experiment:
   variants:
     control: {{squals: squals.yml}}
     green: {{squals: green.yml}}
@@ -87,6 +84,14 @@ provider:
   region: {region}
   template: infra/island.yml
   parameters: {{AppBase: "{app}"{vpc}}}
+{rollout}"""
+#: Both files' rollout (the winner of an experiment is promoted with its own file's).
+ROLLOUT = """\
+rollout:
+  steps: [{steps}]
+  bake: 2s
+  check_interval: 1s
+  on_no_data: promote   # nobody sends moto's load balancer traffic: a bake can only see "no data"
 """
 
 
@@ -187,13 +192,14 @@ def git(repo: Path, *args: str) -> str:
     ).stdout.strip()
 
 
-def commit(repo: Path, app: str, vpc: str | None) -> str:
+def commit(repo: Path, app: str, vpc: str | None, steps: str) -> str:
     (repo / "infra").mkdir(exist_ok=True)
     (repo / "infra" / "front-door.yml").write_text(FRONT_DOOR_TEMPLATE)
     (repo / "infra" / "island.yml").write_text(ISLAND_TEMPLATE)
     extra = f", VpcId: {vpc}" if vpc else ""
     for name, text in (("squals.yml", SQUALS_FILE), ("green.yml", VARIANT_FILE)):
-        (repo / name).write_text(text.format(region=REGION, app=app, vpc=extra))
+        rollout = ROLLOUT.format(steps=steps)
+        (repo / name).write_text(text.format(region=REGION, app=app, vpc=extra, rollout=rollout))
     (repo / "VERSION").write_text(f"{time.time_ns()}\n")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "bench")
@@ -268,10 +274,13 @@ def experiments_on_aws() -> str | None:
     return None
 
 
+class Failed(Exception):
+    """An operation failed: the bench stops (it would measure another path than the one it names)."""
+
+
 def checked(what: str, ok: bool, message: str) -> None:
-    """A bench of a failed operation would measure another path than the one it names: stop."""
     if not ok:
-        raise SystemExit(f"{what} failed: {message}")
+        raise Failed(f"{what} failed: {message}")
 
 
 @dataclass
@@ -282,6 +291,7 @@ class Story:
     endpoint: str
     app: StackApp
     bench: Bench
+    steps: str
     sha: str = ""
 
     def lifecycle(self, progress: Progress | None = None) -> Lifecycle:
@@ -291,14 +301,16 @@ class Story:
         """Created explicitly first (the code the first switch runs), so the islands get its VPC."""
         from squals_action.providers.aws_front_door import FrontDoorStack
 
-        self.sha = commit(self.repo, self.app.url, None)
+        self.sha = commit(self.repo, self.app.url, None, self.steps)
         first = self.lifecycle()
         door = FrontDoorStack(aws_provider(first))
         self.bench.measure("front door: create", lambda: door.ensure(first.manifest, self.sha))
         cfn = aws_client("cloudformation", self.endpoint)  # the bench's own look: not squals' user agent
         stack = cfn.describe_stacks(StackName=door.stack_name)["Stacks"][0]
         vpc = next(o["OutputValue"] for o in stack["Outputs"] if o["OutputKey"] == "VpcId")
-        self.sha = commit(self.repo, self.app.url, vpc)  # the islands' target groups live in its VPC
+        self.sha = commit(
+            self.repo, self.app.url, vpc, self.steps
+        )  # the islands' target groups live in its VPC
 
     def deploy(self, pr: int) -> None:
         def run() -> None:
@@ -387,7 +399,8 @@ class Story:
         self.bench.measure("front door: delete", door.delete)
 
 
-def run(work: Path) -> list[Row]:
+def run(work: Path, steps: str) -> tuple[list[Row], str | None]:
+    """The rows measured, and why the story stopped early (None: it ran to the end)."""
     repo = work / "repo"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
@@ -395,28 +408,40 @@ def run(work: Path) -> list[Row]:
     git(repo, "config", "user.name", "bench")
     with moto_cloud(work) as (endpoint, app):
         app.repo = repo
-        story = Story(repo, endpoint, app, Bench(Recorder(endpoint)))
-        story.front_door()
-        story.deploy(1)
-        wired = routes_the_listener(story.lifecycle())
-        story.promote(1, wired)  # the first prod: 100 % at once, no bake
-        story.deploy(2)
-        story.promote(2, wired)  # each step and its bake, then 100 %
-        story.rollback(wired)
-        story.experiment(4, wired or experiments_on_aws())
-        story.finish()
-        return story.bench.rows
+        story = Story(repo, endpoint, app, Bench(Recorder(endpoint)), steps)
+        try:
+            story.front_door()
+            story.deploy(1)
+            wired = routes_the_listener(story.lifecycle())
+            story.promote(1, wired)  # the first prod: 100 % at once, no bake
+            story.deploy(2)
+            story.promote(2, wired)  # each step and its bake, then 100 %
+            story.rollback(wired)
+            story.experiment(4, wired or experiments_on_aws())
+            story.finish()
+        except Failed as exc:
+            return story.bench.rows, str(exc)
+        return story.bench.rows, None
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--steps",
+        default="10%, 25%, 50%",
+        help="rollout.steps of both squals files (each step's bake waits for CloudWatch: about 2.5 min)",
+    )
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="squals-bench-aws-") as tmp:
         started = time.perf_counter()
-        rows = run(Path(tmp))
+        rows, failed = run(Path(tmp), args.steps)
     print(f"{'operation':<52} {'mutating calls':<50} {'total':>5} {'wall':>10}")
     for row in rows:
         print(row.render())
+    if failed is not None:
+        print(f"stopped: {failed}")
     print(f"moto {REGION} on 127.0.0.1; whole run {time.perf_counter() - started:.1f} s")
-    return 0
+    return 1 if failed is not None else 0
 
 
 if __name__ == "__main__":
