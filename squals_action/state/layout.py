@@ -22,6 +22,8 @@ JsonObject = dict[str, Any]
 ENVIRONMENTS_DIR = "environments"
 EXPERIMENTS_DIR = "experiments"
 LOCKS_DIR = "locks"
+#: Documents that left the live tree (retired environments): the store's own, never a transaction's.
+ARCHIVE_DIR = "archive"
 #: The reserved root document: marks a squals state branch and keeps the recent idempotency keys.
 META_PATH = "squals-state.json"
 
@@ -41,6 +43,8 @@ def check_path(path: str) -> str:
     segments = path.split("/")
     if not path.endswith(".json") or not all(_PATH_SEGMENT_RE.match(s) for s in segments):
         raise StateError(f"invalid state document path {path!r}: expected safe segments ending in .json")
+    if segments[0] == ARCHIVE_DIR:
+        raise StateError(f"state document path {path!r} is in {ARCHIVE_DIR}/, which only the store writes")
     return path
 
 
