@@ -48,7 +48,7 @@ from squals_action.state.git_log import read_history
 from squals_action.state.git_objects import MODE_BLOB, MODE_TREE, ObjectDatabase, is_document, parse_commit
 from squals_action.state.git_repo import GitRepo
 from squals_action.state.interface import DEFAULT_BRANCH, StateStore, TransactionFn, TransactionResult
-from squals_action.state.layout import ARCHIVE_DIR, META_PATH, SCHEMA_VERSION, JsonObject, dumps_document
+from squals_action.state.layout import ARCHIVE_DIR, META_PATH, JsonObject, dumps_document, dumps_marker
 from squals_action.state.publish import LocalPublisher, Publisher, RemotePublisher
 from squals_action.state.retry import RetryPolicy
 from squals_action.state.trace import Trace
@@ -355,8 +355,7 @@ class GitStateStore(StateStore):
         key = meta.idempotency_key
         if key is not None:
             keys = ([*keys, key])[-RECENT_KEYS:]
-        marker: JsonObject = {"schema_version": SCHEMA_VERSION, "format": "squals-state", "recent_keys": keys}
-        entries[META_PATH] = (MODE_BLOB, self._objects.add(b"blob", dumps_document(marker)))
+        entries[META_PATH] = (MODE_BLOB, self._objects.add(b"blob", dumps_marker(keys)))
         tree = self._objects.write_tree(entries)
         stamp = f"{COMMITTER_NAME} <{COMMITTER_EMAIL}> {now} +0000"
         lines = [f"tree {tree}"]

@@ -235,3 +235,12 @@ def test_squals_history_shows_one_page_and_says_so(
     assert main(["history", "--repo", str(repo), "--since", "yesterday"]) == 2
     err = capsys.readouterr().err
     assert "argument --since: expected an ISO 8601 date or time" in err and err.count("\n") == 1
+
+
+def test_the_marker_is_written_as_the_canonical_serialisation_writes_it() -> None:
+    from squals_action.state.layout import dumps_document, dumps_marker
+
+    odd = ['quote " and \\ back', "é, ü", "\u2028", "tab\tnew\nline", "k" * 200]
+    for keys in ([], ["deploy/1/1/pr-1"], odd):
+        marker = {"schema_version": 1, "format": "squals-state", "recent_keys": keys}
+        assert dumps_marker(keys) == dumps_document(marker)
