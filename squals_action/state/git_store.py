@@ -114,7 +114,6 @@ class GitStateStore(StateStore):
         )
         self.tracking_ref = self._publisher.tracking_ref
         self._objects = ObjectDatabase(self._repo)
-        self._upkeep = Upkeep(self._repo)
         self._blob_docs: dict[str, JsonObject] = {}
         self._tips: dict[str, _Tip] = {}
         self._tip: str | None = None  # last tip seen on the remote, None: not fetched yet or no branch
@@ -128,6 +127,7 @@ class GitStateStore(StateStore):
         self._recorded: str | None = None  # what the tracking ref holds, as far as this store knows
         self._rng = random.Random()
         self._trace = Trace()
+        self._upkeep = Upkeep(self._repo, self._trace)
         if not branch or branch.startswith(("-", "/")) or ".." in branch or branch.endswith(("/", ".lock")):
             raise StateError(f"invalid state branch name {branch!r}")
 

@@ -18,6 +18,7 @@ over when older than twice the timeout (its process died).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -25,25 +26,26 @@ from pathlib import Path
 
 from squals_action.state.errors import GitCommandError
 from squals_action.state.git_repo import GitRepo
+from squals_action.state.trace import Trace
+
+_log = logging.getLogger("squals.state")
 
 #: Packs written since the last roll-up that trigger the next one (git's ``gc.autoPackLimit`` default).
 PACK_LIMIT = 50
 #: Loose objects that trigger a roll-up (git's ``gc.auto`` default), estimated from one fan-out directory.
 LOOSE_LIMIT = 6700
 LOCK_NAME = "squals-repack.lock"
-#: Touched when a roll-up finishes: packs older than it were there when it ran.
+#: Touched when a roll-up ends: packs older than it were there when it ran (or failed).
 STAMP_NAME = "squals-repack.done"
 
 
 class Upkeep:
     """Rolls up the packs of one repository in the background once enough have accumulated."""
 
-    def __init__(self, repo: GitRepo) -> None:
+    def __init__(self, repo: GitRepo, trace: Trace | None = None) -> None:
         self._repo = repo
+        self._trace = trace or Trace()
         self._thread: threading.Thread | None = None
-        #: what the last roll-up this process ran said, for tests and the trace (``None``: none ran)
-        self.last_error: str | None = None
-        self.rollups = 0
 
     def due(self) -> bool:
         """Whether enough packs (written since the last roll-up) or loose objects have accumulated."""
@@ -81,15 +83,16 @@ class Upkeep:
         if not _take(lock, stale_after=2 * self._repo.timeout):
             return False
         try:
-            self._repo.run(
-                "-c", "repack.writeBitmaps=false", "repack", "-d", "-l", "-q", "--geometric=2"
+            with self._trace.step("repack"):
+                self._repo.run("-c", "repack.writeBitmaps=false", "repack", "-d", "-l", "-q", "--geometric=2")
+        except GitCommandError as exc:  # upkeep only: the transaction it follows was published; say so
+            _log.warning(
+                "squals: packs of %s not rolled up (tried again after %d more): %s",
+                self._repo.path, PACK_LIMIT, exc,
             )
-            (self._repo.common_dir / STAMP_NAME).touch()
-            self.rollups += 1
-            self.last_error = None
-        except GitCommandError as exc:  # upkeep only: the transaction it follows was published
-            self.last_error = str(exc)
         finally:
+            with contextlib.suppress(OSError):  # the next try: after PACK_LIMIT more packs, not at once
+                (self._repo.common_dir / STAMP_NAME).touch()
             with contextlib.suppress(OSError):
                 lock.unlink()
         return True
