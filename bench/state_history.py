@@ -23,7 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SLOTS = 10
@@ -97,8 +99,9 @@ def worker(checkout: Path, mode: str, total: int, sample: int, root: Path) -> di
             "live_environments": live}
 
 
-def _measure(checkouts: dict[str, Path], mode: str, total: int, sample: int) -> dict[str, dict[str, object]]:
-    """Each checkout's worker, all at once: the load of a shared machine hits them alike."""
+def _measure(checkouts: dict[str, Path], mode: str, total: int, sample: int) -> Iterator[tuple[str, Any]]:
+    """Each checkout's worker, all at once (the load of a shared machine hits them alike); each result as
+    soon as its worker ends (a worker that failed: its error as a string)."""
     with tempfile.TemporaryDirectory(prefix="squals-bench-history-") as tmp:
         procs = {}
         for label, checkout in checkouts.items():
@@ -109,13 +112,17 @@ def _measure(checkouts: dict[str, Path], mode: str, total: int, sample: int) -> 
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                 env={**os.environ, "PYTHONPATH": str(checkout)},
             )
-        found = {}
-        for label, proc in procs.items():
-            out, err = proc.communicate(timeout=7200)
-            if proc.returncode != 0:
-                raise SystemExit(f"history worker {label} ({mode}) failed: {err.strip()[-2000:]}")
-            found[label] = json.loads(out)
-    return found
+        deadline = time.monotonic() + 7200
+        while procs:
+            ended = [label for label, proc in procs.items() if proc.poll() is not None]
+            if not ended and time.monotonic() > deadline:
+                for proc in procs.values():
+                    proc.kill()
+                ended = list(procs)
+            for label in ended:
+                out, err = procs.pop(label).communicate(timeout=60)
+                yield label, json.loads(out) if out.strip() else f"failed: {err.strip()[-2000:]}"
+            time.sleep(1)
 
 
 def _line(label: str, found: dict[str, object]) -> float:
@@ -126,8 +133,9 @@ def _line(label: str, found: dict[str, object]) -> float:
     print(
         f"  {label:<9} after {EARLY}: median {1000 * med(early):6.1f} ms (mean {1000 * mean(early):6.1f}); "
         f"after N: median {1000 * med(late):6.1f} ms (mean {1000 * mean(late):6.1f}); ratio {ratio:4.2f} "
-        f"(mean {mean(late) / mean(early):4.2f}); packs {found['packs']}, loose objects {found['loose']}"
-        + (f", live environment documents {found['live_environments']}" if found["live_environments"] else "")
+        f"(mean {mean(late) / mean(early):4.2f}); packs {found['packs']}, loose objects {found['loose']}, "
+        f"live environment documents {found['live_environments']}",
+        flush=True,
     )
     return ratio
 
@@ -142,10 +150,15 @@ def run_history(total: int, mode: str, baseline: Path | None, sample: int = 60) 
     )
     for one_mode in ("local", "remote") if mode == "both" else (mode,):
         print(f"{one_mode}:")
-        found = _measure(checkouts, one_mode, total, sample)
-        ratios = {label: _line(label, result) for label, result in found.items()}
-        verdict = "met" if ratios["this"] <= 1.5 else "NOT met"
-        print(f"  goal after N within 1.5x of after {EARLY}: {verdict}")
+        ratios = {}
+        for label, result in _measure(checkouts, one_mode, total, sample):
+            if isinstance(result, str):
+                print(f"  {label:<9} {result}")
+            else:
+                ratios[label] = _line(label, result)
+        if "this" in ratios:
+            verdict = "met" if ratios["this"] <= 1.5 else "NOT met"
+            print(f"  goal after N within 1.5x of after {EARLY}: {verdict}", flush=True)
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 

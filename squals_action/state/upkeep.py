@@ -35,7 +35,7 @@ PACK_LIMIT = 50
 #: Loose objects that trigger a roll-up (git's ``gc.auto`` default), estimated from one fan-out directory.
 LOOSE_LIMIT = 6700
 LOCK_NAME = "squals-repack.lock"
-#: Touched when a roll-up ends: packs older than it were there when it ran (or failed).
+#: Dated when the last roll-up began: packs older than it were there for it (or it failed).
 STAMP_NAME = "squals-repack.done"
 
 
@@ -82,6 +82,7 @@ class Upkeep:
         lock = self._repo.common_dir / LOCK_NAME
         if not _take(lock, stale_after=2 * self._repo.timeout):
             return False
+        began = time.time()
         try:
             with self._trace.step("repack"):
                 self._repo.run("-c", "repack.writeBitmaps=false", "repack", "-d", "-l", "-q", "--geometric=2")
@@ -92,7 +93,9 @@ class Upkeep:
             )
         finally:
             with contextlib.suppress(OSError):  # the next try: after PACK_LIMIT more packs, not at once
-                (self._repo.common_dir / STAMP_NAME).touch()
+                stamp = self._repo.common_dir / STAMP_NAME
+                stamp.touch()
+                os.utime(stamp, (began, began))  # packs written while it ran count for the next one
             with contextlib.suppress(OSError):
                 lock.unlink()
         return True
