@@ -161,7 +161,9 @@ def test_retired_environments_leave_the_live_tree_and_history_still_finds_them(a
     assert len(any_store.history("pr-1")) == 3
 
 
-def test_the_archive_is_a_subtree_written_once_and_never_read(make_local: Callable[..., Path]) -> None:
+def test_the_archive_is_a_subtree_written_once_and_never_read(
+    make_local: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     repo = make_local()
     with open_store(repo, remote=None) as store:
         for n in range(1, KEEP_RETIRED + 3):
@@ -172,6 +174,8 @@ def test_the_archive_is_a_subtree_written_once_and_never_read(make_local: Callab
     doc = json.loads(git(repo, "show", f"squals/state:archive/{month}/environments/pr-1.json"))
     assert doc["name"] == "pr-1" and doc["status"] == "retired"
     assert "environments/pr-1.json" not in git(repo, "ls-tree", "-r", "--name-only", "squals/state").split()
+    assert main(["history", "pr-1", "--repo", str(repo), "--format", "json"]) == 0
+    assert [e["summary"] for e in json.loads(capsys.readouterr().out)] == ["retired pr-1"]
     # a transaction never reads the archive: even a broken file in it does not stop one
     work = repo.parent / "look"
     git(repo, "worktree", "add", "-q", str(work), "squals/state")
