@@ -8,8 +8,9 @@ code in the same run, alternating with this one.
 The workload: 10 environment slots, each a preview environment that is created, updated and retired, then
 replaced by the next (500 environments over 10,000 transitions); every transaction reads the whole fleet (as
 the lifecycle does) and writes one environment. ``local`` is one repository with its own state branch (a
-laptop); ``remote`` is a long-lived clone pushing to a bare ``origin`` (a self-hosted runner). The cost of a
-transition is the median (and mean) of ``--sample`` consecutive transitions after 100 and after N.
+laptop); ``remote`` is a long-lived clone pushing to a bare ``origin`` (a self-hosted runner). One
+repository is brought to 100 transitions, another to N; then 60 more transitions on each, alternately, are
+timed (the median, and the mean), so both points are measured in the same minutes under the same load.
 Goal: after N within 1.5x of after 100.
 """
 
@@ -56,44 +57,55 @@ def _repository(root: Path, mode: str) -> tuple[Path, str | None]:
 
 
 def worker(checkout: Path, mode: str, total: int, sample: int, root: Path) -> dict[str, object]:
-    """Record ``total + sample`` transitions; the times of those after ``EARLY`` and after ``total``."""
+    """Two repositories, one brought to ``EARLY`` transitions and one to ``total``; then ``sample`` more on
+    each, alternately, timed: both points measured in the same minutes, so the load of a shared machine
+    hits them alike."""
     sys.path.insert(0, str(checkout))
-    from squals_action.state import Documents, EnvironmentState, Transition, open_store, utc_now
+    from squals_action.state import Documents, EnvironmentState, StateStore, Transition, open_store, utc_now
 
-    repo, remote = _repository(root, mode)
     life = max(3, total * SLOTS // ENVIRONMENTS)  # transitions of one environment, creation to retirement
+
+    def transition(store: StateStore, i: int) -> float:
+        """Transition ``i`` of the workload on ``store``; its seconds."""
+        slot, step = i % SLOTS, (i // SLOTS) % life
+        name = f"pr-{(i // SLOTS) // life * SLOTS + slot + 1}"
+        status = "preparing" if step == 0 else "retired" if step == life - 1 else "ready"
+
+        def fn(docs: Documents) -> Documents:
+            docs.environments()  # the whole fleet, as the lifecycle reads it
+            retired = status == "retired"
+            docs.put_environment(
+                EnvironmentState(
+                    name, status, version=f"1.0.{i}", commit=f"{i:040x}", provider="local",
+                    handle={} if retired else {"pid": 1000 + i, "port": 20000 + i % 1000},
+                    url=None if retired else f"http://127.0.0.1:{20000 + i % 1000}",
+                    pr=int(name[3:]), updated_at=utc_now(),
+                )
+            )
+            return docs
+
+        meta = Transition("deploy", f"{status} {name}", environment=name, pr=int(name[3:]), run_id=str(i))
+        began = time.perf_counter()
+        store.transact(fn, meta)
+        return time.perf_counter() - began
+
+    (root / "early").mkdir()
+    (root / "late").mkdir()
+    small, remote = _repository(root / "early", mode)
+    big, _ = _repository(root / "late", mode)
     early: list[float] = []
     late: list[float] = []
-    store = open_store(repo, remote=remote)
-    with store:
-        for i in range(total + sample):
-            slot, step = i % SLOTS, (i // SLOTS) % life
-            name = f"pr-{(i // SLOTS) // life * SLOTS + slot + 1}"
-            status = "preparing" if step == 0 else "retired" if step == life - 1 else "ready"
-
-            def fn(docs: Documents, name: str = name, status: str = status, i: int = i) -> Documents:
-                docs.environments()  # the whole fleet, as the lifecycle reads it
-                retired = status == "retired"
-                docs.put_environment(
-                    EnvironmentState(
-                        name, status, version=f"1.0.{i}", commit=f"{i:040x}", provider="local",
-                        handle={} if retired else {"pid": 1000 + i, "port": 20000 + i % 1000},
-                        url=None if retired else f"http://127.0.0.1:{20000 + i % 1000}",
-                        pr=int(name[3:]), updated_at=utc_now(),
-                    )
-                )
-                return docs
-
-            meta = Transition("deploy", f"{status} {name}", environment=name, pr=int(name[3:]), run_id=str(i))
-            began = time.perf_counter()
-            store.transact(fn, meta)
-            took = time.perf_counter() - began
-            if EARLY <= i < EARLY + sample:
-                early.append(took)
-            elif i >= total:
-                late.append(took)
-    objects = dict(line.split(": ", 1) for line in _git(repo, "count-objects", "-v").splitlines())
-    tree = _git(repo, "ls-tree", "-r", "--name-only", store.tracking_ref if remote else "squals/state")
+    with open_store(small, remote=remote) as young, open_store(big, remote=remote) as old:
+        for i in range(EARLY):
+            transition(young, i)
+        for i in range(total):
+            transition(old, i)
+        for k in range(sample):
+            early.append(transition(young, EARLY + k))
+            late.append(transition(old, total + k))
+        ref = old.tracking_ref if remote else "squals/state"  # type: ignore[attr-defined]
+    objects = dict(line.split(": ", 1) for line in _git(big, "count-objects", "-v").splitlines())
+    tree = _git(big, "ls-tree", "-r", "--name-only", ref)
     live = len([p for p in tree.splitlines() if p.startswith("environments/")])
     return {"early": early, "late": late, "packs": int(objects["packs"]), "loose": int(objects["count"]),
             "live_environments": live}
@@ -129,7 +141,7 @@ def _line(label: str, found: dict[str, object]) -> float:
     early, late = found["early"], found["late"]
     assert isinstance(early, list) and isinstance(late, list)
     med, mean = statistics.median, statistics.mean
-    ratio = med(late) / med(early)
+    ratio: float = med(late) / med(early)
     print(
         f"  {label:<9} after {EARLY}: median {1000 * med(early):6.1f} ms (mean {1000 * mean(early):6.1f}); "
         f"after N: median {1000 * med(late):6.1f} ms (mean {1000 * mean(late):6.1f}); ratio {ratio:4.2f} "
