@@ -91,11 +91,14 @@ def parse_document(path: str, data: bytes, commit: str | None) -> JsonObject:
     return doc
 
 
-def prepare_documents(docs: Mapping[str, Mapping[str, Any]]) -> dict[str, JsonObject]:
+def prepare_documents(
+    docs: Mapping[str, Mapping[str, Any]], checked: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, JsonObject]:
     """Check documents a transaction wants to write and return a detached copy of them.
 
     The round trip through JSON catches values JSON cannot hold (sets, datetimes) and detaches the copy from
-    the caller's objects.
+    the caller's objects. A document equal to the one at the same path in ``checked`` (the tip's, checked
+    when read) is not checked against its schema again: a transaction pays for what it changed.
     """
     prepared: dict[str, JsonObject] = {}
     for path in sorted(docs):
@@ -109,7 +112,7 @@ def prepare_documents(docs: Mapping[str, Mapping[str, Any]]) -> dict[str, JsonOb
             raise StateError(f"state document {path} is not JSON-serialisable: {exc}") from None
         if not isinstance(copy, dict):
             raise StateError(f"state document {path} must be a JSON object")
-        problem = schema_problem(path, copy)
+        problem = None if checked is not None and checked.get(path) == copy else schema_problem(path, copy)
         if problem is not None:
             raise StateError(f"refusing to write invalid state document {path}: {problem}")
         prepared[path] = copy
