@@ -56,6 +56,11 @@ CORRUPTIONS = [
         '{"schema_version": 1, "name": "staging", "status": "live", "traffic_share": 1}',
         "at name: .* does not match",
     ),
+    # as deep as an attacker likes: the parser's own stack would give up first (RecursionError, exit 70)
+    ("[" * 200_000, "nested deeper than 64 levels"),
+    ('{"a":' * 65 + "1" + "}" * 65, "nested deeper than 64 levels"),
+    ('{"schema_version": 1, "name": "prod", "status": "live", "traffic_share": 1e400}', "not JSON: .*finite"),
+    ('{"schema_version": 1, "name": "prod", "status": "live", "traffic_share": NaN}', "not JSON: NaN"),
 ]
 
 
