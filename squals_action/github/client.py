@@ -43,6 +43,8 @@ CHECK_OUTPUT_LIMIT = 65_535
 #: Who writes with the workflow's ``GITHUB_TOKEN``: an installation token of the GitHub Actions app, which may
 #: not call ``GET /user``. A GitHub App's own installation token sets ``SQUALS_GITHUB_APP_LOGIN``.
 ACTIONS_BOT = "github-actions[bot]"
+#: GitHub's prefix of installation ("server-to-server") tokens: they write as their app's bot, no need to ask.
+INSTALLATION_TOKEN_PREFIX = "ghs_"  # noqa: S105 - a documented prefix, not a secret
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,8 @@ class GitHubClient:
     def own_login(self) -> str:
         """Who this token writes as: ``GET /user`` for a person's token; an installation token (the
         workflow's ``GITHUB_TOKEN``, a GitHub App's) is refused that call and writes as its app's bot."""
+        if self._config.token.startswith(INSTALLATION_TOKEN_PREFIX):
+            return self._config.app_login
         try:
             with self._call("the token's user"):
                 _, data = self._gh.requester.requestJsonAndCheck("GET", "/user")

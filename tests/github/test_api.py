@@ -109,7 +109,7 @@ def settings(tmp_path: Path) -> Settings:
 
 def client(**overrides: Any) -> GitHubClient:
     config = ClientConfig(
-        token="ghs_test",
+        token="gh-test-token",  # no documented prefix: the client asks GET /user who it is
         repository=REPO,
         retries=3,
         backoff_factor=0.0,
@@ -456,6 +456,13 @@ def test_a_persons_token_finds_the_comment_that_person_wrote(gh: responses.Reque
                                          ("PATCH", "/issues/comments/41")]
 
 
+def test_an_installation_token_is_known_by_its_prefix(gh: responses.RequestsMock) -> None:
+    """``ghs_`` is GitHub's prefix of installation tokens (the workflow's GITHUB_TOKEN): no GET /user."""
+    gh.get(f"{WIRE}/issues/2/comments?per_page=100", json=[comment(50, MARKER, BOT)])
+    assert client(token="ghs_installation").upsert_comment(2, MARKER, lambda old: MARKER) == 50
+    assert made(gh) == [("GET", "/issues/2/comments?per_page=100", None)]
+
+
 def test_an_apps_installation_token_names_its_bot() -> None:
     config = ClientConfig.from_env("t", REPO, {"SQUALS_GITHUB_APP_LOGIN": " shipper[bot] "})
     assert config.app_login == "shipper[bot]"
@@ -737,7 +744,7 @@ def test_ghes_base_url(gh: responses.RequestsMock) -> None:
     gh.get(ghes + "/collaborators/Codertocat/permission", json=permission("write", "write"))
     api = client(api_url="https://ghe.example.com/api/v3")
     assert api.permission("Codertocat") == "write"
-    assert gh.calls[0].request.headers["Authorization"] == "token ghs_test"
+    assert gh.calls[0].request.headers["Authorization"] == "token gh-test-token"
 
 
 def test_every_call_the_action_can_make_is_documented() -> None:

@@ -45,7 +45,6 @@ def test_rate_limits_and_server_errors_over_http() -> None:
         assert fake.comment_bodies(2) == [MARKER + "\nhi"] and cid in fake.comments
         calls = [(m, p.split("?")[0]) for m, p, _ in fake.requests]
         assert calls == [
-            ("GET", "/user"),  # 403: an installation token, so its comments are github-actions[bot]'s
             ("GET", path),  # 502
             ("GET", path),
             ("POST", path),  # 403 Retry-After
