@@ -95,8 +95,6 @@ class FakeGitHub:
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         self.requests.append((method, raw_path, body))
         prefix = f"/repos/{self.repository}"
-        if method == "GET" and parts.path == "/user":  # the action's token is an installation token
-            return 403, {"message": "Resource not accessible by integration"}
         if not parts.path.startswith(prefix):
             return 404, {"message": "Not Found"}
         path = parts.path[len(prefix) :]
