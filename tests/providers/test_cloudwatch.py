@@ -11,11 +11,9 @@ squals asks in; CloudWatch itself ignores the order.
 
 from __future__ import annotations
 
-import http.server
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,6 +34,7 @@ from squals_action.providers.cloudwatch import (
 )
 from squals_action.providers.cloudwatch_window import NotYet, Window, read_window
 from tests.support import aws
+from tests.support.local_http import LocalServer, QuietHandler
 
 LB_ARN = "arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/app/front/50dc6c495c0c9188"
 LISTENER_ARN = LB_ARN.replace(":loadbalancer/", ":listener/") + "/f2f7dc8efc522ab2"
@@ -493,7 +492,7 @@ def test_more_than_100_alarm_names_take_one_call_per_hundred(
 # ------------------------------------------------------------------------- what moto cannot answer
 
 
-class ScriptedCloudWatch:
+class ScriptedCloudWatch(LocalServer):
     """CloudWatch's JSON protocol on 127.0.0.1: answers each request with the next scripted (status, body)
     and keeps what was asked (operation, body)."""
 
@@ -502,30 +501,17 @@ class ScriptedCloudWatch:
         self.requests: list[tuple[str, dict[str, Any]]] = []
         cloud = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
                 cloud.requests.append((str(self.headers.get("X-Amz-Target", "")).rsplit(".", 1)[-1], body))
                 status, answer = cloud.answers.pop(0) if cloud.answers else (500, {"__type": "Exhausted"})
-                raw = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/x-amz-json-1.0")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
+                self.reply(
+                    status, json.dumps(answer).encode(), {"Content-Type": "application/x-amz-json-1.0"}
+                )
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(timeout=10)
+        super().__init__(Handler)
+        self.start()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ answers" and "the URL is gone" are real HTTP observations.
 from __future__ import annotations
 
 import functools
-import http.server
 import json
 import os
 import socket
@@ -29,6 +28,7 @@ import pytest
 from squals_action.manifest import model
 from squals_action.providers import daemon
 from squals_action.providers.aws import AwsProvider
+from tests.support.local_http import LocalServer, QuietHandler
 from tests.support.providers import CONTRACT_SETUPS, ContractSetup, Repo
 
 REGION = "us-east-1"
@@ -102,7 +102,7 @@ def live_stacks(endpoint: str) -> list[str]:
     return [f"{s['StackName']} {s['StackStatus']}" for s in stacks if s["StackStatus"] != "DELETE_COMPLETE"]
 
 
-class StackApp:
+class StackApp(LocalServer):
     """The app behind every test stack's ``Url``: answers from the stack's parameters (see module doc)."""
 
     def __init__(self, endpoint: str) -> None:
@@ -113,7 +113,7 @@ class StackApp:
         self._cfn = cfn_client(endpoint)
         app = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 parts = self.path.split("/", 3)  # "", "stacks", name, rest
                 stack = app.stack(parts[2]) if len(parts) >= 3 and parts[1] == "stacks" else None
@@ -126,21 +126,10 @@ class StackApp:
                 self._send(200, app.body(stack))
 
             def _send(self, status: int, body: dict[str, Any]) -> None:
-                raw = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
+                self.reply(status, json.dumps(body).encode(), {"Content-Type": "application/json"})
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
+        super().__init__(Handler)
+        self.start()
 
     def stack(self, name: str) -> dict[str, Any] | None:
         with self._lock:
@@ -179,12 +168,6 @@ class StackApp:
                 "EXTRA": app_env.get("EXTRA"),
             },
         }
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(timeout=10)
-
 
 @dataclass
 class Cloud:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 from collections.abc import Callable, Iterator, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from squals_action.gates.interface import GateContext
+from tests.support.local_http import LocalServer, QuietHandler
 
 TESTS = Path(__file__).resolve().parent.parent
 LOCKFILES = TESTS / "gates" / "data" / "lockfiles"
@@ -84,7 +83,7 @@ def ctx(tmp_path: Path) -> GateContext:
     return GateContext(repo=repo, log_dir=tmp_path / "logs")
 
 
-class OsvReplay:
+class OsvReplay(LocalServer):
     """OSV.dev's two endpoints on 127.0.0.1: ``POST /v1/querybatch`` answers a recorded request with its
     recorded response (``querybatch-request-N.json`` -> ``querybatch-response-N.json``) and anything else
     with HTTP 400, as OSV answers a query it cannot read; ``GET /v1/vulns/<id>`` serves ``vulns/<id>.json``
@@ -98,7 +97,7 @@ class OsvReplay:
         ]
         replay = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 replay.requests.append(("POST", self.path))
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"null")
@@ -117,25 +116,10 @@ class OsvReplay:
                     self._send(404, b'{"code": 5, "message": "Bug not found."}')
 
             def _send(self, status: int, body: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.reply(status, body, {"Content-Type": "application/json"})
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(timeout=10)
+        super().__init__(Handler)
+        self.start()
 
 
 @pytest.fixture
