@@ -9,9 +9,7 @@ experiment tick`` runs as a subprocess, as a schedule would run it.
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -20,6 +18,7 @@ import pytest
 
 from tests.cli.test_experiment_commands import squals
 from tests.support.experiments import Shop, git, make_shop, stop_everything, visit
+from tests.support.local_http import LocalServer, QuietHandler
 
 EXPERIMENT = """\
 experiment:
@@ -43,14 +42,14 @@ experiment:
 """
 
 
-class Prometheus:
+class Prometheus(LocalServer):
     """Answers instant queries from ``answers`` (query -> sample value as Prometheus writes it)."""
 
     def __init__(self) -> None:
         self.answers: dict[str, str] = {}
         answers = self.answers
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 query = parse_qs(urlsplit(self.path).query)["query"][0]
                 value = answers[query]
@@ -60,18 +59,10 @@ class Prometheus:
                         "data": {"resultType": "vector", "result": [{"metric": {}, "value": [0, value]}]},
                     }
                 ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.reply(200, body, {"Content-Type": "application/json"})
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        super().__init__(Handler)
+        self.start()
 
     def healthy(self) -> None:
         """Plausible figures for both variants: 10 of the visitors buy, latency 100 ms +- 10 per unit."""
@@ -95,7 +86,7 @@ def bad_shop(tmp_path: Path) -> Iterator[tuple[Shop, Prometheus]]:
     (shop.path / "squals.yml").write_text(text)
     git(shop.path, "commit", "-q", "-am", "converters and latency from Prometheus")
     yield shop, prometheus
-    prometheus.server.shutdown()
+    prometheus.stop()
     leftovers, _ = stop_everything(shop.path)
     assert leftovers == []
 
