@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tests.support.github import example
+from tests.support.local_http import LocalServer, QuietHandler
 
 
-class FakeGitHub:
+class FakeGitHub(LocalServer):
     def __init__(self, repository: str, permissions: dict[str, str] | None = None) -> None:
         self.repository = repository
         self.permissions = permissions or {}
@@ -36,10 +36,7 @@ class FakeGitHub:
         self._lock = threading.Lock()
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
@@ -52,31 +49,11 @@ class FakeGitHub:
                     else:
                         status, answer = fake.handle(self.command, self.path, body)
                 data = b"" if answer is None else json.dumps(answer).encode()
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply(status, data, {**headers, "Content-Type": "application/json; charset=utf-8"})
 
             do_GET = do_POST = do_PATCH = do_DELETE = _serve
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> FakeGitHub:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
+        super().__init__(Handler)
 
     def _id(self) -> int:
         self._ids += 1

@@ -11,13 +11,12 @@ from __future__ import annotations
 import base64
 import os
 import subprocess
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
+
+from tests.support.local_http import LocalServer, QuietHandler
 
 #: The user name GitHub expects with an installation or Actions token.
 TOKEN_USER = "x-access-token"
@@ -36,7 +35,7 @@ class Seen:
     authorizations: int
 
 
-class GitHttpServer:
+class GitHttpServer(LocalServer):
     """Serve the bare repositories under ``root`` at ``url``/<name>; ``tokens`` maps a token to its role."""
 
     def __init__(self, root: Path, tokens: Mapping[str, str]) -> None:
@@ -45,10 +44,7 @@ class GitHttpServer:
         self.seen: list[Seen] = []
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def _serve(self) -> None:
                 body = self._body()
                 auths = self.headers.get_all("Authorization") or []
@@ -81,12 +77,7 @@ class GitHttpServer:
                 return self.rfile.read(length) if length else b""
 
             def _answer(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
-                self.send_response(status)
-                for key, value in {"Content-Type": "text/plain", **headers}.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.reply(status, body, {"Content-Type": "text/plain", **headers})
 
             def _cgi(self, body: bytes) -> None:
                 parts = urlsplit(self.path)
@@ -119,8 +110,7 @@ class GitHttpServer:
                         headers[key.strip()] = value.strip()
                 self._answer(status, headers, payload)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     def role(self, authorizations: list[str]) -> str:
         """The role of the one token sent; two headers (a persisted one and ours) are refused: ambiguous."""
@@ -134,17 +124,3 @@ class GitHttpServer:
         if scheme.lower() != "basic" or user != TOKEN_USER:
             return "refused"
         return self.tokens.get(token, "refused")
-
-    @property
-    def url(self) -> str:
-        """The server's base URL, as ``GITHUB_SERVER_URL`` would be."""
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> GitHttpServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
