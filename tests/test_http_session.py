@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 import pytest
 import requests
 
 from squals_action.http_session import retrying_session
+from tests.support.local_http import LocalServer, QuietHandler
 
 
-class Scripted(BaseHTTPRequestHandler):
+class Scripted(QuietHandler):
     """Answers each request with the next ``(status, headers)`` of :attr:`script`, then 200."""
 
     script: ClassVar[list[tuple[int, dict[str, str]]]] = []
@@ -25,30 +24,16 @@ class Scripted(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
         status, headers = self.script.pop(0) if self.script else (200, {})
-        body = b'{"ok": true}'
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.reply(status, b'{"ok": true}', headers)
 
     do_GET = do_POST = _answer
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 @pytest.fixture
 def server() -> Iterator[str]:
     Scripted.script, Scripted.seen = [], []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/x"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=5)
+    with LocalServer(Scripted) as httpd:
+        yield f"{httpd.url}/x"
 
 
 def test_transient_statuses_are_retried_with_backoff_then_succeed(server: str) -> None:

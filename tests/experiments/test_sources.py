@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -25,9 +23,10 @@ from squals_action.manifest import model
 from squals_action.providers.cloudwatch import CloudWatch
 from tests.support.aws import REGION
 from tests.support.cloudwatch import LISTENER_ARN, put_alb, put_custom, tg_arn
+from tests.support.local_http import LocalServer, QuietHandler
 
 
-class FakePrometheus(BaseHTTPRequestHandler):
+class FakePrometheus(QuietHandler):
     """Answers ``/api/v1/query`` the way Prometheus documents it (status, data.resultType, data.result)."""
 
     answers: ClassVar[dict[str, tuple[int, dict[str, object]]]] = {}
@@ -51,15 +50,7 @@ class FakePrometheus(BaseHTTPRequestHandler):
             )
 
     def _send(self, code: int, body: dict[str, object]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.reply(code, json.dumps(body).encode(), {"Content-Type": "application/json"})
 
 
 def vector(*values: str) -> tuple[int, dict[str, object]]:
@@ -70,13 +61,8 @@ def vector(*values: str) -> tuple[int, dict[str, object]]:
 @pytest.fixture
 def prometheus() -> Iterator[str]:
     FakePrometheus.answers, FakePrometheus.seen, FakePrometheus.fail_first = {}, [], set()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakePrometheus)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with LocalServer(FakePrometheus) as server:
+        yield server.url
 
 
 def spec(url: str | None, query: str = 'sum(revenue{variant="$variant"})') -> dict[str, model.MetricSource]:
