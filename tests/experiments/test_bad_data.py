@@ -20,13 +20,9 @@ from tests.cli.test_experiment_commands import squals
 from tests.support.experiments import Shop, git, make_shop, stop_everything, visit
 from tests.support.local_http import LocalServer, QuietHandler
 
+#: The rest of make_shop's experiment from its objective on (its variants, split and unit stay): converters
+#: and a latency guardrail read from Prometheus at ``url``.
 EXPERIMENT = """\
-experiment:
-  variants:
-    control: {{squals: squals.yml}}
-    green: {{squals: variants/green.yml}}
-  split: {{control: 50, green: 50}}
-  unit: cookie
   objective: {{maximize: conversion, numerator: buyers, denominator: visitors}}
   guardrails: [{{metric: latency, max_relative_increase: 20%}}]
   min_duration: {{time: 0s, activations: 100000}}
@@ -82,7 +78,7 @@ def bad_shop(tmp_path: Path) -> Iterator[tuple[Shop, Prometheus]]:
     prometheus = Prometheus()
     shop = make_shop(tmp_path)
     text = (shop.path / "squals.yml").read_text()
-    text = text[: text.index("experiment:")] + EXPERIMENT.format(url=prometheus.url)
+    text = text[: text.index("  objective:")] + EXPERIMENT.format(url=prometheus.url)
     (shop.path / "squals.yml").write_text(text)
     git(shop.path, "commit", "-q", "-am", "converters and latency from Prometheus")
     yield shop, prometheus
