@@ -27,48 +27,9 @@ from squals_action.manifest import load
 from squals_action.providers.aws import AwsProvider
 from squals_action.providers.cloudwatch_figures import load_balancer_dimension, target_group_dimension
 from squals_action.state import open_store
-from tests.support.alb import ISLAND_TEMPLATE, READ_PREFIXES, aws_client
+from tests.support.alb import FRONT_DOOR_IN_VPC_TEMPLATE, ISLAND_TEMPLATE, READ_PREFIXES, aws_client
 from tests.support.aws import REGION, Cloud
 from tests.support.providers import Repo
-
-#: A front door in a VPC the islands share (as a user's would be): security group, ALB, listener (503 until
-#: squals forwards it).
-FRONT_DOOR = """\
-AWSTemplateFormatVersion: "2010-09-09"
-Description: the front door of the blue/green tests
-Parameters:
-  VpcId:
-    Type: AWS::EC2::VPC::Id
-  Subnets:
-    Type: List<AWS::EC2::Subnet::Id>
-Resources:
-  Door:
-    Type: AWS::EC2::SecurityGroup
-    Properties:
-      GroupDescription: the front door
-      VpcId: !Ref VpcId
-  Balancer:
-    Type: AWS::ElasticLoadBalancingV2::LoadBalancer
-    Properties:
-      Scheme: internet-facing
-      Subnets: !Ref Subnets
-      SecurityGroups: [!Ref Door]
-  Listener:
-    Type: AWS::ElasticLoadBalancingV2::Listener
-    Properties:
-      LoadBalancerArn: !Ref Balancer
-      Port: 80
-      Protocol: HTTP
-      DefaultActions:
-        - Type: fixed-response
-          FixedResponseConfig:
-            StatusCode: "503"
-Outputs:
-  ListenerArn:
-    Value: !Ref Listener
-  Url:
-    Value: !Sub "http://${Balancer.DNSName}"
-"""
 
 SQUALS = """\
 version: 1
@@ -215,7 +176,7 @@ def _world(
     ]
     (repo.path / "infra").mkdir(exist_ok=True)
     (repo.path / "infra" / "island.yml").write_text(ISLAND_TEMPLATE)
-    (repo.path / "infra" / "front-door.yml").write_text(FRONT_DOOR)
+    (repo.path / "infra" / "front-door.yml").write_text(FRONT_DOOR_IN_VPC_TEMPLATE)
     front_door = (
         "  front_door:\n    template: infra/front-door.yml\n"
         f'    parameters: {{VpcId: {vpc}, Subnets: "{",".join(subnets)}"}}\n'

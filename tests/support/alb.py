@@ -110,10 +110,44 @@ def build_alb(endpoint: str, names: tuple[str, ...] = ("green", "blue"), deregis
     return Alb(elbv2, listener["ListenerArn"], balancer["DNSName"], arns)
 
 
+def _front_door(head: str, subnets: str, outputs: str) -> str:
+    """A front-door template: ``head`` (description, parameters, network and the ``Door`` security group),
+    an internet-facing ALB on ``subnets`` with a listener answering 503 until squals forwards it, the
+    ``ListenerArn`` output, then ``outputs``."""
+    return (
+        head
+        + f"""\
+  Balancer:
+    Type: AWS::ElasticLoadBalancingV2::LoadBalancer
+    Properties:
+      Scheme: internet-facing
+      Subnets: {subnets}
+      SecurityGroups: [!Ref Door]
+  Listener:
+    Type: AWS::ElasticLoadBalancingV2::Listener
+    Properties:
+      LoadBalancerArn: !Ref Balancer
+      Port: 80
+      Protocol: HTTP
+      DefaultActions:
+        - Type: fixed-response
+          FixedResponseConfig:
+            StatusCode: "503"
+Outputs:
+  ListenerArn:
+    Value: !Ref Listener
+"""
+        + outputs
+    )
+
+
+_URL_OUTPUT = '  Url:\n    Value: !Sub "http://${Balancer.DNSName}"\n'
+
 #: A front door as a user would declare it: VPC, two subnets, security group, ALB and a listener answering
 #: 503 until squals forwards it to an island. ``Url`` is left out when ``url`` is False (squals then takes
 #: the load balancer's DNS name).
-FRONT_DOOR_TEMPLATE = """\
+FRONT_DOOR_TEMPLATE = _front_door(
+    """\
 AWSTemplateFormatVersion: "2010-09-09"
 Description: the front door of the provider tests
 Parameters:
@@ -149,30 +183,32 @@ Resources:
           FromPort: 80
           ToPort: 80
           CidrIp: 0.0.0.0/0
-  Balancer:
-    Type: AWS::ElasticLoadBalancingV2::LoadBalancer
-    Properties:
-      Scheme: internet-facing
-      Subnets: [!Ref SubnetA, !Ref SubnetB]
-      SecurityGroups: [!Ref Door]
-  Listener:
-    Type: AWS::ElasticLoadBalancingV2::Listener
-    Properties:
-      LoadBalancerArn: !Ref Balancer
-      Port: 80
-      Protocol: HTTP
-      DefaultActions:
-        - Type: fixed-response
-          FixedResponseConfig:
-            StatusCode: "503"
-Outputs:
-  ListenerArn:
-    Value: !Ref Listener
+""",
+    "[!Ref SubnetA, !Ref SubnetB]",
+    "  VpcId:\n    Value: !Ref Vpc\n" + _URL_OUTPUT,
+)
+
+#: A front door in a VPC the islands share (as a user's would be, made before it): its ``VpcId`` and
+#: ``Subnets`` are parameters.
+FRONT_DOOR_IN_VPC_TEMPLATE = _front_door(
+    """\
+AWSTemplateFormatVersion: "2010-09-09"
+Description: the front door of the blue/green tests
+Parameters:
   VpcId:
-    Value: !Ref Vpc
-  Url:
-    Value: !Sub "http://${Balancer.DNSName}"
-"""
+    Type: AWS::EC2::VPC::Id
+  Subnets:
+    Type: List<AWS::EC2::Subnet::Id>
+Resources:
+  Door:
+    Type: AWS::EC2::SecurityGroup
+    Properties:
+      GroupDescription: the front door
+      VpcId: !Ref VpcId
+""",
+    "!Ref Subnets",
+    _URL_OUTPUT,
+)
 
 #: The provider tests' island (``tests.support.aws.TEMPLATE``) with a target group in the front door's VPC.
 ISLAND_TEMPLATE = TEMPLATE.replace(
