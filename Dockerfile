@@ -15,6 +15,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
+ENV SQUALS_ACTION_CONTAINER=1
 # git: the state branch and the diff the gates look at. The workspace GitHub mounts belongs to another
 # user, so git must be told to trust it. Debian's versions are not pinned (DL3008): a stable release only
 # replaces them with security fixes, and an exact pin would stop building once the mirror drops it; the base

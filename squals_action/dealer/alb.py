@@ -40,6 +40,16 @@ MAX_STICKINESS_SECONDS = 7 * 24 * 3600
 #: What a target group without the attribute waits for in-flight requests when it is deregistered.
 DEFAULT_DEREGISTRATION_DELAY = 300
 
+#: What the listener answers once ``down`` has taken every environment away.
+CLOSED_ACTION = {
+    "Type": "fixed-response",
+    "FixedResponseConfig": {
+        "StatusCode": "503",
+        "ContentType": "text/plain",
+        "MessageBody": "squals: nothing is deployed here",
+    },
+}
+
 #: Given the upstreams in force (name -> target group ARN), per-upstream figures (the CloudWatch reader).
 TallyReader = Callable[[Mapping[str, str]], Mapping[str, VariantTally]]
 
@@ -157,6 +167,10 @@ class AlbTraffic:
     def upstreams(self) -> dict[str, str]:
         """What the listener forwards to, name -> target group ARN (an unknown group is named by its ARN)."""
         return {self._name_of(arn): arn for arn in self._forwarded()}
+
+    def upstream(self, url: str | None, handle: Mapping[str, Any] | None) -> str | None:
+        """The island's target group, as its provider handle recorded it."""
+        return target_group_of(handle)
 
     def routing(self) -> Mapping[str, float]:
         """The listener's weights in force, as percentages (read back from AWS)."""
@@ -292,6 +306,35 @@ class AlbTraffic:
     def stop(self) -> bool:
         """Nothing of squals runs for an ALB: the listener keeps its routing. Always ``False``."""
         return False
+
+    def close(self) -> str | None:
+        """One ``modify_listener``: the default action answers 503 (nothing deployed), so the target groups
+        are no longer in use; ``None`` (no call) when the listener forwards nowhere already."""
+        if not self._forwarded():
+            return None
+        self._call(
+            f"modify listener {self.listener_arn}",
+            self.elbv2.modify_listener,
+            ListenerArn=self.listener_arn,
+            DefaultActions=[CLOSED_ACTION],
+        )
+        self._note_zeroed({}, {})
+        return f"listener {self.listener_arn} answers 503: nothing is deployed behind it"
+
+
+def target_group_of(handle: Mapping[str, Any] | None) -> str | None:
+    """The target group ARN an aws handle (JSON form) recorded from its stack's ``TargetGroupArn`` output;
+    ``None`` without a handle. A handle without one is an :class:`AlbError`: the listener cannot reach it."""
+    if handle is None:
+        return None
+    data = handle.get("data")
+    arn = data.get("target_group_arn") if isinstance(data, Mapping) else None
+    if not isinstance(arn, str) or not arn:
+        raise AlbError(
+            f"{handle.get('env', 'the environment')} has no target group recorded: the front door forwards "
+            "to the island stack's TargetGroupArn output (deploy it again with a template that outputs it)"
+        )
+    return arn
 
 
 def listener_url(elbv2: Any, listener_arn: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from squals_action.errors import SqualsError
 
@@ -140,6 +140,12 @@ class Traffic(Protocol):
         """Where users send traffic, or ``None`` while nothing routes."""
         ...
 
+    def upstream(self, url: str | None, handle: Mapping[str, Any] | None) -> str | None:
+        """Where this splitter reaches an environment recorded with ``url`` and provider ``handle`` (its
+        JSON form): the local Dealer proxies to the URL, an ALB forwards to the handle's target group.
+        ``None``: the environment has nothing to route to."""
+        ...
+
     def route(self, upstreams: Mapping[str, str], weights: Mapping[str, float]) -> str:
         """Switch to exactly these upstreams and weights in one step (starting the splitter if needed).
 
@@ -165,6 +171,12 @@ class Traffic(Protocol):
 
     def stop(self) -> bool:
         """Stop the splitter's own process; ``True`` when one was running. Never deletes shared routing."""
+        ...
+
+    def close(self) -> str | None:
+        """Send users to no environment any more, before ``down`` destroys them all: the local Dealer stops,
+        a listener answers 503 (AWS deletes no target group a listener forwards to). Says what was done;
+        ``None`` when nothing was routing."""
         ...
 
 

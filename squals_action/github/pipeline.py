@@ -162,26 +162,52 @@ class Pipeline:
     def _lifecycle(self, request: Request, model: Any) -> Iterator[Any]:
         """The lifecycle engine over the state branch; the store's git process is closed afterwards."""
         from squals_action.lifecycle.engine import Lifecycle
-        from squals_action.lifecycle.traffic import DealerTraffic
+        from squals_action.lifecycle.parts import signals_for, traffic_for
         from squals_action.providers import get_provider
         from squals_action.state import open_store
 
         root = request.workspace
         kind = request.provider or model.provider.kind
         attempt = self._env.get("GITHUB_RUN_ATTEMPT", "1")
+        provider = get_provider(kind, root, model.provider, state_dir=self._provider_dir(kind))
+        traffic = traffic_for(model, provider, self._own_dir(request) / "dealer")
         with open_store(root, branch=request.state_branch, git_env=self._git_auth()) as store:
             yield Lifecycle(
                 repo=root,
                 manifest=model,
                 store=store,
-                provider=get_provider(kind, root, model.provider, state_dir=self._provider_dir(kind)),
-                traffic=DealerTraffic(self._own_dir(request) / "dealer"),
+                provider=provider,
+                traffic=traffic,
+                signals=signals_for(model, traffic),
                 progress=_first_step(request.on_start),
                 log_dir=self._log_dir(request),
                 run_id=self._env.get("GITHUB_RUN_ID") or None,
                 actor=request.intent.actor,
                 attempt=int(attempt) if attempt.isdigit() else 1,
             )
+
+    def _no_islands_here(
+        self, request: Request, model: Any, verb: str, parts: Mapping[str, Any]
+    ) -> Report | None:
+        """In the Docker action the ``local`` provider is refused: its islands (and its Dealer) would be
+        processes of a container that ends with the job. ``None`` when the islands can run."""
+        if not self._settings.container or (request.provider or model.provider.kind) != "local":
+            return None
+        from squals_action.manifest.model import NOWHERE
+
+        declared = model.provider.location
+        where = f"{declared}: provider local"
+        if declared == NOWHERE:
+            where = f"{model.path}: provider local (the default)"
+        return Report(
+            intent=verb,
+            status="refused",
+            environment=request.intent.environment,
+            headline=f"{where} cannot run islands in the Docker action: they would be processes of the "
+            "job's container, which ends with the job. Use provider kind aws (CloudFormation islands behind "
+            "a front door), or the squals CLI on a machine that stays up. Nothing was deployed.",
+            **parts,
+        )
 
     def _git_auth(self) -> dict[str, str] | None:
         """The ``github-token`` for the state branch's fetches and pushes, as ``actions/checkout`` sends it.
@@ -262,6 +288,9 @@ class Pipeline:
             why = f": {intent.read_only}" if intent.read_only else ""
             return Report(intent="preview", status="success", notes=(intent.reason,),
                           headline=f"PR #{intent.pr_number}: valid, gates passed; not deployed{why}", **parts)
+        refused = self._no_islands_here(request, model, "preview", parts)
+        if refused is not None:
+            return refused
         try:
             with self._lifecycle(request, model) as lifecycle:
                 outcome = lifecycle.deploy(intent.pr_number, request.head_sha or "HEAD")
@@ -282,6 +311,9 @@ class Pipeline:
         parts: dict[str, Any] = {"validation": validation, "problems": problems}
         if pr is None and verb != "rollback":
             raise SqualsError(f"{verb} needs a pull request")
+        refused = self._no_islands_here(request, model, verb, parts)
+        if refused is not None:
+            return refused
         try:
             with self._lifecycle(request, model) as lifecycle:
                 if verb == "promote":
@@ -328,6 +360,9 @@ class Pipeline:
         from squals_action.experiments.engine import from_lifecycle
 
         parts: dict[str, Any] = {"validation": validation, "problems": problems}
+        refused = self._no_islands_here(request, model, verb, parts)
+        if refused is not None:
+            return refused
         try:
             with self._lifecycle(request, model) as lifecycle:
                 engine = from_lifecycle(lifecycle)

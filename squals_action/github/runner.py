@@ -28,10 +28,13 @@ from squals_action.github.interface import (
 )
 from squals_action.report import workflow_commands as wc
 from squals_action.report.comment import MARKER, RunInfo, compose_comment, compose_summary, run_url_from_env
+from squals_action.report.loopback import withhold_loopback
 from squals_action.report.model import Report, Status
 
 #: The action's own check run; the squals file may not wait for it (manifest.checks.OWN_CHECK, the same name).
 CHECK_NAME = "squals"
+#: Set to 1 by the action's Dockerfile: this process runs in the container GitHub starts for one job.
+CONTAINER_VARIABLE = "SQUALS_ACTION_CONTAINER"
 LABELS: dict[str, tuple[str, str]] = {
     PROMOTE_LABEL: ("0e8a16", "Squals: promote this PR's island to prod (blue/green)"),
     ROLLBACK_LABEL: ("b60205", "Squals: roll prod back to the previous release"),
@@ -60,6 +63,9 @@ class Settings:
     run_attempt: str = "1"
     output_path: str | None = None
     summary_path: str | None = None
+    #: Running as the Docker action (``SQUALS_ACTION_CONTAINER=1``, set by the image): nothing started here
+    #: outlives the job, so local islands are refused and no loopback address is published.
+    container: bool = False
     #: the ``github-token`` input: the API's and the state branch's credentials (never in a repr)
     token: str = field(default="", repr=False)
     #: ``GITHUB_SERVER_URL``: the only host git sends the token to
@@ -233,6 +239,8 @@ def _publish(
     deployment: int | None,
 ) -> tuple[int, Report]:
     """Job summary, outputs and annotations first (local), then the comment, check run, deployment, label."""
+    if settings.container:
+        report = withhold_loopback(report)
     for problem in report.problems:
         line = wc.annotation(
             "error" if problem.level == "failure" else problem.level,
@@ -286,10 +294,10 @@ def _write_github(
                                         description=f"squals rollback of PR #{intent.pr_number}")
     if deployment is not None:
         ok = report.status in ("success", "skipped", "neutral")
-        # A run that waited for a lock, or could not write the state (neutral), deployed nothing: its
-        # deployment is simply not active.
+        # A run that waited for a lock, could not write the state (neutral) or was refused deployed nothing:
+        # its deployment is simply not active.
         state: DeploymentState = "success" if ok else "failure"
-        if report.status in ("locked", "neutral"):
+        if report.status in ("locked", "neutral", "refused"):
             state = "inactive"
         api.deployment_status(
             deployment,
@@ -319,5 +327,6 @@ def settings_from_env(environ: Mapping[str, str]) -> Settings:
         run_attempt=environ.get("GITHUB_RUN_ATTEMPT", "") or "1",
         output_path=environ.get("GITHUB_OUTPUT") or None,
         summary_path=environ.get("GITHUB_STEP_SUMMARY") or None,
+        container=environ.get(CONTAINER_VARIABLE, "") == "1",
         server_url=environ.get("GITHUB_SERVER_URL", "").strip() or "https://github.com",
     )

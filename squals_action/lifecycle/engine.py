@@ -191,18 +191,21 @@ class Lifecycle(Promoter):
             return self._outcome("teardown", True, note, name, fleet, start)
 
     def down(self) -> Outcome:
-        """Stop everything this project started (environments, the Dealer) and record it in one commit."""
+        """Stop everything this project started and record it in one commit: the splitter sends users nowhere
+        first (the local Dealer stops, a listener answers 503), then every environment is destroyed. The front
+        door itself is kept."""
         start = time.monotonic()
         fleet = self.fleet()
         notes = []
+        closed = self.traffic.close()  # first: a listener must not forward to what is deleted next
+        if closed:
+            notes.append(closed)
         for env in sorted(fleet.values(), key=lambda e: e.name):
             if env.status is not S.RETIRED:
                 self.progress.step(f"stop {env.name}")
                 notes.append(self._destroy(env))
         for extra in self.provider.down():  # anything the state does not know about
             notes.append(f"{extra.env}: {'destroyed' if extra.ok else extra.detail}")
-        if self.traffic.stop():
-            notes.append("Dealer stopped")
 
         def fn(docs: Documents) -> Documents | None:
             before = fleet_of(docs)

@@ -3,7 +3,8 @@
 One place decides where things live for a project: the squals file (``squals.yml`` at the repository root
 unless given), the state store (the ``squals/state`` branch of the ``origin`` remote; of the repository
 itself when it has no remote, or when asked to keep the state local), the provider the
-squals file names, the Dealer's directory (``<repo>/.squals/dealer``) and the logs (``<repo>/.squals/logs``).
+squals file names, the traffic splitter (:func:`~squals_action.lifecycle.parts.traffic_for`: the local
+Dealer in ``<repo>/.squals/dealer``, or the front door's ALB on aws) and the logs (``<repo>/.squals/logs``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from squals_action.errors import SqualsError, UsageError
 from squals_action.gitcmd import repo_top
 from squals_action.lifecycle.engine import Lifecycle, Progress
-from squals_action.lifecycle.traffic import DealerTraffic
+from squals_action.lifecycle.parts import signals_for, traffic_for
 
 
 class ProjectError(SqualsError):
@@ -61,13 +62,14 @@ def open_project(options: ProjectOptions, progress: Progress | None = None) -> L
     # no remote at all (a project on a laptop) or --local-state: the state branch is the repository's own
     store = open_store(repo, remote=choose_remote(repo, options.remote), branch=options.state_branch)
     provider = get_provider(manifest.provider.kind, repo, manifest.provider)
-    unit = manifest.experiment.unit if manifest.experiment is not None else None
+    traffic = traffic_for(manifest, provider, squals_dir(repo) / "dealer")
     lifecycle = Lifecycle(
         repo=repo,
         manifest=manifest,
         store=store,
         provider=provider,
-        traffic=DealerTraffic(squals_dir(repo) / "dealer", unit),
+        traffic=traffic,
+        signals=signals_for(manifest, traffic),
         log_dir=squals_dir(repo) / "logs",
         run_id=options.run_id,
         actor=options.actor,

@@ -91,6 +91,9 @@ class Steps:
     #: Where the bake reads BLUE's KPIs and stop signals (``None``: the traffic splitter's tallies).
     signals: KpiSource | None = None
     _lock_pr: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    #: What this command last routed (upstreams, weights): routing it again would be a call that changes
+    #: nothing (on an ALB, a second ``modify_listener``).
+    _routed: tuple[dict[str, str], dict[str, float]] | None = field(default=None, init=False, repr=False)
 
     # ---- state ------------------------------------------------------------------------------------
 
@@ -214,12 +217,21 @@ class Steps:
 
     def _route(self, fleet: Fleet) -> str | None:
         """Point the splitter at the routed environments of ``fleet`` with their shares (none: stop it)."""
-        upstreams = {e.name: e.url for e in fleet.values() if e.status in machine.ROUTED and e.url}
+        upstreams = {
+            e.name: where
+            for e in fleet.values()
+            if e.status in machine.ROUTED and (where := self.traffic.upstream(e.url, e.handle))
+        }
         if not upstreams:
             self.traffic.stop()
+            self._routed = None
             return None
-        weights = machine.weights(fleet)
-        return self.traffic.route(upstreams, {k: v for k, v in weights.items() if k in upstreams})
+        weights = {k: v for k, v in machine.weights(fleet).items() if k in upstreams}
+        if self._routed == (upstreams, weights):  # a first prod's completion: already all on BLUE
+            return self.traffic.url()
+        url = self.traffic.route(upstreams, weights)
+        self._routed = (upstreams, weights)
+        return url
 
     def _undo_route(self, fleet: Fleet) -> None:
         """Put the traffic back as ``fleet`` has it after a failed commit (whose error is what counts)."""

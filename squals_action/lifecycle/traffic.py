@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from squals_action.dealer.interface import DealerError, Traffic, VariantTally, percentages
 from squals_action.manifest.model import StickyUnit
@@ -40,6 +40,10 @@ class DealerTraffic:
 
         status = dealer_status(self.state_dir)
         return status.url if status.state == "running" else None
+
+    def upstream(self, url: str | None, handle: Mapping[str, Any] | None) -> str | None:
+        """The Dealer proxies to the environment's URL."""
+        return url
 
     def route(self, upstreams: Mapping[str, str], weights: Mapping[str, float]) -> str:
         from squals_action.dealer.daemon import start_dealer
@@ -91,6 +95,9 @@ class DealerTraffic:
             return dict(client.tallies())
         finally:
             client.close()
+
+    def close(self) -> str | None:
+        return "Dealer stopped" if self.stop() else None
 
     def stop(self) -> bool:
         from squals_action.dealer.daemon import stop_dealer

@@ -138,6 +138,7 @@ class Builder:
             parameters=_strings(provider.get("parameters")),
             front_door=self.front_door(provider.get("front_door")),
             location=self.loc(("provider",)),
+            base_dir=str(self.base_dir),
         )
 
     def front_door(self, door: Any) -> m.FrontDoor | None:

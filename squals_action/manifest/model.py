@@ -183,6 +183,9 @@ class Provider:
     parameters: Mapping[str, str] = EMPTY
     front_door: FrontDoor | None = None
     location: Location = NOWHERE
+    #: Absolute folder of the squals file that declared this section: its ``template`` resolves against it
+    #: (a variant file's section, used for a project's provider, keeps its own). "" when built by hand.
+    base_dir: str = ""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, TypeVar
@@ -113,7 +114,9 @@ class AwsProvider(Provider):
         if self._project is None:
             from squals_action.manifest import discover, load
 
-            declared = Path(self.config.location.file)
+            declared = Path(self.config.location.file)  # as shown in messages; its folder is known
+            if self.config.base_dir:
+                declared = Path(self.config.base_dir) / declared.name
             if self.config.location != model.NOWHERE and declared.is_file():
                 found = [declared]
             else:
@@ -124,6 +127,11 @@ class AwsProvider(Provider):
                 )
             self._project = load(found[0], self.top).name
         return self._project
+
+    @project.setter
+    def project(self, name: str) -> None:
+        """Say whose stacks these are (the squals file's ``name``) before anything is provisioned."""
+        self._project = name
 
     def region(self) -> str:
         """``provider.region``, else ``AWS_REGION``, else ``AWS_DEFAULT_REGION``."""
@@ -233,14 +241,15 @@ class AwsProvider(Provider):
         """
         env = check_env_name(env_name)
         sha = resolve_commit(self.top, commit, error=ProviderError)
-        if self._project is None:
+        if self._project is None and manifest.provider == self.config:  # not a variant file's name
             self._project = manifest.name
         project = self.project
         region = self.region()
-        template = aws_template.read_template(self.config, manifest, self.top, sha, region=region)
+        config = self.island_config(manifest)
+        template = aws_template.read_template(config, manifest, self.top, sha, region=region)
         app_env = {**manifest.app_env_for(env), **extra_env}
         parameters = aws_template.stack_parameters(
-            template, self.config, manifest, env=env, sha=sha, project=project, app_env=app_env
+            template, config, manifest, env=env, sha=sha, project=project, app_env=app_env
         )
         tags = {TAG_PROJECT: project, TAG_ENV: env, TAG_COMMIT: sha}
         if TAG_VALUE.match(manifest.app.health):
@@ -306,6 +315,26 @@ class AwsProvider(Provider):
             self._delete_and_wait(cfn, stack_id, f"{env}: removing the unhealthy stack {name}")
             raise
         return handle
+
+    def island_config(self, manifest: model.Manifest) -> model.Provider:
+        """The provider section an island of ``manifest`` is built from: a variant file's own ``aws``
+        template and parameters (resolved against that file's folder, named in its errors), else the
+        project's. Region and front door stay the project's: the variants share them."""
+        own = manifest.provider
+        if own == self.config or own.kind != "aws" or not own.template:
+            return self.config
+        if own.region and own.region != self.region():
+            raise ProviderError(
+                f"{own.location}: provider.region {own.region}: expected the project's region "
+                f"{self.region()} (the variants share its front door and state)"
+            )
+        return replace(
+            self.config,
+            template=own.template,
+            parameters=own.parameters,
+            location=own.location,
+            base_dir=own.base_dir,
+        )
 
     def _check_ours(self, stack: Mapping[str, Any], project: str, env: str) -> None:
         tags = _tags(stack)

@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from squals_action import aws_api
-from squals_action.dealer.alb import AlbError, AlbTraffic, TallyReader, listener_region, listener_url
+from squals_action.dealer.alb import (
+    AlbError,
+    AlbTraffic,
+    TallyReader,
+    listener_region,
+    listener_url,
+    target_group_of,
+)
+from squals_action.dealer.interface import NotMeasured, VariantTally
 from squals_action.gitcmd import resolve_commit
 from squals_action.manifest import model
 from squals_action.providers import aws_template
@@ -225,3 +233,74 @@ class FrontDoorStack:
             return DestroyOutcome(FRONT_DOOR, ok=False, detail=exc.one_line())
         note = f"deleted stack {self.stack_name}"
         return DestroyOutcome(FRONT_DOOR, ok=True, detail=note, notes=(note,))
+
+
+class FrontDoorTraffic:
+    """The traffic protocol on the project's front door, found (or created) when first needed.
+
+    A route (a promote, a rollback) ensures the front door from its template at ``commit``; everything
+    else only looks it up, so a deploy, a teardown or a status never creates one. Nothing runs between
+    two commands: a fresh process reads the listener's weights back from AWS.
+    """
+
+    def __init__(
+        self,
+        stack: FrontDoorStack,
+        manifest: model.Manifest,
+        *,
+        commit: str = "HEAD",
+        unit: model.StickyUnit | None = None,
+        reader: TallyReader | None = None,
+    ) -> None:
+        self.stack = stack
+        self.manifest = manifest
+        self.commit = commit
+        self.unit = unit
+        self.reader = reader
+        self._alb: AlbTraffic | None = None
+        self.door: FrontDoor | None = None
+
+    def _found(self, *, create: bool) -> AlbTraffic | None:
+        if self._alb is None:
+            door = self.stack.ensure(self.manifest, self.commit) if create else self.stack.get()
+            if door is None:
+                return None
+            self.door = door
+            self._alb = door.traffic(unit=self.unit, reader=self.reader)
+        return self._alb
+
+    def url(self) -> str | None:
+        alb = self._found(create=False)
+        return alb.url() if alb is not None else None
+
+    def upstream(self, url: str | None, handle: Mapping[str, Any] | None) -> str | None:
+        return target_group_of(handle)
+
+    def route(self, upstreams: Mapping[str, str], weights: Mapping[str, float]) -> str:
+        alb = self._found(create=True)
+        assert alb is not None  # ensure() returns the front door or raises
+        return alb.route(upstreams, weights)
+
+    def routing(self) -> Mapping[str, float]:
+        alb = self._found(create=False)
+        return alb.routing() if alb is not None else {}
+
+    def drain(self, names: list[str], timeout: float = 30.0) -> str:
+        alb = self._found(create=False)
+        if alb is None:
+            return "no front door yet: nothing was routed, nothing to drain"
+        return alb.drain(names, timeout)
+
+    def tallies(self) -> Mapping[str, VariantTally]:
+        alb = self._found(create=False)
+        if alb is None:
+            raise NotMeasured(f"no data: the front door stack {self.stack.stack_name} does not exist yet")
+        return alb.tallies()
+
+    def stop(self) -> bool:
+        """Nothing of squals runs for a front door; the listener keeps its routing."""
+        return False
+
+    def close(self) -> str | None:
+        alb = self._found(create=False)
+        return alb.close() if alb is not None else None

@@ -111,6 +111,7 @@ def read_template(
         sha,
         region=region,
         outputs=island_outputs(config),
+        base=Path(config.base_dir) if config.base_dir else None,
     )
 
 
@@ -123,11 +124,13 @@ def read_template_at(
     *,
     region: str,
     outputs: tuple[str, ...],
+    base: Path | None = None,
 ) -> Template:
-    """The template ``ref`` (relative to the squals file's folder) as it is in commit ``sha``, linted and
-    declaring ``outputs``; ``where`` (``file:line:col: key``) starts the messages about the reference."""
+    """The template ``ref`` (relative to ``base``, default the squals file's folder) as it is in commit
+    ``sha``, linted and declaring ``outputs``; ``where`` (``file:line:col: key``) starts the messages about
+    the reference."""
     # Both sides resolved, so a repository reached through a symlinked folder is still "inside".
-    base = Path(os.path.realpath(squals_dir(manifest)))
+    base = Path(os.path.realpath(base or squals_dir(manifest)))
     root = Path(os.path.realpath(top))
     problem = reference_problem(base, root, ref, must_exist=False)
     if problem is not None:

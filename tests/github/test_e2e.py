@@ -165,6 +165,7 @@ def run_action(
     name: str,
     payload: dict[str, object],
     run_id: str,
+    extra_env: dict[str, str] | None = None,
     *,
     token: str = TOKEN,
     server_url: str = "https://github.com",
@@ -197,6 +198,7 @@ def run_action(
             "SQUALS_GITHUB_WRITE_INTERVAL": "0",
             "SQUALS_GITHUB_REQUEST_INTERVAL": "0",
             "SQUALS_GITHUB_TIMEOUT": "10",
+            **(extra_env or {}),
         }
     )
     done = subprocess.run([ACTION], cwd=repo, env=env, capture_output=True, text=True, timeout=180)
@@ -316,6 +318,44 @@ def test_promote_while_another_pr_holds_prod(project: tuple[Path, Path, str], tm
         assert fake.deployments == {}  # waiting for the lock deployed nothing: no prod deployment
         assert "\nlocked\n" in (tmp_path / "output").read_text()
     assert state_log(origin) == locked_at  # nothing was changed
+
+
+@pytest.mark.slow
+def test_in_the_container_the_local_provider_validates_and_gates_but_deploys_nothing(
+    project: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    repo, origin, head = project
+    opened = event("pull_request.opened")
+    opened["pull_request"]["head"]["sha"] = head
+    container = {"SQUALS_ACTION_CONTAINER": "1"}
+    with FakeGitHub(REPO, permissions={"Codertocat": "maintain"}) as fake:
+        code, log = run_action(repo, tmp_path, fake, "pull_request.opened", opened, "42", container)
+        assert code == 0, log
+        refusal = (
+            "squals.yml:3:11: provider local cannot run islands in the Docker action: they would be "
+            "processes of the job's container, which ends with the job. Use provider kind aws"
+        )
+        assert f"squals: preview: refused: {refusal}" in log
+        [body] = fake.comment_bodies(2)
+        assert "| Validation | ✅ passed |" in body and "| Gate test · unit | ✅ passed |" in body
+        assert "Nothing was deployed." in body
+        assert "127.0.0.1" not in body
+        assert [run["conclusion"] for run in fake.check_runs.values()] == ["neutral"]
+        assert fake.states("pr-2") == ["in_progress", "inactive"]  # opened with the run, nothing deployed
+        outputs = (tmp_path / "output").read_text()
+        assert "\nrefused\n" in outputs and "127.0.0.1" not in outputs
+
+        promote = event("pull_request.labeled-promote")
+        promote["pull_request"]["head"]["sha"] = head
+        fake.pr_labels[2] = {"promote"}
+        code, log = run_action(repo, tmp_path, fake, "pull_request.labeled-promote", promote, "43", container)
+        assert code == 0, log
+        assert "squals: promote: refused: squals.yml:3:11: provider local cannot run islands" in log
+        assert fake.states("prod") == []  # the promotion never began: no prod deployment
+
+    assert get_provider("local", repo).list() == ()  # no island was started
+    assert not (repo / ".squals" / "dealer").exists()  # nor a Dealer
+    assert git(origin, "branch", "--list", "squals/state") == ""  # and nothing was recorded
 
 
 @pytest.mark.slow

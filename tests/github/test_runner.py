@@ -361,6 +361,66 @@ def test_a_bug_in_the_core_still_closes_the_check_run_and_deployment(settings: S
     assert "internal error: ZeroDivisionError" in api.comments[2][0]
 
 
+class UrlRecordingApi(FakeApi):
+    """Also keeps the URL every deployment status was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str | None] = []
+
+    def deployment_status(
+        self,
+        deployment_id: int,
+        state: DeploymentState,
+        *,
+        environment_url: str | None,
+        log_url: str | None,
+        description: str,
+    ) -> None:
+        self.urls.append(environment_url)
+        super().deployment_status(
+            deployment_id, state, environment_url=environment_url, log_url=log_url, description=description
+        )
+
+
+LOOPBACK_REPORT = Report(
+    intent="preview",
+    status="success",
+    headline="pr-2 is ready at http://127.0.0.1:41237",
+    environment="pr-2",
+    url="http://127.0.0.1:41237/",
+    outputs={"commit": "c" * 40, "preview": "http://localhost:8080/shop"},
+    sections=(("Environments, hooks and tests", "| pr-2 | island, ready | http://[::1]:9000/ |"),),
+)
+
+
+@pytest.mark.parametrize("container", [True, False])
+def test_in_the_container_no_loopback_url_reaches_a_comment_an_output_or_a_deployment(
+    settings: Settings, container: bool
+) -> None:
+    api = UrlRecordingApi()
+    intent = parse_event("pull_request", event("pull_request.opened"), ENV)
+    code, _ = run(intent, Core(LOOPBACK_REPORT), api, replace(settings, container=container))
+    assert code == 0
+    [body] = api.comments[2]
+    published = [body, *(Path(p or "").read_text() for p in (settings.output_path, settings.summary_path))]
+    loopback = re.compile(r"127\.0\.0\.1|localhost|\[::1\]")
+    if container:
+        assert not [text for text in published if loopback.search(text)]
+        assert api.urls == [None, None]  # in progress, then success without a URL
+        assert "a loopback address, withheld" in body
+    else:  # outside the container (the CLI-like end-to-end runs) the URLs are real and shown
+        assert all(loopback.search(text) for text in published)
+        assert api.urls == [None, "http://127.0.0.1:41237/"]
+
+
+def test_the_container_is_told_by_its_variable() -> None:
+    assert settings_from_env({"SQUALS_ACTION_CONTAINER": "1"}).container is True
+    assert settings_from_env({}).container is False
+    dockerfile = (Path(__file__).parents[2] / "Dockerfile").read_text()
+    assert "\nENV SQUALS_ACTION_CONTAINER=1\n" in dockerfile
+
+
 class ReadOnlyApi(FakeApi):
     """Reads answer; the first write of ``refuse`` gets GitHub's 403 for a read-only token."""
 

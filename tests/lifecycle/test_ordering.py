@@ -47,6 +47,9 @@ class FakeTraffic:
     def url(self) -> str | None:
         return "http://127.0.0.1:8000"
 
+    def upstream(self, url: str | None, handle: Mapping[str, object] | None) -> str | None:
+        return url
+
     def route(self, upstreams: Mapping[str, str], weights: Mapping[str, float]) -> str:
         self.log.append("route " + " ".join(f"{k}={v:g}" for k, v in sorted(weights.items())))
         return "http://127.0.0.1:8000"
@@ -61,6 +64,9 @@ class FakeTraffic:
 
     def stop(self) -> bool:
         return False
+
+    def close(self) -> str | None:
+        return None
 
 
 class LoggingStore:

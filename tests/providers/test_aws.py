@@ -565,3 +565,70 @@ def test_capabilities_follow_what_the_template_declares() -> None:
         "CAPABILITY_NAMED_IAM",
         "CAPABILITY_AUTO_EXPAND",
     ]
+
+
+def test_variant_files_provision_from_the_template_of_the_file_that_declares_it(
+    aws_cloud: Cloud, repo: Repo
+) -> None:
+    """The shop layout: ``variants/green.yml`` declares no provider (the project's template, resolved against
+    ``squals.yml``'s folder); ``variants/blue.yml`` declares its own (resolved against ``variants/``), and a
+    mistake in it is reported at its own file and line."""
+    from squals_action.manifest import load
+
+    aws_cloud.prepare(repo)
+    (repo.path / "variants").mkdir()
+    blue_template = TEMPLATE.replace('Default: ""', "Default: blue")
+    (repo.path / "variants" / "blue-stack.yml").write_text(blue_template)
+    (repo.path / "squals.yml").write_text(
+        "version: 1\nname: tiny\napp: {start: python app.py}\n"
+        "provider: {kind: aws, region: us-east-1, template: infra/stack.yml,\n"
+        f'  parameters: {{AppBase: "{aws_cloud.app.url}"}}}}\n'
+        "experiment:\n"
+        "  variants:\n"
+        "    control: {squals: squals.yml}\n"
+        "    green: {squals: variants/green.yml}\n"
+        "    blue: {squals: variants/blue.yml}\n"
+        "  split: {control: 34, green: 33, blue: 33}\n"
+        "  objective: {maximize: conversion, numerator: 'event:checkout', denominator: visitors}\n"
+    )
+    (repo.path / "variants" / "green.yml").write_text(
+        "version: 1\nname: tiny-green\napp: {start: python app.py, workdir: ..}\n"
+    )
+    blue = (
+        "version: 1\nname: tiny-blue\napp: {start: python app.py, workdir: ..}\n"
+        "provider:\n  kind: aws\n  region: us-east-1\n  template: TEMPLATE\n"
+        f'  parameters: {{AppBase: "{aws_cloud.app.url}"}}\n'
+    )
+    (repo.path / "variants" / "blue.yml").write_text(blue.replace("TEMPLATE", "blue-stack.yml"))
+    commit = repo.commit("variants")
+    manifest = load(repo.path / "squals.yml", repo.path)
+    assert manifest.experiment is not None
+    variants = {name: v.manifest or manifest for name, v in manifest.experiment.variants.items()}
+
+    provider = AwsProvider(repo.path, manifest.provider)  # a fresh runner: no project known yet
+    provider.wait_delay = 1
+    green = provider.provision("exp-green", commit, variants["green"])
+    assert green.data["stack_name"] == "squals-tiny-exp-green"  # the project's, not "tiny-green"
+    blue_handle = provider.provision("exp-blue", commit, variants["blue"])
+    assert sorted(aws_cloud.stacks()) == [
+        "squals-tiny-exp-blue CREATE_COMPLETE",
+        "squals-tiny-exp-green CREATE_COMPLETE",
+    ]
+    params = {
+        p["ParameterKey"]: p["ParameterValue"]
+        for p in aws_cloud.cfn.describe_stacks(StackName="squals-tiny-exp-blue")["Stacks"][0]["Parameters"]
+    }
+    assert params["Greeting"] == "blue"  # variants/blue-stack.yml, not infra/stack.yml
+    provider.destroy(green)
+    provider.destroy(blue_handle)
+
+    (repo.path / "variants" / "uncommitted.yml").write_text(blue_template)  # on disk, not in the commit
+    (repo.path / "variants" / "blue.yml").write_text(blue.replace("TEMPLATE", "uncommitted.yml"))
+    broken = load(repo.path / "variants" / "blue.yml", repo.path)
+    with pytest.raises(ProviderError) as raised:
+        AwsProvider(repo.path, manifest.provider).provision("exp-blue", commit, broken)
+    assert raised.value.one_line().startswith(
+        f"{broken.provider.location}: provider.template 'uncommitted.yml': variants/uncommitted.yml is not a "
+        f"file in commit {commit[:12]}"
+    )
+    assert str(broken.provider.location).endswith("variants/blue.yml:5:3")  # its provider section

@@ -174,6 +174,9 @@ class _Routes:
     def url(self) -> str | None:
         return "https://shop.example"
 
+    def upstream(self, url: str | None, handle: Mapping[str, Any] | None) -> str | None:
+        return url
+
     def route(self, upstreams: Mapping[str, str], weights: Mapping[str, float]) -> str:
         self.routes.append({k: v for k, v in weights.items() if v})
         return "https://shop.example"
@@ -189,6 +192,9 @@ class _Routes:
 
     def stop(self) -> bool:
         return False
+
+    def close(self) -> str | None:
+        return None
 
 
 def _aws_like_lifecycle(

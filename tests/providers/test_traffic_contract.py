@@ -66,3 +66,9 @@ def test_route_read_back_switch_drain_and_stop(splitter: Splitter) -> None:
     else:  # users keep being served: the listener and its weights stay
         assert traffic.url() == url
         assert traffic.routing() == {"a": 0.0, "b": 100.0}
+
+    # ``down``'s close: users are sent nowhere (the Dealer is already stopped; the listener answers 503).
+    closed = traffic.close()
+    assert (closed is None) is splitter.owns_a_process
+    assert traffic.routing() == {}
+    assert traffic.close() is None  # nothing left to close: no call

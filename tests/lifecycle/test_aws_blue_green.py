@@ -1,0 +1,410 @@
+"""Blue/green on AWS through the real ``Lifecycle``: the aws provider's island stacks behind the front door's
+ALB listener, on moto's server. Every command is a fresh ``Lifecycle`` (a fresh runner: new provider, new
+clients, the state on the repository's ``squals/state`` branch), built by the same wiring as the CLI; the
+weights are read back from the listener and every AWS call squals makes is counted with a botocore
+``before-call`` hook. The bake reads CloudWatch as wired for the front door; the data is written with
+``put_metric_data`` for each island's target group over the two hours before now, and the windows' wall clock
+starts an hour ago and moves 30 s per reading, so CloudWatch's one-minute delay is honoured without waiting.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from squals_action import aws_api
+from squals_action.dealer.interface import DealerError
+from squals_action.lifecycle.engine import Lifecycle
+from squals_action.lifecycle.machine import Status
+from squals_action.lifecycle.parts import signals_for, traffic_for
+from squals_action.manifest import load
+from squals_action.providers.aws import AwsProvider
+from squals_action.providers.cloudwatch_figures import load_balancer_dimension, target_group_dimension
+from squals_action.state import open_store
+from tests.support.alb import ISLAND_TEMPLATE, READ_PREFIXES, aws_client
+from tests.support.aws import REGION, Cloud
+from tests.support.providers import Repo
+
+#: A front door in a VPC the islands share (as a user's would be): security group, ALB, listener (503 until
+#: squals forwards it).
+FRONT_DOOR = """\
+AWSTemplateFormatVersion: "2010-09-09"
+Description: the front door of the blue/green tests
+Parameters:
+  VpcId:
+    Type: AWS::EC2::VPC::Id
+  Subnets:
+    Type: List<AWS::EC2::Subnet::Id>
+Resources:
+  Door:
+    Type: AWS::EC2::SecurityGroup
+    Properties:
+      GroupDescription: the front door
+      VpcId: !Ref VpcId
+  Balancer:
+    Type: AWS::ElasticLoadBalancingV2::LoadBalancer
+    Properties:
+      Scheme: internet-facing
+      Subnets: !Ref Subnets
+      SecurityGroups: [!Ref Door]
+  Listener:
+    Type: AWS::ElasticLoadBalancingV2::Listener
+    Properties:
+      LoadBalancerArn: !Ref Balancer
+      Port: 80
+      Protocol: HTTP
+      DefaultActions:
+        - Type: fixed-response
+          FixedResponseConfig:
+            StatusCode: "503"
+Outputs:
+  ListenerArn:
+    Value: !Ref Listener
+  Url:
+    Value: !Sub "http://${Balancer.DNSName}"
+"""
+
+SQUALS = """\
+version: 1
+name: tiny
+provider:
+  kind: aws
+  region: {region}
+  template: infra/island.yml
+  parameters: {{AppBase: "{app}", VpcId: {vpc}}}
+{front_door}app:
+  start: served by the stack
+  health: /healthz
+  health_timeout: 10s
+rollout:
+{rollout}  bake: 2s
+  check_interval: 0.2s
+  kpis: [{{metric: error_rate, max: 1%}}]
+"""
+
+
+@dataclass
+class Recorder:
+    """Every AWS operation squals' own clients sent, as ``service:Operation``, and the listener's weights
+    read back from moto after each ``ModifyListener``."""
+
+    calls: list[str] = field(default_factory=list)
+    read_back: list[dict[str, int]] = field(default_factory=list)
+
+    def mutating(self, service: str = "") -> list[str]:
+        return [
+            c
+            for c in self.calls
+            if c.startswith(service) and not c.split(":", 1)[1].startswith(READ_PREFIXES)
+        ]
+
+    def clear(self) -> None:
+        self.calls.clear()
+        self.read_back.clear()
+
+
+@dataclass
+class World:
+    cloud: Cloud
+    repo: Repo
+    tmp: Path
+    recorder: Recorder
+    squals: Path
+    #: The wall clock of CloudWatch's windows: an hour ago, 30 s later at every reading.
+    clock: Callable[[], datetime] = field(default_factory=lambda: stepping_clock(datetime.now(UTC) - HOUR))
+
+    def lifecycle(self) -> Lifecycle:
+        """A fresh runner's lifecycle, wired as ``squals`` wires it."""
+        manifest = load(self.squals, self.repo.path)
+        provider = AwsProvider(self.repo.path, manifest.provider)
+        provider.wait_delay = 1
+        traffic = traffic_for(manifest, provider, self.tmp / "dealer")
+        return Lifecycle(
+            repo=self.repo.path,
+            manifest=manifest,
+            store=open_store(self.repo.path, remote=None),
+            provider=provider,
+            traffic=traffic,
+            signals=signals_for(manifest, traffic, clock=self.clock),
+            log_dir=self.tmp / "logs",
+        )
+
+    def listener_arn(self) -> str:
+        stack = self.cloud.cfn.describe_stacks(StackName="squals-tiny-front-door")["Stacks"][0]
+        return str(next(o["OutputValue"] for o in stack["Outputs"] if o["OutputKey"] == "ListenerArn"))
+
+    def target_group(self, env: str) -> str:
+        (stack,) = _stacks(self.cloud, f"squals-tiny-{env}")
+        return str(next(o["OutputValue"] for o in stack["Outputs"] if o["OutputKey"] == "TargetGroupArn"))
+
+    def served(self, env: str, requests: int, errors: int = 0) -> None:
+        """``requests`` (``errors`` of them 5xx) per minute for ``env``'s target group, these two hours."""
+        cloudwatch = aws_client("cloudwatch", self.cloud.endpoint)
+        dims = [
+            {"Name": "LoadBalancer", "Value": load_balancer_dimension(self.listener_arn())},
+            {"Name": "TargetGroup", "Value": target_group_dimension(self.target_group(env))},
+        ]
+        start = datetime.now(UTC).replace(second=30, microsecond=0) - 2 * HOUR
+        minutes = [start + timedelta(minutes=i) for i in range(120)]
+        data = [("RequestCount", requests)] + ([("HTTPCode_Target_5XX_Count", errors)] if errors else [])
+        for metric, value in data:
+            for chunk in range(0, len(minutes), 20):
+                cloudwatch.put_metric_data(
+                    Namespace="AWS/ApplicationELB",
+                    MetricData=[
+                        {"MetricName": metric, "Dimensions": dims, "Timestamp": when, "Value": value}
+                        for when in minutes[chunk : chunk + 20]
+                    ],
+                )
+
+    def weights(self) -> dict[str, int]:
+        """The listener's forward weights by island, as moto stores them."""
+        elbv2 = aws_client("elbv2", self.cloud.endpoint)
+        stack = self.cloud.cfn.describe_stacks(StackName="squals-tiny-front-door")["Stacks"][0]
+        listener_arn = next(o["OutputValue"] for o in stack["Outputs"] if o["OutputKey"] == "ListenerArn")
+        (action,) = elbv2.describe_listeners(ListenerArns=[listener_arn])["Listeners"][0]["DefaultActions"]
+        groups = {
+            o["OutputValue"]: name.removeprefix("squals-tiny-")
+            for name in ("squals-tiny-pr-1", "squals-tiny-pr-2")
+            for s in _stacks(self.cloud, name)
+            for o in s["Outputs"]
+            if o["OutputKey"] == "TargetGroupArn"
+        }
+        forward = action.get("ForwardConfig", {}).get("TargetGroups", [])  # none: a fixed response
+        return {groups[g["TargetGroupArn"]]: g["Weight"] for g in forward}
+
+
+HOUR = timedelta(hours=1)
+
+
+def stepping_clock(start: datetime, step: float = 30.0) -> Callable[[], datetime]:
+    """A wall clock that moves ``step`` seconds at every reading."""
+    ticks = itertools.count()
+    return lambda: start + timedelta(seconds=step * next(ticks))
+
+
+def _stacks(cloud: Cloud, name: str) -> list[dict[str, Any]]:
+    try:
+        return list(cloud.cfn.describe_stacks(StackName=name)["Stacks"])
+    except Exception:  # gone
+        return []
+
+
+def _world(
+    cloud: Cloud,
+    repo: Repo,
+    tmp: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    door: bool = True,
+    rollout: str = "  blue_share: 10%\n",
+) -> World:
+    ec2 = aws_client("ec2", cloud.endpoint)
+    vpc = ec2.create_vpc(CidrBlock="10.50.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.50.{i}.0/24", AvailabilityZone=f"{REGION}{zone}")[
+            "Subnet"
+        ]["SubnetId"]
+        for i, zone in enumerate("ab")
+    ]
+    (repo.path / "infra").mkdir(exist_ok=True)
+    (repo.path / "infra" / "island.yml").write_text(ISLAND_TEMPLATE)
+    (repo.path / "infra" / "front-door.yml").write_text(FRONT_DOOR)
+    front_door = (
+        "  front_door:\n    template: infra/front-door.yml\n"
+        f'    parameters: {{VpcId: {vpc}, Subnets: "{",".join(subnets)}"}}\n'
+        if door
+        else ""
+    )
+    squals = repo.path / "squals.yml"
+    squals.write_text(
+        SQUALS.format(region=REGION, app=cloud.app.url, vpc=vpc, front_door=front_door, rollout=rollout)
+    )
+    cloud.app.repo = repo.path
+    recorder = Recorder()
+    real_client = aws_api.client
+
+    def counted(service: str, region: str, **kwargs: Any) -> Any:
+        client = real_client(service, region, **kwargs)
+
+        def record(model: Any, **_: Any) -> None:
+            recorder.calls.append(f"{service}:{model.name}")
+
+        def read_back(model: Any, **_: Any) -> None:
+            if model.name == "ModifyListener":
+                recorder.read_back.append(world.weights())
+
+        client.meta.events.register("before-call", record)
+        client.meta.events.register("after-call", read_back)
+        return client
+
+    monkeypatch.setattr(aws_api, "client", counted)
+    world = World(cloud, repo, tmp, recorder, squals)
+    return world
+
+
+@pytest.fixture
+def world(aws_cloud: Cloud, repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    yield _world(aws_cloud, repo, tmp_path, monkeypatch)
+
+
+def first_prod_and_a_candidate(world: World) -> None:
+    """pr-1 deployed and promoted as the first prod (the front door comes with it), pr-2 deployed."""
+    world.repo.commit("v1")
+    assert world.lifecycle().deploy(1, "HEAD").ok
+    # A deploy creates the island only: the front door comes with the first promotion.
+    assert [s.split()[0] for s in world.cloud.stacks()] == ["squals-tiny-pr-1"]
+    world.recorder.clear()
+    first = world.lifecycle().promote(1)
+    assert first.ok, first.message
+    assert world.recorder.mutating("cloudformation") == ["cloudformation:CreateStack"]
+    # Stickiness on pr-1's group (first sight), then the one switch: pr-1 takes everything (a first prod's
+    # completion routes nothing more).
+    assert world.recorder.mutating("elbv2") == [
+        "elbv2:ModifyTargetGroupAttributes",
+        "elbv2:ModifyListener",
+    ]
+    assert world.recorder.read_back == [{"pr-1": 999}]
+    door = world.cloud.cfn.describe_stacks(StackName="squals-tiny-front-door")["Stacks"][0]
+    assert first.public_url == next(o["OutputValue"] for o in door["Outputs"] if o["OutputKey"] == "Url")
+    world.repo.commit("v2")
+    assert world.lifecycle().deploy(2, "HEAD").ok
+    world.recorder.clear()
+
+
+def test_promote_bakes_on_cloudwatch_then_rollback_is_one_call(world: World) -> None:
+    first_prod_and_a_candidate(world)
+    world.served("pr-2", 100)  # healthy: no 5xx
+    second = world.lifecycle().promote(2)
+    assert second.ok, second.message
+    assert world.recorder.mutating("cloudformation") == []
+    assert world.recorder.mutating("elbv2") == [
+        "elbv2:ModifyTargetGroupAttributes",  # pr-2's group, first sight
+        "elbv2:ModifyListener",  # pr-2 gets 10 %
+        "elbv2:ModifyListener",  # after the bake: pr-2 takes everything
+    ]
+    assert world.recorder.read_back == [{"pr-1": 900, "pr-2": 100}, {"pr-1": 0, "pr-2": 999}]
+    assert [(k.metric, k.value, k.ok) for k in second.kpis] == [("error_rate", 0.0, True)]
+    assert "cloudwatch:GetMetricData" in world.recorder.calls
+
+    world.recorder.clear()
+    back = world.lifecycle().rollback()
+    assert back.ok, back.message
+    assert world.recorder.mutating() == ["elbv2:ModifyListener"]  # exactly one mutating call
+    assert world.recorder.read_back == [{"pr-1": 999, "pr-2": 0}]
+    fleet = world.lifecycle().fleet()
+    assert (fleet["pr-1"].status, fleet["pr-2"].status) == (Status.PROD, Status.POSTPROD)
+
+    # Teardown destroys islands, never the front door; prod and postprod are kept and say so.
+    kept = world.lifecycle().teardown(1)
+    assert kept.ok and kept.message.startswith("kept:")
+    stacks = sorted(s.split()[0] for s in world.cloud.stacks())
+    assert stacks == ["squals-tiny-front-door", "squals-tiny-pr-1", "squals-tiny-pr-2"]
+
+    # Down: the listener stops forwarding first (AWS deletes no target group a listener forwards to), then
+    # every island goes; the front door stays, answering 503.
+    world.recorder.clear()
+    assert world.lifecycle().down().ok
+    assert world.recorder.mutating() == [
+        "elbv2:ModifyListener",
+        "cloudformation:DeleteStack",
+        "cloudformation:DeleteStack",
+    ]
+    assert [s.split()[0] for s in world.cloud.stacks()] == ["squals-tiny-front-door"]
+    assert world.recorder.read_back == [{}]
+    elbv2 = aws_client("elbv2", world.cloud.endpoint)
+    (listener,) = elbv2.describe_listeners(ListenerArns=[world.listener_arn()])["Listeners"]
+    (action,) = listener["DefaultActions"]
+    assert (action["Type"], action["FixedResponseConfig"]["StatusCode"]) == ("fixed-response", "503")
+
+
+def test_half_of_blues_requests_failing_sends_all_traffic_back_to_green(world: World) -> None:
+    first_prod_and_a_candidate(world)
+    world.served("pr-2", 100, errors=50)
+    second = world.lifecycle().promote(2)
+    assert not second.ok
+    assert second.message.startswith("KPI breach: error_rate 50 > max 1")
+    assert world.recorder.read_back == [{"pr-1": 900, "pr-2": 100}, {"pr-1": 999}]
+    assert world.lifecycle().fleet()["pr-1"].status is Status.PROD
+
+
+def test_an_alarm_in_alarm_sends_all_traffic_back_to_green(
+    aws_cloud: Cloud, repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = _world(
+        aws_cloud, repo, tmp_path, monkeypatch, rollout="  blue_share: 10%\n  alarms: [tiny-5xx]\n"
+    )
+    cloudwatch = aws_client("cloudwatch", aws_cloud.endpoint)
+    cloudwatch.put_metric_alarm(
+        AlarmName="tiny-5xx",
+        Namespace="AWS/ApplicationELB",
+        MetricName="HTTPCode_Target_5XX_Count",
+        Statistic="Sum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=10,
+        ComparisonOperator="GreaterThanThreshold",
+    )
+    first_prod_and_a_candidate(world)
+    world.served("pr-2", 100)  # the KPIs are fine; the alarm is not
+    cloudwatch.set_alarm_state(AlarmName="tiny-5xx", StateValue="ALARM", StateReason="5xx on checkout")
+    second = world.lifecycle().promote(2)
+    assert not second.ok
+    assert "tiny-5xx" in second.message and "back on GREEN pr-1" in second.message
+    assert world.recorder.read_back == [{"pr-1": 900, "pr-2": 100}, {"pr-1": 999}]
+    assert "cloudwatch:DescribeAlarms" in world.recorder.calls
+
+
+def test_no_blue_requests_is_inconclusive_with_green_at_100(world: World) -> None:
+    first_prod_and_a_candidate(world)
+    world.served("pr-1", 100)  # GREEN served; BLUE's group has no datapoint
+    second = world.lifecycle().promote(2)
+    assert not second.ok
+    assert "no data" in second.message
+    assert world.recorder.read_back == [{"pr-1": 900, "pr-2": 100}, {"pr-1": 999}]
+    fleet = world.lifecycle().fleet()
+    assert (fleet["pr-1"].status, fleet["pr-1"].share) == (Status.PROD, 100.0)
+    assert fleet["pr-2"].status is Status.READY  # promotable again
+
+
+def test_steps_10_25_50_are_three_calls_then_100(
+    aws_cloud: Cloud, repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = _world(aws_cloud, repo, tmp_path, monkeypatch, rollout="  steps: [10%, 25%, 50%]\n")
+    first_prod_and_a_candidate(world)
+    world.served("pr-2", 100)
+    second = world.lifecycle().promote(2)
+    assert second.ok, second.message
+    assert world.recorder.mutating("elbv2") == ["elbv2:ModifyTargetGroupAttributes"] + 4 * [
+        "elbv2:ModifyListener"
+    ]
+    assert world.recorder.read_back == [
+        {"pr-1": 900, "pr-2": 100},
+        {"pr-1": 750, "pr-2": 250},
+        {"pr-1": 500, "pr-2": 500},
+        {"pr-1": 0, "pr-2": 999},
+    ]
+
+
+def test_without_a_front_door_promote_refuses_and_records_nothing(
+    aws_cloud: Cloud, repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = _world(aws_cloud, repo, tmp_path, monkeypatch, door=False)
+    world.repo.commit("v1")
+    assert world.lifecycle().deploy(1, "HEAD").ok
+    before = world.lifecycle().fleet()
+    world.recorder.clear()
+    with pytest.raises(DealerError) as raised:
+        world.lifecycle().promote(1)
+    assert raised.value.one_line() == (
+        f"{world.squals}:4:3: provider kind aws has no front door, so no traffic can move: declare "
+        "provider.front_door (template: infra/front-door.yml, or listener_arn: arn:...); nothing was changed"
+    )
+    assert world.recorder.mutating() == []
+    assert world.lifecycle().fleet() == before
