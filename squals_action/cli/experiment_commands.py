@@ -34,8 +34,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     start = actions.add_parser(
         "start",
         help="provision one island per variant and split traffic among them",
-        description="Provision exp-<variant> for every variant from COMMIT, start the experiment's Dealer "
-        "with the declared split and sticky unit, and record experiments/<id>.json on the state branch.",
+        description="Provision exp-<variant> for every variant from COMMIT, split the traffic among them "
+        "with the declared split and sticky unit (the experiment's own Dealer; on aws the front door's "
+        "listener), and record experiments/<id>.json on the state branch.",
     )
     start.add_argument("--commit", default="HEAD", help="commit the variants run (default: HEAD)")
     start.add_argument(
@@ -48,9 +49,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     tick = actions.add_parser(
         "tick",
         help="measure, decide, and act (exclude, promote the winner, or end)",
-        description="For every running experiment (or the one named): read the Dealer's tallies and "
-        "declared metrics, test each variant against control, record the decision; a winner is promoted "
-        "to prod.",
+        description="For every running experiment (or the one named): read the squals file as it was at "
+        "the start, the Dealer's tallies (on aws: CloudWatch) and declared metrics, test each variant "
+        "against control, record the decision; the winner's own island is promoted to prod.",
     )
     tick.add_argument("experiment_id", nargs="?", metavar="ID", help="only this experiment")
     _common(tick)

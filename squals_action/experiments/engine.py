@@ -1,20 +1,23 @@
-"""The experiment's side effects: start (islands + Dealer), tick (measure, decide, act), stop.
+"""The experiment's side effects: start (islands + splitter), tick (measure, decide, act), stop.
 
 * **start** claims ``experiments/<id>.json`` on the state branch (status ``starting``; a second experiment of
   the project while one is active is refused), provisions one island ``exp-<variant>`` per variant from the
-  variant's own squals file at the experiment's commit, starts the experiment's Dealer (``split`` as weights,
-  sticky per ``unit``, seeded with the experiment id) and records ``running``: two commits.
-* **tick** reads the Dealer's tallies (and Prometheus for declared metrics), runs the pure
-  :func:`~squals_action.experiments.decide.decide`, gives excluded variants no more traffic, and records the
-  observations and the decision in one commit. The commit is a compare-and-swap on the document's status, so
-  two ticks racing cannot both act on one decision.
-* a **winner** is promoted to prod through the lifecycle engine itself: ``Lifecycle.deploy`` then
-  ``Lifecycle.promote`` of the winner's squals file at the experiment's commit (gates already ran on the PR;
-  hooks, exit tests, the blue/green bake and the postprod bookkeeping are the lifecycle's). Then every island
-  and the experiment's Dealer are stopped and the document says ``decided``. A failed promotion is recorded
-  as ``promotion-failed`` (islands kept) and the next tick tries the promotion again.
-* ``no-difference``, ``guardrail-stop`` and ``halted-srm`` end the experiment with prod unchanged; **stop**
-  ends it by hand.
+  variant's own squals file at the experiment's commit, splits the traffic among them (``split`` as weights,
+  sticky per ``unit``: the experiment's own Dealer, or on AWS the front door's listener, see
+  :mod:`~squals_action.experiments.splitters`) and records ``running``: two commits.
+* **tick** reads the squals file as it was at the start commit (the spec judged is the spec started), reads
+  the metric sources (the Dealer's tallies, or CloudWatch on AWS; Prometheus for declared metrics), runs the
+  pure :func:`~squals_action.experiments.decide.decide`, gives excluded variants no more traffic, and records
+  the observations and the decision in one commit. The commit is a compare-and-swap on the document's status,
+  so two ticks racing cannot both act on one decision. On AWS a tick needs the state branch and AWS only.
+* a **winner** is promoted to prod through the lifecycle engine itself: ``Lifecycle.deploy`` adopting the
+  winner's own island as ``pr-N`` (its hooks and exit tests run against it; nothing is provisioned again),
+  then ``Lifecycle.promote`` (the blue/green bake, the traffic switch and the postprod bookkeeping are the
+  lifecycle's). Then the other islands and the experiment's splitter are stopped and the document says
+  ``decided``. A failed promotion is recorded as ``promotion-failed`` (islands kept) and the next tick tries
+  the promotion again.
+* ``no-difference``, ``guardrail-stop`` and ``halted-srm`` end the experiment with prod unchanged (on AWS the
+  listener gets its routing from before the start back); **stop** ends it by hand.
 
 The lifecycle promotes environments named ``pr-N`` only, so the winner is deployed as ``pr-N`` with the
 experiment's pull request (``--pr``, or the merged PR the action found); without one, experiments number
@@ -32,17 +35,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from squals_action import gitcmd
-from squals_action.dealer import connect_dealer, dealer_status
 from squals_action.errors import SqualsError
 from squals_action.experiments import records
 from squals_action.experiments.decide import decide
-from squals_action.experiments.interface import BadDataError, Decision, ExperimentError
-from squals_action.experiments.islands import (
-    exclude_newly,
-    provision_islands,
-    start_experiment_dealer,
-    stop_all,
-)
+from squals_action.experiments.interface import BadDataError, Decision, ExperimentError, Observation
+from squals_action.experiments.islands import exclude_newly, provision_islands, stop_all
 from squals_action.experiments.observe import observe
 from squals_action.experiments.promotion import Promoter, lifecycle_promoter, promote
 from squals_action.experiments.records import (
@@ -53,9 +50,10 @@ from squals_action.experiments.records import (
     handles_of,
     pr_of,
 )
-from squals_action.experiments.sources import SourceContext, build_sources
-from squals_action.experiments.spec import default_experiment_id, island_name, spec_digest
-from squals_action.manifest.model import Experiment, Manifest
+from squals_action.experiments.sources import SourceContext, build_sources, check_declarations
+from squals_action.experiments.spec import default_experiment_id, island_name, manifest_at, spec_digest
+from squals_action.experiments.splitters import Split, new_split, split_of
+from squals_action.manifest.model import Experiment, Manifest, StickyUnit
 from squals_action.providers.interface import EnvironmentHandle, Provider
 from squals_action.state.interface import (
     Documents,
@@ -122,9 +120,15 @@ class ExperimentEngine:
     def dealer_dir(self, experiment_id: str) -> Path:
         return self._root() / check_name("experiment", experiment_id) / "dealer"
 
-    def _dealer_dir_of(self, doc: ExperimentState) -> Path:
-        """Where the document says its Dealer lives (this engine's place for it when not recorded)."""
-        return Path(extra_str(doc, "dealer_dir") or self.dealer_dir(doc.id))
+    def _split_of(self, doc: ExperimentState, unit: StickyUnit | None = None) -> Split:
+        """The splitter the document recorded (the local Dealer in this engine's place when none was)."""
+        return split_of(doc, unit or StickyUnit(), self.dealer_dir(doc.id))
+
+    def _in_repo(self, path: str) -> str:
+        """A squals file's path relative to the repository (as a commit holds it)."""
+        if not Path(path).is_absolute():
+            return path
+        return os.path.relpath(Path(path).resolve(), self.repo.resolve())
 
     def _spec(self) -> Experiment:
         spec = self.manifest.experiment
@@ -154,8 +158,9 @@ class ExperimentEngine:
     def start(
         self, commit: str = "HEAD", *, pr: int | None = None, experiment_id: str | None = None
     ) -> StartOutcome:
-        """Provision the variants' islands and the Dealer, and record the running experiment."""
+        """Provision the variants' islands and split the traffic among them; record the running experiment."""
         spec = self._spec()
+        check_declarations(spec)
         sha = gitcmd.resolve_commit(self.repo, commit, error=ExperimentError)
         eid = check_name("experiment", experiment_id or default_experiment_id(self.manifest, sha))
         request = records.StartRequest(
@@ -166,8 +171,9 @@ class ExperimentEngine:
             pr=pr,
             now=self.clock(),
             token=self._token,
-            squals_file=self.manifest.path,
+            squals_file=self._in_repo(self.manifest.path),
         )
+        split = new_split(self.provider, self.manifest, sha, self.dealer_dir(eid), self.log)
         claim = self._claim(request)
         if claim.existing is not None:
             doc = claim.existing
@@ -177,13 +183,11 @@ class ExperimentEngine:
             )
         assert claim.state is not None
         handles: dict[str, EnvironmentHandle] = {}
-        dealer_dir = self.dealer_dir(eid)
         try:
             provision_islands(self.provider, spec, self.manifest, eid, sha, self.log, handles)
-            upstreams = {n: h.url for n, h in handles.items()}
-            client = start_experiment_dealer(eid, spec, upstreams, dealer_dir, self.log)
+            url = split.open(eid, spec, handles, self.log)
         except SqualsError as exc:
-            stop_all(self.provider, handles.values(), dealer_dir, self.log)
+            stop_all(self.provider, handles.values(), split, self.log)
             why = f"start failed: {exc.one_line()}"
             self._finish(
                 eid,
@@ -194,21 +198,15 @@ class ExperimentEngine:
                 step="start-failed",
             )
             raise ExperimentError(f"experiment {eid}: {why}; nothing was left running") from exc
-        url = client.url
-        client.close()
         started_at = self.clock()
-        places = {
-            "islands": {n: h.to_json() for n, h in handles.items()},
-            "dealer_dir": str(dealer_dir),
-            "url": url,
-        }
+        places = {"islands": {n: h.to_json() for n, h in handles.items()}, "url": url, **split.record()}
         try:
             result = self.store.transact(
                 lambda docs: records.mark_running(docs, eid, self._token, places, started_at),
                 self._transition("experiment-running", f"experiment {eid} runs at {url}", eid, "running", pr),
             )
         except SqualsError:
-            stop_all(self.provider, handles.values(), dealer_dir, self.log)
+            stop_all(self.provider, handles.values(), split, self.log)
             raise
         final = result.snapshot.experiment(eid)
         assert final is not None
@@ -263,46 +261,47 @@ class ExperimentEngine:
         return [self._tick_one(doc) for doc in targets]
 
     def _tick_one(self, doc: ExperimentState) -> TickOutcome:
-        eid = doc.id
         if doc.status not in TICKABLE:
             return TickOutcome(
-                experiment=eid,
+                experiment=doc.id,
                 status=doc.status,
                 ok=True,
-                message=f"experiment {eid} is {doc.status}: nothing to advance",
+                message=f"experiment {doc.id} is {doc.status}: nothing to advance",
             )
-        spec = self.manifest.experiment
+        commit, squals_file = extra_str(doc, "commit"), extra_str(doc, "squals_file")
+        if commit is None or squals_file is None:
+            return self._refused(doc, "its document names no start commit or squals file")
+        with manifest_at(self.repo, commit, self._in_repo(squals_file)) as started:
+            return self._advance(doc, started)
+
+    def _refused(self, doc: ExperimentState, why: str) -> TickOutcome:
+        return TickOutcome(
+            experiment=doc.id, status=doc.status, ok=False, message=f"experiment {doc.id}: {why}"
+        )
+
+    def _advance(self, doc: ExperimentState, started: Manifest) -> TickOutcome:
+        """One tick judged with ``started``, the squals file as it was at the experiment's start commit."""
+        eid = doc.id
+        spec = started.experiment
         if spec is None or spec_digest(spec) != doc.spec_digest:
-            return TickOutcome(
-                experiment=eid,
-                status=doc.status,
-                ok=False,
-                message=f"the squals file's experiment is not the one experiment {eid} started with "
+            return self._refused(
+                doc,
+                f"{started.path} at the start commit does not hold the experiment it started with "
                 f"({doc.spec_digest[:19]}); stop it (`squals experiment stop {eid}`) and start a new one",
             )
+        split = self._split_of(doc, spec.unit)
         if doc.status == "promotion-failed":
             winner = str((doc.decision or {}).get("winner") or "")
             if winner not in spec.variants:
-                return TickOutcome(
-                    experiment=eid,
-                    status=doc.status,
-                    ok=False,
-                    message=f"experiment {eid}: no winner recorded to promote",
-                )
-            return self._promote(doc, spec, winner, None)
-        dealer_dir = self._dealer_dir_of(doc)
+                return self._refused(doc, "no winner recorded to promote")
+            return self._promote(doc, spec, started, winner, None, split)
         if doc.status == "ending":  # the run that decided died before stopping everything: finish its job
-            return self._end(doc, None, dealer_dir)
-        if dealer_status(dealer_dir).state != "running":
-            return TickOutcome(
-                experiment=eid,
-                status=doc.status,
-                ok=False,
-                message=f"experiment {eid}: its Dealer is not running in {dealer_dir} (the local provider "
-                f"keeps it on the machine that started the experiment); nothing was measured",
-            )
+            return self._end(doc, None, split)
+        why = split.unavailable()
+        if why is not None:
+            return self._refused(doc, f"{why}; nothing was measured")
         try:
-            judged = self._measure(doc, spec, dealer_dir)
+            judged = self._measure(doc, spec, split)
         except BadDataError as exc:  # decides nothing, records nothing: the document stays as it was
             return TickOutcome(experiment=eid, status=doc.status, ok=False, message=exc.one_line())
         recorded = self._record_tick(doc, judged)
@@ -317,28 +316,29 @@ class ExperimentEngine:
         self.log(f"{eid}: {decision.summary()}")
         if decision.status == "continue":
             return TickOutcome(
-                experiment=eid, status="running", ok=True, message=decision.summary(), decision=decision
+                experiment=eid,
+                status="running",
+                ok=True,
+                message=decision.summary() + no_data(spec, judged.observations),
+                decision=decision,
             )
         if decision.status == "winner":
             assert decision.winner is not None
-            return self._promote(recorded, spec, decision.winner, decision)
-        return self._end(recorded, decision, dealer_dir)
+            return self._promote(recorded, spec, started, decision.winner, decision, split)
+        return self._end(recorded, decision, split)
 
-    def _measure(self, doc: ExperimentState, spec: Experiment, dealer_dir: Path) -> records.Judgement:
+    def _measure(self, doc: ExperimentState, spec: Experiment, split: Split) -> records.Judgement:
         """Read every metric source, decide, and take traffic off newly excluded variants (users first)."""
-        client = connect_dealer(dealer_dir)
-        context = SourceContext(
-            spec=spec, tallies=client.tallies, env=os.environ, prometheus_url=self.prometheus_url
-        )
         now = self.clock()
-        try:
+        with split.measuring() as (tallies, aws):
+            context = SourceContext(
+                spec=spec, tallies=tallies, env=os.environ, prometheus_url=self.prometheus_url, aws=aws
+            )
             with build_sources(context) as sources:
                 observations = observe(spec, sources, list(doc.variants), now)
-            excluded_before = [str(v) for v in doc.extra.get("excluded", [])]
-            decision = decide(observations, spec, doc.started_at or now, now, excluded_before)
-            exclude_newly(client, doc, decision, self.log)
-        finally:
-            client.close()
+        excluded_before = [str(v) for v in doc.extra.get("excluded", [])]
+        decision = decide(observations, spec, doc.started_at or now, now, excluded_before)
+        exclude_newly(split, doc, decision, self.log)
         return records.Judgement(observations=observations, decision=decision, at=now)
 
     def _record_tick(self, doc: ExperimentState, judged: records.Judgement) -> ExperimentState | None:
@@ -357,12 +357,12 @@ class ExperimentEngine:
 
     # ---- promotion and the end --------------------------------------------------------------------
 
-    def _end(self, doc: ExperimentState, decision: Decision | None, dealer_dir: Path) -> TickOutcome:
+    def _end(self, doc: ExperimentState, decision: Decision | None, split: Split) -> TickOutcome:
         """No winner (no difference, or every variant breached a guardrail): stop it all, prod unchanged."""
         recorded = dict(doc.decision or {}) if decision is None else decision.to_json()
         status = str(recorded.get("status", "no-difference"))
         outcome = status if status in ("guardrail-stop", "halted-srm") else "no-difference"
-        stop_all(self.provider, handles_of(doc), dealer_dir, self.log)
+        stop_all(self.provider, handles_of(doc), split, self.log)
         summary = decision.summary() if decision is not None else outcome
         message = f"{summary}; islands stopped, prod unchanged"
         self._finish(
@@ -371,13 +371,22 @@ class ExperimentEngine:
         return TickOutcome(experiment=doc.id, status="decided", ok=True, message=message, decision=decision)
 
     def _promote(
-        self, doc: ExperimentState, spec: Experiment, winner: str, decision: Decision | None
+        self,
+        doc: ExperimentState,
+        spec: Experiment,
+        started: Manifest,
+        winner: str,
+        decision: Decision | None,
+        split: Split,
     ) -> TickOutcome:
+        """The winner's own island through the lifecycle's deploy (adopted as ``pr-N``) and promote."""
         eid = doc.id
         pr = pr_of(doc) or SYNTHETIC_PR_BASE
-        self.log(f"{eid}: promote {winner} as pr-{pr} through the lifecycle")
-        manifest = spec.variants[winner].manifest or self.manifest
-        done = promote(self.promoter, manifest, pr, extra_str(doc, "commit") or "HEAD")
+        islands = handles_of(doc)
+        own = next((h for h in islands if h.env == island_name(winner)), None)
+        self.log(f"{eid}: promote {winner}'s island as pr-{pr} through the lifecycle")
+        manifest = spec.variants[winner].manifest or started
+        done = promote(self.promoter, manifest, pr, extra_str(doc, "commit") or "HEAD", own)
         base = dict(doc.decision or {})
         base.update({"status": "winner", "winner": winner, "environment": f"pr-{pr}"})
         expect = ("promoting", "promotion-failed")
@@ -401,8 +410,10 @@ class ExperimentEngine:
                 decision=decision,
                 lifecycle=done.outcome,
             )
-        stop_all(self.provider, handles_of(doc), self._dealer_dir_of(doc), self.log)
-        message = f"{winner} won and is prod (pr-{pr}); the other variants were stopped"
+        losers = [h for h in islands if h is not own]
+        stop_all(self.provider, losers, split, self.log, restore=False)
+        where = f" on its own island {own.env}" if own is not None else ""
+        message = f"{winner} won and is prod (pr-{pr}){where}; the other variants were stopped"
         base.update({"outcome": "promoted", "promotion": done.outcome.message if done.outcome else ""})
         self._finish(eid, "decided", base, "experiment-promoted", message, step="promoted", expect=expect)
         return TickOutcome(
@@ -426,7 +437,7 @@ class ExperimentEngine:
         if not handles:  # a start that died before recording its islands: find them by name
             found = (self.provider.get(island_name(v)) for v in doc.variants)
             handles = [h for h in found if h is not None]
-        stop_all(self.provider, handles, self._dealer_dir_of(doc), self.log)
+        stop_all(self.provider, handles, self._split_of(doc), self.log)
         why = reason or f"stopped by {self.actor or 'hand'}"
         self._finish(
             experiment_id,
@@ -463,6 +474,17 @@ class ExperimentEngine:
 
     def experiments(self) -> dict[str, ExperimentState]:
         return self.store.read().experiments()
+
+
+def no_data(spec: Experiment, observations: Mapping[str, Observation]) -> str:
+    """``"; no data: <why>"`` when the objective is unmeasured for a variant (else empty): a tick that
+    continues for want of data says so instead of looking like a measured "running"."""
+    wanted = (spec.objective.numerator, spec.objective.denominator)
+    for variant, seen in observations.items():
+        for metric in wanted:
+            if metric in seen.missing:
+                return f"; no data: {metric} for {variant}: {seen.missing[metric]}"
+    return ""
 
 
 def from_lifecycle(lifecycle: Lifecycle, *, log: Callable[[str], None] | None = None) -> ExperimentEngine:

@@ -1,21 +1,32 @@
 """The winner's way to prod: the lifecycle's own ``deploy`` then ``promote`` of the winner's squals file.
 
-Gates already ran on the pull request; hooks, exit tests, the blue/green bake and the postprod bookkeeping
-are the lifecycle's. The engine receives a :data:`Promoter` (a lifecycle for a squals file) instead of
-building one, so the CLI and the action promote through the lifecycle they opened.
+The winner's own island is what gets promoted, not a fresh copy: the deploy runs with a provider that hands
+over the island already running the winner (:func:`adopting`) instead of provisioning ``pr-N`` again, so
+the lifecycle records that island as ``pr-N`` (its hooks and exit tests run against it) and the bake, the
+traffic switch and the postprod bookkeeping are the lifecycle's. On AWS that is the island's own stack and
+target group; users already on it stay on it. Gates already ran on the pull request. The engine receives a
+:data:`Promoter` (a lifecycle for a squals file) instead of building one, so the CLI and the action promote
+through the lifecycle they opened.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from squals_action.errors import SqualsError
-from squals_action.manifest.model import Manifest
+from squals_action.manifest.model import EMPTY, Manifest
+from squals_action.providers.interface import (
+    DestroyOutcome,
+    EnvironmentHandle,
+    Health,
+    Provider,
+    ProviderError,
+)
 
 if TYPE_CHECKING:
     from squals_action.lifecycle.engine import Lifecycle, Outcome
@@ -32,13 +43,19 @@ class Promotion:
     failure: str | None
 
 
-def promote(promoter: Promoter, manifest: Manifest, pr: int, commit: str) -> Promotion:
-    """Deploy ``commit`` as ``pr-<pr>`` and promote it to prod, each step as the lifecycle does it."""
+def promote(
+    promoter: Promoter, manifest: Manifest, pr: int, commit: str, island: EnvironmentHandle | None
+) -> Promotion:
+    """Record ``island`` (else a fresh provision of ``commit``) as ``pr-<pr>`` through the lifecycle's deploy
+    and promote it to prod, each step as the lifecycle does it."""
     outcome: Outcome | None = None
     failure: str | None = None
     try:
         with promoter(manifest) as lifecycle:
-            outcome = _scoped(lifecycle, "deploy").deploy(pr, commit)
+            deployer = _scoped(lifecycle, "deploy")
+            if island is not None:
+                deployer = dataclasses.replace(deployer, provider=adopting(lifecycle.provider, island))
+            outcome = deployer.deploy(pr, commit)
             if outcome.ok:
                 outcome = _scoped(lifecycle, "promote").promote(pr)
             if not outcome.ok:
@@ -55,6 +72,49 @@ def lifecycle_promoter(lifecycle: Lifecycle) -> Promoter:
         return contextlib.nullcontext(dataclasses.replace(lifecycle, manifest=manifest, gates=None))
 
     return promoter
+
+
+class _Adopting(Provider):
+    """The lifecycle's provider, except that provisioning hands over the winner's running island."""
+
+    kind: ClassVar[str] = ""  # the wrapped provider's, set by adopting()
+
+    def __init__(self, inner: Provider, island: EnvironmentHandle) -> None:
+        super().__init__(inner.repo, inner.config, state_dir=inner.state_dir)
+        self.inner = inner
+        self.island = island
+
+    def provision(
+        self,
+        env_name: str,
+        commit: str,
+        manifest: Manifest,
+        *,
+        extra_env: Mapping[str, str] = EMPTY,
+    ) -> EnvironmentHandle:
+        health = self.inner.health(self.island)
+        if not health.ok:
+            raise ProviderError(
+                f"{self.island.env} cannot become {env_name}: it is {health.status} ({health.detail})"
+            )
+        return self.island
+
+    def health(self, handle: EnvironmentHandle, *, timeout: float = 2.0) -> Health:
+        return self.inner.health(handle, timeout=timeout)
+
+    def destroy(self, handle: EnvironmentHandle) -> DestroyOutcome:
+        return self.inner.destroy(handle)
+
+    def list(self) -> tuple[EnvironmentHandle, ...]:
+        return self.inner.list()
+
+
+def adopting(inner: Provider, island: EnvironmentHandle) -> Provider:
+    """``inner`` whose ``provision`` returns ``island`` once it is healthy (of ``inner``'s kind, so the state
+    records the right provider)."""
+    cls = type(f"Adopting{type(inner).__name__}", (_Adopting,), {"kind": inner.kind})
+    adopted: Provider = cls(inner, island)
+    return adopted
 
 
 def _scoped(lifecycle: Lifecycle, step: str) -> Lifecycle:

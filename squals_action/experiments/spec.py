@@ -1,15 +1,24 @@
-"""An experiment's identity: its spec as canonical JSON and digest, its id, its islands' names.
+"""An experiment's identity: its spec as canonical JSON and digest, its id, its islands' names, and the
+squals file as it was at the start.
 
-A tick refuses to judge with a spec other than the one the experiment started with, so the digest covers
-every field a decision depends on; the document keeps the JSON itself for the record.
+The spec judged is the spec started: a tick reads the squals file (and its variant files) at the
+experiment's start commit (:func:`manifest_at`), never the working tree, and refuses to judge when its
+digest is not the recorded one. The digest covers every field a decision depends on; the document keeps
+the JSON itself for the record.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any
 
+from squals_action.errors import SqualsError
+from squals_action.gitcmd import has_commit, run_git
 from squals_action.manifest.model import Experiment, Manifest
 from squals_action.providers.interface import check_env_name
 from squals_action.state.interface import check_name
@@ -67,3 +76,25 @@ def island_name(variant: str) -> str:
 def default_experiment_id(manifest: Manifest, commit: str) -> str:
     """One experiment per project and commit unless named otherwise (a re-run finds the same one)."""
     return check_name("experiment", f"{manifest.name}-{commit[:12]}")
+
+
+@contextmanager
+def manifest_at(repo: Path, commit: str, squals_file: str, remote: str = "origin") -> Iterator[Manifest]:
+    """The squals file ``squals_file`` (relative to the repository) as it is in ``commit``, with its variant
+    files, validated; its folder is a detached worktree of ``commit`` that lives as long as the context (the
+    winner's hooks run from it). A shallow clone (a runner's checkout) fetches the commit from ``remote``
+    first. A file that no longer validates is a ``ManifestError`` naming its lines."""
+    from squals_action.manifest import load
+
+    if not has_commit(repo, commit):
+        run_git(repo, "fetch", "--quiet", "--depth=1", remote, commit, timeout=120)
+    with tempfile.TemporaryDirectory(prefix="squals-experiment-") as scratch:
+        tree = Path(scratch) / "tree"
+        run_git(repo, "worktree", "add", "--detach", str(tree), commit)
+        try:
+            yield load(tree / squals_file, tree)
+        finally:
+            with suppress(SqualsError):
+                run_git(repo, "worktree", "remove", "--force", str(tree))
+            with suppress(SqualsError):
+                run_git(repo, "worktree", "prune")

@@ -39,6 +39,7 @@ def test_start_status_tick_promote_status(shop: Shop) -> None:
     tick = squals(shop, "tick")
     assert tick.returncode == 0, tick.stderr
     assert "green won and is prod (pr-7)" in tick.stdout
+    shop.kept.add("exp-green")  # the winner's own island is prod now
 
     final = json.loads(squals(shop, "status", info["id"], "--format", "json").stdout)
     assert final[0]["status"] == "decided" and final[0]["winner"] == "green"

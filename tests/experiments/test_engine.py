@@ -80,12 +80,15 @@ def test_the_variant_that_converts_more_is_promoted_to_prod(shop: Shop) -> None:
     assert doc.observations["green"]["conversions"] > doc.observations["control"]["conversions"]
     assert len(doc.extra["ticks"]) == 2
 
-    # the islands and the experiment's Dealer are gone; prod is the winner, behind the project's Dealer
+    # the loser's island and the experiment's Dealer are gone; prod is the winner's own island (adopted as
+    # pr-7, not provisioned again), behind the project's Dealer
+    shop.kept.add("exp-green")
     handles = {h.env for h in LocalProvider(shop.path).list()}
-    assert handles == {"pr-7"}, handles
+    assert handles == {"exp-green"}, handles
     assert dealer_status(eng.dealer_dir(eid)).state == "stopped"
     env = eng.store.read().environment("pr-7")
     assert env is not None and env.status == "prod" and env.traffic_share == 100.0
+    assert env.handle is not None and env.handle["env"] == "exp-green"
     public = DealerTraffic(shop.path / ".squals" / "dealer").url()
     assert public is not None
     assert visit(public, 3) == {"green": 3}
@@ -137,14 +140,17 @@ def test_a_variant_breaking_the_error_guardrail_stops_the_experiment(tmp_path: P
     assert leftovers == [] and dealers == []
 
 
-def test_a_changed_spec_is_not_judged(shop: Shop) -> None:
+def test_the_spec_judged_is_the_spec_started(shop: Shop) -> None:
     eng = engine(shop)
     started = eng.start()
     text = (shop.path / "squals.yml").read_text().replace("alpha: 0.05", "alpha: 0.01")
     (shop.path / "squals.yml").write_text(text)
+    git(shop.path, "commit", "-qam", "a stricter alpha, committed after the start")
     changed = engine(shop, eng.store)
-    (result,) = changed.tick()
-    assert not result.ok and "not the one" in result.message
+    assert changed.manifest.experiment is not None and changed.manifest.experiment.significance.alpha == 0.01
+    (result,) = changed.tick()  # judged with the files at the start commit, not the working tree
+    assert result.ok and result.status == "running", result.message
+    assert result.decision is not None and result.decision.alpha == 0.05
     assert island_name("green") in {h.env for h in LocalProvider(shop.path).list()}
     changed.stop(started.experiment.id)
     doc = eng.store.read().experiment(started.experiment.id)
@@ -176,6 +182,8 @@ def test_a_failed_promotion_is_recorded_and_the_next_tick_retries_it(shop: Shop)
     eng.promoter = real
     (retried,) = eng.tick()
     assert retried.ok and retried.promoted == "green", retried.message
+    shop.kept.add(island_name("green"))  # the winner's own island is prod now
+    assert {h.env for h in LocalProvider(shop.path).list()} == {island_name("green")}
     doc = eng.store.read().experiment(started.experiment.id)
     assert doc is not None and doc.status == "decided" and doc.decision is not None
     assert doc.decision["outcome"] == "promoted"

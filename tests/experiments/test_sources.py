@@ -6,7 +6,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 from urllib.parse import parse_qs, urlsplit
@@ -14,13 +14,17 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from squals_action.dealer.interface import DealerError, VariantTally
+from squals_action.experiments.cloudwatch_source import AwsPlace, CloudWatchMetrics, custom_metric
 from squals_action.experiments.dealer_metrics import DealerMetrics
-from squals_action.experiments.interface import MetricError, MetricSource, Reading
+from squals_action.experiments.interface import ExperimentError, MetricError, MetricSource, Reading
 from squals_action.experiments.observe import observe
 from squals_action.experiments.prometheus import PrometheusSource, render_query
-from squals_action.experiments.sources import SOURCES, SourceContext, build_sources
-from squals_action.experiments.sufficient import Proportion
+from squals_action.experiments.sources import SOURCES, SourceContext, build_sources, check_declarations
+from squals_action.experiments.sufficient import Mean, Proportion
 from squals_action.manifest import model
+from squals_action.providers.cloudwatch import CloudWatch
+from tests.support.aws import REGION
+from tests.support.cloudwatch import LISTENER_ARN, put_alb, put_custom, tg_arn
 
 
 class FakePrometheus(BaseHTTPRequestHandler):
@@ -193,6 +197,16 @@ def broken_tallies() -> dict[str, VariantTally]:
     raise DealerError("Dealer admin at http://127.0.0.1:1 unreachable: ConnectionError")
 
 
+#: A custom metric the app emits per variant and environment (CloudWatch's metric array as the query).
+CHECKOUT = {
+    "checkout": model.MetricSource(
+        "checkout",
+        "cloudwatch",
+        '["Shop", "Checkout", "Variant", "$variant", "Environment", "$environment", {"stat": "Sum"}]',
+    )
+}
+
+
 def closed_port() -> str:
     import socket
 
@@ -210,6 +224,33 @@ class Sample:
     unknown: str
     usable: Callable[[str], SourceContext]  # given the fake Prometheus' URL
     unusable: Callable[[], SourceContext]
+    aws: bool = False  # reads AWS: moto's server (the aws_cloud fixture) holds its data
+
+
+def _aws_context(metrics: dict[str, model.MetricSource]) -> SourceContext:
+    """An experiment on AWS that started 10 minutes ago; a variant ``b`` without any data."""
+    return SourceContext(
+        spec=experiment(metrics),
+        tallies=None,
+        env={},
+        aws=AwsPlace(
+            region=REGION,
+            listener_arn=LISTENER_ARN,
+            target_groups={v: tg_arn(v) for v in VARIANTS},
+            environments={v: f"exp-{v}" for v in VARIANTS},
+            since=datetime.now(UTC) - timedelta(minutes=10),
+        ),
+    )
+
+
+def _alb_context(url: str) -> SourceContext:
+    put_alb(tg_arn("control"), "RequestCount", 90.0, minutes_ago=5)
+    return _aws_context({})
+
+
+def _cloudwatch_context(url: str) -> SourceContext:
+    put_custom("Checkout", {"Environment": "exp-control", "Variant": "control"}, 3.0, minutes_ago=5)
+    return _aws_context(CHECKOUT)
 
 
 def _context(
@@ -234,6 +275,22 @@ SAMPLES: dict[str, Sample] = {
         usable=lambda url: _context(spec(url), lambda: TALLIES),
         unusable=lambda: _context(spec(closed_port()), lambda: TALLIES),
     ),
+    "alb": Sample(
+        known="activations",
+        control_value=90.0,
+        unknown="event:checkout",
+        usable=_alb_context,
+        unusable=lambda: _aws_context({}),
+        aws=True,
+    ),
+    "cloudwatch": Sample(
+        known="checkout",
+        control_value=3.0,
+        unknown="activations",
+        usable=_cloudwatch_context,
+        unusable=lambda: _aws_context(CHECKOUT),
+        aws=True,
+    ),
 }
 
 
@@ -244,14 +301,17 @@ def test_every_kind_has_a_sample() -> None:
 
 @pytest.mark.parametrize("kind", sorted(SOURCES))
 def test_registered_source_reads_known_metrics_and_never_invents_unknown_ones(
-    prometheus: str, kind: str
+    prometheus: str, kind: str, request: pytest.FixtureRequest
 ) -> None:
     sample = SAMPLES[kind]
+    if sample.aws:
+        request.getfixturevalue("aws_cloud")
     FakePrometheus.answers = {
         'sum(revenue{variant="control"})': vector("4"),
         'sum(revenue{variant="b"})': vector(),
     }
     source = SOURCES[kind](sample.usable(prometheus))
+    assert source is not None
     try:
         assert isinstance(source, MetricSource)
         assert source.name == kind
@@ -270,9 +330,16 @@ def test_registered_source_reads_known_metrics_and_never_invents_unknown_ones(
 
 
 @pytest.mark.parametrize("kind", sorted(SOURCES))
-def test_unusable_registered_source_raises_metric_error_or_reports_missing(kind: str) -> None:
+def test_unusable_registered_source_raises_metric_error_or_reports_missing(
+    kind: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sample = SAMPLES[kind]
+    if sample.aws:  # AWS unreachable: nobody listens at the endpoint, and one attempt only
+        request.getfixturevalue("aws_cloud")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", closed_port())
+        monkeypatch.setattr(CloudWatch, "max_attempts", 1)
     source = SOURCES[kind](sample.unusable())
+    assert source is not None
     try:
         reading = source.read([sample.known], VARIANTS)
     except MetricError as exc:
@@ -327,3 +394,85 @@ def test_build_sources_builds_in_registry_order_and_closes_connections(
         assert observe(spec_cpu, sources, VARIANTS, datetime(2026, 1, 1, tzinfo=UTC))["b"].missing == {
             "cpu": "no metric source measures it"
         }
+
+
+def test_cloudwatch_declaration_is_the_metric_array_and_a_bad_one_names_its_line() -> None:
+    where = model.Location("squals.yml", 14, 7)
+    good = custom_metric(
+        model.MetricSource(
+            "revenue",
+            "cloudwatch",
+            '["Shop", "Revenue", "Variant", "$variant", {"stat": "Average", "squares": "RevenueSquared"}]',
+            location=where,
+        )
+    )
+    assert (good.namespace, good.metric, good.statistic, good.squares) == (
+        "Shop",
+        "Revenue",
+        "Average",
+        "RevenueSquared",
+    )
+    assert good.dimensions_for("green", "exp-green") == (("Variant", "green"),)
+    for query, expected in (
+        ("Shop Revenue", "not JSON; expected CloudWatch's metric array"),
+        ('["Shop"]', "namespace, metric, then dimension name/value pairs"),
+        ('["Shop", "Revenue", "Variant"]', "namespace, metric, then dimension name/value pairs"),
+        ('["Shop", "Revenue", {"period": 60}]', "unknown option 'period'"),
+        ('["Shop", "Revenue", {"stat": "Median"}]', "statistic 'Median'"),
+        ('["Shop", "Revenue", "Variant", "$colour"]', "unknown placeholder $colour"),
+    ):
+        with pytest.raises(ExperimentError) as caught:
+            custom_metric(model.MetricSource("revenue", "cloudwatch", query, location=where))
+        line = caught.value.one_line()
+        assert line.startswith("squals.yml:14:7: experiment.metrics.revenue.query: "), line
+        assert expected in line and "\n" not in line
+    bad = model.MetricSource("revenue", "cloudwatch", "Shop Revenue", location=where)
+    with pytest.raises(
+        ExperimentError, match=r"^squals.yml:14:7: experiment.metrics.revenue.query: not JSON"
+    ):
+        check_declarations(experiment({"revenue": bad}))  # what a start checks before anything runs
+
+
+def test_cloudwatch_reads_the_window_since_the_start_and_no_data_is_missing(aws_cloud: object) -> None:
+    put_custom("Checkout", {"Environment": "exp-control", "Variant": "control"}, 5.0, minutes_ago=4)
+    put_custom("Checkout", {"Environment": "exp-control", "Variant": "control"}, 2.0, minutes_ago=3)
+    put_custom("Checkout", {"Environment": "exp-control", "Variant": "control"}, 9.0, minutes_ago=30)
+    context = _aws_context(CHECKOUT)  # started 10 minutes ago: the datum of 30 minutes ago is not its own
+    assert context.aws is not None
+    source = CloudWatchMetrics(context.spec.metrics, context.aws)
+    reading = source.read(["checkout"], VARIANTS)
+    assert reading.values == {"control": {"checkout": 7.0}}
+    assert reading.missing["b"]["checkout"].startswith("no data")
+    assert source.reader().calls == 1  # every variant in one GetMetricData
+
+    fresh = replace(context.aws, since=datetime.now(UTC))
+    early = CloudWatchMetrics(context.spec.metrics, fresh)
+    reading = early.read(["checkout"], VARIANTS)
+    assert reading.values == {}
+    assert all(reading.missing[v]["checkout"].startswith("no data yet") for v in VARIANTS)
+    assert early.reader().calls == 0  # an unmatured window is answered without a call
+
+
+def test_cloudwatch_gives_a_mean_its_sufficient_statistics_when_the_app_emits_squares(
+    aws_cloud: object,
+) -> None:
+    declared = model.MetricSource(
+        "revenue",
+        "cloudwatch",
+        '["Shop", "Revenue", "Variant", "$variant", {"stat": "Average", "squares": "RevenueSquared"}]',
+    )
+    for value, minutes in ((10.0, 4), (20.0, 3)):  # one value per visitor, and its square
+        put_custom("Revenue", {"Variant": "control"}, value, minutes_ago=minutes)
+        put_custom("RevenueSquared", {"Variant": "control"}, value * value, minutes_ago=minutes)
+    context = _aws_context({"revenue": declared})
+    assert context.aws is not None
+    reading = CloudWatchMetrics(context.spec.metrics, context.aws).read(["revenue"], VARIANTS)
+    assert reading.values == {"control": {"revenue": 15.0}}
+    assert reading.stats == {"control": {"revenue": Mean(n=2.0, total=30.0, sum_squares=500.0)}}
+    assert "b" not in reading.stats and reading.missing["b"]["revenue"].startswith("no data")
+
+    prometheus_style = replace(declared, units="count(revenue)", location=model.Location("squals.yml", 9, 5))
+    with pytest.raises(
+        ExperimentError, match=r"^squals.yml:9:5: experiment.metrics.revenue: units and squares"
+    ):
+        custom_metric(prometheus_style)

@@ -44,6 +44,7 @@ def test_push_starts_and_schedule_promotes(shop: Shop) -> None:
         )
     assert ticked.status == "success", ticked.headline
     assert "green won and is prod (pr-12)" in ticked.headline
+    shop.kept.add("exp-green")  # the winner's own island is prod now
     assert ticked.environment == "prod" and ticked.outputs["winner"] == "green"
     titles = [title for title, _ in ticked.sections]
     assert titles[0].startswith("Experiment shop-") and titles[1].startswith("Promotion of the winner")

@@ -12,7 +12,7 @@ import contextlib
 import http.client
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -92,6 +92,8 @@ class Shop:
     path: Path
     origin: Path
     commit: str
+    #: Islands a test expects to outlive it: a winner's own island (``exp-<variant>``), promoted to prod.
+    kept: set[str] = field(default_factory=set)
 
 
 def make_shop(
@@ -130,8 +132,9 @@ def shop(tmp_path: Path) -> Iterator[Shop]:
     shop = make_shop(tmp_path)
     yield shop
     leftovers, dealers = stop_everything(shop.path)
-    # the promoted winner (pr-N, prod) and the project's Dealer are the product of a test; stopped above
-    assert all(env.startswith("pr-") for env in leftovers), f"environments left running: {leftovers}"
+    # the promoted winner (its own island, or a pr-N) and the project's Dealer are the product of a test
+    kept = [env for env in leftovers if env.startswith("pr-") or env in shop.kept]
+    assert kept == leftovers, f"environments left running: {sorted(set(leftovers) - set(kept))}"
     assert dealers == [] or dealers == [str(shop.path / ".squals" / "dealer")], dealers
 
 

@@ -1,0 +1,295 @@
+"""An experiment on AWS against moto's server: the variants' stacks behind the front door's listener with the
+split's weights and stickiness on the unit's cookie, per-variant custom metrics written with
+``put_metric_data`` between ticks, and each tick a fresh process on a fresh clone of a bare ``origin`` (all it
+has is the state branch and AWS): "no data" continues and decides nothing; with data the winner's own stack
+is promoted, the loser's deleted, the listener forwards to the winner."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from squals_action import aws_api
+from squals_action.dealer import dealer_status
+from squals_action.experiments.engine import from_lifecycle
+from squals_action.experiments.interface import ExperimentError
+from squals_action.lifecycle.project import ProjectOptions, open_project
+from squals_action.manifest import load
+from squals_action.providers.aws import AwsProvider
+from squals_action.providers.aws_front_door import FrontDoorStack
+from squals_action.state import open_store, utc_now
+from tests.support.alb import FRONT_DOOR_TEMPLATE, ISLAND_TEMPLATE, Calls, aws_client
+from tests.support.aws import Cloud
+from tests.support.cloudwatch import put_alb, put_custom
+from tests.support.experiments import state_log
+from tests.support.lifecycle import git
+
+SQUALS = """\
+version: 1
+name: shop
+app: {{start: "true", health: /healthz, env: {{COLOR: {color}}}}}
+provider:
+  kind: aws
+  region: us-east-1
+  template: infra/island.yml
+  parameters: {{AppBase: "{app}", VpcId: {vpc}}}
+"""
+#: Declared once, in the file that lists the variants (a variant file may not declare one).
+FRONT_DOOR = "  front_door: {template: infra/front-door.yml}\n"
+
+EXPERIMENT = """\
+experiment:
+  variants:
+    control: {squals: squals.yml}
+    green: {squals: green.yml}
+  split: {control: 60, green: 40}
+  unit: {kind: cookie, name: shop_visitor}
+  objective: {maximize: conversion, numerator: checkouts, denominator: shoppers}
+  min_duration: {time: 0s, activations: 0}
+  significance: {alpha: 0.05, method: sequential}
+  metrics:
+    shoppers:
+      source: cloudwatch
+      query: '["Shop", "Shoppers", "Environment", "$environment", "Variant", "$variant", {"stat": "Sum"}]'
+    checkouts:
+      source: cloudwatch
+      query: '["Shop", "Checkouts", "Environment", "$environment", "Variant", "$variant", {"stat": "Sum"}]'
+"""
+
+
+def _shop(cloud: Cloud, tmp_path: Path, *, guardrail: bool = False) -> tuple[Path, Path, str]:
+    """A repository whose front door exists (its VPC is the islands' parameter), pushed to a bare origin."""
+    origin, work = tmp_path / "origin.git", tmp_path / "shop"
+    git(tmp_path, "init", "-q", "--bare", str(origin))
+    work.mkdir()
+    git(work, "init", "-q", "-b", "main")
+    git(work, "remote", "add", "origin", str(origin))
+    (work / "infra").mkdir()
+    (work / "infra" / "front-door.yml").write_text(FRONT_DOOR_TEMPLATE)
+    (work / "infra" / "island.yml").write_text(ISLAND_TEMPLATE)
+    (work / "VERSION").write_text("one\n")
+    (work / "squals.yml").write_text(
+        SQUALS.format(color="grey", app=cloud.app.url, vpc="vpc-none") + FRONT_DOOR
+    )
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "templates")
+    manifest = load(work / "squals.yml", work)
+    door = FrontDoorStack(AwsProvider(work, manifest.provider)).ensure(manifest, "HEAD")
+    outputs = cloud.cfn.describe_stacks(StackName=door.stack_name)["Stacks"][0]["Outputs"]
+    vpc = next(o["OutputValue"] for o in outputs if o["OutputKey"] == "VpcId")
+    main = SQUALS.format(color="grey", app=cloud.app.url, vpc=vpc) + FRONT_DOOR + EXPERIMENT
+    if guardrail:
+        main += "  guardrails: [{metric: error_rate, max_increase: 1%}]\n"
+    (work / "squals.yml").write_text(main)
+    (work / "green.yml").write_text(SQUALS.format(color="green", app=cloud.app.url, vpc=vpc))
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "Checkout in green (#5)")
+    git(work, "push", "-q", "origin", "main")
+    cloud.app.repo = work
+    return origin, work, door.listener_arn
+
+
+def _tick_on_a_fresh_runner(origin: Path, tmp_path: Path, n: int) -> subprocess.CompletedProcess[str]:
+    """``squals experiment tick`` in a new process on a new clone: nothing but the state branch and AWS."""
+    clone = tmp_path / f"runner-{n}"
+    git(tmp_path, "clone", "-q", "-b", "main", str(origin), str(clone))
+    return subprocess.run(
+        [sys.executable, "-m", "squals_action.cli", "experiment", "tick", "--format", "json"],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
+        check=False,
+    )
+
+
+@pytest.fixture
+def elbv2_calls(monkeypatch: pytest.MonkeyPatch) -> Calls:
+    """Every ELBv2 operation squals' own clients send in this process (a botocore ``before-call`` hook)."""
+    calls = Calls()
+    real = aws_api.client
+
+    def counted(service: str, region: str, **kwargs: Any) -> Any:
+        made = real(service, region, **kwargs)
+        return calls.attach(made) if service == "elbv2" else made
+
+    monkeypatch.setattr(aws_api, "client", counted)
+    return calls
+
+
+def _listener(elbv2: Any, arn: str) -> dict[str, Any]:
+    listener: dict[str, Any] = elbv2.describe_listeners(ListenerArns=[arn])["Listeners"][0]
+    return listener
+
+
+def _stacks(cloud: Cloud) -> set[str]:
+    return {line.split()[0] for line in cloud.stacks()}
+
+
+def test_an_experiment_on_aws_needs_only_the_state_branch_and_aws(
+    aws_cloud: Cloud, tmp_path: Path, elbv2_calls: Calls
+) -> None:
+    origin, work, listener_arn = _shop(aws_cloud, tmp_path)
+    elbv2 = aws_client("elbv2", aws_cloud.endpoint)
+    elbv2_calls.clear()
+
+    # start: started 10 minutes ago, so CloudWatch has whole minutes since the start to read now
+    engine = from_lifecycle(open_project(ProjectOptions(repo=work, gates=False)))
+    engine.clock = lambda: utc_now() - timedelta(minutes=10)
+    started = engine.start(pr=5)
+    eid = started.experiment.id
+    assert started.started and started.experiment.status == "running"
+    assert _stacks(aws_cloud) == {
+        "squals-shop-front-door",
+        "squals-shop-exp-control",
+        "squals-shop-exp-green",
+    }
+    islands = started.experiment.extra["islands"]
+    groups = {v: islands[v]["data"]["target_group_arn"] for v in ("control", "green")}
+    # the app gets its variant (and the experiment) through the stack's SqualsAppEnv parameter
+    for variant in ("control", "green"):
+        stack = aws_cloud.cfn.describe_stacks(StackName=f"squals-shop-exp-{variant}")["Stacks"][0]
+        params = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
+        app_env = json.loads(params["SqualsAppEnv"])
+        assert (app_env["SQUALS_VARIANT"], app_env["SQUALS_EXPERIMENT"]) == (variant, eid)
+
+    # one modify_listener: the split's weights, sticky on the unit's cookie (each group's attributes once)
+    assert elbv2_calls.mutating == [
+        "ModifyTargetGroupAttributes",
+        "ModifyTargetGroupAttributes",
+        "ModifyListener",
+    ]
+    forward = _listener(elbv2, listener_arn)["DefaultActions"][0]["ForwardConfig"]
+    weights = {g["TargetGroupArn"]: g["Weight"] for g in forward["TargetGroups"]}
+    assert weights == {groups["control"]: 600, groups["green"]: 400}
+    assert forward["TargetGroupStickinessConfig"]["Enabled"] is True
+    for arn in groups.values():
+        found = elbv2.describe_target_group_attributes(TargetGroupArn=arn)["Attributes"]
+        attributes = {a["Key"]: a["Value"] for a in found}
+        assert attributes["stickiness.type"] == "app_cookie"
+        assert attributes["stickiness.app_cookie.cookie_name"] == "shop_visitor"
+    assert started.url == _listener_url(elbv2, listener_arn)
+    engine.store.close()
+
+    # a tick before any datum: no data, it continues and decides nothing
+    first = _tick_on_a_fresh_runner(origin, tmp_path, 1)
+    assert first.returncode == 0, first.stderr
+    (outcome,) = json.loads(first.stdout)
+    assert outcome["status"] == "running" and "no data" in outcome["message"], outcome
+    with open_store(work) as store:
+        doc = store.read().experiment(eid)
+    assert doc is not None and doc.status == "running"
+    assert doc.decision is not None and doc.decision["status"] == "continue"
+    assert doc.observations["green"]["units"] == 0.0
+
+    # the app publishes per variant: green converts 20 %, control 10 %
+    for variant, shoppers, checkouts in (("control", 3000, 300), ("green", 2000, 400)):
+        dims = {"Environment": f"exp-{variant}", "Variant": variant}
+        put_custom("Shoppers", dims, shoppers, minutes_ago=6)
+        put_custom("Checkouts", dims, checkouts, minutes_ago=5)
+
+    second = _tick_on_a_fresh_runner(origin, tmp_path, 2)
+    assert second.returncode == 0, second.stdout + second.stderr
+    (outcome,) = json.loads(second.stdout)
+    assert outcome["status"] == "decided" and outcome["promoted"] == "green", outcome
+
+    with open_store(work) as store:
+        state = store.read()
+    doc = state.experiment(eid)
+    assert doc is not None and doc.decision is not None and doc.decision["outcome"] == "promoted"
+    assert doc.observations["green"]["units"] == 2000.0 and doc.observations["green"]["conversions"] == 400.0
+    prod = state.environment("pr-5")
+    assert prod is not None and prod.status == "prod"
+    assert prod.handle is not None and prod.handle["data"]["stack_name"] == "squals-shop-exp-green"
+    # the winner's own stack is prod, the loser's is gone, the listener forwards to the winner only
+    assert _stacks(aws_cloud) == {"squals-shop-front-door", "squals-shop-exp-green"}
+    forward = _listener(elbv2, listener_arn)["DefaultActions"][0]["ForwardConfig"]
+    assert [(g["TargetGroupArn"], g["Weight"]) for g in forward["TargetGroups"]] == [(groups["green"], 999)]
+    assert state_log(origin)[-1] == "experiment-promoted"
+    for n in (1, 2):  # nothing of squals runs between ticks on AWS: no Dealer was started on a runner
+        assert dealer_status(tmp_path / f"runner-{n}" / ".squals" / "dealer").state == "stopped"
+
+
+def _listener_url(elbv2: Any, arn: str) -> str:
+    balancer = _listener(elbv2, arn)["LoadBalancerArn"]
+    dns = elbv2.describe_load_balancers(LoadBalancerArns=[balancer])["LoadBalancers"][0]["DNSName"]
+    return f"http://{dns}"
+
+
+def test_an_experiment_on_aws_without_a_front_door_is_refused_before_anything_starts(
+    aws_cloud: Cloud, tmp_path: Path
+) -> None:
+    _, work, _ = _shop(aws_cloud, tmp_path)
+    (work / "squals.yml").write_text((work / "squals.yml").read_text().replace(FRONT_DOOR, ""))
+    git(work, "commit", "-qam", "no front door")
+    engine = from_lifecycle(open_project(ProjectOptions(repo=work, gates=False)))
+    with pytest.raises(ExperimentError) as refused:
+        engine.start()
+    line = refused.value.one_line()
+    assert re.search(r"squals.yml:5:3: an experiment on aws needs provider.front_door", line), line
+    assert "\n" not in line
+    assert _stacks(aws_cloud) == {"squals-shop-front-door"}  # no island was provisioned
+    assert engine.store.read().experiments() == {}  # nothing claimed either
+    engine.store.close()
+
+
+def test_an_experiment_stopped_on_aws_gives_the_listener_back_and_deletes_its_stacks(
+    aws_cloud: Cloud, tmp_path: Path, elbv2_calls: Calls
+) -> None:
+    _, work, listener_arn = _shop(aws_cloud, tmp_path)
+    elbv2 = aws_client("elbv2", aws_cloud.endpoint)
+    before = _listener(elbv2, listener_arn)["DefaultActions"]
+    assert before[0]["Type"] == "fixed-response"  # what the front door answers before any island
+    engine = from_lifecycle(open_project(ProjectOptions(repo=work, gates=False)))
+    started = engine.start()
+    assert _listener(elbv2, listener_arn)["DefaultActions"][0]["Type"] == "forward"
+
+    elbv2_calls.clear()
+    stopped = engine.stop(started.experiment.id, reason="wrong colour")
+    assert stopped.status == "stopped"
+    # the listener's routing from before the start, in one call, before the stacks went
+    assert elbv2_calls.mutating == ["ModifyListener"]
+    assert _listener(elbv2, listener_arn)["DefaultActions"] == before
+    assert _stacks(aws_cloud) == {"squals-shop-front-door"}
+    engine.store.close()
+
+
+def test_a_guardrail_read_from_the_load_balancer_stops_the_experiment_on_aws(
+    aws_cloud: Cloud, tmp_path: Path, elbv2_calls: Calls
+) -> None:
+    _, work, listener_arn = _shop(aws_cloud, tmp_path, guardrail=True)
+    elbv2 = aws_client("elbv2", aws_cloud.endpoint)
+    before = _listener(elbv2, listener_arn)["DefaultActions"]
+    engine = from_lifecycle(open_project(ProjectOptions(repo=work, gates=False)))
+    engine.clock = lambda: utc_now() - timedelta(minutes=10)
+    started = engine.start()
+    groups = {v: h["data"]["target_group_arn"] for v, h in started.experiment.extra["islands"].items()}
+    # what the load balancer published: green answers 5xx to 10 % of its requests, control to none
+    for variant, requests, errors in (("control", 1000, 0), ("green", 1000, 100)):
+        put_alb(groups[variant], "RequestCount", requests, minutes_ago=5, listener_arn=listener_arn)
+        put_alb(
+            groups[variant], "HTTPCode_Target_5XX_Count", errors, minutes_ago=5, listener_arn=listener_arn
+        )
+
+    elbv2_calls.clear()
+    engine.clock = utc_now
+    (outcome,) = engine.tick()
+    assert outcome.ok and outcome.status == "decided", outcome.message
+    assert outcome.decision is not None and outcome.decision.status == "guardrail-stop"
+    doc = engine.store.read().experiment(started.experiment.id)
+    assert doc is not None and doc.decision is not None and doc.decision["outcome"] == "guardrail-stop"
+    assert doc.observations["green"]["errors"] == 100.0 and doc.observations["green"]["activations"] == 1000.0
+    # green got no more traffic at once (one call), then the listener got its routing back (one more)
+    assert elbv2_calls.mutating == ["ModifyListener", "ModifyListener"]
+    assert _listener(elbv2, listener_arn)["DefaultActions"] == before
+    assert _stacks(aws_cloud) == {"squals-shop-front-door"}
+    engine.store.close()

@@ -1,0 +1,69 @@
+"""Writing what an app and a load balancer would publish to CloudWatch (moto's server, through
+``AWS_ENDPOINT_URL`` as the ``aws_cloud`` fixture sets it), for the experiment tests on AWS.
+
+moto compares dimensions in the order they were written, so they are written sorted by name, the order
+squals asks in (CloudWatch itself ignores the order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from squals_action.providers.cloudwatch_figures import load_balancer_dimension, target_group_dimension
+from tests.support.aws import REGION
+
+#: A listener ARN in the tests' region (its load balancer names the ALB metrics' dimension).
+LISTENER_ARN = (
+    f"arn:aws:elasticloadbalancing:{REGION}:123456789012:listener/app/shop/50dc6c495c0c9188/f2f7dc8efc522ab2"
+)
+
+
+def tg_arn(name: str) -> str:
+    """A target group ARN named after ``name`` (for figures only: no such group needs to exist)."""
+    return f"arn:aws:elasticloadbalancing:{REGION}:123456789012:targetgroup/tg-{name}/73e2d6bc24d8a067"
+
+
+def _client() -> Any:
+    import boto3
+
+    return boto3.session.Session().client("cloudwatch", region_name=REGION)
+
+
+def put_custom(
+    metric: str, dimensions: Mapping[str, str], value: float, *, minutes_ago: float, namespace: str = "Shop"
+) -> None:
+    """One datum of a custom metric the app emits (``PutMetricData``), ``minutes_ago`` in the past."""
+    _client().put_metric_data(
+        Namespace=namespace,
+        MetricData=[
+            {
+                "MetricName": metric,
+                "Dimensions": [{"Name": k, "Value": v} for k, v in sorted(dimensions.items())],
+                "Timestamp": datetime.now(UTC) - timedelta(minutes=minutes_ago),
+                "Value": value,
+            }
+        ],
+    )
+
+
+def put_alb(
+    target_group_arn: str,
+    metric: str,
+    value: float,
+    *,
+    minutes_ago: float,
+    listener_arn: str = LISTENER_ARN,
+) -> None:
+    """One datum of what the load balancer publishes for a target group (``AWS/ApplicationELB``)."""
+    put_custom(
+        metric,
+        {
+            "LoadBalancer": load_balancer_dimension(listener_arn),
+            "TargetGroup": target_group_dimension(target_group_arn),
+        },
+        value,
+        minutes_ago=minutes_ago,
+        namespace="AWS/ApplicationELB",
+    )
