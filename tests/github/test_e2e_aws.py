@@ -327,17 +327,32 @@ def test_blue_green_rollback_and_an_experiment_on_aws_through_the_action(shop: S
     shop.served("exp-green", 100)  # the winner's bake reads its target group
     calls, log = shop.run("schedule", tick, "master")
     assert "green won and is prod (pr-5) on its own island exp-green" in log, log
-    assert "cloudformation:DeleteStack" in mutating(calls)
-    assert "squals-shop-exp-control" not in shop.stacks()
-    assert shop.weights().get("exp-green") == 999
+    # the winner's own island promoted through the normal bake (from prod pr-2: 10 %, then all), then the
+    # loser's stack and the retired postprod's (pr-3) deleted; pr-2 is kept hot as postprod
+    assert mutating(calls) == [
+        "elasticloadbalancing:ModifyTargetGroupAttributes",
+        "elasticloadbalancing:ModifyTargetGroupAttributes",
+        "elasticloadbalancing:ModifyListener",
+        "elasticloadbalancing:ModifyListener",
+        "cloudformation:DeleteStack",
+        "cloudformation:DeleteStack",
+    ]
+    assert [sorted(w) for w in listener_weights(shop.recorded)] == [[0, 100, 900], [0, 999]]
+    assert shop.stacks() == {"squals-shop-front-door", "squals-shop-exp-green", "squals-shop-pr-2"}
+    assert shop.weights() == {"exp-green": 999, "pr-2": 0}
     with open_store(checkout(shop.origin, shop.tmp, "after-ticks", "master")) as store:
         prod = store.read().environment("pr-5")
     assert prod is not None and prod.status == "prod"
     assert prod.handle is not None and prod.handle["data"]["stack_name"] == "squals-shop-exp-green"
 
-    # PR 3 closed: its island is deleted, the front door and prod stay
-    closed = pr_event("pull_request.closed", 3, v3, "more")
-    calls, _ = shop.run("pull_request.closed", closed, "master")
-    assert "squals-shop-pr-3" not in shop.stacks()
-    assert {"squals-shop-front-door", "squals-shop-exp-green"} <= shop.stacks()
+    # PR 3 closed: its island went with the promotion, nothing is left to delete
+    calls, _ = shop.run("pull_request.closed", pr_event("pull_request.closed", 3, v3, "more"), "master")
+    assert mutating(calls) == []
     assert "127.0.0.1" not in _comment(shop, 3)
+    # PR 4 opened and closed: its island is deleted, the front door, prod and postprod stay
+    shop.run("pull_request.opened", pr_event("pull_request.opened", 4, v3, "more"), v3)
+    assert "squals-shop-pr-4" in shop.stacks()
+    calls, _ = shop.run("pull_request.closed", pr_event("pull_request.closed", 4, v3, "more"), "master")
+    assert mutating(calls) == ["cloudformation:DeleteStack"]
+    assert shop.stacks() == {"squals-shop-front-door", "squals-shop-exp-green", "squals-shop-pr-2"}
+    assert "127.0.0.1" not in _comment(shop, 4)
