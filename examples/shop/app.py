@@ -77,15 +77,18 @@ class ShopHandler(BaseHTTPRequestHandler):
         sys.stderr.write("shop: " + (format % args) + "\n")
 
 
-def make_server(port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((host, port), ShopHandler)
+def make_server(
+    port: int, host: str = "127.0.0.1", handler: type[ShopHandler] = ShopHandler
+) -> ThreadingHTTPServer:
+    """The shop on ``host:port``; ``handler`` lets a deployment add to the routes (examples/shop-aws)."""
+    server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     return server
 
 
-def main() -> int:
+def main(handler: type[ShopHandler] = ShopHandler) -> int:
     port = int(os.environ.get("PORT", "8000"))
-    server = make_server(port, os.environ.get("HOST", "127.0.0.1"))
+    server = make_server(port, os.environ.get("HOST", "127.0.0.1"), handler)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt

@@ -57,13 +57,14 @@ def workflow() -> Planned:
 
 
 def aws_templates() -> dict[str, Planned]:
-    """The front-door and island templates of ``examples/shop-aws``, or an error saying they are pending."""
+    """The front-door and island templates of ``examples/shop-aws`` (shipped in the wheel), or one line
+    naming the file this installation lacks."""
     found = {key: example_file(f"shop-aws/{path}") for key, path in AWS_TEMPLATES.items()}
     missing = [AWS_TEMPLATES[k] for k, v in found.items() if v is None]
     if missing:
         raise InitError(
-            f"squals init: --provider aws: examples/shop-aws/{missing[0]} is not in this Squals yet "
-            "(pending: the AWS example's templates); nothing was written. Use --provider local for now"
+            f"squals init: --provider aws: examples/shop-aws/{missing[0]} is missing from this installation "
+            "(reinstall squals-action); nothing was written"
         )
     return {key: Planned(AWS_TEMPLATES[key], path.read_bytes()) for key, path in found.items() if path}
 

@@ -189,16 +189,11 @@ def test_dependencies_and_tests_are_not_searched(tmp_path: Path) -> None:
 # -- AWS templates -----------------------------------------------------------------------------------------
 
 
-def test_provider_aws_copies_the_example_templates_or_says_they_are_pending(tmp_path: Path) -> None:
+def test_provider_aws_copies_the_example_templates(tmp_path: Path) -> None:
     root = app_repo(tmp_path, "fastapi-bigger-app")
 
     done = run_squals("init", "--yes", "--provider", "aws", cwd=root)
 
-    if not AWS_EXAMPLE.is_dir():
-        assert done.returncode == 1
-        assert "examples/shop-aws/infra/front-door.yml is not in this Squals yet (pending" in done.stderr
-        assert not (root / "squals.yml").exists()
-        return
     assert done.returncode == 0, done.stdout + done.stderr
     for name in ("front-door.yml", "island.yml"):
         assert (root / "infra" / name).read_bytes() == (AWS_EXAMPLE / name).read_bytes()
@@ -231,6 +226,9 @@ def test_the_wheel_ships_the_workflow(tmp_path: Path) -> None:
     [wheel] = tmp_path.glob("*.whl")
     with zipfile.ZipFile(wheel) as archive:
         assert archive.read("squals_action/examples/workflows/squals.yml") == WORKFLOW.read_bytes()
+        for name in ("front-door.yml", "island.yml"):
+            shipped = archive.read(f"squals_action/examples/shop-aws/infra/{name}")
+            assert shipped == (AWS_EXAMPLE / name).read_bytes()
     # Installed (not a checkout): `squals demo` finds the example the wheel ships, from any directory.
     site = tmp_path / "site"
     installed = subprocess.run(

