@@ -16,19 +16,17 @@ import os
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from squals_action.providers.cloudwatch_figures import load_balancer_dimension, target_group_dimension
 from squals_action.state import open_store
 from tests.github.test_e2e import checkout, git, pr_event, run_action
 from tests.lifecycle.test_aws_blue_green import FRONT_DOOR
 from tests.support.alb import ISLAND_TEMPLATE, READ_PREFIXES, aws_client
 from tests.support.aws import REGION, Cloud, post
-from tests.support.cloudwatch import put_custom
+from tests.support.cloudwatch import put_alb_history, put_custom
 from tests.support.fake_github import FakeGitHub
 from tests.support.github import REPO, event
 
@@ -174,32 +172,17 @@ class Shop:
     def served(self, env: str, requests: int) -> None:
         """What the load balancer publishes for ``env``'s target group: ``requests`` a minute, no 5xx, these
         two hours (the bakes' moved windows fall in them)."""
-        dims = [
-            {"Name": "LoadBalancer",
-             "Value": load_balancer_dimension(self.output("squals-shop-front-door", "ListenerArn"))},
-            {"Name": "TargetGroup",
-             "Value": target_group_dimension(self.output(f"squals-shop-{env}", "TargetGroupArn"))},
-        ]
-        start = datetime.now(UTC).replace(second=30, microsecond=0) - timedelta(hours=2)
-        minutes = [start + timedelta(minutes=i) for i in range(120)]
-        for chunk in range(0, len(minutes), 20):
-            self.cloudwatch.put_metric_data(
-                Namespace="AWS/ApplicationELB",
-                MetricData=[
-                    {"MetricName": "RequestCount", "Dimensions": dims, "Timestamp": when, "Value": requests}
-                    for when in minutes[chunk : chunk + 20]
-                ],
-            )
+        listener, group = self.output("squals-shop-front-door", "ListenerArn"), self.output(
+            f"squals-shop-{env}", "TargetGroupArn"
+        )
+        put_alb_history(listener, group, {"RequestCount": requests})
 
-
-def public_get(url: str) -> bytes:
-    """GET a public URL of the test through the stand-in app as proxy (no DNS, no network)."""
-    from tests.support.aws import CURRENT
-
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": CURRENT[-1].app.url}))
-    with opener.open(url, timeout=10) as answer:
-        body: bytes = answer.read()
-        return body
+    def public_get(self, url: str) -> bytes:
+        """GET a public URL of the test through the stand-in app as proxy (no DNS, no network)."""
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": self.cloud.app.url}))
+        with opener.open(url, timeout=10) as answer:
+            body: bytes = answer.read()
+            return body
 
 
 @pytest.fixture
@@ -255,7 +238,7 @@ def test_blue_green_rollback_and_an_experiment_on_aws_through_the_action(shop: S
     island = f"{PUBLIC}/stacks/squals-shop-pr-2"
     body = _comment(shop, 2)
     assert island in body and "127.0.0.1" not in body and "localhost" not in body
-    assert json.loads(public_get(island))["version"] == "v2"
+    assert json.loads(shop.public_get(island))["version"] == "v2"
 
     # promote PR 2: the front door is made, the listener forwards to pr-2 only (the first prod)
     promote2 = pr_event("pull_request.labeled-promote", 2, v2, "changes")
