@@ -321,6 +321,7 @@ def test_blue_green_rollback_and_an_experiment_on_aws_through_the_action(shop: S
         "cloudformation:DeleteStack",
     ]
     assert [sorted(w) for w in listener_weights(shop.recorded)] == [[0, 100, 900], [0, 999]]
+    assert "monitoring:GetMetricData" in calls  # the winner's bake read its target group
     assert shop.stacks() == {"squals-shop-front-door", "squals-shop-exp-green", "squals-shop-pr-2"}
     assert shop.weights() == {"exp-green": 999, "pr-2": 0}
     with open_store(checkout(shop.origin, shop.tmp, "after-ticks", "master")) as store:
