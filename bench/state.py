@@ -5,6 +5,9 @@ Run: ``.venv/bin/python bench/state.py`` (one to three minutes, by the machine's
 own process with its own shallow clone of a bare ``origin``; each transaction increments a counter document
 and appends to another.
 Goals: 8 writers keep >= 50 % of the single writer's throughput; overhead ratio <= 1.5.
+
+``bench/state.py --history 10000 [--baseline DIR]`` measures instead how a transition's cost grows with the
+history (see ``bench/state_history.py``): a transition after 10,000 within 1.5x of one after 100.
 """
 
 from __future__ import annotations
@@ -124,7 +127,17 @@ def main() -> None:
     parser.add_argument(
         "--trace", action="store_true", help=f"log every fetch, build, push, sleep and look (${TRACE_ENV})"
     )
+    parser.add_argument(
+        "--history", type=int, metavar="N", help="a transition's cost after 100 and after N"
+    )
+    parser.add_argument("--baseline", type=Path, help="with --history: another checkout measured alike")
+    parser.add_argument("--mode", choices=("local", "remote", "both"), default="both", help="with --history")
     args = parser.parse_args()
+    if args.history is not None:
+        from bench.state_history import run_history
+
+        run_history(args.history, args.mode, args.baseline)
+        return
     identity = {"GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@squals.invalid"}
     identity |= {"GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@squals.invalid"}
     for key, value in identity.items():

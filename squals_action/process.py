@@ -27,7 +27,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -46,6 +46,38 @@ _CHUNK = 64 * 1024
 _POLL = 0.05
 #: States of a process that will never run again.
 GONE_STATES = frozenset({psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD})
+
+
+#: Credentials of squals itself, never handed to a command the squals file names (gates, hooks, tests, the
+#: app): those commands run the PR's code. AWS keys are squals' own for its ``aws`` provider (boto3 runs in
+#: squals' process); a hook that needs them names them in the squals file's ``env_passthrough``.
+SECRET_VARIABLES = frozenset({
+    "INPUT_GITHUB-TOKEN",
+    "GITHUB_TOKEN",
+    "GH_TOKEN",
+    "ACTIONS_RUNTIME_TOKEN",
+    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+})
+
+
+def command_environment(
+    env: Mapping[str, str] | None = None,
+    *,
+    passthrough: Collection[str] = (),
+    inherit: bool = True,
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of a user-declared command: ``base`` (``os.environ``) with ``env`` on top, without
+    :data:`SECRET_VARIABLES` except those named in ``passthrough``. The one place that builds it."""
+    full = dict(os.environ if base is None else base) if inherit else {}
+    full.update(env or {})
+    for name in SECRET_VARIABLES.difference(passthrough):
+        full.pop(name, None)
+    return full
 
 
 class ProcessError(SqualsError):
@@ -94,20 +126,20 @@ def run_command(
     append: bool = False,
     cancel: threading.Event | None = None,
     inherit_env: bool = True,
+    passthrough: Collection[str] = (),
 ) -> ProcessResult:
     """Run ``command`` through the shell and wait for it, at most ``timeout`` seconds.
 
-    ``env`` is merged onto ``os.environ`` (or used alone with ``inherit_env=False``); untrusted values
-    belong there, never in ``command``. Output goes to ``log_path`` (created with its parent directory).
+    ``env`` is merged onto ``os.environ`` (or used alone with ``inherit_env=False``), without squals' own
+    secrets unless named in ``passthrough`` (:func:`command_environment`); untrusted values belong there,
+    never in ``command``. Output goes to ``log_path`` (created with its parent directory).
     Setting ``cancel`` stops the command like a timeout but reports ``cancelled``.
     Raises :class:`ProcessError` only when the command cannot be started.
     """
     log = Path(log_path)
     if cwd is not None and not Path(cwd).is_dir():
         raise ProcessError(f"cannot run {command!r}: working directory {os.fspath(cwd)} does not exist")
-    full_env = dict(os.environ) if inherit_env else {}
-    if env:
-        full_env.update(env)
+    full_env = command_environment(env, passthrough=passthrough, inherit=inherit_env)
     try:
         log.parent.mkdir(parents=True, exist_ok=True)
         sink = log.open("ab" if append else "wb")

@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -22,6 +24,9 @@ from squals_action.errors import EXIT_OK
 
 if TYPE_CHECKING:
     from squals_action.state import HistoryEntry, Lock, Snapshot, StateStore
+
+#: Transitions ``squals history`` shows unless told otherwise: one page.
+HISTORY_PAGE = 50
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,10 +45,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "history",
         help="recorded transitions, newest first (time, event, environment, PR, actor)",
         description="Print the transitions recorded on the state branch, newest first, read from its "
-        "commit log: one commit per transition.",
+        f"commit log: one commit per transition. One page at a time: the newest {HISTORY_PAGE} unless "
+        "--limit, --since or --all say otherwise; only the commits shown are read.",
     )
-    history.add_argument("environment", nargs="?", metavar="ENV", help="only the transitions of ENV")
-    history.add_argument("--limit", type=positive_int, default=None, help="at most N transitions")
+    history.add_argument(
+        "environment", nargs="?", metavar="ENV", help="only the transitions of ENV (archived ones too)"
+    )
+    pages = history.add_mutually_exclusive_group()
+    pages.add_argument(
+        "--limit", type=positive_int, default=None, help=f"at most N transitions (default {HISTORY_PAGE})"
+    )
+    pages.add_argument("--all", action="store_true", help="every transition (may be thousands)")
+    history.add_argument(
+        "--since",
+        type=since_time,
+        metavar="TIME",
+        help="only transitions recorded since TIME: ISO 8601 (2026-11-30, 2026-11-30T14:00:00Z) or an age "
+        "(30m, 12h, 7d)",
+    )
     _common(history)
     history.set_defaults(handler=run_history)
 
@@ -57,6 +76,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     unlock.add_argument("--actor", help="who breaks the lock (default: $GITHUB_ACTOR, git user.name, login)")
     _common(unlock)
     unlock.set_defaults(handler=run_unlock)
+
+
+def since_time(text: str) -> datetime:
+    """An argparse type: an ISO 8601 date or time (UTC unless it says otherwise), or an age like ``12h``."""
+    from squals_action.state import parse_time, utc_now
+
+    match = re.fullmatch(r"(\d+)([mhd])", text.strip())
+    if match:
+        unit = {"m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+        return utc_now() - timedelta(**{unit: int(match.group(1))})
+    try:
+        return parse_time(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO 8601 date or time (2026-11-30, 2026-11-30T14:00:00Z) or an age (30m, 12h, 7d), "
+            f"got {text!r}"
+        ) from None
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -213,10 +249,18 @@ def history_json(entries: list[HistoryEntry]) -> list[dict[str, Any]]:
 def run_history(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Print the recorded transitions, newest first."""
     from squals_action.state import format_time
+    from squals_action.state.layout import check_name
 
     stream = out if out is not None else sys.stdout
+    if args.environment is not None:
+        check_name("environment", args.environment)
+    limit = None if args.all else args.limit or (None if args.since else HISTORY_PAGE)
     with _open(args) as store:
-        entries = store.history(args.environment, args.limit)
+        entries = store.history(args.environment, limit, args.since)
+    if limit is not None and len(entries) == limit and args.limit is None:
+        sys.stderr.write(  # a page, not the whole story: say so, on stderr so JSON stays clean
+            f"squals: the newest {limit} transitions; --limit N, --since TIME or --all for more\n"
+        )
     if args.format == "json":
         stream.write(json.dumps(history_json(entries), indent=2) + "\n")
         return EXIT_OK

@@ -78,6 +78,9 @@ class DealerConfig:
     token: str = ""
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
+    #: A client connection must send a request's headers within this many seconds (also the idle time a
+    #: kept-alive connection may wait for its next request): a connection trickling bytes is closed.
+    header_timeout: float = 10.0
     persist_interval: float = 2.0
     shutdown_timeout: float = 10.0
     cookie_max_age: int = 365 * 24 * 3600

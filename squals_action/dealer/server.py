@@ -225,9 +225,10 @@ class DealerServer:
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
             trust_env=False,
         )
-        self._proxy_runner = web.ServerRunner(
-            web.Server(self._handle, access_log=None), access_log=None, shutdown_timeout=cfg.shutdown_timeout
-        )
+        # aiohttp's keep-alive timer runs from the connection's start until a request's headers are parsed
+        # (aiohttp >= 3.14.5): the header-read timeout. A handler at work is never cut by it.
+        server = web.Server(self._handle, access_log=None, keepalive_timeout=cfg.header_timeout)
+        self._proxy_runner = web.ServerRunner(server, access_log=None, shutdown_timeout=cfg.shutdown_timeout)
         await self._proxy_runner.setup()
         site = web.TCPSite(self._proxy_runner, cfg.host, cfg.port, backlog=1024)
         await site.start()

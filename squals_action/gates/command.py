@@ -66,6 +66,7 @@ class CommandGate(Gate):
                 env=env,
                 cwd=self._workdir(ctx),
                 grace=self.grace,
+                passthrough=ctx.passthrough,
             )
         except ProcessError as exc:
             raise GateError(f"gate {self.name!r}: {exc.one_line()}") from exc

@@ -108,6 +108,8 @@ class GateContext:
     changed_files: tuple[str, ...] | None = None
     env: Mapping[str, str] = EMPTY
     base_dir: Path | None = None
+    #: The squals file's ``env_passthrough``: which of squals' own secrets gate commands may see.
+    passthrough: tuple[str, ...] = ()
 
     @property
     def squals_dir(self) -> Path:

@@ -99,6 +99,7 @@ def make_context(
     head: str = "HEAD",
     env: Mapping[str, str] = EMPTY,
     base_dir: Path | None = None,
+    passthrough: tuple[str, ...] = (),
 ) -> GateContext:
     """A context for ``repo``; with a ``base``, the changed files of ``BASE...HEAD`` drive path filters."""
     from squals_action.gates.changes import changed_files
@@ -119,6 +120,7 @@ def make_context(
         changed_files=changed,
         env=squals_env,
         base_dir=base_dir,
+        passthrough=passthrough,
     )
 
 

@@ -6,6 +6,8 @@
   retried blindly: the caller looks the object up again (comment by marker, deployment by sha and
   environment, check run by external id) and creates it only when it is really missing. Re-runs find what
   earlier runs made.
+- The sticky comment is the one the token's own identity wrote (``GET /user``, or the app's bot for an
+  installation token), never another author's comment that holds the marker.
 - PyGithub is imported when a client is built, never by the no-op path.
 """
 
@@ -38,6 +40,11 @@ PER_PAGE = 100
 MAX_PAGES = 20
 #: Check-run ``output.summary`` and ``output.text`` are limited to this many characters.
 CHECK_OUTPUT_LIMIT = 65_535
+#: Who writes with the workflow's ``GITHUB_TOKEN``: an installation token of the GitHub Actions app, which may
+#: not call ``GET /user``. A GitHub App's own installation token sets ``SQUALS_GITHUB_APP_LOGIN``.
+ACTIONS_BOT = "github-actions[bot]"
+#: GitHub's prefix of installation ("server-to-server") tokens: they write as their app's bot, no need to ask.
+INSTALLATION_TOKEN_PREFIX = "ghs_"  # noqa: S105 - a documented prefix, not a secret
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,8 @@ class ClientConfig:
     max_retry_after: float = 120.0
     write_interval: float = 1.0
     request_interval: float = 0.25
+    #: The login an installation token writes as (GET /user answers 403 to those tokens).
+    app_login: str = ACTIONS_BOT
 
     @classmethod
     def from_env(cls, token: str, repository: str, environ: Mapping[str, str] | None = None) -> ClientConfig:
@@ -78,6 +87,7 @@ class ClientConfig:
             max_retry_after=num("SQUALS_GITHUB_MAX_RETRY_AFTER", 120.0),
             write_interval=num("SQUALS_GITHUB_WRITE_INTERVAL", 1.0),
             request_interval=num("SQUALS_GITHUB_REQUEST_INTERVAL", 0.25),
+            app_login=env.get("SQUALS_GITHUB_APP_LOGIN", "").strip() or ACTIONS_BOT,
         )
 
 
@@ -185,6 +195,21 @@ class GitHubClient:
                 time.sleep(min(self._config.backoff_factor * (2**attempt), 30.0))
         raise GitHubError(f"GitHub API: create {what}: gave up")  # pragma: no cover - loop always returns
 
+    @functools.cached_property
+    def own_login(self) -> str:
+        """Who this token writes as: ``GET /user`` for a person's token; an installation token (the
+        workflow's ``GITHUB_TOKEN``, a GitHub App's) is refused that call and writes as its app's bot."""
+        if self._config.token.startswith(INSTALLATION_TOKEN_PREFIX):
+            return self._config.app_login
+        try:
+            with self._call("the token's user"):
+                _, data = self._gh.requester.requestJsonAndCheck("GET", "/user")
+        except GitHubError as exc:
+            if exc.status in (401, 403):
+                return self._config.app_login
+            raise
+        return str(data.get("login") or "")
+
     # -- GitHubApi ---------------------------------------------------------------------------------------
 
     def permission(self, user: str) -> str:
@@ -212,11 +237,14 @@ class GitHubClient:
 
     def upsert_comment(self, number: int, marker: str, render: Callable[[str | None], str]) -> int:
         issue = self._repo.get_issue(number)
+        me = self.own_login.casefold()
 
         def find() -> Any:
-            candidates = [c for c in issue.get_comments() if (c.body or "").startswith(marker)]
-            bots = [c for c in candidates if getattr(c.user, "type", None) == "Bot"]
-            return next(iter(bots or candidates), None)
+            # Anyone may post a comment starting with the marker: only our own is the sticky comment.
+            for c in issue.get_comments():
+                if (c.body or "").startswith(marker) and str(getattr(c.user, "login", "")).casefold() == me:
+                    return c
+            return None
 
         with self._call(f"comments of #{number}"):
             existing = find()

@@ -117,6 +117,7 @@ class Pipeline:
             base=base_ref,
             head=head,
             base_dir=Path(model.base_dir),
+            passthrough=model.env_passthrough,
         )
         fetch = functools.partial(request.checks, sha) if request.checks is not None and sha else None
         return _gate_steps(run_pipeline(model.gates, ctx, checks=fetch))

@@ -26,6 +26,8 @@ class CommandRun:
     cwd: Path
     log_dir: Path
     variables: Mapping[str, str]
+    #: The squals file's ``env_passthrough``: which of squals' own secrets the commands may see.
+    passthrough: tuple[str, ...] = ()
 
 
 def _slug(text: str) -> str:
@@ -41,7 +43,8 @@ def run_one(
     cwd = (run.cwd / command.workdir).resolve()
     try:
         result = run_command(
-            command.run, log_path=log, timeout=command.timeout, env=env, cwd=cwd, grace=2.0, cancel=cancel
+            command.run, log_path=log, timeout=command.timeout, env=env, cwd=cwd, grace=2.0, cancel=cancel,
+            passthrough=run.passthrough,
         )
     except ProcessError as exc:
         return Check(kind=kind, stage=stage, name=command.name, ok=False, detail=exc.one_line())

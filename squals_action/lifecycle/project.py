@@ -92,6 +92,7 @@ def _gates_runner(lifecycle: Lifecycle) -> Callable[[str], tuple[bool, str]]:
             lifecycle.log_dir / "gates",
             head=commit,
             base_dir=Path(lifecycle.manifest.base_dir),
+            passthrough=lifecycle.manifest.env_passthrough,
         )
         results = run_pipeline(lifecycle.manifest.gates, ctx)
         counts: dict[str, int] = {}

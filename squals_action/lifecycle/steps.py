@@ -181,6 +181,7 @@ class Steps:
             cwd=base if base.is_absolute() else self.repo / base,
             log_dir=self.log_dir / env.name,
             variables=self.variables(env, fleet, stage),
+            passthrough=self.manifest.env_passthrough,
         )
 
     def _hooks(self, stage: HookStage, env: Env, fleet: Fleet) -> tuple[Check, ...]:

@@ -114,6 +114,7 @@ class Builder:
                     for name, item in data.get("environments", {}).items()
                 }
             ),
+            env_passthrough=tuple(str(name) for name in data.get("env_passthrough", ())),
             base_dir=str(self.base_dir.absolute()),
             repo_root=str(self.repo_root.absolute()),
         )

@@ -389,6 +389,8 @@ class Manifest:
     experiment: Experiment | None = None
     shared: Mapping[str, SharedResource] = field(default_factory=FrozenMap)
     environments: Mapping[str, EnvironmentOverride] = field(default_factory=FrozenMap)
+    #: Names of squals' own secrets its commands may see (``squals_action.process.SECRET_VARIABLES``).
+    env_passthrough: tuple[str, ...] = ()
     #: Absolute directory of the squals file: every relative path in it (``workdir``, scripts, variant
     #: files, templates) is relative to this directory. "." when the model was built by hand.
     base_dir: str = "."

@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 from squals_action.gitcmd import git_text, repo_top, resolve_commit
 from squals_action.manifest import model
+from squals_action.process import command_environment
 from squals_action.providers import daemon
 from squals_action.providers.interface import (
     DestroyOutcome,
@@ -255,15 +256,17 @@ class LocalProvider(Provider):
                     log.replace(log.with_suffix(".log.1"))
                 with log.open("w") as out:
                     out.write(f"# squals: {env} at {sha} on {url}: {manifest.app.start}\n")
-                app_env = {
-                    **os.environ,
-                    **manifest.app_env_for(env),
-                    **extra_env,
-                    "PORT": str(port),
-                    "SQUALS_ENV": env,
-                    "SQUALS_COMMIT": sha,
-                    "SQUALS_URL": url,
-                }
+                app_env = command_environment(
+                    {
+                        **manifest.app_env_for(env),
+                        **extra_env,
+                        "PORT": str(port),
+                        "SQUALS_ENV": env,
+                        "SQUALS_COMMIT": sha,
+                        "SQUALS_URL": url,
+                    },
+                    passthrough=manifest.env_passthrough,
+                )
                 try:
                     record = daemon.spawn(manifest.app.start, cwd=cwd, env=app_env, log_path=log)
                 except daemon.DaemonError as exc:

@@ -2,7 +2,10 @@
 
 The comment carries a hidden marker so every later run finds and edits it instead of posting a new one, and a
 hidden copy of the report so a promote or rollback run keeps the gates table of the preview that built the
-island. Bodies over GitHub's limit are cut with a pointer to the job summary, which has room for everything.
+island. That copy is read like any input: only from the comment squals itself wrote (the client checks the
+author), only for the commit this run is about, and only when this run did work (a refusal shows nothing of
+earlier runs), checked by :meth:`Report.from_json`. Bodies over GitHub's limit are cut with a pointer to the
+job summary, which has room for everything.
 """
 
 from __future__ import annotations
@@ -111,16 +114,19 @@ def _row(label: str, step: Step) -> list[str]:
     return [label, status, md.duration(step.duration)]
 
 
-def previous_report(body: str | None) -> Report | None:
-    """The report hidden in an earlier sticky comment, or None when there is none or it does not parse."""
-    if not body:
+def previous_report(body: str | None, sha: str | None) -> Report | None:
+    """The report hidden in an earlier sticky comment about commit ``sha``, or None when there is none, it
+    is about another commit, or it does not pass :meth:`Report.from_json`'s checks."""
+    if not body or not sha:
         return None
     match = _DATA.search(body)
     if match is None:
         return None
     try:
         data = json.loads(base64.b64decode(match.group(1), validate=True))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict) or data.pop("sha", None) != sha:
         return None
     return Report.from_json(data)
 
@@ -128,10 +134,11 @@ def previous_report(body: str | None) -> Report | None:
 def compose_comment(report: Report, run: RunInfo, previous_body: str | None = None,
                     limit: int = md.GITHUB_COMMENT_LIMIT) -> str:
     """The sticky comment's body: marker, table merged over the last run's, hidden data; at most ``limit``."""
-    merged = report.over(previous_report(previous_body))
-    tail = _data_comment(merged)
+    acted = report.status not in ("refused", "locked")
+    merged = report.over(previous_report(previous_body, run.sha)) if acted else report
+    tail = _data_comment(merged, run.sha)
     if len(tail) > limit // 4:  # never let the hint crowd out the visible table: keep it without logs
-        tail = _data_comment(_without_details(merged))
+        tail = _data_comment(_without_details(merged), run.sha)
     if len(tail) > limit // 4:
         tail = "\n"
     head = MARKER + "\n"
@@ -142,8 +149,9 @@ def compose_comment(report: Report, run: RunInfo, previous_body: str | None = No
     return head + body + tail
 
 
-def _data_comment(report: Report) -> str:
-    data = base64.b64encode(report.dumps().encode("utf-8")).decode("ascii")
+def _data_comment(report: Report, sha: str | None) -> str:
+    payload = json.dumps({**report.to_json(), "sha": sha}, separators=(",", ":"), sort_keys=True)
+    data = base64.b64encode(payload.encode("utf-8")).decode("ascii")
     return f"\n<!-- squals:data {data} -->\n"
 
 

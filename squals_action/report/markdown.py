@@ -8,6 +8,7 @@ own code fences. Everything here is pure string work with no imports beyond the 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Sequence
 
@@ -153,7 +154,7 @@ def truncate(body: str, limit: int = GITHUB_COMMENT_LIMIT, pointer: str = "") ->
 
 def duration(seconds: float | None) -> str:
     """A short human duration: ``850 ms``, ``12.3 s``, ``4m 05s``, ``2h 03m``; blank for unknown."""
-    if seconds is None:
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return ""
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"

@@ -6,7 +6,7 @@ it (messages, log tails, names) may come from users and is escaped by the render
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
@@ -14,6 +14,15 @@ from typing import Any, Literal
 Status = Literal["success", "failure", "skipped", "running", "refused", "locked", "neutral"]
 STATUSES: tuple[Status, ...] = ("success", "failure", "skipped", "running", "refused", "locked", "neutral")
 Level = Literal["failure", "warning", "notice"]
+#: Bounds on a report rebuilt from JSON (the hidden copy in a PR comment, which is input like any other):
+#: rows per table, characters per text, and the longest duration believed (a year).
+MAX_ROWS = 200
+MAX_NOTES = 50
+MAX_TEXT = 4000
+MAX_DURATION = 366 * 24 * 3600.0
+_REPORT_KEYS = frozenset({"intent", "status", "headline", "environment", "url", "validation", "gates",
+                          "exit_tests", "rollout", "experiment", "notes", "lock_holder"})
+_STEP_KEYS = frozenset({"name", "status", "duration", "detail", "kind", "url"})
 
 
 @dataclass(frozen=True)
@@ -96,53 +105,67 @@ class Report:
 
     @classmethod
     def from_json(cls, data: Any) -> Report | None:
-        """Rebuild a report from :meth:`to_json`; anything not shaped right gives None (it is a hint)."""
+        """Rebuild a report from :meth:`to_json`, checked like untrusted input: known keys only, statuses
+        from :data:`STATUSES`, texts and lists bounded, durations finite. Anything else gives None."""
         try:
-            if not isinstance(data, Mapping):
+            if not isinstance(data, Mapping) or not _REPORT_KEYS.issuperset(data):
                 return None
             status = data["status"]
-            if status not in STATUSES:
+            notes = data.get("notes") or []
+            if status not in STATUSES or not isinstance(notes, list) or len(notes) > MAX_NOTES:
                 return None
             return cls(
-                intent=str(data["intent"]),
+                intent=_text(data["intent"]),
                 status=status,
-                headline=str(data["headline"]),
-                environment=_opt_str(data.get("environment")),
-                url=_opt_str(data.get("url")),
-                validation=_step(data.get("validation")),
+                headline=_text(data["headline"]),
+                environment=_opt_text(data.get("environment")),
+                url=_opt_text(data.get("url")),
+                validation=None if data.get("validation") is None else _step(data["validation"]),
                 gates=_steps(data.get("gates")),
                 exit_tests=_steps(data.get("exit_tests")),
-                rollout=_opt_str(data.get("rollout")),
-                experiment=_opt_str(data.get("experiment")),
-                notes=tuple(str(n) for n in data.get("notes") or ()),
-                lock_holder=_opt_str(data.get("lock_holder")),
+                rollout=_opt_text(data.get("rollout")),
+                experiment=_opt_text(data.get("experiment")),
+                notes=tuple(_text(n) for n in notes),
+                lock_holder=_opt_text(data.get("lock_holder")),
             )
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             return None
 
-    def dumps(self) -> str:
-        return json.dumps(self.to_json(), separators=(",", ":"), sort_keys=True)
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
+        raise ValueError("not a bounded string")
+    return value
 
 
-def _opt_str(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+def _opt_text(value: Any) -> str | None:
+    return None if value is None else _text(value)
 
 
 def _steps(value: Any) -> tuple[Step, ...]:
-    if not isinstance(value, list):
+    if value is None:
         return ()
-    return tuple(s for s in (_step(x) for x in value) if s is not None)
+    if not isinstance(value, list) or len(value) > MAX_ROWS:
+        raise ValueError("not a bounded list of steps")
+    return tuple(_step(x) for x in value)
 
 
-def _step(value: Any) -> Step | None:
-    if not isinstance(value, Mapping) or value.get("status") not in STATUSES:
-        return None
+def _step(value: Any) -> Step:
+    if not isinstance(value, Mapping) or not _STEP_KEYS.issuperset(value):
+        raise ValueError("not a step")
+    if value.get("status") not in STATUSES:
+        raise ValueError("not a step")
     duration = value.get("duration")
+    if duration is not None and (
+        isinstance(duration, bool) or not isinstance(duration, int | float)
+        or not math.isfinite(duration) or not 0 <= duration <= MAX_DURATION
+    ):
+        raise ValueError("not a duration")
     return Step(
-        name=str(value.get("name", "")),
+        name=_text(value.get("name", "")),
         status=value["status"],
-        duration=float(duration) if isinstance(duration, int | float) else None,
-        detail=str(value.get("detail", "")),
-        kind=str(value.get("kind", "")),
-        url=_opt_str(value.get("url")),
+        duration=None if duration is None else float(duration),
+        detail=_text(value.get("detail", "")),
+        kind=_text(value.get("kind", "")),
+        url=_opt_text(value.get("url")),
     )

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from squals_action.state.errors import GitCommandError, StateError
@@ -85,8 +85,19 @@ class ObjectDatabase:
         self._known.add(sha)
         return found[1]
 
-    def tree_entries(self, tree: str) -> Mapping[str, tuple[str, str]]:
-        """Every non-tree entry under ``tree`` by path; subtrees already seen come from the cache."""
+    def tree_entries(self, tree: str, opaque: Collection[str] = ()) -> Mapping[str, tuple[str, str]]:
+        """Every non-tree entry under ``tree`` by path; subtrees already seen come from the cache.
+
+        A subtree of the root named in ``opaque`` is one entry ``(MODE_TREE, sha)``, not read at all.
+        """
+        if opaque:
+            top: dict[str, tuple[str, str]] = {}
+            for mode, name, sha in parse_tree(self.read(tree, "tree")):
+                if mode == MODE_TREE and name not in opaque:
+                    top.update({f"{name}/{path}": entry for path, entry in self.tree_entries(sha).items()})
+                else:
+                    top[name] = (mode, sha)
+            return top
         flat = self._trees.get(tree)
         if flat is None:
             flat = {}
@@ -141,8 +152,33 @@ class ObjectDatabase:
             self._pending[sha] = (kind, data)
         return sha
 
+    def tree_with(self, tree: str | None, additions: Mapping[str, tuple[str, str]], where: str) -> str:
+        """Queue ``tree`` (``None``: an empty one) with ``additions`` (path -> (mode, sha)) put in; its sha.
+
+        Only the trees on the added paths are read and written, never the rest of ``tree``: adding to a
+        large archive costs what its few touched directories hold. ``where`` names ``tree`` in messages.
+        """
+        listed = parse_tree(self.read(tree, "tree")) if tree else []
+        entries = {name: (mode, sha) for mode, name, sha in listed}
+        below: dict[str, dict[str, tuple[str, str]]] = {}
+        for path, entry in additions.items():
+            head, sep, rest = path.partition("/")
+            if sep:
+                below.setdefault(head, {})[rest] = entry
+            else:
+                entries[head] = entry
+        for head, paths in below.items():
+            old = entries.get(head)
+            if old is not None and old[0] != MODE_TREE:
+                raise StateError(f"state path {where}/{head} is a file where a directory belongs")
+            entries[head] = (MODE_TREE, self.tree_with(old[1] if old else None, paths, f"{where}/{head}"))
+        return self.write_tree(entries)
+
     def write_tree(self, entries: Mapping[str, tuple[str, str]]) -> str:
-        """Queue the trees holding ``entries`` (path -> (mode, sha)); returns the root tree's sha."""
+        """Queue the trees holding ``entries`` (path -> (mode, sha)); returns the root tree's sha.
+
+        An entry whose mode is a tree's is an existing subtree, written as it is.
+        """
         root: dict[str, Any] = {}
         for path, entry in entries.items():
             node = root
@@ -162,10 +198,9 @@ class ObjectDatabase:
         for name, value in node.items():
             if isinstance(value, dict):
                 mode, sha = MODE_TREE, self._tree_of(value)
-                sort_key = name.encode("utf-8", "surrogateescape") + b"/"
             else:
                 mode, sha = value
-                sort_key = name.encode("utf-8", "surrogateescape")
+            sort_key = name.encode("utf-8", "surrogateescape") + (b"/" if mode == MODE_TREE else b"")
             head = f"{mode} {name}".encode("utf-8", "surrogateescape")
             items.append((sort_key, head + b"\0" + bytes.fromhex(sha)))
         items.sort()

@@ -42,15 +42,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 
+from squals_action.state.archive import archive_path, to_archive
 from squals_action.state.errors import ContentionError, StateError, UnrelatedHistoryError
-from squals_action.state.git_objects import MODE_BLOB, ObjectDatabase, is_document, parse_commit
+from squals_action.state.git_log import read_history
+from squals_action.state.git_objects import MODE_BLOB, MODE_TREE, ObjectDatabase, is_document, parse_commit
 from squals_action.state.git_repo import GitRepo
 from squals_action.state.interface import DEFAULT_BRANCH, StateStore, TransactionFn, TransactionResult
-from squals_action.state.layout import META_PATH, SCHEMA_VERSION, JsonObject, dumps_document
+from squals_action.state.layout import ARCHIVE_DIR, META_PATH, JsonObject, dumps_document, dumps_marker
 from squals_action.state.publish import LocalPublisher, Publisher, RemotePublisher
 from squals_action.state.retry import RetryPolicy
 from squals_action.state.trace import Trace
-from squals_action.state.transitions import HistoryEntry, Transition, parse_message
+from squals_action.state.transitions import HistoryEntry, Transition
+from squals_action.state.upkeep import Upkeep
 from squals_action.state.validation import parse_document, prepare_documents
 from squals_action.state.view import Snapshot
 
@@ -125,6 +128,7 @@ class GitStateStore(StateStore):
         self._recorded: str | None = None  # what the tracking ref holds, as far as this store knows
         self._rng = random.Random()
         self._trace = Trace()
+        self._upkeep = Upkeep(self._repo, self._trace)
         if not branch or branch.startswith(("-", "/")) or ".." in branch or branch.endswith(("/", ".lock")):
             raise StateError(f"invalid state branch name {branch!r}")
 
@@ -174,7 +178,7 @@ class GitStateStore(StateStore):
                     snapshot=tip.snapshot(),
                 )
             with self._trace.step("build"):
-                new_tip = self._write_commit(tip, prepare_documents(result), meta)
+                new_tip = self._write_commit(tip, prepare_documents(result, tip.docs), meta)
             assert new_tip.commit is not None
             pause = os.environ.get(TEST_PAUSE_ENV)
             if pause:
@@ -184,6 +188,7 @@ class GitStateStore(StateStore):
             if won:
                 self._remember(new_tip)
                 self._slots = 0
+                self._upkeep.after_write()  # outside the critical section: the branch has moved
                 return TransactionResult(
                     commit=new_tip.commit, applied=True, replayed=False, attempts=attempts,
                     snapshot=new_tip.snapshot(),
@@ -225,26 +230,14 @@ class GitStateStore(StateStore):
             longest = self._publisher.longest_look(self.retry.max_delay, self._slot)
             pause = min(longest, max(pause * 1.5, self._slot) * self._rng.uniform(0.5, 1.5))
 
-    def history(self, environment: str | None = None, limit: int | None = None) -> list[HistoryEntry]:
+    def history(
+        self, environment: str | None = None, limit: int | None = None, since: datetime | None = None
+    ) -> list[HistoryEntry]:
+        """Newest first, reading only the commits it returns (and, for one environment, those git skips)."""
         tip = self._fetch()
         if tip is None:
             return []
-        args = ["log", "--no-show-signature", "--no-decorate", "-z", "--format=%H%x1f%ct%x1f%B", tip]
-        if limit is not None and environment is None:
-            args.insert(1, f"--max-count={int(limit)}")
-        out = self._repo.run(*args).stdout.decode("utf-8", "replace")
-        entries: list[HistoryEntry] = []
-        for record in out.split("\0"):
-            if not record.strip():
-                continue
-            commit, ts, body = record.lstrip("\n").split("\x1f", 2)
-            entry = parse_message(commit, datetime.fromtimestamp(int(ts), UTC), body)
-            if entry is None or (environment is not None and entry.environment != environment):
-                continue
-            entries.append(entry)
-            if limit is not None and len(entries) >= limit:
-                break
-        return entries
+        return read_history(self._repo, tip, environment=environment, limit=limit, since=since)
 
     # ------------------------------------------------------------------------------------------------ fetch
 
@@ -292,7 +285,7 @@ class GitStateStore(StateStore):
         if cached is not None:
             return cached
         tree, _ = parse_commit(self._objects.read(commit, "commit"))
-        entries = dict(self._objects.tree_entries(tree))
+        entries = dict(self._objects.tree_entries(tree, opaque=(ARCHIVE_DIR,)))
         if META_PATH not in entries:
             raise UnrelatedHistoryError(
                 f"branch {self.branch!r} {self._publisher.on} (commit {commit[:12]}) is not a squals state "
@@ -327,6 +320,7 @@ class GitStateStore(StateStore):
             self._repo.run("update-ref", self.tracking_ref, self._tip, check=False)
             self._recorded = self._tip
         self._objects.close()
+        self._upkeep.wait()
 
     def _remember(self, tip: _Tip, current: bool = True) -> None:
         if len(self._tips) > 16:
@@ -341,9 +335,15 @@ class GitStateStore(StateStore):
     # ------------------------------------------------------------------------------------------------ write
 
     def _write_commit(self, base: _Tip, docs: Mapping[str, JsonObject], meta: Transition) -> _Tip:
-        """Write the blobs, trees and commit of ``docs`` on top of ``base``; nothing is published yet."""
+        """Write the blobs, trees and commit of ``docs`` on top of ``base``; nothing is published yet.
+
+        Retired documents beyond the few kept live move into the archive subtree (see
+        :mod:`squals_action.state.archive`); only the archive's directories they land in are rewritten.
+        """
         entries = {p: e for p, e in base.entries.items() if not is_document(p, e[0])}
         blob_docs: dict[str, JsonObject] = {}
+        now = int(time.time())
+        docs = self._archive_retired(entries, docs, datetime.fromtimestamp(now, UTC))
         for path, doc in docs.items():
             old = base.entries.get(path)
             if old is not None and base.docs.get(path) == doc:
@@ -356,10 +356,9 @@ class GitStateStore(StateStore):
         key = meta.idempotency_key
         if key is not None:
             keys = ([*keys, key])[-RECENT_KEYS:]
-        marker: JsonObject = {"schema_version": SCHEMA_VERSION, "format": "squals-state", "recent_keys": keys}
-        entries[META_PATH] = (MODE_BLOB, self._objects.add(b"blob", dumps_document(marker)))
+        entries[META_PATH] = (MODE_BLOB, self._objects.add(b"blob", dumps_marker(keys)))
         tree = self._objects.write_tree(entries)
-        stamp = f"{COMMITTER_NAME} <{COMMITTER_EMAIL}> {int(time.time())} +0000"
+        stamp = f"{COMMITTER_NAME} <{COMMITTER_EMAIL}> {now} +0000"
         lines = [f"tree {tree}"]
         if base.commit is not None:
             lines.append(f"parent {base.commit}")
@@ -368,3 +367,22 @@ class GitStateStore(StateStore):
         self._objects.flush()
         self._blob_docs.update(blob_docs)
         return _Tip(commit, entries, dict(docs), keys)
+
+    def _archive_retired(
+        self, entries: dict[str, tuple[str, str]], docs: Mapping[str, JsonObject], when: datetime
+    ) -> Mapping[str, JsonObject]:
+        """The live documents of ``docs``; those to archive go into the archive subtree of ``entries``."""
+        retiring = to_archive(docs)
+        if not retiring:
+            return docs
+        live = dict(docs)
+        moved = {}
+        for path in retiring:
+            blob = self._objects.add(b"blob", dumps_document(live.pop(path)))
+            moved[archive_path(path, when)] = (MODE_BLOB, blob)
+        archive = entries.get(ARCHIVE_DIR)
+        if archive is not None and archive[0] != MODE_TREE:
+            raise StateError(f"state path {ARCHIVE_DIR} is a file; the store keeps its archive there")
+        tree = self._objects.tree_with(archive[1] if archive else None, moved, ARCHIVE_DIR)
+        entries[ARCHIVE_DIR] = (MODE_TREE, tree)
+        return live

@@ -133,8 +133,11 @@ class StateStore(ABC):
         """
 
     @abstractmethod
-    def history(self, environment: str | None = None, limit: int | None = None) -> list[HistoryEntry]:
-        """Recorded transitions, newest first, optionally only those of one environment."""
+    def history(
+        self, environment: str | None = None, limit: int | None = None, since: datetime | None = None
+    ) -> list[HistoryEntry]:
+        """Recorded transitions, newest first: only those of ``environment`` (archived or not) if given, at
+        most ``limit``, none recorded before ``since``; reads only what it returns."""
 
     def close(self) -> None:
         """Release what the store holds open (the git store keeps one ``git cat-file`` process)."""

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Mapping
-from typing import Any
+from datetime import datetime
 
+from squals_action.state.archive import archive_path, to_archive
 from squals_action.state.clock import utc_now
 from squals_action.state.interface import DEFAULT_BRANCH, StateStore, TransactionFn, TransactionResult
+from squals_action.state.layout import JsonObject
 from squals_action.state.transitions import HistoryEntry, Transition
 from squals_action.state.validation import prepare_documents
 from squals_action.state.view import Snapshot
@@ -27,6 +28,8 @@ class MemoryStateStore(StateStore):
         self._snapshot = Snapshot(commit=None, documents={})
         self._history: list[HistoryEntry] = []
         self._keys: set[str] = set()
+        #: retired documents that left the live tree, by their path below ``archive/``
+        self.archive: dict[str, JsonObject] = {}
 
     def read(self) -> Snapshot:
         with self._lock:
@@ -46,8 +49,10 @@ class MemoryStateStore(StateStore):
                     commit=self._snapshot.commit, applied=False, replayed=False, attempts=1,
                     snapshot=self._snapshot,
                 )
-            docs: Mapping[str, Mapping[str, Any]] = prepare_documents(result)
+            docs = prepare_documents(result, self._snapshot.documents)
             now = utc_now()
+            for path in to_archive(docs):  # as the git store does: retired documents leave the live tree
+                self.archive[archive_path(path, now)] = docs.pop(path)
             digest = hashlib.sha1(  # noqa: S324 -- an identifier like git's, not security
                 f"{self._snapshot.commit}\n{meta.message()}\n{now.isoformat()}\n{len(self._history)}".encode()
             ).hexdigest()
@@ -73,7 +78,12 @@ class MemoryStateStore(StateStore):
                 commit=digest, applied=True, replayed=False, attempts=1, snapshot=self._snapshot
             )
 
-    def history(self, environment: str | None = None, limit: int | None = None) -> list[HistoryEntry]:
+    def history(
+        self, environment: str | None = None, limit: int | None = None, since: datetime | None = None
+    ) -> list[HistoryEntry]:
         with self._lock:
-            entries = [e for e in self._history if environment is None or e.environment == environment]
+            entries = [
+                e for e in self._history
+                if environment in (None, e.environment) and (since is None or e.time >= since)
+            ]
         return entries[:limit] if limit is not None else entries

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,11 @@ from squals_action.state.layout import (
     JsonObject,
     check_path,
 )
+
+#: Bounds on a document read from the branch, which anyone who can push to it may have written: far above
+#: what squals writes (a few KiB, nesting below 10), far below what exhausts memory or the parser's stack.
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+MAX_DEPTH = 64
 
 _SCHEMA_BY_DIR = {
     ENVIRONMENTS_DIR: "environment",
@@ -76,13 +82,21 @@ def schema_problem(path: str, doc: Any) -> str | None:
 
 def parse_document(path: str, data: bytes, commit: str | None) -> JsonObject:
     """Parse and check one document read from the branch; :class:`CorruptStateError` names file and commit."""
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise CorruptStateError(path, commit, f"{len(data)} bytes, over the limit of {MAX_DOCUMENT_BYTES}")
     try:
-        doc = json.loads(data.decode("utf-8"))
+        doc = json.loads(data.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite)
     except UnicodeDecodeError as exc:
         raise CorruptStateError(path, commit, f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno}, column {exc.colno}"
         raise CorruptStateError(path, commit, f"not JSON: {exc.msg} at {where}") from None
+    except RecursionError:  # the C parser gives up around a thousand levels: far deeper than MAX_DEPTH
+        raise CorruptStateError(path, commit, f"nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # NaN, Infinity, 1e400
+        raise CorruptStateError(path, commit, f"not JSON: {exc}") from None
+    if _depth(doc) > MAX_DEPTH:
+        raise CorruptStateError(path, commit, f"nested deeper than {MAX_DEPTH} levels")
     if not isinstance(doc, dict):
         raise CorruptStateError(path, commit, f"expected a JSON object, found {type(doc).__name__}")
     problem = schema_problem(path, doc)
@@ -91,11 +105,37 @@ def parse_document(path: str, data: bytes, commit: str | None) -> JsonObject:
     return doc
 
 
-def prepare_documents(docs: Mapping[str, Mapping[str, Any]]) -> dict[str, JsonObject]:
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is not a finite number")
+    return value
+
+
+def _depth(doc: Any) -> int:
+    """How deeply arrays and objects nest in ``doc``, walked without recursion (the schema check recurses)."""
+    deepest, todo = 0, [(doc, 1)]
+    while todo:
+        value, level = todo.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, level)
+            if level <= MAX_DEPTH:
+                todo.extend((v, level + 1) for v in (value.values() if isinstance(value, dict) else value))
+    return deepest
+
+
+def prepare_documents(
+    docs: Mapping[str, Mapping[str, Any]], checked: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, JsonObject]:
     """Check documents a transaction wants to write and return a detached copy of them.
 
     The round trip through JSON catches values JSON cannot hold (sets, datetimes) and detaches the copy from
-    the caller's objects.
+    the caller's objects. A document equal to the one at the same path in ``checked`` (the tip's, checked
+    when read) is not checked against its schema again: a transaction pays for what it changed.
     """
     prepared: dict[str, JsonObject] = {}
     for path in sorted(docs):
@@ -109,7 +149,7 @@ def prepare_documents(docs: Mapping[str, Mapping[str, Any]]) -> dict[str, JsonOb
             raise StateError(f"state document {path} is not JSON-serialisable: {exc}") from None
         if not isinstance(copy, dict):
             raise StateError(f"state document {path} must be a JSON object")
-        problem = schema_problem(path, copy)
+        problem = None if checked is not None and checked.get(path) == copy else schema_problem(path, copy)
         if problem is not None:
             raise StateError(f"refusing to write invalid state document {path}: {problem}")
         prepared[path] = copy

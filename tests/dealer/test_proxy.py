@@ -153,6 +153,34 @@ def test_slow_upstream_times_out_with_504(pair: dict[str, str], dealer_factory: 
     assert dealer.tallies()["a"].connection_errors == 1
 
 
+def test_a_connection_trickling_its_headers_is_closed(
+    pair: dict[str, str], dealer_factory: DealerFactory
+) -> None:
+    """Slowloris: one byte every 0.2 s never completes the headers; the Dealer closes the connection once
+    ``header_timeout`` passed, while a request that takes longer than that to *answer* is not cut."""
+    dealer = dealer_factory({"a": pair["a"]}, {"a": 1}, header_timeout=1.0)
+    host, port = dealer.url.removeprefix("http://").rstrip("/").split(":")
+    request = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        started = time.monotonic()
+        closed_after = None
+        for byte in request:
+            try:
+                sock.sendall(bytes([byte]))
+                sock.settimeout(0.2)
+                if sock.recv(1) == b"":
+                    closed_after = time.monotonic() - started
+                    break
+            except TimeoutError:
+                continue
+            except OSError:  # reset by the peer
+                closed_after = time.monotonic() - started
+                break
+    assert closed_after is not None, "the trickling connection was still open after 40 s"
+    assert 0.9 <= closed_after <= 1.0 + 1.5
+    assert requests.get(dealer.url + "/slow?ms=1500", timeout=10).status_code == 200
+
+
 def test_requests_and_responses_are_forwarded_faithfully(
     pair: dict[str, str], dealer_factory: DealerFactory
 ) -> None:

@@ -6,6 +6,8 @@ import itertools
 import threading
 from pathlib import Path
 
+import pytest
+
 from squals_action.gates.command import CommandGate
 from squals_action.gates.interface import Gate, GateContext, GateError, GateResult
 from squals_action.gates.runner import all_ok, make_context, run_gates, run_pipeline
@@ -71,6 +73,24 @@ def test_failure_summary_env_and_log(ctx: GateContext) -> None:
     assert result.summary == "exit code 4: boom"
     assert result.log_path is not None and result.log_path.parent == ctx.log_dir
     assert "pr=7 gate=unit tests/../x stage=test own=yes" in result.log_path.read_text()
+
+
+def test_gates_see_no_token_unless_the_file_passes_it_through(
+    ctx: GateContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gate runs the PR's code: the action's token is not in its environment; a name in the squals
+    file's ``env_passthrough`` is (``make_context`` carries it)."""
+    monkeypatch.setenv("GITHUB_TOKEN", "ghs_secret")
+    monkeypatch.setenv("INPUT_GITHUB-TOKEN", "ghs_input")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret")
+    show = 'echo "gh=${GITHUB_TOKEN:-none} aws=${AWS_SECRET_ACCESS_KEY:-none}"; env | grep -c INPUT_GITHUB; :'
+    gate = CommandGate(Command(name="show", run=show), "test")
+    (hidden,) = run_gates(make_context(ctx.repo, ctx.log_dir / "a"), test_gates=[gate])
+    opened = make_context(ctx.repo, ctx.log_dir / "b", passthrough=("AWS_SECRET_ACCESS_KEY",))
+    (passed,) = run_gates(opened, test_gates=[gate])
+    assert hidden.log_path is not None and passed.log_path is not None
+    assert hidden.log_path.read_text().split() == ["gh=none", "aws=none", "0"]
+    assert passed.log_path.read_text().split() == ["gh=none", "aws=aws-secret", "0"]
 
 
 def test_compile_failure_skips_tests_but_not_security(ctx: GateContext) -> None:

@@ -18,7 +18,7 @@ from squals_action.github.interface import Request
 from squals_action.github.runner import Settings, run
 from squals_action.report.comment import MARKER, RunInfo, compose_comment
 from squals_action.report.model import Problem, Report, Step
-from tests.support.github import BASE, REPO, WIRE, assert_documented, event, example
+from tests.support.github import API, BASE, REPO, WIRE, assert_documented, event, example
 
 SHA = "ec26c3e57ca3a959ca5aad62de7213c562f8c821"
 RUN_URL = f"https://github.com/{REPO}/actions/runs/42"
@@ -109,7 +109,7 @@ def settings(tmp_path: Path) -> Settings:
 
 def client(**overrides: Any) -> GitHubClient:
     config = ClientConfig(
-        token="ghs_test",
+        token="gh-test-token",  # no documented prefix: the client asks GET /user who it is
         repository=REPO,
         retries=3,
         backoff_factor=0.0,
@@ -130,7 +130,7 @@ def made(rsps: responses.RequestsMock) -> list[tuple[str, str, Any]]:
         req = call.request
         body = json.loads(req.body) if req.body else None
         assert_documented(req.method or "", req.url or "", body)
-        out.append((req.method, (req.url or "").removeprefix(WIRE), body))
+        out.append((req.method, (req.url or "").removeprefix(WIRE).removeprefix(f"{API}:443"), body))
     return out
 
 
@@ -195,6 +195,20 @@ def status(state: str, dep: int) -> dict[str, Any]:
 
 
 NOT_FOUND = {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}
+#: ``GET /user`` with the workflow's GITHUB_TOKEN (an installation token): it writes as github-actions[bot].
+NOT_FOR_INTEGRATIONS = {
+    "message": "Resource not accessible by integration",
+    "documentation_url": "https://docs.github.com/rest/users/users#get-the-authenticated-user",
+}
+WHO = ("GET", "/user", None)
+
+
+def mock_identity(rsps: responses.RequestsMock, user: dict[str, Any] | None = None) -> None:
+    """Who the token is: a person's token gets its user, an installation token a 403 (it is the app's bot)."""
+    if user is None:
+        rsps.get(f"{API}:443/user", json=NOT_FOR_INTEGRATIONS, status=403)
+    else:
+        rsps.get(f"{API}:443/user", json=example("get", "/user", **user))
 
 
 def mock_check_run_start(
@@ -226,6 +240,7 @@ def test_first_run_on_a_pr(gh: responses.RequestsMock, settings: Settings) -> No
     gh.get(f"{WIRE}/deployments?environment=pr-2&per_page=100", json=[])
     gh.post(f"{WIRE}/deployments", json=deployment(7, "pr-2"), status=201)
     gh.post(f"{WIRE}/deployments/7/statuses", json=status("in_progress", 7), status=201)
+    mock_identity(gh)
     gh.get(f"{WIRE}/issues/2/comments?per_page=100", json=[])
     gh.post(f"{WIRE}/issues/2/comments", json=comment(11, MARKER), status=201)
     gh.patch(f"{WIRE}/check-runs/4", json=check_run("completed"))
@@ -283,11 +298,12 @@ def test_first_run_on_a_pr(gh: responses.RequestsMock, settings: Settings) -> No
             {"state": "in_progress", "description": "squals preview in progress", "log_url": RUN_URL},
         ),
     ]
-    assert calls[9:11] == [
+    assert calls[9:12] == [
+        WHO,
         ("GET", "/issues/2/comments?per_page=100", None),
         ("POST", "/issues/2/comments", {"body": body}),
     ]
-    patch = calls[11]
+    patch = calls[12]
     assert patch[:2] == ("PATCH", "/check-runs/4")
     assert patch[2]["conclusion"] == "success"
     assert patch[2]["output"]["title"] == "preview: success"
@@ -303,7 +319,7 @@ def test_first_run_on_a_pr(gh: responses.RequestsMock, settings: Settings) -> No
         }
     ]
     assert set(patch[2]) == {"output", "conclusion"}
-    assert calls[12] == (
+    assert calls[13] == (
         "POST",
         "/deployments/7/statuses",
         {
@@ -313,7 +329,7 @@ def test_first_run_on_a_pr(gh: responses.RequestsMock, settings: Settings) -> No
             "log_url": RUN_URL,
         },
     )
-    assert len(calls) == 13
+    assert len(calls) == 14
     # The comment: marker first, the table, the island's URL, the run link; under the limit.
     assert body.startswith(MARKER + "\n")
     assert "| Gate test · unit | ✅ passed | 3.5 s |" in body
@@ -337,6 +353,7 @@ def test_second_run_edits_the_comment_and_reuses_what_exists(
     gh.post(f"{WIRE}/deployments/7/statuses", json=status("in_progress", 7), status=201)
     someone = comment(10, MARKER + " quoted by a person", {"login": "mallory", "type": "User"})
     ours = comment(11, first, BOT)
+    mock_identity(gh)
     gh.get(f"{WIRE}/issues/2/comments?per_page=100", json=[someone, ours])
     gh.patch(f"{WIRE}/issues/comments/11", json=ours)
     gh.patch(f"{WIRE}/check-runs/4", json=check_run("completed"))
@@ -353,7 +370,7 @@ def test_second_run_edits_the_comment_and_reuses_what_exists(
 
     assert code == 1
     calls = made(gh)
-    edit = calls[7]
+    edit = calls[8]
     assert [c[:2] for c in calls] == [  # no second comment, deployment or label: each was found
         ("GET", CHECKS),
         ("POST", "/check-runs"),
@@ -361,6 +378,7 @@ def test_second_run_edits_the_comment_and_reuses_what_exists(
         ("GET", "/labels/rollback"),
         ("GET", "/deployments?environment=pr-2&per_page=100"),
         ("POST", "/deployments/7/statuses"),
+        ("GET", "/user"),  # who writes with this token: only its comment is ours
         ("GET", "/issues/2/comments?per_page=100"),
         ("PATCH", "/issues/comments/11"),  # ours (a Bot's), not mallory's quote of the marker
         ("PATCH", "/check-runs/4"),
@@ -385,6 +403,72 @@ def permission(role: str, permission_: str) -> dict[str, Any]:
     )
 
 
+def forged(login: str, kind: str = "User") -> dict[str, Any]:
+    """A comment that looks like squals' own: the marker, and hidden data claiming a passed gate."""
+    import base64
+
+    gate = {"name": "FORGED-security-gate", "status": "success", "duration": 1.0, "detail": "",
+            "kind": "security", "url": None}
+    data = json.dumps({"intent": "preview", "status": "success", "headline": "ok", "sha": SHA,
+                       "gates": [gate]})
+    body = f"{MARKER}\n<!-- squals:data {base64.b64encode(data.encode()).decode()} -->\n"
+    return comment(30, body, {"login": login, "type": kind})
+
+
+def test_a_comment_holding_the_marker_by_another_author_is_never_taken(
+    gh: responses.RequestsMock, settings: Settings
+) -> None:
+    """Finding 8: a user's (or another app's) comment with the marker is not "the" Squals comment: it is not
+    edited, its hidden data is not merged, and the bot's own refusal shows no forged gate."""
+    intent = parse_event("pull_request_target", event("pull_request_target.labeled-promote-by-readonly"), ENV)
+    gh.get(f"{WIRE}/collaborators/octocat/permission", json=permission("read", "read"))
+    mock_identity(gh)
+    gh.get(f"{WIRE}/issues/2/comments?per_page=100",
+           json=[forged("mallory"), forged("other-app[bot]", "Bot")])
+    gh.post(f"{WIRE}/issues/2/comments", json=comment(31, MARKER, BOT), status=201)
+    gh.delete(f"{WIRE}/issues/2/labels/promote", json=[])
+
+    code, report = run(intent, FakeCore(PREVIEW), client(), settings)
+
+    assert code == 0 and report.status == "refused"
+    calls = made(gh)
+    assert [c[:2] for c in calls] == [
+        ("GET", "/collaborators/octocat/permission"),
+        ("GET", "/user"),
+        ("GET", "/issues/2/comments?per_page=100"),
+        ("POST", "/issues/2/comments"),  # a comment of its own: neither of the others is edited
+        ("DELETE", "/issues/2/labels/promote"),
+    ]
+    assert "FORGED" not in calls[3][2]["body"] and "refused" in calls[3][2]["body"]
+
+
+def test_a_persons_token_finds_the_comment_that_person_wrote(gh: responses.RequestsMock) -> None:
+    """With a personal token ``GET /user`` names the author to look for; the Actions bot's comment is not
+    it."""
+    mock_identity(gh, {"login": "octocat"})
+    url = f"{WIRE}/issues/2/comments"
+    gh.get(url + "?per_page=100", json=[comment(40, MARKER + "\nbot", BOT),
+                                        comment(41, MARKER + "\nmine", {"login": "Octocat", "type": "User"})])
+    gh.patch(f"{WIRE}/issues/comments/41", json=comment(41, MARKER + "\nnew", {"login": "octocat"}))
+    api = client()
+    assert api.upsert_comment(2, MARKER, lambda old: MARKER + "\nnew") == 41
+    assert [c[:2] for c in made(gh)] == [("GET", "/user"), ("GET", url.removeprefix(WIRE) + "?per_page=100"),
+                                         ("PATCH", "/issues/comments/41")]
+
+
+def test_an_installation_token_is_known_by_its_prefix(gh: responses.RequestsMock) -> None:
+    """``ghs_`` is GitHub's prefix of installation tokens (the workflow's GITHUB_TOKEN): no GET /user."""
+    gh.get(f"{WIRE}/issues/2/comments?per_page=100", json=[comment(50, MARKER, BOT)])
+    assert client(token="ghs_installation").upsert_comment(2, MARKER, lambda old: MARKER) == 50
+    assert made(gh) == [("GET", "/issues/2/comments?per_page=100", None)]
+
+
+def test_an_apps_installation_token_names_its_bot() -> None:
+    config = ClientConfig.from_env("t", REPO, {"SQUALS_GITHUB_APP_LOGIN": " shipper[bot] "})
+    assert config.app_login == "shipper[bot]"
+    assert ClientConfig.from_env("t", REPO, {}).app_login == "github-actions[bot]"
+
+
 def test_promote_by_a_maintainer(gh: responses.RequestsMock, settings: Settings) -> None:
     intent = parse_event("pull_request", event("pull_request.labeled-promote"), ENV)
     gh.get(f"{WIRE}/collaborators/Codertocat/permission", json=permission("maintain", "write"))
@@ -392,6 +476,7 @@ def test_promote_by_a_maintainer(gh: responses.RequestsMock, settings: Settings)
     gh.get(f"{WIRE}/deployments?environment=prod&per_page=100", json=[])
     gh.post(f"{WIRE}/deployments", json=deployment(8, "prod"), status=201)
     gh.post(f"{WIRE}/deployments/8/statuses", json=status("in_progress", 8), status=201)
+    mock_identity(gh)
     gh.get(f"{WIRE}/issues/2/comments?per_page=100", json=[comment(11, MARKER + "\nold", BOT)])
     gh.patch(f"{WIRE}/issues/comments/11", json=comment(11, "x", BOT))
     gh.patch(f"{WIRE}/check-runs/4", json=check_run("completed"))
@@ -413,8 +498,8 @@ def test_promote_by_a_maintainer(gh: responses.RequestsMock, settings: Settings)
     info = RunInfo(run_url=RUN_URL, sha=SHA, event="pull_request", actor="Codertocat")
     body = compose_comment(promoted, info, MARKER + "\nold")
     calls = made(gh)
-    finish = calls[8]
-    assert calls[:8] == [
+    finish = calls[9]
+    assert calls[:9] == [
         ("GET", "/collaborators/Codertocat/permission", None),
         *START_CHECK_RUN,
         ("GET", "/deployments?environment=prod&per_page=100", None),
@@ -436,12 +521,13 @@ def test_promote_by_a_maintainer(gh: responses.RequestsMock, settings: Settings)
             "/deployments/8/statuses",
             {"state": "in_progress", "description": "squals promote in progress", "log_url": RUN_URL},
         ),
+        WHO,
         ("GET", "/issues/2/comments?per_page=100", None),
         ("PATCH", "/issues/comments/11", {"body": body}),
     ]
     assert finish[:2] == ("PATCH", "/check-runs/4")
     assert finish[2]["conclusion"] == "success" and finish[2]["output"]["title"] == "promote: success"
-    assert calls[9:] == [
+    assert calls[10:] == [
         (
             "POST",
             "/deployments/8/statuses",
@@ -460,6 +546,7 @@ def test_promote_by_a_maintainer(gh: responses.RequestsMock, settings: Settings)
 def test_promote_by_a_read_only_user_is_refused(gh: responses.RequestsMock, settings: Settings) -> None:
     intent = parse_event("pull_request_target", event("pull_request_target.labeled-promote-by-readonly"), ENV)
     gh.get(f"{WIRE}/collaborators/octocat/permission", json=permission("read", "read"))
+    mock_identity(gh)
     gh.get(f"{WIRE}/issues/2/comments?per_page=100", json=[])
     gh.post(f"{WIRE}/issues/2/comments", json=comment(12, MARKER, BOT), status=201)
     gh.delete(f"{WIRE}/issues/2/labels/promote", json=[])
@@ -473,6 +560,7 @@ def test_promote_by_a_read_only_user_is_refused(gh: responses.RequestsMock, sett
     body = compose_comment(report, info)
     assert calls == [
         ("GET", "/collaborators/octocat/permission", None),
+        WHO,
         ("GET", "/issues/2/comments?per_page=100", None),
         ("POST", "/issues/2/comments", {"body": body}),
         ("DELETE", "/issues/2/labels/promote", None),
@@ -486,6 +574,7 @@ def test_rollback(gh: responses.RequestsMock, settings: Settings) -> None:
     mock_check_run_start(gh)
     gh.get(f"{WIRE}/deployments?environment=prod&per_page=100", json=[])
     gh.post(f"{WIRE}/deployments", json=deployment(9, "prod", "abc123"), status=201)
+    mock_identity(gh)
     gh.get(f"{WIRE}/issues/2/comments?per_page=100", json=[])
     gh.post(f"{WIRE}/issues/2/comments", json=comment(13, MARKER, BOT), status=201)
     gh.patch(f"{WIRE}/check-runs/4", json=check_run("completed"))
@@ -505,14 +594,15 @@ def test_rollback(gh: responses.RequestsMock, settings: Settings) -> None:
     assert code == 0
     info = RunInfo(run_url=RUN_URL, sha=SHA, event="pull_request", actor="Codertocat")
     calls = made(gh)
-    assert calls[:5] == [
+    assert calls[:6] == [
         ("GET", "/collaborators/Codertocat/permission", None),
         *START_CHECK_RUN,
+        WHO,
         ("GET", "/issues/2/comments?per_page=100", None),
         ("POST", "/issues/2/comments", {"body": compose_comment(rolled, info)}),
     ]
-    assert calls[5][:2] == ("PATCH", "/check-runs/4") and calls[5][2]["conclusion"] == "success"
-    assert calls[6:] == [
+    assert calls[6][:2] == ("PATCH", "/check-runs/4") and calls[6][2]["conclusion"] == "success"
+    assert calls[7:] == [
         ("GET", "/deployments?environment=prod&per_page=100", None),
         (
             "POST",
@@ -543,6 +633,7 @@ def test_rollback(gh: responses.RequestsMock, settings: Settings) -> None:
 
 def test_pr_closed_tears_down(gh: responses.RequestsMock, settings: Settings) -> None:
     intent = parse_event("pull_request", event("pull_request.closed"), ENV)
+    mock_identity(gh)
     gh.get(f"{WIRE}/issues/2/comments?per_page=100", json=[comment(11, MARKER + "\nold", BOT)])
     gh.patch(f"{WIRE}/issues/comments/11", json=comment(11, "x", BOT))
     listing = example("get", "/repos/{owner}/{repo}/deployments")
@@ -562,6 +653,7 @@ def test_pr_closed_tears_down(gh: responses.RequestsMock, settings: Settings) ->
     assert code == 0
     info = RunInfo(run_url=RUN_URL, sha=SHA, event="pull_request", actor="Codertocat")
     assert made(gh) == [
+        WHO,
         ("GET", "/issues/2/comments?per_page=100", None),
         ("PATCH", "/issues/comments/11", {"body": compose_comment(gone, info, MARKER + "\nold")}),
         ("GET", "/deployments?environment=pr-2&per_page=100", None),
@@ -577,6 +669,7 @@ def test_pr_closed_tears_down(gh: responses.RequestsMock, settings: Settings) ->
 def test_a_502_then_success_creates_one_comment(gh: responses.RequestsMock, settings: Settings) -> None:
     api = client()
     url = f"{WIRE}/issues/2/comments"
+    mock_identity(gh)
     gh.get(url + "?per_page=100", json={"message": "Server Error"}, status=502)  # GET: retried by GithubRetry
     gh.get(url + "?per_page=100", json=[])
     gh.post(url, json={"message": "Server Error"}, status=502)  # POST: looked up again before a new try
@@ -585,6 +678,7 @@ def test_a_502_then_success_creates_one_comment(gh: responses.RequestsMock, sett
 
     assert api.upsert_comment(2, MARKER, lambda old: MARKER + "\nhello") == 14
     assert made(gh) == [
+        WHO,
         ("GET", "/issues/2/comments?per_page=100", None),
         ("GET", "/issues/2/comments?per_page=100", None),
         ("POST", "/issues/2/comments", {"body": MARKER + "\nhello"}),
@@ -610,6 +704,7 @@ def test_a_502_on_create_that_did_create_is_not_duplicated(gh: responses.Request
 
 def test_secondary_rate_limit_with_retry_after(gh: responses.RequestsMock) -> None:
     url = f"{WIRE}/issues/2/comments"
+    mock_identity(gh)
     limited = {
         "message": "You have exceeded a secondary rate limit. Please wait a few minutes and try again.",
         "documentation_url": "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api",
@@ -624,6 +719,7 @@ def test_secondary_rate_limit_with_retry_after(gh: responses.RequestsMock) -> No
     assert api.upsert_comment(2, MARKER, lambda old: MARKER) == 15
     assert api.upsert_comment(2, MARKER, lambda old: MARKER) == 15  # same body: no edit at all
     assert made(gh) == [
+        WHO,
         ("GET", "/issues/2/comments?per_page=100", None),
         ("POST", "/issues/2/comments", {"body": MARKER}),
         ("POST", "/issues/2/comments", {"body": MARKER}),
@@ -648,7 +744,7 @@ def test_ghes_base_url(gh: responses.RequestsMock) -> None:
     gh.get(ghes + "/collaborators/Codertocat/permission", json=permission("write", "write"))
     api = client(api_url="https://ghe.example.com/api/v3")
     assert api.permission("Codertocat") == "write"
-    assert gh.calls[0].request.headers["Authorization"] == "token ghs_test"
+    assert gh.calls[0].request.headers["Authorization"] == "token gh-test-token"
 
 
 def test_every_call_the_action_can_make_is_documented() -> None:
@@ -704,6 +800,7 @@ def test_a_403_that_is_not_a_rate_limit_is_one_clear_error(gh: responses.Request
     from squals_action.github.interface import GitHubError
 
     url = f"{WIRE}/issues/2/comments"
+    mock_identity(gh)
     gh.get(url + "?per_page=100", json=[])
     gh.post(url, json={"message": "Resource not accessible by integration"}, status=403)
     with pytest.raises(GitHubError) as info:
@@ -711,4 +808,4 @@ def test_a_403_that_is_not_a_rate_limit_is_one_clear_error(gh: responses.Request
     assert info.value.one_line() == (
         "GitHub API: create comment on #2: HTTP 403: Resource not accessible by integration"
     )
-    assert len(gh.calls) == 2  # not retried
+    assert len(gh.calls) == 3  # who am I, look up, create: not retried

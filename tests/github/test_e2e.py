@@ -45,6 +45,9 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
 
 SMOKE = """
 import os, urllib.request
+# the PR's code: the action's token must not reach it (issue 14, finding 11)
+leaked = sorted(k for k in ("INPUT_GITHUB-TOKEN", "GITHUB_TOKEN") if k in os.environ)
+assert not leaked, f"token in the exit test's environment: {leaked}"
 print(urllib.request.urlopen(os.environ["SQUALS_URL"], timeout=10).read().decode())
 """
 

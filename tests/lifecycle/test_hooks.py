@@ -3,6 +3,11 @@ a clear message; passing hooks get the environment's names and URLs as ``SQUALS_
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import psutil
+import pytest
+
 from squals_action.lifecycle import machine
 from squals_action.lifecycle.engine import PROD_LOCK, Lifecycle
 from squals_action.lifecycle.machine import Event, Status
@@ -135,3 +140,43 @@ def test_hooks_get_the_environment_as_variables(project: Project) -> None:
     assert f"SQUALS_COMMIT={project.commits['v1']}" in before
     assert f"SQUALS_URL={island.url}" in after
     lc.down()
+
+
+SECRETS = {
+    "INPUT_GITHUB-TOKEN": "ghs_input",
+    "GITHUB_TOKEN": "ghs_env",
+    "ACTIONS_RUNTIME_TOKEN": "runtime",
+    "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "oidc",
+    "AWS_SECRET_ACCESS_KEY": "aws-secret",
+    "AWS_SESSION_TOKEN": "aws-session",
+}
+
+
+def test_squals_own_secrets_never_reach_the_commands_of_the_file(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hooks, exit tests and the island run the PR's code: the action's token and AWS keys stay out of their
+    environment, unless the squals file names one in ``env_passthrough``."""
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    dump = 'env > ".squals/vars/all-$SQUALS_STAGE"'
+    hooks = model.Hooks(before_preprod=(cmd("dump", dump),))
+    file = manifest(hooks=hooks, exit_tests=(cmd("e2e", dump),))
+    file = replace(file, env_passthrough=("AWS_SESSION_TOKEN",))
+    (project.path / ".squals/vars").mkdir(parents=True, exist_ok=True)
+    lc = lifecycle(project, file)
+    try:
+        assert lc.deploy(5, project.commits["v1"]).ok
+        pid = int(lc.fleet()["pr-5"].handle["data"]["process"]["pid"])  # type: ignore[index]
+        seen = {
+            "before_preprod": (project.path / ".squals/vars/all-before_preprod").read_text(),
+            "exit": (project.path / ".squals/vars/all-exit").read_text(),
+            "island": "\n".join(f"{k}={v}" for k, v in psutil.Process(pid).environ().items()),
+        }
+    finally:
+        lc.down()
+    for where, text in seen.items():
+        for name, value in SECRETS.items():
+            shown = f"{name}={value}" in text
+            assert shown == (name == "AWS_SESSION_TOKEN"), (where, name)
+        assert "SQUALS_ENV=pr-5" in text, where

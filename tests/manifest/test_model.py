@@ -199,3 +199,12 @@ def test_front_door_model(
     assert (door.template, dict(door.parameters), door.listener_arn) == expected
     declared = (repo / "squals.yml").read_text().splitlines().index("  front_door:") + 1
     assert (door.location.line, door.location.col) == (declared + 1, 5)  # where its mapping starts
+
+
+
+def test_env_passthrough_names_reach_the_model(tmp_path: Path, full: Manifest) -> None:
+    repo = tmp_path / "passthrough"
+    shutil.copytree(CASES / "valid" / "env_passthrough", repo)
+    manifest = load(repo / "squals.yml", repo)
+    assert manifest.env_passthrough == ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+    assert full.env_passthrough == ()  # by default no secret passes

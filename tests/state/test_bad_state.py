@@ -3,6 +3,8 @@ unrelated or rewritten history is not merged, a branch that vanished is not sile
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,6 +58,11 @@ CORRUPTIONS = [
         '{"schema_version": 1, "name": "staging", "status": "live", "traffic_share": 1}',
         "at name: .* does not match",
     ),
+    # as deep as an attacker likes: the parser's own stack would give up first (RecursionError, exit 70)
+    ("[" * 200_000, "nested deeper than 64 levels"),
+    ('{"a":' * 65 + "1" + "}" * 65, "nested deeper than 64 levels"),
+    ('{"schema_version": 1, "name": "prod", "status": "live", "traffic_share": 1e400}', "not JSON: .*finite"),
+    ('{"schema_version": 1, "name": "prod", "status": "live", "traffic_share": NaN}', "not JSON: NaN"),
 ]
 
 
@@ -120,3 +127,26 @@ def test_a_branch_that_vanished_is_not_started_over(seeded: StateStore, origin: 
     with open_store(seeded.repo_path) as again, pytest.raises(UnrelatedHistoryError, match="vanished"):
         again.transact(bump, Transition("count", "must not write"))
     assert state_log(origin) == []
+
+
+@pytest.mark.parametrize("content", ["[" * 200_000, '{"schema_version": 1,'])
+def test_the_cli_refuses_a_deep_document_as_it_refuses_any_bad_one(
+    make_local: Callable[..., Path], tmp_path: Path, content: str
+) -> None:
+    """``squals status`` on a branch holding ``[`` x 200,000 (it was RecursionError, exit 70): one line naming
+    the file, the exit code of every other corrupt document."""
+    repo = make_local("deep")
+    with open_store(repo, remote=None) as store:
+        store.put_environment(EnvironmentState("prod", "live", version="1.0"), Transition("promote", "seed"))
+    hand = tmp_path / "hand"
+    git(repo, "worktree", "add", "-q", str(hand), "squals/state")
+    (hand / "environments" / "prod.json").write_text(content)
+    git(hand, "commit", "-q", "-am", "edit by hand")
+    git(repo, "worktree", "remove", "--force", str(hand))
+    done = subprocess.run(
+        [sys.executable, "-m", "squals_action.cli", "status", "--local-state"],
+        cwd=repo, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "corrupt state document environments/prod.json" in line and "Traceback" not in done.stderr
