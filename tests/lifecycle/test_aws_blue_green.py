@@ -25,10 +25,10 @@ from squals_action.lifecycle.machine import Status
 from squals_action.lifecycle.parts import signals_for, traffic_for
 from squals_action.manifest import load
 from squals_action.providers.aws import AwsProvider
-from squals_action.providers.cloudwatch_figures import load_balancer_dimension, target_group_dimension
 from squals_action.state import open_store
 from tests.support.alb import FRONT_DOOR_IN_VPC_TEMPLATE, ISLAND_TEMPLATE, READ_PREFIXES, aws_client
 from tests.support.aws import REGION, Cloud
+from tests.support.cloudwatch import put_alb_history
 from tests.support.providers import Repo
 
 SQUALS = """\
@@ -106,23 +106,8 @@ class World:
 
     def served(self, env: str, requests: int, errors: int = 0) -> None:
         """``requests`` (``errors`` of them 5xx) per minute for ``env``'s target group, these two hours."""
-        cloudwatch = aws_client("cloudwatch", self.cloud.endpoint)
-        dims = [
-            {"Name": "LoadBalancer", "Value": load_balancer_dimension(self.listener_arn())},
-            {"Name": "TargetGroup", "Value": target_group_dimension(self.target_group(env))},
-        ]
-        start = datetime.now(UTC).replace(second=30, microsecond=0) - 2 * HOUR
-        minutes = [start + timedelta(minutes=i) for i in range(120)]
-        data = [("RequestCount", requests)] + ([("HTTPCode_Target_5XX_Count", errors)] if errors else [])
-        for metric, value in data:
-            for chunk in range(0, len(minutes), 20):
-                cloudwatch.put_metric_data(
-                    Namespace="AWS/ApplicationELB",
-                    MetricData=[
-                        {"MetricName": metric, "Dimensions": dims, "Timestamp": when, "Value": value}
-                        for when in minutes[chunk : chunk + 20]
-                    ],
-                )
+        data = {"RequestCount": requests, **({"HTTPCode_Target_5XX_Count": errors} if errors else {})}
+        put_alb_history(self.listener_arn(), self.target_group(env), data)
 
     def weights(self) -> dict[str, int]:
         """The listener's forward weights by island, as moto stores them."""

@@ -17,6 +17,7 @@ import os
 import socket
 import subprocess
 import threading
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -115,12 +116,14 @@ class StackApp(LocalServer):
 
         class Handler(QuietHandler):
             def do_GET(self) -> None:
-                parts = self.path.split("/", 3)  # "", "stacks", name, rest
+                # a proxy's request names the whole URL (the public host of tests/github/test_e2e_aws.py)
+                path = urllib.parse.urlsplit(self.path).path
+                parts = path.split("/", 3)  # "", "stacks", name, rest
                 stack = app.stack(parts[2]) if len(parts) >= 3 and parts[1] == "stacks" else None
                 if stack is None:
                     self._send(404, {"error": "no such stack"})
                     return
-                if not app.healthy and self.path.endswith("/healthz"):
+                if not app.healthy and path.endswith("/healthz"):
                     self._send(503, {"error": "sick"})
                     return
                 self._send(200, app.body(stack))
