@@ -23,8 +23,7 @@ import pytest
 
 from squals_action.state import open_store
 from tests.github.test_e2e import checkout, git, pr_event, run_action
-from tests.lifecycle.test_aws_blue_green import FRONT_DOOR
-from tests.support.alb import ISLAND_TEMPLATE, READ_PREFIXES, aws_client
+from tests.support.alb import FRONT_DOOR_IN_VPC_TEMPLATE, ISLAND_TEMPLATE, READ_PREFIXES, aws_client
 from tests.support.aws import REGION, Cloud, post
 from tests.support.cloudwatch import put_alb_history, put_custom
 from tests.support.fake_github import FakeGitHub
@@ -199,7 +198,7 @@ def shop(aws_cloud: Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> I
         git(repo, "remote", "add", "origin", str(world.origin))
         (repo / "infra").mkdir()
         (repo / "infra" / "island.yml").write_text(ISLAND_TEMPLATE)
-        (repo / "infra" / "front-door.yml").write_text(FRONT_DOOR)
+        (repo / "infra" / "front-door.yml").write_text(FRONT_DOOR_IN_VPC_TEMPLATE)
         (repo / "squals.yml").write_text(world.squals())
         (repo / "VERSION").write_text("v1\n")
         git(repo, "add", "-A")
