@@ -28,7 +28,7 @@ from squals_action.providers.aws_front_door import FrontDoorStack
 from squals_action.state import open_store, utc_now
 from tests.support.alb import FRONT_DOOR_TEMPLATE, ISLAND_TEMPLATE, Calls, aws_client
 from tests.support.aws import Cloud
-from tests.support.cloudwatch import put_alb, put_custom
+from tests.support.cloudwatch import CLOUDWATCH_EXPERIMENT, put_alb, put_custom
 from tests.support.experiments import state_log
 from tests.support.lifecycle import git
 
@@ -45,24 +45,6 @@ provider:
 #: Declared once, in the file that lists the variants (a variant file may not declare one).
 FRONT_DOOR = "  front_door: {template: infra/front-door.yml}\n"
 
-EXPERIMENT = """\
-experiment:
-  variants:
-    control: {squals: squals.yml}
-    green: {squals: green.yml}
-  split: {control: 60, green: 40}
-  unit: {kind: cookie, name: shop_visitor}
-  objective: {maximize: conversion, numerator: checkouts, denominator: shoppers}
-  min_duration: {time: 0s, activations: 0}
-  significance: {alpha: 0.05, method: sequential}
-  metrics:
-    shoppers:
-      source: cloudwatch
-      query: '["Shop", "Shoppers", "Environment", "$environment", "Variant", "$variant", {"stat": "Sum"}]'
-    checkouts:
-      source: cloudwatch
-      query: '["Shop", "Checkouts", "Environment", "$environment", "Variant", "$variant", {"stat": "Sum"}]'
-"""
 
 
 def _shop(cloud: Cloud, tmp_path: Path, *, guardrail: bool = False) -> tuple[Path, Path, str]:
@@ -85,7 +67,7 @@ def _shop(cloud: Cloud, tmp_path: Path, *, guardrail: bool = False) -> tuple[Pat
     door = FrontDoorStack(AwsProvider(work, manifest.provider)).ensure(manifest, "HEAD")
     outputs = cloud.cfn.describe_stacks(StackName=door.stack_name)["Stacks"][0]["Outputs"]
     vpc = next(o["OutputValue"] for o in outputs if o["OutputKey"] == "VpcId")
-    main = SQUALS.format(color="grey", app=cloud.app.url, vpc=vpc) + FRONT_DOOR + EXPERIMENT
+    main = SQUALS.format(color="grey", app=cloud.app.url, vpc=vpc) + FRONT_DOOR + CLOUDWATCH_EXPERIMENT
     if guardrail:
         main += "  guardrails: [{metric: error_rate, max_increase: 1%}]\n"
     (work / "squals.yml").write_text(main)

@@ -25,7 +25,7 @@ from squals_action.state import open_store
 from tests.github.test_e2e import checkout, git, pr_event, run_action
 from tests.support.alb import FRONT_DOOR_IN_VPC_TEMPLATE, ISLAND_TEMPLATE, READ_PREFIXES, aws_client
 from tests.support.aws import REGION, Cloud, post
-from tests.support.cloudwatch import put_alb_history, put_custom
+from tests.support.cloudwatch import CLOUDWATCH_EXPERIMENT, put_alb_history, put_custom
 from tests.support.fake_github import FakeGitHub
 from tests.support.github import REPO, event
 
@@ -48,24 +48,6 @@ provider:
   kpis: [{{metric: error_rate, max: 1%}}]
 """
 
-EXPERIMENT = """\
-experiment:
-  variants:
-    control: {squals: squals.yml}
-    green: {squals: green.yml}
-  split: {control: 60, green: 40}
-  unit: {kind: cookie, name: shop_visitor}
-  objective: {maximize: conversion, numerator: checkouts, denominator: shoppers}
-  min_duration: {time: 0s, activations: 0}
-  significance: {alpha: 0.05, method: sequential}
-  metrics:
-    shoppers:
-      source: cloudwatch
-      query: '["Shop", "Shoppers", "Environment", "$environment", "Variant", "$variant", {"stat": "Sum"}]'
-    checkouts:
-      source: cloudwatch
-      query: '["Shop", "Checkouts", "Environment", "$environment", "Variant", "$variant", {"stat": "Sum"}]'
-"""
 
 
 def aws_operations(endpoint: str) -> list[tuple[str, dict[str, list[str]]]]:
@@ -273,7 +255,7 @@ def test_blue_green_rollback_and_an_experiment_on_aws_through_the_action(shop: S
     assert "pr-2 is prod again; pr-3 is postprod at 0 %" in _comment(shop, 3)
 
     # a merge to master declares the experiment: its push starts it (two variant stacks behind the listener)
-    (repo / "squals.yml").write_text(shop.squals() + EXPERIMENT)
+    (repo / "squals.yml").write_text(shop.squals() + CLOUDWATCH_EXPERIMENT)
     (repo / "green.yml").write_text(shop.squals(front_door=False))
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "Checkout in green (#5)")

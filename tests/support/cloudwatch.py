@@ -89,3 +89,25 @@ def put_alb_history(
                     for when in minutes[chunk : chunk + 20]
                 ],
             )
+
+
+#: A two-variant experiment (control 60 / green 40) whose objective is read from CloudWatch custom metrics
+#: per variant island, as the AWS experiment tests write them with put_metric_data.
+CLOUDWATCH_EXPERIMENT = """\
+experiment:
+  variants:
+    control: {squals: squals.yml}
+    green: {squals: green.yml}
+  split: {control: 60, green: 40}
+  unit: {kind: cookie, name: shop_visitor}
+  objective: {maximize: conversion, numerator: checkouts, denominator: shoppers}
+  min_duration: {time: 0s, activations: 0}
+  significance: {alpha: 0.05, method: sequential}
+  metrics:
+    shoppers:
+      source: cloudwatch
+      query: '["Shop", "Shoppers", "Environment", "$environment", "Variant", "$variant", {"stat": "Sum"}]'
+    checkouts:
+      source: cloudwatch
+      query: '["Shop", "Checkouts", "Environment", "$environment", "Variant", "$variant", {"stat": "Sum"}]'
+"""
