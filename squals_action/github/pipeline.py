@@ -118,6 +118,7 @@ class Pipeline:
             head=head,
             base_dir=Path(model.base_dir),
             passthrough=model.env_passthrough,
+            environ=self._env,
         )
         fetch = functools.partial(request.checks, sha) if request.checks is not None and sha else None
         return _gate_steps(run_pipeline(model.gates, ctx, checks=fetch))

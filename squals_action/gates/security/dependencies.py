@@ -158,7 +158,7 @@ class DependencyGate(Gate):
         for source_name in self.scan.sources:
             try:
                 source = self._sources.get(source_name) or build_source(
-                    source_name, self.scan, ctx.squals_dir, ctx.env
+                    source_name, self.scan, ctx.squals_dir, ctx.source_env
                 )
                 used.append(source.name)
                 if deps:
