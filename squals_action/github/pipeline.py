@@ -20,6 +20,7 @@ from squals_action.errors import SqualsError
 from squals_action.gitcmd import git_text, has_commit, token_header_env
 from squals_action.github.interface import Request
 from squals_action.github.runner import Settings
+from squals_action.own_files import own_dir
 from squals_action.report.model import Problem, Report, Status, Step
 from squals_action.state.errors import AccessDeniedError
 
@@ -99,7 +100,7 @@ class Pipeline:
         return None
 
     def _own_dir(self, request: Request) -> Path:
-        return self._scratch() or request.workspace / ".squals"
+        return self._scratch() or own_dir(request.workspace)
 
     def _log_dir(self, request: Request) -> Path:
         return self._own_dir(request) / "logs"
