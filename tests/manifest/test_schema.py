@@ -131,6 +131,14 @@ def test_hook_descriptions_say_what_the_readme_hook_table_says() -> None:
         assert spec["description"].startswith(said), f"hooks.{name}: {spec['description']!r} != {said!r}"
 
 
+def test_env_passthrough_lists_the_secrets_commands_do_not_see() -> None:
+    from squals_action.process import SECRET_VARIABLES
+
+    description = SCHEMA["properties"]["env_passthrough"]["description"]
+    listed = description.split("By default they see none of ", 1)[1].split(":", 1)[0]
+    assert {name.strip(" `") for name in listed.split(",")} == set(SECRET_VARIABLES)
+
+
 def _corpus_data() -> list[Any]:
     data = []
     for kind in ("valid", "invalid"):
