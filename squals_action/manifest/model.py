@@ -374,8 +374,12 @@ class SharedResource:
 
     @property
     def env_var(self) -> str:
-        """The variable every island gets the resource's URL in: ``SQUALS_SHARED_<NAME>_URL``."""
-        return "SQUALS_SHARED_" + re.sub(r"[^A-Za-z0-9]", "_", self.name).upper() + "_URL"
+        return shared_env_var(self.name)
+
+
+def shared_env_var(name: str) -> str:
+    """The variable every island gets a shared resource's URL in: ``SQUALS_SHARED_<NAME>_URL``."""
+    return "SQUALS_SHARED_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper() + "_URL"
 
 
 @dataclass(frozen=True)
