@@ -1,4 +1,4 @@
-"""``squals shared``: started by a deploy or by ``up``, untouched by ``down``, removed only by ``shared down``."""
+"""``squals shared``: started by a deploy or ``up``, kept by ``down``, removed only by ``shared down``."""
 
 from __future__ import annotations
 
