@@ -118,3 +118,20 @@ def as_json(reports: tuple[CostReport, ...]) -> list[dict[str, Any]]:
         }
         for r in reports
     ]
+
+
+def island_markdown(reports: tuple[CostReport, ...], env: str) -> str:
+    """One environment's cost so far, a line per measure (its share of the shared costs included, said so):
+    what the PR comment shows for the island."""
+    lines = []
+    for report in reports:
+        direct = report.environments.get(env)
+        share = sum(report.allocation.shares.get(env, {}).values())
+        figure = _amount(report.with_shares(env), report.measure)
+        if share:
+            figure += f" (of which {_amount(share, report.measure)} share of shared resources)"
+        if direct is None and not share:
+            figure = NO_DATA
+        lines.append(f"- {escape(report.measure)} ({escape(report.period)}): {escape(figure)}")
+    return "\n".join(lines) + "\n"
+
