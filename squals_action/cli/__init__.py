@@ -25,6 +25,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "squals_action.cli.gates_commands",
     "squals_action.cli.state_commands",
     "squals_action.cli.lifecycle_commands",
+    "squals_action.cli.shared_commands",
+    "squals_action.cli.costs_commands",
     "squals_action.cli.experiment_commands",
 )
 

@@ -96,12 +96,7 @@ class Builder:
             rollout=self.rollout(data),
             experiment=self.experiment(data.get("experiment")),
             shared=m.frozen_map(
-                {
-                    name: m.SharedResource(
-                        name, str(item["type"]), _strings(item.get("options")), self.loc(("shared", name))
-                    )
-                    for name, item in data.get("shared", {}).items()
-                }
+                {name: self.shared(name, item) for name, item in data.get("shared", {}).items()}
             ),
             environments=m.frozen_map(
                 {
@@ -117,6 +112,19 @@ class Builder:
             env_passthrough=tuple(str(name) for name in data.get("env_passthrough", ())),
             base_dir=str(self.base_dir.absolute()),
             repo_root=str(self.repo_root.absolute()),
+        )
+
+    def shared(self, name: str, item: dict[str, Any]) -> m.SharedResource:
+        return m.SharedResource(
+            name,
+            str(item["type"]),
+            _strings(item.get("options")),
+            self.loc(("shared", name)),
+            run=item.get("run"),
+            url=str(item.get("url", "http://127.0.0.1:$PORT")),
+            ready_timeout=_duration(item.get("ready_timeout"), 30.0),
+            template=item.get("template"),
+            parameters=_strings(item.get("parameters")),
         )
 
     def app(self, app: dict[str, Any]) -> m.App:

@@ -85,6 +85,7 @@ class Checker:
         self.durations()
         self.references()
         self.front_door()
+        self.shared()
         self.rollout()
         self.experiment()
         self.advisories()
@@ -152,6 +153,9 @@ class Checker:
             ("rollout", "check_interval"),
         ]
         paths.extend((*path, "timeout") for path, *_ in self.iter_commands())
+        shared = get(self.data, ("shared",))
+        if isinstance(shared, dict):
+            paths.extend(("shared", name, "ready_timeout") for name in shared)
         steps = get(self.data, ("rollout", "steps"))
         if isinstance(steps, list):
             paths.extend(("rollout", "steps", i, "bake") for i in range(len(steps)))
@@ -218,6 +222,41 @@ class Checker:
                 "expected no parameters with listener_arn: only a front-door template takes parameters",
                 key=True,
             )
+
+    # shared resources ------------------------------------------------------------------------------
+
+    def shared(self) -> None:
+        """Each shared resource says how to run it on this file's provider (a resource that cannot be
+        started would be a key that does nothing), declared once in the file that lists the variants."""
+        shared = get(self.data, ("shared",))
+        if not isinstance(shared, dict):
+            return
+        if self.as_variant and shared:
+            self.add(
+                ("shared",),
+                "expected no shared resources in a variant file; the variants use those of the file that "
+                "lists them",
+                key=True,
+            )
+            return
+        kind = get(self.data, ("provider", "kind")) or "local"
+        needed, how = {
+            "local": ("run", "the command that runs it on $PORT"),
+            "aws": ("template", "its CloudFormation template"),
+        }.get(str(kind), ("", ""))
+        for name, item in shared.items():
+            if not isinstance(item, dict):
+                continue
+            if needed and needed not in item:
+                self.add(("shared", name), f"expected {needed} ({how}) for provider kind {kind!r}", key=True)
+            if "template" in item:
+                self.check_ref(("shared", name, "template"), must_exist=True)
+            elif "parameters" in item:
+                self.add(
+                    ("shared", name, "parameters"),
+                    "expected no parameters without template: only a template takes parameters",
+                    key=True,
+                )
 
     # rollout ---------------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ strings again. Every command keeps its :class:`Location` so later failures can p
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -357,10 +358,28 @@ class Experiment:
 
 @dataclass(frozen=True)
 class SharedResource:
+    """A resource every environment of the app uses, started once and kept across islands (``shared:``)."""
+
     name: str
     type: str
     options: Mapping[str, str] = EMPTY
     location: Location = NOWHERE
+    #: ``local``: the command that runs it on ``$PORT``, and the URL template islands get.
+    run: str | None = None
+    url: str = "http://127.0.0.1:$PORT"
+    ready_timeout: float = 30.0
+    #: ``aws``: the resource's CloudFormation template (relative to the squals file) and its parameters.
+    template: str | None = None
+    parameters: Mapping[str, str] = EMPTY
+
+    @property
+    def env_var(self) -> str:
+        return shared_env_var(self.name)
+
+
+def shared_env_var(name: str) -> str:
+    """The variable every island gets a shared resource's URL in: ``SQUALS_SHARED_<NAME>_URL``."""
+    return "SQUALS_SHARED_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper() + "_URL"
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,10 @@ under ``.git/worktrees``.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import http.client
 import json
 import os
 import shutil
-import socket
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -31,7 +29,7 @@ from squals_action.gitcmd import git_text, repo_top, resolve_commit
 from squals_action.manifest import model
 from squals_action.own_files import OWN_DIR, own_dir
 from squals_action.process import command_environment
-from squals_action.providers import daemon
+from squals_action.providers import daemon, filelock
 from squals_action.providers.interface import (
     DestroyOutcome,
     EnvironmentHandle,
@@ -39,7 +37,9 @@ from squals_action.providers.interface import (
     Provider,
     ProviderError,
     check_env_name,
+    shared_env,
 )
+from squals_action.providers.shared_local import LocalShared
 
 LOCK_TIMEOUT = 60.0
 STOP_GRACE = 5.0
@@ -53,14 +53,6 @@ class ProvisionError(ProviderError):
         super().__init__(message)
         self.log_path = log_path
         self.log_tail = log_tail
-
-
-def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on right now (the kernel's pick for port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def http_health(url: str, path: str, *, timeout: float) -> tuple[int | None, str]:
@@ -137,22 +129,10 @@ class LocalProvider(Provider):
     def _locked(self, env: str) -> Iterator[None]:
         """Hold ``locks/<env>.lock`` so two CLI processes never provision one environment at once."""
         self._prepare_root()
-        with (self.root / "locks" / f"{env}.lock").open("a") as lock:
-            deadline = time.monotonic() + LOCK_TIMEOUT
-            while True:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError as exc:
-                    if time.monotonic() >= deadline:
-                        raise ProviderError(
-                            f"environment {env} is busy (another squals holds {lock.name})"
-                        ) from exc
-                    time.sleep(0.1)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with filelock.exclusive(
+            self.root / "locks" / f"{env}.lock", timeout=LOCK_TIMEOUT, busy=f"environment {env} is busy"
+        ):
+            yield
 
     # ----------------------------------------------------------------------------------------- records
 
@@ -224,6 +204,7 @@ class LocalProvider(Provider):
         """
         env = check_env_name(env_name)
         sha = resolve_commit(self.top, commit, error=ProviderError)
+        shared = shared_env(self.shared_resources().ensure(manifest, sha))
         with self._locked(env):
             existing = self._read_record(env)
             if existing is not None:
@@ -235,7 +216,7 @@ class LocalProvider(Provider):
             env_dir = self._env_dir(env)
             worktree = env_dir / "worktree"
             log = self._log_path(env)
-            port = free_port()
+            port = daemon.free_port()
             url = f"http://127.0.0.1:{port}"
             data: dict[str, Any] = {
                 "dir": str(env_dir),
@@ -258,6 +239,7 @@ class LocalProvider(Provider):
                 app_env = command_environment(
                     {
                         **manifest.app_env_for(env),
+                        **shared,
                         **extra_env,
                         "PORT": str(port),
                         "SQUALS_ENV": env,
@@ -310,6 +292,12 @@ class LocalProvider(Provider):
             log_path=log,
             log_tail=tail,
         )
+
+    def shared_resources(self) -> LocalShared:
+        """Shared resources as long-running commands under this provider's folder (see
+        :mod:`squals_action.providers.shared_local`)."""
+        self._prepare_root()
+        return LocalShared(self.top, self.root)
 
     # --------------------------------------------------------------------------------------------- health
 
