@@ -16,6 +16,7 @@ from squals_action.lifecycle.bake import BakeTick
 from squals_action.lifecycle.engine import Outcome, Progress
 from squals_action.lifecycle.machine import Check, Env, Event, Status
 from squals_action.report import markdown as md
+from squals_action.report.load_tests import markdown as load_markdown
 
 _ICON = {True: "✅", False: "❌"}
 _ROLE = {
@@ -103,6 +104,8 @@ def markdown(outcome: Outcome, heading_level: int = 3) -> str:
         parts += [md.table(["", "KPI", "during the bake"], kpi_rows), ""]
         if figures:
             parts += [f"BLUE's traffic during the bake: {md.escape(figures)}", ""]
+    if outcome.load_tests is not None:
+        parts += [load_markdown(outcome.load_tests, heading_level + 1), ""]
     checks = check_rows(outcome.checks)
     if checks:
         failed = sum(1 for c in outcome.checks if not c.ok and c.kind != "kpi")
