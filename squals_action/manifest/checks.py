@@ -321,7 +321,7 @@ class Checker:
         if isinstance(rps, str) and CHANGE_RE.match(rps) and parse_change(rps) <= -100:
             self.add(
                 ("load_tests", "limits", "min_rps"),
-                f"expected a decrease smaller than -100%, got {rps!r} (it would allow no requests at all)",
+                f"expected a decrease of less than 100%, got {rps!r} (it would allow no requests at all)",
             )
 
     # metrics ---------------------------------------------------------------------------------------
