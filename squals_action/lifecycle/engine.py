@@ -25,7 +25,7 @@ from squals_action import gitcmd
 from squals_action.errors import SqualsError
 from squals_action.lifecycle import machine
 from squals_action.lifecycle.hooks import CommandRun, failure_message, run_sequence
-from squals_action.lifecycle.load_tests import LoadTestResult, run_load_tests
+from squals_action.lifecycle.load_tests import LoadTestResult, require_locust, run_load_tests
 from squals_action.lifecycle.machine import Check, Env, Event, Status
 from squals_action.lifecycle.promote import Promoter
 from squals_action.lifecycle.records import fleet_of, state_from_env
@@ -57,6 +57,7 @@ class Lifecycle(Promoter):
         commit = gitcmd.resolve_commit(self.repo, commit, error=LifecycleError)
         ttl = LOCK_MARGIN + self.manifest.app.health_timeout + timeouts(self.manifest, "deploy")
         checks: list[Check] = []
+        locust = require_locust() if self.manifest.load_tests is not None else ""  # before anything starts
         load: LoadTestResult | None = None
 
         def finish(ok: bool, message: str, fleet: Mapping[str, Env]) -> Outcome:
@@ -121,7 +122,7 @@ class Lifecycle(Promoter):
             checks += tests
             failed = failure_message(tests, "exit test")
             if not failed and self.manifest.load_tests is not None:
-                load = self._load_tests(self.manifest.load_tests, env, fleet)
+                load = self._load_tests(self.manifest.load_tests, env, fleet, locust)
                 checks.append(load.check())
                 failed = load.failure()
             if failed:
@@ -132,13 +133,15 @@ class Lifecycle(Promoter):
             fleet = self._record(E.EXIT_TESTS_OK, name, f"{name} is ready", checks=tuple(checks))
             return finish(True, f"{name} is ready", fleet)
 
-    def _load_tests(self, spec: LoadTests, env: Env, fleet: Mapping[str, Env]) -> LoadTestResult:
+    def _load_tests(
+        self, spec: LoadTests, env: Env, fleet: Mapping[str, Env], locust: str
+    ) -> LoadTestResult:
         """Locust against the island (then prod, for a baseline); its summary on the progress view."""
 
         def run_for(target: Env) -> CommandRun:
             return self._run(target, fleet, "load")
 
-        result = run_load_tests(spec, env, machine.prod(fleet), run_for, self.progress.step)
+        result = run_load_tests(spec, env, machine.prod(fleet), run_for, self.progress.step, locust)
         self.progress.done(result.summary(), ok=result.ok)
         return result
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from squals_action.errors import SqualsError
 from squals_action.lifecycle.hooks import CommandRun
 from squals_action.lifecycle.machine import Check, Env
 from squals_action.manifest.model import LoadLimit, LoadTests
@@ -38,6 +39,10 @@ LIMITS: tuple[tuple[str, str, str, bool], ...] = (
     ("p95", "p95", " ms", False),
     ("p99", "p99", " ms", False),
 )
+
+
+class LocustMissing(SqualsError):
+    """The squals file has load tests and this machine has no Locust: said before anything is deployed."""
 
 
 class NoData(Exception):
@@ -273,6 +278,14 @@ def find_locust(python: Path | None = None, path: str | None = None) -> str | No
     return shutil.which("locust", path=path)
 
 
+def require_locust() -> str:
+    """The ``locust`` to run, or one line saying how to install it."""
+    locust = find_locust()
+    if locust is None:
+        raise LocustMissing(LOCUST_MISSING)
+    return locust
+
+
 def locust_command(locust: str, spec: LoadTests) -> str:
     """The command line: the profile's numbers, checked by the schema; paths and URLs travel in variables."""
     return (
@@ -322,16 +335,13 @@ def run_load_tests(
     prod: Env | None,
     run_for: Callable[[Env], CommandRun],
     announce: Callable[[str], None],
-    locust: str | None = None,
+    locust: str,
 ) -> LoadTestResult:
     """The island's run, then (``baseline: prod`` with a prod) the same profile against prod, judged.
 
     The runs take turns, not both at once: on a shared machine each would slow the other. The island goes
     first so a run without data there costs no load on prod.
     """
-    locust = locust or find_locust()
-    if locust is None:
-        return LoadTestResult(island=None, error=LOCUST_MISSING)
     start = time.monotonic()
     try:
         announce(f"load test: {spec.users} users for {spec.duration:g} s against {island.name}")
