@@ -101,7 +101,7 @@ class LimitReading:
         relative = f"prod {self.limit.value:+g}%" if self.limit.relative else ""
         if self.bound is None:
             return relative
-        text = f"{word} {_fmt(self.bound)}{unit}"
+        text = f"{word} {fmt(self.bound)}{unit}"
         return f"{text} ({relative})" if relative else text
 
     def describe(self) -> str:
@@ -109,7 +109,7 @@ class LimitReading:
         label = _label(self.key)
         if self.value is None:
             return f"{label}: no data (Locust timed no request)"
-        value = f"{label} {_fmt(self.value)}{_unit(self.key)}"
+        value = f"{label} {fmt(self.value)}{_unit(self.key)}"
         if self.bound is None:
             return f"{value}, not judged: no prod to compare with ({self.bound_text()})"
         if not self.ok:
@@ -146,8 +146,8 @@ class LoadTestResult:
             return failed or "load test: no data"
         f = self.island
         figures = (
-            f"{f.requests} requests, {_fmt(f.rps)}/s, {_fmt(f.failure_ratio)} % failed"
-            + "".join(f", {k} {_fmt(v)} ms" for k, v in (("p95", f.p95), ("p99", f.p99)) if v is not None)
+            f"{f.requests} requests, {fmt(f.rps)}/s, {fmt(f.failure_ratio)} % failed"
+            + "".join(f", {k} {fmt(v)} ms" for k, v in (("p95", f.p95), ("p99", f.p99)) if v is not None)
         )
         unjudged = [r.describe() for r in self.readings if not r.judged]
         return f"{figures}; limits kept" + (f"; {'; '.join(unjudged)}" if unjudged else "")
@@ -177,7 +177,8 @@ def _unit(key: str) -> str:
     return next(unit for k, _, unit, _ in LIMITS if k == key)
 
 
-def _fmt(value: float) -> str:
+def fmt(value: float) -> str:
+    """Three significant digits, whole numbers from 1000 on (``812``, ``43.5``, ``1300``)."""
     return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
 
 

@@ -6,7 +6,7 @@ markdown the CLI prints. A run without data shows "⚪ no data" with the reason,
 
 from __future__ import annotations
 
-from squals_action.lifecycle.load_tests import LIMITS, LimitReading, LoadFigures, LoadTestResult
+from squals_action.lifecycle.load_tests import LIMITS, LimitReading, LoadFigures, LoadTestResult, fmt
 from squals_action.report import markdown as md
 
 
@@ -16,7 +16,7 @@ def _figure(figures: LoadFigures | None, key: str, unit: str) -> str:
     value = figures.requests if key == "requests" else figures.figure(key)
     if value is None:
         return "no data"
-    return f"{value:,}" if isinstance(value, int) else f"{value:.3g}{unit}"
+    return f"{value:,}" if isinstance(value, int) else f"{fmt(value)}{unit}"
 
 
 def _verdict(reading: LimitReading | None) -> str:

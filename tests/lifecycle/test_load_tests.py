@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -19,6 +21,7 @@ import pytest
 from squals_action.lifecycle.load_tests import (
     LoadFigures,
     find_locust,
+    fmt,
     judge,
     percentile,
     read_figures,
@@ -108,30 +111,47 @@ def test_a_breached_p95_fails_the_island_and_blocks_its_promotion(project: Proje
     assert "> max 100 ms" in out.message and "pr-1 is kept for inspection" in out.message
     comment = markdown(out)
     assert "❌ Load test (Locust)" in comment
-    assert f"| ❌ | p95 | {p95.value:.3g} ms | max 100 ms |" in comment
+    assert f"| ❌ | p95 | {fmt(p95.value or 0)} ms | max 100 ms |" in comment
     assert out.fleet["pr-1"].reason == out.message.split("; pr-1 is kept")[0]
     with pytest.raises(InvalidTransition, match="its deploy failed"):
         lc.promote(1)
     lc.down()
 
 
-def test_a_load_test_within_its_limits_lets_the_island_through(project: Project) -> None:
-    fast = commit_app(project, "fast", None)
-    limits = spec(p95=LoadLimit(2000.0), p99=LoadLimit(3000.0), failure_ratio=1.0, min_rps=LoadLimit(5.0))
-    lc = lifecycle(project, dataclasses.replace(manifest(), load_tests=limits))
-    out = lc.deploy(1, fast)
-    assert out.ok, out.message
-    assert out.fleet["pr-1"].status is Status.READY
-    load = out.load_tests
-    assert load is not None and load.island is not None and load.ok
-    assert [r.key for r in load.readings] == ["min_rps", "failure_ratio", "p95", "p99"]
-    assert load.island.failures == 0 and load.island.rps >= 5.0
-    check = next(c for c in out.fleet["pr-1"].checks if c.kind == "load-test")
-    assert check.ok and not check.no_data and "limits kept" in check.detail
-    comment = markdown(out)
-    assert "✅ Load test (Locust)" in comment and "| ✅ | requests/s |" in comment
-    assert lc.promote(1).ok  # the first prod: nothing to bake against
-    lc.down()
+def squals(
+    project: Project, *args: str, python: str = sys.executable, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The ``squals`` command line of this checkout, run in the project's repository."""
+    return subprocess.run(
+        [python, "-m", "squals_action.cli", *args],
+        cwd=project.path,
+        env=env or {**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_the_example_shop_within_its_limits_is_ready_and_its_table_on_the_terminal(project: Project) -> None:
+    """``examples/shop/squals-load.yml`` and its locustfile through ``squals deploy``, for 3 s (not 30 s)."""
+    shutil.copytree(REPO / "examples" / "shop", project.path, dirs_exist_ok=True)
+    squals_file = project.path / "squals-load.yml"
+    squals_file.write_text(squals_file.read_text().replace("duration: 30s", "duration: 3s"))
+    project.commit_version("shop")
+    done = squals(project, "deploy", "--pr", "1", "--skip-gates", "--file", "squals-load.yml")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "#### ✅ Load test (Locust)" in done.stdout
+    table = done.stdout.split("#### ✅ Load test (Locust)")[1]
+    assert "| ✅ | p95 |" in table and "| ✅ | failure ratio | 0 % | max 1 % |" in table
+    assert "| ⚪ not judged | requests/s |" in table  # -20% of prod's, and there is no prod yet
+    assert "limits kept; requests/s" in done.stderr and "not judged: no prod to compare with" in done.stderr
+    env = lifecycle(project, manifest()).fleet()["pr-1"]
+    assert env.status is Status.READY
+    check = next(c for c in env.checks if c.kind == "load-test")
+    assert check.ok and not check.no_data
+    promoted = squals(project, "promote", "--pr", "1", "--file", "squals-load.yml")
+    assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    assert squals(project, "down", "--file", "squals-load.yml").returncode == 0
 
 
 def test_baseline_prod_judges_relative_limits_against_prods_run(project: Project) -> None:
@@ -163,9 +183,9 @@ def test_baseline_prod_judges_relative_limits_against_prods_run(project: Project
     assert "| limit | prod <code>pr-1</code> |" in table
     row = next(line for line in table.splitlines() if line.startswith("| ❌ | p95 |"))
     assert row.split(" | ")[2:] == [
-        f"{p95.value:.3g} ms",
-        rf"max {p95.bound:.3g} ms \(prod +100%\)",
-        f"{p95.baseline:.3g} ms |",
+        f"{fmt(p95.value or 0)} ms",
+        rf"max {fmt(p95.bound or 0)} ms \(prod +100%\)",
+        f"{fmt(p95.baseline or 0)} ms |",
     ]
     with pytest.raises(InvalidTransition):
         lc.promote(2)
@@ -205,16 +225,14 @@ def test_without_locust_deploy_says_how_to_install_it_in_one_line(project: Proje
     git(project.path, "commit", "-qm", "squals file")
     bare = tmp_path / "bare"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
-    assert find_locust(bare / "bin" / "python", path=str(bare / "bin")) is None
+    python = bare / "bin" / "python"
+    assert find_locust(python, path=str(bare / "bin")) is None
     env = {
         "PATH": f"{bare / 'bin'}:/usr/bin:/bin",
         "HOME": str(tmp_path),
         "PYTHONPATH": f"{REPO}:{sysconfig.get_paths()['purelib']}:{sysconfig.get_paths()['platlib']}",
     }
-    done = subprocess.run(
-        [str(bare / "bin" / "python"), "-m", "squals_action.cli", "deploy", "--pr", "1", "--skip-gates"],
-        cwd=project.path, env=env, capture_output=True, text=True, timeout=120,
-    )
+    done = squals(project, "deploy", "--pr", "1", "--skip-gates", python=str(python), env=env)
     assert done.returncode == 1, done.stderr
     assert done.stderr.splitlines() == [
         "squals: error: Locust is not installed: pip install 'squals-action[load]'"
