@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from squals_action.github.pipeline import Pipeline
+from squals_action.github.runner import settings_from_env
 from squals_action.lifecycle.load_tests import (
     LoadFigures,
     find_locust,
@@ -29,6 +31,7 @@ from squals_action.lifecycle.load_tests import (
 from squals_action.lifecycle.machine import InvalidTransition, Status
 from squals_action.manifest.model import LoadLimit, LoadTests
 from squals_action.providers import LocalProvider
+from squals_action.report.comment import RunInfo, render
 from squals_action.report.lifecycle import markdown
 from tests.support.lifecycle import Project, git, lifecycle, manifest
 
@@ -113,6 +116,11 @@ def test_a_breached_p95_fails_the_island_and_blocks_its_promotion(project: Proje
     assert "❌ Load test (Locust)" in comment
     assert f"| ❌ | p95 | {fmt(p95.value or 0)} ms | max 100 ms |" in comment
     assert out.fleet["pr-1"].reason == out.message.split("; pr-1 is kept")[0]
+    # The PR comment the action posts: the figure in its headline, a row for the load test, the table.
+    report = Pipeline(settings_from_env({}), {})._outcome("preview", out, "pr-1")
+    posted = render(report, RunInfo(sha=slow))
+    assert f"**load test failed: p95 {fmt(p95.value or 0)} ms &gt; max 100 ms" in posted
+    assert "| Load test locust | ❌ failed |" in posted and "❌ Load test (Locust)" in posted
     with pytest.raises(InvalidTransition, match="its deploy failed"):
         lc.promote(1)
     lc.down()
