@@ -1,5 +1,5 @@
 """Load tests as a stage: Locust, headless, against an island after its exit tests, judged on Locust's own
-statistics; with ``baseline: prod`` the same profile runs against prod first and relative limits use its
+statistics; with ``baseline: prod`` the same profile then runs against prod and relative limits use its
 figures.
 
 Locust is an optional extra that pulls in gevent, so it is never imported here: it runs as a subprocess

@@ -273,7 +273,7 @@ class LoadLimit:
 
 @dataclass(frozen=True)
 class LoadTests:
-    """Locust against each island after its exit tests (and first against prod when ``baseline`` says so).
+    """Locust against each island after its exit tests (then against prod when ``baseline`` says so).
 
     Latencies are in milliseconds, ``failure_ratio`` in percent, ``min_rps`` in requests per second.
     """
