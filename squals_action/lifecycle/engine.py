@@ -142,7 +142,9 @@ class Lifecycle(Promoter):
             return self._run(target, fleet, "load")
 
         result = run_load_tests(spec, env, machine.prod(fleet), run_for, self.progress.step, locust)
-        self.progress.done(result.summary(), ok=result.ok)
+        self.progress.load_test(result)
+        if result.ok:  # a failure is the deploy's own last line: said once
+            self.progress.done(result.summary())
         return result
 
     # ---- rollback, teardown, down -----------------------------------------------------------------

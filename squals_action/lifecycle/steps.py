@@ -53,6 +53,9 @@ class Progress:
     def tick(self, tick: BakeTick) -> None:
         """One check of the bake."""
 
+    def load_test(self, result: LoadTestResult) -> None:
+        """A load test's figures against its limits."""
+
 
 Operation = Literal["deploy", "promote", "rollback", "teardown", "down"]
 

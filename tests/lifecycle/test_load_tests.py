@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -153,6 +154,9 @@ def test_the_example_shop_within_its_limits_is_ready_and_its_table_on_the_termin
     assert "| ✅ | p95 |" in table and "| ✅ | failure ratio | 0 % | max 1 % |" in table
     assert "| ⚪ not judged | requests/s |" in table  # -20% of prod's, and there is no prod yet
     assert "limits kept; requests/s" in done.stderr and "not judged: no prod to compare with" in done.stderr
+    # The terminal's progress view has the same table as aligned text.
+    assert re.search(r"\n    ✓\s+p95\s+\d+ ms\s+max 500 ms\n", done.stderr), done.stderr
+    assert re.search(r"\n    not judged\s+requests/s\s+[\d.]+\s+prod -20%\n", done.stderr), done.stderr
     env = lifecycle(project, manifest()).fleet()["pr-1"]
     assert env.status is Status.READY
     check = next(c for c in env.checks if c.kind == "load-test")
