@@ -307,10 +307,11 @@ def timeouts(manifest: Manifest, op: Literal["deploy", "promote"]) -> float:
     if op == "promote":
         commands = (*hooks.promote, *hooks.after_postprod, *manifest.rollout.inflight_tests)
         return sum(c.timeout for c in commands)
-    load = manifest.load_tests
-    runs = 0 if load is None else 2 if load.baseline else 1  # the island's run, and prod's for a baseline
     commands = (*hooks.before_preprod, *hooks.after_preprod, *manifest.exit_tests)
-    return sum(c.timeout for c in commands) + runs * (load.timeout if load else 0.0)
+    load = manifest.load_tests
+    # The island's load-test run, and prod's for a baseline: each at most the load test's timeout.
+    loads = 0.0 if load is None else load.timeout * (2 if load.baseline else 1)
+    return sum(c.timeout for c in commands) + loads
 
 
 def shares(fleet: Fleet) -> str:
