@@ -251,7 +251,7 @@ class Pipeline:
             url = outcome.public_url or url
         exit_tests: list[Step] = []
         for check in outcome.checks:
-            if check.kind in ("exit-test", "hook", "inflight-test"):
+            if check.kind in ("exit-test", "load-test", "hook", "inflight-test"):
                 exit_tests.append(Step(check.name, "success" if check.ok else "failure", check.duration,
                                        check.detail, kind=check.kind))
         kpis = ", ".join(f"{k.metric}={k.value:g}" for k in outcome.kpis if k.value is not None)

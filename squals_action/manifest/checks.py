@@ -17,7 +17,15 @@ from squals_action.manifest.model import DEALER_METRICS, HOOK_STAGES
 from squals_action.manifest.paths import reference_problem, script_of
 from squals_action.manifest.problems import PathPart, Problem, format_where
 from squals_action.manifest.schema import suggest
-from squals_action.manifest.units import DURATION_RE, PERCENTAGE_RE, parse_amount, parse_duration
+from squals_action.manifest.units import (
+    CHANGE_RE,
+    DURATION_RE,
+    PERCENTAGE_RE,
+    parse_amount,
+    parse_change,
+    parse_duration,
+    parse_percentage,
+)
 from squals_action.manifest.yamlload import Document
 
 #: The check run the action itself reports (github.runner.CHECK_NAME); ``gates.checks`` cannot wait for it.
@@ -87,6 +95,7 @@ class Checker:
         self.front_door()
         self.shared()
         self.rollout()
+        self.load_tests()
         self.experiment()
         self.advisories()
         self.own_check()
@@ -151,6 +160,8 @@ class Checker:
             ("gates", "checks_interval"),
             ("rollout", "bake"),
             ("rollout", "check_interval"),
+            ("load_tests", "duration"),
+            ("load_tests", "timeout"),
         ]
         paths.extend((*path, "timeout") for path, *_ in self.iter_commands())
         shared = get(self.data, ("shared",))
@@ -191,6 +202,7 @@ class Checker:
                 self.check_ref((*deps, "files", index), must_exist=False)
         self.check_ref((*deps, "offline_db"), must_exist=False)
         self.check_ref((*deps, "safety_db"), must_exist=False, want="directory")
+        self.check_ref(("load_tests", "locustfile"), must_exist=True)
 
     # provider --------------------------------------------------------------------------------------
 
@@ -324,6 +336,32 @@ class Checker:
             return
         if lower > upper:
             self.add((*path, low), f"expected {low} <= {high}, got {lower:g} > {upper:g}")
+
+    # load tests ------------------------------------------------------------------------------------
+
+    def load_tests(self) -> None:
+        """A relative limit needs prod's figures to be relative to; a share of requests is at most 100 %,
+        and a decrease of requests per second of 100 % or more would allow none at all."""
+        load = get(self.data, ("load_tests",))
+        limits = get(self.data, ("load_tests", "limits"))
+        if not isinstance(load, dict) or not isinstance(limits, dict):
+            return
+        for key in ("p95", "p99", "min_rps"):
+            value = limits.get(key)
+            if isinstance(value, str) and CHANGE_RE.match(value) and load.get("baseline") != "prod":
+                self.add(
+                    ("load_tests", "limits", key),
+                    f"expected baseline: prod for the relative limit {value!r} (relative to prod's figure)",
+                )
+        ratio = limits.get("failure_ratio")
+        if isinstance(ratio, str) and PERCENTAGE_RE.match(ratio) and parse_percentage(ratio) > 100:
+            self.add(("load_tests", "limits", "failure_ratio"), f"expected at most 100%, got {ratio!r}")
+        rps = limits.get("min_rps")
+        if isinstance(rps, str) and CHANGE_RE.match(rps) and parse_change(rps) <= -100:
+            self.add(
+                ("load_tests", "limits", "min_rps"),
+                f"expected a decrease of less than 100%, got {rps!r} (it would allow no requests at all)",
+            )
 
     # metrics ---------------------------------------------------------------------------------------
 

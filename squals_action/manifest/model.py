@@ -264,6 +264,35 @@ class Rollout:
 
 
 @dataclass(frozen=True)
+class LoadLimit:
+    """A bound on one load-test figure: ``value`` in the figure's own unit, or, when ``relative``, a change
+    in percent of prod's figure (``+10%`` is ``10.0``, ``-10%`` is ``-10.0``)."""
+
+    value: float
+    relative: bool = False
+
+
+@dataclass(frozen=True)
+class LoadTests:
+    """Locust against each island after its exit tests (then against prod when ``baseline`` says so).
+
+    Latencies are in milliseconds, ``failure_ratio`` in percent, ``min_rps`` in requests per second.
+    """
+
+    locustfile: str
+    users: int
+    spawn_rate: float
+    duration: float
+    timeout: float
+    p95: LoadLimit | None = None
+    p99: LoadLimit | None = None
+    failure_ratio: float | None = None
+    min_rps: LoadLimit | None = None
+    baseline: Literal["prod"] | None = None
+    location: Location = NOWHERE
+
+
+@dataclass(frozen=True)
 class Variant:
     """One experiment variant. ``squals`` is the path as written (relative to the declaring file's
     directory); ``file`` is its absolute path and ``manifest`` its validated model (None when the variant
@@ -404,6 +433,7 @@ class Manifest:
     gates: Gates = Gates()
     hooks: Hooks = Hooks()
     exit_tests: tuple[Command, ...] = ()
+    load_tests: LoadTests | None = None
     rollout: Rollout = Rollout()
     experiment: Experiment | None = None
     shared: Mapping[str, SharedResource] = field(default_factory=FrozenMap)

@@ -14,8 +14,11 @@ from typing import IO, Any
 
 from squals_action.lifecycle.bake import BakeTick
 from squals_action.lifecycle.engine import Outcome, Progress
+from squals_action.lifecycle.load_tests import LoadTestResult
 from squals_action.lifecycle.machine import Check, Env, Event, Status
 from squals_action.report import markdown as md
+from squals_action.report.load_tests import markdown as load_markdown
+from squals_action.report.load_tests import text_lines as load_lines
 
 _ICON = {True: "✅", False: "❌"}
 _ROLE = {
@@ -103,6 +106,8 @@ def markdown(outcome: Outcome, heading_level: int = 3) -> str:
         parts += [md.table(["", "KPI", "during the bake"], kpi_rows), ""]
         if figures:
             parts += [f"BLUE's traffic during the bake: {md.escape(figures)}", ""]
+    if outcome.load_tests is not None:
+        parts += [load_markdown(outcome.load_tests, heading_level + 1), ""]
     checks = check_rows(outcome.checks)
     if checks:
         failed = sum(1 for c in outcome.checks if not c.ok and c.kind != "kpi")
@@ -128,6 +133,10 @@ class TextProgress(Progress):
         print(
             f"    bake {tick.elapsed:5.1f}/{tick.bake:g} s  {_tick_text(tick)}", file=self.stream, flush=True
         )
+
+    def load_test(self, result: LoadTestResult) -> None:
+        for line in load_lines(result):
+            print(f"    {line}", file=self.stream, flush=True)
 
 
 def _tick_text(tick: BakeTick) -> str:
@@ -157,6 +166,10 @@ class RichProgress(Progress):
         colour = "red" if bad else "cyan"
         head = f"[{colour}]bake {tick.elapsed:5.1f}/{tick.bake:g} s[/{colour}]"
         self.console.print(f"    {head}  {_rich_escape(_tick_text(tick))}")
+
+    def load_test(self, result: LoadTestResult) -> None:
+        for line in load_lines(result):
+            self.console.print(f"    {_rich_escape(line)}")
 
 
 def _rich_escape(text: str) -> str:
