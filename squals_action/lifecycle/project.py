@@ -56,7 +56,8 @@ def open_project(options: ProjectOptions, progress: Progress | None = None) -> L
     else:
         found = [p for p in discover(repo) if p.name in ("squals.yml", "squals.yaml")] or discover(repo)
         if not found:
-            raise ProjectError(f"no squals file in {repo}: expected squals.yml (or pass --file)")
+            # a usage error like a missing --file: every missing squals file exits 2 (README)
+            raise UsageError(f"no squals file in {repo}: expected squals.yml (or pass --file)")
         path = found[0]
     manifest = load(path, repo)
     # no remote at all (a project on a laptop) or --local-state: the state branch is the repository's own
