@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -179,6 +180,36 @@ def test_errors_are_one_line_with_an_exit_code(
     assert "has no remote 'nowhere' (it has: origin)" in err and err.count("\n") == 1
     code, _, err = run(["history", "--repo", str(repo), "--limit", "0"], capsys)
     assert code == 2 and "expected a whole number >= 1" in err
+
+
+def test_an_unreachable_origin_suggests_local_state(make_clone: Callable[..., Path]) -> None:
+    """The state remote cannot be reached (nothing listens on its port): one line that names the way out."""
+    work = make_clone("offline")
+    with socket.socket() as sock:  # a port on 127.0.0.1 that nothing listens on once this closes
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    subprocess.run(
+        ["git", "-C", str(work), "remote", "set-url", "origin", f"http://127.0.0.1:{port}/shop.git"],
+        check=True,
+        timeout=30,
+    )
+    squals = [sys.executable, "-m", "squals_action.cli"]
+    offline = subprocess.run(
+        [*squals, "status", "--repo", str(work)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert offline.returncode == 1 and offline.stderr.count("\n") == 1, offline.stderr
+    assert offline.stderr.startswith("squals: error: cannot fetch state branch 'squals/state' from 'origin'")
+    assert offline.stderr.rstrip().endswith(
+        "if 'origin' cannot be reached from here, --local-state keeps the state in this repository instead"
+    )
+    local = subprocess.run(
+        [*squals, "status", "--repo", str(work), "--local-state"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert local.returncode == 0 and "does not exist in this repository (local state)" in local.stdout
 
 
 def test_status_before_any_state(make_clone: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
