@@ -42,6 +42,11 @@ def squals_dir(repo: Path) -> Path:
     return repo / ".squals"
 
 
+def dealer_dir(repo: Path) -> Path:
+    """Where the project's local Dealer keeps its pid, ports and tallies (``squals status`` reads it too)."""
+    return squals_dir(repo) / "dealer"
+
+
 def open_project(options: ProjectOptions, progress: Progress | None = None) -> Lifecycle:
     """The lifecycle of the repository at ``options.repo`` (default: the current directory's)."""
     from squals_action.manifest import discover, load
@@ -63,7 +68,7 @@ def open_project(options: ProjectOptions, progress: Progress | None = None) -> L
     # no remote at all (a project on a laptop) or --local-state: the state branch is the repository's own
     store = open_store(repo, remote=choose_remote(repo, options.remote), branch=options.state_branch)
     provider = get_provider(manifest.provider.kind, repo, manifest.provider)
-    traffic = traffic_for(manifest, provider, squals_dir(repo) / "dealer")
+    traffic = traffic_for(manifest, provider, dealer_dir(repo))
     lifecycle = Lifecycle(
         repo=repo,
         manifest=manifest,

@@ -130,7 +130,8 @@ def test_status_text_is_a_table_of_environments_and_running_experiments(
     code, out, _ = run(["status", "--repo", str(repo)], capsys)
     assert code == 0
     prod_row = next(line for line in out.splitlines() if " prod " in line)
-    for cell in ("1.4.0", "live", "90 %", "http://127.0.0.1:8001", "PR #9 since 2026-05-01T12:00:00Z"):
+    lock = "PR #9 (bob, run 91) since 2026-05-01T12:00:00Z"
+    for cell in ("1.4.0", "live", "90 %", "http://127.0.0.1:8001", lock):
         assert cell in prod_row
     assert "checkout-color" in out and "control 50 %, green 50 %" in out
     assert "old" not in out.split("Running experiments")[1]
@@ -230,7 +231,7 @@ def test_status_history_unlock_in_a_repository_without_a_remote(
     assert code == 0 and report["remote"] is None and report["commit"] == _rev(laptop, "squals/state")
     assert [e["name"] for e in report["environments"]] == ["pr-9", "prod"]
     code, out, _ = run(["status", "--repo", str(laptop)], capsys)
-    assert code == 0 and ", local)" in out and "PR #9 since 2026-05-01T12:00:00Z" in out
+    assert code == 0 and ", local)" in out and "PR #9 (bob, run 91) since 2026-05-01T12:00:00Z" in out
     monkeypatch.setenv("GITHUB_ACTOR", "carol")
     code, out, _ = run(["unlock", "prod", "--repo", str(laptop), "--remote", "upstream"], capsys)
     assert code == 0 and "was broken by carol" in out  # no remote at all: whatever --remote names

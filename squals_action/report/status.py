@@ -1,0 +1,163 @@
+"""``squals status``: the environments recorded on the state branch with what the local Dealer says now.
+
+The recorded part (version, status, share, URL, lock) comes from one snapshot; the live part (the public URL
+users go to, requests, errors and p95 latency per environment) from the Dealer's tallies when a Dealer runs,
+and is "no data" otherwise: a figure nobody measured is never shown as a zero. A retired environment's
+recorded URL is not shown as a place to go: nothing answers there any more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import IO, Any
+
+from squals_action.dealer.interface import VariantTally
+from squals_action.report.terminal import cell, console, natural_key
+from squals_action.state import Lock, Snapshot, utc_now
+
+#: Recorded statuses of an environment that no longer runs: its URL is history, not a place to go.
+GONE = frozenset({"retired", "absent"})
+NO_DATA = "no data"
+
+
+@dataclass(frozen=True)
+class LiveTraffic:
+    """The local Dealer as it is now: where users go, and its tallies (``None`` when it did not answer)."""
+
+    url: str
+    pid: int | None
+    tallies: Mapping[str, VariantTally] | None
+
+
+def lock_json(lock: Lock | None) -> dict[str, Any] | None:
+    """A lock as ``status`` and ``unlock`` print it in JSON: its document and whether it has expired."""
+    if lock is None:
+        return None
+    doc = lock.to_json()
+    doc.pop("schema_version", None)
+    doc["expired"] = lock.expired(utc_now())
+    return doc
+
+
+def _figures(name: str, live: LiveTraffic | None) -> dict[str, Any] | None:
+    """Requests, errors and p95 latency the Dealer tallied for ``name``; ``None``: nothing was measured."""
+    tally = live.tallies.get(name) if live is not None and live.tallies is not None else None
+    if tally is None:
+        return None
+    return {"requests": tally.activations, "errors": tally.errors, "p95_ms": tally.latency_p95_ms}
+
+
+def status_json(
+    snapshot: Snapshot,
+    branch: str,
+    include_all: bool = False,
+    remote: str | None = None,
+    live: LiveTraffic | None = None,
+) -> dict[str, Any]:
+    """The ``--format json`` document of ``squals status``: environments in natural order, locks, figures.
+
+    ``remote``: the remote that holds the branch, ``None`` for the repository's own (local-only mode).
+    An environment that no longer runs has ``url: null`` and its recorded URL in ``last_url``; ``figures``
+    is ``null`` when the Dealer has none for it (no Dealer running, or no request through it yet).
+    """
+    envs = snapshot.environments()
+    locks = snapshot.locks()
+    environments = []
+    for name in sorted(set(envs) | set(locks), key=natural_key):
+        env = envs.get(name)
+        doc: dict[str, Any] = env.to_json() if env is not None else {"name": name, "status": None}
+        doc.pop("schema_version", None)
+        if doc.get("status") in GONE and doc.get("url"):
+            doc["last_url"], doc["url"] = doc["url"], None
+        doc["lock"] = lock_json(locks.get(name))
+        doc["figures"] = _figures(name, live)
+        environments.append(doc)
+    experiments = []
+    for experiment in sorted(snapshot.experiments().values(), key=lambda e: natural_key(e.id)):
+        if include_all or experiment.status == "running":
+            exp_doc = experiment.to_json()
+            exp_doc.pop("schema_version", None)
+            experiments.append(exp_doc)
+    return {
+        "branch": branch,
+        "remote": remote,
+        "commit": snapshot.commit,
+        "public_url": live.url if live is not None else None,
+        "environments": environments,
+        "experiments": experiments,
+    }
+
+
+def _lock_line(lock: Mapping[str, Any] | None) -> str:
+    """Who holds the lock and since when: ``PR #9 (bob, run 91) since 2026-05-01T12:00:00Z``."""
+    if lock is None:
+        return ""
+    who = ", ".join(([str(lock["actor"])] if lock.get("actor") else [])
+                    + ([f"run {lock['run_id']}"] if lock.get("run_id") else []))
+    line = f"PR #{lock['pr']}" + (f" ({who})" if who else "") + f" since {lock['acquired_at']}"
+    return line + (" (expired)" if lock.get("expired") else "")
+
+
+def _figure_cells(figures: Mapping[str, Any] | None) -> list[str]:
+    if figures is None:
+        return [NO_DATA] * 3
+    requests, errors, p95 = figures["requests"], figures["errors"], figures["p95_ms"]
+    rate = f" ({100.0 * errors / requests:.2g} %)" if requests else ""
+    return [f"{requests:,}", f"{errors:,}{rate}", f"{p95:.0f} ms" if p95 is not None else NO_DATA]
+
+
+def _public_line(live: LiveTraffic | None, dealer_dir: str) -> str:
+    if live is None:
+        return f"Public URL: none (no Dealer runs from {dealer_dir}); requests, errors, p95: no data"
+    line = f"Public URL: {live.url} (the Dealer, pid {live.pid})"
+    if live.tallies is None:
+        line += "; it did not answer for its tallies: no data"
+    return line
+
+
+def print_status(
+    out: IO[str], report: Mapping[str, Any], *, title: str, live: LiveTraffic | None, dealer_dir: str,
+    include_all: bool,
+) -> None:
+    """The text view of :func:`status_json`: the public URL, the environments table, the experiments."""
+    from rich.table import Table
+
+    view = console(out)
+    view.print(cell(_public_line(live, dealer_dir)))
+    table = Table(title=cell(title), title_justify="left")
+    figures = ("traffic", "requests", "errors", "p95")
+    for column in ("environment", "version", "status", *figures[:1], "URL", *figures[1:], "lock", "updated"):
+        table.add_column(column, justify="right" if column in figures else "left")
+    for env in report["environments"]:
+        share = env.get("traffic_share")
+        gone = env.get("status") in GONE
+        table.add_row(
+            cell(env["name"]),
+            cell(env.get("version") or (env.get("commit") or "")[:12]),
+            cell(env.get("status") or "-"),
+            cell(f"{share:g} %" if share is not None and not gone else ""),
+            cell(env.get("url")),
+            *(cell(text) for text in _figure_cells(env["figures"])),
+            cell(_lock_line(env["lock"])),
+            cell(env.get("updated_at")),
+        )
+    view.print(table if report["environments"] else cell("No environments."))
+    if not report["experiments"]:
+        view.print(cell("No experiments." if include_all else "No running experiments."))
+        return
+    heading = "Experiments" if include_all else "Running experiments"
+    experiments = Table(title=cell(heading), title_justify="left")
+    for column in ("experiment", "status", "variants", "URL", "decision", "updated"):
+        experiments.add_column(column)
+    for exp in report["experiments"]:
+        split = exp.get("split") or {}
+        variants = ", ".join(f"{v} {split[v]:g} %" if v in split else v for v in exp["variants"])
+        decision = exp.get("decision") or {}
+        verdict = " ".join(str(decision[k]) for k in ("outcome", "winner") if decision.get(k))
+        url = exp.get("url") if exp["status"] == "running" else None  # its own Dealer, while it runs
+        experiments.add_row(
+            cell(exp["id"]), cell(exp["status"]), cell(variants), cell(url), cell(verdict),
+            cell(exp.get("updated_at")),
+        )
+    view.print(experiments)
