@@ -37,21 +37,13 @@ from squals_action.providers.interface import (
     Health,
     Provider,
     ProviderError,
+    ProvisionError,
     check_env_name,
 )
 
 LOCK_TIMEOUT = 60.0
 STOP_GRACE = 5.0
 LOG_TAIL_LINES = 20
-
-
-class ProvisionError(ProviderError):
-    """The app did not come up; ``log_tail`` holds the end of its log for the report."""
-
-    def __init__(self, message: str, *, log_path: Path, log_tail: str) -> None:
-        super().__init__(message)
-        self.log_path = log_path
-        self.log_tail = log_tail
 
 
 def free_port() -> int:
@@ -325,8 +317,7 @@ class LocalProvider(Provider):
         tail = log_tail(log)
         raise ProvisionError(
             f"{handle.env}: the app did not become healthy at {handle.url}{app.health} within "
-            f"{app.health_timeout:g}s ({why}); {app.location}: app.start {app.start!r}; "
-            f"log {log} ends with:\n{tail or '(empty)'}",
+            f"{app.health_timeout:g}s ({why}); {app.location}: app.start {app.start!r}",
             log_path=log,
             log_tail=tail,
         )

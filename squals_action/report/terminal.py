@@ -7,6 +7,7 @@ the order people expect names in (``pr-2`` before ``pr-10``).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import IO, Any
 
 #: Width of a view written to a file or a pipe: wide enough that a status table does not wrap its cells.
@@ -30,3 +31,9 @@ def cell(value: object) -> Any:
 def natural_key(name: str) -> list[Any]:
     """Sort key that orders the numbers inside names by value: ``pr-2`` before ``pr-10``."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def unbroken(values: Iterable[object]) -> dict[str, Any]:
+    """Column options that keep every one of ``values`` whole (a URL cut or folded cannot be copied): on a
+    narrow terminal the other columns wrap instead."""
+    return {"no_wrap": True, "min_width": max((len(str(v)) for v in values if v), default=1)}

@@ -16,6 +16,7 @@ import pytest
 from squals_action.cli import main
 from squals_action.state import EnvironmentState, ExperimentState, Transition, open_store
 from tests.support.state import copy_clone
+from tests.support.terminal import ANSI, on_terminal
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -137,6 +138,18 @@ def test_status_text_is_a_table_of_environments_and_running_experiments(
     assert "old" not in out.split("Running experiments")[1]
     code, out, _ = run(["status", "--repo", str(repo), "--all"], capsys)
     assert "promote b" in out
+
+
+def test_status_on_a_narrow_terminal_keeps_every_cell_whole(repo: Path) -> None:
+    """80 columns: the figures, lock, version and time go to a second table instead of being cut to "…"."""
+    code, raw = on_terminal(repo, "status")
+    text = ANSI.sub("", raw)
+    assert code == 0 and ANSI.search(raw), text
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80, text
+    names = [line.split()[1] for line in text.splitlines() if line.startswith("│ p")]
+    assert names == ["pr-9", "prod", "pr-9", "prod"], text  # both tables, one row per environment each
+    assert "http://127.0.0.1:8001" in text and "no data" in text
+    assert "PR #9 (bob, run 91) since" in text
 
 
 def test_history_of_one_environment_and_json(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
