@@ -2,8 +2,7 @@
 
 A state directory holds ``config.json`` (mode 0600: it carries the admin token), ``routing.json`` (the last
 weights/upstreams set through the admin endpoint, so a restarted daemon comes back on the same switch),
-``tallies.json``, ``dealer.pid``, ``dealer.json`` (pid, bound ports, URLs), ``dealer.port`` (the public port
-it had last, kept when it stops) and ``dealer.log``.
+``tallies.json``, ``dealer.pid``, ``dealer.json`` (pid, bound ports, URLs) and ``dealer.log``.
 """
 
 from __future__ import annotations
@@ -25,8 +24,6 @@ TALLY_FILE = "tallies.json"
 PID_FILE = "dealer.pid"
 ENDPOINT_FILE = "dealer.json"
 LOG_FILE = "dealer.log"
-#: The public port the last Dealer of a directory bound: the next one takes it again while it is free.
-PORT_FILE = "dealer.port"
 
 
 def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:

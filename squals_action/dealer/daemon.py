@@ -28,7 +28,6 @@ from squals_action.dealer.config import (
     ENDPOINT_FILE,
     LOG_FILE,
     PID_FILE,
-    PORT_FILE,
     ROUTING_FILE,
     atomic_write,
     load_config,
@@ -39,6 +38,8 @@ from squals_action.dealer.interface import DealerConfig, DealerError, DealerStat
 from squals_action.process import GONE_STATES
 
 MODULE = "squals_action.dealer"
+#: The public port a directory's last Dealer bound, kept when it stops: the next one takes it again if free.
+PORT_FILE = "dealer.port"
 # Popen objects of Dealers this process started, so that stopping one also reaps it (no zombies in tests).
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
