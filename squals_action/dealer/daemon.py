@@ -38,8 +38,6 @@ from squals_action.dealer.interface import DealerConfig, DealerError, DealerStat
 from squals_action.process import GONE_STATES
 
 MODULE = "squals_action.dealer"
-#: The public port a directory's last Dealer bound, kept when it stops: the next one takes it again if free.
-PORT_FILE = "dealer.port"
 # Popen objects of Dealers this process started, so that stopping one also reaps it (no zombies in tests).
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -101,6 +99,10 @@ def _clear_pid_files(state_dir: Path) -> None:
         (state_dir / name).unlink(missing_ok=True)
 
 
+#: The public port a directory's last Dealer bound, kept when it stops: the next one takes it again if free.
+PORT_FILE = "dealer.port"
+
+
 def _port_free(host: str, port: int) -> bool:
     """Whether ``host:port`` binds now as the server binds it (with address reuse: TIME_WAIT is free)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -113,7 +115,11 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def _remembered_port(state_dir: Path, host: str) -> int:
-    """The public port this directory's Dealer last had when it is free again, else 0 (any free port)."""
+    """The public port this directory's Dealer last had when it is free again, else 0 (any free port).
+
+    A config asking for any port gets it (:func:`start_dealer`), so the public URL people were given survives
+    a ``squals down`` and the next start.
+    """
     try:
         port = int((state_dir / PORT_FILE).read_text().strip())
     except (OSError, ValueError):
@@ -125,8 +131,6 @@ def start_dealer(config: DealerConfig, state_dir: Path, *, timeout: float = 15.0
     """Start a detached Dealer for ``state_dir`` (tallies there are kept) and return its admin client.
 
     The given config's upstreams and weights are authoritative: a routing saved by an earlier run is dropped.
-    A config asking for any port gets the one this directory's Dealer had last time while it is free, so the
-    public URL people use survives a ``squals down`` and the next start.
     Raises DealerError if a Dealer already runs from this directory or the new one does not come up in time.
     """
     state_dir = Path(state_dir).resolve()
