@@ -29,7 +29,6 @@ from squals_action.dealer.config import (
     LOG_FILE,
     PID_FILE,
     ROUTING_FILE,
-    atomic_write,
     load_config,
     read_json,
     write_config,
@@ -175,7 +174,8 @@ def _launch(config: DealerConfig, state_dir: Path, timeout: float) -> DealerClie
         with contextlib.suppress(DealerError, KeyError, TypeError):
             endpoint = read_json(state_dir / ENDPOINT_FILE)
             if endpoint.get("pid") == child.pid:
-                atomic_write(state_dir / PORT_FILE, f"{int(endpoint['port'])}\n")
+                # a torn write reads as no port: the next Dealer takes any free one
+                (state_dir / PORT_FILE).write_text(f"{int(endpoint['port'])}\n")
                 return DealerClient(
                     str(endpoint["url"]), str(endpoint["admin_url"]), config.token, pid=child.pid
                 )
