@@ -67,12 +67,9 @@ class LockedError(StateError):
 
     def __init__(self, lock: Lock) -> None:
         self.lock = lock
-        # only what is known: a lock taken from a terminal has no workflow run to name
-        known = [f"run {lock.run_id}"] if lock.run_id else []
-        known += [f"expires {format_time(lock.expires_at)}"] if lock.expires_at else []
-        about = f" ({', '.join(known)})" if known else ""
+        until = f", expires {format_time(lock.expires_at)}" if lock.expires_at else ""
         super().__init__(
             f"environment {lock.environment!r} is locked by PR #{lock.pr} since "
-            f"{format_time(lock.acquired_at)}{about}; "
+            f"{format_time(lock.acquired_at)} (run {lock.run_id or '?'}{until}); "
             f"wait for it, or break it with `squals unlock {lock.environment}`"
         )

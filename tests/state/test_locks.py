@@ -40,17 +40,6 @@ def test_a_second_pr_is_refused_naming_the_holder_and_since_when(store: StateSto
     assert [e.event for e in store.history()] == ["lock"]  # the refusal records nothing
 
 
-def test_a_lock_taken_from_a_terminal_names_no_run(store: StateStore) -> None:
-    """A CLI lock has no workflow run: the refusal says what is known, never ``(run ?, …)``."""
-    store.acquire_lock("pr-22", pr=22, ttl=600, now=T0)
-    with pytest.raises(LockedError) as caught:
-        store.acquire_lock("pr-22", pr=23, now=T0 + timedelta(minutes=1))
-    assert caught.value.one_line() == (
-        "environment 'pr-22' is locked by PR #22 since 2026-05-01T12:00:00Z (expires 2026-05-01T12:10:00Z); "
-        "wait for it, or break it with `squals unlock pr-22`"
-    )
-
-
 def test_the_holder_renews_and_keeps_its_since(store: StateStore) -> None:
     store.acquire_lock("prod", pr=12, ttl=60, now=T0)
     renewed = store.acquire_lock("prod", pr=12, ttl=60, run_id="2", now=T0 + timedelta(seconds=30))
