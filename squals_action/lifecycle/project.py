@@ -42,11 +42,6 @@ def squals_dir(repo: Path) -> Path:
     return repo / ".squals"
 
 
-def dealer_dir(repo: Path) -> Path:
-    """Where the project's local Dealer keeps its pid, ports and tallies (``squals status`` reads it too)."""
-    return squals_dir(repo) / "dealer"
-
-
 def open_project(options: ProjectOptions, progress: Progress | None = None) -> Lifecycle:
     """The lifecycle of the repository at ``options.repo`` (default: the current directory's)."""
     from squals_action.manifest import discover, load
@@ -111,3 +106,8 @@ def _gates_runner(lifecycle: Lifecycle) -> Callable[[str], tuple[bool, str]]:
         return all_ok(results), summary
 
     return run
+
+
+def dealer_dir(repo: Path) -> Path:
+    """Where the project's local Dealer keeps its pid, ports and tallies (``squals status`` reads it too)."""
+    return squals_dir(repo) / "dealer"
