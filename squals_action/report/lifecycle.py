@@ -154,8 +154,10 @@ def print_text(outcome: Outcome, out: IO[str], shown: Sequence[str] = ()) -> Non
     live = _live(list(outcome.fleet.values()))
     if live:
         table = Table(title=cell(f"{title}: environments"), title_justify="left")
-        for column in ("environment", "role", "commit", "traffic"):
-            table.add_column(column, justify="right" if column == "traffic" else "left")
+        table.add_column("environment", **unbroken(env.name for env in live))
+        table.add_column("role", **unbroken(_role(env, marked=False) for env in live))
+        table.add_column("commit")
+        table.add_column("traffic", justify="right", no_wrap=True)
         table.add_column("URL", **unbroken(env.url for env in live))
         for env in live:
             table.add_row(*(cell(value) for value in (
