@@ -123,71 +123,99 @@ def _share_cell(env: Mapping[str, Any]) -> str:
     return f"{share:g} %" if share is not None and env.get("status") not in GONE else ""
 
 
-#: The columns of the environments table: header, the cell of one environment, whether it stays whole.
-_Column = tuple[str, Callable[[Mapping[str, Any]], str], bool]
-_MAIN: tuple[_Column, ...] = (
-    ("environment", lambda env: str(env["name"]), True),
-    ("status", lambda env: str(env.get("status") or "-"), True),
-    ("traffic", _share_cell, True),
-    ("URL", lambda env: str(env.get("url") or ""), True),
-    ("requests · errors · p95", lambda env: _figures_cell(env["figures"]), False),
+def _dealer_url(experiment: Mapping[str, Any]) -> str:
+    """Where a running experiment's own Dealer takes its users (recorded when it started)."""
+    url = (experiment.get("extra") or {}).get("url")
+    return str(url) if url and experiment.get("status") == "running" else ""
+
+
+def _variants_cell(experiment: Mapping[str, Any]) -> str:
+    split = experiment.get("split") or {}
+    return ", ".join(f"{v} {split[v]:g} %" if v in split else v for v in experiment["variants"])
+
+
+def _verdict_cell(experiment: Mapping[str, Any]) -> str:
+    decision = experiment.get("decision") or {}
+    return " ".join(str(decision[k]) for k in ("outcome", "winner") if decision.get(k))
+
+
+@dataclass(frozen=True)
+class _Column:
+    """One column: its header, the cell of a row, whether it stays whole (what identifies a row or is
+    copied: names, URLs) and whether it is right-aligned (figures)."""
+
+    header: str
+    value: Callable[[Mapping[str, Any]], str]
+    whole: bool = False
+    right: bool = False
+
+
+_ENVIRONMENTS = (
+    _Column("environment", lambda env: str(env["name"]), whole=True),
+    _Column("status", lambda env: str(env.get("status") or "-"), whole=True),
+    _Column("traffic", _share_cell, whole=True, right=True),
+    _Column("URL", lambda env: str(env.get("url") or ""), whole=True),
+    _Column("requests · errors · p95", lambda env: _figures_cell(env["figures"]), right=True),
 )
-_DETAILS: tuple[_Column, ...] = (
-    ("environment", lambda env: str(env["name"]), True),
-    ("lock", lambda env: _lock_line(env["lock"]), False),
-    ("version", lambda env: str(env.get("version") or (env.get("commit") or "")[:12]), False),
-    ("updated", lambda env: str(env.get("updated_at") or ""), False),
+_ENVIRONMENT_DETAILS = (
+    _Column("lock", lambda env: _lock_line(env["lock"])),
+    _Column("version", lambda env: str(env.get("version") or (env.get("commit") or "")[:12])),
+    _Column("updated", lambda env: str(env.get("updated_at") or "")),
+)
+_EXPERIMENTS = (
+    _Column("experiment", lambda exp: str(exp["id"]), whole=True),
+    _Column("status", lambda exp: str(exp["status"]), whole=True),
+    _Column("URL", _dealer_url, whole=True),
+    _Column("decision", _verdict_cell),
+)
+_EXPERIMENT_DETAILS = (
+    _Column("variants", _variants_cell),
+    _Column("updated", lambda exp: str(exp.get("updated_at") or "")),
 )
 
 
-def _table(title: str, envs: list[Mapping[str, Any]], columns: tuple[_Column, ...]) -> Any:
+def _table(title: str, rows: list[Mapping[str, Any]], columns: tuple[_Column, ...]) -> Any:
     from rich.table import Table
 
     table = Table(title=cell(title) if title else None, title_justify="left")
-    for header, value, whole in columns:
-        options = unbroken(value(env) for env in envs) if whole else {}
-        table.add_column(header, justify="right" if header in ("traffic", _MAIN[4][0]) else "left", **options)
-    for env in envs:
-        table.add_row(*(cell(value(env)) for _, value, _ in columns))
+    for column in columns:
+        whole = unbroken(column.value(row) for row in rows) if column.whole else {}
+        table.add_column(column.header, justify="right" if column.right else "left", **whole)
+    for row in rows:
+        table.add_row(*(cell(column.value(row)) for column in columns))
     return table
+
+
+def _print_fitting(
+    view: Any, title: str, rows: list[Mapping[str, Any]], main: tuple[_Column, ...],
+    details: tuple[_Column, ...],
+) -> None:
+    """One table when it fits the width; else the main columns, then the first one with the details: a
+    narrow terminal gets two tables rather than one whose cells are cut to "…"."""
+    from rich.measure import Measurement
+
+    wide = _table(title, rows, (*main, *details))
+    unbounded = view.options.update_width(1_000_000)  # how wide it wants to be, not what it is given
+    if Measurement.get(view, unbounded, wide).maximum <= view.width:
+        view.print(wide)
+        return
+    view.print(_table(title, rows, main))
+    view.print(_table("", rows, (main[0], *details)))
 
 
 def print_status(
     out: IO[str], report: Mapping[str, Any], *, title: str, live: LiveTraffic | None, dealer_dir: str,
     include_all: bool,
 ) -> None:
-    """The text view of :func:`status_json`: the public URL, the environments table, the experiments."""
-    from rich.measure import Measurement
-    from rich.table import Table
-
+    """The text view of :func:`status_json`: the public URL, the environments, the experiments."""
     view = console(out)
     view.print(cell(_public_line(live, dealer_dir)))
-    envs = report["environments"]
-    if not envs:
-        view.print(cell("No environments."))
+    if report["environments"]:
+        _print_fitting(view, title, report["environments"], _ENVIRONMENTS, _ENVIRONMENT_DETAILS)
     else:
-        wide = _table(title, envs, (*_MAIN, *_DETAILS[1:]))
-        unbounded = view.options.update_width(1_000_000)  # how wide it wants to be, not what it is given
-        fits = Measurement.get(view, unbounded, wide).maximum <= view.width
-        # a narrow terminal gets two tables rather than one whose cells are cut to "…"
-        for table in [wide] if fits else [_table(title, envs, _MAIN), _table("", envs, _DETAILS)]:
-            view.print(table)
-    if not report["experiments"]:
+        view.print(cell("No environments."))
+    if report["experiments"]:
+        heading = "Experiments" if include_all else "Running experiments"
+        _print_fitting(view, heading, report["experiments"], _EXPERIMENTS, _EXPERIMENT_DETAILS)
+    else:
         view.print(cell("No experiments." if include_all else "No running experiments."))
-        return
-    heading = "Experiments" if include_all else "Running experiments"
-    experiments = Table(title=cell(heading), title_justify="left")
-    for column in ("experiment", "status", "variants", "URL", "decision", "updated"):
-        experiments.add_column(column, **(unbroken(e.get("url") for e in report["experiments"])
-                                          if column == "URL" else {}))
-    for exp in report["experiments"]:
-        split = exp.get("split") or {}
-        variants = ", ".join(f"{v} {split[v]:g} %" if v in split else v for v in exp["variants"])
-        decision = exp.get("decision") or {}
-        verdict = " ".join(str(decision[k]) for k in ("outcome", "winner") if decision.get(k))
-        url = exp.get("url") if exp["status"] == "running" else None  # its own Dealer, while it runs
-        experiments.add_row(
-            cell(exp["id"]), cell(exp["status"]), cell(variants), cell(url), cell(verdict),
-            cell(exp.get("updated_at")),
-        )
-    view.print(experiments)

@@ -65,6 +65,7 @@ def populate(work: Path, remote: str | None = "origin") -> Path:
                 split={"control": 50, "green": 50},
                 observations={"control": {"visitors": 10.0}},
                 started_at=T0,
+                extra={"url": "http://127.0.0.1:8009"},
             ),
             Transition("experiment-start", "start checkout-color", run_id="95"),
         )
@@ -135,6 +136,7 @@ def test_status_text_is_a_table_of_environments_and_running_experiments(
     for cell in ("1.4.0", "live", "90 %", "http://127.0.0.1:8001", lock):
         assert cell in prod_row
     assert "checkout-color" in out and "control 50 %, green 50 %" in out
+    assert "http://127.0.0.1:8009" in out  # a running experiment's own Dealer
     assert "old" not in out.split("Running experiments")[1]
     code, out, _ = run(["status", "--repo", str(repo), "--all"], capsys)
     assert "promote b" in out
