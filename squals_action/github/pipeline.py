@@ -252,8 +252,9 @@ class Pipeline:
         exit_tests: list[Step] = []
         for check in outcome.checks:
             if check.kind in ("exit-test", "load-test", "hook", "inflight-test"):
+                detail = "\n".join(part for part in (check.detail, check.output) if part)
                 exit_tests.append(Step(check.name, "success" if check.ok else "failure", check.duration,
-                                       check.detail, kind=check.kind))
+                                       detail, kind=check.kind))
         kpis = ", ".join(f"{k.metric}={k.value:g}" for k in outcome.kpis if k.value is not None)
         commit = env.commit if env is not None else None
         outputs = {"commit": commit} if commit else {}

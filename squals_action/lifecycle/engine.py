@@ -38,6 +38,7 @@ from squals_action.lifecycle.steps import (
     timeouts,
 )
 from squals_action.manifest.model import LoadTests
+from squals_action.providers.interface import ProvisionError
 from squals_action.state.interface import Documents, Transition
 
 __all__ = ["PROD_LOCK", "Lifecycle", "LifecycleError", "Outcome", "Progress"]
@@ -87,9 +88,15 @@ class Lifecycle(Promoter):
                     extra_env={"SQUALS_PR": str(pr), "SQUALS_PROJECT": self.manifest.name},
                 )
             except SqualsError as exc:
-                why = f"provisioning failed: {exc.one_line()}"
+                # the app's last lines go with the check, line by line, not into the one-line reason
+                summary, tail = (
+                    (exc.summary, exc.log_tail) if isinstance(exc, ProvisionError) else (exc.one_line(), "")
+                )
+                why = f"provisioning failed: {summary}"
                 checks.append(
-                    Check(kind="provider", stage="provision", name=name, ok=False, detail=exc.one_line())
+                    Check(
+                        kind="provider", stage="provision", name=name, ok=False, detail=summary, output=tail
+                    )
                 )
                 fleet = self._record(
                     E.PROVISION_FAILED, name, f"{name}: {why}", reason=why, checks=tuple(checks)

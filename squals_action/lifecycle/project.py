@@ -57,7 +57,8 @@ def load_project_manifest(options: ProjectOptions) -> tuple[Path, Manifest]:
     else:
         found = [p for p in discover(repo) if p.name in ("squals.yml", "squals.yaml")] or discover(repo)
         if not found:
-            raise ProjectError(f"no squals file in {repo}: expected squals.yml (or pass --file)")
+            # a usage error like a missing --file: every missing squals file exits 2 (README)
+            raise UsageError(f"no squals file in {repo}: expected squals.yml (or pass --file)")
         path = found[0]
     return repo, load(path, repo)
 
@@ -71,7 +72,7 @@ def open_project(options: ProjectOptions, progress: Progress | None = None) -> L
     # no remote at all (a project on a laptop) or --local-state: the state branch is the repository's own
     store = open_store(repo, remote=choose_remote(repo, options.remote), branch=options.state_branch)
     provider = get_provider(manifest.provider.kind, repo, manifest.provider)
-    traffic = traffic_for(manifest, provider, squals_dir(repo) / "dealer")
+    traffic = traffic_for(manifest, provider, dealer_dir(repo))
     lifecycle = Lifecycle(
         repo=repo,
         manifest=manifest,
@@ -114,3 +115,8 @@ def _gates_runner(lifecycle: Lifecycle) -> Callable[[str], tuple[bool, str]]:
         return all_ok(results), summary
 
     return run
+
+
+def dealer_dir(repo: Path) -> Path:
+    """Where the project's local Dealer keeps its pid, ports and tallies (``squals status`` reads it too)."""
+    return squals_dir(repo) / "dealer"

@@ -196,8 +196,9 @@ class Steps:
             return ()
         self.progress.step(f"{stage} hooks ({len(commands)})")
         checks = run_sequence(commands, "hook", stage, self._run(env, fleet, stage))
-        msg = failure_message(checks, f"{stage} hook")
-        self.progress.done(msg or f"{stage} hooks passed", ok=msg is None)
+        if all(check.ok for check in checks):
+            self.progress.done(f"{stage} hooks passed")
+        # a failure is shown once: by the command's last line, which says what it means for the environment
         return checks
 
     def _hook_stage(

@@ -45,6 +45,16 @@ class ProviderError(SqualsError):
     """Provisioning, checking or destroying an environment failed; the message says which and why."""
 
 
+class ProvisionError(ProviderError):
+    """The app did not come up: ``summary`` says why in one line, ``log_tail`` holds the end of its log."""
+
+    def __init__(self, summary: str, *, log_path: Path, log_tail: str) -> None:
+        super().__init__(f"{summary}; log {log_path} ends with:\n{log_tail or '(empty)'}")
+        self.summary = f"{summary}; log {log_path}"
+        self.log_path = log_path
+        self.log_tail = log_tail
+
+
 def check_env_name(name: str) -> str:
     """Refuse names that could escape a directory or a stack name; return the name unchanged."""
     if not ENV_NAME_RE.match(name) or name in {".", ".."}:

@@ -36,6 +36,7 @@ from squals_action.providers.interface import (
     Health,
     Provider,
     ProviderError,
+    ProvisionError,
     check_env_name,
     shared_env,
 )
@@ -46,13 +47,6 @@ STOP_GRACE = 5.0
 LOG_TAIL_LINES = 20
 
 
-class ProvisionError(ProviderError):
-    """The app did not come up; ``log_tail`` holds the end of its log for the report."""
-
-    def __init__(self, message: str, *, log_path: Path, log_tail: str) -> None:
-        super().__init__(message)
-        self.log_path = log_path
-        self.log_tail = log_tail
 
 
 def http_health(url: str, path: str, *, timeout: float) -> tuple[int | None, str]:
@@ -82,6 +76,21 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     except OSError:
         return ""
     return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
+
+
+def _port_hint(handle: EnvironmentHandle, record: daemon.ProcessRecord, why: str) -> str:
+    """Why an app that runs but never answered is not up: it must listen on $PORT; say where it listens."""
+    import psutil
+
+    listening: set[str] = set()
+    for pid in daemon.members(record):
+        with contextlib.suppress(psutil.Error):
+            for conn in psutil.Process(pid).net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr:
+                    listening.add(f"{conn.laddr.ip}:{conn.laddr.port}")
+    port = handle.data.get("port")
+    instead = f"; it listens on {', '.join(sorted(listening))} instead" if listening else ""
+    return f"{why}; the app never answered on $PORT ({port}): it must listen on the port in $PORT{instead}"
 
 
 def _state(record: daemon.ProcessRecord) -> daemon.ProcState:
@@ -268,6 +277,7 @@ class LocalProvider(Provider):
         assert record is not None
         deadline = time.monotonic() + app.health_timeout
         why = "no answer yet"
+        answered = False
         pause = 0.05
         while True:
             if _state(record) != "running":
@@ -279,16 +289,18 @@ class LocalProvider(Provider):
             status, error = http_health(handle.url, app.health, timeout=max(0.1, min(2.0, left)))
             if status is not None and 200 <= status < 400:
                 return
+            answered = answered or status is not None
             why = f"last answer HTTP {status}" if status is not None else f"last attempt: {error}"
             if time.monotonic() + pause >= deadline:
                 break
             time.sleep(pause)
             pause = min(pause * 2, 0.5)
+        if not answered and _state(record) == "running":
+            why = _port_hint(handle, record, why)
         tail = log_tail(log)
         raise ProvisionError(
             f"{handle.env}: the app did not become healthy at {handle.url}{app.health} within "
-            f"{app.health_timeout:g}s ({why}); {app.location}: app.start {app.start!r}; "
-            f"log {log} ends with:\n{tail or '(empty)'}",
+            f"{app.health_timeout:g}s ({why}); {app.location}: app.start {app.start!r}",
             log_path=log,
             log_tail=tail,
         )
