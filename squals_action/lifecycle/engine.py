@@ -24,7 +24,6 @@ from collections.abc import Mapping
 from squals_action import gitcmd
 from squals_action.errors import SqualsError
 from squals_action.lifecycle import machine
-from squals_action.lifecycle.hooks import failure_message, run_sequence
 from squals_action.lifecycle.machine import Check, Env, Event, Status
 from squals_action.lifecycle.promote import Promoter
 from squals_action.lifecycle.records import fleet_of, state_from_env
@@ -104,19 +103,8 @@ class Lifecycle(Promoter):
             fleet, failed = self._hook_stage("after_preprod", name, fleet, checks)
             if failed:
                 return finish(False, f"{failed}; {name} is kept for inspection", fleet)
-            env = fleet[name]
-            tests: tuple[Check, ...] = ()
-            if self.manifest.exit_tests:
-                self.progress.step(f"exit tests ({len(self.manifest.exit_tests)}) against {env.url}")
-                tests = run_sequence(
-                    self.manifest.exit_tests,
-                    "exit-test",
-                    "exit",
-                    self._run(env, fleet, "exit"),
-                    stop_at_failure=False,
-                )
+            tests, failed = self.run_stage("exit", fleet[name], fleet)
             checks += tests
-            failed = failure_message(tests, "exit test")
             if failed:
                 fleet = self._record(
                     E.EXIT_TESTS_FAILED, name, f"{name}: {failed}", reason=failed, checks=tuple(checks)
