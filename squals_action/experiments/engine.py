@@ -1,10 +1,13 @@
 """The experiment's side effects: start (islands + splitter), tick (measure, decide, act), stop.
 
-* **start** claims ``experiments/<id>.json`` on the state branch (status ``starting``; a second experiment of
-  the project while one is active is refused), provisions one island ``exp-<variant>`` per variant from the
-  variant's own squals file at the experiment's commit, splits the traffic among them (``split`` as weights,
-  sticky per ``unit``: the experiment's own Dealer, or on AWS the front door's listener, see
-  :mod:`~squals_action.experiments.splitters`) and records ``running``: two commits.
+* **start** checks every variant at the experiment's commit (its files validated, its scripts there), claims
+  ``experiments/<id>.json`` on the state branch (status ``starting``; a second experiment of the project
+  while one is active is refused), makes each variant's island ``exp-<variant>`` ready from the variant's own
+  squals file at that commit as a pull request's island is (hooks, provisioning, exit tests: see
+  :mod:`~squals_action.experiments.ready`), then splits the traffic among them (``split`` as weights, sticky
+  per ``unit``: the experiment's own Dealer, or on AWS the front door's listener, see
+  :mod:`~squals_action.experiments.splitters`) and records ``running``: two commits. A variant that is not
+  ready stops the start before any traffic moves: its islands are destroyed, the start recorded ``failed``.
 * **tick** reads the squals file as it was at the start commit (the spec judged is the spec started), reads
   the metric sources (the Dealer's tallies, or CloudWatch on AWS; Prometheus for declared metrics), runs the
   pure :func:`~squals_action.experiments.decide.decide`, gives excluded variants no more traffic, and records
@@ -42,7 +45,7 @@ from squals_action.experiments.interface import BadDataError, Decision, Experime
 from squals_action.experiments.islands import exclude_newly, stop_all
 from squals_action.experiments.observe import observe
 from squals_action.experiments.promotion import Promoter, lifecycle_promoter, promote
-from squals_action.experiments.ready import check_scripts, load_variants, ready_islands
+from squals_action.experiments.ready import checked, ready_islands
 from squals_action.experiments.records import (
     ACTIVE,
     SYNTHETIC_PR_BASE,
@@ -51,7 +54,7 @@ from squals_action.experiments.records import (
     handles_of,
     pr_of,
 )
-from squals_action.experiments.sources import SourceContext, build_sources, check_declarations
+from squals_action.experiments.sources import SourceContext, build_sources
 from squals_action.experiments.spec import (
     default_experiment_id,
     island_name,
@@ -168,19 +171,7 @@ class ExperimentEngine:
         sha = gitcmd.resolve_commit(self.repo, commit, error=ExperimentError)
         squals_file = self._squals_file()
         with tree_at(self.repo, sha) as tree:
-            try:
-                started = load_variants(tree, squals_file)
-                spec = started.experiment
-                if spec is None:
-                    raise ExperimentError(
-                        f"{squals_file}: no experiment is declared (add an `experiment:` section)"
-                    )
-                check_declarations(spec)
-                check_scripts(spec, started, sha)
-            except ExperimentError as exc:
-                raise ExperimentError(
-                    f"experiment start refused at {sha[:12]}: {exc.one_line()}; nothing was started"
-                ) from None
+            started, spec = checked(tree, squals_file, sha)
             return self._start(started, spec, sha, squals_file, pr, experiment_id)
 
     def _start(

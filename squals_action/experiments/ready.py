@@ -1,10 +1,11 @@
 """Variants ready before traffic: what a start checks and runs for every variant before the splitter opens.
 
-Before anything is claimed, from a worktree of the start commit (never the working tree):
+Before anything is claimed, from a worktree of the start commit (never the working tree), :func:`checked`:
 
 1. :func:`load_variants` validates the squals file and every variant file, each with its own folder as the
    base of its relative paths; a problem names its variant, file and line;
-2. :func:`check_scripts` finds the script every command starts with (``./scripts/smoke.sh``: the app's
+2. the metric declarations (``sources.check_declarations``);
+3. :func:`check_scripts` finds the script every command starts with (``./scripts/smoke.sh``: the app's
    ``start``, hooks of every stage, exit and in-flight tests) in that commit, executable, from the
    command's folder (``workdir`` under the file's folder). Validation alone accepts a missing script (it
    may be generated), so a variant's wrong relative path used to surface only when it won and its hooks
@@ -28,15 +29,35 @@ from typing import Literal
 from squals_action.errors import SqualsError
 from squals_action.experiments.interface import ExperimentError
 from squals_action.experiments.promotion import Promoter
+from squals_action.experiments.sources import check_declarations
 from squals_action.experiments.spec import island_name, load_at
 from squals_action.lifecycle.hooks import first_failure
 from squals_action.lifecycle.machine import Check, Env
 from squals_action.manifest.model import HOOK_STAGES, Experiment, Location, Manifest
 from squals_action.manifest.paths import reference_problem, script_of
 from squals_action.manifest.problems import ManifestError
+from squals_action.manifest.yamlload import load_document
 from squals_action.providers.interface import EnvironmentHandle, Provider
 
 Log = Callable[[str], None]
+
+
+def checked(tree: Path, squals_file: str, sha: str) -> tuple[Manifest, Experiment]:
+    """The squals file of ``tree`` (a worktree of ``sha``) and its experiment once every variant passed
+    the checks that need nothing running: its file, its metric declarations, its scripts. Else one line
+    (``experiment start refused at <sha>: variant green: ...; nothing was started``)."""
+    try:
+        started = load_variants(tree, squals_file)
+        spec = started.experiment
+        if spec is None:
+            raise ExperimentError(f"{squals_file}: no experiment is declared (add an `experiment:` section)")
+        check_declarations(spec)
+        check_scripts(spec, started, sha)
+    except ExperimentError as exc:
+        raise ExperimentError(
+            f"experiment start refused at {sha[:12]}: {exc.one_line()}; nothing was started"
+        ) from None
+    return started, spec
 
 
 def load_variants(tree: Path, squals_file: str) -> Manifest:
@@ -52,8 +73,6 @@ def load_variants(tree: Path, squals_file: str) -> Manifest:
 def _variants_by_file(tree: Path, squals_file: str) -> dict[str, str]:
     """Each variant's file (as problems name it: relative to ``tree``) -> the variant's name, read from the
     declaring file as written (it may itself be invalid: then as much as can be read)."""
-    from squals_action.manifest.yamlload import load_document
-
     try:
         data = load_document(tree / squals_file, squals_file).data
     except ManifestError:

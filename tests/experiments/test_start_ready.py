@@ -7,6 +7,7 @@ daemons, real hook scripts writing marker files."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from squals_action.experiments.interface import ExperimentError
 from squals_action.lifecycle.traffic import DealerTraffic
 from squals_action.manifest import load
 from squals_action.providers import LocalProvider
+from squals_action.providers.interface import DestroyOutcome, EnvironmentHandle
 from tests.support.experiments import (
     Shop,
     experiment_engine,
@@ -219,3 +221,47 @@ def test_a_variant_whose_after_preprod_hook_fails_stops_the_start_with_nothing_h
         leftovers, dealers = stop_everything(shop.path)
     assert leftovers == ["pr-1"]
     assert dealers == [str(shop.path / ".squals" / "dealer")]
+
+
+class Stuck(LocalProvider):
+    """The local provider, except that the first destroy of ``exp-control`` fails, as a process that will
+    not stop makes it fail."""
+
+    refused = False
+
+    def destroy(self, handle: EnvironmentHandle) -> DestroyOutcome:
+        if handle.env == "exp-control" and not self.refused:
+            self.refused = True
+            return DestroyOutcome(handle.env, False, "its process would not stop")
+        return super().destroy(handle)
+
+
+def test_an_island_a_failed_start_cannot_destroy_is_named_with_the_command_that_ends_it(
+    tmp_path: Path,
+) -> None:
+    shop = make_shop(
+        tmp_path,
+        green_extra="hooks:\n  after_preprod: [{name: migrate, run: ../scripts/fail.sh}]\n",
+        scripts={"fail.sh": FAIL},
+    )
+    try:
+        eng = dataclasses.replace(experiment_engine(shop), provider=Stuck(shop.path))
+        eid = f"shop-{shop.commit[:12]}"
+        with pytest.raises(ExperimentError) as caught:
+            eng.start()
+        line = caught.value.one_line()
+        assert "variant green: variants/green.yml:10:19: after_preprod hook migrate failed: exit 3" in line
+        assert line.endswith(
+            "no traffic was routed, but exp-control (its process would not stop) still runs: "
+            f"run `squals experiment stop {eid}`"
+        ), line
+        assert [h.env for h in LocalProvider(shop.path).list()] == ["exp-control"]
+        doc = eng.store.read().experiment(eid)
+        assert doc is not None and doc.status == "starting"  # never running; a stop finds it
+        assert dealer_status(eng.dealer_dir(eid)).state == "stopped"
+        assert eng.stop(eid).status == "stopped"  # the command the line names
+        assert LocalProvider(shop.path).list() == ()
+        eng.store.close()
+    finally:
+        leftovers, dealers = stop_everything(shop.path)
+    assert leftovers == [] and dealers == []
