@@ -171,7 +171,7 @@ class ExperimentEngine:
         sha = gitcmd.resolve_commit(self.repo, commit, error=ExperimentError)
         squals_file = self._squals_file()
         with tree_at(self.repo, sha) as tree:
-            started, spec = checked(tree, squals_file, sha)
+            started, spec = checked(tree, squals_file, sha, app_here=self.provider.kind == "local")
             return self._start(started, spec, sha, squals_file, pr, experiment_id)
 
     def _start(

@@ -42,9 +42,10 @@ from squals_action.providers.interface import EnvironmentHandle, Provider
 Log = Callable[[str], None]
 
 
-def checked(tree: Path, squals_file: str, sha: str) -> tuple[Manifest, Experiment]:
+def checked(tree: Path, squals_file: str, sha: str, *, app_here: bool) -> tuple[Manifest, Experiment]:
     """The squals file of ``tree`` (a worktree of ``sha``) and its experiment once every variant passed
-    the checks that need nothing running: its file, its metric declarations, its scripts. Else one line
+    the checks that need nothing running: its file, its metric declarations, its scripts (``app.start``'s
+    too when ``app_here``: the provider runs it from the commit). Else one line
     (``experiment start refused at <sha>: variant green: ...; nothing was started``)."""
     try:
         started = load_variants(tree, squals_file)
@@ -52,7 +53,7 @@ def checked(tree: Path, squals_file: str, sha: str) -> tuple[Manifest, Experimen
         if spec is None:
             raise ExperimentError(f"{squals_file}: no experiment is declared (add an `experiment:` section)")
         check_declarations(spec)
-        check_scripts(spec, started, sha)
+        check_scripts(spec, started, sha, app_here=app_here)
     except ExperimentError as exc:
         raise ExperimentError(
             f"experiment start refused at {sha[:12]}: {exc.one_line()}; nothing was started"
@@ -88,20 +89,22 @@ def _variants_by_file(tree: Path, squals_file: str) -> dict[str, str]:
     return found
 
 
-def check_scripts(spec: Experiment, started: Manifest, sha: str) -> None:
+def check_scripts(spec: Experiment, started: Manifest, sha: str, *, app_here: bool) -> None:
     """Every variant's commands start with scripts that are in commit ``sha`` (its worktree is where
-    ``started`` was read), else one line: the variant, the command's file and line, where it looked."""
+    ``started`` was read), else one line: the variant, the command's file and line, where it looked.
+    ``app.start`` only when ``app_here`` (on aws the island's template says what runs, not ``app.start``)."""
     for name, variant in spec.variants.items():
         own = variant.manifest or started
-        missing = _missing_script(own, sha)
+        missing = _missing_script(own, sha, app_here=app_here)
         if missing is not None:
             raise ExperimentError(f"variant {name}: {missing}")
 
 
-def _commands(manifest: Manifest) -> Iterator[tuple[str, str, str, Location]]:
+def _commands(manifest: Manifest, *, app_here: bool) -> Iterator[tuple[str, str, str, Location]]:
     """(what, command line, folder relative to the file's, where) of everything a variant's island runs."""
     app = manifest.app
-    yield "app.start", app.start, app.workdir, app.location
+    if app_here:
+        yield "app.start", app.start, app.workdir, app.location
     for stage in HOOK_STAGES:
         for hook in manifest.hooks.for_stage(stage):
             yield f"{stage} hook {hook.name}", hook.run, hook.workdir, hook.location
@@ -111,10 +114,10 @@ def _commands(manifest: Manifest) -> Iterator[tuple[str, str, str, Location]]:
         yield f"in-flight test {test.name}", test.run, test.workdir, test.location
 
 
-def _missing_script(manifest: Manifest, sha: str) -> str | None:
+def _missing_script(manifest: Manifest, sha: str, *, app_here: bool) -> str | None:
     """The first command of ``manifest`` whose script is not an executable file of its tree, and why."""
     root = Path(manifest.repo_root)
-    for what, run, workdir, where in _commands(manifest):
+    for what, run, workdir, where in _commands(manifest, app_here=app_here):
         script = script_of(run)
         if script is None:
             continue

@@ -265,3 +265,23 @@ def test_an_island_a_failed_start_cannot_destroy_is_named_with_the_command_that_
     finally:
         leftovers, dealers = stop_everything(shop.path)
     assert leftovers == [] and dealers == []
+
+
+def test_app_start_is_checked_where_the_provider_runs_it(tmp_path: Path) -> None:
+    """The local provider runs ``app.start`` from the commit; on aws the island's template says what runs."""
+    from squals_action.experiments.ready import checked
+
+    shop = make_shop(tmp_path, scripts={"serve": "#!/bin/sh\nexit 0\n"})
+    green = shop.path / "variants" / "green.yml"
+    # its app runs in ``workdir: ..`` (the repository's top): the script is scripts/serve from there
+    green.write_text(green.read_text().replace(f"start: {sys.executable} app.py", "start: ./serve"))
+    sha = "0" * 40
+    with pytest.raises(ExperimentError) as caught:
+        checked(shop.path, "squals.yml", sha, app_here=True)
+    assert caught.value.one_line() == (
+        "experiment start refused at 000000000000: variant green: variants/green.yml:4:3: app.start: "
+        "expected an existing file, './serve' does not exist in commit 000000000000 "
+        "(looked for serve); nothing was started"
+    )
+    started, spec = checked(shop.path, "squals.yml", sha, app_here=False)  # on aws
+    assert set(spec.variants) == {"control", "green"} and started.name == "shop"
