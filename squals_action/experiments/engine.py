@@ -206,17 +206,22 @@ class ExperimentEngine:
             )
         assert claim.state is not None
         handles: dict[str, EnvironmentHandle] = {}
+        opening = False
         try:
             ready_islands(
                 self.promoter, self.provider, spec, started, eid=eid, sha=sha, log=self.log, handles=handles
             )
+            opening = True
             url = split.open(eid, spec, handles, self.log)
-        except SqualsError as exc:
+        except BaseException as exc:  # an interrupt or a bug too: nothing this start made is left running
             kept = stop_all(self.provider, handles.values(), split, self.log)
-            why = f"start failed: {exc.one_line()}"
+            if not isinstance(exc, SqualsError | OSError):
+                raise
+            why = f"start failed: {' '.join(str(exc).split())}"
+            routed = "the splitter could not open" if opening else "no traffic was routed"
             if kept:  # left "starting": a stop finds the islands by name
                 raise ExperimentError(
-                    f"experiment {eid}: {why}; no traffic was routed, but {', '.join(kept)} still runs: "
+                    f"experiment {eid}: {why}; {routed}, but not destroyed: {', '.join(kept)}: "
                     f"run `squals experiment stop {eid}`"
                 ) from exc
             self._finish(
@@ -227,9 +232,7 @@ class ExperimentEngine:
                 why,
                 step="start-failed",
             )
-            raise ExperimentError(
-                f"experiment {eid}: {why}; no traffic was routed and its islands were stopped"
-            ) from exc
+            raise ExperimentError(f"experiment {eid}: {why}; {routed} and its islands were stopped") from exc
         started_at = self.clock()
         places = {"islands": {n: h.to_json() for n, h in handles.items()}, "url": url, **split.record()}
         try:

@@ -8,7 +8,6 @@ the end goes on): it logs and returns what could not be destroyed.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable
 
 from squals_action.errors import SqualsError
@@ -34,17 +33,25 @@ def stop_all(
     provider: Provider, handles: Iterable[EnvironmentHandle], split: Split, log: Log, *, restore: bool = True
 ) -> list[str]:
     """Release the splitter (``restore``: traffic back as before the start), then destroy the islands;
-    failures are logged, not raised (the record goes on). Returns the islands not destroyed, with why."""
-    with contextlib.suppress(SqualsError):
-        split.release(restore=restore, log=log)
+    failures are logged, not raised (the record goes on). Returns what was not stopped, with why."""
     kept: list[str] = []
+    try:
+        split.release(restore=restore, log=log)
+    except (SqualsError, OSError) as exc:
+        log(f"the splitter was not released: {_why(exc)}")
+        kept.append(f"its splitter ({_why(exc)})")
     for handle in list(handles):
         try:
             outcome = provider.destroy(handle)
-            log(f"{handle.env}: {'destroyed' if outcome.ok else outcome.detail}")
-            if not outcome.ok:
-                kept.append(f"{handle.env} ({outcome.detail})")
-        except SqualsError as exc:
-            log(f"{handle.env}: not destroyed: {exc.one_line()}")
-            kept.append(f"{handle.env} ({exc.one_line()})")
+        except (SqualsError, OSError) as exc:
+            log(f"{handle.env}: not destroyed: {_why(exc)}")
+            kept.append(f"{handle.env} ({_why(exc)})")
+            continue
+        log(f"{handle.env}: {'destroyed' if outcome.ok else outcome.detail}")
+        if not outcome.ok:
+            kept.append(f"{handle.env} ({outcome.detail})")
     return kept
+
+
+def _why(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -252,7 +252,7 @@ def test_an_island_a_failed_start_cannot_destroy_is_named_with_the_command_that_
         line = caught.value.one_line()
         assert "variant green: variants/green.yml:10:19: after_preprod hook migrate failed: exit 3" in line
         assert line.endswith(
-            "no traffic was routed, but exp-control (its process would not stop) still runs: "
+            "no traffic was routed, but not destroyed: exp-control (its process would not stop): "
             f"run `squals experiment stop {eid}`"
         ), line
         assert [h.env for h in LocalProvider(shop.path).list()] == ["exp-control"]
@@ -285,3 +285,30 @@ def test_app_start_is_checked_where_the_provider_runs_it(tmp_path: Path) -> None
     )
     started, spec = checked(shop.path, "squals.yml", sha, app_here=False)  # on aws
     assert set(spec.variants) == {"control", "green"} and started.name == "shop"
+
+
+def test_a_splitter_that_cannot_open_stops_the_ready_islands(tmp_path: Path) -> None:
+    """The experiment's Dealer cannot start (its folder would be under a file): an OSError, not a squals
+    error. The islands made ready for it are stopped all the same (before, they kept running), and the line
+    says what could not be cleaned up with the command that ends the experiment."""
+    shop = make_shop(tmp_path)
+    try:
+        eng = experiment_engine(shop)
+        blocker = tmp_path / "blocker"
+        blocker.write_text("a file where the experiments' folder should be\n")
+        eng.state_dir = blocker
+        eid = f"shop-{shop.commit[:12]}"
+        with pytest.raises(ExperimentError) as caught:
+            eng.start()
+        line = caught.value.one_line()
+        assert line.startswith(f"experiment {eid}: start failed: [Errno 20] Not a directory: "), line
+        assert "; the splitter could not open, but not destroyed: its splitter ([Errno 20]" in line
+        assert line.endswith(f"run `squals experiment stop {eid}`"), line
+        assert LocalProvider(shop.path).list() == ()  # both islands destroyed
+        doc = eng.store.read().experiment(eid)
+        assert doc is not None and doc.status == "starting" and "islands" not in doc.extra
+        assert eng.stop(eid).status == "stopped"
+        eng.store.close()
+    finally:
+        leftovers, dealers = stop_everything(shop.path)
+    assert leftovers == [] and dealers == []
