@@ -195,13 +195,13 @@ class LocalProvider(Provider):
     def _app_dir(self, worktree: Path, manifest: model.Manifest) -> Path:
         """Where ``app.start`` runs: ``app.workdir`` relative to the squals file's folder in the worktree."""
         base = worktree
-        # The manifest's own idea of its folder when it has one (``base_dir``), else the file's folder; its
-        # place in the repository it was read from (``repo_root``: this one, or a worktree of a commit).
+        # The manifest's own idea of its folder when it has one (``base_dir``), else the file's folder.
         declared = manifest.base_dir
         squals_dir = Path(declared) if declared not in {"", "."} else Path(manifest.path).resolve().parent
-        read_from = Path(manifest.repo_root) if manifest.repo_root not in {"", "."} else self.top
+        # the file's repository: this one, or a checkout of the commit the lifecycle loaded the file from
+        top = Path(manifest.repo_root) if manifest.repo_root not in {"", "."} else self.top
         with contextlib.suppress(ValueError):
-            base = worktree / squals_dir.resolve().relative_to(read_from.resolve())
+            base = worktree / squals_dir.resolve().relative_to(top.resolve())
         cwd = (base / manifest.app.workdir).resolve()
         if not cwd.is_relative_to(worktree.resolve()):
             raise ProviderError(
