@@ -8,8 +8,6 @@ daemons, real hook scripts writing marker files."""
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,10 +20,10 @@ from squals_action.manifest import load
 from squals_action.providers import LocalProvider
 from squals_action.providers.interface import DestroyOutcome, EnvironmentHandle
 from tests.support.experiments import (
-    Shop,
     experiment_engine,
     make_shop,
     project_lifecycle,
+    squals_experiment,
     state_log,
     stop_everything,
     visit,
@@ -54,20 +52,6 @@ hooks:
   after_preprod: [{{name: migrate, run: {prefix}/scripts/{after}, env: {env}}}]
 exit_tests: [{{name: e2e, run: {prefix}/scripts/fetch.sh, env: {env}}}]
 """
-
-
-def squals(shop: Shop, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, GITHUB_ACTOR="octocat")
-    env.pop("GITHUB_RUN_ID", None)
-    return subprocess.run(
-        [sys.executable, "-m", "squals_action.cli", "experiment", *args],
-        cwd=shop.path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
 
 
 def marks_of(marks: Path) -> dict[str, str]:
@@ -122,7 +106,7 @@ def test_a_variant_whose_relative_path_is_wrong_fails_at_start_in_one_line(tmp_p
     )
     try:
         sha = shop.commit[:12]
-        refused = squals(shop, "start")
+        refused = squals_experiment(shop, "start")
         assert refused.returncode == 1, refused.stdout + refused.stderr
         line = refused.stderr.strip()
         assert line.splitlines() == [line] and "Traceback" not in line
@@ -138,7 +122,7 @@ def test_a_variant_whose_relative_path_is_wrong_fails_at_start_in_one_line(tmp_p
         green = shop.path / "variants" / "green.yml"
         green.write_text(green.read_text().replace("./scripts/smoke.sh", "../scripts/smoke.sh"))
         assert load(shop.path / "squals.yml", shop.path).experiment is not None
-        again = squals(shop, "start")
+        again = squals_experiment(shop, "start")
         assert again.returncode == 1 and "looked for variants/scripts/smoke.sh" in again.stderr
         assert LocalProvider(shop.path).list() == ()
     finally:

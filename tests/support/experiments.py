@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import os
+import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -154,6 +156,21 @@ def shop(tmp_path: Path) -> Iterator[Shop]:
     kept = [env for env in leftovers if env.startswith("pr-") or env in shop.kept]
     assert kept == leftovers, f"environments left running: {sorted(set(leftovers) - set(kept))}"
     assert dealers == [] or dealers == [str(shop.path / ".squals" / "dealer")], dealers
+
+
+def squals_experiment(shop: Shop, *args: str) -> subprocess.CompletedProcess[str]:
+    """``squals experiment ARGS`` as a user runs it in the shop (a subprocess; no GitHub run id)."""
+    env = dict(os.environ, GITHUB_ACTOR="octocat")
+    env.pop("GITHUB_RUN_ID", None)
+    return subprocess.run(
+        [sys.executable, "-m", "squals_action.cli", "experiment", *args],
+        cwd=shop.path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
 
 
 def experiment_engine(shop: Shop, store: StateStore | None = None) -> ExperimentEngine:
