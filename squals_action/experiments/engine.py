@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from squals_action import gitcmd
-from squals_action.errors import SqualsError
+from squals_action.errors import SqualsError, one_line
 from squals_action.experiments import records
 from squals_action.experiments.decide import decide
 from squals_action.experiments.interface import BadDataError, Decision, ExperimentError, Observation
@@ -217,7 +217,7 @@ class ExperimentEngine:
             kept = stop_all(self.provider, handles.values(), split, self.log)
             if not isinstance(exc, SqualsError | OSError):
                 raise
-            why = f"start failed: {' '.join(str(exc).split())}"
+            why = f"start failed: {one_line(exc)}"
             routed = "the splitter could not open" if opening else "no traffic was routed"
             if kept:  # left "starting": a stop finds the islands by name
                 raise ExperimentError(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from squals_action.errors import SqualsError
+from squals_action.errors import SqualsError, one_line
 from squals_action.experiments.interface import Decision
 from squals_action.experiments.splitters import Split
 from squals_action.providers.interface import EnvironmentHandle, Provider
@@ -38,20 +38,16 @@ def stop_all(
     try:
         split.release(restore=restore, log=log)
     except (SqualsError, OSError) as exc:
-        log(f"the splitter was not released: {_why(exc)}")
-        kept.append(f"its splitter ({_why(exc)})")
+        log(f"the splitter was not released: {one_line(exc)}")
+        kept.append(f"its splitter ({one_line(exc)})")
     for handle in list(handles):
         try:
             outcome = provider.destroy(handle)
         except (SqualsError, OSError) as exc:
-            log(f"{handle.env}: not destroyed: {_why(exc)}")
-            kept.append(f"{handle.env} ({_why(exc)})")
+            log(f"{handle.env}: not destroyed: {one_line(exc)}")
+            kept.append(f"{handle.env} ({one_line(exc)})")
             continue
         log(f"{handle.env}: {'destroyed' if outcome.ok else outcome.detail}")
         if not outcome.ok:
             kept.append(f"{handle.env} ({outcome.detail})")
     return kept
-
-
-def _why(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
