@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from squals_action.cli import plan_commands
 from squals_action.cli.options import (
     add_state_options,
     project_options,
@@ -67,6 +68,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     stop.add_argument("--reason", default="", help="recorded with the stop")
     _common(stop)
     stop.set_defaults(handler=run_stop)
+
+    plan_commands.register(actions)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
