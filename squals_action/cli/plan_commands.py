@@ -2,7 +2,7 @@
 
 Argument parsing only: the flags (and, with ``--from``, the squals file's experiment) become a
 :class:`~squals_action.experiments.plan.Design`; the plan is computed and rendered by the packages below,
-imported by the handler (numpy and scipy load only when a plan is made).
+imported by the handler (numpy and scipy load only when a plan is made; the plan module itself is light).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from squals_action.errors import EXIT_OK, UsageError
+from squals_action.experiments.plan import TICKS_PER_DAY
 
 if TYPE_CHECKING:
     from squals_action.experiments.plan import Design
@@ -22,8 +23,6 @@ if TYPE_CHECKING:
 _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 _NUMBER_RE = re.compile(rf"^{_NUMBER}$")
 _PERCENT_RE = re.compile(rf"^({_NUMBER})%$")
-#: The example workflow ticks every 15 minutes.
-DEFAULT_TICKS_PER_DAY = 96.0
 
 
 def _number(text: str) -> float:
@@ -114,7 +113,7 @@ def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     plan.add_argument(
         "--ticks-per-day",
         type=_number,
-        default=DEFAULT_TICKS_PER_DAY,
+        default=TICKS_PER_DAY,
         help="looks of the sequential test per day (default: 96, the example workflow's 15-minute schedule)",
     )
     plan.add_argument("--format", choices=("text", "json", "markdown"), default="text", help="output format")

@@ -41,6 +41,8 @@ MAX_LOOKS = 400
 SEED = 20_261_130
 #: The sequential design is searched up to this many times the fixed design's horizon.
 MAX_HORIZON_FACTOR = 20.0
+#: Looks a day when none is given: the example workflow ticks every 15 minutes.
+TICKS_PER_DAY = 96.0
 
 
 class PlanError(ExperimentError):
@@ -66,7 +68,7 @@ class Design:
     alpha: float = 0.05
     power: float = 0.8
     daily_units: float
-    ticks_per_day: float = 96.0
+    ticks_per_day: float = TICKS_PER_DAY
 
     @property
     def kind(self) -> Literal["proportion", "mean"]:
