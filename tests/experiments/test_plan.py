@@ -196,3 +196,14 @@ def test_bad_plan_input_is_one_line_and_a_usage_exit(extra: tuple[str, ...], lin
     assert done.stdout == ""
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert line in done.stderr
+
+
+def test_the_effect_follows_the_direction_and_an_absolute_mde_is_in_the_metrics_unit() -> None:
+    base = ("experiment", "plan", "--daily-traffic", "2000", "--format", "json")
+    up = json.loads(run_squals(*base, "--rate", "10%", "--mde", "0.01").stdout)
+    down = json.loads(run_squals(*base, "--rate", "10%", "--mde", "10%", "--direction", "minimize").stdout)
+    assert up["effect"] == pytest.approx(0.01) and down["effect"] == pytest.approx(-0.01)
+    # a rate falling to 9 % varies less than one rising to 11 %: fewer units for the same power
+    assert down["fixed"]["total_units"] < up["fixed"]["total_units"]
+    mean = json.loads(run_squals(*base, "--mean", "50", "--sd", "120", "--mde", "2.5").stdout)
+    assert mean["kind"] == "mean" and mean["relative_effect"] == pytest.approx(0.05)
