@@ -191,7 +191,7 @@ def run_status(args: argparse.Namespace) -> int:
 
         for doc in docs.values():
             print(f"### Experiment {md.code(doc.id)}: {md.escape(doc.status)}\n")
-            print(experiment_markdown(doc) if doc.decision else "No tick recorded yet.\n")
+            print(experiment_markdown(doc))
         if not docs:
             print("No experiment recorded.")
         return EXIT_OK

@@ -194,8 +194,12 @@ def chart(doc: ExperimentState) -> str:
 
 
 def experiment_markdown(doc: ExperimentState) -> str:
-    """The experiment's report: the table, the sample-ratio check, the chart and the decision's reasons."""
+    """The experiment's report: the table, the sample-ratio check, the chart and the decision's reasons
+    (a document without figures, stopped before any tick, says so instead of an empty table)."""
     decision = doc.decision or {}
+    if not decision.get("figures"):
+        why = decision.get("reason") or decision.get("outcome") or doc.status
+        return f"No tick was judged: {md.escape(why)}.\n"
     parts = [table(doc)]
     srm_p = _number(decision.get("srm_p"))
     alpha = _number(decision.get("alpha"))

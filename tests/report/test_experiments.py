@@ -205,3 +205,16 @@ def test_status_markdown_is_the_same_report_from_the_state_branch(tmp_path: Path
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("### Experiment <code>shop-1</code>: running\n")
     assert experiment_markdown(doc) in done.stdout
+
+
+def test_an_experiment_without_a_judged_tick_says_so_instead_of_an_empty_table() -> None:
+    running = run(spec(("control", "green")), [])
+    assert experiment_markdown(running) == "No tick was judged: running.\n"
+    stopped = ExperimentState(
+        "shop-2",
+        "d",
+        ("control", "green"),
+        status="stopped",
+        decision={"outcome": "stopped", "reason": "wrong <b>colour</b>"},
+    )
+    assert experiment_markdown(stopped) == "No tick was judged: wrong &lt;b&gt;colour&lt;/b&gt;.\n"
