@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from squals_action.cli import plan_commands
 from squals_action.cli.options import (
     add_state_options,
     project_options,
@@ -57,9 +58,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _common(tick)
     tick.set_defaults(handler=run_tick)
 
-    status = actions.add_parser("status", help="show the experiments recorded on the state branch")
+    status = actions.add_parser(
+        "status",
+        help="show the experiments recorded on the state branch",
+        description="The experiments on the state branch; --format markdown gives the report the PR comment "
+        "shows (per-variant table and the objective's chart over the ticks).",
+    )
     status.add_argument("experiment_id", nargs="?", metavar="ID", help="only this experiment")
-    _common(status)
+    _common(status, ("text", "json", "markdown"))
     status.set_defaults(handler=run_status)
 
     stop = actions.add_parser("stop", help="end an experiment by hand: islands stopped, nothing promoted")
@@ -68,10 +74,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _common(stop)
     stop.set_defaults(handler=run_stop)
 
+    plan_commands.register(actions)
 
-def _common(parser: argparse.ArgumentParser) -> None:
+
+def _common(parser: argparse.ArgumentParser, formats: tuple[str, ...] = ("text", "json")) -> None:
     add_state_options(parser, squals_file=True)
-    parser.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    parser.add_argument("--format", choices=formats, default="text", help="output format")
 
 
 def _engine(args: argparse.Namespace) -> Any:
@@ -177,6 +185,16 @@ def run_status(args: argparse.Namespace) -> int:
         if args.experiment_id not in docs:
             raise ExperimentError(f"no experiment {args.experiment_id!r} on the state branch")
         docs = {args.experiment_id: docs[args.experiment_id]}
+    if args.format == "markdown":
+        from squals_action.report import markdown as md
+        from squals_action.report.experiments import experiment_markdown
+
+        for doc in docs.values():
+            print(f"### Experiment {md.code(doc.id)}: {md.escape(doc.status)}\n")
+            print(experiment_markdown(doc))
+        if not docs:
+            print("No experiment recorded.")
+        return EXIT_OK
     infos = [_describe(d) for d in docs.values()]
     if args.format == "json":
         print(json.dumps(infos, indent=2))

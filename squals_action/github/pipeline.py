@@ -422,7 +422,7 @@ class Pipeline:
         )
 
     def _experiment_ticked(self, engine: Any, parts: dict[str, Any]) -> Report:
-        from squals_action.report.experiments import figures_markdown
+        from squals_action.report.experiments import experiment_markdown
         from squals_action.report.lifecycle import markdown as lifecycle_markdown
 
         outcomes = engine.tick()
@@ -432,9 +432,11 @@ class Pipeline:
         sections: list[tuple[str, str]] = []
         environment = url = None
         outputs: dict[str, str] = {}
+        documents = engine.store.read().experiments()  # as the ticks left them: figures, split, ticks
         for o in outcomes:
-            if o.decision is not None:
-                sections.append((f"Experiment {o.experiment}", figures_markdown(o.decision.to_json())))
+            doc = documents.get(o.experiment)
+            if o.decision is not None and doc is not None:
+                sections.append((f"Experiment {o.experiment}", experiment_markdown(doc)))
             if o.lifecycle is not None:
                 promotion = lifecycle_markdown(o.lifecycle, heading_level=4)
                 sections.append((f"Promotion of the winner of {o.experiment}", promotion))
