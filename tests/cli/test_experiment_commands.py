@@ -29,7 +29,7 @@ def test_start_status_tick_promote_status(shop: Shop) -> None:
     assert final[0]["outcome"] == "promoted"
     assert state_log(shop.origin)[-1] == "experiment-promoted"
 
-    report = squals(shop, "status", info["id"], "--format", "markdown")
+    report = squals_experiment(shop, "status", info["id"], "--format", "markdown")
     assert report.returncode == 0, report.stderr
     assert report.stdout.startswith(f"### Experiment <code>{info['id']}</code>: decided")
     green = next(line for line in report.stdout.splitlines() if line.startswith("| <code>green</code>"))
