@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -189,9 +190,10 @@ def run_status(args: argparse.Namespace) -> int:
         from squals_action.report import markdown as md
         from squals_action.report.experiments import experiment_markdown
 
+        costs = _running_costs(args, docs)
         for doc in docs.values():
             print(f"### Experiment {md.code(doc.id)}: {md.escape(doc.status)}\n")
-            print(experiment_markdown(doc))
+            print(experiment_markdown(doc, costs.get(doc.id)))
         if not docs:
             print("No experiment recorded.")
         return EXIT_OK
@@ -217,3 +219,28 @@ def run_stop(args: argparse.Namespace) -> int:
     else:
         _print_doc(info)
     return EXIT_OK
+
+
+def _running_costs(args: argparse.Namespace, docs: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """Each running experiment's variants' island costs so far ("no data" with the reason when they cannot
+    be measured: no squals file here, or the cost source refused)."""
+    from squals_action.errors import SqualsError
+    from squals_action.experiments.spec import island_name
+
+    running = {eid: doc for eid, doc in docs.items() if doc.status == "running"}
+    if not running:
+        return {}
+    try:
+        from squals_action.costs import measure_costs
+        from squals_action.lifecycle.project import load_project_manifest, squals_dir
+        from squals_action.providers import get_provider
+        from squals_action.report.costs import direct_costs
+
+        top, manifest = load_project_manifest(project_options(args, gates=False, run_id=None))
+        provider = get_provider(manifest.provider.kind, top, manifest.provider)
+        reports = measure_costs(provider, dealer_dir=squals_dir(top) / "dealer")
+    except SqualsError as exc:
+        return {eid: {v: f"no data: {exc.one_line()}" for v in doc.split} for eid, doc in running.items()}
+    islands = {eid: {v: island_name(v) for v in doc.split} for eid, doc in running.items()}
+    return {eid: direct_costs(reports, names) for eid, names in islands.items()}
+

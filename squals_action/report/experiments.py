@@ -107,8 +107,9 @@ def _guardrails(name: str, doc: ExperimentState, f: Mapping[str, Any]) -> str:
     return text
 
 
-def table(doc: ExperimentState) -> str:
-    """A row per variant: units, objective, difference and lift (intervals), p, decision, SRM, guardrails."""
+def table(doc: ExperimentState, costs: Mapping[str, str] | None = None) -> str:
+    """A row per variant: units, objective, difference and lift (intervals), p, decision, SRM, guardrails,
+    and with ``costs`` (variant -> its island's cost so far, rendered) the cost next to them."""
     decision = doc.decision or {}
     figures: Mapping[str, Mapping[str, Any]] = decision.get("figures") or {}
     control = str(doc.extra.get("control") or next(iter(figures), ""))
@@ -132,6 +133,7 @@ def table(doc: ExperimentState) -> str:
                 _verdict(name, f, decision, control),
                 _srm(name, units, doc.split, excluded),
                 _guardrails(name, doc, f),
+                *([md.escape(costs.get(name, "no data"))] if costs is not None else []),
             ]
         )
     metric = str(((doc.extra.get("spec") or {}).get("objective") or {}).get("metric", "objective"))
@@ -146,9 +148,10 @@ def table(doc: ExperimentState) -> str:
             "decision",
             "units share (SRM)",
             "guardrails",
+            *(["island cost so far"] if costs is not None else []),
         ],
         rows,
-        align="lrrrrrlrl",
+        align="lrrrrrlrl" + ("r" if costs is not None else ""),
     )
 
 
@@ -193,14 +196,15 @@ def chart(doc: ExperimentState) -> str:
     return "\n".join(lines) + f"\n\nLines in order: {legend}."
 
 
-def experiment_markdown(doc: ExperimentState) -> str:
-    """The experiment's report: the table, the sample-ratio check, the chart and the decision's reasons
-    (a document without figures, stopped before any tick, says so instead of an empty table)."""
+def experiment_markdown(doc: ExperimentState, costs: Mapping[str, str] | None = None) -> str:
+    """The experiment's report: the table (with each variant's island cost when ``costs`` is given), the
+    sample-ratio check, the chart and the decision's reasons (a document without figures, stopped before any
+    tick, says so instead of an empty table)."""
     decision = doc.decision or {}
     if not decision.get("figures"):
         why = decision.get("reason") or decision.get("outcome") or doc.status
         return f"No tick was judged: {md.escape(why)}.\n"
-    parts = [table(doc)]
+    parts = [table(doc, costs)]
     srm_p = _number(decision.get("srm_p"))
     alpha = _number(decision.get("alpha"))
     test = f"{md.escape(decision.get('method', ''))} test"

@@ -204,7 +204,9 @@ def test_status_markdown_is_the_same_report_from_the_state_branch(tmp_path: Path
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("### Experiment <code>shop-1</code>: running\n")
-    assert experiment_markdown(doc) in done.stdout
+    # a running experiment's islands' costs: no squals file in this repository, so no data, and why
+    why = f"no data: no squals file in {repo.resolve()}: expected squals.yml (or pass --file)"
+    assert experiment_markdown(doc, {"control": why, "green": why}) in done.stdout
 
 
 def test_an_experiment_without_a_judged_tick_says_so_instead_of_an_empty_table() -> None:
@@ -218,3 +220,21 @@ def test_an_experiment_without_a_judged_tick_says_so_instead_of_an_empty_table()
         decision={"outcome": "stopped", "reason": "wrong <b>colour</b>"},
     )
     assert experiment_markdown(stopped) == "No tick was judged: wrong &lt;b&gt;colour&lt;/b&gt;.\n"
+
+
+def test_each_variant_shows_its_island_cost_next_to_its_objective() -> None:
+    from squals_action.costs import CostReport
+    from squals_action.report.costs import direct_costs
+
+    exp = spec(("control", "green"))
+    doc = run(exp, [{"control": rate(1000, 100), "green": rate(1000, 110)}])
+    cpu = CostReport(measure="CPU-seconds", period="p", environments={"exp-control": 1.5, "exp-green": None})
+    usd = CostReport(measure="USD", period="p", environments={"exp-control": 0.25})
+    costs = direct_costs((cpu, usd), {"control": "exp-control", "green": "exp-green"})
+    assert costs == {"control": "1.500 CPU-seconds · 0.25 USD", "green": "no data"}
+    lines = experiment_markdown(doc, costs).splitlines()
+    assert lines[0].endswith("| guardrails | island cost so far |")
+    control = next(line for line in lines if line.startswith("| <code>control</code>"))
+    green = next(line for line in lines if line.startswith("| <code>green</code>"))
+    assert control.endswith("| 1\\.500 CPU-seconds · 0.25 USD |") and green.endswith("| no data |")
+    assert "island cost so far" not in experiment_markdown(doc)  # no cost source asked: no column
