@@ -35,7 +35,7 @@ from squals_action.dealer.config import (
     read_json,
 )
 from squals_action.dealer.interface import DealerConfig, DealerError
-from squals_action.dealer.journal import Journal, recover
+from squals_action.dealer.journal import Journal, recover, release_free_memory
 from squals_action.dealer.lag import LagProbe
 from squals_action.dealer.tally import TallyBook, VariantCounter, tally_to_json
 
@@ -182,6 +182,8 @@ class DealerServer:
         if (state_dir / TALLY_DIR).is_dir():
             columns, self._next_segment = recover(state_dir / TALLY_DIR)
             self.book = TallyBook.from_columns(columns, self.config.event_caps, self.config.max_units)
+            del columns
+            release_free_memory()
         routing_path = state_dir / ROUTING_FILE
         if routing_path.exists():
             raw = read_json(routing_path)
