@@ -25,7 +25,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import dealer as base  # bench/dealer.py: upstreams and the load generator
 
@@ -63,13 +62,8 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def health(client: Any, reset: bool = False) -> dict[str, Any]:
-    answer: dict[str, Any] = client._call("GET", "/healthz?reset=1" if reset else "/healthz", retry=False)
-    return answer
-
-
 def bench_units(args: argparse.Namespace) -> int:
-    from squals_action.dealer import DealerConfig, start_dealer, stop_dealer
+    from squals_action.dealer import DealerConfig, DealerError, connect_dealer, start_dealer, stop_dealer
 
     procs: list[subprocess.Popen[str]] = []
     workdir = Path(tempfile.mkdtemp(prefix="squals-bench-units-"))
@@ -102,7 +96,7 @@ def bench_units(args: argparse.Namespace) -> int:
         )
         pids = {name: d.pid or 0 for name, d in dealers.items()}
         rss = {name: rss_bytes(pid) for name, pid in pids.items()}
-        seen = {name: health(d) for name, d in dealers.items()}
+        seen = {name: d.load_figures() for name, d in dealers.items()}
         units = {name: h["units"] for name, h in seen.items()}
         per_unit = (rss["units"] - rss["base"]) / (units["units"] - units["base"])
         store = seen["units"]["unit_store_bytes"] / units["units"]
@@ -128,26 +122,32 @@ def bench_units(args: argparse.Namespace) -> int:
             f"vs {per_request['base']:.3f} ms"
         )
         for name, client in dealers.items():
-            health(client, reset=True)
+            client.load_figures(reset_lag=True)
             quiet = base.load(targets[name], args.requests, args.concurrency)
-            lag_quiet = health(client, reset=True)["loop_lag_max_ms"]
-            took: list[float] = []
+            lag_quiet = client.load_figures(reset_lag=True)["loop_lag_max_ms"]
+            took: list[str] = []
 
-            def compact(client: Any = client, took: list[float] = took) -> None:
+            def compact(state: Path = states[name], took: list[str] = took) -> None:
                 began = time.perf_counter()
-                client._call("POST", "/persist", retry=False)
-                took.append(time.perf_counter() - began)
+                patient = connect_dealer(state, timeout=1800)
+                try:
+                    patient.persist()
+                    took.append(f"{time.perf_counter() - began:.1f} s")
+                except DealerError as exc:
+                    took.append(f"failed: {exc.one_line()}")
+                finally:
+                    patient.close()
 
             thread = threading.Thread(target=compact)
             thread.start()
             busy = base.load(targets[name], args.requests, args.concurrency)
             thread.join()
-            lag_busy = health(client, reset=True)["loop_lag_max_ms"]
+            lag_busy = client.load_figures(reset_lag=True)["loop_lag_max_ms"]
             label = f"{units[name]:,} units"
             print(
                 f"persisting     : {label:>17}: max loop lag {lag_quiet:.1f} ms under x{args.concurrency} "
                 f"load ({quiet.rps:.0f} req/s, journal written); {lag_busy:.1f} ms with a compaction of "
-                f"every unit meanwhile ({busy.rps:.0f} req/s; compaction {took[0]:.1f} s)  "
+                f"every unit meanwhile ({busy.rps:.0f} req/s; compaction {took[0]})  "
                 f"[{'ok' if max(lag_quiet, lag_busy) <= 10 else 'MISSED'}]"
             )
         failures = sum(r.failures for rs in single.values() for r in rs)

@@ -89,6 +89,14 @@ class DealerClient:
             return False
         return True
 
+    def load_figures(self, *, reset_lag: bool = False) -> dict[str, Any]:
+        """``GET /healthz``: units held, bytes of the unit store and the loop's largest lag in ms (since the
+        start or the last ``reset_lag``)."""
+        answer: dict[str, Any] = self._call(
+            "GET", "/healthz?reset=1" if reset_lag else "/healthz", retry=False
+        )
+        return answer
+
     def routing(self) -> tuple[dict[str, str], dict[str, float]]:
         data = self._call("GET", "/routing")
         return dict(data["upstreams"]), {k: float(v) for k, v in data["weights"].items()}

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from squals_action.dealer.bucketing import normalise_weights
 from squals_action.dealer.interface import DealerConfig, DealerError
+from squals_action.manifest.model import DEFAULT_EVENT_CAP
 
 CONFIG_FILE = "config.json"
 ROUTING_FILE = "routing.json"
@@ -25,8 +26,7 @@ TALLY_DIR = "tallies"
 PID_FILE = "dealer.pid"
 ENDPOINT_FILE = "dealer.json"
 LOG_FILE = "dealer.log"
-#: Per-unit cap of an event kind counted ``all`` without a cap, and the largest cap allowed.
-DEFAULT_CAP = 100
+#: The largest per-unit cap of an event kind (the squals file's schema says the same).
 MAX_CAP = 1_000_000
 
 
@@ -74,7 +74,7 @@ def _rule_to_json(cap: int) -> dict[str, Any]:
 
 def event_caps(raw: Any) -> dict[str, int]:
     """``{kind: {"count": "once"} | {"count": "all", "cap": N}}`` as per-unit caps (once: 1; all without a
-    cap: DEFAULT_CAP)."""
+    cap: DEFAULT_EVENT_CAP)."""
     if not isinstance(raw, dict):
         raise ValueError("events must be an object of event kind -> {count, cap}")
     caps: dict[str, int] = {}
@@ -84,7 +84,7 @@ def event_caps(raw: Any) -> dict[str, int]:
             raise ValueError(
                 f"events.{name}: expected {{count: once}} or {{count: all, cap: N}}, got {rule!r}"
             )
-        cap = rule.get("cap", 1 if count == "once" else DEFAULT_CAP)
+        cap = rule.get("cap", 1 if count == "once" else DEFAULT_EVENT_CAP)
         if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= MAX_CAP:
             raise ValueError(f"events.{name}.cap must be an integer from 1 to {MAX_CAP}, got {cap!r}")
         if count == "once" and cap != 1:

@@ -279,7 +279,8 @@ def test_revenue_per_visitor_through_the_real_dealer_is_decided_on_welchs_test(t
         squals.read_text()
         .replace(
             'objective: {maximize: conversion, numerator: "event:checkout", denominator: visitors}',
-            'objective: {maximize: revenue_per_visitor, kind: mean, numerator: "event:revenue"}',
+            'objective: {maximize: revenue_per_visitor, kind: mean, numerator: "event:revenue"}\n'
+            "  events: {revenue: {count: all, cap: 3}}",
         )
         .replace('CONVERT_EVERY: "4"}', 'CONVERT_EVERY: "4", EVENT: "revenue=20"}')
     )
@@ -292,6 +293,8 @@ def test_revenue_per_visitor_through_the_real_dealer_is_decided_on_welchs_test(t
         eng = engine(shop)
         started = eng.start()
         assert started.url
+        config = json.loads((eng.dealer_dir(started.experiment.id) / "config.json").read_text())
+        assert config["events"] == {"revenue": {"count": "all", "cap": 3}}  # the squals file's caps
         visit(started.url, 400)
         (result,) = eng.tick()
         decision = result.decision
