@@ -86,6 +86,7 @@ class TallyBook:
         from squals_action.dealer.units import UnitStore
 
         self.variants: dict[str, VariantCounter] = {}
+        self._names: list[str] = []  # variant names by index
         self.kinds: list[str] = []
         self._kind_index: dict[str, int] = {}
         self.caps = dict(caps or {})
@@ -95,7 +96,7 @@ class TallyBook:
 
     def names(self) -> dict[str, list[str]]:
         """Variant and event kind names by index, as the journal's records refer to them."""
-        return {"variants": list(self.variants), "kinds": list(self.kinds)}
+        return {"variants": list(self._names), "kinds": list(self.kinds)}
 
     def variant(self, name: str) -> VariantCounter:
         counter = self.variants.get(name)
@@ -103,6 +104,7 @@ class TallyBook:
             if len(self.variants) >= MAX_VARIANTS:
                 raise DealerError(f"more than {MAX_VARIANTS} variants")
             counter = self.variants[name] = VariantCounter(name, len(self.variants), self._journal)
+            self._names.append(name)
             self.names_changed()
         return counter
 
@@ -141,7 +143,7 @@ class TallyBook:
     def unit_variant(self, key: int) -> str | None:
         """The variant the unit first came to, ``None`` for a unit this Dealer never assigned."""
         row = self.store.find(key)
-        return None if row < 0 else list(self.variants)[self.store.var[row]]
+        return None if row < 0 else self._names[self.store.var[row]]
 
     def event(self, key: int, event: str, count: int = 1, value: float = 0.0) -> Counted | None:
         """Count ``count`` events (each worth ``value``) for the unit, within the kind's per-unit cap;
@@ -154,7 +156,7 @@ class TallyBook:
         counted = self.store.event(row, kind, count, value, self.caps.get(event, 1))
         if counted:
             self.journal(RECORD.pack(OP_EVENT, variant, kind, counted, key, counted * value))
-        return Counted(list(self.variants)[variant], counted)
+        return Counted(self._names[variant], counted)
 
     def plain_event(self, variant: str, event: str, count: int) -> None:
         """Events counted for a variant without a unit (they feed totals, never per-unit statistics)."""
@@ -200,7 +202,7 @@ class TallyBook:
 
     def to_columns(self) -> Columns:
         """Everything as columns (a copy): what a snapshot file holds and what :func:`merge_books` adds up."""
-        names = list(self.variants)
+        names = list(self._names)
         columns = self.store.to_columns(names, list(self.kinds))
         for counter in self.variants.values():
             i = counter.index
