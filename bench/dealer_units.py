@@ -118,7 +118,7 @@ def bench_units(args: argparse.Namespace) -> int:
         print(
             f"latency        : p99 at x1 {p99['units']:.2f} ms with {args.units:,} units vs "
             f"{p99['base']:.2f} ms with {BASE_UNITS:,}: {added:+.2f} ms (goal within 1 ms)  "
-            f"[{'ok' if abs(added) <= 1.0 else 'MISSED'}]; Dealer CPU per request {per_request['units']:.3f} "
+            f"[{'ok' if added <= 1.0 else 'MISSED'}]; Dealer CPU per request {per_request['units']:.3f} "
             f"vs {per_request['base']:.3f} ms"
         )
         for name, client in dealers.items():
