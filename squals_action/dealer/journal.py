@@ -139,6 +139,8 @@ def _merged(directory: Path, upto: int | None) -> tuple[cols.Columns, int, list[
             raise DealerError(f"{path}: {exc}") from exc
         last = max(last, number)
         used.append(path)
+    if len(parts) == 1 and snapshots:  # a snapshot alone is merged already
+        return parts[0], last, used
     return cols.merge(parts or [cols.Columns.empty(variants, kinds)]), last, used
 
 

@@ -199,7 +199,7 @@ class DealerServer:
             atomic_write(self.state_dir / ROUTING_FILE, json.dumps(self.routing.to_json(), indent=2) + "\n")
 
     async def persist(self) -> None:
-        """Compact the journal into a snapshot now (in the journal's threads; the loop only awaits)."""
+        """Compact the journal into a snapshot now (in a child process; the loop only awaits it)."""
         if self._journal is not None:
             await self._journal.compact()
 

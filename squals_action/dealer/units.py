@@ -42,22 +42,32 @@ class StoreFull(DealerError):
     """The store holds its maximum of units or event rows (``max_units`` in the Dealer's config)."""
 
 
+def place(slots: memoryview, mask: int, key: int, row: int) -> None:
+    """Put ``row`` in the first free slot from the key's home slot on (linear probing)."""
+    i = key & mask
+    while slots[i]:
+        i = (i + 1) & mask
+    slots[i] = row + 1
+
+
 def build_slots(keys: Array, capacity: int) -> Array:
-    """The slot table (row + 1 per slot, 0 free) for ``keys`` with linear probing, built vectorised: each
-    round every waiting key tries its slot, one key per free slot wins, the others move one slot on."""
+    """The slot table (row + 1 per slot, 0 free) for ``keys`` with linear probing, built vectorised.
+
+    Inserting the keys in the order of their home slots puts the i-th at ``max(home_i, slot_{i-1} + 1)``,
+    a running maximum (the table holds the same slots whatever the insertion order); the few pushed past the
+    end wrap around to the first free slots from 0, one by one.
+    """
     mask = capacity - 1
+    home = (keys & np.uint64(mask)).astype(np.int64)
+    order = np.argsort(home, kind="stable")
+    step = np.arange(len(order), dtype=np.int64)
+    at = np.maximum.accumulate(home[order] - step) + step if len(order) else step
     slots = np.zeros(capacity, np.int32)
-    waiting = np.arange(len(keys), dtype=np.int64)
-    at = (keys & np.uint64(mask)).astype(np.int64)
-    while waiting.size:
-        free = slots[at] == 0
-        trying, tried = waiting[free], at[free]
-        taken, first = np.unique(tried, return_index=True)
-        slots[taken] = trying[first] + 1
-        won = np.zeros(len(trying), bool)
-        won[first] = True
-        waiting = np.concatenate([waiting[~free], trying[~won]])
-        at = (np.concatenate([at[~free], tried[~won]]) + 1) & mask
+    inside = at < capacity
+    slots[at[inside]] = order[inside] + 1
+    view = slots.data
+    for row in order[~inside]:
+        place(view, mask, int(keys[row]), int(row))
     return slots
 
 
@@ -128,19 +138,12 @@ class UnitStore:
         self._k[row] = key
         self._v[row] = variant
         self.units = row + 1
-        self._place(self._s, self._mask, key, row)
+        place(self._s, self._mask, key, row)
         while len(self.per_variant) <= variant:
             self.per_variant.append([0.0, 0.0, 0.0])
         self.per_variant[variant][0] += 1
         self._maybe_grow()
         return row
-
-    @staticmethod
-    def _place(slots: memoryview, mask: int, key: int, row: int) -> None:
-        i = key & mask
-        while slots[i]:
-            i = (i + 1) & mask
-        slots[i] = row + 1
 
     def _maybe_grow(self) -> None:
         growing = self._growing
@@ -153,7 +156,7 @@ class UnitStore:
             slots = growing.result()  # waits only if the old table is 7/8 full before the new one is ready
             view, mask = slots.data, len(slots) - 1
             for row in range(self._grown_from, self.units):
-                self._place(view, mask, self._k[row], row)
+                place(view, mask, self._k[row], row)
             self._set_slots(slots)
             self._growing = None
 
@@ -230,8 +233,8 @@ class UnitStore:
         self.acts[:n] = np.minimum(columns.unit_acts, np.iinfo(np.uint32).max)
         self.units, self.events = n, m
         self._set_slots(build_slots(self.keys[:n], _slots_for(n)))
-        order = np.argsort(columns.unit_key)
-        rows = order[np.searchsorted(columns.unit_key, columns.ev_key, sorter=order)]
+        order = np.argsort(columns.unit_key, kind="stable")  # merged keys come sorted: linear
+        rows = order[np.searchsorted(columns.unit_key[order], columns.ev_key)]
         self.e_unit[:m], self.e_kind[:m] = rows, columns.ev_kind
         self.e_count[:m], self.e_value[:m] = columns.ev_count, columns.ev_value
         # chain each unit's events: every row points at the previous row of the same unit
