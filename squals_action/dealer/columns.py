@@ -11,7 +11,6 @@ start-up, never per request.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import zipfile
@@ -176,7 +175,7 @@ def save(columns: Columns, path: Path) -> None:
 def load(path: Path) -> Columns:
     """Read a snapshot; a damaged one is a DealerError naming the file and what is wrong."""
     try:
-        with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as data:
+        with np.load(path, allow_pickle=False) as data:  # array by array: no copy of the whole file
             names = json.loads(bytes(data["names"]).decode())
             columns = Columns(
                 variants=[str(n) for n in names["variants"]],
