@@ -105,7 +105,7 @@ class DealerConfig:
     #: per event kind, how many events of it one unit may count; a kind not named counts once per unit
     event_caps: Mapping[str, int] = field(default_factory=dict)
     #: units (and unit events) the Dealer keeps per-unit state for; arrays are reserved at this size and
-    #: memory is used as they fill (~25 bytes per unit)
+    #: memory is used as they fill (30-37 bytes per unit with its counters)
     max_units: int = 1 << 25
     #: a journal segment this large is compacted into a snapshot
     journal_bytes: int = 64 << 20
