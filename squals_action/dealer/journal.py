@@ -161,6 +161,8 @@ def release_free_memory() -> None:
 def compact(directory: Path, upto: int) -> Path:
     """Merge the latest snapshot and the segments up to ``upto`` into ``snapshot-upto.npz``; delete what it
     replaces."""
+    for stale in directory.glob(".snapshot-*.tmp"):  # left by a compaction stopped mid-write
+        stale.unlink(missing_ok=True)
     columns, last, used = _merged(directory, upto)
     target = directory / f"snapshot-{last:06d}.npz"
     cols.save(columns, target)
@@ -196,6 +198,7 @@ class Journal:
         self._fd = self._open(first_segment)
         self._size = 0
         self._compactor = ThreadPoolExecutor(1, thread_name_prefix="squals-compact")
+        self._child: subprocess.Popen[str] | None = None
         self._thread = threading.Thread(target=self._run, name="squals-journal", daemon=True)
         self._thread.start()
 
@@ -253,11 +256,15 @@ class Journal:
         return await asyncio.wrap_future(compaction)
 
     async def close(self) -> None:
-        """Write what is buffered, stop the writer, let a running compaction finish."""
+        """Write what is buffered and stop the writer; a running compaction is stopped (the journal holds
+        everything, the next compaction redoes it), so that a stop never waits for one."""
         with self._cond:
             self._closing = True
             self._cond.notify()
         await asyncio.to_thread(self._thread.join)
+        child = self._child
+        if child is not None and child.poll() is None:
+            child.terminate()
         await asyncio.to_thread(self._compactor.shutdown, True)
         os.close(self._fd)
 
@@ -309,17 +316,26 @@ class Journal:
         GIL, so the event loop is only ever kept waiting by the operating system's scheduler."""
         command = [sys.executable, "-m", "squals_action.dealer.journal", str(self.directory), str(upto)]
         try:
-            done = subprocess.run(
-                command, capture_output=True, text=True, timeout=COMPACT_TIMEOUT, check=False
-            )
+            with subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            ) as self._child:
+                try:
+                    out, err = self._child.communicate(timeout=COMPACT_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    self._child.kill()
+                    raise
         except (OSError, subprocess.TimeoutExpired) as exc:
             log.error("could not compact the tally journal: %s", exc)
             raise
-        if done.returncode != 0:
-            why = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+        finally:
+            self._child = None
+        if self._closing and not out:
+            raise DealerError(f"compaction of {self.directory} stopped: the Dealer is stopping")
+        if not out:
+            why = (err.strip().splitlines() or ["no snapshot written"])[-1]
             log.error("could not compact the tally journal: %s", why)
             raise DealerError(f"compaction of {self.directory} failed: {why}")
-        return Path(done.stdout.strip())
+        return Path(out.strip())
 
 
 def main(argv: list[str]) -> int:
