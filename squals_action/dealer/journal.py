@@ -187,8 +187,11 @@ class Journal:
         self._segment_bytes = segment_bytes
         self._loop = asyncio.get_running_loop()
         self._cond = threading.Condition()
-        self._buffer = bytearray()
-        self._appended = 0  # records appended (loop side, under the lock)
+        self._buffer = bytearray()  # handed to the writer (under the lock)
+        self._appended = 0  # records handed to the writer (under the lock)
+        self._local = bytearray()  # appended on the loop since its last flush (no lock)
+        self._total = 0  # records appended (loop side)
+        self._flushing = False
         self._written = 0  # records written (loop side, updated by the writer's callback)
         self._names_text: str | None = None
         self._rotation: Future[Future[Path]] | None = None
@@ -210,10 +213,20 @@ class Journal:
     # -- event loop side -----------------------------------------------------------------------------------
 
     def append(self, record: bytes) -> None:
+        """Buffer a record; the loop hands everything appended in one iteration to the writer at once."""
+        self._local += record
+        self._total += 1
+        if not self._flushing:
+            self._flushing = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flushing = False
         with self._cond:
-            self._buffer += record
-            self._appended += 1
+            self._buffer += self._local
+            self._appended = self._total
             self._cond.notify()
+        self._local = bytearray()
 
     def names_changed(self) -> None:
         """Variant or event names got a new index: names.json is rewritten before the next records."""
@@ -224,7 +237,7 @@ class Journal:
 
     async def durable(self) -> None:
         """Return once every record appended so far is written (raises OSError if writing failed)."""
-        target = self._appended
+        target = self._total
         if self._written >= target:
             return
         if self._waiters and self._waiters[-1][0] == target:
@@ -247,6 +260,7 @@ class Journal:
 
     async def compact(self) -> Path:
         """Close the current segment and merge everything into a new snapshot, without blocking the loop."""
+        self._flush()
         with self._cond:
             if self._rotation is None:
                 self._rotation = Future()
@@ -258,6 +272,7 @@ class Journal:
     async def close(self) -> None:
         """Write what is buffered and stop the writer; a running compaction is stopped (the journal holds
         everything, the next compaction redoes it), so that a stop never waits for one."""
+        self._flush()
         with self._cond:
             self._closing = True
             self._cond.notify()
