@@ -20,6 +20,7 @@ from squals_action.errors import SqualsError
 from squals_action.gitcmd import git_text, has_commit, token_header_env
 from squals_action.github.interface import Request
 from squals_action.github.runner import Settings
+from squals_action.own_files import own_dir
 from squals_action.report.model import Problem, Report, Status, Step
 from squals_action.state.errors import AccessDeniedError
 
@@ -99,7 +100,7 @@ class Pipeline:
         return None
 
     def _own_dir(self, request: Request) -> Path:
-        return self._scratch() or request.workspace / ".squals"
+        return self._scratch() or own_dir(request.workspace)
 
     def _log_dir(self, request: Request) -> Path:
         return self._own_dir(request) / "logs"
@@ -118,6 +119,7 @@ class Pipeline:
             head=head,
             base_dir=Path(model.base_dir),
             passthrough=model.env_passthrough,
+            environ=self._env,
         )
         fetch = functools.partial(request.checks, sha) if request.checks is not None and sha else None
         return _gate_steps(run_pipeline(model.gates, ctx, checks=fetch))

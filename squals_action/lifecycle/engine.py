@@ -165,30 +165,31 @@ class Lifecycle(Promoter):
     def teardown(self, pr: int) -> Outcome:
         """Destroy the island of a closed PR; one that serves prod or postprod is kept and says so.
 
-        A PR that has nothing deployed writes nothing, not even its lock: a closed fork PR (whose token is
-        read-only) or a PR whose gates never passed ends without a commit.
+        A PR that has nothing deployed, or whose island serves prod or postprod, writes nothing, not even its
+        lock: a closed fork PR (whose token is read-only) or a PR whose gates never passed ends without a
+        commit. Whatever happens is said in one line to the person watching.
         """
         start = time.monotonic()
         name = f"pr-{pr}"
+
+        def said(message: str, fleet: Mapping[str, Env]) -> Outcome:
+            self.progress.done(message)
+            return self._outcome("teardown", True, message, name, fleet, start)
+
         fleet = self.fleet()
-        if name not in fleet or fleet[name].status is S.RETIRED:
-            return self._outcome("teardown", True, f"{name}: nothing to tear down", name, fleet, start)
+        untouched = _not_torn_down(name, fleet)
+        if untouched is not None:
+            return said(untouched, fleet)
         with self._locked(name, pr, LOCK_MARGIN):
             fleet = self.fleet()
-            env = fleet.get(name)
-            if env is None or env.status is S.RETIRED:
-                return self._outcome("teardown", True, f"{name}: nothing to tear down", name, fleet, start)
-            try:
-                machine.step(name, env.status, E.TEARDOWN)
-            except machine.InvalidTransition as exc:
-                if env.status in (S.PROD, S.POSTPROD):
-                    return self._outcome("teardown", True, f"kept: {exc.one_line()}", name, fleet, start)
-                raise
+            untouched = _not_torn_down(name, fleet)
+            if untouched is not None:
+                return said(untouched, fleet)
+            env = fleet[name]
+            machine.step(name, env.status, E.TEARDOWN)
             self.progress.step(f"tear down {name}")
             note = self._destroy(env)
-            fleet = self._record(E.TEARDOWN, name, f"tear down {name}", reason=None)
-            self.progress.done(note)
-            return self._outcome("teardown", True, note, name, fleet, start)
+            return said(note, self._record(E.TEARDOWN, name, f"tear down {name}", reason=None))
 
     def down(self) -> Outcome:
         """Stop everything this project started and record it in one commit: the splitter sends users nowhere
@@ -236,3 +237,16 @@ class Lifecycle(Promoter):
         msg = "; ".join(notes) if notes else "nothing was running"
         self.progress.done(msg)
         return self._outcome("down", True, msg, None, fleet_of(result.snapshot), start)
+
+
+def _not_torn_down(name: str, fleet: Mapping[str, Env]) -> str | None:
+    """Why teardown leaves ``name`` as it is (nothing deployed; it serves prod or postprod), or None."""
+    env = fleet.get(name)
+    if env is None or env.status is S.RETIRED:
+        return f"{name}: nothing to tear down"
+    if env.status in (S.PROD, S.POSTPROD):
+        try:
+            machine.step(name, env.status, E.TEARDOWN)
+        except machine.InvalidTransition as exc:
+            return f"kept: {exc.one_line()}"
+    return None

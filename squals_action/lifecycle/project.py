@@ -17,6 +17,7 @@ from squals_action.errors import SqualsError, UsageError
 from squals_action.gitcmd import repo_top
 from squals_action.lifecycle.engine import Lifecycle, Progress
 from squals_action.lifecycle.parts import signals_for, traffic_for
+from squals_action.own_files import own_dir
 
 
 class ProjectError(SqualsError):
@@ -39,7 +40,8 @@ class ProjectOptions:
 
 
 def squals_dir(repo: Path) -> Path:
-    return repo / ".squals"
+    """Where the lifecycle keeps the Dealer and the logs (created, with its ``.gitignore``)."""
+    return own_dir(repo)
 
 
 def open_project(options: ProjectOptions, progress: Progress | None = None) -> Lifecycle:

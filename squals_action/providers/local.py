@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 from squals_action.gitcmd import git_text, repo_top, resolve_commit
 from squals_action.manifest import model
+from squals_action.own_files import OWN_DIR, own_dir
 from squals_action.process import command_environment
 from squals_action.providers import daemon
 from squals_action.providers.interface import (
@@ -115,7 +116,7 @@ class LocalProvider(Provider):
         super().__init__(repo, config, state_dir=state_dir)
         self.top = repo_top(self.repo, error=ProviderError)
         self._own_state_dir = self.state_dir is None
-        self.root = self.state_dir if self.state_dir is not None else self.top / ".squals" / "local"
+        self.root = self.state_dir if self.state_dir is not None else self.top / OWN_DIR / "local"
 
     # ----------------------------------------------------------------------------------------------- paths
 
@@ -126,13 +127,11 @@ class LocalProvider(Provider):
         return self.root / "logs" / f"{env}.log"
 
     def _prepare_root(self) -> None:
+        if self._own_state_dir:
+            own_dir(self.top)  # with its .gitignore
         (self.root / "envs").mkdir(parents=True, exist_ok=True)
         (self.root / "logs").mkdir(parents=True, exist_ok=True)
         (self.root / "locks").mkdir(parents=True, exist_ok=True)
-        if self._own_state_dir:
-            ignore = self.top / ".squals" / ".gitignore"
-            if not ignore.exists():
-                ignore.write_text("# squals' local state: never commit it\n*\n")
 
     @contextlib.contextmanager
     def _locked(self, env: str) -> Iterator[None]:

@@ -30,6 +30,15 @@ def test_a_remote_the_repository_lacks_is_named_in_one_line(tmp_path: Path) -> N
     assert "origin" in out.stderr and "upstream" in out.stderr
 
 
+def test_teardown_of_a_pr_never_deployed_says_so_and_writes_nothing(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q")
+    (tmp_path / "squals.yml").write_text("version: 1\nname: shop\napp: {start: python app.py}\n")
+    out = _run(tmp_path, "teardown", "--pr", "99", "--report", "none")
+    assert out.returncode == 0 and out.stdout == "", out.stderr
+    assert out.stderr.strip() == "✓ pr-99: nothing to tear down"
+    assert git(tmp_path, "branch", "--list", "squals/state") == ""
+
+
 def test_help_lists_the_lifecycle(tmp_path: Path) -> None:
     out = _run(tmp_path, "--help")
     for command in ("deploy", "promote", "rollback", "teardown", "down", "demo"):
@@ -51,6 +60,14 @@ def test_deploy_promote_down_from_the_command_line(project: Project) -> None:
     promote = _run(project.path, "promote", "--pr", "5", "--report", "none")
     assert promote.returncode == 0, promote.stderr
     assert promote.stdout == "" and "pr-5 is prod" in promote.stderr
+    state = git(project.path, "ls-remote", "origin", "squals/state")
+    kept = _run(project.path, "teardown", "--pr", "5", "--report", "none")  # printed nothing (issue 14)
+    assert kept.returncode == 0 and kept.stdout == "", kept.stderr
+    assert kept.stderr.strip() == (
+        "✓ kept: pr-5 is prod: cannot teardown (it is serving prod; it is retired by a later promotion, "
+        "or by `squals down`)"
+    )
+    assert git(project.path, "ls-remote", "origin", "squals/state") == state  # no lock/release commits
     rollback = _run(project.path, "rollback")
     assert rollback.returncode == 1 and "nothing to roll back to" in rollback.stderr
     down = _run(project.path, "down")
