@@ -191,6 +191,9 @@ class Journal:
         self._appended = 0  # records handed to the writer (under the lock)
         self._local = bytearray()  # appended on the loop since its last flush (no lock)
         self._total = 0  # records appended (loop side)
+        self._counted = (
+            0  # records appended up to the last count (unit, request, event): what durable waits for
+        )
         self._flushing = False
         self._written = 0  # records written (loop side, updated by the writer's callback)
         self._names_text: str | None = None
@@ -213,9 +216,16 @@ class Journal:
     # -- event loop side -----------------------------------------------------------------------------------
 
     def append(self, record: bytes) -> None:
-        """Buffer a record; the loop hands everything appended in one iteration to the writer at once."""
+        """Buffer a record; the loop hands everything appended in one iteration to the writer at once.
+
+        Latency and error samples (recorded as an answer leaves) do not hold up :meth:`durable`: they are
+        written within the same hand-over, but a SIGKILL in that millisecond may lose them; units, requests
+        and events, which an answer acknowledges, never.
+        """
         self._local += record
         self._total += 1
+        if record[0] < OP_LATENCY:
+            self._counted = self._total
         if not self._flushing:
             self._flushing = True
             self._loop.call_soon(self._flush)
@@ -236,8 +246,9 @@ class Journal:
             self._cond.notify()
 
     async def durable(self) -> None:
-        """Return once every record appended so far is written (raises OSError if writing failed)."""
-        target = self._total
+        """Return once every unit, request and event appended so far is written (raises OSError if writing
+        failed)."""
+        target = self._counted
         if self._written >= target:
             return
         if self._waiters and self._waiters[-1][0] == target:
