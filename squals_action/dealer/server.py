@@ -9,6 +9,7 @@ decompressed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -329,7 +330,8 @@ class DealerServer:
         finally:
             counter.in_flight -= 1
             if self._journal is not None:  # answered only once what it counted is written
-                await self._journal.durable()
+                with contextlib.suppress(OSError):  # a full disk must not take the site down (logged)
+                    await self._journal.durable()
 
     def _request_headers(self, request: web.BaseRequest, new_unit: str | None) -> CIMultiDict[str]:
         """The headers to send upstream: hop-by-hop ones dropped, X-Forwarded-* added.
@@ -465,7 +467,10 @@ class DealerServer:
         if counted is None:
             return web.Response(status=403, text="unknown unit: this Dealer never assigned it a variant\n")
         if self._journal is not None:
-            await self._journal.durable()
+            try:
+                await self._journal.durable()
+            except OSError as exc:
+                return web.Response(status=503, text=f"the event could not be recorded: {exc.strerror}\n")
         return web.Response(
             status=204, headers={VARIANT_HEADER: counted.variant, COUNTED_HEADER: str(counted.counted)}
         )
@@ -563,7 +568,10 @@ class DealerServer:
         else:
             raise DealerError("give a unit or a known variant")
         if self._journal is not None:
-            await self._journal.durable()
+            try:
+                await self._journal.durable()
+            except OSError as exc:
+                raise DealerError(f"the event could not be recorded: {exc.strerror}") from exc
         return web.json_response(result)
 
     async def _admin_persist(self, request: web.Request) -> web.Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 from collections import defaultdict
 from dataclasses import replace
@@ -239,3 +240,20 @@ def test_event_rules_in_the_config() -> None:
     raw["events"] = {"revenue": {"count": "all", "cap": 0}}
     with pytest.raises(DealerError, match=r"events\.revenue\.cap must be an integer from 1"):
         config_from_json(raw, "c.json")
+
+
+def test_a_journal_that_cannot_write_says_so_to_whoever_waits(tmp_path: Path) -> None:
+    async def run() -> None:
+        book = TallyBook()
+        journal = Journal(tmp_path / "tallies", 1, book.names, segment_bytes=1 << 20)
+        book.journal, book.names_changed = journal.append, journal.names_changed
+        writable = journal._fd
+        journal._fd = os.open(os.devnull, os.O_RDONLY)  # the disk refuses from now on
+        book.arrive(unit_key("u"), "a")
+        with pytest.raises(OSError):
+            await journal.durable()
+        os.close(journal._fd)
+        journal._fd = writable
+        await journal.close()
+
+    asyncio.run(run())
