@@ -59,6 +59,8 @@ def spec_json(spec: Experiment) -> dict[str, Any]:
             }
             for name, m in sorted(spec.metrics.items())
         },
+        # only when set: an experiment started before per-unit caps keeps its digest
+        **({"events": dict(sorted(spec.events.items()))} if spec.events else {}),
     }
 
 

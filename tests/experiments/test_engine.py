@@ -247,3 +247,58 @@ def test_a_sample_ratio_mismatch_halts_the_experiment_with_the_counts(tmp_path: 
     finally:
         leftovers, dealers = stop_everything(shop.path)
     assert leftovers == [] and dealers == []
+
+
+def test_revenue_per_visitor_through_the_real_dealer_is_decided_on_welchs_test(tmp_path: Path) -> None:
+    """A mean objective: the app reports revenue with a value; the Dealer sums it per unit (n, sum, sum of
+    squares over units) and the fixed design's Welch test on those statistics promotes the richer variant."""
+    from scipy.stats import ttest_ind_from_stats
+
+    shop = make_shop(tmp_path, control_every=4, green_every=2, activations=300, method="fixed")
+    squals, green = shop.path / "squals.yml", shop.path / "variants" / "green.yml"
+    squals.write_text(
+        squals.read_text()
+        .replace(
+            'objective: {maximize: conversion, numerator: "event:checkout", denominator: visitors}',
+            'objective: {maximize: revenue_per_visitor, kind: mean, numerator: "event:revenue"}\n'
+            "  events: {revenue: {count: all, cap: 3}}",
+        )
+        .replace('CONVERT_EVERY: "4"}', 'CONVERT_EVERY: "4", EVENT: "revenue=20"}')
+    )
+    green.write_text(
+        green.read_text().replace('CONVERT_EVERY: "2"', 'CONVERT_EVERY: "2", EVENT: "revenue=30"')
+    )
+    git(shop.path, "commit", "-qam", "revenue per visitor")
+    git(shop.path, "push", "-q", "origin", "main")
+    try:
+        eng = engine(shop)
+        started = eng.start()
+        assert started.url
+        config = json.loads((eng.dealer_dir(started.experiment.id) / "config.json").read_text())
+        assert config["events"] == {"revenue": {"count": "all", "cap": 3}}  # the squals file's caps
+        visit(started.url, 400)
+        (result,) = eng.tick()
+        decision = result.decision
+        assert decision is not None and decision.kind == "mean", result.message
+        doc = eng.store.read().experiment(started.experiment.id)
+        assert doc is not None
+        stats = {v: doc.extra["stats"][v]["revenue_per_visitor"] for v in ("control", "green")}
+        for variant, value in (("control", 20.0), ("green", 30.0)):
+            s = stats[variant]  # each paying unit paid once: its value, squared
+            assert s["kind"] == "mean" and s["sum_squares"] == value * s["total"]
+            assert 0 < s["total"] < value * s["n"]
+        moments = {
+            v: (
+                s["total"] / s["n"],
+                ((s["sum_squares"] - s["total"] ** 2 / s["n"]) / (s["n"] - 1)) ** 0.5,
+                s["n"],
+            )
+            for v, s in stats.items()
+        }
+        welch = ttest_ind_from_stats(*moments["green"], *moments["control"], equal_var=False)
+        assert decision.p_values["green"] == pytest.approx(welch.pvalue, rel=1e-9)
+        assert decision.status == "winner" and decision.winner == "green" and result.promoted == "green"
+        shop.kept.add("exp-green")
+        eng.store.close()
+    finally:
+        stop_everything(shop.path)

@@ -3,7 +3,8 @@
 fixture stops every process it started, and fails if a test left any running.
 
 The app answers ``/`` with its ``COLOR`` and, on every ``CONVERT_EVERY``-th request, the header
-``X-Squals-Event: checkout``; ``/boom`` answers 500 when ``FAIL_EVERY`` is set (for guardrails).
+``X-Squals-Event: checkout`` (or ``$EVENT``, e.g. ``revenue=30`` for an event with a value); ``/boom``
+answers 500 when ``FAIL_EVERY`` is set (for guardrails).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         failing = FAIL and self.path != "/healthz" and n % FAIL == 0
         self.send_response(500 if failing else 200)
         if EVERY and self.path != "/healthz" and n % EVERY == 0:
-            self.send_header("X-Squals-Event", "checkout")
+            self.send_header("X-Squals-Event", os.environ.get("EVENT", "checkout"))
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
