@@ -271,7 +271,7 @@ def test_revenue_per_visitor_through_the_real_dealer_is_decided_on_welchs_test(t
     git(shop.path, "commit", "-qam", "revenue per visitor")
     git(shop.path, "push", "-q", "origin", "main")
     try:
-        eng = engine(shop)
+        eng = experiment_engine(shop)
         started = eng.start()
         assert started.url
         config = json.loads((eng.dealer_dir(started.experiment.id) / "config.json").read_text())
