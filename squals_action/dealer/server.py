@@ -1,132 +1,29 @@
-"""The Dealer itself: an aiohttp reverse proxy with sticky weighted routing, tallies and a loopback admin API.
+"""The Dealer itself: the proxy (``proxy``) and the admin endpoint (``admin``) over one book and routing.
 
 One event loop owns everything, so routing and tallies need no locks: a weight switch replaces the
 immutable :class:`Routing` in one assignment, and a request that already picked its upstream keeps it to the
-end (nothing in flight is dropped). Bodies stream in both directions with bounded buffers; nothing is
-decompressed.
+end (nothing in flight is dropped).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
-import os
-import secrets
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
-from yarl import URL
 
-from squals_action.dealer.bucketing import assign, normalise_weights, unit_key
-from squals_action.dealer.config import (
-    ROUTING_FILE,
-    TALLY_FILE,
-    atomic_write,
-    check_upstreams,
-    read_json,
-)
-from squals_action.dealer.interface import DealerConfig, DealerError
-from squals_action.dealer.tally import TallyBook, VariantCounter, tally_to_json
+from squals_action.dealer.admin import admin_app
+from squals_action.dealer.config import ROUTING_FILE, TALLY_FILE, atomic_write, read_json
+from squals_action.dealer.interface import DealerConfig, DealerError, VariantTally
+from squals_action.dealer.proxy import Proxy
+from squals_action.dealer.routing import Assigner, Routing, make_routing
+from squals_action.dealer.tally import TallyBook
 
 log = logging.getLogger("squals.dealer")
-
-# RFC 9110 section 7.6.1 (and RFC 7230 6.1): connection-specific headers a proxy must not forward.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
-EVENT_HEADER = "X-Squals-Event"
-VARIANT_HEADER = "X-Squals-Variant"
-RESERVED_PREFIX = "/_squals/"
-_EVENT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
-# Request headers never forwarded: hop-by-hop ones, Host (the upstream's instead), Expect (answered here).
-_REQUEST_DROP = (*sorted(HOP_BY_HOP), "host", "expect")
-# Response headers never forwarded: hop-by-hop ones and the event header the Dealer consumes.
-_RESPONSE_DROP = (*sorted(HOP_BY_HOP), EVENT_HEADER.lower())
-_CHUNK = 64 * 1024
-_SMALL_BODY = 256 * 1024  # bodies up to this size with a Content-Length are read whole
-# Units whose (variant, unit key) is remembered for the current routing; cleared when full or on a switch.
-_ASSIGN_CACHE = 65_536
-
-
-def valid_event(name: str) -> bool:
-    return 0 < len(name) <= 64 and all(c in _EVENT_CHARS for c in name)
-
-
-@dataclass(frozen=True)
-class Routing:
-    """Upstreams and weights at one moment; replaced whole, never mutated."""
-
-    upstreams: Mapping[str, URL]
-    weights: Mapping[str, float]
-    # Each upstream's base URL as text, so a request's target is one string concatenation.
-    bases: Mapping[str, str] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "bases", {k: str(v) for k, v in self.upstreams.items()})
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "upstreams": {k: str(v) for k, v in self.upstreams.items()},
-            "weights": dict(self.weights),
-        }
-
-
-def make_routing(upstreams: Mapping[str, str], weights: Mapping[str, float]) -> Routing:
-    checked = check_upstreams(upstreams)
-    return Routing(
-        upstreams={k: URL(v) for k, v in checked.items()},
-        weights=normalise_weights(weights, tuple(checked)),
-    )
-
-
-def _connection_tokens(headers: Any) -> set[str]:
-    return {token.strip().lower() for value in headers.getall("Connection", ()) for token in value.split(",")}
-
-
-def _forwardable(headers: Any, drop: tuple[str, ...]) -> CIMultiDict[str]:
-    """A copy of ``headers`` (order, case and repeats kept) without ``drop`` and what ``Connection`` names.
-
-    One copy in C and a few deletions: cheaper per request than filtering header by header in Python.
-    """
-    out: CIMultiDict[str] = CIMultiDict(headers)
-    for name in drop:
-        if name in out:
-            del out[name]
-    if "Connection" in headers:
-        for token in _connection_tokens(headers):
-            if token and token in out:
-                del out[token]
-    return out
-
-
-def _cookie_value(header: str, name: str) -> str | None:
-    if ";" not in header:  # one cookie, the common case: no split, same answer as the loop below
-        key, sep, value = header.strip().partition("=")
-        return (value.strip().strip('"') or None) if sep and key == name else None
-    for part in header.split(";"):
-        key, sep, value = part.strip().partition("=")
-        if sep and key == name:
-            return value.strip().strip('"') or None
-    return None
 
 
 class DealerServer:
@@ -137,18 +34,12 @@ class DealerServer:
             raise DealerError("the Dealer's admin token is empty")
         self.config = config
         self.state_dir = state_dir
-        self.book = TallyBook()
-        self.routing = make_routing(config.upstreams, config.weights)
+        book = TallyBook()
+        routing = make_routing(config.upstreams, config.weights)
         if state_dir is not None:
-            self._load_state(state_dir)
-        self._seed = config.seed
-        self._unit_kind = config.unit_kind
-        self._unit_name = config.unit_name
-        self._cookie_name = config.unit_name if config.unit_kind == "cookie" else "squals_unit"
-        self._cookie_suffix = f"; Path=/; Max-Age={config.cookie_max_age}; HttpOnly; SameSite=Lax"
-        self._session: aiohttp.ClientSession | None = None
-        self._assigned: dict[str, tuple[str, int]] = {}  # unit -> (variant, unit key) under _assigned_for
-        self._assigned_for: Routing | None = None
+            book, routing = _load_state(state_dir, book, routing)
+        self.proxy = Proxy(config, book, routing)
+        self._assign = Assigner(config.seed)
         self._proxy_runner: web.ServerRunner | None = None
         self._admin_runner: web.AppRunner | None = None
         self._persist_task: asyncio.Task[None] | None = None
@@ -156,28 +47,42 @@ class DealerServer:
         self.port = 0
         self.admin_port = 0
 
+    @property
+    def book(self) -> TallyBook:
+        return self.proxy.book
+
+    @property
+    def routing(self) -> Routing:
+        return self.proxy.routing
+
     # -- state ---------------------------------------------------------------------------------------------
 
-    def _load_state(self, state_dir: Path) -> None:
-        tally_path = state_dir / TALLY_FILE
-        if tally_path.exists():
-            self.book = TallyBook.from_json(read_json(tally_path), str(tally_path))
-        routing_path = state_dir / ROUTING_FILE
-        if routing_path.exists():
-            raw = read_json(routing_path)
-            try:
-                self.routing = make_routing(raw["upstreams"], raw["weights"])
-            except (KeyError, TypeError) as exc:
-                raise DealerError(f"{routing_path}: expected upstreams and weights: {exc!r}") from exc
-            except DealerError as exc:
-                raise DealerError(f"{routing_path}: {exc}") from exc
-
-    def _save_routing(self) -> None:
+    async def switch(self, routing: Routing) -> None:
+        self.proxy.routing = routing
         if self.state_dir is not None:
-            atomic_write(self.state_dir / ROUTING_FILE, json.dumps(self.routing.to_json(), indent=2) + "\n")
+            atomic_write(self.state_dir / ROUTING_FILE, json.dumps(routing.to_json(), indent=2) + "\n")
+        log.info("upstreams now %s, weights %s", routing.to_json()["upstreams"], dict(routing.weights))
+
+    async def tallies(self) -> Mapping[str, VariantTally]:
+        return self.book.snapshot()
+
+    async def record_event(self, event: str, count: int, unit: str | None, variant: str | None) -> str:
+        key = None
+        if unit is not None:
+            variant, key = self._assign(unit, self.routing)
+        if variant is None or variant not in set(self.routing.upstreams) | set(self.book.variants):
+            raise DealerError("give a unit or a known variant")
+        if not self.book.variant(variant).add_event(event, count, unit=key):
+            raise DealerError("too many distinct event names for this variant")
+        self.book.dirty = True
+        return variant
 
     async def persist(self) -> None:
-        """Write the tallies if anything changed since the last write (the JSON is built on the loop)."""
+        """Write the tallies now (the JSON is built on the loop)."""
+        self.book.dirty = True
+        await self._persist_if_dirty()
+
+    async def _persist_if_dirty(self) -> None:
         if self.state_dir is None:
             return
         async with self._persist_lock:  # one writer at a time, so an older snapshot never lands last
@@ -195,7 +100,7 @@ class DealerServer:
         while True:
             await asyncio.sleep(self.config.persist_interval)
             try:
-                await self.persist()
+                await self._persist_if_dirty()
             except OSError as exc:  # keep serving; the next round retries
                 log.warning("could not persist tallies: %s", exc)
 
@@ -211,42 +116,17 @@ class DealerServer:
 
     async def _start(self) -> None:
         cfg = self.config
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=cfg.connect_timeout,
-            sock_connect=cfg.connect_timeout,
-            sock_read=cfg.read_timeout,
-        )
-        self._session = aiohttp.ClientSession(
-            timeout=timeout,
-            auto_decompress=False,
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0, ttl_dns_cache=300),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            trust_env=False,
-        )
+        await self.proxy.open()
         # aiohttp's keep-alive timer runs from the connection's start until a request's headers are parsed
         # (aiohttp >= 3.14.5): the header-read timeout. A handler at work is never cut by it.
-        server = web.Server(self._handle, access_log=None, keepalive_timeout=cfg.header_timeout)
+        server = web.Server(self.proxy.handle, access_log=None, keepalive_timeout=cfg.header_timeout)
         self._proxy_runner = web.ServerRunner(server, access_log=None, shutdown_timeout=cfg.shutdown_timeout)
         await self._proxy_runner.setup()
         site = web.TCPSite(self._proxy_runner, cfg.host, cfg.port, backlog=1024)
         await site.start()
         self.port = _bound_port(self._proxy_runner)
 
-        admin = web.Application(middlewares=[self._auth])
-        admin.add_routes(
-            [
-                web.get("/healthz", self._admin_health),
-                web.get("/tallies", self._admin_tallies),
-                web.get("/routing", self._admin_routing),
-                web.put("/weights", self._admin_weights),
-                web.put("/upstreams", self._admin_upstreams),
-                web.post("/events", self._admin_events),
-                web.post("/persist", self._admin_persist),
-            ]
-        )
-        self._admin_runner = web.AppRunner(admin, access_log=None, shutdown_timeout=2.0)
+        self._admin_runner = web.AppRunner(admin_app(self, cfg.token), access_log=None, shutdown_timeout=2.0)
         await self._admin_runner.setup()
         await web.TCPSite(self._admin_runner, "127.0.0.1", cfg.admin_port).start()
         self.admin_port = _bound_port(self._admin_runner)
@@ -263,278 +143,27 @@ class DealerServer:
             await self._proxy_runner.cleanup()
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
-        if self._session is not None:
-            await self._session.close()
-        self._persist_task = self._proxy_runner = self._admin_runner = self._session = None
+        await self.proxy.close()
+        self._persist_task = self._proxy_runner = self._admin_runner = None
         if persist:
-            self.book.dirty = True
             await self.persist()
 
-    # -- proxy ---------------------------------------------------------------------------------------------
 
-    def _unit_of(self, request: web.BaseRequest) -> tuple[str, bool]:
-        """The request's unit id and whether it is new (then the response sets the cookie)."""
-        headers = request.headers
-        if self._unit_kind == "header":
-            value = headers.get(self._unit_name)
-            if value:
-                return value, False
-        cookie = headers.get("Cookie")
-        if cookie:
-            value = _cookie_value(cookie, self._cookie_name)
-            if value:
-                return value, False
-        return secrets.token_hex(16), True
-
-    def _assign(self, unit: str, routing: Routing) -> tuple[str, int]:
-        """The unit's variant under ``routing`` and its unit key, remembered until the routing changes.
-
-        Both are pure functions of the unit (and the routing), so remembering them changes no answer; it saves
-        three keyed hashes and two logarithms per request of a returning unit.
-        """
-        if routing is not self._assigned_for:
-            self._assigned.clear()
-            self._assigned_for = routing
-        hit = self._assigned.get(unit)
-        if hit is None:
-            if len(self._assigned) >= _ASSIGN_CACHE:
-                self._assigned.clear()
-            hit = self._assigned[unit] = (assign(unit, routing.weights, self._seed), unit_key(unit))
-        return hit
-
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        raw_path = request.raw_path
-        if raw_path.startswith(RESERVED_PREFIX):
-            return await self._public_endpoint(request)
-        if not raw_path.startswith("/"):
-            return web.Response(status=400, text="absolute-form request targets are not proxied\n")
-        unit, new_unit = self._unit_of(request)
-        routing = self.routing
-        name, key = self._assign(unit, routing)
-        book = self.book
-        counter = book.variants.get(name) or book.variant(name)
-        counter.activations += 1
-        counter.units.add(key)
-        counter.in_flight += 1
-        book.dirty = True
+def _load_state(state_dir: Path, book: TallyBook, routing: Routing) -> tuple[TallyBook, Routing]:
+    """The tallies and the last switch saved in ``state_dir`` (the given ones where nothing was saved)."""
+    tally_path = state_dir / TALLY_FILE
+    if tally_path.exists():
+        book = TallyBook.from_json(read_json(tally_path), str(tally_path))
+    routing_path = state_dir / ROUTING_FILE
+    if routing_path.exists():
+        raw = read_json(routing_path)
         try:
-            return await self._forward(
-                request, routing.bases[name], name, counter, unit if new_unit else None, key
-            )
-        finally:
-            counter.in_flight -= 1
-            # Events, errors and latency are counted after the upstream answers: a write that ran meanwhile
-            # did not include them, so the book is dirty again.
-            self.book.dirty = True
-
-    def _request_headers(self, request: web.BaseRequest, new_unit: str | None) -> CIMultiDict[str]:
-        """The headers to send upstream: hop-by-hop ones dropped, X-Forwarded-* added.
-
-        A unit the Dealer just made up is added to the forwarded Cookie header, so that the app sees the same
-        unit on the first request as on the following ones.
-        """
-        headers = request.headers
-        out = _forwardable(headers, _REQUEST_DROP)
-        if new_unit is not None:
-            unit_cookie = f"{self._cookie_name}={new_unit}"
-            cookies = out.popall("Cookie", [])
-            out["Cookie"] = "; ".join([*cookies, unit_cookie])
-        remote = request.remote or ""
-        if "X-Forwarded-For" in headers:
-            previous = ", ".join(headers.getall("X-Forwarded-For"))
-            out["X-Forwarded-For"] = f"{previous}, {remote}"
-        else:
-            out["X-Forwarded-For"] = remote
-        out["X-Forwarded-Proto"] = request.scheme
-        if request.host:
-            out["X-Forwarded-Host"] = request.host
-        return out
-
-    async def _forward(
-        self,
-        request: web.BaseRequest,
-        base: str,
-        name: str,
-        counter: VariantCounter,
-        new_unit: str | None,
-        key: int,
-    ) -> web.StreamResponse:
-        assert self._session is not None
-        url = URL(base + request.raw_path, encoded=True)
-        headers = self._request_headers(request, new_unit)
-        data: Any = None
-        if request.body_exists:
-            if request.headers.get("Expect", "").lower() == "100-continue" and request.writer is not None:
-                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            data = request.content
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        try:
-            upstream = await self._session.request(
-                request.method, url, headers=headers, data=data, allow_redirects=False
-            )
-        except TimeoutError:
-            counter.connection_errors += 1
-            return self._error(504, f"upstream {name} timed out", name, new_unit)
-        except (aiohttp.ClientError, OSError) as exc:
-            counter.connection_errors += 1
-            return self._error(502, f"upstream {name} unreachable: {type(exc).__name__}", name, new_unit)
-        try:
-            counter.latency.add((loop.time() - started) * 1000.0)
-            if upstream.status >= 500:
-                counter.server_errors += 1
-            answered = upstream.headers
-            if EVENT_HEADER in answered:
-                for value in answered.getall(EVENT_HEADER):
-                    for event in value.split(","):
-                        event = event.strip()
-                        if valid_event(event):
-                            counter.add_event(event, unit=key)
-            out = _forwardable(answered, _RESPONSE_DROP)
-            out[VARIANT_HEADER] = name
-            if new_unit is not None:
-                out.add("Set-Cookie", f"{self._cookie_name}={new_unit}{self._cookie_suffix}")
-            length = upstream.content_length
-            if length is not None and length <= _SMALL_BODY and request.method != "HEAD":
-                # Read it whole so that headers and body leave in one send (the common, small case).
-                try:
-                    body = await upstream.read()
-                except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
-                    counter.connection_errors += 1
-                    text = f"upstream {name} broke off: {type(exc).__name__}"
-                    return self._error(502, text, name, new_unit)
-                return web.Response(body=body, status=upstream.status, reason=upstream.reason, headers=out)
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out)
-            try:
-                await response.prepare(request)
-                async for chunk in upstream.content.iter_chunked(_CHUNK):
-                    await response.write(chunk)
-            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
-                counter.connection_errors += 1
-                # Headers are gone already: the only honest signal left is to cut the client connection.
-                raise ConnectionResetError(f"upstream {name} broke off mid-body: {exc!r}") from exc
-            await response.write_eof()
-            return response
-        finally:
-            upstream.release()
-
-    def _error(self, status: int, text: str, name: str, new_unit: str | None) -> web.Response:
-        response = web.Response(status=status, text=text + "\n")
-        response.headers[VARIANT_HEADER] = name
-        if new_unit is not None:
-            response.headers.add("Set-Cookie", f"{self._cookie_name}={new_unit}{self._cookie_suffix}")
-        return response
-
-    async def _public_endpoint(self, request: web.BaseRequest) -> web.StreamResponse:
-        """``POST /_squals/events`` lets a page report a conversion for the unit that sends the request."""
-        if request.path != "/_squals/events":
-            return web.Response(status=404, text="unknown Dealer endpoint\n")
-        if request.method != "POST":
-            return web.Response(status=405, headers={"Allow": "POST"})
-        event = request.query.get("event")
-        if event is None and request.can_read_body:
-            try:
-                body = await request.json()
-                event = body.get("event") if isinstance(body, dict) else None
-            except (ValueError, UnicodeDecodeError):
-                return web.Response(status=400, text='expected JSON {"event": name}\n')
-        if not isinstance(event, str) or not valid_event(event):
-            return web.Response(status=400, text="event must be 1-64 of [A-Za-z0-9-_.:]\n")
-        unit, new_unit = self._unit_of(request)
-        if new_unit:
-            return web.Response(status=400, text="no unit: send the Dealer's cookie or unit header\n")
-        name = assign(unit, self.routing.weights, self._seed)
-        self.book.variant(name).add_event(event, unit=unit_key(unit))
-        self.book.dirty = True
-        return web.Response(status=204, headers={VARIANT_HEADER: name})
-
-    # -- admin ---------------------------------------------------------------------------------------------
-
-    @web.middleware
-    async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path != "/healthz":
-            given = request.headers.get("Authorization", "")
-            expected = f"Bearer {self.config.token}"
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                return web.json_response({"error": "missing or wrong admin token"}, status=401)
-        try:
-            response: web.StreamResponse = await handler(request)
+            routing = make_routing(raw["upstreams"], raw["weights"])
+        except (KeyError, TypeError) as exc:
+            raise DealerError(f"{routing_path}: expected upstreams and weights: {exc!r}") from exc
         except DealerError as exc:
-            return web.json_response({"error": exc.one_line()}, status=400)
-        return response
-
-    async def _admin_health(self, request: web.Request) -> web.Response:
-        return web.json_response({"ok": True, "pid": os.getpid(), "time": time.time()})
-
-    async def _admin_tallies(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {"variants": {name: tally_to_json(t) for name, t in self.book.snapshot().items()}}
-        )
-
-    async def _admin_routing(self, request: web.Request) -> web.Response:
-        return web.json_response(self.routing.to_json())
-
-    async def _json_body(self, request: web.Request) -> dict[str, Any]:
-        try:
-            body = await request.json()
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise DealerError(f"request body is not JSON: {exc}") from exc
-        if not isinstance(body, dict):
-            raise DealerError("request body must be a JSON object")
-        return body
-
-    async def _admin_weights(self, request: web.Request) -> web.Response:
-        body = await self._json_body(request)
-        weights = body.get("weights")
-        if not isinstance(weights, dict):
-            raise DealerError('expected {"weights": {name: weight}}')
-        current = self.routing
-        self.routing = Routing(current.upstreams, normalise_weights(weights, tuple(current.upstreams)))
-        self._save_routing()
-        log.info("weights now %s", dict(self.routing.weights))
-        return web.json_response(self.routing.to_json())
-
-    async def _admin_upstreams(self, request: web.Request) -> web.Response:
-        body = await self._json_body(request)
-        upstreams = body.get("upstreams")
-        weights = body.get("weights")
-        if not isinstance(upstreams, dict):
-            raise DealerError('expected {"upstreams": {name: url}, "weights": {...}}')
-        if weights is None:
-            weights = {k: v for k, v in self.routing.weights.items() if k in upstreams}
-        if not isinstance(weights, dict):
-            raise DealerError("weights must be an object")
-        self.routing = make_routing(upstreams, weights)
-        self._save_routing()
-        log.info("upstreams now %s, weights %s", dict(upstreams), dict(self.routing.weights))
-        return web.json_response(self.routing.to_json())
-
-    async def _admin_events(self, request: web.Request) -> web.Response:
-        body = await self._json_body(request)
-        event = body.get("event")
-        if not isinstance(event, str) or not valid_event(event):
-            raise DealerError("event must be 1-64 of [A-Za-z0-9-_.:]")
-        count = body.get("count", 1)
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise DealerError("count must be a positive integer")
-        variant = body.get("variant")
-        unit = body.get("unit")
-        if isinstance(unit, str) and unit:
-            variant = assign(unit, self.routing.weights, self._seed)
-        if not isinstance(variant, str) or variant not in set(self.routing.upstreams) | set(
-            self.book.variants
-        ):
-            raise DealerError("give a unit or a known variant")
-        key = unit_key(unit) if isinstance(unit, str) and unit else None
-        if not self.book.variant(variant).add_event(event, count, unit=key):
-            raise DealerError("too many distinct event names for this variant")
-        self.book.dirty = True
-        return web.json_response({"variant": variant})
-
-    async def _admin_persist(self, request: web.Request) -> web.Response:
-        self.book.dirty = True
-        await self.persist()
-        return web.json_response({"ok": True})
+            raise DealerError(f"{routing_path}: {exc}") from exc
+    return book, routing
 
 
 def _bound_port(runner: web.BaseRunner) -> int:

@@ -1,0 +1,281 @@
+"""The Dealer's public side: recognise the unit, assign it, count it, forward the request and stream back.
+
+Bodies stream in both directions with bounded buffers and are never decompressed; hop-by-hop headers are
+dropped (RFC 9110 section 7.6.1). Paths under ``/_squals/`` are the Dealer's own and never reach an upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from squals_action.dealer.interface import DealerConfig
+from squals_action.dealer.routing import Assigner, Routing
+from squals_action.dealer.tally import TallyBook, VariantCounter
+
+# RFC 9110 section 7.6.1 (and RFC 7230 6.1): connection-specific headers a proxy must not forward.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+EVENT_HEADER = "X-Squals-Event"
+VARIANT_HEADER = "X-Squals-Variant"
+RESERVED_PREFIX = "/_squals/"
+_EVENT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+# Request headers never forwarded: hop-by-hop ones, Host (the upstream's instead), Expect (answered here).
+_REQUEST_DROP = (*sorted(HOP_BY_HOP), "host", "expect")
+# Response headers never forwarded: hop-by-hop ones and the event header the Dealer consumes.
+_RESPONSE_DROP = (*sorted(HOP_BY_HOP), EVENT_HEADER.lower())
+_CHUNK = 64 * 1024
+_SMALL_BODY = 256 * 1024  # bodies up to this size with a Content-Length are read whole
+
+
+def valid_event(name: str) -> bool:
+    return 0 < len(name) <= 64 and all(c in _EVENT_CHARS for c in name)
+
+
+def _connection_tokens(headers: Any) -> set[str]:
+    return {token.strip().lower() for value in headers.getall("Connection", ()) for token in value.split(",")}
+
+
+def _forwardable(headers: Any, drop: tuple[str, ...]) -> CIMultiDict[str]:
+    """A copy of ``headers`` (order, case and repeats kept) without ``drop`` and what ``Connection`` names.
+
+    One copy in C and a few deletions: cheaper per request than filtering header by header in Python.
+    """
+    out: CIMultiDict[str] = CIMultiDict(headers)
+    for name in drop:
+        if name in out:
+            del out[name]
+    if "Connection" in headers:
+        for token in _connection_tokens(headers):
+            if token and token in out:
+                del out[token]
+    return out
+
+
+def _cookie_value(header: str, name: str) -> str | None:
+    if ";" not in header:  # one cookie, the common case: no split, same answer as the loop below
+        key, sep, value = header.strip().partition("=")
+        return (value.strip().strip('"') or None) if sep and key == name else None
+    for part in header.split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name:
+            return value.strip().strip('"') or None
+    return None
+
+
+class Proxy:
+    """Forwards public requests under ``routing`` (replaced whole by a switch) and counts them in ``book``.
+
+    Only touched from one event loop, so routing and tallies need no locks.
+    """
+
+    def __init__(self, config: DealerConfig, book: TallyBook, routing: Routing) -> None:
+        self.config = config
+        self.book = book
+        self.routing = routing
+        self._assign = Assigner(config.seed)
+        self._unit_kind = config.unit_kind
+        self._unit_name = config.unit_name
+        self._cookie_name = config.unit_name if config.unit_kind == "cookie" else "squals_unit"
+        self._cookie_suffix = f"; Path=/; Max-Age={config.cookie_max_age}; HttpOnly; SameSite=Lax"
+        self._session: aiohttp.ClientSession | None = None
+
+    async def open(self) -> None:
+        """The upstream client: one keep-alive pool for every upstream, no cookies, no decompression."""
+        cfg = self.config
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=cfg.connect_timeout,
+            sock_connect=cfg.connect_timeout,
+            sock_read=cfg.read_timeout,
+        )
+        self._session = aiohttp.ClientSession(
+            timeout=timeout,
+            auto_decompress=False,
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0, ttl_dns_cache=300),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            trust_env=False,
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _unit_of(self, request: web.BaseRequest) -> tuple[str, bool]:
+        """The request's unit id and whether it is new (then the response sets the cookie)."""
+        headers = request.headers
+        if self._unit_kind == "header":
+            value = headers.get(self._unit_name)
+            if value:
+                return value, False
+        cookie = headers.get("Cookie")
+        if cookie:
+            value = _cookie_value(cookie, self._cookie_name)
+            if value:
+                return value, False
+        return secrets.token_hex(16), True
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        raw_path = request.raw_path
+        if raw_path.startswith(RESERVED_PREFIX):
+            return await self._public_endpoint(request)
+        if not raw_path.startswith("/"):
+            return web.Response(status=400, text="absolute-form request targets are not proxied\n")
+        unit, new_unit = self._unit_of(request)
+        routing = self.routing
+        name, key = self._assign(unit, routing)
+        book = self.book
+        counter = book.variants.get(name) or book.variant(name)
+        counter.activations += 1
+        counter.units.add(key)
+        counter.in_flight += 1
+        book.dirty = True
+        try:
+            return await self._forward(
+                request, routing.bases[name], name, counter, unit if new_unit else None, key
+            )
+        finally:
+            counter.in_flight -= 1
+            # Events, errors and latency are counted after the upstream answers: a write that ran meanwhile
+            # did not include them, so the book is dirty again.
+            self.book.dirty = True
+
+    def _request_headers(self, request: web.BaseRequest, new_unit: str | None) -> CIMultiDict[str]:
+        """The headers to send upstream: hop-by-hop ones dropped, X-Forwarded-* added.
+
+        A unit the Dealer just made up is added to the forwarded Cookie header, so that the app sees the same
+        unit on the first request as on the following ones.
+        """
+        headers = request.headers
+        out = _forwardable(headers, _REQUEST_DROP)
+        if new_unit is not None:
+            unit_cookie = f"{self._cookie_name}={new_unit}"
+            cookies = out.popall("Cookie", [])
+            out["Cookie"] = "; ".join([*cookies, unit_cookie])
+        remote = request.remote or ""
+        if "X-Forwarded-For" in headers:
+            previous = ", ".join(headers.getall("X-Forwarded-For"))
+            out["X-Forwarded-For"] = f"{previous}, {remote}"
+        else:
+            out["X-Forwarded-For"] = remote
+        out["X-Forwarded-Proto"] = request.scheme
+        if request.host:
+            out["X-Forwarded-Host"] = request.host
+        return out
+
+    async def _forward(
+        self,
+        request: web.BaseRequest,
+        base: str,
+        name: str,
+        counter: VariantCounter,
+        new_unit: str | None,
+        key: int,
+    ) -> web.StreamResponse:
+        assert self._session is not None
+        url = URL(base + request.raw_path, encoded=True)
+        headers = self._request_headers(request, new_unit)
+        data: Any = None
+        if request.body_exists:
+            if request.headers.get("Expect", "").lower() == "100-continue" and request.writer is not None:
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            data = request.content
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            upstream = await self._session.request(
+                request.method, url, headers=headers, data=data, allow_redirects=False
+            )
+        except TimeoutError:
+            counter.connection_errors += 1
+            return self._error(504, f"upstream {name} timed out", name, new_unit)
+        except (aiohttp.ClientError, OSError) as exc:
+            counter.connection_errors += 1
+            return self._error(502, f"upstream {name} unreachable: {type(exc).__name__}", name, new_unit)
+        try:
+            counter.latency.add((loop.time() - started) * 1000.0)
+            if upstream.status >= 500:
+                counter.server_errors += 1
+            answered = upstream.headers
+            if EVENT_HEADER in answered:
+                for value in answered.getall(EVENT_HEADER):
+                    for event in value.split(","):
+                        event = event.strip()
+                        if valid_event(event):
+                            counter.add_event(event, unit=key)
+            out = _forwardable(answered, _RESPONSE_DROP)
+            out[VARIANT_HEADER] = name
+            if new_unit is not None:
+                out.add("Set-Cookie", f"{self._cookie_name}={new_unit}{self._cookie_suffix}")
+            length = upstream.content_length
+            if length is not None and length <= _SMALL_BODY and request.method != "HEAD":
+                # Read it whole so that headers and body leave in one send (the common, small case).
+                try:
+                    body = await upstream.read()
+                except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
+                    counter.connection_errors += 1
+                    text = f"upstream {name} broke off: {type(exc).__name__}"
+                    return self._error(502, text, name, new_unit)
+                return web.Response(body=body, status=upstream.status, reason=upstream.reason, headers=out)
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out)
+            try:
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_chunked(_CHUNK):
+                    await response.write(chunk)
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
+                counter.connection_errors += 1
+                # Headers are gone already: the only honest signal left is to cut the client connection.
+                raise ConnectionResetError(f"upstream {name} broke off mid-body: {exc!r}") from exc
+            await response.write_eof()
+            return response
+        finally:
+            upstream.release()
+
+    def _error(self, status: int, text: str, name: str, new_unit: str | None) -> web.Response:
+        response = web.Response(status=status, text=text + "\n")
+        response.headers[VARIANT_HEADER] = name
+        if new_unit is not None:
+            response.headers.add("Set-Cookie", f"{self._cookie_name}={new_unit}{self._cookie_suffix}")
+        return response
+
+    async def _public_endpoint(self, request: web.BaseRequest) -> web.StreamResponse:
+        """``POST /_squals/events`` lets a page report a conversion for the unit that sends the request."""
+        if request.path != "/_squals/events":
+            return web.Response(status=404, text="unknown Dealer endpoint\n")
+        if request.method != "POST":
+            return web.Response(status=405, headers={"Allow": "POST"})
+        event = request.query.get("event")
+        if event is None and request.can_read_body:
+            try:
+                body = await request.json()
+                event = body.get("event") if isinstance(body, dict) else None
+            except (ValueError, UnicodeDecodeError):
+                return web.Response(status=400, text='expected JSON {"event": name}\n')
+        if not isinstance(event, str) or not valid_event(event):
+            return web.Response(status=400, text="event must be 1-64 of [A-Za-z0-9-_.:]\n")
+        unit, new_unit = self._unit_of(request)
+        if new_unit:
+            return web.Response(status=400, text="no unit: send the Dealer's cookie or unit header\n")
+        name, key = self._assign(unit, self.routing)
+        self.book.variant(name).add_event(event, unit=key)
+        self.book.dirty = True
+        return web.Response(status=204, headers={VARIANT_HEADER: name})
