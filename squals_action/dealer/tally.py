@@ -9,7 +9,7 @@ traffic.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,6 +182,32 @@ class TallyBook:
         except (ValueError, TypeError) as exc:
             raise DealerError(f"{source}: damaged tally file: {exc}") from exc
         return book
+
+
+def merge_books(books: Iterable[TallyBook]) -> TallyBook:
+    """One book out of several workers' books, merged BY UNIT: a unit two workers saw counts once.
+
+    Counts (activations, events, errors, latency histograms, in-flight requests) add up; distinct units and
+    each event's converting units are unions. The inputs are left as they were.
+    """
+    merged = TallyBook()
+    for book in books:
+        for name, counter in book.variants.items():
+            into = merged.variant(name)
+            into.units |= counter.units
+            into.activations += counter.activations
+            for event, count in counter.events.items():
+                into.events[event] = into.events.get(event, 0) + count
+            for event, units in counter.event_units.items():
+                into.event_units.setdefault(event, set()).update(units)
+            into.server_errors += counter.server_errors
+            into.connection_errors += counter.connection_errors
+            for index, count in counter.latency.buckets.items():
+                into.latency.buckets[index] = into.latency.buckets.get(index, 0) + count
+            into.latency.count += counter.latency.count
+            into.in_flight += counter.in_flight
+        merged.dirty |= book.dirty
+    return merged
 
 
 def tallies_from_json(data: Mapping[str, Any]) -> dict[str, VariantTally]:

@@ -15,7 +15,13 @@ from scipy.stats import chi2
 from squals_action.dealer.bucketing import assign, normalise_weights, unit_hash
 from squals_action.dealer.config import config_from_json, config_to_json, load_config
 from squals_action.dealer.interface import DealerConfig, DealerError
-from squals_action.dealer.tally import LatencyHistogram, TallyBook, tallies_from_json, tally_to_json
+from squals_action.dealer.tally import (
+    LatencyHistogram,
+    TallyBook,
+    merge_books,
+    tallies_from_json,
+    tally_to_json,
+)
 
 UNITS = [f"unit-{i}" for i in range(10_000)]
 
@@ -140,6 +146,30 @@ def test_tally_book_round_trips_through_json() -> None:
     tally = again.snapshot()["a"]
     assert (tally.units, tally.errors, tally.error_rate) == (3, 3, 0.6)
     assert tallies_from_json({"a": tally_to_json(tally)}) == {"a": tally}
+
+
+def test_merged_books_count_a_unit_two_workers_saw_once_and_add_up_the_rest() -> None:
+    first, second = TallyBook(), TallyBook()
+    for book, units in ((first, {1, 2, 3}), (second, {3, 4})):
+        counter = book.variant("a")
+        counter.units.update(units)
+        counter.activations = 10
+        counter.add_event("checkout", unit=3)
+        counter.server_errors, counter.connection_errors, counter.in_flight = 1, 2, 1
+        for ms in (1.0, 50.0):
+            counter.latency.add(ms)
+    second.variant("b").activations = 4
+    merged = merge_books([first, second]).snapshot()
+    a = merged["a"]
+    assert (a.units, a.activations, a.events, a.event_units) == (4, 20, {"checkout": 2}, {"checkout": 1})
+    assert (a.server_errors, a.connection_errors, a.in_flight) == (2, 4, 2)
+    both = LatencyHistogram()
+    for ms in (1.0, 50.0, 1.0, 50.0):
+        both.add(ms)
+    assert (a.latency_p50_ms, a.latency_p99_ms) == (both.percentile(50), both.percentile(99))
+    assert merged["b"].activations == 4
+    assert first.snapshot()["a"].units == 3  # the inputs are not changed
+    assert merge_books([]).snapshot() == {}
 
 
 def test_a_damaged_tally_file_is_an_error_naming_it() -> None:
