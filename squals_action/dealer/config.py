@@ -2,7 +2,9 @@
 
 A state directory holds ``config.json`` (mode 0600: it carries the admin token), ``routing.json`` (the last
 weights/upstreams set through the admin endpoint, so a restarted daemon comes back on the same switch),
-``tallies.json``, ``dealer.pid``, ``dealer.json`` (pid, bound ports, URLs) and ``dealer.log``.
+``tally-w<N>.json`` (worker N's tallies; ``tallies.json`` from a single-process Dealer is still read),
+``routing.board`` (the routing in force, shared with the workers), ``dealer.pid``, ``dealer.json`` (pid,
+bound ports, URLs, workers) and ``dealer.log``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from squals_action.dealer.interface import DealerConfig, DealerError
 
 CONFIG_FILE = "config.json"
 ROUTING_FILE = "routing.json"
-TALLY_FILE = "tallies.json"
+TALLY_FILE = "tallies.json"  # a single-process Dealer's tallies (before workers): read, never written
+WORKER_TALLY_FILE = "tally-w{index}.json"
 PID_FILE = "dealer.pid"
 ENDPOINT_FILE = "dealer.json"
 LOG_FILE = "dealer.log"
@@ -80,6 +83,7 @@ def config_to_json(config: DealerConfig) -> dict[str, Any]:
         "persist_interval": config.persist_interval,
         "shutdown_timeout": config.shutdown_timeout,
         "cookie_max_age": config.cookie_max_age,
+        "workers": config.workers,
     }
 
 
@@ -114,7 +118,10 @@ def config_from_json(data: Any, source: str) -> DealerConfig:
             persist_interval=float(data.get("persist_interval", defaults.persist_interval)),
             shutdown_timeout=float(data.get("shutdown_timeout", defaults.shutdown_timeout)),
             cookie_max_age=int(data.get("cookie_max_age", defaults.cookie_max_age)),
+            workers=int(data.get("workers", defaults.workers)),
         )
+        if config.workers < 0:
+            raise ValueError(f"workers must be 0 (one per core) or more, got {config.workers}")
     except DealerError as exc:
         raise DealerError(f"{source}: {exc}") from exc
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

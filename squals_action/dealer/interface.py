@@ -84,6 +84,9 @@ class DealerConfig:
     persist_interval: float = 2.0
     shutdown_timeout: float = 10.0
     cookie_max_age: int = 365 * 24 * 3600
+    #: Worker processes sharing the public port (SO_REUSEPORT), each with its own event loop and upstream
+    #: connection pool; 0 means one per core this process may run on.
+    workers: int = 0
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -81,12 +82,13 @@ def _cookie_value(header: str, name: str) -> str | None:
 
 
 class Proxy:
-    """Forwards public requests under ``routing`` (replaced whole by a switch) and counts them in ``book``.
+    """Forwards public requests under the routing in force and counts them in ``book``.
 
-    Only touched from one event loop, so routing and tallies need no locks.
+    ``routing`` is asked once per request (the shared board in a worker), so a switch takes effect at the
+    next assignment; a request keeps the upstream it picked. Only touched from one event loop: no locks.
     """
 
-    def __init__(self, config: DealerConfig, book: TallyBook, routing: Routing) -> None:
+    def __init__(self, config: DealerConfig, book: TallyBook, routing: Callable[[], Routing]) -> None:
         self.config = config
         self.book = book
         self.routing = routing
@@ -141,7 +143,7 @@ class Proxy:
         if not raw_path.startswith("/"):
             return web.Response(status=400, text="absolute-form request targets are not proxied\n")
         unit, new_unit = self._unit_of(request)
-        routing = self.routing
+        routing = self.routing()
         name, key = self._assign(unit, routing)
         book = self.book
         counter = book.variants.get(name) or book.variant(name)
@@ -275,7 +277,7 @@ class Proxy:
         unit, new_unit = self._unit_of(request)
         if new_unit:
             return web.Response(status=400, text="no unit: send the Dealer's cookie or unit header\n")
-        name, key = self._assign(unit, self.routing)
+        name, key = self._assign(unit, self.routing())
         self.book.variant(name).add_event(event, unit=key)
         self.book.dirty = True
         return web.Response(status=204, headers={VARIANT_HEADER: name})
