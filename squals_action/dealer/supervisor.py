@@ -68,7 +68,7 @@ class WorkerProcess:
                 process.stdin.write(json.dumps(message).encode() + b"\n")
                 await process.stdin.drain()
                 line = await asyncio.wait_for(process.stdout.readline(), CALL_TIMEOUT)
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError, RuntimeError) as exc:  # uvloop: RuntimeError on a closed pipe
                 raise DealerError(f"worker {self.index} did not answer: {type(exc).__name__}") from exc
             if not line:
                 raise DealerError(f"worker {self.index} closed its control channel")

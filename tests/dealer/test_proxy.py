@@ -24,7 +24,11 @@ from scipy.stats import chi2
 from squals_action.dealer import Dealer, DealerClient, DealerError, connect_dealer, dealer_status, stop_dealer
 from squals_action.dealer.bucketing import assign
 from squals_action.dealer.config import PID_FILE
-from tests.support.dealer import DealerFactory, drive
+from tests.support.dealer import DealerFactory, activations_per_worker, drive
+
+# The tests of stickiness, tallies and switches run with one worker and with several (the default is one per
+# core); with several, they also check that every worker served part of the load.
+WORKERS = pytest.mark.parametrize("workers", [1, 2])
 
 
 def _free_port() -> int:
@@ -33,10 +37,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@WORKERS
 def test_10000_units_split_30_70_sticky_and_tallied_exactly(
-    pair: dict[str, str], dealer_factory: DealerFactory
+    pair: dict[str, str], dealer_factory: DealerFactory, tmp_path: Path, workers: int
 ) -> None:
-    dealer = dealer_factory(pair, {"a": 30, "b": 70})
+    state = tmp_path / "split"
+    dealer = dealer_factory(pair, {"a": 30, "b": 70}, state=state, workers=workers)
     units = [f"u{i}" for i in range(10_000)]
     plan = [(u, "/event/view") for u in units]
     plan += [(u, "/hello") for u in units[:100] for _ in range(19)]  # 100 units, 20 requests each
@@ -60,12 +66,15 @@ def test_10000_units_split_30_70_sticky_and_tallied_exactly(
         assert tally.errors == 0 and tally.in_flight == 0
         assert tally.latency_p50_ms is not None and tally.latency_p99_ms is not None
         assert tally.latency_p50_ms <= tally.latency_p99_ms
+    served = activations_per_worker(dealer, state, workers)
+    assert sum(served) == len(truth.results) and all(served), served
 
 
+@WORKERS
 def test_50_50_to_60_40_moves_about_a_tenth_of_units(
-    pair: dict[str, str], dealer_factory: DealerFactory
+    pair: dict[str, str], dealer_factory: DealerFactory, workers: int
 ) -> None:
-    dealer = dealer_factory(pair, {"a": 50, "b": 50})
+    dealer = dealer_factory(pair, {"a": 50, "b": 50}, workers=workers)
     plan = [(f"m{i}", "/") for i in range(1000)]
     before = {u: v for u, v, _, _ in asyncio.run(drive(dealer.url, plan)).results}
     dealer.set_weights({"a": 60, "b": 40})
@@ -82,11 +91,15 @@ def test_50_50_to_60_40_moves_about_a_tenth_of_units(
     ]
 
 
+@WORKERS
 def test_promotion_and_rollback_under_steady_load_lose_no_request(
-    pair: dict[str, str], dealer_factory: DealerFactory
+    pair: dict[str, str], dealer_factory: DealerFactory, tmp_path: Path, workers: int
 ) -> None:
     green, blue = pair["a"], pair["b"]
-    dealer = dealer_factory({"green": green, "blue": blue}, {"green": 90, "blue": 10})
+    state = tmp_path / "switch"
+    dealer = dealer_factory(
+        {"green": green, "blue": blue}, {"green": 90, "blue": 10}, state=state, workers=workers
+    )
     statuses: list[int] = []
     stop = threading.Event()
 
@@ -126,6 +139,7 @@ def test_promotion_and_rollback_under_steady_load_lose_no_request(
     assert sum(t.errors for t in tallies.values()) == 0
     assert {"green", "blue", "prod", "postprod"} >= set(tallies)
     assert tallies["prod"].activations > 0
+    assert all(activations_per_worker(dealer, state, workers))
 
 
 def test_upstream_refusing_connections_is_a_502_counted_for_its_variant(
@@ -322,12 +336,13 @@ def test_admin_needs_the_token_and_rejects_bad_weights(
     assert dealer.weights() == {"a": 1.0}
 
 
+@WORKERS
 def test_restart_keeps_tallies_and_a_bare_daemon_restart_keeps_the_switch(
-    pair: dict[str, str], dealer_factory: DealerFactory, tmp_path: Path
+    pair: dict[str, str], dealer_factory: DealerFactory, tmp_path: Path, workers: int
 ) -> None:
     state = tmp_path / "restart"
     ups = pair
-    dealer = dealer_factory(ups, {"a": 1, "b": 1}, state=state)
+    dealer = dealer_factory(ups, {"a": 1, "b": 1}, state=state, workers=workers)
     truth = asyncio.run(drive(dealer.url, [(f"r{i}", "/event/buy") for i in range(300)]))
     before = dealer.tallies()
     assert sum(t.activations for t in before.values()) == len(truth.results) == 300
@@ -335,7 +350,8 @@ def test_restart_keeps_tallies_and_a_bare_daemon_restart_keeps_the_switch(
     assert stop_dealer(state).state == "running"
     assert dealer_status(state).state == "stopped"
 
-    # The daemon started by hand from the same state comes back on the last switch with every count.
+    # The daemon started by hand from the same state comes back on the last switch with every count, with
+    # one worker more than before (and the start below with one less: that worker's book is still counted).
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -345,6 +361,8 @@ def test_restart_keeps_tallies_and_a_bare_daemon_restart_keeps_the_switch(
             str(state / "config.json"),
             "--state",
             str(state),
+            "--workers",
+            str(workers + 1),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -363,7 +381,7 @@ def test_restart_keeps_tallies_and_a_bare_daemon_restart_keeps_the_switch(
         proc.wait(timeout=10)
 
     # start_dealer on the same state directory keeps the tallies and takes its config's weights.
-    third = dealer_factory(ups, {"a": 1, "b": 1}, state=state)
+    third = dealer_factory(ups, {"a": 1, "b": 1}, state=state, workers=workers)
     assert third.tallies() == before
     assert third.weights() == {"a": 1.0, "b": 1.0}
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from squals_action.dealer import DealerClient, DealerConfig, dealer_status, start_dealer, stop_dealer
+from squals_action.dealer.config import WORKER_TALLY_FILE, read_json
 
 UPSTREAM_SCRIPT = Path(__file__).resolve().parent / "scripts" / "dealer_upstream.py"
 
@@ -89,6 +90,13 @@ def dealer_factory(tmp_path: Path) -> Iterator[DealerFactory]:
         for state_dir in states:
             stop_dealer(state_dir)
             assert dealer_status(state_dir).state == "stopped"
+
+
+def activations_per_worker(dealer: DealerClient, state: Path, workers: int) -> list[int]:
+    """Requests each worker counted (from the books they write when asked): proof that all of them served."""
+    dealer.persist()
+    books = [read_json(state / WORKER_TALLY_FILE.format(index=i)) for i in range(workers)]
+    return [sum(v["activations"] for v in book["variants"].values()) for book in books]
 
 
 @dataclass
