@@ -19,6 +19,7 @@ from yarl import URL
 from squals_action.dealer.interface import DealerConfig
 from squals_action.dealer.routing import Assigner, Routing
 from squals_action.dealer.tally import TallyBook, VariantCounter
+from squals_action.dealer.tunnel import tunnel, upgrade_of
 
 # RFC 9110 section 7.6.1 (and RFC 7230 6.1): connection-specific headers a proxy must not forward.
 HOP_BY_HOP = frozenset(
@@ -196,6 +197,10 @@ class Proxy:
         assert self._session is not None
         url = URL(base + request.raw_path, encoded=True)
         headers = self._request_headers(request, new_unit)
+        upgrade = upgrade_of(request) if "Upgrade" in request.headers else None
+        if upgrade is not None:  # the one hop-by-hop pair a tunnel needs, asked again on the upstream hop
+            headers["Connection"] = "Upgrade"
+            headers["Upgrade"] = upgrade
         data: Any = None
         if request.body_exists:
             if request.headers.get("Expect", "").lower() == "100-continue" and request.writer is not None:
@@ -228,6 +233,16 @@ class Proxy:
             out[VARIANT_HEADER] = name
             if new_unit is not None:
                 out.add("Set-Cookie", f"{self._cookie_name}={new_unit}{self._cookie_suffix}")
+            if upgrade is not None and upstream.status == 101:
+                out["Connection"] = "Upgrade"
+                out["Upgrade"] = answered.get("Upgrade", upgrade)
+                counter.in_flight -= (
+                    1  # an open tunnel is not a request in flight: drain does not wait for it
+                )
+                try:
+                    return await tunnel(request, upstream, out)
+                finally:
+                    counter.in_flight += 1  # handle() takes it off again
             length = upstream.content_length
             if length is not None and length <= _SMALL_BODY and request.method != "HEAD":
                 # Read it whole so that headers and body leave in one send (the common, small case).
