@@ -103,9 +103,16 @@ async def _serve(config_path: Path, state_dir: Path, workers: int | None) -> Non
 
 
 async def _serve_worker(config_path: Path, state_dir: Path, index: int, port: int) -> None:
+    """Run worker ``index``; a failure to start is also told to the supervisor (``{"failed": ...}``)."""
     from squals_action.dealer.worker import Worker
 
-    await Worker(load_config(config_path), state_dir, index).run(port)
+    try:
+        worker = Worker(load_config(config_path), state_dir, index)
+    except (SqualsError, OSError) as exc:
+        text = exc.one_line() if isinstance(exc, SqualsError) else str(exc)
+        print(json.dumps({"failed": text}), flush=True)
+        raise
+    await worker.run(port)
 
 
 def main(argv: list[str] | None = None) -> int:

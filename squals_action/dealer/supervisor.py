@@ -165,6 +165,8 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
+            if line.startswith(b'{"failed"'):
+                raise DealerError(f"worker {worker.index}: {json.loads(line)['failed']}")
             raise DealerError(
                 f"worker {worker.index} did not start (exit code {process.returncode}; see the log)"
             )

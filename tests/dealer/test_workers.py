@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 import requests
 
+from squals_action.dealer import DealerError
 from squals_action.dealer.config import ENDPOINT_FILE
 from tests.support.dealer import DealerFactory, activations_per_worker, drive
 
@@ -114,3 +116,11 @@ def test_a_switch_reaches_every_worker_at_once(
         )
     assert all(activations_per_worker(dealer, state, 2))
     assert requests.get(dealer.url, timeout=10).headers["X-Squals-Variant"] == "a"  # the last switch
+
+
+def test_a_worker_that_cannot_start_says_why(tmp_path: Path, dealer_factory: DealerFactory) -> None:
+    state = tmp_path / "damaged"
+    state.mkdir()
+    (state / "tally-w1.json").write_text('{"format": 1, "variants": {"a": {"units": ["x"]}}}')
+    with pytest.raises(DealerError, match=r"worker 1: .*tally-w1\.json: damaged tally file"):
+        dealer_factory({"a": "http://127.0.0.1:9"}, {"a": 1}, state=state, workers=2)
