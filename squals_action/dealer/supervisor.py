@@ -44,6 +44,10 @@ def worker_count(config: DealerConfig) -> int:
     return config.workers or len(os.sched_getaffinity(0))
 
 
+class WorkerGone(DealerError):
+    """The worker's process has exited or is exiting: its control channel is closed."""
+
+
 class WorkerProcess:
     """One worker index: its current process (replaced on restart) and a one-at-a-time control channel."""
 
@@ -63,33 +67,37 @@ class WorkerProcess:
         async with self._lock:
             process = self.process
             if process is None or process.stdin is None or process.stdout is None:
-                raise DealerError(f"worker {self.index} is not running")
+                raise WorkerGone(f"worker {self.index} is not running")
             try:
                 process.stdin.write(json.dumps(message).encode() + b"\n")
                 await process.stdin.drain()
                 line = await asyncio.wait_for(process.stdout.readline(), CALL_TIMEOUT)
-            except (OSError, TimeoutError, RuntimeError) as exc:  # uvloop: RuntimeError on a closed pipe
-                raise DealerError(f"worker {self.index} did not answer: {type(exc).__name__}") from exc
+            except TimeoutError as exc:
+                raise DealerError(f"worker {self.index} did not answer within {CALL_TIMEOUT:g}s") from exc
+            except (OSError, RuntimeError) as exc:  # uvloop: RuntimeError on a closed pipe
+                raise WorkerGone(f"worker {self.index} is gone: {type(exc).__name__}") from exc
             if not line:
-                raise DealerError(f"worker {self.index} closed its control channel")
+                raise WorkerGone(f"worker {self.index} closed its control channel")
             answer: dict[str, Any] = json.loads(line)
             if "error" in answer:
                 raise DealerError(f"worker {self.index}: {answer['error']}")
             return answer
 
     async def book(self) -> TallyBook:
-        """The worker's live book, or the one it last wrote when it is down (its persisted counts stay)."""
-        if self.alive:
-            try:
-                answer = await self.call({"op": "book"})
-            except DealerError:
-                if self.alive:
-                    raise
-            else:
-                book = TallyBook.from_json(answer["book"], f"worker {self.index}")
-                for name, count in answer["in_flight"].items():
-                    book.variant(name).in_flight = int(count)
-                return book
+        """The worker's live book, or the one it last wrote when it is gone (its persisted counts stay).
+
+        A worker never closes its control channel while it runs, so a closed channel means a dying worker,
+        even before its exit was reaped; one that is alive but silent is an error, not a zero.
+        """
+        try:
+            answer = await self.call({"op": "book"})
+        except WorkerGone:
+            pass
+        else:
+            book = TallyBook.from_json(answer["book"], f"worker {self.index}")
+            for name, count in answer["in_flight"].items():
+                book.variant(name).in_flight = int(count)
+            return book
         return await asyncio.to_thread(load_book, self.tally_path)
 
 
@@ -154,7 +162,7 @@ class Supervisor:
             stdout=asyncio.subprocess.PIPE,
             limit=_MAX_LINE,
         )
-        worker.process, worker.started = process, time.monotonic()
+        worker.started = time.monotonic()
         assert process.stdout is not None
         timeout = self.config.shutdown_timeout + 20.0  # a predecessor may still be writing its book
         try:
@@ -170,6 +178,7 @@ class Supervisor:
             raise DealerError(
                 f"worker {worker.index} did not start (exit code {process.returncode}; see the log)"
             )
+        worker.process = process  # only now: control messages must not read the ready line
         log.info("worker %d serving (pid %d)", worker.index, process.pid)
 
     async def _watch(self, worker: WorkerProcess) -> None:
