@@ -124,3 +124,12 @@ def test_a_worker_that_cannot_start_says_why(tmp_path: Path, dealer_factory: Dea
     (state / "tally-w1.json").write_text('{"format": 1, "variants": {"a": {"units": ["x"]}}}')
     with pytest.raises(DealerError, match=r"worker 1: .*tally-w1\.json: damaged tally file"):
         dealer_factory({"a": "http://127.0.0.1:9"}, {"a": 1}, state=state, workers=2)
+
+
+def test_each_worker_reuses_its_connections_to_the_upstream(
+    pair: dict[str, str], dealer_factory: DealerFactory
+) -> None:
+    dealer = dealer_factory({"a": pair["a"]}, {"a": 1}, workers=2)
+    with requests.Session() as session:  # one client connection: one worker serves all of it
+        ports = {session.get(dealer.url + "/peer", timeout=10).text for _ in range(50)}
+    assert len(ports) == 1, ports  # 50 requests, one pooled upstream connection

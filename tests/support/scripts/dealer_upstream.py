@@ -2,7 +2,8 @@
 
 Routes: ``/echo`` (JSON of what arrived, body hashed), ``/event/<name>`` (answers with ``X-Squals-Event``),
 ``/status/<code>``, ``/stream?chunks=N&size=B`` (chunked body), ``/slow?ms=M``, ``/gzip``, ``/cookies``,
-``/ws`` (a WebSocket answering each text message with ``NAME:message`` and each binary one unchanged);
+``/ws`` (a WebSocket answering each text message with ``NAME:message`` and each binary one unchanged),
+``/peer`` (the client's port: which connection the request came on);
 anything else answers the upstream's name. Every answer carries ``X-Upstream: NAME``.
 """
 
@@ -82,6 +83,10 @@ def make_app(name: str) -> web.Application:
                 await socket.send_bytes(message.data)
         return socket
 
+    async def peer(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        return web.Response(text=str(request.transport.get_extra_info("peername")[1]), headers=tag)
+
     async def hello(request: web.Request) -> web.Response:
         return web.Response(text=name, headers=tag)
 
@@ -96,6 +101,7 @@ def make_app(name: str) -> web.Application:
             web.get("/gzip", gz),
             web.get("/cookies", cookies),
             web.get("/ws", ws),
+            web.get("/peer", peer),
             web.route("*", "/{tail:.*}", hello),
         ]
     )
