@@ -57,7 +57,7 @@ class RoutingBoard:
     def routing(self) -> Routing:
         """The routing in force: the one read last unless the board's generation moved since."""
         generation = _HEAD.unpack_from(self._map, 0)[0]
-        if generation != self._generation and generation % 2 == 0:
+        if generation != self._generation and generation % 2 == 0 and generation:  # 0: never written
             self._read(generation)
         if self._routing is None:
             raise DealerError("the routing board holds no routing yet")

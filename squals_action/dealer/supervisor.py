@@ -279,8 +279,13 @@ class Supervisor:
         return variant
 
     async def persist(self) -> None:
-        """Every running worker writes its book now."""
-        await asyncio.gather(*(w.call({"op": "persist"}) for w in self.workers if w.alive))
+        """Every running worker writes its book now (one that is gone wrote its last already)."""
+
+        async def one(worker: WorkerProcess) -> None:
+            with contextlib.suppress(WorkerGone):
+                await worker.call({"op": "persist"})
+
+        await asyncio.gather(*(one(w) for w in self.workers))
 
 
 def _saved_routing(state_dir: Path) -> Routing | None:
