@@ -17,7 +17,6 @@ one with the same index has written its last.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import gc
 import json
@@ -195,10 +194,3 @@ async def _stdio(loop: asyncio.AbstractEventLoop) -> tuple[asyncio.StreamReader,
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, sys.stdout)
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
-
-
-async def serve_worker(config: DealerConfig, state_dir: Path, index: int, port: int) -> None:
-    """The worker's main coroutine (``python -m squals_action.dealer --worker N --port P``)."""
-    worker = Worker(config, state_dir, index)
-    with contextlib.suppress(asyncio.CancelledError):
-        await worker.run(port)
