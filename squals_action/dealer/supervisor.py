@@ -39,9 +39,20 @@ CALL_TIMEOUT = 10.0  # seconds a worker has to answer a control message
 _MAX_LINE = 1 << 31  # control answers carry whole books
 
 
+WORKERS_ENV = "SQUALS_DEALER_WORKERS"
+
+
 def worker_count(config: DealerConfig) -> int:
-    """``config.workers``, or one per core this process may run on."""
-    return config.workers or len(os.sched_getaffinity(0))
+    """``config.workers``, else ``SQUALS_DEALER_WORKERS`` (how the lifecycle's Dealers are sized: their config
+    comes from no file), else one per core this process may run on."""
+    if config.workers:
+        return config.workers
+    raw = os.environ.get(WORKERS_ENV, "").strip()
+    if raw:
+        if not raw.isdigit() or int(raw) < 1:
+            raise DealerError(f"{WORKERS_ENV} must be a whole number of workers >= 1, got {raw!r}")
+        return int(raw)
+    return len(os.sched_getaffinity(0))
 
 
 class WorkerGone(DealerError):

@@ -133,3 +133,20 @@ def test_each_worker_reuses_its_connections_to_the_upstream(
     with requests.Session() as session:  # one client connection: one worker serves all of it
         ports = {session.get(dealer.url + "/peer", timeout=10).text for _ in range(50)}
     assert len(ports) == 1, ports  # 50 requests, one pooled upstream connection
+
+
+def test_the_worker_count_comes_from_the_config_else_the_environment_else_the_cores(
+    dealer_factory: DealerFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    up = {"a": "http://127.0.0.1:9"}
+    monkeypatch.setenv("SQUALS_DEALER_WORKERS", "1")
+    dealer_factory(up, {"a": 1}, state=tmp_path / "env")
+    assert json.loads((tmp_path / "env" / ENDPOINT_FILE).read_text())["workers"] == 1
+    dealer_factory(up, {"a": 1}, state=tmp_path / "config", workers=3)
+    assert len(_worker_pids(tmp_path / "config")) == 3
+    monkeypatch.delenv("SQUALS_DEALER_WORKERS")
+    dealer_factory(up, {"a": 1}, state=tmp_path / "cores")
+    assert len(_worker_pids(tmp_path / "cores")) == len(os.sched_getaffinity(0))
+    monkeypatch.setenv("SQUALS_DEALER_WORKERS", "two")
+    with pytest.raises(DealerError, match="SQUALS_DEALER_WORKERS must be a whole number of workers >= 1"):
+        dealer_factory(up, {"a": 1}, state=tmp_path / "bad")
