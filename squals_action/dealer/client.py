@@ -7,10 +7,11 @@ except ``record_event``, which is never retried), then raised as :class:`DealerE
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from squals_action.dealer.interface import DealerError, VariantTally
+from squals_action.dealer.layers import Slot
 from squals_action.dealer.tally import tallies_from_json
 
 if TYPE_CHECKING:
@@ -107,6 +108,10 @@ class DealerClient:
         if weights is not None:
             body["weights"] = dict(weights)
         self._call("PUT", "/upstreams", body)
+
+    def set_layers(self, slots: Sequence[Slot], default: str = "prod") -> None:
+        """Place several experiments at once (:mod:`.layers`); an empty list goes back to the weights."""
+        self._call("PUT", "/layers", {"layers": [s.to_json() for s in slots], "default": default})
 
     def tallies(self) -> Mapping[str, VariantTally]:
         return tallies_from_json(self._call("GET", "/tallies")["variants"])

@@ -17,7 +17,7 @@ import os
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from squals_action.dealer.config import (
     read_json,
 )
 from squals_action.dealer.interface import DealerConfig, DealerError
+from squals_action.dealer.layers import ASSIGNMENTS_HEADER, Placement, Slot, check_slots, place
 from squals_action.dealer.tally import TallyBook, VariantCounter, tally_to_json
 
 log = logging.getLogger("squals.dealer")
@@ -77,6 +78,9 @@ class Routing:
 
     upstreams: Mapping[str, URL]
     weights: Mapping[str, float]
+    #: Several experiments at once (:mod:`.layers`): when set, they place units and ``weights`` is unused.
+    layers: tuple[Slot, ...] = ()
+    default: str = "prod"
     # Each upstream's base URL as text, so a request's target is one string concatenation.
     bases: Mapping[str, str] = field(init=False, repr=False, compare=False)
 
@@ -84,17 +88,32 @@ class Routing:
         object.__setattr__(self, "bases", {k: str(v) for k, v in self.upstreams.items()})
 
     def to_json(self) -> dict[str, Any]:
+        layers = (
+            {"layers": [s.to_json() for s in self.layers], "default": self.default} if self.layers else {}
+        )
         return {
             "upstreams": {k: str(v) for k, v in self.upstreams.items()},
             "weights": dict(self.weights),
+            **layers,
         }
 
+    def place(self, unit: str, seed: str) -> Placement:
+        """The unit's upstream and tallies: by the layers when there are some, else by the weights."""
+        if self.layers:
+            return place(unit, self.layers, self.default)
+        name = assign(unit, self.weights, seed)
+        return Placement(name, (name,), None)
 
-def make_routing(upstreams: Mapping[str, str], weights: Mapping[str, float]) -> Routing:
+
+def make_routing(
+    upstreams: Mapping[str, str], weights: Mapping[str, float], layers: Any = (), default: str = "prod"
+) -> Routing:
     checked = check_upstreams(upstreams)
     return Routing(
         upstreams={k: URL(v) for k, v in checked.items()},
         weights=normalise_weights(weights, tuple(checked)),
+        layers=check_slots(list(layers), checked, default),
+        default=default,
     )
 
 
@@ -147,7 +166,7 @@ class DealerServer:
         self._cookie_name = config.unit_name if config.unit_kind == "cookie" else "squals_unit"
         self._cookie_suffix = f"; Path=/; Max-Age={config.cookie_max_age}; HttpOnly; SameSite=Lax"
         self._session: aiohttp.ClientSession | None = None
-        self._assigned: dict[str, tuple[str, int]] = {}  # unit -> (variant, unit key) under _assigned_for
+        self._assigned: dict[str, tuple[Placement, int]] = {}  # unit -> (placement, key) under _assigned_for
         self._assigned_for: Routing | None = None
         self._proxy_runner: web.ServerRunner | None = None
         self._admin_runner: web.AppRunner | None = None
@@ -166,7 +185,9 @@ class DealerServer:
         if routing_path.exists():
             raw = read_json(routing_path)
             try:
-                self.routing = make_routing(raw["upstreams"], raw["weights"])
+                self.routing = make_routing(
+                    raw["upstreams"], raw["weights"], raw.get("layers", ()), raw.get("default", "prod")
+                )
             except (KeyError, TypeError) as exc:
                 raise DealerError(f"{routing_path}: expected upstreams and weights: {exc!r}") from exc
             except DealerError as exc:
@@ -242,6 +263,7 @@ class DealerServer:
                 web.get("/routing", self._admin_routing),
                 web.put("/weights", self._admin_weights),
                 web.put("/upstreams", self._admin_upstreams),
+                web.put("/layers", self._admin_layers),
                 web.post("/events", self._admin_events),
                 web.post("/persist", self._admin_persist),
             ]
@@ -286,8 +308,8 @@ class DealerServer:
                 return value, False
         return secrets.token_hex(16), True
 
-    def _assign(self, unit: str, routing: Routing) -> tuple[str, int]:
-        """The unit's variant under ``routing`` and its unit key, remembered until the routing changes.
+    def _assign(self, unit: str, routing: Routing) -> tuple[Placement, int]:
+        """The unit's placement under ``routing`` and its unit key, remembered until the routing changes.
 
         Both are pure functions of the unit (and the routing), so remembering them changes no answer; it saves
         three keyed hashes and two logarithms per request of a returning unit.
@@ -299,7 +321,7 @@ class DealerServer:
         if hit is None:
             if len(self._assigned) >= _ASSIGN_CACHE:
                 self._assigned.clear()
-            hit = self._assigned[unit] = (assign(unit, routing.weights, self._seed), unit_key(unit))
+            hit = self._assigned[unit] = (routing.place(unit, self._seed), unit_key(unit))
         return hit
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -310,16 +332,25 @@ class DealerServer:
             return web.Response(status=400, text="absolute-form request targets are not proxied\n")
         unit, new_unit = self._unit_of(request)
         routing = self.routing
-        name, key = self._assign(unit, routing)
+        placement, key = self._assign(unit, routing)
+        name = placement.upstream
         book = self.book
-        counter = book.variants.get(name) or book.variant(name)
-        counter.activations += 1
-        counter.units.add(key)
+        counters = tuple(book.variants.get(n) or book.variant(n) for n in placement.tallies)
+        for one in counters:
+            one.activations += 1
+            one.units.add(key)
+        counter = counters[0]
         counter.in_flight += 1
         book.dirty = True
         try:
             return await self._forward(
-                request, routing.bases[name], name, counter, unit if new_unit else None, key
+                request,
+                routing.bases[name],
+                name,
+                counters,
+                unit if new_unit else None,
+                key,
+                placement.header,
             )
         finally:
             counter.in_flight -= 1
@@ -327,8 +358,11 @@ class DealerServer:
             # did not include them, so the book is dirty again.
             self.book.dirty = True
 
-    def _request_headers(self, request: web.BaseRequest, new_unit: str | None) -> CIMultiDict[str]:
-        """The headers to send upstream: hop-by-hop ones dropped, X-Forwarded-* added.
+    def _request_headers(
+        self, request: web.BaseRequest, new_unit: str | None, assignments: str | None
+    ) -> CIMultiDict[str]:
+        """The headers to send upstream: hop-by-hop ones dropped, X-Forwarded-* added, the unit's app-side
+        variants in ``X-Squals-Assignments`` (replacing any the client sent).
 
         A unit the Dealer just made up is added to the forwarded Cookie header, so that the app sees the same
         unit on the first request as on the following ones.
@@ -345,6 +379,9 @@ class DealerServer:
             out["X-Forwarded-For"] = f"{previous}, {remote}"
         else:
             out["X-Forwarded-For"] = remote
+        out.popall(ASSIGNMENTS_HEADER, None)
+        if assignments is not None:
+            out[ASSIGNMENTS_HEADER] = assignments
         out["X-Forwarded-Proto"] = request.scheme
         if request.host:
             out["X-Forwarded-Host"] = request.host
@@ -355,13 +392,16 @@ class DealerServer:
         request: web.BaseRequest,
         base: str,
         name: str,
-        counter: VariantCounter,
+        counters: tuple[VariantCounter, ...],
         new_unit: str | None,
         key: int,
+        assignments: str | None,
     ) -> web.StreamResponse:
+        """Send the request to ``base``; what happens is counted for every tally of the unit (``counters``:
+        the upstream's first, then the experiments it is in app-side)."""
         assert self._session is not None
         url = URL(base + request.raw_path, encoded=True)
-        headers = self._request_headers(request, new_unit)
+        headers = self._request_headers(request, new_unit, assignments)
         data: Any = None
         if request.body_exists:
             if request.headers.get("Expect", "").lower() == "100-continue" and request.writer is not None:
@@ -374,22 +414,27 @@ class DealerServer:
                 request.method, url, headers=headers, data=data, allow_redirects=False
             )
         except TimeoutError:
-            counter.connection_errors += 1
+            for one in counters:
+                one.connection_errors += 1
             return self._error(504, f"upstream {name} timed out", name, new_unit)
         except (aiohttp.ClientError, OSError) as exc:
-            counter.connection_errors += 1
+            for one in counters:
+                one.connection_errors += 1
             return self._error(502, f"upstream {name} unreachable: {type(exc).__name__}", name, new_unit)
         try:
-            counter.latency.add((loop.time() - started) * 1000.0)
-            if upstream.status >= 500:
-                counter.server_errors += 1
+            elapsed = (loop.time() - started) * 1000.0
+            for one in counters:
+                one.latency.add(elapsed)
+                if upstream.status >= 500:
+                    one.server_errors += 1
             answered = upstream.headers
             if EVENT_HEADER in answered:
                 for value in answered.getall(EVENT_HEADER):
                     for event in value.split(","):
                         event = event.strip()
                         if valid_event(event):
-                            counter.add_event(event, unit=key)
+                            for one in counters:
+                                one.add_event(event, unit=key)
             out = _forwardable(answered, _RESPONSE_DROP)
             out[VARIANT_HEADER] = name
             if new_unit is not None:
@@ -400,7 +445,8 @@ class DealerServer:
                 try:
                     body = await upstream.read()
                 except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
-                    counter.connection_errors += 1
+                    for one in counters:
+                        one.connection_errors += 1
                     text = f"upstream {name} broke off: {type(exc).__name__}"
                     return self._error(502, text, name, new_unit)
                 return web.Response(body=body, status=upstream.status, reason=upstream.reason, headers=out)
@@ -410,7 +456,8 @@ class DealerServer:
                 async for chunk in upstream.content.iter_chunked(_CHUNK):
                     await response.write(chunk)
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
-                counter.connection_errors += 1
+                for one in counters:
+                    one.connection_errors += 1
                 # Headers are gone already: the only honest signal left is to cut the client connection.
                 raise ConnectionResetError(f"upstream {name} broke off mid-body: {exc!r}") from exc
             await response.write_eof()
@@ -443,10 +490,11 @@ class DealerServer:
         unit, new_unit = self._unit_of(request)
         if new_unit:
             return web.Response(status=400, text="no unit: send the Dealer's cookie or unit header\n")
-        name = assign(unit, self.routing.weights, self._seed)
-        self.book.variant(name).add_event(event, unit=unit_key(unit))
+        placement = self.routing.place(unit, self._seed)
+        for name in placement.tallies:
+            self.book.variant(name).add_event(event, unit=unit_key(unit))
         self.book.dirty = True
-        return web.Response(status=204, headers={VARIANT_HEADER: name})
+        return web.Response(status=204, headers={VARIANT_HEADER: placement.upstream})
 
     # -- admin ---------------------------------------------------------------------------------------------
 
@@ -489,7 +537,7 @@ class DealerServer:
         if not isinstance(weights, dict):
             raise DealerError('expected {"weights": {name: weight}}')
         current = self.routing
-        self.routing = Routing(current.upstreams, normalise_weights(weights, tuple(current.upstreams)))
+        self.routing = replace(current, weights=normalise_weights(weights, tuple(current.upstreams)))
         self._save_routing()
         log.info("weights now %s", dict(self.routing.weights))
         return web.json_response(self.routing.to_json())
@@ -504,9 +552,25 @@ class DealerServer:
             weights = {k: v for k, v in self.routing.weights.items() if k in upstreams}
         if not isinstance(weights, dict):
             raise DealerError("weights must be an object")
-        self.routing = make_routing(upstreams, weights)
+        current = self.routing
+        self.routing = make_routing(
+            upstreams, weights, [s.to_json() for s in current.layers], current.default
+        )
         self._save_routing()
         log.info("upstreams now %s, weights %s", dict(upstreams), dict(self.routing.weights))
+        return web.json_response(self.routing.to_json())
+
+    async def _admin_layers(self, request: web.Request) -> web.Response:
+        """``PUT /layers``: the experiments placed at once (an empty list: back to the weights alone)."""
+        body = await self._json_body(request)
+        current = self.routing
+        default = body.get("default", current.default)
+        if not isinstance(default, str):
+            raise DealerError("default must be an upstream name")
+        slots = check_slots(body.get("layers"), current.upstreams, default)
+        self.routing = replace(current, layers=slots, default=default)
+        self._save_routing()
+        log.info("layers now %s", [s.to_json() for s in slots])
         return web.json_response(self.routing.to_json())
 
     async def _admin_events(self, request: web.Request) -> web.Response:
@@ -519,15 +583,18 @@ class DealerServer:
             raise DealerError("count must be a positive integer")
         variant = body.get("variant")
         unit = body.get("unit")
+        names: tuple[str, ...] = (variant,) if isinstance(variant, str) else ()
         if isinstance(unit, str) and unit:
-            variant = assign(unit, self.routing.weights, self._seed)
+            placement = self.routing.place(unit, self._seed)
+            variant, names = placement.upstream, placement.tallies
         if not isinstance(variant, str) or variant not in set(self.routing.upstreams) | set(
             self.book.variants
         ):
             raise DealerError("give a unit or a known variant")
         key = unit_key(unit) if isinstance(unit, str) and unit else None
-        if not self.book.variant(variant).add_event(event, count, unit=key):
-            raise DealerError("too many distinct event names for this variant")
+        for name in names:
+            if not self.book.variant(name).add_event(event, count, unit=key):
+                raise DealerError("too many distinct event names for this variant")
         self.book.dirty = True
         return web.json_response({"variant": variant})
 
