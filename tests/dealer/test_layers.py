@@ -1,0 +1,143 @@
+"""Layers of the unit space (pure): exclusive ranges within a layer, independent layers, one-line refusals."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+from scipy.stats import chi2, chi2_contingency
+
+from squals_action.dealer.interface import DealerError, VariantTally
+from squals_action.dealer.layers import (
+    Slot,
+    allocate,
+    check_slots,
+    experiment_tallies,
+    layer_point,
+    parse_header,
+    place,
+)
+
+UPSTREAMS = ("prod", "exp-a.a1", "exp-a.a2", "exp-b.b1", "exp-b.b2")
+
+
+def slot(experiment: str, layer: str, low: float, high: float, islands: bool = False, **w: float) -> Any:
+    return {
+        "experiment": experiment,
+        "layer": layer,
+        "range": [low, high],
+        "weights": w or {"x1": 1, "x2": 1},
+        "islands": islands,
+    }
+
+
+def test_a_layer_splits_units_exclusively_and_two_layers_are_independent() -> None:
+    slots = check_slots(
+        [
+            slot("exp-a", "main", 0.0, 0.3, True, a1=1, a2=1),
+            slot("exp-b", "main", 0.3, 0.7, True, b1=1, b2=1),
+            slot("exp-c", "ui", 0.0, 0.5, c1=1, c2=1),
+            slot("exp-d", "ui", 0.5, 1.0, d1=1, d2=1),
+        ],
+        UPSTREAMS,
+        "prod",
+    )
+    table: Counter[tuple[str, str]] = Counter()
+    for i in range(20_000):
+        placement = place(f"u{i}", slots, "prod")
+        told = parse_header(placement.header or "")
+        assert len(told) == 1 and set(told) <= {"exp-c", "exp-d"}  # ui covers [0, 1): one of them, never both
+        main = [t for t in placement.tallies if t.startswith(("exp-a.", "exp-b."))]
+        assert len(main) <= 1 and placement.tallies[0] == placement.upstream
+        table[placement.upstream, "/".join(f"{k}={v}" for k, v in told.items())] += 1
+    rows = sorted({r for r, _ in table})
+    cols = sorted({c for _, c in table})
+    observed = [[table[r, c] for c in cols] for r in rows]
+    assert chi2_contingency(observed).pvalue > 0.001, observed
+    shares = Counter(r.split(".")[0] for r, _ in table.elements())
+    expected = {"exp-a": 6000, "exp-b": 8000, "prod": 6000}
+    statistic = sum((shares[k] - e) ** 2 / e for k, e in expected.items())
+    assert statistic < chi2.ppf(0.999, df=2), shares
+
+
+def test_layer_points_differ_by_layer_and_are_stable() -> None:
+    assert layer_point("u1", "main") == layer_point("u1", "main")
+    assert layer_point("u1", "main") != layer_point("u1", "ui")
+    assert 0.0 < layer_point("u1", "main") < 1.0
+
+
+def test_units_outside_every_island_range_stay_on_the_default_upstream() -> None:
+    slots = check_slots([slot("exp-a", "main", 0.0, 0.2, True, a1=1, a2=1)], UPSTREAMS, "prod")
+    for i in range(2_000):
+        placement = place(f"u{i}", slots, "prod")
+        if layer_point(f"u{i}", "main") >= 0.2:
+            assert placement == place(f"u{i}", (), "prod")
+            assert placement.upstream == "prod" and placement.tallies == ("prod",)
+            assert placement.header is None
+        else:
+            assert placement.upstream in ("exp-a.a1", "exp-a.a2")
+
+
+@pytest.mark.parametrize(
+    ("slots", "message"),
+    [
+        (
+            [slot("exp-a", "main", 0.0, 0.5), slot("exp-b", "main", 0.4, 1.0)],
+            "layer 'main': exp-a [0, 0.5) and exp-b [0.4, 1) overlap: a unit would be in both",
+        ),
+        (
+            [slot("exp-a", "main", 0.0, 0.5, True, a1=1, a2=1), slot("exp-b", "ui", 0, 1, True, b1=1, b2=1)],
+            "island-based experiments in layers main, ui: a request reaches one upstream",
+        ),
+        ([slot("exp-a", "main", 0.5, 1.5)], "range [0.5, 1.5) must lie in [0, 1] with low < high"),
+        ([slot("exp-z", "main", 0, 1, True, z1=1)], "island-based variants need upstreams exp-z.z1"),
+        ([slot("exp-a", "m", 0, 0.5), slot("exp-a", "n", 0, 1)], "experiment exp-a is placed twice"),
+        ([slot("exp.a", "main", 0, 1)], "experiment name 'exp.a' must be 1-64 letters"),
+        ([slot("exp-a", "main", 0, 1, x1=0)], "at least one upstream needs a weight above 0"),
+        ([{"experiment": "exp-a"}], "layers[0]: expected {experiment, layer, range: [low, high], weights}"),
+        ({"experiment": "exp-a"}, "layers must be a list"),
+    ],
+)
+def test_bad_plans_are_refused_in_one_line(slots: Any, message: str) -> None:
+    with pytest.raises(DealerError) as caught:
+        check_slots(slots, UPSTREAMS, "prod")
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_plan_needs_its_default_upstream() -> None:
+    with pytest.raises(DealerError, match="layers need the default upstream 'main'"):
+        check_slots([slot("exp-a", "main", 0, 1)], UPSTREAMS, "main")
+    assert check_slots([], UPSTREAMS, "main") == ()
+
+
+def test_allocate_gives_the_lowest_free_range_and_refuses_a_full_layer() -> None:
+    assert allocate([], 0.3) == (0.0, 0.3)
+    assert allocate([(0.0, 0.3)], 0.5) == (0.3, 0.8)
+    assert allocate([(0.2, 0.6)], 0.2) == (0.0, 0.2)
+    assert allocate([(0.2, 0.6)], 0.3) == pytest.approx((0.6, 0.9))
+    with pytest.raises(DealerError) as caught:
+        allocate([(0.0, 0.3), (0.5, 0.9)], 0.3, "main")
+    assert str(caught.value) == (
+        "layer 'main' has no free 30% for another experiment (largest free range 20%): "
+        "stop one, use a smaller share or another layer"
+    )
+    with pytest.raises(DealerError, match="must be in"):
+        allocate([], 0.0)
+
+
+def test_each_experiment_reads_its_own_tallies_under_its_variants_names() -> None:
+    tallies = {
+        "prod": VariantTally("prod", units=5),
+        "exp-a.a1": VariantTally("exp-a.a1", units=2),
+        "exp-a.a2": VariantTally("exp-a.a2", units=3),
+        "exp-ab.x": VariantTally("exp-ab.x", units=7),
+    }
+    mine = experiment_tallies(tallies, "exp-a")
+    assert mine == {"a1": VariantTally("a1", units=2), "a2": VariantTally("a2", units=3)}
+
+
+def test_slots_round_trip_through_json() -> None:
+    slots = check_slots([slot("exp-a", "main", 0.1, 0.4, True, a1=30, a2=70)], UPSTREAMS, "prod")
+    assert check_slots([s.to_json() for s in slots], UPSTREAMS, "prod") == slots
+    assert slots[0] == Slot("exp-a", "main", 0.1, 0.4, {"a1": 30.0, "a2": 70.0}, True)
