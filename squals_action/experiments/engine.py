@@ -40,6 +40,7 @@ from squals_action.experiments import records
 from squals_action.experiments.decide import decide
 from squals_action.experiments.interface import BadDataError, Decision, ExperimentError, Observation
 from squals_action.experiments.islands import exclude_newly, provision_islands, stop_all
+from squals_action.experiments.layering import refuse_unwired
 from squals_action.experiments.observe import observe
 from squals_action.experiments.promotion import Promoter, lifecycle_promoter, promote
 from squals_action.experiments.records import (
@@ -162,6 +163,7 @@ class ExperimentEngine:
         """Provision the variants' islands and split the traffic among them; record the running experiment."""
         spec = self._spec()
         check_declarations(spec)
+        refuse_unwired(spec, self.provider.kind)
         sha = gitcmd.resolve_commit(self.repo, commit, error=ExperimentError)
         eid = check_name("experiment", experiment_id or default_experiment_id(self.manifest, sha))
         request = records.StartRequest(

@@ -336,4 +336,7 @@ class Builder:
                 }
             ),
             location=self.loc(base),
+            layer=str(exp.get("layer", "default")),
+            share=parse_amount(exp.get("share", "100%")),
+            assignment=exp.get("assignment", "islands"),
         )

@@ -383,6 +383,11 @@ class Experiment:
     significance: Significance = Significance()
     metrics: Mapping[str, MetricSource] = field(default_factory=FrozenMap)
     location: Location = NOWHERE
+    #: Several experiments at once (``squals_action/dealer/layers.py``): the layer it splits, the percent of
+    #: the layer's units it takes, and whether its variants are islands or assigned inside the app.
+    layer: str = "default"
+    share: float = 100.0
+    assignment: Literal["islands", "app"] = "islands"
 
 
 @dataclass(frozen=True)
