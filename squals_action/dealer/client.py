@@ -109,9 +109,9 @@ class DealerClient:
             body["weights"] = dict(weights)
         self._call("PUT", "/upstreams", body)
 
-    def set_layers(self, slots: Sequence[Slot], default: str = "prod") -> None:
-        """Place several experiments at once (:mod:`.layers`); an empty list goes back to the weights."""
-        self._call("PUT", "/layers", {"layers": [s.to_json() for s in slots], "default": default})
+    def set_layers(self, slots: Sequence[Slot]) -> None:
+        """Place several experiments at once (:mod:`.layers`); ``[]`` goes back to the weights alone."""
+        self._call("PUT", "/layers", {"layers": [s.to_json() for s in slots]})
 
     def tallies(self) -> Mapping[str, VariantTally]:
         return tallies_from_json(self._call("GET", "/tallies")["variants"])

@@ -9,10 +9,10 @@ gets its share of the range).
 
 A request reaches one upstream only, so island-based experiments (each variant an island, the upstream
 ``<experiment>.<variant>``) may live in one layer only: their units go to their variant's island, every
-other unit to the plan's ``default`` upstream (prod). Experiments of the other layers are app-side: the
-Dealer tells the app the unit's variants in the request header ``X-Squals-Assignments`` (``exp-b=b1,
-exp-c=c2``) and tallies them under ``<experiment>.<variant>`` too, so each experiment reads its own tallies
-(:func:`experiment_tallies`) and decides on its own units.
+other unit where the Dealer's weights send it (prod, with its blue/green split). Experiments of the other
+layers are app-side: the Dealer tells the app the unit's variants in the request header
+``X-Squals-Assignments`` (``exp-b=b1, exp-c=c2``) and tallies them under ``<experiment>.<variant>`` too, so
+each experiment reads its own tallies (:func:`experiment_tallies`) and decides on its own units.
 """
 
 from __future__ import annotations
@@ -73,9 +73,13 @@ def layer_point(unit: str, layer: str) -> float:
     return unit_hash(_LAYER_KEY, layer, unit)
 
 
-def place(unit: str, slots: Sequence[Slot], default: str) -> Placement:
-    """The unit's upstream, tallies and assignment header under ``slots`` (checked by :func:`check_slots`)."""
-    upstream = default
+def place(unit: str, slots: Sequence[Slot], weights: Mapping[str, float], seed: str) -> Placement:
+    """The unit's upstream, tallies and assignment header under ``slots`` (checked by :func:`check_slots`).
+
+    A unit in no island-based experiment goes where ``weights`` send it (the upstreams outside every
+    experiment: prod), by the same hash as without layers: with no slots this is the Dealer's plain routing.
+    """
+    upstream = ""
     tallies: list[str] = []
     told: list[str] = []
     points: dict[str, float] = {}
@@ -91,26 +95,23 @@ def place(unit: str, slots: Sequence[Slot], default: str) -> Placement:
             upstream = slot.key(variant)
         else:
             told.append(f"{slot.experiment}={variant}")
-    if upstream == default:
-        tallies.insert(0, default)
+    if not upstream:
+        upstream = assign(unit, weights, seed)
+        tallies.insert(0, upstream)
     else:  # the island's own tally is the upstream's: first, as the request's main counter
         tallies.insert(0, tallies.pop(tallies.index(upstream)))
     return Placement(upstream, tuple(tallies), ", ".join(told) or None)
 
 
-def check_slots(raw: Any, upstreams: Iterable[str], default: str) -> tuple[Slot, ...]:
+def check_slots(raw: Any, upstreams: Iterable[str]) -> tuple[Slot, ...]:
     """Parse and check a plan (a JSON list of slots); every refusal is one line naming the slot and field.
 
     Refused: overlapping ranges in a layer, ranges outside [0, 1], island-based experiments in two layers
-    (a request reaches one upstream only), an island variant or ``default`` missing from ``upstreams``.
+    (a request reaches one upstream only), an island variant missing from ``upstreams``.
     """
     if not isinstance(raw, list):
         raise DealerError("layers must be a list of {experiment, layer, range, weights, islands}")
     known = set(upstreams)
-    if raw and default not in known:
-        raise DealerError(
-            f"layers need the default upstream {default!r}; upstreams: {', '.join(sorted(known))}"
-        )
     slots: list[Slot] = []
     for index, item in enumerate(raw):
         where = f"layers[{index}]"
@@ -149,6 +150,18 @@ def check_slots(raw: Any, upstreams: Iterable[str], default: str) -> tuple[Slot,
                     f"{after.experiment} [{after.low:g}, {after.high:g}) overlap: a unit would be in both"
                 )
     return tuple(slots)
+
+
+def outside(weights: Mapping[str, float], slots: Sequence[Slot]) -> dict[str, float]:
+    """The weights of the units in no island-based experiment: every upstream but the islands (prod's)."""
+    islands = {slot.key(v) for slot in slots if slot.islands for v in slot.weights}
+    rest = {name: w for name, w in weights.items() if name not in islands}
+    if not any(rest.values()):
+        raise DealerError(
+            "units outside the experiments' ranges need an upstream with a weight above 0 that is no "
+            "experiment's island (prod)"
+        )
+    return rest
 
 
 def _slot(item: Any) -> Slot:

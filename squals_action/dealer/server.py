@@ -26,7 +26,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from squals_action.dealer.bucketing import assign, normalise_weights, unit_key
+from squals_action.dealer.bucketing import normalise_weights, unit_key
 from squals_action.dealer.config import (
     ROUTING_FILE,
     TALLY_FILE,
@@ -35,7 +35,7 @@ from squals_action.dealer.config import (
     read_json,
 )
 from squals_action.dealer.interface import DealerConfig, DealerError
-from squals_action.dealer.layers import ASSIGNMENTS_HEADER, Placement, Slot, check_slots, place
+from squals_action.dealer.layers import ASSIGNMENTS_HEADER, Placement, Slot, check_slots, outside, place
 from squals_action.dealer.tally import TallyBook, VariantCounter, tally_to_json
 
 log = logging.getLogger("squals.dealer")
@@ -78,19 +78,19 @@ class Routing:
 
     upstreams: Mapping[str, URL]
     weights: Mapping[str, float]
-    #: Several experiments at once (:mod:`.layers`): when set, they place units and ``weights`` is unused.
+    #: Several experiments at once (:mod:`.layers`); units in none of their islands follow ``weights``.
     layers: tuple[Slot, ...] = ()
-    default: str = "prod"
     # Each upstream's base URL as text, so a request's target is one string concatenation.
     bases: Mapping[str, str] = field(init=False, repr=False, compare=False)
+    # The weights of units in no island-based experiment (all of them without layers).
+    rest: Mapping[str, float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bases", {k: str(v) for k, v in self.upstreams.items()})
+        object.__setattr__(self, "rest", outside(self.weights, self.layers) if self.layers else self.weights)
 
     def to_json(self) -> dict[str, Any]:
-        layers = (
-            {"layers": [s.to_json() for s in self.layers], "default": self.default} if self.layers else {}
-        )
+        layers = {"layers": [s.to_json() for s in self.layers]} if self.layers else {}
         return {
             "upstreams": {k: str(v) for k, v in self.upstreams.items()},
             "weights": dict(self.weights),
@@ -99,21 +99,15 @@ class Routing:
 
     def place(self, unit: str, seed: str) -> Placement:
         """The unit's upstream and tallies: by the layers when there are some, else by the weights."""
-        if self.layers:
-            return place(unit, self.layers, self.default)
-        name = assign(unit, self.weights, seed)
-        return Placement(name, (name,), None)
+        return place(unit, self.layers, self.rest, seed)
 
 
-def make_routing(
-    upstreams: Mapping[str, str], weights: Mapping[str, float], layers: Any = (), default: str = "prod"
-) -> Routing:
+def make_routing(upstreams: Mapping[str, str], weights: Mapping[str, float], layers: Any = ()) -> Routing:
     checked = check_upstreams(upstreams)
     return Routing(
         upstreams={k: URL(v) for k, v in checked.items()},
         weights=normalise_weights(weights, tuple(checked)),
-        layers=check_slots(list(layers), checked, default),
-        default=default,
+        layers=check_slots(list(layers), checked),
     )
 
 
@@ -185,9 +179,7 @@ class DealerServer:
         if routing_path.exists():
             raw = read_json(routing_path)
             try:
-                self.routing = make_routing(
-                    raw["upstreams"], raw["weights"], raw.get("layers", ()), raw.get("default", "prod")
-                )
+                self.routing = make_routing(raw["upstreams"], raw["weights"], raw.get("layers", ()))
             except (KeyError, TypeError) as exc:
                 raise DealerError(f"{routing_path}: expected upstreams and weights: {exc!r}") from exc
             except DealerError as exc:
@@ -553,9 +545,7 @@ class DealerServer:
         if not isinstance(weights, dict):
             raise DealerError("weights must be an object")
         current = self.routing
-        self.routing = make_routing(
-            upstreams, weights, [s.to_json() for s in current.layers], current.default
-        )
+        self.routing = make_routing(upstreams, weights, [s.to_json() for s in current.layers])
         self._save_routing()
         log.info("upstreams now %s, weights %s", dict(upstreams), dict(self.routing.weights))
         return web.json_response(self.routing.to_json())
@@ -564,11 +554,8 @@ class DealerServer:
         """``PUT /layers``: the experiments placed at once (an empty list: back to the weights alone)."""
         body = await self._json_body(request)
         current = self.routing
-        default = body.get("default", current.default)
-        if not isinstance(default, str):
-            raise DealerError("default must be an upstream name")
-        slots = check_slots(body.get("layers"), current.upstreams, default)
-        self.routing = replace(current, layers=slots, default=default)
+        slots = check_slots(body.get("layers"), current.upstreams)
+        self.routing = replace(current, layers=slots)
         self._save_routing()
         log.info("layers now %s", [s.to_json() for s in slots])
         return web.json_response(self.routing.to_json())

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from scipy.stats import chi2, chi2_contingency
 
+from squals_action.dealer.bucketing import assign
 from squals_action.dealer.interface import DealerError, VariantTally
 from squals_action.dealer.layers import (
     Slot,
@@ -15,11 +16,13 @@ from squals_action.dealer.layers import (
     check_slots,
     experiment_tallies,
     layer_point,
+    outside,
     parse_header,
     place,
 )
 
 UPSTREAMS = ("prod", "exp-a.a1", "exp-a.a2", "exp-b.b1", "exp-b.b2")
+PROD = {"prod": 1.0}
 
 
 def slot(experiment: str, layer: str, low: float, high: float, islands: bool = False, **w: float) -> Any:
@@ -41,11 +44,10 @@ def test_a_layer_splits_units_exclusively_and_two_layers_are_independent() -> No
             slot("exp-d", "ui", 0.5, 1.0, d1=1, d2=1),
         ],
         UPSTREAMS,
-        "prod",
     )
     table: Counter[tuple[str, str]] = Counter()
     for i in range(20_000):
-        placement = place(f"u{i}", slots, "prod")
+        placement = place(f"u{i}", slots, PROD, "squals")
         told = parse_header(placement.header or "")
         assert len(told) == 1 and set(told) <= {"exp-c", "exp-d"}  # ui covers [0, 1): one of them, never both
         main = [t for t in placement.tallies if t.startswith(("exp-a.", "exp-b."))]
@@ -67,16 +69,21 @@ def test_layer_points_differ_by_layer_and_are_stable() -> None:
     assert 0.0 < layer_point("u1", "main") < 1.0
 
 
-def test_units_outside_every_island_range_stay_on_the_default_upstream() -> None:
-    slots = check_slots([slot("exp-a", "main", 0.0, 0.2, True, a1=1, a2=1)], UPSTREAMS, "prod")
+def test_units_outside_every_island_range_are_routed_by_the_weights_as_without_layers() -> None:
+    upstreams = ("green", "blue", "exp-a.a1", "exp-a.a2")
+    slots = check_slots([slot("exp-a", "main", 0.0, 0.2, True, a1=1, a2=1)], upstreams)
+    rollout = outside({"green": 90, "blue": 10, "exp-a.a1": 0, "exp-a.a2": 0}, slots)
+    assert rollout == {"green": 90, "blue": 10}
     for i in range(2_000):
-        placement = place(f"u{i}", slots, "prod")
-        if layer_point(f"u{i}", "main") >= 0.2:
-            assert placement == place(f"u{i}", (), "prod")
-            assert placement.upstream == "prod" and placement.tallies == ("prod",)
-            assert placement.header is None
+        placement = place(f"u{i}", slots, rollout, "squals")
+        if layer_point(f"u{i}", "main") >= 0.2:  # prod's blue/green split goes on untouched
+            assert placement == place(f"u{i}", (), rollout, "squals")
+            assert placement.upstream == assign(f"u{i}", rollout, "squals")
+            assert placement.tallies == (placement.upstream,) and placement.header is None
         else:
             assert placement.upstream in ("exp-a.a1", "exp-a.a2")
+    with pytest.raises(DealerError, match="need an upstream with a weight above 0 that is no experiment's"):
+        outside({"exp-a.a1": 1, "green": 0}, slots)
 
 
 @pytest.mark.parametrize(
@@ -101,14 +108,8 @@ def test_units_outside_every_island_range_stay_on_the_default_upstream() -> None
 )
 def test_bad_plans_are_refused_in_one_line(slots: Any, message: str) -> None:
     with pytest.raises(DealerError) as caught:
-        check_slots(slots, UPSTREAMS, "prod")
+        check_slots(slots, UPSTREAMS)
     assert message in str(caught.value) and "\n" not in str(caught.value)
-
-
-def test_a_plan_needs_its_default_upstream() -> None:
-    with pytest.raises(DealerError, match="layers need the default upstream 'main'"):
-        check_slots([slot("exp-a", "main", 0, 1)], UPSTREAMS, "main")
-    assert check_slots([], UPSTREAMS, "main") == ()
 
 
 def test_allocate_gives_the_lowest_free_range_and_refuses_a_full_layer() -> None:
@@ -138,6 +139,6 @@ def test_each_experiment_reads_its_own_tallies_under_its_variants_names() -> Non
 
 
 def test_slots_round_trip_through_json() -> None:
-    slots = check_slots([slot("exp-a", "main", 0.1, 0.4, True, a1=30, a2=70)], UPSTREAMS, "prod")
-    assert check_slots([s.to_json() for s in slots], UPSTREAMS, "prod") == slots
+    slots = check_slots([slot("exp-a", "main", 0.1, 0.4, True, a1=30, a2=70)], UPSTREAMS)
+    assert check_slots([s.to_json() for s in slots], UPSTREAMS) == slots
     assert slots[0] == Slot("exp-a", "main", 0.1, 0.4, {"a1": 30.0, "a2": 70.0}, True)

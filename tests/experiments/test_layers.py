@@ -68,7 +68,7 @@ def test_competing_experiments_share_no_unit_in_a_layer_are_independent_across_l
     islands = {name: pair["b"] for name in ("exp-a.a1", "exp-a.a2", "exp-b.b1", "exp-b.b2")}
     islands["prod"] = pair["a"]
     dealer = dealer_factory(islands, {"prod": 100})
-    slots = check_slots(PLAN, islands, "prod")
+    slots = check_slots(PLAN, islands)
     dealer.set_layers(slots)
 
     first = asyncio.run(drive(dealer.url, [(u, "/hello") for u in UNITS]))
@@ -78,7 +78,7 @@ def test_competing_experiments_share_no_unit_in_a_layer_are_independent_across_l
 
     # the real Dealer does what the pure placement says, for every unit
     for unit in UNITS:
-        expected = place(unit, slots, "prod")
+        expected = place(unit, slots, {"prod": 1.0}, "squals")
         assert upstream[unit] == expected.upstream
         assert told[unit] == parse_header(expected.header or "")
 
@@ -114,7 +114,7 @@ def test_competing_experiments_share_no_unit_in_a_layer_are_independent_across_l
     # each experiment's tick reads its own tallies only: its units and converters are exactly its own
     truth: dict[str, set[str]] = {}
     for u in UNITS:
-        for name in place(u, slots, "prod").tallies:
+        for name in place(u, slots, {"prod": 1.0}, "squals").tallies:
             truth.setdefault(name, set()).add(u)
     now = T0 + timedelta(days=1)
     decisions = {}
