@@ -79,6 +79,9 @@ def place(unit: str, slots: Sequence[Slot], weights: Mapping[str, float], seed: 
     A unit in no island-based experiment goes where ``weights`` send it (the upstreams outside every
     experiment: prod), by the same hash as without layers: with no slots this is the Dealer's plain routing.
     """
+    if not slots:  # the common case, on every new unit's first request: no lists, no joins
+        name = assign(unit, weights, seed)
+        return Placement(name, (name,), None)
     upstream = ""
     tallies: list[str] = []
     told: list[str] = []
