@@ -11,22 +11,30 @@ A request reaches one upstream only, so island-based experiments (each variant a
 ``<experiment>.<variant>``) may live in one layer only: their units go to their variant's island, every
 other unit where the Dealer's weights send it (prod, with its blue/green split). Experiments of the other
 layers are app-side: the Dealer tells the app the unit's variants in the request header
-``X-Squals-Assignments`` (``exp-b=b1, exp-c=c2``) and tallies them under ``<experiment>.<variant>`` too, so
-each experiment reads its own tallies (:func:`experiment_tallies`) and decides on its own units.
+``X-Squals-Assignments`` (``exp-b=b1, exp-c=c2``).
+
+The Dealer's tally book keeps one variant per unit, so a unit is tallied in one **cell**: its upstream and the
+app-side variants it is in, ``green+exp-c.c2`` (a unit in no app-side experiment: its upstream's name alone,
+as without layers). Cells hold disjoint units, so every count and sum of squares adds up across them:
+:func:`experiment_tallies` sums the cells holding ``<experiment>.<variant>`` into that variant's tally, and
+each experiment decides on its own units.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import astuple, dataclass, replace
 from itertools import pairwise
 from typing import Any
 
 from squals_action.dealer.bucketing import assign, normalise_weights, unit_hash
-from squals_action.dealer.interface import DealerError, VariantTally
+from squals_action.dealer.interface import DealerError, EventSums, VariantTally
 
 ASSIGNMENTS_HEADER = "X-Squals-Assignments"
+CELL_SEPARATOR = "+"
+#: Distinct cells a plan may produce: the tally book's variant index is one byte.
+MAX_CELLS = 255
 DEFAULT_LAYER = "default"
 _LAYER_KEY = "squals-layer"
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
@@ -66,6 +74,11 @@ class Placement:
     upstream: str
     tallies: tuple[str, ...]
     header: str | None
+
+    @property
+    def cell(self) -> str:
+        """The name the unit is tallied under: its upstream, then its app-side variants."""
+        return CELL_SEPARATOR.join(self.tallies)
 
 
 def layer_point(unit: str, layer: str) -> float:
@@ -140,6 +153,18 @@ def check_slots(raw: Any, upstreams: Iterable[str]) -> tuple[Slot, ...]:
         raise DealerError(
             f"island-based experiments in layers {', '.join(island_layers)}: a request reaches one upstream, "
             "so only one layer can send units to islands (make the others app-side)"
+        )
+    app_layers: dict[str, int] = {}
+    for slot in slots:
+        if not slot.islands:
+            app_layers[slot.layer] = app_layers.get(slot.layer, 1) + len(slot.weights)
+    cells = len(known)
+    for count in app_layers.values():
+        cells *= count
+    if cells > MAX_CELLS:
+        raise DealerError(
+            f"layers: up to {cells} distinct tallies (upstreams x the app-side layers' variants), the Dealer "
+            f"keeps at most {MAX_CELLS}: fewer app-side experiments or variants"
         )
     by_layer: dict[str, list[Slot]] = {}
     for slot in slots:
@@ -217,13 +242,49 @@ def allocate(
 
 
 def experiment_tallies(tallies: Mapping[str, VariantTally], experiment: str) -> dict[str, VariantTally]:
-    """One experiment's tallies under its variants' own names: what its tick decides on, nobody else's."""
+    """One experiment's tallies under its variants' own names: the sum of the cells holding each variant,
+    its own units and nobody else's (what its tick decides on)."""
     prefix = f"{experiment}."
-    return {
-        name[len(prefix) :]: replace(tally, name=name[len(prefix) :])
-        for name, tally in tallies.items()
-        if name.startswith(prefix)
-    }
+    parts: dict[str, list[VariantTally]] = {}
+    for cell, tally in tallies.items():
+        for member in cell.split(CELL_SEPARATOR):
+            if member.startswith(prefix):
+                parts.setdefault(member[len(prefix) :], []).append(tally)
+    return {variant: _summed(variant, cells) for variant, cells in parts.items()}
+
+
+def _summed(name: str, cells: Sequence[VariantTally]) -> VariantTally:
+    """Tallies of disjoint units added up. Percentiles do not add: kept from a single cell, else ``None``
+    (a guardrail then says the latency was not measured, never a made-up figure)."""
+    if len(cells) == 1:
+        return replace(cells[0], name=name)
+    events: dict[str, int] = {}
+    event_units: dict[str, int] = {}
+    event_sums: dict[str, EventSums] = {}
+    for tally in cells:
+        for kind, count in tally.events.items():
+            events[kind] = events.get(kind, 0) + count
+        for kind, units in tally.event_units.items():
+            event_units[kind] = event_units.get(kind, 0) + units
+        for kind, sums in tally.event_sums.items():
+            before = event_sums.get(kind, EventSums())
+            event_sums[kind] = EventSums(
+                *(a + b for a, b in zip(astuple(before), astuple(sums), strict=True))
+            )
+    return VariantTally(
+        name=name,
+        units=sum(t.units for t in cells),
+        activations=sum(t.activations for t in cells),
+        events=events,
+        errors=sum(t.errors for t in cells),
+        server_errors=sum(t.server_errors for t in cells),
+        connection_errors=sum(t.connection_errors for t in cells),
+        in_flight=sum(t.in_flight for t in cells),
+        event_units=event_units,
+        unit_activations=sum(t.unit_activations for t in cells),
+        unit_activations_sq=sum(t.unit_activations_sq for t in cells),
+        event_sums=event_sums,
+    )
 
 
 def parse_header(value: str) -> dict[str, str]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from scipy.stats import chi2, chi2_contingency
 
 from squals_action.dealer.bucketing import assign
-from squals_action.dealer.interface import DealerError, VariantTally
+from squals_action.dealer.interface import DealerError, EventSums, VariantTally
 from squals_action.dealer.layers import (
     Slot,
     allocate,
@@ -127,15 +128,53 @@ def test_allocate_gives_the_lowest_free_range_and_refuses_a_full_layer() -> None
         allocate([], 0.0)
 
 
-def test_each_experiment_reads_its_own_tallies_under_its_variants_names() -> None:
+def test_each_experiment_reads_its_own_tallies_summed_over_its_cells() -> None:
     tallies = {
         "prod": VariantTally("prod", units=5),
-        "exp-a.a1": VariantTally("exp-a.a1", units=2),
-        "exp-a.a2": VariantTally("exp-a.a2", units=3),
+        "exp-a.a1+exp-c.c1": VariantTally(
+            "exp-a.a1+exp-c.c1",
+            units=2,
+            activations=3,
+            events={"buy": 1},
+            event_units={"buy": 1},
+            latency_p99_ms=40.0,
+            event_sums={"buy": EventSums(1, 1, 1, 2, 4, 2, 1, 2)},
+        ),
+        "prod+exp-c.c1": VariantTally(
+            "prod+exp-c.c1",
+            units=4,
+            activations=4,
+            events={"buy": 2},
+            event_units={"buy": 2},
+            latency_p99_ms=10.0,
+            event_sums={"buy": EventSums(2, 2, 2, 0, 0, 0, 2, 0)},
+        ),
+        "exp-a.a2": VariantTally("exp-a.a2", units=3, latency_p99_ms=12.0),
         "exp-ab.x": VariantTally("exp-ab.x", units=7),
     }
-    mine = experiment_tallies(tallies, "exp-a")
-    assert mine == {"a1": VariantTally("a1", units=2), "a2": VariantTally("a2", units=3)}
+    a = experiment_tallies(tallies, "exp-a")
+    assert a == {
+        "a1": replace(tallies["exp-a.a1+exp-c.c1"], name="a1"),
+        "a2": VariantTally("a2", units=3, latency_p99_ms=12.0),
+    }
+    c = experiment_tallies(tallies, "exp-c")["c1"]
+    assert (c.units, c.activations, c.events, c.event_units) == (6, 7, {"buy": 3}, {"buy": 3})
+    assert c.event_sums == {"buy": EventSums(3, 3, 3, 2, 4, 2, 3, 2)}
+    assert c.latency_p99_ms is None  # percentiles of two cells do not add up: not measured, not made up
+
+
+def test_a_unit_is_tallied_in_one_cell_and_too_many_cells_are_refused() -> None:
+    slots = check_slots(
+        [slot("exp-a", "main", 0.0, 1.0, True, a1=1, a2=1), slot("exp-c", "ui", 0.0, 1.0, c1=1, c2=1)],
+        UPSTREAMS,
+    )
+    placement = place("u1", slots, PROD, "squals")
+    assert placement.cell == "+".join(placement.tallies)
+    assert placement.cell.startswith(placement.upstream + "+exp-c.c")
+    assert place("u1", (), PROD, "squals").cell == "prod"
+    many = [slot(f"exp-{i}", f"layer{i}", 0.0, 1.0, **{f"v{j}": 1 for j in range(4)}) for i in range(3)]
+    with pytest.raises(DealerError, match="the Dealer keeps at most 255: fewer app-side experiments"):
+        check_slots(many, UPSTREAMS)
 
 
 def test_slots_round_trip_through_json() -> None:

@@ -17,8 +17,7 @@ from squals_action.manifest import load, validate_file
 from squals_action.manifest.model import Experiment
 from squals_action.providers import LocalProvider
 from squals_action.state import open_store
-from tests.experiments.test_engine import engine
-from tests.support.experiments import make_shop
+from tests.support.experiments import experiment_engine, git, make_shop
 
 
 def _with(shop_path: Path, text: str) -> None:
@@ -94,7 +93,10 @@ def test_aws_refuses_a_layered_experiment_in_one_line() -> None:
 def test_a_layered_start_is_refused_before_anything_is_claimed_or_provisioned(tmp_path: Path) -> None:
     shop = make_shop(tmp_path)
     _with(shop.path, "  layer: checkout\n  share: 30%\n")
-    eng = engine(shop, open_store(shop.path))
+    git(
+        shop.path, "commit", "-q", "-am", "the experiment takes 30 % of layer checkout"
+    )  # a start reads its commit
+    eng = experiment_engine(shop, open_store(shop.path))
     with pytest.raises(ExperimentError) as caught:
         eng.start()
     assert "squals.yml" in str(caught.value) and "does not drive yet" in str(caught.value)

@@ -101,15 +101,23 @@ def test_competing_experiments_share_no_unit_in_a_layer_are_independent_across_l
     second = asyncio.run(drive(dealer.url, [(u, "/event/buy") for u in buyers]))
     assert all(upstream[unit] == variant for unit, variant, _, _ in second.results)
 
+    # the Dealer tallies each unit in one cell (its upstream, then its app-side variant): 5 x 4 of them
     tallies = dealer.tallies()
-    for name, count in Counter(upstream.values()).items():
-        assert tallies[name].units == count
-    app_side = {u: {f"{e}.{v}" for e, v in told[u].items()} for u in UNITS}
-    for name in ("exp-c.c1", "exp-c.c2", "exp-d.d1", "exp-d.d2"):
-        units = sum(1 for u in UNITS if name in app_side[u])
-        assert tallies[name].units == units
-        assert tallies[name].activations == units + sum(1 for u in buyers if name in app_side[u])
-        assert tallies[name].event_units["buy"] == sum(1 for u in buyers if name in app_side[u])
+    assert set(tallies) == {f"{r}+{c.replace('=', '.')}" for r in rows for c in cols}
+    assert (
+        sum(t.units for name, t in tallies.items() if name.startswith("prod+"))
+        == Counter(upstream.values())["prod"]
+    )
+    members = {u: {upstream[u]} | {f"{e}.{v}" for e, v in told[u].items()} for u in UNITS}
+    for experiment, variants in (("exp-a", "a12"), ("exp-b", "b12"), ("exp-c", "c12"), ("exp-d", "d12")):
+        own = experiment_tallies(tallies, experiment)
+        for variant in (variants[:2], variants[0] + variants[2]):
+            name = f"{experiment}.{variant}"
+            units = sum(1 for u in UNITS if name in members[u])
+            converted = sum(1 for u in buyers if name in members[u])
+            assert own[variant].units == units
+            assert own[variant].activations == units + converted
+            assert own[variant].event_units["buy"] == converted
 
     # each experiment's tick reads its own tallies only: its units and converters are exactly its own
     truth: dict[str, set[str]] = {}
