@@ -10,12 +10,14 @@ import hmac
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Protocol
 
 from aiohttp import web
 
 from squals_action.dealer.bucketing import normalise_weights
 from squals_action.dealer.interface import DealerError, VariantTally
+from squals_action.dealer.layers import check_slots
 from squals_action.dealer.proxy import event_value, valid_event
 from squals_action.dealer.routing import Routing, make_routing
 from squals_action.dealer.tally import tally_to_json
@@ -84,7 +86,7 @@ def admin_app(backend: AdminBackend, token: str) -> web.Application:
         if not isinstance(weights, dict):
             raise DealerError('expected {"weights": {name: weight}}')
         current = backend.routing
-        await backend.switch(Routing(current.upstreams, normalise_weights(weights, tuple(current.upstreams))))
+        await backend.switch(replace(current, weights=normalise_weights(weights, tuple(current.upstreams))))
         return web.json_response(backend.routing.to_json())
 
     async def upstreams(request: web.Request) -> web.Response:
@@ -97,7 +99,14 @@ def admin_app(backend: AdminBackend, token: str) -> web.Application:
             weights = {k: v for k, v in backend.routing.weights.items() if k in upstreams}
         if not isinstance(weights, dict):
             raise DealerError("weights must be an object")
-        await backend.switch(make_routing(upstreams, weights))
+        await backend.switch(make_routing(upstreams, weights, [s.to_json() for s in backend.routing.layers]))
+        return web.json_response(backend.routing.to_json())
+
+    async def layers(request: web.Request) -> web.Response:
+        """``PUT /layers``: the experiments placed at once (an empty list: back to the weights alone)."""
+        body = await _json_body(request)
+        current = backend.routing
+        await backend.switch(replace(current, layers=check_slots(body.get("layers"), current.upstreams)))
         return web.json_response(backend.routing.to_json())
 
     async def events(request: web.Request) -> web.Response:
@@ -129,6 +138,7 @@ def admin_app(backend: AdminBackend, token: str) -> web.Application:
             web.get("/routing", routing),
             web.put("/weights", weights),
             web.put("/upstreams", upstreams),
+            web.put("/layers", layers),
             web.post("/events", events),
             web.post("/persist", persist),
         ]

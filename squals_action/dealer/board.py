@@ -69,5 +69,5 @@ class RoutingBoard:
         if _HEAD.unpack_from(self._map, 0)[0] != generation:
             return  # a write began meanwhile: keep the previous routing, the next request reads again
         raw = json.loads(data)
-        self._routing = make_routing(raw["upstreams"], raw["weights"])
+        self._routing = make_routing(raw["upstreams"], raw["weights"], raw.get("layers", ()))
         self._generation = generation

@@ -22,6 +22,7 @@ from yarl import URL
 from squals_action.dealer.bucketing import unit_key
 from squals_action.dealer.interface import DealerConfig, DealerError
 from squals_action.dealer.journal import Journal
+from squals_action.dealer.layers import ASSIGNMENTS_HEADER
 from squals_action.dealer.routing import Assigner, Routing
 from squals_action.dealer.tally import TallyBook, VariantCounter
 from squals_action.dealer.tunnel import tunnel, upgrade_of
@@ -177,12 +178,13 @@ class Proxy:
             return web.Response(status=400, text="absolute-form request targets are not proxied\n")
         unit, new_unit = self._unit_of(request)
         routing = self.routing()
-        name, key = self._assign(unit, routing)
-        counter = self.book.arrive(key, name)
+        placement, key = self._assign(unit, routing)
+        name = placement.upstream
+        counter = self.book.arrive(key, placement.cell)  # without layers the cell is the upstream
         counter.in_flight += 1
         try:
             return await self._forward(
-                request, routing.bases[name], name, counter, unit if new_unit else None, key
+                request, routing.bases[name], name, counter, unit if new_unit else None, key, placement.header
             )
         finally:
             counter.in_flight -= 1
@@ -190,8 +192,11 @@ class Proxy:
                 with contextlib.suppress(OSError):  # a full disk must not take the site down (logged)
                     await self.journal.durable()
 
-    def _request_headers(self, request: web.BaseRequest, new_unit: str | None) -> CIMultiDict[str]:
-        """The headers to send upstream: hop-by-hop ones dropped, X-Forwarded-* added.
+    def _request_headers(
+        self, request: web.BaseRequest, new_unit: str | None, assignments: str | None
+    ) -> CIMultiDict[str]:
+        """The headers to send upstream: hop-by-hop ones dropped, X-Forwarded-* added, the unit's app-side
+        variants in ``X-Squals-Assignments`` (replacing any the client sent).
 
         A unit the Dealer just made up is added to the forwarded Cookie header, so that the app sees the same
         unit on the first request as on the following ones.
@@ -208,6 +213,9 @@ class Proxy:
             out["X-Forwarded-For"] = f"{previous}, {remote}"
         else:
             out["X-Forwarded-For"] = remote
+        out.popall(ASSIGNMENTS_HEADER, None)
+        if assignments is not None:
+            out[ASSIGNMENTS_HEADER] = assignments
         out["X-Forwarded-Proto"] = request.scheme
         if request.host:
             out["X-Forwarded-Host"] = request.host
@@ -221,10 +229,11 @@ class Proxy:
         counter: VariantCounter,
         new_unit: str | None,
         key: int,
+        assignments: str | None = None,
     ) -> web.StreamResponse:
         assert self._session is not None
         url = URL(base + request.raw_path, encoded=True)
-        headers = self._request_headers(request, new_unit)
+        headers = self._request_headers(request, new_unit, assignments)
         upgrade = upgrade_of(request) if "Upgrade" in request.headers else None
         if upgrade is not None:  # the one hop-by-hop pair a tunnel needs, asked again on the upstream hop
             headers["Connection"] = "Upgrade"

@@ -307,7 +307,7 @@ def _saved_routing(state_dir: Path) -> Routing | None:
         return None
     raw = read_json(path)
     try:
-        return make_routing(raw["upstreams"], raw["weights"])
+        return make_routing(raw["upstreams"], raw["weights"], raw.get("layers", ()))
     except (KeyError, TypeError) as exc:
         raise DealerError(f"{path}: expected upstreams and weights: {exc!r}") from exc
     except DealerError as exc:

@@ -179,4 +179,6 @@ def _passed(
     bad = first_failure(checks)
     commands = own.exit_tests if stage == "exit" else own.hooks.for_stage(stage)
     where = next((str(c.location) for c in commands if bad is not None and c.name == bad.name), own.path)
-    raise ExperimentError(f"variant {name}: {where}: {failed}")
+    # the one line carries the command's last output too (a terminal shows it as lines elsewhere)
+    said = " | ".join(bad.output.splitlines()) if bad is not None and bad.output else ""
+    raise ExperimentError(f"variant {name}: {where}: {failed}" + (f"; last output: {said}" if said else ""))

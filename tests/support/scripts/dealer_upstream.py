@@ -4,7 +4,8 @@ Routes: ``/echo`` (JSON of what arrived, body hashed), ``/event/<name>`` (answer
 ``/status/<code>``, ``/stream?chunks=N&size=B`` (chunked body), ``/slow?ms=M``, ``/gzip``, ``/cookies``,
 ``/ws`` (a WebSocket answering each text message with ``NAME:message`` and each binary one unchanged),
 ``/peer`` (the client's port: which connection the request came on);
-anything else answers the upstream's name. Every answer carries ``X-Upstream: NAME``.
+anything else answers the upstream's name. Every answer carries ``X-Upstream: NAME``; ``/event/<name>`` and
+the name's answer also carry the request's ``X-Squals-Assignments`` back as ``X-Seen-Assignments``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ from aiohttp import web
 
 def make_app(name: str) -> web.Application:
     tag = {"X-Upstream": name}
+
+    def seen(request: web.Request) -> dict[str, str]:
+        """The tag, and the app-side variants the Dealer told this request (what an app would read)."""
+        told = request.headers.get("X-Squals-Assignments")
+        return {**tag, "X-Seen-Assignments": told} if told is not None else tag
 
     async def echo(request: web.Request) -> web.Response:
         digest = hashlib.sha256()
@@ -38,7 +44,8 @@ def make_app(name: str) -> web.Application:
         return web.Response(text=json.dumps(payload), content_type="application/json", headers=tag)
 
     async def event(request: web.Request) -> web.Response:
-        return web.Response(text=name, headers={**tag, "X-Squals-Event": request.match_info["name"]})
+        headers = {**seen(request), "X-Squals-Event": request.match_info["name"]}
+        return web.Response(text=name, headers=headers)
 
     async def status(request: web.Request) -> web.Response:
         code = int(request.match_info["code"])
@@ -88,7 +95,7 @@ def make_app(name: str) -> web.Application:
         return web.Response(text=str(request.transport.get_extra_info("peername")[1]), headers=tag)
 
     async def hello(request: web.Request) -> web.Response:
-        return web.Response(text=name, headers=tag)
+        return web.Response(text=name, headers=seen(request))
 
     app = web.Application()
     app.add_routes(
