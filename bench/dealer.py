@@ -166,6 +166,16 @@ def load(targets: list[tuple[str, int]], requests: int, concurrency: int, seed: 
 # --------------------------------------------------------------------------------------------- measuring aids
 
 
+def dealer_pids(state: Path) -> list[int]:
+    """A running Dealer's processes: its supervisor and its worker (or a baseline's one process)."""
+    import json
+
+    from squals_action.dealer import dealer_status
+
+    endpoint = json.loads((state / "dealer.json").read_text())
+    return [dealer_status(state).pid or 0, *(p for p in endpoint.get("worker_pids", []) if p)]
+
+
 def cpu_seconds(pids: list[int]) -> float | None:
     """User + system CPU time of processes so far (Linux ``/proc``), None where that is not readable."""
     total = 0.0
@@ -337,7 +347,7 @@ def main() -> int:
 
     import json
 
-    from squals_action.dealer import DealerClient, DealerConfig, dealer_status, start_dealer, stop_dealer
+    from squals_action.dealer import DealerClient, DealerConfig, start_dealer, stop_dealer
 
     procs: list[subprocess.Popen[str]] = []
     workdir = Path(tempfile.mkdtemp(prefix="squals-bench-"))
@@ -353,7 +363,7 @@ def main() -> int:
         )
         targets: dict[str, list[tuple[str, int]]] = {"direct": direct}
         dealers: dict[str, DealerClient] = {}
-        dealer_pids: dict[str, list[int]] = {}  # the supervisor and its workers (or a baseline's one process)
+        pids: dict[str, list[int]] = {}  # the supervisor and its worker (or a baseline's one process)
         loops: dict[str, str] = {}
 
         def add_dealer(name: str, checkout: Path | None = None) -> str:
@@ -366,9 +376,8 @@ def main() -> int:
             finally:
                 os.chdir(here)
             targets[name] = [("127.0.0.1", int(dealers[name].url.rsplit(":", 1)[1]))]
-            endpoint = json.loads((states[name] / "dealer.json").read_text())
-            dealer_pids[name] = [dealer_status(states[name]).pid or 0, *endpoint.get("worker_pids", [])]
-            loops[name] = endpoint.get("loop", "asyncio")
+            pids[name] = dealer_pids(states[name])
+            loops[name] = json.loads((states[name] / "dealer.json").read_text()).get("loop", "asyncio")
             return loops[name]
 
         if add_dealer("dealer") == "uvloop":
@@ -403,9 +412,9 @@ def main() -> int:
         dealer_cpu: dict[str, float] = dict.fromkeys(dealers, 0.0)
         for round_no in range(args.rounds):
             for name, target in targets.items():
-                before = cpu_seconds(dealer_pids[name]) if name in dealers else None
+                before = cpu_seconds(pids[name]) if name in dealers else None
                 through[name].append(load(target, args.requests, args.concurrency, seed=round_no))
-                after = cpu_seconds(dealer_pids[name]) if name in dealers else None
+                after = cpu_seconds(pids[name]) if name in dealers else None
                 if before is not None and after is not None:
                     dealer_cpu[name] += after - before
                 single[name].append(load(target, args.latency_requests, 1, seed=round_no))
