@@ -67,7 +67,7 @@ class Lifecycle(Promoter):
             if not gates_ok:
                 return finish(False, f"gates failed: {summary}; nothing was provisioned", self.fleet())
             self.progress.done(f"gates passed: {summary}")
-        with self._locked(name, pr, ttl):
+        with self._locked(name, pr, ttl, "deploy"):
             fleet = self._record(
                 E.DEPLOY, name, f"deploy {commit[:12]} to {name}", pr=pr, commit=commit, checks=()
             )
@@ -135,7 +135,7 @@ class Lifecycle(Promoter):
         # Aborting a promotion left behind by a dead process: act as the PR whose promotion it was.
         owner = blue if blue is not None else current
         holder = pr or (owner.pr if owner is not None and owner.pr else None) or 1
-        with self._locked(PROD_LOCK, holder, LOCK_MARGIN):
+        with self._locked(PROD_LOCK, holder, LOCK_MARGIN, "rollback"):
             fleet = self.fleet()
             current, post, blue = machine.prod(fleet), machine.postprod(fleet), machine.candidate(fleet)
             if blue is not None:
@@ -173,7 +173,7 @@ class Lifecycle(Promoter):
         fleet = self.fleet()
         if name not in fleet or fleet[name].status is S.RETIRED:
             return self._outcome("teardown", True, f"{name}: nothing to tear down", name, fleet, start)
-        with self._locked(name, pr, LOCK_MARGIN):
+        with self._locked(name, pr, LOCK_MARGIN, "teardown"):
             fleet = self.fleet()
             env = fleet.get(name)
             if env is None or env.status is S.RETIRED:

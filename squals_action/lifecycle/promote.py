@@ -52,7 +52,7 @@ class Promoter(Steps):
         plan = rollout.plan()
         source = self._source()
         ttl = LOCK_MARGIN + rollout.total_bake + len(plan) * source.settle_limit
-        with self._locked(PROD_LOCK, pr, ttl + timeouts(self.manifest, "promote")):
+        with self._locked(PROD_LOCK, pr, ttl + timeouts(self.manifest, "promote"), "promote"):
             fleet = self.fleet()
             green = machine.prod(fleet)
             gaps: list[str] = []

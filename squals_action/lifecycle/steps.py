@@ -26,7 +26,7 @@ from squals_action.lifecycle.signals import KpiSource
 from squals_action.lifecycle.traffic import Traffic
 from squals_action.manifest.model import HookStage, Manifest
 from squals_action.providers.interface import EnvironmentHandle, Provider
-from squals_action.state.interface import Documents, StateStore, Transition
+from squals_action.state.interface import Documents, Holder, StateStore, Transition
 
 #: The lock promotions, rollbacks and ``down`` hold: the live side of the project.
 PROD_LOCK = "prod"
@@ -90,6 +90,10 @@ class Steps:
     gates: Callable[[str], tuple[bool, str]] | None = None
     #: Where the bake reads BLUE's KPIs and stop signals (``None``: the traffic splitter's tallies).
     signals: KpiSource | None = None
+    #: How long a command waits for a lock another run holds before it stops, in seconds.
+    lock_wait: float = 0.0
+    #: This run, as the locks it takes name it: another run (of any PR) is refused while it holds them.
+    holder: Holder = field(default_factory=Holder.current)
     _lock_pr: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     #: What this command last routed (upstreams, weights): routing it again would be a call that changes
     #: nothing (on an ALB, a second ``modify_listener``).
@@ -108,8 +112,8 @@ class Steps:
         held = dict(self._lock_pr)
 
         def fn(docs: Documents) -> Documents:
-            for lock_env, pr in held.items():  # a lock broken meanwhile stops us here, in the same commit
-                docs.require_lock(lock_env, pr)
+            for lock_env, pr in held.items():  # a lock taken over meanwhile stops us here, in the same commit
+                docs.require_lock(lock_env, pr, holder=self.holder)
             before = fleet_of(docs)
             after = machine.apply(before, event, name, **kwargs)
             for env_name, env in after.items():
@@ -138,9 +142,18 @@ class Steps:
         return recorded[0]
 
     @contextlib.contextmanager
-    def _locked(self, env: str, pr: int, ttl: float) -> Iterator[None]:
+    def _locked(self, env: str, pr: int, ttl: float, operation: str) -> Iterator[None]:
+        """Hold ``env``'s lock for this run while the body runs (waiting up to :attr:`lock_wait` for it)."""
         self.store.acquire_lock(
-            env, pr=pr, run_id=self.run_id, actor=self.actor, ttl=ttl, attempt=self.attempt
+            env,
+            pr=pr,
+            run_id=self.run_id,
+            actor=self.actor,
+            ttl=ttl,
+            attempt=self.attempt,
+            holder=self.holder,
+            operation=operation,
+            wait=self.lock_wait,
         )
         self._lock_pr[env] = pr
         try:
@@ -149,7 +162,12 @@ class Steps:
             self._lock_pr.pop(env, None)
             with contextlib.suppress(SqualsError):
                 self.store.release_lock(
-                    env, pr=pr, run_id=self.run_id, actor=self.actor, attempt=self.attempt
+                    env,
+                    pr=pr,
+                    run_id=self.run_id,
+                    actor=self.actor,
+                    attempt=self.attempt,
+                    holder=self.holder,
                 )
 
     # ---- variables and commands -------------------------------------------------------------------
