@@ -321,7 +321,8 @@ class Pipeline:
                     refusal = self._unpassed(request, model, lifecycle.fleet().get(f"pr-{pr}"), parts)
                     if refusal is not None:
                         return refusal
-                    outcome = lifecycle.promote(pr)
+                    # the checkout's squals file (the base branch's): the PR's code never runs here
+                    outcome = lifecycle.promote(pr, source="HEAD")
                 elif verb == "rollback":
                     outcome = lifecycle.rollback(pr)
                 else:
