@@ -130,14 +130,6 @@ class ExperimentEngine:
             return path
         return os.path.relpath(Path(path).resolve(), self.repo.resolve())
 
-    def _spec(self) -> Experiment:
-        spec = self.manifest.experiment
-        if spec is None:
-            raise ExperimentError(
-                f"{self.manifest.path}: no experiment is declared (add an `experiment:` section)"
-            )
-        return spec
-
     def _transition(
         self, event: str, summary: str, experiment_id: str, step: str, pr: int | None = None
     ) -> Transition:
@@ -158,11 +150,25 @@ class ExperimentEngine:
     def start(
         self, commit: str = "HEAD", *, pr: int | None = None, experiment_id: str | None = None
     ) -> StartOutcome:
-        """Provision the variants' islands and split the traffic among them; record the running experiment."""
-        spec = self._spec()
-        check_declarations(spec)
+        """Provision the variants' islands and split the traffic among them; record the running experiment.
+
+        The squals file and its variant files are those of ``commit`` (a checkout of it), never the working
+        tree's: the islands run what the experiment records.
+        """
+        from squals_action.lifecycle.source import checkout
+
         sha = gitcmd.resolve_commit(self.repo, commit, error=ExperimentError)
-        eid = check_name("experiment", experiment_id or default_experiment_id(self.manifest, sha))
+        with checkout(self.repo, sha, self.manifest) as files:
+            return self._start(files.manifest, sha, pr=pr, experiment_id=experiment_id)
+
+    def _start(
+        self, manifest: Manifest, sha: str, *, pr: int | None, experiment_id: str | None
+    ) -> StartOutcome:
+        spec = manifest.experiment
+        if spec is None:
+            raise ExperimentError(f"{self.manifest.path}: no experiment is declared in commit {sha[:12]}")
+        check_declarations(spec)
+        eid = check_name("experiment", experiment_id or default_experiment_id(manifest, sha))
         request = records.StartRequest(
             eid=eid,
             spec=spec,
@@ -173,7 +179,7 @@ class ExperimentEngine:
             token=self._token,
             squals_file=self._in_repo(self.manifest.path),
         )
-        split = new_split(self.provider, self.manifest, sha, self.dealer_dir(eid), self.log)
+        split = new_split(self.provider, manifest, sha, self.dealer_dir(eid), self.log)
         claim = self._claim(request)
         if claim.existing is not None:
             doc = claim.existing
@@ -184,7 +190,7 @@ class ExperimentEngine:
         assert claim.state is not None
         handles: dict[str, EnvironmentHandle] = {}
         try:
-            provision_islands(self.provider, spec, self.manifest, eid, sha, self.log, handles)
+            provision_islands(self.provider, spec, manifest, eid, sha, self.log, handles)
             url = split.open(eid, spec, handles, self.log)
         except SqualsError as exc:
             stop_all(self.provider, handles.values(), split, self.log)
