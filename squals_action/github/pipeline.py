@@ -226,6 +226,15 @@ class Pipeline:
 
     def _locked(self, request: Request, verb: str, exc: Any, **parts: Any) -> Report:
         holder = f"PR #{exc.lock.pr}"
+        if exc.lock.pr == request.intent.pr_number:  # another run of this PR (locks are held per run)
+            return Report(
+                intent=verb,
+                status="locked",
+                headline=f"{verb} waits: {exc.one_line()}; nothing was changed",
+                lock_holder=holder,
+                notes=("Run it again once that run has ended.",),
+                **parts,
+            )
         return Report(
             intent=verb,
             status="locked",

@@ -59,7 +59,8 @@ class Source:
 def dirty_files(repo: Path) -> list[str]:
     """Files of the working tree that differ from ``HEAD``: changed, staged, deleted, untracked (not
     ignored), as ``git status`` names them."""
-    out = run_git(repo, "status", "--porcelain=v1", "-z", error=SourceError)
+    # --no-optional-locks: looking must not rewrite the user's index (git status refreshes its stat cache)
+    out = run_git(repo, "--no-optional-locks", "status", "--porcelain=v1", "-z", error=SourceError)
     entries = out.decode("utf-8", "surrogateescape").split("\0")
     names: list[str] = []
     skip = False

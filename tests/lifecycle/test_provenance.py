@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from squals_action.lifecycle.source import dirty_files
 from squals_action.state import open_store
 from tests.support.lifecycle import Project, get, git
 
@@ -133,3 +134,12 @@ def test_uncommitted_changes_are_refused_unless_allowed_and_then_recorded_as_dir
         doc = store.read().environment("pr-41")
     assert doc is not None and "dirty" not in doc.extra and doc.version is None
     assert squals(project, "down").returncode == 0
+
+
+def test_dirty_files_name_renames_deletions_and_untracked_files_once(project: Project) -> None:
+    git(project.path, "mv", "VERSION", "RENAMED")
+    (project.path / "app.py").unlink()
+    (project.path / "new file.txt").write_text("x")
+    index = (project.path / ".git" / "index").stat().st_mtime_ns
+    assert sorted(dirty_files(project.path)) == ["RENAMED", "app.py", "new file.txt"]
+    assert (project.path / ".git" / "index").stat().st_mtime_ns == index  # looking wrote nothing
