@@ -271,16 +271,17 @@ class Steps:
         """Destroy an environment: the process its recorded handle names, then whatever the provider itself
         still holds under that name (a run killed between starting a process and recording it leaves the
         state with an older handle, or none); returns a note."""
-        handles: list[EnvironmentHandle] = []
+        recorded: EnvironmentHandle | None = None
         if env.handle:
             with contextlib.suppress(SqualsError):
-                handles.append(EnvironmentHandle.from_json(env.handle))
-        current = self.provider.get(env.name)
-        if current is not None and current not in handles:
-            handles.append(current)
-        if not handles:
+                recorded = EnvironmentHandle.from_json(env.handle)
+        outcomes = [self.provider.destroy(recorded)] if recorded is not None else []
+        left = self.provider.get(env.name)  # what is still there: what the record did not name
+        if left is not None and left != recorded:
+            outcomes.append(self.provider.destroy(left))
+        if not outcomes:
             return f"{env.name}: nothing running"
-        failed = [o.detail for o in map(self.provider.destroy, handles) if not o.ok]
+        failed = [o.detail for o in outcomes if not o.ok]
         return f"{env.name}: {'not fully destroyed: ' + '; '.join(failed) if failed else 'destroyed'}"
 
     def _outcome(
