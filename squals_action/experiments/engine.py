@@ -54,6 +54,7 @@ from squals_action.experiments.sources import SourceContext, build_sources, chec
 from squals_action.experiments.spec import default_experiment_id, island_name, manifest_at, spec_digest
 from squals_action.experiments.splitters import Split, new_split, split_of
 from squals_action.manifest.model import Experiment, Manifest, StickyUnit
+from squals_action.own_files import own_dir
 from squals_action.providers.interface import EnvironmentHandle, Provider
 from squals_action.state.interface import (
     Documents,
@@ -115,7 +116,7 @@ class ExperimentEngine:
     # ---- places -----------------------------------------------------------------------------------
 
     def _root(self) -> Path:
-        return self.state_dir or self.repo / ".squals" / "experiments"
+        return self.state_dir or own_dir(self.repo) / "experiments"
 
     def dealer_dir(self, experiment_id: str) -> Path:
         return self._root() / check_name("experiment", experiment_id) / "dealer"
