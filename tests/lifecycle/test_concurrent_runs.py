@@ -62,7 +62,7 @@ def _apps_of(env: str) -> list[psutil.Process]:
 
 
 def test_two_deploys_of_one_pr_at_once_make_one_deploy_and_teardown_leaves_nothing(project: Project) -> None:
-    _commit_squals_file(project, "sleep 2")
+    _commit_squals_file(project, "sleep 8")  # long enough to overlap on a loaded machine
     runs = [_start(project, "deploy", "--pr", "22") for _ in range(2)]
     results = [(run.wait(timeout=180), *run.communicate()) for run in runs]
     codes = sorted(code for code, _, _ in results)
