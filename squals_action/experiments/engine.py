@@ -61,9 +61,9 @@ from squals_action.experiments.spec import (
     island_name,
     manifest_at,
     spec_digest,
-    tree_at,
 )
 from squals_action.experiments.splitters import Split, new_split, split_of
+from squals_action.lifecycle.source import worktree
 from squals_action.manifest.model import Experiment, Manifest, StickyUnit
 from squals_action.own_files import own_dir
 from squals_action.providers.interface import EnvironmentHandle, Provider
@@ -172,7 +172,7 @@ class ExperimentEngine:
         them and record the running experiment (the order: :mod:`~squals_action.experiments.ready`)."""
         sha = gitcmd.resolve_commit(self.repo, commit, error=ExperimentError)
         squals_file = self._squals_file()
-        with tree_at(self.repo, sha) as tree:
+        with worktree(self.repo, sha) as tree:
             started, spec = checked(tree, squals_file, sha, app_here=self.provider.kind == "local")
             refuse_unwired(spec, self.provider.kind)
             return self._start(started, spec, sha, squals_file, pr, experiment_id)
