@@ -57,6 +57,8 @@ class Scenario:
     argv: tuple[str, ...]
     make: Callable[[Path], Path]
     setup: Callable[[Path], None]
+    #: What the command achieved once the next command proceeded: these environments and their status.
+    goal: Mapping[str, str]
 
     @property
     def line(self) -> str:
@@ -103,7 +105,7 @@ def _prod_2_postprod_1(path: Path) -> None:
     assert _lifecycle(path).promote(2).ok
 
 
-def _experiment_decided_by_next_tick(path: Path) -> None:
+def _experiment_decided(path: Path) -> None:
     """pr-1 is prod; an experiment (for PR 7) has seen enough visitors for its next tick to promote green."""
     _prod_1(path)
     started = from_lifecycle(_lifecycle(path)).start(pr=7)
@@ -114,10 +116,11 @@ def _experiment_decided_by_next_tick(path: Path) -> None:
 SCENARIOS = {
     s.argv[0] if s.argv[0] != "experiment" else "experiment tick": s
     for s in (
-        Scenario(("deploy", "--pr", "2", "--skip-gates"), _shop, _prod_1),
-        Scenario(("promote", "--pr", "2"), _shop, _prod_1_ready_2),
-        Scenario(("rollback",), _shop, _prod_2_postprod_1),
-        Scenario(("experiment", "tick"), _experiment_shop, _experiment_decided_by_next_tick),
+        Scenario(("deploy", "--pr", "2", "--skip-gates"), _shop, _prod_1, {"pr-2": "ready"}),
+        Scenario(("promote", "--pr", "2"), _shop, _prod_1_ready_2, {"pr-2": "prod", "pr-1": "postprod"}),
+        # a second rollback swaps back: one of the two is prod, whichever the user's last command made it
+        Scenario(("rollback",), _shop, _prod_2_postprod_1, {}),
+        Scenario(("experiment", "tick"), _experiment_shop, _experiment_decided, {"pr-7": "prod"}),
     )
 }
 
@@ -141,7 +144,7 @@ class Case:
         done = subprocess.run(
             [*SQUALS, *argv, *report], cwd=self.path, env=env, capture_output=True, text=True, timeout=180
         )
-        return Run(argv, done.returncode, done.stderr)
+        return Run(argv, done.returncode, done.stdout + done.stderr)
 
     def close(self) -> None:
         """Stop everything the case started (islands, Dealers)."""
@@ -152,7 +155,7 @@ class Case:
 class Run:
     argv: tuple[str, ...]
     code: int
-    stderr: str
+    output: str  # stdout and stderr
 
     @property
     def line(self) -> str:
@@ -176,7 +179,7 @@ def steps(scenario: Scenario, root: Path) -> list[str]:
     try:
         trace = root / "trace"
         run = case.squals(*scenario.argv, trace=trace)
-        assert run.code == 0, run.stderr
+        assert run.code == 0, run.output
         return trace.read_text().split()
     finally:
         case.close()
@@ -200,7 +203,7 @@ def sweep_one(scenario: Scenario, step: str, root: Path) -> Row:
     case = start(scenario, root)
     try:
         killed = case.squals(*scenario.argv, fault=step)
-        assert killed.code == -signal.SIGKILL, f"{step}: not killed there ({killed.code}): {killed.stderr}"
+        assert killed.code == -signal.SIGKILL, f"{step}: not killed there ({killed.code}): {killed.output}"
         holds = check(case, f"after a kill at {step}")
         sees = follow(case, step)
         check(case, f"after the next command at {step}", settled=True)
@@ -217,20 +220,35 @@ def follow(case: Case, step: str) -> str:
         if run.code == 0:
             said.append(f"`{run.line}` proceeds")
             return "; then ".join(said)
-        lines = [ln for ln in run.stderr.splitlines() if "error:" in ln]
-        assert len(lines) == 1, f"{step}: {run.line} failed without one error line: {run.stderr}"
-        named = re.findall(r"`(squals [^`]+)`", lines[0])  # the last one is what to run
-        assert named, f"{step}: {run.line} neither proceeded nor said what to run: {lines[0]}"
+        errors = [ln for ln in run.output.splitlines() if "error:" in ln]
+        assert len(errors) <= 1, f"{step}: {run.line} printed its failure more than once: {run.output}"
+        told = [ln for ln in run.output.splitlines() if "`squals " in ln]
+        if not told and errors and _reached(case):  # the killed run got there: the refusal says so
+            said.append(f"`{run.line}` stops: {_why(errors[0])}")
+            return "; then ".join(said)
+        assert told, f"{step}: {run.line} neither proceeded nor said what to run: {run.output}"
+        named = re.findall(r"`(squals [^`]+)`", told[-1])  # the last one is what to run
         fix = case.squals(*shlex.split(named[-1])[1:])
-        assert fix.code == 0, f"{step}: `{named[-1]}` as told failed: {fix.stderr}"
-        said.append(f"`{run.line}` stops: {_why(lines[0])}, run `{named[-1]}`")
+        assert fix.code == 0, f"{step}: `{named[-1]}` as told failed: {fix.output}"
+        said.append(f"`{run.line}` stops: {_why(told[-1])}, run `{named[-1]}`")
     raise AssertionError(f"{step}: still refused after running what it said three times: {said}")
 
 
+def _reached(case: Case) -> bool:
+    """Whether the state holds what the scenario's command is for."""
+    with open_store(case.path) as store:
+        envs = store.read().environments()
+    goal = case.scenario.goal
+    return bool(goal) and all(name in envs and envs[name].status == want for name, want in goal.items())
+
+
 def _why(line: str) -> str:
+    """Why a command stopped, without what differs between runs (pids, times, commits)."""
     if "no longer running" in line:
         return "stale lock of the killed run"
-    return re.sub(r"\d+", "N", line.split("error:", 1)[1].strip())
+    said = line.split("error:", 1)[-1].strip().rstrip(".")
+    said = re.sub(r"\b[0-9a-f]{12}\b", "<commit>", re.sub(r"\(pid [^)]*\)", "(pid …)", said))
+    return f"“{said}”"
 
 
 def check(case: Case, when: str, *, settled: bool = False) -> str:
@@ -244,7 +262,7 @@ def check(case: Case, when: str, *, settled: bool = False) -> str:
     prods = [e.name for e in envs.values() if e.status == "prod"]
     assert len(prods) == 1, f"{when}: prod is {prods}"
     status = case.squals("status")
-    assert status.code == 0, f"{when}: squals status failed: {status.stderr}"
+    assert status.code == 0, f"{when}: squals status failed: {status.output}"
     dealer = dealer_status(case.path / ".squals" / "dealer")
     assert dealer.state == "running" and dealer.url, f"{when}: the Dealer is {dealer.state}"
     answered = get(dealer.url)
@@ -257,6 +275,10 @@ def check(case: Case, when: str, *, settled: bool = False) -> str:
     routed = _shares(DealerTraffic(case.path / ".squals" / "dealer").routing())
     if settled:
         assert not locks, f"{when}: locks left: {locks}"
+        reached = {name: envs[name].status if name in envs else "absent" for name in case.scenario.goal}
+        assert reached == case.scenario.goal, f"{when}: the command did not get there: {reached}"
+        active = [e.id for e in snapshot.experiments().values() if e.status not in ("decided", "stopped")]
+        assert not active, f"{when}: experiments left unfinished: {active}"
         assert routed == recorded, f"{when}: the Dealer routes {routed}, the state records {recorded}"
     fleet = ", ".join(
         f"{e.name} {e.status}" + (f" {e.traffic_share:g} %" if e.status in ("prod", "blue") else "")
