@@ -6,8 +6,9 @@ the one ``squals ...`` to run, and after that no lock is left and the Dealer rou
 
 The full sweep sets a project up from scratch for each of its ~75 steps (about 20 s each on an idle
 2-core machine, ``SQUALS_FAULT_SWEEP_JOBS`` at once, default 3): it is ``slow`` and runs only when asked
-(``SQUALS_FAULT_SWEEP=full``), because CI runs the slow tests too; a representative step of each command runs always (4 cases). Both check their rows against
-docs/reliability.md; ``SQUALS_WRITE_RELIABILITY=1`` with the full sweep rewrites the table from what it saw.
+(``SQUALS_FAULT_SWEEP=full``), because CI runs the slow tests too; a representative step of each command
+runs always (4 cases). Both check their rows against docs/reliability.md; ``SQUALS_WRITE_RELIABILITY=1``
+with the full sweep rewrites the table from what it saw.
 """
 
 from __future__ import annotations
