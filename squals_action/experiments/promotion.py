@@ -52,12 +52,20 @@ def promote(
     failure: str | None = None
     try:
         with promoter(manifest) as lifecycle:
-            deployer = _scoped(lifecycle, "deploy")
-            if island is not None:
-                deployer = dataclasses.replace(deployer, provider=adopting(lifecycle.provider, island))
-            outcome = deployer.deploy(pr, commit)
-            if outcome.ok:
+            # where a tick that died left pr-N: prod already (done), or half-promoted (the promotion says
+            # what to run; deploying it again would be refused without saying it)
+            left = lifecycle.fleet().get(f"pr-{pr}")
+            if left is not None and left.status == "prod":
+                return Promotion(outcome=None, failure=None)
+            if left is not None and left.status in ("blue", "baked"):
                 outcome = _scoped(lifecycle, "promote").promote(pr)
+            else:
+                deployer = _scoped(lifecycle, "deploy")
+                if island is not None:
+                    deployer = dataclasses.replace(deployer, provider=adopting(lifecycle.provider, island))
+                outcome = deployer.deploy(pr, commit)
+                if outcome.ok:
+                    outcome = _scoped(lifecycle, "promote").promote(pr)
             if not outcome.ok:
                 failure = outcome.message
     except SqualsError as exc:
