@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from squals_action.errors import SqualsError
+from squals_action.lifecycle.records import fleet_of
 from squals_action.manifest.model import EMPTY, Manifest
 from squals_action.providers.interface import (
     DestroyOutcome,
@@ -27,6 +28,7 @@ from squals_action.providers.interface import (
     Provider,
     ProviderError,
 )
+from squals_action.state.interface import StaleLockError
 
 if TYPE_CHECKING:
     from squals_action.lifecycle.engine import Lifecycle, Outcome
@@ -54,8 +56,12 @@ def promote(
         with promoter(manifest) as lifecycle:
             # where a tick that died left pr-N: prod already (done), or half-promoted (the promotion says
             # what to run; deploying it again would be refused without saying it)
-            left = lifecycle.fleet().get(f"pr-{pr}")
-            if left is not None and left.status == "prod":
+            snapshot = lifecycle.store.read()
+            left = fleet_of(snapshot).get(f"pr-{pr}")
+            if left is not None and left.status == "prod":  # its locks are all that is left of that tick
+                for lock in filter(None, (snapshot.lock(f"pr-{pr}"), snapshot.lock("prod"))):
+                    if lock.holder is not None and lock.holder.liveness() == "dead":
+                        raise StaleLockError(lock)
                 return Promotion(outcome=None, failure=None)
             if left is not None and left.status in ("blue", "baked"):
                 outcome = _scoped(lifecycle, "promote").promote(pr)
