@@ -33,6 +33,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = REPO / "schemas" / "squals.schema.json"
 GOAL = 0.1
+#: The hook stages of the generated file; each starts ``./scripts/<stage>.sh``.
+STAGES = ("before_preprod", "after_preprod", "promote", "after_postprod")
 
 
 def generate(entries: int) -> str:
@@ -53,14 +55,13 @@ def generate(entries: int) -> str:
             f'paths: ["src/m{i}/**"], env: {{SHARD: "{i}"}}}}'
         )
     lines.append("hooks:")
-    stages = ("before_preprod", "after_preprod", "promote", "after_postprod")
-    per_stage = quarter // len(stages)
-    for stage in stages:
+    per_stage = quarter // len(STAGES)
+    for stage in STAGES:
         lines.append(f"  {stage}:")
         for i in range(per_stage):
             lines.append(f"    - {{name: {stage}-h{i}, run: ./scripts/{stage}.sh {i}, timeout: 90s}}")
     lines.append("exit_tests:")
-    for i in range(entries - 2 * quarter - per_stage * len(stages)):
+    for i in range(entries - 2 * quarter - per_stage * len(STAGES)):
         lines.append(f"  - {{name: e2e-{i}, run: pytest tests/e2e/test_{i}.py, timeout: 10m}}")
     lines.append("shared:")
     for i in range(quarter):
@@ -150,6 +151,9 @@ def main() -> int:
         if args.invalid:
             text = text.replace("timeout: 10m}\nshared:", "timeout: 10 minutes}\nshared:")
         target.write_text(text, encoding="utf-8")
+        (repo / "scripts").mkdir()
+        for stage in STAGES:  # the hooks' scripts: squals validate reports missing ones
+            (repo / "scripts" / f"{stage}.sh").write_text("#!/bin/sh\n")
         size = target.stat().st_size
         expect = 1 if args.invalid else 0
         for tool in targets:

@@ -30,6 +30,7 @@ from squals_action.lifecycle import machine
 from squals_action.lifecycle.engine import Lifecycle, Outcome
 from squals_action.lifecycle.loadgen import SyntheticLoad
 from squals_action.lifecycle.project import ProjectOptions, open_project
+from squals_action.own_files import OWN_DIR
 from squals_action.report.lifecycle import markdown, progress_for
 
 #: Git identity of the demo's own commits (the user's git config is not needed, nor touched).
@@ -83,7 +84,7 @@ def demo_squals_file(text: str, bake: float) -> str:
 def prepare(source: Path, root: Path, bake: float) -> tuple[Path, dict[str, str]]:
     """A git repository with the shop on main (commit of PR #1) and a change on a branch (PR #2)."""
     repo = root / "shop"
-    shutil.copytree(source, repo, ignore=shutil.ignore_patterns("__pycache__", ".squals", "*.pyc"))
+    shutil.copytree(source, repo, ignore=shutil.ignore_patterns("__pycache__", OWN_DIR, "*.pyc"))
     squals = repo / "squals.yml"
     squals.write_text(demo_squals_file(squals.read_text(encoding="utf-8"), bake), encoding="utf-8")
     (repo / ".gitignore").write_text(".squals/\n__pycache__/\n")

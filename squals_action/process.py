@@ -50,7 +50,8 @@ GONE_STATES = frozenset({psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD})
 
 #: Credentials of squals itself, never handed to a command the squals file names (gates, hooks, tests, the
 #: app): those commands run the PR's code. AWS keys are squals' own for its ``aws`` provider (boto3 runs in
-#: squals' process); a hook that needs them names them in the squals file's ``env_passthrough``.
+#: squals' process); a hook that needs them names them in the squals file's ``env_passthrough``. So is the key
+#: of Safety's data API, which squals' dependency gate uses.
 SECRET_VARIABLES = frozenset({
     "INPUT_GITHUB-TOKEN",
     "GITHUB_TOKEN",
@@ -61,6 +62,7 @@ SECRET_VARIABLES = frozenset({
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
     "AWS_SECURITY_TOKEN",
+    "SAFETY_API_KEY",
 })
 
 

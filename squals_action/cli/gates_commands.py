@@ -46,6 +46,7 @@ def run_gates_command(args: argparse.Namespace) -> int:
     from squals_action.gates.interface import GateResult
     from squals_action.gates.runner import all_ok, make_context, run_pipeline
     from squals_action.manifest import find_repo_root, load
+    from squals_action.own_files import own_dir
     from squals_action.report import gates as report
     from squals_action.report import workflow_commands as wc
 
@@ -56,7 +57,7 @@ def run_gates_command(args: argparse.Namespace) -> int:
         raise UsageError(f"squals file {file} not found (pass FILE)")
     repo = find_repo_root(file.resolve().parent)
     manifest = load(file, repo)
-    log_dir = Path(args.log_dir) if args.log_dir else repo / ".squals" / "logs"
+    log_dir = Path(args.log_dir) if args.log_dir else own_dir(repo) / "logs"
     ctx = make_context(
         repo, log_dir.resolve(), base=args.base, head=args.head, base_dir=Path(manifest.base_dir),
         passthrough=manifest.env_passthrough,

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from squals_action.errors import EXIT_FAILURE, EXIT_OK, SqualsError, UsageError
+from squals_action.errors import EXIT_FAILURE, EXIT_OK, UsageError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="check squals files and print every problem with its location",
         description="Check squals files. Without PATH, find squals.yml and squals/*.yml at the "
         "repository root. "
-        "Exit 0 when valid, 1 when a problem was found, 2 for a usage error.",
+        "Exit 0 when valid, 1 when a problem was found, 2 for a usage error (a missing file included).",
     )
     validate.add_argument(
         "paths", nargs="*", metavar="PATH", help="squals files, or directories to search for squals files"
@@ -36,6 +36,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     validate.add_argument(
         "--repo-root", metavar="DIR", help="repository root that references must stay inside"
     )
+    validate.add_argument(
+        "--commit",
+        metavar="REF",
+        help="look for the scripts the commands start (./scripts/x.sh) in this commit, as a deploy of it "
+        "runs them (default: the working tree)",
+    )
     validate.set_defaults(handler=run_validate)
 
     schema = subparsers.add_parser(
@@ -45,8 +51,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     schema.set_defaults(handler=run_schema)
 
 
-class NoSqualsFile(SqualsError):
-    """Discovery found nothing to validate."""
+class NoSqualsFile(UsageError):
+    """Discovery found nothing to validate: a missing file is a usage error (exit 2) whether named or not."""
 
 
 def _paths(args: argparse.Namespace) -> tuple[list[Path], Path | None]:
@@ -79,11 +85,17 @@ def _paths(args: argparse.Namespace) -> tuple[list[Path], Path | None]:
 def run_validate(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Validate and print problems; the exit code says whether the files are valid."""
     from squals_action.manifest import validate_paths
+    from squals_action.manifest.scripts import Scripts
     from squals_action.report import workflow_commands as wc
 
     stream = out if out is not None else sys.stdout
     paths, repo_root = _paths(args)
-    report = validate_paths(paths, repo_root=repo_root)
+    if args.commit is not None:  # a usage error even when no command starts a script
+        from squals_action.gitcmd import resolve_commit
+        from squals_action.manifest import find_repo_root
+
+        resolve_commit(repo_root or find_repo_root(paths[0].absolute().parent), args.commit, error=UsageError)
+    report = validate_paths(paths, repo_root=repo_root, scripts=Scripts(args.commit))
     lines: list[str] = []
     if args.format == "json":
         lines.append(json.dumps(report.as_dict(), indent=2))

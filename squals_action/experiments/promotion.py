@@ -27,13 +27,15 @@ from squals_action.providers.interface import (
     Health,
     Provider,
     ProviderError,
+    SharedResources,
 )
 from squals_action.state.interface import StaleLockError
 
 if TYPE_CHECKING:
     from squals_action.lifecycle.engine import Lifecycle, Outcome
 
-#: A lifecycle driving the given squals file (the winner's), for the time of one promotion.
+#: A lifecycle driving the given squals file, for the time of one promotion (the winner's file) or of one
+#: variant's readiness at the start (:mod:`~squals_action.experiments.ready`: its hooks and exit tests).
 Promoter = Callable[[Manifest], AbstractContextManager["Lifecycle"]]
 
 
@@ -121,6 +123,9 @@ class _Adopting(Provider):
 
     def list(self) -> tuple[EnvironmentHandle, ...]:
         return self.inner.list()
+
+    def shared_resources(self) -> SharedResources:
+        return self.inner.shared_resources()
 
 
 def adopting(inner: Provider, island: EnvironmentHandle) -> Provider:

@@ -98,7 +98,9 @@ class GateContext:
     ``changed_files`` is ``None`` when the change is unknown (no base): then path filters match everything,
     so no test is skipped by mistake. ``env`` holds ``SQUALS_*`` variables every gate command receives.
     ``base_dir`` is the squals file's directory, which its relative paths (``workdir``, dependency files,
-    database directories) start from; it defaults to the repository root.
+    database directories) start from; it defaults to the repository root. ``source_env`` holds the
+    variables of squals' own environment that the vulnerability sources read (``SQUALS_OSV_URL``,
+    ``SAFETY_API_KEY``, …): settings of squals, not of the commands the squals file names.
     """
 
     repo: Path
@@ -110,6 +112,7 @@ class GateContext:
     base_dir: Path | None = None
     #: The squals file's ``env_passthrough``: which of squals' own secrets gate commands may see.
     passthrough: tuple[str, ...] = ()
+    source_env: Mapping[str, str] = EMPTY
 
     @property
     def squals_dir(self) -> Path:

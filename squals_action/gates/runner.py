@@ -100,9 +100,15 @@ def make_context(
     env: Mapping[str, str] = EMPTY,
     base_dir: Path | None = None,
     passthrough: tuple[str, ...] = (),
+    environ: Mapping[str, str] | None = None,
 ) -> GateContext:
-    """A context for ``repo``; with a ``base``, the changed files of ``BASE...HEAD`` drive path filters."""
+    """A context for ``repo``; with a ``base``, the changed files of ``BASE...HEAD`` drive path filters.
+
+    ``environ`` is squals' own environment (default ``os.environ``; the action passes the one it was given):
+    the vulnerability sources take their documented variables from it, whichever entry point runs them.
+    """
     from squals_action.gates.changes import changed_files
+    from squals_action.gates.security.registry import source_environment
 
     changed = changed_files(repo, base, head) if base else None
     squals_env = {
@@ -121,6 +127,7 @@ def make_context(
         env=squals_env,
         base_dir=base_dir,
         passthrough=passthrough,
+        source_env=source_environment(os.environ if environ is None else environ),
     )
 
 

@@ -9,6 +9,7 @@ another PR is reported as a ``locked`` report naming the holder. Heavy modules a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import re
 import time
@@ -20,6 +21,7 @@ from squals_action.errors import SqualsError
 from squals_action.gitcmd import git_text, has_commit, token_header_env
 from squals_action.github.interface import Request
 from squals_action.github.runner import Settings
+from squals_action.own_files import own_dir
 from squals_action.report.model import Problem, Report, Status, Step
 from squals_action.state.errors import AccessDeniedError
 
@@ -99,7 +101,7 @@ class Pipeline:
         return None
 
     def _own_dir(self, request: Request) -> Path:
-        return self._scratch() or request.workspace / ".squals"
+        return self._scratch() or own_dir(request.workspace)
 
     def _log_dir(self, request: Request) -> Path:
         return self._own_dir(request) / "logs"
@@ -118,6 +120,7 @@ class Pipeline:
             head=head,
             base_dir=Path(model.base_dir),
             passthrough=model.env_passthrough,
+            environ=self._env,
         )
         fetch = functools.partial(request.checks, sha) if request.checks is not None and sha else None
         return _gate_steps(run_pipeline(model.gates, ctx, checks=fetch))
@@ -257,9 +260,10 @@ class Pipeline:
             url = outcome.public_url or url
         exit_tests: list[Step] = []
         for check in outcome.checks:
-            if check.kind in ("exit-test", "hook", "inflight-test"):
+            if check.kind in ("exit-test", "load-test", "hook", "inflight-test"):
+                detail = "\n".join(part for part in (check.detail, check.output) if part)
                 exit_tests.append(Step(check.name, "success" if check.ok else "failure", check.duration,
-                                       check.detail, kind=check.kind))
+                                       detail, kind=check.kind))
         kpis = ", ".join(f"{k.metric}={k.value:g}" for k in outcome.kpis if k.value is not None)
         commit = env.commit if env is not None else None
         outputs = {"commit": commit} if commit else {}
@@ -304,11 +308,33 @@ class Pipeline:
         try:
             with self._lifecycle(request, model) as lifecycle:
                 outcome = lifecycle.deploy(intent.pr_number, request.head_sha or "HEAD")
+                cost = None
+                if outcome.ok and intent.environment:
+                    dealer_dir = self._own_dir(request) / "dealer"
+                    cost = self._island_cost(lifecycle.provider, dealer_dir, intent.environment)
         except LockedError as exc:
             return self._locked(request, "preview", exc, environment=intent.environment, **parts)
         except AccessDeniedError as exc:
             return _denied("preview", exc, environment=intent.environment, **parts)
-        return self._outcome("preview", outcome, intent.environment, **parts)
+        report = self._outcome("preview", outcome, intent.environment, **parts)
+        if cost is not None:
+            section = ("Cost of the island so far", cost)
+            report = dataclasses.replace(report, sections=(*report.sections, section))
+        return report
+
+    @staticmethod
+    def _island_cost(provider: Any, dealer_dir: Path, env: str) -> str:
+        """The island's cost so far; a cost source that cannot answer is "no data" with its reason (the
+        preview itself succeeded)."""
+        from squals_action.costs import CostsError, measure_costs
+        from squals_action.report.costs import island_markdown
+        from squals_action.report.markdown import escape
+
+        try:
+            reports = measure_costs(provider, dealer_dir=dealer_dir, days=30)
+        except CostsError as exc:
+            return f"no data: {escape(exc.one_line())}\n"
+        return island_markdown(reports, env)
 
     def _act(self, request: Request, verb: str) -> Report:
         from squals_action.state.interface import LockedError
@@ -382,7 +408,7 @@ class Pipeline:
                     engine.state_dir = scratch / "experiments"
                 if verb == "experiment-start":
                     return self._experiment_started(request, engine, parts)
-                return self._experiment_ticked(engine, parts)
+                return self._experiment_ticked(engine, self._own_dir(request) / "dealer", parts)
         except AccessDeniedError as exc:
             return _denied(verb, exc, **parts)
         except SqualsError as exc:
@@ -405,10 +431,11 @@ class Pipeline:
             **parts,
         )
 
-    def _experiment_ticked(self, engine: Any, parts: dict[str, Any]) -> Report:
-        from squals_action.report.experiments import figures_markdown
+    def _experiment_ticked(self, engine: Any, dealer_dir: Path, parts: dict[str, Any]) -> Report:
+        from squals_action.report.experiments import experiment_markdown
         from squals_action.report.lifecycle import markdown as lifecycle_markdown
 
+        costs = _variant_costs(engine, dealer_dir)  # measured before a decision tears the losers down
         outcomes = engine.tick()
         if not outcomes:
             return Report(intent="experiment-tick", status="skipped", headline="no running experiment",
@@ -416,9 +443,12 @@ class Pipeline:
         sections: list[tuple[str, str]] = []
         environment = url = None
         outputs: dict[str, str] = {}
+        documents = engine.store.read().experiments()  # as the ticks left them: figures, split, ticks
         for o in outcomes:
-            if o.decision is not None:
-                sections.append((f"Experiment {o.experiment}", figures_markdown(o.decision.to_json())))
+            doc = documents.get(o.experiment)
+            if o.decision is not None and doc is not None:
+                table = experiment_markdown(doc, costs.get(o.experiment))
+                sections.append((f"Experiment {o.experiment}", table))
             if o.lifecycle is not None:
                 promotion = lifecycle_markdown(o.lifecycle, heading_level=4)
                 sections.append((f"Promotion of the winner of {o.experiment}", promotion))
@@ -448,6 +478,23 @@ _MERGE_SUBJECTS = (
     re.compile(r"^Merge pull request #(\d+) "),  # a merge commit
     re.compile(r"\(#(\d+)\)$"),  # a squash or rebase merge: "Title (#12)"
 )
+
+
+def _variant_costs(engine: Any, dealer_dir: Path) -> dict[str, dict[str, str]]:
+    """Per running experiment, each variant's island cost so far (its own processes or stack; "no data"
+    with the reason when the cost source cannot answer)."""
+    from squals_action.costs import CostsError, measure_costs
+    from squals_action.experiments.spec import island_name
+    from squals_action.report.costs import direct_costs
+
+    running = [d for d in engine.store.read().experiments().values() if d.status == "running"]
+    if not running:
+        return {}
+    try:
+        reports = measure_costs(engine.provider, dealer_dir=dealer_dir, days=30)
+    except CostsError as exc:
+        return {d.id: {v: f"no data: {exc.one_line()}" for v in d.split} for d in running}
+    return {d.id: direct_costs(reports, {v: island_name(v) for v in d.split}) for d in running}
 
 
 def _merged_pr(repo: Path, sha: str) -> int | None:

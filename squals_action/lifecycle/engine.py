@@ -23,7 +23,8 @@ from collections.abc import Mapping
 
 from squals_action.errors import SqualsError
 from squals_action.lifecycle import machine
-from squals_action.lifecycle.hooks import failure_message, run_sequence
+from squals_action.lifecycle.hooks import CommandRun
+from squals_action.lifecycle.load_tests import LoadTestResult, require_locust, run_load_tests
 from squals_action.lifecycle.machine import Check, Env, Event, Status
 from squals_action.lifecycle.promote import Promoter
 from squals_action.lifecycle.records import fleet_of, state_from_env
@@ -36,6 +37,8 @@ from squals_action.lifecycle.steps import (
     Progress,
     timeouts,
 )
+from squals_action.manifest.model import LoadTests
+from squals_action.providers.interface import ProvisionError
 from squals_action.state.interface import Documents, Transition
 
 __all__ = ["PROD_LOCK", "Lifecycle", "LifecycleError", "Outcome", "Progress"]
@@ -64,10 +67,12 @@ class Lifecycle(Promoter):
         commit = source.commit
         ttl = LOCK_MARGIN + self.manifest.app.health_timeout + timeouts(self.manifest, "deploy")
         checks: list[Check] = []
+        locust = require_locust() if self.manifest.load_tests is not None else ""  # before anything starts
+        load: LoadTestResult | None = None
 
         def finish(ok: bool, message: str, fleet: Mapping[str, Env]) -> Outcome:
             self.progress.done(message, ok=ok)
-            return self._outcome("deploy", ok, message, name, fleet, start, checks=checks)
+            return self._outcome("deploy", ok, message, name, fleet, start, checks=checks, load_tests=load)
 
         if self.gates is not None:
             self.progress.step("gates")
@@ -98,9 +103,15 @@ class Lifecycle(Promoter):
                     extra_env={"SQUALS_PR": str(pr), "SQUALS_PROJECT": self.manifest.name},
                 )
             except SqualsError as exc:
-                why = f"provisioning failed: {exc.one_line()}"
+                # the app's last lines go with the check, line by line, not into the one-line reason
+                summary, tail = (
+                    (exc.summary, exc.log_tail) if isinstance(exc, ProvisionError) else (exc.one_line(), "")
+                )
+                why = f"provisioning failed: {summary}"
                 checks.append(
-                    Check(kind="provider", stage="provision", name=name, ok=False, detail=exc.one_line())
+                    Check(
+                        kind="provider", stage="provision", name=name, ok=False, detail=summary, output=tail
+                    )
                 )
                 fleet = self._record(
                     E.PROVISION_FAILED, name, f"{name}: {why}", reason=why, checks=tuple(checks)
@@ -119,19 +130,12 @@ class Lifecycle(Promoter):
             fleet, failed = self._hook_stage("after_preprod", name, fleet, checks)
             if failed:
                 return finish(False, f"{failed}; {name} is kept for inspection", fleet)
-            env = fleet[name]
-            tests: tuple[Check, ...] = ()
-            if self.manifest.exit_tests:
-                self.progress.step(f"exit tests ({len(self.manifest.exit_tests)}) against {env.url}")
-                tests = run_sequence(
-                    self.manifest.exit_tests,
-                    "exit-test",
-                    "exit",
-                    self._run(env, fleet, "exit"),
-                    stop_at_failure=False,
-                )
+            tests, failed = self.run_stage("exit", fleet[name], fleet)
             checks += tests
-            failed = failure_message(tests, "exit test")
+            if not failed and self.manifest.load_tests is not None:
+                load = self._load_tests(self.manifest.load_tests, fleet[name], fleet, locust)
+                checks.append(load.check())
+                failed = load.failure()
             if failed:
                 fleet = self._record(
                     E.EXIT_TESTS_FAILED, name, f"{name}: {failed}", reason=failed, checks=tuple(checks)
@@ -139,6 +143,20 @@ class Lifecycle(Promoter):
                 return finish(False, f"{failed}; {name} is kept for inspection", fleet)
             fleet = self._record(E.EXIT_TESTS_OK, name, f"{name} is ready", checks=tuple(checks))
             return finish(True, f"{name} is ready", fleet)
+
+    def _load_tests(
+        self, spec: LoadTests, env: Env, fleet: Mapping[str, Env], locust: str
+    ) -> LoadTestResult:
+        """Locust against the island (then prod, for a baseline); its summary on the progress view."""
+
+        def run_for(target: Env) -> CommandRun:
+            return self._run(target, fleet, "load")
+
+        result = run_load_tests(spec, env, machine.prod(fleet), run_for, self.progress.step, locust)
+        self.progress.load_test(result)
+        if result.ok:  # a failure is the deploy's own last line: said once
+            self.progress.done(result.summary())
+        return result
 
     # ---- rollback, teardown, down -----------------------------------------------------------------
 
@@ -180,30 +198,31 @@ class Lifecycle(Promoter):
     def teardown(self, pr: int) -> Outcome:
         """Destroy the island of a closed PR; one that serves prod or postprod is kept and says so.
 
-        A PR that has nothing deployed writes nothing, not even its lock: a closed fork PR (whose token is
-        read-only) or a PR whose gates never passed ends without a commit.
+        A PR that has nothing deployed, or whose island serves prod or postprod, writes nothing, not even its
+        lock: a closed fork PR (whose token is read-only) or a PR whose gates never passed ends without a
+        commit. Whatever happens is said in one line to the person watching.
         """
         start = time.monotonic()
         name = f"pr-{pr}"
+
+        def said(message: str, fleet: Mapping[str, Env]) -> Outcome:
+            self.progress.done(message)
+            return self._outcome("teardown", True, message, name, fleet, start)
+
         fleet = self.fleet()
-        if name not in fleet or fleet[name].status is S.RETIRED:
-            return self._outcome("teardown", True, f"{name}: nothing to tear down", name, fleet, start)
+        untouched = _not_torn_down(name, fleet)
+        if untouched is not None:
+            return said(untouched, fleet)
         with self._locked(name, pr, LOCK_MARGIN, "teardown"):
             fleet = self.fleet()
-            env = fleet.get(name)
-            if env is None or env.status is S.RETIRED:
-                return self._outcome("teardown", True, f"{name}: nothing to tear down", name, fleet, start)
-            try:
-                machine.step(name, env.status, E.TEARDOWN)
-            except machine.InvalidTransition as exc:
-                if env.status in (S.PROD, S.POSTPROD):
-                    return self._outcome("teardown", True, f"kept: {exc.one_line()}", name, fleet, start)
-                raise
+            untouched = _not_torn_down(name, fleet)
+            if untouched is not None:
+                return said(untouched, fleet)
+            env = fleet[name]
+            machine.step(name, env.status, E.TEARDOWN)
             self.progress.step(f"tear down {name}")
             note = self._destroy(env)
-            fleet = self._record(E.TEARDOWN, name, f"tear down {name}", reason=None)
-            self.progress.done(note)
-            return self._outcome("teardown", True, note, name, fleet, start)
+            return said(note, self._record(E.TEARDOWN, name, f"tear down {name}", reason=None))
 
     def down(self) -> Outcome:
         """Stop everything this project started and record it in one commit: the splitter sends users nowhere
@@ -251,3 +270,16 @@ class Lifecycle(Promoter):
         msg = "; ".join(notes) if notes else "nothing was running"
         self.progress.done(msg)
         return self._outcome("down", True, msg, None, fleet_of(result.snapshot), start)
+
+
+def _not_torn_down(name: str, fleet: Mapping[str, Env]) -> str | None:
+    """Why teardown leaves ``name`` as it is (nothing deployed; it serves prod or postprod), or None."""
+    env = fleet.get(name)
+    if env is None or env.status is S.RETIRED:
+        return f"{name}: nothing to tear down"
+    if env.status in (S.PROD, S.POSTPROD):
+        try:
+            machine.step(name, env.status, E.TEARDOWN)
+        except machine.InvalidTransition as exc:
+            return f"kept: {exc.one_line()}"
+    return None

@@ -128,13 +128,23 @@ def checkout(
         root = Path(manifest.repo_root) if manifest.repo_root not in ("", ".") else repo
         yield Source(commit=head, tree=tree, dirty=dirty, root=root, manifest=manifest)
         return
+    with worktree(repo, tree) as root:
+        if not (root / relative).is_file():
+            raise SourceError(f"{relative} is not in commit {head[:12]}: nothing to run it with")
+        yield Source(commit=head, tree=tree, dirty=dirty, root=root, manifest=load(root / relative, root))
+
+
+@contextlib.contextmanager
+def worktree(repo: Path, commit: str, remote: str = "origin") -> Iterator[Path]:
+    """A detached worktree of ``commit`` in a temporary folder that lives as long as the context. A shallow
+    clone (a runner's checkout) that lacks the commit fetches it from ``remote`` first."""
+    if not gitcmd.has_commit(repo, commit):
+        run_git(repo, "fetch", "--quiet", "--depth=1", remote, commit, timeout=120, error=SourceError)
     with tempfile.TemporaryDirectory(prefix="squals-source-") as scratch:
         root = Path(scratch) / "tree"
-        run_git(repo, "worktree", "add", "--detach", str(root), tree, error=SourceError)
+        run_git(repo, "worktree", "add", "--detach", str(root), commit, error=SourceError)
         try:
-            if not (root / relative).is_file():
-                raise SourceError(f"{relative} is not in commit {head[:12]}: nothing to run it with")
-            yield Source(commit=head, tree=tree, dirty=dirty, root=root, manifest=load(root / relative, root))
+            yield root
         finally:
             with contextlib.suppress(SqualsError):
                 run_git(repo, "worktree", "remove", "--force", str(root))

@@ -6,7 +6,7 @@ validation machinery on first call, so the CLI and the model's users stay quick 
 Public interface::
 
     load(path, repo_root=None) -> Manifest              # raises ManifestError with every problem
-    validate_paths(paths, repo_root=None) -> ValidationReport
+    validate_paths(paths, repo_root=None, scripts=None) -> ValidationReport  # scripts: Scripts(commit)
     validate_file(path, repo_root=None) -> FileResult
     discover(repo_root) -> list[Path]                    # squals.yml and squals/*.yml
     ManifestError(file, line, col, where, message)       # .problems: all of them, sorted
@@ -23,6 +23,7 @@ from squals_action.manifest.problems import FileResult, ManifestError, Problem, 
 
 if TYPE_CHECKING:
     from squals_action.manifest.model import Manifest
+    from squals_action.manifest.scripts import Scripts
 
 __all__ = [
     "FileResult",
@@ -48,14 +49,18 @@ def validate_paths(
     paths: Iterable[str | os.PathLike[str]],
     repo_root: str | os.PathLike[str] | None = None,
     relative_to: str | os.PathLike[str] | None = None,
+    scripts: Scripts | None = None,
 ) -> ValidationReport:
-    """Validate several squals files (and their variant files): every problem, sorted by position."""
+    """Validate several squals files (and their variant files): every problem, sorted by position.
+
+    With ``scripts``, the scripts their commands start must exist in its tree."""
     from squals_action.manifest.validate import validate_paths as _validate_paths
 
     return _validate_paths(
         paths,
         repo_root=Path(repo_root) if repo_root is not None else None,
         relative_to=Path(relative_to) if relative_to is not None else None,
+        scripts=scripts,
     )
 
 

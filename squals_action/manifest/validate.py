@@ -19,6 +19,7 @@ from squals_action.manifest.model import Manifest
 from squals_action.manifest.paths import find_repo_root
 from squals_action.manifest.problems import FileResult, ManifestError, Problem, ValidationReport
 from squals_action.manifest.schema import schema_problems
+from squals_action.manifest.scripts import Scripts, missing_scripts
 from squals_action.manifest.yamlload import Document, decode_source, load_document, parse_text
 
 DISCOVERY_PATTERNS: tuple[str, ...] = ("squals.yml", "squals.yaml", "squals/*.yml", "squals/*.yaml")
@@ -67,11 +68,17 @@ def discover(repo_root: Path) -> list[Path]:
 
 
 class Validation:
-    """One validation run; caches each file so variants shared by several files are checked once."""
+    """One validation run; caches each file so variants shared by several files are checked once.
 
-    def __init__(self, repo_root: Path | None = None, relative_to: Path | None = None) -> None:
+    With ``scripts``, the scripts the commands start must exist there (``squals validate``).
+    """
+
+    def __init__(
+        self, repo_root: Path | None = None, relative_to: Path | None = None, scripts: Scripts | None = None
+    ) -> None:
         self.repo_root = repo_root
         self.relative_to = relative_to
+        self.scripts = scripts
         self.cache: dict[tuple[str, bool], tuple[list[Problem], Manifest | None]] = {}
         #: Where each file's ``name`` stands, for problems that involve several files.
         self.name_positions: dict[str, tuple[int, int]] = {}
@@ -127,6 +134,8 @@ class Validation:
         problems = schema_problems(doc)
         semantic, variant_refs = semantic_problems(doc, base_dir, repo_root, as_variant=as_variant)
         problems.extend(semantic)
+        if self.scripts is not None:
+            problems.extend(missing_scripts(doc, base_dir, repo_root, self.scripts))
         variants: dict[str, tuple[str, Manifest | None]] = {}
         me = os.path.realpath(path)
         for ref in variant_refs:
@@ -153,10 +162,17 @@ def validate_file(
 
 @gc_paused
 def validate_paths(
-    paths: Iterable[str | os.PathLike[str]], *, repo_root: Path | None = None, relative_to: Path | None = None
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    repo_root: Path | None = None,
+    relative_to: Path | None = None,
+    scripts: Scripts | None = None,
 ) -> ValidationReport:
-    """Validate several files; all problems, deduplicated and sorted by file and position."""
-    run = Validation(repo_root, relative_to)
+    """Validate several files; all problems, deduplicated and sorted by file and position.
+
+    ``scripts`` also requires the scripts the commands start to exist (in the working tree or a commit).
+    """
+    run = Validation(repo_root, relative_to, scripts)
     results: list[FileResult] = []
     every: set[Problem] = set()
     owners: dict[str, str] = {}

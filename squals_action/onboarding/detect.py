@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from squals_action.own_files import OWN_DIR
+
 #: Folders never searched for sources: environments, dependencies, build output, tests.
 SKIP_DIRS = frozenset({
     ".git", ".venv", "venv", "env", "node_modules", "__pycache__", "build", "dist", "site-packages",
-    "tests", "test", ".tox", ".nox", ".squals",
+    "tests", "test", ".tox", ".nox", OWN_DIR,
 })
 #: Health paths apps commonly serve, best first; the first one a source file routes is the app's.
 HEALTH_PATHS = ("/healthz", "/health", "/livez", "/readyz", "/ping", "/status")

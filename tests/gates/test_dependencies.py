@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 from datetime import date
 from pathlib import Path
 
@@ -132,6 +133,32 @@ def test_network_error_gives_status_error_naming_the_source(tmp_path: Path) -> N
     assert (
         "source error: osv: POST https://api.osv.dev/v1/querybatch failed after 2 attempts" in result.summary
     )
+
+
+def _closed_port_url() -> str:
+    """A URL of 127.0.0.1 where nothing listens: connections are refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_an_unreachable_source_reads_as_an_error_never_as_no_vulnerabilities(tmp_path: Path) -> None:
+    """Issue 14, finding 4: an unreachable OSV read "no known vulnerabilities; 15 dependencies checked"."""
+    url = _closed_port_url()
+    ctx = _ctx(tmp_path)
+    failed = f"source error: osv: POST {url}/v1/querybatch failed after 2 attempts: connection failed"
+
+    def gate(*sources: str) -> DependencyGate:
+        scan = DependencyScan(files=("requirements.txt",), sources=sources, offline_db="advisories",
+                              fail_on="critical")
+        return DependencyGate(scan, sources={"osv": OsvSource(url, attempts=2, sleep=lambda _: None)})
+
+    result = gate("osv").run(ctx)
+    assert result.status == "error"
+    assert result.summary == f"{failed} (ConnectionError); 6 dependencies not checked"
+    result = gate("offline", "osv").run(ctx)
+    assert result.status == "fail" and result.summary.startswith(failed), result.summary  # a critical one
+    assert result.summary.endswith("; 6 dependencies checked with offline"), result.summary
 
 
 def test_misconfigured_source_is_an_error_not_a_pass(tmp_path: Path) -> None:

@@ -83,14 +83,20 @@ def test_gates_see_no_token_unless_the_file_passes_it_through(
     monkeypatch.setenv("GITHUB_TOKEN", "ghs_secret")
     monkeypatch.setenv("INPUT_GITHUB-TOKEN", "ghs_input")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret")
-    show = 'echo "gh=${GITHUB_TOKEN:-none} aws=${AWS_SECRET_ACCESS_KEY:-none}"; env | grep -c INPUT_GITHUB; :'
+    monkeypatch.setenv("SAFETY_API_KEY", "safety-key")  # the dependency gate's, not the PR code's
+    show = (
+        'echo "gh=${GITHUB_TOKEN:-none} aws=${AWS_SECRET_ACCESS_KEY:-none} safety=${SAFETY_API_KEY:-none}"; '
+        "env | grep -c INPUT_GITHUB; :"
+    )
     gate = CommandGate(Command(name="show", run=show), "test")
-    (hidden,) = run_gates(make_context(ctx.repo, ctx.log_dir / "a"), test_gates=[gate])
+    hidden_ctx = make_context(ctx.repo, ctx.log_dir / "a")
+    (hidden,) = run_gates(hidden_ctx, test_gates=[gate])
     opened = make_context(ctx.repo, ctx.log_dir / "b", passthrough=("AWS_SECRET_ACCESS_KEY",))
     (passed,) = run_gates(opened, test_gates=[gate])
     assert hidden.log_path is not None and passed.log_path is not None
-    assert hidden.log_path.read_text().split() == ["gh=none", "aws=none", "0"]
-    assert passed.log_path.read_text().split() == ["gh=none", "aws=aws-secret", "0"]
+    assert hidden.log_path.read_text().split() == ["gh=none", "aws=none", "safety=none", "0"]
+    assert passed.log_path.read_text().split() == ["gh=none", "aws=aws-secret", "safety=none", "0"]
+    assert hidden_ctx.source_env == {"SAFETY_API_KEY": "safety-key"}  # the sources have it
 
 
 def test_compile_failure_skips_tests_but_not_security(ctx: GateContext) -> None:

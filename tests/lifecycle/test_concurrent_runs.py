@@ -4,6 +4,7 @@ run the state never heard of."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -42,7 +43,7 @@ def _start(project: Project, *args: str) -> subprocess.Popen[str]:
 
 
 def _squals(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
-    report = ("--report", "none") if args[0] != "unlock" else ()
+    report = ("--report", "none") if args[0] not in ("unlock", "status") else ()
     return subprocess.run(
         [*SQUALS, *args, *report], cwd=project.path, capture_output=True, text=True, timeout=180
     )
@@ -103,6 +104,10 @@ def test_a_run_killed_holding_its_lock_leaves_a_stale_lock_that_says_what_to_run
     assert again.stderr.count("\n") == 1, again.stderr
     assert f"pr-22 is locked by a run that is no longer running (pid {killed.pid} on " in again.stderr
     assert "break it with `squals unlock pr-22` and run the command again" in again.stderr
+    status = subprocess.run([*SQUALS, "status", "--format", "json"], cwd=project.path, capture_output=True,
+                            text=True, timeout=60, check=True)
+    lock = next(e["lock"] for e in json.loads(status.stdout)["environments"] if e["name"] == "pr-22")
+    assert lock["stale"] is True and lock["holder"]["pid"] == killed.pid and lock["operation"] == "deploy"
     assert _squals(project, "unlock", "pr-22").returncode == 0
     time.sleep(3.5)  # the killed run's hook ends on its own
     redeploy = _squals(project, "deploy", "--pr", "22")  # a deploy found half-way is started over

@@ -107,6 +107,38 @@ def test_reference_doc_is_in_step_with_schema() -> None:
     )
 
 
+def _readme_hook_rows() -> dict[str, tuple[str, str]]:
+    """The README's hook table: stage -> (when it runs, what a failing command does), markdown emphasis
+    removed."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    table = readme.split("## Hook semantics", 1)[1].split("\n\n", 2)[1]
+    rows: dict[str, tuple[str, str]] = {}
+    for line in table.splitlines()[2:]:
+        cells = [c.strip().replace("**", "") for c in line.strip("|").split("|")]
+        rows[cells[0].strip("`")] = (cells[1], cells[2])
+    return rows
+
+
+def test_hook_descriptions_say_what_the_readme_hook_table_says() -> None:
+    """Issue 14, finding 4: the schema (so docs/squals-file.md and `squals schema`) had after_preprod run
+    "after a PR's island is torn down" and after_postprod "after the previous prod is retired"."""
+    hooks = SCHEMA["properties"]["hooks"]["properties"]
+    rows = _readme_hook_rows()
+    assert set(hooks) <= set(rows), f"hooks missing from the README's table: {sorted(set(hooks) - set(rows))}"
+    for name, spec in hooks.items():
+        runs, failing = rows[name]
+        said = f"{runs[0].upper()}{runs[1:]}; a failing command {failing}."
+        assert spec["description"].startswith(said), f"hooks.{name}: {spec['description']!r} != {said!r}"
+
+
+def test_env_passthrough_lists_the_secrets_commands_do_not_see() -> None:
+    from squals_action.process import SECRET_VARIABLES
+
+    description = SCHEMA["properties"]["env_passthrough"]["description"]
+    listed = description.split("By default they see none of ", 1)[1].split(":", 1)[0]
+    assert {name.strip(" `") for name in listed.split(",")} == set(SECRET_VARIABLES)
+
+
 def _corpus_data() -> list[Any]:
     data = []
     for kind in ("valid", "invalid"):

@@ -129,3 +129,25 @@ def osv_api() -> Iterator[OsvReplay]:
         yield replay
     finally:
         replay.stop()
+
+
+class SafetyApi(LocalServer):
+    """Safety's data API on 127.0.0.1: ``GET /api/v1/safety/insecure_full.json`` with the key ``key`` in
+    ``X-Api-Key`` serves ``tests/fixtures/vulndb/safety``'s database, anything else HTTP 403. ``requests``
+    records every (path, key) asked."""
+
+    def __init__(self, key: str) -> None:
+        self.requests: list[tuple[str, str | None]] = []
+        api = self
+
+        class Handler(QuietHandler):
+            def do_GET(self) -> None:
+                given = self.headers.get("X-Api-Key")
+                api.requests.append((self.path, given))
+                if self.path == "/api/v1/safety/insecure_full.json" and given == key:
+                    body = (VULNDB / "safety" / "insecure_full.json").read_bytes()
+                    self.reply(200, body, {"Content-Type": "application/json"})
+                else:
+                    self.reply(403, b'{"detail": "Invalid API key"}', {"Content-Type": "application/json"})
+
+        super().__init__(Handler)

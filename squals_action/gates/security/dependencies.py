@@ -158,11 +158,11 @@ class DependencyGate(Gate):
         for source_name in self.scan.sources:
             try:
                 source = self._sources.get(source_name) or build_source(
-                    source_name, self.scan, ctx.squals_dir, ctx.env
+                    source_name, self.scan, ctx.squals_dir, ctx.source_env
                 )
-                used.append(source.name)
                 if deps:
                     matches.extend(source.query(deps))
+                used.append(source.name)  # only a source that answered has checked anything
             except VulnSourceError as exc:
                 errors.append(exc.one_line())
         findings.extend(self._ignore_findings())
@@ -266,19 +266,24 @@ class DependencyGate(Gate):
         errors: Sequence[str],
         used: Sequence[str],
     ) -> str:
+        """What was found by the sources that answered; a source that did not answer comes first, and
+        without any answer nothing is said about vulnerabilities (no data is not a pass)."""
         parts: list[str] = []
+        if errors:
+            parts.append("source error: " + "; ".join(errors))
         active = [f for f in vulnerable if f.kind == "vulnerability"]
         if active:
             parts.append(f"{len(active)} vulnerabilit{'y' if len(active) == 1 else 'ies'}")
             parts.append(f"{sum(1 for f in active if f.blocking)} at or above {self.scan.fail_on}")
-        else:
+        elif used:
             parts.append("no known vulnerabilities")
         expired = sum(1 for f in blocking if f.kind == "ignore-expired")
         if expired:
             parts.append(f"{expired} expired ignore{'s' if expired > 1 else ''}")
-        parts.append(f"{len(deps)} dependencies checked with {', '.join(used) or 'no source'}")
-        if errors:
-            parts.append("source error: " + "; ".join(errors))
+        if used:
+            parts.append(f"{len(deps)} dependencies checked with {', '.join(used)}")
+        else:
+            parts.append(f"{len(deps)} dependencies not checked")
         return "; ".join(parts)
 
     def _write_log(

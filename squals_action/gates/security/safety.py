@@ -60,7 +60,7 @@ class SafetySource(VulnSource):
             )
         self.db_dir = Path(db_dir) if db_dir is not None else None
         self.api_key = api_key
-        self.api_url = api_url
+        self.api_url = api_url.rstrip("/") + "/"
         self.timeout = timeout
         self.attempts = attempts
         self.backoff = backoff
