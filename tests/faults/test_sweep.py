@@ -21,13 +21,13 @@ import pytest
 
 from tests.faults.sweep import DOC, SCENARIOS, Row, Scenario, documented, steps, sweep_one, table
 
-#: One step per command that a regular run sweeps: a hook stage, a switch not yet recorded, a commit
-#: not yet published, a decision recorded and not acted on.
+#: One step per command that a regular run sweeps: a hook stage, a promotion left baked (promote names
+#: rollback), a switch not yet recorded, a winner made prod by a tick that died holding its locks.
 REPRESENTATIVE = {
     "deploy": "hook:after_preprod",
-    "promote": "after-switch:pr-1=50,pr-2=50",
+    "promote": "hook:promote",
     "rollback": "before-commit:rollback@pr-2",
-    "experiment tick": "after-commit:experiment-tick",
+    "experiment tick": "after-commit:complete@pr-7",
 }
 
 
