@@ -21,7 +21,7 @@ from squals_action.lifecycle import machine
 from squals_action.lifecycle.bake import BakeOutcome, HealthReading, bake
 from squals_action.lifecycle.hooks import failure_message
 from squals_action.lifecycle.kpi import KpiReading
-from squals_action.lifecycle.machine import Check, Env, Event, Fleet
+from squals_action.lifecycle.machine import Check, Env, Event, Fleet, Status
 from squals_action.lifecycle.signals import DealerSignals, KpiSource
 from squals_action.lifecycle.source import checkout
 from squals_action.lifecycle.steps import (
@@ -130,6 +130,11 @@ class Promoter(Steps):
         """BLUE gets the first step's share (all of it as the first prod): traffic first, then the record."""
         name = run.name
         env = fleet.get(name) or Env(name=name)
+        if env.status in (Status.BLUE, Status.BAKED):  # we hold the prod lock: the run promoting it is gone
+            raise LifecycleError(
+                f"{name} is {env.status}: a promotion whose run is gone left it there; run `squals rollback` "
+                "to return all traffic to GREEN, then promote it again"
+            )
         machine.step(name, env.status, E.PROMOTE_START)  # refuse early, with the machine's reason
         self._require_healthy(env, "BLUE")
         planned = machine.apply(fleet, E.PROMOTE_START, name, blue_share=blue_share)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 from squals_action.errors import SqualsError
+from squals_action.faults import point
 from squals_action.lifecycle import machine
 from squals_action.lifecycle.bake import BakeTick
 from squals_action.lifecycle.hooks import CommandRun, failure_message, run_sequence
@@ -275,13 +276,18 @@ class Steps:
             if e.status in machine.ROUTED and (where := self.traffic.upstream(e.url, e.handle))
         }
         if not upstreams:
+            point("before-switch:none")  # kill points of the fault sweep (squals_action.faults)
             self.traffic.stop()
+            point("after-switch:none")
             self._routed = None
             return None
         weights = {k: v for k, v in machine.weights(fleet).items() if k in upstreams}
         if self._routed == (upstreams, weights):  # a first prod's completion: already all on BLUE
             return self.traffic.url()
+        switch = ",".join(f"{k}={v:g}" for k, v in sorted(weights.items()))
+        point(f"before-switch:{switch}")
         url = self.traffic.route(upstreams, weights)
+        point(f"after-switch:{switch}")
         self._routed = (upstreams, weights)
         return url
 
