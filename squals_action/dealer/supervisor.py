@@ -228,7 +228,7 @@ class Supervisor:
         return [w.process.pid if w.alive and w.process else None for w in self.workers]
 
     async def stop(self) -> None:
-        """Stop the admin endpoint, then every worker (each finishes its requests and writes its book)."""
+        """Stop the admin endpoint, then the worker (it finishes its requests and closes its journal)."""
         self._stopping = True
         for task in self._watchers:
             task.cancel()
