@@ -121,6 +121,15 @@ class DealerClient:
             body["variant"] = variant
         self._call("POST", "/events", body, retry=False)
 
+    def set_faults(self, faults: Mapping[str, Mapping[str, Any]]) -> None:
+        """Put exactly these faults in force, by upstream (``{}`` clears them; format in dealer/faults.py)."""
+        self._call("PUT", "/faults", {"faults": {name: dict(f) for name, f in faults.items()}})
+
+    def faults(self) -> dict[str, Any]:
+        """``{"faults": {...}, "injected": {upstream: {"requests", "delayed", "aborted"}}}``."""
+        found: dict[str, Any] = self._call("GET", "/faults")
+        return found
+
     def persist(self) -> None:
         """Write the tallies to disk now (the daemon also does it periodically and on shutdown)."""
         self._call("POST", "/persist")

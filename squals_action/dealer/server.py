@@ -34,6 +34,8 @@ from squals_action.dealer.config import (
     check_upstreams,
     read_json,
 )
+from squals_action.dealer.fallback import fallbacks, may_retry
+from squals_action.dealer.faults import Faults
 from squals_action.dealer.interface import DealerConfig, DealerError
 from squals_action.dealer.tally import TallyBook, VariantCounter, tally_to_json
 
@@ -79,9 +81,12 @@ class Routing:
     weights: Mapping[str, float]
     # Each upstream's base URL as text, so a request's target is one string concatenation.
     bases: Mapping[str, str] = field(init=False, repr=False, compare=False)
+    # Where each upstream's refused requests go (dealer/fallback.py): computed once per switch.
+    fallback: Mapping[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bases", {k: str(v) for k, v in self.upstreams.items()})
+        object.__setattr__(self, "fallback", fallbacks(self.weights))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -138,6 +143,7 @@ class DealerServer:
         self.config = config
         self.state_dir = state_dir
         self.book = TallyBook()
+        self.faults = Faults()
         self.routing = make_routing(config.upstreams, config.weights)
         if state_dir is not None:
             self._load_state(state_dir)
@@ -244,6 +250,8 @@ class DealerServer:
                 web.put("/upstreams", self._admin_upstreams),
                 web.post("/events", self._admin_events),
                 web.post("/persist", self._admin_persist),
+                web.get("/faults", self._admin_faults),
+                web.put("/faults", self._admin_faults),
             ]
         )
         self._admin_runner = web.AppRunner(admin, access_log=None, shutdown_timeout=2.0)
@@ -318,9 +326,7 @@ class DealerServer:
         counter.in_flight += 1
         book.dirty = True
         try:
-            return await self._forward(
-                request, routing.bases[name], name, counter, unit if new_unit else None, key
-            )
+            return await self._forward(request, routing, name, counter, unit if new_unit else None, key)
         finally:
             counter.in_flight -= 1
             # Events, errors and latency are counted after the upstream answers: a write that ran meanwhile
@@ -353,14 +359,17 @@ class DealerServer:
     async def _forward(
         self,
         request: web.BaseRequest,
-        base: str,
+        routing: Routing,
         name: str,
         counter: VariantCounter,
         new_unit: str | None,
         key: int,
+        spare: bool = True,
     ) -> web.StreamResponse:
+        """Send ``request`` to upstream ``name`` and stream its answer back; a request the upstream could
+        not take goes once to its fallback when ``spare`` (counted there too: see docs/dealer.md)."""
         assert self._session is not None
-        url = URL(base + request.raw_path, encoded=True)
+        url = URL(routing.bases[name] + request.raw_path, encoded=True)
         headers = self._request_headers(request, new_unit)
         data: Any = None
         if request.body_exists:
@@ -369,6 +378,9 @@ class DealerServer:
             data = request.content
         loop = asyncio.get_running_loop()
         started = loop.time()
+        if self.faults.active and (abort := await self.faults.inject(name)) is not None:
+            counter.server_errors += 1
+            return self._error(abort, f"fault injected into {name}", name, new_unit)
         try:
             upstream = await self._session.request(
                 request.method, url, headers=headers, data=data, allow_redirects=False
@@ -378,6 +390,11 @@ class DealerServer:
             return self._error(504, f"upstream {name} timed out", name, new_unit)
         except (aiohttp.ClientError, OSError) as exc:
             counter.connection_errors += 1
+            other = routing.fallback.get(name) if spare else None
+            if other is not None and may_retry(exc, request.method, request.body_exists):
+                retry = self.book.variant(other)
+                retry.activations += 1
+                return await self._forward(request, routing, other, retry, new_unit, key, spare=False)
             return self._error(502, f"upstream {name} unreachable: {type(exc).__name__}", name, new_unit)
         try:
             counter.latency.add((loop.time() - started) * 1000.0)
@@ -530,6 +547,14 @@ class DealerServer:
             raise DealerError("too many distinct event names for this variant")
         self.book.dirty = True
         return web.json_response({"variant": variant})
+
+    async def _admin_faults(self, request: web.Request) -> web.Response:
+        """``GET``: the faults in force and what they did; ``PUT {"faults": {...}}``: replace them."""
+        if request.method == "PUT":
+            body = await self._json_body(request)
+            self.faults.replace(body.get("faults"))
+            log.info("faults now %s", self.faults.to_json()["faults"])
+        return web.json_response(self.faults.to_json())
 
     async def _admin_persist(self, request: web.Request) -> web.Response:
         self.book.dirty = True
