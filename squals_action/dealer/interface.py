@@ -49,6 +49,8 @@ class VariantTally:
     in_flight: int = 0
     #: event -> units that sent it at least once (``events`` counts every response carrying it)
     event_units: Mapping[str, int] = field(default_factory=lambda: EMPTY_EVENTS)
+    #: the latency log histogram (bucket -> requests), so a reader can take percentiles over an interval
+    latency_histogram: Mapping[int, int] = field(default_factory=dict)
 
     @property
     def error_rate(self) -> float:

@@ -113,6 +113,7 @@ class VariantCounter:
             latency_p95_ms=self.latency.percentile(95),
             latency_p99_ms=self.latency.percentile(99),
             in_flight=self.in_flight,
+            latency_histogram=dict(self.latency.buckets),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -206,6 +207,7 @@ def tallies_from_json(data: Mapping[str, Any]) -> dict[str, VariantTally]:
             latency_p95_ms=opt("latency_p95_ms"),
             latency_p99_ms=opt("latency_p99_ms"),
             in_flight=int(raw.get("in_flight", 0)),
+            latency_histogram={int(k): int(v) for k, v in raw.get("latency_ms_log_histogram", {}).items()},
         )
     return out
 
@@ -225,4 +227,16 @@ def tally_to_json(tally: VariantTally) -> dict[str, Any]:
         "latency_p99_ms": tally.latency_p99_ms,
         "in_flight": tally.in_flight,
         "error_rate": tally.error_rate,
+        "latency_ms_log_histogram": {str(k): v for k, v in sorted(tally.latency_histogram.items())},
     }
+
+
+def percentiles_since(now: Mapping[int, int], base: Mapping[int, int]) -> tuple[float | None, ...]:
+    """p50, p95 and p99 (ms) of the requests a histogram counted between two snapshots of it."""
+    between = LatencyHistogram()
+    for index, count in now.items():
+        more = count - base.get(index, 0)
+        if more > 0:
+            between.buckets[index] = more
+            between.count += more
+    return between.percentile(50), between.percentile(95), between.percentile(99)
