@@ -231,7 +231,9 @@ def tally_to_json(tally: VariantTally) -> dict[str, Any]:
     }
 
 
-def percentiles_since(now: Mapping[int, int], base: Mapping[int, int]) -> tuple[float | None, ...]:
+def percentiles_since(
+    now: Mapping[int, int], base: Mapping[int, int]
+) -> tuple[float | None, float | None, float | None]:
     """p50, p95 and p99 (ms) of the requests a histogram counted between two snapshots of it."""
     between = LatencyHistogram()
     for index, count in now.items():
