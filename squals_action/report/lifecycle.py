@@ -77,7 +77,7 @@ def check_rows(checks: Sequence[Check]) -> list[list[str]]:
             md.escape(c.detail, max_len=300),
         ]
         for c in checks
-        if c.kind != "kpi"
+        if c.kind not in ("kpi", "chaos")
     ]
 
 
@@ -103,9 +103,13 @@ def markdown(outcome: Outcome, heading_level: int = 3) -> str:
         parts += [md.table(["", "KPI", "during the bake"], kpi_rows), ""]
         if figures:
             parts += [f"BLUE's traffic during the bake: {md.escape(figures)}", ""]
+    drills = [c for c in outcome.checks if c.kind == "chaos"]
+    if drills:
+        drill_rows = [[_icon(c), md.code(c.name), md.escape(c.detail, max_len=400)] for c in drills]
+        parts += [md.table(["", "chaos test", "outcome"], drill_rows), ""]
     checks = check_rows(outcome.checks)
     if checks:
-        failed = sum(1 for c in outcome.checks if not c.ok and c.kind != "kpi")
+        failed = sum(1 for c in outcome.checks if not c.ok and c.kind not in ("kpi", "chaos"))
         summary = f"Hooks and tests: {len(checks) - failed} passed" + (f", {failed} failed" if failed else "")
         body = md.table(["", "kind", "stage", "name", "time", "detail"], checks)
         parts += [md.details(summary, body, open_=failed > 0), ""]
