@@ -1,4 +1,4 @@
-# The Squals Action image: the squals package and git on a slim Python, nothing else.
+# The Squals Action image: the squals package (with Locust, its `load` extra) and git on a slim Python.
 # Stage 1 builds the wheel (hatchling is fetched there and stays there); stage 2 installs it with no caches.
 # Released images are built from this file by .github/workflows/release.yml and pushed to
 # ghcr.io/squals/action:X.Y.Z, the image action.yml names; CI builds it on every push.
@@ -26,6 +26,10 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && git config --system --add safe.directory '*'
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl \
+# The `load` extra: Locust for the squals file's load_tests (run as a subprocess, never imported by squals).
+# DL3013: the wheel is the one built above; its dependencies' bounds are pyproject.toml's, as before.
+# hadolint ignore=DL3013
+RUN wheel="$(echo /wheels/*.whl)" \
+    && pip install --no-cache-dir "${wheel}[load]" \
     && rm -rf /wheels /root/.cache
 ENTRYPOINT ["squals-action"]

@@ -8,7 +8,9 @@ objects through long-lived ``git cat-file`` processes and kills process groups.)
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
+import shutil
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -99,3 +101,23 @@ def token_header_env(server_url: str, token: str, environ: Mapping[str, str]) ->
         env[f"GIT_CONFIG_KEY_{index}"] = name
         env[f"GIT_CONFIG_VALUE_{index}"] = value
     return env
+
+
+def add_worktree(repo: Path, path: Path, sha: str, *, error: type[SqualsError] = SqualsError) -> None:
+    """Check ``sha`` out at ``path`` as a detached worktree (the user's tree, index and HEAD untouched)."""
+    run_git(repo, "worktree", "add", "--detach", str(path), sha, error=error)
+
+
+def remove_worktree(repo: Path, path: Path) -> str:
+    """Remove the worktree at ``path`` (the folder too, even when git no longer knows it); "" when all went
+    well, else a note saying what was done instead."""
+    note = ""
+    if path.exists():
+        try:
+            run_git(repo, "worktree", "remove", "--force", str(path))
+        except SqualsError as exc:
+            note = f"git worktree remove failed ({exc.one_line()}); deleted the folder"
+            shutil.rmtree(path, ignore_errors=True)
+    with contextlib.suppress(SqualsError):
+        run_git(repo, "worktree", "prune")
+    return note

@@ -77,13 +77,19 @@ class ShopHandler(BaseHTTPRequestHandler):
         sys.stderr.write("shop: " + (format % args) + "\n")
 
 
+class ShopServer(ThreadingHTTPServer):
+    """A listen backlog of 128 instead of socketserver's 5: under a load test (20 users, one connection per
+    request) a full backlog drops connections whose retry comes a second later (p99 1,100 ms, not ~120 ms)."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+
 def make_server(
     port: int, host: str = "127.0.0.1", handler: type[ShopHandler] = ShopHandler
 ) -> ThreadingHTTPServer:
     """The shop on ``host:port``; ``handler`` lets a deployment add to the routes (examples/shop-aws)."""
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server
+    return ShopServer((host, port), handler)
 
 
 def main(handler: type[ShopHandler] = ShopHandler) -> int:

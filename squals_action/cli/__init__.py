@@ -14,7 +14,7 @@ from typing import Protocol
 
 from squals_action import __version__
 from squals_action.error_handler import UsageExit, run_guarded
-from squals_action.errors import EXIT_USAGE
+from squals_action.errors import EXIT_USAGE, SqualsError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -25,6 +25,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "squals_action.cli.gates_commands",
     "squals_action.cli.state_commands",
     "squals_action.cli.lifecycle_commands",
+    "squals_action.cli.shared_commands",
+    "squals_action.cli.costs_commands",
     "squals_action.cli.experiment_commands",
 )
 
@@ -62,6 +64,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         if handler is None:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
-        return handler(args)
+        try:
+            return handler(args)
+        except SqualsError as exc:
+            raise _with_hint(args, exc) from exc
 
     return run_guarded(body, "squals")
+
+
+class _HintedError(SqualsError):
+    """An error with what the person at the terminal can do about it; the exit code is the original's."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _with_hint(args: argparse.Namespace, exc: SqualsError) -> SqualsError:
+    """``exc``, or the same line with a way out: an unreachable state remote suggests ``--local-state``."""
+    from squals_action.state.errors import RemoteUnreachableError
+
+    if isinstance(exc, RemoteUnreachableError) and hasattr(args, "local_state"):
+        return _HintedError(
+            f"{exc.one_line()}; if {exc.remote!r} cannot be reached from here, --local-state keeps the "
+            "state in this repository instead",
+            exc.exit_code,
+        )
+    return exc

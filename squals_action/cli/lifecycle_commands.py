@@ -1,8 +1,8 @@
 """The lifecycle's sub-commands: ``deploy``, ``promote``, ``rollback``, ``teardown``, ``down``, ``demo``.
 
 Only argparse here; the engine, the provider, the Dealer and the state store are imported by the handlers.
-Progress goes to stderr (coloured on a terminal) and the PR comment's markdown to stdout, so
-``squals promote --pr 7 > comment.md`` keeps the comment.
+Progress goes to stderr and the outcome to stdout, both for people (rich tables, colours on a terminal); the
+PR comment's markdown only with ``--report markdown`` (``squals promote --pr 7 --report markdown > c.md``).
 """
 
 from __future__ import annotations
@@ -104,7 +104,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _common(parser: argparse.ArgumentParser) -> None:
     add_state_options(parser, squals_file=True)
     parser.add_argument(
-        "--report", choices=("markdown", "none"), default="markdown", help="print the PR comment's markdown"
+        "--report",
+        choices=("text", "markdown", "none"),
+        default="text",
+        help="what goes to stdout: text (tables for people, the default), markdown (the PR comment) or none",
     )
 
 
@@ -116,11 +119,13 @@ def _open(args: argparse.Namespace, gates: bool = True) -> Any:
     return open_project(project_options(args, gates=gates, run_id=None), progress_for(sys.stderr))
 
 
-def _finish(args: argparse.Namespace, outcome: Any) -> int:
-    from squals_action.report.lifecycle import markdown
+def _finish(args: argparse.Namespace, lifecycle: Any, outcome: Any) -> int:
+    from squals_action.report.lifecycle import markdown, print_text
 
     if args.report == "markdown":
         sys.stdout.write(markdown(outcome))
+    elif args.report == "text":
+        print_text(outcome, sys.stdout, shown=getattr(lifecycle.progress, "shown", ()))
     return EXIT_OK if outcome.ok else EXIT_FAILURE
 
 
@@ -142,22 +147,22 @@ def _interruptible(lifecycle: Any, body: Any) -> Any:
 
 def run_deploy(args: argparse.Namespace) -> int:
     lifecycle = _open(args, gates=not args.skip_gates)
-    return _finish(args, lifecycle.deploy(args.pr, args.commit))
+    return _finish(args, lifecycle, lifecycle.deploy(args.pr, args.commit))
 
 
 def run_promote(args: argparse.Namespace) -> int:
     lifecycle = _open(args)
-    return _finish(args, _interruptible(lifecycle, lambda: lifecycle.promote(args.pr)))
+    return _finish(args, lifecycle, _interruptible(lifecycle, lambda: lifecycle.promote(args.pr)))
 
 
 def run_rollback(args: argparse.Namespace) -> int:
     lifecycle = _open(args)
-    return _finish(args, lifecycle.rollback(args.pr))
+    return _finish(args, lifecycle, lifecycle.rollback(args.pr))
 
 
 def run_teardown(args: argparse.Namespace) -> int:
     lifecycle = _open(args)
-    return _finish(args, lifecycle.teardown(args.pr))
+    return _finish(args, lifecycle, lifecycle.teardown(args.pr))
 
 
 def run_down(args: argparse.Namespace) -> int:
@@ -170,7 +175,7 @@ def run_down(args: argparse.Namespace) -> int:
         if not isinstance(lifecycle.provider, AwsProvider):
             raise UsageError("--front-door: only the aws provider has a front door")
         door = FrontDoorStack(lifecycle.provider)  # refuses a squals file that declares none, before down
-    code = _finish(args, lifecycle.down())
+    code = _finish(args, lifecycle, lifecycle.down())
     if door is not None:
         outcome = door.delete()
         sys.stderr.write(f"front door: {outcome.detail}\n")

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from squals_action.errors import EXIT_FAILURE, EXIT_OK, SqualsError, UsageError
+from squals_action.errors import EXIT_FAILURE, EXIT_OK, UsageError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="check squals files and print every problem with its location",
         description="Check squals files. Without PATH, find squals.yml and squals/*.yml at the "
         "repository root. "
-        "Exit 0 when valid, 1 when a problem was found, 2 for a usage error.",
+        "Exit 0 when valid, 1 when a problem was found, 2 for a usage error (a missing file included).",
     )
     validate.add_argument(
         "paths", nargs="*", metavar="PATH", help="squals files, or directories to search for squals files"
@@ -51,8 +51,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     schema.set_defaults(handler=run_schema)
 
 
-class NoSqualsFile(SqualsError):
-    """Discovery found nothing to validate."""
+class NoSqualsFile(UsageError):
+    """Discovery found nothing to validate: a missing file is a usage error (exit 2) whether named or not."""
 
 
 def _paths(args: argparse.Namespace) -> tuple[list[Path], Path | None]:

@@ -23,7 +23,8 @@ from squals_action.cli.options import (
 from squals_action.errors import EXIT_OK
 
 if TYPE_CHECKING:
-    from squals_action.state import HistoryEntry, Lock, Snapshot, StateStore
+    from squals_action.report.status import LiveTraffic
+    from squals_action.state import HistoryEntry, StateStore
 
 #: Transitions ``squals history`` shows unless told otherwise: one page.
 HISTORY_PAGE = 50
@@ -33,9 +34,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     """Add ``status``, ``history`` and ``unlock``."""
     status = subparsers.add_parser(
         "status",
-        help="environments (version, URL, traffic, status, lock) and running experiments",
-        description="Read the state branch and print every environment with its version, URL, traffic "
-        "share, status and lock, then the running experiments.",
+        help="the public URL, environments (version, status, traffic, URL, figures, lock), experiments",
+        description="Read the state branch and print the public URL, then every environment (in natural "
+        "order) with its version, status, traffic share, URL while it runs, the requests, errors and p95 "
+        "latency the local Dealer tallied for it ('no data' when none runs) and its lock, then the running "
+        "experiments.",
     )
     _common(status)
     status.add_argument("--all", action="store_true", help="also list experiments that are over")
@@ -115,126 +118,60 @@ def _where(args: argparse.Namespace) -> str:
 
 
 def _console(out: TextIO) -> Any:
-    from rich.console import Console
+    from squals_action.report.terminal import console
 
-    return Console(file=out, highlight=False, soft_wrap=False, width=None if out.isatty() else 160)
+    return console(out)
 
 
 def _text(value: object) -> Any:
-    """A table cell that is shown as is: untrusted text (PR titles, logins) is never read as rich markup."""
-    from rich.text import Text
+    from squals_action.report.terminal import cell
 
-    return Text("" if value is None else str(value))
-
-
-def _lock_line(lock: Lock | None) -> str:
-    from squals_action.state import format_time, utc_now
-
-    if lock is None:
-        return ""
-    line = f"PR #{lock.pr} since {format_time(lock.acquired_at)}"
-    if lock.expired(utc_now()):
-        line += " (expired)"
-    return line
+    return cell(value)
 
 
-def _lock_json(lock: Lock | None) -> dict[str, Any] | None:
-    from squals_action.state import utc_now
+def _live_traffic(repo: Path) -> LiveTraffic | None:
+    """The project's local Dealer now (``None`` when none runs): its URL and, if it answers, its tallies."""
+    from squals_action.dealer import DealerError, connect_dealer, dealer_status
+    from squals_action.lifecycle.project import dealer_dir
+    from squals_action.report.status import LiveTraffic
 
-    if lock is None:
+    state_dir = dealer_dir(repo)
+    status = dealer_status(state_dir)
+    if status.state != "running" or status.url is None:
         return None
-    doc = lock.to_json()
-    doc.pop("schema_version", None)
-    doc["expired"] = lock.expired(utc_now())
-    return doc
-
-
-def status_json(
-    snapshot: Snapshot, branch: str, include_all: bool = False, remote: str | None = None
-) -> dict[str, Any]:
-    """The ``--format json`` document of ``squals status`` (environments, locks, experiments).
-
-    ``remote``: the remote that holds the branch, ``None`` for the repository's own (local-only mode).
-    """
-    envs = snapshot.environments()
-    locks = snapshot.locks()
-    environments = []
-    for name in sorted(set(envs) | set(locks)):
-        env = envs.get(name)
-        doc: dict[str, Any] = env.to_json() if env is not None else {"name": name, "status": None}
-        doc.pop("schema_version", None)
-        doc["lock"] = _lock_json(locks.get(name))
-        environments.append(doc)
-    experiments = []
-    for experiment in snapshot.experiments().values():
-        if include_all or experiment.status == "running":
-            exp_doc = experiment.to_json()
-            exp_doc.pop("schema_version", None)
-            experiments.append(exp_doc)
-    return {
-        "branch": branch,
-        "remote": remote,
-        "commit": snapshot.commit,
-        "environments": environments,
-        "experiments": experiments,
-    }
+    try:
+        client = connect_dealer(state_dir, timeout=2.0)
+        try:
+            tallies = dict(client.tallies())
+        finally:
+            client.close()
+    except DealerError:
+        return LiveTraffic(status.url, status.pid, None)
+    return LiveTraffic(status.url, status.pid, tallies)
 
 
 def run_status(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    """Print the environments and running experiments at the tip of the state branch."""
+    """Print the environments and running experiments at the tip of the state branch, with live figures."""
+    from squals_action.gitcmd import repo_top
+    from squals_action.lifecycle.project import dealer_dir
+    from squals_action.report.status import print_status, status_json
+
     stream = out if out is not None else sys.stdout
     with _open(args) as store:
         snapshot = store.read()
-    report = status_json(snapshot, args.state_branch, args.all, args.remote or None)
+    repo = repo_top((args.repo or Path.cwd()).resolve())
+    live = _live_traffic(repo)
+    report = status_json(snapshot, args.state_branch, args.all, args.remote or None, live)
     if args.format == "json":
         stream.write(json.dumps(report, indent=2, sort_keys=True) + "\n")
         return EXIT_OK
-    from rich.table import Table
-
-    console = _console(stream)
     if snapshot.commit is None:
-        console.print(_text(f"No state yet: branch {args.state_branch} does not exist {_where(args)}."))
+        missing = f"No state yet: branch {args.state_branch} does not exist {_where(args)}."
+        _console(stream).print(_text(missing))
         return EXIT_OK
-    locks = snapshot.locks()
-    table = Table(
-        title=_text(f"Environments ({args.state_branch} @ {snapshot.commit[:12]}{_local_mark(args)})"),
-        title_justify="left",
-    )
-    for column in ("environment", "version", "status", "traffic", "URL", "lock", "updated"):
-        table.add_column(column, justify="right" if column == "traffic" else "left")
-    for env in report["environments"]:
-        share = env.get("traffic_share")
-        table.add_row(
-            _text(env["name"]),
-            _text(env.get("version") or (env.get("commit") or "")[:12]),
-            _text(env.get("status") or "-"),
-            _text(f"{share:g} %" if share is not None else ""),
-            _text(env.get("url")),
-            _text(_lock_line(locks.get(env["name"]))),
-            _text(env.get("updated_at")),
-        )
-    console.print(table if report["environments"] else _text("No environments."))
-    experiments = Table(
-        title=_text("Experiments" if args.all else "Running experiments"), title_justify="left"
-    )
-    for column in ("experiment", "status", "variants", "decision", "updated"):
-        experiments.add_column(column)
-    for exp in report["experiments"]:
-        split = exp.get("split") or {}
-        variants = ", ".join(f"{v} {split[v]:g} %" if v in split else v for v in exp["variants"])
-        decision = exp.get("decision") or {}
-        verdict = " ".join(str(decision[k]) for k in ("outcome", "winner") if decision.get(k))
-        experiments.add_row(
-            _text(exp["id"]),
-            _text(exp["status"]),
-            _text(variants),
-            _text(verdict),
-            _text(exp.get("updated_at")),
-        )
-    if report["experiments"]:
-        console.print(experiments)
-    else:
-        console.print(_text("No running experiments." if not args.all else "No experiments."))
+    title = f"Environments ({args.state_branch} @ {snapshot.commit[:12]}{_local_mark(args)})"
+    shown_dir = dealer_dir(repo).relative_to(repo)
+    print_status(stream, report, title=title, live=live, dealer_dir=str(shown_dir), include_all=args.all)
     return EXIT_OK
 
 
@@ -293,6 +230,7 @@ def run_history(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 def run_unlock(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Break the lock on ENV; the transition records who did it."""
+    from squals_action.report.status import lock_json
     from squals_action.state import format_time
     from squals_action.state.layout import check_name
 
@@ -304,7 +242,7 @@ def run_unlock(args: argparse.Namespace, out: TextIO | None = None) -> int:
     with _open(args) as store:
         broken = store.break_lock(args.environment, actor=actor, run_id=run_id, attempt=attempt)
     if args.format == "json":
-        report = {"environment": args.environment, "actor": actor, "broken": _lock_json(broken)}
+        report = {"environment": args.environment, "actor": actor, "broken": lock_json(broken)}
         stream.write(json.dumps(report, indent=2) + "\n")
     elif broken is None:
         stream.write(f"{args.environment} was not locked; nothing recorded\n")

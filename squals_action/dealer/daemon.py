@@ -14,6 +14,7 @@ import dataclasses
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -97,6 +98,34 @@ def _clear_pid_files(state_dir: Path) -> None:
         (state_dir / name).unlink(missing_ok=True)
 
 
+#: The public port a directory's last Dealer bound, kept when it stops: the next one takes it again if free.
+PORT_FILE = "dealer.port"
+
+
+def _port_free(host: str, port: int) -> bool:
+    """Whether ``host:port`` binds now as the server binds it (with address reuse: TIME_WAIT is free)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _remembered_port(state_dir: Path, host: str) -> int:
+    """The public port this directory's Dealer last had when it is free again, else 0 (any free port).
+
+    A config asking for any port gets it (:func:`start_dealer`), so the public URL people were given survives
+    a ``squals down`` and the next start.
+    """
+    try:
+        port = int((state_dir / PORT_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return 0
+    return port if 0 < port < 65536 and _port_free(host, port) else 0
+
+
 def start_dealer(config: DealerConfig, state_dir: Path, *, timeout: float = 15.0) -> DealerClient:
     """Start a detached Dealer for ``state_dir`` (tallies there are kept) and return its admin client.
 
@@ -110,6 +139,18 @@ def start_dealer(config: DealerConfig, state_dir: Path, *, timeout: float = 15.0
         raise DealerError(f"a Dealer already runs from {state_dir} (pid {status.pid}); stop it first")
     if status.state == "stale":
         _clear_pid_files(state_dir)
+    remembered = _remembered_port(state_dir, config.host) if config.port == 0 else 0
+    if remembered:
+        try:
+            return _launch(dataclasses.replace(config, port=remembered), state_dir, timeout)
+        except DealerError:
+            if _port_free(config.host, remembered):
+                raise  # not the port: the same failure would follow on any
+    return _launch(config, state_dir, timeout)
+
+
+def _launch(config: DealerConfig, state_dir: Path, timeout: float) -> DealerClient:
+    """Write the config, start the daemon, wait for its endpoint and remember its public port."""
     config = dataclasses.replace(config, token=config.token or secrets.token_urlsafe(32))
     config_path = state_dir / CONFIG_FILE
     write_config(config_path, config)
@@ -133,6 +174,8 @@ def start_dealer(config: DealerConfig, state_dir: Path, *, timeout: float = 15.0
         with contextlib.suppress(DealerError, KeyError, TypeError):
             endpoint = read_json(state_dir / ENDPOINT_FILE)
             if endpoint.get("pid") == child.pid:
+                # a torn write reads as no port: the next Dealer takes any free one
+                (state_dir / PORT_FILE).write_text(f"{int(endpoint['port'])}\n")
                 return DealerClient(
                     str(endpoint["url"]), str(endpoint["admin_url"]), config.token, pid=child.pid
                 )

@@ -26,6 +26,7 @@ from squals_action.providers.interface import (
     Health,
     Provider,
     ProviderError,
+    SharedResources,
 )
 
 if TYPE_CHECKING:
@@ -107,6 +108,9 @@ class _Adopting(Provider):
 
     def list(self) -> tuple[EnvironmentHandle, ...]:
         return self.inner.list()
+
+    def shared_resources(self) -> SharedResources:
+        return self.inner.shared_resources()
 
 
 def adopting(inner: Provider, island: EnvironmentHandle) -> Provider:

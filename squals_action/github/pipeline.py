@@ -9,6 +9,7 @@ another PR is reported as a ``locked`` report naming the holder. Heavy modules a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import re
 import time
@@ -250,9 +251,10 @@ class Pipeline:
             url = outcome.public_url or url
         exit_tests: list[Step] = []
         for check in outcome.checks:
-            if check.kind in ("exit-test", "hook", "inflight-test"):
+            if check.kind in ("exit-test", "load-test", "hook", "inflight-test"):
+                detail = "\n".join(part for part in (check.detail, check.output) if part)
                 exit_tests.append(Step(check.name, "success" if check.ok else "failure", check.duration,
-                                       check.detail, kind=check.kind))
+                                       detail, kind=check.kind))
         kpis = ", ".join(f"{k.metric}={k.value:g}" for k in outcome.kpis if k.value is not None)
         commit = env.commit if env is not None else None
         outputs = {"commit": commit} if commit else {}
@@ -297,11 +299,33 @@ class Pipeline:
         try:
             with self._lifecycle(request, model) as lifecycle:
                 outcome = lifecycle.deploy(intent.pr_number, request.head_sha or "HEAD")
+                cost = None
+                if outcome.ok and intent.environment:
+                    dealer_dir = self._own_dir(request) / "dealer"
+                    cost = self._island_cost(lifecycle.provider, dealer_dir, intent.environment)
         except LockedError as exc:
             return self._locked(request, "preview", exc, environment=intent.environment, **parts)
         except AccessDeniedError as exc:
             return _denied("preview", exc, environment=intent.environment, **parts)
-        return self._outcome("preview", outcome, intent.environment, **parts)
+        report = self._outcome("preview", outcome, intent.environment, **parts)
+        if cost is not None:
+            section = ("Cost of the island so far", cost)
+            report = dataclasses.replace(report, sections=(*report.sections, section))
+        return report
+
+    @staticmethod
+    def _island_cost(provider: Any, dealer_dir: Path, env: str) -> str:
+        """The island's cost so far; a cost source that cannot answer is "no data" with its reason (the
+        preview itself succeeded)."""
+        from squals_action.costs import CostsError, measure_costs
+        from squals_action.report.costs import island_markdown
+        from squals_action.report.markdown import escape
+
+        try:
+            reports = measure_costs(provider, dealer_dir=dealer_dir, days=30)
+        except CostsError as exc:
+            return f"no data: {escape(exc.one_line())}\n"
+        return island_markdown(reports, env)
 
     def _act(self, request: Request, verb: str) -> Report:
         from squals_action.state.interface import LockedError

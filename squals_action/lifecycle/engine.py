@@ -24,7 +24,8 @@ from collections.abc import Mapping
 from squals_action import gitcmd
 from squals_action.errors import SqualsError
 from squals_action.lifecycle import machine
-from squals_action.lifecycle.hooks import failure_message, run_sequence
+from squals_action.lifecycle.hooks import CommandRun, failure_message, run_sequence
+from squals_action.lifecycle.load_tests import LoadTestResult, require_locust, run_load_tests
 from squals_action.lifecycle.machine import Check, Env, Event, Status
 from squals_action.lifecycle.promote import Promoter
 from squals_action.lifecycle.records import fleet_of, state_from_env
@@ -36,6 +37,8 @@ from squals_action.lifecycle.steps import (
     Progress,
     timeouts,
 )
+from squals_action.manifest.model import LoadTests
+from squals_action.providers.interface import ProvisionError
 from squals_action.state.interface import Documents, Transition
 
 __all__ = ["PROD_LOCK", "Lifecycle", "LifecycleError", "Outcome", "Progress"]
@@ -55,10 +58,12 @@ class Lifecycle(Promoter):
         commit = gitcmd.resolve_commit(self.repo, commit, error=LifecycleError)
         ttl = LOCK_MARGIN + self.manifest.app.health_timeout + timeouts(self.manifest, "deploy")
         checks: list[Check] = []
+        locust = require_locust() if self.manifest.load_tests is not None else ""  # before anything starts
+        load: LoadTestResult | None = None
 
         def finish(ok: bool, message: str, fleet: Mapping[str, Env]) -> Outcome:
             self.progress.done(message, ok=ok)
-            return self._outcome("deploy", ok, message, name, fleet, start, checks=checks)
+            return self._outcome("deploy", ok, message, name, fleet, start, checks=checks, load_tests=load)
 
         if self.gates is not None:
             self.progress.step("gates")
@@ -83,9 +88,15 @@ class Lifecycle(Promoter):
                     extra_env={"SQUALS_PR": str(pr), "SQUALS_PROJECT": self.manifest.name},
                 )
             except SqualsError as exc:
-                why = f"provisioning failed: {exc.one_line()}"
+                # the app's last lines go with the check, line by line, not into the one-line reason
+                summary, tail = (
+                    (exc.summary, exc.log_tail) if isinstance(exc, ProvisionError) else (exc.one_line(), "")
+                )
+                why = f"provisioning failed: {summary}"
                 checks.append(
-                    Check(kind="provider", stage="provision", name=name, ok=False, detail=exc.one_line())
+                    Check(
+                        kind="provider", stage="provision", name=name, ok=False, detail=summary, output=tail
+                    )
                 )
                 fleet = self._record(
                     E.PROVISION_FAILED, name, f"{name}: {why}", reason=why, checks=tuple(checks)
@@ -117,6 +128,10 @@ class Lifecycle(Promoter):
                 )
             checks += tests
             failed = failure_message(tests, "exit test")
+            if not failed and self.manifest.load_tests is not None:
+                load = self._load_tests(self.manifest.load_tests, env, fleet, locust)
+                checks.append(load.check())
+                failed = load.failure()
             if failed:
                 fleet = self._record(
                     E.EXIT_TESTS_FAILED, name, f"{name}: {failed}", reason=failed, checks=tuple(checks)
@@ -124,6 +139,20 @@ class Lifecycle(Promoter):
                 return finish(False, f"{failed}; {name} is kept for inspection", fleet)
             fleet = self._record(E.EXIT_TESTS_OK, name, f"{name} is ready", checks=tuple(checks))
             return finish(True, f"{name} is ready", fleet)
+
+    def _load_tests(
+        self, spec: LoadTests, env: Env, fleet: Mapping[str, Env], locust: str
+    ) -> LoadTestResult:
+        """Locust against the island (then prod, for a baseline); its summary on the progress view."""
+
+        def run_for(target: Env) -> CommandRun:
+            return self._run(target, fleet, "load")
+
+        result = run_load_tests(spec, env, machine.prod(fleet), run_for, self.progress.step, locust)
+        self.progress.load_test(result)
+        if result.ok:  # a failure is the deploy's own last line: said once
+            self.progress.done(result.summary())
+        return result
 
     # ---- rollback, teardown, down -----------------------------------------------------------------
 

@@ -56,9 +56,11 @@ def run_one(
         why = "stopped: the bake ended early"
     else:
         why = f"exit {result.exit_code}"
-    tail = read_log_tail(log, max_bytes=2048, max_lines=3).strip()
-    detail = f"{why}; log {log}" + (f"; last output: {' | '.join(tail.splitlines())}" if tail else "")
-    return Check(kind=kind, stage=stage, name=command.name, ok=False, detail=detail, duration=result.duration)
+    tail = read_log_tail(log, max_bytes=2048, max_lines=3).strip("\n")
+    return Check(
+        kind=kind, stage=stage, name=command.name, ok=False, detail=f"{why}; log {log}", output=tail,
+        duration=result.duration,
+    )
 
 
 def run_sequence(

@@ -166,6 +166,7 @@ class Check:
     """One hook, exit test, in-flight test or KPI reading, kept on the environment for the report.
 
     ``no_data`` marks a reading that had nothing to judge: it is reported as "no data", never as passed.
+    ``detail`` is one line; ``output`` the last lines a failed command or app printed, kept line by line.
     """
 
     kind: str  # "hook", "exit-test", "inflight-test", "kpi", "provider"
@@ -175,6 +176,7 @@ class Check:
     detail: str = ""
     duration: float = 0.0
     no_data: bool = False
+    output: str = ""
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -185,6 +187,7 @@ class Check:
             "detail": self.detail,
             "duration": round(self.duration, 3),
             **({"no_data": True} if self.no_data else {}),
+            **({"output": self.output} if self.output else {}),
         }
 
     @classmethod
@@ -197,6 +200,7 @@ class Check:
             detail=str(doc.get("detail", "")),
             duration=float(doc.get("duration", 0.0)),
             no_data=bool(doc.get("no_data", False)),
+            output=str(doc.get("output", "")),
         )
 
 

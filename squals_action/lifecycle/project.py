@@ -17,6 +17,7 @@ from squals_action.errors import SqualsError, UsageError
 from squals_action.gitcmd import repo_top
 from squals_action.lifecycle.engine import Lifecycle, Progress
 from squals_action.lifecycle.parts import signals_for, traffic_for
+from squals_action.manifest.model import Manifest
 from squals_action.own_files import own_dir
 
 
@@ -44,11 +45,9 @@ def squals_dir(repo: Path) -> Path:
     return own_dir(repo)
 
 
-def open_project(options: ProjectOptions, progress: Progress | None = None) -> Lifecycle:
-    """The lifecycle of the repository at ``options.repo`` (default: the current directory's)."""
+def load_project_manifest(options: ProjectOptions) -> tuple[Path, Manifest]:
+    """The repository top and the squals file ``options`` name (default: ``squals.yml`` at the top)."""
     from squals_action.manifest import discover, load
-    from squals_action.providers import get_provider
-    from squals_action.state import choose_remote, open_store
 
     repo = repo_top((options.repo or Path.cwd()).resolve(), error=ProjectError)
     if options.squals_file is not None:
@@ -58,13 +57,22 @@ def open_project(options: ProjectOptions, progress: Progress | None = None) -> L
     else:
         found = [p for p in discover(repo) if p.name in ("squals.yml", "squals.yaml")] or discover(repo)
         if not found:
-            raise ProjectError(f"no squals file in {repo}: expected squals.yml (or pass --file)")
+            # a usage error like a missing --file: every missing squals file exits 2 (README)
+            raise UsageError(f"no squals file in {repo}: expected squals.yml (or pass --file)")
         path = found[0]
-    manifest = load(path, repo)
+    return repo, load(path, repo)
+
+
+def open_project(options: ProjectOptions, progress: Progress | None = None) -> Lifecycle:
+    """The lifecycle of the repository at ``options.repo`` (default: the current directory's)."""
+    from squals_action.providers import get_provider
+    from squals_action.state import choose_remote, open_store
+
+    repo, manifest = load_project_manifest(options)
     # no remote at all (a project on a laptop) or --local-state: the state branch is the repository's own
     store = open_store(repo, remote=choose_remote(repo, options.remote), branch=options.state_branch)
     provider = get_provider(manifest.provider.kind, repo, manifest.provider)
-    traffic = traffic_for(manifest, provider, squals_dir(repo) / "dealer")
+    traffic = traffic_for(manifest, provider, dealer_dir(repo))
     lifecycle = Lifecycle(
         repo=repo,
         manifest=manifest,
@@ -107,3 +115,8 @@ def _gates_runner(lifecycle: Lifecycle) -> Callable[[str], tuple[bool, str]]:
         return all_ok(results), summary
 
     return run
+
+
+def dealer_dir(repo: Path) -> Path:
+    """Where the project's local Dealer keeps its pid, ports and tallies (``squals status`` reads it too)."""
+    return squals_dir(repo) / "dealer"

@@ -20,6 +20,7 @@ from squals_action.lifecycle import machine
 from squals_action.lifecycle.bake import BakeTick
 from squals_action.lifecycle.hooks import CommandRun, failure_message, run_sequence
 from squals_action.lifecycle.kpi import KpiReading
+from squals_action.lifecycle.load_tests import LoadTestResult
 from squals_action.lifecycle.machine import Check, Env, Event, Fleet
 from squals_action.lifecycle.records import fleet_of, state_from_env
 from squals_action.lifecycle.signals import KpiSource
@@ -52,6 +53,9 @@ class Progress:
     def tick(self, tick: BakeTick) -> None:
         """One check of the bake."""
 
+    def load_test(self, result: LoadTestResult) -> None:
+        """A load test's figures against its limits."""
+
 
 Operation = Literal["deploy", "promote", "rollback", "teardown", "down"]
 
@@ -70,6 +74,8 @@ class Outcome:
     metrics: Mapping[str, float | None] = field(default_factory=dict)
     public_url: str | None = None
     elapsed: float = 0.0
+    #: A deploy's load test: the island's figures (and prod's) against the limits, for the results table.
+    load_tests: LoadTestResult | None = None
 
 
 @dataclass
@@ -190,8 +196,9 @@ class Steps:
             return ()
         self.progress.step(f"{stage} hooks ({len(commands)})")
         checks = run_sequence(commands, "hook", stage, self._run(env, fleet, stage))
-        msg = failure_message(checks, f"{stage} hook")
-        self.progress.done(msg or f"{stage} hooks passed", ok=msg is None)
+        if all(check.ok for check in checks):
+            self.progress.done(f"{stage} hooks passed")
+        # a failure is shown once: by the command's last line, which says what it means for the environment
         return checks
 
     def _hook_stage(
@@ -264,6 +271,7 @@ class Steps:
         checks: Sequence[Check] = (),
         kpis: tuple[KpiReading, ...] = (),
         metrics: Mapping[str, float | None] | None = None,
+        load_tests: LoadTestResult | None = None,
     ) -> Outcome:
         """What a command that started at ``start`` did, with where users go now."""
         return Outcome(
@@ -277,6 +285,7 @@ class Steps:
             metrics=metrics if metrics is not None else {},
             public_url=self.traffic.url(),
             elapsed=time.monotonic() - start,
+            load_tests=load_tests,
         )
 
     def _require_healthy(self, env: Env, role: str) -> None:
@@ -296,11 +305,14 @@ def _pr_of(name: str) -> int | None:
 def timeouts(manifest: Manifest, op: Literal["deploy", "promote"]) -> float:
     """The hooks' and tests' timeouts one command may spend, in seconds (its lock must outlive them)."""
     hooks = manifest.hooks
-    if op == "deploy":
-        commands = (*hooks.before_preprod, *hooks.after_preprod, *manifest.exit_tests)
-    else:
+    if op == "promote":
         commands = (*hooks.promote, *hooks.after_postprod, *manifest.rollout.inflight_tests)
-    return sum(c.timeout for c in commands)
+        return sum(c.timeout for c in commands)
+    commands = (*hooks.before_preprod, *hooks.after_preprod, *manifest.exit_tests)
+    load = manifest.load_tests
+    # The island's load-test run, and prod's for a baseline: each at most the load test's timeout.
+    loads = 0.0 if load is None else load.timeout * (2 if load.baseline else 1)
+    return sum(c.timeout for c in commands) + loads
 
 
 def shares(fleet: Fleet) -> str:

@@ -10,7 +10,7 @@ from typing import Any, Literal, cast
 from squals_action.manifest import model as m
 from squals_action.manifest.checks import COMMAND_SECTIONS, default_command_name
 from squals_action.manifest.problems import PathPart
-from squals_action.manifest.units import parse_amount, parse_duration
+from squals_action.manifest.units import parse_amount, parse_change, parse_duration, parse_percentage
 from squals_action.manifest.yamlload import Document
 
 
@@ -32,6 +32,15 @@ def _duration(value: Any, default: float) -> float:
 
 def _amount(value: Any) -> float | None:
     return None if value is None else parse_amount(value)
+
+
+def _limit(value: Any) -> m.LoadLimit | None:
+    """``300`` (absolute) or ``"+10%"`` (relative to prod's figure)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return m.LoadLimit(parse_change(value), relative=True)
+    return m.LoadLimit(float(value))
 
 
 class Builder:
@@ -93,15 +102,11 @@ class Builder:
             gates=self.gates(data),
             hooks=m.Hooks(**{stage: self.commands(data, ("hooks", stage)) for stage in m.HOOK_STAGES}),
             exit_tests=self.commands(data, ("exit_tests",)),
+            load_tests=self.load_tests(data.get("load_tests")),
             rollout=self.rollout(data),
             experiment=self.experiment(data.get("experiment")),
             shared=m.frozen_map(
-                {
-                    name: m.SharedResource(
-                        name, str(item["type"]), _strings(item.get("options")), self.loc(("shared", name))
-                    )
-                    for name, item in data.get("shared", {}).items()
-                }
+                {name: self.shared(name, item) for name, item in data.get("shared", {}).items()}
             ),
             environments=m.frozen_map(
                 {
@@ -117,6 +122,19 @@ class Builder:
             env_passthrough=tuple(str(name) for name in data.get("env_passthrough", ())),
             base_dir=str(self.base_dir.absolute()),
             repo_root=str(self.repo_root.absolute()),
+        )
+
+    def shared(self, name: str, item: dict[str, Any]) -> m.SharedResource:
+        return m.SharedResource(
+            name,
+            str(item["type"]),
+            _strings(item.get("options")),
+            self.loc(("shared", name)),
+            run=item.get("run"),
+            url=str(item.get("url", "http://127.0.0.1:$PORT")),
+            ready_timeout=_duration(item.get("ready_timeout"), 30.0),
+            template=item.get("template"),
+            parameters=_strings(item.get("parameters")),
         )
 
     def app(self, app: dict[str, Any]) -> m.App:
@@ -242,6 +260,27 @@ class Builder:
                 location=self.loc(("rollout", "chaos", index)),
             )
             for index, item in enumerate(items)
+        )
+
+    def load_tests(self, load: Any) -> m.LoadTests | None:
+        if not isinstance(load, dict):
+            return None
+        limits = load["limits"]
+        users = int(load["users"])
+        duration = parse_duration(load["duration"])
+        ratio = limits.get("failure_ratio")
+        return m.LoadTests(
+            locustfile=str(load["locustfile"]),
+            users=users,
+            spawn_rate=float(load.get("spawn_rate", users)),
+            duration=duration,
+            timeout=_duration(load.get("timeout"), duration + 60.0),
+            p95=_limit(limits.get("p95")),
+            p99=_limit(limits.get("p99")),
+            failure_ratio=None if ratio is None else parse_percentage(ratio),
+            min_rps=_limit(limits.get("min_rps")),
+            baseline=load.get("baseline"),
+            location=self.loc(("load_tests",)),
         )
 
     @staticmethod

@@ -17,7 +17,15 @@ from squals_action.manifest.model import DEALER_METRICS, HOOK_STAGES, chaos_name
 from squals_action.manifest.paths import reference_problem, script_of
 from squals_action.manifest.problems import PathPart, Problem, format_where
 from squals_action.manifest.schema import suggest
-from squals_action.manifest.units import DURATION_RE, PERCENTAGE_RE, parse_amount, parse_duration
+from squals_action.manifest.units import (
+    CHANGE_RE,
+    DURATION_RE,
+    PERCENTAGE_RE,
+    parse_amount,
+    parse_change,
+    parse_duration,
+    parse_percentage,
+)
 from squals_action.manifest.yamlload import Document
 
 #: The check run the action itself reports (github.runner.CHECK_NAME); ``gates.checks`` cannot wait for it.
@@ -92,7 +100,9 @@ class Checker:
         self.durations()
         self.references()
         self.front_door()
+        self.shared()
         self.rollout()
+        self.load_tests()
         self.experiment()
         self.advisories()
         self.own_check()
@@ -157,8 +167,13 @@ class Checker:
             ("gates", "checks_interval"),
             ("rollout", "bake"),
             ("rollout", "check_interval"),
+            ("load_tests", "duration"),
+            ("load_tests", "timeout"),
         ]
         paths.extend((*path, "timeout") for path, *_ in self.iter_commands())
+        shared = get(self.data, ("shared",))
+        if isinstance(shared, dict):
+            paths.extend(("shared", name, "ready_timeout") for name in shared)
         steps = get(self.data, ("rollout", "steps"))
         if isinstance(steps, list):
             paths.extend(("rollout", "steps", i, "bake") for i in range(len(steps)))
@@ -199,6 +214,7 @@ class Checker:
                 self.check_ref((*deps, "files", index), must_exist=False)
         self.check_ref((*deps, "offline_db"), must_exist=False)
         self.check_ref((*deps, "safety_db"), must_exist=False, want="directory")
+        self.check_ref(("load_tests", "locustfile"), must_exist=True)
 
     # provider --------------------------------------------------------------------------------------
 
@@ -230,6 +246,41 @@ class Checker:
                 "expected no parameters with listener_arn: only a front-door template takes parameters",
                 key=True,
             )
+
+    # shared resources ------------------------------------------------------------------------------
+
+    def shared(self) -> None:
+        """Each shared resource says how to run it on this file's provider (a resource that cannot be
+        started would be a key that does nothing), declared once in the file that lists the variants."""
+        shared = get(self.data, ("shared",))
+        if not isinstance(shared, dict):
+            return
+        if self.as_variant and shared:
+            self.add(
+                ("shared",),
+                "expected no shared resources in a variant file; the variants use those of the file that "
+                "lists them",
+                key=True,
+            )
+            return
+        kind = get(self.data, ("provider", "kind")) or "local"
+        needed, how = {
+            "local": ("run", "the command that runs it on $PORT"),
+            "aws": ("template", "its CloudFormation template"),
+        }.get(str(kind), ("", ""))
+        for name, item in shared.items():
+            if not isinstance(item, dict):
+                continue
+            if needed and needed not in item:
+                self.add(("shared", name), f"expected {needed} ({how}) for provider kind {kind!r}", key=True)
+            if "template" in item:
+                self.check_ref(("shared", name, "template"), must_exist=True)
+            elif "parameters" in item:
+                self.add(
+                    ("shared", name, "parameters"),
+                    "expected no parameters without template: only a template takes parameters",
+                    key=True,
+                )
 
     # rollout ---------------------------------------------------------------------------------------
 
@@ -341,6 +392,32 @@ class Checker:
             return
         if lower > upper:
             self.add((*path, low), f"expected {low} <= {high}, got {lower:g} > {upper:g}")
+
+    # load tests ------------------------------------------------------------------------------------
+
+    def load_tests(self) -> None:
+        """A relative limit needs prod's figures to be relative to; a share of requests is at most 100 %,
+        and a decrease of requests per second of 100 % or more would allow none at all."""
+        load = get(self.data, ("load_tests",))
+        limits = get(self.data, ("load_tests", "limits"))
+        if not isinstance(load, dict) or not isinstance(limits, dict):
+            return
+        for key in ("p95", "p99", "min_rps"):
+            value = limits.get(key)
+            if isinstance(value, str) and CHANGE_RE.match(value) and load.get("baseline") != "prod":
+                self.add(
+                    ("load_tests", "limits", key),
+                    f"expected baseline: prod for the relative limit {value!r} (relative to prod's figure)",
+                )
+        ratio = limits.get("failure_ratio")
+        if isinstance(ratio, str) and PERCENTAGE_RE.match(ratio) and parse_percentage(ratio) > 100:
+            self.add(("load_tests", "limits", "failure_ratio"), f"expected at most 100%, got {ratio!r}")
+        rps = limits.get("min_rps")
+        if isinstance(rps, str) and CHANGE_RE.match(rps) and parse_change(rps) <= -100:
+            self.add(
+                ("load_tests", "limits", "min_rps"),
+                f"expected a decrease of less than 100%, got {rps!r} (it would allow no requests at all)",
+            )
 
     # metrics ---------------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ strings again. Every command keeps its :class:`Location` so later failures can p
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -289,6 +290,35 @@ class Rollout:
 
 
 @dataclass(frozen=True)
+class LoadLimit:
+    """A bound on one load-test figure: ``value`` in the figure's own unit, or, when ``relative``, a change
+    in percent of prod's figure (``+10%`` is ``10.0``, ``-10%`` is ``-10.0``)."""
+
+    value: float
+    relative: bool = False
+
+
+@dataclass(frozen=True)
+class LoadTests:
+    """Locust against each island after its exit tests (then against prod when ``baseline`` says so).
+
+    Latencies are in milliseconds, ``failure_ratio`` in percent, ``min_rps`` in requests per second.
+    """
+
+    locustfile: str
+    users: int
+    spawn_rate: float
+    duration: float
+    timeout: float
+    p95: LoadLimit | None = None
+    p99: LoadLimit | None = None
+    failure_ratio: float | None = None
+    min_rps: LoadLimit | None = None
+    baseline: Literal["prod"] | None = None
+    location: Location = NOWHERE
+
+
+@dataclass(frozen=True)
 class Variant:
     """One experiment variant. ``squals`` is the path as written (relative to the declaring file's
     directory); ``file`` is its absolute path and ``manifest`` its validated model (None when the variant
@@ -383,10 +413,28 @@ class Experiment:
 
 @dataclass(frozen=True)
 class SharedResource:
+    """A resource every environment of the app uses, started once and kept across islands (``shared:``)."""
+
     name: str
     type: str
     options: Mapping[str, str] = EMPTY
     location: Location = NOWHERE
+    #: ``local``: the command that runs it on ``$PORT``, and the URL template islands get.
+    run: str | None = None
+    url: str = "http://127.0.0.1:$PORT"
+    ready_timeout: float = 30.0
+    #: ``aws``: the resource's CloudFormation template (relative to the squals file) and its parameters.
+    template: str | None = None
+    parameters: Mapping[str, str] = EMPTY
+
+    @property
+    def env_var(self) -> str:
+        return shared_env_var(self.name)
+
+
+def shared_env_var(name: str) -> str:
+    """The variable every island gets a shared resource's URL in: ``SQUALS_SHARED_<NAME>_URL``."""
+    return "SQUALS_SHARED_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper() + "_URL"
 
 
 @dataclass(frozen=True)
@@ -411,6 +459,7 @@ class Manifest:
     gates: Gates = Gates()
     hooks: Hooks = Hooks()
     exit_tests: tuple[Command, ...] = ()
+    load_tests: LoadTests | None = None
     rollout: Rollout = Rollout()
     experiment: Experiment | None = None
     shared: Mapping[str, SharedResource] = field(default_factory=FrozenMap)

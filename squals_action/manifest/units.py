@@ -9,6 +9,8 @@ import re
 
 DURATION_RE = re.compile(r"^(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:s|m|h|d)$")
 PERCENTAGE_RE = re.compile(r"^(?:0|[1-9][0-9]*)(?:\.[0-9]+)?%$")
+#: A change relative to another figure: ``+10%`` or ``-10%``.
+CHANGE_RE = re.compile(r"^[+-](?:0|[1-9][0-9]*)(?:\.[0-9]+)?%$")
 UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
@@ -23,6 +25,13 @@ def parse_percentage(text: str) -> float:
     """``"10%"`` -> ``10.0``; raises ValueError outside the grammar."""
     if not PERCENTAGE_RE.match(text):
         raise ValueError(f"not a percentage: {text!r} (expected e.g. 10%, 0.5%)")
+    return float(text[:-1])
+
+
+def parse_change(text: str) -> float:
+    """``"+10%"`` -> ``10.0``, ``"-10%"`` -> ``-10.0``; raises ValueError outside the grammar."""
+    if not CHANGE_RE.match(text):
+        raise ValueError(f"not a relative change: {text!r} (expected e.g. +10%, -10%)")
     return float(text[:-1])
 
 

@@ -17,9 +17,10 @@ from squals_action.providers.interface import (
     HealthStatus,
     Provider,
     ProviderError,
+    ProvisionError,
     check_env_name,
 )
-from squals_action.providers.local import LocalProvider, ProvisionError
+from squals_action.providers.local import LocalProvider
 
 #: Every provider kind by the name the squals file's ``provider.kind`` uses.
 PROVIDERS: dict[str, type[Provider]] = {

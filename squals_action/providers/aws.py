@@ -25,6 +25,17 @@ from squals_action import aws_api
 from squals_action.gitcmd import repo_top, resolve_commit
 from squals_action.manifest import model
 from squals_action.providers import aws_chaos, aws_template
+from squals_action.providers.aws_stacks import (
+    DEAD,
+    SERVING,
+    TAG_APP,
+    TAG_COMMIT,
+    TAG_DIGEST,
+    TAG_ENV,
+    TAG_PROJECT,
+    AwsError,
+    stack_tags,
+)
 from squals_action.providers.interface import (
     DestroyOutcome,
     EnvironmentHandle,
@@ -33,35 +44,16 @@ from squals_action.providers.interface import (
     Provider,
     ProviderError,
     check_env_name,
+    shared_env,
 )
+from squals_action.providers.shared_aws import AwsShared, island_parameters
 
 T = TypeVar("T")
 
-TAG_PROJECT = "squals:project"
-TAG_ENV = "squals:environment"
-TAG_COMMIT = "squals:commit"
-TAG_DIGEST = "squals:digest"
 TAG_HEALTH = "squals:health-path"
 #: What AWS accepts in a tag value; a health path outside it is not tagged (``/`` is checked instead).
 TAG_VALUE = re.compile(r"^[A-Za-z0-9 _.:/=+\-@]{1,256}$")
-
-#: Statuses in which the stack's resources are in place (after an update rollback: the previous ones).
-SERVING = frozenset(
-    {
-        "CREATE_COMPLETE",
-        "UPDATE_COMPLETE",
-        "UPDATE_ROLLBACK_COMPLETE",
-        "IMPORT_COMPLETE",
-        "IMPORT_ROLLBACK_COMPLETE",
-    }
-)
-#: Statuses of a stack that holds nothing useful and may simply be deleted before a fresh create.
-DEAD = frozenset({"ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "CREATE_FAILED", "DELETE_FAILED"})
 NO_UPDATES = "No updates are to be performed"
-
-
-class AwsError(ProviderError):
-    """A CloudFormation call failed or a stack ended in a failed state; the message quotes AWS's reason."""
 
 
 def _is_missing(exc: Exception) -> bool:
@@ -223,6 +215,10 @@ class AwsProvider(Provider):
             f"{event.get('ResourceStatus')}: {reason}"
         )
 
+    def shared_resources(self) -> AwsShared:
+        """Shared resources as project-level stacks (see :mod:`squals_action.providers.shared_aws`)."""
+        return AwsShared(self)
+
     # --------------------------------------------------------------------------------------- provision
 
     def provision(
@@ -251,8 +247,20 @@ class AwsProvider(Provider):
         app_env = {**manifest.app_env_for(env), **extra_env}
         parameters = aws_template.stack_parameters(
             template, config, manifest, env=env, sha=sha, project=project, app_env=app_env
-        )
-        tags = {TAG_PROJECT: project, TAG_ENV: env, TAG_COMMIT: sha}
+        )  # complete before any AWS call: a parameter mistake costs no stack
+        shared = self.shared_resources().ensure(manifest, sha)
+        if shared:
+            parameters = aws_template.stack_parameters(
+                template,
+                config,
+                manifest,
+                env=env,
+                sha=sha,
+                project=project,
+                app_env={**manifest.app_env_for(env), **shared_env(shared), **extra_env},
+                shared=island_parameters(shared),
+            )
+        tags = {TAG_PROJECT: project, TAG_APP: project, TAG_ENV: env, TAG_COMMIT: sha}
         if TAG_VALUE.match(manifest.app.health):
             tags[TAG_HEALTH] = manifest.app.health
         fingerprint = aws_template.digest(template, parameters, tags)
@@ -338,7 +346,7 @@ class AwsProvider(Provider):
         )
 
     def _check_ours(self, stack: Mapping[str, Any], project: str, env: str) -> None:
-        tags = _tags(stack)
+        tags = stack_tags(stack)
         if tags.get(TAG_PROJECT) != project or tags.get(TAG_ENV) != env:
             raise AwsError(
                 f"{env}: a stack named {stack.get('StackName')} exists but is not squals' environment {env} "
@@ -348,7 +356,7 @@ class AwsProvider(Provider):
 
     def _handle(self, stack: Mapping[str, Any], region: str, health_path: str = "") -> EnvironmentHandle:
         """A handle from what CloudFormation shows; the health path from the tag unless given."""
-        tags = _tags(stack)
+        tags = stack_tags(stack)
         health_path = health_path or tags.get(TAG_HEALTH, "/")
         outputs = {str(o.get("OutputKey")): str(o.get("OutputValue", "")) for o in stack.get("Outputs") or []}
         data: dict[str, Any] = {
@@ -454,7 +462,7 @@ class AwsProvider(Provider):
             return DestroyOutcome(handle.env, ok=True, detail=f"stack {name} is already gone"), None
         recorded_id, recorded_digest = handle.data.get("stack_id"), handle.data.get("digest")
         if (recorded_id and recorded_id != stack.get("StackId")) or (
-            recorded_digest and recorded_digest != _tags(stack).get(TAG_DIGEST)
+            recorded_digest and recorded_digest != stack_tags(stack).get(TAG_DIGEST)
         ):
             note = f"a newer provision of {handle.env} owns stack {name}; kept"
             return DestroyOutcome(handle.env, ok=True, detail=note, notes=(note,)), None
@@ -483,7 +491,7 @@ class AwsProvider(Provider):
         project = self.project
         for page in pages:
             for stack in page.get("Stacks", []):
-                tags = _tags(stack)
+                tags = stack_tags(stack)
                 if (
                     tags.get(TAG_PROJECT) == project
                     and TAG_ENV in tags
@@ -502,7 +510,7 @@ class AwsProvider(Provider):
         env = check_env_name(env_name)
         region = self.region()
         stack = self._describe(self.client(region), aws_template.stack_name(self.project, env))
-        if stack is None or _tags(stack).get(TAG_PROJECT) != self.project:
+        if stack is None or stack_tags(stack).get(TAG_PROJECT) != self.project:
             return None
         return self._handle(stack, region)
 
@@ -522,10 +530,6 @@ class AwsProvider(Provider):
                 started.append((handle, stack_id))
         outcomes.extend(self._finish_delete(handle, stack_id) for handle, stack_id in started)
         return tuple(sorted(outcomes, key=lambda o: o.env))
-
-
-def _tags(stack: Mapping[str, Any]) -> dict[str, str]:
-    return {str(t.get("Key")): str(t.get("Value")) for t in stack.get("Tags") or []}
 
 
 def http_get(url: str, *, timeout: float) -> tuple[int | None, str]:

@@ -30,7 +30,7 @@ from squals_action.dealer.interface import NotMeasured, VariantTally
 from squals_action.gitcmd import resolve_commit
 from squals_action.manifest import model
 from squals_action.providers import aws_template
-from squals_action.providers.aws import DEAD, SERVING, TAG_DIGEST, TAG_PROJECT, AwsError, _tags
+from squals_action.providers.aws_stacks import AwsError, ProjectStack, StackTemplate, stack_outputs
 from squals_action.providers.interface import DestroyOutcome, ProviderError
 
 if TYPE_CHECKING:
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from squals_action.providers.aws import AwsProvider
 
 FRONT_DOOR = "front-door"
-TAG_ROLE = "squals:role"
 
 
 @dataclass(frozen=True)
@@ -74,10 +73,11 @@ class FrontDoorStack:
                 "(front_door: {template: infra/front-door.yml} or front_door: {listener_arn: arn:...})"
             )
         self.declared = declared
+        self.stack = ProjectStack(provider, suffix=FRONT_DOOR, role=FRONT_DOOR, what="front door")
 
     @property
     def stack_name(self) -> str:
-        return aws_template.stack_name(self.provider.project, FRONT_DOOR)
+        return self.stack.name
 
     def _elbv2(self, region: str) -> Any:
         return aws_api.client(
@@ -94,12 +94,8 @@ class FrontDoorStack:
         """The front door as it is now, or ``None`` when its stack does not exist (or holds nothing)."""
         if self.declared.listener_arn:
             return self._named_listener(self.declared.listener_arn)
-        region = self.provider.region()
-        stack = self.provider._describe(self.provider.client(region), self.stack_name)
-        if stack is None or str(stack.get("StackStatus")) not in SERVING:
-            return None
-        self._check_ours(stack)
-        return self._from_stack(stack, region)
+        stack = self.stack.get()
+        return self._from_stack(stack, self.provider.region()) if stack is not None else None
 
     def _named_listener(self, arn: str) -> FrontDoor:
         where = f"{self.declared.location}: provider.front_door.listener_arn"
@@ -114,7 +110,7 @@ class FrontDoorStack:
         return FrontDoor(arn, url, region)
 
     def _from_stack(self, stack: Mapping[str, Any], region: str) -> FrontDoor:
-        outputs = {str(o.get("OutputKey")): str(o.get("OutputValue", "")) for o in stack.get("Outputs") or []}
+        outputs = stack_outputs(stack)
         arn = outputs.get(aws_template.LISTENER_OUTPUT)
         if not arn:
             raise AwsError(
@@ -131,15 +127,6 @@ class FrontDoorStack:
                 ) from exc
         return FrontDoor(arn, url, region, self.stack_name)
 
-    def _check_ours(self, stack: Mapping[str, Any]) -> None:
-        tags = _tags(stack)
-        if tags.get(TAG_PROJECT) != self.provider.project or tags.get(TAG_ROLE) != FRONT_DOOR:
-            raise AwsError(
-                f"a stack named {self.stack_name} exists but is not the front door of project "
-                f"{self.provider.project} (tags {TAG_PROJECT}={tags.get(TAG_PROJECT)!r}, "
-                f"{TAG_ROLE}={tags.get(TAG_ROLE)!r}); left alone"
-            )
-
     # ------------------------------------------------------------------------------------------ creating
 
     def ensure(self, manifest: model.Manifest, commit: str) -> FrontDoor:
@@ -152,62 +139,19 @@ class FrontDoorStack:
         if found is not None:
             return found
         sha = resolve_commit(provider.top, commit, error=ProviderError)
-        region = provider.region()
         if not self.declared.template:
             raise ProviderError(
                 f"{self.declared.location}: provider.front_door: expected a template or a listener_arn"
             )
-        template = aws_template.read_template_at(
-            self.declared.template,
-            f"{self.declared.location}: provider.front_door.template",
-            manifest,
-            provider.top,
-            sha,
-            region=region,
+        spec = StackTemplate(
+            ref=self.declared.template,
+            where=f"{self.declared.location}: provider.front_door.template",
+            parameter_where=f"{self.declared.location}: front-door parameter",
+            parameters=self.declared.parameters,
+            section="provider.front_door.parameters",
             outputs=(aws_template.LISTENER_OUTPUT,),
         )
-        parameters = aws_template.complete_parameters(
-            template,
-            self.declared.parameters,
-            {"SqualsProject": provider.project},
-            where=f"{self.declared.location}: front-door parameter",
-            manifest=manifest,
-            section="provider.front_door.parameters",
-        )
-        tags = {TAG_PROJECT: provider.project, TAG_ROLE: FRONT_DOOR}
-        cfn = provider.client(region)
-        name = self.stack_name
-        stack = provider._describe(cfn, name)
-        if stack is not None:
-            self._check_ours(stack)
-            status = str(stack.get("StackStatus"))
-            if status not in DEAD:
-                raise AwsError(f"front door: stack {name} is {status}; try again once it settles")
-            provider._delete_and_wait(
-                cfn, str(stack["StackId"]), f"front door: removing the failed stack {name}"
-            )
-        fingerprint = aws_template.digest(template, parameters, tags)
-        created = provider._call(
-            f"front door: create stack {name}",
-            cfn.create_stack,
-            StackName=name,
-            TemplateBody=template.body,
-            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(parameters.items())],
-            Tags=[{"Key": k, "Value": v} for k, v in {**tags, TAG_DIGEST: fingerprint}.items()],
-            Capabilities=template.capabilities(),
-            OnFailure="ROLLBACK",
-        )
-        stack_id = str(created["StackId"])
-        provider._wait(
-            cfn, "stack_create_complete", stack_id, f"front door: creating {name} from {template.display}"
-        )
-        final = provider._describe(cfn, stack_id)
-        if final is None or str(final.get("StackStatus")) not in SERVING:
-            ended = final.get("StackStatus") if final else "gone"
-            raise AwsError(
-                f"front door: stack {name} ended {ended}: {provider.failure_reason(cfn, stack_id)}"
-            )
-        return self._from_stack(final, region)
+        return self._from_stack(self.stack.create(spec, manifest, sha), provider.region())
 
     # ------------------------------------------------------------------------------------------ deleting
 
@@ -219,20 +163,7 @@ class FrontDoorStack:
                 f"{self.declared.location}: provider.front_door names an existing listener "
                 f"({self.declared.listener_arn}); squals never deletes it"
             )
-        provider = self.provider
-        cfn = provider.client(provider.region())
-        stack = provider._describe(cfn, self.stack_name)
-        if stack is None:
-            return DestroyOutcome(FRONT_DOOR, ok=True, detail=f"stack {self.stack_name} is already gone")
-        self._check_ours(stack)
-        stack_id = str(stack["StackId"])
-        provider._call(f"front door: delete stack {self.stack_name}", cfn.delete_stack, StackName=stack_id)
-        try:
-            provider._wait(cfn, "stack_delete_complete", stack_id, "front door: deleting")
-        except AwsError as exc:
-            return DestroyOutcome(FRONT_DOOR, ok=False, detail=exc.one_line())
-        note = f"deleted stack {self.stack_name}"
-        return DestroyOutcome(FRONT_DOOR, ok=True, detail=note, notes=(note,))
+        return self.stack.delete(FRONT_DOOR)
 
 
 class FrontDoorTraffic:

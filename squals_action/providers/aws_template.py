@@ -234,12 +234,14 @@ def stack_parameters(
     sha: str,
     project: str,
     app_env: Mapping[str, str],
+    shared: Mapping[str, str] = model.EMPTY,
 ) -> dict[str, str]:
     """The parameter values for one environment's stack.
 
     ``provider.parameters``, then the environment's override, then the ``Squals*`` values for the
-    parameters the template declares. A value for a parameter the template does not declare, or a declared
-    parameter without default and without value, is an error naming the squals file.
+    parameters the template declares (``shared``: the ``SqualsShared<Name><Output>`` values). A value for
+    a parameter the template does not declare, or a declared parameter without default and without value,
+    is an error naming the squals file.
     """
     values = {**config.parameters, **override_parameters(manifest, env)}
     squals = {
@@ -248,6 +250,7 @@ def stack_parameters(
         "SqualsCommit": sha,
         "SqualsHealthPath": manifest.app.health,
         "SqualsAppEnv": json.dumps(dict(app_env), sort_keys=True, separators=(",", ":")),
+        **shared,
     }
     return complete_parameters(
         template, values, squals, where=f"{config.location}: provider parameter", manifest=manifest

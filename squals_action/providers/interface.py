@@ -12,7 +12,12 @@ Contract (checked for every registered provider by ``tests/providers/test_contra
 * provisioning a name that already runs replaces it (the old one is destroyed first);
 * ``destroy`` is idempotent: destroying twice, or destroying something already gone, is harmless;
 * ``down`` stops everything this provider started for this project and reports per environment, failures as
-  values.
+  values; it never touches shared resources.
+
+Shared resources (the squals file's ``shared:``) are started once and outlive the islands that use them:
+teardown, promotion and ``down`` never touch them, only :meth:`SharedResources.remove` does. Every island a
+provider provisions gets the URL of every running shared resource as ``SQUALS_SHARED_<NAME>_URL``
+(:func:`shared_env`); a provision first starts those its squals file declares that do not run yet.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 import json
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -38,6 +43,16 @@ ENV_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 class ProviderError(SqualsError):
     """Provisioning, checking or destroying an environment failed; the message says which and why."""
+
+
+class ProvisionError(ProviderError):
+    """The app did not come up: ``summary`` says why in one line, ``log_tail`` holds the end of its log."""
+
+    def __init__(self, summary: str, *, log_path: Path, log_tail: str) -> None:
+        super().__init__(f"{summary}; log {log_path} ends with:\n{log_tail or '(empty)'}")
+        self.summary = f"{summary}; log {log_path}"
+        self.log_path = log_path
+        self.log_tail = log_tail
 
 
 def check_env_name(name: str) -> str:
@@ -132,6 +147,72 @@ class Killed:
     undo: Mapping[str, JSON] = field(default_factory=lambda: MappingProxyType({}))
 
 
+SharedState = Literal["running", "down", "not started"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SharedHandle:
+    """One running (or recorded) shared resource: its name, URL and the provider's own JSON bookkeeping."""
+
+    name: str
+    kind: str
+    url: str
+    commit: str
+    data: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def env_var(self) -> str:
+        return model.shared_env_var(self.name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SharedStatus:
+    """What ``squals shared status`` shows for one resource (declared, recorded, or both)."""
+
+    name: str
+    state: SharedState
+    url: str = ""
+    detail: str = ""
+
+
+class SharedResources(ABC):
+    """One provider's shared resources of one project."""
+
+    @abstractmethod
+    def ensure(self, manifest: model.Manifest, commit: str) -> tuple[SharedHandle, ...]:
+        """Start every resource ``manifest`` declares that does not run yet (from ``commit``); return every
+        running resource of the project, declared here or not (a variant file declares none but uses them).
+
+        Raises :class:`ProviderError` naming the resource when one cannot be started."""
+
+    @abstractmethod
+    def running(self) -> tuple[SharedHandle, ...]:
+        """The project's resources that run now, by name."""
+
+    @abstractmethod
+    def status(self, manifest: model.Manifest | None) -> tuple[SharedStatus, ...]:
+        """Every resource ``manifest`` declares or the provider recorded, with its state, by name."""
+
+    @abstractmethod
+    def remove(self, names: Iterable[str] | None = None) -> tuple[DestroyOutcome, ...]:
+        """Stop and remove the named resources (all the project's when ``names`` is None); failures as
+        values, one outcome per resource."""
+
+
+def shared_env(handles: Iterable[SharedHandle]) -> dict[str, str]:
+    """The variables an island gets: ``SQUALS_SHARED_<NAME>_URL`` per running shared resource."""
+    return {handle.env_var: handle.url for handle in handles}
+
+
+def unknown_names(names: Iterable[str], known: Iterable[str]) -> None:
+    """Refuse a ``squals shared down NAME`` of a resource neither declared nor recorded (a typo would
+    otherwise report success for nothing)."""
+    missing = sorted(set(names) - set(known))
+    if missing:
+        listed = ", ".join(sorted(set(known))) or "none"
+        raise ProviderError(f"no shared resource {missing[0]!r} (known: {listed})")
+
+
 class Provider(ABC):
     """Where environments run. Subclasses set :attr:`kind` and keep this constructor signature.
 
@@ -184,6 +265,10 @@ class Provider(ABC):
     @abstractmethod
     def list(self) -> tuple[EnvironmentHandle, ...]:
         """Every environment this provider knows it started for this project (running or not), by name."""
+
+    @abstractmethod
+    def shared_resources(self) -> SharedResources:
+        """The project's shared resources where this provider runs them (see :class:`SharedResources`)."""
 
     def get(self, env_name: str) -> EnvironmentHandle | None:
         """The recorded environment called ``env_name``, if any."""

@@ -15,12 +15,10 @@ under ``.git/worktrees``.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import http.client
 import json
 import os
 import shutil
-import socket
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -31,7 +29,7 @@ from squals_action.gitcmd import git_text, repo_top, resolve_commit
 from squals_action.manifest import model
 from squals_action.own_files import OWN_DIR, own_dir
 from squals_action.process import command_environment
-from squals_action.providers import daemon
+from squals_action.providers import daemon, filelock
 from squals_action.providers.interface import (
     DestroyOutcome,
     EnvironmentHandle,
@@ -39,29 +37,17 @@ from squals_action.providers.interface import (
     Killed,
     Provider,
     ProviderError,
+    ProvisionError,
     check_env_name,
+    shared_env,
 )
+from squals_action.providers.shared_local import LocalShared
 
 LOCK_TIMEOUT = 60.0
 STOP_GRACE = 5.0
 LOG_TAIL_LINES = 20
 
 
-class ProvisionError(ProviderError):
-    """The app did not come up; ``log_tail`` holds the end of its log for the report."""
-
-    def __init__(self, message: str, *, log_path: Path, log_tail: str) -> None:
-        super().__init__(message)
-        self.log_path = log_path
-        self.log_tail = log_tail
-
-
-def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on right now (the kernel's pick for port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def http_health(url: str, path: str, *, timeout: float) -> tuple[int | None, str]:
@@ -91,6 +77,21 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     except OSError:
         return ""
     return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
+
+
+def _port_hint(handle: EnvironmentHandle, record: daemon.ProcessRecord, why: str) -> str:
+    """Why an app that runs but never answered is not up: it must listen on $PORT; say where it listens."""
+    import psutil
+
+    listening: set[str] = set()
+    for pid in daemon.members(record):
+        with contextlib.suppress(psutil.Error):
+            for conn in psutil.Process(pid).net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr:
+                    listening.add(f"{conn.laddr.ip}:{conn.laddr.port}")
+    port = handle.data.get("port")
+    instead = f"; it listens on {', '.join(sorted(listening))} instead" if listening else ""
+    return f"{why}; the app never answered on $PORT ({port}): it must listen on the port in $PORT{instead}"
 
 
 def _state(record: daemon.ProcessRecord) -> daemon.ProcState:
@@ -138,22 +139,10 @@ class LocalProvider(Provider):
     def _locked(self, env: str) -> Iterator[None]:
         """Hold ``locks/<env>.lock`` so two CLI processes never provision one environment at once."""
         self._prepare_root()
-        with (self.root / "locks" / f"{env}.lock").open("a") as lock:
-            deadline = time.monotonic() + LOCK_TIMEOUT
-            while True:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError as exc:
-                    if time.monotonic() >= deadline:
-                        raise ProviderError(
-                            f"environment {env} is busy (another squals holds {lock.name})"
-                        ) from exc
-                    time.sleep(0.1)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        with filelock.exclusive(
+            self.root / "locks" / f"{env}.lock", timeout=LOCK_TIMEOUT, busy=f"environment {env} is busy"
+        ):
+            yield
 
     # ----------------------------------------------------------------------------------------- records
 
@@ -225,6 +214,7 @@ class LocalProvider(Provider):
         """
         env = check_env_name(env_name)
         sha = resolve_commit(self.top, commit, error=ProviderError)
+        shared = shared_env(self.shared_resources().ensure(manifest, sha))
         with self._locked(env):
             existing = self._read_record(env)
             if existing is not None:
@@ -236,7 +226,7 @@ class LocalProvider(Provider):
             env_dir = self._env_dir(env)
             worktree = env_dir / "worktree"
             log = self._log_path(env)
-            port = free_port()
+            port = daemon.free_port()
             url = f"http://127.0.0.1:{port}"
             data: dict[str, Any] = {
                 "dir": str(env_dir),
@@ -256,7 +246,7 @@ class LocalProvider(Provider):
                     log.replace(log.with_suffix(".log.1"))
                 with log.open("w") as out:
                     out.write(f"# squals: {env} at {sha} on {url}: {manifest.app.start}\n")
-                handle = self._start(handle, cwd, manifest, extra_env)
+                handle = self._start(handle, cwd, manifest, {**shared, **extra_env})
             except BaseException:
                 with contextlib.suppress(Exception):
                     self._destroy_locked(handle)
@@ -323,13 +313,15 @@ class LocalProvider(Provider):
             cwd = self._app_dir(Path(str(handle.data["worktree"])), manifest)
             with Path(str(handle.data["log"])).open("a") as out:
                 out.write(f"# squals: {env} started again after a chaos test ({killed.detail})\n")
-            return self._start(handle, cwd, manifest, extra_env)
+            shared = shared_env(self.shared_resources().running())
+            return self._start(handle, cwd, manifest, {**shared, **extra_env})
 
     def _wait_healthy(self, handle: EnvironmentHandle, app: model.App, log: Path) -> None:
         record = self._process(handle)
         assert record is not None
         deadline = time.monotonic() + app.health_timeout
         why = "no answer yet"
+        answered = False
         pause = 0.05
         while True:
             if _state(record) != "running":
@@ -341,19 +333,27 @@ class LocalProvider(Provider):
             status, error = http_health(handle.url, app.health, timeout=max(0.1, min(2.0, left)))
             if status is not None and 200 <= status < 400:
                 return
+            answered = answered or status is not None
             why = f"last answer HTTP {status}" if status is not None else f"last attempt: {error}"
             if time.monotonic() + pause >= deadline:
                 break
             time.sleep(pause)
             pause = min(pause * 2, 0.5)
+        if not answered and _state(record) == "running":
+            why = _port_hint(handle, record, why)
         tail = log_tail(log)
         raise ProvisionError(
             f"{handle.env}: the app did not become healthy at {handle.url}{app.health} within "
-            f"{app.health_timeout:g}s ({why}); {app.location}: app.start {app.start!r}; "
-            f"log {log} ends with:\n{tail or '(empty)'}",
+            f"{app.health_timeout:g}s ({why}); {app.location}: app.start {app.start!r}",
             log_path=log,
             log_tail=tail,
         )
+
+    def shared_resources(self) -> LocalShared:
+        """Shared resources as long-running commands under this provider's folder (see
+        :mod:`squals_action.providers.shared_local`)."""
+        self._prepare_root()
+        return LocalShared(self.top, self.root)
 
     # --------------------------------------------------------------------------------------------- health
 

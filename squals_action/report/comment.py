@@ -75,7 +75,9 @@ def render(report: Report, run: RunInfo, *, heading: str = "### Squals") -> str:
         where = md.url_link(report.url) if report.url else "—"
         rows.append([f"Environment {md.code(report.environment)}", where, ""])
     for test in report.exit_tests:
-        label = {"hook": "Hook", "inflight-test": "In-flight test"}.get(test.kind, "Exit test")
+        label = {"hook": "Hook", "inflight-test": "In-flight test", "load-test": "Load test"}.get(
+            test.kind, "Exit test"
+        )
         rows.append(_row(f"{label} {md.escape(test.name)}", test))
     if report.rollout:
         rows.append(["Rollout", md.escape(report.rollout), ""])

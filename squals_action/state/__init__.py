@@ -21,6 +21,7 @@ from squals_action.state.errors import (
     CorruptStateError,
     GitCommandError,
     PushRejectedError,
+    RemoteUnreachableError,
     StateError,
     UnrelatedHistoryError,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "Lock",
     "LockedError",
     "PushRejectedError",
+    "RemoteUnreachableError",
     "RetryPolicy",
     "Snapshot",
     "StateError",

@@ -70,3 +70,12 @@ class UnrelatedHistoryError(StateError):
 
 class GitCommandError(StateError):
     """A git command failed or timed out (network, credentials, a broken repository)."""
+
+
+class RemoteUnreachableError(GitCommandError):
+    """git could not fetch from, look at or push to the remote that holds the state branch (network, a wrong
+    URL, a remote that does not exist), as opposed to a refusal of the credentials or of the update."""
+
+    def __init__(self, message: str, remote: str) -> None:
+        super().__init__(message)
+        self.remote = remote

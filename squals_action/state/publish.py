@@ -15,7 +15,13 @@ import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from squals_action.state.errors import AccessDeniedError, GitCommandError, PushRejectedError, StateError
+from squals_action.state.errors import (
+    AccessDeniedError,
+    GitCommandError,
+    PushRejectedError,
+    RemoteUnreachableError,
+    StateError,
+)
 from squals_action.state.git_repo import GitRepo, last_lines
 
 # Phrases of a push that lost a race (the server saw another update land first): retried.
@@ -161,8 +167,9 @@ class RemotePublisher(Publisher):
                 if not detail:
                     detail = "the token was not accepted" if status == 401 else last_lines(stderr, 1)
                 return AccessDeniedError(self.branch, self.remote, status, detail)
-        return GitCommandError(
-            f"cannot {verb} state branch {self.branch!r} {preposition} {self.remote!r}: {last_lines(stderr)}"
+        return RemoteUnreachableError(
+            f"cannot {verb} state branch {self.branch!r} {preposition} {self.remote!r}: {last_lines(stderr)}",
+            self.remote,
         )
 
 

@@ -160,11 +160,27 @@ def test_validate_a_directory_discovers_its_files() -> None:
     assert "no squals.yml or squals/*.yml in docs" in empty.stderr
 
 
-def test_validate_without_any_squals_file(tmp_path: Path) -> None:
-    (tmp_path / ".git").mkdir()
-    done = run_squals("validate", cwd=tmp_path)
-    assert done.returncode == 1
-    assert done.stderr.startswith("squals: error: no squals file found")
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (("validate",), "no squals file found"),
+        (("validate", "nope.yml"), "no such file: nope.yml"),
+        (("gates",), "squals.yml not found"),
+        (("gates", "nope.yml"), "nope.yml not found"),
+        (("deploy", "--pr", "1"), "no squals file in "),
+        (("deploy", "--pr", "1", "--file", "nope.yml"), "no such squals file: nope.yml"),
+        (("experiment", "start"), "no squals file in "),
+    ],
+)
+def test_a_missing_squals_file_is_a_usage_error_named_in_one_line(
+    tmp_path: Path, args: tuple[str, ...], named: str
+) -> None:
+    """README: 2 for a usage error, a missing file included, whether its path was given or not."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True, timeout=30)
+    done = run_squals(*args, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("squals: error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert named in done.stderr
 
 
 def test_schema_command_prints_the_schema() -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 from tests.support.lifecycle import Project, git
 
@@ -56,7 +59,7 @@ def test_deploy_promote_down_from_the_command_line(project: Project) -> None:
     deploy = _run(project.path, "deploy", "--pr", "5")
     assert deploy.returncode == 0, deploy.stderr
     assert "pr-5 is up at http://127.0.0.1:" in deploy.stderr
-    assert deploy.stdout.startswith("### ✅ Deploy of <code>pr-5</code>")
+    assert "Deploy of pr-5: environments" in deploy.stdout and "<code>" not in deploy.stdout
     promote = _run(project.path, "promote", "--pr", "5", "--report", "none")
     assert promote.returncode == 0, promote.stderr
     assert promote.stdout == "" and "pr-5 is prod" in promote.stderr
@@ -72,3 +75,59 @@ def test_deploy_promote_down_from_the_command_line(project: Project) -> None:
     assert rollback.returncode == 1 and "nothing to roll back to" in rollback.stderr
     down = _run(project.path, "down")
     assert down.returncode == 0 and "pr-5: destroyed" in down.stderr
+
+
+def _status(path: Path) -> dict[str, Any]:
+    done = _run(path, "status", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
+def test_status_shows_the_public_url_live_figures_in_natural_order_and_keeps_the_port(
+    project: Project,
+) -> None:
+    """Finding 5: the Dealer's URL and tallies, pr-2 before pr-10, no URL of a retired island shown as live,
+    and the same public URL after ``down`` and the next promotion."""
+    (project.path / "squals.yml").write_text(
+        "version: 1\nname: shop\n"
+        f"app: {{start: '{sys.executable} app.py', health: /healthz, health_timeout: 30s}}\n"
+    )
+    git(project.path, "add", "squals.yml")
+    git(project.path, "commit", "-q", "-m", "squals file")
+    for args in (("deploy", "--pr", "10"), ("deploy", "--pr", "2"), ("promote", "--pr", "2")):
+        done = _run(project.path, *args, "--report", "none")
+        assert done.returncode == 0, done.stderr
+    public = _status(project.path)["public_url"]
+    assert public and public.startswith("http://127.0.0.1:")
+    for _ in range(7):
+        with urllib.request.urlopen(public + "/", timeout=10) as response:
+            assert response.status == 200
+
+    report = _status(project.path)
+    envs = {e["name"]: e for e in report["environments"]}
+    assert [e["name"] for e in report["environments"]] == ["pr-2", "pr-10"]
+    assert envs["pr-2"]["figures"]["requests"] == 7 and envs["pr-2"]["figures"]["errors"] == 0
+    assert envs["pr-2"]["figures"]["p95_ms"] > 0
+    assert envs["pr-10"]["figures"] is None  # no request went there: no data, not zeros
+    text = _run(project.path, "status").stdout
+    assert f"Public URL: {public} (the Dealer, pid " in text
+    rows = [line for line in text.splitlines() if " pr-" in line]
+    assert [row.split()[1] for row in rows] == ["pr-2", "pr-10"]
+    assert " 7 · 0 · " in rows[0] and " ms " in rows[0] and rows[1].count("no data") == 1
+    assert "\x1b[" not in text  # not a terminal: no colour codes
+
+    assert _run(project.path, "down", "--report", "none").returncode == 0
+    after = _status(project.path)
+    assert after["public_url"] is None
+    for env in after["environments"]:
+        assert env["status"] == "retired" and env["url"] is None and env["last_url"].startswith("http://")
+    text = _run(project.path, "status").stdout
+    assert "Public URL: none (no Dealer runs from .squals/dealer)" in text
+    assert "http://127.0.0.1" not in text  # a retired island's URL is not shown as a place to go
+
+    for args in (("deploy", "--pr", "3"), ("promote", "--pr", "3")):
+        done = _run(project.path, *args, "--report", "none")
+        assert done.returncode == 0, done.stderr
+    assert _status(project.path)["public_url"] == public  # the URL people were given works again
+    assert _run(project.path, "down", "--report", "none").returncode == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -15,6 +16,7 @@ import pytest
 from squals_action.cli import main
 from squals_action.state import EnvironmentState, ExperimentState, Transition, open_store
 from tests.support.state import copy_clone
+from tests.support.terminal import ANSI, on_terminal
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -63,6 +65,7 @@ def populate(work: Path, remote: str | None = "origin") -> Path:
                 split={"control": 50, "green": 50},
                 observations={"control": {"visitors": 10.0}},
                 started_at=T0,
+                extra={"url": "http://127.0.0.1:8009"},
             ),
             Transition("experiment-start", "start checkout-color", run_id="95"),
         )
@@ -129,12 +132,26 @@ def test_status_text_is_a_table_of_environments_and_running_experiments(
     code, out, _ = run(["status", "--repo", str(repo)], capsys)
     assert code == 0
     prod_row = next(line for line in out.splitlines() if " prod " in line)
-    for cell in ("1.4.0", "live", "90 %", "http://127.0.0.1:8001", "PR #9 since 2026-05-01T12:00:00Z"):
+    lock = "PR #9 (bob, run 91) since 2026-05-01T12:00:00Z"
+    for cell in ("1.4.0", "live", "90 %", "http://127.0.0.1:8001", lock):
         assert cell in prod_row
     assert "checkout-color" in out and "control 50 %, green 50 %" in out
+    assert "http://127.0.0.1:8009" in out  # a running experiment's own Dealer
     assert "old" not in out.split("Running experiments")[1]
     code, out, _ = run(["status", "--repo", str(repo), "--all"], capsys)
     assert "promote b" in out
+
+
+def test_status_on_a_narrow_terminal_keeps_every_cell_whole(repo: Path) -> None:
+    """80 columns: the figures, lock, version and time go to a second table instead of being cut to "…"."""
+    code, raw = on_terminal(repo, "status")
+    text = ANSI.sub("", raw)
+    assert code == 0 and ANSI.search(raw), text
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80, text
+    names = [line.split()[1] for line in text.splitlines() if line.startswith("│ p")]
+    assert names == ["pr-9", "prod", "pr-9", "prod"], text  # both tables, one row per environment each
+    assert "http://127.0.0.1:8001" in text and "no data" in text
+    assert "PR #9 (bob, run 91) since" in text
 
 
 def test_history_of_one_environment_and_json(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -181,6 +198,36 @@ def test_errors_are_one_line_with_an_exit_code(
     assert code == 2 and "expected a whole number >= 1" in err
 
 
+def test_an_unreachable_origin_suggests_local_state(make_clone: Callable[..., Path]) -> None:
+    """The state remote cannot be reached (nothing listens on its port): one line that names the way out."""
+    work = make_clone("offline")
+    with socket.socket() as sock:  # a port on 127.0.0.1 that nothing listens on once this closes
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    subprocess.run(
+        ["git", "-C", str(work), "remote", "set-url", "origin", f"http://127.0.0.1:{port}/shop.git"],
+        check=True,
+        timeout=30,
+    )
+    squals = [sys.executable, "-m", "squals_action.cli"]
+    offline = subprocess.run(
+        [*squals, "status", "--repo", str(work)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert offline.returncode == 1 and offline.stderr.count("\n") == 1, offline.stderr
+    assert offline.stderr.startswith("squals: error: cannot fetch state branch 'squals/state' from 'origin'")
+    assert offline.stderr.rstrip().endswith(
+        "if 'origin' cannot be reached from here, --local-state keeps the state in this repository instead"
+    )
+    local = subprocess.run(
+        [*squals, "status", "--repo", str(work), "--local-state"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert local.returncode == 0 and "does not exist in this repository (local state)" in local.stdout
+
+
 def test_status_before_any_state(make_clone: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
     work = make_clone("empty")
     code, out, _ = run(["status", "--repo", str(work)], capsys)
@@ -199,7 +246,7 @@ def test_status_history_unlock_in_a_repository_without_a_remote(
     assert code == 0 and report["remote"] is None and report["commit"] == _rev(laptop, "squals/state")
     assert [e["name"] for e in report["environments"]] == ["pr-9", "prod"]
     code, out, _ = run(["status", "--repo", str(laptop)], capsys)
-    assert code == 0 and ", local)" in out and "PR #9 since 2026-05-01T12:00:00Z" in out
+    assert code == 0 and ", local)" in out and "PR #9 (bob, run 91) since 2026-05-01T12:00:00Z" in out
     monkeypatch.setenv("GITHUB_ACTOR", "carol")
     code, out, _ = run(["unlock", "prod", "--repo", str(laptop), "--remote", "upstream"], capsys)
     assert code == 0 and "was broken by carol" in out  # no remote at all: whatever --remote names

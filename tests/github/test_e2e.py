@@ -241,6 +241,9 @@ def test_open_promote_then_close_a_pr(project: tuple[Path, Path, str], tmp_path:
         assert "| Exit test smoke | ✅ passed |" in body
         assert "<summary>Environments, hooks and tests</summary>" in body  # the lifecycle's own section
         assert "island, ready" in body
+        assert "<summary>Cost of the island so far</summary>" in body
+        assert "- CPU-seconds (since each process started): " in body
+        assert "CPU-seconds (since each process started): no data" not in body  # measured
         [run] = fake.check_runs.values()
         assert (run["status"], run["conclusion"], run["head_sha"]) == ("completed", "success", head)
         assert fake.states("pr-2") == ["in_progress", "success"]

@@ -17,6 +17,7 @@ from squals_action.manifest import model
 from squals_action.providers.interface import DestroyOutcome, EnvironmentHandle, Health, Provider
 from squals_action.state import open_memory_store
 from squals_action.state.interface import StateError, Transition
+from tests.support.providers import NoShared
 
 
 class FakeProvider(Provider):
@@ -37,6 +38,9 @@ class FakeProvider(Provider):
 
     def list(self) -> tuple[EnvironmentHandle, ...]:
         return ()
+
+    def shared_resources(self) -> NoShared:
+        return NoShared()
 
 
 class FakeTraffic:

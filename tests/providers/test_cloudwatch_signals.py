@@ -25,6 +25,7 @@ from squals_action.providers.interface import DestroyOutcome, EnvironmentHandle,
 from squals_action.state import open_memory_store
 from tests.providers.test_cloudwatch import ALB_NAMESPACE, LB_ARN, alb_dims, put, tg_arn
 from tests.support import aws
+from tests.support.providers import NoShared
 
 BLUE = Env(
     name="pr-2",
@@ -163,6 +164,9 @@ class _Islands(Provider):
 
     def list(self) -> tuple[EnvironmentHandle, ...]:
         return ()
+
+    def shared_resources(self) -> NoShared:
+        return NoShared()
 
 
 class _Routes:

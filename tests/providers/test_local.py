@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -15,7 +16,7 @@ import pytest
 from squals_action.manifest import model
 from squals_action.providers import EnvironmentHandle, LocalProvider, ProviderError, ProvisionError, daemon
 from squals_action.providers import local as local_module
-from tests.support.providers import Repo, kill_quietly, port_closed, read_json
+from tests.support.providers import START, Repo, kill_quietly, port_closed, read_json
 
 
 def _wait_for(predicate: object, within: float = 10.0) -> bool:
@@ -134,6 +135,22 @@ def test_app_that_never_becomes_healthy_fails_with_its_log_tail(repo: Repo, loca
     assert caught.value.log_path.exists()  # the log stays for inspection
     assert local.list() == ()
     assert repo.worktrees() == [str(repo.path)]
+
+
+def test_an_app_that_ignores_port_is_told_so_and_where_it_listens(repo: Repo, local: LocalProvider) -> None:
+    """The app binds a port of its own (here: $PORT overridden in app.start): the failure names $PORT's port
+    and the address the app's process listens on instead."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        own = sock.getsockname()[1]
+    manifest = repo.manifest(start=f"PORT={own} {START}", health_timeout=1.5)
+    with pytest.raises(ProvisionError) as caught:
+        local.provision("pr-7", "HEAD", manifest)
+    first = str(caught.value).splitlines()[0]
+    assert "the app never answered on $PORT (" in first and "it must listen on the port in $PORT" in first
+    assert first.split("never answered on $PORT (")[1].split(")")[0] != str(own)
+    assert f"it listens on 127.0.0.1:{own} instead" in first
+    assert local.list() == ()
 
 
 def test_app_that_crashes_at_start_fails_fast_with_its_output(repo: Repo, local: LocalProvider) -> None:

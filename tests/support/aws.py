@@ -170,6 +170,8 @@ class StackApp(LocalServer):
                 "GREETING": app_env.get("GREETING"),
                 "EXTRA": app_env.get("EXTRA"),
             },
+            "shared": {k: v for k, v in app_env.items() if k.startswith("SQUALS_SHARED_")},
+            "parameters": {k: v for k, v in params.items() if k.startswith("SqualsShared")},
         }
 
 @dataclass
@@ -267,6 +269,20 @@ def post(url: str) -> None:
     urllib.request.urlopen(urllib.request.Request(url, method="POST", data=b""), timeout=10).close()
 
 
+def _operation(entry: dict[str, Any]) -> str:
+    """A recorded request's operation: the JSON protocol's ``X-Amz-Target``, else the query protocol's
+    ``Action`` (CloudFormation, ELBv2)."""
+    target = entry["headers"].get("X-Amz-Target")
+    if target:
+        return str(target).rsplit(".", 1)[-1]
+    body = entry.get("body") or ""
+    if entry.get("body_encoded"):
+        import base64
+
+        body = base64.b64decode(body).decode(errors="replace")
+    return urllib.parse.parse_qs(str(body)).get("Action", ["?"])[0]
+
+
 @pytest.fixture
 def moto_calls(
     aws_cloud: Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -283,7 +299,7 @@ def moto_calls(
             f"{aws_cloud.endpoint}/moto-api/recorder/download-recording", timeout=10
         ) as answer:
             entries = [json.loads(line) for line in answer.read().decode().splitlines() if line]
-        return [str(e["headers"].get("X-Amz-Target", "?")).rsplit(".", 1)[-1] for e in entries]
+        return [_operation(e) for e in entries]
 
     try:
         yield operations

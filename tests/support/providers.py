@@ -5,7 +5,8 @@ The app (``app.py``) answers ``/healthz`` and ``/`` with a JSON body naming its 
 of its commit), environment, working directory and the ``SQUALS_*``/``PORT``/``GREETING`` variables it got.
 ``APP_MODE`` picks a misbehaviour: ``sick`` (health answers 503 forever), ``crash`` (prints and exits 3),
 ``deaf`` (ignores SIGTERM), ``family`` (starts a grandchild in its process group), ``stranger`` (the same
-with an emptied environment, so it cannot be proven ours once the app is gone).
+with an emptied environment, so it cannot be proven ours once the app is gone). ``/shared`` reports what
+each shared resource (``SQUALS_SHARED_*_URL``, served by ``shared_server.py``) says on connect.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,9 +27,10 @@ import pytest
 
 from squals_action.manifest import model
 from squals_action.providers import PROVIDERS, LocalProvider, Provider, daemon
+from squals_action.providers.interface import DestroyOutcome, SharedHandle, SharedResources, SharedStatus
 
 APP = r"""
-import http.server, json, os, signal, subprocess, sys, time
+import http.server, json, os, signal, socket, subprocess, sys, time
 
 mode = os.environ.get("APP_MODE", "ok")
 print(f"booting in mode {mode} on port {os.environ['PORT']}", flush=True)
@@ -43,11 +45,25 @@ if mode in ("family", "stranger"):
     open("child.pid", "w").write(str(child.pid))
 
 
+def read_shared():
+    # the first line each shared resource (a SQUALS_SHARED_*_URL of tcp://host:port) says on connect
+    said = {}
+    for key, url in sorted(os.environ.items()):
+        if key.startswith("SQUALS_SHARED_"):
+            host, _, port = url.split("//", 1)[1].rpartition(":")
+            with socket.create_connection((host, int(port)), timeout=5) as conn:
+                said[key] = {"url": url, "said": conn.makefile().readline().strip()}
+    return said
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/healthz" and mode == "sick":
             self.send_response(503)
             self.end_headers()
+            return
+        if self.path == "/shared":
+            self.reply(json.dumps(read_shared()).encode())
             return
         keys = ("PORT", "SQUALS_ENV", "SQUALS_COMMIT", "SQUALS_URL", "GREETING", "EXTRA")
         body = json.dumps({
@@ -55,6 +71,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             "cwd": os.getcwd(),
             "env": {k: os.environ.get(k) for k in keys},
         }).encode()
+        self.reply(body)
+
+    def reply(self, body):
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -69,6 +88,18 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler)
 """
 
 START = f"exec {shlex.quote(sys.executable)} app.py"
+
+#: A long-running shared resource: a TCP server on $PORT that greets every connection with its pid.
+SHARED_SERVER = r"""
+import os, socketserver
+print(f"shared resource booting on port {os.environ['PORT']}", flush=True)
+
+class Greet(socketserver.StreamRequestHandler):
+    def handle(self):
+        self.wfile.write(f"hello from {os.getpid()}\n".encode())
+
+socketserver.ThreadingTCPServer(("127.0.0.1", int(os.environ["PORT"])), Greet).serve_forever()
+"""
 
 
 @dataclass
@@ -99,6 +130,7 @@ class Repo:
         health_timeout: float = 10.0,
         env: dict[str, str] | None = None,
         environments: dict[str, model.EnvironmentOverride] | None = None,
+        shared: dict[str, model.SharedResource] | None = None,
     ) -> model.Manifest:
         app = model.App(start=start, health=health, health_timeout=health_timeout, env=env or {})
         return model.Manifest(
@@ -106,6 +138,7 @@ class Repo:
             name="tiny",
             app=app,
             environments=environments or {},
+            shared=shared or {},
         )
 
     def worktrees(self) -> list[str]:
@@ -117,6 +150,7 @@ def make_repo(path: Path) -> Repo:
     path.mkdir()
     subprocess.run(["git", "init", "-q", "-b", "main", str(path)], check=True, timeout=30)
     (path / "app.py").write_text(APP)
+    (path / "shared_server.py").write_text(SHARED_SERVER)
     (path / "squals.yml").write_text("version: 1\nname: tiny\napp: {start: python app.py}\n")
     result = Repo(path)
     result.commit("one")
@@ -225,3 +259,19 @@ def contract(
     yield setup
     setup.provider.down()
     assert setup.leftovers() == []
+
+
+class NoShared(SharedResources):
+    """The shared resources of a fake provider: none declared, none running."""
+
+    def ensure(self, manifest: model.Manifest, commit: str) -> tuple[SharedHandle, ...]:
+        return ()
+
+    def running(self) -> tuple[SharedHandle, ...]:
+        return ()
+
+    def status(self, manifest: model.Manifest | None) -> tuple[SharedStatus, ...]:
+        return ()
+
+    def remove(self, names: Iterable[str] | None = None) -> tuple[DestroyOutcome, ...]:
+        return ()

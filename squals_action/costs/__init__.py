@@ -1,0 +1,33 @@
+"""What the islands and shared resources cost, and each environment's share of the shared costs.
+
+:func:`measure_costs` picks the cost source of the provider (AWS Cost Explorer on ``aws``, psutil on
+``local``); :mod:`squals_action.costs.interface` holds the report and the allocation by traffic.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from squals_action.costs.interface import Allocation, CostReport, CostsError, allocate
+from squals_action.providers.interface import Provider
+
+
+def measure_costs(provider: Provider, *, dealer_dir: Path, days: int = 30) -> tuple[CostReport, ...]:
+    """The reports of ``provider``'s project: one per measure (``days`` is the AWS period; locally the
+    period is since each process started)."""
+    if provider.kind == "aws":
+        from squals_action.costs.aws import aws_costs
+        from squals_action.providers.aws import AwsProvider
+
+        assert isinstance(provider, AwsProvider)
+        return (aws_costs(provider, days),)
+    if provider.kind == "local":
+        from squals_action.costs.local import local_costs
+        from squals_action.providers.local import LocalProvider
+
+        assert isinstance(provider, LocalProvider)
+        return local_costs(provider, dealer_dir)
+    raise CostsError(f"no cost source for provider kind {provider.kind!r}")
+
+
+__all__ = ["Allocation", "CostReport", "CostsError", "allocate", "measure_costs"]
