@@ -246,17 +246,18 @@ class LocalProvider(Provider):
                     log.replace(log.with_suffix(".log.1"))
                 with log.open("w") as out:
                     out.write(f"# squals: {env} at {sha} on {url}: {manifest.app.start}\n")
-                handle = self._start(handle, cwd, manifest, {**shared, **extra_env})
+                handle = self._spawn(handle, cwd, manifest, {**shared, **extra_env})
+                self._wait_healthy(handle, manifest.app, log)
             except BaseException:
                 with contextlib.suppress(Exception):
                     self._destroy_locked(handle)
                 raise
             return handle
 
-    def _start(
+    def _spawn(
         self, handle: EnvironmentHandle, cwd: Path, manifest: model.Manifest, extra_env: Mapping[str, str]
     ) -> EnvironmentHandle:
-        """Start the app for ``handle`` (its port and URL) in ``cwd``, record it, wait until it is healthy."""
+        """Start the app for ``handle`` (its port and URL) in ``cwd`` and record its process."""
         env, log = handle.env, Path(str(handle.data["log"]))
         app_env = command_environment(
             {
@@ -278,7 +279,6 @@ class LocalProvider(Provider):
             env, handle.commit, handle.url, self.kind, MappingProxyType({**data, "process": record.to_json()})
         )
         self._write_record(handle)
-        self._wait_healthy(handle, manifest.app, log)
         return handle
 
     # ---------------------------------------------------------------------------------------------- chaos
@@ -314,7 +314,9 @@ class LocalProvider(Provider):
             with Path(str(handle.data["log"])).open("a") as out:
                 out.write(f"# squals: {env} started again after a chaos test ({killed.detail})\n")
             shared = shared_env(self.shared_resources().running())
-            return self._start(handle, cwd, manifest, {**shared, **extra_env})
+            handle = self._spawn(handle, cwd, manifest, {**shared, **extra_env})
+            self._wait_healthy(handle, manifest.app, Path(str(handle.data["log"])))
+            return handle
 
     def _wait_healthy(self, handle: EnvironmentHandle, app: model.App, log: Path) -> None:
         record = self._process(handle)
