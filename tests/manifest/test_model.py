@@ -225,3 +225,13 @@ def test_chaos_tests_are_built_with_their_defaults_and_names() -> None:
     ]
     assert all(isinstance(c, Chaos) and c.location.line for c in manifest.rollout.chaos)
     assert manifest.rollout.total_bake == 900.0 + 5 + 30 + 20 + 30 + 30
+
+
+def test_the_shop_chaos_example_is_valid() -> None:
+    shop = Path(__file__).resolve().parents[2] / "examples" / "shop" / "squals-chaos.yml"
+    manifest = load(shop)
+    assert [(c.name, c.kind, c.expect) for c in manifest.rollout.chaos] == [
+        ("blue-crashes", "kill", "back-to-green"),
+        ("slow-blue", "latency", "back-to-green"),
+        ("rare-503s", "abort", "survive"),
+    ]
