@@ -174,8 +174,10 @@ def print_text(outcome: Outcome, out: IO[str], shown: Sequence[str] = ()) -> Non
             )))
         view.print(table)
     kpis = [c for c in outcome.checks if c.kind == "kpi"]
-    ran = [c for c in outcome.checks if c.kind != "kpi"]
-    for heading, rows in (("KPIs during the bake", kpis), (_checks_summary(outcome.checks), ran)):
+    drills = [c for c in outcome.checks if c.kind == "chaos"]
+    ran = [c for c in outcome.checks if c.kind not in ("kpi", "chaos")]
+    groups = (("KPIs during the bake", kpis), ("Chaos tests", drills), (_checks_summary(outcome.checks), ran))
+    for heading, rows in groups:
         if not rows:
             continue
         table = Table(title=cell(heading), title_justify="left")

@@ -38,11 +38,12 @@ def _events(lc: Lifecycle) -> list[tuple[str, str]]:
 
 def test_latency_and_abort_go_back_to_green_a_small_abort_share_survives(project: Project) -> None:
     tests = (
-        model.Chaos(name="slow", kind="latency", expect="back-to-green", delay=0.5, duration=4.0),
+        model.Chaos(name="slow", kind="latency", expect="back-to-green", delay=1.0, duration=4.0),
         model.Chaos(name="503s", kind="abort", expect="back-to-green", duration=4.0),
         model.Chaos(name="few-503s", kind="abort", expect="survive", share=3.0, duration=1.5),
     )
-    kpis = (model.Kpi("error_rate", max=25.0), model.Kpi("p95_latency_ms", max=300.0))
+    # p95 bound well above what a busy shared machine adds, well below the injected second
+    kpis = (model.Kpi("error_rate", max=25.0), model.Kpi("p95_latency_ms", max=450.0))
     lc = _ready(project, _chaos(*tests, kpis=kpis))
     with Load(lambda: lc.traffic.url(), threads=3) as load:
         out = lc.promote(2)
@@ -53,14 +54,14 @@ def test_latency_and_abort_go_back_to_green_a_small_abort_share_survives(project
     drills = {c.name: c for c in out.checks if c.kind == "chaos"}
     assert all(c.ok for c in drills.values()), drills
     assert drills["slow"].detail.startswith(
-        "chaos test slow passed: latency -> back-to-green as expected (KPI breach: p95_latency_ms 5"
+        "chaos test slow passed: latency -> back-to-green as expected (KPI breach: p95_latency_ms "
     )
-    assert "requests delayed by 500 ms" in drills["slow"].detail
+    assert "requests delayed by 1000 ms" in drills["slow"].detail
     assert "KPI breach: error_rate 100 > max 25" in drills["503s"].detail
     assert drills["few-503s"].detail.startswith("chaos test few-503s passed: abort -> survive as expected")
     # The bake after the drills judged BLUE on its own requests: the drill's delays did not weigh on it.
     p95 = next(k for k in out.kpis if k.metric == "p95_latency_ms")
-    assert p95.ok and p95.value is not None and p95.value < 300
+    assert p95.ok and p95.value is not None and p95.value < 450
     # Only the aborts failed requests, and only while their drills ran.
     assert set(load.failures()) <= {503}
     assert len(load.results) > 100
