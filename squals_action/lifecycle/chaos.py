@@ -9,7 +9,9 @@ A drill (:func:`drill`) runs one ``rollout.chaos`` test while BLUE holds its fir
    breach ends it at once and all traffic goes back to GREEN right then, as in a real bake: the outcome is
    **back-to-green**. A whole ``duration`` without breach is **survive**. A drill that ends without data
    (too few requests, a KPI without a value) is **no data**: never a pass, whatever was expected;
-4. the fault ends whatever happened: the Dealer's faults are cleared, a killed BLUE is revived.
+4. the fault ends whatever happened: the Dealer's faults are cleared (after a latency drill the requests
+   it still holds get ``delay`` and a margin to finish, so they weigh on nothing measured later), a killed
+   BLUE is revived.
 
 The promotion (``promote.py``) compares the outcome with ``expect``, records it and decides what follows.
 """
@@ -29,6 +31,8 @@ from squals_action.manifest.model import Chaos, Manifest
 from squals_action.providers.interface import EnvironmentHandle, Killed, Provider
 
 Outcome = Literal["back-to-green", "survive", "no data", "interrupted"]
+#: Beyond a latency drill's delay, how long its last held requests get to finish once the fault is removed.
+LATENCY_MARGIN = 0.5
 
 
 class ChaosError(SqualsError):
@@ -106,6 +110,13 @@ def injector(traffic: Traffic, test: Chaos) -> FaultInjector:
     return traffic
 
 
+def clear_faults(traffic: Traffic) -> None:
+    """Remove whatever faults the splitter still injects: a drill cut short (its CLI killed) must not
+    outlive its promotion. Nothing to do for a splitter that injects none."""
+    if isinstance(traffic, FaultInjector):
+        traffic.set_faults({})
+
+
 def drill(
     test: Chaos,
     *,
@@ -141,6 +152,8 @@ def drill(
             counts = faults.injected(blue.name)
             faults.set_faults({})
             injected = _counted(test, counts)
+            if test.kind == "latency":  # requests already held finish before anything after is measured
+                cancel.wait(test.delay + LATENCY_MARGIN)
             revived, revive_error = None, None
         else:
             assert killed is not None

@@ -60,6 +60,7 @@ class Promoter(Steps):
             for index, step in enumerate(plan):
                 if index == 0:
                     fleet = self._route_blue(run, fleet, green, step.share)
+                    chaos.clear_faults(self.traffic)  # none left by a drill cut short
                     if green is not None and rollout.chaos:
                         fleet, stop = self._chaos_drills(run, fleet, source)
                         if stop is not None:

@@ -40,10 +40,10 @@ def test_latency_and_abort_go_back_to_green_a_small_abort_share_survives(project
     tests = (
         model.Chaos(name="slow", kind="latency", expect="back-to-green", delay=1.0, duration=4.0),
         model.Chaos(name="503s", kind="abort", expect="back-to-green", duration=4.0),
-        model.Chaos(name="few-503s", kind="abort", expect="survive", share=3.0, duration=1.5),
+        model.Chaos(name="few-503s", kind="abort", expect="survive", share=2.0, duration=1.5),
     )
     # p95 bound well above what a busy shared machine adds, well below the injected second
-    kpis = (model.Kpi("error_rate", max=25.0), model.Kpi("p95_latency_ms", max=450.0))
+    kpis = (model.Kpi("error_rate", max=50.0), model.Kpi("p95_latency_ms", max=450.0))
     lc = _ready(project, _chaos(*tests, kpis=kpis))
     with Load(lambda: lc.traffic.url(), threads=3) as load:
         out = lc.promote(2)
@@ -57,7 +57,7 @@ def test_latency_and_abort_go_back_to_green_a_small_abort_share_survives(project
         "chaos test slow passed: latency -> back-to-green as expected (KPI breach: p95_latency_ms "
     )
     assert "requests delayed by 1000 ms" in drills["slow"].detail
-    assert "KPI breach: error_rate 100 > max 25" in drills["503s"].detail
+    assert "KPI breach: error_rate 100 > max 50" in drills["503s"].detail
     assert drills["few-503s"].detail.startswith("chaos test few-503s passed: abort -> survive as expected")
     # The bake after the drills judged BLUE on its own requests: the drill's delays did not weigh on it.
     p95 = next(k for k in out.kpis if k.metric == "p95_latency_ms")
@@ -112,8 +112,10 @@ def test_sigkill_of_blue_goes_back_to_green_without_a_failed_request_and_blue_is
 def test_an_outcome_other_than_the_declared_one_fails_the_promotion(project: Project) -> None:
     kill = model.Chaos(name="blue-dies", kind="kill", expect="survive", duration=3.0)
     lc = _ready(project, _chaos(kill, kpis=(model.Kpi("error_rate", max=50.0),)))
+    lc.traffic.set_faults({"pr-2": {"abort": {"share": 1.0}}})  # as a drill cut short would leave it
     with Load(lambda: lc.traffic.url(), threads=2):
         out = lc.promote(2)
+    assert lc.traffic.injected("pr-2") == {}  # cleared when the promotion began
     assert not out.ok
     assert out.message.startswith(
         "chaos test blue-dies failed: kill -> back-to-green, expected survive (BLUE pr-2 is not healthy"
