@@ -1,6 +1,6 @@
 """Benchmark: the Dealer against direct upstream access and nginx ``split_clients``, one run, on loopback.
 
-    .venv/bin/python bench/dealer.py [--requests 20000] [--concurrency 32] [--rounds 3]
+    .venv/bin/python bench/dealer.py [--requests 20000] [--concurrency 32] [--rounds 3] [--units N]
 
 Two upstream processes (a tiny aiohttp app) serve ``/``. The same bounded load generator (raw asyncio
 keep-alive connections, a fixed number of requests, each with a unit cookie from a pool of 1,000) then hits:
@@ -306,10 +306,20 @@ def main() -> int:
         default=5.0,
         help="seconds of the wrk cross-check per target (0: skip it)",
     )
+    parser.add_argument(
+        "--units",
+        type=int,
+        default=0,
+        help="compare a Dealer holding this many units with one holding 1,000 (bench/dealer_units.py)",
+    )
     args = parser.parse_args()
     if args.serve_upstream:
         serve_upstream(args.serve_upstream, args.app_cpu_ms)
         return 0
+    if args.units:
+        from dealer_units import bench_units
+
+        return bench_units(args)
 
     import json
 

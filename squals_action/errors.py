@@ -17,7 +17,12 @@ class SqualsError(Exception):
     exit_code = EXIT_FAILURE
 
     def one_line(self) -> str:
-        return " ".join(str(self).split()) or type(self).__name__
+        return one_line(self)
+
+
+def one_line(exc: BaseException) -> str:
+    """Any exception's message on one line (an ``OSError``'s too), else its type's name."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 class UsageError(SqualsError):

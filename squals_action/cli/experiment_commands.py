@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from squals_action.cli import plan_commands
 from squals_action.cli.options import (
     add_state_options,
     project_options,
@@ -57,9 +59,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _common(tick)
     tick.set_defaults(handler=run_tick)
 
-    status = actions.add_parser("status", help="show the experiments recorded on the state branch")
+    status = actions.add_parser(
+        "status",
+        help="show the experiments recorded on the state branch",
+        description="The experiments on the state branch; --format markdown gives the report the PR comment "
+        "shows (per-variant table and the objective's chart over the ticks).",
+    )
     status.add_argument("experiment_id", nargs="?", metavar="ID", help="only this experiment")
-    _common(status)
+    _common(status, ("text", "json", "markdown"))
     status.set_defaults(handler=run_status)
 
     stop = actions.add_parser("stop", help="end an experiment by hand: islands stopped, nothing promoted")
@@ -68,10 +75,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _common(stop)
     stop.set_defaults(handler=run_stop)
 
+    plan_commands.register(actions)
 
-def _common(parser: argparse.ArgumentParser) -> None:
+
+def _common(parser: argparse.ArgumentParser, formats: tuple[str, ...] = ("text", "json")) -> None:
     add_state_options(parser, squals_file=True)
-    parser.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    parser.add_argument("--format", choices=formats, default="text", help="output format")
 
 
 def _engine(args: argparse.Namespace) -> Any:
@@ -177,6 +186,17 @@ def run_status(args: argparse.Namespace) -> int:
         if args.experiment_id not in docs:
             raise ExperimentError(f"no experiment {args.experiment_id!r} on the state branch")
         docs = {args.experiment_id: docs[args.experiment_id]}
+    if args.format == "markdown":
+        from squals_action.report import markdown as md
+        from squals_action.report.experiments import experiment_markdown
+
+        costs = _running_costs(args, docs)
+        for doc in docs.values():
+            print(f"### Experiment {md.code(doc.id)}: {md.escape(doc.status)}\n")
+            print(experiment_markdown(doc, costs.get(doc.id)))
+        if not docs:
+            print("No experiment recorded.")
+        return EXIT_OK
     infos = [_describe(d) for d in docs.values()]
     if args.format == "json":
         print(json.dumps(infos, indent=2))
@@ -199,3 +219,28 @@ def run_stop(args: argparse.Namespace) -> int:
     else:
         _print_doc(info)
     return EXIT_OK
+
+
+def _running_costs(args: argparse.Namespace, docs: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """Each running experiment's variants' island costs so far ("no data" with the reason when they cannot
+    be measured: no squals file here, or the cost source refused)."""
+    from squals_action.errors import SqualsError
+    from squals_action.experiments.spec import island_name
+
+    running = {eid: doc for eid, doc in docs.items() if doc.status == "running"}
+    if not running:
+        return {}
+    try:
+        from squals_action.costs import measure_costs
+        from squals_action.lifecycle.project import load_project_manifest, squals_dir
+        from squals_action.providers import get_provider
+        from squals_action.report.costs import direct_costs
+
+        top, manifest = load_project_manifest(project_options(args, gates=False, run_id=None))
+        provider = get_provider(manifest.provider.kind, top, manifest.provider)
+        reports = measure_costs(provider, dealer_dir=squals_dir(top) / "dealer")
+    except SqualsError as exc:
+        return {eid: {v: f"no data: {exc.one_line()}" for v in doc.split} for eid, doc in running.items()}
+    islands = {eid: {v: island_name(v) for v in doc.split} for eid, doc in running.items()}
+    return {eid: direct_costs(reports, names) for eid, names in islands.items()}
+

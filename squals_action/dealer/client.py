@@ -89,6 +89,14 @@ class DealerClient:
             return False
         return True
 
+    def load_figures(self, *, reset_lag: bool = False) -> dict[str, Any]:
+        """``GET /healthz``: units held, bytes of the unit store and the loop's largest lag in ms (since the
+        start or the last ``reset_lag``)."""
+        answer: dict[str, Any] = self._call(
+            "GET", "/healthz?reset=1" if reset_lag else "/healthz", retry=False
+        )
+        return answer
+
     def routing(self) -> tuple[dict[str, str], dict[str, float]]:
         data = self._call("GET", "/routing")
         return dict(data["upstreams"]), {k: float(v) for k, v in data["weights"].items()}
@@ -112,9 +120,15 @@ class DealerClient:
         return tallies_from_json(self._call("GET", "/tallies")["variants"])
 
     def record_event(
-        self, event: str, *, unit: str | None = None, variant: str | None = None, count: int = 1
+        self,
+        event: str,
+        *,
+        unit: str | None = None,
+        variant: str | None = None,
+        count: int = 1,
+        value: float = 0.0,
     ) -> None:
-        body: dict[str, Any] = {"event": event, "count": count}
+        body: dict[str, Any] = {"event": event, "count": count, "value": value}
         if unit is not None:
             body["unit"] = unit
         if variant is not None:
@@ -131,7 +145,7 @@ class DealerClient:
         return found
 
     def persist(self) -> None:
-        """Write the tallies to disk now (the daemon also does it periodically and on shutdown)."""
+        """Compact the tally journal into a snapshot now (every change is written as it is counted)."""
         self._call("POST", "/persist")
 
     def wait_drained(self, names: Iterable[str], timeout: float = 30.0, poll: float = 0.05) -> None:

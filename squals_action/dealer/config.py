@@ -2,7 +2,8 @@
 
 A state directory holds ``config.json`` (mode 0600: it carries the admin token), ``routing.json`` (the last
 weights/upstreams set through the admin endpoint, so a restarted daemon comes back on the same switch),
-``tallies.json``, ``dealer.pid``, ``dealer.json`` (pid, bound ports, URLs) and ``dealer.log``.
+``tallies/`` (the journal and snapshots of :mod:`~squals_action.dealer.journal`), ``dealer.pid``,
+``dealer.json`` (pid, bound ports, URLs) and ``dealer.log``.
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ from urllib.parse import urlsplit
 
 from squals_action.dealer.bucketing import normalise_weights
 from squals_action.dealer.interface import DealerConfig, DealerError
+from squals_action.manifest.model import DEFAULT_EVENT_CAP
 
 CONFIG_FILE = "config.json"
 ROUTING_FILE = "routing.json"
-TALLY_FILE = "tallies.json"
+TALLY_DIR = "tallies"
 PID_FILE = "dealer.pid"
 ENDPOINT_FILE = "dealer.json"
 LOG_FILE = "dealer.log"
+#: The largest per-unit cap of an event kind (the squals file's schema says the same).
+MAX_CAP = 1_000_000
 
 
 def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -64,6 +68,31 @@ def check_upstreams(upstreams: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+def _rule_to_json(cap: int) -> dict[str, Any]:
+    return {"count": "once"} if cap == 1 else {"count": "all", "cap": cap}
+
+
+def event_caps(raw: Any) -> dict[str, int]:
+    """``{kind: {"count": "once"} | {"count": "all", "cap": N}}`` as per-unit caps (once: 1; all without a
+    cap: DEFAULT_EVENT_CAP)."""
+    if not isinstance(raw, dict):
+        raise ValueError("events must be an object of event kind -> {count, cap}")
+    caps: dict[str, int] = {}
+    for name, rule in raw.items():
+        count = rule.get("count", "once") if isinstance(rule, dict) else None
+        if count not in ("once", "all"):
+            raise ValueError(
+                f"events.{name}: expected {{count: once}} or {{count: all, cap: N}}, got {rule!r}"
+            )
+        cap = rule.get("cap", 1 if count == "once" else DEFAULT_EVENT_CAP)
+        if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= MAX_CAP:
+            raise ValueError(f"events.{name}.cap must be an integer from 1 to {MAX_CAP}, got {cap!r}")
+        if count == "once" and cap != 1:
+            raise ValueError(f"events.{name}: a cap goes with count: all")
+        caps[str(name)] = cap
+    return caps
+
+
 def config_to_json(config: DealerConfig) -> dict[str, Any]:
     return {
         "upstreams": [{"name": k, "url": v} for k, v in config.upstreams.items()],
@@ -77,7 +106,9 @@ def config_to_json(config: DealerConfig) -> dict[str, Any]:
         "connect_timeout": config.connect_timeout,
         "read_timeout": config.read_timeout,
         "header_timeout": config.header_timeout,
-        "persist_interval": config.persist_interval,
+        "events": {name: _rule_to_json(cap) for name, cap in sorted(config.event_caps.items())},
+        "max_units": config.max_units,
+        "journal_bytes": config.journal_bytes,
         "shutdown_timeout": config.shutdown_timeout,
         "cookie_max_age": config.cookie_max_age,
     }
@@ -111,7 +142,9 @@ def config_from_json(data: Any, source: str) -> DealerConfig:
             connect_timeout=float(data.get("connect_timeout", defaults.connect_timeout)),
             read_timeout=float(data.get("read_timeout", defaults.read_timeout)),
             header_timeout=float(data.get("header_timeout", defaults.header_timeout)),
-            persist_interval=float(data.get("persist_interval", defaults.persist_interval)),
+            event_caps=event_caps(data.get("events", {})),
+            max_units=int(data.get("max_units", defaults.max_units)),
+            journal_bytes=int(data.get("journal_bytes", defaults.journal_bytes)),
             shutdown_timeout=float(data.get("shutdown_timeout", defaults.shutdown_timeout)),
             cookie_max_age=int(data.get("cookie_max_age", defaults.cookie_max_age)),
         )

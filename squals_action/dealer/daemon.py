@@ -29,6 +29,7 @@ from squals_action.dealer.config import (
     LOG_FILE,
     PID_FILE,
     ROUTING_FILE,
+    TALLY_DIR,
     load_config,
     read_json,
     write_config,
@@ -37,6 +38,9 @@ from squals_action.dealer.interface import DealerConfig, DealerError, DealerStat
 from squals_action.process import GONE_STATES
 
 MODULE = "squals_action.dealer"
+#: How fast a starting Dealer reads its tallies back, at worst (10 M units, 234 MB: 24-49 s on a busy 2-core
+#: machine): start_dealer waits that much longer for a Dealer with tallies on disk.
+RECOVERY_BYTES_PER_S = 4 << 20
 # Popen objects of Dealers this process started, so that stopping one also reaps it (no zombies in tests).
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -130,7 +134,8 @@ def start_dealer(config: DealerConfig, state_dir: Path, *, timeout: float = 15.0
     """Start a detached Dealer for ``state_dir`` (tallies there are kept) and return its admin client.
 
     The given config's upstreams and weights are authoritative: a routing saved by an earlier run is dropped.
-    Raises DealerError if a Dealer already runs from this directory or the new one does not come up in time.
+    Raises DealerError if a Dealer already runs from this directory or the new one does not come up in time:
+    ``timeout`` seconds, plus one per RECOVERY_BYTES_PER_S of tallies it must read back first.
     """
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -166,6 +171,7 @@ def _launch(config: DealerConfig, state_dir: Path, timeout: float) -> DealerClie
             close_fds=True,
         )
     _CHILDREN[child.pid] = child
+    timeout += _tally_bytes(state_dir) / RECOVERY_BYTES_PER_S
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if child.poll() is not None:
@@ -185,6 +191,13 @@ def _launch(config: DealerConfig, state_dir: Path, timeout: float) -> DealerClie
     _CHILDREN.pop(child.pid, None)
     _clear_pid_files(state_dir)
     raise DealerError(f"the Dealer did not come up within {timeout:g}s (see {log_path})")
+
+
+def _tally_bytes(state_dir: Path) -> int:
+    try:
+        return sum(entry.stat().st_size for entry in os.scandir(state_dir / TALLY_DIR) if entry.is_file())
+    except OSError:
+        return 0
 
 
 def _last_line(path: Path) -> str:

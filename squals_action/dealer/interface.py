@@ -27,6 +27,22 @@ class NotMeasured(DealerError):
 
 
 @dataclass(frozen=True)
+class EventSums:
+    """One event kind in one variant, as sums over units: the units that sent it, and of each unit's count
+    ``c`` and value sum ``x`` (its events' values), with ``a`` the unit's requests: sum c, sum c², sum x,
+    sum x², sum c·x, sum c·a, sum x·a. Means and ratios per unit (delta method) need nothing else."""
+
+    units: float = 0.0
+    count: float = 0.0
+    count_sq: float = 0.0
+    value: float = 0.0
+    value_sq: float = 0.0
+    count_value: float = 0.0
+    count_acts: float = 0.0
+    value_acts: float = 0.0
+
+
+@dataclass(frozen=True)
 class VariantTally:
     """What one variant has seen since the Dealer first started (persisted across restarts).
 
@@ -47,8 +63,13 @@ class VariantTally:
     latency_p95_ms: float | None = None
     latency_p99_ms: float | None = None
     in_flight: int = 0
-    #: event -> units that sent it at least once (``events`` counts every response carrying it)
+    #: event -> units that sent it at least once (``events`` counts the events counted, within unit caps)
     event_units: Mapping[str, int] = field(default_factory=lambda: EMPTY_EVENTS)
+    #: requests of the units that first came to this variant (``activations`` counts requests it served;
+    #: they differ only after a switch moved units) and the sum of each unit's requests squared
+    unit_activations: float = 0.0
+    unit_activations_sq: float = 0.0
+    event_sums: Mapping[str, EventSums] = field(default_factory=dict)
     #: the latency log histogram (bucket -> requests), so a reader can take percentiles over an interval
     latency_histogram: Mapping[int, int] = field(default_factory=dict)
 
@@ -83,7 +104,13 @@ class DealerConfig:
     #: A client connection must send a request's headers within this many seconds (also the idle time a
     #: kept-alive connection may wait for its next request): a connection trickling bytes is closed.
     header_timeout: float = 10.0
-    persist_interval: float = 2.0
+    #: per event kind, how many events of it one unit may count; a kind not named counts once per unit
+    event_caps: Mapping[str, int] = field(default_factory=dict)
+    #: units (and unit events) the Dealer keeps per-unit state for; arrays are reserved at this size and
+    #: memory is used as they fill (30-37 bytes per unit with its counters)
+    max_units: int = 1 << 25
+    #: a journal segment this large is compacted into a snapshot
+    journal_bytes: int = 64 << 20
     shutdown_timeout: float = 10.0
     cookie_max_age: int = 365 * 24 * 3600
 
@@ -132,9 +159,16 @@ class Dealer(Protocol):
         ...
 
     def record_event(
-        self, event: str, *, unit: str | None = None, variant: str | None = None, count: int = 1
+        self,
+        event: str,
+        *,
+        unit: str | None = None,
+        variant: str | None = None,
+        count: int = 1,
+        value: float = 0.0,
     ) -> None:
-        """Count a conversion for a unit (its current variant) or directly for a variant."""
+        """Count conversions (each worth ``value``) for a unit the Dealer assigned, within the event kind's
+        per-unit cap (once by default), or directly for a variant (totals only)."""
         ...
 
 

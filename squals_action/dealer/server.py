@@ -13,6 +13,7 @@ import contextlib
 import hmac
 import json
 import logging
+import math
 import os
 import secrets
 import time
@@ -29,7 +30,7 @@ from yarl import URL
 from squals_action.dealer.bucketing import assign, normalise_weights, unit_key
 from squals_action.dealer.config import (
     ROUTING_FILE,
-    TALLY_FILE,
+    TALLY_DIR,
     atomic_write,
     check_upstreams,
     read_json,
@@ -37,6 +38,8 @@ from squals_action.dealer.config import (
 from squals_action.dealer.fallback import fallbacks, may_retry
 from squals_action.dealer.faults import Faults
 from squals_action.dealer.interface import DealerConfig, DealerError
+from squals_action.dealer.journal import Journal, recover, release_free_memory
+from squals_action.dealer.lag import LagProbe
 from squals_action.dealer.tally import TallyBook, VariantCounter, tally_to_json
 
 log = logging.getLogger("squals.dealer")
@@ -56,6 +59,10 @@ HOP_BY_HOP = frozenset(
     }
 )
 EVENT_HEADER = "X-Squals-Event"
+VALUE_HEADER = "X-Squals-Value"
+COUNTED_HEADER = "X-Squals-Counted"
+#: The largest event value taken (in absolute value): sums of squares stay exact enough in a float.
+MAX_VALUE = 1e12
 VARIANT_HEADER = "X-Squals-Variant"
 RESERVED_PREFIX = "/_squals/"
 _EVENT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
@@ -71,6 +78,19 @@ _ASSIGN_CACHE = 65_536
 
 def valid_event(name: str) -> bool:
     return 0 < len(name) <= 64 and all(c in _EVENT_CHARS for c in name)
+
+
+def event_value(raw: object) -> float:
+    """An event's value (absent: 0): a finite number within MAX_VALUE, else DealerError saying so."""
+    if raw is None:
+        return 0.0
+    try:
+        value = float(raw) if isinstance(raw, (str, int, float)) and not isinstance(raw, bool) else math.nan
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or abs(value) > MAX_VALUE:
+        raise DealerError(f"value must be a finite number within +-{MAX_VALUE:g}, got {raw!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -142,7 +162,10 @@ class DealerServer:
             raise DealerError("the Dealer's admin token is empty")
         self.config = config
         self.state_dir = state_dir
-        self.book = TallyBook()
+        self.book = TallyBook(config.event_caps, config.max_units)
+        self._journal: Journal | None = None
+        self._next_segment = 1
+        self.lag = LagProbe()
         self.faults = Faults()
         self.routing = make_routing(config.upstreams, config.weights)
         if state_dir is not None:
@@ -157,17 +180,17 @@ class DealerServer:
         self._assigned_for: Routing | None = None
         self._proxy_runner: web.ServerRunner | None = None
         self._admin_runner: web.AppRunner | None = None
-        self._persist_task: asyncio.Task[None] | None = None
-        self._persist_lock = asyncio.Lock()
         self.port = 0
         self.admin_port = 0
 
     # -- state ---------------------------------------------------------------------------------------------
 
     def _load_state(self, state_dir: Path) -> None:
-        tally_path = state_dir / TALLY_FILE
-        if tally_path.exists():
-            self.book = TallyBook.from_json(read_json(tally_path), str(tally_path))
+        if (state_dir / TALLY_DIR).is_dir():
+            columns, self._next_segment = recover(state_dir / TALLY_DIR)
+            self.book = TallyBook.from_columns(columns, self.config.event_caps, self.config.max_units)
+            del columns
+            release_free_memory()
         routing_path = state_dir / ROUTING_FILE
         if routing_path.exists():
             raw = read_json(routing_path)
@@ -183,27 +206,9 @@ class DealerServer:
             atomic_write(self.state_dir / ROUTING_FILE, json.dumps(self.routing.to_json(), indent=2) + "\n")
 
     async def persist(self) -> None:
-        """Write the tallies if anything changed since the last write (the JSON is built on the loop)."""
-        if self.state_dir is None:
-            return
-        async with self._persist_lock:  # one writer at a time, so an older snapshot never lands last
-            if not self.book.dirty:
-                return
-            self.book.dirty = False
-            text = json.dumps(self.book.to_json(), separators=(",", ":"))
-            try:
-                await asyncio.to_thread(atomic_write, self.state_dir / TALLY_FILE, text)
-            except BaseException:
-                self.book.dirty = True
-                raise
-
-    async def _persist_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.persist_interval)
-            try:
-                await self.persist()
-            except OSError as exc:  # keep serving; the next round retries
-                log.warning("could not persist tallies: %s", exc)
+        """Compact the journal into a snapshot now (in a child process; the loop only awaits it)."""
+        if self._journal is not None:
+            await self._journal.compact()
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
@@ -212,7 +217,7 @@ class DealerServer:
         try:
             await self._start()
         except BaseException:
-            await self.stop(persist=False)
+            await self.stop()
             raise
 
     async def _start(self) -> None:
@@ -259,24 +264,29 @@ class DealerServer:
         await web.TCPSite(self._admin_runner, "127.0.0.1", cfg.admin_port).start()
         self.admin_port = _bound_port(self._admin_runner)
         if self.state_dir is not None:
-            self._persist_task = asyncio.create_task(self._persist_loop())
+            self._journal = Journal(
+                self.state_dir / TALLY_DIR, self._next_segment, self.book.names, self.config.journal_bytes
+            )
+            self.book.journal = self._journal.append
+            self.book.names_changed = self._journal.names_changed
+            self._journal.names_changed()
+        self.lag.start()
 
-    async def stop(self, *, persist: bool = True) -> None:
-        """Stop accepting, let in-flight requests finish (up to shutdown_timeout), then persist."""
-        if self._persist_task is not None:
-            self._persist_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._persist_task
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish (up to shutdown_timeout), then close the journal
+        (everything counted is written already)."""
+        await self.lag.stop()
         if self._proxy_runner is not None:
             await self._proxy_runner.cleanup()
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
         if self._session is not None:
             await self._session.close()
-        self._persist_task = self._proxy_runner = self._admin_runner = self._session = None
-        if persist:
-            self.book.dirty = True
-            await self.persist()
+        self._proxy_runner = self._admin_runner = self._session = None
+        if self._journal is not None:
+            await self._journal.close()
+            self._journal = None
+        self.book.close()
 
     # -- proxy ---------------------------------------------------------------------------------------------
 
@@ -319,19 +329,15 @@ class DealerServer:
         unit, new_unit = self._unit_of(request)
         routing = self.routing
         name, key = self._assign(unit, routing)
-        book = self.book
-        counter = book.variants.get(name) or book.variant(name)
-        counter.activations += 1
-        counter.units.add(key)
+        counter = self.book.arrive(key, name)
         counter.in_flight += 1
-        book.dirty = True
         try:
             return await self._forward(request, routing, name, counter, unit if new_unit else None, key)
         finally:
             counter.in_flight -= 1
-            # Events, errors and latency are counted after the upstream answers: a write that ran meanwhile
-            # did not include them, so the book is dirty again.
-            self.book.dirty = True
+            if self._journal is not None:  # answered only once what it counted is written
+                with contextlib.suppress(OSError):  # a full disk must not take the site down (logged)
+                    await self._journal.durable()
 
     def _request_headers(self, request: web.BaseRequest, new_unit: str | None) -> CIMultiDict[str]:
         """The headers to send upstream: hop-by-hop ones dropped, X-Forwarded-* added.
@@ -379,34 +385,29 @@ class DealerServer:
         loop = asyncio.get_running_loop()
         started = loop.time()
         if self.faults.active and (abort := await self.faults.inject(name)) is not None:
-            counter.server_errors += 1
+            counter.add_server_error()
             return self._error(abort, f"fault injected into {name}", name, new_unit)
         try:
             upstream = await self._session.request(
                 request.method, url, headers=headers, data=data, allow_redirects=False
             )
         except TimeoutError:
-            counter.connection_errors += 1
+            counter.add_connection_error()
             return self._error(504, f"upstream {name} timed out", name, new_unit)
         except (aiohttp.ClientError, OSError) as exc:
-            counter.connection_errors += 1
+            counter.add_connection_error()
             other = routing.fallback.get(name) if spare else None
             if other is not None and may_retry(exc, request.method, request.body_exists):
-                retry = self.book.variant(other)
-                retry.activations += 1
+                retry = self.book.arrive(key, other)
                 return await self._forward(request, routing, other, retry, new_unit, key, spare=False)
             return self._error(502, f"upstream {name} unreachable: {type(exc).__name__}", name, new_unit)
         try:
-            counter.latency.add((loop.time() - started) * 1000.0)
+            counter.add_latency((loop.time() - started) * 1000.0)
             if upstream.status >= 500:
-                counter.server_errors += 1
+                counter.add_server_error()
             answered = upstream.headers
             if EVENT_HEADER in answered:
-                for value in answered.getall(EVENT_HEADER):
-                    for event in value.split(","):
-                        event = event.strip()
-                        if valid_event(event):
-                            counter.add_event(event, unit=key)
+                self._app_events(answered.getall(EVENT_HEADER), key)
             out = _forwardable(answered, _RESPONSE_DROP)
             out[VARIANT_HEADER] = name
             if new_unit is not None:
@@ -417,7 +418,7 @@ class DealerServer:
                 try:
                     body = await upstream.read()
                 except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
-                    counter.connection_errors += 1
+                    counter.add_connection_error()
                     text = f"upstream {name} broke off: {type(exc).__name__}"
                     return self._error(502, text, name, new_unit)
                 return web.Response(body=body, status=upstream.status, reason=upstream.reason, headers=out)
@@ -427,13 +428,25 @@ class DealerServer:
                 async for chunk in upstream.content.iter_chunked(_CHUNK):
                     await response.write(chunk)
             except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
-                counter.connection_errors += 1
+                counter.add_connection_error()
                 # Headers are gone already: the only honest signal left is to cut the client connection.
                 raise ConnectionResetError(f"upstream {name} broke off mid-body: {exc!r}") from exc
             await response.write_eof()
             return response
         finally:
             upstream.release()
+
+    def _app_events(self, values: list[str], key: int) -> None:
+        """Events the app reported in its response (``X-Squals-Event: checkout, revenue=12.5``), for its unit;
+        malformed ones are skipped (the app's answer still goes out)."""
+        for value in values:
+            for item in value.split(","):
+                event, _, raw = item.strip().partition("=")
+                try:
+                    if valid_event(event):
+                        self.book.event(key, event, 1, event_value(raw or None))
+                except DealerError as exc:
+                    log.warning("event %r from the app not counted: %s", item.strip(), exc.one_line())
 
     def _error(self, status: int, text: str, name: str, new_unit: str | None) -> web.Response:
         response = web.Response(status=status, text=text + "\n")
@@ -443,27 +456,40 @@ class DealerServer:
         return response
 
     async def _public_endpoint(self, request: web.BaseRequest) -> web.StreamResponse:
-        """``POST /_squals/events`` lets a page report a conversion for the unit that sends the request."""
+        """``POST /_squals/events`` lets a page report a conversion (and its value) for the unit sending the
+        request; only a unit this Dealer assigned counts, once per event kind unless its cap allows more."""
         if request.path != "/_squals/events":
             return web.Response(status=404, text="unknown Dealer endpoint\n")
         if request.method != "POST":
             return web.Response(status=405, headers={"Allow": "POST"})
-        event = request.query.get("event")
+        event, raw_value = request.query.get("event"), request.query.get("value")
+        raw_value = raw_value if raw_value is not None else request.headers.get(VALUE_HEADER)
         if event is None and request.can_read_body:
             try:
                 body = await request.json()
-                event = body.get("event") if isinstance(body, dict) else None
             except (ValueError, UnicodeDecodeError):
-                return web.Response(status=400, text='expected JSON {"event": name}\n')
+                return web.Response(status=400, text='expected JSON {"event": name, "value": number}\n')
+            if isinstance(body, dict):
+                event, raw_value = body.get("event"), body.get("value", raw_value)
         if not isinstance(event, str) or not valid_event(event):
             return web.Response(status=400, text="event must be 1-64 of [A-Za-z0-9-_.:]\n")
         unit, new_unit = self._unit_of(request)
         if new_unit:
             return web.Response(status=400, text="no unit: send the Dealer's cookie or unit header\n")
-        name = assign(unit, self.routing.weights, self._seed)
-        self.book.variant(name).add_event(event, unit=unit_key(unit))
-        self.book.dirty = True
-        return web.Response(status=204, headers={VARIANT_HEADER: name})
+        try:
+            counted = self.book.event(unit_key(unit), event, 1, event_value(raw_value))
+        except DealerError as exc:
+            return web.Response(status=400, text=exc.one_line() + "\n")
+        if counted is None:
+            return web.Response(status=403, text="unknown unit: this Dealer never assigned it a variant\n")
+        if self._journal is not None:
+            try:
+                await self._journal.durable()
+            except OSError as exc:
+                return web.Response(status=503, text=f"the event could not be recorded: {exc.strerror}\n")
+        return web.Response(
+            status=204, headers={VARIANT_HEADER: counted.variant, COUNTED_HEADER: str(counted.counted)}
+        )
 
     # -- admin ---------------------------------------------------------------------------------------------
 
@@ -481,7 +507,18 @@ class DealerServer:
         return response
 
     async def _admin_health(self, request: web.Request) -> web.Response:
-        return web.json_response({"ok": True, "pid": os.getpid(), "time": time.time()})
+        """Liveness, and the loop's largest lag in ms (``?reset=1`` starts a new measurement)."""
+        lag = self.lag.read(reset=request.query.get("reset") == "1")
+        return web.json_response(
+            {
+                "ok": True,
+                "pid": os.getpid(),
+                "time": time.time(),
+                "loop_lag_max_ms": round(lag, 3),
+                "units": self.book.store.units,
+                "unit_store_bytes": self.book.store.nbytes(),
+            }
+        )
 
     async def _admin_tallies(self, request: web.Request) -> web.Response:
         return web.json_response(
@@ -534,19 +571,24 @@ class DealerServer:
         count = body.get("count", 1)
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise DealerError("count must be a positive integer")
-        variant = body.get("variant")
-        unit = body.get("unit")
+        value = event_value(body.get("value"))
+        unit, variant = body.get("unit"), body.get("variant")
         if isinstance(unit, str) and unit:
-            variant = assign(unit, self.routing.weights, self._seed)
-        if not isinstance(variant, str) or variant not in set(self.routing.upstreams) | set(
-            self.book.variants
-        ):
+            counted = self.book.event(unit_key(unit), event, count, value)
+            if counted is None:
+                raise DealerError(f"unknown unit {unit[:64]!r}: this Dealer never assigned it a variant")
+            result = {"variant": counted.variant, "counted": counted.counted}
+        elif isinstance(variant, str) and variant in set(self.routing.upstreams) | set(self.book.variants):
+            self.book.plain_event(variant, event, count)
+            result = {"variant": variant, "counted": count}
+        else:
             raise DealerError("give a unit or a known variant")
-        key = unit_key(unit) if isinstance(unit, str) and unit else None
-        if not self.book.variant(variant).add_event(event, count, unit=key):
-            raise DealerError("too many distinct event names for this variant")
-        self.book.dirty = True
-        return web.json_response({"variant": variant})
+        if self._journal is not None:
+            try:
+                await self._journal.durable()
+            except OSError as exc:
+                raise DealerError(f"the event could not be recorded: {exc.strerror}") from exc
+        return web.json_response(result)
 
     async def _admin_faults(self, request: web.Request) -> web.Response:
         """``GET``: the faults in force and what they did; ``PUT {"faults": {...}}``: replace them."""
@@ -557,7 +599,6 @@ class DealerServer:
         return web.json_response(self.faults.to_json())
 
     async def _admin_persist(self, request: web.Request) -> web.Response:
-        self.book.dirty = True
         await self.persist()
         return web.json_response({"ok": True})
 

@@ -1,188 +1,254 @@
-"""Per-variant tallies kept by the Dealer, with bounded-memory latency and a JSON form that survives restarts.
+"""Per-variant tallies kept by the Dealer: request counters, bounded-memory latency and per-unit statistics.
 
-Latency goes into a fixed log histogram (buckets 1 % wide from 10 us to ~10 min, at most ~1,800 counters) so
-percentiles stay exact to about 1 % however long the Dealer runs, and histograms add up across restarts.
-Distinct units are kept as 64-bit keys so the count is exact; that set is the one part that grows with
-traffic.
+Latency goes into a fixed log histogram (:mod:`~squals_action.dealer.latency`). Units and their per-unit
+counters live in flat arrays (:mod:`~squals_action.dealer.units`, imported when a book is made: numpy stays
+out of the light imports); every change is also a 24-byte journal record (:data:`RECORD`) that
+:mod:`~squals_action.dealer.journal` appends and compacts. An event counts once per unit and kind unless
+the kind's cap allows more, and only for a unit the Dealer assigned.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+import logging
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import astuple, dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from squals_action.dealer.interface import DealerError, VariantTally
+from squals_action.dealer.interface import DealerError, EventSums, VariantTally
+from squals_action.dealer.latency import LatencyHistogram
 
-_MIN_MS = 0.01
-_GROWTH = 1.01
-_LOG_GROWTH = math.log(_GROWTH)
-_MAX_BUCKET = int(math.log(600_000.0 / _MIN_MS) / _LOG_GROWTH) + 1
+if TYPE_CHECKING:
+    from squals_action.dealer.columns import Columns
+
+log = logging.getLogger("squals.dealer")
+
 MAX_EVENT_NAMES = 256
-TALLY_FORMAT = 1
+#: Journal records, 24 bytes each: op, variant, event kind or latency bucket, count, unit key, value.
+RECORD = struct.Struct("<BBHiQd")
+OP_UNIT, OP_REQUEST, OP_EVENT, OP_PLAIN, OP_LATENCY, OP_SERVER_ERROR, OP_CONNECTION_ERROR = range(1, 8)
+#: Units (and unit events) a Dealer holds at most unless its config says otherwise: the arrays are reserved
+#: at this size, memory is used only as they fill.
+DEFAULT_MAX_UNITS = 1 << 25
+MAX_VARIANTS = 255
 
 
-class LatencyHistogram:
-    """Counts of latencies in log-spaced buckets; percentiles report each bucket's geometric middle."""
-
-    __slots__ = ("buckets", "count")
-
-    def __init__(self) -> None:
-        self.buckets: dict[int, int] = {}
-        self.count = 0
-
-    def add(self, ms: float) -> None:
-        index = 0 if ms <= _MIN_MS else min(_MAX_BUCKET, int(math.log(ms / _MIN_MS) / _LOG_GROWTH) + 1)
-        self.buckets[index] = self.buckets.get(index, 0) + 1
-        self.count += 1
-
-    def percentile(self, q: float) -> float | None:
-        """The q-th percentile (0 < q <= 100) in ms, ``None`` when empty."""
-        if not self.count:
-            return None
-        rank = max(1, math.ceil(self.count * q / 100.0))
-        seen = 0
-        for index in sorted(self.buckets):
-            seen += self.buckets[index]
-            if seen >= rank:
-                return _bucket_middle(index)
-        return _bucket_middle(max(self.buckets))  # pragma: no cover - rank <= count always hits above
-
-    def to_json(self) -> dict[str, int]:
-        return {str(k): v for k, v in sorted(self.buckets.items())}
-
-    @classmethod
-    def from_json(cls, data: Any) -> LatencyHistogram:
-        hist = cls()
-        if not isinstance(data, dict):
-            raise ValueError("histogram must be an object")
-        for key, value in data.items():
-            index, count = int(key), int(value)
-            if index < 0 or count < 0:
-                raise ValueError("negative histogram entry")
-            hist.buckets[min(index, _MAX_BUCKET)] = count
-            hist.count += count
-        return hist
-
-
-def _bucket_middle(index: int) -> float:
-    if index == 0:
-        return _MIN_MS
-    low = _MIN_MS * _GROWTH ** (index - 1)
-    return round(low * math.sqrt(_GROWTH), 3)
+def _discard(record: bytes) -> None:
+    """The journal of a book nobody persists."""
 
 
 @dataclass
 class VariantCounter:
-    """The mutable tally of one variant, only touched from the Dealer's event loop."""
+    """The request-level tally of one variant, only touched from the Dealer's event loop; every change goes
+    to the book's journal as it is counted."""
 
     name: str
-    units: set[int] = field(default_factory=set)
+    index: int = 0
+    journal: Callable[[bytes], None] = _discard
     activations: int = 0
-    events: dict[str, int] = field(default_factory=dict)
-    #: event -> the units that sent it at least once (a proportion's converters); posted events without a
-    #: unit are counted in ``events`` only.
-    event_units: dict[str, set[int]] = field(default_factory=dict)
+    #: events posted for the variant without a unit (the admin API's ``variant``)
+    plain: dict[str, int] = field(default_factory=dict)
     server_errors: int = 0
     connection_errors: int = 0
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     in_flight: int = 0
 
-    def add_event(self, event: str, count: int = 1, *, unit: int | None = None) -> bool:
-        """Count an event (and the unit that sent it); new names beyond MAX_EVENT_NAMES are refused so
-        memory stays bounded."""
-        if event not in self.events and len(self.events) >= MAX_EVENT_NAMES:
-            return False
-        self.events[event] = self.events.get(event, 0) + count
-        if unit is not None:
-            self.event_units.setdefault(event, set()).add(unit)
-        return True
+    def add_latency(self, ms: float) -> None:
+        self.journal(RECORD.pack(OP_LATENCY, self.index, self.latency.add(ms), 0, 0, 0.0))
 
-    def snapshot(self) -> VariantTally:
-        return VariantTally(
-            name=self.name,
-            units=len(self.units),
-            activations=self.activations,
-            events=dict(self.events),
-            event_units={k: len(v) for k, v in self.event_units.items()},
-            errors=self.server_errors + self.connection_errors,
-            server_errors=self.server_errors,
-            connection_errors=self.connection_errors,
-            latency_p50_ms=self.latency.percentile(50),
-            latency_p95_ms=self.latency.percentile(95),
-            latency_p99_ms=self.latency.percentile(99),
-            in_flight=self.in_flight,
-            latency_histogram=dict(self.latency.buckets),
-        )
+    def add_server_error(self) -> None:
+        self.server_errors += 1
+        self.journal(RECORD.pack(OP_SERVER_ERROR, self.index, 0, 1, 0, 0.0))
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "activations": self.activations,
-            "events": dict(sorted(self.events.items())),
-            "event_units": {k: sorted(v) for k, v in sorted(self.event_units.items())},
-            "server_errors": self.server_errors,
-            "connection_errors": self.connection_errors,
-            "latency_ms_log_histogram": self.latency.to_json(),
-            "units": sorted(self.units),
-        }
+    def add_connection_error(self) -> None:
+        self.connection_errors += 1
+        self.journal(RECORD.pack(OP_CONNECTION_ERROR, self.index, 0, 1, 0, 0.0))
 
-    @classmethod
-    def from_json(cls, name: str, data: Any) -> VariantCounter:
-        if not isinstance(data, dict):
-            raise ValueError(f"variant {name!r} must be an object")
-        events = data.get("events", {})
-        if not isinstance(events, dict):
-            raise ValueError(f"events of {name!r} must be an object")
-        return cls(
-            name=name,
-            units={int(u) for u in data.get("units", [])},
-            activations=int(data.get("activations", 0)),
-            events={str(k): int(v) for k, v in events.items()},
-            event_units={str(k): {int(u) for u in v} for k, v in dict(data.get("event_units", {})).items()},
-            server_errors=int(data.get("server_errors", 0)),
-            connection_errors=int(data.get("connection_errors", 0)),
-            latency=LatencyHistogram.from_json(data.get("latency_ms_log_histogram", {})),
-        )
+
+@dataclass(frozen=True)
+class Counted:
+    """What became of an event for a unit: the unit's variant and how many events were counted (0 once the
+    unit reached its cap for that kind)."""
+
+    variant: str
+    counted: int
 
 
 class TallyBook:
-    """All variants' counters; variants appear on first use and stay after they stop being routed to."""
+    """All variants' counters and every unit's state (:class:`~squals_action.dealer.units.UnitStore`).
 
-    def __init__(self) -> None:
+    ``caps`` gives an event kind's per-unit cap: a kind not named counts once per unit. ``journal`` receives
+    every change as a :data:`RECORD` (the server points it at its journal file); ``names_changed`` is called
+    when a variant or event kind gets its index, before any record uses it.
+    """
+
+    def __init__(self, caps: Mapping[str, int] | None = None, max_units: int = DEFAULT_MAX_UNITS) -> None:
+        from squals_action.dealer.units import UnitStore
+
         self.variants: dict[str, VariantCounter] = {}
-        self.dirty = False
+        self._names: list[str] = []  # variant names by index
+        self.kinds: list[str] = []
+        self._kind_index: dict[str, int] = {}
+        self.caps = dict(caps or {})
+        self.store = UnitStore(max_units, max_units)
+        self.journal: Callable[[bytes], None] = _discard
+        self.names_changed: Callable[[], None] = lambda: None
+
+    def names(self) -> dict[str, list[str]]:
+        """Variant and event kind names by index, as the journal's records refer to them."""
+        return {"variants": list(self._names), "kinds": list(self.kinds)}
 
     def variant(self, name: str) -> VariantCounter:
         counter = self.variants.get(name)
         if counter is None:
-            counter = self.variants[name] = VariantCounter(name)
+            if len(self.variants) >= MAX_VARIANTS:
+                raise DealerError(f"more than {MAX_VARIANTS} variants")
+            counter = self.variants[name] = VariantCounter(name, len(self.variants), self._journal)
+            self._names.append(name)
+            self.names_changed()
         return counter
 
-    def snapshot(self) -> dict[str, VariantTally]:
-        return {name: counter.snapshot() for name, counter in self.variants.items()}
+    def _journal(self, record: bytes) -> None:
+        self.journal(record)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": TALLY_FORMAT,
-            "variants": {name: counter.to_json() for name, counter in self.variants.items()},
-        }
+    def _kind(self, event: str) -> int:
+        kind = self._kind_index.get(event)
+        if kind is None:
+            if len(self.kinds) >= MAX_EVENT_NAMES:
+                raise DealerError(f"more than {MAX_EVENT_NAMES} distinct event names")
+            kind = self._kind_index[event] = len(self.kinds)
+            self.kinds.append(event)
+            self.names_changed()
+        return kind
+
+    def arrive(self, key: int, name: str) -> VariantCounter:
+        """A request of unit ``key`` served by variant ``name``: counts the unit (the first time, in this
+        variant) and its request."""
+        counter = self.variants.get(name) or self.variant(name)
+        store = self.store
+        row = store.find(key)
+        if row < 0:
+            try:
+                row = store.add(key, counter.index)
+            except DealerError as exc:  # StoreFull: the unit is served, not tracked
+                log.warning("%s: unit not tracked", exc.one_line())
+            else:
+                self.journal(RECORD.pack(OP_UNIT, counter.index, 0, 0, key, 0.0))
+        if row >= 0:
+            store.activate(row)
+        counter.activations += 1
+        self.journal(RECORD.pack(OP_REQUEST, counter.index, 0, 1, key, 0.0))
+        return counter
+
+    def unit_variant(self, key: int) -> str | None:
+        """The variant the unit first came to, ``None`` for a unit this Dealer never assigned."""
+        row = self.store.find(key)
+        return None if row < 0 else self._names[self.store.var[row]]
+
+    def event(self, key: int, event: str, count: int = 1, value: float = 0.0) -> Counted | None:
+        """Count ``count`` events (each worth ``value``) for the unit, within the kind's per-unit cap;
+        ``None`` for a unit this Dealer never assigned (nothing is counted)."""
+        row = self.store.find(key)
+        if row < 0:
+            return None
+        kind = self._kind(event)
+        variant = int(self.store.var[row])
+        counted = self.store.event(row, kind, count, value, self.caps.get(event, 1))
+        if counted:
+            self.journal(RECORD.pack(OP_EVENT, variant, kind, counted, key, counted * value))
+        return Counted(self._names[variant], counted)
+
+    def plain_event(self, variant: str, event: str, count: int) -> None:
+        """Events counted for a variant without a unit (they feed totals, never per-unit statistics)."""
+        counter = self.variant(variant)
+        kind = self._kind(event)
+        counter.plain[event] = counter.plain.get(event, 0) + count
+        self.journal(RECORD.pack(OP_PLAIN, counter.index, kind, count, 0, 0.0))
+
+    def snapshot(self) -> dict[str, VariantTally]:
+        store = self.store
+        out: dict[str, VariantTally] = {}
+        for name, counter in self.variants.items():
+            units, acts, acts_sq = (
+                store.per_variant[counter.index] if counter.index < len(store.per_variant) else (0, 0, 0)
+            )
+            sums = {
+                self.kinds[kind]: EventSums(*values)
+                for (variant, kind), values in store.per_event.items()
+                if variant == counter.index
+            }
+            events = {kind: int(s.count) for kind, s in sums.items()}
+            for kind, count in counter.plain.items():
+                events[kind] = events.get(kind, 0) + count
+            lat = counter.latency
+            out[name] = VariantTally(
+                name=name,
+                units=int(units),
+                activations=counter.activations,
+                events=events,
+                event_units={kind: int(s.units) for kind, s in sums.items()},
+                errors=counter.server_errors + counter.connection_errors,
+                server_errors=counter.server_errors,
+                connection_errors=counter.connection_errors,
+                latency_p50_ms=lat.percentile(50),
+                latency_p95_ms=lat.percentile(95),
+                latency_p99_ms=lat.percentile(99),
+                in_flight=counter.in_flight,
+                unit_activations=acts,
+                unit_activations_sq=acts_sq,
+                event_sums=sums,
+                latency_histogram=dict(lat.buckets),
+            )
+        return out
+
+    def to_columns(self) -> Columns:
+        """Everything as columns (a copy): what a snapshot file holds and what :func:`merge_books` adds up."""
+        names = list(self._names)
+        columns = self.store.to_columns(names, list(self.kinds))
+        for counter in self.variants.values():
+            i = counter.index
+            columns.activations[i] = counter.activations
+            columns.server_errors[i] = counter.server_errors
+            columns.connection_errors[i] = counter.connection_errors
+            for bucket, count in counter.latency.buckets.items():
+                columns.latency[i, bucket] = count
+            for event, count in counter.plain.items():
+                columns.plain[i, self._kind_index[event]] = count
+        return columns
 
     @classmethod
-    def from_json(cls, data: Any, source: str) -> TallyBook:
-        """Rebuild from :meth:`to_json`; a damaged file is an error naming it, never silently zeroed."""
-        book = cls()
-        try:
-            if not isinstance(data, dict) or data.get("format") != TALLY_FORMAT:
-                raise ValueError(f"expected an object with format {TALLY_FORMAT}")
-            variants = data.get("variants", {})
-            if not isinstance(variants, dict):
-                raise ValueError("variants must be an object")
-            for name, raw in variants.items():
-                book.variants[str(name)] = VariantCounter.from_json(str(name), raw)
-        except (ValueError, TypeError) as exc:
-            raise DealerError(f"{source}: damaged tally file: {exc}") from exc
+    def from_columns(
+        cls, columns: Columns, caps: Mapping[str, int] | None = None, max_units: int = DEFAULT_MAX_UNITS
+    ) -> TallyBook:
+        book = cls(caps, max_units)
+        for event in columns.kinds:
+            book._kind(event)
+        for i, name in enumerate(columns.variants):
+            counter = book.variant(name)
+            counter.activations = int(columns.activations[i])
+            counter.server_errors = int(columns.server_errors[i])
+            counter.connection_errors = int(columns.connection_errors[i])
+            for bucket in columns.latency[i].nonzero()[0]:
+                counter.latency.buckets[int(bucket)] = int(columns.latency[i, bucket])
+            counter.latency.count = int(columns.latency[i].sum())
+            counter.plain = {
+                columns.kinds[k]: int(columns.plain[i, k]) for k in columns.plain[i].nonzero()[0]
+            }
+        book.store.load(columns)
         return book
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def merge_books(books: Sequence[TallyBook]) -> TallyBook:
+    """Several books (one per worker) as one, merged by unit: a unit two books have seen counts once, its
+    requests and per-kind events add up (within the first book's caps), and every sum of squares and cross
+    product is computed again from the merged per-unit values, never added."""
+    from squals_action.dealer.columns import merge
+
+    caps = books[0].caps if books else {}
+    return TallyBook.from_columns(merge([b.to_columns() for b in books], caps), caps)
 
 
 def tallies_from_json(data: Mapping[str, Any]) -> dict[str, VariantTally]:
@@ -207,6 +273,9 @@ def tallies_from_json(data: Mapping[str, Any]) -> dict[str, VariantTally]:
             latency_p95_ms=opt("latency_p95_ms"),
             latency_p99_ms=opt("latency_p99_ms"),
             in_flight=int(raw.get("in_flight", 0)),
+            unit_activations=float(raw.get("unit_activations", 0.0)),
+            unit_activations_sq=float(raw.get("unit_activations_sq", 0.0)),
+            event_sums={str(k): EventSums(*map(float, v)) for k, v in raw.get("event_sums", {}).items()},
             latency_histogram={int(k): int(v) for k, v in raw.get("latency_ms_log_histogram", {}).items()},
         )
     return out
@@ -215,6 +284,9 @@ def tallies_from_json(data: Mapping[str, Any]) -> dict[str, VariantTally]:
 def tally_to_json(tally: VariantTally) -> dict[str, Any]:
     """The admin endpoint's JSON form of one tally."""
     return {
+        "unit_activations": tally.unit_activations,
+        "unit_activations_sq": tally.unit_activations_sq,
+        "event_sums": {k: list(astuple(v)) for k, v in tally.event_sums.items()},
         "units": tally.units,
         "activations": tally.activations,
         "events": dict(tally.events),
@@ -229,16 +301,3 @@ def tally_to_json(tally: VariantTally) -> dict[str, Any]:
         "error_rate": tally.error_rate,
         "latency_ms_log_histogram": {str(k): v for k, v in sorted(tally.latency_histogram.items())},
     }
-
-
-def percentiles_since(
-    now: Mapping[int, int], base: Mapping[int, int]
-) -> tuple[float | None, float | None, float | None]:
-    """p50, p95 and p99 (ms) of the requests a histogram counted between two snapshots of it."""
-    between = LatencyHistogram()
-    for index, count in now.items():
-        more = count - base.get(index, 0)
-        if more > 0:
-            between.buckets[index] = more
-            between.count += more
-    return between.percentile(50), between.percentile(95), between.percentile(99)

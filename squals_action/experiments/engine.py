@@ -1,10 +1,13 @@
 """The experiment's side effects: start (islands + splitter), tick (measure, decide, act), stop.
 
-* **start** claims ``experiments/<id>.json`` on the state branch (status ``starting``; a second experiment of
-  the project while one is active is refused), provisions one island ``exp-<variant>`` per variant from the
-  variant's own squals file at the experiment's commit, splits the traffic among them (``split`` as weights,
-  sticky per ``unit``: the experiment's own Dealer, or on AWS the front door's listener, see
-  :mod:`~squals_action.experiments.splitters`) and records ``running``: two commits.
+* **start** checks every variant at the experiment's commit (its files validated, its scripts there), claims
+  ``experiments/<id>.json`` on the state branch (status ``starting``; a second experiment of the project
+  while one is active is refused), makes each variant's island ``exp-<variant>`` ready from the variant's own
+  squals file at that commit as a pull request's island is (hooks, provisioning, exit tests: see
+  :mod:`~squals_action.experiments.ready`), then splits the traffic among them (``split`` as weights, sticky
+  per ``unit``: the experiment's own Dealer, or on AWS the front door's listener, see
+  :mod:`~squals_action.experiments.splitters`) and records ``running``: two commits. A variant that is not
+  ready stops the start before any traffic moves: its islands are destroyed, the start recorded ``failed``.
 * **tick** reads the squals file as it was at the start commit (the spec judged is the spec started), reads
   the metric sources (the Dealer's tallies, or CloudWatch on AWS; Prometheus for declared metrics), runs the
   pure :func:`~squals_action.experiments.decide.decide`, gives excluded variants no more traffic, and records
@@ -35,13 +38,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from squals_action import gitcmd
-from squals_action.errors import SqualsError
+from squals_action.errors import SqualsError, one_line
 from squals_action.experiments import records
 from squals_action.experiments.decide import decide
 from squals_action.experiments.interface import BadDataError, Decision, ExperimentError, Observation
-from squals_action.experiments.islands import exclude_newly, provision_islands, stop_all
+from squals_action.experiments.islands import exclude_newly, stop_all
 from squals_action.experiments.observe import observe
 from squals_action.experiments.promotion import Promoter, lifecycle_promoter, promote
+from squals_action.experiments.ready import checked, ready_islands
 from squals_action.experiments.records import (
     ACTIVE,
     SYNTHETIC_PR_BASE,
@@ -50,8 +54,14 @@ from squals_action.experiments.records import (
     handles_of,
     pr_of,
 )
-from squals_action.experiments.sources import SourceContext, build_sources, check_declarations
-from squals_action.experiments.spec import default_experiment_id, island_name, manifest_at, spec_digest
+from squals_action.experiments.sources import SourceContext, build_sources
+from squals_action.experiments.spec import (
+    default_experiment_id,
+    island_name,
+    manifest_at,
+    spec_digest,
+    tree_at,
+)
 from squals_action.experiments.splitters import Split, new_split, split_of
 from squals_action.manifest.model import Experiment, Manifest, StickyUnit
 from squals_action.own_files import own_dir
@@ -131,13 +141,11 @@ class ExperimentEngine:
             return path
         return os.path.relpath(Path(path).resolve(), self.repo.resolve())
 
-    def _spec(self) -> Experiment:
-        spec = self.manifest.experiment
-        if spec is None:
-            raise ExperimentError(
-                f"{self.manifest.path}: no experiment is declared (add an `experiment:` section)"
-            )
-        return spec
+    def _squals_file(self) -> str:
+        """The declaring file's path in the repository: its folder (``base_dir``, absolute when loaded) and
+        name, since ``path`` is the name problems show (relative to the working directory)."""
+        folder, path = self.manifest.base_dir, Path(self.manifest.path)
+        return self._in_repo(str(Path(folder, path.name) if os.path.isabs(folder) else path))
 
     def _transition(
         self, event: str, summary: str, experiment_id: str, step: str, pr: int | None = None
@@ -159,11 +167,26 @@ class ExperimentEngine:
     def start(
         self, commit: str = "HEAD", *, pr: int | None = None, experiment_id: str | None = None
     ) -> StartOutcome:
-        """Provision the variants' islands and split the traffic among them; record the running experiment."""
-        spec = self._spec()
-        check_declarations(spec)
+        """Check every variant at ``commit``, make each variant's island ready, then split the traffic among
+        them and record the running experiment (the order: :mod:`~squals_action.experiments.ready`)."""
         sha = gitcmd.resolve_commit(self.repo, commit, error=ExperimentError)
-        eid = check_name("experiment", experiment_id or default_experiment_id(self.manifest, sha))
+        squals_file = self._squals_file()
+        with tree_at(self.repo, sha) as tree:
+            started, spec = checked(tree, squals_file, sha, app_here=self.provider.kind == "local")
+            return self._start(started, spec, sha, squals_file, pr, experiment_id)
+
+    def _start(
+        self,
+        started: Manifest,
+        spec: Experiment,
+        sha: str,
+        squals_file: str,
+        pr: int | None,
+        experiment_id: str | None,
+    ) -> StartOutcome:
+        """Claim, make the islands ready, open the splitter, record ``running``; a failure stops what this
+        start provisioned (the splitter was not opened: no traffic moved) and records it."""
+        eid = check_name("experiment", experiment_id or default_experiment_id(started, sha))
         request = records.StartRequest(
             eid=eid,
             spec=spec,
@@ -172,9 +195,9 @@ class ExperimentEngine:
             pr=pr,
             now=self.clock(),
             token=self._token,
-            squals_file=self._in_repo(self.manifest.path),
+            squals_file=squals_file,
         )
-        split = new_split(self.provider, self.manifest, sha, self.dealer_dir(eid), self.log)
+        split = new_split(self.provider, started, sha, self.dealer_dir(eid), self.log)
         claim = self._claim(request)
         if claim.existing is not None:
             doc = claim.existing
@@ -184,12 +207,24 @@ class ExperimentEngine:
             )
         assert claim.state is not None
         handles: dict[str, EnvironmentHandle] = {}
+        opening = False
         try:
-            provision_islands(self.provider, spec, self.manifest, eid, sha, self.log, handles)
+            ready_islands(
+                self.promoter, self.provider, spec, started, eid=eid, sha=sha, log=self.log, handles=handles
+            )
+            opening = True
             url = split.open(eid, spec, handles, self.log)
-        except SqualsError as exc:
-            stop_all(self.provider, handles.values(), split, self.log)
-            why = f"start failed: {exc.one_line()}"
+        except BaseException as exc:  # an interrupt or a bug too: nothing this start made is left running
+            kept = stop_all(self.provider, handles.values(), split, self.log)
+            if not isinstance(exc, SqualsError | OSError):
+                raise
+            why = f"start failed: {one_line(exc)}"
+            routed = "the splitter could not open" if opening else "no traffic was routed"
+            if kept:  # left "starting": a stop finds the islands by name
+                raise ExperimentError(
+                    f"experiment {eid}: {why}; {routed}, but not destroyed: {', '.join(kept)}: "
+                    f"run `squals experiment stop {eid}`"
+                ) from exc
             self._finish(
                 eid,
                 "failed",
@@ -198,7 +233,7 @@ class ExperimentEngine:
                 why,
                 step="start-failed",
             )
-            raise ExperimentError(f"experiment {eid}: {why}; nothing was left running") from exc
+            raise ExperimentError(f"experiment {eid}: {why}; {routed} and its islands were stopped") from exc
         started_at = self.clock()
         places = {"islands": {n: h.to_json() for n, h in handles.items()}, "url": url, **split.record()}
         try:

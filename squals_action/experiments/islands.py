@@ -1,47 +1,22 @@
 """The experiment's running parts: one island per variant and the splitter in front of them
 (:mod:`~squals_action.experiments.splitters`).
 
-They are started together by a start and stopped together at the end, whatever the end was; stopping
-never raises (the record of the end goes on), it logs what could not be destroyed.
+A start makes the islands ready one by one (:mod:`~squals_action.experiments.ready`) before the splitter
+opens; they are stopped together at the end, whatever the end was. Stopping never raises (the record of
+the end goes on): it logs and returns what could not be destroyed.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterable
 
-from squals_action.errors import SqualsError
+from squals_action.errors import SqualsError, one_line
 from squals_action.experiments.interface import Decision
-from squals_action.experiments.spec import island_name
 from squals_action.experiments.splitters import Split
-from squals_action.manifest.model import Experiment, Manifest
 from squals_action.providers.interface import EnvironmentHandle, Provider
 from squals_action.state.interface import ExperimentState
 
 Log = Callable[[str], None]
-
-
-def provision_islands(
-    provider: Provider,
-    spec: Experiment,
-    manifest: Manifest,
-    eid: str,
-    sha: str,
-    log: Log,
-    handles: dict[str, EnvironmentHandle],
-) -> None:
-    """One island ``exp-<variant>`` per variant from its own squals file at ``sha``, into ``handles``.
-
-    ``handles`` is filled as islands come up, so a caller can stop those already running when one fails.
-    """
-    for name, variant in spec.variants.items():
-        log(f"provision {island_name(name)} ({variant.squals}) from {sha[:12]}")
-        handles[name] = provider.provision(
-            island_name(name),
-            sha,
-            variant.manifest or manifest,
-            extra_env={"SQUALS_EXPERIMENT": eid, "SQUALS_VARIANT": name, "SQUALS_PROJECT": manifest.name},
-        )
 
 
 def exclude_newly(split: Split, doc: ExperimentState, decision: Decision, log: Log) -> None:
@@ -56,14 +31,23 @@ def exclude_newly(split: Split, doc: ExperimentState, decision: Decision, log: L
 
 def stop_all(
     provider: Provider, handles: Iterable[EnvironmentHandle], split: Split, log: Log, *, restore: bool = True
-) -> None:
+) -> list[str]:
     """Release the splitter (``restore``: traffic back as before the start), then destroy the islands;
-    failures are logged, not raised (the record goes on)."""
-    with contextlib.suppress(SqualsError):
+    failures are logged, not raised (the record goes on). Returns what was not stopped, with why."""
+    kept: list[str] = []
+    try:
         split.release(restore=restore, log=log)
+    except (SqualsError, OSError) as exc:
+        log(f"the splitter was not released: {one_line(exc)}")
+        kept.append(f"its splitter ({one_line(exc)})")
     for handle in list(handles):
         try:
             outcome = provider.destroy(handle)
-            log(f"{handle.env}: {'destroyed' if outcome.ok else outcome.detail}")
-        except SqualsError as exc:
-            log(f"{handle.env}: not destroyed: {exc.one_line()}")
+        except (SqualsError, OSError) as exc:
+            log(f"{handle.env}: not destroyed: {one_line(exc)}")
+            kept.append(f"{handle.env} ({one_line(exc)})")
+            continue
+        log(f"{handle.env}: {'destroyed' if outcome.ok else outcome.detail}")
+        if not outcome.ok:
+            kept.append(f"{handle.env} ({outcome.detail})")
+    return kept

@@ -32,7 +32,8 @@ from squals_action.providers.interface import (
 if TYPE_CHECKING:
     from squals_action.lifecycle.engine import Lifecycle, Outcome
 
-#: A lifecycle driving the given squals file (the winner's), for the time of one promotion.
+#: A lifecycle driving the given squals file, for the time of one promotion (the winner's file) or of one
+#: variant's readiness at the start (:mod:`~squals_action.experiments.ready`: its hooks and exit tests).
 Promoter = Callable[[Manifest], AbstractContextManager["Lifecycle"]]
 
 

@@ -158,6 +158,8 @@ def record_tick(docs: Documents, doc: ExperimentState, judged: Judgement) -> Exp
             "status": judged.decision.status,
             "units": {v: o.units for v, o in judged.observations.items()},
             "conversions": {v: o.conversions for v, o in judged.observations.items()},
+            # the objective's value per variant (any kind): what the report charts over the ticks
+            "objective": {v: float(f"{f.rate:.6g}") for v, f in judged.decision.figures.items()},
             "p_values": {k: round(v, 6) for k, v in judged.decision.p_values.items()},
         }
     )

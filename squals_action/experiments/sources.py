@@ -55,7 +55,11 @@ class _Closeable(Protocol):
 
 
 def _dealer(ctx: SourceContext) -> MetricSource | None:
-    return DealerMetrics(ctx.tallies) if ctx.tallies is not None else None
+    if ctx.tallies is None:
+        return None
+    objective = ctx.spec.objective
+    means = frozenset({objective.numerator} if objective.kind == "mean" else ())
+    return DealerMetrics(ctx.tallies, means)
 
 
 def _alb(ctx: SourceContext) -> MetricSource | None:

@@ -59,6 +59,8 @@ def spec_json(spec: Experiment) -> dict[str, Any]:
             }
             for name, m in sorted(spec.metrics.items())
         },
+        # only when set: an experiment started before per-unit caps keeps its digest
+        **({"events": dict(sorted(spec.events.items()))} if spec.events else {}),
     }
 
 
@@ -79,22 +81,37 @@ def default_experiment_id(manifest: Manifest, commit: str) -> str:
 
 
 @contextmanager
-def manifest_at(repo: Path, commit: str, squals_file: str, remote: str = "origin") -> Iterator[Manifest]:
-    """The squals file ``squals_file`` (relative to the repository) as it is in ``commit``, with its variant
-    files, validated; its folder is a detached worktree of ``commit`` that lives as long as the context (the
-    winner's hooks run from it). A shallow clone (a runner's checkout) fetches the commit from ``remote``
-    first. A file that no longer validates is a ``ManifestError`` naming its lines."""
-    from squals_action.manifest import load
-
+def tree_at(repo: Path, commit: str, remote: str = "origin") -> Iterator[Path]:
+    """A detached worktree of ``commit`` that lives as long as the context. A shallow clone (a runner's
+    checkout) fetches the commit from ``remote`` first."""
     if not has_commit(repo, commit):
         run_git(repo, "fetch", "--quiet", "--depth=1", remote, commit, timeout=120)
     with tempfile.TemporaryDirectory(prefix="squals-experiment-") as scratch:
         tree = Path(scratch) / "tree"
         run_git(repo, "worktree", "add", "--detach", str(tree), commit)
         try:
-            yield load(tree / squals_file, tree)
+            yield tree
         finally:
             with suppress(SqualsError):
                 run_git(repo, "worktree", "remove", "--force", str(tree))
             with suppress(SqualsError):
                 run_git(repo, "worktree", "prune")
+
+
+def load_at(tree: Path, squals_file: str) -> Manifest:
+    """The squals file ``squals_file`` of ``tree`` with its variant files, validated, each with its own
+    folder as the base of its relative paths; problems name the files as the repository does
+    (``variants/green.yml:7:5``), not by the worktree's temporary path."""
+    from squals_action.manifest.validate import load
+
+    return load(tree / squals_file, tree, relative_to=tree)
+
+
+@contextmanager
+def manifest_at(repo: Path, commit: str, squals_file: str, remote: str = "origin") -> Iterator[Manifest]:
+    """The squals file ``squals_file`` (relative to the repository) as it is in ``commit``, with its variant
+    files, validated (:func:`load_at`); its folder is a detached worktree of ``commit`` that lives as long as
+    the context (the winner's hooks run from it). A file that no longer validates is a ``ManifestError``
+    naming its lines."""
+    with tree_at(repo, commit, remote) as tree:
+        yield load_at(tree, squals_file)

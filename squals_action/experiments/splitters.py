@@ -84,6 +84,7 @@ class LocalSplit:
                 unit_kind=spec.unit.kind,
                 unit_name=spec.unit.name,
                 seed=eid,
+                event_caps=dict(spec.events),
             ),
             self.dealer_dir,
         )

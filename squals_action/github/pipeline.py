@@ -398,7 +398,7 @@ class Pipeline:
                     engine.state_dir = scratch / "experiments"
                 if verb == "experiment-start":
                     return self._experiment_started(request, engine, parts)
-                return self._experiment_ticked(engine, parts)
+                return self._experiment_ticked(engine, self._own_dir(request) / "dealer", parts)
         except AccessDeniedError as exc:
             return _denied(verb, exc, **parts)
         except SqualsError as exc:
@@ -421,10 +421,11 @@ class Pipeline:
             **parts,
         )
 
-    def _experiment_ticked(self, engine: Any, parts: dict[str, Any]) -> Report:
-        from squals_action.report.experiments import figures_markdown
+    def _experiment_ticked(self, engine: Any, dealer_dir: Path, parts: dict[str, Any]) -> Report:
+        from squals_action.report.experiments import experiment_markdown
         from squals_action.report.lifecycle import markdown as lifecycle_markdown
 
+        costs = _variant_costs(engine, dealer_dir)  # measured before a decision tears the losers down
         outcomes = engine.tick()
         if not outcomes:
             return Report(intent="experiment-tick", status="skipped", headline="no running experiment",
@@ -432,9 +433,12 @@ class Pipeline:
         sections: list[tuple[str, str]] = []
         environment = url = None
         outputs: dict[str, str] = {}
+        documents = engine.store.read().experiments()  # as the ticks left them: figures, split, ticks
         for o in outcomes:
-            if o.decision is not None:
-                sections.append((f"Experiment {o.experiment}", figures_markdown(o.decision.to_json())))
+            doc = documents.get(o.experiment)
+            if o.decision is not None and doc is not None:
+                table = experiment_markdown(doc, costs.get(o.experiment))
+                sections.append((f"Experiment {o.experiment}", table))
             if o.lifecycle is not None:
                 promotion = lifecycle_markdown(o.lifecycle, heading_level=4)
                 sections.append((f"Promotion of the winner of {o.experiment}", promotion))
@@ -464,6 +468,23 @@ _MERGE_SUBJECTS = (
     re.compile(r"^Merge pull request #(\d+) "),  # a merge commit
     re.compile(r"\(#(\d+)\)$"),  # a squash or rebase merge: "Title (#12)"
 )
+
+
+def _variant_costs(engine: Any, dealer_dir: Path) -> dict[str, dict[str, str]]:
+    """Per running experiment, each variant's island cost so far (its own processes or stack; "no data"
+    with the reason when the cost source cannot answer)."""
+    from squals_action.costs import CostsError, measure_costs
+    from squals_action.experiments.spec import island_name
+    from squals_action.report.costs import direct_costs
+
+    running = [d for d in engine.store.read().experiments().values() if d.status == "running"]
+    if not running:
+        return {}
+    try:
+        reports = measure_costs(engine.provider, dealer_dir=dealer_dir, days=30)
+    except CostsError as exc:
+        return {d.id: {v: f"no data: {exc.one_line()}" for v in d.split} for d in running}
+    return {d.id: direct_costs(reports, {v: island_name(v) for v in d.split}) for d in running}
 
 
 def _merged_pr(repo: Path, sha: str) -> int | None:

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from squals_action import gitcmd
 from squals_action.errors import SqualsError
 from squals_action.lifecycle import machine
-from squals_action.lifecycle.hooks import CommandRun, failure_message, run_sequence
+from squals_action.lifecycle.hooks import CommandRun
 from squals_action.lifecycle.load_tests import LoadTestResult, require_locust, run_load_tests
 from squals_action.lifecycle.machine import Check, Env, Event, Status
 from squals_action.lifecycle.promote import Promoter
@@ -115,21 +115,10 @@ class Lifecycle(Promoter):
             fleet, failed = self._hook_stage("after_preprod", name, fleet, checks)
             if failed:
                 return finish(False, f"{failed}; {name} is kept for inspection", fleet)
-            env = fleet[name]
-            tests: tuple[Check, ...] = ()
-            if self.manifest.exit_tests:
-                self.progress.step(f"exit tests ({len(self.manifest.exit_tests)}) against {env.url}")
-                tests = run_sequence(
-                    self.manifest.exit_tests,
-                    "exit-test",
-                    "exit",
-                    self._run(env, fleet, "exit"),
-                    stop_at_failure=False,
-                )
+            tests, failed = self.run_stage("exit", fleet[name], fleet)
             checks += tests
-            failed = failure_message(tests, "exit test")
             if not failed and self.manifest.load_tests is not None:
-                load = self._load_tests(self.manifest.load_tests, env, fleet, locust)
+                load = self._load_tests(self.manifest.load_tests, fleet[name], fleet, locust)
                 checks.append(load.check())
                 failed = load.failure()
             if failed:

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from squals_action.dealer.interface import VariantTally
-from squals_action.dealer.tally import percentiles_since
+from squals_action.dealer.latency import percentiles_since
 from squals_action.manifest.model import Kpi
 
 

@@ -201,6 +201,23 @@ class Steps:
         # a failure is shown once: by the command's last line, which says what it means for the environment
         return checks
 
+    def run_stage(
+        self, stage: HookStage | Literal["exit"], env: Env, fleet: Fleet
+    ) -> tuple[tuple[Check, ...], str | None]:
+        """Run ``stage``'s hooks (``exit``: the exit tests, every one of them) against ``env``; returns the
+        checks and the failure message (``None``: all passed). Records nothing: a deploy records around it,
+        an experiment's start runs it on its variants' islands the same way."""
+        if stage != "exit":
+            checks = self._hooks(stage, env, fleet)
+            return checks, failure_message(checks, f"{stage} hook")
+        tests = self.manifest.exit_tests
+        if not tests:
+            return (), None
+        self.progress.step(f"exit tests ({len(tests)}) against {env.url}")
+        run = self._run(env, fleet, "exit")
+        checks = run_sequence(tests, "exit-test", "exit", run, stop_at_failure=False)
+        return checks, failure_message(checks, "exit test")
+
     def _hook_stage(
         self, stage: HookStage, name: str, fleet: Fleet, checks: list[Check]
     ) -> tuple[dict[str, Env], str | None]:
@@ -208,9 +225,8 @@ class Steps:
 
         Returns the recorded fleet and the failure message (``None`` when every hook passed).
         """
-        results = self._hooks(stage, fleet[name], fleet)
+        results, failed = self.run_stage(stage, fleet[name], fleet)
         checks += results
-        failed = failure_message(results, f"{stage} hook")
         recorded = self._record(
             E.HOOKS_FAILED if failed else E.HOOKS_OK,
             name,

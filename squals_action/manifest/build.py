@@ -355,4 +355,10 @@ class Builder:
                 }
             ),
             location=self.loc(base),
+            events=m.frozen_map(
+                {
+                    str(name): 1 if rule["count"] == "once" else int(rule.get("cap", m.DEFAULT_EVENT_CAP))
+                    for name, rule in exp.get("events", {}).items()
+                }
+            ),
         )

@@ -22,6 +22,8 @@ HOOK_STAGES: tuple[HookStage, ...] = ("before_preprod", "after_preprod", "promot
 Severity = Literal["low", "medium", "high", "critical"]
 SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high", "critical")
 
+#: The per-unit cap of an event kind counted ``all`` without a ``cap`` (squals file and Dealer config alike).
+DEFAULT_EVENT_CAP = 100
 #: Metrics the Dealer measures for every variant without any declared source.
 DEALER_METRICS: frozenset[str] = frozenset(
     {
@@ -409,6 +411,8 @@ class Experiment:
     significance: Significance = Significance()
     metrics: Mapping[str, MetricSource] = field(default_factory=FrozenMap)
     location: Location = NOWHERE
+    #: event kind -> how many events one unit may count in the experiment's Dealer (a kind not named: 1)
+    events: Mapping[str, int] = field(default_factory=FrozenMap)
 
 
 @dataclass(frozen=True)

@@ -131,7 +131,8 @@ def read_template_at(
     the reference."""
     # Both sides resolved, so a repository reached through a symlinked folder is still "inside".
     base = Path(os.path.realpath(base or squals_dir(manifest)))
-    root = Path(os.path.realpath(top))
+    # the squals file's own repository: ``top``, or the checkout of a commit the lifecycle loaded it from
+    root = Path(os.path.realpath(manifest.repo_root if manifest.repo_root not in ("", ".") else top))
     problem = reference_problem(base, root, ref, must_exist=False)
     if problem is not None:
         raise ProviderError(f"{where}: {problem}")

@@ -187,8 +187,10 @@ class LocalProvider(Provider):
         # The manifest's own idea of its folder when it has one (``base_dir``), else the file's folder.
         declared = manifest.base_dir
         squals_dir = Path(declared) if declared not in {"", "."} else Path(manifest.path).resolve().parent
+        # the file's repository: this one, or a checkout of the commit the lifecycle loaded the file from
+        top = Path(manifest.repo_root) if manifest.repo_root not in {"", "."} else self.top
         with contextlib.suppress(ValueError):
-            base = worktree / squals_dir.resolve().relative_to(self.top.resolve())
+            base = worktree / squals_dir.resolve().relative_to(top.resolve())
         cwd = (base / manifest.app.workdir).resolve()
         if not cwd.is_relative_to(worktree.resolve()):
             raise ProviderError(

@@ -6,6 +6,7 @@ last line shows that the parts add up to the total.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from squals_action.costs.interface import CostReport
@@ -134,4 +135,18 @@ def island_markdown(reports: tuple[CostReport, ...], env: str) -> str:
             figure = NO_DATA
         lines.append(f"- {escape(report.measure)} ({escape(report.period)}): {escape(figure)}")
     return "\n".join(lines) + "\n"
+
+
+def direct_costs(reports: tuple[CostReport, ...], environments: Mapping[str, str]) -> dict[str, str]:
+    """Each key's environment's own cost (no share of shared resources), every measure in one cell:
+    ``{"green": "1.234 CPU-seconds · 0.001 memory-hours"}`` — what an experiment's table shows per variant."""
+    cells: dict[str, str] = {}
+    for key, env in environments.items():
+        parts = [
+            f"{_amount(value, report.measure)}{'' if report.measure == 'USD' else ' ' + report.measure}"
+            for report in reports
+            if (value := report.environments.get(env)) is not None
+        ]
+        cells[key] = " · ".join(parts) if parts else NO_DATA
+    return cells
 

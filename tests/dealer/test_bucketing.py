@@ -1,8 +1,7 @@
-"""Pure parts of the Dealer: bucketing statistics, weight checks, latency histogram, tally files, config."""
+"""Pure parts of the Dealer: bucketing statistics, weight checks, latency histogram, config."""
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from scipy.stats import chi2
 from squals_action.dealer.bucketing import assign, normalise_weights, unit_hash
 from squals_action.dealer.config import config_from_json, config_to_json, load_config
 from squals_action.dealer.interface import DealerConfig, DealerError
-from squals_action.dealer.tally import LatencyHistogram, TallyBook, tallies_from_json, tally_to_json
+from squals_action.dealer.latency import LatencyHistogram
 
 UNITS = [f"unit-{i}" for i in range(10_000)]
 
@@ -123,46 +122,6 @@ def test_histogram_is_bounded_for_extreme_values() -> None:
     for value in (0.0, 1e-9, 1e12, float(10**9)):
         hist.add(value)
     assert hist.count == 4 and len(hist.buckets) == 2
-
-
-def test_tally_book_round_trips_through_json() -> None:
-    book = TallyBook()
-    counter = book.variant("a")
-    counter.activations = 5
-    counter.units.update({1, 2, 2**64 - 1})
-    counter.add_event("checkout", 2)
-    counter.server_errors = 1
-    counter.connection_errors = 2
-    for ms in (1.0, 2.0, 300.0):
-        counter.latency.add(ms)
-    again = TallyBook.from_json(json.loads(json.dumps(book.to_json())), "tallies.json")
-    assert again.snapshot() == book.snapshot()
-    tally = again.snapshot()["a"]
-    assert (tally.units, tally.errors, tally.error_rate) == (3, 3, 0.6)
-    assert tallies_from_json({"a": tally_to_json(tally)}) == {"a": tally}
-
-
-def test_a_damaged_tally_file_is_an_error_naming_it() -> None:
-    with pytest.raises(DealerError, match=r"^t\.json: damaged tally file"):
-        TallyBook.from_json({"format": 1, "variants": {"a": {"units": ["x"]}}}, "t.json")
-
-
-def test_converting_units_survive_a_restart() -> None:
-    book = TallyBook()
-    counter = book.variant("a")
-    counter.add_event("checkout", unit=7)
-    counter.add_event("checkout", 2, unit=7)
-    counter.add_event("checkout", unit=9)
-    again = TallyBook.from_json(book.to_json(), "t.json").snapshot()["a"]
-    assert (again.events["checkout"], again.event_units["checkout"]) == (4, 2)
-    assert tallies_from_json({"a": tally_to_json(again)}) == {"a": again}
-
-
-def test_event_names_are_bounded_per_variant() -> None:
-    counter = TallyBook().variant("a")
-    assert all(counter.add_event(f"e{i}") for i in range(256))
-    assert not counter.add_event("one-too-many")
-    assert counter.add_event("e1")
 
 
 def test_config_round_trips_and_bad_config_names_the_file(tmp_path: Path) -> None:

@@ -257,7 +257,7 @@ def test_requests_and_responses_are_forwarded_faithfully(
 def test_events_from_the_public_endpoint_and_the_admin_api(
     pair: dict[str, str], dealer_factory: DealerFactory
 ) -> None:
-    dealer = dealer_factory(pair, {"a": 1, "b": 1})
+    dealer = dealer_factory(pair, {"a": 1, "b": 1}, event_caps={"revenue": 3})
     variant = requests.get(dealer.url + "/", cookies={"squals_unit": "u1"}, timeout=10).headers[
         "X-Squals-Variant"
     ]
@@ -265,22 +265,73 @@ def test_events_from_the_public_endpoint_and_the_admin_api(
         dealer.url + "/_squals/events", json={"event": "checkout"}, cookies={"squals_unit": "u1"}, timeout=10
     )
     assert posted.status_code == 204 and posted.headers["X-Squals-Variant"] == variant
+    assert posted.headers["X-Squals-Counted"] == "1"
     assert (
         requests.post(dealer.url + "/_squals/events?event=checkout", timeout=10).status_code == 400
     )  # no unit
     assert requests.post(dealer.url + "/_squals/events?event=b%20d", timeout=10).status_code == 400
-    dealer.record_event("checkout", unit="u1", count=2)
+    for value in ("nan", "inf", "1e400", "abc"):
+        bad = requests.post(
+            dealer.url + f"/_squals/events?event=revenue&value={value}",
+            cookies={"squals_unit": "u1"},
+            timeout=10,
+        )
+        assert (bad.status_code, bad.text) == (
+            400,
+            f"value must be a finite number within +-1e+12, got '{value}'\n",
+        )
+    for value in ("12.5", "7.5"):  # the value by query and by header, counted up to the kind's cap
+        requests.post(
+            dealer.url + "/_squals/events?event=revenue",
+            headers={"X-Squals-Value": value},
+            cookies={"squals_unit": "u1"},
+            timeout=10,
+        ).raise_for_status()
+    dealer.record_event("checkout", unit="u1", count=2)  # once per unit: counted already
+    dealer.record_event("revenue", unit="u1", count=5, value=0.0)  # one more, up to the cap of 3
     dealer.record_event("signup", variant="b")
-    for _ in range(2):  # one unit answered twice with the event header: two events, one converting unit
+    for _ in range(2):  # one unit answered twice with the event header: one event, one converting unit
         buy = requests.get(dealer.url + "/event/buy", cookies={"squals_unit": "u2"}, timeout=10)
     tallies = dealer.tallies()
-    assert tallies[variant].events["checkout"] == 3
+    assert tallies[variant].events["checkout"] == 1
     assert tallies[variant].event_units["checkout"] == 1  # a proportion's converters: u1 once
+    revenue = tallies[variant].event_sums["revenue"]
+    assert (revenue.units, revenue.count, revenue.value, revenue.value_sq) == (1, 3, 20.0, 400.0)
     assert tallies["b"].events["signup"] == 1 and "signup" not in tallies["b"].event_units  # no unit given
     buyer = tallies[buy.headers["X-Squals-Variant"]]
-    assert (buyer.events["buy"], buyer.event_units["buy"]) == (2, 1)
+    assert (buyer.events["buy"], buyer.event_units["buy"]) == (1, 1)
     with pytest.raises(DealerError, match="known variant"):
         dealer.record_event("x", variant="nope")
+
+
+def test_1000_posts_from_one_unit_count_once_and_an_unknown_unit_is_refused(
+    pair: dict[str, str], dealer_factory: DealerFactory
+) -> None:
+    dealer = dealer_factory(pair, {"a": 1, "b": 1})
+    mine = requests.get(dealer.url + "/", cookies={"squals_unit": "pumper"}, timeout=10).headers[
+        "X-Squals-Variant"
+    ]
+    with requests.Session() as session:
+        answers = [
+            session.post(
+                dealer.url + "/_squals/events?event=checkout", cookies={"squals_unit": "pumper"}, timeout=10
+            )
+            for _ in range(1000)
+        ]
+    assert {a.status_code for a in answers} == {204}
+    assert [a.headers["X-Squals-Counted"] for a in answers].count("1") == 1
+    stranger = requests.post(
+        dealer.url + "/_squals/events?event=checkout", cookies={"squals_unit": "made-up"}, timeout=10
+    )
+    assert (stranger.status_code, stranger.text) == (
+        403,
+        "unknown unit: this Dealer never assigned it a variant\n",
+    )
+    with pytest.raises(DealerError, match="unknown unit 'made-up': this Dealer never assigned it"):
+        dealer.record_event("checkout", unit="made-up")
+    tallies = dealer.tallies()
+    assert tallies[mine].events == {"checkout": 1} and tallies[mine].event_units == {"checkout": 1}
+    assert sum(t.events.get("checkout", 0) for t in tallies.values()) == 1
 
 
 def test_header_units_are_sticky_without_cookies(pair: dict[str, str], dealer_factory: DealerFactory) -> None:
@@ -429,23 +480,35 @@ def test_requests_in_flight_finish_on_an_upstream_switched_away_and_drain_waits_
     assert dealer.tallies()["old"].in_flight == 0
 
 
-def test_tallies_are_persisted_periodically_so_a_crash_loses_at_most_one_interval(
+def test_sigkill_loses_nothing_acknowledged_before_or_after_a_compaction(
     pair: dict[str, str], dealer_factory: DealerFactory, tmp_path: Path
 ) -> None:
     state = tmp_path / "crash"
-    ups = {"a": pair["a"]}
-    dealer = dealer_factory(ups, {"a": 1}, state=state, persist_interval=0.1)
-    asyncio.run(drive(dealer.url, [(f"c{i}", "/event/buy") for i in range(50)], concurrency=4))
-    before = dealer.tallies()
-    time.sleep(0.5)
+    ups = {"a": pair["a"], "b": pair["b"]}
+    dealer = dealer_factory(ups, {"a": 1, "b": 1}, state=state, event_caps={"revenue": 5})
+    asyncio.run(drive(dealer.url, [(f"c{i}", "/event/buy") for i in range(200)], concurrency=4))
+    dealer.persist()  # a snapshot, then more changes only in the journal
+    assert len(list((state / "tallies").glob("snapshot-*.npz"))) == 1
+    asyncio.run(drive(dealer.url, [(f"d{i}", "/event/buy") for i in range(100)], concurrency=4))
+    for i in range(0, 100, 3):
+        answer = requests.post(
+            dealer.url + "/_squals/events?event=revenue&value=2.5",
+            cookies={"squals_unit": f"d{i}"},
+            timeout=10,
+        )
+        assert answer.status_code == 204
+    before = dealer.tallies()  # everything acknowledged so far; no grace period before the kill
     assert dealer.pid is not None
-    os.kill(dealer.pid, signal.SIGKILL)  # no graceful shutdown: only the periodic writes count
+    os.kill(dealer.pid, signal.SIGKILL)
     deadline = time.monotonic() + 5
     while dealer_status(state).state == "running" and time.monotonic() < deadline:
         time.sleep(0.02)
     assert dealer_status(state).state == "stale"
-    again = dealer_factory(ups, {"a": 1}, state=state)
-    assert again.tallies() == before
+    again = dealer_factory(ups, {"a": 1, "b": 1}, state=state, event_caps={"revenue": 5})
+    after = again.tallies()
+    assert after == before
+    assert sum(t.units for t in after.values()) == 300
+    assert sum(t.event_sums["revenue"].value for t in after.values() if "revenue" in t.event_sums) == 34 * 2.5
 
 
 def test_the_package_imports_light() -> None:

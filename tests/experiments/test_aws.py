@@ -275,3 +275,44 @@ def test_a_guardrail_read_from_the_load_balancer_stops_the_experiment_on_aws(
     assert _listener(elbv2, listener_arn)["DefaultActions"] == before
     assert _stacks(aws_cloud) == {"squals-shop-front-door"}
     engine.store.close()
+
+
+def test_a_variant_not_ready_on_aws_stops_the_start_before_the_listener_moves(
+    aws_cloud: Cloud, tmp_path: Path, elbv2_calls: Calls
+) -> None:
+    """The variants' hooks run on their stacks as on the local provider (one start path); green's failing
+    after_preprod hook stops the start: both stacks deleted, the listener never modified."""
+    _, work, listener_arn = _shop(aws_cloud, tmp_path)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    (work / "scripts").mkdir()
+    for name, text in (
+        ("mark.sh", '#!/bin/sh\necho "$SQUALS_URL" > "$MARKS/$SQUALS_ENV-$SQUALS_STAGE"\n'),
+        ("fail.sh", "#!/bin/sh\nexit 4\n"),
+    ):
+        (work / "scripts" / name).write_text(text)
+        (work / "scripts" / name).chmod(0o755)
+    for file, script in (("squals.yml", "mark.sh"), ("green.yml", "fail.sh")):
+        hook = f"{{name: check, run: ./scripts/{script}, env: {{MARKS: '{marks}'}}}}"
+        (work / file).write_text((work / file).read_text() + f"hooks:\n  after_preprod: [{hook}]\n")
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "hooks")
+    elbv2 = aws_client("elbv2", aws_cloud.endpoint)
+    before = _listener(elbv2, listener_arn)["DefaultActions"]
+    engine = from_lifecycle(open_project(ProjectOptions(repo=work, gates=False)))
+    elbv2_calls.clear()
+
+    with pytest.raises(ExperimentError) as refused:
+        engine.start()
+    line = refused.value.one_line()
+    expected = r"start failed: variant green: green\.yml:\d+:\d+: after_preprod hook check failed: exit 4"
+    assert re.search(expected, line), line
+    assert line.endswith("no traffic was routed and its islands were stopped"), line
+    assert [p.name for p in marks.iterdir()] == ["exp-control-after_preprod"]  # control's hook, on its stack
+    assert (marks / "exp-control-after_preprod").read_text().startswith("http")
+    assert elbv2_calls.mutating == []  # neither stickiness nor the listener was touched
+    assert _listener(elbv2, listener_arn)["DefaultActions"] == before
+    assert _stacks(aws_cloud) == {"squals-shop-front-door"}
+    (doc,) = engine.store.read().experiments().values()
+    assert doc.status == "failed" and "islands" not in doc.extra
+    engine.store.close()

@@ -16,8 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.cli.test_experiment_commands import squals
-from tests.support.experiments import Shop, git, make_shop, stop_everything, visit
+from tests.support.experiments import Shop, git, make_shop, squals_experiment, stop_everything, visit
 from tests.support.local_http import LocalServer, QuietHandler
 
 #: The rest of make_shop's experiment from its objective on (its variants, split and unit stay): converters
@@ -115,7 +114,7 @@ CASES = [
 def test_bad_data_is_named_exits_1_and_changes_no_state(bad_shop: tuple[Shop, Prometheus]) -> None:
     shop, prometheus = bad_shop
     prometheus.healthy()
-    started = squals(shop, "start", "--format", "json")
+    started = squals_experiment(shop, "start", "--format", "json")
     assert started.returncode == 0, started.stderr
     info = json.loads(started.stdout)
     visit(info["url"], 200)  # ~100 visitors per variant
@@ -123,14 +122,14 @@ def test_bad_data_is_named_exits_1_and_changes_no_state(bad_shop: tuple[Shop, Pr
         prometheus.healthy()
         prometheus.answers[query] = value
         before = _state(shop, info["id"])
-        tick = squals(shop, "tick", info["id"])
+        tick = squals_experiment(shop, "tick", info["id"])
         assert tick.returncode == 1, (query, value, tick.stdout, tick.stderr)
         assert f"{info['id']}: {line}" in tick.stdout, tick.stdout
         assert "Traceback" not in tick.stderr
         assert _state(shop, info["id"]) == before, f"{query} = {value} changed the state"
     prometheus.healthy()
     before = _state(shop, info["id"])
-    good = squals(shop, "tick", info["id"])  # the same tick with sound numbers is recorded
+    good = squals_experiment(shop, "tick", info["id"])  # the same tick with sound numbers is recorded
     assert good.returncode == 0, good.stdout + good.stderr
     after = _state(shop, info["id"])
     assert after[0] != before[0] and json.loads(after[1])["extra"]["stats"]["green"]["latency"] == {
@@ -139,4 +138,4 @@ def test_bad_data_is_named_exits_1_and_changes_no_state(bad_shop: tuple[Shop, Pr
         "total": 5000.0,
         "sum_squares": 505000.0,
     }
-    assert squals(shop, "stop", info["id"]).returncode == 0
+    assert squals_experiment(shop, "stop", info["id"]).returncode == 0

@@ -11,45 +11,26 @@ from pathlib import Path
 import pytest
 
 from squals_action.dealer import dealer_status
-from squals_action.experiments.engine import ExperimentEngine
 from squals_action.experiments.interface import ExperimentError
 from squals_action.experiments.spec import island_name
 from squals_action.lifecycle.engine import Lifecycle
 from squals_action.lifecycle.traffic import DealerTraffic
-from squals_action.manifest import load
 from squals_action.manifest.model import Manifest
 from squals_action.providers import LocalProvider
-from squals_action.state import open_store
-from tests.support.experiments import Shop, git, make_shop, state_log, sticky_visits, stop_everything, visit
-
-
-def engine(shop: Shop, store: object | None = None) -> ExperimentEngine:
-    manifest = load(shop.path / "squals.yml", shop.path)
-    the_store = store or open_store(shop.path)
-    provider = LocalProvider(shop.path)
-
-    @contextlib.contextmanager
-    def promoter(m: Manifest) -> Iterator[Lifecycle]:
-        yield Lifecycle(
-            repo=shop.path,
-            manifest=m,
-            store=the_store,  # type: ignore[arg-type]
-            provider=provider,
-            traffic=DealerTraffic(shop.path / ".squals" / "dealer"),
-            log_dir=shop.path / ".squals" / "logs",
-        )
-
-    return ExperimentEngine(
-        repo=shop.path,
-        manifest=manifest,
-        store=the_store,
-        provider=provider,
-        promoter=promoter,  # type: ignore[arg-type]
-    )
+from tests.support.experiments import (
+    Shop,
+    experiment_engine,
+    git,
+    make_shop,
+    state_log,
+    sticky_visits,
+    stop_everything,
+    visit,
+)
 
 
 def test_the_variant_that_converts_more_is_promoted_to_prod(shop: Shop) -> None:
-    eng = engine(shop)
+    eng = experiment_engine(shop)
     started = eng.start(pr=7)
     assert started.started and started.url
     eid = started.experiment.id
@@ -102,7 +83,7 @@ def test_the_variant_that_converts_more_is_promoted_to_prod(shop: Shop) -> None:
 
 
 def test_start_twice_is_idempotent_and_a_second_experiment_is_refused(shop: Shop) -> None:
-    eng = engine(shop)
+    eng = experiment_engine(shop)
     first = eng.start()
     again = eng.start()
     assert not again.started and again.experiment.id == first.experiment.id
@@ -120,7 +101,7 @@ def test_start_twice_is_idempotent_and_a_second_experiment_is_refused(shop: Shop
 def test_a_variant_breaking_the_error_guardrail_stops_the_experiment(tmp_path: Path) -> None:
     shop = make_shop(tmp_path, green_fail=3, activations=100_000)
     try:
-        eng = engine(shop)
+        eng = experiment_engine(shop)
         started = eng.start()
         assert started.url
         seen = visit(started.url, 240)
@@ -141,12 +122,12 @@ def test_a_variant_breaking_the_error_guardrail_stops_the_experiment(tmp_path: P
 
 
 def test_the_spec_judged_is_the_spec_started(shop: Shop) -> None:
-    eng = engine(shop)
+    eng = experiment_engine(shop)
     started = eng.start()
     text = (shop.path / "squals.yml").read_text().replace("alpha: 0.05", "alpha: 0.01")
     (shop.path / "squals.yml").write_text(text)
     git(shop.path, "commit", "-qam", "a stricter alpha, committed after the start")
-    changed = engine(shop, eng.store)
+    changed = experiment_engine(shop, eng.store)
     assert changed.manifest.experiment is not None and changed.manifest.experiment.significance.alpha == 0.01
     (result,) = changed.tick()  # judged with the files at the start commit, not the working tree
     assert result.ok and result.status == "running", result.message
@@ -163,7 +144,7 @@ def test_the_spec_judged_is_the_spec_started(shop: Shop) -> None:
 def test_a_failed_promotion_is_recorded_and_the_next_tick_retries_it(shop: Shop) -> None:
     from squals_action.lifecycle.engine import LifecycleError
 
-    eng = engine(shop)
+    eng = experiment_engine(shop)
     real = eng.promoter
 
     @contextlib.contextmanager
@@ -196,7 +177,7 @@ def test_a_failed_promotion_is_recorded_and_the_next_tick_retries_it(shop: Shop)
 def test_a_start_in_progress_elsewhere_is_refused_and_an_orphan_is_stopped_by_name(shop: Shop) -> None:
     from squals_action.state import ExperimentState, Transition, utc_now
 
-    eng = engine(shop)
+    eng = experiment_engine(shop)
     now = utc_now()
     orphan = ExperimentState(
         id="orphan",
@@ -223,7 +204,7 @@ def test_an_end_left_unfinished_by_a_dead_run_is_finished_by_the_next_tick(shop:
 
     from squals_action.state import Transition
 
-    eng = engine(shop)
+    eng = experiment_engine(shop)
     started = eng.start()
     doc = started.experiment
     dying = replace(
@@ -246,7 +227,7 @@ def test_a_sample_ratio_mismatch_halts_the_experiment_with_the_counts(tmp_path: 
 
     shop = make_shop(tmp_path, activations=100_000)
     try:
-        eng = engine(shop)
+        eng = experiment_engine(shop)
         started = eng.start()
         assert started.url
         client = connect_dealer(shop.path / ".squals" / "experiments" / started.experiment.id / "dealer")
@@ -266,3 +247,58 @@ def test_a_sample_ratio_mismatch_halts_the_experiment_with_the_counts(tmp_path: 
     finally:
         leftovers, dealers = stop_everything(shop.path)
     assert leftovers == [] and dealers == []
+
+
+def test_revenue_per_visitor_through_the_real_dealer_is_decided_on_welchs_test(tmp_path: Path) -> None:
+    """A mean objective: the app reports revenue with a value; the Dealer sums it per unit (n, sum, sum of
+    squares over units) and the fixed design's Welch test on those statistics promotes the richer variant."""
+    from scipy.stats import ttest_ind_from_stats
+
+    shop = make_shop(tmp_path, control_every=4, green_every=2, activations=300, method="fixed")
+    squals, green = shop.path / "squals.yml", shop.path / "variants" / "green.yml"
+    squals.write_text(
+        squals.read_text()
+        .replace(
+            'objective: {maximize: conversion, numerator: "event:checkout", denominator: visitors}',
+            'objective: {maximize: revenue_per_visitor, kind: mean, numerator: "event:revenue"}\n'
+            "  events: {revenue: {count: all, cap: 3}}",
+        )
+        .replace('CONVERT_EVERY: "4"}', 'CONVERT_EVERY: "4", EVENT: "revenue=20"}')
+    )
+    green.write_text(
+        green.read_text().replace('CONVERT_EVERY: "2"', 'CONVERT_EVERY: "2", EVENT: "revenue=30"')
+    )
+    git(shop.path, "commit", "-qam", "revenue per visitor")
+    git(shop.path, "push", "-q", "origin", "main")
+    try:
+        eng = experiment_engine(shop)
+        started = eng.start()
+        assert started.url
+        config = json.loads((eng.dealer_dir(started.experiment.id) / "config.json").read_text())
+        assert config["events"] == {"revenue": {"count": "all", "cap": 3}}  # the squals file's caps
+        visit(started.url, 400)
+        (result,) = eng.tick()
+        decision = result.decision
+        assert decision is not None and decision.kind == "mean", result.message
+        doc = eng.store.read().experiment(started.experiment.id)
+        assert doc is not None
+        stats = {v: doc.extra["stats"][v]["revenue_per_visitor"] for v in ("control", "green")}
+        for variant, value in (("control", 20.0), ("green", 30.0)):
+            s = stats[variant]  # each paying unit paid once: its value, squared
+            assert s["kind"] == "mean" and s["sum_squares"] == value * s["total"]
+            assert 0 < s["total"] < value * s["n"]
+        moments = {
+            v: (
+                s["total"] / s["n"],
+                ((s["sum_squares"] - s["total"] ** 2 / s["n"]) / (s["n"] - 1)) ** 0.5,
+                s["n"],
+            )
+            for v, s in stats.items()
+        }
+        welch = ttest_ind_from_stats(*moments["green"], *moments["control"], equal_var=False)
+        assert decision.p_values["green"] == pytest.approx(welch.pvalue, rel=1e-9)
+        assert decision.status == "winner" and decision.winner == "green" and result.promoted == "green"
+        shop.kept.add("exp-green")
+        eng.store.close()
+    finally:
+        stop_everything(shop.path)

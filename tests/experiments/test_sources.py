@@ -11,14 +11,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from squals_action.dealer.interface import DealerError, VariantTally
+from squals_action.dealer.interface import DealerError, EventSums, VariantTally
 from squals_action.experiments.cloudwatch_source import AwsPlace, CloudWatchMetrics, custom_metric
 from squals_action.experiments.dealer_metrics import DealerMetrics
 from squals_action.experiments.interface import ExperimentError, MetricError, MetricSource, Reading
 from squals_action.experiments.observe import observe
 from squals_action.experiments.prometheus import PrometheusSource, render_query
 from squals_action.experiments.sources import SOURCES, SourceContext, build_sources, check_declarations
-from squals_action.experiments.sufficient import Mean, Proportion
+from squals_action.experiments.sufficient import Mean, Proportion, Ratio
 from squals_action.manifest import model
 from squals_action.providers.cloudwatch import CloudWatch
 from tests.support.aws import REGION
@@ -156,6 +156,39 @@ def test_dealer_metrics_from_tallies() -> None:
 
     with pytest.raises(MetricError, match="cannot be read"):
         DealerMetrics(broken).read(["visitors"], ["b"])
+
+
+def test_dealer_metrics_give_means_and_ratios_from_the_per_unit_sums() -> None:
+    """Three units: requests 1, 2, 3; revenue 10 and 20 from the first two (the third paid nothing); a
+    checkout count without values from the last two (1 and 2 events)."""
+    tally = VariantTally(
+        "b",
+        units=3,
+        activations=6,
+        unit_activations=6,
+        unit_activations_sq=1 + 4 + 9,
+        event_sums={
+            "revenue": EventSums(2, 2, 2, 30.0, 500.0, 30.0, 1 * 1 + 1 * 2, 10 * 1 + 20 * 2),
+            "checkout": EventSums(2, 3, 5, 0.0, 0.0, 0.0, 1 * 2 + 2 * 3, 0.0),
+        },
+        event_units={"revenue": 2, "checkout": 2},
+    )
+    source = DealerMetrics(lambda: {"b": tally}, means=frozenset({"event:revenue", "event:checkout"}))
+    metrics = ["event:revenue", "event:checkout", "event:revenue/activations", "activations/visitors"]
+    assert all(source.knows(m) for m in metrics) and not source.knows("event:a/event:b")
+    stats = source.read(metrics, ["b"]).stats["b"]
+    assert stats["event:revenue"] == Mean(n=3, total=30.0, sum_squares=500.0)
+    assert stats["event:checkout"] == Mean(n=3, total=3, sum_squares=5)  # no values: the count per unit
+    assert stats["event:revenue/activations"] == Ratio(
+        n=3, numerator=30.0, numerator_squares=500.0, denominator=6, denominator_squares=14, cross=50.0
+    )
+    assert stats["activations/visitors"] == Ratio(
+        n=3, numerator=6, numerator_squares=14, denominator=3, denominator_squares=3, cross=6
+    )
+    assert source.read(["event:revenue/activations"], ["b"]).values["b"]["event:revenue/activations"] == 5.0
+    assert DealerMetrics(lambda: {"b": tally}).read(["event:revenue"], ["b"]).stats["b"]["event:revenue"] == (
+        Proportion(units=3, converters=2)
+    )
 
 
 # ------------------------------------------------------------------ the registry: every source, one contract

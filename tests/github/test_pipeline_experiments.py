@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from squals_action.github.events import Intent, IntentKind
 from squals_action.github.interface import Request
 from squals_action.github.pipeline import Pipeline, _merged_pr
 from squals_action.github.runner import Settings
-from tests.support.experiments import Shop, git, visit
+from tests.support.experiments import Shop, git, make_shop, stop_everything, visit
 from tests.support.lifecycle import Load
 
 
@@ -69,3 +71,31 @@ def test_merged_pr_from_the_commit_subject(shop: Shop) -> None:
     git(shop.path, "commit", "-q", "--allow-empty", "-m", "Green button (#31)")
     assert _merged_pr(shop.path, "HEAD") == 31
     assert _merged_pr(shop.path, "no-such-ref") is None
+
+
+def test_a_push_whose_variant_is_not_ready_fails_in_one_line_with_nothing_running(tmp_path: Path) -> None:
+    """The action starts through the same step as the CLI: green's after_preprod hook fails on its island."""
+    from squals_action.providers import LocalProvider
+    from squals_action.state import open_store
+
+    shop = make_shop(
+        tmp_path,
+        green_extra="hooks:\n  after_preprod: [{name: migrate, run: ../scripts/migrate.sh}]\n",
+        scripts={"migrate.sh": "#!/bin/sh\necho 'no database' >&2\nexit 5\n"},
+    )
+    try:
+        core = Pipeline(Settings(workspace=shop.path), {"GITHUB_RUN_ID": "4301", "GITHUB_RUN_ATTEMPT": "1"})
+        report = core.experiment_start(request(shop, IntentKind.EXPERIMENT_START, "push", shop.commit))
+        assert report.status == "failure"
+        assert "\n" not in report.headline
+        assert report.headline.startswith(
+            f"experiment-start: experiment shop-{shop.commit[:12]}: start failed: variant green: "
+            "variants/green.yml:10:19: after_preprod hook migrate failed: exit 5; log "
+        ), report.headline
+        assert report.headline.endswith("no traffic was routed and its islands were stopped")
+        assert LocalProvider(shop.path).list() == ()
+        with open_store(shop.path) as store:
+            assert [e.status for e in store.read().experiments().values()] == ["failed"]
+    finally:
+        leftovers, dealers = stop_everything(shop.path)
+    assert leftovers == [] and dealers == []

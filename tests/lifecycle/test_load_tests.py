@@ -147,7 +147,9 @@ def test_the_example_shop_within_its_limits_is_ready_and_its_table_on_the_termin
     squals_file = project.path / "squals-load.yml"
     squals_file.write_text(squals_file.read_text().replace("duration: 30s", "duration: 3s"))
     project.commit_version("shop")
-    done = squals(project, "deploy", "--pr", "1", "--skip-gates", "--file", "squals-load.yml")
+    done = squals(
+        project, "deploy", "--pr", "1", "--skip-gates", "--file", "squals-load.yml", "--report", "markdown"
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "#### ✅ Load test (Locust)" in done.stdout
     table = done.stdout.split("#### ✅ Load test (Locust)")[1]

@@ -3,21 +3,31 @@
 fixture stops every process it started, and fails if a test left any running.
 
 The app answers ``/`` with its ``COLOR`` and, on every ``CONVERT_EVERY``-th request, the header
-``X-Squals-Event: checkout``; ``/boom`` answers 500 when ``FAIL_EVERY`` is set (for guardrails).
+``X-Squals-Event: checkout`` (or ``$EVENT``, e.g. ``revenue=30`` for an event with a value); ``/boom``
+answers 500 when ``FAIL_EVERY`` is set (for guardrails).
 """
 
 from __future__ import annotations
 
 import contextlib
 import http.client
+import os
+import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
+from squals_action.experiments.engine import ExperimentEngine
+from squals_action.lifecycle.engine import Lifecycle
+from squals_action.lifecycle.traffic import DealerTraffic
+from squals_action.manifest import load
+from squals_action.manifest.model import Manifest
+from squals_action.providers import LocalProvider
+from squals_action.state import StateStore, open_store
 from tests.support.lifecycle import git
 
 APP = r"""
@@ -39,7 +49,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         failing = FAIL and self.path != "/healthz" and n % FAIL == 0
         self.send_response(500 if failing else 200)
         if EVERY and self.path != "/healthz" and n % EVERY == 0:
-            self.send_header("X-Squals-Event", "checkout")
+            self.send_header("X-Squals-Event", os.environ.get("EVENT", "checkout"))
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -104,7 +114,12 @@ def make_shop(
     green_fail: int = 0,
     activations: int = 100,
     method: str = "sequential",
+    control_extra: str = "",
+    green_extra: str = "",
+    scripts: Mapping[str, str] | None = None,
 ) -> Shop:
+    """The shop, committed and pushed; ``*_extra`` is YAML appended to the squals file (control) or to
+    ``variants/green.yml``, ``scripts`` are executable files committed under ``scripts/``."""
     origin = root / "origin.git"
     path = root / "shop"
     (path / "variants").mkdir(parents=True)
@@ -118,9 +133,15 @@ def make_shop(
             python=sys.executable, control_every=control_every, activations=activations, method=method
         )
     )
+    (path / "squals.yml").write_text((path / "squals.yml").read_text() + control_extra)
     (path / "variants" / "green.yml").write_text(
-        VARIANT.format(python=sys.executable, every=green_every, fail=green_fail)
+        VARIANT.format(python=sys.executable, every=green_every, fail=green_fail) + green_extra
     )
+    for name, text in (scripts or {}).items():
+        script = path / "scripts" / name
+        script.parent.mkdir(exist_ok=True)
+        script.write_text(text)
+        script.chmod(0o755)
     git(path, "add", "-A")
     git(path, "commit", "-q", "-m", "shop with an experiment")
     git(path, "push", "-q", "origin", "main")
@@ -136,6 +157,51 @@ def shop(tmp_path: Path) -> Iterator[Shop]:
     kept = [env for env in leftovers if env.startswith("pr-") or env in shop.kept]
     assert kept == leftovers, f"environments left running: {sorted(set(leftovers) - set(kept))}"
     assert dealers == [] or dealers == [str(shop.path / ".squals" / "dealer")], dealers
+
+
+def squals_experiment(shop: Shop, *args: str) -> subprocess.CompletedProcess[str]:
+    """``squals experiment ARGS`` as a user runs it in the shop (a subprocess; no GitHub run id)."""
+    env = dict(os.environ, GITHUB_ACTOR="octocat")
+    env.pop("GITHUB_RUN_ID", None)
+    return subprocess.run(
+        [sys.executable, "-m", "squals_action.cli", "experiment", *args],
+        cwd=shop.path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+
+
+def experiment_engine(shop: Shop, store: StateStore | None = None) -> ExperimentEngine:
+    """The shop's experiments in this process: the real local provider, the state on ``origin``, and
+    promotion (and the variants' readiness) through a lifecycle behind the project's own Dealer."""
+    manifest = load(shop.path / "squals.yml", shop.path)
+    the_store = store or open_store(shop.path)
+    provider = LocalProvider(shop.path)
+
+    @contextlib.contextmanager
+    def promoter(m: Manifest) -> Iterator[Lifecycle]:
+        yield project_lifecycle(shop, m, the_store, provider)
+
+    return ExperimentEngine(
+        repo=shop.path, manifest=manifest, store=the_store, provider=provider, promoter=promoter
+    )
+
+
+def project_lifecycle(
+    shop: Shop, manifest: Manifest, store: StateStore, provider: LocalProvider
+) -> Lifecycle:
+    """The shop's lifecycle holding ``manifest``, behind the project's Dealer in ``.squals/dealer``."""
+    return Lifecycle(
+        repo=shop.path,
+        manifest=manifest,
+        store=store,
+        provider=provider,
+        traffic=DealerTraffic(shop.path / ".squals" / "dealer"),
+        log_dir=shop.path / ".squals" / "logs",
+    )
 
 
 def visit(url: str, count: int, path: str = "/") -> dict[str, int]:
