@@ -7,10 +7,11 @@ except ``record_event``, which is never retried), then raised as :class:`DealerE
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from squals_action.dealer.interface import DealerError, VariantTally
+from squals_action.dealer.layers import CELL_SEPARATOR, Slot
 from squals_action.dealer.tally import tallies_from_json
 
 if TYPE_CHECKING:
@@ -116,6 +117,10 @@ class DealerClient:
             body["weights"] = dict(weights)
         self._call("PUT", "/upstreams", body)
 
+    def set_layers(self, slots: Sequence[Slot]) -> None:
+        """Place several experiments at once (:mod:`.layers`); ``[]`` goes back to the weights alone."""
+        self._call("PUT", "/layers", {"layers": [s.to_json() for s in slots]})
+
     def tallies(self) -> Mapping[str, VariantTally]:
         return tallies_from_json(self._call("GET", "/tallies")["variants"])
 
@@ -153,7 +158,11 @@ class DealerClient:
         wanted = set(names)
         deadline = time.monotonic() + timeout
         while True:
-            busy = {n: t.in_flight for n, t in self.tallies().items() if n in wanted and t.in_flight}
+            busy: dict[str, int] = {}
+            for cell, tally in self.tallies().items():  # under layers an upstream's requests are in its cells
+                name = cell.split(CELL_SEPARATOR)[0]
+                if name in wanted and tally.in_flight:
+                    busy[name] = busy.get(name, 0) + tally.in_flight
             if not busy:
                 return
             if time.monotonic() > deadline:

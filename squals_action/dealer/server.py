@@ -17,8 +17,7 @@ import math
 import os
 import secrets
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,19 +26,20 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from squals_action.dealer.bucketing import assign, normalise_weights, unit_key
+from squals_action.dealer.bucketing import normalise_weights, unit_key
 from squals_action.dealer.config import (
     ROUTING_FILE,
     TALLY_DIR,
     atomic_write,
-    check_upstreams,
     read_json,
 )
-from squals_action.dealer.fallback import fallbacks, may_retry
+from squals_action.dealer.fallback import may_retry
 from squals_action.dealer.faults import Faults
 from squals_action.dealer.interface import DealerConfig, DealerError
 from squals_action.dealer.journal import Journal, recover, release_free_memory
 from squals_action.dealer.lag import LagProbe
+from squals_action.dealer.layers import ASSIGNMENTS_HEADER, Placement, check_slots
+from squals_action.dealer.routing import Routing, make_routing
 from squals_action.dealer.tally import TallyBook, VariantCounter, tally_to_json
 
 log = logging.getLogger("squals.dealer")
@@ -91,36 +91,6 @@ def event_value(raw: object) -> float:
     if not math.isfinite(value) or abs(value) > MAX_VALUE:
         raise DealerError(f"value must be a finite number within +-{MAX_VALUE:g}, got {raw!r}")
     return value
-
-
-@dataclass(frozen=True)
-class Routing:
-    """Upstreams and weights at one moment; replaced whole, never mutated."""
-
-    upstreams: Mapping[str, URL]
-    weights: Mapping[str, float]
-    # Each upstream's base URL as text, so a request's target is one string concatenation.
-    bases: Mapping[str, str] = field(init=False, repr=False, compare=False)
-    # Where each upstream's refused requests go (dealer/fallback.py): computed once per switch.
-    fallback: Mapping[str, str] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "bases", {k: str(v) for k, v in self.upstreams.items()})
-        object.__setattr__(self, "fallback", fallbacks(self.weights))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "upstreams": {k: str(v) for k, v in self.upstreams.items()},
-            "weights": dict(self.weights),
-        }
-
-
-def make_routing(upstreams: Mapping[str, str], weights: Mapping[str, float]) -> Routing:
-    checked = check_upstreams(upstreams)
-    return Routing(
-        upstreams={k: URL(v) for k, v in checked.items()},
-        weights=normalise_weights(weights, tuple(checked)),
-    )
 
 
 def _connection_tokens(headers: Any) -> set[str]:
@@ -176,7 +146,7 @@ class DealerServer:
         self._cookie_name = config.unit_name if config.unit_kind == "cookie" else "squals_unit"
         self._cookie_suffix = f"; Path=/; Max-Age={config.cookie_max_age}; HttpOnly; SameSite=Lax"
         self._session: aiohttp.ClientSession | None = None
-        self._assigned: dict[str, tuple[str, int]] = {}  # unit -> (variant, unit key) under _assigned_for
+        self._assigned: dict[str, tuple[Placement, int]] = {}  # unit -> (placement, key) under _assigned_for
         self._assigned_for: Routing | None = None
         self._proxy_runner: web.ServerRunner | None = None
         self._admin_runner: web.AppRunner | None = None
@@ -195,7 +165,7 @@ class DealerServer:
         if routing_path.exists():
             raw = read_json(routing_path)
             try:
-                self.routing = make_routing(raw["upstreams"], raw["weights"])
+                self.routing = make_routing(raw["upstreams"], raw["weights"], raw.get("layers", ()))
             except (KeyError, TypeError) as exc:
                 raise DealerError(f"{routing_path}: expected upstreams and weights: {exc!r}") from exc
             except DealerError as exc:
@@ -253,6 +223,7 @@ class DealerServer:
                 web.get("/routing", self._admin_routing),
                 web.put("/weights", self._admin_weights),
                 web.put("/upstreams", self._admin_upstreams),
+                web.put("/layers", self._admin_layers),
                 web.post("/events", self._admin_events),
                 web.post("/persist", self._admin_persist),
                 web.get("/faults", self._admin_faults),
@@ -304,8 +275,8 @@ class DealerServer:
                 return value, False
         return secrets.token_hex(16), True
 
-    def _assign(self, unit: str, routing: Routing) -> tuple[str, int]:
-        """The unit's variant under ``routing`` and its unit key, remembered until the routing changes.
+    def _assign(self, unit: str, routing: Routing) -> tuple[Placement, int]:
+        """The unit's placement under ``routing`` and its unit key, remembered until the routing changes.
 
         Both are pure functions of the unit (and the routing), so remembering them changes no answer; it saves
         three keyed hashes and two logarithms per request of a returning unit.
@@ -317,7 +288,7 @@ class DealerServer:
         if hit is None:
             if len(self._assigned) >= _ASSIGN_CACHE:
                 self._assigned.clear()
-            hit = self._assigned[unit] = (assign(unit, routing.weights, self._seed), unit_key(unit))
+            hit = self._assigned[unit] = (routing.place(unit, self._seed), unit_key(unit))
         return hit
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -328,19 +299,25 @@ class DealerServer:
             return web.Response(status=400, text="absolute-form request targets are not proxied\n")
         unit, new_unit = self._unit_of(request)
         routing = self.routing
-        name, key = self._assign(unit, routing)
-        counter = self.book.arrive(key, name)
+        placement, key = self._assign(unit, routing)
+        name = placement.upstream
+        counter = self.book.arrive(key, placement.cell)  # without layers the cell is the upstream
         counter.in_flight += 1
         try:
-            return await self._forward(request, routing, name, counter, unit if new_unit else None, key)
+            return await self._forward(
+                request, routing, name, counter, unit if new_unit else None, key, placement.header
+            )
         finally:
             counter.in_flight -= 1
             if self._journal is not None:  # answered only once what it counted is written
                 with contextlib.suppress(OSError):  # a full disk must not take the site down (logged)
                     await self._journal.durable()
 
-    def _request_headers(self, request: web.BaseRequest, new_unit: str | None) -> CIMultiDict[str]:
-        """The headers to send upstream: hop-by-hop ones dropped, X-Forwarded-* added.
+    def _request_headers(
+        self, request: web.BaseRequest, new_unit: str | None, assignments: str | None
+    ) -> CIMultiDict[str]:
+        """The headers to send upstream: hop-by-hop ones dropped, X-Forwarded-* added, the unit's app-side
+        variants in ``X-Squals-Assignments`` (replacing any the client sent).
 
         A unit the Dealer just made up is added to the forwarded Cookie header, so that the app sees the same
         unit on the first request as on the following ones.
@@ -357,6 +334,9 @@ class DealerServer:
             out["X-Forwarded-For"] = f"{previous}, {remote}"
         else:
             out["X-Forwarded-For"] = remote
+        out.popall(ASSIGNMENTS_HEADER, None)
+        if assignments is not None:
+            out[ASSIGNMENTS_HEADER] = assignments
         out["X-Forwarded-Proto"] = request.scheme
         if request.host:
             out["X-Forwarded-Host"] = request.host
@@ -370,13 +350,14 @@ class DealerServer:
         counter: VariantCounter,
         new_unit: str | None,
         key: int,
+        assignments: str | None = None,
         spare: bool = True,
     ) -> web.StreamResponse:
         """Send ``request`` to upstream ``name`` and stream its answer back; a request the upstream could
         not take goes once to its fallback when ``spare`` (counted there too: see docs/dealer.md)."""
         assert self._session is not None
         url = URL(routing.bases[name] + request.raw_path, encoded=True)
-        headers = self._request_headers(request, new_unit)
+        headers = self._request_headers(request, new_unit, assignments)
         data: Any = None
         if request.body_exists:
             if request.headers.get("Expect", "").lower() == "100-continue" and request.writer is not None:
@@ -399,7 +380,9 @@ class DealerServer:
             other = routing.fallback.get(name) if spare else None
             if other is not None and may_retry(exc, request.method, request.body_exists):
                 retry = self.book.arrive(key, other)
-                return await self._forward(request, routing, other, retry, new_unit, key, spare=False)
+                return await self._forward(
+                    request, routing, other, retry, new_unit, key, assignments, spare=False
+                )
             return self._error(502, f"upstream {name} unreachable: {type(exc).__name__}", name, new_unit)
         try:
             counter.add_latency((loop.time() - started) * 1000.0)
@@ -543,7 +526,7 @@ class DealerServer:
         if not isinstance(weights, dict):
             raise DealerError('expected {"weights": {name: weight}}')
         current = self.routing
-        self.routing = Routing(current.upstreams, normalise_weights(weights, tuple(current.upstreams)))
+        self.routing = replace(current, weights=normalise_weights(weights, tuple(current.upstreams)))
         self._save_routing()
         log.info("weights now %s", dict(self.routing.weights))
         return web.json_response(self.routing.to_json())
@@ -558,9 +541,18 @@ class DealerServer:
             weights = {k: v for k, v in self.routing.weights.items() if k in upstreams}
         if not isinstance(weights, dict):
             raise DealerError("weights must be an object")
-        self.routing = make_routing(upstreams, weights)
+        self.routing = make_routing(upstreams, weights, [s.to_json() for s in self.routing.layers])
         self._save_routing()
         log.info("upstreams now %s, weights %s", dict(upstreams), dict(self.routing.weights))
+        return web.json_response(self.routing.to_json())
+
+    async def _admin_layers(self, request: web.Request) -> web.Response:
+        """``PUT /layers``: the experiments placed at once (an empty list: back to the weights alone)."""
+        body = await self._json_body(request)
+        current = self.routing
+        self.routing = replace(current, layers=check_slots(body.get("layers"), current.upstreams))
+        self._save_routing()
+        log.info("layers now %s", [s.to_json() for s in self.routing.layers])
         return web.json_response(self.routing.to_json())
 
     async def _admin_events(self, request: web.Request) -> web.Response:

@@ -43,6 +43,7 @@ from squals_action.experiments import records
 from squals_action.experiments.decide import decide
 from squals_action.experiments.interface import BadDataError, Decision, ExperimentError, Observation
 from squals_action.experiments.islands import exclude_newly, stop_all
+from squals_action.experiments.layering import refuse_unwired
 from squals_action.experiments.observe import observe
 from squals_action.experiments.promotion import Promoter, lifecycle_promoter, promote
 from squals_action.experiments.ready import checked, ready_islands
@@ -173,6 +174,7 @@ class ExperimentEngine:
         squals_file = self._squals_file()
         with tree_at(self.repo, sha) as tree:
             started, spec = checked(tree, squals_file, sha, app_here=self.provider.kind == "local")
+            refuse_unwired(spec, self.provider.kind)
             return self._start(started, spec, sha, squals_file, pr, experiment_id)
 
     def _start(

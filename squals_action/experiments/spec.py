@@ -59,6 +59,10 @@ def spec_json(spec: Experiment) -> dict[str, Any]:
             }
             for name, m in sorted(spec.metrics.items())
         },
+        # where it splits, only when not the default: an experiment started before layers keeps its digest
+        **({"layer": spec.layer} if spec.layer != "default" else {}),
+        **({"share": spec.share} if spec.share != 100.0 else {}),
+        **({"assignment": spec.assignment} if spec.assignment != "islands" else {}),
         # only when set: an experiment started before per-unit caps keeps its digest
         **({"events": dict(sorted(spec.events.items()))} if spec.events else {}),
     }

@@ -355,6 +355,9 @@ class Builder:
                 }
             ),
             location=self.loc(base),
+            layer=str(exp.get("layer", "default")),
+            share=parse_amount(exp.get("share", "100%")),
+            assignment=exp.get("assignment", "islands"),
             events=m.frozen_map(
                 {
                     str(name): 1 if rule["count"] == "once" else int(rule.get("cap", m.DEFAULT_EVENT_CAP))

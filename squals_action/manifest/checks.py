@@ -452,6 +452,9 @@ class Checker:
                 key=True,
             )
             return
+        share = experiment.get("share")
+        if isinstance(share, str) and share.endswith("%") and not 0.0 < parse_percentage(share) <= 100.0:
+            self.add(("experiment", "share"), f"expected a share above 0% and at most 100%, got {share}")
         declared = self.declared_metrics()
         for key in ("numerator", "denominator"):
             self.metric(("experiment", "objective", key), declared)

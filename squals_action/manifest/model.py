@@ -411,6 +411,11 @@ class Experiment:
     significance: Significance = Significance()
     metrics: Mapping[str, MetricSource] = field(default_factory=FrozenMap)
     location: Location = NOWHERE
+    #: Several experiments at once (``squals_action/dealer/layers.py``): the layer it splits, the percent of
+    #: the layer's units it takes, and whether its variants are islands or assigned inside the app.
+    layer: str = "default"
+    share: float = 100.0
+    assignment: Literal["islands", "app"] = "islands"
     #: event kind -> how many events one unit may count in the experiment's Dealer (a kind not named: 1)
     events: Mapping[str, int] = field(default_factory=FrozenMap)
 

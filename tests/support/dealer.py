@@ -93,9 +93,11 @@ def dealer_factory(tmp_path: Path) -> Iterator[DealerFactory]:
 
 @dataclass
 class Truth:
-    """What the generator saw: per request (unit, variant header, upstream header, status)."""
+    """What the generator saw: per request (unit, variant header, upstream header, status), and the value of
+    the header ``drive`` was asked to keep (``""`` when absent), in the same order."""
 
     results: list[tuple[str, str, str, int]] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
 
     def variant_of(self) -> dict[str, set[str]]:
         seen: dict[str, set[str]] = {}
@@ -114,7 +116,11 @@ class Truth:
 
 
 async def drive(
-    url: str, plan: Iterable[tuple[str, str]], concurrency: int = 32, cookie: str = "squals_unit"
+    url: str,
+    plan: Iterable[tuple[str, str]],
+    concurrency: int = 32,
+    cookie: str = "squals_unit",
+    keep: str = "x-seen-assignments",
 ) -> Truth:
     """Send one GET per (unit, path) with that unit's cookie over ``concurrency`` keep-alive connections.
 
@@ -150,6 +156,7 @@ async def drive(
                 truth.results.append(
                     (unit, headers.get("x-squals-variant", ""), headers.get("x-upstream", ""), status)
                 )
+                truth.kept.append(headers.get(keep, ""))
         finally:
             writer.close()
             await writer.wait_closed()

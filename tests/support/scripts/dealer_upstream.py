@@ -2,7 +2,8 @@
 
 Routes: ``/echo`` (JSON of what arrived, body hashed), ``/event/<name>`` (answers with ``X-Squals-Event``),
 ``/status/<code>``, ``/stream?chunks=N&size=B`` (chunked body), ``/slow?ms=M``, ``/gzip``, ``/cookies``;
-anything else answers the upstream's name. Every answer carries ``X-Upstream: NAME``.
+anything else answers the upstream's name. Every answer carries ``X-Upstream: NAME``; ``/event/<name>`` and
+the name's answer also carry the request's ``X-Squals-Assignments`` back as ``X-Seen-Assignments``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from aiohttp import web
 
 def make_app(name: str) -> web.Application:
     tag = {"X-Upstream": name}
+
+    def seen(request: web.Request) -> dict[str, str]:
+        """The tag, and the app-side variants the Dealer told this request (what an app would read)."""
+        told = request.headers.get("X-Squals-Assignments")
+        return {**tag, "X-Seen-Assignments": told} if told is not None else tag
 
     async def echo(request: web.Request) -> web.Response:
         digest = hashlib.sha256()
@@ -36,7 +42,8 @@ def make_app(name: str) -> web.Application:
         return web.Response(text=json.dumps(payload), content_type="application/json", headers=tag)
 
     async def event(request: web.Request) -> web.Response:
-        return web.Response(text=name, headers={**tag, "X-Squals-Event": request.match_info["name"]})
+        headers = {**seen(request), "X-Squals-Event": request.match_info["name"]}
+        return web.Response(text=name, headers=headers)
 
     async def status(request: web.Request) -> web.Response:
         code = int(request.match_info["code"])
@@ -72,7 +79,7 @@ def make_app(name: str) -> web.Application:
         return response
 
     async def hello(request: web.Request) -> web.Response:
-        return web.Response(text=name, headers=tag)
+        return web.Response(text=name, headers=seen(request))
 
     app = web.Application()
     app.add_routes(

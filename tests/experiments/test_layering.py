@@ -1,0 +1,111 @@
+"""experiment.layer, share and assignment: parsed, placed as Dealer slots, refused in one line where not run
+yet."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from squals_action.dealer.layers import Slot
+from squals_action.experiments.interface import ExperimentError
+from squals_action.experiments.layering import refuse_unwired, slot_for
+from squals_action.experiments.spec import spec_digest
+from squals_action.manifest import load, validate_file
+from squals_action.manifest.model import Experiment
+from squals_action.providers import LocalProvider
+from squals_action.state import open_store
+from tests.support.experiments import experiment_engine, git, make_shop
+
+
+def _with(shop_path: Path, text: str) -> None:
+    squals = shop_path / "squals.yml"
+    squals.write_text(squals.read_text().replace("experiment:\n", "experiment:\n" + text, 1))
+
+
+def test_the_squals_file_places_an_experiment_in_a_layer_and_keeps_old_digests(tmp_path: Path) -> None:
+    shop = make_shop(tmp_path)
+    before = load(shop.path / "squals.yml", shop.path).experiment
+    assert before is not None
+    assert (before.layer, before.share, before.assignment) == ("default", 100.0, "islands")
+    _with(shop.path, "  layer: checkout\n  share: 30%\n  assignment: app\n")
+    spec = load(shop.path / "squals.yml", shop.path).experiment
+    assert spec is not None
+    assert (spec.layer, spec.share, spec.assignment) == ("checkout", 30.0, "app")
+    # an experiment started before layers keeps its digest; placing it elsewhere changes it
+    assert spec_digest(replace(spec, layer="default", share=100.0, assignment="islands")) == spec_digest(
+        before
+    )
+    assert spec_digest(spec) != spec_digest(before)
+
+
+def test_a_share_of_nothing_is_refused_with_its_line(tmp_path: Path) -> None:
+    shop = make_shop(tmp_path)
+    _with(shop.path, "  share: 0%\n")
+    problems = validate_file(shop.path / "squals.yml", shop.path).problems
+    rendered = [p.render() for p in problems]
+    assert any(
+        "experiment.share" in r and "expected a share above 0% and at most 100%, got 0%" in r
+        for r in rendered
+    )
+
+
+def _spec(layer: str = "default", share: float = 100.0, assignment: str = "islands") -> Experiment:
+    from squals_action.manifest import model
+
+    return model.Experiment(
+        variants={v: model.Variant(v, "squals.yml") for v in ("control", "b")},
+        control="control",
+        split={"control": 50.0, "b": 50.0},
+        objective=model.Objective("conversion", "maximize", "event:buy"),
+        layer=layer,
+        share=share,
+        assignment=assignment,  # type: ignore[arg-type]
+    )
+
+
+def test_slots_take_the_lowest_free_range_and_one_layer_of_islands() -> None:
+    first = slot_for("exp-a", _spec("main", 30.0), [])
+    assert first == Slot("exp-a", "main", 0.0, 0.3, {"control": 50.0, "b": 50.0}, True)
+    second = slot_for("exp-b", _spec("main", 50.0), [first])
+    assert (second.low, second.high) == pytest.approx((0.3, 0.8))
+    app = slot_for("exp-c", _spec("ui", 100.0, "app"), [first, second])
+    assert (app.layer, app.low, app.high, app.islands) == ("ui", 0.0, 1.0, False)
+    with pytest.raises(ExperimentError, match="layer 'main' has no free 30% for another experiment"):
+        slot_for("exp-d", _spec("main", 30.0), [first, second])
+    with pytest.raises(ExperimentError) as caught:
+        slot_for("exp-e", _spec("ui", 10.0), [first, second, app])
+    assert "layer 'main' already does and a request reaches one upstream: use `assignment: app`" in str(
+        caught.value
+    )
+
+
+def test_aws_refuses_a_layered_experiment_in_one_line() -> None:
+    refuse_unwired(_spec(), "aws")  # the whole front door, as before: fine
+    with pytest.raises(ExperimentError) as caught:
+        refuse_unwired(_spec("main", 30.0), "aws")
+    assert "on aws an experiment takes the whole front door" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_layered_start_is_refused_before_anything_is_claimed_or_provisioned(tmp_path: Path) -> None:
+    shop = make_shop(tmp_path)
+    _with(shop.path, "  layer: checkout\n  share: 30%\n")
+    git(
+        shop.path, "commit", "-q", "-am", "the experiment takes 30 % of layer checkout"
+    )  # a start reads its commit
+    eng = experiment_engine(shop, open_store(shop.path))
+    with pytest.raises(ExperimentError) as caught:
+        eng.start()
+    assert "squals.yml" in str(caught.value) and "does not drive yet" in str(caught.value)
+    assert LocalProvider(shop.path).list() == ()
+    nothing = subprocess.run(
+        ["git", "rev-parse", "--verify", "-q", "squals/state"],
+        cwd=shop.origin,
+        capture_output=True,
+        timeout=30,
+    )
+    assert nothing.returncode != 0  # nothing was claimed: the state branch was never written
+    eng.store.close()
