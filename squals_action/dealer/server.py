@@ -353,8 +353,7 @@ class DealerServer:
         assignments: str | None = None,
         spare: bool = True,
     ) -> web.StreamResponse:
-        """Send ``request`` to upstream ``name`` and stream its answer back; a request the upstream could
-        not take goes once to its fallback when ``spare`` (counted there too: see docs/dealer.md)."""
+        """Send ``request`` to ``name``; one it could not take goes once to its fallback (docs/dealer.md)."""
         assert self._session is not None
         url = URL(routing.bases[name] + request.raw_path, encoded=True)
         headers = self._request_headers(request, new_unit, assignments)
@@ -380,9 +379,7 @@ class DealerServer:
             other = routing.fallback.get(name) if spare else None
             if other is not None and may_retry(exc, request.method, request.body_exists):
                 retry = self.book.arrive(key, other)
-                return await self._forward(
-                    request, routing, other, retry, new_unit, key, assignments, spare=False
-                )
+                return await self._forward(request, routing, other, retry, new_unit, key, assignments, False)
             return self._error(502, f"upstream {name} unreachable: {type(exc).__name__}", name, new_unit)
         try:
             counter.add_latency((loop.time() - started) * 1000.0)
