@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from urllib.parse import urlsplit
 
 from squals_action.errors import SqualsError
@@ -22,15 +23,20 @@ GIT_TIMEOUT = 120.0
 
 
 def run_git(
-    repo: Path, *args: str, timeout: float = GIT_TIMEOUT, error: type[SqualsError] = SqualsError
+    repo: Path,
+    *args: str,
+    timeout: float = GIT_TIMEOUT,
+    error: type[SqualsError] = SqualsError,
+    env: Mapping[str, str] = MappingProxyType({}),
 ) -> bytes:
-    """Run ``git -C repo ARGS`` and return its stdout; a failure or timeout raises ``error`` in one line."""
+    """Run ``git -C repo ARGS`` (``env`` added to its environment) and return its stdout; a failure or
+    timeout raises ``error`` in one line."""
     try:
         proc = subprocess.run(
             ["git", "-C", str(repo), *args],
             capture_output=True,
             timeout=timeout,
-            env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+            env={**os.environ, "GIT_TERMINAL_PROMPT": "0", **env},
             stdin=subprocess.DEVNULL,
             check=False,
         )
@@ -46,10 +52,15 @@ def run_git(
 
 
 def git_text(
-    repo: Path, *args: str, timeout: float = GIT_TIMEOUT, error: type[SqualsError] = SqualsError
+    repo: Path,
+    *args: str,
+    timeout: float = GIT_TIMEOUT,
+    error: type[SqualsError] = SqualsError,
+    env: Mapping[str, str] = MappingProxyType({}),
 ) -> str:
     """:func:`run_git`'s output as text, without surrounding white space."""
-    return run_git(repo, *args, timeout=timeout, error=error).decode("utf-8", "surrogateescape").strip()
+    out = run_git(repo, *args, timeout=timeout, error=error, env=env)
+    return out.decode("utf-8", "surrogateescape").strip()
 
 
 def resolve_commit(repo: Path, ref: str, *, error: type[SqualsError] = SqualsError) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from squals_action.cli.options import (
     add_state_options,
+    duration,
     project_options,
     pull_request_number,
 )
@@ -32,9 +33,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     deploy.add_argument(
         "--pr", type=pull_request_number, required=True, help="pull request number (the island is pr-N)"
     )
-    deploy.add_argument("--commit", default="HEAD", help="commit to deploy (default: HEAD)")
+    deploy.add_argument(
+        "--commit",
+        help="commit to deploy, exactly as committed whatever the working tree holds (default: HEAD, "
+        "refused while the working tree has uncommitted changes)",
+    )
+    deploy.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="deploy the working tree with its uncommitted files (recorded as dirty: deploy <sha>+dirty)",
+    )
     deploy.add_argument("--skip-gates", action="store_true", help="do not run the gates (they ran elsewhere)")
-    _common(deploy)
+    _common(deploy, locks=True)
     deploy.set_defaults(handler=run_deploy)
 
     promote = subparsers.add_parser(
@@ -49,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     promote.add_argument(
         "--pr", type=pull_request_number, required=True, help="pull request whose island is promoted"
     )
-    _common(promote)
+    _common(promote, locks=True)
     promote.set_defaults(handler=run_promote)
 
     rollback = subparsers.add_parser(
@@ -61,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     rollback.add_argument(
         "--pr", type=pull_request_number, help="pull request asking (holds the prod lock; default: prod's)"
     )
-    _common(rollback)
+    _common(rollback, locks=True)
     rollback.set_defaults(handler=run_rollback)
 
     teardown = subparsers.add_parser(
@@ -71,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "retires it).",
     )
     teardown.add_argument("--pr", type=pull_request_number, required=True)
-    _common(teardown)
+    _common(teardown, locks=True)
     teardown.set_defaults(handler=run_teardown)
 
     down = subparsers.add_parser(
@@ -101,8 +111,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     demo.set_defaults(handler=run_demo)
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, *, locks: bool = False) -> None:
     add_state_options(parser, squals_file=True)
+    if locks:
+        parser.add_argument(
+            "--lock-wait",
+            type=duration,
+            default=0.0,
+            metavar="DURATION",
+            help="wait up to DURATION (90s, 5m) for a lock another run holds (default: stop at once)",
+        )
     parser.add_argument(
         "--report",
         choices=("text", "markdown", "none"),
@@ -116,7 +134,10 @@ def _open(args: argparse.Namespace, gates: bool = True) -> Any:
     from squals_action.report.lifecycle import progress_for
 
     # No run id from the CLI: a person's commands are not replays of each other; the Action passes its own.
-    return open_project(project_options(args, gates=gates, run_id=None), progress_for(sys.stderr))
+    options = project_options(args, gates=gates, run_id=None)
+    lifecycle = open_project(options, progress_for(sys.stderr))
+    lifecycle.lock_wait = getattr(args, "lock_wait", 0.0)
+    return lifecycle
 
 
 def _finish(args: argparse.Namespace, lifecycle: Any, outcome: Any) -> int:
@@ -146,8 +167,10 @@ def _interruptible(lifecycle: Any, body: Any) -> Any:
 
 
 def run_deploy(args: argparse.Namespace) -> int:
+    if args.allow_dirty and args.commit is not None:
+        raise UsageError("--allow-dirty deploys the working tree; it cannot be combined with --commit")
     lifecycle = _open(args, gates=not args.skip_gates)
-    return _finish(args, lifecycle, lifecycle.deploy(args.pr, args.commit))
+    return _finish(args, lifecycle, lifecycle.deploy(args.pr, args.commit, allow_dirty=args.allow_dirty))
 
 
 def run_promote(args: argparse.Namespace) -> int:

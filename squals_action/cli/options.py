@@ -37,6 +37,16 @@ def pull_request_number(text: str) -> int:
     return _at_least_one(text, "a pull request number")
 
 
+def duration(text: str) -> float:
+    """An argparse type: a duration (``90s``, ``5m``) or a number of seconds."""
+    from squals_action.manifest.units import parse_duration
+
+    try:
+        return float(text) if text.replace(".", "", 1).isdigit() else parse_duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 90s or 5m, got {text!r}") from None
+
+
 def add_state_options(parser: argparse.ArgumentParser, *, squals_file: bool) -> None:
     """The repository and state-branch options; ``--file`` too where a command reads the squals file."""
     if squals_file:

@@ -61,9 +61,9 @@ from squals_action.experiments.spec import (
     island_name,
     manifest_at,
     spec_digest,
-    tree_at,
 )
 from squals_action.experiments.splitters import Split, new_split, split_of
+from squals_action.lifecycle.source import worktree
 from squals_action.manifest.model import Experiment, Manifest, StickyUnit
 from squals_action.own_files import own_dir
 from squals_action.providers.interface import EnvironmentHandle, Provider
@@ -172,7 +172,7 @@ class ExperimentEngine:
         them and record the running experiment (the order: :mod:`~squals_action.experiments.ready`)."""
         sha = gitcmd.resolve_commit(self.repo, commit, error=ExperimentError)
         squals_file = self._squals_file()
-        with tree_at(self.repo, sha) as tree:
+        with worktree(self.repo, sha) as tree:
             started, spec = checked(tree, squals_file, sha, app_here=self.provider.kind == "local")
             refuse_unwired(spec, self.provider.kind)
             return self._start(started, spec, sha, squals_file, pr, experiment_id)
@@ -295,11 +295,20 @@ class ExperimentEngine:
                 raise ExperimentError(f"no experiment {experiment_id!r} on the state branch")
             targets = [doc]
         else:
-            targets = [d for d in docs.values() if d.status in TICKABLE]
+            targets = [d for d in docs.values() if d.status in (*TICKABLE, "promoting")]
         return [self._tick_one(doc) for doc in targets]
 
     def _tick_one(self, doc: ExperimentState) -> TickOutcome:
-        if doc.status not in TICKABLE:
+        if doc.status == "promoting":  # a tick that decided is promoting the winner, or died doing it
+            busy = self._promoted_by(doc)
+            if busy is not None:
+                return TickOutcome(
+                    experiment=doc.id,
+                    status=doc.status,
+                    ok=True,
+                    message=f"experiment {doc.id} is being promoted by another run ({busy})",
+                )
+        elif doc.status not in TICKABLE:
             return TickOutcome(
                 experiment=doc.id,
                 status=doc.status,
@@ -311,6 +320,16 @@ class ExperimentEngine:
             return self._refused(doc, "its document names no start commit or squals file")
         with manifest_at(self.repo, commit, self._in_repo(squals_file)) as started:
             return self._advance(doc, started)
+
+    def _promoted_by(self, doc: ExperimentState) -> str | None:
+        """Who holds a lock the winner's promotion takes (``None``: no live run does, so the tick that
+        decided died and this one promotes again; a stale lock then stops it, naming `squals unlock`)."""
+        snapshot = self.store.read()
+        for env in (f"pr-{pr_of(doc) or SYNTHETIC_PR_BASE}", "prod"):
+            lock = snapshot.lock(env)
+            if lock is not None and (lock.holder is None or lock.holder.liveness() != "dead"):
+                return f"{env} is locked by {lock.who()}"
+        return None
 
     def _refused(self, doc: ExperimentState, why: str) -> TickOutcome:
         return TickOutcome(
@@ -328,7 +347,7 @@ class ExperimentEngine:
                 f"({doc.spec_digest[:19]}); stop it (`squals experiment stop {eid}`) and start a new one",
             )
         split = self._split_of(doc, spec.unit)
-        if doc.status == "promotion-failed":
+        if doc.status in ("promotion-failed", "promoting"):
             winner = str((doc.decision or {}).get("winner") or "")
             if winner not in spec.variants:
                 return self._refused(doc, "no winner recorded to promote")

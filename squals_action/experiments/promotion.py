@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from squals_action.errors import SqualsError
+from squals_action.lifecycle.records import fleet_of
 from squals_action.manifest.model import EMPTY, Manifest
 from squals_action.providers.interface import (
     DestroyOutcome,
@@ -28,6 +29,7 @@ from squals_action.providers.interface import (
     ProviderError,
     SharedResources,
 )
+from squals_action.state.interface import StaleLockError
 
 if TYPE_CHECKING:
     from squals_action.lifecycle.engine import Lifecycle, Outcome
@@ -54,12 +56,24 @@ def promote(
     failure: str | None = None
     try:
         with promoter(manifest) as lifecycle:
-            deployer = _scoped(lifecycle, "deploy")
-            if island is not None:
-                deployer = dataclasses.replace(deployer, provider=adopting(lifecycle.provider, island))
-            outcome = deployer.deploy(pr, commit)
-            if outcome.ok:
+            # where a tick that died left pr-N: prod already (done), or half-promoted (the promotion says
+            # what to run; deploying it again would be refused without saying it)
+            snapshot = lifecycle.store.read()
+            left = fleet_of(snapshot).get(f"pr-{pr}")
+            if left is not None and left.status == "prod":  # its locks are all that is left of that tick
+                for lock in filter(None, (snapshot.lock(f"pr-{pr}"), snapshot.lock("prod"))):
+                    if lock.holder is not None and lock.holder.liveness() == "dead":
+                        raise StaleLockError(lock)
+                return Promotion(outcome=None, failure=None)
+            if left is not None and left.status in ("blue", "baked"):
                 outcome = _scoped(lifecycle, "promote").promote(pr)
+            else:
+                deployer = _scoped(lifecycle, "deploy")
+                if island is not None:
+                    deployer = dataclasses.replace(deployer, provider=adopting(lifecycle.provider, island))
+                outcome = deployer.deploy(pr, commit)
+                if outcome.ok:
+                    outcome = _scoped(lifecycle, "promote").promote(pr)
             if not outcome.ok:
                 failure = outcome.message
     except SqualsError as exc:

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from squals_action.errors import SqualsError
-from squals_action.gitcmd import has_commit, run_git
+from squals_action.lifecycle.source import worktree
 from squals_action.manifest.model import Experiment, Manifest
 from squals_action.providers.interface import check_env_name
 from squals_action.state.interface import check_name
@@ -84,24 +82,6 @@ def default_experiment_id(manifest: Manifest, commit: str) -> str:
     return check_name("experiment", f"{manifest.name}-{commit[:12]}")
 
 
-@contextmanager
-def tree_at(repo: Path, commit: str, remote: str = "origin") -> Iterator[Path]:
-    """A detached worktree of ``commit`` that lives as long as the context. A shallow clone (a runner's
-    checkout) fetches the commit from ``remote`` first."""
-    if not has_commit(repo, commit):
-        run_git(repo, "fetch", "--quiet", "--depth=1", remote, commit, timeout=120)
-    with tempfile.TemporaryDirectory(prefix="squals-experiment-") as scratch:
-        tree = Path(scratch) / "tree"
-        run_git(repo, "worktree", "add", "--detach", str(tree), commit)
-        try:
-            yield tree
-        finally:
-            with suppress(SqualsError):
-                run_git(repo, "worktree", "remove", "--force", str(tree))
-            with suppress(SqualsError):
-                run_git(repo, "worktree", "prune")
-
-
 def load_at(tree: Path, squals_file: str) -> Manifest:
     """The squals file ``squals_file`` of ``tree`` with its variant files, validated, each with its own
     folder as the base of its relative paths; problems name the files as the repository does
@@ -117,5 +97,5 @@ def manifest_at(repo: Path, commit: str, squals_file: str, remote: str = "origin
     files, validated (:func:`load_at`); its folder is a detached worktree of ``commit`` that lives as long as
     the context (the winner's hooks run from it). A file that no longer validates is a ``ManifestError``
     naming its lines."""
-    with tree_at(repo, commit, remote) as tree:
+    with worktree(repo, commit, remote) as tree:
         yield load_at(tree, squals_file)

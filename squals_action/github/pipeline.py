@@ -229,6 +229,15 @@ class Pipeline:
 
     def _locked(self, request: Request, verb: str, exc: Any, **parts: Any) -> Report:
         holder = f"PR #{exc.lock.pr}"
+        if exc.lock.pr == request.intent.pr_number:  # another run of this PR (locks are held per run)
+            return Report(
+                intent=verb,
+                status="locked",
+                headline=f"{verb} waits: {exc.one_line()}; nothing was changed",
+                lock_holder=holder,
+                notes=("Run it again once that run has ended.",),
+                **parts,
+            )
         return Report(
             intent=verb,
             status="locked",
@@ -347,7 +356,8 @@ class Pipeline:
                     refusal = self._unpassed(request, model, lifecycle.fleet().get(f"pr-{pr}"), parts)
                     if refusal is not None:
                         return refusal
-                    outcome = lifecycle.promote(pr)
+                    # the checkout's squals file (the base branch's): the PR's code never runs here
+                    outcome = lifecycle.promote(pr, source="HEAD")
                 elif verb == "rollback":
                     outcome = lifecycle.rollback(pr)
                 else:

@@ -12,6 +12,8 @@ Modules (import what you need; this package imports nothing at start-up):
 * :mod:`~squals_action.lifecycle.kpi` and :mod:`~squals_action.lifecycle.bake` -- the KPI judgement and the
   bake loop; :mod:`~squals_action.lifecycle.hooks` -- hooks and tests as ``Check`` values;
 * :mod:`~squals_action.lifecycle.traffic` -- the local Dealer behind the ``Traffic`` protocol;
+* :mod:`~squals_action.lifecycle.source` -- ``checkout(repo, commit, manifest)``: the files of the commit a
+  command records (a temporary worktree), never the working tree's; ``--allow-dirty``'s snapshot;
 * :mod:`~squals_action.lifecycle.project` -- ``open_project(options)`` wires a repository for the CLI;
 * :mod:`~squals_action.lifecycle.signals` -- the KPI sources a bake reads (the Dealer's tallies, CloudWatch
   with alarms as stop signals).

@@ -21,7 +21,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from squals_action import gitcmd
 from squals_action.errors import SqualsError
 from squals_action.lifecycle import machine
 from squals_action.lifecycle.hooks import CommandRun
@@ -29,6 +28,7 @@ from squals_action.lifecycle.load_tests import LoadTestResult, require_locust, r
 from squals_action.lifecycle.machine import Check, Env, Event, Status
 from squals_action.lifecycle.promote import Promoter
 from squals_action.lifecycle.records import fleet_of, state_from_env
+from squals_action.lifecycle.source import Source, checkout
 from squals_action.lifecycle.steps import (
     LOCK_MARGIN,
     PROD_LOCK,
@@ -51,11 +51,20 @@ class Lifecycle(Promoter):
 
     # ---- deploy -----------------------------------------------------------------------------------
 
-    def deploy(self, pr: int, commit: str) -> Outcome:
-        """Gates, before_preprod hooks, provision ``pr-N`` from ``commit``, after_preprod hooks, exit tests"""
+    def deploy(self, pr: int, commit: str | None = None, *, allow_dirty: bool = False) -> Outcome:
+        """Gates, before_preprod hooks, provision ``pr-N``, after_preprod hooks, exit tests: all of them from
+        ``commit``'s files (:mod:`~squals_action.lifecycle.source`), never the working tree's.
+
+        ``commit=None`` deploys ``HEAD``, refusing uncommitted changes unless ``allow_dirty`` (then the
+        working tree as it is is deployed and recorded as dirty).
+        """
+        with checkout(self.repo, commit, self.manifest, allow_dirty=allow_dirty) as source:
+            return self.at(source)._deploy(pr, source)
+
+    def _deploy(self, pr: int, source: Source) -> Outcome:
         start = time.monotonic()
         name = f"pr-{pr}"
-        commit = gitcmd.resolve_commit(self.repo, commit, error=LifecycleError)
+        commit = source.commit
         ttl = LOCK_MARGIN + self.manifest.app.health_timeout + timeouts(self.manifest, "deploy")
         checks: list[Check] = []
         locust = require_locust() if self.manifest.load_tests is not None else ""  # before anything starts
@@ -67,23 +76,29 @@ class Lifecycle(Promoter):
 
         if self.gates is not None:
             self.progress.step("gates")
-            gates_ok, summary = self.gates(commit)
+            gates_ok, summary = self.gates(source)
             checks.append(Check(kind="gate", stage="gates", name="gates", ok=gates_ok, detail=summary))
             if not gates_ok:
                 return finish(False, f"gates failed: {summary}; nothing was provisioned", self.fleet())
             self.progress.done(f"gates passed: {summary}")
-        with self._locked(name, pr, ttl):
+        with self._locked(name, pr, ttl, "deploy"):
             fleet = self._record(
-                E.DEPLOY, name, f"deploy {commit[:12]} to {name}", pr=pr, commit=commit, checks=()
+                E.DEPLOY,
+                name,
+                f"deploy {source.label} to {name}",
+                pr=pr,
+                commit=commit,
+                dirty=source.dirty,
+                checks=(),
             )
             fleet, failed = self._hook_stage("before_preprod", name, fleet, checks)
             if failed:
                 return finish(False, f"{failed}; nothing was provisioned", fleet)
-            self.progress.step(f"provision {name} from {commit[:12]}")
+            self.progress.step(f"provision {name} from {source.label}")
             try:
                 handle = self.provider.provision(
                     name,
-                    commit,
+                    source.tree,
                     self.manifest,
                     extra_env={"SQUALS_PR": str(pr), "SQUALS_PROJECT": self.manifest.name},
                 )
@@ -153,7 +168,7 @@ class Lifecycle(Promoter):
         # Aborting a promotion left behind by a dead process: act as the PR whose promotion it was.
         owner = blue if blue is not None else current
         holder = pr or (owner.pr if owner is not None and owner.pr else None) or 1
-        with self._locked(PROD_LOCK, holder, LOCK_MARGIN):
+        with self._locked(PROD_LOCK, holder, LOCK_MARGIN, "rollback"):
             fleet = self.fleet()
             current, post, blue = machine.prod(fleet), machine.postprod(fleet), machine.candidate(fleet)
             if blue is not None:
@@ -198,7 +213,7 @@ class Lifecycle(Promoter):
         untouched = _not_torn_down(name, fleet)
         if untouched is not None:
             return said(untouched, fleet)
-        with self._locked(name, pr, LOCK_MARGIN):
+        with self._locked(name, pr, LOCK_MARGIN, "teardown"):
             fleet = self.fleet()
             untouched = _not_torn_down(name, fleet)
             if untouched is not None:

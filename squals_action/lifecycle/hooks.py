@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from squals_action.faults import point
 from squals_action.lifecycle.machine import Check
 from squals_action.manifest.model import Command
 from squals_action.process import ProcessError, read_log_tail, run_command
@@ -69,6 +70,8 @@ def run_sequence(
     """Run commands in order; hooks stop at the first failure (the rest are reported as skipped)."""
     checks: list[Check] = []
     failed = False
+    if commands:
+        point(f"{kind}:{stage}")  # a kill point of the fault sweep (squals_action.faults)
     for command in commands:
         if failed and stop_at_failure:
             checks.append(

@@ -219,6 +219,8 @@ class Env:
     checks: tuple[Check, ...] = ()
     previous: Status | None = None  # the status before the last transition, for the report
     last_event: Event | None = None
+    #: deployed from uncommitted files (``--allow-dirty``): the working tree as it was on top of ``commit``
+    dirty: bool = False
 
     def to_doc(self) -> dict[str, Any]:
         return {
@@ -233,6 +235,7 @@ class Env:
             "checks": [c.to_doc() for c in self.checks],
             "previous": self.previous.value if self.previous is not None else None,
             "last_event": self.last_event.value if self.last_event is not None else None,
+            **({"dirty": True} if self.dirty else {}),
         }
 
     @classmethod
@@ -252,6 +255,7 @@ class Env:
             checks=tuple(Check.from_doc(c) for c in doc.get("checks", ())),
             previous=Status(previous) if previous else None,
             last_event=Event(last) if last else None,
+            dirty=bool(doc.get("dirty", False)),
         )
 
 

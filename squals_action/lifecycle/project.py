@@ -17,6 +17,7 @@ from squals_action.errors import SqualsError, UsageError
 from squals_action.gitcmd import repo_top
 from squals_action.lifecycle.engine import Lifecycle, Progress
 from squals_action.lifecycle.parts import signals_for, traffic_for
+from squals_action.lifecycle.source import Source
 from squals_action.manifest.model import Manifest
 from squals_action.own_files import own_dir
 
@@ -91,20 +92,21 @@ def open_project(options: ProjectOptions, progress: Progress | None = None) -> L
     return lifecycle
 
 
-def _gates_runner(lifecycle: Lifecycle) -> Callable[[str], tuple[bool, str]]:
-    """The gates of the squals file, run on the working tree, summarised in one line."""
+def _gates_runner(lifecycle: Lifecycle) -> Callable[[Source], tuple[bool, str]]:
+    """The gates of the squals file, run on the files of the commit being deployed, summarised in one
+    line."""
 
-    def run(commit: str) -> tuple[bool, str]:
+    def run(source: Source) -> tuple[bool, str]:
         from squals_action.gates.runner import all_ok, make_context, run_pipeline
 
         ctx = make_context(
-            lifecycle.repo,
+            source.root,
             lifecycle.log_dir / "gates",
-            head=commit,
-            base_dir=Path(lifecycle.manifest.base_dir),
-            passthrough=lifecycle.manifest.env_passthrough,
+            head=source.tree,
+            base_dir=Path(source.manifest.base_dir),
+            passthrough=source.manifest.env_passthrough,
         )
-        results = run_pipeline(lifecycle.manifest.gates, ctx)
+        results = run_pipeline(source.manifest.gates, ctx)
         counts: dict[str, int] = {}
         for result in results:
             counts[result.status] = counts.get(result.status, 0) + 1

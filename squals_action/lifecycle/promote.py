@@ -22,9 +22,18 @@ from squals_action.lifecycle import chaos, machine
 from squals_action.lifecycle.bake import BakeOutcome, HealthReading, bake
 from squals_action.lifecycle.hooks import failure_message
 from squals_action.lifecycle.kpi import KpiReading
-from squals_action.lifecycle.machine import Check, Env, Event, Fleet
+from squals_action.lifecycle.machine import Check, Env, Event, Fleet, Status
 from squals_action.lifecycle.signals import DealerSignals, KpiSource
-from squals_action.lifecycle.steps import LOCK_MARGIN, PROD_LOCK, Outcome, Steps, shares, timeouts
+from squals_action.lifecycle.source import checkout
+from squals_action.lifecycle.steps import (
+    LOCK_MARGIN,
+    PROD_LOCK,
+    LifecycleError,
+    Outcome,
+    Steps,
+    shares,
+    timeouts,
+)
 from squals_action.manifest.model import RolloutStep
 from squals_action.providers.interface import EnvironmentHandle
 
@@ -45,16 +54,33 @@ class _Run:
 class Promoter(Steps):
     """The promotion, and the return to GREEN a rollback of an interrupted promotion shares."""
 
-    def promote(self, pr: int) -> Outcome:
-        """Blue/green: BLUE gets its share, bakes, promote hooks, takes 100 %; old prod becomes postprod."""
+    def promote(self, pr: int, source: str | None = None) -> Outcome:
+        """Blue/green: BLUE gets its share, bakes, promote hooks, takes 100 %; old prod becomes postprod.
+
+        The rollout, hooks and tests are those of the squals file of the commit ``pr-N`` runs (as it was
+        deployed, uncommitted files included), never the working tree's; ``source`` names another commit
+        to take them from (the Action's base branch: a ``pull_request_target`` run never runs the PR's
+        code).
+        """
+        running = _running(self.fleet().get(f"pr-{pr}"))
+        commit = source or running
+        if commit is None:  # never deployed: the machine refuses it with its reason
+            return self._promote(pr, None)
+        with checkout(self.repo, commit, self.manifest) as files:
+            return self.at(files)._promote(pr, running if source is None else None)
+
+    def _promote(self, pr: int, expected: str | None) -> Outcome:
+        """The promotion, with the files bound; ``expected``: the commit pr-N must still run once locked."""
         run = _Run(name=f"pr-{pr}", start=time.monotonic())
         name = run.name
         rollout = self.manifest.rollout
         plan = rollout.plan()
         source = self._source()
         ttl = LOCK_MARGIN + rollout.total_bake + len(plan) * source.settle_limit
-        with self._locked(PROD_LOCK, pr, ttl + timeouts(self.manifest, "promote")):
+        with self._locked(PROD_LOCK, pr, ttl + timeouts(self.manifest, "promote"), "promote"):
             fleet = self.fleet()
+            if expected is not None and _running(fleet.get(name)) != expected:
+                raise LifecycleError(f"{name} was deployed again meanwhile; run the promotion again")
             green = machine.prod(fleet)
             gaps: list[str] = []
             for index, step in enumerate(plan):
@@ -115,6 +141,11 @@ class Promoter(Steps):
         """BLUE gets the first step's share (all of it as the first prod): traffic first, then the record."""
         name = run.name
         env = fleet.get(name) or Env(name=name)
+        if env.status in (Status.BLUE, Status.BAKED):  # we hold the prod lock: the run promoting it is gone
+            raise LifecycleError(
+                f"{name} is {env.status}: a promotion whose run is gone left it there; run `squals rollback` "
+                "to return all traffic to GREEN, then promote it again"
+            )
         machine.step(name, env.status, E.PROMOTE_START)  # refuse early, with the machine's reason
         self._require_healthy(env, "BLUE")
         planned = machine.apply(fleet, E.PROMOTE_START, name, blue_share=blue_share)
@@ -339,6 +370,15 @@ class Promoter(Steps):
 
 
 _WAIVED = "no data (promoted as the squals file allows)"
+
+
+def _running(env: Env | None) -> str | None:
+    """The commit an environment's app runs: its provider's (a dirty deploy's snapshot), else the
+    recorded one."""
+    if env is None:
+        return None
+    handled = (env.handle or {}).get("commit")
+    return str(handled) if handled else env.commit
 
 
 def kpi_checks(outcome: BakeOutcome, min_requests: int, waived: bool, prefix: str = "") -> list[Check]:

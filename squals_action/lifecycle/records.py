@@ -32,6 +32,7 @@ def env_from_state(doc: EnvironmentState) -> Env | None:
         checks=tuple(Check.from_doc(c) for c in extra.get("checks", ())),
         previous=Status(previous) if previous else None,
         last_event=Event(last) if last else None,
+        dirty=bool(extra.get("dirty", False)),
     )
 
 
@@ -47,9 +48,14 @@ def state_from_env(env: Env, old: EnvironmentState | None, provider_kind: str) -
             "last_event": env.last_event.value if env.last_event else None,
         }
     )
+    if env.dirty:  # deployed from uncommitted files: said only where true
+        extra["dirty"] = True
+    else:
+        extra.pop("dirty", None)
     return EnvironmentState(
         name=env.name,
         status=env.status.value,
+        version=f"{env.commit[:12]}+dirty" if env.commit and env.dirty else None,
         commit=env.commit,
         provider=provider_kind,
         handle=dict(env.handle) if env.handle else {},

@@ -8,14 +8,16 @@ steps the commands share; :mod:`~squals_action.lifecycle.promote` builds the pro
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from squals_action.errors import SqualsError
+from squals_action.faults import point
 from squals_action.lifecycle import machine
 from squals_action.lifecycle.bake import BakeTick
 from squals_action.lifecycle.hooks import CommandRun, failure_message, run_sequence
@@ -24,10 +26,11 @@ from squals_action.lifecycle.load_tests import LoadTestResult
 from squals_action.lifecycle.machine import Check, Env, Event, Fleet
 from squals_action.lifecycle.records import fleet_of, state_from_env
 from squals_action.lifecycle.signals import KpiSource
+from squals_action.lifecycle.source import Source
 from squals_action.lifecycle.traffic import Traffic
 from squals_action.manifest.model import HookStage, Manifest
 from squals_action.providers.interface import EnvironmentHandle, Provider
-from squals_action.state.interface import Documents, StateStore, Transition
+from squals_action.state.interface import Documents, Holder, StateStore, Transition
 
 #: The lock promotions, rollbacks and ``down`` hold: the live side of the project.
 PROD_LOCK = "prod"
@@ -93,15 +96,27 @@ class Steps:
     actor: str | None = None
     attempt: int = 1
     cancel: threading.Event = field(default_factory=threading.Event)
-    gates: Callable[[str], tuple[bool, str]] | None = None
+    #: The gates, run on the files of the commit a deploy records.
+    gates: Callable[[Source], tuple[bool, str]] | None = None
     #: Where the bake reads BLUE's KPIs and stop signals (``None``: the traffic splitter's tallies).
     signals: KpiSource | None = None
+    #: How long a command waits for a lock another run holds before it stops, in seconds.
+    lock_wait: float = 0.0
+    #: This run, as the locks it takes name it: another run (of any PR) is refused while it holds them.
+    holder: Holder = field(default_factory=Holder.current)
+    #: Where the commands of a squals file built in code run (a loaded file's own folder says it otherwise):
+    #: the checkout of the commit being run; ``None`` until a command binds one (:meth:`at`).
+    tree: Path | None = None
     _lock_pr: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     #: What this command last routed (upstreams, weights): routing it again would be a call that changes
     #: nothing (on an ALB, a second ``modify_listener``).
     _routed: tuple[dict[str, str], dict[str, float]] | None = field(default=None, init=False, repr=False)
 
     # ---- state ------------------------------------------------------------------------------------
+
+    def at(self, source: Source) -> Self:
+        """This project bound to ``source``: its squals file and checkout, for one command."""
+        return dataclasses.replace(self, manifest=source.manifest, tree=source.root)
 
     def fleet(self) -> dict[str, Env]:
         return fleet_of(self.store.read())
@@ -114,8 +129,8 @@ class Steps:
         held = dict(self._lock_pr)
 
         def fn(docs: Documents) -> Documents:
-            for lock_env, pr in held.items():  # a lock broken meanwhile stops us here, in the same commit
-                docs.require_lock(lock_env, pr)
+            for lock_env, pr in held.items():  # a lock taken over meanwhile stops us here, in the same commit
+                docs.require_lock(lock_env, pr, holder=self.holder)
             before = fleet_of(docs)
             after = machine.apply(before, event, name, **kwargs)
             for env_name, env in after.items():
@@ -144,9 +159,18 @@ class Steps:
         return recorded[0]
 
     @contextlib.contextmanager
-    def _locked(self, env: str, pr: int, ttl: float) -> Iterator[None]:
+    def _locked(self, env: str, pr: int, ttl: float, operation: str) -> Iterator[None]:
+        """Hold ``env``'s lock for this run while the body runs (waiting up to :attr:`lock_wait` for it)."""
         self.store.acquire_lock(
-            env, pr=pr, run_id=self.run_id, actor=self.actor, ttl=ttl, attempt=self.attempt
+            env,
+            pr=pr,
+            run_id=self.run_id,
+            actor=self.actor,
+            ttl=ttl,
+            attempt=self.attempt,
+            holder=self.holder,
+            operation=operation,
+            wait=self.lock_wait,
         )
         self._lock_pr[env] = pr
         try:
@@ -155,7 +179,12 @@ class Steps:
             self._lock_pr.pop(env, None)
             with contextlib.suppress(SqualsError):
                 self.store.release_lock(
-                    env, pr=pr, run_id=self.run_id, actor=self.actor, attempt=self.attempt
+                    env,
+                    pr=pr,
+                    run_id=self.run_id,
+                    actor=self.actor,
+                    attempt=self.attempt,
+                    holder=self.holder,
                 )
 
     # ---- variables and commands -------------------------------------------------------------------
@@ -184,7 +213,7 @@ class Steps:
     def _run(self, env: Env, fleet: Fleet, stage: str) -> CommandRun:
         base = Path(self.manifest.base_dir)  # commands are written relative to the squals file
         return CommandRun(
-            cwd=base if base.is_absolute() else self.repo / base,
+            cwd=base if base.is_absolute() else (self.tree or self.repo) / base,
             log_dir=self.log_dir / env.name,
             variables=self.variables(env, fleet, stage),
             passthrough=self.manifest.env_passthrough,
@@ -247,13 +276,18 @@ class Steps:
             if e.status in machine.ROUTED and (where := self.traffic.upstream(e.url, e.handle))
         }
         if not upstreams:
+            point("before-switch:none")  # kill points of the fault sweep (squals_action.faults)
             self.traffic.stop()
+            point("after-switch:none")
             self._routed = None
             return None
         weights = {k: v for k, v in machine.weights(fleet).items() if k in upstreams}
         if self._routed == (upstreams, weights):  # a first prod's completion: already all on BLUE
             return self.traffic.url()
+        switch = ",".join(f"{k}={v:g}" for k, v in sorted(weights.items()))
+        point(f"before-switch:{switch}")
         url = self.traffic.route(upstreams, weights)
+        point(f"after-switch:{switch}")
         self._routed = (upstreams, weights)
         return url
 
@@ -263,17 +297,21 @@ class Steps:
             self._route(fleet)
 
     def _destroy(self, env: Env) -> str:
-        """Destroy an environment's process (by its recorded handle, or by name); returns a note."""
-        handle: EnvironmentHandle | None = None
+        """Destroy an environment: the process its recorded handle names, then whatever the provider itself
+        still holds under that name (a run killed between starting a process and recording it leaves the
+        state with an older handle, or none); returns a note."""
+        recorded: EnvironmentHandle | None = None
         if env.handle:
             with contextlib.suppress(SqualsError):
-                handle = EnvironmentHandle.from_json(env.handle)
-        if handle is None:
-            handle = self.provider.get(env.name)
-        if handle is None:
+                recorded = EnvironmentHandle.from_json(env.handle)
+        outcomes = [self.provider.destroy(recorded)] if recorded is not None else []
+        left = self.provider.get(env.name)  # what is still there: what the record did not name
+        if left is not None and left != recorded:
+            outcomes.append(self.provider.destroy(left))
+        if not outcomes:
             return f"{env.name}: nothing running"
-        outcome = self.provider.destroy(handle)
-        return f"{env.name}: {'destroyed' if outcome.ok else 'not fully destroyed: ' + outcome.detail}"
+        failed = [o.detail for o in outcomes if not o.ok]
+        return f"{env.name}: {'not fully destroyed: ' + '; '.join(failed) if failed else 'destroyed'}"
 
     def _outcome(
         self,

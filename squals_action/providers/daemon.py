@@ -16,6 +16,7 @@ local provider and the Action run.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -38,11 +39,13 @@ TOKEN_VAR = "SQUALS_INSTANCE"  # noqa: S105 - a variable name, not a secret
 ProcState = Literal["running", "gone", "stale"]
 
 # Runs in a fresh interpreter (single-threaded, so fork is safe): fork, the child becomes a session leader
-# with its output on the log and execs bash; the parent prints "pid start_ticks" (read while the child is
-# still its own, even if it already exited: same formula as start_ticks()) and exits, so the app is
+# with its output on the log, records itself in the pid file (when one is named: written before the app
+# exists, so no process of ours ever runs unrecorded, even if squals is killed meanwhile; a child that cannot
+# write it never starts the app) and execs bash; the parent prints "pid start_ticks" (read while the child
+# is still its own, even if it already exited: same formula as start_ticks()) and exits, so the app is
 # re-parented away from us and is never our zombie.
 _LAUNCHER = r"""
-import os, sys
+import json, os, sys
 import psutil
 log = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 pid = os.fork()
@@ -52,9 +55,18 @@ if pid == 0:
         os.dup2(log, 1)
         os.dup2(log, 2)
         os.close(log)
+        if sys.argv[3]:
+            me = psutil.Process()
+            ticks = round((me.create_time() - psutil.boot_time()) * os.sysconf("SC_CLK_TCK"))
+            with open("/proc/sys/kernel/random/boot_id") as f:
+                boot = f.read().strip()
+            record = {"pid": me.pid, "start_ticks": ticks, "boot_id": boot, "token": os.environ[sys.argv[4]]}
+            with open(sys.argv[3] + ".tmp", "w") as f:
+                json.dump(record, f)
+            os.replace(sys.argv[3] + ".tmp", sys.argv[3])
         os.execvp("bash", ["bash", "-c", sys.argv[1]])
-    except OSError as exc:
-        os.write(2, f"squals: cannot start bash: {exc}\n".encode())
+    except (OSError, KeyError) as exc:
+        os.write(2, f"squals: cannot start the app: {exc}\n".encode())
     finally:
         os._exit(127)
 child = psutil.Process(pid)
@@ -187,6 +199,11 @@ def members(record: ProcessRecord) -> tuple[int, ...]:
     return tuple(sorted(found))
 
 
+def new_token() -> str:
+    """A fresh launch token (the :data:`TOKEN_VAR` of one launch's processes)."""
+    return secrets.token_hex(8)
+
+
 def spawn(
     command: str,
     *,
@@ -194,16 +211,24 @@ def spawn(
     env: Mapping[str, str],
     log_path: Path,
     timeout: float = 15.0,
+    token: str | None = None,
+    pid_file: Path | None = None,
 ) -> ProcessRecord:
     """Start ``bash -c command`` detached: new session, stdin ``/dev/null``, stdout and stderr appended to
     ``log_path``. It outlives this process; stop it with :func:`terminate`.
+
+    With ``pid_file``, the started process writes its own :class:`ProcessRecord` there (JSON, atomically)
+    before the command runs: found again by :func:`read_pid_file` even if the caller dies before it could
+    record the returned value.
     """
-    token = secrets.token_hex(8)
+    token = token or new_token()
     full_env = {**env, TOKEN_VAR: token}
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    if pid_file is not None:
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
     try:
         launcher = subprocess.run(
-            [sys.executable, "-I", "-c", _LAUNCHER, command, str(log_path)],
+            [sys.executable, "-I", "-c", _LAUNCHER, command, str(log_path), str(pid_file or ""), TOKEN_VAR],
             cwd=cwd,
             env=full_env,
             stdin=subprocess.DEVNULL,
@@ -219,6 +244,14 @@ def spawn(
     except ValueError as exc:
         detail = launcher.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
         raise DaemonError(f"could not launch {command!r}: {detail[0]}") from exc
+
+
+def read_pid_file(path: Path) -> ProcessRecord | None:
+    """The record a launched process wrote about itself; None when there is none (or it is unreadable)."""
+    try:
+        return ProcessRecord.from_json(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _signal_all(record: ProcessRecord, pids: tuple[int, ...], sig: signal.Signals) -> None:

@@ -3,8 +3,12 @@
 Layout (``state_dir``, default ``<repository top>/.squals/local``; a ``.gitignore`` of ``*`` in ``.squals/``
 keeps it out of ``git status``)::
 
-    envs/<env>/handle.json    the EnvironmentHandle (process record included): what list() and down() read
+    envs/<env>/handle.json    the EnvironmentHandle (process record included): what list() and down() read;
+                              written before the app starts, with the launch's token
     envs/<env>/worktree/      ``git worktree add --detach`` of the environment's commit
+    pids/<env>/<token>.json   each launched app's own record, written by the process itself before the app
+                              runs: ``destroy`` stops every process these name, so nothing squals started
+                              is ever left unrecorded, even when squals was killed half-way
     logs/<env>.log            the app's stdout and stderr (kept after destroy; the previous run is ``.log.1``)
     locks/<env>.lock          serialises provision/destroy of one environment across processes
 
@@ -125,6 +129,9 @@ class LocalProvider(Provider):
     def _env_dir(self, env: str) -> Path:
         return self.root / "envs" / env
 
+    def _pid_dir(self, env: str) -> Path:
+        return self.root / "pids" / env
+
     def _log_path(self, env: str) -> Path:
         return self.root / "logs" / f"{env}.log"
 
@@ -152,7 +159,7 @@ class LocalProvider(Provider):
             raw = json.loads(path.read_text())
             return EnvironmentHandle.from_json(raw)
         except FileNotFoundError:
-            if self._env_dir(env).exists():
+            if self._env_dir(env).exists() or any(self._pid_dir(env).glob("*")):
                 # A provision that died before writing its record: still ours to clean up.
                 return self._bare_handle(env)
             return None
@@ -169,15 +176,18 @@ class LocalProvider(Provider):
         tmp.write_text(json.dumps(handle.to_json(), indent=2, sort_keys=True) + "\n")
         tmp.replace(path)
 
-    @staticmethod
-    def _process(handle: EnvironmentHandle) -> daemon.ProcessRecord | None:
+    def _process(self, handle: EnvironmentHandle) -> daemon.ProcessRecord | None:
+        """The handle's process: as recorded in it, else as its launch recorded itself (its pid file)."""
         raw = handle.data.get("process")
-        if not isinstance(raw, Mapping):
-            return None
-        try:
-            return daemon.ProcessRecord.from_json(raw)
-        except (KeyError, TypeError, ValueError):
-            return None
+        if isinstance(raw, Mapping):
+            try:
+                return daemon.ProcessRecord.from_json(raw)
+            except (KeyError, TypeError, ValueError):
+                return None
+        token = handle.data.get("token")
+        if isinstance(token, str) and check_env_name_ok(handle.env):
+            return daemon.read_pid_file(self._pid_dir(handle.env) / f"{token}.json")
+        return None
 
     # ------------------------------------------------------------------------------------------ provision
 
@@ -230,7 +240,9 @@ class LocalProvider(Provider):
             log = self._log_path(env)
             port = daemon.free_port()
             url = f"http://127.0.0.1:{port}"
+            token = daemon.new_token()
             data: dict[str, Any] = {
+                "token": token,
                 "dir": str(env_dir),
                 "worktree": str(worktree),
                 "log": str(log),
@@ -273,7 +285,15 @@ class LocalProvider(Provider):
             passthrough=manifest.env_passthrough,
         )
         try:
-            record = daemon.spawn(manifest.app.start, cwd=cwd, env=app_env, log_path=log)
+            token = str(handle.data["token"])
+            record = daemon.spawn(
+                manifest.app.start,
+                cwd=cwd,
+                env=app_env,
+                log_path=log,
+                token=token,
+                pid_file=self._pid_dir(env) / f"{token}.json",
+            )
         except daemon.DaemonError as exc:
             raise ProviderError(f"{env}: {exc}") from exc
         data = {k: v for k, v in handle.data.items() if k != "process"}
@@ -316,6 +336,10 @@ class LocalProvider(Provider):
             with Path(str(handle.data["log"])).open("a") as out:
                 out.write(f"# squals: {env} started again after a chaos test ({killed.detail})\n")
             shared = shared_env(self.shared_resources().running())
+            data = {**{k: v for k, v in handle.data.items() if k != "process"}, "token": daemon.new_token()}
+            # A new launch, recorded with its token before it starts.
+            handle = EnvironmentHandle(env, handle.commit, handle.url, self.kind, MappingProxyType(data))
+            self._write_record(handle)
             handle = self._spawn(handle, cwd, manifest, {**shared, **extra_env})
             self._wait_healthy(handle, manifest.app, Path(str(handle.data["log"])))
             return handle
@@ -393,23 +417,33 @@ class LocalProvider(Provider):
             return self._destroy_locked(handle)
 
     def _destroy_locked(self, handle: EnvironmentHandle) -> DestroyOutcome:
+        """Stop the handle's process; unless a newer provision of the environment runs, stop every other
+        process its pid files name too (after a killed run the state may record an older handle than what
+        runs) and remove its worktree."""
         notes: list[str] = []
-        record = self._process(handle)
-        if record is not None:
-            try:
-                stop = daemon.terminate(record, grace=STOP_GRACE)
-            except daemon.DaemonError as exc:
-                raise ProviderError(f"{handle.env}: {exc}") from exc
-            notes.extend(stop.notes)
-            if stop.stopped:
-                notes.append(f"stopped {len(stop.stopped)} process(es)")
+        own = self._process(handle)
         current = self._read_record(handle.env)
         current_record = self._process(current) if current is not None else None
-        newer = current_record is not None and (record is None or current_record.token != record.token)
+        newer = current_record is not None and (own is None or current_record.token != own.token)
         if newer and current_record is not None and daemon.probe(current_record) != "gone":
-            # The environment was re-provisioned since this handle: the files belong to the new one.
+            # The environment was re-provisioned since this handle: the rest belongs to the new one.
+            if own is not None:
+                notes.extend(self._stop(handle.env, [own]))
             notes.append("a newer provision of this environment owns its worktree; kept")
             return DestroyOutcome(handle.env, ok=True, detail="; ".join(notes), notes=tuple(notes))
+        records = [own] if own is not None else []
+        pid_files = sorted(self._pid_dir(handle.env).glob("*.json"))
+        for path in pid_files:
+            found = daemon.read_pid_file(path)
+            if found is not None and found not in records:
+                records.append(found)
+        notes.extend(self._stop(handle.env, records))
+        for path in pid_files:  # every process they name is gone now (terminate raises otherwise)
+            path.unlink(missing_ok=True)
+        for path in self._pid_dir(handle.env).glob("*.tmp"):
+            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self._pid_dir(handle.env).rmdir()
         env_dir = self._env_dir(handle.env)
         worktree = env_dir / "worktree"
         if worktree.exists():
@@ -426,19 +460,35 @@ class LocalProvider(Provider):
             )
         return DestroyOutcome(handle.env, ok=True, detail="; ".join(notes), notes=tuple(notes))
 
+    @staticmethod
+    def _stop(env: str, records: list[daemon.ProcessRecord]) -> list[str]:
+        """Terminate each recorded process group; the notes say what was left alone and how many stopped."""
+        notes: list[str] = []
+        stopped = 0
+        for record in records:
+            try:
+                stop = daemon.terminate(record, grace=STOP_GRACE)
+            except daemon.DaemonError as exc:
+                raise ProviderError(f"{env}: {exc}") from exc
+            notes.extend(stop.notes)
+            stopped += len(stop.stopped)
+        if stopped:
+            notes.append(f"stopped {stopped} process(es)")
+        return notes
+
     # ----------------------------------------------------------------------------------------------- list
 
     def list(self) -> tuple[EnvironmentHandle, ...]:
-        """Every environment with a folder under ``envs/``, running or not, sorted by name."""
-        envs = self.root / "envs"
-        if not envs.is_dir():
-            return ()
-        handles: list[EnvironmentHandle] = []
-        for entry in sorted(envs.iterdir()):
-            if entry.is_dir() and check_env_name_ok(entry.name):
-                record = self._read_record(entry.name)
-                if record is not None:
-                    handles.append(record)
+        """Every environment with a folder under ``envs/`` or a pid file under ``pids/``, running or not,
+        sorted by name."""
+        names = {
+            entry.name
+            for folder in (self.root / "envs", self.root / "pids")
+            if folder.is_dir()
+            for entry in folder.iterdir()
+            if entry.is_dir() and check_env_name_ok(entry.name)
+        }
+        handles = [record for name in sorted(names) if (record := self._read_record(name)) is not None]
         return tuple(handles)
 
 

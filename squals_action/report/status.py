@@ -37,6 +37,8 @@ def lock_json(lock: Lock | None) -> dict[str, Any] | None:
     doc = lock.to_json()
     doc.pop("schema_version", None)
     doc["expired"] = lock.expired(utc_now())
+    if lock.holder is not None:  # a run on this machine that is gone: the lock waits for `squals unlock`
+        doc["stale"] = lock.holder.liveness() == "dead"
     return doc
 
 
@@ -93,9 +95,13 @@ def _lock_line(lock: Mapping[str, Any] | None) -> str:
     """Who holds the lock and since when: ``PR #9 (bob, run 91) since 2026-05-01T12:00:00Z``."""
     if lock is None:
         return ""
+    holder = lock.get("holder")
     who = ", ".join(([str(lock["actor"])] if lock.get("actor") else [])
-                    + ([f"run {lock['run_id']}"] if lock.get("run_id") else []))
+                    + ([f"run {lock['run_id']}"] if lock.get("run_id") else [])
+                    + ([f"pid {holder['pid']} on {holder['host']}"] if holder else []))
     line = f"PR #{lock['pr']}" + (f" ({who})" if who else "") + f" since {lock['acquired_at']}"
+    if lock.get("stale"):
+        return line + f" (stale: `squals unlock {lock['environment']}`)"
     return line + (" (expired)" if lock.get("expired") else "")
 
 

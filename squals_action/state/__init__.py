@@ -29,7 +29,7 @@ from squals_action.state.git_repo import list_remotes
 from squals_action.state.git_store import GitStateStore
 from squals_action.state.interface import DEFAULT_BRANCH, DEFAULT_REMOTE, StateStore, TransactionResult
 from squals_action.state.layout import SCHEMA_VERSION
-from squals_action.state.locks import Lock, LockedError
+from squals_action.state.locks import BusyError, Holder, Lock, LockedError, StaleLockError
 from squals_action.state.memory import MemoryStateStore
 from squals_action.state.retry import RetryPolicy
 from squals_action.state.transitions import HistoryEntry, Transition
@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_REMOTE",
     "SCHEMA_VERSION",
     "AccessDeniedError",
+    "BusyError",
     "ContentionError",
     "CorruptStateError",
     "Documents",
@@ -47,12 +48,14 @@ __all__ = [
     "ExperimentState",
     "GitCommandError",
     "HistoryEntry",
+    "Holder",
     "Lock",
     "LockedError",
     "PushRejectedError",
     "RemoteUnreachableError",
     "RetryPolicy",
     "Snapshot",
+    "StaleLockError",
     "StateError",
     "StateStore",
     "TransactionResult",

@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 
+from squals_action.faults import point
 from squals_action.state.archive import archive_path, to_archive
 from squals_action.state.errors import ContentionError, StateError, UnrelatedHistoryError
 from squals_action.state.git_log import read_history
@@ -183,9 +184,12 @@ class GitStateStore(StateStore):
             pause = os.environ.get(TEST_PAUSE_ENV)
             if pause:
                 time.sleep(float(pause))
+            step = f"{meta.event}@{meta.environment}" if meta.environment else meta.event
+            point(f"before-commit:{step}")  # kill points of the fault sweep (squals_action.faults)
             with self._trace.step("push", str(attempts)):
                 won = self._publisher.publish(new_tip.commit, tip.commit)
             if won:
+                point(f"after-commit:{step}")
                 self._remember(new_tip)
                 self._slots = 0
                 self._upkeep.after_write()  # outside the critical section: the branch has moved

@@ -38,6 +38,7 @@ modules that hold them (documents, locks, view, transitions, clock, errors).
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -54,13 +55,14 @@ from squals_action.state.errors import (
     UnrelatedHistoryError,
 )
 from squals_action.state.layout import check_name
-from squals_action.state.locks import Lock, LockedError
+from squals_action.state.locks import BusyError, Holder, Lock, LockedError, StaleLockError
 from squals_action.state.transitions import HistoryEntry, Transition
 from squals_action.state.view import Documents, Snapshot
 
 __all__ = [
     "DEFAULT_BRANCH",
     "DEFAULT_REMOTE",
+    "BusyError",
     "ContentionError",
     "CorruptStateError",
     "Documents",
@@ -68,10 +70,12 @@ __all__ = [
     "ExperimentState",
     "GitCommandError",
     "HistoryEntry",
+    "Holder",
     "Lock",
     "LockedError",
     "PushRejectedError",
     "Snapshot",
+    "StaleLockError",
     "StateError",
     "StateStore",
     "TransactionFn",
@@ -185,20 +189,29 @@ class StateStore(ABC):
         ttl: float | None = 3600.0,
         attempt: int = 1,
         now: datetime | None = None,
+        holder: Holder | None = None,
+        operation: str | None = None,
+        wait: float = 0.0,
     ) -> Lock:
         """Take (or renew) the lock of ``environment`` for ``pr``; ``ttl`` seconds, ``None`` for no expiry.
 
-        Raises :class:`LockedError` naming the holder and since when if another PR holds a live lock. An
-        expired lock of another PR is taken over. Renewing keeps the original ``acquired_at``.
+        With a ``holder`` the lock is that run's: another run of the same PR is refused too
+        (:class:`BusyError`), as another PR is (:class:`LockedError`), and a holder that ran on this machine
+        and is gone makes it a :class:`StaleLockError` naming the ``squals unlock`` command. A live lock is
+        waited for up to ``wait`` seconds (polled every second), a stale one never. An expired lock is taken
+        over, and so is the lock of an earlier attempt of the same workflow run (GitHub re-runs only a run
+        that ended). Renewing keeps the original ``acquired_at``.
         """
         check_name("environment", environment)
         taken: list[Lock] = []
 
         def fn(docs: Documents) -> Documents:
             at = now or utc_now()
-            docs.require_lock(environment, pr, at)
             current = docs.lock(environment)
-            renewing = current is not None and current.pr == pr and not current.expired(at)
+            same_run = current is not None and (current.pr, current.run_id) == (pr, run_id)
+            if not (same_run and run_id is not None):  # a re-run of the same workflow run takes it over
+                docs.require_lock(environment, pr, at, holder)
+            renewing = current is not None and not current.expired(at) and current.pr == pr
             since = current.acquired_at if current is not None and renewing else at
             lock = Lock(
                 environment=environment,
@@ -207,6 +220,8 @@ class StateStore(ABC):
                 expires_at=at + timedelta(seconds=ttl) if ttl is not None else None,
                 run_id=run_id,
                 actor=actor,
+                holder=holder,
+                operation=operation,
             )
             docs.put_lock(lock)
             taken[:] = [lock]
@@ -221,7 +236,17 @@ class StateStore(ABC):
             actor=actor,
             attempt=attempt,
         )
-        result = self.transact(fn, meta)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                result = self.transact(fn, meta)
+                break
+            except StaleLockError:
+                raise
+            except LockedError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(max(0.0, min(1.0, deadline - time.monotonic())))
         if result.replayed:
             lock = result.snapshot.lock(environment)
             if lock is not None and lock.pr == pr and not lock.expired(now or utc_now()):
@@ -238,12 +263,14 @@ class StateStore(ABC):
         run_id: str | None = None,
         actor: str | None = None,
         attempt: int = 1,
+        holder: Holder | None = None,
     ) -> bool:
-        """Release ``environment`` if ``pr`` holds it; ``False`` (and no commit) otherwise."""
+        """Release ``environment`` if ``pr`` (with ``holder``: that run) holds it; ``False`` (and no commit)
+        otherwise."""
 
         def fn(docs: Documents) -> Documents | None:
             lock = docs.lock(environment)
-            if lock is None or lock.pr != pr:
+            if lock is None or lock.pr != pr or not lock.held_by(holder):
                 return None
             docs.remove_lock(environment)
             return docs

@@ -21,7 +21,7 @@ from squals_action.state.layout import (
     check_name,
     check_path,
 )
-from squals_action.state.locks import Lock, LockedError
+from squals_action.state.locks import Holder, Lock, refusal
 
 _Doc = TypeVar("_Doc")
 
@@ -117,14 +117,19 @@ class Documents(_TypedView, MutableMapping[str, JsonObject]):
     def remove_lock(self, environment: str) -> bool:
         return self.pop(f"{LOCKS_DIR}/{environment}.json", None) is not None
 
-    def require_lock(self, environment: str, pr: int, now: datetime | None = None) -> None:
-        """Raise :class:`LockedError` when another PR holds a live lock on ``environment``.
+    def require_lock(
+        self, environment: str, pr: int, now: datetime | None = None, holder: Holder | None = None
+    ) -> None:
+        """Raise :class:`~squals_action.state.locks.LockedError` when another run holds a live lock on
+        ``environment`` (another PR's, or with ``holder`` given, another run of the same PR).
 
         Call it inside a transaction function to make a change conditional on the lock in the same commit.
         """
         lock = self.lock(environment)
-        if lock is not None and lock.pr != pr and not lock.expired(now or utc_now()):
-            raise LockedError(lock)
+        if lock is None or lock.expired(now or utc_now()):
+            return
+        if lock.pr != pr or not lock.held_by(holder):
+            raise refusal(lock, pr)
 
     def to_dict(self) -> dict[str, JsonObject]:
         return self._docs

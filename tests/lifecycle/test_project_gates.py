@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from squals_action.lifecycle.project import _gates_runner
+from squals_action.lifecycle.source import checkout
 from squals_action.manifest import load
 
 
@@ -24,7 +25,8 @@ def test_gates_of_a_squals_file_in_a_subfolder_run_in_that_folder(tmp_path: Path
     manifest = load(service / "squals.yml", tmp_path)
     lifecycle = SimpleNamespace(repo=tmp_path, log_dir=tmp_path / ".squals" / "logs", manifest=manifest)
 
-    ok, summary = _gates_runner(lifecycle)("HEAD")  # type: ignore[arg-type]
+    with checkout(tmp_path, "HEAD", manifest) as source:
+        ok, summary = _gates_runner(lifecycle)(source)  # type: ignore[arg-type]
 
     assert ok, summary
     assert summary == "1 pass"

@@ -4,6 +4,13 @@ run on the in-memory store; one runs the whole story on git."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,8 +18,11 @@ from pathlib import Path
 import pytest
 
 from squals_action.state import (
+    BusyError,
     Documents,
+    Holder,
     LockedError,
+    StaleLockError,
     StateStore,
     Transition,
     open_memory_store,
@@ -132,3 +142,62 @@ def test_locks_between_two_clones_on_git(make_clone: Callable[..., Path], origin
         ("lock", "prod", 12, "alice"),
     ]
     assert "Squals-Actor: bob" in git(origin, "log", "-1", "--skip=2", "--format=%B", "squals/state")
+
+
+# ---- locks held per run ---------------------------------------------------------------------------------
+
+
+def _gone_holder() -> Holder:
+    """A holder whose process ran on this machine and has exited."""
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, timeout=30, check=True)
+    return dataclasses.replace(Holder.current(), pid=int(proc.stdout))
+
+
+def test_a_second_run_of_the_same_pr_is_refused_naming_its_process(store: StateStore) -> None:
+    first, second = Holder.current(), Holder.current()
+    store.acquire_lock("pr-22", pr=22, ttl=600, holder=first, operation="deploy", now=T0)
+    with pytest.raises(BusyError) as caught:
+        store.acquire_lock("pr-22", pr=22, ttl=600, holder=second, operation="deploy", now=T0)
+    assert caught.value.one_line() == (
+        f"pr-22 is being deployed by another run (pid {os.getpid()} on {socket.gethostname()}, since "
+        "2026-05-01T12:00:00Z, expires 2026-05-01T12:10:00Z); wait for it (--lock-wait), or if that run is "
+        "gone, break the lock with `squals unlock pr-22`"
+    )
+    assert store.release_lock("pr-22", pr=22, holder=second) is False  # not its lock: nothing released
+    assert store.read().lock("pr-22") is not None
+    again = store.acquire_lock("pr-22", pr=22, ttl=600, holder=first, now=T0 + timedelta(seconds=5))
+    assert again.acquired_at == T0  # the holder itself renews
+    assert [e.event for e in store.history()] == ["lock", "lock"]
+
+
+def test_a_lock_whose_holder_died_on_this_machine_is_stale_and_says_what_to_run(store: StateStore) -> None:
+    store.acquire_lock("pr-22", pr=22, ttl=600, holder=_gone_holder(), operation="deploy", now=T0)
+    for pr in (22, 23):  # the same PR or another: never taken over silently, never waited for
+        started = time.monotonic()
+        with pytest.raises(StaleLockError, match=r"no longer running \(pid \d+ on .*`squals unlock pr-22`"):
+            store.acquire_lock("pr-22", pr=pr, holder=Holder.current(), wait=30, now=T0)
+        assert time.monotonic() - started < 5
+    assert store.break_lock("pr-22", actor="me") is not None
+    store.acquire_lock("pr-22", pr=22, holder=Holder.current())
+
+
+def test_a_second_run_waits_for_the_lock_within_its_bound(store: StateStore) -> None:
+    first = Holder.current()
+    store.acquire_lock("pr-22", pr=22, holder=first)
+    releaser = threading.Timer(1.0, lambda: store.release_lock("pr-22", pr=22, holder=first))
+    releaser.start()
+    started = time.monotonic()
+    store.acquire_lock("pr-22", pr=22, holder=Holder.current(), wait=20)
+    assert 0.9 < time.monotonic() - started < 10
+    with pytest.raises(BusyError):  # and a bound that runs out ends in the refusal
+        store.acquire_lock("pr-22", pr=22, holder=Holder.current(), wait=1.2)
+    releaser.join()
+
+
+def test_a_rerun_of_the_same_workflow_run_takes_its_lock_over(store: StateStore) -> None:
+    store.acquire_lock("pr-22", pr=22, run_id="77", attempt=1, holder=Holder.current())
+    taken = store.acquire_lock("pr-22", pr=22, run_id="77", attempt=2, holder=Holder.current())
+    assert taken.run_id == "77"
+    with pytest.raises(BusyError, match="run 77, pid"):
+        store.acquire_lock("pr-22", pr=22, run_id="78", holder=Holder.current())
