@@ -33,6 +33,8 @@ from squals_action.dealer.config import (
     atomic_write,
     read_json,
 )
+from squals_action.dealer.fallback import may_retry
+from squals_action.dealer.faults import Faults
 from squals_action.dealer.interface import DealerConfig, DealerError
 from squals_action.dealer.journal import Journal, recover, release_free_memory
 from squals_action.dealer.lag import LagProbe
@@ -134,6 +136,7 @@ class DealerServer:
         self._journal: Journal | None = None
         self._next_segment = 1
         self.lag = LagProbe()
+        self.faults = Faults()
         self.routing = make_routing(config.upstreams, config.weights)
         if state_dir is not None:
             self._load_state(state_dir)
@@ -223,6 +226,8 @@ class DealerServer:
                 web.put("/layers", self._admin_layers),
                 web.post("/events", self._admin_events),
                 web.post("/persist", self._admin_persist),
+                web.get("/faults", self._admin_faults),
+                web.put("/faults", self._admin_faults),
             ]
         )
         self._admin_runner = web.AppRunner(admin, access_log=None, shutdown_timeout=2.0)
@@ -300,7 +305,7 @@ class DealerServer:
         counter.in_flight += 1
         try:
             return await self._forward(
-                request, routing.bases[name], name, counter, unit if new_unit else None, key, placement.header
+                request, routing, name, counter, unit if new_unit else None, key, placement.header
             )
         finally:
             counter.in_flight -= 1
@@ -340,15 +345,17 @@ class DealerServer:
     async def _forward(
         self,
         request: web.BaseRequest,
-        base: str,
+        routing: Routing,
         name: str,
         counter: VariantCounter,
         new_unit: str | None,
         key: int,
         assignments: str | None = None,
+        spare: bool = True,
     ) -> web.StreamResponse:
+        """Send ``request`` to ``name``; one it could not take goes once to its fallback (docs/dealer.md)."""
         assert self._session is not None
-        url = URL(base + request.raw_path, encoded=True)
+        url = URL(routing.bases[name] + request.raw_path, encoded=True)
         headers = self._request_headers(request, new_unit, assignments)
         data: Any = None
         if request.body_exists:
@@ -357,6 +364,9 @@ class DealerServer:
             data = request.content
         loop = asyncio.get_running_loop()
         started = loop.time()
+        if self.faults.active and (abort := await self.faults.inject(name)) is not None:
+            counter.add_server_error()
+            return self._error(abort, f"fault injected into {name}", name, new_unit)
         try:
             upstream = await self._session.request(
                 request.method, url, headers=headers, data=data, allow_redirects=False
@@ -366,6 +376,10 @@ class DealerServer:
             return self._error(504, f"upstream {name} timed out", name, new_unit)
         except (aiohttp.ClientError, OSError) as exc:
             counter.add_connection_error()
+            other = routing.fallback.get(name) if spare else None
+            if other is not None and may_retry(exc, request.method, request.body_exists):
+                retry = self.book.arrive(key, other)
+                return await self._forward(request, routing, other, retry, new_unit, key, assignments, False)
             return self._error(502, f"upstream {name} unreachable: {type(exc).__name__}", name, new_unit)
         try:
             counter.add_latency((loop.time() - started) * 1000.0)
@@ -564,6 +578,14 @@ class DealerServer:
             except OSError as exc:
                 raise DealerError(f"the event could not be recorded: {exc.strerror}") from exc
         return web.json_response(result)
+
+    async def _admin_faults(self, request: web.Request) -> web.Response:
+        """``GET``: the faults in force and what they did; ``PUT {"faults": {...}}``: replace them."""
+        if request.method == "PUT":
+            body = await self._json_body(request)
+            self.faults.replace(body.get("faults"))
+            log.info("faults now %s", self.faults.to_json()["faults"])
+        return web.json_response(self.faults.to_json())
 
     async def _admin_persist(self, request: web.Request) -> web.Response:
         await self.persist()
