@@ -47,6 +47,9 @@ class AdminBackend(Protocol):
     async def persist(self) -> None:
         """Write the tallies now."""
 
+    async def faults(self, faults: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The latency and abort faults in force, replaced first by ``faults`` when given."""
+
 
 def admin_app(backend: AdminBackend, token: str) -> web.Application:
     """The admin routes of docs/dealer.md; every route but ``GET /healthz`` needs ``Bearer <token>``."""
@@ -130,6 +133,15 @@ def admin_app(backend: AdminBackend, token: str) -> web.Application:
         await backend.persist()
         return web.json_response({"ok": True})
 
+    async def faults(request: web.Request) -> web.Response:
+        """``GET``: the faults in force and what they did; ``PUT {"faults": {...}}``: replace them."""
+        if request.method == "PUT":
+            raw = (await _json_body(request)).get("faults")
+            if not isinstance(raw, Mapping):
+                raise DealerError('expected {"faults": {upstream: {"delay": {...}, "abort": {...}}}}')
+            return web.json_response(await backend.faults(raw))
+        return web.json_response(await backend.faults(None))
+
     app = web.Application(middlewares=[auth])
     app.add_routes(
         [
@@ -141,6 +153,8 @@ def admin_app(backend: AdminBackend, token: str) -> web.Application:
             web.put("/layers", layers),
             web.post("/events", events),
             web.post("/persist", persist),
+            web.get("/faults", faults),
+            web.put("/faults", faults),
         ]
     )
     return app

@@ -140,6 +140,15 @@ class DealerClient:
             body["variant"] = variant
         self._call("POST", "/events", body, retry=False)
 
+    def set_faults(self, faults: Mapping[str, Mapping[str, Any]]) -> None:
+        """Put exactly these faults in force, by upstream (``{}`` clears them; format in dealer/faults.py)."""
+        self._call("PUT", "/faults", {"faults": {name: dict(f) for name, f in faults.items()}})
+
+    def faults(self) -> dict[str, Any]:
+        """``{"faults": {...}, "injected": {upstream: {"requests", "delayed", "aborted"}}}``."""
+        found: dict[str, Any] = self._call("GET", "/faults")
+        return found
+
     def persist(self) -> None:
         """Compact the tally journal into a snapshot now (every change is written as it is counted)."""
         self._call("POST", "/persist")

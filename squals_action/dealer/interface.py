@@ -70,6 +70,8 @@ class VariantTally:
     unit_activations: float = 0.0
     unit_activations_sq: float = 0.0
     event_sums: Mapping[str, EventSums] = field(default_factory=dict)
+    #: the latency log histogram (bucket -> requests), so a reader can take percentiles over an interval
+    latency_histogram: Mapping[int, int] = field(default_factory=dict)
 
     @property
     def error_rate(self) -> float:

@@ -7,6 +7,7 @@ restarts and workers bucket by bucket.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 _MIN_MS = 0.01
 _GROWTH = 1.01
@@ -48,3 +49,16 @@ def _bucket_middle(index: int) -> float:
         return _MIN_MS
     low = _MIN_MS * _GROWTH ** (index - 1)
     return round(low * math.sqrt(_GROWTH), 3)
+
+
+def percentiles_since(
+    now: Mapping[int, int], base: Mapping[int, int]
+) -> tuple[float | None, float | None, float | None]:
+    """p50, p95 and p99 (ms) of the requests a histogram counted between two snapshots of it."""
+    between = LatencyHistogram()
+    for index, count in now.items():
+        more = count - base.get(index, 0)
+        if more > 0:
+            between.buckets[index] = more
+            between.count += more
+    return between.percentile(50), between.percentile(95), between.percentile(99)

@@ -20,6 +20,8 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from squals_action.dealer.bucketing import unit_key
+from squals_action.dealer.fallback import may_retry
+from squals_action.dealer.faults import Faults
 from squals_action.dealer.interface import DealerConfig, DealerError
 from squals_action.dealer.journal import Journal
 from squals_action.dealer.layers import ASSIGNMENTS_HEADER
@@ -126,6 +128,8 @@ class Proxy:
         self.book = book
         self.journal = journal
         self.routing = routing
+        #: latency and abort faults per upstream (chaos drills), set through the admin API
+        self.faults = Faults()
         self._assign = Assigner(config.seed)
         self._unit_kind = config.unit_kind
         self._unit_name = config.unit_name
@@ -184,7 +188,7 @@ class Proxy:
         counter.in_flight += 1
         try:
             return await self._forward(
-                request, routing.bases[name], name, counter, unit if new_unit else None, key, placement.header
+                request, routing, name, counter, unit if new_unit else None, key, placement.header
             )
         finally:
             counter.in_flight -= 1
@@ -224,15 +228,17 @@ class Proxy:
     async def _forward(
         self,
         request: web.BaseRequest,
-        base: str,
+        routing: Routing,
         name: str,
         counter: VariantCounter,
         new_unit: str | None,
         key: int,
         assignments: str | None = None,
+        spare: bool = True,
     ) -> web.StreamResponse:
+        """Send ``request`` to ``name``; one it could not take goes once to its fallback (docs/dealer.md)."""
         assert self._session is not None
-        url = URL(base + request.raw_path, encoded=True)
+        url = URL(routing.bases[name] + request.raw_path, encoded=True)
         headers = self._request_headers(request, new_unit, assignments)
         upgrade = upgrade_of(request) if "Upgrade" in request.headers else None
         if upgrade is not None:  # the one hop-by-hop pair a tunnel needs, asked again on the upstream hop
@@ -245,6 +251,9 @@ class Proxy:
             data = request.content
         loop = asyncio.get_running_loop()
         started = loop.time()
+        if self.faults.active and (abort := await self.faults.inject(name)) is not None:
+            counter.add_server_error()
+            return self._error(abort, f"fault injected into {name}", name, new_unit)
         try:
             upstream = await self._session.request(
                 request.method, url, headers=headers, data=data, allow_redirects=False
@@ -254,6 +263,10 @@ class Proxy:
             return self._error(504, f"upstream {name} timed out", name, new_unit)
         except (aiohttp.ClientError, OSError) as exc:
             counter.add_connection_error()
+            other = routing.fallback.get(name) if spare else None
+            if other is not None and may_retry(exc, request.method, request.body_exists):
+                retry = self.book.arrive(key, other)
+                return await self._forward(request, routing, other, retry, new_unit, key, assignments, False)
             return self._error(502, f"upstream {name} unreachable: {type(exc).__name__}", name, new_unit)
         try:
             counter.add_latency((loop.time() - started) * 1000.0)

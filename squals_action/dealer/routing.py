@@ -15,6 +15,7 @@ from yarl import URL
 
 from squals_action.dealer.bucketing import normalise_weights, unit_key
 from squals_action.dealer.config import check_upstreams
+from squals_action.dealer.fallback import fallbacks
 from squals_action.dealer.layers import Placement, Slot, check_slots, outside, place
 
 # Units whose (placement, unit key) is remembered for the current routing; cleared when full or on a switch.
@@ -33,10 +34,13 @@ class Routing:
     bases: Mapping[str, str] = field(init=False, repr=False, compare=False)
     # The weights of units in no island-based experiment (all of them without layers).
     rest: Mapping[str, float] = field(init=False, repr=False, compare=False)
+    # Where each upstream's refused requests go (dealer/fallback.py): computed once per switch.
+    fallback: Mapping[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bases", {k: str(v) for k, v in self.upstreams.items()})
         object.__setattr__(self, "rest", outside(self.weights, self.layers) if self.layers else self.weights)
+        object.__setattr__(self, "fallback", fallbacks(self.weights))
 
     def to_json(self) -> dict[str, Any]:
         layers = {"layers": [s.to_json() for s in self.layers]} if self.layers else {}

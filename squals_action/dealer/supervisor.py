@@ -293,6 +293,13 @@ class Supervisor:
             raise DealerError("give a unit or a known variant")
         return await self._call(message)
 
+    async def faults(self, faults: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The worker's faults in force (chaos drills), replaced first by ``faults`` when given."""
+        message: dict[str, Any] = {"op": "faults"}
+        if faults is not None:
+            message["faults"] = faults
+        return await self._call(message)
+
     async def persist(self) -> None:
         """The worker compacts its journal into a snapshot now (in a child process; a 10M-unit one takes
         ~35 s here). A worker that is gone has nothing to write: its journal holds every count."""

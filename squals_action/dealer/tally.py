@@ -197,6 +197,7 @@ class TallyBook:
                 unit_activations=acts,
                 unit_activations_sq=acts_sq,
                 event_sums=sums,
+                latency_histogram=dict(lat.buckets),
             )
         return out
 
@@ -275,6 +276,7 @@ def tallies_from_json(data: Mapping[str, Any]) -> dict[str, VariantTally]:
             unit_activations=float(raw.get("unit_activations", 0.0)),
             unit_activations_sq=float(raw.get("unit_activations_sq", 0.0)),
             event_sums={str(k): EventSums(*map(float, v)) for k, v in raw.get("event_sums", {}).items()},
+            latency_histogram={int(k): int(v) for k, v in raw.get("latency_ms_log_histogram", {}).items()},
         )
     return out
 
@@ -297,4 +299,5 @@ def tally_to_json(tally: VariantTally) -> dict[str, Any]:
         "latency_p99_ms": tally.latency_p99_ms,
         "in_flight": tally.in_flight,
         "error_rate": tally.error_rate,
+        "latency_ms_log_histogram": {str(k): v for k, v in sorted(tally.latency_histogram.items())},
     }

@@ -8,6 +8,7 @@ control messages, one JSON line each way on its stdin/stdout:
 * ``{"op": "tallies"}`` -> ``{"variants": {name: tally JSON}}``
 * ``{"op": "health", "reset": bool}`` -> ``{"loop_lag_max_ms", "units", "unit_store_bytes"}``
 * ``{"op": "persist"}`` -> ``{"ok": true}`` (the journal compacted into a snapshot)
+* ``{"op": "faults"[, "faults": {...}]}`` -> the faults in force (replaced first when given)
 * ``{"op": "event", "event", "count", "value", "unit" | "variant"}`` -> ``{"variant", "counted"}``; a unit
   this worker never assigned is an error, never a count
 
@@ -164,6 +165,10 @@ class Worker:
             return {"ok": True}
         if op == "event":
             return await self._event(message)
+        if op == "faults":
+            if "faults" in message:
+                self.proxy.faults.replace(message["faults"])
+            return self.proxy.faults.to_json()
         raise ValueError(f"unknown control op {op!r}")
 
     async def _event(self, message: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 The Dealer's tallies are cumulative since it first started, so the bake compares the BLUE variant's tally
 now with the one taken when the bake began: counts (activations, errors, events) are differences, which is
 what happened *during this bake* even for an environment that served before (a roll-forward of a postprod).
-Latency percentiles cannot be subtracted; they are the Dealer's current figures for the variant.
+Latency percentiles come from the difference of the two latency histograms (the requests of this interval
+only: a chaos drill's injected delays do not weigh on the bake after it); a tally without its histogram
+gives the Dealer's current figures.
 
 Units follow the squals file: ``error_rate`` is in percent (``max: 1%`` is ``1.0``), latencies in ms.
 Metrics the Dealer does not measure here (a Prometheus query, a CloudWatch metric) read as ``None`` and are
@@ -16,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from squals_action.dealer.interface import VariantTally
+from squals_action.dealer.latency import percentiles_since
 from squals_action.manifest.model import Kpi
 
 
@@ -67,14 +70,17 @@ def metrics_since(now: VariantTally, baseline: VariantTally | None) -> dict[str,
     base = baseline or VariantTally(name=now.name)
     activations = max(0, now.activations - base.activations)
     errors = max(0, now.errors - base.errors)
+    latencies = (now.latency_p50_ms, now.latency_p95_ms, now.latency_p99_ms)
+    if now.latency_histogram:  # a Dealer that shows its histogram: percentiles of this interval only
+        latencies = percentiles_since(now.latency_histogram, base.latency_histogram)
     metrics: dict[str, float | None] = {
         "visitors": float(max(0, now.units - base.units)),
         "activations": float(activations),
         "errors": float(errors),
         "error_rate": (100.0 * errors / activations) if activations else None,
-        "p50_latency_ms": now.latency_p50_ms,
-        "p95_latency_ms": now.latency_p95_ms,
-        "p99_latency_ms": now.latency_p99_ms,
+        "p50_latency_ms": latencies[0],
+        "p95_latency_ms": latencies[1],
+        "p99_latency_ms": latencies[2],
     }
     for event, count in now.events.items():
         metrics[f"event:{event}"] = float(max(0, count - base.events.get(event, 0)))

@@ -56,6 +56,7 @@ class Event(enum.StrEnum):
     PROMOTE_START = "promote-start"  # BLUE gets its share
     BAKE_OK = "bake-ok"
     STEP = "step"  # a progressive rollout's next step: BLUE gets a larger share and bakes again
+    CHAOS = "chaos"  # a chaos test of the promotion passed: its outcome recorded, BLUE at its share again
     BAKE_BREACH = "bake-breach"  # KPI breach, alarm or failing in-flight test: all traffic back to GREEN
     BAKE_INCONCLUSIVE = "bake-inconclusive"  # no data (too few requests, a KPI unmeasured): back to GREEN
     PROMOTE_HOOK_FAILED = "promote-hook-failed"  # GREEN gets its full share back
@@ -98,6 +99,7 @@ TRANSITIONS: Mapping[tuple[Status, Event], Status] = {
     (S.POSTPROD, E.PROMOTE_START): S.BLUE,  # roll forward again to what was rolled back
     (S.BLUE, E.BAKE_OK): S.BAKED,
     (S.BLUE, E.STEP): S.BLUE,
+    (S.BLUE, E.CHAOS): S.BLUE,
     (S.BLUE, E.BAKE_BREACH): S.FAILED,
     (S.BLUE, E.BAKE_INCONCLUSIVE): S.READY,  # nothing was proved either way: promotable again
     (S.BLUE, E.ABORT): S.READY,

@@ -15,9 +15,10 @@ import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from squals_action.errors import SqualsError
-from squals_action.lifecycle import machine
+from squals_action.lifecycle import chaos, machine
 from squals_action.lifecycle.bake import BakeOutcome, HealthReading, bake
 from squals_action.lifecycle.hooks import failure_message
 from squals_action.lifecycle.kpi import KpiReading
@@ -85,6 +86,14 @@ class Promoter(Steps):
             for index, step in enumerate(plan):
                 if index == 0:
                     fleet = self._route_blue(run, fleet, green, step.share)
+                    chaos.clear_faults(self.traffic)  # none left by a drill cut short
+                    if green is not None and rollout.chaos:
+                        fleet, stop = self._chaos_drills(run, fleet, source)
+                        if stop is not None:
+                            reason, event = stop
+                            fleet = self._back_to_green(event, name, fleet, reason, run.checks)
+                            back = f"{reason}; all traffic is back on GREEN {green.name}"
+                            return self._finish(run, False, back, fleet)
                 else:
                     fleet = self._next_step(run, fleet, step.share)
                 baked = self._bake_blue(run, fleet, green, step, source, len(plan) > 1)
@@ -120,7 +129,9 @@ class Promoter(Steps):
                 )
             postprod = f"; {green.name} is postprod at 0 %" if green else ""
             waived = f"; {_WAIVED}: {'; '.join(gaps)}" if gaps else ""
-            return self._finish(run, True, f"{name} is prod{postprod}{waived}", fleet)
+            drills = [c.name for c in run.checks if c.kind == "chaos"]
+            passed = f"; chaos tests passed: {', '.join(drills)}" if drills else ""
+            return self._finish(run, True, f"{name} is prod{postprod}{passed}{waived}", fleet)
 
     def _source(self) -> KpiSource:
         """Where the bake reads BLUE's KPIs: the source this project was given, else the Dealer's tallies."""
@@ -202,8 +213,82 @@ class Promoter(Steps):
         run.checks += kpi_checks(outcome, rollout.min_requests, rollout.on_no_data == "promote", prefix)
         return outcome
 
-    def _bake(self, blue: Env, fleet: Fleet, source: KpiSource, length: float) -> BakeOutcome:
-        """The bake loop wired to this project: BLUE's health from the provider, tallies from the splitter."""
+    def _chaos_drills(
+        self, run: _Run, fleet: dict[str, Env], source: KpiSource
+    ) -> tuple[dict[str, Env], tuple[str, Event] | None]:
+        """Each of ``rollout.chaos`` in turn at BLUE's first share (``lifecycle/chaos.py``), one ``chaos``
+        commit per passed test; the fleet, and why the promotion stops with its event (``None``: go on).
+
+        A test that sent all traffic back to GREEN as expected is followed by BLUE at its share again, once
+        the fault is removed and BLUE answers its health check.
+        """
+        name = run.name
+        for test in self.manifest.rollout.chaos:
+            blue = fleet[name]
+            self.progress.step(
+                f"chaos test {test.name}: {chaos.describe(test)} after {test.after:g} s, "
+                f"for {test.duration:g} s; expecting {test.expect}"
+            )
+
+            def watch(length: float, f: Fleet = fleet) -> BakeOutcome:
+                return self._bake(f[name], f, source, length, inflight=False)
+
+            def to_green(f: Fleet = fleet) -> object:
+                return self._route(machine.apply(f, E.BAKE_BREACH, name))
+
+            try:
+                result = chaos.drill(
+                    test,
+                    blue=blue,
+                    traffic=self.traffic,
+                    provider=self.provider,
+                    manifest=self.manifest,
+                    watch=watch,
+                    to_green=to_green,
+                    cancel=self.cancel,
+                    extra_env={"SQUALS_PR": str(blue.pr or ""), "SQUALS_PROJECT": self.manifest.name},
+                )
+            except SqualsError as exc:  # nothing was left injected; BLUE proved nothing either way
+                return fleet, (f"chaos test {test.name} could not run: {exc.one_line()}", E.ABORT)
+            run.checks.append(result.check())
+            self.progress.done(result.sentence(), ok=result.passed)
+            if result.outcome == "interrupted":
+                return fleet, ("the chaos tests were interrupted", E.ABORT)
+            if not result.passed:
+                return fleet, (result.sentence(), E.BAKE_BREACH)
+            if result.revive_error is not None:
+                return fleet, (
+                    f"{result.sentence()}; BLUE could not be started again: {result.revive_error}",
+                    E.BAKE_BREACH,
+                )
+            handle = result.revived or EnvironmentHandle.from_json(blue.handle or {})
+            health = self.provider.health(handle)
+            if not health.ok:
+                why = f"{result.sentence()}; BLUE {name} is {health.status} after it ({health.detail})"
+                return fleet, (why, E.BAKE_BREACH)
+            updates: dict[str, Any] = (
+                {"url": handle.url, "handle": handle.to_json()} if result.revived else {}
+            )
+            planned = machine.apply(fleet, E.CHAOS, name, **updates)
+            if result.outcome == "back-to-green":
+                self.progress.step(f"{name} is BLUE with {planned[name].share:g} % again")
+            self._route(planned)  # BLUE back at its share (and at its new address, if it has one)
+            again = f"; BLUE at {planned[name].share:g} % again" if result.outcome == "back-to-green" else ""
+            fleet = self._record(
+                E.CHAOS,
+                name,
+                f"{name}: {result.sentence()}{again}",
+                step=test.name,
+                checks=tuple(run.checks),
+                **updates,
+            )
+        return fleet, None
+
+    def _bake(
+        self, blue: Env, fleet: Fleet, source: KpiSource, length: float, *, inflight: bool = True
+    ) -> BakeOutcome:
+        """The bake loop wired to this project: BLUE's health from the provider, tallies from the splitter
+        (a chaos drill's watcher runs no in-flight tests: ``inflight=False``)."""
         handle = EnvironmentHandle.from_json(blue.handle) if blue.handle else None
 
         def health() -> HealthReading:
@@ -219,7 +304,7 @@ class Promoter(Steps):
             source=source,
             duration=length,
             health=health,
-            tests=self._run(blue, fleet, "bake"),
+            tests=self._run(blue, fleet, "bake") if inflight else None,
             on_tick=self.progress.tick,
             cancel=self.cancel,
         )

@@ -96,6 +96,29 @@ class DealerTraffic:
         finally:
             client.close()
 
+    def _running(self) -> DealerClient:
+        client = self._client()
+        if client is None:
+            raise DealerError(f"the Dealer of {self.state_dir} is not running: no fault can be injected")
+        return client
+
+    def set_faults(self, faults: Mapping[str, Mapping[str, Any]]) -> None:
+        """Put exactly these faults in force on the Dealer (chaos tests; ``{}`` clears them)."""
+        client = self._running()
+        try:
+            client.set_faults(faults)
+        finally:
+            client.close()
+
+    def injected(self, name: str) -> Mapping[str, int]:
+        """What the faults on ``name`` did since they were set: requests, delayed, aborted."""
+        client = self._running()
+        try:
+            counts = client.faults().get("injected", {}).get(name, {})
+        finally:
+            client.close()
+        return {str(k): int(v) for k, v in counts.items()}
+
     def close(self) -> str | None:
         return "Dealer stopped" if self.stop() else None
 

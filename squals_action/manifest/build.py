@@ -241,6 +241,25 @@ class Builder:
             on_no_data=rollout.get("on_no_data", "inconclusive"),
             alarms=tuple(str(a) for a in rollout.get("alarms", ())),
             location=self.loc(("rollout",)),
+            chaos=self.chaos(rollout.get("chaos", ())),
+        )
+
+    def chaos(self, items: list[dict[str, Any]]) -> tuple[m.Chaos, ...]:
+        """``rollout.chaos``; a test without a name is called after its kind (``abort-2`` when repeated)."""
+        kinds = [str(item["kind"]) for item in items]
+        return tuple(
+            m.Chaos(
+                name=str(item.get("name") or m.chaos_name(kinds, index)),
+                kind=item["kind"],
+                expect=item["expect"],
+                after=_duration(item.get("after"), 0.0),
+                duration=_duration(item.get("duration"), 30.0),
+                share=parse_amount(item.get("share", "100%")),
+                delay=_duration(item.get("delay"), 1.0),
+                status=int(item.get("status", 503)),
+                location=self.loc(("rollout", "chaos", index)),
+            )
+            for index, item in enumerate(items)
         )
 
     def load_tests(self, load: Any) -> m.LoadTests | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from squals_action.manifest.model import DEALER_METRICS, HOOK_STAGES
+from squals_action.manifest.model import DEALER_METRICS, HOOK_STAGES, chaos_name
 from squals_action.manifest.paths import reference_problem, script_of
 from squals_action.manifest.problems import PathPart, Problem, format_where
 from squals_action.manifest.schema import suggest
@@ -40,6 +40,13 @@ COMMAND_SECTIONS: tuple[tuple[tuple[str, ...], str, str], ...] = (
 )
 
 WEIGHT_TOLERANCE = 1e-6
+#: The keys of a chaos test each kind uses beyond name, kind, expect, after and duration.
+CHAOS_KEYS: dict[str, frozenset[str]] = {
+    "kill": frozenset(),
+    "latency": frozenset({"share", "delay"}),
+    "abort": frozenset({"share", "status"}),
+}
+ALL_CHAOS_KEYS = frozenset({"share", "delay", "status"})
 
 
 def default_command_name(prefix: str, index: int) -> str:
@@ -170,6 +177,11 @@ class Checker:
         steps = get(self.data, ("rollout", "steps"))
         if isinstance(steps, list):
             paths.extend(("rollout", "steps", i, "bake") for i in range(len(steps)))
+        chaos = get(self.data, ("rollout", "chaos"))
+        if isinstance(chaos, list):
+            paths.extend(
+                ("rollout", "chaos", i, key) for i in range(len(chaos)) for key in ("duration", "delay")
+            )
         for path in paths:
             value = get(self.data, path)
             if isinstance(value, str) and DURATION_RE.match(value) and parse_duration(value) <= 0:
@@ -284,6 +296,7 @@ class Checker:
                 "with kind aws (a key that does nothing would look like a safeguard)",
                 key=True,
             )
+        self.chaos(str(kind))
         kpis = get(self.data, ("rollout", "kpis"))
         declared = self.declared_metrics()
         if isinstance(kpis, list):
@@ -291,6 +304,49 @@ class Checker:
                 if isinstance(kpi, dict):
                     self.metric(("rollout", "kpis", index, "metric"), declared)
                     self.bounds(("rollout", "kpis", index), kpi, "min", "max")
+
+    def chaos(self, provider: str) -> None:
+        """Unique names; ``latency``/``abort`` only where the local Dealer injects them; no key a kind ignores
+        (a key that does nothing would look like a safeguard); a share above 0 and a delay of at most 60s."""
+        items = get(self.data, ("rollout", "chaos"))
+        if not isinstance(items, list):
+            return
+        kinds = [item.get("kind") if isinstance(item, dict) else None for item in items]
+        seen: dict[str, int] = {}
+        for index, item in enumerate(items):
+            kind = kinds[index]
+            if not isinstance(item, dict) or kind not in CHAOS_KEYS:
+                continue
+            path: tuple[PathPart, ...] = ("rollout", "chaos", index)
+            name = item.get("name") or chaos_name([str(k) for k in kinds], index)
+            if name in seen:
+                where = (*path, "name") if "name" in item else path
+                self.add(
+                    where,
+                    f"expected unique chaos test names; {name!r} is already the name of #{seen[name] + 1}",
+                )
+            seen.setdefault(str(name), index)
+            if kind != "kill" and provider != "local":
+                self.add(
+                    (*path, "kind"),
+                    f"expected kind kill with provider kind {provider!r}: {kind} faults are injected by the "
+                    "local Dealer, and an ALB listener has no fault injection",
+                )
+            for key in sorted(set(item) & (ALL_CHAOS_KEYS - CHAOS_KEYS[kind])):
+                self.add(
+                    (*path, key),
+                    f"expected no {key} for kind {kind}: that kind does not use it",
+                    key=True,
+                )
+            share = item.get("share")
+            if isinstance(share, str) and PERCENTAGE_RE.match(share) and not 0 < float(share[:-1]) <= 100:
+                self.add((*path, "share"), f"expected a share above 0% and at most 100%, got {share!r}")
+            delay = item.get("delay")
+            if isinstance(delay, str) and DURATION_RE.match(delay) and parse_duration(delay) > 60:
+                self.add(
+                    (*path, "delay"),
+                    f"expected a delay of at most 60s (the Dealer's read timeout), got {delay!r}",
+                )
 
     def share(self, path: tuple[PathPart, ...]) -> float | None:
         """The share at ``path`` in percent, reporting one outside 0..100 exclusive; None when absent."""

@@ -232,6 +232,31 @@ class RolloutStep:
 
 
 NoData = Literal["inconclusive", "promote"]
+ChaosKind = Literal["kill", "latency", "abort"]
+ChaosExpect = Literal["back-to-green", "survive"]
+
+
+@dataclass(frozen=True)
+class Chaos:
+    """One chaos test of a promotion: a fault injected into BLUE after ``after`` seconds for ``duration``
+    seconds, and the outcome the squals file declares. ``share`` (percent of BLUE's requests), ``delay``
+    (seconds) and ``status`` concern ``latency`` and ``abort`` only."""
+
+    name: str
+    kind: ChaosKind
+    expect: ChaosExpect
+    after: float = 0.0
+    duration: float = 30.0
+    share: float = 100.0
+    delay: float = 1.0
+    status: int = 503
+    location: Location = NOWHERE
+
+
+def chaos_name(kinds: list[str], index: int) -> str:
+    """A chaos test's default name: its kind, with its position (1-based) when the kind repeats."""
+    kind = kinds[index]
+    return kind if kinds.count(kind) == 1 else f"{kind}-{index + 1}"
 
 
 @dataclass(frozen=True)
@@ -253,6 +278,7 @@ class Rollout:
     on_no_data: NoData = "inconclusive"
     alarms: tuple[str, ...] = ()
     location: Location = NOWHERE
+    chaos: tuple[Chaos, ...] = ()
 
     def plan(self) -> tuple[RolloutStep, ...]:
         """The steps with their bakes resolved; ``blue_share`` alone is one step."""
@@ -261,8 +287,8 @@ class Rollout:
 
     @property
     def total_bake(self) -> float:
-        """Every step's bake added up (what a promotion's lock must outlive)."""
-        return sum(s.bake or 0.0 for s in self.plan())
+        """Every step's bake and every chaos drill added up (what a promotion's lock must outlive)."""
+        return sum(s.bake or 0.0 for s in self.plan()) + sum(c.after + c.duration for c in self.chaos)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, TypeVar
 from squals_action import aws_api
 from squals_action.gitcmd import repo_top, resolve_commit
 from squals_action.manifest import model
-from squals_action.providers import aws_template
+from squals_action.providers import aws_chaos, aws_template
 from squals_action.providers.aws_stacks import (
     DEAD,
     SERVING,
@@ -40,6 +40,7 @@ from squals_action.providers.interface import (
     DestroyOutcome,
     EnvironmentHandle,
     Health,
+    Killed,
     Provider,
     ProviderError,
     check_env_name,
@@ -420,6 +421,23 @@ class AwsProvider(Provider):
     def _handle_region(self, handle: EnvironmentHandle) -> str:
         region = handle.data.get("region")
         return str(region) if region else self.region()
+
+    # ------------------------------------------------------------------------------------------- chaos
+
+    def kill(self, handle: EnvironmentHandle) -> Killed:
+        """Every target of the island's target group deregistered (``providers/aws_chaos.py``)."""
+        return aws_chaos.deregister_all(handle)
+
+    def revive(
+        self,
+        handle: EnvironmentHandle,
+        killed: Killed,
+        manifest: model.Manifest,
+        *,
+        extra_env: Mapping[str, str] = model.EMPTY,
+    ) -> EnvironmentHandle:
+        """The deregistered targets registered again."""
+        return aws_chaos.register(handle, killed)
 
     # ----------------------------------------------------------------------------------------- destroy
 

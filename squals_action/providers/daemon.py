@@ -304,3 +304,17 @@ def terminate(record: ProcessRecord, *, grace: float = 5.0) -> StopOutcome:
         if left:
             raise DaemonError(f"processes {', '.join(describe(p) for p in left)} survived SIGKILL")
     return StopOutcome(stopped=targets, stale=stale, notes=tuple(notes))
+
+
+def kill_now(record: ProcessRecord) -> tuple[int, ...]:
+    """SIGKILL to the recorded group's provable members at once (a chaos test's crash); the pids killed.
+
+    Raises :class:`DaemonError` if any survives for 5 s.
+    """
+    targets = members(record)
+    if targets:
+        _signal_all(record, targets, signal.SIGKILL)
+        left = _wait_gone(record, 5.0)
+        if left:
+            raise DaemonError(f"processes {', '.join(describe(p) for p in left)} survived SIGKILL")
+    return targets

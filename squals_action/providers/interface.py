@@ -138,6 +138,15 @@ class DestroyOutcome:
     notes: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Killed:
+    """What a chaos test's :meth:`Provider.kill` did: one line for the report, and what
+    :meth:`Provider.revive` needs to undo it (plain JSON)."""
+
+    detail: str
+    undo: Mapping[str, JSON] = field(default_factory=lambda: MappingProxyType({}))
+
+
 SharedState = Literal["running", "down", "not started"]
 
 
@@ -267,6 +276,21 @@ class Provider(ABC):
             if handle.env == env_name:
                 return handle
         return None
+
+    def kill(self, handle: EnvironmentHandle) -> Killed:
+        """A chaos test: make the environment stop serving as a crash would, with no graceful stop."""
+        raise ProviderError(f"provider {self.kind} cannot kill an environment for a chaos test")
+
+    def revive(
+        self,
+        handle: EnvironmentHandle,
+        killed: Killed,
+        manifest: model.Manifest,
+        *,
+        extra_env: Mapping[str, str] = model.EMPTY,
+    ) -> EnvironmentHandle:
+        """Undo :meth:`kill`: the environment serves again; returns its handle (which may have changed)."""
+        raise ProviderError(f"provider {self.kind} cannot revive an environment after a chaos test")
 
     def down(self) -> tuple[DestroyOutcome, ...]:
         """Destroy everything :meth:`list` shows; a failure on one environment does not stop the others."""

@@ -38,6 +38,7 @@ from squals_action.providers.interface import (
     DestroyOutcome,
     EnvironmentHandle,
     Health,
+    Killed,
     Provider,
     ProviderError,
     ProvisionError,
@@ -259,38 +260,88 @@ class LocalProvider(Provider):
                     log.replace(log.with_suffix(".log.1"))
                 with log.open("w") as out:
                     out.write(f"# squals: {env} at {sha} on {url}: {manifest.app.start}\n")
-                app_env = command_environment(
-                    {
-                        **manifest.app_env_for(env),
-                        **shared,
-                        **extra_env,
-                        "PORT": str(port),
-                        "SQUALS_ENV": env,
-                        "SQUALS_COMMIT": sha,
-                        "SQUALS_URL": url,
-                    },
-                    passthrough=manifest.env_passthrough,
-                )
-                try:
-                    record = daemon.spawn(
-                        manifest.app.start,
-                        cwd=cwd,
-                        env=app_env,
-                        log_path=log,
-                        token=token,
-                        pid_file=self._pid_dir(env) / f"{token}.json",
-                    )
-                except daemon.DaemonError as exc:
-                    raise ProviderError(f"{env}: {exc}") from exc
-                handle = EnvironmentHandle(
-                    env, sha, url, self.kind, MappingProxyType({**data, "process": record.to_json()})
-                )
-                self._write_record(handle)
+                handle = self._spawn(handle, cwd, manifest, {**shared, **extra_env})
                 self._wait_healthy(handle, manifest.app, log)
             except BaseException:
                 with contextlib.suppress(Exception):
                     self._destroy_locked(handle)
                 raise
+            return handle
+
+    def _spawn(
+        self, handle: EnvironmentHandle, cwd: Path, manifest: model.Manifest, extra_env: Mapping[str, str]
+    ) -> EnvironmentHandle:
+        """Start the app for ``handle`` (its port and URL) in ``cwd`` and record its process."""
+        env, log = handle.env, Path(str(handle.data["log"]))
+        app_env = command_environment(
+            {
+                **manifest.app_env_for(env),
+                **extra_env,
+                "PORT": str(handle.data["port"]),
+                "SQUALS_ENV": env,
+                "SQUALS_COMMIT": handle.commit,
+                "SQUALS_URL": handle.url,
+            },
+            passthrough=manifest.env_passthrough,
+        )
+        try:
+            token = str(handle.data["token"])
+            record = daemon.spawn(
+                manifest.app.start,
+                cwd=cwd,
+                env=app_env,
+                log_path=log,
+                token=token,
+                pid_file=self._pid_dir(env) / f"{token}.json",
+            )
+        except daemon.DaemonError as exc:
+            raise ProviderError(f"{env}: {exc}") from exc
+        data = {k: v for k, v in handle.data.items() if k != "process"}
+        handle = EnvironmentHandle(
+            env, handle.commit, handle.url, self.kind, MappingProxyType({**data, "process": record.to_json()})
+        )
+        self._write_record(handle)
+        return handle
+
+    # ---------------------------------------------------------------------------------------------- chaos
+
+    def kill(self, handle: EnvironmentHandle) -> Killed:
+        """SIGKILL to the app's process group: no graceful stop, as a crash or the OOM killer would."""
+        record = self._process(handle)
+        if record is None:
+            raise ProviderError(f"{handle.env}: no process is recorded for it: nothing to kill")
+        try:
+            killed = daemon.kill_now(record)
+        except daemon.DaemonError as exc:
+            raise ProviderError(f"{handle.env}: {exc}") from exc
+        if not killed:
+            raise ProviderError(f"{handle.env}: process {record.pid} is not running: nothing to kill")
+        return Killed(f"SIGKILL to process group {record.pid} of {handle.env} ({len(killed)} process(es))")
+
+    def revive(
+        self,
+        handle: EnvironmentHandle,
+        killed: Killed,
+        manifest: model.Manifest,
+        *,
+        extra_env: Mapping[str, str] = model.EMPTY,
+    ) -> EnvironmentHandle:
+        """Start the app again in its worktree on the same port (same URL), once what was killed is gone."""
+        env = check_env_name(handle.env)
+        with self._locked(env):
+            record = self._process(handle)
+            if record is not None:
+                daemon.kill_now(record)  # whatever of the group outlived the kill
+            cwd = self._app_dir(Path(str(handle.data["worktree"])), manifest)
+            with Path(str(handle.data["log"])).open("a") as out:
+                out.write(f"# squals: {env} started again after a chaos test ({killed.detail})\n")
+            shared = shared_env(self.shared_resources().running())
+            data = {**{k: v for k, v in handle.data.items() if k != "process"}, "token": daemon.new_token()}
+            # A new launch, recorded with its token before it starts.
+            handle = EnvironmentHandle(env, handle.commit, handle.url, self.kind, MappingProxyType(data))
+            self._write_record(handle)
+            handle = self._spawn(handle, cwd, manifest, {**shared, **extra_env})
+            self._wait_healthy(handle, manifest.app, Path(str(handle.data["log"])))
             return handle
 
     def _wait_healthy(self, handle: EnvironmentHandle, app: model.App, log: Path) -> None:

@@ -90,7 +90,7 @@ def check_rows(checks: Sequence[Check]) -> list[list[str]]:
             md.escape(c.detail, max_len=300),
         ]
         for c in checks
-        if c.kind != "kpi"
+        if c.kind not in ("kpi", "chaos")
     ]
 
 
@@ -118,9 +118,13 @@ def markdown(outcome: Outcome, heading_level: int = 3) -> str:
             parts += [f"BLUE's traffic during the bake: {md.escape(figures)}", ""]
     if outcome.load_tests is not None:
         parts += [load_markdown(outcome.load_tests, heading_level + 1), ""]
+    drills = [c for c in outcome.checks if c.kind == "chaos"]
+    if drills:
+        drill_rows = [[_icon(c), md.code(c.name), md.escape(c.detail, max_len=400)] for c in drills]
+        parts += [md.table(["", "chaos test", "outcome"], drill_rows), ""]
     checks = check_rows(outcome.checks)
     if checks:
-        failed = sum(1 for c in outcome.checks if not c.ok and c.kind != "kpi")
+        failed = sum(1 for c in outcome.checks if not c.ok and c.kind not in ("kpi", "chaos"))
         body = md.table(["", "kind", "stage", "name", "time", "detail"], checks)
         tails = [_output_markdown(c) for c in outcome.checks if c.output and not c.ok]
         body = "\n\n".join([body, *tails])
@@ -135,7 +139,7 @@ def _output_markdown(check: Check) -> str:
 
 
 def _checks_summary(checks: Sequence[Check]) -> str:
-    ran = [c for c in checks if c.kind != "kpi"]
+    ran = [c for c in checks if c.kind not in ("kpi", "chaos")]
     failed = sum(1 for c in ran if not c.ok)
     return f"Hooks and tests: {len(ran) - failed} passed" + (f", {failed} failed" if failed else "")
 
@@ -170,8 +174,10 @@ def print_text(outcome: Outcome, out: IO[str], shown: Sequence[str] = ()) -> Non
             )))
         view.print(table)
     kpis = [c for c in outcome.checks if c.kind == "kpi"]
-    ran = [c for c in outcome.checks if c.kind != "kpi"]
-    for heading, rows in (("KPIs during the bake", kpis), (_checks_summary(outcome.checks), ran)):
+    drills = [c for c in outcome.checks if c.kind == "chaos"]
+    ran = [c for c in outcome.checks if c.kind not in ("kpi", "chaos")]
+    groups = (("KPIs during the bake", kpis), ("Chaos tests", drills), (_checks_summary(outcome.checks), ran))
+    for heading, rows in groups:
         if not rows:
             continue
         table = Table(title=cell(heading), title_justify="left")

@@ -354,3 +354,73 @@ def test_without_a_front_door_promote_refuses_and_records_nothing(
     )
     assert world.recorder.mutating() == []
     assert world.lifecycle().fleet() == before
+
+
+def _blue_with_a_target(world: World) -> str:
+    """pr-1 is prod, pr-2 deployed with one target registered in its group; the group's ARN."""
+    first_prod_and_a_candidate(world)
+    group = world.target_group("pr-2")
+    elbv2 = aws_client("elbv2", world.cloud.endpoint)
+    elbv2.register_targets(TargetGroupArn=group, Targets=[{"Id": "10.50.0.10", "Port": 80}])
+    world.recorder.clear()
+    return group
+
+
+def _targets(world: World, group: str) -> list[str]:
+    elbv2 = aws_client("elbv2", world.cloud.endpoint)
+    found = elbv2.describe_target_health(TargetGroupArn=group)["TargetHealthDescriptions"]
+    return [d["Target"]["Id"] for d in found]
+
+
+def test_kill_deregisters_blues_targets_for_the_drill_and_registers_them_again(
+    aws_cloud: Cloud, repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chaos = "  blue_share: 10%\n  chaos: [{kind: kill, duration: 1s, expect: survive}]\n"
+    world = _world(aws_cloud, repo, tmp_path, monkeypatch, rollout=chaos)
+    group = _blue_with_a_target(world)
+    world.served("pr-2", 100)  # what CloudWatch shows for BLUE: no 5xx, so the drill is survived
+    out = world.lifecycle().promote(2)
+    assert out.ok, out.message
+    assert out.message.endswith("chaos tests passed: kill")
+    (drill,) = [c for c in out.checks if c.kind == "chaos"]
+    assert drill.ok and "deregistered 1 target(s) (10.50.0.10) from pr-2's target group" in drill.detail
+    assert world.recorder.mutating("elbv2") == [
+        "elbv2:ModifyTargetGroupAttributes",  # pr-2's group, first sight
+        "elbv2:ModifyListener",  # pr-2 gets 10 %
+        "elbv2:DeregisterTargets",  # the drill's kill
+        "elbv2:RegisterTargets",  # the fault removed
+        "elbv2:ModifyListener",  # after the bake: pr-2 takes everything
+    ]
+    assert "elbv2:DescribeTargetHealth" in world.recorder.calls
+    assert world.recorder.read_back == [{"pr-1": 900, "pr-2": 100}, {"pr-1": 0, "pr-2": 999}]
+    assert _targets(world, group) == ["10.50.0.10"]
+    assert [h.event for h in world.lifecycle().store.history("pr-2")][:4] == [
+        "hooks-ok",
+        "complete",
+        "bake-ok",
+        "chaos",
+    ]
+
+
+def test_kill_expected_back_to_green_but_survived_fails_the_promotion(
+    aws_cloud: Cloud, repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chaos = "  blue_share: 10%\n  chaos: [{name: az-down, kind: kill, duration: 1s, expect: back-to-green}]\n"
+    world = _world(aws_cloud, repo, tmp_path, monkeypatch, rollout=chaos)
+    group = _blue_with_a_target(world)
+    world.served("pr-2", 100)  # nothing in CloudWatch shows the kill: no watcher sees it
+    out = world.lifecycle().promote(2)
+    assert not out.ok
+    assert out.message.startswith("chaos test az-down failed: kill -> survive, expected back-to-green")
+    assert out.message.endswith("all traffic is back on GREEN pr-1")
+    assert world.recorder.mutating("elbv2") == [
+        "elbv2:ModifyTargetGroupAttributes",
+        "elbv2:ModifyListener",
+        "elbv2:DeregisterTargets",
+        "elbv2:RegisterTargets",
+        "elbv2:ModifyListener",
+    ]
+    assert world.recorder.read_back == [{"pr-1": 900, "pr-2": 100}, {"pr-1": 999}]
+    assert _targets(world, group) == ["10.50.0.10"]  # registered again: kept for inspection as it was
+    fleet = world.lifecycle().fleet()
+    assert (fleet["pr-1"].share, fleet["pr-2"].status) == (100.0, Status.FAILED)

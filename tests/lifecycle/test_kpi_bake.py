@@ -159,3 +159,21 @@ def test_one_slow_health_answer_is_forgiven_two_are_not() -> None:
     )
     assert not out.ok and out.checks_done == 3
     assert out.reason == "BLUE pr-2 is not healthy: unhealthy: timed out"
+
+
+def test_latency_percentiles_are_those_of_the_interval_when_the_histogram_is_shown() -> None:
+    from squals_action.dealer.tally import LatencyHistogram
+
+    slow, fast = LatencyHistogram(), LatencyHistogram()
+    for _ in range(100):
+        slow.add(2000.0)  # a drill's injected delays, before the bake began
+    for _ in range(100):
+        fast.add(10.0)
+    everything = dict(slow.buckets)
+    for index, count in fast.buckets.items():
+        everything[index] = everything.get(index, 0) + count
+    base = VariantTally("pr-2", activations=100, latency_p95_ms=2000.0, latency_histogram=dict(slow.buckets))
+    now = VariantTally("pr-2", activations=200, latency_p95_ms=2000.0, latency_histogram=everything)
+    metrics = kpi.metrics_since(now, base)
+    assert metrics["p95_latency_ms"] is not None and 9.9 <= metrics["p95_latency_ms"] <= 10.1
+    assert kpi.metrics_since(base, base)["p95_latency_ms"] is None  # no request in the interval: no data

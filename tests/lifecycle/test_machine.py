@@ -47,6 +47,7 @@ EXPECTED: dict[Status, dict[Event, Status]] = {
     S.FAILED: {E.DEPLOY: S.PREPARING, E.TEARDOWN: S.RETIRED, E.DOWN: S.RETIRED},
     S.BLUE: {
         E.STEP: S.BLUE,
+        E.CHAOS: S.BLUE,
         E.BAKE_OK: S.BAKED,
         E.BAKE_BREACH: S.FAILED,
         E.BAKE_INCONCLUSIVE: S.READY,

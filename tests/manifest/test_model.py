@@ -201,10 +201,37 @@ def test_front_door_model(
     assert (door.location.line, door.location.col) == (declared + 1, 5)  # where its mapping starts
 
 
-
 def test_env_passthrough_names_reach_the_model(tmp_path: Path, full: Manifest) -> None:
     repo = tmp_path / "passthrough"
     shutil.copytree(CASES / "valid" / "env_passthrough", repo)
     manifest = load(repo / "squals.yml", repo)
     assert manifest.env_passthrough == ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
     assert full.env_passthrough == ()  # by default no secret passes
+
+
+def test_chaos_tests_are_built_with_their_defaults_and_names() -> None:
+    from squals_action.manifest.model import Chaos
+
+    manifest = load(CASES / "valid" / "rollout_chaos" / "squals.yml")
+    chaos = [
+        (c.name, c.kind, c.expect, c.after, c.duration, c.share, c.delay, c.status)
+        for c in manifest.rollout.chaos
+    ]
+    assert chaos == [
+        ("kill", "kill", "back-to-green", 5.0, 30.0, 100.0, 1.0, 503),
+        ("slow-blue", "latency", "back-to-green", 0.0, 20.0, 50.0, 2.0, 503),
+        ("abort-3", "abort", "survive", 0.0, 30.0, 0.5, 1.0, 500),
+        ("abort-4", "abort", "back-to-green", 0.0, 30.0, 100.0, 1.0, 503),
+    ]
+    assert all(isinstance(c, Chaos) and c.location.line for c in manifest.rollout.chaos)
+    assert manifest.rollout.total_bake == 900.0 + 5 + 30 + 20 + 30 + 30
+
+
+def test_the_shop_chaos_example_is_valid() -> None:
+    shop = Path(__file__).resolve().parents[2] / "examples" / "shop" / "squals-chaos.yml"
+    manifest = load(shop)
+    assert [(c.name, c.kind, c.expect) for c in manifest.rollout.chaos] == [
+        ("blue-crashes", "kill", "back-to-green"),
+        ("slow-blue", "latency", "back-to-green"),
+        ("rare-503s", "abort", "survive"),
+    ]

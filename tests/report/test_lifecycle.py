@@ -27,3 +27,24 @@ def test_markdown_escapes_what_users_wrote() -> None:
     assert "@octocat" not in text and "<img" not in text and "![x](http://evil)" not in text
     assert "| <code>pr-1</code> | 🟢 prod | <code>aaaaaaaaaaaa</code> | 100 % |" in text
     assert "<details open>" in text  # a failure is shown unfolded
+
+
+def test_chaos_tests_have_their_own_table_and_are_not_counted_as_hooks() -> None:
+    passed = Check(kind="chaos", stage="bake", name="kill", ok=True, detail="chaos test kill passed: kill")
+    failed = Check(
+        kind="chaos", stage="bake", name="slow", ok=False, detail="chaos test slow failed: no data"
+    )
+    hook = Check(kind="hook", stage="promote", name="notify", ok=True)
+    outcome = Outcome(
+        operation="promote",
+        ok=False,
+        message="chaos test slow failed",
+        env="pr-2",
+        fleet={"pr-2": Env(name="pr-2", status=Status.FAILED)},
+        checks=(passed, failed, hook),
+    )
+    text = markdown(outcome)
+    assert "|   | chaos test | outcome |" in text
+    assert "| ✅ | <code>kill</code> | chaos test kill passed: kill |" in text
+    assert "| ❌ | <code>slow</code> |" in text
+    assert "Hooks and tests: 1 passed</summary>" in text
