@@ -4,8 +4,9 @@ Both Dealers start from a snapshot of synthetic units (random 64-bit keys split 
 10 % with a ``checkout`` and 10 % with a ``revenue`` value), so that N can be ten million without sending ten
 million requests first. Then, on the same upstreams and in alternating rounds:
 
-* memory per unit: the resident set (``/proc/PID/status`` VmRSS) of the N-unit Dealer minus the 1,000-unit
-  one, over the difference in units; and the store's own count (rows in use and slot table, ``/healthz``);
+* memory per unit: the resident set (``/proc/PID/status`` VmRSS, supervisor and worker) of the N-unit Dealer
+  minus the 1,000-unit one, over the difference in units; and the store's own count (rows in use and slot
+  table, ``/healthz``);
 * added p99: the 1-connection latency phase of ``bench/dealer.py`` on each (its median round), the N-unit
   Dealer against the 1,000-unit one (goal: within 1 ms);
 * loop lag while persisting: the largest lateness of the Dealer's own 5 ms lag probe (``/healthz``) during a
@@ -94,8 +95,8 @@ def bench_units(args: argparse.Namespace) -> int:
             f"{load_s['base']:.1f} s), {args.latency_requests} requests x 1 connection, "
             f"{args.rounds} rounds, load average {os.getloadavg()[0]:.1f}"
         )
-        pids = {name: d.pid or 0 for name, d in dealers.items()}
-        rss = {name: rss_bytes(pid) for name, pid in pids.items()}
+        pids = {name: base.dealer_pids(state) for name, state in states.items()}
+        rss = {name: sum(map(rss_bytes, p)) for name, p in pids.items()}  # supervisor + worker
         seen = {name: d.load_figures() for name, d in dealers.items()}
         units = {name: h["units"] for name, h in seen.items()}
         per_unit = (rss["units"] - rss["base"]) / (units["units"] - units["base"])

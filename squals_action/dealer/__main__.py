@@ -1,7 +1,10 @@
-"""``python -m squals_action.dealer --config FILE --state DIR``: the Dealer daemon's entry point.
+"""``python -m squals_action.dealer --config FILE --state DIR [--workers N]``: the Dealer daemon.
 
-Binds, then publishes ``dealer.pid`` and ``dealer.json`` (pid, ports, URLs) in the state directory; on SIGTERM
-or SIGINT stops accepting, lets in-flight requests finish, writes the tallies and removes those files.
+The process started so is the supervisor (see ``supervisor``): it holds the public port, starts its worker
+(one: ``--workers`` and the config's ``workers`` may only ask for 1, see ``supervisor.worker_count``), serves
+the admin endpoint, then publishes ``dealer.pid`` and ``dealer.json`` (pid, ports, URLs, worker pids) in the
+state directory; on SIGTERM or SIGINT it stops the worker (it lets its in-flight requests finish and closes
+its journal) and removes those files. The supervisor starts each worker as ``... --worker INDEX --port PORT``.
 
 The event loop is uvloop's when it is installed (its C loop and transports take about a fifth off the Dealer's
 CPU per proxied request), asyncio's otherwise or when ``SQUALS_DEALER_LOOP=asyncio`` asks for it.
@@ -12,7 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
+import dataclasses
 import importlib
 import json
 import logging
@@ -27,21 +30,6 @@ from squals_action.dealer.config import ENDPOINT_FILE, PID_FILE, atomic_write, l
 from squals_action.errors import SqualsError
 
 LOOP_ENV = "SQUALS_DEALER_LOOP"
-# Young objects a collection of the youngest generation waits for. CPython's 700 is below what a few dozen
-# requests in flight keep alive, so it collected every ~50 requests, promoted those requests' objects and led
-# to full collections of 20-30 ms; at 20,000 a load of 24,000 requests ran with no collection at all.
-GC_THRESHOLDS = (20_000, 10, 10)
-
-
-def _tune_gc() -> None:
-    """Move what start-up allocated out of the collector's sight and collect young objects less often.
-
-    Cycles are still collected; full collections no longer walk the modules and the app (tens of thousands of
-    objects that live as long as the process), which took a full collection from ~25 ms to ~1 ms.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
@@ -65,38 +53,45 @@ def _loop_name() -> str:
     return "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
 
 
-async def _serve(config_path: Path, state_dir: Path) -> None:
-    from squals_action.dealer.server import DealerServer
+async def _serve(config_path: Path, state_dir: Path, workers: int | None) -> None:
+    from squals_action.dealer.supervisor import Supervisor
 
     config = load_config(config_path)
+    if workers is not None:
+        config = dataclasses.replace(config, workers=workers)
     state_dir.mkdir(parents=True, exist_ok=True)
-    server = DealerServer(config, state_dir)
-    await server.start()
-    _tune_gc()
+    supervisor = Supervisor(config, config_path, state_dir)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    await supervisor.start()
     pid = os.getpid()
     wildcard = config.host in ("0.0.0.0", "", "::")  # noqa: S104 - only to print a usable URL
     host = "127.0.0.1" if wildcard else config.host
     endpoint = {
         "pid": pid,
-        "port": server.port,
-        "admin_port": server.admin_port,
-        "url": f"http://{host}:{server.port}",
-        "admin_url": f"http://127.0.0.1:{server.admin_port}",
+        "port": supervisor.port,
+        "admin_port": supervisor.admin_port,
+        "url": f"http://{host}:{supervisor.port}",
+        "admin_url": f"http://127.0.0.1:{supervisor.admin_port}",
         "loop": _loop_name(),
+        "workers": len(supervisor.workers),
+        "worker_pids": supervisor.worker_pids(),
     }
     atomic_write(state_dir / PID_FILE, f"{pid}\n")
     atomic_write(state_dir / ENDPOINT_FILE, json.dumps(endpoint, indent=2) + "\n")
     logging.getLogger("squals.dealer").info(
-        "serving on %s, admin %s (event loop: %s)", endpoint["url"], endpoint["admin_url"], endpoint["loop"]
+        "serving on %s with %d workers, admin %s (event loop: %s)",
+        endpoint["url"],
+        endpoint["workers"],
+        endpoint["admin_url"],
+        endpoint["loop"],
     )
     try:
         await stop.wait()
     finally:
-        await server.stop()
+        await supervisor.stop()
         for name in (PID_FILE, ENDPOINT_FILE):
             path = state_dir / name
             with contextlib.suppress(OSError, ValueError):
@@ -107,16 +102,40 @@ async def _serve(config_path: Path, state_dir: Path) -> None:
                 path.unlink()
 
 
+async def _serve_worker(config_path: Path, state_dir: Path, index: int, port: int) -> None:
+    """Run worker ``index``; a failure to start is also told to the supervisor (``{"failed": ...}``)."""
+    from squals_action.dealer.worker import Worker
+
+    try:
+        worker = Worker(load_config(config_path), state_dir, index)
+    except (SqualsError, OSError) as exc:
+        text = exc.one_line() if isinstance(exc, SqualsError) else str(exc)
+        print(json.dumps({"failed": text}), flush=True)
+        raise
+    await worker.run(port)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m squals_action.dealer", description=__doc__)
     parser.add_argument("--config", required=True, type=Path, help="the Dealer's JSON config (mode 0600)")
     parser.add_argument(
         "--state", required=True, type=Path, help="directory for pid, ports, tallies, routing"
     )
+    parser.add_argument(
+        "--workers", type=int, help="worker processes (only 1 is run; see docs/dealer.md, Workers)"
+    )
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # run worker INDEX (the supervisor's)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.workers is not None and args.workers < 1:
+        parser.error("--workers must be at least 1")
+    name = "squals.dealer" if args.worker is None else f"squals.dealer.w{args.worker}"
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s {name}: %(message)s")
     try:
-        _run(_serve(args.config, args.state.resolve()))
+        if args.worker is None:
+            _run(_serve(args.config, args.state.resolve(), args.workers))
+        else:
+            _run(_serve_worker(args.config, args.state.resolve(), args.worker, args.port))
     except SqualsError as exc:
         print(f"squals dealer: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code

@@ -28,19 +28,17 @@ from squals_action.dealer.config import (
     ENDPOINT_FILE,
     LOG_FILE,
     PID_FILE,
+    RECOVERY_BYTES_PER_S,
     ROUTING_FILE,
-    TALLY_DIR,
     load_config,
     read_json,
+    tally_bytes,
     write_config,
 )
 from squals_action.dealer.interface import DealerConfig, DealerError, DealerStatus
 from squals_action.process import GONE_STATES
 
 MODULE = "squals_action.dealer"
-#: How fast a starting Dealer reads its tallies back, at worst (10 M units, 234 MB: 24-49 s on a busy 2-core
-#: machine): start_dealer waits that much longer for a Dealer with tallies on disk.
-RECOVERY_BYTES_PER_S = 4 << 20
 # Popen objects of Dealers this process started, so that stopping one also reaps it (no zombies in tests).
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -171,7 +169,7 @@ def _launch(config: DealerConfig, state_dir: Path, timeout: float) -> DealerClie
             close_fds=True,
         )
     _CHILDREN[child.pid] = child
-    timeout += _tally_bytes(state_dir) / RECOVERY_BYTES_PER_S
+    timeout += tally_bytes(state_dir) / RECOVERY_BYTES_PER_S
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if child.poll() is not None:
@@ -191,13 +189,6 @@ def _launch(config: DealerConfig, state_dir: Path, timeout: float) -> DealerClie
     _CHILDREN.pop(child.pid, None)
     _clear_pid_files(state_dir)
     raise DealerError(f"the Dealer did not come up within {timeout:g}s (see {log_path})")
-
-
-def _tally_bytes(state_dir: Path) -> int:
-    try:
-        return sum(entry.stat().st_size for entry in os.scandir(state_dir / TALLY_DIR) if entry.is_file())
-    except OSError:
-        return 0
 
 
 def _last_line(path: Path) -> str:

@@ -1,7 +1,9 @@
 """A small upstream app for the Dealer's tests and bench: ``python dealer_upstream.py NAME`` prints its port.
 
 Routes: ``/echo`` (JSON of what arrived, body hashed), ``/event/<name>`` (answers with ``X-Squals-Event``),
-``/status/<code>``, ``/stream?chunks=N&size=B`` (chunked body), ``/slow?ms=M``, ``/gzip``, ``/cookies``;
+``/status/<code>``, ``/stream?chunks=N&size=B`` (chunked body), ``/slow?ms=M``, ``/gzip``, ``/cookies``,
+``/ws`` (a WebSocket answering each text message with ``NAME:message`` and each binary one unchanged),
+``/peer`` (the client's port: which connection the request came on);
 anything else answers the upstream's name. Every answer carries ``X-Upstream: NAME``; ``/event/<name>`` and
 the name's answer also carry the request's ``X-Squals-Assignments`` back as ``X-Seen-Assignments``.
 """
@@ -78,6 +80,20 @@ def make_app(name: str) -> web.Application:
         response.headers["X-Private"] = "hop"
         return response
 
+    async def ws(request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        async for message in socket:
+            if message.type == web.WSMsgType.TEXT:
+                await socket.send_str(f"{name}:{message.data}")
+            elif message.type == web.WSMsgType.BINARY:
+                await socket.send_bytes(message.data)
+        return socket
+
+    async def peer(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        return web.Response(text=str(request.transport.get_extra_info("peername")[1]), headers=tag)
+
     async def hello(request: web.Request) -> web.Response:
         return web.Response(text=name, headers=seen(request))
 
@@ -91,6 +107,8 @@ def make_app(name: str) -> web.Application:
             web.get("/slow", slow),
             web.get("/gzip", gz),
             web.get("/cookies", cookies),
+            web.get("/ws", ws),
+            web.get("/peer", peer),
             web.route("*", "/{tail:.*}", hello),
         ]
     )
