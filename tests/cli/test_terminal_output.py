@@ -13,20 +13,26 @@ from tests.support.terminal import ANSI, in_pipes, on_terminal
 
 #: An exit test that prints three lines and fails, and a before_preprod hook that fails.
 FAIL = "import sys\nprint('line-a')\nprint('line-b')\nprint('line-c', flush=True)\nsys.exit(3)\n"
+#: A command of the squals file running ``fail.py``.
+RUN_FAIL = f"run: '{sys.executable} fail.py', timeout: 30s"
 MARKDOWN = ("<code>", "&#58;", "###", "<details", "| :-- |")
+
+
+def commit_failing(project: Project, section: str) -> Project:
+    """A commit whose squals file adds ``section`` (a command running ``fail.py``: three lines, exit 3)."""
+    (project.path / "fail.py").write_text(FAIL)
+    (project.path / "squals.yml").write_text(
+        "version: 1\nname: shop\n"
+        f"app: {{start: '{sys.executable} app.py', health: /healthz, health_timeout: 30s}}\n" + section + "\n"
+    )
+    git(project.path, "add", "-A")
+    git(project.path, "commit", "-q", "-m", "a failing command")
+    return project
 
 
 @pytest.fixture
 def failing(project: Project) -> Project:
-    (project.path / "fail.py").write_text(FAIL)
-    (project.path / "squals.yml").write_text(
-        "version: 1\nname: shop\n"
-        f"app: {{start: '{sys.executable} app.py', health: /healthz, health_timeout: 30s}}\n"
-        f"exit_tests: [{{name: e2e, run: '{sys.executable} fail.py', timeout: 30s}}]\n"
-    )
-    git(project.path, "add", "-A")
-    git(project.path, "commit", "-q", "-m", "a failing exit test")
-    return project
+    return commit_failing(project, f"exit_tests: [{{name: e2e, {RUN_FAIL}}}]")
 
 
 def _tail_kept(text: str) -> bool:
@@ -63,14 +69,7 @@ def test_a_failed_deploy_in_a_pipe_is_plain_text_read_once(failing: Project) -> 
 
 
 def test_a_failing_hook_is_printed_once(project: Project) -> None:
-    (project.path / "fail.py").write_text(FAIL)
-    (project.path / "squals.yml").write_text(
-        "version: 1\nname: shop\n"
-        f"app: {{start: '{sys.executable} app.py', health: /healthz, health_timeout: 30s}}\n"
-        f"hooks: {{before_preprod: [{{name: announce, run: '{sys.executable} fail.py', timeout: 30s}}]}}\n"
-    )
-    git(project.path, "add", "-A")
-    git(project.path, "commit", "-q", "-m", "a failing hook")
+    commit_failing(project, f"hooks: {{before_preprod: [{{name: announce, {RUN_FAIL}}}]}}")
     done = in_pipes(project.path, "deploy", "--pr", "4", "--skip-gates")
     both = done.stdout + done.stderr
     assert done.returncode == 1, both

@@ -3,18 +3,15 @@ injected faults (latency, abort) of the admin API, on real upstream processes ov
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import threading
 import time
 
-import aiohttp
 import pytest
 import requests
 from scipy.stats import binomtest
 
 from squals_action.dealer import DealerError
-from tests.support.dealer import DealerFactory, Upstreams
+from tests.support.dealer import DealerFactory, Upstreams, steady_load
 
 
 def _dead_url() -> str:
@@ -29,40 +26,15 @@ def test_sigkill_of_blue_under_steady_load_fails_no_request(
     green, blue = upstreams.start("green"), upstreams.start("blue")
     blue_proc = upstreams.procs[-1]
     dealer = dealer_factory({"green": green, "blue": blue}, {"green": 50, "blue": 50})
-    answers: list[tuple[int, str]] = []
-    killed = threading.Event()
-    stop = threading.Event()
-
-    async def load() -> None:
-        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
-
-            async def worker(w: int) -> None:
-                i = 0
-                while not stop.is_set():
-                    i += 1
-                    headers = {"Cookie": f"squals_unit=w{w}-{i % 40}"}
-                    async with session.get(dealer.url + "/slow?ms=5", headers=headers) as response:
-                        await response.read()
-                        answers.append((response.status, response.headers.get("X-Squals-Variant", "")))
-
-            await asyncio.gather(*(worker(w) for w in range(12)))
-
-    thread = threading.Thread(target=lambda: asyncio.run(load()))
-    thread.start()
-    try:
+    with steady_load(dealer.url, workers=12, units=40, path="/slow?ms=5") as answers:
         deadline = time.monotonic() + 60
         while len(answers) < 500 and time.monotonic() < deadline:
             time.sleep(0.02)
         blue_proc.kill()  # SIGKILL: requests in flight die with it, its port refuses from now on
         blue_proc.wait(timeout=10)
         killed_at = len(answers)
-        killed.set()
         while len(answers) < killed_at + 1000 and time.monotonic() < deadline:
             time.sleep(0.02)
-    finally:
-        stop.set()
-        thread.join(timeout=30)
-    assert not thread.is_alive()
     assert len(answers) >= killed_at + 1000 >= 1500, len(answers)
     failed = [a for a in answers if a[0] != 200]
     assert failed == [], f"{len(failed)} of {len(answers)} failed: {sorted(set(failed))}"

@@ -16,7 +16,6 @@ import threading
 import time
 from pathlib import Path
 
-import aiohttp
 import pytest
 import requests
 from scipy.stats import chi2
@@ -24,7 +23,7 @@ from scipy.stats import chi2
 from squals_action.dealer import Dealer, DealerClient, DealerError, connect_dealer, dealer_status, stop_dealer
 from squals_action.dealer.bucketing import assign
 from squals_action.dealer.config import PID_FILE
-from tests.support.dealer import DealerFactory, drive
+from tests.support.dealer import DealerFactory, drive, steady_load
 
 
 def _free_port() -> int:
@@ -87,26 +86,7 @@ def test_promotion_and_rollback_under_steady_load_lose_no_request(
 ) -> None:
     green, blue = pair["a"], pair["b"]
     dealer = dealer_factory({"green": green, "blue": blue}, {"green": 90, "blue": 10})
-    statuses: list[int] = []
-    stop = threading.Event()
-
-    async def load() -> None:
-        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
-
-            async def worker(w: int) -> None:
-                i = 0
-                while not stop.is_set():
-                    i += 1
-                    headers = {"Cookie": f"squals_unit=w{w}-{i % 50}"}
-                    async with session.get(dealer.url + "/slow?ms=15", headers=headers) as response:
-                        await response.read()
-                        statuses.append(response.status)
-
-            await asyncio.gather(*(worker(w) for w in range(16)))
-
-    thread = threading.Thread(target=lambda: asyncio.run(load()))
-    thread.start()
-    try:
+    with steady_load(dealer.url, workers=16, units=50, path="/slow?ms=15") as answers:
         time.sleep(0.4)
         for _ in range(3):
             dealer.set_weights({"green": 0, "blue": 100})  # promotion: BLUE takes everything
@@ -115,10 +95,7 @@ def test_promotion_and_rollback_under_steady_load_lose_no_request(
             time.sleep(0.25)
             dealer.set_upstreams({"green": green, "blue": blue}, {"green": 90, "blue": 10})  # rollback
             time.sleep(0.25)
-    finally:
-        stop.set()
-        thread.join(timeout=30)
-    assert not thread.is_alive()
+    statuses = [status for status, _ in answers]
     assert len(statuses) > 200
     assert all(200 <= s < 300 for s in statuses), sorted(set(statuses))
     tallies = dealer.tallies()

@@ -34,37 +34,10 @@ from squals_action.manifest.model import LoadLimit, LoadTests
 from squals_action.providers import LocalProvider
 from squals_action.report.comment import RunInfo, render
 from squals_action.report.lifecycle import markdown
-from tests.support.lifecycle import Project, git, lifecycle, manifest
+from tests.support.lifecycle import APP, Project, git, lifecycle, manifest
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
-
-APP = r"""
-import http.server, os, socketserver, time
-
-DELAY = float(open("DELAY").read()) if os.path.exists("DELAY") else 0.0
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self):
-        if self.path != "/healthz":
-            time.sleep(DELAY)
-        body = b"ok\n"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-Server(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"""
 
 LOCUSTFILE = """
 from locust import HttpUser, constant, task
@@ -88,7 +61,7 @@ def spec(**limits: LoadLimit | float | None) -> LoadTests:
 
 def commit_app(project: Project, version: str, delay: float | None) -> str:
     """A commit of the delaying app with the locustfile; ``delay`` seconds before each answer."""
-    (project.path / "app.py").write_text(APP)
+    (project.path / "app.py").write_text(APP)  # the project's app, slow with a DELAY file
     (project.path / "load").mkdir(exist_ok=True)
     (project.path / "load" / "locustfile.py").write_text(LOCUSTFILE)
     delay_file = project.path / "DELAY"

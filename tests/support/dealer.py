@@ -4,8 +4,10 @@ end), and a bounded load generator counting the ground truth."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -163,3 +165,37 @@ async def drive(
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return truth
+
+
+@contextlib.contextmanager
+def steady_load(url: str, *, workers: int, units: int, path: str) -> Iterator[list[tuple[int, str]]]:
+    """``workers`` clients on a thread sending ``GET url+path`` in a loop, each cycling through ``units``
+    sticky units (cookie ``squals_unit=w<worker>-<n>``), until the ``with`` block ends; yields the list the
+    answers are appended to as ``(status, X-Squals-Variant)``, growing while the block runs."""
+    import aiohttp
+
+    answers: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    async def load() -> None:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+
+            async def worker(w: int) -> None:
+                i = 0
+                while not stop.is_set():
+                    i += 1
+                    headers = {"Cookie": f"squals_unit=w{w}-{i % units}"}
+                    async with session.get(url + path, headers=headers) as response:
+                        await response.read()
+                        answers.append((response.status, response.headers.get("X-Squals-Variant", "")))
+
+            await asyncio.gather(*(worker(w) for w in range(workers)))
+
+    thread = threading.Thread(target=lambda: asyncio.run(load()))
+    thread.start()
+    try:
+        yield answers
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive(), "the load did not stop"

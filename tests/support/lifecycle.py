@@ -28,13 +28,19 @@ from squals_action.manifest import model
 from squals_action.providers import LocalProvider
 from squals_action.state import open_store
 
+#: The test app: every answer is its commit's ``VERSION``; with a ``DELAY`` file in its commit, every path but
+#: ``/healthz`` answers after that many seconds (a slow commit for the load tests).
 APP = r"""
-import http.server, os, socketserver
+import http.server, os, socketserver, time
+
+DELAY = float(open("DELAY").read()) if os.path.exists("DELAY") else 0.0
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):
+        if DELAY and self.path != "/healthz":
+            time.sleep(DELAY)
         body = (open("VERSION").read().strip() + "\n").encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
