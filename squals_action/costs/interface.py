@@ -12,11 +12,11 @@ An environment whose cost could not be measured has ``None``: "no data", never a
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from squals_action.errors import SqualsError
+from squals_action.sorting import natural_key
 
 
 class CostsError(SqualsError):
@@ -79,8 +79,3 @@ class CostReport:
     def names(self) -> list[str]:
         """Every environment with a cost or traffic, in natural order (pr-2 before pr-10)."""
         return sorted(set(self.environments) | set(self.traffic), key=natural_key)
-
-
-def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
-    """Sort key that orders the digits in a name by value: ``pr-2`` before ``pr-10``."""
-    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name) if part)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from squals_action.dealer.interface import VariantTally
-from squals_action.report.terminal import cell, console, natural_key, unbroken
+from squals_action.report.terminal import cell, console, unbroken
+from squals_action.sorting import natural_key
 from squals_action.state import Lock, Snapshot, utc_now
 
 #: Recorded statuses of an environment that no longer runs: its URL is history, not a place to go.

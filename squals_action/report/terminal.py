@@ -6,7 +6,6 @@ the order people expect names in (``pr-2`` before ``pr-10``).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import IO, Any
 
@@ -26,11 +25,6 @@ def cell(value: object) -> Any:
     from rich.text import Text
 
     return Text("" if value is None else str(value))
-
-
-def natural_key(name: str) -> list[Any]:
-    """Sort key that orders the numbers inside names by value: ``pr-2`` before ``pr-10``."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
 def unbroken(values: Iterable[object]) -> dict[str, Any]:
