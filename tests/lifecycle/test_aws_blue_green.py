@@ -57,6 +57,12 @@ class Recorder:
 
     calls: list[str] = field(default_factory=list)
     read_back: list[dict[str, int]] = field(default_factory=list)
+    #: The parameters of every call, as ``(service:Operation, params)``.
+    params: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def asked(self, call: str) -> list[dict[str, Any]]:
+        """The parameters of every ``call`` (``service:Operation``) sent."""
+        return [p for c, p in self.params if c == call]
 
     def mutating(self, service: str = "") -> list[str]:
         return [
@@ -68,6 +74,7 @@ class Recorder:
     def clear(self) -> None:
         self.calls.clear()
         self.read_back.clear()
+        self.params.clear()
 
 
 @dataclass
@@ -182,11 +189,15 @@ def _world(
         def record(model: Any, **_: Any) -> None:
             recorder.calls.append(f"{service}:{model.name}")
 
+        def record_params(model: Any, params: dict[str, Any], **_: Any) -> None:
+            recorder.params.append((f"{service}:{model.name}", dict(params)))
+
         def read_back(model: Any, **_: Any) -> None:
             if model.name == "ModifyListener":
                 recorder.read_back.append(world.weights())
 
         client.meta.events.register("before-call", record)
+        client.meta.events.register("before-parameter-build", record_params)
         client.meta.events.register("after-call", read_back)
         return client
 
@@ -305,6 +316,52 @@ def test_an_alarm_in_alarm_sends_all_traffic_back_to_green(
     assert "tiny-5xx" in second.message and "back on GREEN pr-1" in second.message
     assert world.recorder.read_back == [{"pr-1": 900, "pr-2": 100}, {"pr-1": 999}]
     assert "cloudwatch:DescribeAlarms" in world.recorder.calls
+
+
+def test_the_bake_watches_the_alarms_and_kpis_of_the_promoted_commit(
+    aws_cloud: Cloud, repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The squals file changed after pr-2's commit (another alarm, in ALARM; another KPI) does not leak into
+    its bake: CloudWatch is asked for the commit's alarm and the commit's KPI only, and the commit's KPI
+    stops the promotion."""
+    world = _world(
+        aws_cloud, repo, tmp_path, monkeypatch, rollout="  blue_share: 10%\n  alarms: [tiny-5xx]\n"
+    )
+    cloudwatch = aws_client("cloudwatch", aws_cloud.endpoint)
+    for name, state in (("tiny-5xx", "OK"), ("tiny-latency", "ALARM")):
+        cloudwatch.put_metric_alarm(
+            AlarmName=name,
+            Namespace="AWS/ApplicationELB",
+            MetricName="HTTPCode_Target_5XX_Count",
+            Statistic="Sum",
+            Period=60,
+            EvaluationPeriods=1,
+            Threshold=10,
+            ComparisonOperator="GreaterThanThreshold",
+        )
+        cloudwatch.set_alarm_state(AlarmName=name, StateValue=state, StateReason="set by the test")
+    first_prod_and_a_candidate(world)
+    committed = world.squals.read_text()
+    world.squals.write_text(  # after pr-2's commit, never committed: another alarm and another KPI
+        committed.replace("alarms: [tiny-5xx]", "alarms: [tiny-latency]").replace(
+            "kpis: [{metric: error_rate, max: 1%}]", "kpis: [{metric: p95_latency_ms, max: 400}]"
+        )
+    )
+    assert world.squals.read_text() != committed
+    world.served("pr-2", 100, errors=50)
+    second = world.lifecycle().promote(2)
+    assert not second.ok
+    assert second.message.startswith("KPI breach: error_rate 50 > max 1"), second.message
+    assert world.recorder.read_back == [{"pr-1": 900, "pr-2": 100}, {"pr-1": 999}]
+    described = world.recorder.asked("cloudwatch:DescribeAlarms")
+    assert described and {tuple(p["AlarmNames"]) for p in described} == {("tiny-5xx",)}
+    queried = {
+        q["MetricStat"]["Metric"]["MetricName"]
+        for p in world.recorder.asked("cloudwatch:GetMetricData")
+        for q in p["MetricDataQueries"]
+    }
+    # error_rate's counts, and not TargetResponseTime (p95_latency_ms is not the commit's KPI)
+    assert queried == {"RequestCount", "HTTPCode_Target_5XX_Count", "HTTPCode_ELB_5XX_Count"}
 
 
 def test_no_blue_requests_is_inconclusive_with_green_at_100(world: World) -> None:
