@@ -26,8 +26,8 @@ from squals_action.manifest import load
 from squals_action.providers.aws import AwsProvider
 from squals_action.providers.aws_front_door import FrontDoorStack
 from squals_action.state import open_store, utc_now
-from tests.support.alb import FRONT_DOOR_TEMPLATE, ISLAND_TEMPLATE, Calls, aws_client
-from tests.support.aws import Cloud
+from tests.support.alb import FRONT_DOOR_TEMPLATE, ISLAND_TEMPLATE, Calls
+from tests.support.aws import Cloud, aws_client
 from tests.support.cloudwatch import CLOUDWATCH_EXPERIMENT, put_alb, put_custom
 from tests.support.experiments import state_log
 from tests.support.lifecycle import git

@@ -26,8 +26,8 @@ from squals_action.lifecycle.parts import signals_for, traffic_for
 from squals_action.manifest import load
 from squals_action.providers.aws import AwsProvider
 from squals_action.state import open_store
-from tests.support.alb import FRONT_DOOR_IN_VPC_TEMPLATE, ISLAND_TEMPLATE, READ_PREFIXES, aws_client
-from tests.support.aws import REGION, Cloud
+from tests.support.alb import FRONT_DOOR_IN_VPC_TEMPLATE, ISLAND_TEMPLATE, READ_PREFIXES
+from tests.support.aws import REGION, Cloud, aws_client
 from tests.support.cloudwatch import put_alb_history
 from tests.support.providers import Repo
 
