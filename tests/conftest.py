@@ -21,6 +21,13 @@ pytest_plugins = (
 collect_ignore = ["fixtures"]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked ``slow`` run first (in their order; the others keep theirs after them): xdist hands
+    tests out in this order, so the long ones start early and the short ones fill both workers at the end,
+    instead of a long test running alone while the other worker has nothing left."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _git_identity() -> None:
     for key, value in {

@@ -117,6 +117,7 @@ def _stacks(cloud: Cloud) -> set[str]:
     return {line.split()[0] for line in cloud.stacks()}
 
 
+@pytest.mark.slow
 def test_an_experiment_on_aws_needs_only_the_state_branch_and_aws(
     aws_cloud: Cloud, tmp_path: Path, elbv2_calls: Calls
 ) -> None:

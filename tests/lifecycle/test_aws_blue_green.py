@@ -235,6 +235,7 @@ def first_prod_and_a_candidate(world: World) -> None:
     world.recorder.clear()
 
 
+@pytest.mark.slow
 def test_promote_bakes_on_cloudwatch_then_rollback_is_one_call(world: World) -> None:
     first_prod_and_a_candidate(world)
     world.served("pr-2", 100)  # healthy: no 5xx
@@ -281,6 +282,7 @@ def test_promote_bakes_on_cloudwatch_then_rollback_is_one_call(world: World) -> 
     assert (action["Type"], action["FixedResponseConfig"]["StatusCode"]) == ("fixed-response", "503")
 
 
+@pytest.mark.slow
 def test_half_of_blues_requests_failing_sends_all_traffic_back_to_green(world: World) -> None:
     first_prod_and_a_candidate(world)
     world.served("pr-2", 100, errors=50)
@@ -291,6 +293,7 @@ def test_half_of_blues_requests_failing_sends_all_traffic_back_to_green(world: W
     assert world.lifecycle().fleet()["pr-1"].status is Status.PROD
 
 
+@pytest.mark.slow
 def test_an_alarm_in_alarm_sends_all_traffic_back_to_green(
     aws_cloud: Cloud, repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -364,6 +367,7 @@ def test_the_bake_watches_the_alarms_and_kpis_of_the_promoted_commit(
     assert queried == {"RequestCount", "HTTPCode_Target_5XX_Count", "HTTPCode_ELB_5XX_Count"}
 
 
+@pytest.mark.slow
 def test_no_blue_requests_is_inconclusive_with_green_at_100(world: World) -> None:
     first_prod_and_a_candidate(world)
     world.served("pr-1", 100)  # GREEN served; BLUE's group has no datapoint
@@ -376,6 +380,7 @@ def test_no_blue_requests_is_inconclusive_with_green_at_100(world: World) -> Non
     assert fleet["pr-2"].status is Status.READY  # promotable again
 
 
+@pytest.mark.slow
 def test_steps_10_25_50_are_three_calls_then_100(
     aws_cloud: Cloud, repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -429,6 +434,7 @@ def _targets(world: World, group: str) -> list[str]:
     return [d["Target"]["Id"] for d in found]
 
 
+@pytest.mark.slow
 def test_kill_deregisters_blues_targets_for_the_drill_and_registers_them_again(
     aws_cloud: Cloud, repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -459,6 +465,7 @@ def test_kill_deregisters_blues_targets_for_the_drill_and_registers_them_again(
     ]
 
 
+@pytest.mark.slow
 def test_kill_expected_back_to_green_but_survived_fails_the_promotion(
     aws_cloud: Cloud, repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
