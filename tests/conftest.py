@@ -4,8 +4,15 @@ fixtures of ``tests/support`` are registered here, once, so a test of any folder
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
+
+#: The pytest processes cache the bytecode of what they import (the test modules as pytest rewrites them,
+#: squals_action) even where the environment sets PYTHONDONTWRITEBYTECODE: else each xdist worker rewrites
+#: and compiles every test module again at each run (its collection took 12 s instead of 3). The commands
+#: the tests start keep the environment's setting.
+sys.dont_write_bytecode = False
 
 #: Lowest layer first: a support module may import the ones before it (pytest rewrites their asserts).
 pytest_plugins = (
