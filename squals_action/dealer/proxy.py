@@ -50,8 +50,19 @@ MAX_VALUE = 1e12
 VARIANT_HEADER = "X-Squals-Variant"
 RESERVED_PREFIX = "/_squals/"
 _EVENT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
-# Request headers never forwarded: hop-by-hop ones, Host (the upstream's instead), Expect (answered here).
-_REQUEST_DROP = (*sorted(HOP_BY_HOP), "host", "expect")
+# Request headers never forwarded as received (lower case, as bytes): hop-by-hop ones, Host (the upstream's
+# instead), Expect (answered here), and those the Dealer writes itself.
+_REQUEST_DROP = frozenset(
+    name.encode()
+    for name in (
+        *HOP_BY_HOP,
+        "host",
+        "expect",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        ASSIGNMENTS_HEADER.lower(),
+    )
+)
 # Response headers never forwarded: hop-by-hop ones and the event header the Dealer consumes.
 _RESPONSE_DROP = (*sorted(HOP_BY_HOP), EVENT_HEADER.lower())
 _CHUNK = 64 * 1024
@@ -197,35 +208,42 @@ class Proxy:
         goes chunked (a body without a Content-Length).
         """
         headers = request.headers
-        out = _forwardable(headers, _REQUEST_DROP)
+        drop = _REQUEST_DROP
+        if "Connection" in headers:
+            drop = drop | {token.encode() for token in _connection_tokens(headers)}
+        host = request.host
+        start = f"{request.method} {origin.prefix}{request.raw_path} HTTP/1.1\r\nHost: {origin.authority}\r\n"
+        lines = [start.encode("utf-8", "surrogateescape")]
+        cookies: list[bytes] = []
+        forwarded: list[bytes] = []
+        length = False
+        for name, value in request.raw_headers:  # as received: no decoding, no copy into a multidict
+            low = name.lower()
+            if low in drop:
+                if low == b"x-forwarded-for":
+                    forwarded.append(value)
+            elif new_unit is not None and low == b"cookie":
+                cookies.append(value)
+            elif not (host and low == b"x-forwarded-host"):
+                length = length or low == b"content-length"
+                lines.append(b"%s: %s\r\n" % (name, value))
         if new_unit is not None:
-            unit_cookie = f"{self._cookie_name}={new_unit}"
-            cookies = out.popall("Cookie", [])
-            out["Cookie"] = "; ".join([*cookies, unit_cookie])
-        remote = request.remote or ""
-        if "X-Forwarded-For" in headers:
-            previous = ", ".join(headers.getall("X-Forwarded-For"))
-            out["X-Forwarded-For"] = f"{previous}, {remote}"
-        else:
-            out["X-Forwarded-For"] = remote
-        out.popall(ASSIGNMENTS_HEADER, None)
+            cookies.append(f"{self._cookie_name}={new_unit}".encode())
+            lines.append(b"Cookie: %s\r\n" % b"; ".join(cookies))
+        forwarded.append((request.remote or "").encode())
+        added = [f"X-Forwarded-Proto: {request.scheme}"]
+        if host:
+            added.append(f"X-Forwarded-Host: {host}")
         if assignments is not None:
-            out[ASSIGNMENTS_HEADER] = assignments
-        out["X-Forwarded-Proto"] = request.scheme
-        if request.host:
-            out["X-Forwarded-Host"] = request.host
+            added.append(f"{ASSIGNMENTS_HEADER}: {assignments}")
         if upgrade is not None:  # the one hop-by-hop pair a tunnel needs, asked again on the upstream hop
-            out["Connection"] = "Upgrade"
-            out["Upgrade"] = upgrade
-        chunked = request.body_exists and "Content-Length" not in out
+            added.append(f"Connection: Upgrade\r\nUpgrade: {upgrade}")
+        chunked = request.body_exists and not length
         if chunked:
-            out["Transfer-Encoding"] = "chunked"
-        lines = [
-            f"{request.method} {origin.prefix}{request.raw_path} HTTP/1.1\r\nHost: {origin.authority}\r\n"
-        ]
-        lines.extend([f"{name}: {value}\r\n" for name, value in out.items()])
-        lines.append("\r\n")
-        return "".join(lines).encode("utf-8", "surrogateescape"), chunked
+            added.append("Transfer-Encoding: chunked")
+        lines.append(b"X-Forwarded-For: %s\r\n" % b", ".join(forwarded))
+        lines.append(("\r\n".join(added) + "\r\n\r\n").encode("utf-8", "surrogateescape"))
+        return b"".join(lines), chunked
 
     async def _forward(
         self,
