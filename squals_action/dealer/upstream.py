@@ -285,13 +285,20 @@ class Connection(asyncio.Protocol):
         self.received = False
         self._last_read = self.loop.time()
         self._arm()
-        self.transport.write(head)
-        if body is not None:
-            await self._send_body(body, chunked)
-        while not response._head:
-            if response.error is not None:
-                raise response.error
-            await response._wait()
+        try:
+            self.transport.write(head)
+            if body is not None:
+                await self._send_body(body, chunked)
+                self._last_read = self.loop.time()  # the read timeout runs from the end of the upload
+            while not response._head:
+                if response.error is not None:
+                    raise response.error
+                await response._wait()
+        except BaseException:  # a failed upstream, a client gone mid-upload, a cancelled request
+            self._response = None
+            self._cancel_timer()
+            self._abort()
+            raise
         return response
 
     async def _send_body(self, body: BodySource, chunked: bool) -> None:
@@ -399,7 +406,7 @@ class UpstreamPool:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.keepalive = keepalive
-        self._idle: dict[Origin, list[Connection]] = {}
+        self._idle: dict[Origin, deque[Connection]] = {}
         self._tls: ssl.SSLContext | None = None
 
     async def request(
@@ -430,8 +437,15 @@ class UpstreamPool:
         return None
 
     def put(self, conn: Connection) -> None:
-        conn.idle_since = self.loop.time()
-        self._idle.setdefault(conn.origin, []).append(conn)
+        """An idle connection back in the pool; the oldest idle ones are closed once past ``keepalive`` (the
+        newest is taken first, so the oldest would otherwise stay open until the upstream closed them)."""
+        now = conn.idle_since = self.loop.time()
+        idle = self._idle.get(conn.origin)
+        if idle is None:
+            idle = self._idle[conn.origin] = deque()
+        while idle and (idle[0].closed or now - idle[0].idle_since >= self.keepalive):
+            idle.popleft().close()
+        idle.append(conn)
 
     async def _connect(self, origin: Origin) -> Connection:
         tls: ssl.SSLContext | None = None

@@ -50,7 +50,7 @@ def _head(origin: Origin, method: str = "GET", path: str = "/") -> bytes:
     return f"{method} {origin.prefix}{path} HTTP/1.1\r\nHost: {origin.authority}\r\n\r\n".encode()
 
 
-def test_keep_alive_reuses_one_connection_and_replaces_one_the_upstream_closed() -> None:
+def test_keep_alive_reuses_a_connection_and_replaces_one_closed_or_idle_too_long() -> None:
     seen: list[bytes] = []
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -73,6 +73,12 @@ def test_keep_alive_reuses_one_connection_and_replaces_one_the_upstream_closed()
         assert await answer.read() == b"ok"
         answer.release()
         assert len(connections) == 2
+        pool.keepalive = 0.05  # idle longer than this: closed, not reused
+        await asyncio.sleep(0.1)
+        answer = await pool.request(origin, "GET", _head(origin), None, False)
+        assert await answer.read() == b"ok"
+        answer.release()
+        assert len(connections) == 3
         assert seen[0].startswith(b"GET /base/ HTTP/1.1\r\nHost: 127.0.0.1:")
         pool.close()
 
