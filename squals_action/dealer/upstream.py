@@ -7,8 +7,9 @@ and the response head is parsed in C by ``httptools`` (llhttp, the parser behind
 
 One request at a time per connection (no pipelining). A response body is buffered up to a bound, then the
 upstream is no longer read until the client has taken some (flow control both ways). ``read_timeout`` bounds
-the wait for each piece of the answer (head or body), ``connect_timeout`` the connection; a pooled connection
-idle for ``keepalive`` seconds is closed rather than reused.
+the wait for each piece of the answer (head or body; checked every ``min(1 s, read_timeout / 4)``),
+``connect_timeout`` the connection; a pooled connection idle for ``keepalive`` seconds is closed rather than
+reused.
 """
 
 from __future__ import annotations
@@ -168,7 +169,6 @@ class Connection(asyncio.Protocol):
         self._method = ""
         self._keep_alive = False
         self._last_read = 0.0
-        self._timer: asyncio.TimerHandle | None = None
         self._paused = False  # reading paused: the client has not taken the buffered body yet
         self._write_paused = False
         self._drained: asyncio.Future[None] | None = None
@@ -201,7 +201,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._cancel_timer()
+        self._not_waiting()
         if self._sink is not None:
             self._sink.feed_eof()
             return
@@ -268,7 +268,7 @@ class Connection(asyncio.Protocol):
         if response is None or not response._head or response.complete:
             return  # an informational answer ended
         response.complete = True
-        self._cancel_timer()
+        self._not_waiting()
         response._wake()
 
     # -- the client side ------------------------------------------------------------------------------------
@@ -284,7 +284,7 @@ class Connection(asyncio.Protocol):
         self._keep_alive = False
         self.received = False
         self._last_read = self.loop.time()
-        self._arm()
+        self.pool.busy.add(self)
         try:
             self.transport.write(head)
             if body is not None:
@@ -296,7 +296,7 @@ class Connection(asyncio.Protocol):
                 await response._wait()
         except BaseException:  # a failed upstream, a client gone mid-upload, a cancelled request
             self._response = None
-            self._cancel_timer()
+            self._not_waiting()
             self._abort()
             raise
         return response
@@ -328,7 +328,7 @@ class Connection(asyncio.Protocol):
     def tunnel(self, sink: Any) -> None:
         """After a ``101``: every byte the upstream sends (and sent past its head) goes to ``sink``."""
         response = self._response
-        self._cancel_timer()  # an idle tunnel is not a slow upstream
+        self._not_waiting()  # an idle tunnel is not a slow upstream
         self._sink = sink
         if response is not None and response.upgraded:
             sink.feed_data(response.upgraded)
@@ -339,7 +339,7 @@ class Connection(asyncio.Protocol):
         if self._response is not response:
             return
         self._response = None
-        self._cancel_timer()
+        self._not_waiting()
         if (
             response.complete
             and response.error is None
@@ -376,26 +376,42 @@ class Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def _arm(self) -> None:
-        self._timer = self.loop.call_at(self._last_read + self.pool.read_timeout, self._check_timeout)
+    def _not_waiting(self) -> None:
+        self.pool.busy.discard(self)
 
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _check_timeout(self) -> None:
-        """One timer per request, moved on when bytes came meanwhile (cheaper than re-arming per read)."""
-        self._timer = None
+    def check_timeout(self, now: float) -> None:
+        """Called by the pool's sweep: fail the answer if nothing came for ``read_timeout`` (a paused read is
+        the client's slowness, not the upstream's: its clock starts again)."""
         response = self._response
         if response is None or response.complete:
-            return
-        if self._paused or self.loop.time() - self._last_read < self.pool.read_timeout:
-            self._last_read = self.loop.time() if self._paused else self._last_read
-            self._arm()
-            return
-        self._fail(TimeoutError(f"no answer within {self.pool.read_timeout:g}s"))
-        self._abort()
+            self._not_waiting()
+        elif self._paused:
+            self._last_read = now
+        elif now - self._last_read >= self.pool.read_timeout:
+            self._not_waiting()
+            self._fail(TimeoutError(f"no answer within {self.pool.read_timeout:g}s"))
+            self._abort()
+
+
+class _Busy(set["Connection"]):
+    """The connections waiting for an answer, swept every ``every`` seconds while there are any."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, every: float) -> None:
+        super().__init__()
+        self._loop = loop
+        self._every = every
+        self._sweep: asyncio.TimerHandle | None = None
+
+    def add(self, conn: Connection) -> None:
+        super().add(conn)
+        if self._sweep is None:
+            self._sweep = self._loop.call_later(self._every, self._check)
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        for conn in list(self):
+            conn.check_timeout(now)
+        self._sweep = self._loop.call_later(self._every, self._check) if self else None
 
 
 class UpstreamPool:
@@ -406,6 +422,9 @@ class UpstreamPool:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.keepalive = keepalive
+        #: connections waiting for an answer: one sweep checks their read timeouts (a timer per request cost
+        #: more than the rest of the bookkeeping of a request)
+        self.busy: _Busy = _Busy(self.loop, min(1.0, read_timeout / 4))
         self._idle: dict[Origin, deque[Connection]] = {}
         self._tls: ssl.SSLContext | None = None
 
