@@ -18,7 +18,7 @@ from squals_action.dealer.bucketing import unit_key
 from squals_action.dealer.config import config_from_json, config_to_json
 from squals_action.dealer.interface import DealerConfig, DealerError, EventSums
 from squals_action.dealer.journal import Journal, compact, recover
-from squals_action.dealer.tally import RECORD, TallyBook, merge_books, tallies_from_json, tally_to_json
+from squals_action.dealer.tally import RECORD, TallyBook, merged_tallies, tallies_from_json, tally_to_json
 from squals_action.dealer.units import build_slots
 
 
@@ -116,7 +116,7 @@ def test_the_slot_table_finds_every_key_even_when_keys_collide() -> None:
     assert found == {int(k) for k in keys}
 
 
-def test_merge_books_counts_a_unit_once_and_recomputes_squares_from_merged_values() -> None:
+def test_merged_tallies_count_a_unit_once_and_recomputes_squares_from_merged_values() -> None:
     first, second = TallyBook({"revenue": 100}), TallyBook({"revenue": 100})
     shared, alone = unit_key("shared"), unit_key("alone")
     for book in (first, second):
@@ -124,7 +124,7 @@ def test_merge_books_counts_a_unit_once_and_recomputes_squares_from_merged_value
         book.event(shared, "revenue", 1, 10.0)
         book.event(shared, "checkout")
     first.arrive(alone, "a")
-    merged = merge_books([first, second]).snapshot()["a"]
+    merged = merged_tallies([first.to_columns(), second.to_columns()], first.caps)["a"]
     assert merged.units == 2 and merged.activations == 3
     assert (merged.unit_activations, merged.unit_activations_sq) == (3, 2 * 2 + 1)
     # the shared unit: 2 requests, revenue 20 (2 events), checkout once (its cap), never 10² + 10²
