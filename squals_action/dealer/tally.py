@@ -203,8 +203,10 @@ class TallyBook:
 
     def to_columns(self) -> Columns:
         """Everything as columns (a copy): what a snapshot holds and what :func:`merged_tallies` adds up."""
-        names = list(self._names)
-        columns = self.store.to_columns(names, list(self.kinds))
+        return self.add_counters(self.store.to_columns(list(self._names), list(self.kinds)))
+
+    def add_counters(self, columns: Columns) -> Columns:
+        """Fill the per-variant counters into ``columns`` (the store's rows, copied under these names)."""
         for counter in self.variants.values():
             i = counter.index
             columns.activations[i] = counter.activations

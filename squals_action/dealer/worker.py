@@ -212,11 +212,19 @@ class Worker:
         raise ValueError(f"unknown control op {op!r}")
 
     async def _export(self) -> dict[str, Any]:
-        """The book as columns in a file of the journal's directory, for the supervisor to merge by unit: the
-        copy is taken on the loop (a consistent book), the file written in a thread."""
+        """The book as columns in a file of the journal's directory, for the supervisor to merge by unit.
+
+        The unit rows (1 M units: ~25 ms of copying) are copied in a thread while the loop serves on: rows are
+        only appended and the arrays never move, so the copy is whole, at most a few requests fresher than the
+        counters then copied on the loop. If a variant or event kind got its index meanwhile, all is copied
+        again on the loop. The file is written in a thread.
+        """
         from squals_action.dealer import columns as cols
 
-        columns = self.book.to_columns()
+        book = self.book
+        names = book.names()
+        rows = await asyncio.to_thread(book.store.to_columns, names["variants"], names["kinds"])
+        columns = book.add_counters(rows) if book.names() == names else book.to_columns()
         path = self.directory / f".export-{next(self._exports)}.npz"
         await asyncio.to_thread(cols.save, columns, path)
         in_flight = {name: c.in_flight for name, c in self.book.variants.items() if c.in_flight}
