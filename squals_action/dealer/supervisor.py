@@ -335,10 +335,16 @@ class Supervisor:
         """One worker's tallies as it counts them; several workers' merged by unit (off the event loop)."""
         if len(self.workers) == 1:
             return tallies_from_json((await self._call(self.workers[0], {"op": "tallies"}))["variants"])
-        exports = await self._call_all({"op": "columns"})
-        merged = await asyncio.to_thread(
-            _merge_exports, [Path(e["path"]) for e in exports], self.config.event_caps
-        )
+        asked = [self._call(w, {"op": "columns"}) for w in self.workers]
+        answers = await asyncio.gather(*asked, return_exceptions=True)
+        exports = [a for a in answers if isinstance(a, dict)]
+        paths = [Path(e["path"]) for e in exports]
+        failed = [a for a in answers if isinstance(a, BaseException)]
+        if failed:
+            for path in paths:
+                path.unlink(missing_ok=True)
+            raise failed[0]
+        merged = await asyncio.to_thread(_merge_exports, paths, self.config.event_caps)
         in_flight: dict[str, int] = {}
         for export in exports:
             for name, count in export["in_flight"].items():

@@ -103,6 +103,8 @@ class Worker:
         self._lock_fd = _lock(state_dir / f".tally-w{index}.lock", config.shutdown_timeout + 10.0)
         self.board = RoutingBoard(state_dir / BOARD_FILE)
         self.directory = journal_dir(state_dir, index)
+        for stale in self.directory.glob(".export-*.npz"):  # left by a supervisor that never read them
+            stale.unlink(missing_ok=True)
         self.book, next_segment = load_book(config, self.directory)
         self.journal = Journal(self.directory, next_segment, self.book.names, config.journal_bytes)
         self.book.journal = self.journal.append
