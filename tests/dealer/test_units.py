@@ -17,7 +17,7 @@ from squals_action.dealer import columns as cols
 from squals_action.dealer.bucketing import unit_key
 from squals_action.dealer.config import config_from_json, config_to_json
 from squals_action.dealer.interface import DealerConfig, DealerError, EventSums
-from squals_action.dealer.journal import Journal, compact, recover
+from squals_action.dealer.journal import Journal, compact, fold, recover
 from squals_action.dealer.tally import RECORD, TallyBook, merged_tallies, tallies_from_json, tally_to_json
 from squals_action.dealer.units import build_slots
 
@@ -220,6 +220,47 @@ def test_a_torn_last_record_is_left_out(tmp_path: Path) -> None:
     with (directory / "segment-000001.bin").open("ab") as handle:
         handle.write(RECORD.pack(2, 0, 0, 1, unit_key("u"), 0.0)[:10])  # killed mid-write
     assert TallyBook.from_columns(recover(directory)[0]).snapshot() == book.snapshot()
+
+
+def test_a_folded_journal_counts_once_even_when_the_fold_is_interrupted(tmp_path: Path) -> None:
+    """A retired worker's journal moves into worker 0's with one rename: run again over what a crash after
+    that rename leaves (the source's names.json), the fold adds nothing; the book that keeps writing into the
+    target after it reads both."""
+    target, source = tmp_path / "tallies", tmp_path / "tallies" / "w1"
+
+    async def write(
+        directory: Path, first: int, units: list[str], variant: str, book: TallyBook | None = None
+    ) -> TallyBook:
+        book = book or TallyBook()
+        journal = Journal(directory, first, book.names, segment_bytes=1 << 20)
+        book.journal, book.names_changed = journal.append, journal.names_changed
+        journal.names_changed()  # as a worker does at start: names.json in the recovered book's order
+        for unit in units:
+            book.arrive(unit_key(unit), variant)
+            book.event(unit_key(unit), "buy")
+        await journal.close()
+        return book
+
+    zero = asyncio.run(write(target, 1, ["shared", "only0"], "a"))
+    one = asyncio.run(write(source, 1, ["shared", "only1"], "b"))
+    expected = merged_tallies([zero.to_columns(), one.to_columns()], {})
+    fold(source, target)
+    assert not source.exists() and (target / "fold-000002.npz").exists()
+    source.mkdir()
+    (source / "names.json").write_text('{"variants": ["b"], "kinds": ["buy"]}')  # what a crash leaves
+    fold(source, target)
+    assert not source.exists()
+    columns, next_segment = recover(target)
+    assert next_segment == 3
+    assert TallyBook.from_columns(columns).snapshot() == expected
+    assert sum(t.units for t in expected.values()) == 3 and expected["a"].activations == 2
+
+    # worker 0 goes on from the recovered book: a new segment after the fold, then a compaction of it all
+    later = asyncio.run(write(target, next_segment, ["only1"], "b", TallyBook.from_columns(columns)))
+    compact(target, next_segment)
+    assert TallyBook.from_columns(recover(target)[0]).snapshot() == later.snapshot()
+    assert later.snapshot()["b"].activations == expected["b"].activations + 1
+    assert sum(t.units for t in later.snapshot().values()) == 3
 
 
 def test_event_rules_in_the_config() -> None:
