@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import os
 import socket
 import sys
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -85,8 +85,9 @@ RequestHandler = Callable[["WorkerProcess", dict[str, Any]], Awaitable[dict[str,
 class WorkerProcess:
     """One worker index: its current process (replaced on restart) and its control channel.
 
-    The supervisor's messages are answered in order, one line each; a line carrying ``request`` is the
-    worker asking the supervisor something (an event for a unit it does not know), answered with ``reply``.
+    Each supervisor message carries an ``id`` its answer repeats, so a slow one (a compaction) holds no other
+    up and the late answer of a call that timed out is dropped; a line carrying ``request`` is the worker
+    asking the supervisor something (an event for a unit it does not know), answered with ``reply``.
     """
 
     def __init__(self, index: int, on_request: RequestHandler) -> None:
@@ -94,12 +95,13 @@ class WorkerProcess:
         self.process: asyncio.subprocess.Process | None = None
         self.started = 0.0
         self._on_request = on_request
-        self._pending: deque[asyncio.Future[dict[str, Any]]] = deque()
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def attach(self, process: asyncio.subprocess.Process) -> None:
         """Talk to ``process`` from now on (its ready line read already)."""
-        self.process, self._pending = process, deque()
+        self.process, self._pending = process, {}
         self._keep(self._read(process, self._pending))
 
     def _keep(self, work: Awaitable[None]) -> None:
@@ -112,9 +114,9 @@ class WorkerProcess:
         return self.process is not None and self.process.returncode is None
 
     async def _read(
-        self, process: asyncio.subprocess.Process, pending: deque[asyncio.Future[dict[str, Any]]]
+        self, process: asyncio.subprocess.Process, pending: dict[int, asyncio.Future[dict[str, Any]]]
     ) -> None:
-        """Route the worker's lines: answers to the calls waiting (in order), requests to the handler."""
+        """Route the worker's lines: answers to the calls waiting for them, requests to the handler."""
         assert process.stdout is not None
         with contextlib.suppress(OSError, ValueError):  # ValueError: a line longer than _MAX_LINE
             while line := await process.stdout.readline():
@@ -122,14 +124,13 @@ class WorkerProcess:
                 if "request" in message:
                     self._keep(self._serve(process, message))
                     continue
-                if pending:
-                    waiter = pending.popleft()
-                    if not waiter.done():  # else a call that timed out: its late answer is dropped
-                        waiter.set_result(message)
-        while pending:
-            waiter = pending.popleft()
+                waiter = pending.pop(int(message.pop("id", 0)), None)
+                if waiter is not None and not waiter.done():  # else its call timed out: dropped
+                    waiter.set_result(message)
+        for waiter in pending.values():
             if not waiter.done():
                 waiter.set_exception(WorkerGone(f"worker {self.index} closed its control channel"))
+        pending.clear()
 
     async def _serve(self, process: asyncio.subprocess.Process, message: dict[str, Any]) -> None:
         try:
@@ -149,17 +150,19 @@ class WorkerProcess:
         process = self.process
         if process is None or process.stdin is None or process.returncode is not None:
             raise WorkerGone(f"worker {self.index} is not running")
+        ask, pending = next(self._ids), self._pending
         waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._pending.append(waiter)
+        pending[ask] = waiter
         try:
-            process.stdin.write(json.dumps(message).encode() + b"\n")
+            process.stdin.write(json.dumps({**message, "id": ask}).encode() + b"\n")
             await process.stdin.drain()
             answer = await asyncio.wait_for(waiter, timeout)
         except TimeoutError as exc:
             raise DealerError(f"worker {self.index} did not answer within {timeout:g}s") from exc
         except (OSError, RuntimeError) as exc:  # uvloop: RuntimeError on a closed pipe
-            waiter.cancel()
             raise WorkerGone(f"worker {self.index} is gone: {type(exc).__name__}") from exc
+        finally:
+            pending.pop(ask, None)
         if "error" in answer:
             raise DealerError(str(answer["error"]))
         return answer

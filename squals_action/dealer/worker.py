@@ -3,8 +3,8 @@
 The supervisor starts N of them on the public port it holds; the kernel spreads connections among them. A
 worker reads the routing from the shared board on every request, counts into its own book (per-unit rows in
 :mod:`~squals_action.dealer.units`), appends what it counts to its own journal (``journal_dir``:
-:mod:`~squals_action.dealer.journal`), and answers the supervisor's control messages in order, one JSON line
-each way on its stdin/stdout:
+:mod:`~squals_action.dealer.journal`), and answers the supervisor's control messages, one JSON line
+each way on its stdin/stdout (each answer repeats its message's ``id``):
 
 * ``{"op": "tallies"}`` -> ``{"variants": {name: tally JSON}}``
 * ``{"op": "columns"}`` -> ``{"path", "in_flight"}``: the book written to a file for the supervisor to merge
@@ -155,37 +155,32 @@ class Worker:
     async def _control(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stop: asyncio.Event
     ) -> None:
-        """Read the supervisor's lines: replies to this worker's requests at once, control messages queued and
-        answered in order (a slow one, a compaction, never holds a reply up)."""
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        answering = asyncio.create_task(self._answer_in_order(queue, writer))
-        try:
-            while line := await reader.readline():
-                message = json.loads(line)
-                if "reply" in message:
-                    waiter = self._asked.pop(int(message["reply"]), None)
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(message)
-                else:
-                    queue.put_nowait(message)
-        finally:
-            answering.cancel()
+        """Read the supervisor's lines: replies to this worker's requests, and control messages, each answered
+        on its own (with its ``id``) so that a slow one, a compaction, holds no other up."""
+        answering: set[asyncio.Task[None]] = set()
+        while line := await reader.readline():
+            message = json.loads(line)
+            if "reply" in message:
+                waiter = self._asked.pop(int(message["reply"]), None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(message)
+            else:
+                task = asyncio.create_task(self._answer_one(message, writer))
+                answering.add(task)
+                task.add_done_callback(answering.discard)
         log.info("worker %d: the supervisor is gone, stopping", self.index)
         stop.set()
 
-    async def _answer_in_order(
-        self, queue: asyncio.Queue[dict[str, Any]], writer: asyncio.StreamWriter
-    ) -> None:
-        while True:
-            message = await queue.get()
-            try:
-                answer = await self._answer(message)
-            except DealerError as exc:
-                answer = {"error": exc.one_line()}
-            except (ValueError, KeyError, TypeError, OSError) as exc:
-                answer = {"error": f"{type(exc).__name__}: {exc}"}
-            writer.write(json.dumps(answer, separators=(",", ":")).encode() + b"\n")
-            await writer.drain()
+    async def _answer_one(self, message: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+        try:
+            answer = await self._answer(message)
+        except DealerError as exc:
+            answer = {"error": exc.one_line()}
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        answer["id"] = message.get("id", 0)
+        writer.write(json.dumps(answer, separators=(",", ":")).encode() + b"\n")
+        await writer.drain()
 
     async def _answer(self, message: dict[str, Any]) -> dict[str, Any]:
         op = message["op"]
