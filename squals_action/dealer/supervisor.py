@@ -64,7 +64,9 @@ def worker_count(config: DealerConfig) -> int:
         return config.workers
     raw = os.environ.get(WORKERS_ENV, "").strip()
     if not raw:
-        return len(os.sched_getaffinity(0)) or 1
+        if hasattr(os, "sched_getaffinity"):  # Linux: the cores this process may run on
+            return len(os.sched_getaffinity(0)) or 1
+        return os.cpu_count() or 1
     if not raw.isdigit() or int(raw) < 1:
         raise DealerError(f"{WORKERS_ENV} must be a whole number of workers >= 1, got {raw!r}")
     return int(raw)
