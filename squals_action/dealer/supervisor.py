@@ -350,19 +350,18 @@ class Supervisor:
                 path.unlink(missing_ok=True)
             raise failed[0]
         merged = await asyncio.to_thread(_merge_exports, paths, self.config.event_caps)
-        in_flight: dict[str, int] = {}
-        for export in exports:
-            for name, count in export["in_flight"].items():
-                in_flight[name] = in_flight.get(name, 0) + int(count)
+        in_flight = _summed([e["in_flight"] for e in exports])
         return {
             name: dataclasses.replace(tally, in_flight=in_flight.get(name, 0))
             for name, tally in merged.items()
         }
 
     async def health(self, reset: bool) -> dict[str, Any]:
-        """The workers' figures: the largest loop lag, store sizes summed, and each worker's own."""
+        """The workers' figures: requests in flight per cell and store sizes summed, the largest loop lag, and
+        each worker's own."""
         answers = await self._call_all({"op": "health", "reset": reset})
         return {
+            "in_flight": _summed([a["in_flight"] for a in answers]),
             "loop_lag_max_ms": max(a["loop_lag_max_ms"] for a in answers),
             "units": sum(a["units"] for a in answers),
             "unit_store_bytes": sum(a["unit_store_bytes"] for a in answers),
@@ -435,6 +434,15 @@ class Supervisor:
                 await worker.call({"op": "persist"}, PERSIST_TIMEOUT)
 
         await asyncio.gather(*(one(w) for w in self.workers))
+
+
+def _summed(counts: Sequence[Mapping[str, int]]) -> dict[str, int]:
+    """Per-name counts of several workers added up."""
+    out: dict[str, int] = {}
+    for one in counts:
+        for name, count in one.items():
+            out[name] = out.get(name, 0) + int(count)
+    return out
 
 
 def _merge_exports(paths: Sequence[Path], caps: Mapping[str, int]) -> dict[str, VariantTally]:

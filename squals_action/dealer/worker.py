@@ -8,8 +8,8 @@ each way on its stdin/stdout (each answer repeats its message's ``id``):
 
 * ``{"op": "tallies"}`` -> ``{"variants": {name: tally JSON}}``
 * ``{"op": "columns"}`` -> ``{"path", "in_flight"}``: the book written to a file for the supervisor to merge
-* ``{"op": "health", "reset": bool}`` -> ``{"pid", "requests", "beacons_elsewhere", "loop_lag_max_ms",
-  "units", "unit_store_bytes"}``
+* ``{"op": "health", "reset": bool}`` -> ``{"pid", "requests", "beacons_elsewhere", "in_flight",
+  "loop_lag_max_ms", "units", "unit_store_bytes"}``
 * ``{"op": "persist"}`` -> ``{"ok": true}`` (the journal compacted into a snapshot)
 * ``{"op": "faults"[, "faults": {...}]}`` -> the faults in force (replaced first when given)
 * ``{"op": "event", "event", "count", "value", "key" | "variant"}`` -> ``{"variant", "counted"}``, with
@@ -193,6 +193,7 @@ class Worker:
                 "pid": os.getpid(),
                 "requests": sum(c.activations for c in self.book.variants.values()),
                 "beacons_elsewhere": self.proxy.beacons_elsewhere,
+                "in_flight": {name: c.in_flight for name, c in self.book.variants.items() if c.in_flight},
                 "loop_lag_max_ms": round(self.lag.read(reset=bool(message.get("reset"))), 3),
                 "units": self.book.store.units,
                 "unit_store_bytes": self.book.store.nbytes(),
