@@ -41,6 +41,7 @@ from squals_action.dealer.config import (
     read_json,
     tally_bytes,
 )
+from squals_action.dealer.faults import Faults
 from squals_action.dealer.interface import DealerConfig, DealerError, VariantTally
 from squals_action.dealer.routing import Routing, make_routing
 from squals_action.dealer.tally import tallies_from_json
@@ -413,10 +414,9 @@ class Supervisor:
         they did, summed over the workers."""
         message: dict[str, Any] = {"op": "faults"}
         if faults is not None:
-            message["faults"] = faults
+            Faults().replace(faults)  # checked first: then in force in every worker, a restarting one too
+            self._faults = message["faults"] = dict(faults)
         answers = await self._call_all(message)
-        if faults is not None:
-            self._faults = dict(faults)
         injected: dict[str, dict[str, int]] = {}
         for answer in answers:
             for name, counts in answer["injected"].items():
