@@ -132,7 +132,7 @@ def check_slots(raw: Any, upstreams: Iterable[str]) -> tuple[Slot, ...]:
     for index, item in enumerate(raw):
         where = f"layers[{index}]"
         try:
-            slot = _slot(item)
+            slot = parse_slot(item)
         except (KeyError, TypeError, ValueError) as exc:
             raise DealerError(
                 f"{where}: expected {{experiment, layer, range: [low, high], weights}}: {exc}"
@@ -192,7 +192,9 @@ def outside(weights: Mapping[str, float], slots: Sequence[Slot]) -> dict[str, fl
     return rest
 
 
-def _slot(item: Any) -> Slot:
+def parse_slot(item: Any) -> Slot:
+    """One slot of a plan as JSON (``Slot.to_json``); malformed: ``KeyError``/``TypeError``/``ValueError``,
+    out of bounds: :class:`DealerError`."""
     if not isinstance(item, dict):
         raise TypeError("a slot must be an object")
     experiment, layer = str(item["experiment"]), str(item.get("layer", DEFAULT_LAYER))
@@ -251,6 +253,13 @@ def experiment_tallies(tallies: Mapping[str, VariantTally], experiment: str) -> 
             if member.startswith(prefix):
                 parts.setdefault(member[len(prefix) :], []).append(tally)
     return {variant: _summed(variant, cells) for variant, cells in parts.items()}
+
+
+def upstream_tally(tallies: Mapping[str, VariantTally], upstream: str) -> VariantTally | None:
+    """Everything one upstream served, summed over its cells (``green`` and ``green+exp-c.c1`` are both
+    GREEN's): what a bake reads; ``None`` when it served nobody."""
+    cells = [t for cell, t in tallies.items() if cell.split(CELL_SEPARATOR, 1)[0] == upstream]
+    return _summed(upstream, cells) if cells else None
 
 
 def _summed(name: str, cells: Sequence[VariantTally]) -> VariantTally:

@@ -1,5 +1,5 @@
-"""experiment.layer, share and assignment: parsed, placed as Dealer slots, refused in one line where not run
-yet."""
+"""experiment.layer, share and assignment: parsed, placed as Dealer slots, refused in one line where they
+cannot run (aws; no prod's Dealer to place them on)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from squals_action.dealer.layers import Slot
 from squals_action.experiments.interface import ExperimentError
-from squals_action.experiments.layering import refuse_unwired, slot_for
+from squals_action.experiments.layering import refuse_on_aws, slot_for
 from squals_action.experiments.spec import spec_digest
 from squals_action.manifest import load, validate_file
 from squals_action.manifest.model import Experiment
@@ -83,14 +83,16 @@ def test_slots_take_the_lowest_free_range_and_one_layer_of_islands() -> None:
 
 
 def test_aws_refuses_a_layered_experiment_in_one_line() -> None:
-    refuse_unwired(_spec(), "aws")  # the whole front door, as before: fine
+    refuse_on_aws(_spec(), "aws")  # the whole front door, as before: fine
     with pytest.raises(ExperimentError) as caught:
-        refuse_unwired(_spec("main", 30.0), "aws")
+        refuse_on_aws(_spec("main", 30.0), "aws")
     assert "on aws an experiment takes the whole front door" in str(caught.value)
     assert "\n" not in str(caught.value)
 
 
-def test_a_layered_start_is_refused_before_anything_is_claimed_or_provisioned(tmp_path: Path) -> None:
+def test_a_layered_start_without_prod_is_refused_before_anything_is_claimed_or_provisioned(
+    tmp_path: Path,
+) -> None:
     shop = make_shop(tmp_path)
     _with(shop.path, "  layer: checkout\n  share: 30%\n")
     git(
@@ -99,7 +101,9 @@ def test_a_layered_start_is_refused_before_anything_is_claimed_or_provisioned(tm
     eng = experiment_engine(shop, open_store(shop.path))
     with pytest.raises(ExperimentError) as caught:
         eng.start()
-    assert "squals.yml" in str(caught.value) and "does not drive yet" in str(caught.value)
+    assert "squals.yml" in str(caught.value)
+    assert "a layered experiment runs on prod's Dealer" in str(caught.value)
+    assert "\n" not in str(caught.value) and str(caught.value).endswith("nothing was started")
     assert LocalProvider(shop.path).list() == ()
     nothing = subprocess.run(
         ["git", "rev-parse", "--verify", "-q", "squals/state"],

@@ -3,8 +3,10 @@
 fixture stops every process it started, and fails if a test left any running.
 
 The app answers ``/`` with its ``COLOR`` and, on every ``CONVERT_EVERY``-th request, the header
-``X-Squals-Event: checkout`` (or ``$EVENT``, e.g. ``revenue=30`` for an event with a value); ``/boom``
-answers 500 when ``FAIL_EVERY`` is set (for guardrails).
+``X-Squals-Event: checkout`` (or ``$EVENT``, e.g. ``revenue=30`` for an event with a value), on every second
+one for a unit the Dealer told it is in ``$BOOST_IF`` (an app-side variant, ``exp-ui=b``), and echoes the
+Dealer's ``X-Squals-Assignments`` as ``X-Seen-Assignments``; ``/boom`` answers 500 when ``FAIL_EVERY`` is set
+(for guardrails).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ counter = itertools.count(1)
 lock = threading.Lock()
 EVERY = int(os.environ.get("CONVERT_EVERY", "0"))
 FAIL = int(os.environ.get("FAIL_EVERY", "0"))
+BOOST = os.environ.get("BOOST_IF", "")
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -47,8 +50,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             n = next(counter)
         body = (os.environ.get("COLOR", "none") + "\n").encode()
         failing = FAIL and self.path != "/healthz" and n % FAIL == 0
+        told = self.headers.get("X-Squals-Assignments", "")
+        every = 2 if BOOST and BOOST in told else EVERY
         self.send_response(500 if failing else 200)
-        if EVERY and self.path != "/healthz" and n % EVERY == 0:
+        self.send_header("X-Seen-Assignments", told)
+        if every and self.path != "/healthz" and n % every == 0:
             self.send_header("X-Squals-Event", os.environ.get("EVENT", "checkout"))
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
@@ -174,10 +180,12 @@ def squals_experiment(shop: Shop, *args: str) -> subprocess.CompletedProcess[str
     )
 
 
-def experiment_engine(shop: Shop, store: StateStore | None = None) -> ExperimentEngine:
-    """The shop's experiments in this process: the real local provider, the state on ``origin``, and
-    promotion (and the variants' readiness) through a lifecycle behind the project's own Dealer."""
-    manifest = load(shop.path / "squals.yml", shop.path)
+def experiment_engine(
+    shop: Shop, store: StateStore | None = None, squals: str = "squals.yml"
+) -> ExperimentEngine:
+    """The experiment ``squals`` declares in this process: the real local provider, the state on ``origin``,
+    and promotion (and the variants' readiness) through a lifecycle behind the project's own Dealer."""
+    manifest = load(shop.path / squals, shop.path)
     the_store = store or open_store(shop.path)
     provider = LocalProvider(shop.path)
 

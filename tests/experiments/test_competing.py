@@ -1,0 +1,144 @@
+"""Competing experiments at once through the engine, the CLI and the real project Dealer (issue 13, item 1).
+
+Prod (``pr-1``) runs behind the project's Dealer. ``exp-main`` (island-based, layer ``main``, 50 %) and
+``exp-ui`` (app-side, layer ``ui``, 100 %) are started on that same Dealer. The app converts more for the
+units the Dealer tells it are in ``exp-ui=b`` wherever they are served (prod or either island), so exp-ui
+has a real effect and exp-main none. Each tick decides on its own units; stopping exp-main from a new process
+leaves exp-ui's units in their variants and sends exp-main's back to prod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from squals_action.dealer import connect_dealer
+from squals_action.dealer.layers import Slot, parse_header, place
+from squals_action.experiments.layering import slot_of
+from squals_action.providers import LocalProvider
+from tests.support.dealer import drive
+from tests.support.experiments import (
+    Shop,
+    experiment_engine,
+    git,
+    project_lifecycle,
+    squals_experiment,
+    state_log,
+)
+
+UNITS = [f"u{i}" for i in range(2000)]
+UI = """\
+version: 1
+name: shop-ui
+app: {{start: {python} app.py, health: /healthz}}
+experiment:
+  layer: ui
+  assignment: app
+  variants: {{a: {{squals: ui.yml}}, b: {{squals: ui.yml}}}}
+  control: a
+  split: {{a: 50, b: 50}}
+  objective: {{maximize: conversion, numerator: "event:checkout", denominator: visitors}}
+  min_duration: {{time: 0s, activations: 100}}
+"""
+
+
+def _layered(shop: Shop) -> None:
+    """exp-main takes half of layer main (alpha 0.001: an A/A never wins by chance here); every app boosts
+    exp-ui's b units; ui.yml declares exp-ui."""
+    import sys
+
+    squals, green = shop.path / "squals.yml", shop.path / "variants" / "green.yml"
+    squals.write_text(
+        squals.read_text()
+        .replace("experiment:\n", "experiment:\n  layer: main\n  share: 50%\n", 1)
+        .replace("alpha: 0.05", "alpha: 0.001")
+        .replace('CONVERT_EVERY: "10"}', 'CONVERT_EVERY: "10", BOOST_IF: "exp-ui=b"}')
+    )
+    green.write_text(
+        green.read_text().replace('CONVERT_EVERY: "2"', 'CONVERT_EVERY: "10", BOOST_IF: "exp-ui=b"')
+    )
+    (shop.path / "ui.yml").write_text(UI.format(python=sys.executable))
+    git(shop.path, "add", "-A")
+    git(shop.path, "commit", "-qm", "two experiments in two layers")
+    git(shop.path, "push", "-q", "origin", "main")
+
+
+def _plan(shop: Shop) -> tuple[dict[str, str], tuple[Slot, ...]]:
+    client = connect_dealer(shop.path / ".squals" / "dealer")
+    try:
+        upstreams, _, slots = client.plan()
+    finally:
+        client.close()
+    return upstreams, slots
+
+
+def _pass(url: str) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """Every unit once through the Dealer: where it was served and the app-side variants it was told."""
+    truth = asyncio.run(drive(url, [(u, "/") for u in UNITS], concurrency=16))
+    assert all(status == 200 for *_, status in truth.results)
+    upstream = {unit: served for unit, served, _, _ in truth.results}
+    told = {
+        unit: parse_header(seen) for (unit, *_), seen in zip(truth.results, truth.kept, strict=True)
+    }
+    return upstream, told
+
+
+def test_two_layered_experiments_share_prods_dealer_decide_alone_and_end_alone(shop: Shop) -> None:
+    _layered(shop)
+    main = experiment_engine(shop)
+    prod = project_lifecycle(shop, main.manifest, main.store, LocalProvider(shop.path))
+    assert prod.deploy(1, "HEAD").ok and prod.promote(1).ok
+    ui = experiment_engine(shop, main.store, "ui.yml")
+
+    started_main = main.start(experiment_id="exp-main")
+    started_ui = ui.start(experiment_id="exp-ui")
+    public = started_main.url
+    assert public is not None and started_ui.url == public  # both on prod's Dealer, no Dealer of their own
+    assert {h.env for h in LocalProvider(shop.path).list()} == {"pr-1", "exp-control", "exp-green"}
+    recorded = {d.id: slot_of(d) for d in (started_main.experiment, started_ui.experiment)}
+    assert recorded == {
+        "exp-main": Slot("exp-main", "main", 0.0, 0.5, {"control": 50.0, "green": 50.0}, True),
+        "exp-ui": Slot("exp-ui", "ui", 0.0, 1.0, {"a": 50.0, "b": 50.0}, False),
+    }
+    upstreams, slots = _plan(shop)
+    assert list(slots) == [recorded["exp-main"], recorded["exp-ui"]]
+    assert {"exp-main.control", "exp-main.green"} <= set(upstreams)
+
+    upstream, told = _pass(public)
+    for unit in UNITS:  # the real Dealer places every unit as the pure function says
+        expected = place(unit, slots, {"pr-1": 1.0}, "squals")
+        assert upstream[unit] == expected.upstream and told[unit] == parse_header(expected.header or "")
+    served = Counter(upstream.values())
+    assert served["pr-1"] > 800 and served["exp-main.control"] > 400 and served["exp-main.green"] > 400
+    assert Counter(t["exp-ui"] for t in told.values()).keys() == {"a", "b"}
+
+    (main_tick,) = main.tick("exp-main")  # its own units only: 50 % of the units, no effect
+    assert main_tick.ok and main_tick.status == "running", main_tick.message
+    assert main_tick.decision is not None and main_tick.decision.winner is None
+    observed = main.store.read().experiment("exp-main")
+    assert observed is not None
+    assert sum(int(o["units"]) for o in observed.observations.values()) == sum(
+        n for name, n in served.items() if name.startswith("exp-main.")
+    )
+
+    stopped = squals_experiment(shop, "stop", "exp-main", "--reason", "enough")  # a new process
+    assert stopped.returncode == 0, stopped.stderr
+    assert {h.env for h in LocalProvider(shop.path).list()} == {"pr-1"}
+    upstreams, slots = _plan(shop)
+    assert slots == (recorded["exp-ui"],) and set(upstreams) == {"pr-1"}
+
+    after, told_after = _pass(public)
+    assert set(after.values()) == {"pr-1"}  # exp-main's units are back on prod
+    assert told_after == told  # exp-ui's units never moved
+
+    (ui_tick,) = ui.tick("exp-ui")
+    assert ui_tick.ok and ui_tick.status == "decided", ui_tick.message
+    assert ui_tick.decision is not None and ui_tick.decision.winner == "b"
+    assert "app-side, nothing to promote: make b the app's default" in ui_tick.message
+    doc = ui.store.read().experiment("exp-ui")
+    assert doc is not None and doc.decision is not None and doc.decision["outcome"] == "winner"
+    assert sum(int(o["units"]) for o in doc.observations.values()) == len(UNITS)
+    assert _plan(shop)[1] == ()
+    assert state_log(shop.origin)[-2:] == ["experiment-tick", "experiment-winner"]
+    main.store.close()
+
