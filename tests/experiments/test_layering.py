@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,11 +13,12 @@ import pytest
 from squals_action.dealer.layers import Slot
 from squals_action.experiments.interface import ExperimentError
 from squals_action.experiments.layering import refuse_on_aws, slot_for
+from squals_action.experiments.records import StartRequest, claim
 from squals_action.experiments.spec import spec_digest
 from squals_action.manifest import load, validate_file
 from squals_action.manifest.model import Experiment
 from squals_action.providers import LocalProvider
-from squals_action.state import open_store
+from squals_action.state import Documents, open_store
 from tests.support.experiments import experiment_engine, git, make_shop
 
 
@@ -113,3 +115,49 @@ def test_a_layered_start_without_prod_is_refused_before_anything_is_claimed_or_p
     )
     assert nothing.returncode != 0  # nothing was claimed: the state branch was never written
     eng.store.close()
+
+
+def _request(eid: str, spec: Experiment, dealer: str | None) -> StartRequest:
+    return StartRequest(
+        eid=eid,
+        spec=spec,
+        digest=spec_digest(spec),
+        commit="c" * 40,
+        pr=None,
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+        token=f"run {eid}",
+        squals_file="squals.yml",
+        dealer=dealer,
+    )
+
+
+def test_the_claim_places_layered_experiments_side_by_side_and_refuses_a_plain_one_beside_them() -> None:
+    docs = Documents()
+    first = claim(docs, _request("exp-a", _spec("main", 30.0), "/d")).state
+    second = claim(docs, _request("exp-b", _spec("main", 50.0), "/d")).state
+    assert first is not None and second is not None
+    assert second.extra["traffic"] == {
+        "kind": "layers",
+        "dealer_dir": "/d",
+        "slot": {
+            "experiment": "exp-b",
+            "layer": "main",
+            "range": [0.3, 0.8],
+            "weights": {"control": 50.0, "b": 50.0},
+            "islands": True,
+        },
+    }
+    with pytest.raises(ExperimentError, match="layer 'main' has no free 30%"):
+        claim(docs, _request("exp-c", _spec("main", 30.0), "/d"))  # refused in the claim: nothing written
+    assert set(docs.experiments()) == {"exp-a", "exp-b"}
+    with pytest.raises(ExperimentError) as caught:
+        claim(docs, _request("plain", _spec(), None))
+    assert str(caught.value) == (
+        "experiment exp-a is starting: one experiment at a time without experiment.layer/share/assignment "
+        "(it runs in layer main 0-30 %, islands; this one would take every unit: give it a layer or a "
+        "share); stop it first (`squals experiment stop exp-a`)"
+    )
+    alone = Documents()
+    claim(alone, _request("plain", _spec(), None))
+    with pytest.raises(ExperimentError, match="beside one without experiment.layer/share/assignment"):
+        claim(alone, _request("exp-a", _spec("main", 30.0), "/d"))
