@@ -26,7 +26,7 @@ from typing import Any
 
 from squals_action.dealer import connect_dealer, dealer_status
 from squals_action.dealer.client import DealerClient
-from squals_action.dealer.layers import Slot, experiment_tallies
+from squals_action.dealer.layers import Slot, experiment_tallies, island_upstreams
 from squals_action.experiments.cloudwatch_source import AwsPlace
 from squals_action.experiments.interface import ExperimentError
 from squals_action.experiments.layering import LAYERS, describe, slot_of
@@ -45,9 +45,6 @@ class LayeredSplit:
     def __init__(self, dealer_dir: Path, slot: Slot) -> None:
         self.dealer_dir = dealer_dir
         self.slot = slot
-
-    def _islands(self) -> set[str]:
-        return {self.slot.key(v) for v in self.slot.weights} if self.slot.islands else set()
 
     def _connect(self) -> DealerClient:
         if dealer_status(self.dealer_dir).state != "running":
@@ -110,7 +107,7 @@ class LayeredSplit:
             if any(s.experiment == self.slot.experiment for s in plan):
                 log(f"remove {self.slot.experiment} from prod's Dealer ({describe(self.slot)})")
                 client.set_layers([s for s in plan if s.experiment != self.slot.experiment])
-            gone = self._islands() & set(upstreams)
+            gone = island_upstreams([self.slot]) & set(upstreams)
             if gone:
                 client.wait_drained(gone, timeout=DRAIN_TIMEOUT)
                 keep = {k: v for k, v in upstreams.items() if k not in gone}

@@ -159,5 +159,5 @@ def test_the_claim_places_layered_experiments_side_by_side_and_refuses_a_plain_o
     )
     alone = Documents()
     claim(alone, _request("plain", _spec(), None))
-    with pytest.raises(ExperimentError, match="beside one without experiment.layer/share/assignment"):
+    with pytest.raises(ExperimentError, match=r"beside one without experiment\.layer/share/assignment"):
         claim(alone, _request("exp-a", _spec("main", 30.0), "/d"))
