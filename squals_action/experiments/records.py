@@ -238,3 +238,24 @@ def handles_of(doc: ExperimentState) -> list[EnvironmentHandle]:
         with contextlib.suppress(SqualsError):
             out.append(EnvironmentHandle.from_json(raw))
     return out
+
+
+def placement(doc: ExperimentState, docs: Mapping[str, ExperimentState]) -> str | None:
+    """Where a layered experiment splits and which active experiments share traffic with it (``None``: it
+    has a Dealer or a front door to itself): ``layer main 0-50 %, islands; shares its units with exp-ui
+    (layer ui 0-100 %, app-side); no unit in common with exp-b (layer main 50-80 %, islands)``."""
+    slot = slot_of(doc)
+    if slot is None:
+        return None
+    if doc.status not in ACTIVE:
+        return describe(slot)
+    shared: list[str] = []
+    apart: list[str] = []
+    for other in sorted(docs.values(), key=lambda d: d.id):
+        theirs = slot_of(other) if other.id != doc.id and other.status in ACTIVE else None
+        if theirs is not None:
+            (apart if theirs.layer == slot.layer else shared).append(f"{other.id} ({describe(theirs)})")
+    parts = [describe(slot)]
+    parts += [f"shares its units with {', '.join(shared)}"] if shared else []
+    parts += [f"no unit in common with {', '.join(apart)}"] if apart else []
+    return "; ".join(parts if len(parts) > 1 else [*parts, "alone on prod's Dealer"])

@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+import pytest
+
+from squals_action.cli import main as main_cli
 from squals_action.dealer import connect_dealer
 from squals_action.dealer.layers import Slot, parse_header, place
 from squals_action.experiments.layering import slot_of
@@ -83,7 +86,9 @@ def _pass(url: str) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
     return upstream, told
 
 
-def test_two_layered_experiments_share_prods_dealer_decide_alone_and_end_alone(shop: Shop) -> None:
+def test_two_layered_experiments_share_prods_dealer_decide_alone_and_end_alone(
+    shop: Shop, capsys: pytest.CaptureFixture[str]
+) -> None:
     _layered(shop)
     main = experiment_engine(shop)
     prod = project_lifecycle(shop, main.manifest, main.store, LocalProvider(shop.path))
@@ -102,6 +107,15 @@ def test_two_layered_experiments_share_prods_dealer_decide_alone_and_end_alone(s
     }
     upstreams, slots = _plan(shop)
     assert list(slots) == [recorded["exp-main"], recorded["exp-ui"]]
+    # which experiments share traffic: in `squals experiment status` and in the report
+    assert main_cli(["experiment", "status", "--repo", str(shop.path)]) == 0
+    text = capsys.readouterr().out
+    main_at, ui_at = "layer main 0-50 %, islands", "layer ui 0-100 %, app-side"
+    assert f"  placement: {main_at}; shares its units with exp-ui ({ui_at})\n" in text
+    assert f"  placement: {ui_at}; shares its units with exp-main ({main_at})\n" in text
+    assert main_cli(["experiment", "status", "exp-ui", "--repo", str(shop.path), "--format", "markdown"]) == 0
+    report = capsys.readouterr().out
+    assert f"\nPlacement: {ui_at}; shares its units with exp-main \\({main_at}\\).\n" in report
     assert {"exp-main.control", "exp-main.green"} <= set(upstreams)
 
     upstream, told = _pass(public)
