@@ -37,7 +37,7 @@ app: {{start: {python} app.py, health: /healthz}}
 experiment:
   layer: ui
   assignment: app
-  variants: {{a: {{squals: ui.yml}}, b: {{squals: ui.yml}}}}
+  variants: {{a: {{}}, b: {{}}}}  # app-side: branches of prod's code, no squals file of their own
   control: a
   split: {{a: 50, b: 50}}
   objective: {{maximize: conversion, numerator: "event:checkout", denominator: visitors}}

@@ -161,3 +161,20 @@ def test_the_claim_places_layered_experiments_side_by_side_and_refuses_a_plain_o
     claim(alone, _request("plain", _spec(), None))
     with pytest.raises(ExperimentError, match=r"beside one without experiment\.layer/share/assignment"):
         claim(alone, _request("exp-a", _spec("main", 30.0), "/d"))
+
+
+def test_app_side_variants_need_no_squals_file_island_variants_do(tmp_path: Path) -> None:
+    shop = make_shop(tmp_path)
+    squals = shop.path / "squals.yml"
+    squals.write_text(
+        squals.read_text()
+        .replace("    control: {squals: squals.yml}\n", "    control: {}\n")
+        .replace("experiment:\n", "experiment:\n  layer: ui\n  assignment: app\n", 1)
+    )
+    spec = load(squals, shop.path).experiment
+    assert spec is not None and spec.variants["control"].squals == "" and spec.assignment == "app"
+    squals.write_text(squals.read_text().replace("  assignment: app\n", ""))
+    rendered = [p.render() for p in validate_file(squals, shop.path).problems]
+    assert len(rendered) == 1
+    assert "$.experiment.variants.control: missing required key 'squals'" in rendered[0]
+    assert "with `assignment: app` a variant is a branch of prod's code and needs none" in rendered[0]
