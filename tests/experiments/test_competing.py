@@ -1,15 +1,18 @@
 """Competing experiments at once through the engine, the CLI and the real project Dealer (issue 13, item 1).
 
-Prod (``pr-1``) runs behind the project's Dealer. ``exp-main`` (island-based, layer ``main``, 50 %) and
-``exp-ui`` (app-side, layer ``ui``, 100 %) are started on that same Dealer. The app converts more for the
-units the Dealer tells it are in ``exp-ui=b`` wherever they are served (prod or either island), so exp-ui
-has a real effect and exp-main none. Each tick decides on its own units; stopping exp-main from a new process
-leaves exp-ui's units in their variants and sends exp-main's back to prod.
+Prod (``pr-1``) runs behind the project's Dealer. ``exp-main`` (island-based, layer ``main``, 50 %: control
+converts every 10th request, green every 2nd) and ``exp-ui`` (app-side, layer ``ui``, 100 %: the app does
+nothing different for its variants) are started on that same Dealer. Each tick decides on its own units:
+exp-ui finds no difference so far, exp-main finds green and promotes green's own island through the
+lifecycle's blue/green on prod's Dealer under steady load (the bake reads BLUE over its cells, the switch
+keeps the islands, the end drops the slot), and exp-ui's units never move; a stop from a new process ends
+exp-ui.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import Counter
 
 import pytest
@@ -19,7 +22,7 @@ from squals_action.dealer import connect_dealer
 from squals_action.dealer.layers import Slot, parse_header, place
 from squals_action.experiments.layering import slot_of
 from squals_action.providers import LocalProvider
-from tests.support.dealer import drive
+from tests.support.dealer import drive, steady_load
 from tests.support.experiments import (
     Shop,
     experiment_engine,
@@ -42,24 +45,16 @@ experiment:
   split: {{a: 50, b: 50}}
   objective: {{maximize: conversion, numerator: "event:checkout", denominator: visitors}}
   min_duration: {{time: 0s, activations: 100}}
+  significance: {{alpha: 0.001}}
 """
 
 
 def _layered(shop: Shop) -> None:
-    """exp-main takes half of layer main (alpha 0.001: an A/A never wins by chance here); every app boosts
-    exp-ui's b units; ui.yml declares exp-ui."""
-    import sys
-
-    squals, green = shop.path / "squals.yml", shop.path / "variants" / "green.yml"
-    squals.write_text(
-        squals.read_text()
-        .replace("experiment:\n", "experiment:\n  layer: main\n  share: 50%\n", 1)
-        .replace("alpha: 0.05", "alpha: 0.001")
-        .replace('CONVERT_EVERY: "10"}', 'CONVERT_EVERY: "10", BOOST_IF: "exp-ui=b"}')
-    )
-    green.write_text(
-        green.read_text().replace('CONVERT_EVERY: "2"', 'CONVERT_EVERY: "10", BOOST_IF: "exp-ui=b"')
-    )
+    """exp-main takes half of layer main; ui.yml declares exp-ui (alpha 0.001: an A/A does not win by chance
+    here)."""
+    squals = shop.path / "squals.yml"
+    layered = squals.read_text().replace("experiment:\n", "experiment:\n  layer: main\n  share: 50%\n", 1)
+    squals.write_text(layered)
     (shop.path / "ui.yml").write_text(UI.format(python=sys.executable))
     git(shop.path, "add", "-A")
     git(shop.path, "commit", "-qm", "two experiments in two layers")
@@ -95,7 +90,7 @@ def test_two_layered_experiments_share_prods_dealer_decide_alone_and_end_alone(
     assert prod.deploy(1, "HEAD").ok and prod.promote(1).ok
     ui = experiment_engine(shop, main.store, "ui.yml")
 
-    started_main = main.start(experiment_id="exp-main")
+    started_main = main.start(experiment_id="exp-main", pr=5)
     started_ui = ui.start(experiment_id="exp-ui")
     public = started_main.url
     assert public is not None and started_ui.url == public  # both on prod's Dealer, no Dealer of their own
@@ -126,33 +121,35 @@ def test_two_layered_experiments_share_prods_dealer_decide_alone_and_end_alone(
     assert served["pr-1"] > 800 and served["exp-main.control"] > 400 and served["exp-main.green"] > 400
     assert Counter(t["exp-ui"] for t in told.values()).keys() == {"a", "b"}
 
-    (main_tick,) = main.tick("exp-main")  # its own units only: 50 % of the units, no effect
-    assert main_tick.ok and main_tick.status == "running", main_tick.message
-    assert main_tick.decision is not None and main_tick.decision.winner is None
-    observed = main.store.read().experiment("exp-main")
-    assert observed is not None
-    assert sum(int(o["units"]) for o in observed.observations.values()) == sum(
-        n for name, n in served.items() if name.startswith("exp-main.")
-    )
+    (ui_tick,) = ui.tick("exp-ui")  # all the units, no effect: no winner so far
+    assert ui_tick.ok and ui_tick.status == "running", ui_tick.message
+    assert ui_tick.decision is not None and ui_tick.decision.winner is None
+    doc = ui.store.read().experiment("exp-ui")
+    assert doc is not None and sum(int(o["units"]) for o in doc.observations.values()) == len(UNITS)
 
-    stopped = squals_experiment(shop, "stop", "exp-main", "--reason", "enough")  # a new process
-    assert stopped.returncode == 0, stopped.stderr
-    assert {h.env for h in LocalProvider(shop.path).list()} == {"pr-1"}
+    # exp-main's own units (half of them): green converts more. Its own island is promoted as pr-5 on
+    # prod's Dealer under steady load: BLUE's bake reads its cells (every unit is in exp-ui too)
+    with steady_load(public, workers=2, units=100, path="/") as answers:
+        (main_tick,) = main.tick("exp-main")
+    assert main_tick.ok and main_tick.promoted == "green", main_tick.message
+    assert len(answers) > 100 and {status for status, _ in answers} == {200}
+    observed = main.store.read().experiment("exp-main")
+    assert observed is not None  # its own units: those of the pass, and of the load's that it holds
+    loaded = [f"w{w}-{n}" for w in range(2) for n in range(100)]
+    mine = sum(1 for u in [*UNITS, *loaded] if place(u, slots, {"pr-1": 1.0}, "squals").upstream != "pr-1")
+    assert served["exp-main.control"] + served["exp-main.green"] == 1000 < mine < 1100
+    assert 1000 <= sum(int(o["units"]) for o in observed.observations.values()) <= mine
+    shop.kept.add("exp-green")  # the winner's own island is prod now
+    assert {h.env for h in LocalProvider(shop.path).list()} == {"pr-1", "exp-green"}
     upstreams, slots = _plan(shop)
-    assert slots == (recorded["exp-ui"],) and set(upstreams) == {"pr-1"}
+    assert slots == (recorded["exp-ui"],) and "exp-main.green" not in upstreams
 
     after, told_after = _pass(public)
-    assert set(after.values()) == {"pr-1"}  # exp-main's units are back on prod
+    assert set(after.values()) == {"pr-5"}  # every unit on the new prod
     assert told_after == told  # exp-ui's units never moved
 
-    (ui_tick,) = ui.tick("exp-ui")
-    assert ui_tick.ok and ui_tick.status == "decided", ui_tick.message
-    assert ui_tick.decision is not None and ui_tick.decision.winner == "b"
-    assert "app-side, nothing to promote: make b the app's default" in ui_tick.message
-    doc = ui.store.read().experiment("exp-ui")
-    assert doc is not None and doc.decision is not None and doc.decision["outcome"] == "winner"
-    assert sum(int(o["units"]) for o in doc.observations.values()) == len(UNITS)
+    stopped = squals_experiment(shop, "stop", "exp-ui", "--reason", "enough")  # a new process
+    assert stopped.returncode == 0, stopped.stderr
     assert _plan(shop)[1] == ()
-    assert state_log(shop.origin)[-2:] == ["experiment-tick", "experiment-winner"]
+    assert state_log(shop.origin)[-1] == "experiment-stop"
     main.store.close()
-

@@ -3,8 +3,7 @@
 fixture stops every process it started, and fails if a test left any running.
 
 The app answers ``/`` with its ``COLOR`` and, on every ``CONVERT_EVERY``-th request, the header
-``X-Squals-Event: checkout`` (or ``$EVENT``, e.g. ``revenue=30`` for an event with a value), on every second
-one for a unit the Dealer told it is in ``$BOOST_IF`` (an app-side variant, ``exp-ui=b``), and echoes the
+``X-Squals-Event: checkout`` (or ``$EVENT``, e.g. ``revenue=30`` for an event with a value), and echoes the
 Dealer's ``X-Squals-Assignments`` as ``X-Seen-Assignments``; ``/boom`` answers 500 when ``FAIL_EVERY`` is set
 (for guardrails).
 """
@@ -39,7 +38,6 @@ counter = itertools.count(1)
 lock = threading.Lock()
 EVERY = int(os.environ.get("CONVERT_EVERY", "0"))
 FAIL = int(os.environ.get("FAIL_EVERY", "0"))
-BOOST = os.environ.get("BOOST_IF", "")
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -50,11 +48,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             n = next(counter)
         body = (os.environ.get("COLOR", "none") + "\n").encode()
         failing = FAIL and self.path != "/healthz" and n % FAIL == 0
-        told = self.headers.get("X-Squals-Assignments", "")
-        every = 2 if BOOST and BOOST in told else EVERY
         self.send_response(500 if failing else 200)
-        self.send_header("X-Seen-Assignments", told)
-        if every and self.path != "/healthz" and n % every == 0:
+        self.send_header("X-Seen-Assignments", self.headers.get("X-Squals-Assignments", ""))
+        if EVERY and self.path != "/healthz" and n % EVERY == 0:
             self.send_header("X-Squals-Event", os.environ.get("EVENT", "checkout"))
         self.send_header("Content-Type", "text/plain")
         self.send_header("Content-Length", str(len(body)))
