@@ -262,10 +262,12 @@ class ExperimentEngine:
             raise
         final = result.snapshot.experiment(eid)
         assert final is not None
+        where = records.placement(final, result.snapshot.experiments())
         return StartOutcome(
             experiment=final,
             url=url,
-            message=f"experiment {eid} runs: {len(handles)} variants behind {url}",
+            message=f"experiment {eid} runs: {len(spec.variants)} variants behind {url}"
+            + (f" ({where})" if where else ""),
             started=True,
         )
 

@@ -94,6 +94,10 @@ def test_two_layered_experiments_share_prods_dealer_decide_alone_and_end_alone(
     started_ui = ui.start(experiment_id="exp-ui")
     public = started_main.url
     assert public is not None and started_ui.url == public  # both on prod's Dealer, no Dealer of their own
+    assert started_ui.message == (
+        f"experiment exp-ui runs: 2 variants behind {public} (layer ui 0-100 %, app-side; shares its units "
+        "with exp-main (layer main 0-50 %, islands))"
+    )
     assert {h.env for h in LocalProvider(shop.path).list()} == {"pr-1", "exp-control", "exp-green"}
     recorded = {d.id: slot_of(d) for d in (started_main.experiment, started_ui.experiment)}
     assert recorded == {
