@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -21,11 +22,13 @@ from squals_action.dealer import connect_dealer
 from squals_action.dealer.layers import check_slots, experiment_tallies, parse_header, place
 from squals_action.experiments.dealer_metrics import DealerMetrics
 from squals_action.experiments.decide import decide
+from squals_action.experiments.layered import LayeredSplit
 from squals_action.experiments.observe import observe
 from squals_action.lifecycle.machine import Env
 from squals_action.lifecycle.signals import DealerSignals
 from squals_action.lifecycle.traffic import DealerTraffic
 from squals_action.manifest import model
+from squals_action.providers.interface import EnvironmentHandle
 from tests.support.dealer import DealerFactory, drive
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -176,6 +179,42 @@ def test_a_prod_switch_keeps_the_islands_a_slot_uses_and_the_bake_sums_an_upstre
         reading = signals.read()
         assert reading.requests == served["pr-2"] > 100 and not reading.missing
         assert served.keys() == {"pr-1", "pr-2", "exp-a.a1", "exp-a.a2"}
+    finally:
+        client.close()
+        traffic.stop()
+
+
+def test_a_layered_split_excludes_a_variant_inside_its_slot_notices_a_lost_slot_and_leaves_others_be(
+    pair: dict[str, str], tmp_path: Path
+) -> None:
+    """The experiment's side of prod's Dealer (experiments/layered.py) against a real Dealer: a guardrail's
+    exclusion touches its own slot only; a plan without its slot is said in one line; its end keeps the
+    other experiments' slots and drops its own islands."""
+    state = tmp_path / "prod-dealer"
+    traffic = DealerTraffic(state)
+    url = traffic.route({"pr-1": pair["a"]}, {"pr-1": 100})
+    other = check_slots([PLAN[2]], ())[0]
+    client = connect_dealer(state)
+    try:
+        client.set_layers([other])
+        slot = check_slots([PLAN[0]], ("exp-a.a1", "exp-a.a2"))[0]
+        split = LayeredSplit(state, slot)
+        islands = {v: EnvironmentHandle(f"exp-{v}", "c" * 40, pair["b"], "local") for v in ("a1", "a2")}
+        assert split.open("exp-a", _spec(("a1", "a2")), islands, lambda _: None) == url
+        assert client.plan()[2] == (other, slot) and split.unavailable() is None
+
+        split.set_weights({"a1": 50.0, "a2": 0.0}, lambda _: None)  # a2 breached a guardrail
+        assert client.plan()[2] == (other, replace(slot, weights={"a1": 50.0, "a2": 0.0}))
+        served = asyncio.run(drive(url, [(u, "/hello") for u in UNITS[:300]])).results
+        assert {name for _, name, _, _ in served} == {"pr-1", "exp-a.a1"}
+
+        client.set_layers([other])  # a Dealer that lost the plan (restarted from scratch)
+        assert split.unavailable() == (
+            f"its slot (layer main 0-30 %, islands) is not in the plan of prod's Dealer ({state})"
+        )
+        split.release(restore=True, log=lambda _: None)
+        upstreams, _, plan = client.plan()
+        assert plan == (other,) and set(upstreams) == {"pr-1"}
     finally:
         client.close()
         traffic.stop()
