@@ -69,7 +69,7 @@ class LayeredSplit:
 
     def unavailable(self) -> str | None:
         if dealer_status(self.dealer_dir).state != "running":
-            return no_prod(self.dealer_dir)
+            return f"prod's Dealer, which holds its slot, does not run in {self.dealer_dir}"
         client = connect_dealer(self.dealer_dir)
         try:
             placed = {s.experiment for s in client.plan()[2]}
