@@ -46,9 +46,15 @@ class LayeredSplit:
         self.dealer_dir = dealer_dir
         self.slot = slot
 
+    def _gone(self) -> str | None:
+        if dealer_status(self.dealer_dir).state == "running":
+            return None
+        return f"prod's Dealer, which holds its slot, does not run in {self.dealer_dir}"
+
     def _connect(self) -> DealerClient:
-        if dealer_status(self.dealer_dir).state != "running":
-            raise ExperimentError(no_prod(self.dealer_dir))
+        gone = self._gone()
+        if gone is not None:
+            raise ExperimentError(gone)
         return connect_dealer(self.dealer_dir)
 
     def open(self, eid: str, spec: Experiment, islands: Mapping[str, EnvironmentHandle], log: Log) -> str:
@@ -68,8 +74,9 @@ class LayeredSplit:
         return {"traffic": {"kind": LAYERS, "dealer_dir": str(self.dealer_dir), "slot": self.slot.to_json()}}
 
     def unavailable(self) -> str | None:
-        if dealer_status(self.dealer_dir).state != "running":
-            return f"prod's Dealer, which holds its slot, does not run in {self.dealer_dir}"
+        gone = self._gone()
+        if gone is not None:
+            return gone
         client = connect_dealer(self.dealer_dir)
         try:
             placed = {s.experiment for s in client.plan()[2]}
@@ -99,7 +106,7 @@ class LayeredSplit:
     def release(self, *, restore: bool, log: Log) -> None:
         """The plan without this slot (the others' units stay where they are), then the islands' upstreams
         dropped once drained. Nothing to do when prod's Dealer is gone (it took the plan with it)."""
-        if dealer_status(self.dealer_dir).state != "running":
+        if self._gone() is not None:
             return
         client = connect_dealer(self.dealer_dir)
         try:
@@ -116,18 +123,14 @@ class LayeredSplit:
             client.close()
 
 
-def no_prod(dealer_dir: Path) -> str:
-    """Why a layered experiment cannot run: it splits prod's traffic, and no Dealer serves prod."""
-    return (
-        f"a layered experiment runs on prod's Dealer and none runs in {dealer_dir}: promote a prod first "
-        "(`squals deploy --pr N` then `squals promote --pr N`)"
-    )
-
-
 def check_prod_dealer(dealer_dir: Path, spec: Experiment) -> None:
-    """Refuse, before anything is claimed, a layered start with no prod's Dealer to place it on."""
+    """Refuse, before anything is claimed, a layered start with no prod's Dealer to place it on: it splits
+    prod's traffic."""
     if dealer_status(dealer_dir).state != "running":
-        raise ExperimentError(f"{spec.location}: {no_prod(dealer_dir)}; nothing was started")
+        raise ExperimentError(
+            f"{spec.location}: a layered experiment runs on prod's Dealer and none runs in {dealer_dir}: "
+            "promote a prod first (`squals deploy --pr N` then `squals promote --pr N`); nothing was started"
+        )
 
 
 def layered_split_of(doc: ExperimentState, unit: StickyUnit, default_dealer_dir: Path) -> Split:
