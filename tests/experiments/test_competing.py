@@ -32,7 +32,7 @@ from tests.support.experiments import (
     state_log,
 )
 
-UNITS = [f"u{i}" for i in range(2000)]
+UNITS = [f"u{i}" for i in range(1200)]
 UI = """\
 version: 1
 name: shop-ui
@@ -122,7 +122,7 @@ def test_two_layered_experiments_share_prods_dealer_decide_alone_and_end_alone(
         expected = place(unit, slots, {"pr-1": 1.0}, "squals")
         assert upstream[unit] == expected.upstream and told[unit] == parse_header(expected.header or "")
     served = Counter(upstream.values())
-    assert served["pr-1"] > 800 and served["exp-main.control"] > 400 and served["exp-main.green"] > 400
+    assert served["pr-1"] > 500 and served["exp-main.control"] > 250 and served["exp-main.green"] > 250
     assert Counter(t["exp-ui"] for t in told.values()).keys() == {"a", "b"}
 
     (ui_tick,) = ui.tick("exp-ui")  # all the units, no effect: no winner so far
@@ -141,8 +141,9 @@ def test_two_layered_experiments_share_prods_dealer_decide_alone_and_end_alone(
     assert observed is not None  # its own units: those of the pass, and of the load's that it holds
     loaded = [f"w{w}-{n}" for w in range(2) for n in range(100)]
     mine = sum(1 for u in [*UNITS, *loaded] if place(u, slots, {"pr-1": 1.0}, "squals").upstream != "pr-1")
-    assert served["exp-main.control"] + served["exp-main.green"] == 1000 < mine < 1100
-    assert 1000 <= sum(int(o["units"]) for o in observed.observations.values()) <= mine
+    own = served["exp-main.control"] + served["exp-main.green"]
+    assert own < mine < own + len(loaded)
+    assert own <= sum(int(o["units"]) for o in observed.observations.values()) <= mine
     shop.kept.add("exp-green")  # the winner's own island is prod now
     assert {h.env for h in LocalProvider(shop.path).list()} == {"pr-1", "exp-green"}
     upstreams, slots = _plan(shop)
