@@ -2,10 +2,11 @@
 
 * **start** checks every variant at the experiment's commit (its files validated, its scripts there), claims
   ``experiments/<id>.json`` on the state branch (status ``starting``; a second experiment of the project
-  while one is active is refused), makes each variant's island ``exp-<variant>`` ready from the variant's own
-  squals file at that commit as a pull request's island is (hooks, provisioning, exit tests: see
-  :mod:`~squals_action.experiments.ready`), then splits the traffic among them (``split`` as weights, sticky
-  per ``unit``: the experiment's own Dealer, or on AWS the front door's listener, see
+  while one is active is refused unless both are layered: then the claim gives it its slot), makes each
+  variant's island ``exp-<variant>`` ready from the variant's own squals file at that commit as a pull
+  request's island is (hooks, provisioning, exit tests: see :mod:`~squals_action.experiments.ready`), then
+  splits the traffic among them (``split`` as weights, sticky per ``unit``: the experiment's own Dealer, its
+  slot on prod's Dealer (:mod:`~squals_action.experiments.layered`), or on AWS the front door's listener, see
   :mod:`~squals_action.experiments.splitters`) and records ``running``: two commits. A variant that is not
   ready stops the start before any traffic moves: its islands are destroyed, the start recorded ``failed``.
 * **tick** reads the squals file as it was at the start commit (the spec judged is the spec started), reads
