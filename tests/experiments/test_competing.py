@@ -5,8 +5,8 @@ converts every 10th request, green every 2nd) and ``exp-ui`` (app-side, layer ``
 nothing different for its variants) are started on that same Dealer. Each tick decides on its own units:
 exp-ui finds no difference so far, exp-main finds green and promotes green's own island through the
 lifecycle's blue/green on prod's Dealer under steady load (the bake reads BLUE over its cells, the switch
-keeps the islands, the end drops the slot), and exp-ui's units never move; a stop from a new process ends
-exp-ui.
+keeps the islands, the end drops the slot), and exp-ui's units never move. Then b's units buy: a tick in a
+new process finds b and ends exp-ui (app-side: nothing to promote).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -70,9 +72,19 @@ def _plan(shop: Shop) -> tuple[dict[str, str], tuple[Slot, ...]]:
     return upstreams, slots
 
 
-def _pass(url: str) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
-    """Every unit once through the Dealer: where it was served and the app-side variants it was told."""
-    truth = asyncio.run(drive(url, [(u, "/") for u in UNITS], concurrency=16))
+def _buy(repo: Path, units: list[str]) -> None:
+    """A server-side ``checkout`` event for each unit (the app posting it to prod's Dealer)."""
+    client = connect_dealer(repo / ".squals" / "dealer")
+    try:
+        for unit in units:
+            client.record_event("checkout", unit=unit)
+    finally:
+        client.close()
+
+
+def _pass(url: str, units: list[str] = UNITS) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """Each unit once through the Dealer: where it was served and the app-side variants it was told."""
+    truth = asyncio.run(drive(url, [(u, "/") for u in units], concurrency=16))
     assert all(status == 200 for *_, status in truth.results)
     upstream = {unit: served for unit, served, _, _ in truth.results}
     told = {
@@ -149,12 +161,22 @@ def test_two_layered_experiments_share_prods_dealer_decide_alone_and_end_alone(
     upstreams, slots = _plan(shop)
     assert slots == (recorded["exp-ui"],) and "exp-main.green" not in upstreams
 
-    after, told_after = _pass(public)
+    after, told_after = _pass(public, UNITS[:400])
     assert set(after.values()) == {"pr-5"}  # every unit on the new prod
-    assert told_after == told  # exp-ui's units never moved
+    assert told_after == {u: told[u] for u in UNITS[:400]}  # exp-ui's units never moved
 
-    stopped = squals_experiment(shop, "stop", "exp-ui", "--reason", "enough")  # a new process
-    assert stopped.returncode == 0, stopped.stderr
+    # now every b unit buys (a server-side event each): a tick in a new process finds b; app-side, there is
+    # nothing to promote, so the experiment ends with its winner named and its slot removed
+    buyers = [u for u in UNITS if told[u]["exp-ui"] == "b"]
+    with ThreadPoolExecutor(8) as pool:  # the admin endpoint answers each in a few ms: 8 at a time
+        list(pool.map(_buy, [shop.path] * 8, [buyers[i::8] for i in range(8)]))
+    ticked = squals_experiment(shop, "tick", "exp-ui")
+    assert ticked.returncode == 0, ticked.stderr
+    assert ticked.stdout.startswith("exp-ui: winner: b (b proportion ")
+    assert ticked.stdout.endswith("; app-side, nothing to promote: make b the app's default\n")
+    doc = ui.store.read().experiment("exp-ui")
+    assert doc is not None and doc.status == "decided" and doc.decision is not None
+    assert doc.decision["outcome"] == "winner" and doc.decision["winner"] == "b"
     assert _plan(shop)[1] == ()
-    assert state_log(shop.origin)[-1] == "experiment-stop"
+    assert state_log(shop.origin)[-2:] == ["experiment-tick", "experiment-winner"]
     main.store.close()
