@@ -178,3 +178,14 @@ def test_app_side_variants_need_no_squals_file_island_variants_do(tmp_path: Path
     assert len(rendered) == 1
     assert "$.experiment.variants.control: missing required key 'squals'" in rendered[0]
     assert "with `assignment: app` a variant is a branch of prod's code and needs none" in rendered[0]
+
+
+def test_the_cli_places_layered_experiments_on_the_dealer_its_lifecycle_switches(tmp_path: Path) -> None:
+    from squals_action.experiments.engine import from_lifecycle
+    from tests.support.experiments import project_lifecycle
+
+    shop = make_shop(tmp_path)
+    eng = experiment_engine(shop, open_store(shop.path))
+    lifecycle = project_lifecycle(shop, eng.manifest, eng.store, LocalProvider(shop.path))
+    assert from_lifecycle(lifecycle).project_dealer == shop.path / ".squals" / "dealer"
+    eng.store.close()
