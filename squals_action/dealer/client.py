@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from squals_action.dealer.interface import DealerError, VariantTally
-from squals_action.dealer.layers import CELL_SEPARATOR, Slot
+from squals_action.dealer.layers import CELL_SEPARATOR, Slot, check_slots
 from squals_action.dealer.tally import tallies_from_json
 
 if TYPE_CHECKING:
@@ -116,6 +116,13 @@ class DealerClient:
         if weights is not None:
             body["weights"] = dict(weights)
         self._call("PUT", "/upstreams", body)
+
+    def plan(self) -> tuple[dict[str, str], dict[str, float], tuple[Slot, ...]]:
+        """``GET /routing`` whole: upstreams, weights and the experiments placed in layers."""
+        data = self._call("GET", "/routing")
+        upstreams = dict(data["upstreams"])
+        slots = check_slots(list(data.get("layers") or []), upstreams)
+        return upstreams, {k: float(v) for k, v in data["weights"].items()}, slots
 
     def set_layers(self, slots: Sequence[Slot]) -> None:
         """Place several experiments at once (:mod:`.layers`); ``[]`` goes back to the weights alone."""
