@@ -166,10 +166,15 @@ class DealerClient:
         deadline = time.monotonic() + timeout
         while True:
             busy: dict[str, int] = {}
-            for cell, tally in self.tallies().items():  # under layers an upstream's requests are in its cells
+            # GET /healthz sums the workers' in-flight requests without merging their books (which costs
+            # seconds at millions of units); a Dealer started by older code answers them in its tallies only
+            in_flight = self.load_figures().get("in_flight")
+            if in_flight is None:
+                in_flight = {cell: tally.in_flight for cell, tally in self.tallies().items()}
+            for cell, count in in_flight.items():  # under layers an upstream's requests are in its cells
                 name = cell.split(CELL_SEPARATOR)[0]
-                if name in wanted and tally.in_flight:
-                    busy[name] = busy.get(name, 0) + tally.in_flight
+                if name in wanted and count:
+                    busy[name] = busy.get(name, 0) + count
             if not busy:
                 return
             if time.monotonic() > deadline:
