@@ -10,8 +10,10 @@ snapshot and the closed segments into a new snapshot (:mod:`~squals_action.deale
 in a child process at a lower priority, so it never holds the Dealer's GIL), then deletes what it replaced.
 Nothing on the event loop ever serialises the tallies.
 
-``<state>/tallies/`` holds ``names.json`` (variant and event names by index, rewritten before any record uses
-a new index), ``segment-NNNNNN.bin`` and ``snapshot-NNNNNN.npz`` (everything up to segment NNNNNN).
+A journal directory (one per worker: ``tallies/`` for worker 0, ``tallies/w<N>/`` for the others) holds
+``names.json`` (variant and event names by index, rewritten before any record uses a new index),
+``segment-NNNNNN.bin``, ``snapshot-NNNNNN.npz`` (everything up to number NNNNNN) and ``fold-NNNNNN.npz``: the
+whole journal of a worker index a Dealer no longer runs, moved in by :func:`fold` and numbered like a segment.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -55,7 +58,8 @@ assert RECORDS.itemsize == RECORD.size
 NAMES_FILE = "names.json"
 #: A compaction (10 M units: ~20 s on a busy 2-core machine) that takes longer than this is given up.
 COMPACT_TIMEOUT = 1800.0
-_FILE = re.compile(r"^(segment|snapshot)-(\d{6})\.(bin|npz)$")
+_LAST = 999_999  # the highest file number: compact everything
+_FILE = re.compile(r"^(segment|snapshot|fold)-(\d{6})\.(bin|npz)$")
 
 
 def columns_of(records: Any, variants: list[str], kinds: list[str]) -> cols.Columns:
@@ -92,11 +96,11 @@ def columns_of(records: Any, variants: list[str], kinds: list[str]) -> cols.Colu
     return out
 
 
-def _numbered(directory: Path, kind: str) -> list[tuple[int, Path]]:
+def _numbered(directory: Path, *kinds: str) -> list[tuple[int, Path]]:
     found = []
     for path in directory.iterdir() if directory.is_dir() else ():
         match = _FILE.match(path.name)
-        if match and match.group(1) == kind:
+        if match and match.group(1) in kinds:
             found.append((int(match.group(2)), path))
     return sorted(found)
 
@@ -124,18 +128,21 @@ def _merged(directory: Path, upto: int | None) -> tuple[cols.Columns, int, list[
         last, path = snapshots[-1]
         parts.append(cols.load(path))
         used.extend(p for _, p in snapshots)
-    for number, path in _numbered(directory, "segment"):
+    for number, path in _numbered(directory, "segment", "fold"):
         if number <= last and snapshots:
             used.append(path)  # already inside the snapshot (a compaction stopped before deleting it)
             continue
         if upto is not None and number > upto:
             break
-        data = path.read_bytes()
-        records = np.frombuffer(data[: len(data) - len(data) % RECORDS.itemsize], RECORDS)
-        try:
-            parts.append(columns_of(records, variants, kinds))
-        except DealerError as exc:
-            raise DealerError(f"{path}: {exc}") from exc
+        if path.suffix == ".npz":
+            parts.append(cols.load(path))
+        else:
+            data = path.read_bytes()
+            records = np.frombuffer(data[: len(data) - len(data) % RECORDS.itemsize], RECORDS)
+            try:
+                parts.append(columns_of(records, variants, kinds))
+            except DealerError as exc:
+                raise DealerError(f"{path}: {exc}") from exc
         last = max(last, number)
         used.append(path)
     if len(parts) == 1 and snapshots:  # a snapshot alone is merged already
@@ -169,6 +176,19 @@ def compact(directory: Path, upto: int) -> Path:
         if path != target:
             path.unlink(missing_ok=True)
     return target
+
+
+def fold(source: Path, target: Path) -> None:
+    """Move the whole journal in ``source`` (a worker index the Dealer no longer runs) into ``target``, whose
+    worker is not running either: compacted into one snapshot, then renamed into ``target`` as the fold after
+    its last file. That rename is the one step that moves the counts, so a crash counts them once either way;
+    what is left of ``source`` then holds nothing and is removed."""
+    if _numbered(source, "segment", "snapshot", "fold"):
+        snapshot = compact(source, _LAST)
+        numbers = [number for number, _ in _numbered(target, "segment", "snapshot", "fold")]
+        target.mkdir(parents=True, exist_ok=True)
+        snapshot.replace(target / f"fold-{max(numbers, default=0) + 1:06d}.npz")
+    shutil.rmtree(source, ignore_errors=True)
 
 
 class Journal:

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import math
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -24,7 +24,7 @@ from squals_action.dealer.interface import DealerConfig, DealerError
 from squals_action.dealer.journal import Journal
 from squals_action.dealer.layers import ASSIGNMENTS_HEADER
 from squals_action.dealer.routing import Assigner, Routing
-from squals_action.dealer.tally import TallyBook, VariantCounter
+from squals_action.dealer.tally import Counted, TallyBook, VariantCounter
 from squals_action.dealer.tunnel import tunnel, upgrade_of
 from squals_action.dealer.upstream import Origin, UpstreamError, UpstreamPool
 
@@ -146,6 +146,10 @@ class Proxy:
         self._cookie_name = config.unit_name if config.unit_kind == "cookie" else "squals_unit"
         self._cookie_suffix = f"; Path=/; Max-Age={config.cookie_max_age}; HttpOnly; SameSite=Lax"
         self._pool: UpstreamPool | None = None
+        #: With several workers: count a beacon for a unit this one never assigned in the book of one that
+        #: did (``None``: no worker knows it). One worker: unset, such a beacon is refused at once.
+        self.elsewhere: Callable[[int, str, float], Awaitable[Counted | None]] | None = None
+        self.beacons_elsewhere = 0  # beacons another worker counted (GET /healthz shows it per worker)
 
     async def open(self) -> None:
         """The upstream client: keep-alive connections per upstream (docs/dealer.md, Forwarding)."""
@@ -368,10 +372,20 @@ class Proxy:
         unit, new_unit = self._unit_of(request)
         if new_unit:
             return web.Response(status=400, text="no unit: send the Dealer's cookie or unit header\n")
+        key = unit_key(unit)
         try:
-            counted = self.book.event(unit_key(unit), event, 1, event_value(raw_value))
+            value = event_value(raw_value)
+            counted = self.book.event(key, event, 1, value)
         except DealerError as exc:
             return web.Response(status=400, text=exc.one_line() + "\n")
+        if counted is None and self.elsewhere is not None:
+            try:  # another worker may have served the page: it counts it (its book, its journal)
+                counted = await self.elsewhere(key, event, value)
+            except DealerError as exc:
+                return web.Response(status=503, text=f"the event could not be counted: {exc.one_line()}\n")
+            if counted is not None:
+                self.beacons_elsewhere += 1
+                return self._counted(counted)
         if counted is None:
             return web.Response(status=403, text="unknown unit: this Dealer never assigned it a variant\n")
         if self.journal is not None:
@@ -379,6 +393,10 @@ class Proxy:
                 await self.journal.durable()
             except OSError as exc:
                 return web.Response(status=503, text=f"the event could not be recorded: {exc.strerror}\n")
+        return self._counted(counted)
+
+    @staticmethod
+    def _counted(counted: Counted) -> web.Response:
         return web.Response(
             status=204, headers={VARIANT_HEADER: counted.variant, COUNTED_HEADER: str(counted.counted)}
         )
