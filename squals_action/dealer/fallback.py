@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from squals_action.dealer.upstream import Dropped, Unreachable
-
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+from squals_action.dealer.upstream import IDEMPOTENT, Dropped, Unreachable
 
 
 def fallbacks(weights: Mapping[str, float]) -> dict[str, str]:

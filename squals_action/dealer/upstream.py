@@ -25,6 +25,8 @@ import httptools
 from multidict import CIMultiDict
 from yarl import URL
 
+#: Methods a request of which may be sent again (RFC 9110 section 9.2.2).
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _HIGH = 512 * 1024  # buffered response bytes above which the upstream is no longer read (> the small body)
 _LOW = 64 * 1024  # reading resumes below this
 
@@ -432,15 +434,14 @@ class UpstreamPool:
         self, origin: Origin, method: str, head: bytes, body: BodySource | None, chunked: bool
     ) -> UpstreamResponse:
         """Send a request and return the answer's head. A pooled connection that turns out closed before
-        any byte of the answer is replaced by a new one once, for a request without a body (nothing is lost:
-        the request cannot have been acted on twice unless the upstream answered nothing, as keep-alive
-        clients assume)."""
+        any byte of the answer (the upstream closed it while idle) is replaced by a new one once, for an
+        idempotent request without a body: one the upstream may have acted on is never sent twice."""
         conn = self._take(origin)
         if conn is not None:
             try:
                 return await conn.exchange(method, head, body, chunked)
             except Dropped:
-                if body is not None or conn.received:
+                if body is not None or conn.received or method not in IDEMPOTENT:
                     raise
         conn = await self._connect(origin)
         return await conn.exchange(method, head, body, chunked)
