@@ -1,15 +1,16 @@
 """Benchmark: the Dealer against direct upstream access and nginx ``split_clients``, one run, on loopback.
 
     .venv/bin/python bench/dealer.py [--requests 20000] [--concurrency 32] [--rounds 3] [--units N]
-                                     [--workers N] [--baseline DIR]
+                                     [--workers N] [--compare-workers N] [--baseline DIR]
 
 Two upstream processes (a tiny aiohttp app) serve ``/``. The same bounded load generator (raw asyncio
 keep-alive connections, a fixed number of requests, each with a unit cookie from a pool of 1,000) then hits:
 
 * ``direct``: the upstreams themselves, half of the connections to each;
-* ``dealer``: the Dealer daemon splitting 50/50 between them with ``--workers`` worker processes (1, the
-  default, is all the Dealer runs now: docs/dealer.md, Workers), on the event loop it picks itself
-  (uvloop when installed);
+* ``dealer``: the Dealer daemon splitting 50/50 between them with ``--workers`` worker processes (default
+  1), on the event loop it picks itself (uvloop when installed);
+* ``dealer-wN``: with ``--compare-workers N``, the same Dealer with N workers, so one run compares worker
+  counts under the same load;
 * ``dealer-asyncio``: the same Dealer forced onto asyncio's own loop (``SQUALS_DEALER_LOOP=asyncio``),
   measured only when ``dealer`` runs on uvloop, so one run shows what the loop is worth;
 * ``dealer-baseline``: with ``--baseline DIR``, the Dealer of another checkout (``git archive <commit> | tar
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import random
 import shutil
@@ -167,7 +169,7 @@ def load(targets: list[tuple[str, int]], requests: int, concurrency: int, seed: 
 
 
 def dealer_pids(state: Path) -> list[int]:
-    """A running Dealer's processes: its supervisor and its worker (or a baseline's one process)."""
+    """A running Dealer's processes: its supervisor and its workers (or a baseline's one process)."""
     import json
 
     from squals_action.dealer import dealer_status
@@ -322,7 +324,10 @@ def main() -> int:
         "--baseline", type=Path, help="another checkout whose Dealer is measured too, as dealer-baseline"
     )
     parser.add_argument(
-        "--workers", type=int, default=1, help="Dealer worker processes (the Dealer refuses more than 1)"
+        "--workers", type=int, default=1, help="Dealer worker processes (default 1; the Dealer's own: 1/core)"
+    )
+    parser.add_argument(
+        "--compare-workers", type=int, help="also measure the same Dealer with this many workers (dealer-wN)"
     )
     parser.add_argument(
         "--wrk-seconds",
@@ -363,16 +368,16 @@ def main() -> int:
         )
         targets: dict[str, list[tuple[str, int]]] = {"direct": direct}
         dealers: dict[str, DealerClient] = {}
-        pids: dict[str, list[int]] = {}  # the supervisor and its worker (or a baseline's one process)
+        pids: dict[str, list[int]] = {}  # the supervisor and its workers (or a baseline's one process)
         loops: dict[str, str] = {}
 
-        def add_dealer(name: str, checkout: Path | None = None) -> str:
+        def add_dealer(name: str, checkout: Path | None = None, workers: int = workers) -> str:
             states[name] = workdir / name
             here = Path.cwd()
             if checkout is not None:  # the daemon runs `python -m squals_action.dealer`: cwd comes first
                 os.chdir(checkout)
             try:
-                dealers[name] = start_dealer(config, states[name])
+                dealers[name] = start_dealer(dataclasses.replace(config, workers=workers), states[name])
             finally:
                 os.chdir(here)
             targets[name] = [("127.0.0.1", int(dealers[name].url.rsplit(":", 1)[1]))]
@@ -386,6 +391,8 @@ def main() -> int:
                 add_dealer("dealer-asyncio")
             finally:
                 del os.environ["SQUALS_DEALER_LOOP"]
+        if args.compare_workers:
+            add_dealer(f"dealer-w{args.compare_workers}", workers=args.compare_workers)
         if args.baseline is not None:
             os.environ["SQUALS_DEALER_LOOP"] = loops["dealer"]  # a baseline that knows the switch: same loop
             try:
@@ -402,7 +409,7 @@ def main() -> int:
             f"setup          : {len(os.sched_getaffinity(0))} cpus, {args.requests} requests x "
             f"{args.concurrency} connections, {args.latency_requests} requests x 1 connection, "
             f"{args.rounds} rounds, upstream app CPU {args.app_cpu_ms:g} ms/request, loopback, "
-            f"Dealer workers {workers} (a baseline before workers: one process), nginx workers {workers}, "
+            f"Dealer workers {workers}, nginx workers {workers}, "
             f"Dealer event loops {loops}, load average {os.getloadavg()[0]:.1f}"
         )
         for target in targets.values():  # warm up connections, caches and pools
@@ -458,14 +465,13 @@ def main() -> int:
                 print(
                     f"cpu            : {name} {per:.3f} ms of CPU per proxied request (x{args.concurrency})"
                 )
-        if "dealer-baseline" in dealers:
-            cpu_ratio = (
-                dealer_cpu["dealer"] / dealer_cpu["dealer-baseline"] if dealer_cpu["dealer-baseline"] else 0
-            )
-            print(
-                f"ratio          : dealer/dealer-baseline throughput "
-                f"{kept_t['dealer'].rps / kept_t['dealer-baseline'].rps:.2f}, CPU per request {cpu_ratio:.2f}"
-            )
+        for other in (f"dealer-w{args.compare_workers}", "dealer-baseline"):
+            if other in dealers:
+                cpu_ratio = dealer_cpu["dealer"] / dealer_cpu[other] if dealer_cpu[other] else 0
+                print(
+                    f"ratio          : dealer/{other} throughput "
+                    f"{kept_t['dealer'].rps / kept_t[other].rps:.2f}, CPU per request {cpu_ratio:.2f}"
+                )
         sent = 2000 + args.rounds * (args.requests + args.latency_requests)
         checks = []
         for name, dealer in dealers.items():

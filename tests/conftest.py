@@ -36,6 +36,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _one_dealer_worker() -> None:
+    """Dealers started by tests (and by the lifecycle under test) run one worker unless a test asks for more:
+    the default, one per core, would start as many processes per Dealer and slow the suite down; the tests of
+    several workers pin 2 in their config."""
+    os.environ.setdefault("SQUALS_DEALER_WORKERS", "1")
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _git_identity() -> None:
     for key, value in {
         "GIT_AUTHOR_NAME": "squals-test",

@@ -95,12 +95,16 @@ def _engine(args: argparse.Namespace) -> Any:
     return from_lifecycle(lifecycle, log=lambda text: print(f"> {text}", file=sys.stderr, flush=True))
 
 
-def _describe(doc: Any) -> dict[str, Any]:
-    """One experiment document as the CLI shows it."""
+def _describe(doc: Any, docs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One experiment document as the CLI shows it (``docs``: every experiment, for which ones share its
+    traffic)."""
+    from squals_action.experiments.records import placement
+
     decision = dict(doc.decision or {})
     return {
         "id": doc.id,
         "status": doc.status,
+        "placement": placement(doc, docs or {}),
         "variants": list(doc.variants),
         "split": dict(doc.split),
         "url": doc.extra.get("url"),
@@ -120,6 +124,8 @@ def _print_doc(info: dict[str, Any]) -> None:
     print(head)
     if info["url"] and info["status"] in ("running", "promotion-failed"):
         print(f"  traffic: {info['url']} ({', '.join(f'{k} {v:g} %' for k, v in info['split'].items())})")
+    if info["placement"]:
+        print(f"  placement: {info['placement']}")
     for variant, figures in info["observations"].items():
         units, conv = int(figures.get("units", 0)), int(figures.get("conversions", 0))
         rate = conv / units if units else 0.0
@@ -179,7 +185,7 @@ def run_status(args: argparse.Namespace) -> int:
     repo = repo_top((args.repo or Path.cwd()).resolve())
     remote = choose_remote(repo, requested_remote(args))
     with open_store(repo, remote=remote, branch=args.state_branch) as store:
-        docs = store.read().experiments()
+        docs = every = store.read().experiments()
     if args.experiment_id is not None:
         from squals_action.experiments.interface import ExperimentError
 
@@ -187,17 +193,18 @@ def run_status(args: argparse.Namespace) -> int:
             raise ExperimentError(f"no experiment {args.experiment_id!r} on the state branch")
         docs = {args.experiment_id: docs[args.experiment_id]}
     if args.format == "markdown":
+        from squals_action.experiments.records import placement
         from squals_action.report import markdown as md
         from squals_action.report.experiments import experiment_markdown
 
         costs = _running_costs(args, docs)
         for doc in docs.values():
             print(f"### Experiment {md.code(doc.id)}: {md.escape(doc.status)}\n")
-            print(experiment_markdown(doc, costs.get(doc.id)))
+            print(experiment_markdown(doc, costs.get(doc.id), placement=placement(doc, every)))
         if not docs:
             print("No experiment recorded.")
         return EXIT_OK
-    infos = [_describe(d) for d in docs.values()]
+    infos = [_describe(d, every) for d in docs.values()]
     if args.format == "json":
         print(json.dumps(infos, indent=2))
     elif not infos:

@@ -132,6 +132,7 @@ def _text(value: object) -> Any:
 def _live_traffic(repo: Path) -> LiveTraffic | None:
     """The project's local Dealer now (``None`` when none runs): its URL and, if it answers, its tallies."""
     from squals_action.dealer import DealerError, connect_dealer, dealer_status
+    from squals_action.dealer.layers import by_upstream
     from squals_action.lifecycle.project import dealer_dir
     from squals_action.report.status import LiveTraffic
 
@@ -142,7 +143,7 @@ def _live_traffic(repo: Path) -> LiveTraffic | None:
     try:
         client = connect_dealer(state_dir, timeout=2.0)
         try:
-            tallies = dict(client.tallies())
+            tallies = by_upstream(client.tallies())  # an environment's cells summed
         finally:
             client.close()
     except DealerError:

@@ -19,6 +19,7 @@ import psutil
 from squals_action.costs.interface import CostReport
 from squals_action.dealer.daemon import connect_dealer
 from squals_action.dealer.interface import DealerError
+from squals_action.dealer.layers import by_upstream
 from squals_action.providers import daemon
 from squals_action.providers.local import LocalProvider
 
@@ -60,7 +61,7 @@ def dealer_traffic(dealer_dir: Path) -> tuple[dict[str, int], str | None]:
     except DealerError as exc:
         return {}, f"no traffic data: {exc.one_line()}"
     try:
-        return {name: tally.activations for name, tally in client.tallies().items()}, None
+        return {name: tally.activations for name, tally in by_upstream(client.tallies()).items()}, None
     except DealerError as exc:
         return {}, f"no traffic data: {exc.one_line()}"
     finally:

@@ -1,10 +1,11 @@
 """``python -m squals_action.dealer --config FILE --state DIR [--workers N]``: the Dealer daemon.
 
-The process started so is the supervisor (see ``supervisor``): it holds the public port, starts its worker
-(one: ``--workers`` and the config's ``workers`` may only ask for 1, see ``supervisor.worker_count``), serves
-the admin endpoint, then publishes ``dealer.pid`` and ``dealer.json`` (pid, ports, URLs, worker pids) in the
-state directory; on SIGTERM or SIGINT it stops the worker (it lets its in-flight requests finish and closes
-its journal) and removes those files. The supervisor starts each worker as ``... --worker INDEX --port PORT``.
+The process started so is the supervisor (see ``supervisor``): it holds the public port, starts its workers
+(``--workers``, else the config's ``workers``, else ``SQUALS_DEALER_WORKERS``, else one per core: see
+``supervisor.worker_count``), serves the admin endpoint, then publishes ``dealer.pid`` and ``dealer.json``
+(pid, ports, URLs, worker pids) in the state directory; on SIGTERM or SIGINT it stops the workers (they let
+their in-flight requests finish and close their journals) and removes those files. The supervisor starts
+each worker as ``... --workers N --worker INDEX --port PORT``.
 
 The event loop is uvloop's when it is installed (its C loop and transports take about a fifth off the Dealer's
 CPU per proxied request), asyncio's otherwise or when ``SQUALS_DEALER_LOOP=asyncio`` asks for it.
@@ -102,12 +103,14 @@ async def _serve(config_path: Path, state_dir: Path, workers: int | None) -> Non
                 path.unlink()
 
 
-async def _serve_worker(config_path: Path, state_dir: Path, index: int, port: int) -> None:
-    """Run worker ``index``; a failure to start is also told to the supervisor (``{"failed": ...}``)."""
+async def _serve_worker(config_path: Path, state_dir: Path, index: int, port: int, workers: int) -> None:
+    """Run worker ``index`` of ``workers``; a failure to start is also told to the supervisor
+    (``{"failed": ...}``)."""
     from squals_action.dealer.worker import Worker
 
     try:
-        worker = Worker(load_config(config_path), state_dir, index)
+        config = dataclasses.replace(load_config(config_path), workers=workers)
+        worker = Worker(config, state_dir, index)
     except (SqualsError, OSError) as exc:
         text = exc.one_line() if isinstance(exc, SqualsError) else str(exc)
         print(json.dumps({"failed": text}), flush=True)
@@ -122,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         "--state", required=True, type=Path, help="directory for pid, ports, tallies, routing"
     )
     parser.add_argument(
-        "--workers", type=int, help="worker processes (only 1 is run; see docs/dealer.md, Workers)"
+        "--workers", type=int, help="worker processes (default: the config's, else one per core)"
     )
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # run worker INDEX (the supervisor's)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
@@ -135,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.worker is None:
             _run(_serve(args.config, args.state.resolve(), args.workers))
         else:
-            _run(_serve_worker(args.config, args.state.resolve(), args.worker, args.port))
+            _run(_serve_worker(args.config, args.state.resolve(), args.worker, args.port, args.workers or 1))
     except SqualsError as exc:
         print(f"squals dealer: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code

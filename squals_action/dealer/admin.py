@@ -36,7 +36,7 @@ class AdminBackend(Protocol):
 
     async def health(self, reset: bool) -> dict[str, Any]:
         """Load figures: ``loop_lag_max_ms`` (since the start or the last reset), ``units``,
-        ``unit_store_bytes``."""
+        ``unit_store_bytes``, and ``workers``: each worker's own."""
 
     async def record_event(
         self, event: str, count: int, value: float, unit: str | None, variant: str | None
@@ -68,7 +68,7 @@ def admin_app(backend: AdminBackend, token: str) -> web.Application:
         return response
 
     async def health(request: web.Request) -> web.Response:
-        """Liveness, and the worker's loop lag and unit store (``?reset=1`` starts a new lag measurement)."""
+        """Liveness, and the workers' loop lag and unit stores (``?reset=1`` starts a new lag measurement)."""
         answer: dict[str, Any] = {"pid": os.getpid(), "time": time.time()}
         try:
             answer.update(ok=True, **await backend.health(request.query.get("reset") == "1"))

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from squals_action.dealer.interface import DealerError, VariantTally
-from squals_action.dealer.layers import CELL_SEPARATOR, Slot
+from squals_action.dealer.layers import CELL_SEPARATOR, Slot, check_slots
 from squals_action.dealer.tally import tallies_from_json
 
 if TYPE_CHECKING:
@@ -117,6 +117,13 @@ class DealerClient:
             body["weights"] = dict(weights)
         self._call("PUT", "/upstreams", body)
 
+    def plan(self) -> tuple[dict[str, str], dict[str, float], tuple[Slot, ...]]:
+        """``GET /routing`` whole: upstreams, weights and the experiments placed in layers."""
+        data = self._call("GET", "/routing")
+        upstreams = dict(data["upstreams"])
+        slots = check_slots(list(data.get("layers") or []), upstreams)
+        return upstreams, {k: float(v) for k, v in data["weights"].items()}, slots
+
     def set_layers(self, slots: Sequence[Slot]) -> None:
         """Place several experiments at once (:mod:`.layers`); ``[]`` goes back to the weights alone."""
         self._call("PUT", "/layers", {"layers": [s.to_json() for s in slots]})
@@ -159,10 +166,15 @@ class DealerClient:
         deadline = time.monotonic() + timeout
         while True:
             busy: dict[str, int] = {}
-            for cell, tally in self.tallies().items():  # under layers an upstream's requests are in its cells
+            # GET /healthz sums the workers' in-flight requests without merging their books (which costs
+            # seconds at millions of units); a Dealer started by older code answers them in its tallies only
+            in_flight = self.load_figures().get("in_flight")
+            if in_flight is None:
+                in_flight = {cell: tally.in_flight for cell, tally in self.tallies().items()}
+            for cell, count in in_flight.items():  # under layers an upstream's requests are in its cells
                 name = cell.split(CELL_SEPARATOR)[0]
-                if name in wanted and tally.in_flight:
-                    busy[name] = busy.get(name, 0) + tally.in_flight
+                if name in wanted and count:
+                    busy[name] = busy.get(name, 0) + count
             if not busy:
                 return
             if time.monotonic() > deadline:

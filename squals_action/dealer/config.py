@@ -9,6 +9,7 @@ pids) and ``dealer.log``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -34,12 +35,20 @@ LOG_FILE = "dealer.log"
 MAX_CAP = 1_000_000
 
 
+def journal_dir(state_dir: Path, worker: int) -> Path:
+    """Worker ``worker``'s journal: ``tallies/`` for worker 0 (where a one-worker Dealer always kept it),
+    ``tallies/w<N>/`` for the others."""
+    return state_dir / TALLY_DIR if worker == 0 else state_dir / TALLY_DIR / f"w{worker}"
+
+
 def tally_bytes(state_dir: Path) -> int:
-    """Bytes of journal and snapshots in ``state_dir``: what a starting worker reads back."""
-    try:
-        return sum(entry.stat().st_size for entry in os.scandir(state_dir / TALLY_DIR) if entry.is_file())
-    except OSError:
-        return 0
+    """Bytes of journal and snapshots in ``state_dir`` (every worker's): at most what a starting worker reads
+    back."""
+    total = 0
+    for directory in (state_dir / TALLY_DIR, *sorted((state_dir / TALLY_DIR).glob("w[0-9]*"))):
+        with contextlib.suppress(OSError):
+            total += sum(entry.stat().st_size for entry in os.scandir(directory) if entry.is_file())
+    return total
 
 
 def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:

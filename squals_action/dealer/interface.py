@@ -113,8 +113,8 @@ class DealerConfig:
     journal_bytes: int = 64 << 20
     shutdown_timeout: float = 10.0
     cookie_max_age: int = 365 * 24 * 3600
-    #: Worker processes behind the public port (SO_REUSEPORT); 0 is not set. Only 1 runs: one process owns
-    #: the per-unit book, so events for units never assigned can be refused (docs/dealer.md, Workers).
+    #: Worker processes behind the public port (SO_REUSEPORT); 0 is not set: ``SQUALS_DEALER_WORKERS``, else
+    #: the number of cores (docs/dealer.md, Processes).
     workers: int = 0
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from squals_action.dealer.bucketing import assign, normalise_weights, unit_hash
 from squals_action.dealer.interface import DealerError, EventSums, VariantTally
+from squals_action.dealer.latency import percentiles_since
 
 ASSIGNMENTS_HEADER = "X-Squals-Assignments"
 CELL_SEPARATOR = "+"
@@ -132,7 +133,7 @@ def check_slots(raw: Any, upstreams: Iterable[str]) -> tuple[Slot, ...]:
     for index, item in enumerate(raw):
         where = f"layers[{index}]"
         try:
-            slot = _slot(item)
+            slot = parse_slot(item)
         except (KeyError, TypeError, ValueError) as exc:
             raise DealerError(
                 f"{where}: expected {{experiment, layer, range: [low, high], weights}}: {exc}"
@@ -180,9 +181,14 @@ def check_slots(raw: Any, upstreams: Iterable[str]) -> tuple[Slot, ...]:
     return tuple(slots)
 
 
+def island_upstreams(slots: Sequence[Slot]) -> set[str]:
+    """The upstreams the island-based experiments of a plan send units to (``<experiment>.<variant>``)."""
+    return {slot.key(v) for slot in slots if slot.islands for v in slot.weights}
+
+
 def outside(weights: Mapping[str, float], slots: Sequence[Slot]) -> dict[str, float]:
     """The weights of the units in no island-based experiment: every upstream but the islands (prod's)."""
-    islands = {slot.key(v) for slot in slots if slot.islands for v in slot.weights}
+    islands = island_upstreams(slots)
     rest = {name: w for name, w in weights.items() if name not in islands}
     if not any(rest.values()):
         raise DealerError(
@@ -192,7 +198,9 @@ def outside(weights: Mapping[str, float], slots: Sequence[Slot]) -> dict[str, fl
     return rest
 
 
-def _slot(item: Any) -> Slot:
+def parse_slot(item: Any) -> Slot:
+    """One slot of a plan as JSON (``Slot.to_json``); malformed: ``KeyError``/``TypeError``/``ValueError``,
+    out of bounds: :class:`DealerError`."""
     if not isinstance(item, dict):
         raise TypeError("a slot must be an object")
     experiment, layer = str(item["experiment"]), str(item.get("layer", DEFAULT_LAYER))
@@ -253,15 +261,29 @@ def experiment_tallies(tallies: Mapping[str, VariantTally], experiment: str) -> 
     return {variant: _summed(variant, cells) for variant, cells in parts.items()}
 
 
+def by_upstream(tallies: Mapping[str, VariantTally]) -> dict[str, VariantTally]:
+    """Everything each upstream served, its cells summed (``green`` and ``green+exp-c.c1`` are both GREEN's):
+    what a bake, ``squals status`` and the costs' traffic shares read (without layers: the tallies as they
+    are)."""
+    cells: dict[str, list[VariantTally]] = {}
+    for cell, tally in tallies.items():
+        cells.setdefault(cell.split(CELL_SEPARATOR, 1)[0], []).append(tally)
+    return {upstream: _summed(upstream, parts) for upstream, parts in cells.items()}
+
+
 def _summed(name: str, cells: Sequence[VariantTally]) -> VariantTally:
-    """Tallies of disjoint units added up. Percentiles do not add: kept from a single cell, else ``None``
-    (a guardrail then says the latency was not measured, never a made-up figure)."""
+    """Tallies of disjoint units added up. Percentiles do not add, latency histograms do: the percentiles
+    of the summed histogram; without histograms (an older Dealer's tallies) ``None``, so a guardrail says
+    the latency was not measured, never a made-up figure."""
     if len(cells) == 1:
         return replace(cells[0], name=name)
     events: dict[str, int] = {}
     event_units: dict[str, int] = {}
     event_sums: dict[str, EventSums] = {}
+    histogram: dict[int, int] = {}
     for tally in cells:
+        for bucket, count in tally.latency_histogram.items():
+            histogram[bucket] = histogram.get(bucket, 0) + count
         for kind, count in tally.events.items():
             events[kind] = events.get(kind, 0) + count
         for kind, units in tally.event_units.items():
@@ -271,6 +293,7 @@ def _summed(name: str, cells: Sequence[VariantTally]) -> VariantTally:
             event_sums[kind] = EventSums(
                 *(a + b for a, b in zip(astuple(before), astuple(sums), strict=True))
             )
+    p50, p95, p99 = percentiles_since(histogram, {})
     return VariantTally(
         name=name,
         units=sum(t.units for t in cells),
@@ -284,6 +307,10 @@ def _summed(name: str, cells: Sequence[VariantTally]) -> VariantTally:
         unit_activations=sum(t.unit_activations for t in cells),
         unit_activations_sq=sum(t.unit_activations_sq for t in cells),
         event_sums=event_sums,
+        latency_histogram=histogram,
+        latency_p50_ms=p50,
+        latency_p95_ms=p95,
+        latency_p99_ms=p99,
     )
 
 

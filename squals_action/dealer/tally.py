@@ -202,9 +202,11 @@ class TallyBook:
         return out
 
     def to_columns(self) -> Columns:
-        """Everything as columns (a copy): what a snapshot file holds and what :func:`merge_books` adds up."""
-        names = list(self._names)
-        columns = self.store.to_columns(names, list(self.kinds))
+        """Everything as columns (a copy): what a snapshot holds and what :func:`merged_tallies` adds up."""
+        return self.add_counters(self.store.to_columns(list(self._names), list(self.kinds)))
+
+    def add_counters(self, columns: Columns) -> Columns:
+        """Fill the per-variant counters into ``columns`` (the store's rows, copied under these names)."""
         for counter in self.variants.values():
             i = counter.index
             columns.activations[i] = counter.activations
@@ -241,14 +243,18 @@ class TallyBook:
         self.store.close()
 
 
-def merge_books(books: Sequence[TallyBook]) -> TallyBook:
-    """Several books (one per worker) as one, merged by unit: a unit two books have seen counts once, its
-    requests and per-kind events add up (within the first book's caps), and every sum of squares and cross
-    product is computed again from the merged per-unit values, never added."""
+def merged_tallies(parts: Sequence[Columns], caps: Mapping[str, int]) -> dict[str, VariantTally]:
+    """Several books' columns (one per worker) as one set of tallies, merged by unit: a unit two books have
+    seen counts once, its requests and per-kind events add up (within ``caps``), and every sum of squares and
+    cross product is computed again from the merged per-unit values, never added."""
     from squals_action.dealer.columns import merge
 
-    caps = books[0].caps if books else {}
-    return TallyBook.from_columns(merge([b.to_columns() for b in books], caps), caps)
+    merged = merge(parts, caps)
+    book = TallyBook.from_columns(merged, caps, max(len(merged.unit_key), len(merged.ev_key), 1))
+    try:
+        return book.snapshot()
+    finally:
+        book.close()
 
 
 def tallies_from_json(data: Mapping[str, Any]) -> dict[str, VariantTally]:

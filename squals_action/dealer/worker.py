@@ -1,21 +1,26 @@
-"""The Dealer's worker process: the proxy on its ``SO_REUSEPORT`` socket, the tally book and its journal.
+"""The Dealer's worker process: the proxy on its ``SO_REUSEPORT`` socket, its tally book and its journal.
 
-The supervisor starts it on the public port it holds. The worker reads the routing from the shared board on
-every request, counts into its book (per-unit rows in :mod:`~squals_action.dealer.units`), appends what it
-counts to the journal in ``tallies/`` (:mod:`~squals_action.dealer.journal`), and answers the supervisor's
-control messages, one JSON line each way on its stdin/stdout:
+The supervisor starts N of them on the public port it holds; the kernel spreads connections among them. A
+worker reads the routing from the shared board on every request, counts into its own book (per-unit rows in
+:mod:`~squals_action.dealer.units`), appends what it counts to its own journal (``journal_dir``:
+:mod:`~squals_action.dealer.journal`), and answers the supervisor's control messages, one JSON line
+each way on its stdin/stdout (each answer repeats its message's ``id``):
 
 * ``{"op": "tallies"}`` -> ``{"variants": {name: tally JSON}}``
-* ``{"op": "health", "reset": bool}`` -> ``{"loop_lag_max_ms", "units", "unit_store_bytes"}``
+* ``{"op": "columns"}`` -> ``{"path", "in_flight"}``: the book written to a file for the supervisor to merge
+* ``{"op": "health", "reset": bool}`` -> ``{"pid", "requests", "beacons_elsewhere", "in_flight",
+  "loop_lag_max_ms", "units", "unit_store_bytes"}``
 * ``{"op": "persist"}`` -> ``{"ok": true}`` (the journal compacted into a snapshot)
 * ``{"op": "faults"[, "faults": {...}]}`` -> the faults in force (replaced first when given)
-* ``{"op": "event", "event", "count", "value", "unit" | "variant"}`` -> ``{"variant", "counted"}``; a unit
-  this worker never assigned is an error, never a count
+* ``{"op": "event", "event", "count", "value", "key" | "variant"}`` -> ``{"variant", "counted"}``, with
+  ``"variant": null`` for a unit key this worker never assigned (nothing counted)
 
-One worker owns the book: events are refused for units it never assigned, which only the process that
-assigned them can tell (docs/dealer.md, "Workers"). It stops on SIGTERM or when its stdin closes (the
-supervisor is gone): in-flight requests finish, the journal is closed. A lock file keeps a restarted worker
-from reading the journal before its predecessor has closed it.
+A page's beacon for a unit this worker does not know is not refused at once: the worker sends the supervisor
+``{"request": id, "op": "event", ...}`` and the supervisor, having asked the other workers, answers
+``{"reply": id, "variant", "counted"}`` (``"unknown": true`` when none knows it, ``"error"`` when it cannot
+tell). The worker stops on SIGTERM or when its stdin closes (the supervisor is gone): in-flight requests
+finish, the journal is closed. A lock file per index keeps a restarted worker from reading its journal before
+its predecessor has closed it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import gc
+import itertools
 import json
 import logging
 import os
@@ -36,19 +42,20 @@ from typing import Any
 from aiohttp import web
 
 from squals_action.dealer.board import BOARD_FILE, RoutingBoard
-from squals_action.dealer.bucketing import unit_key
-from squals_action.dealer.config import TALLY_DIR
+from squals_action.dealer.config import journal_dir
 from squals_action.dealer.interface import DealerConfig, DealerError
 from squals_action.dealer.journal import Journal, recover, release_free_memory
 from squals_action.dealer.lag import LagProbe
 from squals_action.dealer.proxy import Proxy, event_value
-from squals_action.dealer.tally import TallyBook, tally_to_json
+from squals_action.dealer.tally import Counted, TallyBook, tally_to_json
 
 log = logging.getLogger("squals.dealer")
 # Young objects a collection of the youngest generation waits for. CPython's 700 is below what a few dozen
 # requests in flight keep alive, so it collected every ~50 requests, promoted those requests' objects and led
 # to full collections of 20-30 ms; at 20,000 a load of 24,000 requests ran with no collection at all.
 GC_THRESHOLDS = (20_000, 10, 10)
+#: Seconds a worker waits for the supervisor to say which worker knows a unit (a beacon's answer waits).
+ASK_TIMEOUT = 10.0
 
 
 def _tune_gc() -> None:
@@ -95,14 +102,21 @@ class Worker:
         self.index = index
         self._lock_fd = _lock(state_dir / f".tally-w{index}.lock", config.shutdown_timeout + 10.0)
         self.board = RoutingBoard(state_dir / BOARD_FILE)
-        self.book, next_segment = load_book(config, state_dir / TALLY_DIR)
-        self.journal = Journal(state_dir / TALLY_DIR, next_segment, self.book.names, config.journal_bytes)
+        self.directory = journal_dir(state_dir, index)
+        for stale in self.directory.glob(".export-*.npz"):  # left by a supervisor that never read them
+            stale.unlink(missing_ok=True)
+        self.book, next_segment = load_book(config, self.directory)
+        self.journal = Journal(self.directory, next_segment, self.book.names, config.journal_bytes)
         self.book.journal = self.journal.append
         self.book.names_changed = self.journal.names_changed
         self.journal.names_changed()
         self.lag = LagProbe()
         self.proxy = Proxy(config, self.book, self.board.routing, self.journal)
         self._runner: web.ServerRunner | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._asked: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+        self._exports = itertools.count(1)
 
     async def run(self, port: int) -> None:
         cfg = self.config
@@ -121,6 +135,9 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         reader, writer = await _stdio(loop)
+        self._writer = writer
+        if self.config.workers > 1:  # another worker may know a unit this one does not
+            self.proxy.elsewhere = self._ask_elsewhere
         control = asyncio.create_task(self._control(reader, writer, stop))
         writer.write(json.dumps({"ready": {"pid": os.getpid()}}).encode() + b"\n")
         try:
@@ -138,24 +155,45 @@ class Worker:
     async def _control(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, stop: asyncio.Event
     ) -> None:
+        """Read the supervisor's lines: replies to this worker's requests, and control messages, each answered
+        on its own (with its ``id``) so that a slow one, a compaction, holds no other up."""
+        answering: set[asyncio.Task[None]] = set()
         while line := await reader.readline():
-            try:
-                answer = await self._answer(json.loads(line))
-            except DealerError as exc:
-                answer = {"error": exc.one_line()}
-            except (ValueError, KeyError, TypeError, OSError) as exc:
-                answer = {"error": f"{type(exc).__name__}: {exc}"}
-            writer.write(json.dumps(answer, separators=(",", ":")).encode() + b"\n")
-            await writer.drain()
+            message = json.loads(line)
+            if "reply" in message:
+                waiter = self._asked.pop(int(message["reply"]), None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(message)
+            else:
+                task = asyncio.create_task(self._answer_one(message, writer))
+                answering.add(task)
+                task.add_done_callback(answering.discard)
         log.info("worker %d: the supervisor is gone, stopping", self.index)
         stop.set()
+
+    async def _answer_one(self, message: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+        try:
+            answer = await self._answer(message)
+        except DealerError as exc:
+            answer = {"error": exc.one_line()}
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        answer["id"] = message.get("id", 0)
+        writer.write(json.dumps(answer, separators=(",", ":")).encode() + b"\n")
+        await writer.drain()
 
     async def _answer(self, message: dict[str, Any]) -> dict[str, Any]:
         op = message["op"]
         if op == "tallies":
             return {"variants": {name: tally_to_json(t) for name, t in self.book.snapshot().items()}}
+        if op == "columns":
+            return await self._export()
         if op == "health":
             return {
+                "pid": os.getpid(),
+                "requests": sum(c.activations for c in self.book.variants.values()),
+                "beacons_elsewhere": self.proxy.beacons_elsewhere,
+                "in_flight": {name: c.in_flight for name, c in self.book.variants.items() if c.in_flight},
                 "loop_lag_max_ms": round(self.lag.read(reset=bool(message.get("reset"))), 3),
                 "units": self.book.store.units,
                 "unit_store_bytes": self.book.store.nbytes(),
@@ -171,15 +209,34 @@ class Worker:
             return self.proxy.faults.to_json()
         raise ValueError(f"unknown control op {op!r}")
 
+    async def _export(self) -> dict[str, Any]:
+        """The book as columns in a file of the journal's directory, for the supervisor to merge by unit.
+
+        The unit rows (1 M units: ~25 ms of copying) are copied in a thread while the loop serves on: rows are
+        only appended and the arrays never move, so the copy is whole, at most a few requests fresher than the
+        counters then copied on the loop. If a variant or event kind got its index meanwhile, all is copied
+        again on the loop. The file is written in a thread.
+        """
+        from squals_action.dealer import columns as cols
+
+        book = self.book
+        names = book.names()
+        rows = await asyncio.to_thread(book.store.to_columns, names["variants"], names["kinds"])
+        columns = book.add_counters(rows) if book.names() == names else book.to_columns()
+        path = self.directory / f".export-{next(self._exports)}.npz"
+        await asyncio.to_thread(cols.save, columns, path)
+        in_flight = {name: c.in_flight for name, c in self.book.variants.items() if c.in_flight}
+        return {"path": str(path), "in_flight": in_flight}
+
     async def _event(self, message: dict[str, Any]) -> dict[str, Any]:
-        """An admin event for a unit this worker assigned (else refused) or for a variant, once written."""
+        """An admin event for a unit key this worker assigned (``variant: null`` when it did not: nothing
+        counted) or for a variant, answered once written."""
         event, count = str(message["event"]), int(message["count"])
         value = event_value(message.get("value"))
-        unit = message.get("unit")
-        if isinstance(unit, str):
-            counted = self.book.event(unit_key(unit), event, count, value)
+        if "key" in message:
+            counted = self.book.event(int(message["key"]), event, count, value)
             if counted is None:
-                raise DealerError(f"unknown unit {unit[:64]!r}: this Dealer never assigned it a variant")
+                return {"variant": None}
             result: dict[str, Any] = {"variant": counted.variant, "counted": counted.counted}
         else:
             variant = str(message["variant"])
@@ -190,6 +247,31 @@ class Worker:
         except OSError as exc:
             raise DealerError(f"the event could not be recorded: {exc.strerror}") from exc
         return result
+
+    async def _ask_elsewhere(self, key: int, event: str, value: float) -> Counted | None:
+        """Have a worker that assigned the unit count a beacon this one got (through the supervisor): the
+        unit's variant and what was counted, ``None`` when no worker knows the unit, DealerError when the
+        supervisor cannot tell (a worker restarting, no answer in time)."""
+        assert self._writer is not None
+        ask = next(self._ids)
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._asked[ask] = waiter
+        message = {"request": ask, "op": "event", "key": key, "event": event, "count": 1, "value": value}
+        try:
+            self._writer.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+            await self._writer.drain()
+            answer = await asyncio.wait_for(waiter, ASK_TIMEOUT)
+        except TimeoutError as exc:
+            raise DealerError(f"the other workers did not answer within {ASK_TIMEOUT:g}s") from exc
+        except (OSError, RuntimeError) as exc:
+            raise DealerError(f"the supervisor is gone: {type(exc).__name__}") from exc
+        finally:
+            self._asked.pop(ask, None)
+        if "error" in answer:
+            raise DealerError(str(answer["error"]))
+        if answer.get("unknown"):
+            return None
+        return Counted(str(answer["variant"]), int(answer["counted"]))
 
 
 def _lock(path: Path, timeout: float) -> int:

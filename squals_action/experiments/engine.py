@@ -2,10 +2,11 @@
 
 * **start** checks every variant at the experiment's commit (its files validated, its scripts there), claims
   ``experiments/<id>.json`` on the state branch (status ``starting``; a second experiment of the project
-  while one is active is refused), makes each variant's island ``exp-<variant>`` ready from the variant's own
-  squals file at that commit as a pull request's island is (hooks, provisioning, exit tests: see
-  :mod:`~squals_action.experiments.ready`), then splits the traffic among them (``split`` as weights, sticky
-  per ``unit``: the experiment's own Dealer, or on AWS the front door's listener, see
+  while one is active is refused unless both are layered: then the claim gives it its slot), makes each
+  variant's island ``exp-<variant>`` ready from the variant's own squals file at that commit as a pull
+  request's island is (hooks, provisioning, exit tests: see :mod:`~squals_action.experiments.ready`), then
+  splits the traffic among them (``split`` as weights, sticky per ``unit``: the experiment's own Dealer, its
+  slot on prod's Dealer (:mod:`~squals_action.experiments.layered`), or on AWS the front door's listener, see
   :mod:`~squals_action.experiments.splitters`) and records ``running``: two commits. A variant that is not
   ready stops the start before any traffic moves: its islands are destroyed, the start recorded ``failed``.
 * **tick** reads the squals file as it was at the start commit (the spec judged is the spec started), reads
@@ -43,7 +44,8 @@ from squals_action.experiments import records
 from squals_action.experiments.decide import decide
 from squals_action.experiments.interface import BadDataError, Decision, ExperimentError, Observation
 from squals_action.experiments.islands import exclude_newly, stop_all
-from squals_action.experiments.layering import refuse_unwired
+from squals_action.experiments.layered import check_prod_dealer, layered_split_of
+from squals_action.experiments.layering import layered, refuse_on_aws
 from squals_action.experiments.observe import observe
 from squals_action.experiments.promotion import Promoter, lifecycle_promoter, promote
 from squals_action.experiments.ready import checked, ready_islands
@@ -62,8 +64,10 @@ from squals_action.experiments.spec import (
     manifest_at,
     spec_digest,
 )
-from squals_action.experiments.splitters import Split, new_split, split_of
+from squals_action.experiments.splitters import Split, new_split
+from squals_action.lifecycle.project import dealer_dir as prod_dealer_dir
 from squals_action.lifecycle.source import worktree
+from squals_action.lifecycle.traffic import DealerTraffic
 from squals_action.manifest.model import Experiment, Manifest, StickyUnit
 from squals_action.own_files import own_dir
 from squals_action.providers.interface import EnvironmentHandle, Provider
@@ -119,6 +123,8 @@ class ExperimentEngine:
     clock: Callable[[], datetime] = utc_now
     log: Callable[[str], None] = field(default=lambda text: None)
     prometheus_url: str | None = None
+    #: The project's Dealer (prod's), where layered experiments are placed; default ``<repo>/.squals/dealer``.
+    project_dealer: Path | None = None
 
     def __post_init__(self) -> None:
         # who claims a start: this run (or this terminal) and a nonce, so a racing twin is told apart
@@ -132,9 +138,13 @@ class ExperimentEngine:
     def dealer_dir(self, experiment_id: str) -> Path:
         return self._root() / check_name("experiment", experiment_id) / "dealer"
 
+    def _prod_dealer(self) -> Path:
+        """Where layered experiments are placed: prod's Dealer, the one the lifecycle switches."""
+        return (self.project_dealer or prod_dealer_dir(self.repo)).resolve()
+
     def _split_of(self, doc: ExperimentState, unit: StickyUnit | None = None) -> Split:
         """The splitter the document recorded (the local Dealer in this engine's place when none was)."""
-        return split_of(doc, unit or StickyUnit(), self.dealer_dir(doc.id))
+        return layered_split_of(doc, unit or StickyUnit(), self.dealer_dir(doc.id))
 
     def _in_repo(self, path: str) -> str:
         """A squals file's path relative to the repository (as a commit holds it)."""
@@ -174,7 +184,7 @@ class ExperimentEngine:
         squals_file = self._squals_file()
         with worktree(self.repo, sha) as tree:
             started, spec = checked(tree, squals_file, sha, app_here=self.provider.kind == "local")
-            refuse_unwired(spec, self.provider.kind)
+            refuse_on_aws(spec, self.provider.kind)
             return self._start(started, spec, sha, squals_file, pr, experiment_id)
 
     def _start(
@@ -198,7 +208,10 @@ class ExperimentEngine:
             now=self.clock(),
             token=self._token,
             squals_file=squals_file,
+            dealer=str(self._prod_dealer()) if layered(spec) else None,
         )
+        if request.dealer is not None:
+            check_prod_dealer(Path(request.dealer), spec)
         split = new_split(self.provider, started, sha, self.dealer_dir(eid), self.log)
         claim = self._claim(request)
         if claim.existing is not None:
@@ -208,6 +221,8 @@ class ExperimentEngine:
                 experiment=doc, url=url, message=f"experiment {eid} is already {doc.status}", started=False
             )
         assert claim.state is not None
+        if request.dealer is not None:  # its slot, chosen by the claim
+            split = self._split_of(claim.state, spec.unit)
         handles: dict[str, EnvironmentHandle] = {}
         opening = False
         try:
@@ -248,10 +263,12 @@ class ExperimentEngine:
             raise
         final = result.snapshot.experiment(eid)
         assert final is not None
+        where = records.placement(final, result.snapshot.experiments())
         return StartOutcome(
             experiment=final,
             url=url,
-            message=f"experiment {eid} runs: {len(handles)} variants behind {url}",
+            message=f"experiment {eid} runs: {len(spec.variants)} variants behind {url}"
+            + (f" ({where})" if where else ""),
             started=True,
         )
 
@@ -418,10 +435,13 @@ class ExperimentEngine:
         """No winner (no difference, or every variant breached a guardrail): stop it all, prod unchanged."""
         recorded = dict(doc.decision or {}) if decision is None else decision.to_json()
         status = str(recorded.get("status", "no-difference"))
-        outcome = status if status in ("guardrail-stop", "halted-srm") else "no-difference"
+        outcome = status if status in ("guardrail-stop", "halted-srm", "winner") else "no-difference"
         stop_all(self.provider, handles_of(doc), split, self.log)
         summary = decision.summary() if decision is not None else outcome
         message = f"{summary}; islands stopped, prod unchanged"
+        if outcome == "winner":  # app-side: the variant is a branch of prod's code, nothing to deploy
+            winner = recorded.get("winner")
+            message = f"{summary}; app-side, nothing to promote: make {winner} the app's default"
         self._finish(
             doc.id, "decided", {**recorded, "outcome": outcome}, f"experiment-{outcome}", message, step="end"
         )
@@ -437,6 +457,8 @@ class ExperimentEngine:
         split: Split,
     ) -> TickOutcome:
         """The winner's own island through the lifecycle's deploy (adopted as ``pr-N``) and promote."""
+        if spec.assignment == "app":  # no island to promote: the experiment ends with its winner named
+            return self._end(doc, decision, split)
         eid = doc.id
         pr = pr_of(doc) or SYNTHETIC_PR_BASE
         islands = handles_of(doc)
@@ -556,6 +578,7 @@ def from_lifecycle(lifecycle: Lifecycle, *, log: Callable[[str], None] | None = 
         store=lifecycle.store,
         provider=lifecycle.provider,
         promoter=lifecycle_promoter(lifecycle),
+        project_dealer=lifecycle.traffic.state_dir if isinstance(lifecycle.traffic, DealerTraffic) else None,
         run_id=lifecycle.run_id,
         actor=lifecycle.actor,
         attempt=lifecycle.attempt,

@@ -3,7 +3,9 @@
 The mechanism is the Dealer's (:mod:`squals_action.dealer.layers`): exclusive ranges within a layer,
 independent layers, island-based experiments in one layer only. This module says which experiment gets
 which range (the lowest free one of its ``share``; running experiments keep theirs, so their units never
-move) and refuses, in one line naming the squals file's line, what cannot run.
+move) and refuses, in one line naming the squals file's line, what cannot run. The slot is chosen in the
+claim's state transaction (:func:`~squals_action.experiments.records.claim`) from the slots the other active
+experiments recorded, so two racing starts cannot both take one range.
 """
 
 from __future__ import annotations
@@ -11,9 +13,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from squals_action.dealer.interface import DealerError
-from squals_action.dealer.layers import Slot, allocate
+from squals_action.dealer.layers import Slot, allocate, parse_slot
 from squals_action.experiments.interface import ExperimentError
 from squals_action.manifest.model import Experiment
+from squals_action.state.interface import ExperimentState
+
+#: ``extra.traffic.kind`` of an experiment placed on the project's Dealer.
+LAYERS = "layers"
 
 
 def layered(spec: Experiment) -> bool:
@@ -42,24 +48,32 @@ def slot_for(eid: str, spec: Experiment, running: Sequence[Slot]) -> Slot:
     return Slot(eid, spec.layer, low, high, dict(spec.split), spec.assignment == "islands")
 
 
-def refuse_unwired(spec: Experiment, provider_kind: str) -> None:
-    """One line for what `squals experiment start` cannot run yet: a layered spec.
+def refuse_on_aws(spec: Experiment, provider_kind: str) -> None:
+    """One line for a layered spec on aws, before anything is claimed.
 
-    On aws the front door's listener forwards to target groups by weight with target-group stickiness: it
-    cannot hash units into a layer's ranges, and no Dealer stands in front of prod to tell the app its
-    variants. Locally the Dealer can (``PUT /layers``), but the start still gives each experiment its own
-    Dealer in front of its own islands.
+    The front door's listener forwards to target groups by weight with target-group stickiness: it cannot
+    hash units into a layer's ranges, and no Dealer stands in front of prod to tell the app its variants.
     """
-    if not layered(spec):
-        return
-    if provider_kind == "aws":
+    if layered(spec) and provider_kind == "aws":
         raise ExperimentError(
             f"{spec.location}: on aws an experiment takes the whole front door (the listener splits by "
             "weight, it cannot give an experiment a range of a layer nor tell the app its variant): remove "
             "experiment.layer, share and assignment"
         )
-    raise ExperimentError(
-        f"{spec.location}: experiment.layer, share and assignment place experiments side by side in one "
-        "Dealer (squals_action/dealer/layers.py), which `squals experiment start` does not drive yet: "
-        "remove them to run this experiment alone"
-    )
+
+
+def slot_of(doc: ExperimentState) -> Slot | None:
+    """The slot a layered experiment's document recorded at its claim (``None``: it is not layered)."""
+    traffic = doc.extra.get("traffic")
+    if not isinstance(traffic, dict) or traffic.get("kind") != LAYERS:
+        return None
+    try:
+        return parse_slot(traffic.get("slot"))
+    except (KeyError, TypeError, ValueError, AttributeError, DealerError) as exc:
+        raise ExperimentError(f"experiment {doc.id}: its recorded layer slot is unreadable: {exc}") from None
+
+
+def describe(slot: Slot) -> str:
+    """``layer main 0-30 %, islands``: where an experiment splits, as status lines and reports say it."""
+    how = "islands" if slot.islands else "app-side"
+    return f"layer {slot.layer} {slot.low * 100:g}-{slot.high * 100:g} %, {how}"

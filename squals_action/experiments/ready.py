@@ -144,7 +144,10 @@ def ready_islands(
     handles: dict[str, EnvironmentHandle],
 ) -> None:
     """Each variant's island made ready in turn, into ``handles`` as it comes up (so a caller can stop those
-    already running when one fails); a variant that fails raises :class:`ExperimentError` naming it."""
+    already running when one fails); a variant that fails raises :class:`ExperimentError` naming it.
+    App-side variants have none: prod's app branches on ``X-Squals-Assignments``."""
+    if spec.assignment == "app":
+        return
     for name, variant in spec.variants.items():
         own = variant.manifest or started
         with promoter(own) as lifecycle:

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from squals_action.dealer.layers import Slot
 from squals_action.errors import SqualsError
 from squals_action.experiments.interface import Decision, ExperimentError, Observation
+from squals_action.experiments.layering import LAYERS, describe, slot_for, slot_of
 from squals_action.experiments.spec import spec_json
 from squals_action.manifest.model import Experiment
 from squals_action.providers.interface import EnvironmentHandle
@@ -46,6 +48,8 @@ class StartRequest:
     now: datetime
     token: str
     squals_file: str
+    #: The project's Dealer directory when the experiment is layered (placed beside others on prod's Dealer).
+    dealer: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,15 +77,21 @@ def claim(docs: Documents, req: StartRequest) -> Claim:
                 f"experiment {eid} is being started by {holder} since "
                 f"{mine.updated_at:%Y-%m-%dT%H:%M:%SZ}; try again after it finished"
             )
-    for other in experiments.values():
-        if other.id != eid and other.status in ACTIVE:
+    others = [o for o in experiments.values() if o.id != eid and o.status in ACTIVE]
+    slots = [slot_of(o) for o in others]
+    for other, slot in zip(others, slots, strict=True):
+        if req.dealer is None or slot is None:
             raise ExperimentError(
-                f"experiment {other.id} is {other.status}: one experiment at a time; "
+                f"experiment {other.id} is {other.status}: one experiment at a time{_beside(req, slot)}; "
                 f"stop it first (`squals experiment stop {other.id}`)"
             )
     numbers = [int(e.extra.get("pr", 0)) for e in experiments.values() if isinstance(e.extra.get("pr"), int)]
     synthetic = max([n for n in numbers if n > SYNTHETIC_PR_BASE] + [SYNTHETIC_PR_BASE]) + 1
     spec = req.spec
+    placed: dict[str, Any] = {}
+    if req.dealer is not None:  # chosen in this transaction: a racing start cannot take the same range
+        slot = slot_for(eid, spec, [s for s in slots if s is not None])
+        placed = {"traffic": {"kind": LAYERS, "dealer_dir": req.dealer, "slot": slot.to_json()}}
     state = ExperimentState(
         id=eid,
         spec_digest=req.digest,
@@ -100,10 +110,23 @@ def claim(docs: Documents, req: StartRequest) -> Claim:
             "spec": spec_json(spec),
             "excluded": [],
             "ticks": [],
+            **placed,
         },
     )
     docs.put_experiment(state)
     return Claim(state=state, existing=None)
+
+
+def _beside(req: StartRequest, slot: Slot | None) -> str:
+    """Why two experiments cannot run side by side: one of them takes every unit of its own Dealer."""
+    if req.dealer is None and slot is not None:
+        return (
+            f" without experiment.layer/share/assignment (it runs in {describe(slot)}; this one would take "
+            "every unit: give it a layer or a share)"
+        )
+    if req.dealer is not None:
+        return " beside one without experiment.layer/share/assignment (it has every unit on its own Dealer)"
+    return ""
 
 
 def mark_running(
@@ -215,3 +238,24 @@ def handles_of(doc: ExperimentState) -> list[EnvironmentHandle]:
         with contextlib.suppress(SqualsError):
             out.append(EnvironmentHandle.from_json(raw))
     return out
+
+
+def placement(doc: ExperimentState, docs: Mapping[str, ExperimentState]) -> str | None:
+    """Where a layered experiment splits and which active experiments share traffic with it (``None``: it
+    has a Dealer or a front door to itself): ``layer main 0-50 %, islands; shares its units with exp-ui
+    (layer ui 0-100 %, app-side); no unit in common with exp-b (layer main 50-80 %, islands)``."""
+    slot = slot_of(doc)
+    if slot is None:
+        return None
+    if doc.status not in ACTIVE:
+        return describe(slot)
+    shared: list[str] = []
+    apart: list[str] = []
+    for other in sorted(docs.values(), key=lambda d: d.id):
+        theirs = slot_of(other) if other.id != doc.id and other.status in ACTIVE else None
+        if theirs is not None:
+            (apart if theirs.layer == slot.layer else shared).append(f"{other.id} ({describe(theirs)})")
+    parts = [describe(slot)]
+    parts += [f"shares its units with {', '.join(shared)}"] if shared else []
+    parts += [f"no unit in common with {', '.join(apart)}"] if apart else []
+    return "; ".join(parts if len(parts) > 1 else [*parts, "alone on prod's Dealer"])

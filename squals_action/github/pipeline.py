@@ -432,6 +432,7 @@ class Pipeline:
         )
 
     def _experiment_ticked(self, engine: Any, dealer_dir: Path, parts: dict[str, Any]) -> Report:
+        from squals_action.experiments.records import placement
         from squals_action.report.experiments import experiment_markdown
         from squals_action.report.lifecycle import markdown as lifecycle_markdown
 
@@ -447,7 +448,8 @@ class Pipeline:
         for o in outcomes:
             doc = documents.get(o.experiment)
             if o.decision is not None and doc is not None:
-                table = experiment_markdown(doc, costs.get(o.experiment))
+                where = placement(doc, documents)
+                table = experiment_markdown(doc, costs.get(o.experiment), placement=where)
                 sections.append((f"Experiment {o.experiment}", table))
             if o.lifecycle is not None:
                 promotion = lifecycle_markdown(o.lifecycle, heading_level=4)

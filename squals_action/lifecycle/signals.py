@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
 from squals_action.dealer.interface import VariantTally
+from squals_action.dealer.layers import by_upstream
 from squals_action.errors import SqualsError
 from squals_action.lifecycle.kpi import metrics_since
 from squals_action.lifecycle.machine import Env
@@ -87,7 +88,7 @@ class DealerSignals:
 
     def _tally(self) -> VariantTally | None:
         try:
-            return self.tallies().get(self.blue)
+            return by_upstream(self.tallies()).get(self.blue)  # its cells, when experiments are placed
         except SqualsError as exc:
             raise SignalError(f"cannot read the Dealer's tallies: {exc.one_line()}") from exc
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from squals_action.dealer.interface import DealerError, Traffic, VariantTally, percentages
+from squals_action.dealer.layers import island_upstreams
 from squals_action.manifest.model import StickyUnit
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ class DealerTraffic:
         return url
 
     def route(self, upstreams: Mapping[str, str], weights: Mapping[str, float]) -> str:
+        """Switch the Dealer to these environments and weights (started on first use); the islands of the
+        experiments placed on it stay its upstreams (``PUT /upstreams`` refuses to drop them), at weight 0."""
         from squals_action.dealer.daemon import start_dealer
         from squals_action.dealer.interface import DealerConfig
 
@@ -63,19 +66,24 @@ class DealerTraffic:
             )
         else:
             try:
-                client.set_upstreams(dict(upstreams), dict(weights))
+                current, _, plan = client.plan()
+                kept = {k: current[k] for k in island_upstreams(plan) if k in current and k not in upstreams}
+                client.set_upstreams({**kept, **upstreams}, dict(weights))
             finally:
                 client.close()
         return str(client.url)
 
     def routing(self) -> Mapping[str, float]:
+        """The environments' shares (the islands of placed experiments have none: their slots send units)."""
         client = self._client()
         if client is None:
             return {}
         try:
-            return percentages(client.weights())
+            _, weights, plan = client.plan()
         finally:
             client.close()
+        placed = island_upstreams(plan)
+        return percentages({k: w for k, w in weights.items() if k not in placed})
 
     def drain(self, names: list[str], timeout: float = 30.0) -> str:
         client = self._client()
@@ -129,3 +137,4 @@ class DealerTraffic:
             return stop_dealer(self.state_dir).state == "running"
         except DealerError:
             return False
+

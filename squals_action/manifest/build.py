@@ -309,7 +309,11 @@ class Builder:
         for name, item in exp["variants"].items():
             file, manifest = self.variants.get(name, ("", None))
             variants[name] = m.Variant(
-                name, str(item["squals"]), self.loc((*base, "variants", name)), file=file, manifest=manifest
+                name,
+                str(item.get("squals", "")),
+                self.loc((*base, "variants", name)),
+                file=file,
+                manifest=manifest,
             )
         return m.Experiment(
             variants=m.frozen_map(variants),

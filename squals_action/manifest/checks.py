@@ -477,7 +477,14 @@ class Checker:
             )
         self.split(experiment, names, control if isinstance(control, str) else None)
         if isinstance(variants, dict):
+            app_side = experiment.get("assignment") == "app"
             for name, variant in variants.items():
+                if isinstance(variant, dict) and "squals" not in variant and not app_side:
+                    self.add(
+                        ("experiment", "variants", name),
+                        "missing required key 'squals' (each variant runs its own island from its own squals "
+                        "file; with `assignment: app` a variant is a branch of prod's code and needs none)",
+                    )
                 if isinstance(variant, dict) and isinstance(variant.get("squals"), str):
                     path = ("experiment", "variants", name, "squals")
                     file = self.check_ref(path, must_exist=True)

@@ -323,8 +323,9 @@ class LoadTests:
 @dataclass(frozen=True)
 class Variant:
     """One experiment variant. ``squals`` is the path as written (relative to the declaring file's
-    directory); ``file`` is its absolute path and ``manifest`` its validated model (None when the variant
-    is the declaring file itself, or when the model was built by hand)."""
+    directory; ``""`` for an app-side variant declared without one); ``file`` is its absolute path and
+    ``manifest`` its validated model (None when the variant is the declaring file itself, has no file, or
+    when the model was built by hand)."""
 
     name: str
     squals: str

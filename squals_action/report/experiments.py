@@ -196,15 +196,20 @@ def chart(doc: ExperimentState) -> str:
     return "\n".join(lines) + f"\n\nLines in order: {legend}."
 
 
-def experiment_markdown(doc: ExperimentState, costs: Mapping[str, str] | None = None) -> str:
-    """The experiment's report: the table (with each variant's island cost when ``costs`` is given), the
-    sample-ratio check, the chart and the decision's reasons (a document without figures, stopped before any
-    tick, says so instead of an empty table)."""
+def experiment_markdown(
+    doc: ExperimentState, costs: Mapping[str, str] | None = None, *, placement: str | None = None
+) -> str:
+    """The experiment's report: where it splits among others (``placement``, :func:`.records.placement`),
+    the table (with each variant's island cost when ``costs`` is given), the sample-ratio check, the chart
+    and the decision's reasons (a document without figures, stopped before any tick, says so instead of an
+    empty table)."""
     decision = doc.decision or {}
+    placed = f"Placement: {md.escape(placement)}.\n\n" if placement else ""
     if not decision.get("figures"):
         why = decision.get("reason") or decision.get("outcome") or doc.status
-        return f"No tick was judged: {md.escape(why)}.\n"
-    parts = [table(doc, costs)]
+        return f"{placed}No tick was judged: {md.escape(why)}.\n"
+    parts = [placed.rstrip("\n")] if placed else []
+    parts.append(table(doc, costs))
     srm_p = _number(decision.get("srm_p"))
     alpha = _number(decision.get("alpha"))
     test = f"{md.escape(decision.get('method', ''))} test"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from squals_action.dealer.interface import VariantTally
+from squals_action.experiments.records import ACTIVE, placement
 from squals_action.report.terminal import cell, console, unbroken
 from squals_action.sorting import natural_key
 from squals_action.state import Lock, Snapshot, utc_now
@@ -77,10 +78,12 @@ def status_json(
         doc["figures"] = _figures(name, live)
         environments.append(doc)
     experiments = []
-    for experiment in sorted(snapshot.experiments().values(), key=lambda e: natural_key(e.id)):
-        if include_all or experiment.status == "running":
+    docs = snapshot.experiments()
+    for experiment in sorted(docs.values(), key=lambda e: natural_key(e.id)):
+        if include_all or experiment.status in ACTIVE:  # promoting, promotion-failed... still run
             exp_doc = experiment.to_json()
             exp_doc.pop("schema_version", None)
+            exp_doc["placement"] = placement(experiment, docs)
             experiments.append(exp_doc)
     return {
         "branch": branch,
@@ -177,6 +180,7 @@ _EXPERIMENTS = (
 )
 _EXPERIMENT_DETAILS = (
     _Column("variants", _variants_cell),
+    _Column("placement", lambda exp: str(exp.get("placement") or "")),
     _Column("updated", lambda exp: str(exp.get("updated_at") or "")),
 )
 
@@ -222,7 +226,7 @@ def print_status(
     else:
         view.print(cell("No environments."))
     if report["experiments"]:
-        heading = "Experiments" if include_all else "Running experiments"
+        heading = "Experiments" if include_all else "Active experiments"
         _print_fitting(view, heading, report["experiments"], _EXPERIMENTS, _EXPERIMENT_DETAILS)
     else:
-        view.print(cell("No experiments." if include_all else "No running experiments."))
+        view.print(cell("No experiments." if include_all else "No active experiments."))

@@ -22,7 +22,8 @@ T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def populate(work: Path, remote: str | None = "origin") -> Path:
-    """State with prod, a PR island, a lock on prod, a running and a decided experiment."""
+    """State with prod, a PR island, a lock on prod, a running, a decided and a layered experiment whose
+    promotion failed."""
     with open_store(work, remote=remote) as store:
         store.put_environment(
             EnvironmentState(
@@ -79,6 +80,18 @@ def populate(work: Path, remote: str | None = "origin") -> Path:
             ),
             Transition("experiment-decide", "old decided", run_id="96"),
         )
+        slot = {"experiment": "ui-copy", "layer": "ui", "range": [0.0, 0.4], "weights": {"a": 1, "b": 1}}
+        store.put_experiment(
+            ExperimentState(
+                "ui-copy",
+                "sha256:fed",
+                ("a", "b"),
+                status="promotion-failed",
+                decision={"outcome": "promotion-failed", "winner": "b"},
+                extra={"traffic": {"kind": "layers", "dealer_dir": "/d", "slot": slot}},
+            ),
+            Transition("experiment-promotion-failed", "ui-copy's promotion failed", run_id="97"),
+        )
     return work
 
 
@@ -121,7 +134,8 @@ def test_status_json(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
         "actor": "bob",
         "expired": False,
     }
-    assert [x["id"] for x in report["experiments"]] == ["checkout-color"]
+    assert [x["id"] for x in report["experiments"]] == ["checkout-color", "ui-copy"]
+    assert report["experiments"][1]["placement"] == "layer ui 0-40 %, app-side; alone on prod's Dealer"
     assert len(report["commit"]) == 40
     assert report["branch"] == "squals/state" and report["remote"] == "origin"
 
@@ -137,7 +151,9 @@ def test_status_text_is_a_table_of_environments_and_running_experiments(
         assert cell in prod_row
     assert "checkout-color" in out and "control 50 %, green 50 %" in out
     assert "http://127.0.0.1:8009" in out  # a running experiment's own Dealer
-    assert "old" not in out.split("Running experiments")[1]
+    assert "old" not in out.split("Active experiments")[1]
+    # an experiment whose promotion failed still runs: shown with its state and its place on prod's Dealer
+    assert "ui-copy" in out and "promotion-failed" in out and "layer ui 0-40 %, app-side" in out
     code, out, _ = run(["status", "--repo", str(repo), "--all"], capsys)
     assert "promote b" in out
 
@@ -162,9 +178,10 @@ def test_history_of_one_environment_and_json(repo: Path, capsys: pytest.CaptureF
         ("lock", 9, "bob"),
         ("promote", 7, "alice"),
     ]
-    code, out, _ = run(["history", "--repo", str(repo), "--limit", "3"], capsys)
+    code, out, _ = run(["history", "--repo", str(repo), "--limit", "4"], capsys)
     assert code == 0
-    assert "experiment-decide" in out and "experiment-start" in out and "lock" in out and "deploy" not in out
+    assert "experiment-promotion-failed" in out and "experiment-decide" in out and "experiment-start" in out
+    assert "lock" in out and "deploy" not in out
     code, out, _ = run(["history", "pr-9", "--repo", str(repo)], capsys)
     assert "deploy pr-9 <b>[bold]x[/bold]</b>" in out  # untrusted text printed as is, never as markup
 

@@ -32,10 +32,18 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _served_by_each_worker(dealer: DealerClient) -> list[int]:
+    """Requests each worker counted (``GET /healthz``): with several, proof the kernel spread the load."""
+    return [int(w["requests"]) for w in dealer.load_figures()["workers"]]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
 def test_10000_units_split_30_70_sticky_and_tallied_exactly(
-    pair: dict[str, str], dealer_factory: DealerFactory
+    workers: int, pair: dict[str, str], dealer_factory: DealerFactory
 ) -> None:
-    dealer = dealer_factory(pair, {"a": 30, "b": 70})
+    """With 2 workers the same unit comes over many connections, whichever worker takes each: it keeps one
+    variant, and the merged tallies count it once."""
+    dealer = dealer_factory(pair, {"a": 30, "b": 70}, workers=workers)
     units = [f"u{i}" for i in range(10_000)]
     plan = [(u, "/event/view") for u in units]
     plan += [(u, "/hello") for u in units[:100] for _ in range(19)]  # 100 units, 20 requests each
@@ -59,6 +67,8 @@ def test_10000_units_split_30_70_sticky_and_tallied_exactly(
         assert tally.errors == 0 and tally.in_flight == 0
         assert tally.latency_p50_ms is not None and tally.latency_p99_ms is not None
         assert tally.latency_p50_ms <= tally.latency_p99_ms
+    served = _served_by_each_worker(dealer)
+    assert len(served) == workers and all(served) and sum(served) == len(truth.results), served
 
 
 def test_50_50_to_60_40_moves_about_a_tenth_of_units(
@@ -81,11 +91,12 @@ def test_50_50_to_60_40_moves_about_a_tenth_of_units(
     ]
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_promotion_and_rollback_under_steady_load_lose_no_request(
-    pair: dict[str, str], dealer_factory: DealerFactory
+    workers: int, pair: dict[str, str], dealer_factory: DealerFactory
 ) -> None:
     green, blue = pair["a"], pair["b"]
-    dealer = dealer_factory({"green": green, "blue": blue}, {"green": 90, "blue": 10})
+    dealer = dealer_factory({"green": green, "blue": blue}, {"green": 90, "blue": 10}, workers=workers)
     with steady_load(dealer.url, workers=16, units=50, path="/slow?ms=15") as answers:
         time.sleep(0.4)
         for _ in range(3):
@@ -103,6 +114,8 @@ def test_promotion_and_rollback_under_steady_load_lose_no_request(
     assert sum(t.errors for t in tallies.values()) == 0
     assert {"green", "blue", "prod", "postprod"} >= set(tallies)
     assert tallies["prod"].activations > 0
+    served = _served_by_each_worker(dealer)
+    assert len(served) == workers and all(served) and sum(served) == len(statuses), served
 
 
 def test_upstream_refusing_connections_is_a_502_counted_for_its_variant(

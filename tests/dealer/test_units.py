@@ -17,8 +17,8 @@ from squals_action.dealer import columns as cols
 from squals_action.dealer.bucketing import unit_key
 from squals_action.dealer.config import config_from_json, config_to_json
 from squals_action.dealer.interface import DealerConfig, DealerError, EventSums
-from squals_action.dealer.journal import Journal, compact, recover
-from squals_action.dealer.tally import RECORD, TallyBook, merge_books, tallies_from_json, tally_to_json
+from squals_action.dealer.journal import Journal, compact, fold, recover
+from squals_action.dealer.tally import RECORD, TallyBook, merged_tallies, tallies_from_json, tally_to_json
 from squals_action.dealer.units import build_slots
 
 
@@ -116,7 +116,7 @@ def test_the_slot_table_finds_every_key_even_when_keys_collide() -> None:
     assert found == {int(k) for k in keys}
 
 
-def test_merge_books_counts_a_unit_once_and_recomputes_squares_from_merged_values() -> None:
+def test_merged_tallies_count_a_unit_once_and_recomputes_squares_from_merged_values() -> None:
     first, second = TallyBook({"revenue": 100}), TallyBook({"revenue": 100})
     shared, alone = unit_key("shared"), unit_key("alone")
     for book in (first, second):
@@ -124,7 +124,7 @@ def test_merge_books_counts_a_unit_once_and_recomputes_squares_from_merged_value
         book.event(shared, "revenue", 1, 10.0)
         book.event(shared, "checkout")
     first.arrive(alone, "a")
-    merged = merge_books([first, second]).snapshot()["a"]
+    merged = merged_tallies([first.to_columns(), second.to_columns()], first.caps)["a"]
     assert merged.units == 2 and merged.activations == 3
     assert (merged.unit_activations, merged.unit_activations_sq) == (3, 2 * 2 + 1)
     # the shared unit: 2 requests, revenue 20 (2 events), checkout once (its cap), never 10² + 10²
@@ -220,6 +220,47 @@ def test_a_torn_last_record_is_left_out(tmp_path: Path) -> None:
     with (directory / "segment-000001.bin").open("ab") as handle:
         handle.write(RECORD.pack(2, 0, 0, 1, unit_key("u"), 0.0)[:10])  # killed mid-write
     assert TallyBook.from_columns(recover(directory)[0]).snapshot() == book.snapshot()
+
+
+def test_a_folded_journal_counts_once_even_when_the_fold_is_interrupted(tmp_path: Path) -> None:
+    """A retired worker's journal moves into worker 0's with one rename: run again over what a crash after
+    that rename leaves (the source's names.json), the fold adds nothing; the book that keeps writing into the
+    target after it reads both."""
+    target, source = tmp_path / "tallies", tmp_path / "tallies" / "w1"
+
+    async def write(
+        directory: Path, first: int, units: list[str], variant: str, book: TallyBook | None = None
+    ) -> TallyBook:
+        book = book or TallyBook()
+        journal = Journal(directory, first, book.names, segment_bytes=1 << 20)
+        book.journal, book.names_changed = journal.append, journal.names_changed
+        journal.names_changed()  # as a worker does at start: names.json in the recovered book's order
+        for unit in units:
+            book.arrive(unit_key(unit), variant)
+            book.event(unit_key(unit), "buy")
+        await journal.close()
+        return book
+
+    zero = asyncio.run(write(target, 1, ["shared", "only0"], "a"))
+    one = asyncio.run(write(source, 1, ["shared", "only1"], "b"))
+    expected = merged_tallies([zero.to_columns(), one.to_columns()], {})
+    fold(source, target)
+    assert not source.exists() and (target / "fold-000002.npz").exists()
+    source.mkdir()
+    (source / "names.json").write_text('{"variants": ["b"], "kinds": ["buy"]}')  # what a crash leaves
+    fold(source, target)
+    assert not source.exists()
+    columns, next_segment = recover(target)
+    assert next_segment == 3
+    assert TallyBook.from_columns(columns).snapshot() == expected
+    assert sum(t.units for t in expected.values()) == 3 and expected["a"].activations == 2
+
+    # worker 0 goes on from the recovered book: a new segment after the fold, then a compaction of it all
+    later = asyncio.run(write(target, next_segment, ["only1"], "b", TallyBook.from_columns(columns)))
+    compact(target, next_segment)
+    assert TallyBook.from_columns(recover(target)[0]).snapshot() == later.snapshot()
+    assert later.snapshot()["b"].activations == expected["b"].activations + 1
+    assert sum(t.units for t in later.snapshot().values()) == 3
 
 
 def test_event_rules_in_the_config() -> None:

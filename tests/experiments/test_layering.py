@@ -1,22 +1,24 @@
-"""experiment.layer, share and assignment: parsed, placed as Dealer slots, refused in one line where not run
-yet."""
+"""experiment.layer, share and assignment: parsed, placed as Dealer slots, refused in one line where they
+cannot run (aws; no prod's Dealer to place them on)."""
 
 from __future__ import annotations
 
 import subprocess
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from squals_action.dealer.layers import Slot
 from squals_action.experiments.interface import ExperimentError
-from squals_action.experiments.layering import refuse_unwired, slot_for
+from squals_action.experiments.layering import refuse_on_aws, slot_for
+from squals_action.experiments.records import StartRequest, claim
 from squals_action.experiments.spec import spec_digest
 from squals_action.manifest import load, validate_file
 from squals_action.manifest.model import Experiment
 from squals_action.providers import LocalProvider
-from squals_action.state import open_store
+from squals_action.state import Documents, open_store
 from tests.support.experiments import experiment_engine, git, make_shop
 
 
@@ -83,14 +85,16 @@ def test_slots_take_the_lowest_free_range_and_one_layer_of_islands() -> None:
 
 
 def test_aws_refuses_a_layered_experiment_in_one_line() -> None:
-    refuse_unwired(_spec(), "aws")  # the whole front door, as before: fine
+    refuse_on_aws(_spec(), "aws")  # the whole front door, as before: fine
     with pytest.raises(ExperimentError) as caught:
-        refuse_unwired(_spec("main", 30.0), "aws")
+        refuse_on_aws(_spec("main", 30.0), "aws")
     assert "on aws an experiment takes the whole front door" in str(caught.value)
     assert "\n" not in str(caught.value)
 
 
-def test_a_layered_start_is_refused_before_anything_is_claimed_or_provisioned(tmp_path: Path) -> None:
+def test_a_layered_start_without_prod_is_refused_before_anything_is_claimed_or_provisioned(
+    tmp_path: Path,
+) -> None:
     shop = make_shop(tmp_path)
     _with(shop.path, "  layer: checkout\n  share: 30%\n")
     git(
@@ -99,7 +103,9 @@ def test_a_layered_start_is_refused_before_anything_is_claimed_or_provisioned(tm
     eng = experiment_engine(shop, open_store(shop.path))
     with pytest.raises(ExperimentError) as caught:
         eng.start()
-    assert "squals.yml" in str(caught.value) and "does not drive yet" in str(caught.value)
+    assert "squals.yml" in str(caught.value)
+    assert "a layered experiment runs on prod's Dealer" in str(caught.value)
+    assert "\n" not in str(caught.value) and str(caught.value).endswith("nothing was started")
     assert LocalProvider(shop.path).list() == ()
     nothing = subprocess.run(
         ["git", "rev-parse", "--verify", "-q", "squals/state"],
@@ -108,4 +114,78 @@ def test_a_layered_start_is_refused_before_anything_is_claimed_or_provisioned(tm
         timeout=30,
     )
     assert nothing.returncode != 0  # nothing was claimed: the state branch was never written
+    eng.store.close()
+
+
+def _request(eid: str, spec: Experiment, dealer: str | None) -> StartRequest:
+    return StartRequest(
+        eid=eid,
+        spec=spec,
+        digest=spec_digest(spec),
+        commit="c" * 40,
+        pr=None,
+        now=datetime(2026, 1, 1, tzinfo=UTC),
+        token=f"run {eid}",
+        squals_file="squals.yml",
+        dealer=dealer,
+    )
+
+
+def test_the_claim_places_layered_experiments_side_by_side_and_refuses_a_plain_one_beside_them() -> None:
+    docs = Documents()
+    first = claim(docs, _request("exp-a", _spec("main", 30.0), "/d")).state
+    second = claim(docs, _request("exp-b", _spec("main", 50.0), "/d")).state
+    assert first is not None and second is not None
+    assert second.extra["traffic"] == {
+        "kind": "layers",
+        "dealer_dir": "/d",
+        "slot": {
+            "experiment": "exp-b",
+            "layer": "main",
+            "range": [0.3, 0.8],
+            "weights": {"control": 50.0, "b": 50.0},
+            "islands": True,
+        },
+    }
+    with pytest.raises(ExperimentError, match="layer 'main' has no free 30%"):
+        claim(docs, _request("exp-c", _spec("main", 30.0), "/d"))  # refused in the claim: nothing written
+    assert set(docs.experiments()) == {"exp-a", "exp-b"}
+    with pytest.raises(ExperimentError) as caught:
+        claim(docs, _request("plain", _spec(), None))
+    assert str(caught.value) == (
+        "experiment exp-a is starting: one experiment at a time without experiment.layer/share/assignment "
+        "(it runs in layer main 0-30 %, islands; this one would take every unit: give it a layer or a "
+        "share); stop it first (`squals experiment stop exp-a`)"
+    )
+    alone = Documents()
+    claim(alone, _request("plain", _spec(), None))
+    with pytest.raises(ExperimentError, match=r"beside one without experiment\.layer/share/assignment"):
+        claim(alone, _request("exp-a", _spec("main", 30.0), "/d"))
+
+
+def test_app_side_variants_need_no_squals_file_island_variants_do(tmp_path: Path) -> None:
+    shop = make_shop(tmp_path)
+    squals = shop.path / "squals.yml"
+    squals.write_text(
+        squals.read_text()
+        .replace("    control: {squals: squals.yml}\n", "    control: {}\n")
+        .replace("experiment:\n", "experiment:\n  layer: ui\n  assignment: app\n", 1)
+    )
+    spec = load(squals, shop.path).experiment
+    assert spec is not None and spec.variants["control"].squals == "" and spec.assignment == "app"
+    squals.write_text(squals.read_text().replace("  assignment: app\n", ""))
+    rendered = [p.render() for p in validate_file(squals, shop.path).problems]
+    assert len(rendered) == 1
+    assert "$.experiment.variants.control: missing required key 'squals'" in rendered[0]
+    assert "with `assignment: app` a variant is a branch of prod's code and needs none" in rendered[0]
+
+
+def test_the_cli_places_layered_experiments_on_the_dealer_its_lifecycle_switches(tmp_path: Path) -> None:
+    from squals_action.experiments.engine import from_lifecycle
+    from tests.support.experiments import project_lifecycle
+
+    shop = make_shop(tmp_path)
+    eng = experiment_engine(shop, open_store(shop.path))
+    lifecycle = project_lifecycle(shop, eng.manifest, eng.store, LocalProvider(shop.path))
+    assert from_lifecycle(lifecycle).project_dealer == shop.path / ".squals" / "dealer"
     eng.store.close()

@@ -11,16 +11,24 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 
 from scipy.stats import chi2, chi2_contingency
 
+from squals_action.dealer import connect_dealer
 from squals_action.dealer.layers import check_slots, experiment_tallies, parse_header, place
 from squals_action.experiments.dealer_metrics import DealerMetrics
 from squals_action.experiments.decide import decide
+from squals_action.experiments.layered import LayeredSplit
 from squals_action.experiments.observe import observe
+from squals_action.lifecycle.machine import Env
+from squals_action.lifecycle.signals import DealerSignals
+from squals_action.lifecycle.traffic import DealerTraffic
 from squals_action.manifest import model
+from squals_action.providers.interface import EnvironmentHandle
 from tests.support.dealer import DealerFactory, drive
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -142,3 +150,71 @@ def test_competing_experiments_share_no_unit_in_a_layer_are_independent_across_l
     # into it. exp-b's units convert at 10 % on both sides (its p-value is chance, about 0.04 here).
     assert decisions["exp-c"].p_values["c2"] > 0.05, decisions["exp-c"].reasons
     assert decisions["exp-b"].p_values["b2"] > 0.001, decisions["exp-b"].reasons
+
+
+def test_a_prod_switch_keeps_the_islands_a_slot_uses_and_the_bake_sums_an_upstreams_cells(
+    pair: dict[str, str], tmp_path: Path
+) -> None:
+    """The lifecycle's blue/green on prod's Dealer while experiments are placed on it: ``route`` passes the
+    islands along (``PUT /upstreams`` would refuse to drop them) and BLUE's figures are its cells summed."""
+    traffic = DealerTraffic(tmp_path / "prod-dealer")
+    traffic.route({"pr-1": pair["a"]}, {"pr-1": 100})
+    client = connect_dealer(tmp_path / "prod-dealer")
+    try:
+        client.set_upstreams({"pr-1": pair["a"], "exp-a.a1": pair["b"], "exp-a.a2": pair["b"]})
+        slots = check_slots([PLAN[0], PLAN[2]], ("exp-a.a1", "exp-a.a2"))
+        client.set_layers(slots)
+
+        traffic.route({"pr-1": pair["a"], "pr-2": pair["b"]}, {"pr-1": 50, "pr-2": 50})  # BLUE's share
+        upstreams, _, plan = client.plan()
+        assert set(upstreams) == {"pr-1", "pr-2", "exp-a.a1", "exp-a.a2"} and plan == slots
+        assert traffic.routing() == {"pr-1": 50.0, "pr-2": 50.0}  # the islands have no share of their own
+
+        signals = DealerSignals(traffic.tallies)
+        signals.begin(Env(name="pr-2"))
+        truth = asyncio.run(drive(traffic.url() or "", [(u, "/hello") for u in UNITS[:600]]))
+        served = Counter(variant for _, variant, _, _ in truth.results)
+        cells = {name for name in traffic.tallies() if name.startswith("pr-2")}
+        assert cells == {"pr-2", "pr-2+exp-c.c1", "pr-2+exp-c.c2"}  # exp-c (half of ui) splits BLUE's units
+        reading = signals.read()
+        assert reading.requests == served["pr-2"] > 100 and not reading.missing
+        assert served.keys() == {"pr-1", "pr-2", "exp-a.a1", "exp-a.a2"}
+    finally:
+        client.close()
+        traffic.stop()
+
+
+def test_a_layered_split_excludes_a_variant_inside_its_slot_notices_a_lost_slot_and_leaves_others_be(
+    pair: dict[str, str], tmp_path: Path
+) -> None:
+    """The experiment's side of prod's Dealer (experiments/layered.py) against a real Dealer: a guardrail's
+    exclusion touches its own slot only; a plan without its slot is said in one line; its end keeps the
+    other experiments' slots and drops its own islands."""
+    state = tmp_path / "prod-dealer"
+    traffic = DealerTraffic(state)
+    url = traffic.route({"pr-1": pair["a"]}, {"pr-1": 100})
+    other = check_slots([PLAN[2]], ())[0]
+    client = connect_dealer(state)
+    try:
+        client.set_layers([other])
+        slot = check_slots([PLAN[0]], ("exp-a.a1", "exp-a.a2"))[0]
+        split = LayeredSplit(state, slot)
+        islands = {v: EnvironmentHandle(f"exp-{v}", "c" * 40, pair["b"], "local") for v in ("a1", "a2")}
+        assert split.open("exp-a", _spec(("a1", "a2")), islands, lambda _: None) == url
+        assert client.plan()[2] == (other, slot) and split.unavailable() is None
+
+        split.set_weights({"a1": 50.0, "a2": 0.0}, lambda _: None)  # a2 breached a guardrail
+        assert client.plan()[2] == (other, replace(slot, weights={"a1": 50.0, "a2": 0.0}))
+        served = asyncio.run(drive(url, [(u, "/hello") for u in UNITS[:300]])).results
+        assert {name for _, name, _, _ in served} == {"pr-1", "exp-a.a1"}
+
+        client.set_layers([other])  # a Dealer that lost the plan (restarted from scratch)
+        assert split.unavailable() == (
+            f"its slot (layer main 0-30 %, islands) is not in the plan of prod's Dealer ({state})"
+        )
+        split.release(restore=True, log=lambda _: None)
+        upstreams, _, plan = client.plan()
+        assert plan == (other,) and set(upstreams) == {"pr-1"}
+    finally:
+        client.close()
+        traffic.stop()

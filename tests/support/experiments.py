@@ -3,8 +3,9 @@
 fixture stops every process it started, and fails if a test left any running.
 
 The app answers ``/`` with its ``COLOR`` and, on every ``CONVERT_EVERY``-th request, the header
-``X-Squals-Event: checkout`` (or ``$EVENT``, e.g. ``revenue=30`` for an event with a value); ``/boom``
-answers 500 when ``FAIL_EVERY`` is set (for guardrails).
+``X-Squals-Event: checkout`` (or ``$EVENT``, e.g. ``revenue=30`` for an event with a value), and echoes the
+Dealer's ``X-Squals-Assignments`` as ``X-Seen-Assignments``; ``/boom`` answers 500 when ``FAIL_EVERY`` is set
+(for guardrails).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         body = (os.environ.get("COLOR", "none") + "\n").encode()
         failing = FAIL and self.path != "/healthz" and n % FAIL == 0
         self.send_response(500 if failing else 200)
+        self.send_header("X-Seen-Assignments", self.headers.get("X-Squals-Assignments", ""))
         if EVERY and self.path != "/healthz" and n % EVERY == 0:
             self.send_header("X-Squals-Event", os.environ.get("EVENT", "checkout"))
         self.send_header("Content-Type", "text/plain")
@@ -174,10 +176,12 @@ def squals_experiment(shop: Shop, *args: str) -> subprocess.CompletedProcess[str
     )
 
 
-def experiment_engine(shop: Shop, store: StateStore | None = None) -> ExperimentEngine:
-    """The shop's experiments in this process: the real local provider, the state on ``origin``, and
-    promotion (and the variants' readiness) through a lifecycle behind the project's own Dealer."""
-    manifest = load(shop.path / "squals.yml", shop.path)
+def experiment_engine(
+    shop: Shop, store: StateStore | None = None, squals: str = "squals.yml"
+) -> ExperimentEngine:
+    """The experiment ``squals`` declares in this process: the real local provider, the state on ``origin``,
+    and promotion (and the variants' readiness) through a lifecycle behind the project's own Dealer."""
+    manifest = load(shop.path / squals, shop.path)
     the_store = store or open_store(shop.path)
     provider = LocalProvider(shop.path)
 
