@@ -4,8 +4,15 @@ fixtures of ``tests/support`` are registered here, once, so a test of any folder
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
+
+#: The pytest processes cache the bytecode of what they import (the test modules as pytest rewrites them,
+#: squals_action) even where the environment sets PYTHONDONTWRITEBYTECODE: else each xdist worker rewrites
+#: and compiles every test module again at each run (its collection took 12 s instead of 3). The commands
+#: the tests start keep the environment's setting.
+sys.dont_write_bytecode = False
 
 #: Lowest layer first: a support module may import the ones before it (pytest rewrites their asserts).
 pytest_plugins = (
@@ -19,6 +26,13 @@ pytest_plugins = (
 )
 #: Fixture apps keep their own tests (they are copies of real projects); they are data here, not our tests.
 collect_ignore = ["fixtures"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked ``slow`` run first (in their order; the others keep theirs after them): xdist hands
+    tests out in this order, so the long ones start early and the short ones fill both workers at the end,
+    instead of a long test running alone while the other worker has nothing left."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(autouse=True, scope="session")

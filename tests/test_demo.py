@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SQUALS = [sys.executable, "-m", "squals_action.cli"]
 
 
@@ -34,6 +36,7 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+@pytest.mark.slow
 def test_demo_tells_the_story_and_cleans_up(tmp_path: Path) -> None:
     proc = subprocess.run(
         [*SQUALS, "demo", "--bake", "2"],

@@ -19,6 +19,7 @@ boto3 is only imported when the CloudWatch source first reads (through the reade
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from copy import copy
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
@@ -28,7 +29,7 @@ from squals_action.dealer.layers import by_upstream
 from squals_action.errors import SqualsError
 from squals_action.lifecycle.kpi import metrics_since
 from squals_action.lifecycle.machine import Env
-from squals_action.manifest.model import NOWHERE, Location
+from squals_action.manifest.model import NOWHERE, Location, Rollout
 from squals_action.providers.cloudwatch_window import ALB_DELAY, NotYet, Window, read_window
 from squals_action.providers.interface import EnvironmentHandle
 
@@ -69,6 +70,11 @@ class KpiSource(Protocol):
         pending)."""
         ...
 
+    def declared(self, rollout: Rollout) -> KpiSource:
+        """This source watching what ``rollout`` declares: a command bound to a commit bakes under that
+        commit's KPIs and alarms, not those of the squals file the project was opened with."""
+        ...
+
 
 class DealerSignals:
     """The local Dealer's tallies for BLUE, counted from the step's start; no alarms, nothing to wait for."""
@@ -100,6 +106,10 @@ class DealerSignals:
             if value is None
         }
         return Signals(metrics=metrics, missing=missing, requests=requests)
+
+    def declared(self, rollout: Rollout) -> DealerSignals:
+        """Itself: the Dealer's tallies hold every KPI, and there are no alarms to name."""
+        return self
 
 
 class CloudWatchSignals:
@@ -136,6 +146,14 @@ class CloudWatchSignals:
         self.arn = ""
         self.since: datetime | None = None
         self.ended: datetime | None = None
+
+    def declared(self, rollout: Rollout) -> CloudWatchSignals:
+        """A copy reading ``rollout``'s KPIs and alarms (the reader, load balancer and clock are kept)."""
+        bound = copy(self)
+        bound.kpis = tuple(k.metric for k in rollout.kpis)
+        bound.alarms = tuple(rollout.alarms)
+        bound.alarms_location = rollout.location
+        return bound
 
     def begin(self, blue: Env) -> None:
         if not blue.handle:

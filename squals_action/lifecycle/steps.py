@@ -115,8 +115,10 @@ class Steps:
     # ---- state ------------------------------------------------------------------------------------
 
     def at(self, source: Source) -> Self:
-        """This project bound to ``source``: its squals file and checkout, for one command."""
-        return dataclasses.replace(self, manifest=source.manifest, tree=source.root)
+        """This project bound to ``source``: its squals file and checkout, for one command; the bake watches
+        the KPIs and alarms that squals file declares, not those of the file the project was opened with."""
+        signals = self.signals.declared(source.manifest.rollout) if self.signals is not None else None
+        return dataclasses.replace(self, manifest=source.manifest, tree=source.root, signals=signals)
 
     def fleet(self) -> dict[str, Env]:
         return fleet_of(self.store.read())

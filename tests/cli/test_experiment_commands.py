@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.support.experiments import Shop, squals_experiment, state_log, visit
 
 
+@pytest.mark.slow
 def test_start_status_tick_promote_status(shop: Shop) -> None:
     started = squals_experiment(shop, "start", "--pr", "7", "--format", "json")
     assert started.returncode == 0, started.stderr
@@ -36,6 +39,7 @@ def test_start_status_tick_promote_status(shop: Shop) -> None:
     assert "🏆 winner" in green and "% of 50.0 %" in green
 
 
+@pytest.mark.slow
 def test_stop_and_errors_are_one_line(shop: Shop) -> None:
     started = json.loads(squals_experiment(shop, "start", "--format", "json").stdout)
     stopped = squals_experiment(shop, "stop", started["id"], "--reason", "wrong colour")

@@ -9,6 +9,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.support.lifecycle import Project, git
 
 SQUALS = [sys.executable, "-m", "squals_action.cli"]
@@ -48,6 +50,7 @@ def test_help_lists_the_lifecycle(tmp_path: Path) -> None:
         assert command in out.stdout
 
 
+@pytest.mark.slow
 def test_deploy_promote_down_from_the_command_line(project: Project) -> None:
     (project.path / "squals.yml").write_text(
         "version: 1\nname: shop\n"
@@ -84,6 +87,7 @@ def _status(path: Path) -> dict[str, Any]:
     return report
 
 
+@pytest.mark.slow
 def test_status_shows_the_public_url_live_figures_in_natural_order_and_keeps_the_port(
     project: Project,
 ) -> None:

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.lifecycle import Project, git
 from tests.support.providers import SHARED_SERVER
 
@@ -16,6 +18,7 @@ def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*SQUALS, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_a_deploy_starts_it_down_keeps_it_shared_down_removes_it(project: Project) -> None:
     (project.path / "shared_server.py").write_text(SHARED_SERVER)
     (project.path / "squals.yml").write_text(

@@ -53,6 +53,7 @@ def test_a_failed_deploy_on_a_terminal_is_read_once_with_its_tail_line_by_line(f
     assert in_pipes(failing.path, "down").returncode == 0  # the failed island was kept for inspection
 
 
+@pytest.mark.slow
 def test_a_failed_deploy_in_a_pipe_is_plain_text_read_once(failing: Project) -> None:
     done = in_pipes(failing.path, "deploy", "--pr", "3", "--skip-gates")
     both = done.stdout + done.stderr

@@ -9,6 +9,8 @@ import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from squals_action.costs import measure_costs
 from squals_action.manifest import model
 from squals_action.providers.aws import AwsProvider
@@ -47,6 +49,7 @@ def _cost_explorer_answers(endpoint: str, groups: list[dict[str, object]]) -> No
     urllib.request.urlopen(request, timeout=10).close()
 
 
+@pytest.mark.slow
 def test_cost_explorer_groups_and_cloudwatch_traffic_allocate_the_shared_cost(
     aws_cloud: Cloud, repo: Repo, moto_calls: Callable[[], list[str]]
 ) -> None:

@@ -26,8 +26,8 @@ from squals_action.manifest import load
 from squals_action.providers.aws import AwsProvider
 from squals_action.providers.aws_front_door import FrontDoorStack
 from squals_action.state import open_store, utc_now
-from tests.support.alb import FRONT_DOOR_TEMPLATE, ISLAND_TEMPLATE, Calls, aws_client
-from tests.support.aws import Cloud
+from tests.support.alb import FRONT_DOOR_TEMPLATE, ISLAND_TEMPLATE, Calls
+from tests.support.aws import Cloud, aws_client
 from tests.support.cloudwatch import CLOUDWATCH_EXPERIMENT, put_alb, put_custom
 from tests.support.experiments import state_log
 from tests.support.lifecycle import git
@@ -117,6 +117,7 @@ def _stacks(cloud: Cloud) -> set[str]:
     return {line.split()[0] for line in cloud.stacks()}
 
 
+@pytest.mark.slow
 def test_an_experiment_on_aws_needs_only_the_state_branch_and_aws(
     aws_cloud: Cloud, tmp_path: Path, elbv2_calls: Calls
 ) -> None:

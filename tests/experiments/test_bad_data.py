@@ -111,6 +111,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 def test_bad_data_is_named_exits_1_and_changes_no_state(bad_shop: tuple[Shop, Prometheus]) -> None:
     shop, prometheus = bad_shop
     prometheus.healthy()

@@ -71,6 +71,7 @@ def test_fixed_design_for_a_rate_agrees_with_statsmodels_two_proportions() -> No
     assert got.power == pytest.approx(float(reference), abs=0.01)
 
 
+@pytest.mark.slow
 def test_sequential_design_needs_more_units_than_fixed_but_decides_earlier_on_average() -> None:
     got = plan(RATE)
     seq = got.sequential
@@ -112,6 +113,7 @@ def test_what_cannot_be_planned_is_one_line_naming_the_input(change: dict[str, o
     assert caught.value.exit_code == 2
 
 
+@pytest.mark.slow
 def test_plan_command_prints_both_designs_for_people_json_and_markdown() -> None:
     args = (
         "experiment",
@@ -148,6 +150,7 @@ def test_plan_command_prints_both_designs_for_people_json_and_markdown() -> None
     )
 
 
+@pytest.mark.slow
 def test_plan_reads_the_squals_files_experiment_and_flags_override_it() -> None:
     base = (
         "experiment",
@@ -198,6 +201,7 @@ def test_bad_plan_input_is_one_line_and_a_usage_exit(extra: tuple[str, ...], lin
     assert line in done.stderr
 
 
+@pytest.mark.slow
 def test_the_effect_follows_the_direction_and_an_absolute_mde_is_in_the_metrics_unit() -> None:
     base = ("experiment", "plan", "--daily-traffic", "2000", "--format", "json")
     up = json.loads(run_squals(*base, "--rate", "10%", "--mde", "0.01").stdout)

@@ -31,6 +31,7 @@ REPRESENTATIVE = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", sorted(REPRESENTATIVE))
 def test_a_kill_at_a_representative_step_leaves_a_state_the_next_command_works_from(
     command: str, tmp_path: Path

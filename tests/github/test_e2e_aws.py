@@ -23,8 +23,8 @@ import pytest
 
 from squals_action.state import open_store
 from tests.github.test_e2e import checkout, git, pr_event, run_action
-from tests.support.alb import FRONT_DOOR_IN_VPC_TEMPLATE, ISLAND_TEMPLATE, READ_PREFIXES, aws_client
-from tests.support.aws import REGION, Cloud, post
+from tests.support.alb import FRONT_DOOR_IN_VPC_TEMPLATE, ISLAND_TEMPLATE, READ_PREFIXES
+from tests.support.aws import REGION, Cloud, aws_client, post
 from tests.support.cloudwatch import CLOUDWATCH_EXPERIMENT, put_alb_history, put_custom
 from tests.support.fake_github import FakeGitHub
 from tests.support.github import REPO, event

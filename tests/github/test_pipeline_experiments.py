@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from squals_action.github.events import Intent, IntentKind
 from squals_action.github.interface import Request
 from squals_action.github.pipeline import Pipeline, _merged_pr
@@ -17,6 +19,7 @@ def request(shop: Shop, kind: IntentKind, event: str, sha: str | None) -> Reques
     return Request(intent=intent, workspace=shop.path, head_sha=sha)
 
 
+@pytest.mark.slow
 def test_push_starts_and_schedule_promotes(shop: Shop) -> None:
     """With a prod already live, the winner goes through the bake and the old prod becomes postprod."""
     from squals_action.manifest import load

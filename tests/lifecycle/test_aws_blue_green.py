@@ -26,8 +26,8 @@ from squals_action.lifecycle.parts import signals_for, traffic_for
 from squals_action.manifest import load
 from squals_action.providers.aws import AwsProvider
 from squals_action.state import open_store
-from tests.support.alb import FRONT_DOOR_IN_VPC_TEMPLATE, ISLAND_TEMPLATE, READ_PREFIXES, aws_client
-from tests.support.aws import REGION, Cloud
+from tests.support.alb import FRONT_DOOR_IN_VPC_TEMPLATE, ISLAND_TEMPLATE, READ_PREFIXES
+from tests.support.aws import REGION, Cloud, aws_client
 from tests.support.cloudwatch import put_alb_history
 from tests.support.providers import Repo
 
@@ -57,6 +57,12 @@ class Recorder:
 
     calls: list[str] = field(default_factory=list)
     read_back: list[dict[str, int]] = field(default_factory=list)
+    #: The parameters of every call, as ``(service:Operation, params)``.
+    params: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    def asked(self, call: str) -> list[dict[str, Any]]:
+        """The parameters of every ``call`` (``service:Operation``) sent."""
+        return [p for c, p in self.params if c == call]
 
     def mutating(self, service: str = "") -> list[str]:
         return [
@@ -68,6 +74,7 @@ class Recorder:
     def clear(self) -> None:
         self.calls.clear()
         self.read_back.clear()
+        self.params.clear()
 
 
 @dataclass
@@ -182,11 +189,15 @@ def _world(
         def record(model: Any, **_: Any) -> None:
             recorder.calls.append(f"{service}:{model.name}")
 
+        def record_params(model: Any, params: dict[str, Any], **_: Any) -> None:
+            recorder.params.append((f"{service}:{model.name}", dict(params)))
+
         def read_back(model: Any, **_: Any) -> None:
             if model.name == "ModifyListener":
                 recorder.read_back.append(world.weights())
 
         client.meta.events.register("before-call", record)
+        client.meta.events.register("before-parameter-build", record_params)
         client.meta.events.register("after-call", read_back)
         return client
 
@@ -224,6 +235,7 @@ def first_prod_and_a_candidate(world: World) -> None:
     world.recorder.clear()
 
 
+@pytest.mark.slow
 def test_promote_bakes_on_cloudwatch_then_rollback_is_one_call(world: World) -> None:
     first_prod_and_a_candidate(world)
     world.served("pr-2", 100)  # healthy: no 5xx
@@ -270,6 +282,7 @@ def test_promote_bakes_on_cloudwatch_then_rollback_is_one_call(world: World) -> 
     assert (action["Type"], action["FixedResponseConfig"]["StatusCode"]) == ("fixed-response", "503")
 
 
+@pytest.mark.slow
 def test_half_of_blues_requests_failing_sends_all_traffic_back_to_green(world: World) -> None:
     first_prod_and_a_candidate(world)
     world.served("pr-2", 100, errors=50)
@@ -280,6 +293,7 @@ def test_half_of_blues_requests_failing_sends_all_traffic_back_to_green(world: W
     assert world.lifecycle().fleet()["pr-1"].status is Status.PROD
 
 
+@pytest.mark.slow
 def test_an_alarm_in_alarm_sends_all_traffic_back_to_green(
     aws_cloud: Cloud, repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -307,6 +321,53 @@ def test_an_alarm_in_alarm_sends_all_traffic_back_to_green(
     assert "cloudwatch:DescribeAlarms" in world.recorder.calls
 
 
+def test_the_bake_watches_the_alarms_and_kpis_of_the_promoted_commit(
+    aws_cloud: Cloud, repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The squals file changed after pr-2's commit (another alarm, in ALARM; another KPI) does not leak into
+    its bake: CloudWatch is asked for the commit's alarm and the commit's KPI only, and the commit's KPI
+    stops the promotion."""
+    world = _world(
+        aws_cloud, repo, tmp_path, monkeypatch, rollout="  blue_share: 10%\n  alarms: [tiny-5xx]\n"
+    )
+    cloudwatch = aws_client("cloudwatch", aws_cloud.endpoint)
+    for name, state in (("tiny-5xx", "OK"), ("tiny-latency", "ALARM")):
+        cloudwatch.put_metric_alarm(
+            AlarmName=name,
+            Namespace="AWS/ApplicationELB",
+            MetricName="HTTPCode_Target_5XX_Count",
+            Statistic="Sum",
+            Period=60,
+            EvaluationPeriods=1,
+            Threshold=10,
+            ComparisonOperator="GreaterThanThreshold",
+        )
+        cloudwatch.set_alarm_state(AlarmName=name, StateValue=state, StateReason="set by the test")
+    first_prod_and_a_candidate(world)
+    committed = world.squals.read_text()
+    world.squals.write_text(  # after pr-2's commit, never committed: another alarm and another KPI
+        committed.replace("alarms: [tiny-5xx]", "alarms: [tiny-latency]").replace(
+            "kpis: [{metric: error_rate, max: 1%}]", "kpis: [{metric: p95_latency_ms, max: 400}]"
+        )
+    )
+    assert world.squals.read_text() != committed
+    world.served("pr-2", 100, errors=50)
+    second = world.lifecycle().promote(2)
+    assert not second.ok
+    assert second.message.startswith("KPI breach: error_rate 50 > max 1"), second.message
+    assert world.recorder.read_back == [{"pr-1": 900, "pr-2": 100}, {"pr-1": 999}]
+    described = world.recorder.asked("cloudwatch:DescribeAlarms")
+    assert described and {tuple(p["AlarmNames"]) for p in described} == {("tiny-5xx",)}
+    queried = {
+        q["MetricStat"]["Metric"]["MetricName"]
+        for p in world.recorder.asked("cloudwatch:GetMetricData")
+        for q in p["MetricDataQueries"]
+    }
+    # error_rate's counts, and not TargetResponseTime (p95_latency_ms is not the commit's KPI)
+    assert queried == {"RequestCount", "HTTPCode_Target_5XX_Count", "HTTPCode_ELB_5XX_Count"}
+
+
+@pytest.mark.slow
 def test_no_blue_requests_is_inconclusive_with_green_at_100(world: World) -> None:
     first_prod_and_a_candidate(world)
     world.served("pr-1", 100)  # GREEN served; BLUE's group has no datapoint
@@ -319,6 +380,7 @@ def test_no_blue_requests_is_inconclusive_with_green_at_100(world: World) -> Non
     assert fleet["pr-2"].status is Status.READY  # promotable again
 
 
+@pytest.mark.slow
 def test_steps_10_25_50_are_three_calls_then_100(
     aws_cloud: Cloud, repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -372,6 +434,7 @@ def _targets(world: World, group: str) -> list[str]:
     return [d["Target"]["Id"] for d in found]
 
 
+@pytest.mark.slow
 def test_kill_deregisters_blues_targets_for_the_drill_and_registers_them_again(
     aws_cloud: Cloud, repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -402,6 +465,7 @@ def test_kill_deregisters_blues_targets_for_the_drill_and_registers_them_again(
     ]
 
 
+@pytest.mark.slow
 def test_kill_expected_back_to_green_but_survived_fails_the_promotion(
     aws_cloud: Cloud, repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

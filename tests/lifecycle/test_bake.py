@@ -8,6 +8,8 @@ import signal
 import threading
 import time
 
+import pytest
+
 from squals_action.lifecycle import machine
 from squals_action.lifecycle.machine import Status
 from squals_action.manifest import model
@@ -58,6 +60,7 @@ def test_killing_blue_during_the_bake_returns_traffic_to_green(project: Project)
     lc.down()
 
 
+@pytest.mark.slow
 def test_promotion_and_rollback_under_steady_load_lose_nothing(project: Project) -> None:
     kpis = (model.Kpi("error_rate", max=1.0),)
     rollout = model.Rollout(blue_share=30.0, bake=1.0, check_interval=0.25, kpis=kpis)

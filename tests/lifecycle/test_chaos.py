@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from squals_action.lifecycle import machine
 from squals_action.lifecycle.engine import Lifecycle
 from squals_action.lifecycle.machine import Status
@@ -36,6 +38,7 @@ def _events(lc: Lifecycle) -> list[tuple[str, str]]:
     return [(h.event, h.summary) for h in reversed(lc.store.history("pr-2"))]
 
 
+@pytest.mark.slow
 def test_latency_and_abort_go_back_to_green_a_small_abort_share_survives(project: Project) -> None:
     tests = (
         model.Chaos(name="slow", kind="latency", expect="back-to-green", delay=1.0, duration=4.0),
@@ -83,6 +86,7 @@ def test_latency_and_abort_go_back_to_green_a_small_abort_share_survives(project
     lc.down()
 
 
+@pytest.mark.slow
 def test_sigkill_of_blue_goes_back_to_green_without_a_failed_request_and_blue_is_started_again(
     project: Project,
 ) -> None:
@@ -109,6 +113,7 @@ def test_sigkill_of_blue_goes_back_to_green_without_a_failed_request_and_blue_is
     lc.down()
 
 
+@pytest.mark.slow
 def test_an_outcome_other_than_the_declared_one_fails_the_promotion(project: Project) -> None:
     kill = model.Chaos(name="blue-dies", kind="kill", expect="survive", duration=3.0)
     lc = _ready(project, _chaos(kill, kpis=(model.Kpi("error_rate", max=50.0),)))

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from squals_action.providers import LocalProvider
 from squals_action.providers.daemon import probe, read_pid_file
@@ -61,6 +62,7 @@ def _apps_of(env: str) -> list[psutil.Process]:
     return found
 
 
+@pytest.mark.slow
 def test_two_deploys_of_one_pr_at_once_make_one_deploy_and_teardown_leaves_nothing(project: Project) -> None:
     _commit_squals_file(project, "sleep 8")  # long enough to overlap on a loaded machine
     runs = [_start(project, "deploy", "--pr", "22") for _ in range(2)]
@@ -88,6 +90,7 @@ def test_two_deploys_of_one_pr_at_once_make_one_deploy_and_teardown_leaves_nothi
     assert _apps_of("pr-22") == []
 
 
+@pytest.mark.slow
 def test_a_run_killed_holding_its_lock_leaves_a_stale_lock_that_says_what_to_run(project: Project) -> None:
     marker = project.path.parent / "hook-started"
     _commit_squals_file(project, f"touch {marker} && sleep 3")

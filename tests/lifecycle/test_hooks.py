@@ -53,6 +53,7 @@ def _first_prod(project: Project) -> tuple[Lifecycle, str]:
     return lc, first.public_url
 
 
+@pytest.mark.slow
 def test_failing_deploy_stages_keep_prod_serving(project: Project) -> None:
     lc, public = _first_prod(project)
 
@@ -84,6 +85,7 @@ def test_failing_deploy_stages_keep_prod_serving(project: Project) -> None:
     lc.down()
 
 
+@pytest.mark.slow
 def test_failing_promotion_stages_keep_prod_serving(project: Project) -> None:
     lc, public = _first_prod(project)
     assert lc.deploy(2, project.commits["v2"]).ok

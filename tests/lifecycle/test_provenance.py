@@ -77,6 +77,7 @@ def _served(project: Project, env: str) -> str:
     return body
 
 
+@pytest.mark.slow
 def test_a_deploy_of_a_commit_runs_that_commits_squals_file_and_hooks(
     project: Project, commits: dict[str, str]
 ) -> None:
@@ -96,6 +97,7 @@ def test_a_deploy_of_a_commit_runs_that_commits_squals_file_and_hooks(
     assert squals(project, "down").returncode == 0
 
 
+@pytest.mark.slow
 def test_uncommitted_changes_are_refused_unless_allowed_and_then_recorded_as_dirty(
     project: Project, commits: dict[str, str]
 ) -> None:

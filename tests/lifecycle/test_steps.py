@@ -9,6 +9,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
+
 from squals_action.dealer import connect_dealer
 from squals_action.lifecycle import machine
 from squals_action.lifecycle.engine import Lifecycle
@@ -49,6 +51,7 @@ def _with_prod(project: Project, rollout: model.Rollout) -> Lifecycle:
     return lc
 
 
+@pytest.mark.slow
 def test_steps_are_one_route_call_each_then_100(project: Project) -> None:
     steps = (model.RolloutStep(10.0), model.RolloutStep(25.0, 0.8), model.RolloutStep(50.0))
     rollout = model.Rollout(
@@ -83,6 +86,7 @@ def test_steps_are_one_route_call_each_then_100(project: Project) -> None:
     lc.down()
 
 
+@pytest.mark.slow
 def test_a_bake_without_requests_is_inconclusive_then_may_pass_where_the_file_allows(
     project: Project,
 ) -> None:

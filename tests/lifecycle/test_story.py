@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from squals_action.lifecycle import machine
 from squals_action.lifecycle.machine import Status
 from tests.support.lifecycle import Load, Project, Recorder, cmd, get, lifecycle, manifest
 
 
+@pytest.mark.slow
 def test_deploy_promote_rollback_teardown_down(project: Project) -> None:
     m = manifest(exit_tests=(cmd("smoke", 'curl -fsS "$SQUALS_URL/" | grep -q "^v"'),))
     lc = lifecycle(project, m)

@@ -156,6 +156,7 @@ def test_fast_check_agrees_with_jsonschema_on_corpus(data: Any) -> None:
     assert FAST(data) == (not list(VALIDATOR.iter_errors(data)))
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(documents)
 def test_fast_check_agrees_with_jsonschema_on_random_documents(document: dict[str, Any]) -> None:

@@ -46,6 +46,7 @@ def _events(cloud: Cloud, stack: str) -> list[str]:
     return [f"{e['LogicalResourceId']} {e['ResourceStatus']}" for e in reversed(events)]
 
 
+@pytest.mark.slow
 def test_create_outputs_health_noop_update_destroy(aws_cloud: Cloud, repo: Repo) -> None:
     commit = aws_cloud.prepare(repo)
     provider = _provider(repo, aws_cloud)
@@ -495,6 +496,7 @@ def test_throttling_is_retried_by_botocore_then_reported(
         thread.join(timeout=10)
 
 
+@pytest.mark.slow
 def test_the_cli_deploys_and_tears_down_an_aws_island(aws_cloud: Cloud, repo: Repo, tmp_path: Any) -> None:
     """``squals deploy``/``teardown``/``down`` as subprocesses on an aws squals file (moto behind
     ``AWS_ENDPOINT_URL``): the lifecycle drives the provider with nothing but the squals file."""

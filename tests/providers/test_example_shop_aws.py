@@ -17,8 +17,8 @@ import yaml
 from squals_action.manifest import load
 from squals_action.providers import aws_template
 from squals_action.providers.aws_template import Template
-from tests.support.alb import Calls, aws_client
-from tests.support.aws import Cloud
+from tests.support.alb import Calls
+from tests.support.aws import Cloud, aws_client
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "shop-aws"

@@ -13,8 +13,8 @@ from squals_action.manifest import load, model
 from squals_action.providers import ProviderError
 from squals_action.providers.aws import AwsError, AwsProvider
 from squals_action.providers.aws_front_door import FrontDoorStack
-from tests.support.alb import FRONT_DOOR_TEMPLATE, ISLAND_TEMPLATE, Calls, aws_client, build_alb
-from tests.support.aws import TEMPLATE, Cloud
+from tests.support.alb import FRONT_DOOR_TEMPLATE, ISLAND_TEMPLATE, Calls, build_alb
+from tests.support.aws import TEMPLATE, Cloud, aws_client
 from tests.support.providers import Repo
 
 ARN_OTHER_REGION = (

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.state import fingerprint, git
 
 SQUALS = [sys.executable, "-m", "squals_action.cli"]
@@ -60,6 +62,7 @@ def events(repo: Path) -> list[str]:
     return [line for line in log.splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_deploy_promote_status_history_down_without_any_remote(tmp_path: Path) -> None:
     repo = make_project(tmp_path / "laptop")
     before = checkout(repo)
@@ -88,6 +91,7 @@ def test_deploy_promote_status_history_down_without_any_remote(tmp_path: Path) -
     assert checkout(repo) == before
 
 
+@pytest.mark.slow
 def test_local_state_keeps_a_clones_state_off_its_origin(tmp_path: Path) -> None:
     repo = make_project(tmp_path / "work")
     origin = tmp_path / "origin.git"

@@ -9,23 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.support.aws import REGION, TEMPLATE
+from tests.support.aws import REGION, TEMPLATE, aws_client
 
 #: Operations that only read; any other call changes something on AWS.
 READ_PREFIXES = ("Describe", "Get", "List")
-
-
-def aws_client(service: str, endpoint: str) -> Any:
-    """The test's own client (its calls are not counted)."""
-    import boto3
-
-    return boto3.session.Session().client(
-        service,
-        region_name=REGION,
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
 
 
 @dataclass

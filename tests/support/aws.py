@@ -82,14 +82,15 @@ def reset_moto(endpoint: str) -> None:
     urllib.request.urlopen(request, timeout=10).close()
 
 
-@functools.lru_cache(maxsize=4)
-def cfn_client(endpoint: str) -> Any:
-    """A CloudFormation client on moto for the tests' own looks (one per endpoint: clients are
-    thread-safe and slow to build)."""
+@functools.lru_cache(maxsize=32)
+def aws_client(service: str, endpoint: str) -> Any:
+    """The test's own client of ``service`` on moto, for its set-up and looks (its calls are not counted):
+    one per service and endpoint, as clients are thread-safe and slow to build (botocore reads its JSON
+    models again for each)."""
     import boto3
 
     return boto3.session.Session().client(
-        "cloudformation",
+        service,
         region_name=REGION,
         endpoint_url=endpoint,
         aws_access_key_id="testing",
@@ -99,7 +100,7 @@ def cfn_client(endpoint: str) -> Any:
 
 def live_stacks(endpoint: str) -> list[str]:
     """Every stack moto holds that is not deleted, as ``name STATUS``."""
-    stacks = cfn_client(endpoint).describe_stacks()["Stacks"]
+    stacks = aws_client("cloudformation", endpoint).describe_stacks()["Stacks"]
     return [f"{s['StackName']} {s['StackStatus']}" for s in stacks if s["StackStatus"] != "DELETE_COMPLETE"]
 
 
@@ -111,7 +112,7 @@ class StackApp(LocalServer):
         self.repo: Path | None = None
         self.healthy = True
         self._lock = threading.Lock()
-        self._cfn = cfn_client(endpoint)
+        self._cfn = aws_client("cloudformation", endpoint)
         app = self
 
         class Handler(QuietHandler):
@@ -183,7 +184,7 @@ class Cloud:
     cfn: Any = field(init=False)
 
     def __post_init__(self) -> None:
-        self.cfn = cfn_client(self.endpoint)
+        self.cfn = aws_client("cloudformation", self.endpoint)
 
     def stacks(self) -> list[str]:
         return live_stacks(self.endpoint)
@@ -309,7 +310,5 @@ def moto_calls(
 
 @pytest.fixture
 def cw(aws_cloud: Cloud) -> Any:
-    """The test's own CloudWatch client (writes and set-up), reaching moto through AWS_ENDPOINT_URL."""
-    import boto3
-
-    return boto3.session.Session().client("cloudwatch", region_name=REGION)
+    """The test's own CloudWatch client (writes and set-up) on the test's moto."""
+    return aws_client("cloudwatch", aws_cloud.endpoint)

@@ -7,12 +7,13 @@ squals asks in (CloudWatch itself ignores the order).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from squals_action.providers.cloudwatch_figures import load_balancer_dimension, target_group_dimension
-from tests.support.aws import REGION
+from tests.support.aws import REGION, aws_client
 
 #: A listener ARN in the tests' region (its load balancer names the ALB metrics' dimension).
 LISTENER_ARN = (
@@ -26,9 +27,8 @@ def tg_arn(name: str) -> str:
 
 
 def _client() -> Any:
-    import boto3
-
-    return boto3.session.Session().client("cloudwatch", region_name=REGION)
+    """CloudWatch on the moto ``AWS_ENDPOINT_URL`` names (the ``aws_cloud`` fixture sets it)."""
+    return aws_client("cloudwatch", os.environ["AWS_ENDPOINT_URL"])
 
 
 def put_custom(
