@@ -187,8 +187,9 @@ def check_slots(raw: Any, upstreams: Iterable[str]) -> tuple[Slot, ...]:
 
 
 def with_slot(slots: Sequence[Slot], experiment: str, raw: Any, upstreams: Iterable[str]) -> tuple[Slot, ...]:
-    """The plan ``slots`` with ``experiment``'s slot added, or replaced, by ``raw`` (``Slot.to_json`` without
-    the name, or naming the same experiment); checked against the others (:class:`SlotConflict`)."""
+    """The plan ``slots`` with ``experiment``'s slot added (last), or replaced in place, by ``raw``
+    (``Slot.to_json`` without the name, or naming the same experiment); checked against the others
+    (:class:`SlotConflict`)."""
     if not isinstance(raw, dict):
         raise DealerError(f"slot {experiment!r}: expected {{layer, range: [low, high], weights, islands}}")
     named = raw.get("experiment", experiment)
@@ -202,8 +203,11 @@ def with_slot(slots: Sequence[Slot], experiment: str, raw: Any, upstreams: Itera
         ) from exc
     except DealerError as exc:
         raise DealerError(f"slot {experiment!r}: {exc}") from exc
-    kept = [s for s in slots if s.experiment != experiment]
-    return check_slots([s.to_json() for s in (*kept, slot)], upstreams)
+    # a replaced slot keeps its place: the order of the slots is the order of a cell's names
+    placed = [slot if s.experiment == experiment else s for s in slots]
+    if all(s.experiment != experiment for s in slots):
+        placed.append(slot)
+    return check_slots([s.to_json() for s in placed], upstreams)
 
 
 def island_upstreams(slots: Sequence[Slot]) -> set[str]:
