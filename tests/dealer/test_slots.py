@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from squals_action.dealer import DealerClient, DealerError, stop_dealer
-from squals_action.dealer.config import ROUTING_FILE
+from squals_action.dealer import DealerClient, DealerError, connect_dealer, stop_dealer
+from squals_action.dealer.config import CONFIG_FILE, ROUTING_FILE, load_config
 from squals_action.dealer.layers import Slot
 from tests.support.dealer import DealerFactory, bare_restart
 
@@ -30,16 +30,20 @@ def _placed(client: DealerClient) -> set[str]:
     return {s.experiment for s in client.plan()[2]}
 
 
-def _at_once(calls: list[tuple[str, int]], client: DealerClient) -> None:
-    """Each call (``put``/``remove``, slot number) in its own thread and client, released together."""
+def _at_once(calls: list[tuple[str, int]], state: Path) -> None:
+    """Each call (``put``/``remove``, slot number) in its own thread and client of the Dealer in ``state``,
+    released together."""
     start = threading.Barrier(len(calls))
     failed: list[BaseException] = []
 
     def run(what: str, k: int) -> None:
-        own = DealerClient(client.url, client.admin_url, client._token, timeout=10)
+        own = connect_dealer(state, timeout=10)
         try:
             start.wait(timeout=10)
-            own.put_slot(_slot(k)) if what == "put" else own.remove_slot(f"exp-{k}")
+            if what == "put":
+                own.put_slot(_slot(k))
+            else:
+                own.remove_slot(f"exp-{k}")
         except BaseException as exc:  # reported below, with the others
             failed.append(exc)
         finally:
@@ -86,7 +90,7 @@ def test_slots_added_and_removed_at_once_all_stay_changed_reach_every_worker_and
     evens, odds = set(range(0, N, 2)), set(range(1, N, 2))
     dealer.set_layers([_slot(k) for k in sorted(evens)])
     for placed, added in ((evens, odds), (odds, evens), (evens, odds)):
-        _at_once([("remove", k) for k in placed] + [("put", k) for k in added], dealer)
+        _at_once([("remove", k) for k in placed] + [("put", k) for k in added], state)
         assert _placed(dealer) == {f"exp-{k}" for k in added}
     expected = sorted((s.to_json() for s in dealer.plan()[2]), key=lambda s: s["range"])
     assert [s["experiment"] for s in expected] == [f"exp-{k}" for k in sorted(odds)]
@@ -101,9 +105,10 @@ def test_slots_added_and_removed_at_once_all_stay_changed_reach_every_worker_and
 
 
 def test_a_slot_that_cannot_sit_beside_the_others_is_refused_in_one_line_and_changes_nothing(
-    pair: dict[str, str], dealer_factory: DealerFactory
+    pair: dict[str, str], dealer_factory: DealerFactory, tmp_path: Path
 ) -> None:
-    dealer = dealer_factory(pair, {"a": 1, "b": 0})
+    state = tmp_path / "refusals"
+    dealer = dealer_factory(pair, {"a": 1, "b": 0}, state=state)
     islands = Slot("exp-i", "main", 0.0, 0.5, {"v1": 1.0, "v2": 1.0}, islands=True)
     dealer.put_slot(islands, {"exp-i.v1": pair["b"], "exp-i.v2": pair["b"]})
     dealer.put_slot(_slot(0))
@@ -142,7 +147,7 @@ def test_a_slot_that_cannot_sit_beside_the_others_is_refused_in_one_line_and_cha
     answer = requests.put(  # the body names another experiment than the path
         f"{dealer.admin_url}/layers/exp-z",
         json={"experiment": "exp-y", "layer": "ui", "range": [0.9, 1.0], "weights": {"x": 1}},
-        headers={"Authorization": f"Bearer {dealer._token}"},
+        headers={"Authorization": f"Bearer {load_config(state / CONFIG_FILE).token}"},
         timeout=10,
     )
     assert (answer.status_code, answer.json()) == (
