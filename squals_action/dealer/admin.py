@@ -126,8 +126,11 @@ def admin_app(backend: AdminBackend, token: str) -> web.Application:
 
     async def put_slot(request: web.Request) -> web.Response:
         """``PUT /layers/<experiment>``: add or replace one experiment's slot beside the others, with the
-        upstreams of its islands (``<experiment>.<variant>``, weight 0) in the same switch."""
+        upstreams of its islands (``<experiment>.<variant>``, weight 0) in the same switch. With
+        ``?replace=1`` only a slot in place is replaced (a guardrail's exclusion must not put back the slot
+        of an experiment ended meanwhile); ``placed`` says whether the slot is in the plan now."""
         experiment = request.match_info["experiment"]
+        replace_only = request.query.get("replace") == "1"
         body = await _json_body(request)
         islands = body.pop("upstreams", {})
         if not isinstance(islands, dict):
@@ -138,13 +141,19 @@ def admin_app(backend: AdminBackend, token: str) -> web.Application:
                 f"slot {experiment!r}: upstreams {', '.join(foreign)} are not its islands "
                 f"({experiment}.<variant>)"
             )
+        placed = True
 
         def edit(current: Routing) -> Routing:
+            nonlocal placed
+            placed = any(s.experiment == experiment for s in current.layers) or not replace_only
+            if not placed:
+                return current
             upstreams = {**{k: str(v) for k, v in current.upstreams.items()}, **islands}
             slots = with_slot(current.layers, experiment, body, upstreams)
             return make_routing(upstreams, current.weights, [s.to_json() for s in slots])
 
-        return web.json_response((await backend.change(edit)).to_json())
+        routing = await backend.change(edit)
+        return web.json_response({**routing.to_json(), "placed": placed})
 
     async def delete_slot(request: web.Request) -> web.Response:
         """``DELETE /layers/<experiment>``: the plan without one experiment's slot (``removed``: whether it

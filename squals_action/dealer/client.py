@@ -129,14 +129,18 @@ class DealerClient:
         """Place several experiments at once (:mod:`.layers`); ``[]`` goes back to the weights alone."""
         self._call("PUT", "/layers", {"layers": [s.to_json() for s in slots]})
 
-    def put_slot(self, slot: Slot, islands: Mapping[str, str] | None = None) -> None:
+    def put_slot(
+        self, slot: Slot, islands: Mapping[str, str] | None = None, *, replace_only: bool = False
+    ) -> bool:
         """``PUT /layers/<experiment>``: add or replace this experiment's slot beside the others in one step
         of the Dealer, with its islands' upstreams (``<experiment>.<variant>``: URL, weight 0); a slot that
-        cannot be placed beside the others is a :class:`DealerError` with ``HTTP 409``."""
+        cannot be placed beside the others is a :class:`DealerError` with ``HTTP 409``. ``replace_only``:
+        change a slot in place, never add it; returns whether the slot is in the plan now."""
         body = {k: v for k, v in slot.to_json().items() if k != "experiment"}
         if islands:
             body["upstreams"] = dict(islands)
-        self._call("PUT", f"/layers/{slot.experiment}", body)
+        query = "?replace=1" if replace_only else ""
+        return bool(self._call("PUT", f"/layers/{slot.experiment}{query}", body)["placed"])
 
     def remove_slot(self, experiment: str) -> bool:
         """``DELETE /layers/<experiment>``: the plan without this experiment's slot; False when it was not

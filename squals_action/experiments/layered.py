@@ -10,7 +10,8 @@ recorded in its document; :class:`LayeredSplit` then drives prod's Dealer with i
   blue/green going on;
 * a **tick** reads this experiment's own tallies, the Dealer's cells summed by
   :func:`~squals_action.dealer.layers.experiment_tallies`;
-* a guardrail's exclusion gives the variant weight 0 inside the slot (``PUT /layers/<experiment>``);
+* a guardrail's exclusion gives the variant weight 0 inside the slot (``PUT /layers/<experiment>?replace=1``:
+  an experiment stopped meanwhile does not get its slot back);
 * the **end** (winner, no difference, halt, stop, failed start) removes this slot (``DELETE
   /layers/<experiment>``), waits for the islands' requests to drain and drops their upstreams one by one
   (``DELETE /upstreams/<name>``); the islands are destroyed after that.
@@ -99,9 +100,9 @@ class LayeredSplit:
     def set_weights(self, weights: Mapping[str, float], log: Log) -> None:
         client = self._connect()
         try:
-            client.put_slot(
-                replace(self.slot, weights={v: float(weights.get(v, 0.0)) for v in self.slot.weights})
-            )
+            mine = replace(self.slot, weights={v: float(weights.get(v, 0.0)) for v in self.slot.weights})
+            if not client.put_slot(mine, replace_only=True):  # ended meanwhile: it must not come back
+                log(f"{mine.experiment} has no slot on prod's Dealer any more: no traffic left to exclude")
         finally:
             client.close()
 

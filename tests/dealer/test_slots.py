@@ -159,5 +159,7 @@ def test_a_slot_that_cannot_sit_beside_the_others_is_refused_in_one_line_and_cha
     dealer.put_slot(Slot("exp-i", "main", 0.0, 0.5, {"v1": 1.0, "v2": 0.0}, islands=True))  # its own weights
     assert dealer.plan()[2] == (Slot("exp-i", "main", 0.0, 0.5, {"v1": 1.0, "v2": 0.0}, True), _slot(0))
     assert dealer.remove_slot("exp-i")
+    assert not dealer.put_slot(islands, replace_only=True)  # replace only: an ended slot does not come back
+    assert dealer.plan()[2] == (_slot(0),)
     dealer.remove_upstream("exp-i.v1")
     assert set(dealer.upstreams()) == {"a", "b", "exp-i.v2"}
