@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import aiohttp
-
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+from squals_action.dealer.upstream import IDEMPOTENT, Dropped, Unreachable
 
 
 def fallbacks(weights: Mapping[str, float]) -> dict[str, str]:
@@ -30,7 +28,6 @@ def fallbacks(weights: Mapping[str, float]) -> dict[str, str]:
 
 def may_retry(exc: BaseException, method: str, has_body: bool) -> bool:
     """True when a request that failed with ``exc`` before any answer may be sent to another upstream."""
-    if isinstance(exc, aiohttp.ClientConnectorError):  # no connection: nothing was sent
+    if isinstance(exc, Unreachable):  # no connection: nothing was sent
         return True
-    dropped = isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError)
-    return dropped and method in IDEMPOTENT and not has_body
+    return isinstance(exc, Dropped) and method in IDEMPOTENT and not has_body

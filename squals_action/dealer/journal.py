@@ -1,10 +1,11 @@
 """The Dealer's tallies on disk: an append-only journal of what changed, now and then compacted to a snapshot.
 
 Every change the book counts is a 24-byte record (:data:`~squals_action.dealer.tally.RECORD`). The event loop
-only appends it to a buffer; a writer thread ``write()``s the buffer to the current segment, and a request
-that must not be lost (an event, a proxied request) awaits :meth:`Journal.durable` before it is answered, so a
-SIGKILL loses nothing acknowledged (no fsync: the page cache survives the process). When a segment reaches
-``segment_bytes`` (or on ``POST /persist``) the writer starts the next one and a compaction merges the last
+appends it to a buffer and ``write()``s the buffer to the current segment once per loop iteration (one small
+write into the page cache), and a request that must not be lost (an event, a proxied request) awaits
+:meth:`Journal.durable` before it is answered, so a SIGKILL loses nothing acknowledged (no fsync: the page
+cache survives the process). When a segment reaches ``segment_bytes`` (or on ``POST /persist``) the journal
+starts the next one and a compaction merges the last
 snapshot and the closed segments into a new snapshot (:mod:`~squals_action.dealer.columns`, vectorised numpy,
 in a child process at a lower priority, so it never holds the Dealer's GIL), then deletes what it replaced.
 Nothing on the event loop ever serialises the tallies.
@@ -27,8 +28,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -193,7 +192,7 @@ def fold(source: Path, target: Path) -> None:
 
 
 class Journal:
-    """Appends records from the event loop; writes, rotates and compacts in its own threads."""
+    """Appends records from the event loop and writes them once per loop iteration; compacts in a child."""
 
     def __init__(
         self,
@@ -206,41 +205,33 @@ class Journal:
         self._names = names
         self._segment_bytes = segment_bytes
         self._loop = asyncio.get_running_loop()
-        self._cond = threading.Condition()
-        self._buffer = bytearray()  # handed to the writer (under the lock)
-        self._appended = 0  # records handed to the writer (under the lock)
-        self._local = bytearray()  # appended on the loop since its last flush (no lock)
-        self._total = 0  # records appended (loop side)
+        self._local = bytearray()  # appended since the last write (or not written: the disk refused)
+        self._total = 0  # records appended
         self._counted = (
             0  # records appended up to the last count (unit, request, event): what durable waits for
         )
+        self._written = 0  # records written
         self._flushing = False
-        self._written = 0  # records written (loop side, updated by the writer's callback)
-        self._names_text: str | None = None
-        self._rotation: Future[Future[Path]] | None = None
+        self._names_dirty = False
+        self._waiter: asyncio.Future[None] | None = None  # the next write, for whoever waits for it
         self._closing = False
-        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._segment = first_segment
         self._fd = self._open(first_segment)
         self._size = 0
         self._compactor = ThreadPoolExecutor(1, thread_name_prefix="squals-compact")
         self._child: subprocess.Popen[str] | None = None
-        self._thread = threading.Thread(target=self._run, name="squals-journal", daemon=True)
-        self._thread.start()
 
     def _open(self, number: int) -> int:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"segment-{number:06d}.bin"
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
-    # -- event loop side -----------------------------------------------------------------------------------
-
     def append(self, record: bytes) -> None:
-        """Buffer a record; the loop hands everything appended in one iteration to the writer at once.
+        """Buffer a record; everything appended in one loop iteration is written at its end, in one write.
 
         Latency and error samples (recorded as an answer leaves) do not hold up :meth:`durable`: they are
-        written within the same hand-over, but a SIGKILL in that millisecond may lose them; units, requests
-        and events, which an answer acknowledges, never.
+        written in the same write, but a SIGKILL in that moment may lose them; units, requests and events,
+        which an answer acknowledges, never.
         """
         self._local += record
         self._total += 1
@@ -250,112 +241,84 @@ class Journal:
             self._flushing = True
             self._loop.call_soon(self._flush)
 
-    def _flush(self) -> None:
-        self._flushing = False
-        with self._cond:
-            self._buffer += self._local
-            self._appended = self._total
-            self._cond.notify()
-        self._local = bytearray()
-
     def names_changed(self) -> None:
         """Variant or event names got a new index: names.json is rewritten before the next records."""
-        text = json.dumps(self._names())
-        with self._cond:
-            self._names_text = text
-            self._cond.notify()
+        self._names_dirty = True
+        if not self._flushing:
+            self._flushing = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Write what was appended: a few hundred bytes into the page cache, cheaper on the loop than handing
+        them to a thread (a lock, a wake-up and the GIL back and forth per iteration cost ~10 % of the CPU
+        per proxied request). What the disk refuses stays buffered and is written by the next flush."""
+        self._flushing = False
+        waiter, self._waiter = self._waiter, None
+        upto = self._total
+        view = memoryview(self._local)
+        try:
+            if self._names_dirty:
+                atomic_write(self.directory / NAMES_FILE, json.dumps(self._names()))
+                self._names_dirty = False
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            log.error("could not write the tally journal: %s", exc)
+            self._size += len(self._local) - len(view)
+            self._local = bytearray(view)
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(exc)
+            return
+        finally:
+            view.release()
+        self._size += len(self._local)
+        self._local = bytearray()
+        self._written = upto
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if self._size >= self._segment_bytes and not self._closing:
+            with contextlib.suppress(OSError):  # logged; the segment grows until a rotation succeeds
+                self._rotate()
 
     async def durable(self) -> None:
         """Return once every unit, request and event appended so far is written (raises OSError if writing
         failed)."""
-        target = self._counted
-        if self._written >= target:
+        if self._written >= self._counted:
             return
-        if self._waiters and self._waiters[-1][0] == target:
-            waiter = self._waiters[-1][1]
-        else:
-            waiter = self._loop.create_future()
-            self._waiters.append((target, waiter))
-        await asyncio.shield(waiter)
-
-    def _done(self, upto: int, error: OSError | None) -> None:
-        if error is None:
-            self._written = max(self._written, upto)
-        while self._waiters and (error is not None or self._waiters[0][0] <= upto):
-            _, waiter = self._waiters.popleft()
-            if not waiter.done():
-                if error is None:
-                    waiter.set_result(None)
-                else:
-                    waiter.set_exception(error)
+        if self._waiter is None:
+            self._waiter = self._loop.create_future()
+        if not self._flushing:  # the last write failed: try again
+            self._flushing = True
+            self._loop.call_soon(self._flush)
+        await asyncio.shield(self._waiter)
 
     async def compact(self) -> Path:
         """Close the current segment and merge everything into a new snapshot, without blocking the loop."""
         self._flush()
-        with self._cond:
-            if self._rotation is None:
-                self._rotation = Future()
-            rotation = self._rotation
-            self._cond.notify()
-        compaction = await asyncio.wrap_future(rotation)
-        return await asyncio.wrap_future(compaction)
+        return await asyncio.wrap_future(self._rotate())
 
     async def close(self) -> None:
-        """Write what is buffered and stop the writer; a running compaction is stopped (the journal holds
-        everything, the next compaction redoes it), so that a stop never waits for one."""
+        """Write what is buffered; a running compaction is stopped (the journal holds everything, the next
+        compaction redoes it), so that a stop never waits for one."""
+        self._closing = True
         self._flush()
-        with self._cond:
-            self._closing = True
-            self._cond.notify()
-        await asyncio.to_thread(self._thread.join)
         child = self._child
         if child is not None and child.poll() is None:
             child.terminate()
         await asyncio.to_thread(self._compactor.shutdown, True)
         os.close(self._fd)
 
-    # -- writer thread -------------------------------------------------------------------------------------
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not (self._buffer or self._names_text or self._rotation or self._closing):
-                    self._cond.wait()
-                data, self._buffer = self._buffer, bytearray()
-                upto, names, self._names_text = self._appended, self._names_text, None
-                rotation, self._rotation = self._rotation, None
-                closing = self._closing
-            error: OSError | None = None
-            try:
-                if names is not None:
-                    atomic_write(self.directory / NAMES_FILE, names)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(self._fd, view) :]
-                self._size += len(data)
-            except OSError as exc:
-                log.error("could not write the tally journal: %s", exc)
-                error = exc
-            self._loop.call_soon_threadsafe(self._done, upto, error)
-            if rotation is not None or (self._size >= self._segment_bytes and not closing):
-                self._rotate(rotation)
-            if closing:
-                return
-
-    def _rotate(self, rotation: Future[Future[Path]] | None) -> None:
+    def _rotate(self) -> Future[Path]:
+        """Start the next segment and compact everything up to the one just closed."""
         closed = self._segment
         try:
             self._fd, old = self._open(closed + 1), self._fd
             os.close(old)
         except OSError as exc:
             log.error("could not start a new journal segment: %s", exc)
-            if rotation is not None:
-                rotation.set_exception(exc)
-            return
+            raise
         self._segment, self._size = closed + 1, 0
-        compaction = self._compactor.submit(self._compact, closed)
-        if rotation is not None:
-            rotation.set_result(compaction)
+        return self._compactor.submit(self._compact, closed)
 
     def _compact(self, upto: int) -> Path:
         """Compaction runs in a child process at a lower priority: its numpy work never holds the Dealer's

@@ -14,10 +14,8 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
-from yarl import URL
 
 from squals_action.dealer.bucketing import unit_key
 from squals_action.dealer.fallback import may_retry
@@ -28,6 +26,7 @@ from squals_action.dealer.layers import ASSIGNMENTS_HEADER
 from squals_action.dealer.routing import Assigner, Routing
 from squals_action.dealer.tally import Counted, TallyBook, VariantCounter
 from squals_action.dealer.tunnel import tunnel, upgrade_of
+from squals_action.dealer.upstream import Origin, UpstreamError, UpstreamPool
 
 # RFC 9110 section 7.6.1 (and RFC 7230 6.1): connection-specific headers a proxy must not forward.
 HOP_BY_HOP = frozenset(
@@ -51,8 +50,19 @@ MAX_VALUE = 1e12
 VARIANT_HEADER = "X-Squals-Variant"
 RESERVED_PREFIX = "/_squals/"
 _EVENT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
-# Request headers never forwarded: hop-by-hop ones, Host (the upstream's instead), Expect (answered here).
-_REQUEST_DROP = (*sorted(HOP_BY_HOP), "host", "expect")
+# Request headers never forwarded as received (lower case, as bytes): hop-by-hop ones, Host (the upstream's
+# instead), Expect (answered here), and those the Dealer writes itself.
+_REQUEST_DROP = frozenset(
+    name.encode()
+    for name in (
+        *HOP_BY_HOP,
+        "host",
+        "expect",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        ASSIGNMENTS_HEADER.lower(),
+    )
+)
 # Response headers never forwarded: hop-by-hop ones and the event header the Dealer consumes.
 _RESPONSE_DROP = (*sorted(HOP_BY_HOP), EVENT_HEADER.lower())
 _CHUNK = 64 * 1024
@@ -135,34 +145,20 @@ class Proxy:
         self._unit_name = config.unit_name
         self._cookie_name = config.unit_name if config.unit_kind == "cookie" else "squals_unit"
         self._cookie_suffix = f"; Path=/; Max-Age={config.cookie_max_age}; HttpOnly; SameSite=Lax"
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: UpstreamPool | None = None
         #: With several workers: count a beacon for a unit this one never assigned in the book of one that
         #: did (``None``: no worker knows it). One worker: unset, such a beacon is refused at once.
         self.elsewhere: Callable[[int, str, float], Awaitable[Counted | None]] | None = None
         self.beacons_elsewhere = 0  # beacons another worker counted (GET /healthz shows it per worker)
 
     async def open(self) -> None:
-        """The upstream client: one keep-alive pool for every upstream, no cookies, no decompression."""
-        cfg = self.config
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=cfg.connect_timeout,
-            sock_connect=cfg.connect_timeout,
-            sock_read=cfg.read_timeout,
-        )
-        self._session = aiohttp.ClientSession(
-            timeout=timeout,
-            auto_decompress=False,
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0, ttl_dns_cache=300),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            trust_env=False,
-        )
+        """The upstream client: keep-alive connections per upstream (docs/dealer.md, Forwarding)."""
+        self._pool = UpstreamPool(self.config.connect_timeout, self.config.read_timeout)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def _unit_of(self, request: web.BaseRequest) -> tuple[str, bool]:
         """The request's unit id and whether it is new (then the response sets the cookie)."""
@@ -200,34 +196,58 @@ class Proxy:
                 with contextlib.suppress(OSError):  # a full disk must not take the site down (logged)
                     await self.journal.durable()
 
-    def _request_headers(
-        self, request: web.BaseRequest, new_unit: str | None, assignments: str | None
-    ) -> CIMultiDict[str]:
+    def _request_head(
+        self,
+        request: web.BaseRequest,
+        origin: Origin,
+        new_unit: str | None,
+        assignments: str | None,
+        upgrade: str | None,
+    ) -> tuple[bytes, bool]:
         """The headers to send upstream: hop-by-hop ones dropped, X-Forwarded-* added, the unit's app-side
         variants in ``X-Squals-Assignments`` (replacing any the client sent).
 
         A unit the Dealer just made up is added to the forwarded Cookie header, so that the app sees the same
-        unit on the first request as on the following ones.
+        unit on the first request as on the following ones. Returns the head as bytes and whether the body
+        goes chunked (a body without a Content-Length).
         """
         headers = request.headers
-        out = _forwardable(headers, _REQUEST_DROP)
+        drop = _REQUEST_DROP
+        if "Connection" in headers:
+            drop = drop | {token.encode() for token in _connection_tokens(headers)}
+        host = request.host
+        start = f"{request.method} {origin.prefix}{request.raw_path} HTTP/1.1\r\nHost: {origin.authority}\r\n"
+        lines = [start.encode("utf-8", "surrogateescape")]
+        cookies: list[bytes] = []
+        forwarded: list[bytes] = []
+        length = False
+        for name, value in request.raw_headers:  # as received: no decoding, no copy into a multidict
+            low = name.lower()
+            if low in drop:
+                if low == b"x-forwarded-for":
+                    forwarded.append(value)
+            elif new_unit is not None and low == b"cookie":
+                cookies.append(value)
+            elif not (host and low == b"x-forwarded-host"):
+                length = length or low == b"content-length"
+                lines.append(b"%s: %s\r\n" % (name, value))
         if new_unit is not None:
-            unit_cookie = f"{self._cookie_name}={new_unit}"
-            cookies = out.popall("Cookie", [])
-            out["Cookie"] = "; ".join([*cookies, unit_cookie])
-        remote = request.remote or ""
-        if "X-Forwarded-For" in headers:
-            previous = ", ".join(headers.getall("X-Forwarded-For"))
-            out["X-Forwarded-For"] = f"{previous}, {remote}"
-        else:
-            out["X-Forwarded-For"] = remote
-        out.popall(ASSIGNMENTS_HEADER, None)
+            cookies.append(f"{self._cookie_name}={new_unit}".encode())
+            lines.append(b"Cookie: %s\r\n" % b"; ".join(cookies))
+        forwarded.append((request.remote or "").encode())
+        added = [f"X-Forwarded-Proto: {request.scheme}"]
+        if host:
+            added.append(f"X-Forwarded-Host: {host}")
         if assignments is not None:
-            out[ASSIGNMENTS_HEADER] = assignments
-        out["X-Forwarded-Proto"] = request.scheme
-        if request.host:
-            out["X-Forwarded-Host"] = request.host
-        return out
+            added.append(f"{ASSIGNMENTS_HEADER}: {assignments}")
+        if upgrade is not None:  # the one hop-by-hop pair a tunnel needs, asked again on the upstream hop
+            added.append(f"Connection: Upgrade\r\nUpgrade: {upgrade}")
+        chunked = request.body_exists and not length
+        if chunked:
+            added.append("Transfer-Encoding: chunked")
+        lines.append(b"X-Forwarded-For: %s\r\n" % b", ".join(forwarded))
+        lines.append(("\r\n".join(added) + "\r\n\r\n").encode("utf-8", "surrogateescape"))
+        return b"".join(lines), chunked
 
     async def _forward(
         self,
@@ -241,31 +261,26 @@ class Proxy:
         spare: bool = True,
     ) -> web.StreamResponse:
         """Send ``request`` to ``name``; one it could not take goes once to its fallback (docs/dealer.md)."""
-        assert self._session is not None
-        url = URL(routing.bases[name] + request.raw_path, encoded=True)
-        headers = self._request_headers(request, new_unit, assignments)
+        assert self._pool is not None
+        origin = routing.origins[name]
         upgrade = upgrade_of(request) if "Upgrade" in request.headers else None
-        if upgrade is not None:  # the one hop-by-hop pair a tunnel needs, asked again on the upstream hop
-            headers["Connection"] = "Upgrade"
-            headers["Upgrade"] = upgrade
-        data: Any = None
+        head, chunked = self._request_head(request, origin, new_unit, assignments, upgrade)
+        body: Any = None
         if request.body_exists:
             if request.headers.get("Expect", "").lower() == "100-continue" and request.writer is not None:
                 await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            data = request.content
+            body = request.content
         loop = asyncio.get_running_loop()
         started = loop.time()
         if self.faults.active and (abort := await self.faults.inject(name)) is not None:
             counter.add_server_error()
             return self._error(abort, f"fault injected into {name}", name, new_unit)
         try:
-            upstream = await self._session.request(
-                request.method, url, headers=headers, data=data, allow_redirects=False
-            )
+            upstream = await self._pool.request(origin, request.method, head, body, chunked)
         except TimeoutError:
             counter.add_connection_error()
             return self._error(504, f"upstream {name} timed out", name, new_unit)
-        except (aiohttp.ClientError, OSError) as exc:
+        except UpstreamError as exc:
             counter.add_connection_error()
             other = routing.fallback.get(name) if spare else None
             if other is not None and may_retry(exc, request.method, request.body_exists):
@@ -297,18 +312,18 @@ class Proxy:
             if length is not None and length <= _SMALL_BODY and request.method != "HEAD":
                 # Read it whole so that headers and body leave in one send (the common, small case).
                 try:
-                    body = await upstream.read()
-                except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
+                    data = await upstream.read()
+                except (UpstreamError, TimeoutError) as exc:
                     counter.add_connection_error()
                     text = f"upstream {name} broke off: {type(exc).__name__}"
                     return self._error(502, text, name, new_unit)
-                return web.Response(body=body, status=upstream.status, reason=upstream.reason, headers=out)
+                return web.Response(body=data, status=upstream.status, reason=upstream.reason, headers=out)
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out)
             try:
                 await response.prepare(request)
-                async for chunk in upstream.content.iter_chunked(_CHUNK):
+                async for chunk in upstream.chunks():
                     await response.write(chunk)
-            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
+            except (UpstreamError, TimeoutError) as exc:
                 counter.add_connection_error()
                 # Headers are gone already: the only honest signal left is to cut the client connection.
                 raise ConnectionResetError(f"upstream {name} broke off mid-body: {exc!r}") from exc

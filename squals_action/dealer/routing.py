@@ -17,6 +17,7 @@ from squals_action.dealer.bucketing import normalise_weights, unit_key
 from squals_action.dealer.config import check_upstreams
 from squals_action.dealer.fallback import fallbacks
 from squals_action.dealer.layers import Placement, Slot, check_slots, outside, place
+from squals_action.dealer.upstream import Origin
 
 # Units whose (placement, unit key) is remembered for the current routing; cleared when full or on a switch.
 _ASSIGN_CACHE = 65_536
@@ -30,15 +31,15 @@ class Routing:
     weights: Mapping[str, float]
     #: Several experiments at once (:mod:`.layers`); units in none of their islands follow ``weights``.
     layers: tuple[Slot, ...] = ()
-    # Each upstream's base URL as text, so a request's target is one string concatenation.
-    bases: Mapping[str, str] = field(init=False, repr=False, compare=False)
+    # Where each upstream's requests go (host, port, path prefix, Host header): parsed once per switch.
+    origins: Mapping[str, Origin] = field(init=False, repr=False, compare=False)
     # The weights of units in no island-based experiment (all of them without layers).
     rest: Mapping[str, float] = field(init=False, repr=False, compare=False)
     # Where each upstream's refused requests go (dealer/fallback.py): computed once per switch.
     fallback: Mapping[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "bases", {k: str(v) for k, v in self.upstreams.items()})
+        object.__setattr__(self, "origins", {k: Origin.of(v) for k, v in self.upstreams.items()})
         object.__setattr__(self, "rest", outside(self.weights, self.layers) if self.layers else self.weights)
         object.__setattr__(self, "fallback", fallbacks(self.weights))
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+
+from squals_action.dealer.upstream import UpstreamResponse
 
 UPGRADES = frozenset({"websocket", "tcp"})
 _HIGH = 256 * 1024  # bytes waiting towards one side before the other side stops being read
@@ -70,26 +70,24 @@ class _Pipe:
 
 
 async def tunnel(
-    request: web.BaseRequest, upstream: aiohttp.ClientResponse, headers: CIMultiDict[str]
+    request: web.BaseRequest, upstream: UpstreamResponse, headers: CIMultiDict[str]
 ) -> web.StreamResponse:
     """Answer the client's upgrade with the upstream's ``101`` and pipe both connections until one closes."""
     connection = upstream.connection
     client = request.transport
-    if connection is None or connection.protocol is None or connection.transport is None or client is None:
+    if connection.closed or connection.transport is None or client is None:
         raise ConnectionResetError("a side of the upgraded connection is already gone")
     response = web.StreamResponse(status=101, reason=upstream.reason, headers=headers)
     await response.prepare(request)
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     towards_client = _Pipe(connection.transport, client, done)
     towards_upstream = _Pipe(client, connection.transport, done)
-    upstream_protocol: Any = connection.protocol
-    upstream_protocol.read_timeout = None  # an idle tunnel is not a slow upstream
     request.protocol.keep_alive(False)
     request.protocol.set_parser(towards_upstream)  # type: ignore[arg-type]  # duck-typed like WebSocketReader
-    upstream_protocol.set_parser(towards_client, towards_client)
+    connection.tunnel(towards_client)
     try:
         await done
     finally:
-        upstream.close()  # the connection never goes back to the pool
+        connection.close()  # the connection never goes back to the pool
         client.close()
     return response

@@ -97,7 +97,9 @@ def test_latency_delays_blues_requests_and_counts_in_its_latency(
     assert [requests.get(dealer.url + "/", timeout=10).status_code for _ in range(4)] == [200] * 4
     assert time.monotonic() - started >= 1.0
     tally = dealer.tallies()["b"]
-    assert tally.latency_p50_ms is not None and tally.latency_p50_ms >= 250
+    # a percentile is its 1 % bucket's geometric middle: up to 0.5 % below the latency itself (250.0-250.7 ms
+    # reads 249.5 ms, and a faster upstream hop lands there)
+    assert tally.latency_p50_ms is not None and tally.latency_p50_ms >= 250 / 1.01
     assert dealer.faults()["injected"]["b"]["delayed"] == 4
 
 
