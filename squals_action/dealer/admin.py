@@ -1,7 +1,11 @@
 """The Dealer's admin endpoint: a loopback aiohttp app behind a bearer token, over an :class:`AdminBackend`.
 
 Request bodies are checked here and turned into calls on the backend; a :class:`DealerError` the backend
-raises answers ``400 {"error": "one line"}``, a missing or wrong token ``401``.
+raises answers ``400 {"error": "one line"}``, a :class:`SlotConflict` (slots that cannot be placed together)
+``409``, a missing or wrong token ``401``. Every change of the routing is an edit of the routing in force
+that the backend applies under its switch lock (:meth:`AdminBackend.change`), so two admin calls at once
+never lose each other's change: ``PUT /layers/<experiment>`` and ``DELETE /layers/<experiment>`` change one
+experiment's slot without reading and writing the whole plan.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import hmac
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -17,7 +21,7 @@ from aiohttp import web
 
 from squals_action.dealer.bucketing import normalise_weights
 from squals_action.dealer.interface import DealerError, VariantTally
-from squals_action.dealer.layers import check_slots
+from squals_action.dealer.layers import SlotConflict, check_slots, island_upstreams, with_slot
 from squals_action.dealer.proxy import event_value, valid_event
 from squals_action.dealer.routing import Routing, make_routing
 from squals_action.dealer.tally import tally_to_json
@@ -29,8 +33,9 @@ class AdminBackend(Protocol):
     @property
     def routing(self) -> Routing: ...
 
-    async def switch(self, routing: Routing) -> None:
-        """Make ``routing`` the one in force (and remember it across restarts)."""
+    async def change(self, edit: Callable[[Routing], Routing]) -> Routing:
+        """Make ``edit(routing in force)`` the one in force in one step (no other change in between) and
+        remember it across restarts; returns it. A :class:`DealerError` from ``edit`` changes nothing."""
 
     async def tallies(self) -> Mapping[str, VariantTally]: ...
 
@@ -64,7 +69,8 @@ def admin_app(backend: AdminBackend, token: str) -> web.Application:
         try:
             response: web.StreamResponse = await handler(request)
         except DealerError as exc:
-            return web.json_response({"error": exc.one_line()}, status=400)
+            status = 409 if isinstance(exc, SlotConflict) else 400
+            return web.json_response({"error": exc.one_line()}, status=status)
         return response
 
     async def health(request: web.Request) -> web.Response:
@@ -88,9 +94,11 @@ def admin_app(backend: AdminBackend, token: str) -> web.Application:
         weights = body.get("weights")
         if not isinstance(weights, dict):
             raise DealerError('expected {"weights": {name: weight}}')
-        current = backend.routing
-        await backend.switch(replace(current, weights=normalise_weights(weights, tuple(current.upstreams))))
-        return web.json_response(backend.routing.to_json())
+
+        def edit(current: Routing) -> Routing:
+            return replace(current, weights=normalise_weights(weights, tuple(current.upstreams)))
+
+        return web.json_response((await backend.change(edit)).to_json())
 
     async def upstreams(request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -98,19 +106,85 @@ def admin_app(backend: AdminBackend, token: str) -> web.Application:
         weights = body.get("weights")
         if not isinstance(upstreams, dict):
             raise DealerError('expected {"upstreams": {name: url}, "weights": {...}}')
-        if weights is None:
-            weights = {k: v for k, v in backend.routing.weights.items() if k in upstreams}
-        if not isinstance(weights, dict):
+        if weights is not None and not isinstance(weights, dict):
             raise DealerError("weights must be an object")
-        await backend.switch(make_routing(upstreams, weights, [s.to_json() for s in backend.routing.layers]))
-        return web.json_response(backend.routing.to_json())
+
+        def edit(current: Routing) -> Routing:
+            kept = weights if weights is not None else {k: current.weights.get(k, 0.0) for k in upstreams}
+            return make_routing(upstreams, kept, [s.to_json() for s in current.layers])
+
+        return web.json_response((await backend.change(edit)).to_json())
 
     async def layers(request: web.Request) -> web.Response:
         """``PUT /layers``: the experiments placed at once (an empty list: back to the weights alone)."""
         body = await _json_body(request)
-        current = backend.routing
-        await backend.switch(replace(current, layers=check_slots(body.get("layers"), current.upstreams)))
-        return web.json_response(backend.routing.to_json())
+
+        def edit(current: Routing) -> Routing:
+            return replace(current, layers=check_slots(body.get("layers"), current.upstreams))
+
+        return web.json_response((await backend.change(edit)).to_json())
+
+    async def put_slot(request: web.Request) -> web.Response:
+        """``PUT /layers/<experiment>``: add or replace one experiment's slot beside the others, with the
+        upstreams of its islands (``<experiment>.<variant>``, weight 0) in the same switch. With
+        ``?replace=1`` only a slot in place is replaced (a guardrail's exclusion must not put back the slot
+        of an experiment ended meanwhile); ``placed`` says whether the slot is in the plan now."""
+        experiment = request.match_info["experiment"]
+        replace_only = request.query.get("replace") == "1"
+        body = await _json_body(request)
+        islands = body.pop("upstreams", {})
+        if not isinstance(islands, dict):
+            raise DealerError(f"slot {experiment!r}: upstreams must be an object {{name: url}}")
+        foreign = sorted(name for name in islands if not str(name).startswith(f"{experiment}."))
+        if foreign:
+            raise DealerError(
+                f"slot {experiment!r}: upstreams {', '.join(foreign)} are not its islands "
+                f"({experiment}.<variant>)"
+            )
+        placed = True
+
+        def edit(current: Routing) -> Routing:
+            nonlocal placed
+            placed = any(s.experiment == experiment for s in current.layers) or not replace_only
+            if not placed:
+                return current
+            upstreams = {**{k: str(v) for k, v in current.upstreams.items()}, **islands}
+            slots = with_slot(current.layers, experiment, body, upstreams)
+            return make_routing(upstreams, current.weights, [s.to_json() for s in slots])
+
+        routing = await backend.change(edit)
+        return web.json_response({**routing.to_json(), "placed": placed})
+
+    async def delete_slot(request: web.Request) -> web.Response:
+        """``DELETE /layers/<experiment>``: the plan without one experiment's slot (``removed``: whether it
+        was placed; removing one that is not is no error, so a retried call is harmless)."""
+        experiment = request.match_info["experiment"]
+        removed = False
+
+        def edit(current: Routing) -> Routing:
+            nonlocal removed
+            kept = tuple(s for s in current.layers if s.experiment != experiment)
+            removed = len(kept) < len(current.layers)
+            return replace(current, layers=kept) if removed else current
+
+        routing = await backend.change(edit)
+        return web.json_response({**routing.to_json(), "removed": removed})
+
+    async def delete_upstream(request: web.Request) -> web.Response:
+        """``DELETE /upstreams/<name>``: drop one upstream (an ended experiment's island, once drained);
+        refused while a slot sends units to it. Dropping one that is not there is no error."""
+        name = request.match_info["name"]
+
+        def edit(current: Routing) -> Routing:
+            if name in island_upstreams(current.layers):
+                raise SlotConflict(f"upstream {name!r} is an island of a slot: remove the slot first")
+            if name not in current.upstreams:
+                return current
+            kept = {k: str(v) for k, v in current.upstreams.items() if k != name}
+            weights = {k: w for k, w in current.weights.items() if k != name}
+            return make_routing(kept, weights, [s.to_json() for s in current.layers])
+
+        return web.json_response((await backend.change(edit)).to_json())
 
     async def events(request: web.Request) -> web.Response:
         body = await _json_body(request)
@@ -151,6 +225,9 @@ def admin_app(backend: AdminBackend, token: str) -> web.Application:
             web.put("/weights", weights),
             web.put("/upstreams", upstreams),
             web.put("/layers", layers),
+            web.put("/layers/{experiment}", put_slot),
+            web.delete("/layers/{experiment}", delete_slot),
+            web.delete("/upstreams/{name}", delete_upstream),
             web.post("/events", events),
             web.post("/persist", persist),
             web.get("/faults", faults),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from squals_action.dealer.interface import DealerError, VariantTally
 from squals_action.dealer.layers import CELL_SEPARATOR, Slot, check_slots
@@ -127,6 +128,28 @@ class DealerClient:
     def set_layers(self, slots: Sequence[Slot]) -> None:
         """Place several experiments at once (:mod:`.layers`); ``[]`` goes back to the weights alone."""
         self._call("PUT", "/layers", {"layers": [s.to_json() for s in slots]})
+
+    def put_slot(
+        self, slot: Slot, islands: Mapping[str, str] | None = None, *, replace_only: bool = False
+    ) -> bool:
+        """``PUT /layers/<experiment>``: add or replace this experiment's slot beside the others in one step
+        of the Dealer, with its islands' upstreams (``<experiment>.<variant>``: URL, weight 0); a slot that
+        cannot be placed beside the others is a :class:`DealerError` with ``HTTP 409``. ``replace_only``:
+        change a slot in place, never add it; returns whether the slot is in the plan now."""
+        body = {k: v for k, v in slot.to_json().items() if k != "experiment"}
+        if islands:
+            body["upstreams"] = dict(islands)
+        query = "?replace=1" if replace_only else ""
+        return bool(self._call("PUT", f"/layers/{slot.experiment}{query}", body)["placed"])
+
+    def remove_slot(self, experiment: str) -> bool:
+        """``DELETE /layers/<experiment>``: the plan without this experiment's slot; False when it was not
+        placed."""
+        return bool(self._call("DELETE", f"/layers/{experiment}")["removed"])
+
+    def remove_upstream(self, name: str) -> None:
+        """``DELETE /upstreams/<name>``: drop one upstream (an ended experiment's drained island)."""
+        self._call("DELETE", f"/upstreams/{quote(name, safe='')}")
 
     def tallies(self) -> Mapping[str, VariantTally]:
         return tallies_from_json(self._call("GET", "/tallies")["variants"])

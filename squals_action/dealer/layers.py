@@ -41,6 +41,11 @@ _LAYER_KEY = "squals-layer"
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 
 
+class SlotConflict(DealerError):
+    """Slots that are each well-formed but cannot be placed together (overlapping ranges, a second layer of
+    islands, one experiment twice, too many cells): the per-slot admin routes answer it ``409``."""
+
+
 @dataclass(frozen=True)
 class Slot:
     """One experiment's place: its layer, the range of the layer it owns, its variants' weights, and
@@ -148,10 +153,10 @@ def check_slots(raw: Any, upstreams: Iterable[str]) -> tuple[Slot, ...]:
     names = [s.experiment for s in slots]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
-        raise DealerError(f"layers: experiment {', '.join(twice)} is placed twice")
+        raise SlotConflict(f"layers: experiment {', '.join(twice)} is placed twice")
     island_layers = sorted({s.layer for s in slots if s.islands})
     if len(island_layers) > 1:
-        raise DealerError(
+        raise SlotConflict(
             f"island-based experiments in layers {', '.join(island_layers)}: a request reaches one upstream, "
             "so only one layer can send units to islands (make the others app-side)"
         )
@@ -163,7 +168,7 @@ def check_slots(raw: Any, upstreams: Iterable[str]) -> tuple[Slot, ...]:
     for count in app_layers.values():
         cells *= count
     if cells > MAX_CELLS:
-        raise DealerError(
+        raise SlotConflict(
             f"layers: up to {cells} distinct tallies (upstreams x the app-side layers' variants), the Dealer "
             f"keeps at most {MAX_CELLS}: fewer app-side experiments or variants"
         )
@@ -174,11 +179,35 @@ def check_slots(raw: Any, upstreams: Iterable[str]) -> tuple[Slot, ...]:
         members.sort(key=lambda s: s.low)
         for before, after in pairwise(members):
             if after.low < before.high:
-                raise DealerError(
+                raise SlotConflict(
                     f"layer {layer!r}: {before.experiment} [{before.low:g}, {before.high:g}) and "
                     f"{after.experiment} [{after.low:g}, {after.high:g}) overlap: a unit would be in both"
                 )
     return tuple(slots)
+
+
+def with_slot(slots: Sequence[Slot], experiment: str, raw: Any, upstreams: Iterable[str]) -> tuple[Slot, ...]:
+    """The plan ``slots`` with ``experiment``'s slot added (last), or replaced in place, by ``raw``
+    (``Slot.to_json`` without the name, or naming the same experiment); checked against the others
+    (:class:`SlotConflict`)."""
+    if not isinstance(raw, dict):
+        raise DealerError(f"slot {experiment!r}: expected {{layer, range: [low, high], weights, islands}}")
+    named = raw.get("experiment", experiment)
+    if named != experiment:
+        raise DealerError(f"slot {experiment!r}: its body names experiment {named!r}")
+    try:
+        slot = parse_slot({**raw, "experiment": experiment})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DealerError(
+            f"slot {experiment!r}: expected {{layer, range: [low, high], weights, islands}}: {exc}"
+        ) from exc
+    except DealerError as exc:
+        raise DealerError(f"slot {experiment!r}: {exc}") from exc
+    # a replaced slot keeps its place: the order of the slots is the order of a cell's names
+    placed = [slot if s.experiment == experiment else s for s in slots]
+    if all(s.experiment != experiment for s in slots):
+        placed.append(slot)
+    return check_slots([s.to_json() for s in placed], upstreams)
 
 
 def island_upstreams(slots: Sequence[Slot]) -> set[str]:

@@ -318,14 +318,24 @@ class Supervisor:
     def routing(self) -> Routing:
         return self._routing
 
-    async def switch(self, routing: Routing) -> None:
-        """Save the routing (a restarted Dealer comes back on it), then switch every worker in one store."""
+    async def change(self, edit: Callable[[Routing], Routing]) -> Routing:
+        """Apply ``edit`` to the routing in force under the switch lock, so concurrent admin calls (two
+        experiments' slots) each build on the other's result; save it (a restarted Dealer comes back on it),
+        then switch every worker in one store of the board."""
         async with self._switch_lock:
-            atomic_write(self.state_dir / ROUTING_FILE, json.dumps(routing.to_json(), indent=2) + "\n")
-            assert self._board is not None
-            self._board.publish(routing)
-            self._routing = routing
-        log.info("upstreams now %s, weights %s", routing.to_json()["upstreams"], dict(routing.weights))
+            routing = edit(self._routing)
+            if routing is not self._routing:
+                atomic_write(self.state_dir / ROUTING_FILE, json.dumps(routing.to_json(), indent=2) + "\n")
+                assert self._board is not None
+                self._board.publish(routing)
+                self._routing = routing
+                log.info(
+                    "upstreams now %s, weights %s, %d slot(s)",
+                    routing.to_json()["upstreams"],
+                    dict(routing.weights),
+                    len(routing.layers),
+                )
+        return routing
 
     async def _call(self, worker: WorkerProcess, message: Mapping[str, Any]) -> dict[str, Any]:
         """Ask a worker; while it restarts, a one-line error (its counts are in its journal, not lost)."""

@@ -4,14 +4,20 @@ A layered experiment (``experiment.layer``, ``share`` or ``assignment``, :mod:`.
 its own. Its slot (layer, range, weights, islands or app-side) is chosen in the claim's state transaction and
 recorded in its document; :class:`LayeredSplit` then drives prod's Dealer with it:
 
-* **open** adds the variants' islands as upstreams ``<experiment>.<variant>`` (weight 0: only the slot sends
-  units there) and ``PUT /layers`` with the plan in force plus this slot: the other experiments keep their
-  ranges, so their units never move; units outside every range stay on prod, blue/green going on;
+* **open** adds its slot with ``PUT /layers/<experiment>``, and its variants' islands as upstreams
+  ``<experiment>.<variant>`` (weight 0: only the slot sends units there) in the same switch of the Dealer: the
+  other experiments keep their ranges, so their units never move; units outside every range stay on prod,
+  blue/green going on;
 * a **tick** reads this experiment's own tallies, the Dealer's cells summed by
   :func:`~squals_action.dealer.layers.experiment_tallies`;
-* a guardrail's exclusion gives the variant weight 0 inside the slot (``PUT /layers``);
-* the **end** (winner, no difference, halt, stop, failed start) puts the plan back without this slot, waits
-  for the islands' requests to drain and drops their upstreams; the islands are destroyed after that.
+* a guardrail's exclusion gives the variant weight 0 inside the slot (``PUT /layers/<experiment>?replace=1``:
+  an experiment stopped meanwhile does not get its slot back);
+* the **end** (winner, no difference, halt, stop, failed start) removes this slot (``DELETE
+  /layers/<experiment>``), waits for the islands' requests to drain and drops their upstreams one by one
+  (``DELETE /upstreams/<name>``); the islands are destroyed after that.
+
+Each is one step of the Dealer on this experiment's slot alone, never the whole plan read and written back,
+so experiments starting and ending at the same moment keep each other's changes.
 
 Everything comes from the document (the slot, the Dealer's directory), so a new process ticks and stops it.
 """
@@ -60,12 +66,9 @@ class LayeredSplit:
     def open(self, eid: str, spec: Experiment, islands: Mapping[str, EnvironmentHandle], log: Log) -> str:
         client = self._connect()
         try:
-            upstreams, weights, plan = client.plan()
-            if self.slot.islands:
-                upstreams.update({self.slot.key(v): islands[v].url for v in self.slot.weights})
-                client.set_upstreams(upstreams, weights)
+            urls = {self.slot.key(v): islands[v].url for v in self.slot.weights} if self.slot.islands else {}
             log(f"place {eid} on prod's Dealer: {describe(self.slot)}")
-            client.set_layers([s for s in plan if s.experiment != eid] + [self.slot])
+            client.put_slot(self.slot, urls)
             return str(client.url)
         finally:
             client.close()
@@ -97,28 +100,26 @@ class LayeredSplit:
     def set_weights(self, weights: Mapping[str, float], log: Log) -> None:
         client = self._connect()
         try:
-            plan = client.plan()[2]
             mine = replace(self.slot, weights={v: float(weights.get(v, 0.0)) for v in self.slot.weights})
-            client.set_layers([mine if s.experiment == mine.experiment else s for s in plan])
+            if not client.put_slot(mine, replace_only=True):  # ended meanwhile: it must not come back
+                log(f"{mine.experiment} has no slot on prod's Dealer any more: no traffic left to exclude")
         finally:
             client.close()
 
     def release(self, *, restore: bool, log: Log) -> None:
-        """The plan without this slot (the others' units stay where they are), then the islands' upstreams
-        dropped once drained. Nothing to do when prod's Dealer is gone (it took the plan with it)."""
+        """This slot removed (the others' units stay where they are), then the islands' upstreams dropped
+        once drained. Nothing to do when prod's Dealer is gone (it took the plan with it)."""
         if self._gone() is not None:
             return
         client = connect_dealer(self.dealer_dir)
         try:
-            upstreams, weights, plan = client.plan()
-            if any(s.experiment == self.slot.experiment for s in plan):
-                log(f"remove {self.slot.experiment} from prod's Dealer ({describe(self.slot)})")
-                client.set_layers([s for s in plan if s.experiment != self.slot.experiment])
-            gone = island_upstreams([self.slot]) & set(upstreams)
+            if client.remove_slot(self.slot.experiment):
+                log(f"removed {self.slot.experiment} from prod's Dealer ({describe(self.slot)})")
+            gone = sorted(island_upstreams([self.slot]) & set(client.upstreams()))
             if gone:
                 client.wait_drained(gone, timeout=DRAIN_TIMEOUT)
-                keep = {k: v for k, v in upstreams.items() if k not in gone}
-                client.set_upstreams(keep, {k: w for k, w in weights.items() if k in keep})
+                for name in gone:
+                    client.remove_upstream(name)
         finally:
             client.close()
 

@@ -13,6 +13,7 @@ from squals_action.dealer.bucketing import assign
 from squals_action.dealer.interface import DealerError, EventSums, VariantTally
 from squals_action.dealer.layers import (
     Slot,
+    SlotConflict,
     allocate,
     check_slots,
     experiment_tallies,
@@ -20,6 +21,7 @@ from squals_action.dealer.layers import (
     outside,
     parse_header,
     place,
+    with_slot,
 )
 
 UPSTREAMS = ("prod", "exp-a.a1", "exp-a.a2", "exp-b.b1", "exp-b.b2")
@@ -111,6 +113,27 @@ def test_bad_plans_are_refused_in_one_line(slots: Any, message: str) -> None:
     with pytest.raises(DealerError) as caught:
         check_slots(slots, UPSTREAMS)
     assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_one_slot_is_added_last_or_replaced_in_its_place_and_a_conflict_is_told_apart() -> None:
+    """A replaced slot keeps its place (the slots' order is the order of a cell's names); what cannot sit
+    beside the others is a SlotConflict (the admin route's 409), a malformed slot a plain DealerError."""
+    plan = check_slots([slot("exp-a", "main", 0, 0.5), slot("exp-b", "ui", 0, 1)], UPSTREAMS)
+    added = with_slot(plan, "exp-c", slot("exp-c", "main", 0.5, 1), UPSTREAMS)
+    assert [s.experiment for s in added] == ["exp-a", "exp-b", "exp-c"]
+    replaced = with_slot(
+        added,
+        "exp-a",
+        {k: v for k, v in slot("x", "main", 0, 0.5, x1=1, x2=0).items() if k != "experiment"},
+        UPSTREAMS,
+    )
+    assert [s.experiment for s in replaced] == ["exp-a", "exp-b", "exp-c"]
+    assert replaced[0].weights == {"x1": 1.0, "x2": 0.0} and replaced[1:] == added[1:]
+    with pytest.raises(SlotConflict, match=r"layer 'main': exp-c \[0.5, 1\) and exp-d \[0.6, 1\) overlap"):
+        with_slot(added, "exp-d", slot("exp-d", "main", 0.6, 1), UPSTREAMS)
+    with pytest.raises(DealerError, match=r"slot 'exp-d': range \[0.5, 1.5\) must lie in") as malformed:
+        with_slot(added, "exp-d", slot("exp-d", "main", 0.5, 1.5), UPSTREAMS)
+    assert not isinstance(malformed.value, SlotConflict)
 
 
 def test_allocate_gives_the_lowest_free_range_and_refuses_a_full_layer() -> None:

@@ -188,8 +188,8 @@ def test_a_layered_split_excludes_a_variant_inside_its_slot_notices_a_lost_slot_
     pair: dict[str, str], tmp_path: Path
 ) -> None:
     """The experiment's side of prod's Dealer (experiments/layered.py) against a real Dealer: a guardrail's
-    exclusion touches its own slot only; a plan without its slot is said in one line; its end keeps the
-    other experiments' slots and drops its own islands."""
+    exclusion touches its own slot only, and never puts back a slot ended meanwhile; a plan without its slot
+    is said in one line; its end keeps the other experiments' slots and drops its own islands."""
     state = tmp_path / "prod-dealer"
     traffic = DealerTraffic(state)
     url = traffic.route({"pr-1": pair["a"]}, {"pr-1": 100})
@@ -215,6 +215,10 @@ def test_a_layered_split_excludes_a_variant_inside_its_slot_notices_a_lost_slot_
         split.release(restore=True, log=lambda _: None)
         upstreams, _, plan = client.plan()
         assert plan == (other,) and set(upstreams) == {"pr-1"}
+        said: list[str] = []
+        split.set_weights({"a1": 0.0, "a2": 50.0}, said.append)  # a tick that decided before the end
+        assert client.plan()[2] == (other,)
+        assert said == ["exp-a has no slot on prod's Dealer any more: no traffic left to exclude"]
     finally:
         client.close()
         traffic.stop()

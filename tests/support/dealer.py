@@ -8,6 +8,7 @@ import contextlib
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -15,7 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from squals_action.dealer import DealerClient, DealerConfig, dealer_status, start_dealer, stop_dealer
+from squals_action.dealer import (
+    DealerClient,
+    DealerConfig,
+    connect_dealer,
+    dealer_status,
+    start_dealer,
+    stop_dealer,
+)
 
 UPSTREAM_SCRIPT = Path(__file__).resolve().parent / "scripts" / "dealer_upstream.py"
 
@@ -199,3 +207,33 @@ def steady_load(url: str, *, workers: int, units: int, path: str) -> Iterator[li
         stop.set()
         thread.join(timeout=30)
     assert not thread.is_alive(), "the load did not stop"
+
+
+@contextlib.contextmanager
+def bare_restart(state: Path, timeout: float = 15.0) -> Iterator[DealerClient]:
+    """The daemon started by hand on ``state`` after ``stop_dealer``: unlike ``start_dealer`` it keeps the
+    saved ``routing.json`` (what a crashed-and-restarted Dealer comes back on); stopped at the end."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "squals_action.dealer",
+            "--config",
+            str(state / "config.json"),
+            "--state",
+            str(state),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while dealer_status(state).url is None:
+            assert proc.poll() is None and time.monotonic() < deadline, "the Dealer did not come back"
+            time.sleep(0.05)
+        yield connect_dealer(state)
+        stop_dealer(state)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
