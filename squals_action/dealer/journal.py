@@ -321,8 +321,11 @@ class Journal:
         return self._compactor.submit(self._compact, closed)
 
     def _compact(self, upto: int) -> Path:
-        """Compaction runs in a child process at a lower priority: its numpy work never holds the Dealer's
-        GIL, so the event loop is only ever kept waiting by the operating system's scheduler."""
+        """Compaction runs in a child process at idle priority: its numpy work never holds the Dealer's
+        GIL, and it only takes CPU the Dealer leaves idle. The priority is this (compactor) thread's, which
+        the child inherits from its first instruction: set in the child, it came after Python's start-up and
+        the numpy import, which ran at the Dealer's priority and still delayed its loop by up to 13 ms."""
+        yield_the_cpu()
         command = [sys.executable, "-m", "squals_action.dealer.journal", str(self.directory), str(upto)]
         try:
             with subprocess.Popen(
@@ -348,7 +351,8 @@ class Journal:
 
 
 def yield_the_cpu() -> None:
-    """Run only on CPU the Dealer leaves idle (``SCHED_IDLE``; ``nice 19`` where that is refused).
+    """Run the calling thread (and the processes it starts) only on CPU the Dealer leaves idle
+    (``SCHED_IDLE``; ``nice 19`` where that is refused): on Linux both are per thread.
 
     At nice 10 a compaction still took a share of a core from a saturated Dealer: its loop lag went from 6-7
     to 16-20 ms while one ran."""
