@@ -23,7 +23,7 @@ from scipy.stats import chi2
 from squals_action.dealer import Dealer, DealerClient, DealerError, connect_dealer, dealer_status, stop_dealer
 from squals_action.dealer.bucketing import assign
 from squals_action.dealer.config import PID_FILE
-from tests.support.dealer import DealerFactory, drive, steady_load
+from tests.support.dealer import DealerFactory, bare_restart, drive, steady_load
 
 
 def _free_port() -> int:
@@ -377,31 +377,10 @@ def test_restart_keeps_tallies_and_a_bare_daemon_restart_keeps_the_switch(
     assert dealer_status(state).state == "stopped"
 
     # The daemon started by hand from the same state comes back on the last switch with every count.
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "squals_action.dealer",
-            "--config",
-            str(state / "config.json"),
-            "--state",
-            str(state),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while dealer_status(state).url is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        again = connect_dealer(state)
+    with bare_restart(state) as again:
         assert again.tallies() == before
         assert again.weights() == {"a": 0.0, "b": 1.0}
-        assert stop_dealer(state).state == "running"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
+        assert dealer_status(state).state == "running"
 
     # start_dealer on the same state directory keeps the tallies and takes its config's weights.
     third = dealer_factory(ups, {"a": 1, "b": 1}, state=state)

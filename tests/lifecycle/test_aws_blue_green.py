@@ -27,7 +27,7 @@ from squals_action.manifest import load
 from squals_action.providers.aws import AwsProvider
 from squals_action.state import open_store
 from tests.support.alb import FRONT_DOOR_IN_VPC_TEMPLATE, ISLAND_TEMPLATE, READ_PREFIXES
-from tests.support.aws import REGION, Cloud, aws_client
+from tests.support.aws import REGION, Cloud, aws_client, put_alarm
 from tests.support.cloudwatch import put_alb_history
 from tests.support.providers import Repo
 
@@ -301,16 +301,7 @@ def test_an_alarm_in_alarm_sends_all_traffic_back_to_green(
         aws_cloud, repo, tmp_path, monkeypatch, rollout="  blue_share: 10%\n  alarms: [tiny-5xx]\n"
     )
     cloudwatch = aws_client("cloudwatch", aws_cloud.endpoint)
-    cloudwatch.put_metric_alarm(
-        AlarmName="tiny-5xx",
-        Namespace="AWS/ApplicationELB",
-        MetricName="HTTPCode_Target_5XX_Count",
-        Statistic="Sum",
-        Period=60,
-        EvaluationPeriods=1,
-        Threshold=10,
-        ComparisonOperator="GreaterThanThreshold",
-    )
+    put_alarm(cloudwatch, "tiny-5xx", threshold=10)
     first_prod_and_a_candidate(world)
     world.served("pr-2", 100)  # the KPIs are fine; the alarm is not
     cloudwatch.set_alarm_state(AlarmName="tiny-5xx", StateValue="ALARM", StateReason="5xx on checkout")
@@ -332,17 +323,7 @@ def test_the_bake_watches_the_alarms_and_kpis_of_the_promoted_commit(
     )
     cloudwatch = aws_client("cloudwatch", aws_cloud.endpoint)
     for name, state in (("tiny-5xx", "OK"), ("tiny-latency", "ALARM")):
-        cloudwatch.put_metric_alarm(
-            AlarmName=name,
-            Namespace="AWS/ApplicationELB",
-            MetricName="HTTPCode_Target_5XX_Count",
-            Statistic="Sum",
-            Period=60,
-            EvaluationPeriods=1,
-            Threshold=10,
-            ComparisonOperator="GreaterThanThreshold",
-        )
-        cloudwatch.set_alarm_state(AlarmName=name, StateValue=state, StateReason="set by the test")
+        put_alarm(cloudwatch, name, state=state, threshold=10)
     first_prod_and_a_candidate(world)
     committed = world.squals.read_text()
     world.squals.write_text(  # after pr-2's commit, never committed: another alarm and another KPI

@@ -203,9 +203,7 @@ def test_a_5xx_count_alb_did_not_publish_counts_as_0_only_next_to_requests(cw: A
     window = recent_window(now)
     put(cw, ALB_NAMESPACE, "RequestCount", alb_dims(tg_arn("blue")), window.start, 40)
 
-    blue = CloudWatch(aws.REGION).target_group_kpis({"blue": tg_arn("blue")}, LB_ARN, window, now=now)[
-        "blue"
-    ]
+    blue = CloudWatch(aws.REGION).target_group_kpis({"blue": tg_arn("blue")}, LB_ARN, window, now=now)["blue"]
 
     assert blue.get("error_rate") == 0.0 and blue.get("errors") == 0.0
     assert blue.get("target_5xx") is None and blue.missing["target_5xx"].startswith("no data")
@@ -216,9 +214,7 @@ def test_a_target_group_without_requests_has_no_error_rate_never_0(cw: Any) -> N
     window = recent_window(now)
     put(cw, ALB_NAMESPACE, "RequestCount", alb_dims(tg_arn("green")), window.start, 100)
 
-    blue = CloudWatch(aws.REGION).target_group_kpis({"blue": tg_arn("blue")}, LB_ARN, window, now=now)[
-        "blue"
-    ]
+    blue = CloudWatch(aws.REGION).target_group_kpis({"blue": tg_arn("blue")}, LB_ARN, window, now=now)["blue"]
 
     assert blue.values == {}
     assert blue.metrics() == dict.fromkeys(blue.metrics())  # every KPI None
@@ -418,17 +414,7 @@ def test_custom_metric_declarations_are_checked_with_their_location() -> None:
 
 def test_alarms_in_alarm_are_stop_signals(cw: Any, moto_calls: Callable[[], list[str]]) -> None:
     for name in ("shop-5xx", "shop-latency", "shop-cpu"):
-        cw.put_metric_alarm(
-            AlarmName=name,
-            Namespace=ALB_NAMESPACE,
-            MetricName="HTTPCode_Target_5XX_Count",
-            Statistic="Sum",
-            Period=60,
-            EvaluationPeriods=1,
-            Threshold=5,
-            ComparisonOperator="GreaterThanThreshold",
-        )
-        cw.set_alarm_state(AlarmName=name, StateValue="OK", StateReason="quiet")
+        aws.put_alarm(cw, name, state="OK", reason="quiet")
     cw.set_alarm_state(AlarmName="shop-5xx", StateValue="ALARM", StateReason="Threshold Crossed: 50 > 5")
     before = len(moto_calls())
 
@@ -444,16 +430,7 @@ def test_alarms_in_alarm_are_stop_signals(cw: Any, moto_calls: Callable[[], list
 
 
 def test_an_unknown_alarm_is_a_one_line_error_naming_it(cw: Any) -> None:
-    cw.put_metric_alarm(
-        AlarmName="shop-5xx",
-        Namespace=ALB_NAMESPACE,
-        MetricName="RequestCount",
-        Statistic="Sum",
-        Period=60,
-        EvaluationPeriods=1,
-        Threshold=5,
-        ComparisonOperator="GreaterThanThreshold",
-    )
+    aws.put_alarm(cw, "shop-5xx", metric="RequestCount")
     with pytest.raises(CloudWatchError) as unknown:
         CloudWatch(aws.REGION).alarms(
             ["shop-5xx", "shop-5xxx", "gone"], location=Location("squals.yml", 12, 5)
@@ -470,15 +447,8 @@ def test_more_than_100_alarm_names_take_one_call_per_hundred(
 ) -> None:
     names = [f"alarm-{i:03d}" for i in range(120)]
     for name in names:
-        cw.put_metric_alarm(
-            AlarmName=name,
-            Namespace="Shop",
-            MetricName="Checkout",
-            Statistic="Sum",
-            Period=60,
-            EvaluationPeriods=1,
-            Threshold=1,
-            ComparisonOperator="LessThanThreshold",
+        aws.put_alarm(
+            cw, name, namespace="Shop", metric="Checkout", threshold=1, comparison="LessThanThreshold"
         )
     cw.set_alarm_state(AlarmName="alarm-117", StateValue="ALARM", StateReason="no checkouts")
     before = len(moto_calls())
@@ -560,9 +530,7 @@ def test_pages_are_followed_and_percentiles_come_back_in_ms(
         (200, {"MetricDataResults": [result("q0", [40.0]), result("q1", [3.0]), result("q5", [0.5])]}),
     )
 
-    blue = CloudWatch(aws.REGION).target_group_kpis({"blue": tg_arn("blue")}, LB_ARN, window, now=now)[
-        "blue"
-    ]
+    blue = CloudWatch(aws.REGION).target_group_kpis({"blue": tg_arn("blue")}, LB_ARN, window, now=now)["blue"]
 
     assert [op for op, _ in server.requests] == ["GetMetricData", "GetMetricData"]
     first, second = (body for _, body in server.requests)

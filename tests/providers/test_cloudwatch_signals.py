@@ -89,27 +89,8 @@ def test_half_of_blues_requests_failing_is_a_breach_at_the_first_check_that_can_
 def test_an_alarm_in_alarm_sends_all_traffic_back_to_green_naming_it(
     cw: Any, moto_calls: Callable[[], list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cw.put_metric_alarm(
-        AlarmName="shop-5xx",
-        MetricName="HTTPCode_Target_5XX_Count",
-        Namespace=ALB_NAMESPACE,
-        Statistic="Sum",
-        Period=60,
-        EvaluationPeriods=1,
-        Threshold=5,
-        ComparisonOperator="GreaterThanThreshold",
-    )
-    cw.put_metric_alarm(
-        AlarmName="shop-latency",
-        MetricName="TargetResponseTime",
-        Namespace=ALB_NAMESPACE,
-        Statistic="Average",
-        Period=60,
-        EvaluationPeriods=1,
-        Threshold=1,
-        ComparisonOperator="GreaterThanThreshold",
-    )
-    cw.set_alarm_state(AlarmName="shop-5xx", StateValue="ALARM", StateReason="12 5xx in a minute")
+    aws.put_alarm(cw, "shop-5xx", state="ALARM", reason="12 5xx in a minute")
+    aws.put_alarm(cw, "shop-latency", metric="TargetResponseTime", statistic="Average", threshold=1)
     routes: list[dict[str, float]] = []
     rollout = model.Rollout(
         blue_share=10, bake=60.0, check_interval=0.05, kpis=KPIS, alarms=("shop-5xx", "shop-latency")

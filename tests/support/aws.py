@@ -98,6 +98,34 @@ def aws_client(service: str, endpoint: str) -> Any:
     )
 
 
+def put_alarm(
+    cw: Any,
+    name: str,
+    *,
+    state: str | None = None,
+    reason: str = "set by the test",
+    metric: str = "HTTPCode_Target_5XX_Count",
+    namespace: str = "AWS/ApplicationELB",
+    statistic: str = "Sum",
+    threshold: float = 5,
+    comparison: str = "GreaterThanThreshold",
+) -> None:
+    """A one-minute CloudWatch alarm on moto (an ALB 5xx count unless said otherwise), put in ``state``
+    when one is given (moto's alarms start without evaluating)."""
+    cw.put_metric_alarm(
+        AlarmName=name,
+        Namespace=namespace,
+        MetricName=metric,
+        Statistic=statistic,
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=threshold,
+        ComparisonOperator=comparison,
+    )
+    if state is not None:
+        cw.set_alarm_state(AlarmName=name, StateValue=state, StateReason=reason)
+
+
 def live_stacks(endpoint: str) -> list[str]:
     """Every stack moto holds that is not deleted, as ``name STATUS``."""
     stacks = aws_client("cloudformation", endpoint).describe_stacks()["Stacks"]
@@ -174,6 +202,7 @@ class StackApp(LocalServer):
             "shared": {k: v for k, v in app_env.items() if k.startswith("SQUALS_SHARED_")},
             "parameters": {k: v for k, v in params.items() if k.startswith("SqualsShared")},
         }
+
 
 @dataclass
 class Cloud:
