@@ -32,6 +32,8 @@ from typing import Any
 
 from squals_action.dealer import connect_dealer, dealer_status
 from squals_action.dealer.client import DealerClient
+from squals_action.dealer.config import CONFIG_FILE, load_config
+from squals_action.dealer.interface import DealerError
 from squals_action.dealer.layers import Slot, experiment_tallies, island_upstreams
 from squals_action.experiments.cloudwatch_source import AwsPlace
 from squals_action.experiments.interface import ExperimentError
@@ -125,13 +127,28 @@ class LayeredSplit:
 
 
 def check_prod_dealer(dealer_dir: Path, spec: Experiment) -> None:
-    """Refuse, before anything is claimed, a layered start with no prod's Dealer to place it on: it splits
-    prod's traffic."""
+    """Refuse, before anything is claimed, a layered start with no prod's Dealer to place it on (it splits
+    prod's traffic), or one whose ``events:`` prod's Dealer does not count that way: its tallies are counted
+    under prod's Dealer's caps, so purchases per visitor declared ``count: all`` would silently read at most
+    one per unit."""
     if dealer_status(dealer_dir).state != "running":
         raise ExperimentError(
             f"{spec.location}: a layered experiment runs on prod's Dealer and none runs in {dealer_dir}: "
             "promote a prod first (`squals deploy --pr N` then `squals promote --pr N`); nothing was started"
         )
+    try:
+        caps = load_config(dealer_dir / CONFIG_FILE).event_caps
+    except DealerError as exc:
+        why = exc.one_line()
+        raise ExperimentError(f"{spec.location}: prod's Dealer: {why}; nothing was started") from exc
+    for kind, cap in sorted(spec.events.items()):
+        counted = caps.get(kind, 1)
+        if cap != counted:
+            raise ExperimentError(
+                f"{spec.location}: experiment.events.{kind} counts up to {cap} per unit, but a layered "
+                f"experiment is counted by prod's Dealer, which counts {kind} up to {counted} per unit: run "
+                "it alone (without layer, share and assignment) or count it as prod does; nothing was started"
+            )
 
 
 def layered_split_of(doc: ExperimentState, unit: StickyUnit, default_dealer_dir: Path) -> Split:

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from squals_action.dealer import DealerConfig, start_dealer, stop_dealer
 from squals_action.dealer.layers import Slot
 from squals_action.experiments.interface import ExperimentError
+from squals_action.experiments.layered import check_prod_dealer
 from squals_action.experiments.layering import refuse_on_aws, slot_for
 from squals_action.experiments.records import StartRequest, claim
 from squals_action.experiments.spec import spec_digest
@@ -115,6 +117,21 @@ def test_a_layered_start_without_prod_is_refused_before_anything_is_claimed_or_p
     )
     assert nothing.returncode != 0  # nothing was claimed: the state branch was never written
     eng.store.close()
+
+
+def test_a_layered_experiment_counting_events_otherwise_than_prods_dealer_is_refused(tmp_path: Path) -> None:
+    """Its tallies are prod's Dealer's, counted under prod's caps: `count: all` would read one per unit."""
+    state = tmp_path / "dealer"
+    start_dealer(DealerConfig(upstreams={"prod": "http://127.0.0.1:9"}, weights={"prod": 1}), state)
+    try:
+        check_prod_dealer(state, replace(_spec("main", 30.0), events={"buy": 1}))  # once, as prod counts
+        with pytest.raises(ExperimentError) as caught:
+            check_prod_dealer(state, replace(_spec("main", 30.0), events={"buy": 1, "purchase": 5}))
+    finally:
+        stop_dealer(state)
+    why = str(caught.value)
+    assert "experiment.events.purchase counts up to 5 per unit" in why and "up to 1 per unit" in why
+    assert "\n" not in why and why.endswith("nothing was started")
 
 
 def _request(eid: str, spec: Experiment, dealer: str | None) -> StartRequest:
