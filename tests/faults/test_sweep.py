@@ -43,6 +43,7 @@ def test_a_kill_at_a_representative_step_leaves_a_state_the_next_command_works_f
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # ~75 cases of ~20 s, a few at once: far past the suite's 300 s per test
 @pytest.mark.skipif(
     os.environ.get("SQUALS_FAULT_SWEEP") != "full", reason="the full fault sweep: SQUALS_FAULT_SWEEP=full"
 )
