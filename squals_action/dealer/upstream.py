@@ -62,12 +62,15 @@ class Origin:
     tls: bool
     prefix: str
     authority: str
+    #: ``Host: <authority>\r\n`` as the request head carries it
+    host_line: bytes = b""
 
     @classmethod
     def of(cls, url: URL) -> Origin:
         assert url.host is not None and url.port is not None
         authority = url.host_port_subcomponent or url.host
-        return cls(url.host, url.port, url.scheme == "https", url.raw_path.rstrip("/"), authority)
+        host_line = b"Host: %s\r\n" % authority.encode("utf-8", "surrogateescape")
+        return cls(url.host, url.port, url.scheme == "https", url.raw_path.rstrip("/"), authority, host_line)
 
 
 class UpstreamResponse:
