@@ -63,8 +63,11 @@ _REQUEST_DROP = frozenset(
         ASSIGNMENTS_HEADER.lower(),
     )
 )
-# Response headers never forwarded (lower case): hop-by-hop ones and the event header the Dealer consumes.
-_RESPONSE_DROP = frozenset({*HOP_BY_HOP, EVENT_HEADER.lower()})
+# Response headers never forwarded (lower case, as bytes): hop-by-hop ones and the event header the Dealer
+# consumes.
+_EVENT_FIELD = EVENT_HEADER.lower().encode()
+_RESPONSE_DROP = frozenset({*(name.encode() for name in HOP_BY_HOP), _EVENT_FIELD})
+_VARIANT_LINE = VARIANT_HEADER.encode() + b": %s\r\n"
 _SMALL_BODY = 256 * 1024  # bodies up to this size with a Content-Length are read whole
 _EVENT_BODY = 64 * 1024  # the largest JSON body the events endpoint reads
 
@@ -143,7 +146,9 @@ class Proxy:
 
     async def open(self) -> None:
         """The upstream client: keep-alive connections per upstream (docs/dealer.md, Forwarding)."""
-        self._pool = UpstreamPool(self.config.connect_timeout, self.config.read_timeout)
+        config = self.config
+        events = frozenset({_EVENT_FIELD})
+        self._pool = UpstreamPool(config.connect_timeout, config.read_timeout, fields=events)
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -242,16 +247,17 @@ class Proxy:
     def _response_head(self, upstream: UpstreamResponse, name: str, new_unit: str | None) -> bytes:
         """The upstream's headers to send on: hop-by-hop ones, those its ``Connection`` names and the event
         header dropped; ``X-Squals-Variant``, the new unit's cookie and a missing ``Date`` added."""
-        answered = upstream.headers
+        fields = upstream.fields
         drop = _RESPONSE_DROP
-        if "Connection" in answered:
-            drop = drop | _tokens(", ".join(answered.getall("Connection")))
-        lines = [f"{k}: {v}\r\n" for k, v in upstream.raw if k.lower() not in drop]
-        lines.append(f"{VARIANT_HEADER}: {name}\r\n")
+        if b"connection" in fields:
+            drop = drop | {token.encode() for token in _tokens(fields[b"connection"])}
+        lines = [b"%s: %s\r\n" % (k, v) for k, v in upstream.raw if k.lower() not in drop]
+        lines.append(_VARIANT_LINE % name.encode())
         if new_unit is not None:
-            lines.append(self._set_cookie % new_unit)
-        head = "".join(lines).encode("utf-8", "surrogateescape")
-        return head if "Date" in answered else head + date_line()
+            lines.append((self._set_cookie % new_unit).encode())
+        if b"date" not in fields:
+            lines.append(date_line())
+        return b"".join(lines)
 
     async def _forward(
         self,
@@ -310,12 +316,13 @@ class Proxy:
         counter.add_latency(took * 1000.0)
         if upstream.status >= 500:
             counter.add_server_error()
-        if EVENT_HEADER in upstream.headers:
-            self._app_events(upstream.headers.getall(EVENT_HEADER), key)
+        events = upstream.field(_EVENT_FIELD)
+        if events is not None:
+            self._app_events(events, key)
         head = self._response_head(upstream, name, new_unit)
         if upgrade is not None and upstream.status == 101:
             await self._durable()
-            switched = upstream.headers.get("Upgrade", upgrade)
+            switched = upstream.field(b"upgrade") or upgrade
             upgraded = f"Connection: Upgrade\r\nUpgrade: {switched}\r\n".encode("utf-8", "surrogateescape")
             counter.in_flight -= 1  # an open tunnel is not a request in flight: drain does not wait for it
             try:
@@ -344,17 +351,16 @@ class Proxy:
             raise ConnectionResetError(f"upstream {name} broke off mid-body: {exc!r}") from exc
         request.end()
 
-    def _app_events(self, values: list[str], key: int) -> None:
-        """Events the app reported in its response (``X-Squals-Event: checkout, revenue=12.5``), for its unit;
-        malformed ones are skipped (the app's answer still goes out)."""
-        for value in values:
-            for item in value.split(","):
-                event, _, raw = item.strip().partition("=")
-                try:
-                    if valid_event(event):
-                        self.book.event(key, event, 1, event_value(raw or None))
-                except DealerError as exc:
-                    log.warning("event %r from the app not counted: %s", item.strip(), exc.one_line())
+    def _app_events(self, value: str, key: int) -> None:
+        """Events the app reported in its response (``X-Squals-Event: checkout, revenue=12.5``; repeated
+        headers joined), for its unit; malformed ones are skipped (the app's answer still goes out)."""
+        for item in value.split(","):
+            event, _, raw = item.strip().partition("=")
+            try:
+                if valid_event(event):
+                    self.book.event(key, event, 1, event_value(raw or None))
+            except DealerError as exc:
+                log.warning("event %r from the app not counted: %s", item.strip(), exc.one_line())
 
     async def _error(self, request: Request, status: int, text: str, name: str, new_unit: str | None) -> None:
         await self._durable()

@@ -27,6 +27,8 @@ from yarl import URL
 
 #: Methods a request of which may be sent again (RFC 9110 section 9.2.2).
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+#: The answer's header fields kept apart as they are parsed (lower case; repeated ones joined by ", ").
+FIELDS = frozenset({b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"date"})
 _HIGH = 512 * 1024  # buffered response bytes above which the upstream is no longer read (> the small body)
 _LOW = 64 * 1024  # reading resumes below this
 
@@ -75,18 +77,23 @@ class Origin:
 
 class UpstreamResponse:
     """The answer's head (status, reason, headers) once :meth:`Connection.exchange` returns; the body is read
-    with :meth:`read` (whole) or :meth:`chunks` (streamed), then :meth:`release` hands the connection back."""
+    with :meth:`read` (whole) or :meth:`chunks` (streamed), then :meth:`release` hands the connection back.
+
+    ``raw`` holds the header fields as received (bytes, order and repeats kept), ``fields`` those of
+    :data:`FIELDS` and the names the caller asked for; ``headers`` decodes them all on first use.
+    """
 
     __slots__ = (
         "_conn",
         "_head",
+        "_headers",
         "_waiter",
         "body",
         "buffered",
         "complete",
         "content_length",
         "error",
-        "headers",
+        "fields",
         "raw",
         "reason",
         "status",
@@ -97,8 +104,9 @@ class UpstreamResponse:
         self._conn = conn
         self.status = 0
         self.reason = ""
-        self.raw: list[tuple[str, str]] = []
-        self.headers: CIMultiDict[str] = CIMultiDict()
+        self.raw: list[tuple[bytes, bytes]] = []
+        self.fields: dict[bytes, bytes] = {}
+        self._headers: CIMultiDict[str] | None = None
         self.content_length: int | None = None
         self.body: deque[bytes] = deque()
         self.buffered = 0
@@ -111,6 +119,19 @@ class UpstreamResponse:
     @property
     def connection(self) -> Connection:
         return self._conn
+
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        if self._headers is None:
+            self._headers = CIMultiDict(
+                (k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+                for k, v in self.raw
+            )
+        return self._headers
+
+    def field(self, name: bytes) -> str | None:
+        value = self.fields.get(name)
+        return None if value is None else value.decode("utf-8", "surrogateescape")
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -235,10 +256,13 @@ class Connection(asyncio.Protocol):
         self._response.reason += status.decode("utf-8", "surrogateescape")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        assert self._response is not None
-        self._response.raw.append(
-            (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
-        )
+        response = self._response
+        assert response is not None
+        response.raw.append((name, value))
+        low = name.lower()
+        if low in self.pool.fields:
+            fields = response.fields
+            fields[low] = fields[low] + b", " + value if low in fields else value
 
     def on_headers_complete(self) -> None:
         response = self._response
@@ -246,11 +270,11 @@ class Connection(asyncio.Protocol):
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:  # informational: the real answer follows
             response.raw.clear()
+            response.fields.clear()
             response.reason = ""
             return
         response.status = status
-        response.headers = headers = CIMultiDict(response.raw)
-        length = headers.get("Content-Length")
+        length = response.fields.get(b"content-length")
         response.content_length = int(length) if length is not None and length.isdigit() else None
         response._head = True
         self._keep_alive = self._parser.should_keep_alive()  # llhttp forgets it once the message is complete
@@ -284,8 +308,9 @@ class Connection(asyncio.Protocol):
         """Send one request (head, then the body streamed) and return once the answer's head is in."""
         assert self.transport is not None
         response = self._response = UpstreamResponse(self)
+        if self._parser is None or self._method == "HEAD":  # after a HEAD llhttp would wait for its body
+            self._parser = httptools.HttpResponseParser(self)
         self._method = method
-        self._parser = httptools.HttpResponseParser(self)
         self._keep_alive = False
         self.received = False
         self._last_read = self.loop.time()
@@ -363,10 +388,9 @@ class Connection(asyncio.Protocol):
     # -- internals ------------------------------------------------------------------------------------------
 
     def _until_close(self, response: UpstreamResponse) -> bool:
-        headers = response.headers
         return (
             response.content_length is None
-            and "chunked" not in headers.get("Transfer-Encoding", "").lower()
+            and b"chunked" not in response.fields.get(b"transfer-encoding", b"").lower()
             and response.status not in (204, 304)
         )
 
@@ -422,8 +446,16 @@ class _Busy(set["Connection"]):
 class UpstreamPool:
     """Keep-alive connections per origin, for the worker's event loop only (no locks)."""
 
-    def __init__(self, connect_timeout: float, read_timeout: float, keepalive: float = 30.0) -> None:
+    def __init__(
+        self,
+        connect_timeout: float,
+        read_timeout: float,
+        keepalive: float = 30.0,
+        fields: frozenset[bytes] = FIELDS,
+    ) -> None:
         self.loop = asyncio.get_running_loop()
+        #: the answers' header fields kept apart in ``UpstreamResponse.fields`` (lower case)
+        self.fields = FIELDS | fields
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.keepalive = keepalive
