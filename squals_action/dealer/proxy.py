@@ -22,8 +22,8 @@ from squals_action.dealer.faults import Faults
 from squals_action.dealer.interface import DealerConfig, DealerError
 from squals_action.dealer.journal import Journal
 from squals_action.dealer.layers import ASSIGNMENTS_HEADER
+from squals_action.dealer.request import FIELDS, Request, date_line
 from squals_action.dealer.routing import Assigner, Routing
-from squals_action.dealer.server import FIELDS, Request, date_line
 from squals_action.dealer.tally import Counted, TallyBook, VariantCounter
 from squals_action.dealer.tunnel import tunnel, upgrade_of
 from squals_action.dealer.upstream import Origin, UpstreamError, UpstreamPool, UpstreamResponse

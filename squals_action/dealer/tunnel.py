@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from squals_action.dealer.server import Request
+from squals_action.dealer.request import Request
 from squals_action.dealer.upstream import UpstreamResponse
 
 UPGRADES = frozenset({"websocket", "tcp"})
