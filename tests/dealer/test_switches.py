@@ -14,6 +14,7 @@ import requests
 
 from squals_action.dealer import DealerClient, DealerError, connect_dealer
 from squals_action.dealer.layers import Slot
+from squals_action.experiments.layered import LayeredSplit
 from squals_action.lifecycle.traffic import DealerTraffic
 from tests.support.dealer import DealerFactory
 
@@ -27,6 +28,11 @@ BLUE_GREEN = ({"a": 1.0, "b": 0.0}, {"a": 0.0, "b": 1.0})
 
 def _slot(k: int) -> Slot:
     return Slot(f"exp-{k}", "main", k / EXPERIMENTS, (k + 1) / EXPERIMENTS, {"v": 1.0}, islands=True)
+
+
+def _toggles(k: int, placed: set[int]) -> list[bool]:
+    """Experiment ``k``'s moves in a round: True an end, False a start, alternating from where it is."""
+    return [(k in placed) == (toggle % 2 == 0) for toggle in range(TOGGLES)]
 
 
 def _round(
@@ -44,15 +50,15 @@ def _round(
     done = threading.Event()
     start = threading.Barrier(EXPERIMENTS + SWITCHERS, timeout=30)
     failed: list[BaseException] = []
+    ended: list[str] = []
 
     def experiment(k: int) -> None:
         client = connect_dealer(state, timeout=10)
         try:
             start.wait()
-            for toggle in range(TOGGLES):
-                if (k in placed) == (toggle % 2 == 0):
-                    assert client.remove_slot(f"exp-{k}")
-                    client.remove_upstream(f"exp-{k}.v")
+            for ends in _toggles(k, placed):
+                if ends:
+                    LayeredSplit(state, _slot(k)).release(restore=False, log=ended.append)
                 else:
                     client.put_slot(_slot(k), {f"exp-{k}.v": island_url})
         except BaseException as exc:  # reported below, with the others
@@ -83,6 +89,7 @@ def _round(
         thread.join(timeout=60)
     assert not any(t.is_alive() for t in threads + switchers)
     assert not failed, failed
+    assert len(ended) == sum(sum(_toggles(k, placed)) for k in range(EXPERIMENTS))  # every end removed a slot
     return placed ^ (set(range(EXPERIMENTS)) if TOGGLES % 2 else set())
 
 
