@@ -5,7 +5,8 @@ raises answers ``400 {"error": "one line"}``, a :class:`SlotConflict` (slots tha
 ``409``, a missing or wrong token ``401``. Every change of the routing is an edit of the routing in force
 that the backend applies under its switch lock (:meth:`AdminBackend.change`), so two admin calls at once
 never lose each other's change: ``PUT /layers/<experiment>`` and ``DELETE /layers/<experiment>`` change one
-experiment's slot without reading and writing the whole plan.
+experiment's slot without reading and writing the whole plan, and ``PUT /upstreams`` (a blue/green switch)
+keeps the islands of the slots in force that it does not name.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from aiohttp import web
+from yarl import URL
 
 from squals_action.dealer.bucketing import normalise_weights
+from squals_action.dealer.config import check_upstreams
 from squals_action.dealer.interface import DealerError, VariantTally
 from squals_action.dealer.layers import SlotConflict, check_slots, island_upstreams, with_slot
 from squals_action.dealer.proxy import event_value, valid_event
@@ -101,6 +104,10 @@ def admin_app(backend: AdminBackend, token: str) -> web.Application:
         return web.json_response((await backend.change(edit)).to_json())
 
     async def upstreams(request: web.Request) -> web.Response:
+        """``PUT /upstreams``: the whole upstream list of a blue/green switch (and its weights). The islands
+        the plan's slots use stay upstreams at weight 0 when the list does not name them, decided inside the
+        switch's edit: a switch racing an experiment's start or end neither is refused nor puts back an
+        ended experiment's island."""
         body = await _json_body(request)
         upstreams = body.get("upstreams")
         weights = body.get("weights")
@@ -110,8 +117,15 @@ def admin_app(backend: AdminBackend, token: str) -> web.Application:
             raise DealerError("weights must be an object")
 
         def edit(current: Routing) -> Routing:
-            kept = weights if weights is not None else {k: current.weights.get(k, 0.0) for k in upstreams}
-            return make_routing(upstreams, kept, [s.to_json() for s in current.layers])
+            named = check_upstreams(upstreams)
+            islands = _islands_kept(current, named)
+            given = weights if weights is not None else {k: current.weights.get(k, 0.0) for k in named}
+            switched = normalise_weights(given, tuple(named))
+            return make_routing(
+                {**named, **islands},
+                {**switched, **dict.fromkeys(islands, 0.0)},
+                [s.to_json() for s in current.layers],
+            )
 
         return web.json_response((await backend.change(edit)).to_json())
 
@@ -235,6 +249,24 @@ def admin_app(backend: AdminBackend, token: str) -> web.Application:
         ]
     )
     return app
+
+
+def _islands_kept(current: Routing, body: Mapping[str, str]) -> dict[str, str]:
+    """The upstreams of the placed slots' islands that a whole-list switch (``PUT /upstreams``) does not
+    name: kept at their URLs, so a blue/green switch needs no knowledge of experiments and cannot race one.
+    Naming an island is allowed only at the URL it has: its URL is its slot's (``PUT /layers/<experiment>``),
+    and a stale list must not send the slot's units elsewhere."""
+    kept: dict[str, str] = {}
+    for name in sorted(island_upstreams(current.layers)):
+        url = str(current.upstreams[name])
+        if name not in body:
+            kept[name] = url
+        elif URL(body[name]) != current.upstreams[name]:
+            raise SlotConflict(
+                f"upstream {name!r} is an island of a slot, at {url}: its URL is the slot's "
+                f"(PUT /layers/<experiment>), not a switch's"
+            )
+    return kept
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:

@@ -113,6 +113,7 @@ class DealerClient:
         self._call("PUT", "/weights", {"weights": dict(weights)})
 
     def set_upstreams(self, upstreams: Mapping[str, str], weights: Mapping[str, float] | None = None) -> None:
+        """``PUT /upstreams``: a blue/green switch; the Dealer keeps the placed slots' islands not named."""
         body: dict[str, Any] = {"upstreams": dict(upstreams)}
         if weights is not None:
             body["weights"] = dict(weights)

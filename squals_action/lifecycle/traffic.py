@@ -47,8 +47,9 @@ class DealerTraffic:
         return url
 
     def route(self, upstreams: Mapping[str, str], weights: Mapping[str, float]) -> str:
-        """Switch the Dealer to these environments and weights (started on first use); the islands of the
-        experiments placed on it stay its upstreams (``PUT /upstreams`` refuses to drop them), at weight 0."""
+        """Switch the Dealer to these environments and weights (started on first use). The islands of the
+        experiments placed on it are none of the switch's business: the Dealer keeps them (``PUT /upstreams``)
+        in the same step, so a switch racing an experiment's start or end neither fails nor revives it."""
         from squals_action.dealer.daemon import start_dealer
         from squals_action.dealer.interface import DealerConfig
 
@@ -66,9 +67,7 @@ class DealerTraffic:
             )
         else:
             try:
-                current, _, plan = client.plan()
-                kept = {k: current[k] for k in island_upstreams(plan) if k in current and k not in upstreams}
-                client.set_upstreams({**kept, **upstreams}, dict(weights))
+                client.set_upstreams(dict(upstreams), dict(weights))
             finally:
                 client.close()
         return str(client.url)
@@ -137,4 +136,3 @@ class DealerTraffic:
             return stop_dealer(self.state_dir).state == "running"
         except DealerError:
             return False
-

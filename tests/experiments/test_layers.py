@@ -155,8 +155,9 @@ def test_competing_experiments_share_no_unit_in_a_layer_are_independent_across_l
 def test_a_prod_switch_keeps_the_islands_a_slot_uses_and_the_bake_sums_an_upstreams_cells(
     pair: dict[str, str], tmp_path: Path
 ) -> None:
-    """The lifecycle's blue/green on prod's Dealer while experiments are placed on it: ``route`` passes the
-    islands along (``PUT /upstreams`` would refuse to drop them) and BLUE's figures are its cells summed."""
+    """The lifecycle's blue/green on prod's Dealer while experiments are placed on it: ``route`` names prod's
+    environments alone, the Dealer keeps the islands (``PUT /upstreams``), and BLUE's figures are its cells
+    summed."""
     traffic = DealerTraffic(tmp_path / "prod-dealer")
     traffic.route({"pr-1": pair["a"]}, {"pr-1": 100})
     client = connect_dealer(tmp_path / "prod-dealer")
