@@ -84,6 +84,8 @@ class HttpProtocol(asyncio.Protocol):
         if self._upgraded is not None:
             self._upgraded += data
             return
+        if self._closing and self._current is None:  # refused or answered for the last time: closing
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
