@@ -20,7 +20,9 @@ from urllib.parse import parse_qsl, unquote
 from multidict import CIMultiDict
 
 #: The request header fields kept apart on every request (the proxy's hot path reads only these).
-FIELDS = frozenset({b"cookie", b"host", b"connection", b"upgrade", b"expect", b"content-length"})
+FIELDS = frozenset(
+    {b"cookie", b"host", b"connection", b"upgrade", b"expect", b"content-length", b"transfer-encoding"}
+)
 HIGH_WATER = 256 * 1024  # request body bytes buffered before the client is no longer read
 _NO_BODY = frozenset({204, 304})
 

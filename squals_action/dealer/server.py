@@ -157,9 +157,8 @@ class HttpProtocol(asyncio.Protocol):
             method = _METHODS.setdefault(raw_method, raw_method.decode("ascii", "replace"))
         fields = self._fields
         length = fields.get(b"content-length")
-        has_body = (length is not None and length.strip() not in (b"0", b"")) or any(
-            k.lower() == b"transfer-encoding" for k, _ in self._raw
-        )
+        sized = length is not None and length.strip() not in (b"0", b"")
+        has_body = sized or b"transfer-encoding" in fields
         url = self._url[0] if len(self._url) == 1 else b"".join(self._url)
         request = Request(
             self,
