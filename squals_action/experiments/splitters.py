@@ -236,7 +236,7 @@ def new_split(provider: Provider, manifest: Manifest, sha: str, dealer_dir: Path
     if not isinstance(provider, AwsProvider):
         raise ExperimentError(f"provider kind aws is not the AWS provider ({type(provider).__name__})")
     log("ensure the front door")
-    door = FrontDoorStack(provider).ensure(manifest, sha)
+    door = FrontDoorStack(provider, manifest.provider).ensure(manifest, sha)  # the start commit's front door
     assert manifest.experiment is not None
     return AlbSplit(listener_arn=door.listener_arn, url=door.url, unit=manifest.experiment.unit)
 

@@ -10,11 +10,16 @@ the action.
 The bake reads the local Dealer's tallies, or on the front door CloudWatch (:class:`FrontDoorSignals`:
 BLUE's target group on the front door's load balancer, and ``rollout.alarms``).
 
+A command bound to a commit (a deploy, a promotion: ``Steps.at``) gets both as the squals file of that
+commit declares them (:func:`bound_to`): on aws its front door, or its lack of one, never the front door of
+the file the command was opened with.
+
 boto3 is not imported here: the ALB pieces import it on their first call.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -23,30 +28,85 @@ from typing import TYPE_CHECKING, Any
 from squals_action.dealer.interface import DealerError, NotMeasured, Traffic, VariantTally
 from squals_action.lifecycle.machine import Env
 from squals_action.lifecycle.signals import CloudWatchSignals, KpiSource, SignalError
+from squals_action.lifecycle.source import Source
 from squals_action.lifecycle.traffic import DealerTraffic
-from squals_action.manifest.model import NOWHERE, Manifest
+from squals_action.manifest.model import NOWHERE, Manifest, StickyUnit
 from squals_action.providers.interface import Provider
 
 if TYPE_CHECKING:
+    from squals_action.dealer.alb import TallyReader
     from squals_action.providers.aws_front_door import FrontDoorTraffic
 
 
 def traffic_for(manifest: Manifest, provider: Provider, dealer_dir: Path) -> Traffic:
     """The splitter in front of ``provider``'s environments (rules in the module doc)."""
-    unit = manifest.experiment.unit if manifest.experiment is not None else None
     if provider.kind != "aws":
-        return DealerTraffic(dealer_dir, unit)
-    if provider.config.front_door is None:
-        declared = provider.config.location
-        return NoFrontDoor(manifest.path if declared == NOWHERE else str(declared))
+        return DealerTraffic(dealer_dir, _unit(manifest))
+    from squals_action.providers.aws import AwsProvider
+
+    if isinstance(provider, AwsProvider):  # the registry's kind "aws"
+        # The front door's stack is named after the project: a fresh process (a promote on a new runner)
+        # has provisioned nothing to learn it from.
+        provider.project = manifest.name
+    declared = provider.config.location
+    return _on_aws(manifest, provider, manifest.path if declared == NOWHERE else str(declared))
+
+
+def bound_to(source: Source, traffic: Traffic, signals: KpiSource | None) -> tuple[Traffic, KpiSource | None]:
+    """The splitter and the bake's source of a command bound to ``source``, as the squals file of its commit
+    declares them, not as the file the command was opened with: its KPIs and alarms and, on aws, its front
+    door (template, parameters, listener), or none (every switch refused in one line naming that file and
+    commit). The local Dealer is the repository's, whatever the commit says; a model the caller gave (an
+    experiment's variant file, which may not declare a front door) keeps the command's front door."""
+    from squals_action.providers.aws_front_door import FrontDoorTraffic
+
+    manifest = source.manifest
+    provider: Provider
+    if isinstance(traffic, FrontDoorTraffic) and source.read_here:
+        provider, reader = traffic.stack.provider, traffic.reader
+    elif isinstance(traffic, NoFrontDoor) and source.read_here:
+        provider, reader = traffic.provider, None
+    else:
+        return traffic, signals.declared(manifest.rollout) if signals is not None else None
+    where = f"{_shown(manifest, source.root)} in commit {source.label}"
+    bound = _on_aws(manifest, provider, where, commit=source.tree, reader=reader)
+    if isinstance(signals, FrontDoorSignals) or signals is None:  # CloudWatch at the commit's front door
+        return bound, signals_for(manifest, bound, clock=signals.clock if signals is not None else None)
+    return bound, signals.declared(manifest.rollout)
+
+
+def _on_aws(
+    manifest: Manifest,
+    provider: Provider,
+    where: str,
+    *,
+    commit: str = "HEAD",
+    reader: TallyReader | None = None,
+) -> Traffic:
+    """The front door ``manifest``'s provider section declares, ensured from its template at ``commit``;
+    without one, the splitter that refuses every switch naming ``where``."""
+    if manifest.provider.front_door is None:
+        return NoFrontDoor(where, provider)
     from squals_action.providers.aws import AwsProvider
     from squals_action.providers.aws_front_door import FrontDoorStack, FrontDoorTraffic
 
     assert isinstance(provider, AwsProvider)  # the registry's kind "aws"
-    # The front door's stack is named after the project: a fresh process (a promote on a new runner) has
-    # provisioned nothing to learn it from.
-    provider.project = manifest.name
-    return FrontDoorTraffic(FrontDoorStack(provider), manifest, unit=unit)
+    stack = FrontDoorStack(provider, manifest.provider)
+    return FrontDoorTraffic(stack, manifest, commit=commit, unit=_unit(manifest), reader=reader)
+
+
+def _unit(manifest: Manifest) -> StickyUnit | None:
+    """What keeps a user on one side: the experiment's unit, when the file declares an experiment."""
+    return manifest.experiment.unit if manifest.experiment is not None else None
+
+
+def _shown(manifest: Manifest, root: Path) -> str:
+    """Where ``manifest``'s provider section stands, its file named relative to ``root`` (its checkout)."""
+    file = Path(manifest.path).resolve()
+    with contextlib.suppress(ValueError):
+        file = file.relative_to(root.resolve())
+    declared = manifest.provider.location
+    return file.as_posix() + ("" if declared == NOWHERE else f":{declared.line}:{declared.col}")
 
 
 def signals_for(
@@ -95,8 +155,10 @@ class FrontDoorSignals(CloudWatchSignals):
 class NoFrontDoor:
     """The aws provider without ``provider.front_door``: islands only; every traffic switch is refused."""
 
-    def __init__(self, where: str) -> None:
+    def __init__(self, where: str, provider: Provider) -> None:
         self.where = where
+        #: kept for a command bound to a commit whose squals file declares a front door (:func:`bound_to`)
+        self.provider = provider
 
     def url(self) -> str | None:
         return None

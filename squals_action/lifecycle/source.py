@@ -49,6 +49,9 @@ class Source:
     dirty: bool
     root: Path
     manifest: Manifest
+    #: the squals file was read from ``tree`` here; ``False``: the caller's model, used as it is (built in
+    #: code, or an experiment's variant file, loaded by the experiment from its start commit)
+    read_here: bool
 
     @property
     def label(self) -> str:
@@ -126,12 +129,13 @@ def checkout(
     relative = squals_file_in(repo, manifest)
     if relative is None:
         root = Path(manifest.repo_root) if manifest.repo_root not in ("", ".") else repo
-        yield Source(commit=head, tree=tree, dirty=dirty, root=root, manifest=manifest)
+        yield Source(commit=head, tree=tree, dirty=dirty, root=root, manifest=manifest, read_here=False)
         return
     with worktree(repo, tree) as root:
         if not (root / relative).is_file():
             raise SourceError(f"{relative} is not in commit {head[:12]}: nothing to run it with")
-        yield Source(commit=head, tree=tree, dirty=dirty, root=root, manifest=load(root / relative, root))
+        manifest = load(root / relative, root)
+        yield Source(commit=head, tree=tree, dirty=dirty, root=root, manifest=manifest, read_here=True)
 
 
 @contextlib.contextmanager

@@ -62,14 +62,20 @@ class FrontDoor:
 
 
 class FrontDoorStack:
-    """The front door of the project an :class:`AwsProvider` manages, as ``provider.front_door`` declares."""
+    """The front door of the project an :class:`AwsProvider` manages, as ``section.front_door`` declares.
 
-    def __init__(self, provider: AwsProvider) -> None:
+    ``section`` is the provider section of the squals file that declares it: a command bound to a commit
+    passes that commit's, so its template, parameters or listener are the commit's; by default the
+    provider's own (the file the command was opened with: a ``down --front-door``, the costs).
+    """
+
+    def __init__(self, provider: AwsProvider, section: model.Provider | None = None) -> None:
         self.provider = provider
-        declared = provider.config.front_door
+        section = section if section is not None else provider.config
+        declared = section.front_door
         if declared is None:
             raise ProviderError(
-                f"{provider.config.location}: provider.front_door is not declared: the ALB Dealer needs one "
+                f"{section.location}: provider.front_door is not declared: the ALB Dealer needs one "
                 "(front_door: {template: infra/front-door.yml} or front_door: {listener_arn: arn:...})"
             )
         self.declared = declared
@@ -131,7 +137,8 @@ class FrontDoorStack:
 
     def ensure(self, manifest: model.Manifest, commit: str) -> FrontDoor:
         """The front door, its stack created from the template as it is in ``commit`` if it does not exist
-        yet (a failed earlier create is replaced; an existing one is reused unchanged)."""
+        yet (a failed earlier create is replaced; an existing one is reused unchanged). ``manifest`` is the
+        squals file that declared the section (the template resolves against its folder)."""
         if self.declared.listener_arn:
             return self._named_listener(self.declared.listener_arn)
         provider = self.provider

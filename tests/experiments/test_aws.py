@@ -21,6 +21,7 @@ from squals_action import aws_api
 from squals_action.dealer import dealer_status
 from squals_action.experiments.engine import from_lifecycle
 from squals_action.experiments.interface import ExperimentError
+from squals_action.experiments.splitters import AlbSplit, new_split
 from squals_action.lifecycle.project import ProjectOptions, open_project
 from squals_action.manifest import load
 from squals_action.providers.aws import AwsProvider
@@ -47,8 +48,9 @@ FRONT_DOOR = "  front_door: {template: infra/front-door.yml}\n"
 
 
 
-def _shop(cloud: Cloud, tmp_path: Path, *, guardrail: bool = False) -> tuple[Path, Path, str]:
-    """A repository whose front door exists (its VPC is the islands' parameter), pushed to a bare origin."""
+def _repository(tmp_path: Path) -> tuple[Path, Path]:
+    """A repository with the front door's and the islands' templates (nothing committed), and a bare
+    ``origin``."""
     origin, work = tmp_path / "origin.git", tmp_path / "shop"
     git(tmp_path, "init", "-q", "--bare", str(origin))
     work.mkdir()
@@ -58,6 +60,12 @@ def _shop(cloud: Cloud, tmp_path: Path, *, guardrail: bool = False) -> tuple[Pat
     (work / "infra" / "front-door.yml").write_text(FRONT_DOOR_TEMPLATE)
     (work / "infra" / "island.yml").write_text(ISLAND_TEMPLATE)
     (work / "VERSION").write_text("one\n")
+    return origin, work
+
+
+def _shop(cloud: Cloud, tmp_path: Path, *, guardrail: bool = False) -> tuple[Path, Path, str]:
+    """A repository whose front door exists (its VPC is the islands' parameter), pushed to a bare origin."""
+    origin, work = _repository(tmp_path)
     (work / "squals.yml").write_text(
         SQUALS.format(color="grey", app=cloud.app.url, vpc="vpc-none") + FRONT_DOOR
     )
@@ -223,6 +231,32 @@ def test_an_experiment_on_aws_without_a_front_door_is_refused_before_anything_st
     assert _stacks(aws_cloud) == {"squals-shop-front-door"}  # no island was provisioned
     assert engine.store.read().experiments() == {}  # nothing claimed either
     engine.store.close()
+
+
+def test_an_experiment_starts_on_the_front_door_its_start_commit_declares(
+    aws_cloud: Cloud, tmp_path: Path
+) -> None:
+    """The front door an experiment's start creates is built from the front_door section of the start
+    commit's squals file, not of the file the command was opened with (edited since, never committed)."""
+    _, work = _repository(tmp_path)
+    squals = work / "squals.yml"
+    declared = "  front_door: {{template: infra/front-door.yml, parameters: {{CidrPrefix: '{}'}}}}\n"
+    committed = SQUALS.format(color="grey", app=aws_cloud.app.url, vpc="vpc-none") + declared.format("10.40")
+    squals.write_text(committed + CLOUDWATCH_EXPERIMENT)
+    (work / "green.yml").write_text(SQUALS.format(color="green", app=aws_cloud.app.url, vpc="vpc-none"))
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "an experiment")
+    started, sha = load(squals, work), git(work, "rev-parse", "HEAD")
+    squals.write_text(committed.replace("10.40", "10.60") + CLOUDWATCH_EXPERIMENT)
+    opened = load(squals, work)
+    split = new_split(AwsProvider(work, opened.provider), started, sha, tmp_path / "dealer", lambda _: None)
+    (stack,) = aws_cloud.cfn.describe_stacks(StackName="squals-shop-front-door")["Stacks"]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    assert {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]} == {
+        "SqualsProject": "shop",
+        "CidrPrefix": "10.40",
+    }
+    assert isinstance(split, AlbSplit) and split.traffic.listener_arn == outputs["ListenerArn"]
 
 
 def test_an_experiment_stopped_on_aws_gives_the_listener_back_and_deletes_its_stacks(

@@ -10,6 +10,7 @@ starts an hour ago and moves 30 s per reading, so CloudWatch's one-minute delay 
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -381,21 +382,53 @@ def test_steps_10_25_50_are_three_calls_then_100(
     ]
 
 
-def test_without_a_front_door_promote_refuses_and_records_nothing(
+def test_the_front_door_is_created_from_the_promoted_commits_squals_file(
     aws_cloud: Cloud, repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    world = _world(aws_cloud, repo, tmp_path, monkeypatch, door=False)
+    """The working squals file's front_door edited after pr-1's commit (other parameters, never committed)
+    does not leak into the front door pr-1's promotion creates: the stack has the commit's parameters."""
+    world = _world(aws_cloud, repo, tmp_path, monkeypatch)
     world.repo.commit("v1")
+    committed = world.squals.read_text()
+    subnets = committed.split('Subnets: "')[1].split('"')[0]
+    edited = ",".join(reversed(subnets.split(",")))  # parameters B: the same subnets, the other way round
+    world.squals.write_text(committed.replace(subnets, edited))
+    assert world.lifecycle().deploy(1, "HEAD").ok
+    world.recorder.clear()
+    first = world.lifecycle().promote(1)
+    assert first.ok, first.message
+    (sent,) = world.recorder.asked("cloudformation:CreateStack")
+    stack = world.cloud.cfn.describe_stacks(StackName="squals-tiny-front-door")["Stacks"][0]
+    recorded = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
+    asked = {p["ParameterKey"]: p["ParameterValue"] for p in sent["Parameters"]}
+    assert sent["StackName"] == "squals-tiny-front-door"
+    assert asked["Subnets"] == subnets != edited
+    assert re.findall(r"subnet-\w+", recorded["Subnets"]) == subnets.split(",")  # moto keeps the list's repr
+    assert recorded["VpcId"] == asked["VpcId"]
+
+
+def test_without_a_front_door_in_the_commit_promote_refuses_and_records_nothing(
+    aws_cloud: Cloud, repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pr-1's commit declares no front door; the working file does (never committed): the promotion is
+    refused in one line naming the commit's file, and nothing is created or recorded."""
+    world = _world(aws_cloud, repo, tmp_path, monkeypatch, door=False)
+    sha = world.repo.commit("v1")
+    committed = world.squals.read_text()
+    declared = "  front_door: {template: infra/front-door.yml}\napp:\n"
+    world.squals.write_text(committed.replace("app:\n", declared))  # never committed
     assert world.lifecycle().deploy(1, "HEAD").ok
     before = world.lifecycle().fleet()
     world.recorder.clear()
     with pytest.raises(DealerError) as raised:
         world.lifecycle().promote(1)
     assert raised.value.one_line() == (
-        f"{world.squals}:4:3: provider kind aws has no front door, so no traffic can move: declare "
-        "provider.front_door (template: infra/front-door.yml, or listener_arn: arn:...); nothing was changed"
+        f"squals.yml:4:3 in commit {sha[:12]}: provider kind aws has no front door, so no traffic can move: "
+        "declare provider.front_door (template: infra/front-door.yml, or listener_arn: arn:...); "
+        "nothing was changed"
     )
     assert world.recorder.mutating() == []
+    assert [s.split()[0] for s in world.cloud.stacks()] == ["squals-tiny-pr-1"]
     assert world.lifecycle().fleet() == before
 
 
