@@ -8,7 +8,6 @@ The client connections are :mod:`~squals_action.dealer.server`'s, the upstream o
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -277,7 +276,7 @@ class Proxy:
         head, chunked = self._request_head(request, origin, new_unit, assignments, upgrade)
         if request.body is not None:
             request.send_continue()
-        loop = asyncio.get_running_loop()
+        loop = self._pool.loop  # not asyncio.get_running_loop(): on 3.11 that is a getpid() system call
         started = loop.time()
         if self.faults.active and (abort := await self.faults.inject(name)) is not None:
             counter.add_server_error()
