@@ -66,13 +66,17 @@ class Origin:
     authority: str
     #: ``Host: <authority>\r\n`` as the request head carries it
     host_line: bytes = b""
+    #: what the pool files its idle connections under (a string hashes in C, the dataclass in Python)
+    key: str = ""
 
     @classmethod
     def of(cls, url: URL) -> Origin:
         assert url.host is not None and url.port is not None
         authority = url.host_port_subcomponent or url.host
         host_line = b"Host: %s\r\n" % authority.encode("utf-8", "surrogateescape")
-        return cls(url.host, url.port, url.scheme == "https", url.raw_path.rstrip("/"), authority, host_line)
+        prefix = url.raw_path.rstrip("/")
+        key = f"{url.scheme}://{url.host}:{url.port}{prefix}"
+        return cls(url.host, url.port, url.scheme == "https", prefix, authority, host_line, key)
 
 
 class UpstreamResponse:
@@ -462,7 +466,7 @@ class UpstreamPool:
         #: connections waiting for an answer: one sweep checks their read timeouts (a timer per request cost
         #: more than the rest of the bookkeeping of a request)
         self.busy: _Busy = _Busy(self.loop, min(1.0, read_timeout / 4))
-        self._idle: dict[Origin, deque[Connection]] = {}
+        self._idle: dict[str, deque[Connection]] = {}
         self._tls: ssl.SSLContext | None = None
 
     async def request(
@@ -482,7 +486,7 @@ class UpstreamPool:
         return await conn.exchange(method, head, body, chunked)
 
     def _take(self, origin: Origin) -> Connection | None:
-        idle = self._idle.get(origin)
+        idle = self._idle.get(origin.key)
         now = self.loop.time()
         while idle:
             conn = idle.pop()
@@ -495,9 +499,9 @@ class UpstreamPool:
         """An idle connection back in the pool; the oldest idle ones are closed once past ``keepalive`` (the
         newest is taken first, so the oldest would otherwise stay open until the upstream closed them)."""
         now = conn.idle_since = self.loop.time()
-        idle = self._idle.get(conn.origin)
+        idle = self._idle.get(conn.origin.key)
         if idle is None:
-            idle = self._idle[conn.origin] = deque()
+            idle = self._idle[conn.origin.key] = deque()
         while idle and (idle[0].closed or now - idle[0].idle_since >= self.keepalive):
             idle.popleft().close()
         idle.append(conn)
