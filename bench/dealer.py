@@ -7,8 +7,8 @@ Two upstream processes (a tiny aiohttp app) serve ``/``. The same bounded load g
 keep-alive connections, a fixed number of requests, each with a unit cookie from a pool of 1,000) then hits:
 
 * ``direct``: the upstreams themselves, half of the connections to each;
-* ``dealer``: the Dealer daemon splitting 50/50 between them with ``--workers`` worker processes (default
-  1), on the event loop it picks itself (uvloop when installed);
+* ``dealer``: the Dealer daemon splitting 50/50 between them with ``--workers`` worker processes (default:
+  the Dealer's own, one per core), on the event loop it picks itself (uvloop when installed);
 * ``dealer-wN``: with ``--compare-workers N``, the same Dealer with N workers, so one run compares worker
   counts under the same load;
 * ``dealer-asyncio``: the same Dealer forced onto asyncio's own loop (``SQUALS_DEALER_LOOP=asyncio``),
@@ -324,7 +324,7 @@ def main() -> int:
         "--baseline", type=Path, help="another checkout whose Dealer is measured too, as dealer-baseline"
     )
     parser.add_argument(
-        "--workers", type=int, default=1, help="Dealer worker processes (default 1; the Dealer's own: 1/core)"
+        "--workers", type=int, help="Dealer worker processes (default: the Dealer's own, one per core)"
     )
     parser.add_argument(
         "--compare-workers", type=int, help="also measure the same Dealer with this many workers (dealer-wN)"
@@ -353,6 +353,7 @@ def main() -> int:
     import json
 
     from squals_action.dealer import DealerClient, DealerConfig, start_dealer, stop_dealer
+    from squals_action.dealer.supervisor import worker_count
 
     procs: list[subprocess.Popen[str]] = []
     workdir = Path(tempfile.mkdtemp(prefix="squals-bench-"))
@@ -360,12 +361,12 @@ def main() -> int:
     try:
         ports = {name: start_upstream(name, procs, args.app_cpu_ms) for name in ("a", "b")}
         direct = [("127.0.0.1", ports["a"]), ("127.0.0.1", ports["b"])]
-        workers = args.workers
         config = DealerConfig(
             upstreams={k: f"http://127.0.0.1:{v}" for k, v in ports.items()},
             weights={"a": 50, "b": 50},
-            workers=workers,
         )
+        workers = args.workers or worker_count(config)
+        config = dataclasses.replace(config, workers=workers)
         targets: dict[str, list[tuple[str, int]]] = {"direct": direct}
         dealers: dict[str, DealerClient] = {}
         pids: dict[str, list[int]] = {}  # the supervisor and its workers (or a baseline's one process)
