@@ -7,14 +7,17 @@ Two upstream processes (a tiny aiohttp app) serve ``/``. The same bounded load g
 keep-alive connections, a fixed number of requests, each with a unit cookie from a pool of 1,000) then hits:
 
 * ``direct``: the upstreams themselves, half of the connections to each;
-* ``dealer``: the Dealer daemon splitting 50/50 between them with ``--workers`` worker processes (default
-  1), on the event loop it picks itself (uvloop when installed);
+* ``dealer``: the Dealer daemon splitting 50/50 between them with ``--workers`` worker processes (default:
+  the Dealer's own, one per core), on the event loop it picks itself (uvloop when installed);
 * ``dealer-wN``: with ``--compare-workers N``, the same Dealer with N workers, so one run compares worker
   counts under the same load;
 * ``dealer-asyncio``: the same Dealer forced onto asyncio's own loop (``SQUALS_DEALER_LOOP=asyncio``),
   measured only when ``dealer`` runs on uvloop, so one run shows what the loop is worth;
 * ``dealer-baseline``: with ``--baseline DIR``, the Dealer of another checkout (``git archive <commit> | tar
   -x -C DIR``), so a change is measured before and after in the same rounds;
+* ``python-floor``: with ``--floor``, bench/floor_proxy.py (as many processes as Dealer workers): the
+  cheapest proxy Python can be here (httptools, callbacks only, no feature at all), so a run shows which part
+  of the gap to nginx and direct is Python's and which is the Dealer's;
 * ``nginx``: nginx with ``split_clients`` on the same cookie, 50/50, as many nginx workers as Dealer workers
   (skipped when nginx is not installed: ``apt-get install -y nginx`` for the bench; the tests never need it).
 
@@ -39,6 +42,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -240,6 +244,21 @@ def start_upstream(name: str, procs: list[subprocess.Popen[str]], app_cpu_ms: fl
     return int(proc.stdout.readline())
 
 
+def start_floor(upstream_ports: list[int], procs: list[subprocess.Popen[str]], processes: int) -> int:
+    """bench/floor_proxy.py in ``processes`` processes sharing one port; returns the port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    command = [sys.executable, str(ROOT / "bench" / "floor_proxy.py"), str(port), *map(str, upstream_ports)]
+    for _ in range(processes):
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        procs.append(proc)
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise SystemExit("bench/floor_proxy.py did not start")
+    return port
+
+
 def start_nginx(
     workdir: Path, ports: dict[str, int], procs: list[subprocess.Popen[str]], workers: int
 ) -> int | None:
@@ -324,7 +343,10 @@ def main() -> int:
         "--baseline", type=Path, help="another checkout whose Dealer is measured too, as dealer-baseline"
     )
     parser.add_argument(
-        "--workers", type=int, default=1, help="Dealer worker processes (default 1; the Dealer's own: 1/core)"
+        "--workers", type=int, help="Dealer worker processes (default: the Dealer's own, one per core)"
+    )
+    parser.add_argument(
+        "--floor", action="store_true", help="also measure bench/floor_proxy.py (python-floor)"
     )
     parser.add_argument(
         "--compare-workers", type=int, help="also measure the same Dealer with this many workers (dealer-wN)"
@@ -353,6 +375,7 @@ def main() -> int:
     import json
 
     from squals_action.dealer import DealerClient, DealerConfig, start_dealer, stop_dealer
+    from squals_action.dealer.supervisor import worker_count
 
     procs: list[subprocess.Popen[str]] = []
     workdir = Path(tempfile.mkdtemp(prefix="squals-bench-"))
@@ -360,12 +383,12 @@ def main() -> int:
     try:
         ports = {name: start_upstream(name, procs, args.app_cpu_ms) for name in ("a", "b")}
         direct = [("127.0.0.1", ports["a"]), ("127.0.0.1", ports["b"])]
-        workers = args.workers
         config = DealerConfig(
             upstreams={k: f"http://127.0.0.1:{v}" for k, v in ports.items()},
             weights={"a": 50, "b": 50},
-            workers=workers,
         )
+        workers = args.workers or worker_count(config)
+        config = dataclasses.replace(config, workers=workers)
         targets: dict[str, list[tuple[str, int]]] = {"direct": direct}
         dealers: dict[str, DealerClient] = {}
         pids: dict[str, list[int]] = {}  # the supervisor and its workers (or a baseline's one process)
@@ -399,6 +422,9 @@ def main() -> int:
                 add_dealer("dealer-baseline", args.baseline.resolve())
             finally:
                 del os.environ["SQUALS_DEALER_LOOP"]
+        if args.floor:
+            targets["python-floor"] = [("127.0.0.1", start_floor(list(ports.values()), procs, workers))]
+            pids["python-floor"] = [p.pid for p in procs[-workers:]]
         nginx_port = start_nginx(workdir / "nginx", ports, procs, workers)
         if nginx_port is None:
             print("nginx          : not installed, skipped (apt-get install -y nginx to compare)")
@@ -416,12 +442,12 @@ def main() -> int:
             load(target, 2000, args.concurrency)
         through: dict[str, list[Result]] = {name: [] for name in targets}
         single: dict[str, list[Result]] = {name: [] for name in targets}
-        dealer_cpu: dict[str, float] = dict.fromkeys(dealers, 0.0)
+        dealer_cpu: dict[str, float] = dict.fromkeys(pids, 0.0)  # the Dealers' and the floor's
         for round_no in range(args.rounds):
             for name, target in targets.items():
-                before = cpu_seconds(pids[name]) if name in dealers else None
+                before = cpu_seconds(pids[name]) if name in pids else None
                 through[name].append(load(target, args.requests, args.concurrency, seed=round_no))
-                after = cpu_seconds(pids[name]) if name in dealers else None
+                after = cpu_seconds(pids[name]) if name in pids else None
                 if before is not None and after is not None:
                     dealer_cpu[name] += after - before
                 single[name].append(load(target, args.latency_requests, 1, seed=round_no))
@@ -453,13 +479,13 @@ def main() -> int:
                 f"  [{verdict}]"
             )
         if "nginx" in targets:
-            for name in dealers:
+            for name in pids:
                 ratio = kept_t[name].rps / kept_t["nginx"].rps
                 print(
                     f"ratio          : {name}/nginx throughput {ratio:.2f} (goal >= 0.65)"
                     f"  [{'ok' if ratio >= 0.65 else 'MISSED'}]"
                 )
-        for name in dealers:
+        for name in pids:
             if dealer_cpu[name]:
                 per = 1000.0 * dealer_cpu[name] / (args.rounds * args.requests)
                 print(

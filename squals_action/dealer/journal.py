@@ -280,6 +280,11 @@ class Journal:
             with contextlib.suppress(OSError):  # logged; the segment grows until a rotation succeeds
                 self._rotate()
 
+    @property
+    def behind(self) -> bool:
+        """Whether a unit, request or event appended is not written yet (then :meth:`durable` waits)."""
+        return self._written < self._counted
+
     async def durable(self) -> None:
         """Return once every unit, request and event appended so far is written (raises OSError if writing
         failed)."""

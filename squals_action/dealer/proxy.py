@@ -2,20 +2,18 @@
 
 Bodies stream in both directions with bounded buffers and are never decompressed; hop-by-hop headers are
 dropped (RFC 9110 section 7.6.1). Paths under ``/_squals/`` are the Dealer's own and never reach an upstream.
+The client connections are :mod:`~squals_action.dealer.server`'s, the upstream ones
+:mod:`~squals_action.dealer.upstream`'s.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import json
 import logging
 import math
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any
-
-from aiohttp import web
-from multidict import CIMultiDict
 
 from squals_action.dealer.bucketing import unit_key
 from squals_action.dealer.fallback import may_retry
@@ -23,10 +21,11 @@ from squals_action.dealer.faults import Faults
 from squals_action.dealer.interface import DealerConfig, DealerError
 from squals_action.dealer.journal import Journal
 from squals_action.dealer.layers import ASSIGNMENTS_HEADER
+from squals_action.dealer.request import FIELDS, Request, date_line
 from squals_action.dealer.routing import Assigner, Routing
 from squals_action.dealer.tally import Counted, TallyBook, VariantCounter
 from squals_action.dealer.tunnel import tunnel, upgrade_of
-from squals_action.dealer.upstream import Origin, UpstreamError, UpstreamPool
+from squals_action.dealer.upstream import Origin, UpstreamError, UpstreamPool, UpstreamResponse
 
 # RFC 9110 section 7.6.1 (and RFC 7230 6.1): connection-specific headers a proxy must not forward.
 HOP_BY_HOP = frozenset(
@@ -63,10 +62,13 @@ _REQUEST_DROP = frozenset(
         ASSIGNMENTS_HEADER.lower(),
     )
 )
-# Response headers never forwarded: hop-by-hop ones and the event header the Dealer consumes.
-_RESPONSE_DROP = (*sorted(HOP_BY_HOP), EVENT_HEADER.lower())
-_CHUNK = 64 * 1024
+# Response headers never forwarded (lower case, as bytes): hop-by-hop ones and the event header the Dealer
+# consumes.
+_EVENT_FIELD = EVENT_HEADER.lower().encode()
+_RESPONSE_DROP = frozenset({*(name.encode() for name in HOP_BY_HOP), _EVENT_FIELD})
+_VARIANT_LINE = VARIANT_HEADER.encode() + b": %s\r\n"
 _SMALL_BODY = 256 * 1024  # bodies up to this size with a Content-Length are read whole
+_EVENT_BODY = 64 * 1024  # the largest JSON body the events endpoint reads
 
 log = logging.getLogger("squals.dealer")
 
@@ -88,24 +90,12 @@ def event_value(raw: object) -> float:
     return value
 
 
-def _connection_tokens(headers: Any) -> set[str]:
-    return {token.strip().lower() for value in headers.getall("Connection", ()) for token in value.split(",")}
-
-
-def _forwardable(headers: Any, drop: tuple[str, ...]) -> CIMultiDict[str]:
-    """A copy of ``headers`` (order, case and repeats kept) without ``drop`` and what ``Connection`` names.
-
-    One copy in C and a few deletions: cheaper per request than filtering header by header in Python.
-    """
-    out: CIMultiDict[str] = CIMultiDict(headers)
-    for name in drop:
-        if name in out:
-            del out[name]
-    if "Connection" in headers:
-        for token in _connection_tokens(headers):
-            if token and token in out:
-                del out[token]
-    return out
+def _tokens(value: bytes | str | None) -> set[str]:
+    """The lower-case tokens a ``Connection`` header names (the headers it makes hop-by-hop)."""
+    if not value:
+        return set()
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    return {token.strip().lower() for token in text.split(",")} - {""}
 
 
 def _cookie_value(header: str, name: str) -> str | None:
@@ -141,10 +131,12 @@ class Proxy:
         #: latency and abort faults per upstream (chaos drills), set through the admin API
         self.faults = Faults()
         self._assign = Assigner(config.seed)
-        self._unit_kind = config.unit_kind
-        self._unit_name = config.unit_name
         self._cookie_name = config.unit_name if config.unit_kind == "cookie" else "squals_unit"
-        self._cookie_suffix = f"; Path=/; Max-Age={config.cookie_max_age}; HttpOnly; SameSite=Lax"
+        self._unit_field = config.unit_name.lower().encode() if config.unit_kind == "header" else None
+        #: the header fields the server keeps apart for every request: those below and the unit's header
+        self.fields = FIELDS | {self._unit_field} if self._unit_field else FIELDS
+        self._set_cookie = f"Set-Cookie: {self._cookie_name}=%s; Path=/; Max-Age={config.cookie_max_age}; "
+        self._set_cookie += "HttpOnly; SameSite=Lax\r\n"
         self._pool: UpstreamPool | None = None
         #: With several workers: count a beacon for a unit this one never assigned in the book of one that
         #: did (``None``: no worker knows it). One worker: unset, such a beacon is refused at once.
@@ -153,33 +145,40 @@ class Proxy:
 
     async def open(self) -> None:
         """The upstream client: keep-alive connections per upstream (docs/dealer.md, Forwarding)."""
-        self._pool = UpstreamPool(self.config.connect_timeout, self.config.read_timeout)
+        config = self.config
+        events = frozenset({_EVENT_FIELD})
+        self._pool = UpstreamPool(config.connect_timeout, config.read_timeout, fields=events)
 
     async def close(self) -> None:
         if self._pool is not None:
             self._pool.close()
             self._pool = None
 
-    def _unit_of(self, request: web.BaseRequest) -> tuple[str, bool]:
+    def _unit_of(self, request: Request) -> tuple[str, bool]:
         """The request's unit id and whether it is new (then the response sets the cookie)."""
-        headers = request.headers
-        if self._unit_kind == "header":
-            value = headers.get(self._unit_name)
+        if self._unit_field is not None:
+            value = request.field(self._unit_field)
             if value:
                 return value, False
-        cookie = headers.get("Cookie")
+        cookie = request.field(b"cookie")
         if cookie:
             value = _cookie_value(cookie, self._cookie_name)
             if value:
                 return value, False
         return secrets.token_hex(16), True
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _durable(self) -> None:
+        """Wait until what this request counted is written: an answer acknowledges only what is."""
+        if self.journal is not None and self.journal.behind:  # most answers acknowledge nothing new
+            with contextlib.suppress(OSError):  # a full disk must not take the site down (logged)
+                await self.journal.durable()
+
+    async def handle(self, request: Request) -> None:
         raw_path = request.raw_path
         if raw_path.startswith(RESERVED_PREFIX):
             return await self._public_endpoint(request)
         if not raw_path.startswith("/"):
-            return web.Response(status=400, text="absolute-form request targets are not proxied\n")
+            return request.text(400, "absolute-form request targets are not proxied\n")
         unit, new_unit = self._unit_of(request)
         routing = self.routing()
         placement, key = self._assign(unit, routing)
@@ -187,18 +186,14 @@ class Proxy:
         counter = self.book.arrive(key, placement.cell)  # without layers the cell is the upstream
         counter.in_flight += 1
         try:
-            return await self._forward(
-                request, routing, name, counter, unit if new_unit else None, key, placement.header
-            )
+            fresh = unit if new_unit else None
+            await self._forward(request, routing, name, counter, fresh, key, placement.header)
         finally:
             counter.in_flight -= 1
-            if self.journal is not None:  # answered only once what it counted is written
-                with contextlib.suppress(OSError):  # a full disk must not take the site down (logged)
-                    await self.journal.durable()
 
     def _request_head(
         self,
-        request: web.BaseRequest,
+        request: Request,
         origin: Origin,
         new_unit: str | None,
         assignments: str | None,
@@ -211,13 +206,13 @@ class Proxy:
         unit on the first request as on the following ones. Returns the head as bytes and whether the body
         goes chunked (a body without a Content-Length).
         """
-        headers = request.headers
+        fields = request.fields
         drop = _REQUEST_DROP
-        if "Connection" in headers:
-            drop = drop | {token.encode() for token in _connection_tokens(headers)}
-        host = request.host
-        start = f"{request.method} {origin.prefix}{request.raw_path} HTTP/1.1\r\nHost: {origin.authority}\r\n"
-        lines = [start.encode("utf-8", "surrogateescape")]
+        if b"connection" in fields:
+            drop = drop | {token.encode() for token in _tokens(fields[b"connection"])}
+        host = fields.get(b"host")
+        target = f"{request.method} {origin.prefix}{request.raw_path} HTTP/1.1\r\n"
+        lines = [target.encode("utf-8", "surrogateescape"), origin.host_line]
         cookies: list[bytes] = []
         forwarded: list[bytes] = []
         length = False
@@ -234,24 +229,38 @@ class Proxy:
         if new_unit is not None:
             cookies.append(f"{self._cookie_name}={new_unit}".encode())
             lines.append(b"Cookie: %s\r\n" % b"; ".join(cookies))
-        forwarded.append((request.remote or "").encode())
-        added = [f"X-Forwarded-Proto: {request.scheme}"]
+        forwarded.append(request.remote.encode())
+        lines.append(b"X-Forwarded-For: %s\r\nX-Forwarded-Proto: http\r\n" % b", ".join(forwarded))
         if host:
-            added.append(f"X-Forwarded-Host: {host}")
+            lines.append(b"X-Forwarded-Host: %s\r\n" % host)
         if assignments is not None:
-            added.append(f"{ASSIGNMENTS_HEADER}: {assignments}")
+            lines.append(f"{ASSIGNMENTS_HEADER}: {assignments}\r\n".encode("utf-8", "surrogateescape"))
         if upgrade is not None:  # the one hop-by-hop pair a tunnel needs, asked again on the upstream hop
-            added.append(f"Connection: Upgrade\r\nUpgrade: {upgrade}")
-        chunked = request.body_exists and not length
+            lines.append(f"Connection: Upgrade\r\nUpgrade: {upgrade}\r\n".encode("utf-8", "surrogateescape"))
+        chunked = request.body is not None and not length
         if chunked:
-            added.append("Transfer-Encoding: chunked")
-        lines.append(b"X-Forwarded-For: %s\r\n" % b", ".join(forwarded))
-        lines.append(("\r\n".join(added) + "\r\n\r\n").encode("utf-8", "surrogateescape"))
+            lines.append(b"Transfer-Encoding: chunked\r\n")
+        lines.append(b"\r\n")
         return b"".join(lines), chunked
+
+    def _response_head(self, upstream: UpstreamResponse, name: str, new_unit: str | None) -> bytes:
+        """The upstream's headers to send on: hop-by-hop ones, those its ``Connection`` names and the event
+        header dropped; ``X-Squals-Variant``, the new unit's cookie and a missing ``Date`` added."""
+        fields = upstream.fields
+        drop = _RESPONSE_DROP
+        if b"connection" in fields:
+            drop = drop | {token.encode() for token in _tokens(fields[b"connection"])}
+        lines = [b"%s: %s\r\n" % (k, v) for k, v in upstream.raw if k.lower() not in drop]
+        lines.append(_VARIANT_LINE % name.encode())
+        if new_unit is not None:
+            lines.append((self._set_cookie % new_unit).encode())
+        if b"date" not in fields:
+            lines.append(date_line())
+        return b"".join(lines)
 
     async def _forward(
         self,
-        request: web.BaseRequest,
+        request: Request,
         routing: Routing,
         name: str,
         counter: VariantCounter,
@@ -259,144 +268,151 @@ class Proxy:
         key: int,
         assignments: str | None = None,
         spare: bool = True,
-    ) -> web.StreamResponse:
+    ) -> None:
         """Send ``request`` to ``name``; one it could not take goes once to its fallback (docs/dealer.md)."""
         assert self._pool is not None
         origin = routing.origins[name]
-        upgrade = upgrade_of(request) if "Upgrade" in request.headers else None
+        upgrade = upgrade_of(request)
         head, chunked = self._request_head(request, origin, new_unit, assignments, upgrade)
-        body: Any = None
-        if request.body_exists:
-            if request.headers.get("Expect", "").lower() == "100-continue" and request.writer is not None:
-                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            body = request.content
-        loop = asyncio.get_running_loop()
+        if request.body is not None:
+            request.send_continue()
+        loop = self._pool.loop  # not asyncio.get_running_loop(): on 3.11 that is a getpid() system call
         started = loop.time()
         if self.faults.active and (abort := await self.faults.inject(name)) is not None:
             counter.add_server_error()
-            return self._error(abort, f"fault injected into {name}", name, new_unit)
+            return await self._error(request, abort, f"fault injected into {name}", name, new_unit)
         try:
-            upstream = await self._pool.request(origin, request.method, head, body, chunked)
+            upstream = await self._pool.request(origin, request.method, head, request.body, chunked)
         except TimeoutError:
             counter.add_connection_error()
-            return self._error(504, f"upstream {name} timed out", name, new_unit)
+            return await self._error(request, 504, f"upstream {name} timed out", name, new_unit)
         except UpstreamError as exc:
             counter.add_connection_error()
             other = routing.fallback.get(name) if spare else None
-            if other is not None and may_retry(exc, request.method, request.body_exists):
+            if other is not None and may_retry(exc, request.method, request.body is not None):
                 retry = self.book.arrive(key, other)
                 return await self._forward(request, routing, other, retry, new_unit, key, assignments, False)
-            return self._error(502, f"upstream {name} unreachable: {type(exc).__name__}", name, new_unit)
+            text = f"upstream {name} unreachable: {type(exc).__name__}"
+            return await self._error(request, 502, text, name, new_unit)
         try:
-            counter.add_latency((loop.time() - started) * 1000.0)
-            if upstream.status >= 500:
-                counter.add_server_error()
-            answered = upstream.headers
-            if EVENT_HEADER in answered:
-                self._app_events(answered.getall(EVENT_HEADER), key)
-            out = _forwardable(answered, _RESPONSE_DROP)
-            out[VARIANT_HEADER] = name
-            if new_unit is not None:
-                out.add("Set-Cookie", f"{self._cookie_name}={new_unit}{self._cookie_suffix}")
-            if upgrade is not None and upstream.status == 101:
-                out["Connection"] = "Upgrade"
-                out["Upgrade"] = answered.get("Upgrade", upgrade)
-                counter.in_flight -= (
-                    1  # an open tunnel is not a request in flight: drain does not wait for it
-                )
-                try:
-                    return await tunnel(request, upstream, out)
-                finally:
-                    counter.in_flight += 1  # handle() takes it off again
-            length = upstream.content_length
-            if length is not None and length <= _SMALL_BODY and request.method != "HEAD":
-                # Read it whole so that headers and body leave in one send (the common, small case).
-                try:
-                    data = await upstream.read()
-                except (UpstreamError, TimeoutError) as exc:
-                    counter.add_connection_error()
-                    text = f"upstream {name} broke off: {type(exc).__name__}"
-                    return self._error(502, text, name, new_unit)
-                return web.Response(body=data, status=upstream.status, reason=upstream.reason, headers=out)
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out)
-            try:
-                await response.prepare(request)
-                async for chunk in upstream.chunks():
-                    await response.write(chunk)
-            except (UpstreamError, TimeoutError) as exc:
-                counter.add_connection_error()
-                # Headers are gone already: the only honest signal left is to cut the client connection.
-                raise ConnectionResetError(f"upstream {name} broke off mid-body: {exc!r}") from exc
-            await response.write_eof()
-            return response
+            took = loop.time() - started
+            await self._answer(request, upstream, counter, key, name, new_unit, upgrade, took)
         finally:
             upstream.release()
 
-    def _app_events(self, values: list[str], key: int) -> None:
-        """Events the app reported in its response (``X-Squals-Event: checkout, revenue=12.5``), for its unit;
-        malformed ones are skipped (the app's answer still goes out)."""
-        for value in values:
-            for item in value.split(","):
-                event, _, raw = item.strip().partition("=")
-                try:
-                    if valid_event(event):
-                        self.book.event(key, event, 1, event_value(raw or None))
-                except DealerError as exc:
-                    log.warning("event %r from the app not counted: %s", item.strip(), exc.one_line())
+    async def _answer(
+        self,
+        request: Request,
+        upstream: UpstreamResponse,
+        counter: VariantCounter,
+        key: int,
+        name: str,
+        new_unit: str | None,
+        upgrade: str | None,
+        took: float,
+    ) -> None:
+        """Send the upstream's answer on: whole when small, else streamed; a ``101`` opens the tunnel."""
+        counter.add_latency(took * 1000.0)
+        if upstream.status >= 500:
+            counter.add_server_error()
+        events = upstream.field(_EVENT_FIELD)
+        if events is not None:
+            self._app_events(events, key)
+        head = self._response_head(upstream, name, new_unit)
+        if upgrade is not None and upstream.status == 101:
+            await self._durable()
+            switched = upstream.field(b"upgrade") or upgrade
+            upgraded = f"Connection: Upgrade\r\nUpgrade: {switched}\r\n".encode("utf-8", "surrogateescape")
+            counter.in_flight -= 1  # an open tunnel is not a request in flight: drain does not wait for it
+            try:
+                return await tunnel(request, upstream, head + upgraded)
+            finally:
+                counter.in_flight += 1  # handle() takes it off again
+        length = upstream.content_length
+        if length is not None and length <= _SMALL_BODY and request.method != "HEAD":
+            # Read it whole so that headers and body leave in one send (the common, small case).
+            try:
+                data = await upstream.read()
+            except (UpstreamError, TimeoutError) as exc:
+                counter.add_connection_error()
+                text = f"upstream {name} broke off: {type(exc).__name__}"
+                return await self._error(request, 502, text, name, new_unit)
+            await self._durable()
+            return request.answer(upstream.status, upstream.reason, head, data)
+        await self._durable()
+        request.start(upstream.status, upstream.reason, head, framed=length is not None)
+        try:
+            async for chunk in upstream.chunks():
+                await request.write(chunk)
+        except (UpstreamError, TimeoutError) as exc:
+            counter.add_connection_error()
+            # Headers are gone already: the only honest signal left is to cut the client connection.
+            raise ConnectionResetError(f"upstream {name} broke off mid-body: {exc!r}") from exc
+        request.end()
 
-    def _error(self, status: int, text: str, name: str, new_unit: str | None) -> web.Response:
-        response = web.Response(status=status, text=text + "\n")
-        response.headers[VARIANT_HEADER] = name
-        if new_unit is not None:
-            response.headers.add("Set-Cookie", f"{self._cookie_name}={new_unit}{self._cookie_suffix}")
-        return response
+    def _app_events(self, value: str, key: int) -> None:
+        """Events the app reported in its response (``X-Squals-Event: checkout, revenue=12.5``; repeated
+        headers joined), for its unit; malformed ones are skipped (the app's answer still goes out)."""
+        for item in value.split(","):
+            event, _, raw = item.strip().partition("=")
+            try:
+                if valid_event(event):
+                    self.book.event(key, event, 1, event_value(raw or None))
+            except DealerError as exc:
+                log.warning("event %r from the app not counted: %s", item.strip(), exc.one_line())
 
-    async def _public_endpoint(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _error(self, request: Request, status: int, text: str, name: str, new_unit: str | None) -> None:
+        await self._durable()
+        head = f"{VARIANT_HEADER}: {name}\r\n" + (self._set_cookie % new_unit if new_unit is not None else "")
+        request.text(status, text + "\n", head.encode())
+
+    async def _public_endpoint(self, request: Request) -> None:
         """``POST /_squals/events`` lets a page report a conversion (and its value) for the unit sending the
         request; only a unit this Dealer assigned counts, once per event kind unless its cap allows more."""
         if request.path != "/_squals/events":
-            return web.Response(status=404, text="unknown Dealer endpoint\n")
+            return request.text(404, "unknown Dealer endpoint\n")
         if request.method != "POST":
-            return web.Response(status=405, headers={"Allow": "POST"})
-        event, raw_value = request.query.get("event"), request.query.get("value")
+            return request.text(405, "only POST\n", b"Allow: POST\r\n")
+        query = request.query
+        event, raw_value = query.get("event"), query.get("value")
         raw_value = raw_value if raw_value is not None else request.headers.get(VALUE_HEADER)
-        if event is None and request.can_read_body:
+        if event is None and request.body is not None:
+            request.send_continue()
             try:
-                body = await request.json()
+                body = json.loads(await request.body.read(_EVENT_BODY))
             except (ValueError, UnicodeDecodeError):
-                return web.Response(status=400, text='expected JSON {"event": name, "value": number}\n')
+                return request.text(400, 'expected JSON {"event": name, "value": number} (at most 64 KiB)\n')
             if isinstance(body, dict):
                 event, raw_value = body.get("event"), body.get("value", raw_value)
         if not isinstance(event, str) or not valid_event(event):
-            return web.Response(status=400, text="event must be 1-64 of [A-Za-z0-9-_.:]\n")
+            return request.text(400, "event must be 1-64 of [A-Za-z0-9-_.:]\n")
         unit, new_unit = self._unit_of(request)
         if new_unit:
-            return web.Response(status=400, text="no unit: send the Dealer's cookie or unit header\n")
+            return request.text(400, "no unit: send the Dealer's cookie or unit header\n")
         key = unit_key(unit)
         try:
             value = event_value(raw_value)
             counted = self.book.event(key, event, 1, value)
         except DealerError as exc:
-            return web.Response(status=400, text=exc.one_line() + "\n")
+            return request.text(400, exc.one_line() + "\n")
         if counted is None and self.elsewhere is not None:
             try:  # another worker may have served the page: it counts it (its book, its journal)
                 counted = await self.elsewhere(key, event, value)
             except DealerError as exc:
-                return web.Response(status=503, text=f"the event could not be counted: {exc.one_line()}\n")
+                return request.text(503, f"the event could not be counted: {exc.one_line()}\n")
             if counted is not None:
                 self.beacons_elsewhere += 1
-                return self._counted(counted)
+                return self._counted(request, counted)
         if counted is None:
-            return web.Response(status=403, text="unknown unit: this Dealer never assigned it a variant\n")
+            return request.text(403, "unknown unit: this Dealer never assigned it a variant\n")
         if self.journal is not None:
             try:
                 await self.journal.durable()
             except OSError as exc:
-                return web.Response(status=503, text=f"the event could not be recorded: {exc.strerror}\n")
-        return self._counted(counted)
+                return request.text(503, f"the event could not be recorded: {exc.strerror}\n")
+        return self._counted(request, counted)
 
     @staticmethod
-    def _counted(counted: Counted) -> web.Response:
-        return web.Response(
-            status=204, headers={VARIANT_HEADER: counted.variant, COUNTED_HEADER: str(counted.counted)}
-        )
+    def _counted(request: Request, counted: Counted) -> None:
+        head = f"{VARIANT_HEADER}: {counted.variant}\r\n{COUNTED_HEADER}: {counted.counted}\r\n"
+        request.answer(204, "No Content", head.encode() + date_line())

@@ -5,9 +5,8 @@ switched protocols, the client's and the upstream's connections are joined until
 the routing does meanwhile: a weight switch never moves an open connection. Each direction keeps a bounded
 buffer: when the receiving side is slow, the sending side's reading pauses.
 
-aiohttp hands a connection over after a ``101`` only for the upgrades its HTTP parser knows (``websocket``
-and ``tcp``); a request asking for another one is forwarded without its ``Upgrade`` header, as a plain
-request.
+Only ``websocket`` and ``tcp`` are tunnelled; a request asking for another protocol (``h2c``, ...) is
+forwarded without its ``Upgrade`` header, as a plain request, and its connection closes after the answer.
 """
 
 from __future__ import annotations
@@ -15,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from aiohttp import web
-from multidict import CIMultiDict
-
+from squals_action.dealer.request import Request
 from squals_action.dealer.upstream import UpstreamResponse
 
 UPGRADES = frozenset({"websocket", "tcp"})
@@ -25,18 +22,19 @@ _HIGH = 256 * 1024  # bytes waiting towards one side before the other side stops
 _LOW = 64 * 1024
 
 
-def upgrade_of(request: web.BaseRequest) -> str | None:
+def upgrade_of(request: Request) -> str | None:
     """The protocol a request asks to switch to, when the Dealer can tunnel it (``None`` otherwise)."""
-    headers = request.headers
-    wanted = headers.get("Upgrade")
-    if not wanted or wanted.lower() not in UPGRADES or request.body_exists:
+    if not request.upgrade or request.body is not None:
         return None
-    tokens = {t.strip().lower() for v in headers.getall("Connection", ()) for t in v.split(",")}
+    wanted = request.field(b"upgrade")
+    if not wanted or wanted.lower() not in UPGRADES:
+        return None
+    tokens = {t.strip().lower() for t in (request.field(b"connection") or "").split(",")}
     return wanted if "upgrade" in tokens else None
 
 
 class _Pipe:
-    """Writes what one side sends to the other side's transport (fed by that side's aiohttp protocol)."""
+    """Writes what one side sends to the other side's transport (fed by that side's protocol)."""
 
     def __init__(self, source: asyncio.BaseTransport, sink: asyncio.Transport, done: asyncio.Future[None]):
         self._source = source
@@ -44,14 +42,13 @@ class _Pipe:
         self._done = done
         self._resuming: asyncio.Task[None] | None = None
 
-    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+    def feed_data(self, data: bytes) -> None:
         if data and not self._sink.is_closing():
             self._sink.write(data)
             if self._resuming is None and self._sink.get_write_buffer_size() > _HIGH:
                 assert isinstance(self._source, asyncio.ReadTransport)
                 self._source.pause_reading()
                 self._resuming = asyncio.get_running_loop().create_task(self._resume())
-        return False, b""
 
     async def _resume(self) -> None:
         while self._sink.get_write_buffer_size() > _LOW and not self._done.done():
@@ -65,29 +62,21 @@ class _Pipe:
         if not self._done.done():
             self._done.set_result(None)
 
-    def set_exception(self, exc: BaseException, cause: BaseException | None = None) -> None:
-        self.feed_eof()
 
-
-async def tunnel(
-    request: web.BaseRequest, upstream: UpstreamResponse, headers: CIMultiDict[str]
-) -> web.StreamResponse:
+async def tunnel(request: Request, upstream: UpstreamResponse, head: bytes) -> None:
     """Answer the client's upgrade with the upstream's ``101`` and pipe both connections until one closes."""
     connection = upstream.connection
     client = request.transport
-    if connection.closed or connection.transport is None or client is None:
+    if connection.closed or connection.transport is None or client is None or client.is_closing():
         raise ConnectionResetError("a side of the upgraded connection is already gone")
-    response = web.StreamResponse(status=101, reason=upstream.reason, headers=headers)
-    await response.prepare(request)
+    request.start(101, upstream.reason, head, framed=True)
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     towards_client = _Pipe(connection.transport, client, done)
-    towards_upstream = _Pipe(client, connection.transport, done)
-    request.protocol.keep_alive(False)
-    request.protocol.set_parser(towards_upstream)  # type: ignore[arg-type]  # duck-typed like WebSocketReader
+    request.take_over(_Pipe(client, connection.transport, done))
     connection.tunnel(towards_client)
     try:
         await done
     finally:
         connection.close()  # the connection never goes back to the pool
         client.close()
-    return response
+        request.end()

@@ -27,6 +27,8 @@ from yarl import URL
 
 #: Methods a request of which may be sent again (RFC 9110 section 9.2.2).
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+#: The answer's header fields kept apart as they are parsed (lower case; repeated ones joined by ", ").
+FIELDS = frozenset({b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"date"})
 _HIGH = 512 * 1024  # buffered response bytes above which the upstream is no longer read (> the small body)
 _LOW = 64 * 1024  # reading resumes below this
 
@@ -62,28 +64,40 @@ class Origin:
     tls: bool
     prefix: str
     authority: str
+    #: ``Host: <authority>\r\n`` as the request head carries it
+    host_line: bytes = b""
+    #: what the pool files its idle connections under (a string hashes in C, the dataclass in Python)
+    key: str = ""
 
     @classmethod
     def of(cls, url: URL) -> Origin:
         assert url.host is not None and url.port is not None
         authority = url.host_port_subcomponent or url.host
-        return cls(url.host, url.port, url.scheme == "https", url.raw_path.rstrip("/"), authority)
+        host_line = b"Host: %s\r\n" % authority.encode("utf-8", "surrogateescape")
+        prefix = url.raw_path.rstrip("/")
+        key = f"{url.scheme}://{url.host}:{url.port}{prefix}"
+        return cls(url.host, url.port, url.scheme == "https", prefix, authority, host_line, key)
 
 
 class UpstreamResponse:
     """The answer's head (status, reason, headers) once :meth:`Connection.exchange` returns; the body is read
-    with :meth:`read` (whole) or :meth:`chunks` (streamed), then :meth:`release` hands the connection back."""
+    with :meth:`read` (whole) or :meth:`chunks` (streamed), then :meth:`release` hands the connection back.
+
+    ``raw`` holds the header fields as received (bytes, order and repeats kept), ``fields`` those of
+    :data:`FIELDS` and the names the caller asked for; ``headers`` decodes them all on first use.
+    """
 
     __slots__ = (
         "_conn",
         "_head",
+        "_headers",
         "_waiter",
         "body",
         "buffered",
         "complete",
         "content_length",
         "error",
-        "headers",
+        "fields",
         "raw",
         "reason",
         "status",
@@ -94,8 +108,9 @@ class UpstreamResponse:
         self._conn = conn
         self.status = 0
         self.reason = ""
-        self.raw: list[tuple[str, str]] = []
-        self.headers: CIMultiDict[str] = CIMultiDict()
+        self.raw: list[tuple[bytes, bytes]] = []
+        self.fields: dict[bytes, bytes] = {}
+        self._headers: CIMultiDict[str] | None = None
         self.content_length: int | None = None
         self.body: deque[bytes] = deque()
         self.buffered = 0
@@ -108,6 +123,19 @@ class UpstreamResponse:
     @property
     def connection(self) -> Connection:
         return self._conn
+
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        if self._headers is None:
+            self._headers = CIMultiDict(
+                (k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+                for k, v in self.raw
+            )
+        return self._headers
+
+    def field(self, name: bytes) -> str | None:
+        value = self.fields.get(name)
+        return None if value is None else value.decode("utf-8", "surrogateescape")
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -232,10 +260,13 @@ class Connection(asyncio.Protocol):
         self._response.reason += status.decode("utf-8", "surrogateescape")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        assert self._response is not None
-        self._response.raw.append(
-            (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
-        )
+        response = self._response
+        assert response is not None
+        response.raw.append((name, value))
+        low = name.lower()
+        if low in self.pool.fields:
+            fields = response.fields
+            fields[low] = fields[low] + b", " + value if low in fields else value
 
     def on_headers_complete(self) -> None:
         response = self._response
@@ -243,11 +274,11 @@ class Connection(asyncio.Protocol):
         status = self._parser.get_status_code()
         if 100 <= status < 200 and status != 101:  # informational: the real answer follows
             response.raw.clear()
+            response.fields.clear()
             response.reason = ""
             return
         response.status = status
-        response.headers = headers = CIMultiDict(response.raw)
-        length = headers.get("Content-Length")
+        length = response.fields.get(b"content-length")
         response.content_length = int(length) if length is not None and length.isdigit() else None
         response._head = True
         self._keep_alive = self._parser.should_keep_alive()  # llhttp forgets it once the message is complete
@@ -281,8 +312,9 @@ class Connection(asyncio.Protocol):
         """Send one request (head, then the body streamed) and return once the answer's head is in."""
         assert self.transport is not None
         response = self._response = UpstreamResponse(self)
+        if self._parser is None or self._method == "HEAD":  # after a HEAD llhttp would wait for its body
+            self._parser = httptools.HttpResponseParser(self)
         self._method = method
-        self._parser = httptools.HttpResponseParser(self)
         self._keep_alive = False
         self.received = False
         self._last_read = self.loop.time()
@@ -360,10 +392,9 @@ class Connection(asyncio.Protocol):
     # -- internals ------------------------------------------------------------------------------------------
 
     def _until_close(self, response: UpstreamResponse) -> bool:
-        headers = response.headers
         return (
             response.content_length is None
-            and "chunked" not in headers.get("Transfer-Encoding", "").lower()
+            and b"chunked" not in response.fields.get(b"transfer-encoding", b"").lower()
             and response.status not in (204, 304)
         )
 
@@ -419,15 +450,23 @@ class _Busy(set["Connection"]):
 class UpstreamPool:
     """Keep-alive connections per origin, for the worker's event loop only (no locks)."""
 
-    def __init__(self, connect_timeout: float, read_timeout: float, keepalive: float = 30.0) -> None:
+    def __init__(
+        self,
+        connect_timeout: float,
+        read_timeout: float,
+        keepalive: float = 30.0,
+        fields: frozenset[bytes] = FIELDS,
+    ) -> None:
         self.loop = asyncio.get_running_loop()
+        #: the answers' header fields kept apart in ``UpstreamResponse.fields`` (lower case)
+        self.fields = FIELDS | fields
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.keepalive = keepalive
         #: connections waiting for an answer: one sweep checks their read timeouts (a timer per request cost
         #: more than the rest of the bookkeeping of a request)
         self.busy: _Busy = _Busy(self.loop, min(1.0, read_timeout / 4))
-        self._idle: dict[Origin, deque[Connection]] = {}
+        self._idle: dict[str, deque[Connection]] = {}
         self._tls: ssl.SSLContext | None = None
 
     async def request(
@@ -447,7 +486,7 @@ class UpstreamPool:
         return await conn.exchange(method, head, body, chunked)
 
     def _take(self, origin: Origin) -> Connection | None:
-        idle = self._idle.get(origin)
+        idle = self._idle.get(origin.key)
         now = self.loop.time()
         while idle:
             conn = idle.pop()
@@ -460,9 +499,9 @@ class UpstreamPool:
         """An idle connection back in the pool; the oldest idle ones are closed once past ``keepalive`` (the
         newest is taken first, so the oldest would otherwise stay open until the upstream closed them)."""
         now = conn.idle_since = self.loop.time()
-        idle = self._idle.get(conn.origin)
+        idle = self._idle.get(conn.origin.key)
         if idle is None:
-            idle = self._idle[conn.origin] = deque()
+            idle = self._idle[conn.origin.key] = deque()
         while idle and (idle[0].closed or now - idle[0].idle_since >= self.keepalive):
             idle.popleft().close()
         idle.append(conn)

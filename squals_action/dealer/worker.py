@@ -39,14 +39,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from squals_action.dealer.board import BOARD_FILE, RoutingBoard
 from squals_action.dealer.config import journal_dir
 from squals_action.dealer.interface import DealerConfig, DealerError
 from squals_action.dealer.journal import Journal, recover, release_free_memory
 from squals_action.dealer.lag import LagProbe
 from squals_action.dealer.proxy import Proxy, event_value
+from squals_action.dealer.server import HttpServer
 from squals_action.dealer.tally import Counted, TallyBook, tally_to_json
 
 log = logging.getLogger("squals.dealer")
@@ -112,7 +111,6 @@ class Worker:
         self.journal.names_changed()
         self.lag = LagProbe()
         self.proxy = Proxy(config, self.book, self.board.routing, self.journal)
-        self._runner: web.ServerRunner | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._asked: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
@@ -121,13 +119,8 @@ class Worker:
     async def run(self, port: int) -> None:
         cfg = self.config
         await self.proxy.open()
-        # aiohttp's keep-alive timer runs from the connection's start until a request's headers are parsed
-        # (aiohttp >= 3.14.5): the header-read timeout. A handler at work is never cut by it.
-        server = web.Server(self.proxy.handle, access_log=None, keepalive_timeout=cfg.header_timeout)
-        self._runner = web.ServerRunner(server, access_log=None, shutdown_timeout=cfg.shutdown_timeout)
-        await self._runner.setup()
-        sock = reuse_port_socket(cfg.host, port)
-        await web.SockSite(self._runner, sock, backlog=1024).start()
+        server = HttpServer(self.proxy.handle, cfg.header_timeout, self.proxy.fields)
+        await server.start(reuse_port_socket(cfg.host, port))
         _tune_gc()
         self.lag.start()
         loop = asyncio.get_running_loop()
@@ -145,7 +138,7 @@ class Worker:
         finally:
             control.cancel()
             await self.lag.stop()
-            await self._runner.cleanup()  # stop accepting, let in-flight requests finish
+            await server.close(cfg.shutdown_timeout)  # stop accepting, let in-flight requests finish
             await self.proxy.close()
             await self.journal.close()  # everything counted is written already
             self.book.close()
