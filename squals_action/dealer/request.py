@@ -19,6 +19,8 @@ from urllib.parse import parse_qsl, unquote
 
 from multidict import CIMultiDict
 
+from squals_action.dealer.http1 import multidict, text
+
 #: The request header fields kept apart on every request (the proxy's hot path reads only these).
 FIELDS = frozenset(
     {b"cookie", b"host", b"connection", b"upgrade", b"expect", b"content-length", b"transfer-encoding"}
@@ -199,18 +201,14 @@ class Request:
         return self._conn.remote
 
     def field(self, name: bytes) -> str | None:
-        """One of :data:`FIELDS` (lower-case), decoded as aiohttp did (UTF-8, undecodable bytes kept)."""
-        value = self.fields.get(name)
-        return None if value is None else value.decode("utf-8", "surrogateescape")
+        """One of :data:`FIELDS` (lower-case) as text."""
+        return text(self.fields.get(name))
 
     @property
     def headers(self) -> CIMultiDict[str]:
         """All fields in a case-insensitive multi-dict (built on first use: the hot path never needs it)."""
         if self._headers is None:
-            self._headers = CIMultiDict(
-                (k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
-                for k, v in self.raw_headers
-            )
+            self._headers = multidict(self.raw_headers)
         return self._headers
 
     @property

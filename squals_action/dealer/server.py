@@ -21,6 +21,7 @@ from typing import cast
 
 import httptools
 
+from squals_action.dealer.http1 import WriteFlow
 from squals_action.dealer.request import FIELDS, HIGH_WATER, Body, Handler, Request, Sink, reason_of
 
 log = logging.getLogger("squals.dealer")
@@ -39,7 +40,7 @@ class _Refused(Exception):
         self.status = status
 
 
-class HttpProtocol(asyncio.Protocol):
+class HttpProtocol(WriteFlow, asyncio.Protocol):
     """One client connection; the ``httptools`` parser calls the ``on_*`` methods."""
 
     def __init__(self, server: HttpServer) -> None:
@@ -62,8 +63,6 @@ class HttpProtocol(asyncio.Protocol):
         self._upgraded: bytearray | None = None  # bytes past an upgrade request, until a tunnel takes them
         self._sink: Sink | None = None
         self._paused = False
-        self._write_paused = False
-        self._drained: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol -----------------------------------------------------------------------------------
 
@@ -111,16 +110,7 @@ class HttpProtocol(asyncio.Protocol):
                 request.body.fail(gone)
         if self._sink is not None:
             self._sink.feed_eof()
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_exception(gone)
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
+        self.writers_gone(gone)
 
     # -- httptools callbacks --------------------------------------------------------------------------------
 
@@ -263,14 +253,6 @@ class HttpProtocol(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
             self.transport.write(data)
-
-    async def drain(self) -> None:
-        if self._write_paused and not self.closed:
-            self._drained = self.loop.create_future()
-            try:
-                await self._drained
-            finally:
-                self._drained = None
 
     def _refuse(self, status: int, text: str) -> None:
         """A request that cannot be parsed: answered (unless another answer is under way) and closed."""

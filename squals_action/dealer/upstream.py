@@ -25,6 +25,8 @@ import httptools
 from multidict import CIMultiDict
 from yarl import URL
 
+from squals_action.dealer.http1 import WriteFlow, multidict, text
+
 #: Methods a request of which may be sent again (RFC 9110 section 9.2.2).
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 #: The answer's header fields kept apart as they are parsed (lower case; repeated ones joined by ", ").
@@ -127,15 +129,11 @@ class UpstreamResponse:
     @property
     def headers(self) -> CIMultiDict[str]:
         if self._headers is None:
-            self._headers = CIMultiDict(
-                (k.decode("utf-8", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
-                for k, v in self.raw
-            )
+            self._headers = multidict(self.raw)
         return self._headers
 
     def field(self, name: bytes) -> str | None:
-        value = self.fields.get(name)
-        return None if value is None else value.decode("utf-8", "surrogateescape")
+        return text(self.fields.get(name))
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -184,7 +182,7 @@ class UpstreamResponse:
         self._conn.finished(self)
 
 
-class Connection(asyncio.Protocol):
+class Connection(WriteFlow, asyncio.Protocol):
     """One keep-alive connection to an upstream; the ``httptools`` parser calls the ``on_*`` methods."""
 
     def __init__(self, pool: UpstreamPool, origin: Origin) -> None:
@@ -200,8 +198,6 @@ class Connection(asyncio.Protocol):
         self._keep_alive = False
         self._last_read = 0.0
         self._paused = False  # reading paused: the client has not taken the buffered body yet
-        self._write_paused = False
-        self._drained: asyncio.Future[None] | None = None
         self._sink: Any = None  # after a 101: what the upstream's bytes are fed to
         self.received = False  # any byte of the current answer
 
@@ -242,16 +238,7 @@ class Connection(asyncio.Protocol):
             else:
                 kind = BrokenOff if response._head else Dropped
                 self._fail(kind(f"the upstream closed the connection{f': {exc}' if exc else ''}"))
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_exception(Dropped("the upstream closed the connection"))
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
+        self.writers_gone(Dropped("the upstream closed the connection"))
 
     # -- httptools callbacks --------------------------------------------------------------------------------
 
@@ -344,12 +331,7 @@ class Connection(asyncio.Protocol):
             if not data:
                 break
             self.transport.write(b"%x\r\n%b\r\n" % (len(data), data) if chunked else data)
-            if self._write_paused:
-                self._drained = self.loop.create_future()
-                try:
-                    await self._drained
-                finally:
-                    self._drained = None
+            await self.drain()
         if chunked:
             self.transport.write(b"0\r\n\r\n")
 
