@@ -49,8 +49,8 @@ class Upstream(asyncio.Protocol):
         answer = b"HTTP/1.1 200 OK\r\n%s\r\n%s" % (b"".join(self.head), b"".join(self.body))
         self.head, self.body = [], []
         self.idle.append(self)
-        if client is not None and client.transport is not None:
-            client.transport.write(answer)
+        if client is not None and client.transport is not None and not client.transport.is_closing():
+            client.transport.write(answer)  # a client gone meanwhile (wrk stopping) gets nothing
 
 
 class Client(asyncio.Protocol):
