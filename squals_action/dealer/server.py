@@ -356,4 +356,3 @@ class HttpServer:
             self._sweep.cancel()
         if self._server is not None:
             await self._server.wait_closed()
-

@@ -47,7 +47,6 @@ provider:
 FRONT_DOOR = "  front_door: {template: infra/front-door.yml}\n"
 
 
-
 def _repository(tmp_path: Path) -> tuple[Path, Path]:
     """A repository with the front door's and the islands' templates (nothing committed), and a bare
     ``origin``."""
