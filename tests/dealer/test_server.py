@@ -213,3 +213,72 @@ def test_a_stop_lets_the_answer_under_way_finish_closes_idle_connections_and_ref
         idle.close()
 
     uvloop.run(main())
+
+
+class _Transport:
+    """Just enough of a transport to feed a connection bytes in any pieces and read what it wrote."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def get_extra_info(self, name: str) -> object:
+        return ("127.0.0.1", 5000) if name == "peername" else None
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    abort = close
+
+
+def test_a_request_split_at_every_byte_reads_the_same() -> None:
+    """However the bytes arrive, the handler sees the same request (target, fields, body) and the client the
+    same answer: the target and the fields may come in pieces, a chunked body in any cut."""
+    wire = (
+        b"POST /split/path?q=1&r=%20 HTTP/1.1\r\nHost: example\r\nCookie: squals_unit=u1; x=y\r\n"
+        b"Connection: keep-alive, X-Hop\r\nX-Hop: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    )
+    pairs = tuple[tuple[bytes, bytes], ...]
+    seen: list[tuple[str, str, pairs, pairs, bytes]] = []  # hashable: one value when every cut reads the same
+
+    async def record(request: Request) -> None:
+        body = await request.body.read(1024) if request.body is not None else b""
+        fields = tuple(sorted(request.fields.items()))
+        seen.append((request.method, request.raw_path, tuple(request.raw_headers), fields, body))
+        request.text(200, "ok")
+
+    async def main() -> None:
+        from squals_action.dealer.server import HttpProtocol
+
+        server = HttpServer(record, 5.0)
+        answers = []
+        for cut in range(1, len(wire)):
+            transport = _Transport()
+            conn = HttpProtocol(server)
+            conn.connection_made(transport)  # type: ignore[arg-type]
+            conn.data_received(wire[:cut])
+            await asyncio.sleep(0)
+            conn.data_received(wire[cut:])
+            for _ in range(5):
+                await asyncio.sleep(0)
+            answers.append(bytes(transport.written).split(b"\r\n", 1)[0])
+            conn.connection_lost(None)
+        assert set(answers) == {b"HTTP/1.1 200 OK"}
+
+    uvloop.run(main())
+    assert len(seen) == len(wire) - 1 and len(set(seen)) == 1
+    method, target, raw, fields, body = seen[0]
+    assert (method, target, body) == ("POST", "/split/path?q=1&r=%20", b"hello world")
+    assert (b"cookie", b"squals_unit=u1; x=y") in fields and (b"connection", b"keep-alive, X-Hop") in fields
+    assert (b"X-Hop", b"1") in raw
