@@ -1,8 +1,8 @@
 """The Dealer's public HTTP/1.1 server: client connections parsed by ``httptools``, answered in order.
 
-A proxy needs no request object graph, middleware or response objects: aiohttp's server side cost 0.043 ms
-of CPU per request on the 2-core bench machine against 0.013 ms for a protocol on httptools (wrk, 32
-connections, the same tiny answer), and was the largest share of what the Dealer itself costs. This module
+A proxy needs no request object graph, middleware or response objects: aiohttp's server side cost 0.052 ms
+of CPU per request on the 2-core bench machine against 0.023 ms for this one (``bench/http_server.py``, the
+same tiny answer), and was the largest share of what the Dealer itself costs. This module
 owns the client connections: the request head (size limits, ``header_timeout`` from a connection's start or
 its last answer until a request's headers are in), request bodies (streamed with flow control), keep-alive
 and pipelining (requests answered one after the other), upgraded connections handed to a tunnel, and a
