@@ -57,7 +57,8 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         self._head_size = 0
         self._reading: Request | None = None  # whose body the parser is reading
         self._current: Request | None = None  # being answered
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[None] | None = None  # answers this connection's requests, one by one
+        self._next: asyncio.Future[Request | None] | None = None  # what the idle task waits for
         self._queue: deque[Request] = deque()  # pipelined requests waiting for their turn
         self._closing = False  # close once the current answer is out
         self._upgraded: bytearray | None = None  # bytes past an upgrade request, until a tunnel takes them
@@ -111,6 +112,8 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         if self._sink is not None:
             self._sink.feed_eof()
         self.writers_gone(gone)
+        if self._next is not None and not self._next.done():
+            self._next.set_result(None)
 
     # -- httptools callbacks --------------------------------------------------------------------------------
 
@@ -182,8 +185,21 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
     # -- serving --------------------------------------------------------------------------------------------
 
     def _serve(self, request: Request) -> None:
+        """Answer ``request``: the connection's task takes it if it waits for one, else one is started (a
+        task per connection, not per request: a task costs more than the future it waits on)."""
         self._current = request
-        self._task = self.loop.create_task(self._run(request))
+        waiting = self._next
+        if waiting is not None and not waiting.done():
+            self._next = None
+            waiting.set_result(request)
+        else:
+            self._task = self.loop.create_task(self._serve_all(request))
+
+    async def _serve_all(self, request: Request | None) -> None:
+        while request is not None:
+            await self._run(request)
+            request = await self._following(request)
+        self._task = None
 
     async def _run(self, request: Request) -> None:
         try:
@@ -199,7 +215,6 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
                 self._abort()
             elif not self.closed:
                 request.text(500, "the Dealer failed to answer this request\n")
-        self._done(request)
 
     def closes_after(self, request: Request) -> bool:
         """Whether the connection closes once ``request`` is answered (then its answer says so)."""
@@ -211,18 +226,22 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
             return True
         return False
 
-    def _done(self, request: Request) -> None:
+    async def _following(self, request: Request) -> Request | None:
+        """The next request to answer once ``request`` is: a pipelined one, else the next to arrive (the
+        header timeout runs meanwhile); ``None`` when the connection closes."""
         self._current = None
-        self._task = None
         if self.closed:
-            return
+            return None
         if self._closing or not request.finished:
             self._close()
-        elif self._queue:
-            self._serve(self._queue.popleft())
+            return None
+        if self._queue:
+            self._current = self._queue.popleft()
             self.reading()
-        else:
-            self.server.waiting[self] = self.loop.time()
+            return self._current
+        self.server.waiting[self] = self.loop.time()
+        self._next = self.loop.create_future()
+        return await self._next
 
     def reading(self) -> None:
         """Pause reading while a pipelined request waits, a body's buffer is full or an upgrade waits for
