@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import httptools
-from multidict import CIMultiDict
 from yarl import URL
 
-from squals_action.dealer.http1 import WriteFlow, multidict, text
+from squals_action.dealer.http1 import WriteFlow, text
 
 #: Methods a request of which may be sent again (RFC 9110 section 9.2.2).
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
@@ -85,14 +84,13 @@ class UpstreamResponse:
     """The answer's head (status, reason, headers) once :meth:`Connection.exchange` returns; the body is read
     with :meth:`read` (whole) or :meth:`chunks` (streamed), then :meth:`release` hands the connection back.
 
-    ``raw`` holds the header fields as received (bytes, order and repeats kept), ``fields`` those of
-    :data:`FIELDS` and the names the caller asked for; ``headers`` decodes them all on first use.
+    ``raw`` holds the header fields as received (bytes, order and repeats kept; what the proxy sends on),
+    ``fields`` those of :data:`FIELDS` and the names the caller asked for (what it looks at).
     """
 
     __slots__ = (
         "_conn",
         "_head",
-        "_headers",
         "_waiter",
         "body",
         "buffered",
@@ -112,7 +110,6 @@ class UpstreamResponse:
         self.reason = ""
         self.raw: list[tuple[bytes, bytes]] = []
         self.fields: dict[bytes, bytes] = {}
-        self._headers: CIMultiDict[str] | None = None
         self.content_length: int | None = None
         self.body: deque[bytes] = deque()
         self.buffered = 0
@@ -125,12 +122,6 @@ class UpstreamResponse:
     @property
     def connection(self) -> Connection:
         return self._conn
-
-    @property
-    def headers(self) -> CIMultiDict[str]:
-        if self._headers is None:
-            self._headers = multidict(self.raw)
-        return self._headers
 
     def field(self, name: bytes) -> str | None:
         return text(self.fields.get(name))
