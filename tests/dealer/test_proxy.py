@@ -260,6 +260,14 @@ def test_events_from_the_public_endpoint_and_the_admin_api(
         requests.post(dealer.url + "/_squals/events?event=checkout", timeout=10).status_code == 400
     )  # no unit
     assert requests.post(dealer.url + "/_squals/events?event=b%20d", timeout=10).status_code == 400
+    expected = 'expected JSON {"event": name, "value": number} (at most 64 KiB)\n'
+    for body in (b"not json", b'{"event": "' + b"x" * 70_000 + b'"}'):  # bad, and over the bound
+        refused = requests.post(
+            dealer.url + "/_squals/events", data=body, cookies={"squals_unit": "u1"}, timeout=10
+        )
+        assert (refused.status_code, refused.text) == (400, expected)
+    assert requests.get(dealer.url + "/_squals/events", timeout=10).status_code == 405
+    assert requests.post(dealer.url + "/_squals/other", timeout=10).status_code == 404
     for value in ("nan", "inf", "1e400", "abc"):
         bad = requests.post(
             dealer.url + f"/_squals/events?event=revenue&value={value}",
