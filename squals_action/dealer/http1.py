@@ -28,6 +28,13 @@ def multidict(raw: Iterable[tuple[bytes, bytes]]) -> CIMultiDict[str]:
     return CIMultiDict((_decoded(name), _decoded(value)) for name, value in raw)
 
 
+def connection_tokens(value: bytes | None) -> set[bytes]:
+    """The lower-case tokens a ``Connection`` field names (the fields it makes hop-by-hop, ``upgrade``)."""
+    if not value:
+        return set()
+    return {token.strip().lower() for token in value.split(b",")} - {b""}
+
+
 class WriteFlow:
     """Write flow control for an :class:`asyncio.Protocol`: :meth:`drain` waits while the transport's buffer
     is over its high-water mark, and a lost connection wakes the waiter with an error."""

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from squals_action.dealer.bucketing import unit_key
 from squals_action.dealer.fallback import may_retry
 from squals_action.dealer.faults import Faults
+from squals_action.dealer.http1 import connection_tokens
 from squals_action.dealer.interface import DealerConfig, DealerError
 from squals_action.dealer.journal import Journal
 from squals_action.dealer.layers import ASSIGNMENTS_HEADER
@@ -88,14 +89,6 @@ def event_value(raw: object) -> float:
     if not math.isfinite(value) or abs(value) > MAX_VALUE:
         raise DealerError(f"value must be a finite number within +-{MAX_VALUE:g}, got {raw!r}")
     return value
-
-
-def _tokens(value: bytes | str | None) -> set[str]:
-    """The lower-case tokens a ``Connection`` header names (the headers it makes hop-by-hop)."""
-    if not value:
-        return set()
-    text = value.decode("latin-1") if isinstance(value, bytes) else value
-    return {token.strip().lower() for token in text.split(",")} - {""}
 
 
 def _cookie_value(header: str, name: str) -> str | None:
@@ -209,7 +202,7 @@ class Proxy:
         fields = request.fields
         drop = _REQUEST_DROP
         if b"connection" in fields:
-            drop = drop | {token.encode() for token in _tokens(fields[b"connection"])}
+            drop = drop | connection_tokens(fields[b"connection"])
         host = fields.get(b"host")
         target = f"{request.method} {origin.prefix}{request.raw_path} HTTP/1.1\r\n"
         lines = [target.encode("utf-8", "surrogateescape"), origin.host_line]
@@ -249,7 +242,7 @@ class Proxy:
         fields = upstream.fields
         drop = _RESPONSE_DROP
         if b"connection" in fields:
-            drop = drop | {token.encode() for token in _tokens(fields[b"connection"])}
+            drop = drop | connection_tokens(fields[b"connection"])
         lines = [b"%s: %s\r\n" % (k, v) for k, v in upstream.raw if k.lower() not in drop]
         lines.append(_VARIANT_LINE % name.encode())
         if new_unit is not None:

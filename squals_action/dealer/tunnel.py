@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from squals_action.dealer.http1 import connection_tokens
 from squals_action.dealer.request import Request
 from squals_action.dealer.upstream import UpstreamResponse
 
@@ -29,8 +30,7 @@ def upgrade_of(request: Request) -> str | None:
     wanted = request.field(b"upgrade")
     if not wanted or wanted.lower() not in UPGRADES:
         return None
-    tokens = {t.strip().lower() for t in (request.field(b"connection") or "").split(",")}
-    return wanted if "upgrade" in tokens else None
+    return wanted if b"upgrade" in connection_tokens(request.fields.get(b"connection")) else None
 
 
 class _Pipe:
