@@ -54,6 +54,8 @@ _REQUEST_DROP = frozenset(
         ASSIGNMENTS_HEADER.lower(),
     )
 )
+# With a Host, the X-Forwarded-Host the client sent is replaced by it.
+_REQUEST_DROP_HOSTED = _REQUEST_DROP | {b"x-forwarded-host"}
 # Response headers never forwarded (lower case, as bytes): hop-by-hop ones and the event header the Dealer
 # consumes.
 _RESPONSE_DROP = frozenset({*(name.encode() for name in HOP_BY_HOP), EVENT_FIELD})
@@ -170,25 +172,24 @@ class Trip:
         """
         request, new_unit = self.request, self.new_unit
         fields = request.fields
-        drop = _REQUEST_DROP
+        host = fields.get(b"host")
+        drop = _REQUEST_DROP_HOSTED if host else _REQUEST_DROP
         if b"connection" in fields:
             drop = drop | connection_tokens(fields[b"connection"])
-        host = fields.get(b"host")
+        if new_unit is not None:  # the cookies go in one field, with the new unit's
+            drop = drop | {b"cookie"}
         target = f"{request.method} {origin.prefix}{request.raw_path} HTTP/1.1\r\n"
         lines = [target.encode("utf-8", "surrogateescape"), origin.host_line]
         cookies: list[bytes] = []
         forwarded: list[bytes] = []
-        length = False
         for name, value in request.raw_headers:  # as received: no decoding, no copy into a multidict
             low = name.lower()
-            if low in drop:
-                if low == b"x-forwarded-for":
-                    forwarded.append(value)
-            elif new_unit is not None and low == b"cookie":
-                cookies.append(value)
-            elif not (host and low == b"x-forwarded-host"):
-                length = length or low == b"content-length"
+            if low not in drop:
                 lines.append(b"%s: %s\r\n" % (name, value))
+            elif low == b"x-forwarded-for":
+                forwarded.append(value)
+            elif low == b"cookie":
+                cookies.append(value)
         if new_unit is not None:
             cookies.append(f"{self.proxy.cookie_name}={new_unit}".encode())
             lines.append(b"Cookie: %s\r\n" % b"; ".join(cookies))
@@ -201,7 +202,7 @@ class Trip:
             lines.append(f"{ASSIGNMENTS_HEADER}: {assignments}\r\n".encode("utf-8", "surrogateescape"))
         if upgrade is not None:  # the one hop-by-hop pair a tunnel needs, asked again on the upstream hop
             lines.append(f"Connection: Upgrade\r\nUpgrade: {upgrade}\r\n".encode("utf-8", "surrogateescape"))
-        chunked = request.body is not None and not length
+        chunked = request.body is not None and (b"content-length" not in fields or b"content-length" in drop)
         if chunked:
             lines.append(b"Transfer-Encoding: chunked\r\n")
         lines.append(b"\r\n")
