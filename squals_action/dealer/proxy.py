@@ -114,9 +114,9 @@ class Proxy:
             value = request.field(self._unit_field)
             if value:
                 return value, False
-        cookie = request.field(b"cookie")
+        cookie = request.fields.get(b"cookie")
         if cookie:
-            value = _cookie_value(cookie, self.cookie_name)
+            value = _cookie_value(cookie.decode("utf-8", "surrogateescape"), self.cookie_name)
             if value:
                 return value, False
         return secrets.token_hex(16), True

@@ -291,9 +291,9 @@ class Trip:
         counter.add_latency((upstream.head_time - self.started) * 1000.0)
         if upstream.status >= 500:
             counter.add_server_error()
-        events = upstream.field(EVENT_FIELD)
+        events = upstream.fields.get(EVENT_FIELD)
         if events is not None:
-            proxy.app_events(events, self.key)
+            proxy.app_events(events.decode("utf-8", "surrogateescape"), self.key)
             self._counted()
         return self._response_head(upstream)
 
