@@ -246,6 +246,7 @@ class Trip:
                 return request.then(self._through(self._reply(upstream.status, upstream.reason, head, data)))
             request.answer(upstream.status, upstream.reason, head, data)
         except Exception as exc:
+            upstream.release()  # once only: a connection whose answer was not taken whole is closed
             request.fail(exc)
         self.tracked.in_flight -= 1
 
