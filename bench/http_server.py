@@ -51,7 +51,7 @@ def serve(kind: str) -> None:
             from squals_action.dealer.request import Request, date_line
             from squals_action.dealer.server import HttpServer
 
-            async def answer(request: Request) -> None:
+            def answer(request: Request) -> None:  # at once, as the proxy answers from callbacks
                 head = b"Content-Type: text/plain\r\nContent-Length: %d\r\n%s" % (len(BODY), date_line())
                 request.answer(200, "OK", head, BODY)
 

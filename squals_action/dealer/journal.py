@@ -281,14 +281,19 @@ class Journal:
                 self._rotate()
 
     @property
-    def behind(self) -> bool:
-        """Whether a unit, request or event appended is not written yet (then :meth:`durable` waits)."""
-        return self._written < self._counted
+    def counted(self) -> int:
+        """Where the journal stands: a mark that :meth:`written` and :meth:`durable` take."""
+        return self._counted
 
-    async def durable(self) -> None:
-        """Return once every unit, request and event appended so far is written (raises OSError if writing
-        failed)."""
-        if self._written >= self._counted:
+    def written(self, mark: int) -> bool:
+        """Whether every unit, request and event appended up to ``mark`` (:attr:`counted` then) is written:
+        an answer waits only for what it acknowledges, not for what later requests appended."""
+        return self._written >= mark
+
+    async def durable(self, mark: int | None = None) -> None:
+        """Return once every unit, request and event appended up to ``mark`` (default: so far) is written
+        (raises OSError if writing failed)."""
+        if self._written >= (self._counted if mark is None else mark):
             return
         if self._waiter is None:
             self._waiter = self._loop.create_future()

@@ -55,6 +55,12 @@ class Connection(Protocol):
 
     def hand_over(self, sink: Sink) -> None: ...
 
+    def answered(self, request: Request) -> None: ...
+
+    def failed(self, request: Request, exc: BaseException) -> None: ...
+
+    def continue_with(self, request: Request, pending: Awaitable[None]) -> None: ...
+
 
 def reason_of(status: int) -> str:
     try:
@@ -254,6 +260,7 @@ class Request:
         self.started = self.finished = True
         out = self._status_line(status, reason, head)
         self._conn.write(out + body if body and self.method != "HEAD" else out)
+        self._conn.answered(self)
 
     def text(self, status: int, text: str, head: bytes = b"") -> None:
         """A short plain-text answer of the Dealer's own."""
@@ -288,10 +295,25 @@ class Request:
         if self._chunked:
             self._conn.write(b"0\r\n\r\n")
         self.finished = True
+        self._conn.answered(self)
+
+    # -- answering from callbacks ---------------------------------------------------------------------------
+
+    def then(self, pending: Awaitable[None]) -> None:
+        """A callback hands the rest of the answer to a coroutine, run as the request's task (as a handler's
+        coroutine is)."""
+        self._conn.continue_with(self, pending)
+
+    def fail(self, exc: BaseException) -> None:
+        """A callback answering this request raised: handled as a handler's exception is (a ``500``, or the
+        connection cut once the answer started)."""
+        self._conn.failed(self, exc)
 
     def take_over(self, sink: Sink) -> None:
         """The connection is upgraded: from now on every byte the client sends goes to ``sink``."""
         self._conn.hand_over(sink)
 
 
-Handler = Callable[[Request], Awaitable[None]]
+#: Answers a request: at once, from callbacks (returning ``None``; then it must finish the answer or call
+#: :meth:`Request.fail` eventually), or in the coroutine it returns.
+Handler = Callable[[Request], Awaitable[None] | None]

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import socket
 from collections import deque
+from collections.abc import Awaitable
 from typing import cast
 
 import httptools
@@ -57,8 +58,7 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         self._head_size = 0
         self._reading: Request | None = None  # whose body the parser is reading
         self._current: Request | None = None  # being answered
-        self._task: asyncio.Task[None] | None = None  # answers this connection's requests, one by one
-        self._next: asyncio.Future[Request | None] | None = None  # what the idle task waits for
+        self._task: asyncio.Task[None] | None = None  # runs a handler's coroutine for the current request
         self._queue: deque[Request] = deque()  # pipelined requests waiting for their turn
         self._closing = False  # close once the current answer is out
         self._upgraded: bytearray | None = None  # bytes past an upgrade request, until a tunnel takes them
@@ -112,8 +112,6 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         if self._sink is not None:
             self._sink.feed_eof()
         self.writers_gone(gone)
-        if self._next is not None and not self._next.done():
-            self._next.set_result(None)
 
     # -- httptools callbacks --------------------------------------------------------------------------------
 
@@ -185,36 +183,51 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
     # -- serving --------------------------------------------------------------------------------------------
 
     def _serve(self, request: Request) -> None:
-        """Answer ``request``: the connection's task takes it if it waits for one, else one is started (a
-        task per connection, not per request: a task costs more than the future it waits on)."""
+        """Answer ``request``. A handler answers at once or from callbacks (the proxy's common case: no task,
+        no future), or returns a coroutine, which runs as the request's task; the connection moves on to
+        the next request once the answer is finished (:meth:`answered`) and any such task has returned."""
         self._current = request
-        waiting = self._next
-        if waiting is not None and not waiting.done():
-            self._next = None
-            waiting.set_result(request)
-        else:
-            self._task = self.loop.create_task(self._serve_all(request))
-
-    async def _serve_all(self, request: Request | None) -> None:
-        while request is not None:
-            await self._run(request)
-            request = await self._following(request)
-        self._task = None
-
-    async def _run(self, request: Request) -> None:
         try:
-            await self.server.handler(request)
-            if not request.finished and not self.closed:
-                raise RuntimeError("the handler returned without finishing its answer")
-        except (ConnectionError, asyncio.CancelledError) as exc:
+            pending = self.server.handler(request)
+        except Exception as exc:
+            return self.failed(request, exc)
+        if pending is not None:
+            self.continue_with(request, pending)
+
+    def continue_with(self, request: Request, pending: Awaitable[None]) -> None:
+        """The rest of ``request``'s answer is ``pending``'s, run as the request's task."""
+        self._task = self.loop.create_task(self._run(request, pending))
+
+    def answered(self, request: Request) -> None:
+        """``request``'s answer is out: the next request may be served, unless a task still runs for it."""
+        if self._task is None and request is self._current:
+            self._done(request)
+
+    def failed(self, request: Request, exc: BaseException) -> None:
+        """A handler (or a callback answering for it) raised: a ``500`` if nothing was sent yet, else the
+        connection is cut (an answer half sent cannot be mended)."""
+        if isinstance(exc, (ConnectionError, asyncio.CancelledError)):
             log.debug("connection from %s cut: %r", self.remote, exc)
             self._abort()
-        except Exception:
-            log.exception("answering %s %s failed", request.method, request.raw_path[:200])
+        else:
+            log.error("answering %s %s failed", request.method, request.raw_path[:200], exc_info=exc)
             if request.started:
                 self._abort()
             elif not self.closed:
                 request.text(500, "the Dealer failed to answer this request\n")
+        if self._task is None and request is self._current:
+            self._done(request)
+
+    async def _run(self, request: Request, pending: Awaitable[None]) -> None:
+        try:
+            await pending
+            if not request.finished and not self.closed:
+                raise RuntimeError("the handler returned without finishing its answer")
+        except (Exception, asyncio.CancelledError) as exc:
+            self._task = None
+            return self.failed(request, exc)
+        self._task = None
+        self._done(request)
 
     def closes_after(self, request: Request) -> bool:
         """Whether the connection closes once ``request`` is answered (then its answer says so)."""
@@ -226,22 +239,20 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
             return True
         return False
 
-    async def _following(self, request: Request) -> Request | None:
-        """The next request to answer once ``request`` is: a pipelined one, else the next to arrive (the
-        header timeout runs meanwhile); ``None`` when the connection closes."""
+    def _done(self, request: Request) -> None:
+        """``request`` is answered: serve a pipelined one (on the next loop turn, so that a long pipeline
+        never nests), else wait for the next (the header timeout runs meanwhile), or close."""
         self._current = None
         if self.closed:
-            return None
+            return
         if self._closing or not request.finished:
-            self._close()
-            return None
+            return self._close()
         if self._queue:
-            self._current = self._queue.popleft()
+            following = self._current = self._queue.popleft()
             self.reading()
-            return self._current
-        self.server.waiting[self] = self.loop.time()
-        self._next = self.loop.create_future()
-        return await self._next
+            self.loop.call_soon(self._serve, following)
+        else:
+            self.server.waiting[self] = self.loop.time()
 
     def reading(self) -> None:
         """Pause reading while a pipelined request waits, a body's buffer is full or an upgrade waits for

@@ -91,7 +91,7 @@ class TallyBook:
         self._kind_index: dict[str, int] = {}
         self.caps = dict(caps or {})
         self.store = UnitStore(max_units, max_units)
-        self.journal: Callable[[bytes], None] = _discard
+        self._journal: Callable[[bytes], None] = _discard
         self.names_changed: Callable[[], None] = lambda: None
 
     def names(self) -> dict[str, list[str]]:
@@ -108,8 +108,16 @@ class TallyBook:
             self.names_changed()
         return counter
 
-    def _journal(self, record: bytes) -> None:
-        self.journal(record)
+    @property
+    def journal(self) -> Callable[[bytes], None]:
+        """Where every change goes as a :data:`RECORD`; the variants' counters write there directly."""
+        return self._journal
+
+    @journal.setter
+    def journal(self, append: Callable[[bytes], None]) -> None:
+        self._journal = append
+        for counter in self.variants.values():
+            counter.journal = append
 
     def _kind(self, event: str) -> int:
         kind = self._kind_index.get(event)
@@ -133,11 +141,11 @@ class TallyBook:
             except DealerError as exc:  # StoreFull: the unit is served, not tracked
                 log.warning("%s: unit not tracked", exc.one_line())
             else:
-                self.journal(RECORD.pack(OP_UNIT, counter.index, 0, 0, key, 0.0))
+                self._journal(RECORD.pack(OP_UNIT, counter.index, 0, 0, key, 0.0))
         if row >= 0:
             store.activate(row)
         counter.activations += 1
-        self.journal(RECORD.pack(OP_REQUEST, counter.index, 0, 1, key, 0.0))
+        self._journal(RECORD.pack(OP_REQUEST, counter.index, 0, 1, key, 0.0))
         return counter
 
     def unit_variant(self, key: int) -> str | None:
@@ -155,7 +163,7 @@ class TallyBook:
         variant = int(self.store.var[row])
         counted = self.store.event(row, kind, count, value, self.caps.get(event, 1))
         if counted:
-            self.journal(RECORD.pack(OP_EVENT, variant, kind, counted, key, counted * value))
+            self._journal(RECORD.pack(OP_EVENT, variant, kind, counted, key, counted * value))
         return Counted(self._names[variant], counted)
 
     def plain_event(self, variant: str, event: str, count: int) -> None:
@@ -163,7 +171,7 @@ class TallyBook:
         counter = self.variant(variant)
         kind = self._kind(event)
         counter.plain[event] = counter.plain.get(event, 0) + count
-        self.journal(RECORD.pack(OP_PLAIN, counter.index, kind, count, 0, 0.0))
+        self._journal(RECORD.pack(OP_PLAIN, counter.index, kind, count, 0, 0.0))
 
     def snapshot(self) -> dict[str, VariantTally]:
         store = self.store

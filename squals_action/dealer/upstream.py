@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -48,6 +48,13 @@ class Dropped(UpstreamError):
 
 class BrokenOff(UpstreamError):
     """The connection broke in the middle of the answer's body."""
+
+
+def resendable(exc: BaseException, conn: Connection, method: str) -> bool:
+    """Whether a request without a body that ``exc`` ended on a pooled connection may go once more on a new
+    one: the connection was dropped before any byte of the answer (the upstream closed it while idle) and the
+    method is idempotent. One the upstream may have acted on is never sent twice."""
+    return isinstance(exc, Dropped) and not conn.received and method in IDEMPOTENT
 
 
 class BodySource(Protocol):
@@ -91,13 +98,16 @@ class UpstreamResponse:
     __slots__ = (
         "_conn",
         "_head",
+        "_ready",
         "_waiter",
+        "_whole",
         "body",
         "buffered",
         "complete",
         "content_length",
         "error",
         "fields",
+        "head_time",
         "raw",
         "reason",
         "status",
@@ -111,6 +121,7 @@ class UpstreamResponse:
         self.raw: list[tuple[bytes, bytes]] = []
         self.fields: dict[bytes, bytes] = {}
         self.content_length: int | None = None
+        self.head_time = 0.0  # when the head was in (the loop's clock): the upstream's latency ends there
         self.body: deque[bytes] = deque()
         self.buffered = 0
         self.complete = False
@@ -118,6 +129,9 @@ class UpstreamResponse:
         self.error: BaseException | None = None
         self._head = False
         self._waiter: asyncio.Future[None] | None = None
+        #: :meth:`Connection.send`'s callback, called once (then ``None``)
+        self._ready: Callable[[UpstreamResponse], None] | None = None
+        self._whole = 0  # the body size up to which ``_ready`` waits for the whole answer
 
     @property
     def connection(self) -> Connection:
@@ -130,6 +144,25 @@ class UpstreamResponse:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _notify(self) -> None:
+        """Call :meth:`Connection.send`'s callback once the answer is complete, failed, or has its head and
+        will not be read whole (no length, or over the bound): then the caller reads it as a coroutine."""
+        ready = self._ready
+        if ready is not None and (
+            self.complete
+            or self.error is not None
+            or (self._head and (self.content_length is None or self.content_length > self._whole))
+        ):
+            self._ready = None
+            ready(self)
+
+    def take(self) -> bytes:
+        """The body of a complete answer, at once."""
+        data = b"".join(self.body) if len(self.body) != 1 else self.body[0]
+        self.body.clear()
+        self.buffered = 0
+        return data
 
     async def _wait(self) -> None:
         self._waiter = self._conn.loop.create_future()
@@ -147,10 +180,7 @@ class UpstreamResponse:
             await self._wait()
         if self.error is not None and not self.complete:
             raise self.error
-        data = b"".join(self.body)
-        self.body.clear()
-        self.buffered = 0
-        return data
+        return self.take()
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body piece by piece as it arrives (the upstream is read again as the pieces are taken)."""
@@ -215,6 +245,8 @@ class Connection(WriteFlow, asyncio.Protocol):
             kind = BrokenOff if response._head else Dropped
             self._fail(kind(f"bad answer from the upstream: {exc}"))
             self._abort()
+        if response._ready is not None:  # outside the parser: the callback may hand the connection back
+            response._notify()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -229,6 +261,7 @@ class Connection(WriteFlow, asyncio.Protocol):
             else:
                 kind = BrokenOff if response._head else Dropped
                 self._fail(kind(f"the upstream closed the connection{f': {exc}' if exc else ''}"))
+            response._notify()
         self.writers_gone(Dropped("the upstream closed the connection"))
 
     # -- httptools callbacks --------------------------------------------------------------------------------
@@ -256,6 +289,7 @@ class Connection(WriteFlow, asyncio.Protocol):
             response.reason = ""
             return
         response.status = status
+        response.head_time = self._last_read
         length = response.fields.get(b"content-length")
         response.content_length = int(length) if length is not None and length.isdigit() else None
         response._head = True
@@ -284,10 +318,8 @@ class Connection(WriteFlow, asyncio.Protocol):
 
     # -- the client side ------------------------------------------------------------------------------------
 
-    async def exchange(
-        self, method: str, head: bytes, body: BodySource | None, chunked: bool
-    ) -> UpstreamResponse:
-        """Send one request (head, then the body streamed) and return once the answer's head is in."""
+    def _begin(self, method: str, head: bytes) -> UpstreamResponse:
+        """Send a request's head; the answer is read into the response returned."""
         assert self.transport is not None
         response = self._response = UpstreamResponse(self)
         if self._parser is None or self._method == "HEAD":  # after a HEAD llhttp would wait for its body
@@ -297,8 +329,24 @@ class Connection(WriteFlow, asyncio.Protocol):
         self.received = False
         self._last_read = self.loop.time()
         self.pool.busy.add(self)
+        self.transport.write(head)
+        return response
+
+    def send(self, method: str, head: bytes, ready: Callable[[UpstreamResponse], None], whole: int) -> None:
+        """Send a request without a body and call ``ready`` from the loop once the answer is complete (its
+        body up to ``whole`` bytes long), failed (``error`` says why), or has a head and a longer or unsized
+        body (read on with :meth:`UpstreamResponse.read` or ``chunks``): no task or future for the common
+        case of a small answer."""
+        response = self._begin(method, head)
+        response._whole = whole
+        response._ready = ready
+
+    async def exchange(
+        self, method: str, head: bytes, body: BodySource | None, chunked: bool
+    ) -> UpstreamResponse:
+        """Send one request (head, then the body streamed) and return once the answer's head is in."""
+        response = self._begin(method, head)
         try:
-            self.transport.write(head)
             if body is not None:
                 await self._send_body(body, chunked)
                 self._last_read = self.loop.time()  # the read timeout runs from the end of the upload
@@ -376,6 +424,7 @@ class Connection(WriteFlow, asyncio.Protocol):
         if response is not None and response.error is None:
             response.error = error
             response._wake()
+            response._notify()
 
     def _abort(self) -> None:
         self.closed = True
@@ -443,20 +492,36 @@ class UpstreamPool:
         self._tls: ssl.SSLContext | None = None
 
     async def request(
-        self, origin: Origin, method: str, head: bytes, body: BodySource | None, chunked: bool
+        self,
+        origin: Origin,
+        method: str,
+        head: bytes,
+        body: BodySource | None,
+        chunked: bool,
+        reuse: bool = True,
     ) -> UpstreamResponse:
-        """Send a request and return the answer's head. A pooled connection that turns out closed before
-        any byte of the answer (the upstream closed it while idle) is replaced by a new one once, for an
-        idempotent request without a body: one the upstream may have acted on is never sent twice."""
-        conn = self._take(origin)
+        """Send a request and return the answer's head, on a pooled connection unless ``reuse`` is false.
+        A pooled connection that turns out closed before any byte of the answer is replaced by a new one
+        once, when :func:`resendable`."""
+        conn = self._take(origin) if reuse else None
         if conn is not None:
             try:
                 return await conn.exchange(method, head, body, chunked)
-            except Dropped:
-                if body is not None or conn.received or method not in IDEMPOTENT:
+            except Dropped as exc:
+                if body is not None or not resendable(exc, conn, method):
                     raise
         conn = await self._connect(origin)
         return await conn.exchange(method, head, body, chunked)
+
+    def send(
+        self, origin: Origin, method: str, head: bytes, ready: Callable[[UpstreamResponse], None], whole: int
+    ) -> bool:
+        """:meth:`Connection.send` on a pooled connection; ``False`` (nothing sent) when none is idle."""
+        conn = self._take(origin)
+        if conn is None:
+            return False
+        conn.send(method, head, ready, whole)
+        return True
 
     def _take(self, origin: Origin) -> Connection | None:
         idle = self._idle.get(origin.key)

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 
 import uvloop
 
-from squals_action.dealer.request import HIGH_WATER, Request
+from squals_action.dealer.request import HIGH_WATER, Handler, Request
 from squals_action.dealer.server import MAX_FIELD, MAX_URL, HttpServer
 
 Talk = Callable[[int], Awaitable[None]]
@@ -32,7 +32,7 @@ async def echo(request: Request) -> None:
     request.text(200, text)
 
 
-def run(talk: Talk, handler: Callable[[Request], Awaitable[None]] = echo) -> None:
+def run(talk: Talk, handler: Handler = echo) -> None:
     async def main() -> None:
         server = HttpServer(handler, 5.0)
         sock = socket.socket()
@@ -75,6 +75,45 @@ def test_pipelined_requests_are_answered_in_order_with_their_bodies() -> None:
         bodies = [(await answer(reader))[1] for _ in range(3)]
         assert bodies == [b"GET /1 0", b"POST /2 5", b"PUT /3 3"]
         writer.close()
+
+    run(talk)
+
+
+def test_a_handler_answering_from_callbacks_is_served_in_order_and_its_errors_are_500s() -> None:
+    """The proxy's common path: the handler returns nothing and answers from a later callback (an upstream
+    connection's); pipelined requests still leave in order, and a raise (at once, or in the callback)
+    is a 500 on a connection that stays good."""
+
+    def later(request: Request) -> None:
+        path = request.raw_path
+        if path == "/raise":
+            raise RuntimeError("the handler broke")
+        loop = asyncio.get_running_loop()
+        if path == "/raise-later":
+            loop.call_soon(request.fail, RuntimeError("a callback broke"))
+        else:  # the slow one is asked first and must still come first
+            loop.call_later(0.03 if path == "/slow" else 0.0, request.text, 200, path)
+
+    async def talk(port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        paths = (b"/slow", b"/fast", b"/raise", b"/raise-later", b"/last")
+        writer.write(b"".join(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path for path in paths))
+        answers = [await answer(reader) for _ in paths]
+        assert [body for _, body in answers[:2]] == [b"/slow", b"/fast"]
+        for head, body in answers[2:4]:
+            assert head.startswith(b"HTTP/1.1 500 ") and body == b"the Dealer failed to answer this request\n"
+        assert answers[4][1] == b"/last"
+        writer.close()
+
+    run(talk, later)
+
+
+def test_bytes_that_are_not_http_behind_a_request_under_way_close_the_connection_after_its_answer() -> None:
+    async def talk(port: int) -> None:
+        got = await exchange(
+            port, b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok\x16\x03 junk\r\n\r\n"
+        )
+        assert got.startswith(b"HTTP/1.1 200 ") and got.endswith(b"POST /up 2")  # answered, then closed
 
     run(talk)
 

@@ -12,7 +12,15 @@ import pytest
 from yarl import URL
 
 from squals_action.dealer.fallback import may_retry
-from squals_action.dealer.upstream import BrokenOff, Dropped, Origin, Unreachable, UpstreamPool
+from squals_action.dealer.upstream import (
+    BrokenOff,
+    Dropped,
+    Origin,
+    Unreachable,
+    UpstreamPool,
+    UpstreamResponse,
+    resendable,
+)
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -154,6 +162,74 @@ def test_refused_and_dropped_connections_say_whether_a_retry_is_safe() -> None:
         with pytest.raises(Unreachable) as refused:
             await pool.request(closed, "POST", _head(closed, "POST"), None, False)
         assert may_retry(refused.value, "POST", True)
+        pool.close()
+
+    asyncio.run(_with_server(handler, test))
+
+
+def test_send_calls_back_once_per_answer_whole_or_at_its_head_and_on_every_failure() -> None:
+    """:meth:`UpstreamPool.send`, the proxy's common path: no task, one callback per answer."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            request = await _read_request(reader)
+            if b"/long" in request:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789")
+            elif b"/broken" in request:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nonly")
+                return
+            elif b"/silent" in request:
+                await asyncio.sleep(10)
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+            if b"/then-drop" in request:  # the next request finds the connection closed by the upstream
+                await _read_request(reader)
+                return
+
+    async def test(origin: Origin, connections: list[int]) -> None:
+        pool = UpstreamPool(5.0, 0.3)
+        called: list[UpstreamResponse] = []
+        done = asyncio.Event()
+
+        def ready(response: UpstreamResponse) -> None:
+            called.append(response)
+            done.set()
+
+        async def send(path: str, whole: int = 5) -> UpstreamResponse:
+            done.clear()
+            assert pool.send(origin, "GET", _head(origin, path=path), ready, whole)
+            await done.wait()
+            return called[-1]
+
+        assert not pool.send(origin, "GET", _head(origin), ready, 5)  # nothing pooled: the caller connects
+        first = await pool.request(origin, "GET", _head(origin, path="/then-drop"), None, False)
+        await first.read()
+        first.release()
+        stale = await send("/ok")
+        assert isinstance(stale.error, Dropped) and resendable(stale.error, stale.connection, "GET")
+        assert not resendable(stale.error, stale.connection, "POST")
+        stale.release()
+        warm = await pool.request(origin, "GET", _head(origin), None, False, reuse=False)
+        await warm.read()
+        warm.release()
+        whole = await send("/ok")
+        assert (whole.complete, whole.take()) == (True, b"ok")
+        whole.release()
+        long = await send("/long")  # 10 bytes > whole: called at its head, read on as a coroutine
+        assert long.status == 200 and long.content_length == 10
+        assert await long.read() == b"0123456789"
+        long.release()
+        silent = await send("/silent", 100)
+        assert isinstance(silent.error, TimeoutError)
+        silent.release()
+        warm = await pool.request(origin, "GET", _head(origin), None, False)
+        await warm.read()
+        warm.release()
+        broken = await send("/broken", 100)
+        assert isinstance(broken.error, BrokenOff) and broken.status == 200
+        broken.release()
+        assert len(called) == 5  # once per answer
         pool.close()
 
     asyncio.run(_with_server(handler, test))

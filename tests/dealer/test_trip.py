@@ -1,0 +1,83 @@
+"""A proxied request's trip when the upstream misbehaves: a real Dealer daemon and a scripted upstream on
+127.0.0.1 (raw sockets, so each failure is exactly what the test writes). Requests without a body go from
+callbacks on a pooled connection; each failure must land where the coroutine path would put it."""
+
+from __future__ import annotations
+
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from tests.support.dealer import DealerFactory
+
+
+class _Scripted(socketserver.BaseRequestHandler):
+    """Keep-alive HTTP/1.1 by path: ``/ok`` answers, ``/then-drop`` answers and then closes the connection
+    on the next request, unanswered (an upstream that closed an idle connection as it was reused),
+    ``/broken`` breaks off in the body, ``/silent`` never answers."""
+
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        data = b""
+        while True:
+            while b"\r\n\r\n" not in data:
+                more = sock.recv(65536)
+                if not more:
+                    return
+                data += more
+            head, _, data = data.partition(b"\r\n\r\n")
+            path = head.split(b" ", 2)[1]
+            if path == b"/silent":
+                time.sleep(3)
+                return
+            if path == b"/broken":
+                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
+                return
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            if path == b"/then-drop":
+                while b"\r\n\r\n" not in data:
+                    data += sock.recv(65536)
+                return
+
+
+@pytest.fixture
+def scripted() -> Iterator[tuple[str, list[int]]]:
+    """The scripted upstream's URL and a list growing by one per connection it accepted."""
+    accepted: list[int] = []
+
+    class Counting(_Scripted):
+        def setup(self) -> None:
+            accepted.append(1)
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Counting)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", accepted
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_upstream_closing_breaking_off_or_silent_gets_a_resend_a_502_and_a_504(
+    scripted: tuple[str, list[int]], dealer_factory: DealerFactory
+) -> None:
+    url, accepted = scripted
+    dealer = dealer_factory({"a": url}, {"a": 1}, read_timeout=0.5)
+    with requests.Session() as client:
+        client.cookies.set("squals_unit", "one")
+        assert client.get(dealer.url + "/then-drop", timeout=10).text == "ok"
+        again = client.get(dealer.url + "/ok", timeout=10)  # dropped unanswered, sent again on a new one
+        assert (again.status_code, again.text) == (200, "ok") and len(accepted) == 2
+        broken = client.get(dealer.url + "/broken", timeout=10)
+        assert (broken.status_code, broken.text) == (502, "upstream a broke off: BrokenOff\n")
+        silent = client.get(dealer.url + "/silent", timeout=10)
+        assert (silent.status_code, silent.text) == (504, "upstream a timed out\n")
+        assert client.get(dealer.url + "/ok", timeout=10).text == "ok"  # and the Dealer serves on
+    tally = dealer.tallies()["a"]
+    assert (tally.activations, tally.connection_errors, tally.server_errors) == (5, 2, 0)
