@@ -72,6 +72,20 @@ def bound_to(source: Source, traffic: Traffic, signals: KpiSource | None) -> tup
     return bound, signals.declared(manifest.rollout)
 
 
+def provider_at(source: Source, provider: Provider) -> Provider:
+    """The provider of a command bound to ``source``: on aws, with the provider section of the commit's
+    squals file (its islands' template, parameters and front door, which decides whether an island must
+    output ``TargetGroupArn``), not the section of the file the command was opened with. A model the caller
+    gave as it is (an experiment's winner) keeps the command's provider, as :func:`bound_to` keeps its
+    front door."""
+    from squals_action.providers.aws import AwsProvider
+
+    section = source.manifest.provider
+    if not source.read_here or not isinstance(provider, AwsProvider) or section.kind != provider.kind:
+        return provider
+    return provider.bound(section)
+
+
 def _on_aws(
     manifest: Manifest,
     provider: Provider,
