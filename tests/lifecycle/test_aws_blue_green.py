@@ -441,10 +441,10 @@ def test_a_deploy_holds_the_island_to_the_front_door_of_its_commit_not_the_worki
 ) -> None:
     """The deployed commit declares a front door and its island template lacks ``TargetGroupArn``; the working
     squals file (never committed) declares no front door: the deploy is refused in one line naming the
-    template and the missing output, before any stack is created."""
+    template, the commit and the missing output, before any stack is created."""
     world = _world(aws_cloud, repo, tmp_path, monkeypatch)
     (world.repo.path / "infra" / "island.yml").write_text(ISLAND_WITHOUT_GROUP_OUTPUT)
-    world.repo.commit("v1")
+    sha = world.repo.commit("v1")
     committed = world.squals.read_text()
     world.squals.write_text(re.sub(r"  front_door:\n(    .*\n)+", "", committed))  # never committed
     assert "front_door" not in world.squals.read_text()
@@ -453,8 +453,8 @@ def test_a_deploy_holds_the_island_to_the_front_door_of_its_commit_not_the_worki
     assert not deploy.ok
     line = ISLAND_WITHOUT_GROUP_OUTPUT.splitlines().index("Outputs:") + 1
     assert deploy.message == (
-        f"provisioning failed: infra/island.yml:{line + 1}:3: expected an output named 'TargetGroupArn': "
-        "the front door forwards to it"
+        f"provisioning failed: infra/island.yml:{line + 1}:3 in commit {sha[:12]}: expected an output named "
+        "'TargetGroupArn': the front door forwards to it"
     )
     assert world.recorder.mutating() == [] and world.cloud.stacks() == []
 
