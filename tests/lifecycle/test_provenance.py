@@ -192,3 +192,32 @@ def test_a_hooks_missing_workdir_in_the_deployed_commit_is_named_as_the_squals_f
         f"workdir 'gone' (squals.yml:5:20 in commit {sha[:12]}) is not a folder; nothing was provisioned"
     ), line
     assert "squals-source" not in out.stdout + out.stderr
+
+
+def test_a_dependency_scan_of_the_deployed_commit_names_its_files_as_the_repository_does(
+    project: Project, commits: dict[str, str]
+) -> None:
+    """The gates run on the temporary checkout of the deployed commit; a dependency file or an offline
+    advisory database the commit lacks is named as the squals file writes it, not by the checkout's path."""
+    text = (project.path / "squals.yml").read_text()
+    scan = (
+        "gates:\n  security:\n    dependencies:\n      files: [requirements.txt]\n"
+        "      sources: [offline]\n      offline_db: advisories\n"
+    )
+    (project.path / "squals.yml").write_text(text.replace("hooks:\n", scan + "hooks:\n"))
+    git(project.path, "commit", "-qam", "scan requirements.txt, which is not committed yet")
+    first = git(project.path, "rev-parse", "HEAD")
+    no_file = squals(project, "deploy", "--pr", "45")
+    assert no_file.returncode == 1
+    assert (
+        f"(error: squals.yml:7:7 in commit {first[:12]}: dependency file requirements.txt does not exist); "
+        "nothing was provisioned"
+    ) in no_file.stderr, no_file.stderr
+
+    (project.path / "requirements.txt").write_text("requests==2.0.0\n")
+    git(project.path, "add", "requirements.txt")
+    git(project.path, "commit", "-qm", "requirements.txt, but no advisories")
+    no_db = squals(project, "deploy", "--pr", "45")
+    assert no_db.returncode == 1
+    assert "offline: advisory directory advisories does not exist" in no_db.stderr, no_db.stderr
+    assert [out for out in (no_file, no_db) if "squals-source" in out.stdout + out.stderr] == []
