@@ -47,6 +47,11 @@ class CommandGate(Gate):
                 f"{self.command.location}: workdir {self.command.workdir!r} of gate {self.name!r} "
                 "is outside the repository"
             )
+        if not workdir.is_dir():  # named as the squals file writes it, never by a temporary checkout's path
+            raise GateError(
+                f"{self.command.location}: workdir {self.command.workdir!r} of gate {self.name!r} "
+                "is not a folder"
+            )
         return workdir
 
     def run(self, ctx: GateContext) -> GateResult:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from squals_action.faults import point
 from squals_action.lifecycle.machine import Check
-from squals_action.manifest.model import Command
+from squals_action.manifest.model import NOWHERE, Command
 from squals_action.process import ProcessError, read_log_tail, run_command
 
 
@@ -42,6 +42,11 @@ def run_one(
     log = run.log_dir / f"{_slug(stage)}-{_slug(command.name)}.log"
     env = {**run.variables, **dict(command.env), "SQUALS_STAGE": stage}
     cwd = (run.cwd / command.workdir).resolve()
+    if not cwd.is_dir():
+        # named as the squals file writes it, never by the folder it would run in (a temporary checkout)
+        where = "" if command.location == NOWHERE else f" ({command.location})"
+        detail = f"cannot run {command.run!r}: workdir {command.workdir!r}{where} is not a folder"
+        return Check(kind=kind, stage=stage, name=command.name, ok=False, detail=detail)
     try:
         result = run_command(
             command.run, log_path=log, timeout=command.timeout, env=env, cwd=cwd, grace=2.0, cancel=cancel,

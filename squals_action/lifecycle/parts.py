@@ -19,7 +19,6 @@ boto3 is not imported here: the ALB pieces import it on their first call.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -48,8 +47,7 @@ def traffic_for(manifest: Manifest, provider: Provider, dealer_dir: Path) -> Tra
         # The front door's stack is named after the project: a fresh process (a promote on a new runner)
         # has provisioned nothing to learn it from.
         provider.project = manifest.name
-    declared = provider.config.location
-    return _on_aws(manifest, provider, manifest.path if declared == NOWHERE else str(declared))
+    return _on_aws(manifest, provider, _shown(manifest))
 
 
 def bound_to(source: Source, traffic: Traffic, signals: KpiSource | None) -> tuple[Traffic, KpiSource | None]:
@@ -68,11 +66,24 @@ def bound_to(source: Source, traffic: Traffic, signals: KpiSource | None) -> tup
         provider, reader = traffic.provider, None
     else:
         return traffic, signals.declared(manifest.rollout) if signals is not None else None
-    where = f"{_shown(manifest, source.root)} in commit {source.label}"
-    bound = _on_aws(manifest, provider, where, commit=source.tree, reader=reader)
+    bound = _on_aws(manifest, provider, _shown(manifest), commit=source.tree, reader=reader)
     if isinstance(signals, FrontDoorSignals) or signals is None:  # CloudWatch at the commit's front door
         return bound, signals_for(manifest, bound, clock=signals.clock if signals is not None else None)
     return bound, signals.declared(manifest.rollout)
+
+
+def provider_at(source: Source, provider: Provider) -> Provider:
+    """The provider of a command bound to ``source``: on aws, with the provider section of the commit's
+    squals file (its islands' template, parameters and front door, which decides whether an island must
+    output ``TargetGroupArn``), not the section of the file the command was opened with. A model the caller
+    gave as it is (an experiment's winner) keeps the command's provider, as :func:`bound_to` keeps its
+    front door."""
+    from squals_action.providers.aws import AwsProvider
+
+    section = source.manifest.provider
+    if not source.read_here or not isinstance(provider, AwsProvider) or section.kind != provider.kind:
+        return provider
+    return provider.bound(section)
 
 
 def _on_aws(
@@ -100,13 +111,11 @@ def _unit(manifest: Manifest) -> StickyUnit | None:
     return manifest.experiment.unit if manifest.experiment is not None else None
 
 
-def _shown(manifest: Manifest, root: Path) -> str:
-    """Where ``manifest``'s provider section stands, its file named relative to ``root`` (its checkout)."""
-    file = Path(manifest.path).resolve()
-    with contextlib.suppress(ValueError):
-        file = file.relative_to(root.resolve())
+def _shown(manifest: Manifest) -> str:
+    """Where ``manifest``'s provider section stands (``squals.yml:4:3 in commit 1a2b3c4d5e6f`` for a file
+    read from a commit), or its file when it declares none."""
     declared = manifest.provider.location
-    return file.as_posix() + ("" if declared == NOWHERE else f":{declared.line}:{declared.col}")
+    return manifest.shown if declared == NOWHERE else str(declared)
 
 
 def signals_for(

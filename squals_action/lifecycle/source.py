@@ -56,7 +56,12 @@ class Source:
     @property
     def label(self) -> str:
         """``2e8d1e07124b`` or ``2e8d1e07124b+dirty``: how messages and the history name it."""
-        return self.commit[:12] + ("+dirty" if self.dirty else "")
+        return commit_label(self.commit, self.dirty)
+
+
+def commit_label(commit: str, dirty: bool) -> str:
+    """How messages and the history name a commit run: ``2e8d1e07124b``, ``2e8d1e07124b+dirty``."""
+    return commit[:12] + ("+dirty" if dirty else "")
 
 
 def dirty_files(repo: Path) -> list[str]:
@@ -134,7 +139,9 @@ def checkout(
     with worktree(repo, tree) as root:
         if not (root / relative).is_file():
             raise SourceError(f"{relative} is not in commit {head[:12]}: nothing to run it with")
-        manifest = load(root / relative, root)
+        # its problems and every location of the model name the file as the repository does, and the commit
+        # (squals.yml:12:3 in commit 1a2b3c4d5e6f), never this temporary checkout
+        manifest = load(root / relative, root, relative_to=root, commit=commit_label(head, dirty))
         yield Source(commit=head, tree=tree, dirty=dirty, root=root, manifest=manifest, read_here=True)
 
 

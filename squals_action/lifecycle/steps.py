@@ -24,7 +24,7 @@ from squals_action.lifecycle.hooks import CommandRun, failure_message, run_seque
 from squals_action.lifecycle.kpi import KpiReading
 from squals_action.lifecycle.load_tests import LoadTestResult
 from squals_action.lifecycle.machine import Check, Env, Event, Fleet
-from squals_action.lifecycle.parts import bound_to
+from squals_action.lifecycle.parts import bound_to, provider_at
 from squals_action.lifecycle.records import fleet_of, state_from_env
 from squals_action.lifecycle.signals import KpiSource
 from squals_action.lifecycle.source import Source
@@ -117,11 +117,17 @@ class Steps:
 
     def at(self, source: Source) -> Self:
         """This project bound to ``source``: its squals file and checkout, for one command; the bake watches
-        the KPIs and alarms that squals file declares and, on aws, traffic moves through the front door it
-        declares, not those of the file the project was opened with."""
+        the KPIs and alarms that squals file declares and, on aws, islands are built from its provider
+        section and traffic moves through the front door it declares, not those of the file the project
+        was opened with."""
         traffic, signals = bound_to(source, self.traffic, self.signals)
         return dataclasses.replace(
-            self, manifest=source.manifest, tree=source.root, traffic=traffic, signals=signals
+            self,
+            manifest=source.manifest,
+            tree=source.root,
+            provider=provider_at(source, self.provider),
+            traffic=traffic,
+            signals=signals,
         )
 
     def fleet(self) -> dict[str, Env]:

@@ -5,7 +5,7 @@ validation machinery on first call, so the CLI and the model's users stay quick 
 
 Public interface::
 
-    load(path, repo_root=None) -> Manifest              # raises ManifestError with every problem
+    load(path, repo_root=None, *, relative_to=None, commit="") -> Manifest  # raises ManifestError
     validate_paths(paths, repo_root=None, scripts=None) -> ValidationReport  # scripts: Scripts(commit)
     validate_file(path, repo_root=None) -> FileResult
     discover(repo_root) -> list[Path]                    # squals.yml and squals/*.yml
@@ -38,11 +38,22 @@ __all__ = [
 ]
 
 
-def load(path: str | os.PathLike[str], repo_root: str | os.PathLike[str] | None = None) -> Manifest:
-    """The validated model of one squals file; :class:`ManifestError` (all problems) when invalid."""
+def load(
+    path: str | os.PathLike[str],
+    repo_root: str | os.PathLike[str] | None = None,
+    *,
+    relative_to: str | os.PathLike[str] | None = None,
+    commit: str = "",
+) -> Manifest:
+    """The validated model of one squals file; :class:`ManifestError` (all problems) when invalid.
+
+    Files are named relative to ``relative_to`` (default: the working directory); ``commit``: the file is
+    in a checkout of that commit, which every problem and location names beside the file."""
     from squals_action.manifest.validate import load as _load
 
-    return _load(path, repo_root)
+    return _load(
+        path, repo_root, relative_to=Path(relative_to) if relative_to is not None else None, commit=commit
+    )
 
 
 def validate_paths(

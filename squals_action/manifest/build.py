@@ -50,15 +50,18 @@ class Builder:
         variants: Mapping[str, tuple[str, m.Manifest | None]],
         base_dir: Path,
         repo_root: Path,
+        commit: str = "",
     ) -> None:
         self.doc = doc
         self.variants = variants
         self.base_dir = base_dir
         self.repo_root = repo_root
+        #: the commit the file was read from, named with every location (``m.Location.commit``)
+        self.commit = commit
 
     def loc(self, path: Sequence[PathPart]) -> m.Location:
         line, col = self.doc.position(path)
-        return m.Location(self.doc.file, line, col)
+        return m.Location(self.doc.file, line, col, self.commit)
 
     def command(self, path: tuple[PathPart, ...], item: dict[str, Any], prefix: str, index: int) -> m.Command:
         return m.Command(
@@ -122,6 +125,7 @@ class Builder:
             env_passthrough=tuple(str(name) for name in data.get("env_passthrough", ())),
             base_dir=str(self.base_dir.absolute()),
             repo_root=str(self.repo_root.absolute()),
+            commit=self.commit,
         )
 
     def shared(self, name: str, item: dict[str, Any]) -> m.SharedResource:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal, TypeVar
 
+from squals_action.manifest.problems import in_commit, located
+
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -88,9 +90,11 @@ class Location:
     file: str
     line: int
     col: int
+    #: the commit the file was read from, as messages name it (``1a2b3c4d5e6f``); "" for the working tree
+    commit: str = ""
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}"
+        return located(self.file, self.line, self.col, self.commit)
 
 
 NOWHERE = Location("<unknown>", 1, 1)
@@ -481,6 +485,13 @@ class Manifest:
     base_dir: str = "."
     #: Absolute repository root the file's references must stay inside.
     repo_root: str = "."
+    #: The commit the file was read from (a checkout's), as messages name it; "" for the working tree.
+    commit: str = ""
+
+    @property
+    def shown(self) -> str:
+        """How messages name this file: ``squals.yml``, or ``squals.yml in commit 1a2b3c4d5e6f``."""
+        return in_commit(self.path, self.commit)
 
     def resolve(self, relative: str) -> str:
         """An absolute path for a path written in this file (a ``workdir``, a variant's ``squals``)."""

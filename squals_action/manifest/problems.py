@@ -23,6 +23,17 @@ _LINE_BREAKS = {ord(c): f"\\u{ord(c):04x}" for c in "\x0b\x0c\x1c\x1d\x1e\x85\u2
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
+def in_commit(name: str, commit: str = "") -> str:
+    """``name``, with `` in commit 1a2b3c4d5e6f`` for a file read from a commit: a checkout in a temporary
+    folder is never named, the user knows the repository's path and the commit."""
+    return f"{name} in commit {commit}" if commit else name
+
+
+def located(file: str, line: int, col: int, commit: str = "") -> str:
+    """``squals.yml:12:3``, or ``squals.yml:12:3 in commit 1a2b3c4d5e6f`` (:func:`in_commit`)."""
+    return in_commit(f"{file}:{line}:{col}", commit)
+
+
 def format_where(path: Sequence[PathPart]) -> str:
     """``("gates", "test", 1, "timeout")`` -> ``$.gates.test[1].timeout``; odd keys get ``["..."]``."""
     out = ["$"]
@@ -46,14 +57,20 @@ class Problem:
     where: str
     message: str
     severity: str = field(default="error", compare=False)
+    #: the commit the file was read from, as messages name it (``1a2b3c4d5e6f``); "" for the working tree
+    commit: str = field(default="", compare=False)
+
+    @property
+    def at(self) -> str:
+        """``path:line:col``, with the commit the file was read from (:func:`located`)."""
+        return located(self.file, self.line, self.col, self.commit)
 
     def render(self) -> str:
         """``path:line:col: error: <where>: <expected>`` — the text format of ``squals validate``."""
-        text = f"{self.file}:{self.line}:{self.col}: {self.severity}: {self.where}: {self.message}"
-        return text.translate(_LINE_BREAKS)
+        return f"{self.at}: {self.severity}: {self.where}: {self.message}".translate(_LINE_BREAKS)
 
     def as_dict(self) -> dict[str, object]:
-        return {
+        found: dict[str, object] = {
             "file": self.file,
             "line": self.line,
             "col": self.col,
@@ -61,6 +78,9 @@ class Problem:
             "message": self.message,
             "severity": self.severity,
         }
+        if self.commit:
+            found["commit"] = self.commit
+        return found
 
 
 class ManifestError(SqualsError):
@@ -74,17 +94,19 @@ class ManifestError(SqualsError):
         where: str,
         message: str,
         problems: Sequence[Problem] = (),
+        *,
+        commit: str = "",
     ) -> None:
         self.file = file
         self.line = line
         self.col = col
         self.where = where
         self.message = message
-        first = Problem(file, line, col, where, message)
+        first = Problem(file, line, col, where, message, commit=commit)
         self.problems: tuple[Problem, ...] = tuple(problems) or (first,)
         more = len(self.problems) - 1
         suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more > 0 else ""
-        super().__init__(f"{file}:{line}:{col}: {where}: {message}{suffix}")
+        super().__init__(f"{first.at}: {where}: {message}{suffix}")
 
     @classmethod
     def from_problems(cls, problems: Iterable[Problem]) -> ManifestError:
@@ -92,7 +114,9 @@ class ManifestError(SqualsError):
         if not ordered:
             raise ValueError("a ManifestError needs at least one problem")
         first = ordered[0]
-        return cls(first.file, first.line, first.col, first.where, first.message, ordered)
+        return cls(
+            first.file, first.line, first.col, first.where, first.message, ordered, commit=first.commit
+        )
 
     @property
     def problem(self) -> Problem:

@@ -6,6 +6,7 @@ together as one :class:`ManifestError` for callers that just need a model.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import os
@@ -70,15 +71,22 @@ def discover(repo_root: Path) -> list[Path]:
 class Validation:
     """One validation run; caches each file so variants shared by several files are checked once.
 
-    With ``scripts``, the scripts the commands start must exist there (``squals validate``).
+    With ``scripts``, the scripts the commands start must exist there (``squals validate``). With
+    ``commit``, the files are a checkout of that commit (its short name, as messages give it): every problem
+    and every location of the models names it beside the file.
     """
 
     def __init__(
-        self, repo_root: Path | None = None, relative_to: Path | None = None, scripts: Scripts | None = None
+        self,
+        repo_root: Path | None = None,
+        relative_to: Path | None = None,
+        scripts: Scripts | None = None,
+        commit: str = "",
     ) -> None:
         self.repo_root = repo_root
         self.relative_to = relative_to
         self.scripts = scripts
+        self.commit = commit
         self.cache: dict[tuple[str, bool], tuple[list[Problem], Manifest | None]] = {}
         #: Where each file's ``name`` stands, for problems that involve several files.
         self.name_positions: dict[str, tuple[int, int]] = {}
@@ -89,9 +97,11 @@ class Validation:
         if cached is not None:
             return cached
         self.cache[key] = ([], None)  # a cycle ends here instead of recursing
-        result = self._check(path, as_variant)
-        self.cache[key] = result
-        return result
+        problems, manifest = self._check(path, as_variant)
+        if self.commit:
+            problems = [dataclasses.replace(p, commit=self.commit) for p in problems]
+        self.cache[key] = problems, manifest
+        return problems, manifest
 
     def _check(self, path: Path, as_variant: bool) -> tuple[list[Problem], Manifest | None]:
         name = display_name(path, self.relative_to)
@@ -148,15 +158,20 @@ class Validation:
             variants[ref.name] = (str(ref.file.absolute()), variant_model)
         if problems:
             return sorted(set(problems)), None
-        return [], Builder(doc, variants, base_dir, repo_root).build()
+        return [], Builder(doc, variants, base_dir, repo_root, self.commit).build()
 
 
 @gc_paused
 def validate_file(
-    path: str | os.PathLike[str], *, repo_root: Path | None = None, relative_to: Path | None = None
+    path: str | os.PathLike[str],
+    *,
+    repo_root: Path | None = None,
+    relative_to: Path | None = None,
+    commit: str = "",
 ) -> FileResult:
-    """Validate one squals file (and its variant files); never raises for a bad file."""
-    problems, manifest = Validation(repo_root, relative_to).file(Path(path))
+    """Validate one squals file (and its variant files); never raises for a bad file. ``commit``: the file
+    is in a checkout of that commit (:class:`Validation`)."""
+    problems, manifest = Validation(repo_root, relative_to, commit=commit).file(Path(path))
     return FileResult(display_name(Path(path), relative_to), manifest, tuple(problems))
 
 
@@ -209,10 +224,18 @@ def load(
     repo_root: str | os.PathLike[str] | None = None,
     *,
     relative_to: Path | None = None,
+    commit: str = "",
 ) -> Manifest:
-    """The validated model of one squals file, or :class:`ManifestError` carrying every problem."""
+    """The validated model of one squals file, or :class:`ManifestError` carrying every problem.
+
+    A file in a checkout of a commit is loaded with ``relative_to`` the checkout and ``commit`` its short
+    name, so that problems and locations read ``squals.yml:12:3 in commit 1a2b3c4d5e6f``, never the
+    checkout's temporary path."""
     result = validate_file(
-        path, repo_root=Path(repo_root) if repo_root is not None else None, relative_to=relative_to
+        path,
+        repo_root=Path(repo_root) if repo_root is not None else None,
+        relative_to=relative_to,
+        commit=commit,
     )
     if result.manifest is None or result.problems:
         raise ManifestError.from_problems(result.problems)

@@ -12,6 +12,7 @@ a local moto server.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import time
@@ -125,6 +126,14 @@ class AwsProvider(Provider):
     def project(self, name: str) -> None:
         """Say whose stacks these are (the squals file's ``name``) before anything is provisioned."""
         self._project = name
+
+    def bound(self, section: model.Provider) -> AwsProvider:
+        """This provider with ``section`` as its own: a command bound to a commit passes the provider section
+        of that commit's squals file, so its islands are built, and held to its front door's
+        ``TargetGroupArn``, as that commit declares. Clients, repository and project are shared."""
+        bound = copy.copy(self)
+        bound.config = section
+        return bound
 
     def region(self) -> str:
         """``provider.region``, else ``AWS_REGION``, else ``AWS_DEFAULT_REGION``."""
@@ -310,7 +319,7 @@ class AwsProvider(Provider):
         handle = self._handle(final, region, manifest.app.health)
         if handle.commit != sha or handle.data.get("digest") != fingerprint:
             raise AwsError(f"{env}: stack {name} does not show this provision's tags (changed meanwhile?)")
-        missing = [o for o in aws_template.island_outputs(self.config) if not handle.data["outputs"].get(o)]
+        missing = [o for o in aws_template.island_outputs(config) if not handle.data["outputs"].get(o)]
         if missing:
             # Declared but not produced (an output under a false condition): the island is unusable.
             self._delete_and_wait(cfn, stack_id, f"{env}: removing stack {name}, which lacks an output")

@@ -18,6 +18,7 @@ from typing import Any
 from squals_action.gitcmd import run_git
 from squals_action.manifest import model
 from squals_action.manifest.paths import reference_problem
+from squals_action.manifest.problems import in_commit, located
 from squals_action.providers.interface import ProviderError
 
 #: CloudFormation's limit for an inline ``TemplateBody`` (bigger templates need S3, not supported here).
@@ -52,11 +53,18 @@ def stack_name(project: str, env: str) -> str:
 
 @dataclass(frozen=True)
 class Template:
-    """A template as read from a commit: ``display`` is its repository path, used in every message."""
+    """A template as read from a commit: ``display`` is its repository path and ``commit`` that commit, as
+    every message names them (:attr:`shown`)."""
 
     display: str
     body: str
     parsed: Mapping[str, Any]
+    commit: str = ""
+
+    @property
+    def shown(self) -> str:
+        """``infra/stack.yml in commit 1a2b3c4d5e6f``."""
+        return in_commit(self.display, self.commit)
 
     @property
     def parameters(self) -> Mapping[str, Any]:
@@ -128,7 +136,8 @@ def read_template_at(
 ) -> Template:
     """The template ``ref`` (relative to ``base``, default the squals file's folder) as it is in commit
     ``sha``, linted and declaring ``outputs``; ``where`` (``file:line:col: key``) starts the messages about
-    the reference."""
+    the reference. Messages name the commit as the squals file's model does (``1a2b3c4d5e6f+dirty`` for a
+    dirty deploy's snapshot), else by ``sha``."""
     # Both sides resolved, so a repository reached through a symlinked folder is still "inside".
     base = Path(os.path.realpath(base or squals_dir(manifest)))
     # the squals file's own repository: ``top``, or the checkout of a commit the lifecycle loaded it from
@@ -137,20 +146,23 @@ def read_template_at(
     if problem is not None:
         raise ProviderError(f"{where}: {problem}")
     relative = Path(os.path.normpath(os.path.join(base, ref))).relative_to(root).as_posix()
+    commit = manifest.commit or sha[:12]
     try:
         raw = run_git(top, "cat-file", "blob", f"{sha}:{relative}", error=ProviderError)
     except ProviderError as exc:
-        raise ProviderError(f"{where} {ref!r}: {relative} is not a file in commit {sha[:12]}") from exc
+        raise ProviderError(f"{where} {ref!r}: {relative} is not a file in commit {commit}") from exc
     if len(raw) > MAX_TEMPLATE_BYTES:
         raise ProviderError(
-            f"{relative}: the template is {len(raw)} bytes; CloudFormation takes at most "
+            f"{in_commit(relative, commit)}: the template is {len(raw)} bytes; CloudFormation takes at most "
             f"{MAX_TEMPLATE_BYTES} bytes inline"
         )
     try:
         body = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ProviderError(f"{relative}: expected UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    return Template(relative, body, lint_template(relative, body, region, outputs))
+        raise ProviderError(
+            f"{in_commit(relative, commit)}: expected UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from exc
+    return Template(relative, body, lint_template(relative, body, region, outputs, commit=commit), commit)
 
 
 #: Templates that passed, by (sha256 of the text, region): a template deployed to several environments
@@ -173,22 +185,22 @@ def _runner(region: str) -> Any:
 
 
 def lint_template(
-    display: str, body: str, region: str, outputs: tuple[str, ...] = (URL_OUTPUT,)
+    display: str, body: str, region: str, outputs: tuple[str, ...] = (URL_OUTPUT,), *, commit: str = ""
 ) -> Mapping[str, Any]:
     """Parse ``body`` and run cfn-lint's errors (E rules) for ``region``; return the parsed template.
 
-    The first error becomes a one-line :class:`ProviderError` ``file:line:col: cfn-lint Exxxx: message``
-    (with a count of the others); warnings and informational findings do not stop a deploy. A template
-    that does not declare every one of ``outputs`` is refused too.
+    The first error becomes a one-line :class:`ProviderError` ``file:line:col in commit c: cfn-lint Exxxx:
+    message`` (with a count of the others); warnings and informational findings do not stop a deploy. A
+    template that does not declare every one of ``outputs`` is refused too.
     """
     key = (hashlib.sha256(body.encode()).hexdigest(), region)
     if key not in _LINTED:
-        _LINTED[key] = _lint(display, body, region)
-    _check_outputs(display, _LINTED[key], outputs)
+        _LINTED[key] = _lint(display, body, region, commit)
+    _check_outputs(display, _LINTED[key], outputs, commit)
     return _LINTED[key]
 
 
-def _lint(display: str, body: str, region: str) -> Mapping[str, Any]:
+def _lint(display: str, body: str, region: str, commit: str) -> Mapping[str, Any]:
     from cfnlint.decode.decode import decode_str
 
     parsed, parse_errors = decode_str(body)
@@ -199,21 +211,24 @@ def _lint(display: str, body: str, region: str) -> Mapping[str, Any]:
         first = errors[0]
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         message = " ".join(str(first.message).split())
-        raise ProviderError(
-            f"{display}:{first.linenumber}:{first.columnnumber}: cfn-lint {first.rule.id}: {message}{more}"
-        )
+        where = located(display, int(first.linenumber), int(first.columnnumber), commit)
+        raise ProviderError(f"{where}: cfn-lint {first.rule.id}: {message}{more}")
     if not isinstance(parsed, Mapping):
-        raise ProviderError(f"{display}:1:1: expected a CloudFormation template (a mapping)")
+        where = located(display, 1, 1, commit)
+        raise ProviderError(f"{where}: expected a CloudFormation template (a mapping)")
     return parsed
 
 
-def _check_outputs(display: str, parsed: Mapping[str, Any], wanted: tuple[str, ...]) -> None:
+def _check_outputs(display: str, parsed: Mapping[str, Any], wanted: tuple[str, ...], commit: str) -> None:
     outputs = parsed.get("Outputs") or {}
     for name in wanted:
         if not isinstance(outputs, Mapping) or name not in outputs:
             mark = getattr(outputs, "start_mark", None)  # cfn-lint's nodes know where they stand
-            where = f"{mark.line + 1}:{mark.column + 1}" if mark is not None else "1:1"
-            raise ProviderError(f"{display}:{where}: expected an output named {name!r}: {OUTPUT_USES[name]}")
+            line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+            raise ProviderError(
+                f"{located(display, line, col, commit)}: expected an output named {name!r}: "
+                f"{OUTPUT_USES[name]}"
+            )
 
 
 def override_parameters(manifest: model.Manifest, env: str) -> Mapping[str, str]:
@@ -281,7 +296,7 @@ def complete_parameters(
     if unknown:
         names = ", ".join(sorted(declared)) or "none"
         raise ProviderError(
-            f"{where} {unknown[0]!r} is not declared by {template.display} (it declares: {names})"
+            f"{where} {unknown[0]!r} is not declared by {template.shown} (it declares: {names})"
         )
     missing = [
         name
@@ -290,8 +305,8 @@ def complete_parameters(
     ]
     if missing:
         raise ProviderError(
-            f"{template.display}: parameter {missing[0]!r} has no Default and no value: set it under "
-            f"{section} in {manifest.path} or declare it as one squals fills in "
+            f"{template.shown}: parameter {missing[0]!r} has no Default and no value: set it under "
+            f"{section} in {manifest.shown} or declare it as one squals fills in "
             f"({', '.join(squals)})"
         )
     for name, spec in declared.items():
@@ -303,7 +318,7 @@ def complete_parameters(
     for name, value in values.items():
         if len(value.encode()) > MAX_PARAMETER_BYTES:
             raise ProviderError(
-                f"{template.display}: the value of parameter {name!r} is {len(value.encode())} bytes; "
+                f"{template.shown}: the value of parameter {name!r} is {len(value.encode())} bytes; "
                 f"CloudFormation takes at most {MAX_PARAMETER_BYTES}"
             )
     return values

@@ -167,6 +167,12 @@ def test_offline_errors_name_the_source(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(VulnSourceError, match=r"^offline: .*bad.json is not valid JSON"):
         OfflineOsvSource(tmp_path).query(DEPS)
+    # a database read from a commit's checkout is named as the squals file writes it, not by the checkout
+    (tmp_path / "db").mkdir()
+    (tmp_path / "db" / "old.zip").write_text("not a zip")
+    with pytest.raises(VulnSourceError) as raised:
+        OfflineOsvSource(tmp_path / "db", shown="advisories").query(DEPS)
+    assert raised.value.one_line() == "offline: advisories/old.zip is not a zip archive"
 
 
 def test_safety_database_read_offline() -> None:
@@ -217,6 +223,9 @@ def test_safety_schema_1_and_errors(tmp_path: Path) -> None:
     assert [(m.advisory.id, m.advisory.cves) for m in matches] == [("pyup.io-38010", ("CVE-2020-9402",))]
     with pytest.raises(VulnSourceError, match=r"^safety: database file .* does not exist"):
         SafetySource(tmp_path / "nope").query([])
+    with pytest.raises(VulnSourceError) as raised:
+        SafetySource(tmp_path / "nope", shown="safety-db").query([])
+    assert raised.value.one_line() == "safety: database file safety-db/insecure_full.json does not exist"
     with pytest.raises(VulnSourceError, match=r"^safety: needs a database directory"):
         SafetySource(None)
 

@@ -432,6 +432,51 @@ def test_without_a_front_door_in_the_commit_promote_refuses_and_records_nothing(
     assert world.lifecycle().fleet() == before
 
 
+#: An island behind a front door that forgot the output the front door forwards to.
+ISLAND_WITHOUT_GROUP_OUTPUT = ISLAND_TEMPLATE.replace("  TargetGroupArn:\n    Value: !Ref Group\n", "")
+
+
+def test_a_deploy_holds_the_island_to_the_front_door_of_its_commit_not_the_working_files(
+    aws_cloud: Cloud, repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The deployed commit declares a front door and its island template lacks ``TargetGroupArn``; the working
+    squals file (never committed) declares no front door: the deploy is refused in one line naming the
+    template, the commit and the missing output, before any stack is created."""
+    world = _world(aws_cloud, repo, tmp_path, monkeypatch)
+    (world.repo.path / "infra" / "island.yml").write_text(ISLAND_WITHOUT_GROUP_OUTPUT)
+    sha = world.repo.commit("v1")
+    committed = world.squals.read_text()
+    world.squals.write_text(re.sub(r"  front_door:\n(    .*\n)+", "", committed))  # never committed
+    assert "front_door" not in world.squals.read_text()
+    world.recorder.clear()
+    deploy = world.lifecycle().deploy(1, "HEAD")
+    assert not deploy.ok
+    line = ISLAND_WITHOUT_GROUP_OUTPUT.splitlines().index("Outputs:") + 1
+    assert deploy.message == (
+        f"provisioning failed: infra/island.yml:{line + 1}:3 in commit {sha[:12]}: expected an output named "
+        "'TargetGroupArn': the front door forwards to it"
+    )
+    assert world.recorder.mutating() == [] and world.cloud.stacks() == []
+
+
+def test_a_deploy_without_a_front_door_in_its_commit_needs_no_target_group_output(
+    aws_cloud: Cloud, repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reverse: the deployed commit declares no front door, so its island template need not output
+    ``TargetGroupArn``, whatever the working squals file (never committed) declares."""
+    world = _world(aws_cloud, repo, tmp_path, monkeypatch, door=False)
+    (world.repo.path / "infra" / "island.yml").write_text(ISLAND_WITHOUT_GROUP_OUTPUT)
+    world.repo.commit("v1")
+    committed = world.squals.read_text()
+    declared = "  front_door: {template: infra/front-door.yml}\napp:\n"
+    world.squals.write_text(committed.replace("app:\n", declared))  # never committed
+    world.recorder.clear()
+    deploy = world.lifecycle().deploy(1, "HEAD")
+    assert deploy.ok, deploy.message
+    assert world.recorder.mutating("cloudformation") == ["cloudformation:CreateStack"]
+    assert [s.split()[0] for s in world.cloud.stacks()] == ["squals-tiny-pr-1"]
+
+
 def _blue_with_a_target(world: World) -> str:
     """pr-1 is prod, pr-2 deployed with one target registered in its group; the group's ARN."""
     first_prod_and_a_candidate(world)

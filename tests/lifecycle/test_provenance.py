@@ -145,3 +145,79 @@ def test_dirty_files_name_renames_deletions_and_untracked_files_once(project: Pr
     index = (project.path / ".git" / "index").stat().st_mtime_ns
     assert sorted(dirty_files(project.path)) == ["RENAMED", "app.py", "new file.txt"]
     assert (project.path / ".git" / "index").stat().st_mtime_ns == index  # looking wrote nothing
+
+
+def _leaks(out: subprocess.CompletedProcess[str]) -> list[str]:
+    """What names a temporary checkout (its folder, or anything under /tmp) in what the user saw."""
+    return [word for word in ("/tmp/", "squals-source") if word in out.stdout + out.stderr]
+
+
+def test_an_invalid_squals_file_in_the_deployed_commit_is_named_by_its_repository_path_and_commit(
+    project: Project, commits: dict[str, str]
+) -> None:
+    """The deployed commit's squals file is read from a temporary checkout, but its error names the file as
+    the repository does, its line and the commit: ``squals.yml:4:1 in commit 1a2b3c4d5e6f``, in one line."""
+    good = (project.path / "squals.yml").read_text()  # the working tree's: valid, uncommitted
+    (project.path / "squals.yml").write_text(good.replace("hooks:\n", "colour: blue\nhooks:\n"))
+    git(project.path, "commit", "-qam", "an unknown key")
+    bad = git(project.path, "rev-parse", "HEAD")
+    (project.path / "squals.yml").write_text(good)
+
+    out = squals(project, "deploy", "--pr", "43", "--commit", bad)
+    assert out.returncode == 1
+    assert out.stderr == (
+        f"squals: error: squals.yml:4:1 in commit {bad[:12]}: $.colour: unknown key 'colour'; "
+        "did you mean 'rollout'?\n"
+    )
+    assert _leaks(out) == [], out.stdout
+    with open_store(project.path) as store:
+        assert store.read().environment("pr-43") is None  # nothing recorded
+
+
+def test_a_hooks_missing_workdir_in_the_deployed_commit_is_named_as_the_squals_file_writes_it(
+    project: Project, commits: dict[str, str]
+) -> None:
+    """A hook whose ``workdir`` the commit lacks fails naming that workdir, where the squals file declares it
+    and the commit, not the folder of the temporary checkout it would have run in."""
+    text = (project.path / "squals.yml").read_text()
+    (project.path / "squals.yml").write_text(text.replace("preprod: [{", "preprod: [{workdir: gone, "))
+    git(project.path, "commit", "-qam", "a hook in a folder the commit lacks")
+    sha = git(project.path, "rev-parse", "HEAD")
+
+    out = squals(project, "deploy", "--pr", "44")
+    assert out.returncode == 1
+    line = next(line for line in out.stderr.splitlines() if "failed:" in line)
+    assert line.endswith(
+        f"before_preprod hook before_preprod-1 failed: cannot run 'echo deploy-tree >> {commits['log']}': "
+        f"workdir 'gone' (squals.yml:5:20 in commit {sha[:12]}) is not a folder; nothing was provisioned"
+    ), line
+    assert "squals-source" not in out.stdout + out.stderr
+
+
+def test_a_dependency_scan_of_the_deployed_commit_names_its_files_as_the_repository_does(
+    project: Project, commits: dict[str, str]
+) -> None:
+    """The gates run on the temporary checkout of the deployed commit; a dependency file or an offline
+    advisory database the commit lacks is named as the squals file writes it, not by the checkout's path."""
+    text = (project.path / "squals.yml").read_text()
+    scan = (
+        "gates:\n  security:\n    dependencies:\n      files: [requirements.txt]\n"
+        "      sources: [offline]\n      offline_db: advisories\n"
+    )
+    (project.path / "squals.yml").write_text(text.replace("hooks:\n", scan + "hooks:\n"))
+    git(project.path, "commit", "-qam", "scan requirements.txt, which is not committed yet")
+    first = git(project.path, "rev-parse", "HEAD")
+    no_file = squals(project, "deploy", "--pr", "45")
+    assert no_file.returncode == 1
+    assert (
+        f"(error: squals.yml:7:7 in commit {first[:12]}: dependency file requirements.txt does not exist); "
+        "nothing was provisioned"
+    ) in no_file.stderr, no_file.stderr
+
+    (project.path / "requirements.txt").write_text("requests==2.0.0\n")
+    git(project.path, "add", "requirements.txt")
+    git(project.path, "commit", "-qm", "requirements.txt, but no advisories")
+    no_db = squals(project, "deploy", "--pr", "45")
+    assert no_db.returncode == 1
+    assert "offline: advisory directory advisories does not exist" in no_db.stderr, no_db.stderr
+    assert [out for out in (no_file, no_db) if "squals-source" in out.stdout + out.stderr] == []

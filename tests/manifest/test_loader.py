@@ -98,3 +98,33 @@ def test_tags_are_resolved_as_safe_loader_resolves_them() -> None:
     assert doc.data["plain"][:12] == [True, False, True, False, None, None, None, "", 12, -15, 31, 1000]
     assert doc.data["plain"][-5:] == ["12", "yes", 12, "3", 7]
     assert (doc.data["block"], doc.data["empty"], doc.data["merged"]) == ("3\n", None, {"j": 2, "k": 1})
+
+
+def test_a_file_read_from_a_commit_is_named_by_its_repository_path_and_the_commit(tmp_path: Path) -> None:
+    """A checkout of a commit lives in a temporary folder: problems and the model's locations name the file
+    relative to the checkout and the commit, never the folder."""
+    from squals_action.manifest import load
+
+    checkout = tmp_path / "squals-source-x" / "tree"
+    (checkout / "deploy").mkdir(parents=True)
+    squals = checkout / "deploy" / "squals.yml"
+    squals.write_text("version: 1\nname: shop\napp:\n  start: ./run\nprovider: {kind: local}\n")
+    model = load(squals, checkout, relative_to=checkout, commit="1a2b3c4d5e6f")
+    assert (model.path, model.commit, model.shown) == (
+        "deploy/squals.yml",
+        "1a2b3c4d5e6f",
+        "deploy/squals.yml in commit 1a2b3c4d5e6f",
+    )
+    assert str(model.provider.location) == "deploy/squals.yml:5:11 in commit 1a2b3c4d5e6f"
+    assert model.base_dir == str(checkout / "deploy")  # the files themselves are still read from the checkout
+
+    squals.write_text("version: 1\nname: shop\napp:\n  start: ./run\n  colour: blue\n")
+    with pytest.raises(ManifestError) as raised:
+        load(squals, checkout, relative_to=checkout, commit="1a2b3c4d5e6f+dirty")
+    assert str(raised.value) == (
+        "deploy/squals.yml:5:3 in commit 1a2b3c4d5e6f+dirty: $.app.colour: unknown key 'colour'; "
+        "expected one of: start, health, health_timeout, env, workdir"
+    )
+    (problem,) = raised.value.problems
+    assert problem.as_dict()["commit"] == "1a2b3c4d5e6f+dirty"
+    assert problem.render().startswith("deploy/squals.yml:5:3 in commit 1a2b3c4d5e6f+dirty: error: ")

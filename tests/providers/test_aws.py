@@ -120,12 +120,13 @@ def test_cfn_lint_error_names_file_and_line_and_calls_no_aws(
         _provider(repo, aws_cloud).provision("pr-1", commit, repo.manifest())
     message = caught.value.one_line()
     assert message == str(caught.value), "one line"
-    assert re.match(rf"infra/stack\.yml:{line}:\d+: cfn-lint E3006: .*AWS::SQS::Queu", message), message
+    assert re.match(rf"infra/stack\.yml:{line}:\d+ in commit {commit[:12]}: cfn-lint E3006: .*Queu", message)
 
     broken = repo.git("rev-parse", "HEAD")
     (repo.path / "infra" / "stack.yml").write_text("Resources: [unclosed\n")
     broken = repo.commit("broken")
-    with pytest.raises(ProviderError, match=r"^infra/stack\.yml:\d+:\d+: cfn-lint E0000"):
+    lint_error = rf"^infra/stack\.yml:\d+:\d+ in commit {broken[:12]}: cfn-lint E0000"
+    with pytest.raises(ProviderError, match=lint_error):
         _provider(repo, aws_cloud).provision("pr-1", broken, repo.manifest())
 
     (repo.path / "infra" / "stack.yml").write_text(TEMPLATE.split("Outputs:")[0])

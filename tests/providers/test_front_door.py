@@ -153,7 +153,8 @@ def test_missing_outputs_are_one_line_errors_naming_the_template_or_the_stack(
     no_listener = FRONT_DOOR_TEMPLATE.replace("  ListenerArn:\n    Value: !Ref Listener\n", "")
     commit = _commit(aws_cloud, repo, front_door=no_listener)
     with pytest.raises(
-        ProviderError, match=r"^infra/front-door\.yml:\d+:\d+: expected an output named 'ListenerArn'"
+        ProviderError,
+        match=rf"^infra/front-door\.yml:\d+:\d+ in commit {commit[:12]}: expected an output named 'Listener",
     ):
         FrontDoorStack(_provider(aws_cloud, repo, declared)).ensure(repo.manifest(), commit)
 
@@ -161,7 +162,7 @@ def test_missing_outputs_are_one_line_errors_naming_the_template_or_the_stack(
     provider = _provider(aws_cloud, repo, declared)
     with pytest.raises(
         ProviderError,
-        match=r"^infra/island\.yml:\d+:\d+: expected an output named 'TargetGroupArn': the front door",
+        match=rf"^infra/island\.yml:\d+:\d+ in commit {commit[:12]}: expected an output named 'TargetGr",
     ):
         provider.provision("pr-1", commit, repo.manifest())
     assert aws_cloud.stacks() == []

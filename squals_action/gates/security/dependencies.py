@@ -117,7 +117,8 @@ class DependencyGate(Gate):
         paths = [ctx.squals_dir / f for f in self.scan.files]
         missing = [p for p in paths if not p.is_file()]
         if missing:
-            raise GateError(f"{self.scan.location}: dependency file {missing[0]} does not exist")
+            shown = ctx.repo_relative(missing[0])  # as the repository names it, not a checkout's path
+            raise GateError(f"{self.scan.location}: dependency file {shown} does not exist")
         return paths
 
     def _parse(self, ctx: GateContext, files: Sequence[Path]) -> list[ParsedFile]:

@@ -27,25 +27,31 @@ from squals_action.gates.security.osv_format import affects, package_keys, to_ad
 class OfflineOsvSource(VulnSource):
     name = "offline"
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, *, shown: str | None = None) -> None:
         self.directory = Path(directory)
+        #: how messages name the directory: as the squals file writes it (``offline_db``), not the checkout
+        #: of the commit it was read from; by default its path
+        self.shown = shown or str(self.directory)
         self._index: dict[tuple[str, str], list[dict[str, Any]]] | None = None
+
+    def _shown(self, path: Path) -> str:
+        return f"{self.shown}/{path.relative_to(self.directory).as_posix()}"
 
     def _records(self) -> Iterator[tuple[str, dict[str, Any]]]:
         if not self.directory.is_dir():
-            raise VulnSourceError(self.name, f"advisory directory {self.directory} does not exist")
+            raise VulnSourceError(self.name, f"advisory directory {self.shown} does not exist")
         for path in sorted(self.directory.rglob("*")):
             if path.suffix == ".json" and path.is_file():
-                yield str(path), self._load(path.read_bytes(), str(path))
+                yield str(path), self._load(path.read_bytes(), self._shown(path))
             elif path.suffix == ".zip" and path.is_file():
                 try:
                     with zipfile.ZipFile(path) as archive:
                         for member in archive.namelist():
                             if member.endswith(".json"):
-                                where = f"{path}!{member}"
+                                where = f"{self._shown(path)}!{member}"
                                 yield where, self._load(archive.read(member), where)
                 except zipfile.BadZipFile as exc:
-                    raise VulnSourceError(self.name, f"{path} is not a zip archive") from exc
+                    raise VulnSourceError(self.name, f"{self._shown(path)} is not a zip archive") from exc
 
     def _load(self, data: bytes, where: str) -> dict[str, Any]:
         try:

@@ -36,7 +36,10 @@ def _safety(scan: DependencyScan, repo: Path, env: Mapping[str, str]) -> VulnSou
 
     db_dir = repo / scan.safety_db if scan.safety_db else None
     return SafetySource(
-        db_dir, api_key=env.get("SAFETY_API_KEY") or None, api_url=env.get("SQUALS_SAFETY_URL") or API_URL
+        db_dir,
+        shown=scan.safety_db,
+        api_key=env.get("SAFETY_API_KEY") or None,
+        api_url=env.get("SQUALS_SAFETY_URL") or API_URL,
     )
 
 
@@ -45,7 +48,7 @@ def _offline(scan: DependencyScan, repo: Path, env: Mapping[str, str]) -> VulnSo
 
     if not scan.offline_db:
         raise VulnSourceError("offline", "needs 'offline_db': a directory of OSV JSON advisories")
-    return OfflineOsvSource(repo / scan.offline_db)
+    return OfflineOsvSource(repo / scan.offline_db, shown=scan.offline_db)
 
 
 SOURCES: dict[str, SourceFactory] = {"osv": _osv, "safety": _safety, "offline": _offline}

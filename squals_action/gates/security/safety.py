@@ -48,6 +48,7 @@ class SafetySource(VulnSource):
         self,
         db_dir: str | Path | None = None,
         *,
+        shown: str | None = None,
         api_key: str | None = None,
         api_url: str = API_URL,
         timeout: tuple[float, float] = (5.0, 60.0),
@@ -59,6 +60,9 @@ class SafetySource(VulnSource):
                 self.name, "needs a database directory (safety_db) or SAFETY_API_KEY in the environment"
             )
         self.db_dir = Path(db_dir) if db_dir is not None else None
+        #: how messages name the directory: as the squals file writes it (``safety_db``), not the checkout of
+        #: the commit it was read from; by default its path
+        self.shown = shown or str(self.db_dir)
         self.api_key = api_key
         self.api_url = api_url.rstrip("/") + "/"
         self.timeout = timeout
@@ -75,16 +79,17 @@ class SafetySource(VulnSource):
 
     def _read_dir(self) -> dict[str, Any]:
         assert self.db_dir is not None
-        path = self.db_dir / DB_FILE
+        path, shown = self.db_dir / DB_FILE, f"{self.shown}/{DB_FILE}"
         if not path.is_file():
-            raise VulnSourceError(self.name, f"database file {path} does not exist")
+            raise VulnSourceError(self.name, f"database file {shown} does not exist")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as exc:
-            raise VulnSourceError(self.name, f"cannot read {path}: {exc}") from exc
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise VulnSourceError(self.name, f"cannot read {shown}: {reason}") from exc
         except json.JSONDecodeError as exc:
-            raise VulnSourceError(self.name, f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
-        return self._check(data, str(path))
+            raise VulnSourceError(self.name, f"{shown}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
+        return self._check(data, shown)
 
     def _fetch(self) -> dict[str, Any]:
         session = retrying_session(attempts=self.attempts, backoff=self.backoff)
