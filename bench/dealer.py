@@ -27,10 +27,11 @@ rounds and the median round is kept, so the noise of a shared machine hits them 
 ``direct`` and ``nginx``; the goals (issue 15) are Dealer/direct >= 0.5 and Dealer/nginx >= 0.65 at 32
 connections and an added p99 <= 2 ms at one connection. With ``--baseline``, the previous code's Dealer gets
 the same lines, next to the new one's. Each Dealer's CPU time per proxied request (from ``/proc``, its
-supervisor and workers together) is printed too: it moves less with the machine's load than requests/s
-do. When ``wrk`` is installed (Debian package), each target is also driven by it for ``--wrk-seconds``
-with the same connections and unit cookies: a cross-check that the Python load generator is not what limits
-``direct``.
+supervisor and workers together) is printed too, since it moves less with the machine's load than requests/s
+do, and how busy the whole machine was in each target's throughput phase (below 100 %, the run waited on
+latency, wake-ups and hops, not on the cores). When ``wrk`` is installed (Debian package), each target is
+also driven by it for ``--wrk-seconds`` with the same connections and unit cookies: a cross-check that the
+Python load generator is not what limits ``direct``.
 """
 
 from __future__ import annotations
@@ -192,6 +193,13 @@ def cpu_seconds(pids: list[int]) -> float | None:
         except (OSError, ValueError, IndexError):
             return None
     return total
+
+
+def machine_ticks() -> tuple[int, int]:
+    """All CPUs' (busy, total) clock ticks so far (Linux ``/proc/stat``): idle and I/O wait are not busy."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    total = sum(values[:8])  # guest time is counted in user time already
+    return total - values[3] - values[4], total
 
 
 WRK_SCRIPT = """
@@ -443,10 +451,15 @@ def main() -> int:
         through: dict[str, list[Result]] = {name: [] for name in targets}
         single: dict[str, list[Result]] = {name: [] for name in targets}
         dealer_cpu: dict[str, float] = dict.fromkeys(pids, 0.0)  # the Dealers' and the floor's
+        busy: dict[str, list[int]] = {name: [0, 0] for name in targets}  # machine busy and total ticks
         for round_no in range(args.rounds):
             for name, target in targets.items():
                 before = cpu_seconds(pids[name]) if name in pids else None
+                busy_before, total_before = machine_ticks()
                 through[name].append(load(target, args.requests, args.concurrency, seed=round_no))
+                busy_after, total_after = machine_ticks()
+                busy[name][0] += busy_after - busy_before
+                busy[name][1] += total_after - total_before
                 after = cpu_seconds(pids[name]) if name in pids else None
                 if before is not None and after is not None:
                     dealer_cpu[name] += after - before
@@ -491,6 +504,11 @@ def main() -> int:
                 print(
                     f"cpu            : {name} {per:.3f} ms of CPU per proxied request (x{args.concurrency})"
                 )
+        print(  # below 100 %: the throughput phase waited on latency (wake-ups, hops), not on the cores
+            "machine busy   : "
+            + ", ".join(f"{name} {100.0 * b / t:.0f}%" for name, (b, t) in busy.items() if t)
+            + f" of {os.cpu_count()} cpus in the throughput phase (x{args.concurrency})"
+        )
         for other in (f"dealer-w{args.compare_workers}", "dealer-baseline"):
             if other in dealers:
                 cpu_ratio = dealer_cpu["dealer"] / dealer_cpu[other] if dealer_cpu[other] else 0
