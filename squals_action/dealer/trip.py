@@ -231,7 +231,8 @@ class Trip:
             error = upstream.error
             if error is not None:
                 upstream.release()
-                if upstream.status:  # the head came: the answer broke off
+                if upstream.status:  # the head came (counted as the coroutine path does), then it broke off
+                    self._account(upstream)
                     return request.then(self._through(self._broke_off(error)))
                 if resendable(error, upstream.connection, request.method):
                     return request.then(self._through(self._forward(reuse=False)))
