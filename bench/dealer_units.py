@@ -80,7 +80,7 @@ def bench_units(args: argparse.Namespace) -> int:
             weights={"a": 50, "b": 50},
             event_caps={"revenue": 100},
             max_units=max(1 << 25, 2 * args.units),
-            workers=args.workers,  # the units are written into worker 0's journal: all in one store
+            workers=args.workers or 1,  # the units are written into worker 0's journal: all in one store
         )
         dealers, targets, load_s = {}, {}, {}
         for name, state in states.items():
