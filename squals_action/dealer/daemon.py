@@ -279,7 +279,7 @@ def _restart_lock(state_dir: Path) -> contextlib.AbstractContextManager[None]:
 
 def _upgrade(state_dir: Path, status: DealerStatus, timeout: float) -> DealerClient:
     """Restart an older Dealer on this squals (the lock held) and say so in one line, here and in its log."""
-    client = restart_dealer(state_dir)
+    client = _restart(state_dir, status, 15.0)
     client.timeout = timeout
     line = (
         f"the Dealer of {state_dir} was started by an older squals (admin protocol {status.protocol}): "
@@ -299,8 +299,15 @@ def restart_dealer(state_dir: Path, *, timeout: float = 15.0) -> DealerClient:
     Raises DealerError if none runs, or if it does not come back (then none runs: the message says so).
     """
     state_dir = Path(state_dir).resolve()
-    status = dealer_status(state_dir)
-    if not _serving(status):
+    if not state_dir.is_dir():
+        raise DealerError(f"no Dealer runs from {state_dir} to restart: no such directory")
+    with _restart_lock(state_dir):
+        return _restart(state_dir, dealer_status(state_dir), timeout)
+
+
+def _restart(state_dir: Path, status: DealerStatus, timeout: float) -> DealerClient:
+    """:func:`restart_dealer` of the Dealer ``status`` found, the lock held."""
+    if not _serving(status) or status.url is None:
         raise DealerError(f"no Dealer runs from {state_dir} to restart: {status.detail or status.state}")
     config = load_config(state_dir / CONFIG_FILE)
     port = urlsplit(status.url).port

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -46,9 +47,12 @@ def test_an_older_dealer_is_restarted_with_its_switch_and_tallies_and_a_newer_on
 
     _claim(state, None)
     assert dealer_status(state).protocol == 1
-    with caplog.at_level(logging.WARNING, logger="squals.dealer"):
-        again = connect_dealer(state)
+    with caplog.at_level(logging.WARNING, logger="squals.dealer"), ThreadPoolExecutor(2) as pool:
+        # two commands at once: one restarts it, the other waits for it and connects to the new daemon
+        both = list(pool.map(lambda _: connect_dealer(state, timeout=10), range(2)))
+    again = both[0]
     assert again.pid is not None and again.pid != old_pid and dealer_status(state).pid == again.pid
+    assert both[1].pid == again.pid
     assert again.url == dealer.url  # the same public port
     assert again.plan() == plan and again.tallies() == tallies
     said = [r.getMessage() for r in caplog.records if "older squals" in r.getMessage()]
