@@ -48,7 +48,9 @@ MODULE = "squals_action.dealer"
 #: Held while a Dealer is restarted on a newer squals, so that two commands do not both restart it and a
 #: command that finds it stopped meanwhile waits for it to come back.
 RESTART_LOCK = "dealer.lock"
-log = logging.getLogger("squals.dealer")
+#: How long an upgrade's restart waits for the old Dealer to stop, and then for the new one to come up.
+_RESTART_TIMEOUT = 15.0
+_log = logging.getLogger("squals.dealer")
 # Popen objects of Dealers this process started, so that stopping one also reaps it (no zombies in tests).
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -264,8 +266,8 @@ def _client(state_dir: Path, status: DealerStatus, timeout: float) -> DealerClie
 
 
 def _restart_wait(state_dir: Path) -> float:
-    """At most how long a restart takes: a stop (15 s, 5 more to kill) and a start with its tallies."""
-    return 20.0 + 15.0 + tally_bytes(state_dir) / RECOVERY_BYTES_PER_S
+    """At most how long a restart takes: a stop (5 s more to kill) and a start with its tallies."""
+    return 2 * _RESTART_TIMEOUT + 5.0 + tally_bytes(state_dir) / RECOVERY_BYTES_PER_S
 
 
 def _restart_lock(state_dir: Path) -> contextlib.AbstractContextManager[None]:
@@ -279,14 +281,14 @@ def _restart_lock(state_dir: Path) -> contextlib.AbstractContextManager[None]:
 
 def _upgrade(state_dir: Path, status: DealerStatus, timeout: float) -> DealerClient:
     """Restart an older Dealer on this squals (the lock held) and say so in one line, here and in its log."""
-    client = _restart(state_dir, status, 15.0)
+    client = _restart(state_dir, status, _RESTART_TIMEOUT)
     client.timeout = timeout
     line = (
         f"the Dealer of {state_dir} was started by an older squals (admin protocol {status.protocol}): "
         f"restarted on this one (protocol {ADMIN_PROTOCOL}), pid {status.pid} -> {client.pid}, "
         f"same routing and tallies, {client.url}"
     )
-    log.warning("%s", line)
+    _log.warning("%s", line)
     with contextlib.suppress(OSError), open(state_dir / LOG_FILE, "a", encoding="utf-8") as handle:
         handle.write(f"squals: {line}\n")
     return client
