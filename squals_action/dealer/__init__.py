@@ -6,7 +6,13 @@ Light to import (no aiohttp, no requests): the server lives in ``server`` and is
 from __future__ import annotations
 
 from squals_action.dealer.client import DealerClient
-from squals_action.dealer.daemon import connect_dealer, dealer_status, start_dealer, stop_dealer
+from squals_action.dealer.daemon import (
+    connect_dealer,
+    dealer_status,
+    restart_dealer,
+    start_dealer,
+    stop_dealer,
+)
 from squals_action.dealer.interface import (
     Dealer,
     DealerConfig,
@@ -28,6 +34,7 @@ __all__ = [
     "VariantTally",
     "connect_dealer",
     "dealer_status",
+    "restart_dealer",
     "start_dealer",
     "stop_dealer",
 ]

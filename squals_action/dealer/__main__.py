@@ -3,9 +3,9 @@
 The process started so is the supervisor (see ``supervisor``): it holds the public port, starts its workers
 (``--workers``, else the config's ``workers``, else ``SQUALS_DEALER_WORKERS``, else one per core: see
 ``supervisor.worker_count``), serves the admin endpoint, then publishes ``dealer.pid`` and ``dealer.json``
-(pid, ports, URLs, worker pids) in the state directory; on SIGTERM or SIGINT it stops the workers (they let
-their in-flight requests finish and close their journals) and removes those files. The supervisor starts
-each worker as ``... --workers N --worker INDEX --port PORT``.
+(pid, admin protocol, ports, URLs, worker pids) in the state directory; on SIGTERM or SIGINT it stops the
+workers (they let their in-flight requests finish and close their journals) and removes those files. The
+supervisor starts each worker as ``... --workers N --worker INDEX --port PORT``.
 
 The event loop is uvloop's when it is installed (its C loop and transports take about a fifth off the Dealer's
 CPU per proxied request), asyncio's otherwise or when ``SQUALS_DEALER_LOOP=asyncio`` asks for it.
@@ -27,6 +27,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from squals_action.dealer.client import ADMIN_PROTOCOL
 from squals_action.dealer.config import ENDPOINT_FILE, PID_FILE, atomic_write, load_config
 from squals_action.errors import SqualsError
 
@@ -72,6 +73,7 @@ async def _serve(config_path: Path, state_dir: Path, workers: int | None) -> Non
     host = "127.0.0.1" if wildcard else config.host
     endpoint = {
         "pid": pid,
+        "protocol": ADMIN_PROTOCOL,
         "port": supervisor.port,
         "admin_port": supervisor.admin_port,
         "url": f"http://{host}:{supervisor.port}",

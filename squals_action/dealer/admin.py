@@ -6,7 +6,8 @@ raises answers ``400 {"error": "one line"}``, a :class:`SlotConflict` (slots tha
 that the backend applies under its switch lock (:meth:`AdminBackend.change`), so two admin calls at once
 never lose each other's change: ``PUT /layers/<experiment>`` and ``DELETE /layers/<experiment>`` change one
 experiment's slot without reading and writing the whole plan, and ``PUT /upstreams`` (a blue/green switch)
-keeps the islands of the slots in force that it does not name.
+keeps the islands of the slots in force that it does not name. A change of a request's meaning bumps
+``client.ADMIN_PROTOCOL``, which the daemon publishes so that a newer squals restarts an older daemon.
 """
 
 from __future__ import annotations

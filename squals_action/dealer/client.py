@@ -18,6 +18,13 @@ from squals_action.dealer.tally import tallies_from_json
 if TYPE_CHECKING:
     import requests
 
+#: The admin API's protocol, published by the daemon in ``dealer.json`` (``"protocol"``; a file without it is
+#: protocol 1, every daemon before the number existed). Bumped whenever a request's meaning changes, so that
+#: a squals upgraded under a running daemon restarts it rather than speak to it in the old sense
+#: (:func:`~squals_action.dealer.daemon.connect_dealer`). 2: ``PUT /upstreams`` keeps the islands of the
+#: placed experiment slots it does not name (protocol 1 answers such a switch 400 while slots are placed).
+ADMIN_PROTOCOL = 2
+
 
 class DealerClient:
     """Talks to one running Dealer; cheap to build, opens its HTTP session on first use."""

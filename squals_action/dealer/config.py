@@ -3,8 +3,8 @@
 A state directory holds ``config.json`` (mode 0600: it carries the admin token), ``routing.json`` (the last
 weights/upstreams set through the admin endpoint, so a restarted daemon comes back on the same switch),
 ``tallies/`` (the journal and snapshots of :mod:`~squals_action.dealer.journal`), ``routing.board`` (the
-routing in force, shared with the worker), ``dealer.pid``, ``dealer.json`` (pid, bound ports, URLs, worker
-pids) and ``dealer.log``.
+routing in force, shared with the worker), ``dealer.pid``, ``dealer.json`` (pid, admin protocol, bound ports,
+URLs, worker pids), ``dealer.port`` and ``dealer.lock`` (of :mod:`.daemon`) and ``dealer.log``.
 """
 
 from __future__ import annotations

@@ -4,13 +4,16 @@
 in its own session (logs to ``dealer.log``), and waits for it to publish its pid and bound ports.
 ``stop_dealer`` sends SIGTERM to the pid only after checking that the process really is this state
 directory's Dealer; a pid file naming a dead or foreign process is reported as stale and its files cleaned,
-the process is never signalled.
+the process is never signalled. ``connect_dealer`` restarts a running Dealer that speaks an older admin
+protocol than this squals (``restart_dealer``: same config, routing, tallies and public port) and refuses a
+newer one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import secrets
 import signal
@@ -19,10 +22,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psutil
 
-from squals_action.dealer.client import DealerClient
+from squals_action import filelock
+from squals_action.dealer.client import ADMIN_PROTOCOL, DealerClient
 from squals_action.dealer.config import (
     CONFIG_FILE,
     ENDPOINT_FILE,
@@ -30,6 +35,7 @@ from squals_action.dealer.config import (
     PID_FILE,
     RECOVERY_BYTES_PER_S,
     ROUTING_FILE,
+    atomic_write,
     load_config,
     read_json,
     tally_bytes,
@@ -39,6 +45,12 @@ from squals_action.dealer.interface import DealerConfig, DealerError, DealerStat
 from squals_action.process import GONE_STATES
 
 MODULE = "squals_action.dealer"
+#: Held while a Dealer is restarted on a newer squals, so that two commands do not both restart it and a
+#: command that finds it stopped meanwhile waits for it to come back.
+RESTART_LOCK = "dealer.lock"
+#: How long an upgrade's restart waits for the old Dealer to stop, and then for the new one to come up.
+_RESTART_TIMEOUT = 15.0
+_log = logging.getLogger("squals.dealer")
 # Popen objects of Dealers this process started, so that stopping one also reaps it (no zombies in tests).
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -87,12 +99,18 @@ def dealer_status(state_dir: Path) -> DealerStatus:
         return DealerStatus(
             "stale", pid=pid, detail=f"{pid_path}: pid {pid} is another process ({cmdline[:120]}), left alone"
         )
-    url = admin_url = None
-    with contextlib.suppress(DealerError, KeyError, TypeError):
+    url = admin_url = protocol = None
+    detail = ""
+    with contextlib.suppress(DealerError, KeyError, TypeError, AttributeError):
         endpoint = read_json(state_dir / ENDPOINT_FILE)
         if endpoint.get("pid") == pid:
             url, admin_url = str(endpoint["url"]), str(endpoint["admin_url"])
-    return DealerStatus("running", pid=pid, url=url, admin_url=admin_url)
+            raw = endpoint.get("protocol", 1)  # published since protocol 2
+            if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 1:
+                protocol = raw
+            else:
+                detail = f"{state_dir / ENDPOINT_FILE}: expected a protocol number >= 1, got {raw!r}"
+    return DealerStatus("running", pid=pid, url=url, admin_url=admin_url, detail=detail, protocol=protocol)
 
 
 def _clear_pid_files(state_dir: Path) -> None:
@@ -142,6 +160,12 @@ def start_dealer(config: DealerConfig, state_dir: Path, *, timeout: float = 15.0
         raise DealerError(f"a Dealer already runs from {state_dir} (pid {status.pid}); stop it first")
     if status.state == "stale":
         _clear_pid_files(state_dir)
+    (state_dir / ROUTING_FILE).unlink(missing_ok=True)
+    return _start(config, state_dir, timeout)
+
+
+def _start(config: DealerConfig, state_dir: Path, timeout: float) -> DealerClient:
+    """Launch on the port the directory's Dealer last had when the config asks for any and it is free."""
     remembered = _remembered_port(state_dir, config.host) if config.port == 0 else 0
     if remembered:
         try:
@@ -157,7 +181,6 @@ def _launch(config: DealerConfig, state_dir: Path, timeout: float) -> DealerClie
     config = dataclasses.replace(config, token=config.token or secrets.token_urlsafe(32))
     config_path = state_dir / CONFIG_FILE
     write_config(config_path, config)
-    (state_dir / ROUTING_FILE).unlink(missing_ok=True)
     log_path = state_dir / LOG_FILE
     with open(log_path, "ab") as log:
         child = subprocess.Popen(
@@ -201,13 +224,107 @@ def _last_line(path: Path) -> str:
 
 
 def connect_dealer(state_dir: Path, *, timeout: float = 5.0) -> DealerClient:
-    """The admin client of the Dealer running from ``state_dir`` (for later CLI commands)."""
+    """The admin client of the Dealer running from ``state_dir`` (for later CLI commands).
+
+    A Dealer started by an older squals (a lower admin protocol in ``dealer.json``) is restarted on this one
+    first (:func:`restart_dealer`), and that is logged; one started by a newer squals is refused, untouched.
+    ``timeout`` is the client's per call.
+    """
     state_dir = Path(state_dir).resolve()
     status = dealer_status(state_dir)
-    if status.state != "running" or status.url is None or status.admin_url is None:
+    if not _current(status) and state_dir.is_dir():
+        # Under the lock: a restart by another command is over, and only one command restarts.
+        with _restart_lock(state_dir):
+            status = dealer_status(state_dir)
+            if _serving(status) and status.protocol is not None and status.protocol < ADMIN_PROTOCOL:
+                return _upgrade(state_dir, status, timeout)
+    if not _serving(status):
         raise DealerError(f"no Dealer runs from {state_dir}: {status.detail or status.state}")
+    if status.protocol is None:
+        raise DealerError(status.detail)
+    if status.protocol > ADMIN_PROTOCOL:
+        raise DealerError(
+            f"the Dealer running from {state_dir} (pid {status.pid}) speaks admin protocol "
+            f"{status.protocol}, this squals only {ADMIN_PROTOCOL}: use the newer squals that started it, "
+            f"or stop that Dealer (squals down) and start it again with this one"
+        )
+    return _client(state_dir, status, timeout)
+
+
+def _serving(status: DealerStatus) -> bool:
+    return status.state == "running" and status.url is not None and status.admin_url is not None
+
+
+def _current(status: DealerStatus) -> bool:
+    return _serving(status) and status.protocol == ADMIN_PROTOCOL
+
+
+def _client(state_dir: Path, status: DealerStatus, timeout: float) -> DealerClient:
+    assert status.url is not None and status.admin_url is not None
     config = load_config(state_dir / CONFIG_FILE)
     return DealerClient(status.url, status.admin_url, config.token, timeout=timeout, pid=status.pid)
+
+
+def _restart_wait(state_dir: Path) -> float:
+    """At most how long a restart takes: a stop (5 s more to kill) and a start with its tallies."""
+    return 2 * _RESTART_TIMEOUT + 5.0 + tally_bytes(state_dir) / RECOVERY_BYTES_PER_S
+
+
+def _restart_lock(state_dir: Path) -> contextlib.AbstractContextManager[None]:
+    return filelock.exclusive(
+        state_dir / RESTART_LOCK,
+        timeout=_restart_wait(state_dir) + 5.0,
+        busy=f"the Dealer of {state_dir} is being restarted",
+        error=DealerError,
+    )
+
+
+def _upgrade(state_dir: Path, status: DealerStatus, timeout: float) -> DealerClient:
+    """Restart an older Dealer on this squals (the lock held) and say so in one line, here and in its log."""
+    client = _restart(state_dir, status, _RESTART_TIMEOUT)
+    client.timeout = timeout
+    line = (
+        f"the Dealer of {state_dir} was started by an older squals (admin protocol {status.protocol}): "
+        f"restarted on this one (protocol {ADMIN_PROTOCOL}), pid {status.pid} -> {client.pid}, "
+        f"same routing and tallies, {client.url}"
+    )
+    _log.warning("%s", line)
+    with contextlib.suppress(OSError), open(state_dir / LOG_FILE, "a", encoding="utf-8") as handle:
+        handle.write(f"squals: {line}\n")
+    return client
+
+
+def restart_dealer(state_dir: Path, *, timeout: float = 15.0) -> DealerClient:
+    """Stop the Dealer of ``state_dir`` gracefully and start it again on this squals with its saved config,
+    its last switch (``routing.json``, which :func:`start_dealer` drops), its tallies and its public port.
+
+    Raises DealerError if none runs, or if it does not come back (then none runs: the message says so).
+    """
+    state_dir = Path(state_dir).resolve()
+    if not state_dir.is_dir():
+        raise DealerError(f"no Dealer runs from {state_dir} to restart: no such directory")
+    with _restart_lock(state_dir):
+        return _restart(state_dir, dealer_status(state_dir), timeout)
+
+
+def _restart(state_dir: Path, status: DealerStatus, timeout: float) -> DealerClient:
+    """:func:`restart_dealer` of the Dealer ``status`` found, the lock held."""
+    if not _serving(status) or status.url is None:
+        raise DealerError(f"no Dealer runs from {state_dir} to restart: {status.detail or status.state}")
+    config = load_config(state_dir / CONFIG_FILE)
+    port = urlsplit(status.url).port
+    if port:  # the running port, whatever dealer.port said: the next launch takes it again
+        atomic_write(state_dir / PORT_FILE, f"{port}\n")
+    stopped = stop_dealer(state_dir, timeout=timeout)
+    if stopped.state != "running":
+        raise DealerError(f"the Dealer of {state_dir} stopped meanwhile ({stopped.state}): not restarted")
+    try:
+        return _start(config, state_dir, timeout)
+    except DealerError as exc:
+        raise DealerError(
+            f"the Dealer of {state_dir} (pid {status.pid}) was stopped to restart it and did not come back, "
+            f"none runs now: {exc.one_line()}"
+        ) from exc
 
 
 def stop_dealer(state_dir: Path, *, timeout: float = 15.0) -> DealerStatus:

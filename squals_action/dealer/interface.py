@@ -130,6 +130,8 @@ class DealerStatus:
     url: str | None = None
     admin_url: str | None = None
     detail: str = ""
+    #: The admin protocol ``dealer.json`` says the running daemon speaks (``client.ADMIN_PROTOCOL``).
+    protocol: int | None = None
 
 
 @runtime_checkable

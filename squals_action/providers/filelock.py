@@ -1,14 +1,13 @@
-"""An exclusive ``flock`` on a file, waited for with a bound: how two squals processes on one machine take
-turns on one environment or one shared resource (the kernel drops it when its holder dies)."""
+"""The providers' exclusive lock on a file (:func:`squals_action.filelock.exclusive`), failing as a
+:class:`ProviderError`."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from squals_action import filelock
 from squals_action.providers.interface import ProviderError
 
 
@@ -16,18 +15,5 @@ from squals_action.providers.interface import ProviderError
 def exclusive(path: Path, *, timeout: float, busy: str) -> Iterator[None]:
     """Hold ``path`` locked for the ``with`` block; after ``timeout`` seconds of waiting raise
     :class:`ProviderError` with ``busy`` (which names what is busy) and the lock file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as lock:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError as exc:
-                if time.monotonic() >= deadline:
-                    raise ProviderError(f"{busy} (another squals holds {lock.name})") from exc
-                time.sleep(0.1)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with filelock.exclusive(path, timeout=timeout, busy=busy, error=ProviderError):
+        yield
