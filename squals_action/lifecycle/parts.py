@@ -53,7 +53,8 @@ def traffic_for(manifest: Manifest, provider: Provider, dealer_dir: Path) -> Tra
 def bound_to(source: Source, traffic: Traffic, signals: KpiSource | None) -> tuple[Traffic, KpiSource | None]:
     """The splitter and the bake's source of a command bound to ``source``, as the squals file of its commit
     declares them, not as the file the command was opened with: its KPIs and alarms and, on aws, its front
-    door (template, parameters, listener), or none (every switch refused in one line naming that file and
+    door (template, parameters, listener, region: :class:`FrontDoorStack` binds the provider to that
+    section), or none (every switch refused in one line naming that file and
     commit). The local Dealer is the repository's, whatever the commit says; a model the caller gave (an
     experiment's variant file, which may not declare a front door) keeps the command's front door."""
     from squals_action.providers.aws_front_door import FrontDoorTraffic

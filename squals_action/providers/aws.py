@@ -130,7 +130,8 @@ class AwsProvider(Provider):
     def bound(self, section: model.Provider) -> AwsProvider:
         """This provider with ``section`` as its own: a command bound to a commit passes the provider section
         of that commit's squals file, so its islands are built, and held to its front door's
-        ``TargetGroupArn``, as that commit declares. Clients, repository and project are shared."""
+        ``TargetGroupArn``, and its front door is found or created, in its region, as that commit declares.
+        Clients, repository and project are shared."""
         bound = copy.copy(self)
         bound.config = section
         return bound
