@@ -27,7 +27,12 @@ from squals_action.lifecycle.parts import signals_for, traffic_for
 from squals_action.manifest import load
 from squals_action.providers.aws import AwsProvider
 from squals_action.state import open_store
-from tests.support.alb import FRONT_DOOR_IN_VPC_TEMPLATE, ISLAND_TEMPLATE, READ_PREFIXES
+from tests.support.alb import (
+    FRONT_DOOR_IN_VPC_TEMPLATE,
+    ISLAND_TEMPLATE,
+    ISLAND_WITHOUT_GROUP_OUTPUT,
+    READ_PREFIXES,
+)
 from tests.support.aws import REGION, Cloud, MotoCalls, aws_client, put_alarm
 from tests.support.cloudwatch import put_alb_history
 from tests.support.providers import Repo
@@ -430,10 +435,6 @@ def test_without_a_front_door_in_the_commit_promote_refuses_and_records_nothing(
     assert world.recorder.mutating() == []
     assert [s.split()[0] for s in world.cloud.stacks()] == ["squals-tiny-pr-1"]
     assert world.lifecycle().fleet() == before
-
-
-#: An island behind a front door that forgot the output the front door forwards to.
-ISLAND_WITHOUT_GROUP_OUTPUT = ISLAND_TEMPLATE.replace("  TargetGroupArn:\n    Value: !Ref Group\n", "")
 
 
 def test_a_deploy_holds_the_island_to_the_front_door_of_its_commit_not_the_working_files(
