@@ -65,6 +65,7 @@ from squals_action.experiments.spec import (
     spec_digest,
 )
 from squals_action.experiments.splitters import Split, new_split
+from squals_action.lifecycle.parts import provider_with
 from squals_action.lifecycle.project import dealer_dir as prod_dealer_dir
 from squals_action.lifecycle.source import worktree
 from squals_action.lifecycle.traffic import DealerTraffic
@@ -179,16 +180,22 @@ class ExperimentEngine:
         self, commit: str = "HEAD", *, pr: int | None = None, experiment_id: str | None = None
     ) -> StartOutcome:
         """Check every variant at ``commit``, make each variant's island ready, then split the traffic among
-        them and record the running experiment (the order: :mod:`~squals_action.experiments.ready`)."""
+        them and record the running experiment (the order: :mod:`~squals_action.experiments.ready`).
+
+        The islands and the front door are those of the squals file at ``commit`` (on aws the provider is
+        bound to its provider section, as a deploy's is to its commit's), not of the file this engine was
+        opened with."""
         sha = gitcmd.resolve_commit(self.repo, commit, error=ExperimentError)
         squals_file = self._squals_file()
         with worktree(self.repo, sha) as tree:
             started, spec = checked(tree, squals_file, sha, app_here=self.provider.kind == "local")
             refuse_on_aws(spec, self.provider.kind)
-            return self._start(started, spec, sha, squals_file, pr, experiment_id)
+            provider = provider_with(started.provider, self.provider)
+            return self._start(provider, started, spec, sha, squals_file, pr, experiment_id)
 
     def _start(
         self,
+        provider: Provider,
         started: Manifest,
         spec: Experiment,
         sha: str,
@@ -196,8 +203,9 @@ class ExperimentEngine:
         pr: int | None,
         experiment_id: str | None,
     ) -> StartOutcome:
-        """Claim, make the islands ready, open the splitter, record ``running``; a failure stops what this
-        start provisioned (the splitter was not opened: no traffic moved) and records it."""
+        """Claim, make the islands ready with ``provider`` (bound to the start commit), open the splitter,
+        record ``running``; a failure stops what this start provisioned (the splitter was not opened: no
+        traffic moved) and records it."""
         eid = check_name("experiment", experiment_id or default_experiment_id(started, sha))
         request = records.StartRequest(
             eid=eid,
@@ -212,7 +220,7 @@ class ExperimentEngine:
         )
         if request.dealer is not None:
             check_prod_dealer(Path(request.dealer), spec)
-        split = new_split(self.provider, started, sha, self.dealer_dir(eid), self.log)
+        split = new_split(provider, started, sha, self.dealer_dir(eid), self.log)
         claim = self._claim(request)
         if claim.existing is not None:
             doc = claim.existing
@@ -227,12 +235,12 @@ class ExperimentEngine:
         opening = False
         try:
             ready_islands(
-                self.promoter, self.provider, spec, started, eid=eid, sha=sha, log=self.log, handles=handles
+                self.promoter, provider, spec, started, eid=eid, sha=sha, log=self.log, handles=handles
             )
             opening = True
             url = split.open(eid, spec, handles, self.log)
         except BaseException as exc:  # an interrupt or a bug too: nothing this start made is left running
-            kept = stop_all(self.provider, handles.values(), split, self.log)
+            kept = stop_all(provider, handles.values(), split, self.log)
             if not isinstance(exc, SqualsError | OSError):
                 raise
             why = f"start failed: {one_line(exc)}"
@@ -259,7 +267,7 @@ class ExperimentEngine:
                 self._transition("experiment-running", f"experiment {eid} runs at {url}", eid, "running", pr),
             )
         except SqualsError:
-            stop_all(self.provider, handles.values(), split, self.log)
+            stop_all(provider, handles.values(), split, self.log)
             raise
         final = result.snapshot.experiment(eid)
         assert final is not None

@@ -30,6 +30,7 @@ from squals_action.lifecycle.signals import CloudWatchSignals, KpiSource, Signal
 from squals_action.lifecycle.source import Source
 from squals_action.lifecycle.traffic import DealerTraffic
 from squals_action.manifest.model import NOWHERE, Manifest, StickyUnit
+from squals_action.manifest.model import Provider as ProviderSection
 from squals_action.providers.interface import Provider
 
 if TYPE_CHECKING:
@@ -53,7 +54,8 @@ def traffic_for(manifest: Manifest, provider: Provider, dealer_dir: Path) -> Tra
 def bound_to(source: Source, traffic: Traffic, signals: KpiSource | None) -> tuple[Traffic, KpiSource | None]:
     """The splitter and the bake's source of a command bound to ``source``, as the squals file of its commit
     declares them, not as the file the command was opened with: its KPIs and alarms and, on aws, its front
-    door (template, parameters, listener), or none (every switch refused in one line naming that file and
+    door (template, parameters, listener, region: :class:`FrontDoorStack` binds the provider to that
+    section), or none (every switch refused in one line naming that file and
     commit). The local Dealer is the repository's, whatever the commit says; a model the caller gave (an
     experiment's variant file, which may not declare a front door) keeps the command's front door."""
     from squals_action.providers.aws_front_door import FrontDoorTraffic
@@ -78,10 +80,16 @@ def provider_at(source: Source, provider: Provider) -> Provider:
     output ``TargetGroupArn``), not the section of the file the command was opened with. A model the caller
     gave as it is (an experiment's winner) keeps the command's provider, as :func:`bound_to` keeps its
     front door."""
+    return provider_with(source.manifest.provider, provider) if source.read_here else provider
+
+
+def provider_with(section: ProviderSection, provider: Provider) -> Provider:
+    """``provider`` with ``section``, the provider section of a squals file read from a commit (a deploy's,
+    an experiment's start commit), as its own on aws: islands are built from that section and held to its
+    front door. Another kind, or a section of another kind, keeps ``provider`` as it is."""
     from squals_action.providers.aws import AwsProvider
 
-    section = source.manifest.provider
-    if not source.read_here or not isinstance(provider, AwsProvider) or section.kind != provider.kind:
+    if not isinstance(provider, AwsProvider) or section.kind != provider.kind:
         return provider
     return provider.bound(section)
 

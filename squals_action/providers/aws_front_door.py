@@ -65,13 +65,14 @@ class FrontDoorStack:
     """The front door of the project an :class:`AwsProvider` manages, as ``section.front_door`` declares.
 
     ``section`` is the provider section of the squals file that declares it: a command bound to a commit
-    passes that commit's, so its template, parameters or listener are the commit's; by default the
-    provider's own (the file the command was opened with: a ``down --front-door``, the costs).
+    passes that commit's, and the front door follows it entirely (the provider is bound to it,
+    :meth:`AwsProvider.bound`): its template, parameters or listener, and its region, are the commit's; by
+    default the provider's own (the file the command was opened with: a ``down --front-door``, the costs).
     """
 
     def __init__(self, provider: AwsProvider, section: model.Provider | None = None) -> None:
-        self.provider = provider
-        section = section if section is not None else provider.config
+        self.provider = provider if section is None or section == provider.config else provider.bound(section)
+        section = self.provider.config
         declared = section.front_door
         if declared is None:
             raise ProviderError(
@@ -79,7 +80,7 @@ class FrontDoorStack:
                 "(front_door: {template: infra/front-door.yml} or front_door: {listener_arn: arn:...})"
             )
         self.declared = declared
-        self.stack = ProjectStack(provider, suffix=FRONT_DOOR, role=FRONT_DOOR, what="front door")
+        self.stack = ProjectStack(self.provider, suffix=FRONT_DOOR, role=FRONT_DOOR, what="front door")
 
     @property
     def stack_name(self) -> str:

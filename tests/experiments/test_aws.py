@@ -27,8 +27,8 @@ from squals_action.manifest import load
 from squals_action.providers.aws import AwsProvider
 from squals_action.providers.aws_front_door import FrontDoorStack
 from squals_action.state import open_store, utc_now
-from tests.support.alb import FRONT_DOOR_TEMPLATE, ISLAND_TEMPLATE, Calls
-from tests.support.aws import Cloud, aws_client
+from tests.support.alb import FRONT_DOOR_TEMPLATE, ISLAND_TEMPLATE, ISLAND_WITHOUT_GROUP_OUTPUT, Calls
+from tests.support.aws import REGION, Cloud, MotoCalls, aws_client
 from tests.support.cloudwatch import CLOUDWATCH_EXPERIMENT, put_alb, put_custom
 from tests.support.experiments import state_log
 from tests.support.lifecycle import git
@@ -256,6 +256,72 @@ def test_an_experiment_starts_on_the_front_door_its_start_commit_declares(
         "CidrPrefix": "10.40",
     }
     assert isinstance(split, AlbSplit) and split.traffic.listener_arn == outputs["ListenerArn"]
+
+
+def test_a_variant_is_held_to_the_front_door_of_the_start_commit_not_the_working_files(
+    aws_cloud: Cloud, tmp_path: Path, moto_calls: MotoCalls
+) -> None:
+    """The start commit declares a front door and its island template has no ``TargetGroupArn``; the
+    working squals file (never committed) declares none: the start is refused in one line naming the
+    template, the missing output and the commit, before any stack is created."""
+    _, work, _ = _shop(aws_cloud, tmp_path)
+    (work / "infra" / "island.yml").write_text(ISLAND_WITHOUT_GROUP_OUTPUT)
+    git(work, "commit", "-qam", "the island forgets its target group")
+    sha = git(work, "rev-parse", "HEAD")
+    squals = work / "squals.yml"
+    squals.write_text(squals.read_text().replace(FRONT_DOOR, ""))
+    assert "front_door" not in squals.read_text()
+    engine = from_lifecycle(open_project(ProjectOptions(repo=work, gates=False)))
+    before = len(moto_calls())
+
+    with pytest.raises(ExperimentError) as refused:
+        engine.start()
+    line = ISLAND_WITHOUT_GROUP_OUTPUT.splitlines().index("Outputs:") + 2
+    (doc,) = engine.store.read().experiments().values()
+    assert refused.value.one_line() == (
+        f"experiment {doc.id}: start failed: variant control: squals.yml: infra/island.yml:{line}:3 in "
+        f"commit {sha[:12]}: expected an output named 'TargetGroupArn': the front door forwards to it; no "
+        "traffic was routed and its islands were stopped"
+    )
+    calls = moto_calls()[before:]
+    assert calls and all(c.startswith("Describe") for c in calls), calls  # the front door, looked up
+    assert _stacks(aws_cloud) == {"squals-shop-front-door"}
+    assert doc.status == "failed" and "islands" not in doc.extra
+    engine.store.close()
+
+
+def test_an_experiment_starts_in_the_region_and_on_the_front_door_of_its_start_commit(
+    aws_cloud: Cloud, tmp_path: Path, moto_calls: MotoCalls
+) -> None:
+    """The reverse: the working squals file (never committed) says another region than the start commit,
+    whose front door and island template are fine: the experiment starts, every island and every call in
+    the start commit's region (before, its islands were refused: "expected the project's region")."""
+    _, work, listener_arn = _shop(aws_cloud, tmp_path)
+    squals = work / "squals.yml"
+    squals.write_text(squals.read_text().replace(f"region: {REGION}", "region: eu-west-1"))
+    assert "eu-west-1" in squals.read_text()
+    engine = from_lifecycle(open_project(ProjectOptions(repo=work, gates=False)))
+    before = len(moto_calls.located())
+
+    started = engine.start()
+    assert started.started and started.experiment.status == "running", started.message
+    sent = moto_calls.located()[before:]
+    assert ("CreateStack", REGION) in sent and ("ModifyListener", REGION) in sent
+    assert {region for _, region in sent} == {REGION}, [c for c in sent if c[1] != REGION]
+    assert _stacks(aws_cloud) == {
+        "squals-shop-front-door",
+        "squals-shop-exp-control",
+        "squals-shop-exp-green",
+    }
+    elbv2 = aws_client("elbv2", aws_cloud.endpoint)
+    forward = _listener(elbv2, listener_arn)["DefaultActions"][0]["ForwardConfig"]
+    islands = started.experiment.extra["islands"]
+    groups = {islands[v]["data"]["target_group_arn"]: v for v in ("control", "green")}
+    assert {groups[g["TargetGroupArn"]]: g["Weight"] for g in forward["TargetGroups"]} == {
+        "control": 600,
+        "green": 400,
+    }
+    engine.store.close()
 
 
 def test_an_experiment_stopped_on_aws_gives_the_listener_back_and_deletes_its_stacks(

@@ -27,8 +27,13 @@ from squals_action.lifecycle.parts import signals_for, traffic_for
 from squals_action.manifest import load
 from squals_action.providers.aws import AwsProvider
 from squals_action.state import open_store
-from tests.support.alb import FRONT_DOOR_IN_VPC_TEMPLATE, ISLAND_TEMPLATE, READ_PREFIXES
-from tests.support.aws import REGION, Cloud, aws_client, put_alarm
+from tests.support.alb import (
+    FRONT_DOOR_IN_VPC_TEMPLATE,
+    ISLAND_TEMPLATE,
+    ISLAND_WITHOUT_GROUP_OUTPUT,
+    READ_PREFIXES,
+)
+from tests.support.aws import REGION, Cloud, MotoCalls, aws_client, put_alarm
 from tests.support.cloudwatch import put_alb_history
 from tests.support.providers import Repo
 
@@ -432,10 +437,6 @@ def test_without_a_front_door_in_the_commit_promote_refuses_and_records_nothing(
     assert world.lifecycle().fleet() == before
 
 
-#: An island behind a front door that forgot the output the front door forwards to.
-ISLAND_WITHOUT_GROUP_OUTPUT = ISLAND_TEMPLATE.replace("  TargetGroupArn:\n    Value: !Ref Group\n", "")
-
-
 def test_a_deploy_holds_the_island_to_the_front_door_of_its_commit_not_the_working_files(
     aws_cloud: Cloud, repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -475,6 +476,28 @@ def test_a_deploy_without_a_front_door_in_its_commit_needs_no_target_group_outpu
     assert deploy.ok, deploy.message
     assert world.recorder.mutating("cloudformation") == ["cloudformation:CreateStack"]
     assert [s.split()[0] for s in world.cloud.stacks()] == ["squals-tiny-pr-1"]
+
+
+def test_the_front_door_is_in_the_region_of_the_promoted_commit_not_the_working_files(
+    aws_cloud: Cloud, repo: Repo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, moto_calls: MotoCalls
+) -> None:
+    """pr-1's commit says ``region: us-east-1``; the working squals file (never committed) says eu-west-1:
+    pr-1's island and the front door its promotion creates, and every call about them, go to the commit's
+    region (moto's recorder names the region each request was signed for)."""
+    world = _world(aws_cloud, repo, tmp_path, monkeypatch)
+    world.repo.commit("v1")
+    committed = world.squals.read_text()
+    world.squals.write_text(committed.replace(f"region: {REGION}", "region: eu-west-1"))
+    assert "eu-west-1" in world.squals.read_text()
+    assert world.lifecycle().deploy(1, "HEAD").ok
+    first = world.lifecycle().promote(1)
+    assert first.ok, first.message
+    sent = moto_calls.located()
+    assert ("CreateStack", REGION) in sent and ("ModifyListener", REGION) in sent
+    assert {region for _, region in sent} == {REGION}, [c for c in sent if c[1] != REGION]
+    stacks = sorted(s.split()[0] for s in world.cloud.stacks())
+    assert stacks == ["squals-tiny-front-door", "squals-tiny-pr-1"]
+    assert world.recorder.read_back == [{"pr-1": 999}]
 
 
 def _blue_with_a_target(world: World) -> str:

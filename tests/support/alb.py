@@ -207,3 +207,5 @@ ISLAND_TEMPLATE = TEMPLATE.replace(
     "      VpcId: !Ref VpcId\n      Protocol: HTTP\n      Port: 80\n      TargetType: ip\n"
     "Outputs:\n  TargetGroupArn:\n    Value: !Ref Group\n",
 )
+#: An island behind a front door that forgot the output the front door forwards to.
+ISLAND_WITHOUT_GROUP_OUTPUT = ISLAND_TEMPLATE.replace("  TargetGroupArn:\n    Value: !Ref Group\n", "")

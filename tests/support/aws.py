@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -299,6 +300,13 @@ def post(url: str) -> None:
     urllib.request.urlopen(urllib.request.Request(url, method="POST", data=b""), timeout=10).close()
 
 
+def _region(entry: dict[str, Any]) -> str:
+    """The region a recorded request was signed for: the credential scope of its SigV4 ``Authorization``
+    header (``Credential=<key>/<date>/<region>/<service>/aws4_request``)."""
+    found = re.search(r"Credential=[^/]+/\d+/([^/]+)/", str(entry["headers"].get("Authorization", "")))
+    return found.group(1) if found else "?"
+
+
 def _operation(entry: dict[str, Any]) -> str:
     """A recorded request's operation: the JSON protocol's ``X-Amz-Target``, else the query protocol's
     ``Action`` (CloudFormation, ELBv2)."""
@@ -313,26 +321,37 @@ def _operation(entry: dict[str, Any]) -> str:
     return urllib.parse.parse_qs(str(body)).get("Action", ["?"])[0]
 
 
+class MotoCalls:
+    """What moto's recorder saw since the fixture started it: :meth:`__call__` the operations, in order;
+    :meth:`located` each with the region it was sent to."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+
+    def _entries(self) -> list[dict[str, Any]]:
+        with urllib.request.urlopen(
+            f"{self.endpoint}/moto-api/recorder/download-recording", timeout=10
+        ) as answer:
+            return [json.loads(line) for line in answer.read().decode().splitlines() if line]
+
+    def __call__(self) -> list[str]:
+        return [_operation(e) for e in self._entries()]
+
+    def located(self) -> list[tuple[str, str]]:
+        """``(operation, region)`` of every recorded request."""
+        return [(_operation(e), _region(e)) for e in self._entries()]
+
+
 @pytest.fixture
-def moto_calls(
-    aws_cloud: Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[[], list[str]]]:
+def moto_calls(aws_cloud: Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoCalls]:
     """The operations moto's recorder saw from now on (its file goes to the test's folder)."""
     from moto.moto_api import recorder
 
     monkeypatch.setattr(recorder, "_location", str(tmp_path / "moto-recording"))
     post(f"{aws_cloud.endpoint}/moto-api/recorder/reset-recording")
     post(f"{aws_cloud.endpoint}/moto-api/recorder/start-recording")
-
-    def operations() -> list[str]:
-        with urllib.request.urlopen(
-            f"{aws_cloud.endpoint}/moto-api/recorder/download-recording", timeout=10
-        ) as answer:
-            entries = [json.loads(line) for line in answer.read().decode().splitlines() if line]
-        return [_operation(e) for e in entries]
-
     try:
-        yield operations
+        yield MotoCalls(aws_cloud.endpoint)
     finally:
         post(f"{aws_cloud.endpoint}/moto-api/recorder/stop-recording")
 
