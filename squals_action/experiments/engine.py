@@ -368,7 +368,7 @@ class ExperimentEngine:
         if spec is None or spec_digest(spec) != doc.spec_digest:
             return self._refused(
                 doc,
-                f"{started.path} at the start commit does not hold the experiment it started with "
+                f"{started.shown} does not hold the experiment it started with "
                 f"({doc.spec_digest[:19]}); stop it (`squals experiment stop {eid}`) and start a new one",
             )
         split = self._split_of(doc, spec.unit)

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from squals_action.lifecycle.source import worktree
+from squals_action.lifecycle.source import commit_label, worktree
 from squals_action.manifest.model import Experiment, Manifest
 from squals_action.providers.interface import check_env_name
 from squals_action.state.interface import check_name
@@ -82,13 +82,14 @@ def default_experiment_id(manifest: Manifest, commit: str) -> str:
     return check_name("experiment", f"{manifest.name}-{commit[:12]}")
 
 
-def load_at(tree: Path, squals_file: str) -> Manifest:
-    """The squals file ``squals_file`` of ``tree`` with its variant files, validated, each with its own
-    folder as the base of its relative paths; problems name the files as the repository does
-    (``variants/green.yml:7:5``), not by the worktree's temporary path."""
+def load_at(tree: Path, squals_file: str, commit: str) -> Manifest:
+    """The squals file ``squals_file`` of ``tree`` (a worktree of ``commit``) with its variant files,
+    validated, each with its own folder as the base of its relative paths; problems and the model's
+    locations name the files as the repository does, and the commit (``variants/green.yml:7:5 in commit
+    1a2b3c4d5e6f``), never the worktree's temporary path: the loader a deploy's checkout uses."""
     from squals_action.manifest.validate import load
 
-    return load(tree / squals_file, tree, relative_to=tree)
+    return load(tree / squals_file, tree, relative_to=tree, commit=commit_label(commit, False))
 
 
 @contextmanager
@@ -98,4 +99,4 @@ def manifest_at(repo: Path, commit: str, squals_file: str, remote: str = "origin
     the context (the winner's hooks run from it). A file that no longer validates is a ``ManifestError``
     naming its lines."""
     with worktree(repo, commit, remote) as tree:
-        yield load_at(tree, squals_file)
+        yield load_at(tree, squals_file, commit)

@@ -225,7 +225,8 @@ def test_an_experiment_on_aws_without_a_front_door_is_refused_before_anything_st
     with pytest.raises(ExperimentError) as refused:
         engine.start()
     line = refused.value.one_line()
-    assert re.search(r"squals.yml:5:3: an experiment on aws needs provider.front_door", line), line
+    sha = git(work, "rev-parse", "HEAD")[:12]
+    assert f"squals.yml:5:3 in commit {sha}: an experiment on aws needs provider.front_door" in line, line
     assert "\n" not in line
     assert _stacks(aws_cloud) == {"squals-shop-front-door"}  # no island was provisioned
     assert engine.store.read().experiments() == {}  # nothing claimed either
@@ -279,7 +280,7 @@ def test_a_variant_is_held_to_the_front_door_of_the_start_commit_not_the_working
     line = ISLAND_WITHOUT_GROUP_OUTPUT.splitlines().index("Outputs:") + 2
     (doc,) = engine.store.read().experiments().values()
     assert refused.value.one_line() == (
-        f"experiment {doc.id}: start failed: variant control: squals.yml: infra/island.yml:{line}:3 in "
+        f"experiment {doc.id}: start failed: variant control: infra/island.yml:{line}:3 in "
         f"commit {sha[:12]}: expected an output named 'TargetGroupArn': the front door forwards to it; no "
         "traffic was routed and its islands were stopped"
     )
@@ -405,7 +406,10 @@ def test_a_variant_not_ready_on_aws_stops_the_start_before_the_listener_moves(
     with pytest.raises(ExperimentError) as refused:
         engine.start()
     line = refused.value.one_line()
-    expected = r"start failed: variant green: green\.yml:\d+:\d+: after_preprod hook check failed: exit 4"
+    expected = (
+        r"start failed: variant green: green\.yml:\d+:\d+ in commit [0-9a-f]{12}: after_preprod hook check "
+        "failed: exit 4"
+    )
     assert re.search(expected, line), line
     assert line.endswith("no traffic was routed and its islands were stopped"), line
     assert [p.name for p in marks.iterdir()] == ["exp-control-after_preprod"]  # control's hook, on its stack
