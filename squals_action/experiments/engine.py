@@ -33,6 +33,7 @@ their winners ``pr-1000001``, ``pr-1000002``... (:data:`.records.SYNTHETIC_PR_BA
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Callable, Mapping, Sequence
@@ -87,9 +88,6 @@ from squals_action.state.interface import (
 
 if TYPE_CHECKING:
     from squals_action.lifecycle.engine import Lifecycle, Outcome
-
-#: Why a tick or a stop cannot bind to the start commit (every start records both).
-NO_START = "its document names no start commit or squals file"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -349,7 +347,7 @@ class ExperimentEngine:
             )
         at_start = self._start_of(doc)
         if at_start is None:
-            return self._refused(doc, NO_START)
+            return self._refused(doc, "its document names no start commit or squals file")
         with at_start as start:
             return self._advance(doc, start)
 
@@ -536,17 +534,16 @@ class ExperimentEngine:
 
     def stop(self, experiment_id: str, reason: str = "") -> ExperimentState:
         """End an experiment by hand: islands and Dealer stopped, nothing promoted, recorded with who. The
-        islands are looked for and stopped with the provider of the start commit's squals file."""
+        islands are looked for and stopped with the provider of the start commit's squals file (a document
+        naming none, which no start writes, with this engine's: there is nothing else to go by)."""
         doc = self.store.read().experiment(experiment_id)
         if doc is None:
             raise ExperimentError(f"no experiment {experiment_id!r} on the state branch")
         if doc.status not in ACTIVE:
             return doc
-        at_start = self._start_of(doc)
-        if at_start is None:
-            raise ExperimentError(f"experiment {experiment_id}: {NO_START}")
-        with at_start as start:  # its islands are where the start commit's provider section made them
-            provider = provider_at(start, self.provider)
+        with self._start_of(doc) or contextlib.nullcontext() as start:
+            # its islands are where the start commit's provider section made them
+            provider = provider_at(start, self.provider) if start is not None else self.provider
             handles = handles_of(doc)
             if not handles:  # a start that died before recording its islands: find them by name
                 found = (provider.get(island_name(v)) for v in doc.variants)
