@@ -20,6 +20,9 @@
   lifecycle's). Then the other islands and the experiment's splitter are stopped and the document says
   ``decided``. A failed promotion is recorded as ``promotion-failed`` (islands kept) and the next tick tries
   the promotion again.
+* every step after the start (tick, promotion, end, **stop**) reads the start commit from the document and,
+  on aws, binds the provider (and the winner's lifecycle) to that commit's provider section, as the start
+  did: never to the file the command was opened with.
 * ``no-difference``, ``guardrail-stop`` and ``halted-srm`` end the experiment with prod unchanged (on AWS the
   listener gets its routing from before the start back); **stop** ends it by hand.
 
@@ -30,9 +33,11 @@ their winners ``pr-1000001``, ``pr-1000002``... (:data:`.records.SYNTHETIC_PR_BA
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -61,13 +66,13 @@ from squals_action.experiments.sources import SourceContext, build_sources
 from squals_action.experiments.spec import (
     default_experiment_id,
     island_name,
-    manifest_at,
     spec_digest,
+    start_at,
 )
 from squals_action.experiments.splitters import Split, new_split
-from squals_action.lifecycle.parts import provider_with
+from squals_action.lifecycle.parts import provider_at, provider_with
 from squals_action.lifecycle.project import dealer_dir as prod_dealer_dir
-from squals_action.lifecycle.source import worktree
+from squals_action.lifecycle.source import Source, worktree
 from squals_action.lifecycle.traffic import DealerTraffic
 from squals_action.manifest.model import Experiment, Manifest, StickyUnit
 from squals_action.own_files import own_dir
@@ -340,11 +345,19 @@ class ExperimentEngine:
                 ok=True,
                 message=f"experiment {doc.id} is {doc.status}: nothing to advance",
             )
+        at_start = self._start_of(doc)
+        if at_start is None:
+            return self._refused(doc, "its document names no start commit or squals file")
+        with at_start as start:
+            return self._advance(doc, start)
+
+    def _start_of(self, doc: ExperimentState) -> AbstractContextManager[Source] | None:
+        """The squals file of the experiment's start commit, from its document alone (a fresh process on
+        a fresh clone finds it), for the time of one step; ``None`` when the document names none."""
         commit, squals_file = extra_str(doc, "commit"), extra_str(doc, "squals_file")
         if commit is None or squals_file is None:
-            return self._refused(doc, "its document names no start commit or squals file")
-        with manifest_at(self.repo, commit, self._in_repo(squals_file)) as started:
-            return self._advance(doc, started)
+            return None
+        return start_at(self.repo, commit, self._in_repo(squals_file))
 
     def _promoted_by(self, doc: ExperimentState) -> str | None:
         """Who holds a lock the winner's promotion takes (``None``: no live run does, so the tick that
@@ -361,14 +374,16 @@ class ExperimentEngine:
             experiment=doc.id, status=doc.status, ok=False, message=f"experiment {doc.id}: {why}"
         )
 
-    def _advance(self, doc: ExperimentState, started: Manifest) -> TickOutcome:
-        """One tick judged with ``started``, the squals file as it was at the experiment's start commit."""
+    def _advance(self, doc: ExperimentState, start: Source) -> TickOutcome:
+        """One tick judged with the squals file as it was at the experiment's start commit (``start``),
+        whose provider section its islands are stopped and its winner promoted with, as they were made."""
         eid = doc.id
+        started = start.manifest
         spec = started.experiment
         if spec is None or spec_digest(spec) != doc.spec_digest:
             return self._refused(
                 doc,
-                f"{started.path} at the start commit does not hold the experiment it started with "
+                f"{started.shown} does not hold the experiment it started with "
                 f"({doc.spec_digest[:19]}); stop it (`squals experiment stop {eid}`) and start a new one",
             )
         split = self._split_of(doc, spec.unit)
@@ -376,9 +391,9 @@ class ExperimentEngine:
             winner = str((doc.decision or {}).get("winner") or "")
             if winner not in spec.variants:
                 return self._refused(doc, "no winner recorded to promote")
-            return self._promote(doc, spec, started, winner, None, split)
+            return self._promote(doc, spec, start, winner, None, split)
         if doc.status == "ending":  # the run that decided died before stopping everything: finish its job
-            return self._end(doc, None, split)
+            return self._end(doc, None, split, start)
         why = split.unavailable()
         if why is not None:
             return self._refused(doc, f"{why}; nothing was measured")
@@ -406,8 +421,8 @@ class ExperimentEngine:
             )
         if decision.status == "winner":
             assert decision.winner is not None
-            return self._promote(recorded, spec, started, decision.winner, decision, split)
-        return self._end(recorded, decision, split)
+            return self._promote(recorded, spec, start, decision.winner, decision, split)
+        return self._end(recorded, decision, split, start)
 
     def _measure(self, doc: ExperimentState, spec: Experiment, split: Split) -> records.Judgement:
         """Read every metric source, decide, and take traffic off newly excluded variants (users first)."""
@@ -439,12 +454,15 @@ class ExperimentEngine:
 
     # ---- promotion and the end --------------------------------------------------------------------
 
-    def _end(self, doc: ExperimentState, decision: Decision | None, split: Split) -> TickOutcome:
-        """No winner (no difference, or every variant breached a guardrail): stop it all, prod unchanged."""
+    def _end(
+        self, doc: ExperimentState, decision: Decision | None, split: Split, start: Source
+    ) -> TickOutcome:
+        """No winner (no difference, or every variant breached a guardrail): stop it all (with the provider
+        of the start commit's squals file), prod unchanged."""
         recorded = dict(doc.decision or {}) if decision is None else decision.to_json()
         status = str(recorded.get("status", "no-difference"))
         outcome = status if status in ("guardrail-stop", "halted-srm", "winner") else "no-difference"
-        stop_all(self.provider, handles_of(doc), split, self.log)
+        stop_all(provider_at(start, self.provider), handles_of(doc), split, self.log)
         summary = decision.summary() if decision is not None else outcome
         message = f"{summary}; islands stopped, prod unchanged"
         if outcome == "winner":  # app-side: the variant is a branch of prod's code, nothing to deploy
@@ -459,21 +477,22 @@ class ExperimentEngine:
         self,
         doc: ExperimentState,
         spec: Experiment,
-        started: Manifest,
+        start: Source,
         winner: str,
         decision: Decision | None,
         split: Split,
     ) -> TickOutcome:
-        """The winner's own island through the lifecycle's deploy (adopted as ``pr-N``) and promote."""
+        """The winner's own island through the lifecycle's deploy (adopted as ``pr-N``) and promote, on the
+        provider and front door of the start commit's squals file (``start``)."""
         if spec.assignment == "app":  # no island to promote: the experiment ends with its winner named
-            return self._end(doc, decision, split)
+            return self._end(doc, decision, split, start)
         eid = doc.id
         pr = pr_of(doc) or SYNTHETIC_PR_BASE
         islands = handles_of(doc)
         own = next((h for h in islands if h.env == island_name(winner)), None)
         self.log(f"{eid}: promote {winner}'s island as pr-{pr} through the lifecycle")
-        manifest = spec.variants[winner].manifest or started
-        done = promote(self.promoter, manifest, pr, extra_str(doc, "commit") or "HEAD", own)
+        manifest = spec.variants[winner].manifest or start.manifest
+        done = promote(self.promoter, manifest, pr, start, own)
         base = dict(doc.decision or {})
         base.update({"status": "winner", "winner": winner, "environment": f"pr-{pr}"})
         expect = ("promoting", "promotion-failed")
@@ -498,7 +517,7 @@ class ExperimentEngine:
                 lifecycle=done.outcome,
             )
         losers = [h for h in islands if h is not own]
-        stop_all(self.provider, losers, split, self.log, restore=False)
+        stop_all(provider_at(start, self.provider), losers, split, self.log, restore=False)
         where = f" on its own island {own.env}" if own is not None else ""
         message = f"{winner} won and is prod (pr-{pr}){where}; the other variants were stopped"
         base.update({"outcome": "promoted", "promotion": done.outcome.message if done.outcome else ""})
@@ -514,17 +533,22 @@ class ExperimentEngine:
         )
 
     def stop(self, experiment_id: str, reason: str = "") -> ExperimentState:
-        """End an experiment by hand: islands and Dealer stopped, nothing promoted, recorded with who."""
+        """End an experiment by hand: islands and Dealer stopped, nothing promoted, recorded with who. The
+        islands are looked for and stopped with the provider of the start commit's squals file (a document
+        naming none, which no start writes, with this engine's: there is nothing else to go by)."""
         doc = self.store.read().experiment(experiment_id)
         if doc is None:
             raise ExperimentError(f"no experiment {experiment_id!r} on the state branch")
         if doc.status not in ACTIVE:
             return doc
-        handles = handles_of(doc)
-        if not handles:  # a start that died before recording its islands: find them by name
-            found = (self.provider.get(island_name(v)) for v in doc.variants)
-            handles = [h for h in found if h is not None]
-        stop_all(self.provider, handles, self._split_of(doc), self.log)
+        with self._start_of(doc) or contextlib.nullcontext() as start:
+            # its islands are where the start commit's provider section made them
+            provider = provider_at(start, self.provider) if start is not None else self.provider
+            handles = handles_of(doc)
+            if not handles:  # a start that died before recording its islands: find them by name
+                found = (provider.get(island_name(v)) for v in doc.variants)
+                handles = [h for h in found if h is not None]
+            stop_all(provider, handles, self._split_of(doc), self.log)
         why = reason or f"stopped by {self.actor or 'hand'}"
         self._finish(
             experiment_id,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from squals_action.errors import SqualsError
 from squals_action.lifecycle.records import fleet_of
+from squals_action.lifecycle.source import Source
 from squals_action.manifest.model import EMPTY, Manifest
 from squals_action.providers.interface import (
     DestroyOutcome,
@@ -48,14 +49,17 @@ class Promotion:
 
 
 def promote(
-    promoter: Promoter, manifest: Manifest, pr: int, commit: str, island: EnvironmentHandle | None
+    promoter: Promoter, manifest: Manifest, pr: int, start: Source, island: EnvironmentHandle | None
 ) -> Promotion:
-    """Record ``island`` (else a fresh provision of ``commit``) as ``pr-<pr>`` through the lifecycle's deploy
-    and promote it to prod, each step as the lifecycle does it."""
+    """Record ``island`` (else a fresh provision of the start commit) as ``pr-<pr>`` through the lifecycle's
+    deploy and promote it to prod, each step as the lifecycle does it, on the provider, front door and bake
+    source of ``start``'s squals file (the experiment's start commit, as its islands were made), not of
+    the file the lifecycle was opened with."""
     outcome: Outcome | None = None
     failure: str | None = None
     try:
-        with promoter(manifest) as lifecycle:
+        with promoter(manifest) as opened:
+            lifecycle = opened.on(start)
             # where a tick that died left pr-N: prod already (done), or half-promoted (the promotion says
             # what to run; deploying it again would be refused without saying it)
             snapshot = lifecycle.store.read()
@@ -71,7 +75,7 @@ def promote(
                 deployer = _scoped(lifecycle, "deploy")
                 if island is not None:
                     deployer = dataclasses.replace(deployer, provider=adopting(lifecycle.provider, island))
-                outcome = deployer.deploy(pr, commit)
+                outcome = deployer.deploy(pr, start.commit)
                 if outcome.ok:
                     outcome = _scoped(lifecycle, "promote").promote(pr)
             if not outcome.ok:

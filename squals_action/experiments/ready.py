@@ -45,27 +45,29 @@ Log = Callable[[str], None]
 def checked(tree: Path, squals_file: str, sha: str, *, app_here: bool) -> tuple[Manifest, Experiment]:
     """The squals file of ``tree`` (a worktree of ``sha``) and its experiment once every variant passed
     the checks that need nothing running: its file, its metric declarations, its scripts (``app.start``'s
-    too when ``app_here``: the provider runs it from the commit). Else one line
-    (``experiment start refused at <sha>: variant green: ...; nothing was started``)."""
+    too when ``app_here``: the provider runs it from the commit). Else one line (``experiment start
+    refused: variant green: variants/green.yml:9:14 in commit 1a2b3c4d5e6f: ...; nothing was started``):
+    the files were loaded with the commit, so every location names it."""
     try:
-        started = load_variants(tree, squals_file)
+        started = load_variants(tree, squals_file, sha)
         spec = started.experiment
         if spec is None:
-            raise ExperimentError(f"{squals_file}: no experiment is declared (add an `experiment:` section)")
+            raise ExperimentError(
+                f"{started.shown}: no experiment is declared (add an `experiment:` section)"
+            )
         check_declarations(spec)
-        check_scripts(spec, started, sha, app_here=app_here)
+        check_scripts(spec, started, app_here=app_here)
     except ExperimentError as exc:
-        raise ExperimentError(
-            f"experiment start refused at {sha[:12]}: {exc.one_line()}; nothing was started"
-        ) from None
+        raise ExperimentError(f"experiment start refused: {exc.one_line()}; nothing was started") from None
     return started, spec
 
 
-def load_variants(tree: Path, squals_file: str) -> Manifest:
-    """``squals_file`` of ``tree`` with its variant files, validated; a problem is refused in one line that
-    starts with the variant whose file holds it (``variant green: variants/green.yml:7:5: ...``)."""
+def load_variants(tree: Path, squals_file: str, sha: str) -> Manifest:
+    """``squals_file`` of ``tree`` (a worktree of ``sha``) with its variant files, validated; a problem is
+    refused in one line that starts with the variant whose file holds it (``variant green:
+    variants/green.yml:7:5 in commit 1a2b3c4d5e6f: ...``)."""
     try:
-        return load_at(tree, squals_file)
+        return load_at(tree, squals_file, sha)
     except ManifestError as exc:
         variant = _variants_by_file(tree, squals_file).get(exc.file)
         raise ExperimentError(f"variant {variant}: {exc.one_line()}" if variant else exc.one_line()) from None
@@ -89,13 +91,13 @@ def _variants_by_file(tree: Path, squals_file: str) -> dict[str, str]:
     return found
 
 
-def check_scripts(spec: Experiment, started: Manifest, sha: str, *, app_here: bool) -> None:
-    """Every variant's commands start with scripts that are in commit ``sha`` (its worktree is where
-    ``started`` was read), else one line: the variant, the command's file and line, where it looked.
+def check_scripts(spec: Experiment, started: Manifest, *, app_here: bool) -> None:
+    """Every variant's commands start with scripts that are in the commit ``started`` was read from (its
+    worktree), else one line: the variant, the command's file, line and commit, where it looked.
     ``app.start`` only when ``app_here`` (on aws the island's template says what runs, not ``app.start``)."""
     for name, variant in spec.variants.items():
         own = variant.manifest or started
-        missing = _missing_script(own, sha, app_here=app_here)
+        missing = _missing_script(own, app_here=app_here)
         if missing is not None:
             raise ExperimentError(f"variant {name}: {missing}")
 
@@ -114,7 +116,7 @@ def _commands(manifest: Manifest, *, app_here: bool) -> Iterator[tuple[str, str,
         yield f"in-flight test {test.name}", test.run, test.workdir, test.location
 
 
-def _missing_script(manifest: Manifest, sha: str, *, app_here: bool) -> str | None:
+def _missing_script(manifest: Manifest, *, app_here: bool) -> str | None:
     """The first command of ``manifest`` whose script is not an executable file of its tree, and why."""
     root = Path(manifest.repo_root)
     for what, run, workdir, where in _commands(manifest, app_here=app_here):
@@ -128,7 +130,7 @@ def _missing_script(manifest: Manifest, sha: str, *, app_here: bool) -> str | No
         if problem is None and not os.access(full, os.X_OK):
             problem = f"expected an executable file, {script!r} is not executable (git add --chmod=+x)"
         if problem is not None:
-            return f"{where}: {what}: {problem} in commit {sha[:12]} (looked for {looked})"
+            return f"{where}: {what}: {problem} (looked for {looked})"
     return None
 
 
@@ -159,8 +161,8 @@ def ready_islands(
             known = {"SQUALS_EXPERIMENT": eid, "SQUALS_VARIANT": name, "SQUALS_PROJECT": started.name}
             try:
                 handle = provider.provision(island, sha, own, extra_env=known)
-            except SqualsError as exc:
-                raise ExperimentError(f"variant {name}: {own.path}: {exc.one_line()}") from exc
+            except SqualsError as exc:  # one about a file names it, its line and commit, itself
+                raise ExperimentError(f"variant {name}: {exc.one_line()}") from exc
             handles[name] = handle
             env = dataclasses.replace(env, url=handle.url, handle=handle.to_json())
             _passed(name, own, "after_preprod", lifecycle.run_stage("after_preprod", env, fleet))
@@ -181,7 +183,7 @@ def _passed(
         return
     bad = first_failure(checks)
     commands = own.exit_tests if stage == "exit" else own.hooks.for_stage(stage)
-    where = next((str(c.location) for c in commands if bad is not None and c.name == bad.name), own.path)
+    where = next((str(c.location) for c in commands if bad is not None and c.name == bad.name), own.shown)
     # the one line carries the command's last output too (a terminal shows it as lines elsewhere)
     said = " | ".join(bad.output.splitlines()) if bad is not None and bad.output else ""
     raise ExperimentError(f"variant {name}: {where}: {failed}" + (f"; last output: {said}" if said else ""))

@@ -2,7 +2,7 @@
 squals file as it was at the start.
 
 The spec judged is the spec started: a tick reads the squals file (and its variant files) at the
-experiment's start commit (:func:`manifest_at`), never the working tree, and refuses to judge when its
+experiment's start commit (:func:`start_at`), never the working tree, and refuses to judge when its
 digest is not the recorded one. The digest covers every field a decision depends on; the document keeps
 the JSON itself for the record.
 """
@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from squals_action.lifecycle.source import worktree
+from squals_action.lifecycle.source import Source, commit_label, worktree
 from squals_action.manifest.model import Experiment, Manifest
 from squals_action.providers.interface import check_env_name
 from squals_action.state.interface import check_name
@@ -82,20 +82,24 @@ def default_experiment_id(manifest: Manifest, commit: str) -> str:
     return check_name("experiment", f"{manifest.name}-{commit[:12]}")
 
 
-def load_at(tree: Path, squals_file: str) -> Manifest:
-    """The squals file ``squals_file`` of ``tree`` with its variant files, validated, each with its own
-    folder as the base of its relative paths; problems name the files as the repository does
-    (``variants/green.yml:7:5``), not by the worktree's temporary path."""
+def load_at(tree: Path, squals_file: str, commit: str) -> Manifest:
+    """The squals file ``squals_file`` of ``tree`` (a worktree of ``commit``) with its variant files,
+    validated, each with its own folder as the base of its relative paths; problems and the model's
+    locations name the files as the repository does, and the commit (``variants/green.yml:7:5 in commit
+    1a2b3c4d5e6f``), never the worktree's temporary path: the loader a deploy's checkout uses."""
     from squals_action.manifest.validate import load
 
-    return load(tree / squals_file, tree, relative_to=tree)
+    return load(tree / squals_file, tree, relative_to=tree, commit=commit_label(commit, False))
 
 
 @contextmanager
-def manifest_at(repo: Path, commit: str, squals_file: str, remote: str = "origin") -> Iterator[Manifest]:
+def start_at(repo: Path, commit: str, squals_file: str, remote: str = "origin") -> Iterator[Source]:
     """The squals file ``squals_file`` (relative to the repository) as it is in ``commit``, with its variant
-    files, validated (:func:`load_at`); its folder is a detached worktree of ``commit`` that lives as long as
-    the context (the winner's hooks run from it). A file that no longer validates is a ``ManifestError``
-    naming its lines."""
+    files, validated (:func:`load_at`), as the source of a command bound to that commit: every step after
+    an experiment's start (a tick, the winner's promotion, a stop) binds the provider to its provider
+    section, as the start did (``lifecycle.parts.provider_at``), never to the file the command was opened
+    with. Its folder is a detached worktree of ``commit`` that lives as long as the context (the winner's
+    hooks run from it). A file that no longer validates is a ``ManifestError`` naming its lines."""
     with worktree(repo, commit, remote) as tree:
-        yield load_at(tree, squals_file)
+        manifest = load_at(tree, squals_file, commit)
+        yield Source(commit=commit, tree=commit, dirty=False, root=tree, manifest=manifest, read_here=True)

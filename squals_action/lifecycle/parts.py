@@ -57,7 +57,8 @@ def bound_to(source: Source, traffic: Traffic, signals: KpiSource | None) -> tup
     door (template, parameters, listener, region: :class:`FrontDoorStack` binds the provider to that
     section), or none (every switch refused in one line naming that file and
     commit). The local Dealer is the repository's, whatever the commit says; a model the caller gave (an
-    experiment's variant file, which may not declare a front door) keeps the command's front door."""
+    experiment's variant file, which may not declare a front door) keeps the command's front door (the
+    experiment binds the command to its start commit first: ``Steps.on``)."""
     from squals_action.providers.aws_front_door import FrontDoorTraffic
 
     manifest = source.manifest
@@ -79,7 +80,7 @@ def provider_at(source: Source, provider: Provider) -> Provider:
     squals file (its islands' template, parameters and front door, which decides whether an island must
     output ``TargetGroupArn``), not the section of the file the command was opened with. A model the caller
     gave as it is (an experiment's winner) keeps the command's provider, as :func:`bound_to` keeps its
-    front door."""
+    front door (bound to the experiment's start commit by then)."""
     return provider_with(source.manifest.provider, provider) if source.read_here else provider
 
 

@@ -120,14 +120,15 @@ class Steps:
         the KPIs and alarms that squals file declares and, on aws, islands are built from its provider
         section and traffic moves through the front door it declares, not those of the file the project
         was opened with."""
+        return dataclasses.replace(self.on(source), manifest=source.manifest, tree=source.root)
+
+    def on(self, source: Source) -> Self:
+        """This project with the provider, splitter and bake source of ``source``'s squals file (as
+        :meth:`at` binds them), its own squals file kept: an experiment's winner is promoted holding its
+        variant's file on the parts of the experiment's start commit."""
         traffic, signals = bound_to(source, self.traffic, self.signals)
         return dataclasses.replace(
-            self,
-            manifest=source.manifest,
-            tree=source.root,
-            provider=provider_at(source, self.provider),
-            traffic=traffic,
-            signals=signals,
+            self, provider=provider_at(source, self.provider), traffic=traffic, signals=signals
         )
 
     def fleet(self) -> dict[str, Env]:

@@ -225,7 +225,8 @@ def test_an_experiment_on_aws_without_a_front_door_is_refused_before_anything_st
     with pytest.raises(ExperimentError) as refused:
         engine.start()
     line = refused.value.one_line()
-    assert re.search(r"squals.yml:5:3: an experiment on aws needs provider.front_door", line), line
+    sha = git(work, "rev-parse", "HEAD")[:12]
+    assert f"squals.yml:5:3 in commit {sha}: an experiment on aws needs provider.front_door" in line, line
     assert "\n" not in line
     assert _stacks(aws_cloud) == {"squals-shop-front-door"}  # no island was provisioned
     assert engine.store.read().experiments() == {}  # nothing claimed either
@@ -279,7 +280,7 @@ def test_a_variant_is_held_to_the_front_door_of_the_start_commit_not_the_working
     line = ISLAND_WITHOUT_GROUP_OUTPUT.splitlines().index("Outputs:") + 2
     (doc,) = engine.store.read().experiments().values()
     assert refused.value.one_line() == (
-        f"experiment {doc.id}: start failed: variant control: squals.yml: infra/island.yml:{line}:3 in "
+        f"experiment {doc.id}: start failed: variant control: infra/island.yml:{line}:3 in "
         f"commit {sha[:12]}: expected an output named 'TargetGroupArn': the front door forwards to it; no "
         "traffic was routed and its islands were stopped"
     )
@@ -321,6 +322,99 @@ def test_an_experiment_starts_in_the_region_and_on_the_front_door_of_its_start_c
         "control": 600,
         "green": 400,
     }
+    engine.store.close()
+
+
+def _elsewhere(work: Path) -> None:
+    """The working squals file (never committed) in another region than the start commit, without a front
+    door: what every step after the start must not read."""
+    squals = work / "squals.yml"
+    squals.write_text(
+        squals.read_text().replace(f"region: {REGION}", "region: eu-west-1").replace(FRONT_DOOR, "")
+    )
+    assert "eu-west-1" in squals.read_text() and "front_door" not in squals.read_text()
+
+
+def test_a_start_that_died_is_stopped_in_the_region_of_its_start_commit(
+    aws_cloud: Cloud, tmp_path: Path, moto_calls: MotoCalls
+) -> None:
+    """``squals experiment start`` is killed after both islands were made, before it recorded them; the
+    working squals file says eu-west-1 (the commit us-east-1). A stop from a new engine finds the islands by
+    name where the start commit's provider section made them (before: it looked in eu-west-1, found
+    nothing, deleted nothing and said "stopped")."""
+    _, work, _ = _shop(aws_cloud, tmp_path)
+    (work / "scripts").mkdir()
+    (work / "scripts" / "die.sh").write_text('#!/bin/sh\nkill -KILL "$SQUALS_TEST_PID"\n')
+    (work / "scripts" / "die.sh").chmod(0o755)
+    green = work / "green.yml"
+    green.write_text(green.read_text() + "hooks:\n  after_preprod: [{name: die, run: ./scripts/die.sh}]\n")
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", "green's hook kills the start")
+    _elsewhere(work)
+    scratch = tmp_path / "scratch"  # what the killed process leaves behind (its worktree of the commit)
+    scratch.mkdir()
+    died = subprocess.run(
+        ["sh", "-c", 'SQUALS_TEST_PID=$$ exec "$0" -m squals_action.cli experiment start', sys.executable],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "SQUALS_TEST_PID": "", "TMPDIR": str(scratch)},
+        check=False,
+    )
+    assert died.returncode == -9, died.stdout + died.stderr
+    with open_store(work) as store:
+        (doc,) = store.read().experiments().values()
+    assert doc.status == "starting" and "islands" not in doc.extra
+    assert _stacks(aws_cloud) == {
+        "squals-shop-front-door",
+        "squals-shop-exp-control",
+        "squals-shop-exp-green",
+    }
+
+    engine = from_lifecycle(open_project(ProjectOptions(repo=work, gates=False)))
+    before = len(moto_calls.located())
+    assert engine.stop(doc.id).status == "stopped"
+    sent = moto_calls.located()[before:]
+    assert ("DeleteStack", REGION) in sent
+    assert {region for _, region in sent} == {REGION}, [c for c in sent if c[1] != REGION]
+    assert _stacks(aws_cloud) == {"squals-shop-front-door"}
+    engine.store.close()
+
+
+def test_the_winner_is_promoted_on_the_front_door_of_its_start_commit(
+    aws_cloud: Cloud, tmp_path: Path, moto_calls: MotoCalls
+) -> None:
+    """The working squals file says eu-west-1 and declares no front door, the start commit us-east-1 and
+    its front door: a tick from a new engine promotes the winner there, every call in us-east-1 (before: the
+    promotion was refused, "provider kind aws has no front door", and recorded promotion-failed)."""
+    _, work, listener_arn = _shop(aws_cloud, tmp_path)
+    _elsewhere(work)
+    starter = from_lifecycle(open_project(ProjectOptions(repo=work, gates=False)))
+    starter.clock = lambda: utc_now() - timedelta(minutes=10)  # CloudWatch has whole minutes to read
+    started = starter.start(pr=5)
+    assert started.started, started.message
+    starter.store.close()
+    for variant, shoppers, checkouts in (("control", 3000, 300), ("green", 2000, 400)):
+        dims = {"Environment": f"exp-{variant}", "Variant": variant}
+        put_custom("Shoppers", dims, shoppers, minutes_ago=6)
+        put_custom("Checkouts", dims, checkouts, minutes_ago=5)
+
+    engine = from_lifecycle(open_project(ProjectOptions(repo=work, gates=False)))
+    before = len(moto_calls.located())
+    (outcome,) = engine.tick()
+    assert outcome.ok and outcome.promoted == "green", outcome.message
+    sent = moto_calls.located()[before:]
+    assert ("ModifyListener", REGION) in sent and ("DeleteStack", REGION) in sent
+    assert {region for _, region in sent} == {REGION}, [c for c in sent if c[1] != REGION]
+    assert _stacks(aws_cloud) == {"squals-shop-front-door", "squals-shop-exp-green"}
+    green = started.experiment.extra["islands"]["green"]["data"]["target_group_arn"]
+    forward = _listener(aws_client("elbv2", aws_cloud.endpoint), listener_arn)["DefaultActions"][0]
+    assert [(g["TargetGroupArn"], g["Weight"]) for g in forward["ForwardConfig"]["TargetGroups"]] == [
+        (green, 999)
+    ]
+    prod = engine.store.read().environment("pr-5")
+    assert prod is not None and prod.status == "prod"
     engine.store.close()
 
 
@@ -405,7 +499,10 @@ def test_a_variant_not_ready_on_aws_stops_the_start_before_the_listener_moves(
     with pytest.raises(ExperimentError) as refused:
         engine.start()
     line = refused.value.one_line()
-    expected = r"start failed: variant green: green\.yml:\d+:\d+: after_preprod hook check failed: exit 4"
+    expected = (
+        r"start failed: variant green: green\.yml:\d+:\d+ in commit [0-9a-f]{12}: after_preprod hook check "
+        "failed: exit 4"
+    )
     assert re.search(expected, line), line
     assert line.endswith("no traffic was routed and its islands were stopped"), line
     assert [p.name for p in marks.iterdir()] == ["exp-control-after_preprod"]  # control's hook, on its stack

@@ -111,9 +111,9 @@ def test_a_variant_whose_relative_path_is_wrong_fails_at_start_in_one_line(tmp_p
         line = refused.stderr.strip()
         assert line.splitlines() == [line] and "Traceback" not in line
         assert line == (
-            f"squals: error: experiment start refused at {sha}: variant green: variants/green.yml:10:19: "
-            "after_preprod hook smoke: expected an existing file, './scripts/smoke.sh' does not exist in "
-            f"commit {sha} (looked for variants/scripts/smoke.sh); nothing was started"
+            "squals: error: experiment start refused: variant green: variants/green.yml:10:19 in commit "
+            f"{sha}: after_preprod hook smoke: expected an existing file, './scripts/smoke.sh' does not "
+            "exist (looked for variants/scripts/smoke.sh); nothing was started"
         )
         assert git(shop.origin, "branch", "--list", "squals/state") == ""  # nothing claimed, nothing written
         assert LocalProvider(shop.path).list() == ()
@@ -131,22 +131,48 @@ def test_a_variant_whose_relative_path_is_wrong_fails_at_start_in_one_line(tmp_p
 
 
 def test_a_variant_file_invalid_at_the_start_commit_is_refused_naming_the_variant(tmp_path: Path) -> None:
-    """The working tree was fixed, the commit was not: the commit's files are the ones validated."""
+    """The working tree was fixed, the commit was not: the commit's files are the ones validated, and the
+    one line names the file once, as the repository does, with the commit (never the start's worktree)."""
     shop = make_shop(tmp_path, green_extra="exit_tests: [{name: e2e}]\n")
     try:
         green = shop.path / "variants" / "green.yml"
         green.write_text(green.read_text().replace("exit_tests: [{name: e2e}]\n", ""))
-        eng = experiment_engine(shop)  # the working tree's files are valid
-        with pytest.raises(ExperimentError) as caught:
-            eng.start()
-        sha = shop.commit[:12]
-        assert caught.value.one_line() == (
-            f"experiment start refused at {sha}: variant green: variants/green.yml:9:14: $.exit_tests[0]: "
-            "missing required key 'run'; nothing was started"
-        )
+        assert load(shop.path / "squals.yml", shop.path).experiment is not None  # the working tree is valid
+        refused = squals_experiment(shop, "start")
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert refused.stderr.splitlines() == [
+            f"squals: error: experiment start refused: variant green: variants/green.yml:9:14 in commit "
+            f"{shop.commit[:12]}: $.exit_tests[0]: missing required key 'run'; nothing was started"
+        ]
+        assert "/tmp/" not in refused.stdout + refused.stderr
         assert git(shop.origin, "branch", "--list", "squals/state") == ""
         assert LocalProvider(shop.path).list() == ()
-        eng.store.close()
+    finally:
+        leftovers, dealers = stop_everything(shop.path)
+    assert leftovers == [] and dealers == []
+
+
+def test_a_variant_its_provider_refuses_is_named_with_its_file_once_and_the_commit(tmp_path: Path) -> None:
+    """control's own file (squals.yml) runs its app from a folder the start commit lacks: the provider's
+    refusal already names the file, line and commit; the start's line adds the variant, not the file again
+    (before: ``variant control: squals.yml: squals.yml:5:3: ...``, no commit)."""
+    shop = make_shop(tmp_path)
+    squals = shop.path / "squals.yml"
+    health = "  health: /healthz\n"
+    squals.write_text(squals.read_text().replace(health, f"{health}  workdir: gone\n"))
+    git(shop.path, "commit", "-qam", "control runs from gone/")
+    sha = git(shop.path, "rev-parse", "HEAD")[:12]
+    try:
+        failed = squals_experiment(shop, "start")
+        assert failed.returncode == 1, failed.stdout + failed.stderr
+        errors = [line for line in failed.stderr.splitlines() if line.startswith("squals: error:")]
+        assert errors == [
+            f"squals: error: experiment shop-{sha}: start failed: variant control: squals.yml:4:3 in commit "
+            f"{sha}: app.workdir 'gone' is not a folder in the commit; no traffic was routed and its islands "
+            "were stopped"
+        ], failed.stderr
+        assert "/tmp/" not in failed.stdout + failed.stderr
+        assert LocalProvider(shop.path).list() == ()
     finally:
         leftovers, dealers = stop_everything(shop.path)
     assert leftovers == [] and dealers == []
@@ -178,7 +204,8 @@ def test_a_variant_whose_after_preprod_hook_fails_stops_the_start_with_nothing_h
         line = caught.value.one_line()
         eid = f"shop-{shop.commit[:12]}"
         assert line.startswith(
-            f"experiment {eid}: start failed: variant green: variants/green.yml:11:19: "
+            f"experiment {eid}: start failed: variant green: variants/green.yml:11:19 in commit "
+            f"{shop.commit[:12]}: "
             "after_preprod hook migrate failed: exit 3; log "
         ), line
         assert "last output: the orders table is not migrated" in line
@@ -234,7 +261,10 @@ def test_an_island_a_failed_start_cannot_destroy_is_named_with_the_command_that_
         with pytest.raises(ExperimentError) as caught:
             eng.start()
         line = caught.value.one_line()
-        assert "variant green: variants/green.yml:10:19: after_preprod hook migrate failed: exit 3" in line
+        assert (
+            f"variant green: variants/green.yml:10:19 in commit {shop.commit[:12]}: after_preprod hook "
+            "migrate failed: exit 3"
+        ) in line
         assert line.endswith(
             "no traffic was routed, but not destroyed: exp-control (its process would not stop): "
             f"run `squals experiment stop {eid}`"
@@ -263,9 +293,8 @@ def test_app_start_is_checked_where_the_provider_runs_it(tmp_path: Path) -> None
     with pytest.raises(ExperimentError) as caught:
         checked(shop.path, "squals.yml", sha, app_here=True)
     assert caught.value.one_line() == (
-        "experiment start refused at 000000000000: variant green: variants/green.yml:4:3: app.start: "
-        "expected an existing file, './serve' does not exist in commit 000000000000 "
-        "(looked for serve); nothing was started"
+        "experiment start refused: variant green: variants/green.yml:4:3 in commit 000000000000: app.start: "
+        "expected an existing file, './serve' does not exist (looked for serve); nothing was started"
     )
     started, spec = checked(shop.path, "squals.yml", sha, app_here=False)  # on aws
     assert set(spec.variants) == {"control", "green"} and started.name == "shop"

@@ -93,7 +93,8 @@ def test_a_push_whose_variant_is_not_ready_fails_in_one_line_with_nothing_runnin
         assert "\n" not in report.headline
         assert report.headline.startswith(
             f"experiment-start: experiment shop-{shop.commit[:12]}: start failed: variant green: "
-            "variants/green.yml:10:19: after_preprod hook migrate failed: exit 5; log "
+            f"variants/green.yml:10:19 in commit {shop.commit[:12]}: after_preprod hook migrate failed: "
+            "exit 5; log "
         ), report.headline
         assert report.headline.endswith("no traffic was routed and its islands were stopped")
         assert LocalProvider(shop.path).list() == ()
