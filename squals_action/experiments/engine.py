@@ -47,11 +47,12 @@ from squals_action import gitcmd
 from squals_action.errors import SqualsError, one_line
 from squals_action.experiments import records
 from squals_action.experiments.decide import decide
-from squals_action.experiments.interface import BadDataError, Decision, ExperimentError, Observation
+from squals_action.experiments.interface import BadDataError, Decision, ExperimentError
 from squals_action.experiments.islands import exclude_newly, stop_all
 from squals_action.experiments.layered import check_prod_dealer, layered_split_of
 from squals_action.experiments.layering import layered, refuse_on_aws
 from squals_action.experiments.observe import observe
+from squals_action.experiments.outcomes import StartOutcome, TickOutcome, no_data
 from squals_action.experiments.promotion import Promoter, lifecycle_promoter, promote
 from squals_action.experiments.ready import checked, ready_islands
 from squals_action.experiments.records import (
@@ -87,30 +88,7 @@ from squals_action.state.interface import (
 )
 
 if TYPE_CHECKING:
-    from squals_action.lifecycle.engine import Lifecycle, Outcome
-
-
-@dataclass(frozen=True, kw_only=True)
-class StartOutcome:
-    """What a start did: the experiment's document, its traffic URL, and whether this call started it."""
-
-    experiment: ExperimentState
-    url: str | None
-    message: str
-    started: bool
-
-
-@dataclass(frozen=True, kw_only=True)
-class TickOutcome:
-    """What one tick did to one experiment; ``ok`` is False when it could not measure or promote."""
-
-    experiment: str
-    status: str
-    ok: bool
-    message: str
-    decision: Decision | None = None
-    promoted: str | None = None
-    lifecycle: Outcome | None = None
+    from squals_action.lifecycle.engine import Lifecycle
 
 
 @dataclass
@@ -585,17 +563,6 @@ class ExperimentEngine:
 
     def experiments(self) -> dict[str, ExperimentState]:
         return self.store.read().experiments()
-
-
-def no_data(spec: Experiment, observations: Mapping[str, Observation]) -> str:
-    """``"; no data: <why>"`` when the objective is unmeasured for a variant (else empty): a tick that
-    continues for want of data says so instead of looking like a measured "running"."""
-    wanted = (spec.objective.numerator, spec.objective.denominator)
-    for variant, seen in observations.items():
-        for metric in wanted:
-            if metric in seen.missing:
-                return f"; no data: {metric} for {variant}: {seen.missing[metric]}"
-    return ""
 
 
 def from_lifecycle(lifecycle: Lifecycle, *, log: Callable[[str], None] | None = None) -> ExperimentEngine:
