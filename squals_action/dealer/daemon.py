@@ -45,8 +45,9 @@ from squals_action.dealer.interface import DealerConfig, DealerError, DealerStat
 from squals_action.process import GONE_STATES
 
 MODULE = "squals_action.dealer"
-#: Held while a Dealer is restarted on a newer squals, so that two commands do not both restart it and a
-#: command that finds it stopped meanwhile waits for it to come back.
+#: Held while a Dealer is started, stopped or restarted on a newer squals, so that two commands never both
+#: restart it, a command that finds it stopped meanwhile waits for it to come back, and a stop (``squals
+#: down``) or a start racing a restart waits for the restart to end instead of colliding with it.
 RESTART_LOCK = "dealer.lock"
 #: How long an upgrade's restart waits for the old Dealer to stop, and then for the new one to come up.
 _RESTART_TIMEOUT = 15.0
@@ -155,13 +156,14 @@ def start_dealer(config: DealerConfig, state_dir: Path, *, timeout: float = 15.0
     """
     state_dir = Path(state_dir).resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
-    status = dealer_status(state_dir)
-    if status.state == "running":
-        raise DealerError(f"a Dealer already runs from {state_dir} (pid {status.pid}); stop it first")
-    if status.state == "stale":
-        _clear_pid_files(state_dir)
-    (state_dir / ROUTING_FILE).unlink(missing_ok=True)
-    return _start(config, state_dir, timeout)
+    with _restart_lock(state_dir):
+        status = dealer_status(state_dir)
+        if status.state == "running":
+            raise DealerError(f"a Dealer already runs from {state_dir} (pid {status.pid}); stop it first")
+        if status.state == "stale":
+            _clear_pid_files(state_dir)
+        (state_dir / ROUTING_FILE).unlink(missing_ok=True)
+        return _start(config, state_dir, timeout)
 
 
 def _start(config: DealerConfig, state_dir: Path, timeout: float) -> DealerClient:
@@ -274,7 +276,7 @@ def _restart_lock(state_dir: Path) -> contextlib.AbstractContextManager[None]:
     return filelock.exclusive(
         state_dir / RESTART_LOCK,
         timeout=_restart_wait(state_dir) + 5.0,
-        busy=f"the Dealer of {state_dir} is being restarted",
+        busy=f"the Dealer of {state_dir} is being started, stopped or restarted",
         error=DealerError,
     )
 
@@ -315,7 +317,7 @@ def _restart(state_dir: Path, status: DealerStatus, timeout: float) -> DealerCli
     port = urlsplit(status.url).port
     if port:  # the running port, whatever dealer.port said: the next launch takes it again
         atomic_write(state_dir / PORT_FILE, f"{port}\n")
-    stopped = stop_dealer(state_dir, timeout=timeout)
+    stopped = _stop(state_dir, timeout)
     if stopped.state != "running":
         raise DealerError(f"the Dealer of {state_dir} stopped meanwhile ({stopped.state}): not restarted")
     try:
@@ -331,9 +333,18 @@ def stop_dealer(state_dir: Path, *, timeout: float = 15.0) -> DealerStatus:
     """Stop the Dealer of ``state_dir`` gracefully (in-flight requests finish, tallies are written).
 
     Returns what was found: ``running`` (now stopped), ``stopped`` (nothing to do) or ``stale`` (the pid file
-    named a dead or foreign process: its files are removed, the process is not touched).
+    named a dead or foreign process: its files are removed, the process is not touched). A restart under way
+    (an upgrade's) ends first.
     """
     state_dir = Path(state_dir).resolve()
+    if not state_dir.is_dir():
+        return dealer_status(state_dir)
+    with _restart_lock(state_dir):
+        return _stop(state_dir, timeout)
+
+
+def _stop(state_dir: Path, timeout: float) -> DealerStatus:
+    """:func:`stop_dealer`, the lock held."""
     status = dealer_status(state_dir)
     if status.state != "running" or status.pid is None:
         if status.state == "stale":

@@ -8,14 +8,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from squals_action.dealer import DealerError, connect_dealer, dealer_status
+from squals_action import filelock
+from squals_action.dealer import DealerError, connect_dealer, dealer_status, stop_dealer
 from squals_action.dealer.client import ADMIN_PROTOCOL
 from squals_action.dealer.config import ENDPOINT_FILE, LOG_FILE, atomic_write
+from squals_action.dealer.daemon import RESTART_LOCK
 from squals_action.dealer.layers import Slot
 from tests.support.dealer import DealerFactory, drive
 
@@ -69,3 +73,28 @@ def test_an_older_dealer_is_restarted_with_its_switch_and_tallies_and_a_newer_on
         connect_dealer(state)
     assert "\n" not in str(refused.value)
     assert dealer_status(state).pid == again.pid and again.weights()["b"] == 1.0  # untouched, serving
+
+
+def test_a_stop_racing_a_restart_waits_for_it(
+    pair: dict[str, str], dealer_factory: DealerFactory, tmp_path: Path
+) -> None:
+    """``squals down`` while another command restarts the Dealer (holding ``dealer.lock``) stops it once the
+    restart is over, rather than stopping a half-restarted daemon."""
+    state = tmp_path / "dealer"
+    dealer_factory(pair, {"a": 1}, state=state)
+    held = threading.Event()
+
+    def restarting() -> None:
+        with filelock.exclusive(state / RESTART_LOCK, timeout=5, busy="test"):
+            held.set()
+            time.sleep(1.0)
+
+    holder = threading.Thread(target=restarting)
+    holder.start()
+    assert held.wait(5)
+    started = time.monotonic()
+    stopped = stop_dealer(state)
+    waited = time.monotonic() - started
+    holder.join()
+    assert stopped.state == "running" and dealer_status(state).state == "stopped"
+    assert waited >= 0.8  # it waited for the lock: the stop did not run inside the restart
