@@ -422,6 +422,7 @@ def test_the_winner_is_promoted_on_the_front_door_of_its_start_commit(
     engine.store.close()
 
 
+@pytest.mark.slow
 def test_a_tick_of_the_action_measures_the_costs_where_the_start_commit_made_the_islands(
     aws_cloud: Cloud, tmp_path: Path, moto_calls: MotoCalls
 ) -> None:
