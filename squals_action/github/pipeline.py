@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import re
 import time
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -432,11 +432,15 @@ class Pipeline:
         )
 
     def _experiment_ticked(self, engine: Any, dealer_dir: Path, parts: dict[str, Any]) -> Report:
+        from squals_action.experiments.costs import running_costs
         from squals_action.experiments.records import placement
+        from squals_action.report.costs import variant_cells
         from squals_action.report.experiments import experiment_markdown
         from squals_action.report.lifecycle import markdown as lifecycle_markdown
 
-        costs = _variant_costs(engine, dealer_dir)  # measured before a decision tears the losers down
+        before = engine.store.read().experiments()
+        # measured before a decision tears the losers down
+        costs = variant_cells(running_costs(engine, before.values(), dealer_dir), before)
         outcomes = engine.tick()
         if not outcomes:
             return Report(intent="experiment-tick", status="skipped", headline="no running experiment",
@@ -480,37 +484,6 @@ _MERGE_SUBJECTS = (
     re.compile(r"^Merge pull request #(\d+) "),  # a merge commit
     re.compile(r"\(#(\d+)\)$"),  # a squash or rebase merge: "Title (#12)"
 )
-
-
-def _variant_costs(engine: Any, dealer_dir: Path) -> dict[str, dict[str, str]]:
-    """Per running experiment, each variant's island cost so far (its own processes or stack), measured with
-    the provider its islands were made with (its start commit's: ``engine.provider_of``), once per distinct
-    cost scope; "no data" with the reason when that provider or its cost source cannot answer."""
-    from squals_action.costs import CostReport, cost_scope, measure_costs
-    from squals_action.experiments.spec import island_name
-    from squals_action.report.costs import direct_costs
-
-    running = [d for d in engine.store.read().experiments().values() if d.status == "running"]
-    costs: dict[str, dict[str, str]] = {}
-    measured: dict[Hashable, tuple[CostReport, ...] | SqualsError] = {}
-    for doc in running:
-        try:
-            with engine.provider_of(doc) as provider:
-                scope = cost_scope(provider)
-                if scope not in measured:
-                    try:
-                        measured[scope] = measure_costs(provider, dealer_dir=dealer_dir, days=30)
-                    except SqualsError as exc:  # the source's answer for every experiment it measures
-                        measured[scope] = exc
-                reports = measured[scope]
-        except SqualsError as exc:  # its start commit's file no longer loads, or names no region
-            reports = exc
-        islands = {v: island_name(v) for v in doc.split}
-        if isinstance(reports, SqualsError):
-            costs[doc.id] = {v: f"no data: {reports.one_line()}" for v in islands}
-        else:
-            costs[doc.id] = direct_costs(reports, islands)
-    return costs
 
 
 def _merged_pr(repo: Path, sha: str) -> int | None:
