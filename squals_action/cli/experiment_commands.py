@@ -229,25 +229,24 @@ def run_stop(args: argparse.Namespace) -> int:
 
 
 def _running_costs(args: argparse.Namespace, docs: Mapping[str, Any]) -> dict[str, dict[str, str]]:
-    """Each running experiment's variants' island costs so far ("no data" with the reason when they cannot
-    be measured: no squals file here, or the cost source refused)."""
+    """Each running experiment's variants' island costs so far, measured where its start commit made them
+    ("no data" with the reason when they cannot be measured: no squals file here, or the cost source
+    refused)."""
     from squals_action.errors import SqualsError
-    from squals_action.experiments.spec import island_name
 
     running = {eid: doc for eid, doc in docs.items() if doc.status == "running"}
     if not running:
         return {}
     try:
-        from squals_action.costs import measure_costs
-        from squals_action.lifecycle.project import load_project_manifest, squals_dir
-        from squals_action.providers import get_provider
-        from squals_action.report.costs import direct_costs
+        from squals_action.experiments.costs import running_costs
+        from squals_action.lifecycle.project import squals_dir
+        from squals_action.report.costs import variant_cells
 
-        top, manifest = load_project_manifest(project_options(args, gates=False, run_id=None))
-        provider = get_provider(manifest.provider.kind, top, manifest.provider)
-        reports = measure_costs(provider, dealer_dir=squals_dir(top) / "dealer")
+        engine = _engine(args)
+        try:
+            measured = running_costs(engine, running.values(), squals_dir(engine.repo) / "dealer")
+            return variant_cells(measured, running)
+        finally:
+            engine.store.close()
     except SqualsError as exc:
         return {eid: {v: f"no data: {exc.one_line()}" for v in doc.split} for eid, doc in running.items()}
-    islands = {eid: {v: island_name(v) for v in doc.split} for eid, doc in running.items()}
-    return {eid: direct_costs(reports, names) for eid, names in islands.items()}
-

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from pathlib import Path
 
 from squals_action.costs.interface import Allocation, CostReport, CostsError, allocate
@@ -30,4 +31,16 @@ def measure_costs(provider: Provider, *, dealer_dir: Path, days: int = 30) -> tu
     raise CostsError(f"no cost source for provider kind {provider.kind!r}")
 
 
-__all__ = ["Allocation", "CostReport", "CostsError", "allocate", "measure_costs"]
+def cost_scope(provider: Provider) -> Hashable:
+    """What :func:`measure_costs` of ``provider`` reads: two providers with one scope get the same reports,
+    so one measurement serves both (on aws the project, the region of its islands and front door, and
+    whether it declares one; elsewhere the provider itself)."""
+    if provider.kind == "aws":
+        from squals_action.providers.aws import AwsProvider
+
+        assert isinstance(provider, AwsProvider)
+        return ("aws", provider.project, provider.region(), provider.config.front_door is not None)
+    return (provider.kind, id(provider))
+
+
+__all__ = ["Allocation", "CostReport", "CostsError", "allocate", "cost_scope", "measure_costs"]

@@ -36,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -337,6 +337,15 @@ class ExperimentEngine:
             return None
         return start_at(self.repo, commit, self._in_repo(squals_file))
 
+    @contextlib.contextmanager
+    def provider_of(self, doc: ExperimentState) -> Iterator[Provider]:
+        """The provider ``doc``'s islands were made with, for the time of one step: bound to its start
+        commit's provider section, as the start did (a document naming none, which no start writes, gets
+        this engine's: there is nothing else to go by). A start file that no longer validates is a
+        ``ManifestError``."""
+        with self._start_of(doc) or contextlib.nullcontext() as start:
+            yield provider_at(start, self.provider) if start is not None else self.provider
+
     def _promoted_by(self, doc: ExperimentState) -> str | None:
         """Who holds a lock the winner's promotion takes (``None``: no live run does, so the tick that
         decided died and this one promotes again; a stale lock then stops it, naming `squals unlock`)."""
@@ -512,16 +521,13 @@ class ExperimentEngine:
 
     def stop(self, experiment_id: str, reason: str = "") -> ExperimentState:
         """End an experiment by hand: islands and Dealer stopped, nothing promoted, recorded with who. The
-        islands are looked for and stopped with the provider of the start commit's squals file (a document
-        naming none, which no start writes, with this engine's: there is nothing else to go by)."""
+        islands are looked for and stopped where they were made (:meth:`provider_of`)."""
         doc = self.store.read().experiment(experiment_id)
         if doc is None:
             raise ExperimentError(f"no experiment {experiment_id!r} on the state branch")
         if doc.status not in ACTIVE:
             return doc
-        with self._start_of(doc) or contextlib.nullcontext() as start:
-            # its islands are where the start commit's provider section made them
-            provider = provider_at(start, self.provider) if start is not None else self.provider
+        with self.provider_of(doc) as provider:
             handles = handles_of(doc)
             if not handles:  # a start that died before recording its islands: find them by name
                 found = (provider.get(island_name(v)) for v in doc.variants)

@@ -432,11 +432,15 @@ class Pipeline:
         )
 
     def _experiment_ticked(self, engine: Any, dealer_dir: Path, parts: dict[str, Any]) -> Report:
+        from squals_action.experiments.costs import running_costs
         from squals_action.experiments.records import placement
+        from squals_action.report.costs import variant_cells
         from squals_action.report.experiments import experiment_markdown
         from squals_action.report.lifecycle import markdown as lifecycle_markdown
 
-        costs = _variant_costs(engine, dealer_dir)  # measured before a decision tears the losers down
+        before = engine.store.read().experiments()
+        # measured before a decision tears the losers down
+        costs = variant_cells(running_costs(engine, before.values(), dealer_dir), before)
         outcomes = engine.tick()
         if not outcomes:
             return Report(intent="experiment-tick", status="skipped", headline="no running experiment",
@@ -480,23 +484,6 @@ _MERGE_SUBJECTS = (
     re.compile(r"^Merge pull request #(\d+) "),  # a merge commit
     re.compile(r"\(#(\d+)\)$"),  # a squash or rebase merge: "Title (#12)"
 )
-
-
-def _variant_costs(engine: Any, dealer_dir: Path) -> dict[str, dict[str, str]]:
-    """Per running experiment, each variant's island cost so far (its own processes or stack; "no data"
-    with the reason when the cost source cannot answer)."""
-    from squals_action.costs import CostsError, measure_costs
-    from squals_action.experiments.spec import island_name
-    from squals_action.report.costs import direct_costs
-
-    running = [d for d in engine.store.read().experiments().values() if d.status == "running"]
-    if not running:
-        return {}
-    try:
-        reports = measure_costs(engine.provider, dealer_dir=dealer_dir, days=30)
-    except CostsError as exc:
-        return {d.id: {v: f"no data: {exc.one_line()}" for v in d.split} for d in running}
-    return {d.id: direct_costs(reports, {v: island_name(v) for v in d.split}) for d in running}
 
 
 def _merged_pr(repo: Path, sha: str) -> int | None:

@@ -10,7 +10,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from squals_action.costs.interface import CostReport
+from squals_action.experiments.spec import island_name
 from squals_action.report.markdown import escape, table
+from squals_action.state.interface import ExperimentState
 
 NO_DATA = "no data"
 
@@ -150,3 +152,17 @@ def direct_costs(reports: tuple[CostReport, ...], environments: Mapping[str, str
         cells[key] = " · ".join(parts) if parts else NO_DATA
     return cells
 
+
+def variant_cells(
+    measured: Mapping[str, tuple[CostReport, ...] | str], docs: Mapping[str, ExperimentState]
+) -> dict[str, dict[str, str]]:
+    """Per experiment measured (``experiments.costs.running_costs``), each variant's island cost cell:
+    "no data: <why>" for every variant of an experiment that could not be measured."""
+    cells: dict[str, dict[str, str]] = {}
+    for eid, reports in measured.items():
+        islands = {v: island_name(v) for v in docs[eid].split}
+        if isinstance(reports, str):
+            cells[eid] = {v: f"{NO_DATA}: {reports}" for v in islands}
+        else:
+            cells[eid] = direct_costs(reports, islands)
+    return cells

@@ -3,11 +3,8 @@ island's RequestCount on the front door (CloudWatch), the parts adding up to the
 
 from __future__ import annotations
 
-import json
 import math
-import urllib.request
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -16,37 +13,9 @@ from squals_action.manifest import model
 from squals_action.providers.aws import AwsProvider
 from squals_action.providers.aws_front_door import FrontDoorStack
 from tests.support.alb import FRONT_DOOR_TEMPLATE, ISLAND_TEMPLATE
-from tests.support.aws import Cloud
+from tests.support.aws import Cloud, cost_explorer_answers, cost_group
 from tests.support.cloudwatch import put_alb
 from tests.support.providers import Repo
-
-
-def _group(environment: str, shared: str, amount: str) -> dict[str, object]:
-    return {
-        "Keys": [f"squals:environment${environment}", f"squals:shared${shared}"],
-        "Metrics": {"UnblendedCost": {"Amount": amount, "Unit": "USD"}},
-    }
-
-
-def _cost_explorer_answers(endpoint: str, groups: list[dict[str, object]]) -> None:
-    """What Cost Explorer answers next (moto tracks no cost: its API takes the answer to give)."""
-    today = datetime.now(UTC).date()
-    answer = {
-        "ResultsByTime": [
-            {
-                "TimePeriod": {"Start": (today - timedelta(days=1)).isoformat(), "End": today.isoformat()},
-                "Total": {},
-                "Groups": groups,
-                "Estimated": True,
-            }
-        ]
-    }
-    request = urllib.request.Request(
-        f"{endpoint}/moto-api/static/ce/cost-and-usage-results",
-        data=json.dumps({"results": [answer]}).encode(),
-        method="POST",
-    )
-    urllib.request.urlopen(request, timeout=10).close()
 
 
 @pytest.mark.slow
@@ -82,13 +51,13 @@ def test_cost_explorer_groups_and_cloudwatch_traffic_allocate_the_shared_cost(
             minutes_ago=5,
             listener_arn=door.listener_arn,
         )
-    _cost_explorer_answers(
+    cost_explorer_answers(
         aws_cloud.endpoint,
         [
-            _group("pr-1", "", "3.00"),
-            _group("pr-2", "", "1.00"),
-            _group("", "cache", "8.00"),
-            _group("", "", "0.50"),
+            cost_group("pr-1", "", "3.00"),
+            cost_group("pr-2", "", "1.00"),
+            cost_group("", "cache", "8.00"),
+            cost_group("", "", "0.50"),
         ],
     )
 

@@ -22,13 +22,17 @@ from squals_action.dealer import dealer_status
 from squals_action.experiments.engine import from_lifecycle
 from squals_action.experiments.interface import ExperimentError
 from squals_action.experiments.splitters import AlbSplit, new_split
+from squals_action.github.events import Intent, IntentKind
+from squals_action.github.interface import Request
+from squals_action.github.pipeline import Pipeline
+from squals_action.github.runner import Settings
 from squals_action.lifecycle.project import ProjectOptions, open_project
 from squals_action.manifest import load
 from squals_action.providers.aws import AwsProvider
 from squals_action.providers.aws_front_door import FrontDoorStack
 from squals_action.state import open_store, utc_now
 from tests.support.alb import FRONT_DOOR_TEMPLATE, ISLAND_TEMPLATE, ISLAND_WITHOUT_GROUP_OUTPUT, Calls
-from tests.support.aws import REGION, Cloud, MotoCalls, aws_client
+from tests.support.aws import REGION, Cloud, MotoCalls, aws_client, cost_explorer_answers, cost_group
 from tests.support.cloudwatch import CLOUDWATCH_EXPERIMENT, put_alb, put_custom
 from tests.support.experiments import state_log
 from tests.support.lifecycle import git
@@ -416,6 +420,38 @@ def test_the_winner_is_promoted_on_the_front_door_of_its_start_commit(
     prod = engine.store.read().environment("pr-5")
     assert prod is not None and prod.status == "prod"
     engine.store.close()
+
+
+@pytest.mark.slow
+def test_a_tick_of_the_action_measures_the_costs_where_the_start_commit_made_the_islands(
+    aws_cloud: Cloud, tmp_path: Path, moto_calls: MotoCalls
+) -> None:
+    """The working squals file (never committed) says eu-west-1 and declares no front door, the start commit
+    us-east-1 and its front door: the action's tick measures the running experiment's island costs with the
+    start commit's provider section, every call in us-east-1, and each variant gets its figure (before:
+    its stacks were listed in eu-west-1 and the front door's traffic was not read)."""
+    _, work, _ = _shop(aws_cloud, tmp_path)
+    _elsewhere(work)
+    starter = from_lifecycle(open_project(ProjectOptions(repo=work, gates=False)))
+    assert starter.start(pr=5).started
+    starter.store.close()
+    cost_explorer_answers(
+        aws_cloud.endpoint, [cost_group("exp-control", "", "3.00"), cost_group("exp-green", "", "1.25")]
+    )
+    intent = Intent(IntentKind.EXPERIMENT_TICK, "schedule", reason="schedule", default_branch="main")
+    before = len(moto_calls.located())
+
+    report = Pipeline(Settings(workspace=work), {}).experiment_tick(Request(intent=intent, workspace=work))
+    assert report.status == "success", report.headline
+    sent = moto_calls.located()[before:]
+    assert ("GetCostAndUsage", REGION) in sent and ("GetMetricData", REGION) in sent, sent
+    assert {region for _, region in sent} == {REGION}, [c for c in sent if c[1] != REGION]
+    ((_, table),) = report.sections  # its last column: each variant's island cost so far
+    rows = [row.split(" | ") for row in table.splitlines() if row.startswith("| <code>")]
+    assert {r[0].removeprefix("| <code>").removesuffix("</code>"): r[-1] for r in rows} == {
+        "control": "3\\.00 USD |",
+        "green": "1\\.25 USD |",
+    }
 
 
 def test_an_experiment_stopped_on_aws_gives_the_listener_back_and_deletes_its_stacks(

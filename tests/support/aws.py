@@ -22,6 +22,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -360,3 +361,32 @@ def moto_calls(aws_cloud: Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def cw(aws_cloud: Cloud) -> Any:
     """The test's own CloudWatch client (writes and set-up) on the test's moto."""
     return aws_client("cloudwatch", aws_cloud.endpoint)
+
+
+def cost_group(environment: str, shared: str, amount: str) -> dict[str, object]:
+    """One group of a Cost Explorer answer grouped by the squals tags (empty: untagged)."""
+    return {
+        "Keys": [f"squals:environment${environment}", f"squals:shared${shared}"],
+        "Metrics": {"UnblendedCost": {"Amount": amount, "Unit": "USD"}},
+    }
+
+
+def cost_explorer_answers(endpoint: str, groups: list[dict[str, object]]) -> None:
+    """What Cost Explorer answers next (moto tracks no cost: its API takes the answer to give)."""
+    today = datetime.now(UTC).date()
+    answer = {
+        "ResultsByTime": [
+            {
+                "TimePeriod": {"Start": (today - timedelta(days=1)).isoformat(), "End": today.isoformat()},
+                "Total": {},
+                "Groups": groups,
+                "Estimated": True,
+            }
+        ]
+    }
+    request = urllib.request.Request(
+        f"{endpoint}/moto-api/static/ce/cost-and-usage-results",
+        data=json.dumps({"results": [answer]}).encode(),
+        method="POST",
+    )
+    urllib.request.urlopen(request, timeout=10).close()
