@@ -337,8 +337,8 @@ def stop_dealer(state_dir: Path, *, timeout: float = 15.0) -> DealerStatus:
     (an upgrade's) ends first.
     """
     state_dir = Path(state_dir).resolve()
-    if not state_dir.is_dir():
-        return dealer_status(state_dir)
+    if not state_dir.is_dir():  # no Dealer ran from it: nothing to lock, and no directory made for a lock
+        return _stop(state_dir, timeout)
     with _restart_lock(state_dir):
         return _stop(state_dir, timeout)
 
