@@ -1,9 +1,8 @@
-"""The Dealer's public side: recognise the unit, assign it, count it, forward the request and stream back.
+"""The Dealer's public side: recognise the unit, assign it, count it, and hand the request to its trip.
 
-Bodies stream in both directions with bounded buffers and are never decompressed; hop-by-hop headers are
-dropped (RFC 9110 section 7.6.1). Paths under ``/_squals/`` are the Dealer's own and never reach an upstream.
-The client connections are :mod:`~squals_action.dealer.server`'s, the upstream ones
-:mod:`~squals_action.dealer.upstream`'s.
+The trip to the upstream and back (header rules, answers, failures) is :mod:`~squals_action.dealer.trip`'s.
+Paths under ``/_squals/`` are the Dealer's own and never reach an upstream. The client connections are
+:mod:`~squals_action.dealer.server`'s, the upstream ones :mod:`~squals_action.dealer.upstream`'s.
 """
 
 from __future__ import annotations

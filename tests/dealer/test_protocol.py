@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from squals_action import filelock
-from squals_action.dealer import DealerError, connect_dealer, dealer_status, stop_dealer
+from squals_action.dealer import DealerError, connect_dealer, dealer_status, restart_dealer, stop_dealer
 from squals_action.dealer.client import ADMIN_PROTOCOL
 from squals_action.dealer.config import ENDPOINT_FILE, LOG_FILE, atomic_write
 from squals_action.dealer.daemon import RESTART_LOCK
@@ -98,3 +98,13 @@ def test_a_stop_racing_a_restart_waits_for_it(
     holder.join()
     assert stopped.state == "running" and dealer_status(state).state == "stopped"
     assert waited >= 0.8  # it waited for the lock: the stop did not run inside the restart
+
+
+def test_a_restart_with_no_dealer_to_restart_says_so_in_one_line(tmp_path: Path) -> None:
+    for where, why in ((tmp_path / "none", "no such directory"), (tmp_path, "stopped")):
+        with pytest.raises(DealerError) as raised:
+            restart_dealer(where)
+        text = raised.value.one_line()
+        assert text == f"no Dealer runs from {where.resolve()} to restart: {why}" and "\n" not in str(
+            raised.value
+        )
