@@ -141,9 +141,13 @@ class AlbTraffic:
         listener: dict[str, Any] = found[0]
         return listener
 
+    def default_actions(self) -> list[dict[str, Any]]:
+        """The listener's default actions as AWS holds them now."""
+        return list(self._listener().get("DefaultActions") or [])
+
     def _forwarded(self) -> dict[str, int]:
         """Target group ARN -> weight of the listener's default forward action (empty if none)."""
-        for action in self._listener().get("DefaultActions") or []:
+        for action in self.default_actions():
             if action.get("Type") != "forward":
                 continue
             groups = (action.get("ForwardConfig") or {}).get("TargetGroups")

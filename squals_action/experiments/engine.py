@@ -7,8 +7,11 @@
   request's island is (hooks, provisioning, exit tests: see :mod:`~squals_action.experiments.ready`), then
   splits the traffic among them (``split`` as weights, sticky per ``unit``: the experiment's own Dealer, its
   slot on prod's Dealer (:mod:`~squals_action.experiments.layered`), or on AWS the front door's listener, see
-  :mod:`~squals_action.experiments.splitters`) and records ``running``: two commits. A variant that is not
-  ready stops the start before any traffic moves: its islands are destroyed, the start recorded ``failed``.
+  :mod:`~squals_action.experiments.splitters`) and records ``running``: three commits, the second written
+  ahead of the traffic (``experiment-routing``: the islands and what the splitter needs to be given back,
+  on AWS the listener's routing), so a start killed while the traffic moves leaves a stop all it needs. A
+  variant that is not ready stops the start before any traffic moves: its islands are destroyed, the start
+  recorded ``failed``.
 * **tick** reads the squals file as it was at the start commit (the spec judged is the spec started), reads
   the metric sources (the Dealer's tallies, or CloudWatch on AWS; Prometheus for declared metrics), runs the
   pure :func:`~squals_action.experiments.decide.decide`, gives excluded variants no more traffic, and records
@@ -24,7 +27,10 @@
   on aws, binds the provider (and the winner's lifecycle) to that commit's provider section, as the start
   did: never to the file the command was opened with.
 * ``no-difference``, ``guardrail-stop`` and ``halted-srm`` end the experiment with prod unchanged (on AWS the
-  listener gets its routing from before the start back); **stop** ends it by hand.
+  listener gets its routing from before the start back); **stop** ends it by hand, from the document
+  alone (a start killed at any point included), and records ``stopped`` only once the splitter was given
+  back and every island destroyed (else it says what was kept and the next stop tries again); a stop of an
+  experiment that ended already changes nothing and says so.
 
 The lifecycle promotes environments named ``pr-N`` only, so the winner is deployed as ``pr-N`` with the
 experiment's pull request (``--pr``, or the merged PR the action found); without one, experiments number
@@ -220,6 +226,8 @@ class ExperimentEngine:
             ready_islands(
                 self.promoter, provider, spec, started, eid=eid, sha=sha, log=self.log, handles=handles
             )
+            split.prepare(handles, self.log)
+            self._write_ahead(eid, _places(handles, split), pr)
             opening = True
             url = split.open(eid, spec, handles, self.log)
         except BaseException as exc:  # an interrupt or a bug too: nothing this start made is left running
@@ -243,7 +251,7 @@ class ExperimentEngine:
             )
             raise ExperimentError(f"experiment {eid}: {why}; {routed} and its islands were stopped") from exc
         started_at = self.clock()
-        places = {"islands": {n: h.to_json() for n, h in handles.items()}, "url": url, **split.record()}
+        places = {**_places(handles, split), "url": url}
         try:
             result = self.store.transact(
                 lambda docs: records.mark_running(docs, eid, self._token, places, started_at),
@@ -261,6 +269,15 @@ class ExperimentEngine:
             message=f"experiment {eid} runs: {len(spec.variants)} variants behind {url}"
             + (f" ({where})" if where else ""),
             started=True,
+        )
+
+    def _write_ahead(self, eid: str, places: Mapping[str, Any], pr: int | None) -> None:
+        """The islands and what the splitter needs to be given back, on the state branch before it moves."""
+        self.store.transact(
+            lambda docs: records.mark_routing(docs, eid, self._token, places),
+            self._transition(
+                "experiment-routing", f"experiment {eid}: ready, traffic moves next", eid, "routing", pr
+            ),
         )
 
     def _claim(self, request: records.StartRequest) -> records.Claim:
@@ -526,13 +543,19 @@ class ExperimentEngine:
         if doc is None:
             raise ExperimentError(f"no experiment {experiment_id!r} on the state branch")
         if doc.status not in ACTIVE:
+            self.log(f"experiment {experiment_id} is {doc.status} already: nothing to do")
             return doc
         with self.provider_of(doc) as provider:
             handles = handles_of(doc)
             if not handles:  # a start that died before recording its islands: find them by name
                 found = (provider.get(island_name(v)) for v in doc.variants)
                 handles = [h for h in found if h is not None]
-            stop_all(provider, handles, self._split_of(doc), self.log)
+            kept = stop_all(provider, handles, self._split_of(doc), self.log)
+        if kept:  # not recorded: the document keeps what the next stop needs to finish the job
+            raise ExperimentError(
+                f"experiment {experiment_id} is not stopped: {', '.join(kept)} could not be stopped; "
+                f"run `squals experiment stop {experiment_id}` again"
+            )
         why = reason or f"stopped by {self.actor or 'hand'}"
         self._finish(
             experiment_id,
@@ -569,6 +592,11 @@ class ExperimentEngine:
 
     def experiments(self) -> dict[str, ExperimentState]:
         return self.store.read().experiments()
+
+
+def _places(handles: Mapping[str, EnvironmentHandle], split: Split) -> dict[str, Any]:
+    """Where the experiment runs, as its document keeps it: the islands and the splitter."""
+    return {"islands": {n: h.to_json() for n, h in handles.items()}, **split.record()}
 
 
 def from_lifecycle(lifecycle: Lifecycle, *, log: Callable[[str], None] | None = None) -> ExperimentEngine:
