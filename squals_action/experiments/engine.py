@@ -60,7 +60,7 @@ from squals_action.experiments.layering import layered, refuse_on_aws
 from squals_action.experiments.observe import observe
 from squals_action.experiments.outcomes import StartOutcome, TickOutcome, no_data
 from squals_action.experiments.promotion import Promoter, lifecycle_promoter, promote
-from squals_action.experiments.ready import checked, ready_islands
+from squals_action.experiments.ready import check_islands, checked, ready_islands
 from squals_action.experiments.records import (
     ACTIVE,
     SYNTHETIC_PR_BASE,
@@ -209,6 +209,7 @@ class ExperimentEngine:
         )
         if request.dealer is not None:
             check_prod_dealer(Path(request.dealer), spec)
+        check_islands(provider, spec, started, eid=eid, sha=sha)
         split = new_split(provider, started, sha, self.dealer_dir(eid), self.log)
         claim = self._claim(request)
         if claim.existing is not None:
