@@ -8,10 +8,8 @@
   splits the traffic among them (``split`` as weights, sticky per ``unit``: the experiment's own Dealer, its
   slot on prod's Dealer (:mod:`~squals_action.experiments.layered`), or on AWS the front door's listener, see
   :mod:`~squals_action.experiments.splitters`) and records ``running``: three commits, the second written
-  ahead of the traffic (``experiment-routing``: the islands and what the splitter needs to be given back,
-  on AWS the listener's routing), so a start killed while the traffic moves leaves a stop all it needs. A
-  variant that is not ready stops the start before any traffic moves: its islands are destroyed, the start
-  recorded ``failed``.
+  ahead of any traffic move (``experiment-routing``: the islands; on AWS the listener's routing to give back).
+  A variant that is not ready stops the start: its islands are destroyed, the start recorded ``failed``.
 * **tick** reads the squals file as it was at the start commit (the spec judged is the spec started), reads
   the metric sources (the Dealer's tallies, or CloudWatch on AWS; Prometheus for declared metrics), runs the
   pure :func:`~squals_action.experiments.decide.decide`, gives excluded variants no more traffic, and records
@@ -27,10 +25,8 @@
   on aws, binds the provider (and the winner's lifecycle) to that commit's provider section, as the start
   did: never to the file the command was opened with.
 * ``no-difference``, ``guardrail-stop`` and ``halted-srm`` end the experiment with prod unchanged (on AWS the
-  listener gets its routing from before the start back); **stop** ends it by hand, from the document
-  alone (a start killed at any point included), and records ``stopped`` only once the splitter was given
-  back and every island destroyed (else it says what was kept and the next stop tries again); a stop of an
-  experiment that ended already changes nothing and says so.
+  listener gets its routing from before the start back); **stop** ends it by hand, from the document alone
+  (a killed start too), recorded once all was given back (:func:`~.islands.stop_recorded`).
 
 The lifecycle promotes environments named ``pr-N`` only, so the winner is deployed as ``pr-N`` with the
 experiment's pull request (``--pr``, or the merged PR the action found); without one, experiments number
@@ -54,7 +50,7 @@ from squals_action.errors import SqualsError, one_line
 from squals_action.experiments import records
 from squals_action.experiments.decide import decide
 from squals_action.experiments.interface import BadDataError, Decision, ExperimentError
-from squals_action.experiments.islands import exclude_newly, stop_all
+from squals_action.experiments.islands import exclude_newly, stop_all, stop_recorded
 from squals_action.experiments.layered import check_prod_dealer, layered_split_of
 from squals_action.experiments.layering import layered, refuse_on_aws
 from squals_action.experiments.observe import observe
@@ -228,7 +224,7 @@ class ExperimentEngine:
                 self.promoter, provider, spec, started, eid=eid, sha=sha, log=self.log, handles=handles
             )
             split.prepare(handles, self.log)
-            self._write_ahead(eid, _places(handles, split), pr)
+            self._write_ahead(eid, records.places(handles, split.record()), pr)
             opening = True
             url = split.open(eid, spec, handles, self.log)
         except BaseException as exc:  # an interrupt or a bug too: nothing this start made is left running
@@ -252,7 +248,7 @@ class ExperimentEngine:
             )
             raise ExperimentError(f"experiment {eid}: {why}; {routed} and its islands were stopped") from exc
         started_at = self.clock()
-        places = {**_places(handles, split), "url": url}
+        places = {**records.places(handles, split.record()), "url": url}
         try:
             result = self.store.transact(
                 lambda docs: records.mark_running(docs, eid, self._token, places, started_at),
@@ -273,13 +269,10 @@ class ExperimentEngine:
         )
 
     def _write_ahead(self, eid: str, places: Mapping[str, Any], pr: int | None) -> None:
-        """The islands and what the splitter needs to be given back, on the state branch before it moves."""
-        self.store.transact(
-            lambda docs: records.mark_routing(docs, eid, self._token, places),
-            self._transition(
-                "experiment-routing", f"experiment {eid}: ready, traffic moves next", eid, "routing", pr
-            ),
-        )
+        """The islands and what gives the splitter back, on the state branch before the traffic moves."""
+        summary = f"experiment {eid}: ready, traffic moves next"
+        transition = self._transition("experiment-routing", summary, eid, "routing", pr)
+        self.store.transact(lambda docs: records.mark_routing(docs, eid, self._token, places), transition)
 
     def _claim(self, request: records.StartRequest) -> records.Claim:
         """Claim the experiment in one commit; a replay of this run's claim reads what it recorded."""
@@ -547,16 +540,7 @@ class ExperimentEngine:
             self.log(f"experiment {experiment_id} is {doc.status} already: nothing to do")
             return doc
         with self.provider_of(doc) as provider:
-            handles = handles_of(doc)
-            if not handles:  # a start that died before recording its islands: find them by name
-                found = (provider.get(island_name(v)) for v in doc.variants)
-                handles = [h for h in found if h is not None]
-            kept = stop_all(provider, handles, self._split_of(doc), self.log)
-        if kept:  # not recorded: the document keeps what the next stop needs to finish the job
-            raise ExperimentError(
-                f"experiment {experiment_id} is not stopped: {', '.join(kept)} could not be stopped; "
-                f"run `squals experiment stop {experiment_id}` again"
-            )
+            stop_recorded(provider, doc, self._split_of(doc), self.log)
         why = reason or f"stopped by {self.actor or 'hand'}"
         self._finish(
             experiment_id,
@@ -593,11 +577,6 @@ class ExperimentEngine:
 
     def experiments(self) -> dict[str, ExperimentState]:
         return self.store.read().experiments()
-
-
-def _places(handles: Mapping[str, EnvironmentHandle], split: Split) -> dict[str, Any]:
-    """Where the experiment runs, as its document keeps it: the islands and the splitter."""
-    return {"islands": {n: h.to_json() for n, h in handles.items()}, **split.record()}
 
 
 def from_lifecycle(lifecycle: Lifecycle, *, log: Callable[[str], None] | None = None) -> ExperimentEngine:

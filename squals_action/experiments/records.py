@@ -148,6 +148,11 @@ def mark_routing(docs: Documents, eid: str, token: str, places: Mapping[str, Any
     return docs
 
 
+def places(handles: Mapping[str, EnvironmentHandle], splitter: Mapping[str, Any]) -> dict[str, Any]:
+    """Where the experiment runs, as its document keeps it: the islands and the splitter's record."""
+    return {"islands": {n: h.to_json() for n, h in handles.items()}, **splitter}
+
+
 def mark_running(
     docs: Documents, eid: str, token: str, places: Mapping[str, Any], started_at: datetime
 ) -> Documents:
