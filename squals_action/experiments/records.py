@@ -92,6 +92,9 @@ def claim(docs: Documents, req: StartRequest) -> Claim:
     if req.dealer is not None:  # chosen in this transaction: a racing start cannot take the same range
         slot = slot_for(eid, spec, [s for s in slots if s is not None])
         placed = {"traffic": {"kind": LAYERS, "dealer_dir": req.dealer, "slot": slot.to_json()}}
+    elif mine is not None and isinstance(mine.extra.get("traffic"), dict):
+        # a killed start's write-ahead, taken over: the listener's routing from before it moved it
+        placed = {"traffic": dict(mine.extra["traffic"])}
     state = ExperimentState(
         id=eid,
         spec_digest=req.digest,

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from squals_action import aws_api
 from squals_action.dealer import DealerConfig, connect_dealer, dealer_status, start_dealer, stop_dealer
-from squals_action.dealer.alb import AlbError, AlbTraffic
+from squals_action.dealer.alb import AlbError, AlbTraffic, forwarded_by
 from squals_action.dealer.interface import DealerError, VariantTally
 from squals_action.errors import SqualsError
 from squals_action.experiments.cloudwatch_source import AwsPlace
@@ -46,9 +46,13 @@ Tallies = Callable[[], Mapping[str, VariantTally]]
 class Split(Protocol):
     """The experiment's splitter as the engine drives it."""
 
-    def prepare(self, islands: Mapping[str, EnvironmentHandle], log: Log) -> None:
+    def prepare(
+        self, islands: Mapping[str, EnvironmentHandle], recorded: Mapping[str, Any], log: Log
+    ) -> None:
         """Read, changing nothing, what :meth:`release` needs to give the traffic back; :meth:`record`
-        holds it from now on, so the engine writes it to the state branch before :meth:`open` moves any."""
+        holds it from now on, so the engine writes it to the state branch before :meth:`open` moves any.
+        ``recorded``: what a killed start of this experiment wrote ahead (its document's ``traffic``, taken
+        over by this start's claim), or empty."""
         ...
 
     def open(self, eid: str, spec: Experiment, islands: Mapping[str, EnvironmentHandle], log: Log) -> str:
@@ -82,7 +86,9 @@ class LocalSplit:
     def __init__(self, dealer_dir: Path) -> None:
         self.dealer_dir = dealer_dir
 
-    def prepare(self, islands: Mapping[str, EnvironmentHandle], log: Log) -> None:
+    def prepare(
+        self, islands: Mapping[str, EnvironmentHandle], recorded: Mapping[str, Any], log: Log
+    ) -> None:
         """Nothing to read: the experiment's own Dealer is stopped at the end, prod's traffic never moved."""
 
     def open(self, eid: str, spec: Experiment, islands: Mapping[str, EnvironmentHandle], log: Log) -> str:
@@ -155,11 +161,27 @@ class AlbSplit:
         self.before = before
         self.since = since
 
-    def prepare(self, islands: Mapping[str, EnvironmentHandle], log: Log) -> None:
+    def prepare(
+        self, islands: Mapping[str, EnvironmentHandle], recorded: Mapping[str, Any], log: Log
+    ) -> None:
         """The islands' target groups, and the listener's default actions as they are (one describe):
-        what :meth:`release` puts back."""
+        what :meth:`release` puts back. A listener that forwards to those groups already was moved by a
+        killed start of this experiment: the routing that start wrote ahead (``recorded``, on this
+        listener) is kept, and without one the start is refused (nothing to give back would be known)."""
         self.target_groups = {name: target_group_of(handle) for name, handle in islands.items()}
-        self.before = [dict(a) for a in self.traffic.default_actions()]
+        arn = self.traffic.listener_arn
+        actions = self.traffic.default_actions()
+        if set(forwarded_by(actions)) & set(self.target_groups.values()):
+            same = recorded.get("kind") == "alb" and recorded.get("listener_arn") == arn
+            if not same or not recorded.get("before"):
+                raise ExperimentError(
+                    f"listener {arn} forwards to this experiment's target groups already (a start that "
+                    "was killed?) and its routing from before is not recorded: give the listener its "
+                    "routing back by hand, then start again"
+                )
+            log("the listener holds a killed start's routing: keep the one recorded from before it")
+            actions = list(recorded["before"])
+        self.before = [dict(a) for a in actions]
         self.traffic.url()  # recorded with them: known before anything moves
 
     def open(self, eid: str, spec: Experiment, islands: Mapping[str, EnvironmentHandle], log: Log) -> str:

@@ -121,7 +121,7 @@ def run_start(
         ready_islands(
             engine.promoter, provider, spec, started, eid=eid, sha=sha, log=engine.log, handles=handles
         )
-        split.prepare(handles, engine.log)
+        split.prepare(handles, dict(claim.state.extra.get("traffic") or {}), engine.log)
         _write_ahead(engine, eid, records.places(handles, split.record()), pr)
         opening = True
         url = split.open(eid, spec, handles, engine.log)

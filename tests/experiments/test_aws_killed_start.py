@@ -8,13 +8,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from squals_action.experiments.engine import from_lifecycle
 from squals_action.faults import FAULT_AT_ENV
 from squals_action.lifecycle.project import ProjectOptions, open_project
-from squals_action.state import open_store
+from squals_action.state import open_store, utc_now
 from squals_action.state.interface import ExperimentState
 from tests.experiments.test_aws import _listener, _shop, _stacks
 from tests.support.aws import Cloud, MotoCalls, aws_client
@@ -100,6 +101,29 @@ def test_a_start_killed_before_the_listener_moved_leaves_it_alone_at_the_stop(
     assert engine.stop(doc.id).status == "stopped"
     sent = [c for c in moto_calls()[recorded:] if not c.startswith(("Describe", "Get", "List"))]
     assert sent == ["DeleteStack", "DeleteStack"], sent
+    assert _listener(elbv2, listener_arn)["DefaultActions"] == before
+    assert _stacks(aws_cloud) == {"squals-shop-front-door"}
+    engine.store.close()
+
+
+def test_a_start_again_after_a_killed_one_keeps_the_listeners_routing_from_before_both(
+    aws_cloud: Cloud, tmp_path: Path
+) -> None:
+    """Killed once the listener forwards to the variants; 16 minutes later a new start takes the claim over
+    and finds the listener forwarding to the experiment's own target groups: what it writes ahead is the
+    routing from before the first start (carried over by the claim), not the killed start's, so the stop
+    gives the listener its real routing back."""
+    _, work, listener_arn = _shop(aws_cloud, tmp_path)
+    elbv2 = aws_client("elbv2", aws_cloud.endpoint)
+    before = _listener(elbv2, listener_arn)["DefaultActions"]
+    doc = _killed_start(work, tmp_path, "before-commit:experiment-running")
+
+    engine = from_lifecycle(open_project(ProjectOptions(repo=work, gates=False)))
+    engine.clock = lambda: utc_now() + timedelta(minutes=16)  # the killed start's claim is stale
+    started = engine.start()
+    assert started.started and started.experiment.id == doc.id, started.message
+    assert started.experiment.extra["traffic"]["before"] == before
+    assert engine.stop(doc.id).status == "stopped"
     assert _listener(elbv2, listener_arn)["DefaultActions"] == before
     assert _stacks(aws_cloud) == {"squals-shop-front-door"}
     engine.store.close()
