@@ -131,7 +131,7 @@ def run_start(
             raise
         why = f"start failed: {one_line(exc)}"
         routed = "the splitter could not open" if opening else "no traffic was routed"
-        if kept:  # left "starting": a stop finds the islands by name
+        if kept:  # left "starting": a stop finds the islands (written ahead, else by name) and the splitter
             raise ExperimentError(
                 f"experiment {eid}: {why}; {routed}, but not destroyed: {', '.join(kept)}: "
                 f"run `squals experiment stop {eid}`"
