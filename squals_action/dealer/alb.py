@@ -141,17 +141,13 @@ class AlbTraffic:
         listener: dict[str, Any] = found[0]
         return listener
 
+    def default_actions(self) -> list[dict[str, Any]]:
+        """The listener's default actions as AWS holds them now."""
+        return list(self._listener().get("DefaultActions") or [])
+
     def _forwarded(self) -> dict[str, int]:
         """Target group ARN -> weight of the listener's default forward action (empty if none)."""
-        for action in self._listener().get("DefaultActions") or []:
-            if action.get("Type") != "forward":
-                continue
-            groups = (action.get("ForwardConfig") or {}).get("TargetGroups")
-            if groups:
-                return {str(g["TargetGroupArn"]): int(g.get("Weight", 1)) for g in groups}
-            if action.get("TargetGroupArn"):
-                return {str(action["TargetGroupArn"]): 1}
-        return {}
+        return forwarded_by(self.default_actions())
 
     def _name_of(self, arn: str) -> str:
         return next((name for name, known in self._names.items() if known == arn), arn)
@@ -320,6 +316,19 @@ class AlbTraffic:
         )
         self._note_zeroed({}, {})
         return f"listener {self.listener_arn} answers 503: nothing is deployed behind it"
+
+
+def forwarded_by(actions: list[dict[str, Any]]) -> dict[str, int]:
+    """Target group ARN -> weight of the first forward action of a listener's ``actions`` (empty if none)."""
+    for action in actions:
+        if action.get("Type") != "forward":
+            continue
+        groups = (action.get("ForwardConfig") or {}).get("TargetGroups")
+        if groups:
+            return {str(g["TargetGroupArn"]): int(g.get("Weight", 1)) for g in groups}
+        if action.get("TargetGroupArn"):
+            return {str(action["TargetGroupArn"]): 1}
+    return {}
 
 
 def target_group_of(handle: Mapping[str, Any] | None) -> str | None:

@@ -7,8 +7,10 @@
   request's island is (hooks, provisioning, exit tests: see :mod:`~squals_action.experiments.ready`), then
   splits the traffic among them (``split`` as weights, sticky per ``unit``: the experiment's own Dealer, its
   slot on prod's Dealer (:mod:`~squals_action.experiments.layered`), or on AWS the front door's listener, see
-  :mod:`~squals_action.experiments.splitters`) and records ``running``: two commits. A variant that is not
-  ready stops the start before any traffic moves: its islands are destroyed, the start recorded ``failed``.
+  :mod:`~squals_action.experiments.splitters`) and records ``running``: three commits, the second written
+  ahead of any traffic move (``experiment-routing``: the islands; on AWS the listener's routing to give back).
+  A variant that is not ready stops the start: its islands are destroyed, the start recorded ``failed``.
+  The side effects after the checks are :func:`~squals_action.experiments.starting.run_start`'s.
 * **tick** reads the squals file as it was at the start commit (the spec judged is the spec started), reads
   the metric sources (the Dealer's tallies, or CloudWatch on AWS; Prometheus for declared metrics), runs the
   pure :func:`~squals_action.experiments.decide.decide`, gives excluded variants no more traffic, and records
@@ -24,7 +26,11 @@
   on aws, binds the provider (and the winner's lifecycle) to that commit's provider section, as the start
   did: never to the file the command was opened with.
 * ``no-difference``, ``guardrail-stop`` and ``halted-srm`` end the experiment with prod unchanged (on AWS the
-  listener gets its routing from before the start back); **stop** ends it by hand.
+  listener gets its routing from before the start back); **stop** ends it by hand, from the document
+  alone (a start killed at any point included), and records ``stopped`` only once the splitter was given
+  back and every island destroyed (:func:`~squals_action.experiments.islands.stop_recorded`: else it says
+  what was kept and the next stop tries again); a stop of an experiment that ended already changes nothing
+  and says so.
 
 The lifecycle promotes environments named ``pr-N`` only, so the winner is deployed as ``pr-N`` with the
 experiment's pull request (``--pr``, or the merged PR the action found); without one, experiments number
@@ -44,17 +50,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from squals_action import gitcmd
-from squals_action.errors import SqualsError, one_line
 from squals_action.experiments import records
 from squals_action.experiments.decide import decide
 from squals_action.experiments.interface import BadDataError, Decision, ExperimentError
-from squals_action.experiments.islands import exclude_newly, stop_all
-from squals_action.experiments.layered import check_prod_dealer, layered_split_of
-from squals_action.experiments.layering import layered, refuse_on_aws
+from squals_action.experiments.islands import exclude_newly, stop_all, stop_recorded
+from squals_action.experiments.layered import layered_split_of
+from squals_action.experiments.layering import refuse_on_aws
 from squals_action.experiments.observe import observe
 from squals_action.experiments.outcomes import StartOutcome, TickOutcome, no_data
 from squals_action.experiments.promotion import Promoter, lifecycle_promoter, promote
-from squals_action.experiments.ready import checked, ready_islands
+from squals_action.experiments.ready import checked
 from squals_action.experiments.records import (
     ACTIVE,
     SYNTHETIC_PR_BASE,
@@ -65,19 +70,19 @@ from squals_action.experiments.records import (
 )
 from squals_action.experiments.sources import SourceContext, build_sources
 from squals_action.experiments.spec import (
-    default_experiment_id,
     island_name,
     spec_digest,
     start_at,
 )
-from squals_action.experiments.splitters import Split, new_split
+from squals_action.experiments.splitters import Split
+from squals_action.experiments.starting import run_start
 from squals_action.lifecycle.parts import provider_at, provider_with
 from squals_action.lifecycle.project import dealer_dir as prod_dealer_dir
 from squals_action.lifecycle.source import Source, worktree
 from squals_action.lifecycle.traffic import DealerTraffic
 from squals_action.manifest.model import Experiment, Manifest, StickyUnit
 from squals_action.own_files import own_dir
-from squals_action.providers.interface import EnvironmentHandle, Provider
+from squals_action.providers.interface import Provider
 from squals_action.state.interface import (
     Documents,
     ExperimentState,
@@ -111,8 +116,8 @@ class ExperimentEngine:
     project_dealer: Path | None = None
 
     def __post_init__(self) -> None:
-        # who claims a start: this run (or this terminal) and a nonce, so a racing twin is told apart
-        self._token = f"run {self.run_id or 'local'}/{self.attempt} ({secrets.token_hex(4)})"
+        #: who claims a start: this run (or this terminal) and a nonce, so a racing twin is told apart
+        self.token = f"run {self.run_id or 'local'}/{self.attempt} ({secrets.token_hex(4)})"
 
     # ---- places -----------------------------------------------------------------------------------
 
@@ -122,11 +127,11 @@ class ExperimentEngine:
     def dealer_dir(self, experiment_id: str) -> Path:
         return self._root() / check_name("experiment", experiment_id) / "dealer"
 
-    def _prod_dealer(self) -> Path:
+    def prod_dealer(self) -> Path:
         """Where layered experiments are placed: prod's Dealer, the one the lifecycle switches."""
         return (self.project_dealer or prod_dealer_dir(self.repo)).resolve()
 
-    def _split_of(self, doc: ExperimentState, unit: StickyUnit | None = None) -> Split:
+    def split_of(self, doc: ExperimentState, unit: StickyUnit | None = None) -> Split:
         """The splitter the document recorded (the local Dealer in this engine's place when none was)."""
         return layered_split_of(doc, unit or StickyUnit(), self.dealer_dir(doc.id))
 
@@ -142,9 +147,10 @@ class ExperimentEngine:
         folder, path = self.manifest.base_dir, Path(self.manifest.path)
         return self._in_repo(str(Path(folder, path.name) if os.path.isabs(folder) else path))
 
-    def _transition(
+    def transition(
         self, event: str, summary: str, experiment_id: str, step: str, pr: int | None = None
     ) -> Transition:
+        """The state commit's metadata for one step of an experiment (its replay key: run, attempt, step)."""
         key = f"{self.run_id}/{self.attempt}/{experiment_id}/{step}" if self.run_id else None
         return Transition(
             event,
@@ -174,123 +180,7 @@ class ExperimentEngine:
             started, spec = checked(tree, squals_file, sha, app_here=self.provider.kind == "local")
             refuse_on_aws(spec, self.provider.kind)
             provider = provider_with(started.provider, self.provider)
-            return self._start(provider, started, spec, sha, squals_file, pr, experiment_id)
-
-    def _start(
-        self,
-        provider: Provider,
-        started: Manifest,
-        spec: Experiment,
-        sha: str,
-        squals_file: str,
-        pr: int | None,
-        experiment_id: str | None,
-    ) -> StartOutcome:
-        """Claim, make the islands ready with ``provider`` (bound to the start commit), open the splitter,
-        record ``running``; a failure stops what this start provisioned (the splitter was not opened: no
-        traffic moved) and records it."""
-        eid = check_name("experiment", experiment_id or default_experiment_id(started, sha))
-        request = records.StartRequest(
-            eid=eid,
-            spec=spec,
-            digest=spec_digest(spec),
-            commit=sha,
-            pr=pr,
-            now=self.clock(),
-            token=self._token,
-            squals_file=squals_file,
-            dealer=str(self._prod_dealer()) if layered(spec) else None,
-        )
-        if request.dealer is not None:
-            check_prod_dealer(Path(request.dealer), spec)
-        split = new_split(provider, started, sha, self.dealer_dir(eid), self.log)
-        claim = self._claim(request)
-        if claim.existing is not None:
-            doc = claim.existing
-            url = extra_str(doc, "url")
-            return StartOutcome(
-                experiment=doc, url=url, message=f"experiment {eid} is already {doc.status}", started=False
-            )
-        assert claim.state is not None
-        if request.dealer is not None:  # its slot, chosen by the claim
-            split = self._split_of(claim.state, spec.unit)
-        handles: dict[str, EnvironmentHandle] = {}
-        opening = False
-        try:
-            ready_islands(
-                self.promoter, provider, spec, started, eid=eid, sha=sha, log=self.log, handles=handles
-            )
-            opening = True
-            url = split.open(eid, spec, handles, self.log)
-        except BaseException as exc:  # an interrupt or a bug too: nothing this start made is left running
-            kept = stop_all(provider, handles.values(), split, self.log)
-            if not isinstance(exc, SqualsError | OSError):
-                raise
-            why = f"start failed: {one_line(exc)}"
-            routed = "the splitter could not open" if opening else "no traffic was routed"
-            if kept:  # left "starting": a stop finds the islands by name
-                raise ExperimentError(
-                    f"experiment {eid}: {why}; {routed}, but not destroyed: {', '.join(kept)}: "
-                    f"run `squals experiment stop {eid}`"
-                ) from exc
-            self._finish(
-                eid,
-                "failed",
-                {"status": "failed", "reason": why},
-                "experiment-failed",
-                why,
-                step="start-failed",
-            )
-            raise ExperimentError(f"experiment {eid}: {why}; {routed} and its islands were stopped") from exc
-        started_at = self.clock()
-        places = {"islands": {n: h.to_json() for n, h in handles.items()}, "url": url, **split.record()}
-        try:
-            result = self.store.transact(
-                lambda docs: records.mark_running(docs, eid, self._token, places, started_at),
-                self._transition("experiment-running", f"experiment {eid} runs at {url}", eid, "running", pr),
-            )
-        except SqualsError:
-            stop_all(provider, handles.values(), split, self.log)
-            raise
-        final = result.snapshot.experiment(eid)
-        assert final is not None
-        where = records.placement(final, result.snapshot.experiments())
-        return StartOutcome(
-            experiment=final,
-            url=url,
-            message=f"experiment {eid} runs: {len(spec.variants)} variants behind {url}"
-            + (f" ({where})" if where else ""),
-            started=True,
-        )
-
-    def _claim(self, request: records.StartRequest) -> records.Claim:
-        """Claim the experiment in one commit; a replay of this run's claim reads what it recorded."""
-        eid = request.eid
-        out: list[records.Claim] = []
-
-        def fn(docs: Documents) -> Documents | None:
-            got = records.claim(docs, request)
-            out[:] = [got]
-            return docs if got.state is not None else None
-
-        result = self.store.transact(
-            fn,
-            self._transition(
-                "experiment-start",
-                f"start experiment {eid} at {request.commit[:12]}",
-                eid,
-                "start",
-                request.pr,
-            ),
-        )
-        if not out:  # replayed: this run already claimed it
-            doc = result.snapshot.experiment(eid)
-            if doc is None:
-                raise ExperimentError(f"experiment {eid}: the start was recorded but its document is gone")
-            if doc.status == "starting":
-                return records.Claim(state=doc, existing=None)
-            return records.Claim(state=None, existing=doc)
-        return out[0]
+            return run_start(self, provider, started, spec, sha, squals_file, pr, experiment_id)
 
     # ---- tick -------------------------------------------------------------------------------------
 
@@ -373,7 +263,7 @@ class ExperimentEngine:
                 f"{started.shown} does not hold the experiment it started with "
                 f"({doc.spec_digest[:19]}); stop it (`squals experiment stop {eid}`) and start a new one",
             )
-        split = self._split_of(doc, spec.unit)
+        split = self.split_of(doc, spec.unit)
         if doc.status in ("promotion-failed", "promoting"):
             winner = str((doc.decision or {}).get("winner") or "")
             if winner not in spec.variants:
@@ -436,7 +326,7 @@ class ExperimentEngine:
 
         step = f"tick-{len(doc.extra.get('ticks', []))}"
         summary = f"experiment {doc.id}: {judged.decision.summary()}"
-        self.store.transact(fn, self._transition("experiment-tick", summary, doc.id, step, pr_of(doc)))
+        self.store.transact(fn, self.transition("experiment-tick", summary, doc.id, step, pr_of(doc)))
         return recorded[0] if recorded else None
 
     # ---- promotion and the end --------------------------------------------------------------------
@@ -455,7 +345,7 @@ class ExperimentEngine:
         if outcome == "winner":  # app-side: the variant is a branch of prod's code, nothing to deploy
             winner = recorded.get("winner")
             message = f"{summary}; app-side, nothing to promote: make {winner} the app's default"
-        self._finish(
+        self.finish(
             doc.id, "decided", {**recorded, "outcome": outcome}, f"experiment-{outcome}", message, step="end"
         )
         return TickOutcome(experiment=doc.id, status="decided", ok=True, message=message, decision=decision)
@@ -486,7 +376,7 @@ class ExperimentEngine:
         if done.failure is not None:
             message = f"{winner} won but its promotion failed: {done.failure}; the next tick tries again"
             base.update({"outcome": "promotion-failed", "promotion": done.failure})
-            self._finish(
+            self.finish(
                 eid,
                 "promotion-failed",
                 base,
@@ -508,7 +398,7 @@ class ExperimentEngine:
         where = f" on its own island {own.env}" if own is not None else ""
         message = f"{winner} won and is prod (pr-{pr}){where}; the other variants were stopped"
         base.update({"outcome": "promoted", "promotion": done.outcome.message if done.outcome else ""})
-        self._finish(eid, "decided", base, "experiment-promoted", message, step="promoted", expect=expect)
+        self.finish(eid, "decided", base, "experiment-promoted", message, step="promoted", expect=expect)
         return TickOutcome(
             experiment=eid,
             status="decided",
@@ -526,15 +416,12 @@ class ExperimentEngine:
         if doc is None:
             raise ExperimentError(f"no experiment {experiment_id!r} on the state branch")
         if doc.status not in ACTIVE:
+            self.log(f"experiment {experiment_id} is {doc.status} already: nothing to do")
             return doc
         with self.provider_of(doc) as provider:
-            handles = handles_of(doc)
-            if not handles:  # a start that died before recording its islands: find them by name
-                found = (provider.get(island_name(v)) for v in doc.variants)
-                handles = [h for h in found if h is not None]
-            stop_all(provider, handles, self._split_of(doc), self.log)
+            stop_recorded(provider, doc, self.split_of(doc), self.log)
         why = reason or f"stopped by {self.actor or 'hand'}"
-        self._finish(
+        self.finish(
             experiment_id,
             "stopped",
             {**dict(doc.decision or {}), "outcome": "stopped", "reason": why},
@@ -547,7 +434,7 @@ class ExperimentEngine:
         assert after is not None
         return after
 
-    def _finish(
+    def finish(
         self,
         eid: str,
         status: str,
@@ -558,11 +445,12 @@ class ExperimentEngine:
         step: str,
         expect: Sequence[str] = ("starting", "ending", "promoting"),
     ) -> None:
+        """Record the end (or a failure) ``status`` in one commit, only from a status in ``expect``."""
         now = self.clock()
         doc = self.store.read().experiment(eid)
         self.store.transact(
             lambda docs: records.finish(docs, eid, status, decision, now, expect),
-            self._transition(event, summary, eid, step, pr_of(doc) if doc else None),
+            self.transition(event, summary, eid, step, pr_of(doc) if doc else None),
         )
 
     # ---- reading ----------------------------------------------------------------------------------

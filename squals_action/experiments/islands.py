@@ -3,7 +3,8 @@
 
 A start makes the islands ready one by one (:mod:`~squals_action.experiments.ready`) before the splitter
 opens; they are stopped together at the end, whatever the end was. Stopping never raises (the record of
-the end goes on): it logs and returns what could not be destroyed.
+the end goes on): it logs and returns what could not be destroyed; only a stop by hand
+(:func:`stop_recorded`) refuses to be recorded until everything was given back.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from squals_action.errors import SqualsError, one_line
-from squals_action.experiments.interface import Decision
+from squals_action.experiments.interface import Decision, ExperimentError
+from squals_action.experiments.records import handles_of
+from squals_action.experiments.spec import island_name
 from squals_action.experiments.splitters import Split
 from squals_action.providers.interface import EnvironmentHandle, Provider
 from squals_action.state.interface import ExperimentState
@@ -51,3 +54,18 @@ def stop_all(
         if not outcome.ok:
             kept.append(f"{handle.env} ({outcome.detail})")
     return kept
+
+
+def stop_recorded(provider: Provider, doc: ExperimentState, split: Split, log: Log) -> None:
+    """Stop what ``doc`` recorded: its splitter given back, then its islands (found by name when the start
+    died before it recorded them). What was kept raises :class:`ExperimentError`: nothing may be recorded
+    as stopped then, and the document keeps what the next stop needs to finish the job."""
+    handles = handles_of(doc)
+    if not handles:
+        handles = [h for h in (provider.get(island_name(v)) for v in doc.variants) if h is not None]
+    kept = stop_all(provider, handles, split, log)
+    if kept:
+        raise ExperimentError(
+            f"experiment {doc.id} is not stopped: {', '.join(kept)} could not be stopped; "
+            f"run `squals experiment stop {doc.id}` again"
+        )

@@ -65,6 +65,11 @@ class LayeredSplit:
             raise ExperimentError(gone)
         return connect_dealer(self.dealer_dir)
 
+    def prepare(
+        self, islands: Mapping[str, EnvironmentHandle], recorded: Mapping[str, Any], log: Log
+    ) -> None:
+        """Nothing to read: the slot, all :meth:`release` removes, was recorded by the claim."""
+
     def open(self, eid: str, spec: Experiment, islands: Mapping[str, EnvironmentHandle], log: Log) -> str:
         client = self._connect()
         try:

@@ -11,11 +11,13 @@ Before anything is claimed, from a worktree of the start commit (never the worki
    may be generated), so a variant's wrong relative path used to surface only when it won and its hooks
    ran at last.
 
-After the claim, :func:`ready_islands` makes each variant's island ready as a pull request's island is made
-ready: the lifecycle's own ``before_preprod`` hooks, the provisioning of ``exp-<variant>``, its
-``after_preprod`` hooks and exit tests (``Steps.run_stage``, the code a deploy runs), with the lifecycle
-holding that variant's file. A variant that fails raises :class:`ExperimentError` in one line naming it;
-the engine then stops what this start provisioned.
+Then, with the provider bound to the start commit, :func:`check_islands` checks every variant's island as
+its provisioning would before starting anything (on aws its template and parameters), all before the
+first island is made. After the claim, :func:`ready_islands` makes each variant's island ready as a pull
+request's island is made ready: the lifecycle's own ``before_preprod`` hooks, the provisioning of
+``exp-<variant>``, its ``after_preprod`` hooks and exit tests (``Steps.run_stage``, the code a deploy
+runs), with the lifecycle holding that variant's file. A variant that fails raises
+:class:`ExperimentError` in one line naming it; the engine then stops what this start provisioned.
 """
 
 from __future__ import annotations
@@ -134,6 +136,28 @@ def _missing_script(manifest: Manifest, *, app_here: bool) -> str | None:
     return None
 
 
+def check_islands(provider: Provider, spec: Experiment, started: Manifest, *, eid: str, sha: str) -> None:
+    """Every variant's island as its provisioning checks it before starting anything (``Provider.check``:
+    on aws its template read from the commit and linted, with the outputs the front door needs, and its
+    parameters), all of them before the first island is made: a later variant's mistake costs no earlier
+    variant's island. Else one line naming the variant; nothing was started."""
+    if spec.assignment == "app":
+        return
+    for name, variant in spec.variants.items():
+        own = variant.manifest or started
+        try:
+            provider.check(island_name(name), sha, own, extra_env=_island_env(eid, name, started))
+        except SqualsError as exc:  # one about a file names it, its line and commit, itself
+            raise ExperimentError(
+                f"experiment start refused: variant {name}: {exc.one_line()}; nothing was started"
+            ) from None
+
+
+def _island_env(eid: str, variant: str, started: Manifest) -> dict[str, str]:
+    """What a variant's app is told besides its file's environment: the experiment, its variant, project."""
+    return {"SQUALS_EXPERIMENT": eid, "SQUALS_VARIANT": variant, "SQUALS_PROJECT": started.name}
+
+
 def ready_islands(
     promoter: Promoter,
     provider: Provider,
@@ -158,9 +182,8 @@ def ready_islands(
             env = Env(name=island, commit=sha)
             _passed(name, own, "before_preprod", lifecycle.run_stage("before_preprod", env, fleet))
             log(f"provision {island} ({variant.squals}) from {sha[:12]}")
-            known = {"SQUALS_EXPERIMENT": eid, "SQUALS_VARIANT": name, "SQUALS_PROJECT": started.name}
             try:
-                handle = provider.provision(island, sha, own, extra_env=known)
+                handle = provider.provision(island, sha, own, extra_env=_island_env(eid, name, started))
             except SqualsError as exc:  # one about a file names it, its line and commit, itself
                 raise ExperimentError(f"variant {name}: {exc.one_line()}") from exc
             handles[name] = handle

@@ -92,6 +92,9 @@ def claim(docs: Documents, req: StartRequest) -> Claim:
     if req.dealer is not None:  # chosen in this transaction: a racing start cannot take the same range
         slot = slot_for(eid, spec, [s for s in slots if s is not None])
         placed = {"traffic": {"kind": LAYERS, "dealer_dir": req.dealer, "slot": slot.to_json()}}
+    elif mine is not None and isinstance(mine.extra.get("traffic"), dict):
+        # a killed start's write-ahead, taken over: the listener's routing from before it moved it
+        placed = {"traffic": dict(mine.extra["traffic"])}
     state = ExperimentState(
         id=eid,
         spec_digest=req.digest,
@@ -129,15 +132,35 @@ def _beside(req: StartRequest, slot: Slot | None) -> str:
     return ""
 
 
-def mark_running(
-    docs: Documents, eid: str, token: str, places: Mapping[str, Any], started_at: datetime
-) -> Documents:
-    """``starting`` -> ``running`` with the islands, the Dealer's directory and URL (``places``)."""
+def _starting(docs: Documents, eid: str, token: str) -> ExperimentState:
+    """The experiment this start (``token``) claimed, still ``starting``; else it changed meanwhile."""
     cur = docs.experiment(eid)
     if cur is None or cur.status != "starting" or cur.extra.get("claimed_by") != token:
         raise ExperimentError(
             f"experiment {eid} changed while it was starting ({cur.status if cur else 'gone'})"
         )
+    return cur
+
+
+def mark_routing(docs: Documents, eid: str, token: str, places: Mapping[str, Any]) -> Documents:
+    """Still ``starting``, with the islands and the splitter as they are before any traffic moves
+    (``places``: on aws the listener's routing to give back): written ahead, so a start killed while it
+    moves the traffic leaves a stop what it needs to undo it."""
+    cur = _starting(docs, eid, token)
+    docs.put_experiment(dataclasses.replace(cur, extra={**cur.extra, **places}))
+    return docs
+
+
+def places(handles: Mapping[str, EnvironmentHandle], splitter: Mapping[str, Any]) -> dict[str, Any]:
+    """Where the experiment runs, as its document keeps it: the islands and the splitter's record."""
+    return {"islands": {n: h.to_json() for n, h in handles.items()}, **splitter}
+
+
+def mark_running(
+    docs: Documents, eid: str, token: str, places: Mapping[str, Any], started_at: datetime
+) -> Documents:
+    """``starting`` -> ``running`` with the islands, the Dealer's directory and URL (``places``)."""
+    cur = _starting(docs, eid, token)
     extra = dict(cur.extra)
     extra.update(places)
     docs.put_experiment(

@@ -6,13 +6,16 @@
 * :class:`AlbSplit` -- on ``aws`` with a ``front_door``: the variants' target groups go behind the front
   door's listener with ``split`` as weights in one ``modify_listener`` (``dealer.alb.AlbTraffic``: weights
   0-999, target-group stickiness, each group sticky on ``unit``'s cookie or ALB's). The listener's default
-  actions before the start are kept in the document, so an experiment that ends without a winner puts them
+  actions before the start are read first (:meth:`AlbSplit.prepare`) and written to the document before the
+  listener is touched, so an experiment that ends without a winner, or a start killed at any point, puts them
   back in one more ``modify_listener`` (before its stacks are deleted: AWS refuses to delete a target group
-  a listener forwards to). Nothing runs between ticks; a tick needs the state branch and AWS only, and
-  measures through CloudWatch (:class:`~squals_action.experiments.cloudwatch_source.AwsPlace`).
+  a listener forwards to), and only when the listener still forwards to the experiment's target groups.
+  Nothing runs between ticks; a tick needs the state branch and AWS only, and measures through CloudWatch
+  (:class:`~squals_action.experiments.cloudwatch_source.AwsPlace`).
 
 The engine picks one with :func:`new_split` at the start and finds it again from the document with
-:func:`split_of`; it never asks which one it holds.
+:func:`split_of`; it never asks which one it holds. A start calls :meth:`Split.prepare`, records
+:meth:`Split.record` on the state branch (write-ahead), then :meth:`Split.open`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any, Protocol
 
 from squals_action import aws_api
 from squals_action.dealer import DealerConfig, connect_dealer, dealer_status, start_dealer, stop_dealer
-from squals_action.dealer.alb import AlbError, AlbTraffic
+from squals_action.dealer.alb import AlbError, AlbTraffic, forwarded_by
 from squals_action.dealer.interface import DealerError, VariantTally
 from squals_action.errors import SqualsError
 from squals_action.experiments.cloudwatch_source import AwsPlace
@@ -42,6 +45,15 @@ Tallies = Callable[[], Mapping[str, VariantTally]]
 
 class Split(Protocol):
     """The experiment's splitter as the engine drives it."""
+
+    def prepare(
+        self, islands: Mapping[str, EnvironmentHandle], recorded: Mapping[str, Any], log: Log
+    ) -> None:
+        """Read, changing nothing, what :meth:`release` needs to give the traffic back; :meth:`record`
+        holds it from now on, so the engine writes it to the state branch before :meth:`open` moves any.
+        ``recorded``: what a killed start of this experiment wrote ahead (its document's ``traffic``, taken
+        over by this start's claim), or empty."""
+        ...
 
     def open(self, eid: str, spec: Experiment, islands: Mapping[str, EnvironmentHandle], log: Log) -> str:
         """Send ``spec.split`` of the traffic to the variants' islands; returns where users arrive."""
@@ -73,6 +85,11 @@ class LocalSplit:
 
     def __init__(self, dealer_dir: Path) -> None:
         self.dealer_dir = dealer_dir
+
+    def prepare(
+        self, islands: Mapping[str, EnvironmentHandle], recorded: Mapping[str, Any], log: Log
+    ) -> None:
+        """Nothing to read: the experiment's own Dealer is stopped at the end, prod's traffic never moved."""
 
     def open(self, eid: str, spec: Experiment, islands: Mapping[str, EnvironmentHandle], log: Log) -> str:
         stop_dealer(self.dealer_dir)  # a leftover of a crashed start of this same experiment
@@ -120,6 +137,8 @@ class LocalSplit:
             client.close()
 
     def release(self, *, restore: bool, log: Log) -> None:
+        if not self.dealer_dir.is_dir():  # never made (the start failed before it): no Dealer runs there
+            return
         with contextlib.suppress(SqualsError):
             stop_dealer(self.dealer_dir)  # graceful: in-flight requests finish, tallies are written
 
@@ -142,15 +161,32 @@ class AlbSplit:
         self.before = before
         self.since = since
 
-    def open(self, eid: str, spec: Experiment, islands: Mapping[str, EnvironmentHandle], log: Log) -> str:
+    def prepare(
+        self, islands: Mapping[str, EnvironmentHandle], recorded: Mapping[str, Any], log: Log
+    ) -> None:
+        """The islands' target groups, and the listener's default actions as they are (one describe):
+        what :meth:`release` puts back. A listener that forwards to those groups already was moved by a
+        killed start of this experiment: the routing that start wrote ahead (``recorded``, on this
+        listener) is kept, and without one the start is refused (nothing to give back would be known)."""
         self.target_groups = {name: target_group_of(handle) for name, handle in islands.items()}
         arn = self.traffic.listener_arn
-        found = aws_api.call(
-            AlbError, f"describe listener {arn}", self.traffic.elbv2.describe_listeners, ListenerArns=[arn]
-        )["Listeners"]
-        if not found:
-            raise AlbError(f"listener {arn} does not exist")
-        self.before = [dict(a) for a in found[0].get("DefaultActions") or []]
+        actions = self.traffic.default_actions()
+        if set(forwarded_by(actions)) & set(self.target_groups.values()):
+            same = recorded.get("kind") == "alb" and recorded.get("listener_arn") == arn
+            if not same or not recorded.get("before"):
+                raise ExperimentError(
+                    f"listener {arn} forwards to this experiment's target groups already (a start that "
+                    "was killed?) and its routing from before is not recorded: give the listener its "
+                    "routing back by hand, then start again"
+                )
+            log("the listener holds a killed start's routing: keep the one recorded from before it")
+            actions = list(recorded["before"])
+        self.before = [dict(a) for a in actions]
+        self.traffic.url()  # recorded with them: known before anything moves
+
+    def open(self, eid: str, spec: Experiment, islands: Mapping[str, EnvironmentHandle], log: Log) -> str:
+        if self.before is None:
+            raise ExperimentError("the listener's routing was not read before the start moved it (a bug)")
         shares = ", ".join(f"{k} {v:g}" for k, v in spec.split.items())
         log(f"route the front door's listener to the variants' target groups ({shares})")
         return self.traffic.route(self.target_groups, {k: float(v) for k, v in spec.split.items()})
@@ -190,7 +226,9 @@ class AlbSplit:
 
     def release(self, *, restore: bool, log: Log) -> None:
         """Put the listener's default actions back as they were before the start (one ``modify_listener``),
-        only while it still forwards to the experiment's target groups (a promotion moved it on)."""
+        only while it still forwards to the experiment's target groups: not when a promotion moved it on,
+        nor when the start died before it moved it. A failure raises :class:`AlbError` (the caller says
+        what was kept)."""
         if not restore or not self.before:
             return
         forwarded = set(self.traffic.upstreams().values())
@@ -198,16 +236,13 @@ class AlbSplit:
             return
         log("give the front door's listener back its routing from before the experiment")
         arn = self.traffic.listener_arn
-        try:
-            aws_api.call(
-                AlbError,
-                f"modify listener {arn}",
-                self.traffic.elbv2.modify_listener,
-                ListenerArn=arn,
-                DefaultActions=self.before,
-            )
-        except SqualsError as exc:  # logged: the end is recorded anyway
-            log(f"the listener keeps the experiment's routing: {exc.one_line()}")
+        aws_api.call(
+            AlbError,
+            f"modify listener {arn}",
+            self.traffic.elbv2.modify_listener,
+            ListenerArn=arn,
+            DefaultActions=self.before,
+        )
 
 
 def target_group_of(handle: EnvironmentHandle) -> str:

@@ -311,7 +311,7 @@ class Pipeline:
                 cost = None
                 if outcome.ok and intent.environment:
                     dealer_dir = self._own_dir(request) / "dealer"
-                    cost = self._island_cost(lifecycle.provider, dealer_dir, intent.environment)
+                    cost = self._island_cost(lifecycle, dealer_dir, intent.environment)
         except LockedError as exc:
             return self._locked(request, "preview", exc, environment=intent.environment, **parts)
         except AccessDeniedError as exc:
@@ -323,16 +323,19 @@ class Pipeline:
         return report
 
     @staticmethod
-    def _island_cost(provider: Any, dealer_dir: Path, env: str) -> str:
-        """The island's cost so far; a cost source that cannot answer is "no data" with its reason (the
-        preview itself succeeded)."""
-        from squals_action.costs import CostsError, measure_costs
+    def _island_cost(lifecycle: Any, dealer_dir: Path, env: str) -> str:
+        """The island's cost so far, measured with the provider it was deployed with (the provider section
+        of the commit its state document records: on aws its region), not the working file's; a cost
+        source that cannot answer, or a commit whose file no longer loads, is "no data" with its reason
+        (the preview itself succeeded)."""
+        from squals_action.costs import measure_costs
         from squals_action.report.costs import island_markdown
         from squals_action.report.markdown import escape
 
         try:
-            reports = measure_costs(provider, dealer_dir=dealer_dir, days=30)
-        except CostsError as exc:
+            with lifecycle.provider_of(env) as provider:
+                reports = measure_costs(provider, dealer_dir=dealer_dir, days=30)
+        except SqualsError as exc:
             return f"no data: {escape(exc.one_line())}\n"
         return island_markdown(reports, env)
 

@@ -27,7 +27,7 @@ from squals_action.lifecycle.machine import Check, Env, Event, Fleet
 from squals_action.lifecycle.parts import bound_to, provider_at
 from squals_action.lifecycle.records import fleet_of, state_from_env
 from squals_action.lifecycle.signals import KpiSource
-from squals_action.lifecycle.source import Source
+from squals_action.lifecycle.source import Source, checkout
 from squals_action.lifecycle.traffic import Traffic
 from squals_action.manifest.model import HookStage, Manifest
 from squals_action.providers.interface import EnvironmentHandle, Provider
@@ -130,6 +130,19 @@ class Steps:
         return dataclasses.replace(
             self, provider=provider_at(source, self.provider), traffic=traffic, signals=signals
         )
+
+    @contextlib.contextmanager
+    def provider_of(self, name: str) -> Iterator[Provider]:
+        """The provider environment ``name`` was deployed with, for the time of one step: bound to the
+        provider section of the commit its state document records (on aws its region), as its deploy was
+        (:meth:`at`), never to the file this project was opened with. An environment not recorded, or
+        recorded with no commit: this project's provider, there is nothing else to go by."""
+        env = self.fleet().get(name)
+        if env is None or not env.commit:
+            yield self.provider
+            return
+        with checkout(self.repo, env.commit, self.manifest) as source:
+            yield provider_at(source, self.provider)
 
     def fleet(self) -> dict[str, Env]:
         return fleet_of(self.store.read())

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from squals_action.gitcmd import repo_top, resolve_commit
 from squals_action.manifest import model
@@ -53,6 +53,18 @@ TAG_HEALTH = "squals:health-path"
 #: What AWS accepts in a tag value; a health path outside it is not tagged (``/`` is checked instead).
 TAG_VALUE = re.compile(r"^[A-Za-z0-9 _.:/=+\-@]{1,256}$")
 NO_UPDATES = "No updates are to be performed"
+
+
+class _Plan(NamedTuple):
+    """What a provision decided before its first AWS call."""
+
+    env: str
+    sha: str
+    project: str
+    region: str
+    config: model.Provider
+    template: aws_template.Template
+    parameters: Mapping[str, str]
 
 
 class AwsProvider(CloudFormationCalls, Provider):
@@ -154,18 +166,9 @@ class AwsProvider(CloudFormationCalls, Provider):
         (the next provision or destroy deletes it); a failed update leaves the rolled-back previous
         version. An environment that does not become healthy is deleted (nothing left behind).
         """
-        env = check_env_name(env_name)
-        sha = resolve_commit(self.top, commit, error=ProviderError)
-        if self._project is None and manifest.provider == self.config:  # not a variant file's name
-            self._project = manifest.name
-        project = self.project
-        region = self.region()
-        config = self.island_config(manifest)
-        template = aws_template.read_template(config, manifest, self.top, sha, region=region)
-        app_env = {**manifest.app_env_for(env), **extra_env}
-        parameters = aws_template.stack_parameters(
-            template, config, manifest, env=env, sha=sha, project=project, app_env=app_env
-        )  # complete before any AWS call: a parameter mistake costs no stack
+        env, sha, project, region, config, template, parameters = self._plan(
+            env_name, commit, manifest, extra_env
+        )
         shared = self.shared_resources().ensure(manifest, sha)
         if shared:
             parameters = aws_template.stack_parameters(
@@ -242,6 +245,37 @@ class AwsProvider(CloudFormationCalls, Provider):
             self._delete_and_wait(cfn, stack_id, f"{env}: removing the unhealthy stack {name}")
             raise
         return handle
+
+    def check(
+        self,
+        env_name: str,
+        commit: str,
+        manifest: model.Manifest,
+        *,
+        extra_env: Mapping[str, str] = model.EMPTY,
+    ) -> None:
+        """What :meth:`provision` checks before its first AWS call, with no AWS call: the name, the commit,
+        the region, the island's template read from the commit and linted (with the outputs the front door
+        needs) and the stack's parameters."""
+        self._plan(env_name, commit, manifest, extra_env)
+
+    def _plan(
+        self, env_name: str, commit: str, manifest: model.Manifest, extra_env: Mapping[str, str]
+    ) -> _Plan:
+        """Everything a provision decides before any AWS call: a mistake here costs no stack."""
+        env = check_env_name(env_name)
+        sha = resolve_commit(self.top, commit, error=ProviderError)
+        if self._project is None and manifest.provider == self.config:  # not a variant file's name
+            self._project = manifest.name
+        project = self.project
+        region = self.region()
+        config = self.island_config(manifest)
+        template = aws_template.read_template(config, manifest, self.top, sha, region=region)
+        app_env = {**manifest.app_env_for(env), **extra_env}
+        parameters = aws_template.stack_parameters(
+            template, config, manifest, env=env, sha=sha, project=project, app_env=app_env
+        )
+        return _Plan(env, sha, project, region, config, template, parameters)
 
     def island_config(self, manifest: model.Manifest) -> model.Provider:
         """The provider section an island of ``manifest`` is built from: a variant file's own ``aws``

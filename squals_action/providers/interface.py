@@ -251,6 +251,18 @@ class Provider(ABC):
         commit is unknown or the app does not become healthy within ``manifest.app.health_timeout`` seconds.
         """
 
+    def check(
+        self,
+        env_name: str,
+        commit: str,
+        manifest: model.Manifest,
+        *,
+        extra_env: Mapping[str, str] = model.EMPTY,
+    ) -> None:
+        """Raise what :meth:`provision` of the same arguments would refuse before it starts anything,
+        starting nothing (an experiment checks every variant before its first island)."""
+        return None  # nothing to check ahead here: a subclass whose provision decides first says so
+
     @abstractmethod
     def health(self, handle: EnvironmentHandle, *, timeout: float = 2.0) -> Health:
         """Check the environment now; never raises for an unhealthy environment, only returns it."""

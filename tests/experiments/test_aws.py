@@ -268,7 +268,7 @@ def test_a_variant_is_held_to_the_front_door_of_the_start_commit_not_the_working
 ) -> None:
     """The start commit declares a front door and its island template has no ``TargetGroupArn``; the
     working squals file (never committed) declares none: the start is refused in one line naming the
-    template, the missing output and the commit, before any stack is created."""
+    template, the missing output and the commit, before any stack is created or anything claimed."""
     _, work, _ = _shop(aws_cloud, tmp_path)
     (work / "infra" / "island.yml").write_text(ISLAND_WITHOUT_GROUP_OUTPUT)
     git(work, "commit", "-qam", "the island forgets its target group")
@@ -282,16 +282,14 @@ def test_a_variant_is_held_to_the_front_door_of_the_start_commit_not_the_working
     with pytest.raises(ExperimentError) as refused:
         engine.start()
     line = ISLAND_WITHOUT_GROUP_OUTPUT.splitlines().index("Outputs:") + 2
-    (doc,) = engine.store.read().experiments().values()
     assert refused.value.one_line() == (
-        f"experiment {doc.id}: start failed: variant control: infra/island.yml:{line}:3 in "
-        f"commit {sha[:12]}: expected an output named 'TargetGroupArn': the front door forwards to it; no "
-        "traffic was routed and its islands were stopped"
+        f"experiment start refused: variant control: infra/island.yml:{line}:3 in commit {sha[:12]}: "
+        "expected an output named 'TargetGroupArn': the front door forwards to it; nothing was started"
     )
     calls = moto_calls()[before:]
-    assert calls and all(c.startswith("Describe") for c in calls), calls  # the front door, looked up
+    assert all(c.startswith("Describe") for c in calls), calls
     assert _stacks(aws_cloud) == {"squals-shop-front-door"}
-    assert doc.status == "failed" and "islands" not in doc.extra
+    assert engine.store.read().experiments() == {}
     engine.store.close()
 
 

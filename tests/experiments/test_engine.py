@@ -75,8 +75,8 @@ def test_the_variant_that_converts_more_is_promoted_to_prod(shop: Shop) -> None:
     assert visit(public, 3) == {"green": 3}
 
     events = state_log(shop.origin)
-    assert events[:3] == ["experiment-start", "experiment-running", "experiment-tick"]
-    assert events[3] == "experiment-tick"
+    assert events[:4] == ["experiment-start", "experiment-routing", "experiment-running", "experiment-tick"]
+    assert events[4] == "experiment-tick"
     assert "deploy" in events and "complete" in events  # the lifecycle's own promotion path
     assert events[-1] == "experiment-promoted"
     eng.store.close()

@@ -87,7 +87,7 @@ def test_a_good_experiment_starts_after_each_variant_ran_its_hooks_and_exit_test
             folder = "/tree" if variant == "control" else "/tree/variants"
             assert before["dir"].endswith(folder) and after["dir"].endswith(folder), after
             assert seen[f"exp-{variant}-exit"] == color  # the exit test reached its own island
-        assert state_log(shop.origin) == ["experiment-start", "experiment-running"]
+        assert state_log(shop.origin) == ["experiment-start", "experiment-routing", "experiment-running"]
         assert started.url and set(visit(started.url, 40)) == {"grey", "green"}
         eng.stop(started.experiment.id)
         eng.store.close()
@@ -302,8 +302,9 @@ def test_app_start_is_checked_where_the_provider_runs_it(tmp_path: Path) -> None
 
 def test_a_splitter_that_cannot_open_stops_the_ready_islands(tmp_path: Path) -> None:
     """The experiment's Dealer cannot start (its folder would be under a file): an OSError, not a squals
-    error. The islands made ready for it are stopped all the same (before, they kept running), and the line
-    says what could not be cleaned up with the command that ends the experiment."""
+    error. The islands made ready for it are stopped all the same (before, they kept running); no Dealer can
+    run where there is no folder, so nothing is left and the start is recorded failed (a stop then has
+    nothing to do)."""
     shop = make_shop(tmp_path)
     try:
         eng = experiment_engine(shop)
@@ -315,12 +316,12 @@ def test_a_splitter_that_cannot_open_stops_the_ready_islands(tmp_path: Path) -> 
             eng.start()
         line = caught.value.one_line()
         assert line.startswith(f"experiment {eid}: start failed: [Errno 20] Not a directory: "), line
-        assert "; the splitter could not open, but not destroyed: its splitter ([Errno 20]" in line
-        assert line.endswith(f"run `squals experiment stop {eid}`"), line
+        assert line.endswith("; the splitter could not open and its islands were stopped"), line
         assert LocalProvider(shop.path).list() == ()  # both islands destroyed
         doc = eng.store.read().experiment(eid)
-        assert doc is not None and doc.status == "starting" and "islands" not in doc.extra
-        assert eng.stop(eid).status == "stopped"
+        assert doc is not None and doc.status == "failed"
+        assert set(doc.extra["islands"]) == {"control", "green"}  # written before the splitter opened
+        assert eng.stop(eid).status == "failed"
         eng.store.close()
     finally:
         leftovers, dealers = stop_everything(shop.path)
