@@ -1,7 +1,7 @@
 """Benchmark: the Dealer against direct upstream access and nginx ``split_clients``, one run, on loopback.
 
     .venv/bin/python bench/dealer.py [--requests 20000] [--concurrency 32] [--rounds 3] [--units N]
-                                     [--workers N] [--compare-workers N] [--baseline DIR]
+                                     [--workers N] [--compare-workers N] [--baseline DIR] [--compiled]
 
 Two upstream processes (a tiny aiohttp app) serve ``/``. The same bounded load generator (raw asyncio
 keep-alive connections, a fixed number of requests, each with a unit cookie from a pool of 1,000) then hits:
@@ -15,6 +15,8 @@ keep-alive connections, a fixed number of requests, each with a unit cookie from
   measured only when ``dealer`` runs on uvloop, so one run shows what the loop is worth;
 * ``dealer-baseline``: with ``--baseline DIR``, the Dealer of another checkout (``git archive <commit> | tar
   -x -C DIR``), so a change is measured before and after in the same rounds;
+* ``dealer-compiled``: with ``--compiled``, this checkout's Dealer with its request path compiled by mypyc,
+  as the image ships it (bench/compiled.py builds it first: about a minute);
 * ``python-floor``: with ``--floor``, bench/floor_proxy.py (as many processes as Dealer workers): the
   cheapest proxy Python can be here (httptools, callbacks only, no feature at all), so a run shows which part
   of the gap to nginx and direct is Python's and which is the Dealer's;
@@ -351,6 +353,11 @@ def main() -> int:
         "--baseline", type=Path, help="another checkout whose Dealer is measured too, as dealer-baseline"
     )
     parser.add_argument(
+        "--compiled",
+        action="store_true",
+        help="also measure this checkout's Dealer compiled by mypyc, as the image ships it (dealer-compiled)",
+    )
+    parser.add_argument(
         "--workers", type=int, help="Dealer worker processes (default: the Dealer's own, one per core)"
     )
     parser.add_argument(
@@ -401,6 +408,7 @@ def main() -> int:
         dealers: dict[str, DealerClient] = {}
         pids: dict[str, list[int]] = {}  # the supervisor and its workers (or a baseline's one process)
         loops: dict[str, str] = {}
+        builds: dict[str, str] = {}  # each Dealer's request path: interpreted or compiled
 
         def add_dealer(name: str, checkout: Path | None = None, workers: int = workers) -> str:
             states[name] = workdir / name
@@ -413,7 +421,9 @@ def main() -> int:
                 os.chdir(here)
             targets[name] = [("127.0.0.1", int(dealers[name].url.rsplit(":", 1)[1]))]
             pids[name] = dealer_pids(states[name])
-            loops[name] = json.loads((states[name] / "dealer.json").read_text()).get("loop", "asyncio")
+            published = json.loads((states[name] / "dealer.json").read_text())
+            loops[name] = published.get("loop", "asyncio")
+            builds[name] = published.get("request_path", "interpreted")
             return loops[name]
 
         if add_dealer("dealer") == "uvloop":
@@ -424,6 +434,14 @@ def main() -> int:
                 del os.environ["SQUALS_DEALER_LOOP"]
         if args.compare_workers:
             add_dealer(f"dealer-w{args.compare_workers}", workers=args.compare_workers)
+        if args.compiled:
+            from compiled import build_compiled
+
+            started = time.monotonic()
+            add_dealer("dealer-compiled", build_compiled(workdir / "compiled"))
+            if builds["dealer-compiled"] != "compiled":
+                raise SystemExit("dealer-compiled runs interpreted: bench/compiled.py's build was not used")
+            print(f"compiled       : built in {time.monotonic() - started:.0f} s (bench/compiled.py)")
         if args.baseline is not None:
             os.environ["SQUALS_DEALER_LOOP"] = loops["dealer"]  # a baseline that knows the switch: same loop
             try:
@@ -444,7 +462,7 @@ def main() -> int:
             f"{args.concurrency} connections, {args.latency_requests} requests x 1 connection, "
             f"{args.rounds} rounds, upstream app CPU {args.app_cpu_ms:g} ms/request, loopback, "
             f"Dealer workers {workers}, nginx workers {workers}, "
-            f"Dealer event loops {loops}, load average {os.getloadavg()[0]:.1f}"
+            f"Dealer event loops {loops}, request paths {builds}, load average {os.getloadavg()[0]:.1f}"
         )
         for target in targets.values():  # warm up connections, caches and pools
             load(target, 2000, args.concurrency)
@@ -509,7 +527,7 @@ def main() -> int:
             + ", ".join(f"{name} {100.0 * b / t:.0f}%" for name, (b, t) in busy.items() if t)
             + f" of {os.cpu_count()} cpus in the throughput phase (x{args.concurrency})"
         )
-        for other in (f"dealer-w{args.compare_workers}", "dealer-baseline"):
+        for other in (f"dealer-w{args.compare_workers}", "dealer-baseline", "dealer-compiled"):
             if other in dealers:
                 cpu_ratio = dealer_cpu["dealer"] / dealer_cpu[other] if dealer_cpu[other] else 0
                 print(

@@ -8,7 +8,9 @@ workers (they let their in-flight requests finish and close their journals) and 
 supervisor starts each worker as ``... --workers N --worker INDEX --port PORT``.
 
 The event loop is uvloop's when it is installed (its C loop and transports take about a fifth off the Dealer's
-CPU per proxied request), asyncio's otherwise or when ``SQUALS_DEALER_LOOP=asyncio`` asks for it.
+CPU per proxied request), asyncio's otherwise or when ``SQUALS_DEALER_LOOP=asyncio`` asks for it. The request
+path runs compiled when the installed wheel was built so (mypyc; the image's is: docs/dealer.md), else
+interpreted; both are published, in ``dealer.json`` and the log.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import asyncio
 import contextlib
 import dataclasses
 import importlib
+import importlib.machinery
+import importlib.util
 import json
 import logging
 import os
@@ -55,6 +59,15 @@ def _loop_name() -> str:
     return "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
 
 
+def _request_path() -> str:
+    """``compiled`` when the request path's modules are extension modules (a wheel built with the mypyc hook),
+    else ``interpreted``: a benchmark, or a user, can tell which one runs."""
+    spec = importlib.util.find_spec("squals_action.dealer.trip")
+    origin = spec.origin if spec is not None else None
+    native = origin is not None and origin.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    return "compiled" if native else "interpreted"
+
+
 async def _serve(config_path: Path, state_dir: Path, workers: int | None) -> None:
     from squals_action.dealer.supervisor import Supervisor
 
@@ -79,17 +92,19 @@ async def _serve(config_path: Path, state_dir: Path, workers: int | None) -> Non
         "url": f"http://{host}:{supervisor.port}",
         "admin_url": f"http://127.0.0.1:{supervisor.admin_port}",
         "loop": _loop_name(),
+        "request_path": _request_path(),
         "workers": len(supervisor.workers),
         "worker_pids": supervisor.worker_pids(),
     }
     atomic_write(state_dir / PID_FILE, f"{pid}\n")
     atomic_write(state_dir / ENDPOINT_FILE, json.dumps(endpoint, indent=2) + "\n")
     logging.getLogger("squals.dealer").info(
-        "serving on %s with %d workers, admin %s (event loop: %s)",
+        "serving on %s with %d workers, admin %s (event loop: %s, request path: %s)",
         endpoint["url"],
         endpoint["workers"],
         endpoint["admin_url"],
         endpoint["loop"],
+        endpoint["request_path"],
     )
     try:
         await stop.wait()

@@ -49,6 +49,9 @@ from squals_action.dealer.tally import (
     RECORD,
 )
 
+# The compaction child's command: ``python -c``, not ``-m`` (a module compiled by mypyc cannot run as
+# ``__main__``).
+_CHILD = "import sys; from squals_action.dealer.journal import main; sys.exit(main(sys.argv[1:]))"
 log = logging.getLogger("squals.dealer")
 
 RECORDS = np.dtype(
@@ -261,7 +264,10 @@ class Journal:
                 atomic_write(self.directory / NAMES_FILE, json.dumps(self._names()))
                 self._names_dirty = False
             while view:
-                view = view[os.write(self._fd, view) :]
+                # Apart, not in the slice: mypyc (2.4) evaluates a memoryview slice's start twice, which
+                # here wrote every record twice.
+                written = os.write(self._fd, view)
+                view = view[written:]
         except OSError as exc:
             log.error("could not write the tally journal: %s", exc)
             self._size += len(self._local) - len(view)
@@ -336,7 +342,7 @@ class Journal:
         the child inherits from its first instruction: set in the child, it came after Python's start-up and
         the numpy import, which ran at the Dealer's priority and still delayed its loop by up to 13 ms."""
         yield_the_cpu()
-        command = [sys.executable, "-m", "squals_action.dealer.journal", str(self.directory), str(upto)]
+        command = [sys.executable, "-c", _CHILD, str(self.directory), str(upto)]
         try:
             with subprocess.Popen(
                 command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -373,7 +379,7 @@ def yield_the_cpu() -> None:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m squals_action.dealer.journal DIR UPTO``: compact, print the snapshot's path."""
+    """The compaction child (``DIR UPTO``): compact, print the snapshot's path."""
     yield_the_cpu()
     try:
         print(compact(Path(argv[0]), int(argv[1])))
@@ -381,7 +387,3 @@ def main(argv: list[str]) -> int:
         print(f"squals dealer: {exc}", file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -328,7 +328,7 @@ class Trip:
         await self._durable()
         request.start(upstream.status, upstream.reason, head, framed=length is not None)
         try:
-            async for chunk in upstream.chunks():
+            while chunk := await upstream.chunk():
                 await request.write(chunk)
         except (UpstreamError, TimeoutError) as exc:
             self.counter.add_connection_error()

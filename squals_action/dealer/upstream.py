@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -89,7 +89,7 @@ class Origin:
 
 class UpstreamResponse:
     """The answer's head (status, reason, headers) once :meth:`Connection.exchange` returns; the body is read
-    with :meth:`read` (whole) or :meth:`chunks` (streamed), then :meth:`release` hands the connection back.
+    with :meth:`read` (whole) or :meth:`chunk` (streamed), then :meth:`release` hands the connection back.
 
     ``raw`` holds the header fields as received (bytes, order and repeats kept; what the proxy sends on),
     ``fields`` those of :data:`FIELDS` and the names the caller asked for (what it looks at).
@@ -182,17 +182,18 @@ class UpstreamResponse:
             raise self.error
         return self.take()
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The body piece by piece as it arrives (the upstream is read again as the pieces are taken)."""
+    async def chunk(self) -> bytes:
+        """The next piece of the body as it arrives, ``b""`` at its end (the upstream is read again as the
+        pieces are taken). A loop of awaits rather than an async generator: mypyc compiles this module."""
         while True:
             if self.body:
                 data = b"".join(self.body)
                 self.body.clear()
                 self.buffered = 0
                 self._conn.resume()
-                yield data
+                return data
             elif self.complete:
-                return
+                return b""
             elif self.error is not None:
                 raise self.error
             else:
@@ -335,7 +336,7 @@ class Connection(WriteFlow, asyncio.Protocol):
     def send(self, method: str, head: bytes, ready: Callable[[UpstreamResponse], None], whole: int) -> None:
         """Send a request without a body and call ``ready`` from the loop once the answer is complete (its
         body up to ``whole`` bytes long), failed (``error`` says why), or has a head and a longer or unsized
-        body (read on with :meth:`UpstreamResponse.read` or ``chunks``): no task or future for the common
+        body (read on with :meth:`UpstreamResponse.read` or ``chunk``): no task or future for the common
         case of a small answer."""
         response = self._begin(method, head)
         response._whole = whole
@@ -448,25 +449,29 @@ class Connection(WriteFlow, asyncio.Protocol):
             self._abort()
 
 
-class _Busy(set["Connection"]):
-    """The connections waiting for an answer, swept every ``every`` seconds while there are any."""
+class _Busy:
+    """The connections waiting for an answer, swept every ``every`` seconds while there are any (a set
+    held, not subclassed: mypyc compiles this module, and compiled classes cannot subclass ``set``)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, every: float) -> None:
-        super().__init__()
+        self._conns: set[Connection] = set()
         self._loop = loop
         self._every = every
         self._sweep: asyncio.TimerHandle | None = None
 
     def add(self, conn: Connection) -> None:
-        super().add(conn)
+        self._conns.add(conn)
         if self._sweep is None:
             self._sweep = self._loop.call_later(self._every, self._check)
 
+    def discard(self, conn: Connection) -> None:
+        self._conns.discard(conn)
+
     def _check(self) -> None:
         now = self._loop.time()
-        for conn in list(self):
+        for conn in list(self._conns):
             conn.check_timeout(now)
-        self._sweep = self._loop.call_later(self._every, self._check) if self else None
+        self._sweep = self._loop.call_later(self._every, self._check) if self._conns else None
 
 
 class UpstreamPool:

@@ -1,9 +1,11 @@
-"""The Dealer's event loop: uvloop when installed, asyncio on request; both proxy the same way."""
+"""The Dealer's event loop: uvloop when installed, asyncio on request; both proxy the same way. The request
+path it publishes is the build's (tests/dealer/test_compiled.py runs this on the compiled one)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,10 @@ from tests.support.dealer import DealerFactory
 
 def _loop_of(state_dir: Path) -> str:
     return str(json.loads((state_dir / ENDPOINT_FILE).read_text())["loop"])
+
+
+#: What the request path runs as here: test_compiled.py sets it for its run on the compiled build.
+BUILD = os.environ.get("SQUALS_TEST_BUILD", "interpreted")
 
 
 @pytest.mark.parametrize("asked", ["", "asyncio"])
@@ -30,7 +36,8 @@ def test_the_loop_is_uvloop_when_installed_unless_asyncio_is_asked_for(
     dealer = dealer_factory(pair, {"a": 1, "b": 0}, state=state)
     has_uvloop = importlib.util.find_spec("uvloop") is not None
     assert _loop_of(state) == ("uvloop" if has_uvloop and not asked else "asyncio")
-    assert "event loop: " + _loop_of(state) in (state / "dealer.log").read_text()
+    assert json.loads((state / ENDPOINT_FILE).read_text())["request_path"] == BUILD
+    assert f"event loop: {_loop_of(state)}, request path: {BUILD}" in (state / "dealer.log").read_text()
 
     session = requests.Session()
     answers = [session.get(dealer.url + f"/echo?n={i}", timeout=10) for i in range(5)]

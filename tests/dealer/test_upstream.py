@@ -111,7 +111,10 @@ def test_chunked_close_delimited_informational_and_head_answers() -> None:
         pool = UpstreamPool(5.0, 5.0)
         answer = await pool.request(origin, "POST", _head(origin, "POST"), None, False)
         assert answer.status == 201 and answer.content_length is None
-        assert b"".join([chunk async for chunk in answer.chunks()]) == b"abcde"
+        pieces = []
+        while piece := await answer.chunk():
+            pieces.append(piece)
+        assert b"".join(pieces) == b"abcde" and await answer.chunk() == b""
         answer.release()
         answer = await pool.request(origin, "HEAD", _head(origin, "HEAD"), None, False)
         assert (answer.status, answer.content_length, await answer.read()) == (200, 5, b"")

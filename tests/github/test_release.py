@@ -86,3 +86,27 @@ def test_dockerfile_passes_hadolint() -> None:
     done = subprocess.run([hadolint, "--no-color", "Dockerfile"], cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0 and done.stdout == "", done.stdout + done.stderr
+
+
+def test_the_dockerfiles_build_stage_copies_what_the_wheel_is_built_from(tmp_path: Path) -> None:
+    """The build stage's COPY lines, replayed into an empty directory, are enough for the wheel it builds
+    (pure here: the compiled build is tests/dealer/test_compiled.py's). A file the wheel force-includes but
+    the stage does not copy stops the image's build, which no other test runs (there is no Docker here)."""
+    stage = (ROOT / "Dockerfile").read_text(encoding="utf-8").split("\nFROM ")[1]  # after the header
+    copies = [line.split()[1:] for line in stage.splitlines() if line.startswith("COPY ")]
+    assert copies
+    for *sources, target in copies:
+        for source in sources:
+            destination = tmp_path / target / (Path(source).name if target.endswith("/") else "")
+            if (ROOT / source).is_dir():
+                skip = shutil.ignore_patterns("__pycache__", "*.so")
+                shutil.copytree(ROOT / source, destination, ignore=skip)
+            else:
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(ROOT / source, destination)
+    wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet"]
+    done = subprocess.run([*wheel, "--wheel-dir", str(tmp_path / "wheels"), "."], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    built = [p.name for p in (tmp_path / "wheels").iterdir()]
+    assert built == [f"squals_action-{version()}-py3-none-any.whl"]
