@@ -1,22 +1,16 @@
 # The Squals Action image: the squals package (with Locust, its `load` extra) and git on a slim Python.
-# Stage 1 builds the wheel, compiled (hatchling, mypyc and gcc stay there); stage 2 installs it with no caches.
+# Stage 1 builds the wheel (hatchling is fetched there and stays there); stage 2 installs it with no caches.
 # Released images are built from this file by .github/workflows/release.yml and pushed to
 # ghcr.io/squals/action:X.Y.Z, the image action.yml names; CI builds it on every push.
 FROM python:3.12-slim AS build
-# The Dealer's request path is compiled by mypyc (pyproject.toml's wheel hook; docs/dealer.md): a C compiler
-# here only, the final stage gets the wheel. Not pinned (DL3008), as below.
-# hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends gcc libc6-dev \
-    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml mypy.ini hatch_build.py README.md ./
+COPY pyproject.toml hatch_build.py README.md ./
 COPY schemas ./schemas
 COPY squals_action ./squals_action
 COPY examples/shop ./examples/shop
 COPY examples/workflows ./examples/workflows
 COPY examples/shop-aws/infra ./examples/shop-aws/infra
-RUN HATCH_BUILD_HOOK_ENABLE_MYPYC=true pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:3.12-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \

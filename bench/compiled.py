@@ -1,4 +1,4 @@
-"""A compiled copy of a checkout: its wheel built with the mypyc hook, as the image's is, then installed.
+"""A compiled copy of a checkout: its wheel built with the opt-in mypyc hook, then installed.
 
     python bench/compiled.py DEST [--checkout DIR]
 

@@ -16,7 +16,7 @@ keep-alive connections, a fixed number of requests, each with a unit cookie from
 * ``dealer-baseline``: with ``--baseline DIR``, the Dealer of another checkout (``git archive <commit> | tar
   -x -C DIR``), so a change is measured before and after in the same rounds;
 * ``dealer-compiled``: with ``--compiled``, this checkout's Dealer with its request path compiled by mypyc,
-  as the image ships it (bench/compiled.py builds it first: about a minute);
+  the opt-in build (bench/compiled.py builds it first: about a minute);
 * ``python-floor``: with ``--floor``, bench/floor_proxy.py (as many processes as Dealer workers): the
   cheapest proxy Python can be here (httptools, callbacks only, no feature at all), so a run shows which part
   of the gap to nginx and direct is Python's and which is the Dealer's;
@@ -355,7 +355,7 @@ def main() -> int:
     parser.add_argument(
         "--compiled",
         action="store_true",
-        help="also measure this checkout's Dealer compiled by mypyc, as the image ships it (dealer-compiled)",
+        help="also measure this checkout's Dealer compiled by mypyc, the opt-in build (dealer-compiled)",
     )
     parser.add_argument(
         "--workers", type=int, help="Dealer worker processes (default: the Dealer's own, one per core)"

@@ -1,10 +1,13 @@
-"""The Dealer's request path compiled by mypyc, as the image ships it, passes the Dealer's own tests.
+"""The Dealer's request path compiled by mypyc (the opt-in build) passes the Dealer's own tests.
 
 Compiled code checks its annotations at run time and compiles some constructs its own way; found by running
 these tests on the build: a memoryview slice's start was evaluated twice (every journal record was written
 twice), and a compiled module cannot run as ``__main__`` (the compaction child). The build is the wheel hook's
 (bench/compiled.py, gcc at -O0 to save half of its minute); the tests run in a fresh pytest process whose
 imports come from the build first, and a probe there checks that every module the hook names is compiled.
+
+It takes about 75 s, so it runs only when asked (``SQUALS_TEST_COMPILED=1``): before shipping a compiled
+build, and after a change to a module the hook compiles. The suite's default run stays within its 10 minutes.
 """
 
 from __future__ import annotations
@@ -21,22 +24,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: The tests run on the build (about 35 s): the request path end to end with several workers (sticky split
-#: and exact tallies, a promotion and rollback under load, restart and SIGKILL around a compaction, 502/504,
-#: events), the journal and unit store, the server, the upstream client, the trip, upgrades, and what the
-#: Dealer publishes about its build.
+#: The tests run on the build (about 25 s, a choice against the suite's 10 minutes; all of tests/dealer and
+#: the whole suite passed on it when it was made): several workers with a sticky split and exact tallies, a
+#: SIGKILL around a compaction (the journal and its child), bodies and streamed answers, upgrades, the journal
+#: and unit store, the server, the upstream client, the trip's failures, and what the Dealer publishes.
 PROXY = "tests/dealer/test_proxy.py::test_"
 ON_THE_BUILD = (
     f"{PROXY}10000_units_split_30_70_sticky_and_tallied_exactly[2]",
-    f"{PROXY}promotion_and_rollback_under_steady_load_lose_no_request[2]",
-    f"{PROXY}restart_keeps_tallies_and_a_bare_daemon_restart_keeps_the_switch",
     f"{PROXY}sigkill_loses_nothing_acknowledged_before_or_after_a_compaction",
     f"{PROXY}requests_and_responses_are_forwarded_faithfully",
-    f"{PROXY}requests_in_flight_finish_on_an_upstream_switched_away_and_drain_waits_for_them",
-    f"{PROXY}header_units_are_sticky_without_cookies",
-    f"{PROXY}slow_upstream_times_out_with_504",
-    f"{PROXY}upstream_refusing_connections_is_a_502_counted_for_its_variant",
-    f"{PROXY}events_from_the_public_endpoint_and_the_admin_api",
     "tests/dealer/test_units.py",
     "tests/dealer/test_server.py",
     "tests/dealer/test_upstream.py",
@@ -73,6 +69,8 @@ def build_compiled(dest: Path) -> Path:
 
 @pytest.mark.slow
 def test_the_dealer_tests_pass_on_the_compiled_request_path(tmp_path: Path) -> None:
+    if os.environ.get("SQUALS_TEST_COMPILED") != "1":
+        pytest.skip("the compiled build is opt-in: SQUALS_TEST_COMPILED=1 runs this test (about 75 s)")
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler here: the compiled build cannot be made")
     build = build_compiled(tmp_path / "build")
