@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -72,9 +72,34 @@ def spec_digest(spec: Experiment) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
-def island_name(variant: str) -> str:
-    """The environment name of a variant's island."""
-    return check_env_name(f"exp-{variant}")
+#: An environment name's length limit (``check_env_name``): an island name is clipped to fit it.
+_ENV_NAME_MAX = 63
+
+
+def island_names(experiment_id: str, variants: Iterable[str]) -> dict[str, str]:
+    """Each variant's island for a new experiment: ``exp-<variant>-<tag>``, the tag 8 hex digits of the
+    experiment id's sha256 (the same for all its islands). The islands are the experiment's own: the winner's
+    island becomes prod and keeps its name, so a later experiment's ``green`` must not be named like it (it
+    would be provisioned onto prod's stack). The claim records them (``extra.island_names``); every later
+    step reads them from there. A variant too long for an environment name is clipped, its tag then hashing
+    the variant too (two variants clipped alike keep two islands)."""
+    names: dict[str, str] = {}
+    for variant in variants:
+        name = f"exp-{variant}-{_tag(experiment_id)}"
+        if len(name) > _ENV_NAME_MAX:
+            clipped = variant[: _ENV_NAME_MAX - len("exp--") - 8]
+            name = f"exp-{clipped}-{_tag(experiment_id + '/' + variant)}"
+        names[variant] = check_env_name(name)
+    return names
+
+
+def _tag(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def legacy_island_name(variant: str) -> str:
+    """A variant's island as experiments claimed before ``extra.island_names``: read their documents only."""
+    return f"exp-{variant}"
 
 
 def default_experiment_id(manifest: Manifest, commit: str) -> str:

@@ -13,62 +13,65 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from squals_action.experiments.engine import from_lifecycle
+from squals_action.experiments.engine import ExperimentEngine, from_lifecycle
 from squals_action.lifecycle.project import ProjectOptions, open_project
 from squals_action.lifecycle.traffic import DealerTraffic
 from squals_action.providers import LocalProvider
 from squals_action.state import utc_now
-from squals_action.state.interface import EnvironmentState
 from tests.experiments.test_aws import _shop, _stacks
 from tests.support.aws import Cloud, MotoCalls
 from tests.support.cloudwatch import put_custom
 from tests.support.experiments import Shop, experiment_engine, git, visit
 
 
-def _green_wins_on_aws(work: Path, pr: int) -> EnvironmentState:
-    """An experiment of ``work``'s HEAD started, green converting 20 % against control's 10 % (published
-    per island), ticked: green's own stack promoted as ``pr-<pr>``; that prod's document."""
+def _engine(work: Path) -> ExperimentEngine:
+    """The project's experiments, started 10 minutes ago: CloudWatch has whole minutes since the start."""
     engine = from_lifecycle(open_project(ProjectOptions(repo=work, gates=False)))
-    engine.clock = lambda: utc_now() - timedelta(minutes=10)  # whole CloudWatch minutes since the start
-    try:
-        started = engine.start(pr=pr)
-        engine.clock = utc_now
-        islands = started.experiment.extra["islands"]
-        for variant, shoppers, checkouts in (("control", 3000, 300), ("green", 2000, 400)):
-            dims = {"Environment": islands[variant]["env"], "Variant": variant}
-            put_custom("Shoppers", dims, shoppers, minutes_ago=6)
-            put_custom("Checkouts", dims, checkouts, minutes_ago=5)
-        (outcome,) = engine.tick(started.experiment.id)
-        assert outcome.promoted == "green", outcome.message
-        prod = engine.store.read().environment(f"pr-{pr}")
-    finally:
-        engine.store.close()
-    assert prod is not None and prod.status == "prod" and prod.handle
-    return prod
+    engine.clock = lambda: utc_now() - timedelta(minutes=10)
+    return engine
 
 
-def test_on_aws_a_second_green_wins_on_its_own_stack_and_never_touches_prods(
+def test_on_aws_a_second_green_starts_and_stops_on_its_own_stack_never_on_prods(
     aws_cloud: Cloud, tmp_path: Path, moto_calls: MotoCalls
 ) -> None:
+    """Before: the second start sent ``UpdateStack`` to prod's stack (the first green, adopted as pr-5) with
+    the new variant's template, failed ("the listener forwards to this experiment's target groups already")
+    and its clean-up sent ``DeleteStack`` for it: prod's document said prod on a deleted stack."""
     _, work, _ = _shop(aws_cloud, tmp_path)
-    first = _green_wins_on_aws(work, 5)
-    stack = first.handle["data"]
-    held = {stack["stack_name"], stack["stack_id"]}
+    first = _engine(work)
+    started = first.start(pr=5)
+    first.clock = utc_now
+    islands = started.experiment.extra["islands"]
+    for variant, shoppers, checkouts in (("control", 3000, 300), ("green", 2000, 400)):
+        dims = {"Environment": islands[variant]["env"], "Variant": variant}
+        put_custom("Shoppers", dims, shoppers, minutes_ago=6)
+        put_custom("Checkouts", dims, checkouts, minutes_ago=5)
+    (won,) = first.tick(started.experiment.id)
+    assert won.promoted == "green", won.message
+    prod = first.store.read().environment("pr-5")
+    assert prod is not None and prod.status == "prod" and prod.handle
+    held = {prod.handle["data"]["stack_name"], prod.handle["data"]["stack_id"]}
+    first.store.close()
     before = len(moto_calls.stacks())
 
     (work / "VERSION").write_text("two\n")
     git(work, "commit", "-qam", "Green again (#6)")
     git(work, "push", "-q", "origin", "main")
-    second = _green_wins_on_aws(work, 6)  # the same variant names, promoted twice in a row
+    second = _engine(work)
+    running = second.start(pr=6)  # the same variant names
+    assert running.experiment.status == "running"
+    mine = {h["data"]["stack_name"] for h in running.experiment.extra["islands"].values()}
+    assert not mine & held and len(mine) == 2
+    assert second.stop(running.experiment.id).status == "stopped"
 
-    touched = [(op, name) for op, name in moto_calls.stacks()[before:] if name in held]
-    assert [op for op, _ in touched if op in ("CreateStack", "UpdateStack", "DeleteStack")] == [], touched
-    assert second.handle["data"]["stack_name"] != stack["stack_name"]
-    with open_project(ProjectOptions(repo=work, gates=False)).store as store:
-        postprod = store.read().environment("pr-5")
-    assert postprod is not None and postprod.status == "postprod"  # the first winner, hot for a rollback
-    assert postprod.handle["data"]["stack_id"] == stack["stack_id"]
-    assert {stack["stack_name"], second.handle["data"]["stack_name"]} <= _stacks(aws_cloud)
+    calls = moto_calls.stacks()[before:]
+    assert [(op, name) for op, name in calls if name in held and op != "DescribeStacks"] == [], calls
+    assert {op for op, name in calls if any(s in name for s in mine)} >= {"CreateStack", "DeleteStack"}
+    after = second.store.read().environment("pr-5")
+    assert after is not None and after.status == "prod" and after.handle == prod.handle
+    assert prod.handle["data"]["stack_name"] in _stacks(aws_cloud)
+    assert not mine & _stacks(aws_cloud)
+    second.store.close()
 
 
 def test_locally_prod_still_serves_the_first_winner_while_a_second_green_starts_and_stops(
