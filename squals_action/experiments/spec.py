@@ -18,7 +18,6 @@ from typing import Any
 
 from squals_action.lifecycle.source import Source, commit_label, worktree
 from squals_action.manifest.model import Experiment, Manifest
-from squals_action.providers.interface import check_env_name
 from squals_action.state.interface import check_name
 
 
@@ -89,7 +88,7 @@ def island_names(experiment_id: str, variants: Iterable[str]) -> dict[str, str]:
         if len(name) > _ENV_NAME_MAX:
             clipped = variant[: _ENV_NAME_MAX - len("exp--") - 8]
             name = f"exp-{clipped}-{_tag(experiment_id + '/' + variant)}"
-        names[variant] = check_env_name(name)
+        names[variant] = name  # of a variant's valid name (the schema's), a valid one: the provider checks it
     return names
 
 
