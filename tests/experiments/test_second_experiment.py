@@ -13,11 +13,15 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from squals_action.experiments.engine import ExperimentEngine, from_lifecycle
+from squals_action.experiments.interface import ExperimentError
+from squals_action.experiments.spec import legacy_island_name
 from squals_action.lifecycle.project import ProjectOptions, open_project
 from squals_action.lifecycle.traffic import DealerTraffic
 from squals_action.providers import LocalProvider
-from squals_action.state import utc_now
+from squals_action.state import EnvironmentState, ExperimentState, Transition, utc_now
 from tests.experiments.test_aws import _shop, _stacks
 from tests.support.aws import Cloud, MotoCalls
 from tests.support.cloudwatch import put_custom
@@ -105,3 +109,38 @@ def test_locally_prod_still_serves_the_first_winner_while_a_second_green_starts_
     after = first.store.read().environment("pr-7")
     assert after is not None and after.status == "prod" and after.handle == prod.handle
     first.store.close()
+
+
+def test_a_start_claimed_before_island_names_is_not_taken_over_onto_prods_island(shop: Shop) -> None:
+    """A document from before ``island_names`` (its islands ``exp-<variant>``, never renamed) whose start
+    died, while an older experiment's winner ``exp-green`` is prod, as those versions left it: taking the
+    start over is refused in one line naming prod (before: provisioned onto prod's island), and its stop
+    destroys its own ``exp-control`` and keeps prod's ``exp-green`` (before: destroyed it)."""
+    eng = experiment_engine(shop)
+    provider = LocalProvider(shop.path)
+    green = provider.provision(legacy_island_name("green"), shop.commit, eng.manifest)
+    shop.kept.add(green.env)
+    provider.provision(legacy_island_name("control"), shop.commit, eng.manifest)
+    prod = EnvironmentState("pr-5", "prod", commit=shop.commit, handle=green.to_json(), url=green.url, pr=5)
+    eng.store.put_environment(prod, Transition("complete", "an older experiment's winner is prod"))
+    long_ago = utc_now() - timedelta(hours=1)  # the dead start's claim may be taken over
+    orphan = ExperimentState(
+        id="orphan",
+        spec_digest="sha256:x",
+        variants=("control", "green"),
+        status="starting",
+        started_at=long_ago,
+        updated_at=long_ago,
+        extra={"claimed_by": "run 99/1 (abcd)"},
+    )
+    eng.store.put_experiment(orphan, Transition("experiment-start", "a start that died"))
+
+    with pytest.raises(ExperimentError) as refused:
+        eng.start(experiment_id="orphan")
+    assert refused.value.one_line() == (
+        "experiment start refused: variant green's island exp-green is held by pr-5 (prod); "
+        "nothing was started"
+    )
+    assert eng.stop("orphan").status == "stopped"
+    assert [h.env for h in provider.list()] == ["exp-green"] and provider.health(green).ok
+    eng.store.close()
