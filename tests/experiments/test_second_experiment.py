@@ -10,6 +10,7 @@ destroyed by an experiment.
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,7 +26,8 @@ from squals_action.state import EnvironmentState, ExperimentState, Transition, u
 from tests.experiments.test_aws import _shop, _stacks
 from tests.support.aws import Cloud, MotoCalls
 from tests.support.cloudwatch import put_custom
-from tests.support.experiments import Shop, experiment_engine, git, visit
+from tests.support.experiments import Shop, experiment_engine, visit
+from tests.support.lifecycle import Load, git
 
 
 def _engine(work: Path) -> ExperimentEngine:
@@ -78,13 +80,16 @@ def test_on_aws_a_second_green_starts_and_stops_on_its_own_stack_never_on_prods(
     second.store.close()
 
 
-def test_locally_prod_still_serves_the_first_winner_while_a_second_green_starts_and_stops(
+def test_locally_prod_serves_the_first_green_while_a_second_starts_and_stops_then_a_third_wins_too(
     shop: Shop,
 ) -> None:
+    """Before, the second start's provision of ``exp-green`` replaced prod's process (prod's Dealer answered
+    502). Then a winner promoted twice in a row: the third experiment's green (same variant name) becomes
+    prod beside the first's, which is postprod and still answers (a rollback is one switch)."""
     first = experiment_engine(shop)
     started = first.start(pr=7)
     assert started.url
-    visit(started.url, 300)
+    visit(started.url, 160)
     (won,) = first.tick()
     assert won.promoted == "green", won.message
     prod = first.store.read().environment("pr-7")
@@ -103,11 +108,26 @@ def test_locally_prod_still_serves_the_first_winner_while_a_second_green_starts_
     assert running.url and set(visit(running.url, 40)) == {"grey", "darkgreen"}
     assert visit(public, 3) == {"green": 3}  # prod kept its process while the second one runs
     second.stop(running.experiment.id)
-
     assert visit(public, 3) == {"green": 3}
     assert {h.env for h in LocalProvider(shop.path).list()} == {prod.handle["env"]}
     after = first.store.read().environment("pr-7")
     assert after is not None and after.status == "prod" and after.handle == prod.handle
+
+    third = second.start(experiment_id="third", pr=8)
+    assert third.url
+    visit(third.url, 160)
+    with Load(lambda: public) as load:  # the bake of the second winner needs visitors
+        (again,) = second.tick()
+    assert again.promoted == "green", again.message
+    assert load.results and load.failures() == [], Counter(load.failures())
+    envs = first.store.read().environments()
+    assert envs["pr-8"].status == "prod" and envs["pr-8"].handle
+    shop.kept.add(str(envs["pr-8"].handle["env"]))
+    assert envs["pr-7"].status == "postprod" and envs["pr-7"].handle == prod.handle
+    assert visit(public, 3) == {"darkgreen": 3}
+    islands = {h.env: h for h in LocalProvider(shop.path).list()}
+    assert set(islands) == {prod.handle["env"], envs["pr-8"].handle["env"]}
+    assert LocalProvider(shop.path).health(islands[prod.handle["env"]]).ok
     first.store.close()
 
 
