@@ -131,6 +131,7 @@ def config_to_json(config: DealerConfig) -> dict[str, Any]:
         "max_units": config.max_units,
         "journal_bytes": config.journal_bytes,
         "shutdown_timeout": config.shutdown_timeout,
+        "control_timeout": config.control_timeout,
         "cookie_max_age": config.cookie_max_age,
         "workers": config.workers,
     }
@@ -168,6 +169,7 @@ def config_from_json(data: Any, source: str) -> DealerConfig:
             max_units=int(data.get("max_units", defaults.max_units)),
             journal_bytes=int(data.get("journal_bytes", defaults.journal_bytes)),
             shutdown_timeout=float(data.get("shutdown_timeout", defaults.shutdown_timeout)),
+            control_timeout=float(data.get("control_timeout", defaults.control_timeout)),
             cookie_max_age=int(data.get("cookie_max_age", defaults.cookie_max_age)),
             workers=int(data.get("workers", defaults.workers)),
         )

@@ -112,6 +112,9 @@ class DealerConfig:
     #: a journal segment this large is compacted into a snapshot
     journal_bytes: int = 64 << 20
     shutdown_timeout: float = 10.0
+    #: seconds a worker has to answer the supervisor's control message (tallies, health, an event), a
+    #: compaction excepted; a worker that is alive but does not answer in time is an error, never zeros
+    control_timeout: float = 10.0
     cookie_max_age: int = 365 * 24 * 3600
     #: Worker processes behind the public port (SO_REUSEPORT); 0 is not set: ``SQUALS_DEALER_WORKERS``, else
     #: the number of cores (docs/dealer.md, Processes).

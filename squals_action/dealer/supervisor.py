@@ -50,8 +50,7 @@ from squals_action.dealer.worker import reuse_port_socket
 log = logging.getLogger("squals.dealer")
 
 MODULE = "squals_action.dealer"
-CALL_TIMEOUT = 10.0  # seconds a worker has to answer a control message
-PERSIST_TIMEOUT = 600.0  # ... and to compact its journal
+PERSIST_TIMEOUT = 600.0  # seconds a worker has to compact its journal (other messages: control_timeout)
 _MAX_LINE = 1 << 24  # control answers carry every variant's tallies
 
 
@@ -93,8 +92,8 @@ class WorkerProcess:
     asking the supervisor something (an event for a unit it does not know), answered with ``reply``.
     """
 
-    def __init__(self, index: int, on_request: RequestHandler) -> None:
-        self.index = index
+    def __init__(self, index: int, on_request: RequestHandler, timeout: float) -> None:
+        self.index, self.timeout = index, timeout
         self.process: asyncio.subprocess.Process | None = None
         self.started = 0.0
         self._on_request = on_request
@@ -148,8 +147,10 @@ class WorkerProcess:
                 process.stdin.write(json.dumps(reply).encode() + b"\n")
                 await process.stdin.drain()
 
-    async def call(self, message: Mapping[str, Any], timeout: float = CALL_TIMEOUT) -> dict[str, Any]:
-        """Send one control message and wait for its answer (at most ``timeout`` seconds)."""
+    async def call(self, message: Mapping[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """Send one control message and wait for its answer (at most ``timeout`` seconds, by default the
+        config's ``control_timeout``)."""
+        timeout = self.timeout if timeout is None else timeout
         process = self.process
         if process is None or process.stdin is None or process.returncode is not None:
             raise WorkerGone(f"worker {self.index} is not running")
@@ -181,7 +182,8 @@ class Supervisor:
         self.config_path = config_path
         self.state_dir = state_dir
         self._routing = _saved_routing(state_dir) or make_routing(config.upstreams, config.weights)
-        self.workers = [WorkerProcess(i, self._worker_request) for i in range(worker_count(config))]
+        timeout = config.control_timeout
+        self.workers = [WorkerProcess(i, self._worker_request, timeout) for i in range(worker_count(config))]
         self._faults: Mapping[str, Any] = {}  # what PUT /faults set last: a restarted worker gets it too
         self._placeholder: socket.socket | None = None
         self._board: RoutingBoard | None = None

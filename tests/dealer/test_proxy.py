@@ -37,6 +37,7 @@ def _served_by_each_worker(dealer: DealerClient) -> list[int]:
     return [int(w["requests"]) for w in dealer.load_figures()["workers"]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_10000_units_split_30_70_sticky_and_tallied_exactly(
     workers: int, pair: dict[str, str], dealer_factory: DealerFactory

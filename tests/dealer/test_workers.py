@@ -76,14 +76,15 @@ def test_while_the_worker_is_down_tallies_and_health_are_errors_not_zeros(
     pair: dict[str, str], dealer_factory: DealerFactory, tmp_path: Path
 ) -> None:
     state = tmp_path / "down"
-    dealer = dealer_factory(pair, {"a": 1, "b": 1}, state=state)
+    # the supervisor gives the worker 2 s (control_timeout; 10 s by default) before the call is an error
+    dealer = dealer_factory(pair, {"a": 1, "b": 1}, state=state, control_timeout=2.0)
     asyncio.run(drive(dealer.url, [(f"d{i}", "/") for i in range(20)]))
     victim = _worker_pids(state)[0]
     assert victim is not None
-    dealer.timeout = 30.0  # the supervisor gives the worker 10 s
+    dealer.timeout = 30.0
     os.kill(victim, signal.SIGSTOP)  # alive but silent: the supervisor neither restarts it nor reads zeros
     try:
-        with pytest.raises(DealerError, match=r"worker 0 did not answer within 10s"):
+        with pytest.raises(DealerError, match=r"worker 0 did not answer within 2s"):
             dealer.tallies()
     finally:
         os.kill(victim, signal.SIGCONT)

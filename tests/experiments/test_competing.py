@@ -93,6 +93,7 @@ def _pass(url: str, units: list[str] = UNITS) -> tuple[dict[str, str], dict[str,
     return upstream, told
 
 
+@pytest.mark.slow
 def test_two_layered_experiments_share_prods_dealer_decide_alone_and_end_alone(
     shop: Shop, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -44,7 +44,7 @@ provider:
   parameters: {{AppBase: "{public}", VpcId: {vpc}}}
 {front_door}rollout:
   blue_share: 10%
-  bake: 2s
+  bake: 1s
   check_interval: 0.5s
   kpis: [{{metric: error_rate, max: 1%}}]
 """

@@ -50,7 +50,7 @@ provider:
   health: /healthz
   health_timeout: 10s
 rollout:
-{rollout}  bake: 2s
+{rollout}  bake: 1s
   check_interval: 0.2s
   kpis: [{{metric: error_rate, max: 1%}}]
 """

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -62,10 +63,26 @@ def _apps_of(env: str) -> list[psutil.Process]:
     return found
 
 
+def _wait_for(what: Callable[[], bool], runs: list[subprocess.Popen[str]], timeout: float = 60) -> None:
+    """Poll ``what`` until it holds; fails at the deadline or when every run given has exited without it."""
+    deadline = time.monotonic() + timeout
+    while not what():
+        assert time.monotonic() < deadline, [run.poll() for run in runs]
+        assert not runs or any(run.poll() is None for run in runs), [run.communicate() for run in runs]
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
 def test_two_deploys_of_one_pr_at_once_make_one_deploy_and_teardown_leaves_nothing(project: Project) -> None:
-    _commit_squals_file(project, "sleep 8")  # long enough to overlap on a loaded machine
+    # The run holding the lock waits in its hook until the other one has exited: they overlap however late
+    # the second starts on a loaded machine, and no fixed sleep is waited out.
+    release = project.path.parent / "release"
+    _commit_squals_file(project, f"until [ -e {release} ]; do sleep 0.05; done")
     runs = [_start(project, "deploy", "--pr", "22") for _ in range(2)]
+    try:
+        _wait_for(lambda: any(run.poll() is not None for run in runs), runs, timeout=120)
+    finally:
+        release.touch()
     results = [(run.wait(timeout=180), *run.communicate()) for run in runs]
     codes = sorted(code for code, _, _ in results)
     assert codes == [0, 1], results
@@ -92,13 +109,13 @@ def test_two_deploys_of_one_pr_at_once_make_one_deploy_and_teardown_leaves_nothi
 
 @pytest.mark.slow
 def test_a_run_killed_holding_its_lock_leaves_a_stale_lock_that_says_what_to_run(project: Project) -> None:
-    marker = project.path.parent / "hook-started"
-    _commit_squals_file(project, f"touch {marker} && sleep 3")
+    # The hook outlives its killed run until the test releases it, and says when it has ended.
+    started, release, ended = (project.path.parent / name for name in ("started", "release", "ended"))
+    _commit_squals_file(
+        project, f"touch {started} && until [ -e {release} ]; do sleep 0.05; done; touch {ended}"
+    )
     killed = _start(project, "deploy", "--pr", "22")
-    deadline = time.monotonic() + 60
-    while not marker.exists():
-        assert time.monotonic() < deadline and killed.poll() is None, killed.communicate()
-        time.sleep(0.05)
+    _wait_for(started.exists, [killed])
     os.kill(killed.pid, signal.SIGKILL)
     killed.wait(timeout=30)
 
@@ -112,7 +129,8 @@ def test_a_run_killed_holding_its_lock_leaves_a_stale_lock_that_says_what_to_run
     lock = next(e["lock"] for e in json.loads(status.stdout)["environments"] if e["name"] == "pr-22")
     assert lock["stale"] is True and lock["holder"]["pid"] == killed.pid and lock["operation"] == "deploy"
     assert _squals(project, "unlock", "pr-22").returncode == 0
-    time.sleep(3.5)  # the killed run's hook ends on its own
+    release.touch()  # the killed run's hook ends before the PR is deployed again
+    _wait_for(ended.exists, [])
     redeploy = _squals(project, "deploy", "--pr", "22")  # a deploy found half-way is started over
     assert redeploy.returncode == 0, redeploy.stderr
     assert _squals(project, "teardown", "--pr", "22").returncode == 0
