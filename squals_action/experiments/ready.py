@@ -33,7 +33,7 @@ from squals_action.errors import SqualsError
 from squals_action.experiments.interface import ExperimentError
 from squals_action.experiments.promotion import Promoter
 from squals_action.experiments.sources import check_declarations
-from squals_action.experiments.spec import load_at
+from squals_action.experiments.spec import as_island, load_at
 from squals_action.lifecycle.hooks import first_failure
 from squals_action.lifecycle.machine import Check, Env
 from squals_action.manifest.model import HOOK_STAGES, Experiment, Location, Manifest
@@ -148,7 +148,7 @@ def check_islands(
     if spec.assignment == "app":
         return
     for name, variant in spec.variants.items():
-        own = variant.manifest or started
+        own = as_island(variant.manifest or started, name, names[name])
         try:
             provider.check(names[name], sha, own, extra_env=_island_env(eid, name, started))
         except SqualsError as exc:  # one about a file names it, its line and commit, itself
@@ -181,9 +181,9 @@ def ready_islands(
     if spec.assignment == "app":
         return
     for name, variant in spec.variants.items():
-        own = variant.manifest or started
+        island = names[name]
+        own = as_island(variant.manifest or started, name, island)
         with promoter(own) as lifecycle:
-            island = names[name]
             fleet = lifecycle.fleet()  # the hooks' SQUALS_PROD_* / SQUALS_POSTPROD_* variables
             env = Env(name=island, commit=sha)
             _passed(name, own, "before_preprod", lifecycle.run_stage("before_preprod", env, fleet))

@@ -9,6 +9,7 @@ the JSON itself for the record.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from squals_action.lifecycle.source import Source, commit_label, worktree
-from squals_action.manifest.model import Experiment, Manifest
+from squals_action.manifest.model import Experiment, Manifest, frozen_map
 from squals_action.state.interface import check_name
 
 
@@ -97,8 +98,24 @@ def _tag(text: str) -> str:
 
 
 def legacy_island_name(variant: str) -> str:
-    """A variant's island as experiments claimed before ``extra.island_names``: read their documents only."""
+    """A variant's island as experiments claimed before ``extra.island_names``: read their documents only
+    (and the ``environments:`` key a squals file gives the variant's island: :func:`as_island`)."""
     return f"exp-{variant}"
+
+
+def as_island(manifest: Manifest, variant: str, island: str) -> Manifest:
+    """``manifest`` whose ``environments:`` entry ``exp-<variant>`` (how a squals file names a variant's
+    island, whatever its experiment's tag) applies to ``island`` too, at the same place among the others: the
+    variant's own app variables and provider parameters follow it to every experiment's island."""
+    key = legacy_island_name(variant)
+    if key not in manifest.environments or island in manifest.environments:
+        return manifest
+    aliased = {}
+    for name, override in manifest.environments.items():
+        aliased[name] = override
+        if name == key:
+            aliased[island] = override
+    return dataclasses.replace(manifest, environments=frozen_map(aliased))
 
 
 def default_experiment_id(manifest: Manifest, commit: str) -> str:

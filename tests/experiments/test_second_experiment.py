@@ -18,15 +18,16 @@ import pytest
 
 from squals_action.experiments.engine import ExperimentEngine, from_lifecycle
 from squals_action.experiments.interface import ExperimentError
-from squals_action.experiments.spec import legacy_island_name
+from squals_action.experiments.spec import as_island, island_names, legacy_island_name
 from squals_action.lifecycle.project import ProjectOptions, open_project
 from squals_action.lifecycle.traffic import DealerTraffic
+from squals_action.manifest import load
 from squals_action.providers import LocalProvider
 from squals_action.state import EnvironmentState, ExperimentState, Transition, utc_now
 from tests.experiments.test_aws import _shop, _stacks
 from tests.support.aws import Cloud, MotoCalls
 from tests.support.cloudwatch import put_custom
-from tests.support.experiments import Shop, experiment_engine, visit
+from tests.support.experiments import Shop, experiment_engine, make_shop, visit
 from tests.support.lifecycle import Load, git
 
 
@@ -164,3 +165,16 @@ def test_a_start_claimed_before_island_names_is_not_taken_over_onto_prods_island
     assert eng.stop("orphan").status == "stopped"
     assert [h.env for h in provider.list()] == ["exp-green"] and provider.health(green).ok
     eng.store.close()
+
+
+def test_the_squals_files_settings_for_exp_variant_follow_the_variant_to_each_experiments_island(
+    tmp_path: Path,
+) -> None:
+    """``environments: {exp-control: ...}`` names control's island in a squals file (its app variables, its
+    provider parameters): they apply to ``exp-control-<tag>`` of every experiment, in their place."""
+    shop = make_shop(tmp_path, control_extra="environments:\n  exp-control: {env: {BANNER: control}}\n")
+    manifest = load(shop.path / "squals.yml", shop.path)
+    island = island_names("shop-1", ("control",))["control"]
+    assert manifest.app_env_for(island).get("BANNER") is None  # the name alone does not match it
+    assert as_island(manifest, "control", island).app_env_for(island)["BANNER"] == "control"
+    assert as_island(manifest, "green", island) is manifest  # no entry for green's island
