@@ -104,10 +104,14 @@ def run_start(
     if request.dealer is not None:
         check_prod_dealer(Path(request.dealer), spec)
     # each variant's island is the experiment's own: refused here, before anything is made, when a live
-    # record holds one (prod on an earlier winner's island...), and again by the claim, atomically
+    # record holds one (prod on an earlier winner's island...), and again by the claim, atomically; not
+    # when the claim will find the experiment past its start (a re-run of the same push: its winner may be
+    # held by pr-N already) or refuse it (it ran already)
     now = engine.store.read()
-    names = records.claimed_names(now.experiment(eid), eid, spec)
-    records.refuse_held(names, records.holders(now, but=eid))
+    mine = now.experiment(eid)
+    names = records.claimed_names(mine, eid, spec)
+    if mine is None or mine.status == "starting":
+        records.refuse_held(names, records.holders(now, but=eid))
     check_islands(provider, spec, started, eid=eid, names=names, sha=sha)
     split = new_split(provider, started, sha, engine.dealer_dir(eid), engine.log)
     claim = _claim(engine, request)

@@ -98,6 +98,8 @@ def test_locally_prod_serves_the_first_green_while_a_second_starts_and_stops_the
     shop.kept.add(str(prod.handle["env"]))  # the first winner's own island is prod: it stays
     public = DealerTraffic(shop.path / ".squals" / "dealer").url()
     assert public is not None and visit(public, 3) == {"green": 3}
+    with pytest.raises(ExperimentError, match="already ran"):  # a re-run of its push: not "held by pr-7"
+        first.start(pr=7)
 
     # a second experiment: its green is a darker one, under the same variant name
     variant = shop.path / "variants" / "green.yml"
