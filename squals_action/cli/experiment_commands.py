@@ -36,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     start = actions.add_parser(
         "start",
         help="provision one island per variant and split traffic among them",
-        description="Provision exp-<variant> for every variant from COMMIT, split the traffic among them "
+        description="Provision an island exp-<variant>-<tag> (the experiment's own) for every variant from "
+        "COMMIT, split the traffic among them "
         "with the declared split and sticky unit (the experiment's own Dealer; on aws the front door's "
         "listener), and record experiments/<id>.json on the state branch.",
     )

@@ -66,14 +66,11 @@ from squals_action.experiments.records import (
     TICKABLE,
     extra_str,
     handles_of,
+    island_names_of,
     pr_of,
 )
 from squals_action.experiments.sources import SourceContext, build_sources
-from squals_action.experiments.spec import (
-    island_name,
-    spec_digest,
-    start_at,
-)
+from squals_action.experiments.spec import spec_digest, start_at
 from squals_action.experiments.splitters import Split
 from squals_action.experiments.starting import run_start
 from squals_action.lifecycle.parts import provider_at, provider_with
@@ -339,7 +336,7 @@ class ExperimentEngine:
         recorded = dict(doc.decision or {}) if decision is None else decision.to_json()
         status = str(recorded.get("status", "no-difference"))
         outcome = status if status in ("guardrail-stop", "halted-srm", "winner") else "no-difference"
-        stop_all(provider_at(start, self.provider), handles_of(doc), split, self.log)
+        stop_all(provider_at(start, self.provider), handles_of(doc), split, self.log, held=self._held(doc))
         summary = decision.summary() if decision is not None else outcome
         message = f"{summary}; islands stopped, prod unchanged"
         if outcome == "winner":  # app-side: the variant is a branch of prod's code, nothing to deploy
@@ -366,7 +363,7 @@ class ExperimentEngine:
         eid = doc.id
         pr = pr_of(doc) or SYNTHETIC_PR_BASE
         islands = handles_of(doc)
-        own = next((h for h in islands if h.env == island_name(winner)), None)
+        own = next((h for h in islands if h.env == island_names_of(doc).get(winner)), None)
         self.log(f"{eid}: promote {winner}'s island as pr-{pr} through the lifecycle")
         manifest = spec.variants[winner].manifest or start.manifest
         done = promote(self.promoter, manifest, pr, start, own)
@@ -394,7 +391,8 @@ class ExperimentEngine:
                 lifecycle=done.outcome,
             )
         losers = [h for h in islands if h is not own]
-        stop_all(provider_at(start, self.provider), losers, split, self.log, restore=False)
+        held = self._held(doc)
+        stop_all(provider_at(start, self.provider), losers, split, self.log, held=held, restore=False)
         where = f" on its own island {own.env}" if own is not None else ""
         message = f"{winner} won and is prod (pr-{pr}){where}; the other variants were stopped"
         base.update({"outcome": "promoted", "promotion": done.outcome.message if done.outcome else ""})
@@ -409,6 +407,11 @@ class ExperimentEngine:
             lifecycle=done.outcome,
         )
 
+    def _held(self, doc: ExperimentState) -> dict[str, str]:
+        """The islands live records other than ``doc`` hold, as the state branch says now: none of them is
+        destroyed by ``doc``'s end (the winner's island, prod now, is among them)."""
+        return records.holders(self.store.read(), but=doc.id)
+
     def stop(self, experiment_id: str, reason: str = "") -> ExperimentState:
         """End an experiment by hand: islands and Dealer stopped, nothing promoted, recorded with who. The
         islands are looked for and stopped where they were made (:meth:`provider_of`)."""
@@ -419,7 +422,7 @@ class ExperimentEngine:
             self.log(f"experiment {experiment_id} is {doc.status} already: nothing to do")
             return doc
         with self.provider_of(doc) as provider:
-            stop_recorded(provider, doc, self.split_of(doc), self.log)
+            stop_recorded(provider, doc, self.split_of(doc), self.log, held=self._held(doc))
         why = reason or f"stopped by {self.actor or 'hand'}"
         self.finish(
             experiment_id,

@@ -9,12 +9,11 @@ the end goes on): it logs and returns what could not be destroyed; only a stop b
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from squals_action.errors import SqualsError, one_line
 from squals_action.experiments.interface import Decision, ExperimentError
-from squals_action.experiments.records import handles_of
-from squals_action.experiments.spec import island_name
+from squals_action.experiments.records import handles_of, island_names_of
 from squals_action.experiments.splitters import Split
 from squals_action.providers.interface import EnvironmentHandle, Provider
 from squals_action.state.interface import ExperimentState
@@ -33,10 +32,18 @@ def exclude_newly(split: Split, doc: ExperimentState, decision: Decision, log: L
 
 
 def stop_all(
-    provider: Provider, handles: Iterable[EnvironmentHandle], split: Split, log: Log, *, restore: bool = True
+    provider: Provider,
+    handles: Iterable[EnvironmentHandle],
+    split: Split,
+    log: Log,
+    *,
+    held: Mapping[str, str],
+    restore: bool = True,
 ) -> list[str]:
-    """Release the splitter (``restore``: traffic back as before the start), then destroy the islands;
-    failures are logged, not raised (the record goes on). Returns what was not stopped, with why."""
+    """Release the splitter (``restore``: traffic back as before the start), then destroy the islands but
+    those a live record holds (``held``: island -> who, :func:`~.records.holders`; an island that became
+    prod is the lifecycle's now); failures are logged, not raised (the record goes on). Returns what was
+    not stopped, with why."""
     kept: list[str] = []
     try:
         split.release(restore=restore, log=log)
@@ -44,6 +51,9 @@ def stop_all(
         log(f"the splitter was not released: {one_line(exc)}")
         kept.append(f"its splitter ({one_line(exc)})")
     for handle in list(handles):
+        if handle.env in held:
+            log(f"{handle.env}: kept, {held[handle.env]} holds it")
+            continue
         try:
             outcome = provider.destroy(handle)
         except (SqualsError, OSError) as exc:
@@ -56,14 +66,18 @@ def stop_all(
     return kept
 
 
-def stop_recorded(provider: Provider, doc: ExperimentState, split: Split, log: Log) -> None:
-    """Stop what ``doc`` recorded: its splitter given back, then its islands (found by name when the start
-    died before it recorded them). What was kept raises :class:`ExperimentError`: nothing may be recorded
-    as stopped then, and the document keeps what the next stop needs to finish the job."""
+def stop_recorded(
+    provider: Provider, doc: ExperimentState, split: Split, log: Log, *, held: Mapping[str, str]
+) -> None:
+    """Stop what ``doc`` recorded: its splitter given back, then its islands (found by the names its claim
+    recorded when the start died before it recorded them), never one a live record holds (``held``). What
+    was kept raises :class:`ExperimentError`: nothing may be recorded as stopped then, and the document
+    keeps what the next stop needs to finish the job."""
     handles = handles_of(doc)
     if not handles:
-        handles = [h for h in (provider.get(island_name(v)) for v in doc.variants) if h is not None]
-    kept = stop_all(provider, handles, split, log)
+        found = (provider.get(name) for name in island_names_of(doc).values())
+        handles = [h for h in found if h is not None]
+    kept = stop_all(provider, handles, split, log, held=held)
     if kept:
         raise ExperimentError(
             f"experiment {doc.id} is not stopped: {', '.join(kept)} could not be stopped; "

@@ -14,9 +14,10 @@ Before anything is claimed, from a worktree of the start commit (never the worki
 Then, with the provider bound to the start commit, :func:`check_islands` checks every variant's island as
 its provisioning would before starting anything (on aws its template and parameters), all before the
 first island is made. After the claim, :func:`ready_islands` makes each variant's island ready as a pull
-request's island is made ready: the lifecycle's own ``before_preprod`` hooks, the provisioning of
-``exp-<variant>``, its ``after_preprod`` hooks and exit tests (``Steps.run_stage``, the code a deploy
-runs), with the lifecycle holding that variant's file. A variant that fails raises
+request's island is made ready: the lifecycle's own ``before_preprod`` hooks, the provisioning of its
+island (``exp-<variant>-<tag>``, as the claim named it: :func:`~squals_action.experiments.spec.island_names`),
+its ``after_preprod`` hooks and exit tests (``Steps.run_stage``, the code a deploy runs), with the lifecycle
+holding that variant's file. A variant that fails raises
 :class:`ExperimentError` in one line naming it; the engine then stops what this start provisioned.
 """
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -32,7 +33,7 @@ from squals_action.errors import SqualsError
 from squals_action.experiments.interface import ExperimentError
 from squals_action.experiments.promotion import Promoter
 from squals_action.experiments.sources import check_declarations
-from squals_action.experiments.spec import island_name, load_at
+from squals_action.experiments.spec import as_island, load_at
 from squals_action.lifecycle.hooks import first_failure
 from squals_action.lifecycle.machine import Check, Env
 from squals_action.manifest.model import HOOK_STAGES, Experiment, Location, Manifest
@@ -136,17 +137,20 @@ def _missing_script(manifest: Manifest, *, app_here: bool) -> str | None:
     return None
 
 
-def check_islands(provider: Provider, spec: Experiment, started: Manifest, *, eid: str, sha: str) -> None:
+def check_islands(
+    provider: Provider, spec: Experiment, started: Manifest, *, eid: str, names: Mapping[str, str], sha: str
+) -> None:
     """Every variant's island as its provisioning checks it before starting anything (``Provider.check``:
     on aws its template read from the commit and linted, with the outputs the front door needs, and its
     parameters), all of them before the first island is made: a later variant's mistake costs no earlier
-    variant's island. Else one line naming the variant; nothing was started."""
+    variant's island (``names``: each variant's island). Else one line naming the variant; nothing was
+    started."""
     if spec.assignment == "app":
         return
     for name, variant in spec.variants.items():
-        own = variant.manifest or started
+        own = as_island(variant.manifest or started, name, names[name])
         try:
-            provider.check(island_name(name), sha, own, extra_env=_island_env(eid, name, started))
+            provider.check(names[name], sha, own, extra_env=_island_env(eid, name, started))
         except SqualsError as exc:  # one about a file names it, its line and commit, itself
             raise ExperimentError(
                 f"experiment start refused: variant {name}: {exc.one_line()}; nothing was started"
@@ -165,19 +169,21 @@ def ready_islands(
     started: Manifest,
     *,
     eid: str,
+    names: Mapping[str, str],
     sha: str,
     log: Log,
     handles: dict[str, EnvironmentHandle],
 ) -> None:
-    """Each variant's island made ready in turn, into ``handles`` as it comes up (so a caller can stop those
-    already running when one fails); a variant that fails raises :class:`ExperimentError` naming it.
-    App-side variants have none: prod's app branches on ``X-Squals-Assignments``."""
+    """Each variant's island (``names``: as the claim recorded them) made ready in turn, into ``handles`` as
+    it comes up (so a caller can stop those already running when one fails); a variant that fails raises
+    :class:`ExperimentError` naming it. App-side variants have none: prod's app branches on
+    ``X-Squals-Assignments``."""
     if spec.assignment == "app":
         return
     for name, variant in spec.variants.items():
-        own = variant.manifest or started
+        island = names[name]
+        own = as_island(variant.manifest or started, name, island)
         with promoter(own) as lifecycle:
-            island = island_name(name)
             fleet = lifecycle.fleet()  # the hooks' SQUALS_PROD_* / SQUALS_POSTPROD_* variables
             env = Env(name=island, commit=sha)
             _passed(name, own, "before_preprod", lifecycle.run_stage("before_preprod", env, fleet))

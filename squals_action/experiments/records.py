@@ -19,10 +19,11 @@ from squals_action.dealer.layers import Slot
 from squals_action.errors import SqualsError
 from squals_action.experiments.interface import Decision, ExperimentError, Observation
 from squals_action.experiments.layering import LAYERS, describe, slot_for, slot_of
-from squals_action.experiments.spec import spec_json
+from squals_action.experiments.spec import island_names, legacy_island_name, spec_json
+from squals_action.lifecycle.machine import Status
 from squals_action.manifest.model import Experiment
 from squals_action.providers.interface import EnvironmentHandle
-from squals_action.state.interface import Documents, ExperimentState
+from squals_action.state.interface import Documents, ExperimentState, Snapshot
 
 #: Statuses of an experiment that still owns islands and a Dealer.
 ACTIVE = frozenset({"starting", "running", "promoting", "promotion-failed", "ending"})
@@ -85,6 +86,8 @@ def claim(docs: Documents, req: StartRequest) -> Claim:
                 f"experiment {other.id} is {other.status}: one experiment at a time{_beside(req, slot)}; "
                 f"stop it first (`squals experiment stop {other.id}`)"
             )
+    names = claimed_names(mine, eid, req.spec)
+    refuse_held(names, holders(docs, but=eid))
     numbers = [int(e.extra.get("pr", 0)) for e in experiments.values() if isinstance(e.extra.get("pr"), int)]
     synthetic = max([n for n in numbers if n > SYNTHETIC_PR_BASE] + [SYNTHETIC_PR_BASE]) + 1
     spec = req.spec
@@ -111,6 +114,7 @@ def claim(docs: Documents, req: StartRequest) -> Claim:
             "control": spec.control,
             "squals_file": req.squals_file,
             "spec": spec_json(spec),
+            "island_names": names,
             "excluded": [],
             "ticks": [],
             **placed,
@@ -252,6 +256,48 @@ def pr_of(doc: ExperimentState) -> int | None:
     """The pull request the experiment's winner is deployed as (given or synthetic)."""
     value = doc.extra.get("pr")
     return value if isinstance(value, int) else None
+
+
+def claimed_names(mine: ExperimentState | None, eid: str, spec: Experiment) -> dict[str, str]:
+    """The islands a start of ``eid`` claims: its own new names, or those of the killed start it takes over
+    (``mine``, still ``starting``). App-side variants get names too, never provisioned."""
+    return island_names_of(mine) if mine is not None else island_names(eid, spec.variants)
+
+
+def island_names_of(doc: ExperimentState) -> dict[str, str]:
+    """Each variant's island as the claim recorded it; a document claimed before ``island_names`` were
+    recorded named them ``exp-<variant>`` (never recomputed with today's rule: they run under those)."""
+    recorded = doc.extra.get("island_names")
+    if isinstance(recorded, dict):
+        return {str(k): str(v) for k, v in recorded.items()}
+    return {v: legacy_island_name(v) for v in doc.variants}
+
+
+def holders(docs: Documents | Snapshot, *, but: str | None = None) -> dict[str, str]:
+    """Every island a live record holds -> who holds it: an environment's document not retired (prod, the
+    postprod, a pull request's island, a winner adopted as ``pr-N``: its handle names the island it runs on)
+    and every active experiment but ``but`` (its islands, recorded or claimed)."""
+    held: dict[str, str] = {}
+    for name, env in docs.environments().items():
+        island = (env.handle or {}).get("env")
+        if isinstance(island, str) and env.status != Status.RETIRED:
+            held.setdefault(island, f"{name} ({env.status})")
+    for eid, doc in docs.experiments().items():
+        if eid != but and doc.status in ACTIVE:
+            islands = [*island_names_of(doc).values(), *(h.env for h in handles_of(doc))]
+            for island in islands:
+                held.setdefault(island, f"experiment {eid} ({doc.status})")
+    return held
+
+
+def refuse_held(names: Mapping[str, str], held: Mapping[str, str]) -> None:
+    """A start never provisions onto an island a live record holds: one line naming the holder."""
+    for variant, island in names.items():
+        if island in held:
+            raise ExperimentError(
+                f"experiment start refused: variant {variant}'s island {island} is held by {held[island]}; "
+                "nothing was started"
+            )
 
 
 def handles_of(doc: ExperimentState) -> list[EnvironmentHandle]:

@@ -9,16 +9,16 @@ the JSON itself for the record.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from squals_action.lifecycle.source import Source, commit_label, worktree
-from squals_action.manifest.model import Experiment, Manifest
-from squals_action.providers.interface import check_env_name
+from squals_action.manifest.model import Experiment, Manifest, frozen_map
 from squals_action.state.interface import check_name
 
 
@@ -72,9 +72,50 @@ def spec_digest(spec: Experiment) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
-def island_name(variant: str) -> str:
-    """The environment name of a variant's island."""
-    return check_env_name(f"exp-{variant}")
+#: An environment name's length limit (``check_env_name``): an island name is clipped to fit it.
+_ENV_NAME_MAX = 63
+
+
+def island_names(experiment_id: str, variants: Iterable[str]) -> dict[str, str]:
+    """Each variant's island for a new experiment: ``exp-<variant>-<tag>``, the tag 8 hex digits of the
+    experiment id's sha256 (the same for all its islands). The islands are the experiment's own: the winner's
+    island becomes prod and keeps its name, so a later experiment's ``green`` must not be named like it (it
+    would be provisioned onto prod's stack). The claim records them (``extra.island_names``); every later
+    step reads them from there. A variant too long for an environment name is clipped, its tag then hashing
+    the variant too (two variants clipped alike keep two islands)."""
+    names: dict[str, str] = {}
+    for variant in variants:
+        name = f"exp-{variant}-{_tag(experiment_id)}"
+        if len(name) > _ENV_NAME_MAX:
+            clipped = variant[: _ENV_NAME_MAX - len("exp--") - 8]
+            name = f"exp-{clipped}-{_tag(experiment_id + '/' + variant)}"
+        names[variant] = name  # of a variant's valid name (the schema's), a valid one: the provider checks it
+    return names
+
+
+def _tag(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def legacy_island_name(variant: str) -> str:
+    """A variant's island as experiments claimed before ``extra.island_names``: read their documents only
+    (and the ``environments:`` key a squals file gives the variant's island: :func:`as_island`)."""
+    return f"exp-{variant}"
+
+
+def as_island(manifest: Manifest, variant: str, island: str) -> Manifest:
+    """``manifest`` whose ``environments:`` entry ``exp-<variant>`` (how a squals file names a variant's
+    island, whatever its experiment's tag) applies to ``island`` too, at the same place among the others: the
+    variant's own app variables and provider parameters follow it to every experiment's island."""
+    key = legacy_island_name(variant)
+    if key not in manifest.environments or island in manifest.environments:
+        return manifest
+    aliased = {}
+    for name, override in manifest.environments.items():
+        aliased[name] = override
+        if name == key:
+            aliased[island] = override
+    return dataclasses.replace(manifest, environments=frozen_map(aliased))
 
 
 def default_experiment_id(manifest: Manifest, commit: str) -> str:

@@ -34,7 +34,7 @@ from squals_action.dealer.interface import DealerError, VariantTally
 from squals_action.errors import SqualsError
 from squals_action.experiments.cloudwatch_source import AwsPlace
 from squals_action.experiments.interface import ExperimentError
-from squals_action.experiments.spec import island_name
+from squals_action.experiments.records import island_names_of
 from squals_action.manifest.model import Experiment, Manifest, StickyUnit
 from squals_action.providers.interface import EnvironmentHandle, Provider
 from squals_action.state.interface import ExperimentState
@@ -155,11 +155,14 @@ class AlbSplit:
         target_groups: Mapping[str, str] | None = None,
         before: list[dict[str, Any]] | None = None,
         since: datetime | None = None,
+        islands: Mapping[str, str] | None = None,
     ) -> None:
         self.traffic = AlbTraffic(listener_arn, url=url, upstreams=target_groups, unit=unit)
         self.target_groups = dict(target_groups or {})
         self.before = before
         self.since = since
+        #: each variant's island name (``$environment`` in a CloudWatch query), as the document recorded it
+        self.islands = dict(islands or {})
 
     def prepare(
         self, islands: Mapping[str, EnvironmentHandle], recorded: Mapping[str, Any], log: Log
@@ -216,7 +219,7 @@ class AlbSplit:
                 region=self.traffic.region,
                 listener_arn=self.traffic.listener_arn,
                 target_groups=self.target_groups,
-                environments={name: island_name(name) for name in self.target_groups},
+                environments=dict(self.islands),
                 since=self.since,
             ),
         )
@@ -288,6 +291,7 @@ def split_of(doc: ExperimentState, unit: StickyUnit, default_dealer_dir: Path) -
                 target_groups={str(k): str(v) for k, v in dict(traffic["target_groups"]).items()},
                 before=list(traffic.get("before") or []),
                 since=doc.started_at,
+                islands=island_names_of(doc),
             )
         except (KeyError, TypeError, ValueError, DealerError) as exc:
             raise ExperimentError(

@@ -103,7 +103,16 @@ def run_start(
     )
     if request.dealer is not None:
         check_prod_dealer(Path(request.dealer), spec)
-    check_islands(provider, spec, started, eid=eid, sha=sha)
+    # each variant's island is the experiment's own: refused here, before anything is made, when a live
+    # record holds one (prod on an earlier winner's island...), and again by the claim, atomically; not
+    # when the claim will find the experiment past its start (a re-run of the same push: its winner may be
+    # held by pr-N already) or refuse it (it ran already)
+    now = engine.store.read()
+    mine = now.experiment(eid)
+    names = records.claimed_names(mine, eid, spec)
+    if mine is None or mine.status == "starting":
+        records.refuse_held(names, records.holders(now, but=eid))
+    check_islands(provider, spec, started, eid=eid, names=names, sha=sha)
     split = new_split(provider, started, sha, engine.dealer_dir(eid), engine.log)
     claim = _claim(engine, request)
     if claim.existing is not None:
@@ -118,15 +127,25 @@ def run_start(
     handles: dict[str, EnvironmentHandle] = {}
     opening = False
     try:
+        names = records.island_names_of(claim.state)
         ready_islands(
-            engine.promoter, provider, spec, started, eid=eid, sha=sha, log=engine.log, handles=handles
+            engine.promoter,
+            provider,
+            spec,
+            started,
+            eid=eid,
+            names=names,
+            sha=sha,
+            log=engine.log,
+            handles=handles,
         )
         split.prepare(handles, dict(claim.state.extra.get("traffic") or {}), engine.log)
         _write_ahead(engine, eid, records.places(handles, split.record()), pr)
         opening = True
         url = split.open(eid, spec, handles, engine.log)
     except BaseException as exc:  # an interrupt or a bug too: nothing this start made is left running
-        kept = stop_all(provider, handles.values(), split, engine.log)
+        # its own islands, just made under names the claim found held by no one
+        kept = stop_all(provider, handles.values(), split, engine.log, held={})
         if not isinstance(exc, SqualsError | OSError):
             raise
         why = f"start failed: {one_line(exc)}"
@@ -153,7 +172,7 @@ def run_start(
             engine.transition("experiment-running", f"experiment {eid} runs at {url}", eid, "running", pr),
         )
     except SqualsError:
-        stop_all(provider, handles.values(), split, engine.log)
+        stop_all(provider, handles.values(), split, engine.log, held={})
         raise
     final = result.snapshot.experiment(eid)
     assert final is not None

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from squals_action.costs.interface import CostReport
-from squals_action.experiments.spec import island_name
+from squals_action.experiments.records import island_names_of
 from squals_action.report.markdown import escape, table
 from squals_action.state.interface import ExperimentState
 
@@ -160,7 +160,7 @@ def variant_cells(
     "no data: <why>" for every variant of an experiment that could not be measured."""
     cells: dict[str, dict[str, str]] = {}
     for eid, reports in measured.items():
-        islands = {v: island_name(v) for v in docs[eid].split}
+        islands = island_names_of(docs[eid])
         if isinstance(reports, str):
             cells[eid] = {v: f"{NO_DATA}: {reports}" for v in islands}
         else:

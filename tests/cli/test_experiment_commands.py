@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from squals_action.experiments.spec import island_names
 from tests.support.experiments import Shop, squals_experiment, state_log, visit
 
 
@@ -16,7 +17,8 @@ def test_start_status_tick_promote_status(shop: Shop) -> None:
     assert started.returncode == 0, started.stderr
     info = json.loads(started.stdout)
     assert info["started"] and info["status"] == "running" and info["url"].startswith("http://127.0.0.1:")
-    assert "provision exp-control" in started.stderr
+    islands = island_names(info["id"], ("control", "green"))
+    assert f"provision {islands['control']}" in started.stderr
 
     status = squals_experiment(shop, "status")
     assert status.returncode == 0 and f"{info['id']}: running" in status.stdout
@@ -25,7 +27,7 @@ def test_start_status_tick_promote_status(shop: Shop) -> None:
     tick = squals_experiment(shop, "tick")
     assert tick.returncode == 0, tick.stderr
     assert "green won and is prod (pr-7)" in tick.stdout
-    shop.kept.add("exp-green")  # the winner's own island is prod now
+    shop.kept.add(islands["green"])  # the winner's own island is prod now
 
     final = json.loads(squals_experiment(shop, "status", info["id"], "--format", "json").stdout)
     assert final[0]["status"] == "decided" and final[0]["winner"] == "green"

@@ -21,6 +21,7 @@ from squals_action import aws_api
 from squals_action.dealer import dealer_status
 from squals_action.experiments.engine import from_lifecycle
 from squals_action.experiments.interface import ExperimentError
+from squals_action.experiments.spec import island_names
 from squals_action.experiments.splitters import AlbSplit, new_split
 from squals_action.github.events import Intent, IntentKind
 from squals_action.github.interface import Request
@@ -30,6 +31,7 @@ from squals_action.lifecycle.project import ProjectOptions, open_project
 from squals_action.manifest import load
 from squals_action.providers.aws import AwsProvider
 from squals_action.providers.aws_front_door import FrontDoorStack
+from squals_action.providers.aws_template import stack_name
 from squals_action.state import open_store, utc_now
 from tests.support.alb import FRONT_DOOR_TEMPLATE, ISLAND_TEMPLATE, ISLAND_WITHOUT_GROUP_OUTPUT, Calls
 from tests.support.aws import REGION, Cloud, MotoCalls, aws_client, cost_explorer_answers, cost_group
@@ -128,6 +130,11 @@ def _stacks(cloud: Cloud) -> set[str]:
     return {line.split()[0] for line in cloud.stacks()}
 
 
+def _island_stacks(eid: str) -> dict[str, str]:
+    """Each variant's stack, named after the experiment's own island (``squals-shop-exp-green-<tag>``)."""
+    return {v: stack_name("shop", env) for v, env in island_names(eid, ("control", "green")).items()}
+
+
 @pytest.mark.slow
 def test_an_experiment_on_aws_needs_only_the_state_branch_and_aws(
     aws_cloud: Cloud, tmp_path: Path, elbv2_calls: Calls
@@ -142,16 +149,13 @@ def test_an_experiment_on_aws_needs_only_the_state_branch_and_aws(
     started = engine.start(pr=5)
     eid = started.experiment.id
     assert started.started and started.experiment.status == "running"
-    assert _stacks(aws_cloud) == {
-        "squals-shop-front-door",
-        "squals-shop-exp-control",
-        "squals-shop-exp-green",
-    }
+    stacks = _island_stacks(eid)
+    assert _stacks(aws_cloud) == {"squals-shop-front-door", *stacks.values()}
     islands = started.experiment.extra["islands"]
     groups = {v: islands[v]["data"]["target_group_arn"] for v in ("control", "green")}
     # the app gets its variant (and the experiment) through the stack's SqualsAppEnv parameter
     for variant in ("control", "green"):
-        stack = aws_cloud.cfn.describe_stacks(StackName=f"squals-shop-exp-{variant}")["Stacks"][0]
+        stack = aws_cloud.cfn.describe_stacks(StackName=stacks[variant])["Stacks"][0]
         params = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
         app_env = json.loads(params["SqualsAppEnv"])
         assert (app_env["SQUALS_VARIANT"], app_env["SQUALS_EXPERIMENT"]) == (variant, eid)
@@ -187,7 +191,7 @@ def test_an_experiment_on_aws_needs_only_the_state_branch_and_aws(
 
     # the app publishes per variant: green converts 20 %, control 10 %
     for variant, shoppers, checkouts in (("control", 3000, 300), ("green", 2000, 400)):
-        dims = {"Environment": f"exp-{variant}", "Variant": variant}
+        dims = {"Environment": islands[variant]["env"], "Variant": variant}
         put_custom("Shoppers", dims, shoppers, minutes_ago=6)
         put_custom("Checkouts", dims, checkouts, minutes_ago=5)
 
@@ -203,9 +207,9 @@ def test_an_experiment_on_aws_needs_only_the_state_branch_and_aws(
     assert doc.observations["green"]["units"] == 2000.0 and doc.observations["green"]["conversions"] == 400.0
     prod = state.environment("pr-5")
     assert prod is not None and prod.status == "prod"
-    assert prod.handle is not None and prod.handle["data"]["stack_name"] == "squals-shop-exp-green"
+    assert prod.handle is not None and prod.handle["data"]["stack_name"] == stacks["green"]
     # the winner's own stack is prod, the loser's is gone, the listener forwards to the winner only
-    assert _stacks(aws_cloud) == {"squals-shop-front-door", "squals-shop-exp-green"}
+    assert _stacks(aws_cloud) == {"squals-shop-front-door", stacks["green"]}
     forward = _listener(elbv2, listener_arn)["DefaultActions"][0]["ForwardConfig"]
     assert [(g["TargetGroupArn"], g["Weight"]) for g in forward["TargetGroups"]] == [(groups["green"], 999)]
     assert state_log(origin)[-1] == "experiment-promoted"
@@ -311,11 +315,7 @@ def test_an_experiment_starts_in_the_region_and_on_the_front_door_of_its_start_c
     sent = moto_calls.located()[before:]
     assert ("CreateStack", REGION) in sent and ("ModifyListener", REGION) in sent
     assert {region for _, region in sent} == {REGION}, [c for c in sent if c[1] != REGION]
-    assert _stacks(aws_cloud) == {
-        "squals-shop-front-door",
-        "squals-shop-exp-control",
-        "squals-shop-exp-green",
-    }
+    assert _stacks(aws_cloud) == {"squals-shop-front-door", *_island_stacks(started.experiment.id).values()}
     elbv2 = aws_client("elbv2", aws_cloud.endpoint)
     forward = _listener(elbv2, listener_arn)["DefaultActions"][0]["ForwardConfig"]
     islands = started.experiment.extra["islands"]
@@ -368,11 +368,7 @@ def test_a_start_that_died_is_stopped_in_the_region_of_its_start_commit(
     with open_store(work) as store:
         (doc,) = store.read().experiments().values()
     assert doc.status == "starting" and "islands" not in doc.extra
-    assert _stacks(aws_cloud) == {
-        "squals-shop-front-door",
-        "squals-shop-exp-control",
-        "squals-shop-exp-green",
-    }
+    assert _stacks(aws_cloud) == {"squals-shop-front-door", *_island_stacks(doc.id).values()}
 
     engine = from_lifecycle(open_project(ProjectOptions(repo=work, gates=False)))
     before = len(moto_calls.located())
@@ -397,8 +393,9 @@ def test_the_winner_is_promoted_on_the_front_door_of_its_start_commit(
     started = starter.start(pr=5)
     assert started.started, started.message
     starter.store.close()
+    islands = started.experiment.extra["island_names"]
     for variant, shoppers, checkouts in (("control", 3000, 300), ("green", 2000, 400)):
-        dims = {"Environment": f"exp-{variant}", "Variant": variant}
+        dims = {"Environment": islands[variant], "Variant": variant}
         put_custom("Shoppers", dims, shoppers, minutes_ago=6)
         put_custom("Checkouts", dims, checkouts, minutes_ago=5)
 
@@ -409,7 +406,7 @@ def test_the_winner_is_promoted_on_the_front_door_of_its_start_commit(
     sent = moto_calls.located()[before:]
     assert ("ModifyListener", REGION) in sent and ("DeleteStack", REGION) in sent
     assert {region for _, region in sent} == {REGION}, [c for c in sent if c[1] != REGION]
-    assert _stacks(aws_cloud) == {"squals-shop-front-door", "squals-shop-exp-green"}
+    assert _stacks(aws_cloud) == {"squals-shop-front-door", _island_stacks(started.experiment.id)["green"]}
     green = started.experiment.extra["islands"]["green"]["data"]["target_group_arn"]
     forward = _listener(aws_client("elbv2", aws_cloud.endpoint), listener_arn)["DefaultActions"][0]
     assert [(g["TargetGroupArn"], g["Weight"]) for g in forward["ForwardConfig"]["TargetGroups"]] == [
@@ -431,11 +428,12 @@ def test_a_tick_of_the_action_measures_the_costs_where_the_start_commit_made_the
     _, work, _ = _shop(aws_cloud, tmp_path)
     _elsewhere(work)
     starter = from_lifecycle(open_project(ProjectOptions(repo=work, gates=False)))
-    assert starter.start(pr=5).started
+    started = starter.start(pr=5)
+    assert started.started
     starter.store.close()
-    cost_explorer_answers(
-        aws_cloud.endpoint, [cost_group("exp-control", "", "3.00"), cost_group("exp-green", "", "1.25")]
-    )
+    islands = started.experiment.extra["island_names"]
+    groups = [cost_group(islands["control"], "", "3.00"), cost_group(islands["green"], "", "1.25")]
+    cost_explorer_answers(aws_cloud.endpoint, groups)
     intent = Intent(IntentKind.EXPERIMENT_TICK, "schedule", reason="schedule", default_branch="main")
     before = len(moto_calls.located())
 
@@ -539,11 +537,12 @@ def test_a_variant_not_ready_on_aws_stops_the_start_before_the_listener_moves(
     )
     assert re.search(expected, line), line
     assert line.endswith("no traffic was routed and its islands were stopped"), line
-    assert [p.name for p in marks.iterdir()] == ["exp-control-after_preprod"]  # control's hook, on its stack
-    assert (marks / "exp-control-after_preprod").read_text().startswith("http")
+    (doc,) = engine.store.read().experiments().values()
+    control = doc.extra["island_names"]["control"]
+    assert [p.name for p in marks.iterdir()] == [f"{control}-after_preprod"]  # control's hook, on its stack
+    assert (marks / f"{control}-after_preprod").read_text().startswith("http")
     assert elbv2_calls.mutating == []  # neither stickiness nor the listener was touched
     assert _listener(elbv2, listener_arn)["DefaultActions"] == before
     assert _stacks(aws_cloud) == {"squals-shop-front-door"}
-    (doc,) = engine.store.read().experiments().values()
     assert doc.status == "failed" and "islands" not in doc.extra
     engine.store.close()

@@ -111,7 +111,8 @@ def test_two_layered_experiments_share_prods_dealer_decide_alone_and_end_alone(
         f"experiment exp-ui runs: 2 variants behind {public} (layer ui 0-100 %, app-side; shares its units "
         "with exp-main (layer main 0-50 %, islands))"
     )
-    assert {h.env for h in LocalProvider(shop.path).list()} == {"pr-1", "exp-control", "exp-green"}
+    islands = started_main.experiment.extra["island_names"]
+    assert {h.env for h in LocalProvider(shop.path).list()} == {"pr-1", *islands.values()}
     recorded = {d.id: slot_of(d) for d in (started_main.experiment, started_ui.experiment)}
     assert recorded == {
         "exp-main": Slot("exp-main", "main", 0.0, 0.5, {"control": 50.0, "green": 50.0}, True),
@@ -157,8 +158,8 @@ def test_two_layered_experiments_share_prods_dealer_decide_alone_and_end_alone(
     own = served["exp-main.control"] + served["exp-main.green"]
     assert own < mine < own + len(loaded)
     assert own <= sum(int(o["units"]) for o in observed.observations.values()) <= mine
-    shop.kept.add("exp-green")  # the winner's own island is prod now
-    assert {h.env for h in LocalProvider(shop.path).list()} == {"pr-1", "exp-green"}
+    shop.kept.add(islands["green"])  # the winner's own island is prod now
+    assert {h.env for h in LocalProvider(shop.path).list()} == {"pr-1", islands["green"]}
     upstreams, slots = _plan(shop)
     assert slots == (recorded["exp-ui"],) and "exp-main.green" not in upstreams
 

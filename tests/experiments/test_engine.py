@@ -12,7 +12,7 @@ import pytest
 
 from squals_action.dealer import dealer_status
 from squals_action.experiments.interface import ExperimentError
-from squals_action.experiments.spec import island_name
+from squals_action.experiments.spec import legacy_island_name
 from squals_action.lifecycle.engine import Lifecycle
 from squals_action.lifecycle.traffic import DealerTraffic
 from squals_action.manifest.model import Manifest
@@ -63,13 +63,15 @@ def test_the_variant_that_converts_more_is_promoted_to_prod(shop: Shop) -> None:
 
     # the loser's island and the experiment's Dealer are gone; prod is the winner's own island (adopted as
     # pr-7, not provisioned again), behind the project's Dealer
-    shop.kept.add("exp-green")
+    green = started.experiment.extra["island_names"]["green"]
+    assert green.startswith("exp-green-")  # the experiment's own island, its tag in the name
+    shop.kept.add(green)
     handles = {h.env for h in LocalProvider(shop.path).list()}
-    assert handles == {"exp-green"}, handles
+    assert handles == {green}, handles
     assert dealer_status(eng.dealer_dir(eid)).state == "stopped"
     env = eng.store.read().environment("pr-7")
     assert env is not None and env.status == "prod" and env.traffic_share == 100.0
-    assert env.handle is not None and env.handle["env"] == "exp-green"
+    assert env.handle is not None and env.handle["env"] == green
     public = DealerTraffic(shop.path / ".squals" / "dealer").url()
     assert public is not None
     assert visit(public, 3) == {"green": 3}
@@ -132,7 +134,8 @@ def test_the_spec_judged_is_the_spec_started(shop: Shop) -> None:
     (result,) = changed.tick()  # judged with the files at the start commit, not the working tree
     assert result.ok and result.status == "running", result.message
     assert result.decision is not None and result.decision.alpha == 0.05
-    assert island_name("green") in {h.env for h in LocalProvider(shop.path).list()}
+    green = started.experiment.extra["island_names"]["green"]
+    assert green in {h.env for h in LocalProvider(shop.path).list()}
     changed.stop(started.experiment.id)
     doc = eng.store.read().experiment(started.experiment.id)
     assert doc is not None and doc.status == "stopped"
@@ -159,12 +162,13 @@ def test_a_failed_promotion_is_recorded_and_the_next_tick_retries_it(shop: Shop)
     (failed,) = eng.tick()
     assert not failed.ok and failed.status == "promotion-failed"
     assert "rolled back by someone else" in failed.message
-    assert {island_name("control"), island_name("green")} <= {h.env for h in LocalProvider(shop.path).list()}
+    islands = started.experiment.extra["island_names"]
+    assert set(islands.values()) <= {h.env for h in LocalProvider(shop.path).list()}
     eng.promoter = real
     (retried,) = eng.tick()
     assert retried.ok and retried.promoted == "green", retried.message
-    shop.kept.add(island_name("green"))  # the winner's own island is prod now
-    assert {h.env for h in LocalProvider(shop.path).list()} == {island_name("green")}
+    shop.kept.add(islands["green"])  # the winner's own island is prod now
+    assert {h.env for h in LocalProvider(shop.path).list()} == {islands["green"]}
     doc = eng.store.read().experiment(started.experiment.id)
     assert doc is not None and doc.status == "decided" and doc.decision is not None
     assert doc.decision["outcome"] == "promoted"
@@ -192,7 +196,8 @@ def test_a_start_in_progress_elsewhere_is_refused_and_an_orphan_is_stopped_by_na
     with pytest.raises(ExperimentError, match="being started by run 99/1"):
         eng.start(experiment_id="orphan")
     provider = LocalProvider(shop.path)
-    provider.provision(island_name("control"), shop.commit, eng.manifest)
+    # a document claimed before island_names were recorded: its islands are found as exp-<variant>
+    provider.provision(legacy_island_name("control"), shop.commit, eng.manifest)
     stopped = eng.stop("orphan")
     assert stopped.status == "stopped"
     assert provider.list() == ()
@@ -298,7 +303,7 @@ def test_revenue_per_visitor_through_the_real_dealer_is_decided_on_welchs_test(t
         welch = ttest_ind_from_stats(*moments["green"], *moments["control"], equal_var=False)
         assert decision.p_values["green"] == pytest.approx(welch.pvalue, rel=1e-9)
         assert decision.status == "winner" and decision.winner == "green" and result.promoted == "green"
-        shop.kept.add("exp-green")
+        shop.kept.add(started.experiment.extra["island_names"]["green"])
         eng.store.close()
     finally:
         stop_everything(shop.path)

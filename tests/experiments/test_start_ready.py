@@ -15,6 +15,7 @@ import pytest
 
 from squals_action.dealer import dealer_status
 from squals_action.experiments.interface import ExperimentError
+from squals_action.experiments.spec import island_names
 from squals_action.lifecycle.traffic import DealerTraffic
 from squals_action.manifest import load
 from squals_action.providers import LocalProvider
@@ -74,19 +75,20 @@ def test_a_good_experiment_starts_after_each_variant_ran_its_hooks_and_exit_test
         started = eng.start()
         assert started.started and started.experiment.status == "running", started.message
         islands = started.experiment.extra["islands"]
+        env = started.experiment.extra["island_names"]  # SQUALS_ENV of each variant's hooks
         seen = marks_of(marks)
         stages = ("before_preprod", "after_preprod", "exit")
-        assert set(seen) == {f"exp-{v}-{stage}" for v in ("control", "green") for stage in stages}
+        assert set(seen) == {f"{env[v]}-{stage}" for v in ("control", "green") for stage in stages}
         for variant, color in (("control", "grey"), ("green", "green")):
             url = islands[variant]["url"]
-            before = dict(kv.split("=", 1) for kv in seen[f"exp-{variant}-before_preprod"].split(" "))
+            before = dict(kv.split("=", 1) for kv in seen[f"{env[variant]}-before_preprod"].split(" "))
             assert before["url"] == ""  # before provisioning: no island yet
-            after = dict(kv.split("=", 1) for kv in seen[f"exp-{variant}-after_preprod"].split(" "))
+            after = dict(kv.split("=", 1) for kv in seen[f"{env[variant]}-after_preprod"].split(" "))
             assert after["url"] == url  # against its own island
             # from the variant file's own folder in the start commit's worktree, not the working tree
             folder = "/tree" if variant == "control" else "/tree/variants"
             assert before["dir"].endswith(folder) and after["dir"].endswith(folder), after
-            assert seen[f"exp-{variant}-exit"] == color  # the exit test reached its own island
+            assert seen[f"{env[variant]}-exit"] == color  # the exit test reached its own island
         assert state_log(shop.origin) == ["experiment-start", "experiment-routing", "experiment-running"]
         assert started.url and set(visit(started.url, 40)) == {"grey", "green"}
         eng.stop(started.experiment.id)
@@ -212,9 +214,10 @@ def test_a_variant_whose_after_preprod_hook_fails_stops_the_start_with_nothing_h
         assert line.endswith("no traffic was routed and its islands were stopped")
 
         # control was made ready first (its hooks ran), green got as far as its failing hook
+        control, green = island_names(eid, ("control", "green")).values()
         assert set(marks_of(marks)) == {
-            "exp-control-before_preprod", "exp-control-after_preprod", "exp-control-exit",
-            "exp-green-before_preprod",
+            f"{control}-before_preprod", f"{control}-after_preprod", f"{control}-exit",
+            f"{green}-before_preprod",
         } | {"pr-1-before_preprod", "pr-1-after_preprod", "pr-1-exit"}
         # nothing half-started: prod's routing as it was, no experiment Dealer, no island, not running
         assert dict(public.routing()) == routing
@@ -235,13 +238,13 @@ def test_a_variant_whose_after_preprod_hook_fails_stops_the_start_with_nothing_h
 
 
 class Stuck(LocalProvider):
-    """The local provider, except that the first destroy of ``exp-control`` fails, as a process that will
+    """The local provider, except that the first destroy of control's island fails, as a process that will
     not stop makes it fail."""
 
     refused = False
 
     def destroy(self, handle: EnvironmentHandle) -> DestroyOutcome:
-        if handle.env == "exp-control" and not self.refused:
+        if handle.env.startswith("exp-control-") and not self.refused:
             self.refused = True
             return DestroyOutcome(handle.env, False, "its process would not stop")
         return super().destroy(handle)
@@ -258,6 +261,7 @@ def test_an_island_a_failed_start_cannot_destroy_is_named_with_the_command_that_
     try:
         eng = dataclasses.replace(experiment_engine(shop), provider=Stuck(shop.path))
         eid = f"shop-{shop.commit[:12]}"
+        control = island_names(eid, ("control",))["control"]
         with pytest.raises(ExperimentError) as caught:
             eng.start()
         line = caught.value.one_line()
@@ -266,10 +270,10 @@ def test_an_island_a_failed_start_cannot_destroy_is_named_with_the_command_that_
             "migrate failed: exit 3"
         ) in line
         assert line.endswith(
-            "no traffic was routed, but not destroyed: exp-control (its process would not stop): "
+            f"no traffic was routed, but not destroyed: {control} (its process would not stop): "
             f"run `squals experiment stop {eid}`"
         ), line
-        assert [h.env for h in LocalProvider(shop.path).list()] == ["exp-control"]
+        assert [h.env for h in LocalProvider(shop.path).list()] == [control]
         doc = eng.store.read().experiment(eid)
         assert doc is not None and doc.status == "starting"  # never running; a stop finds it
         assert dealer_status(eng.dealer_dir(eid)).state == "stopped"

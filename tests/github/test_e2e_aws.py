@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from squals_action.experiments.spec import island_names
 from squals_action.state import open_store
 from tests.github.test_e2e import checkout, git, pr_event, run_action
 from tests.support.alb import FRONT_DOOR_IN_VPC_TEMPLATE, ISLAND_TEMPLATE, READ_PREFIXES
@@ -270,27 +271,29 @@ def test_blue_green_rollback_and_an_experiment_on_aws_through_the_action(shop: S
         "elasticloadbalancing:ModifyTargetGroupAttributes",
         "elasticloadbalancing:ModifyListener",
     ]
-    assert {"squals-shop-exp-control", "squals-shop-exp-green"} <= shop.stacks()
-    assert shop.weights() == {"exp-control": 600, "exp-green": 400}
+    islands = island_names(f"shop-{merged[:12]}", ("control", "green"))  # the experiment's own islands
+    control, green = islands["control"], islands["green"]
+    assert {f"squals-shop-{control}", f"squals-shop-{green}"} <= shop.stacks()
+    assert shop.weights() == {control: 600, green: 400}
 
     # three scheduled ticks, each on a fresh clone with nothing but the state branch and AWS
     tick = event("schedule")
     calls, log = shop.run("schedule", tick, "master")
     assert "no data" in log and mutating(calls) == [], log
     for variant, shoppers, checkouts in (("control", 100, 10), ("green", 100, 12)):
-        dims = {"Environment": f"exp-{variant}", "Variant": variant}
+        dims = {"Environment": islands[variant], "Variant": variant}
         put_custom("Shoppers", dims, shoppers, minutes_ago=6)
         put_custom("Checkouts", dims, checkouts, minutes_ago=5)
     calls, log = shop.run("schedule", tick, "master")
     assert "continue" in log or "running" in log, log
-    assert mutating(calls) == [] and shop.weights() == {"exp-control": 600, "exp-green": 400}
+    assert mutating(calls) == [] and shop.weights() == {control: 600, green: 400}
     for variant, shoppers, checkouts in (("control", 3000, 300), ("green", 2000, 400)):
-        dims = {"Environment": f"exp-{variant}", "Variant": variant}
+        dims = {"Environment": islands[variant], "Variant": variant}
         put_custom("Shoppers", dims, shoppers, minutes_ago=4)
         put_custom("Checkouts", dims, checkouts, minutes_ago=3)
-    shop.served("exp-green", 100)  # the winner's bake reads its target group
+    shop.served(green, 100)  # the winner's bake reads its target group
     calls, log = shop.run("schedule", tick, "master")
-    assert "green won and is prod (pr-5) on its own island exp-green" in log, log
+    assert f"green won and is prod (pr-5) on its own island {green}" in log, log
     # the winner's own island promoted through the normal bake (from prod pr-2: 10 %, then all), then the
     # loser's stack and the retired postprod's (pr-3) deleted; pr-2 is kept hot as postprod
     assert mutating(calls) == [
@@ -303,12 +306,12 @@ def test_blue_green_rollback_and_an_experiment_on_aws_through_the_action(shop: S
     ]
     assert [sorted(w) for w in listener_weights(shop.recorded)] == [[0, 100, 900], [0, 999]]
     assert "monitoring:GetMetricData" in calls  # the winner's bake read its target group
-    assert shop.stacks() == {"squals-shop-front-door", "squals-shop-exp-green", "squals-shop-pr-2"}
-    assert shop.weights() == {"exp-green": 999, "pr-2": 0}
+    assert shop.stacks() == {"squals-shop-front-door", f"squals-shop-{green}", "squals-shop-pr-2"}
+    assert shop.weights() == {green: 999, "pr-2": 0}
     with open_store(checkout(shop.origin, shop.tmp, "after-ticks", "master")) as store:
         prod = store.read().environment("pr-5")
     assert prod is not None and prod.status == "prod"
-    assert prod.handle is not None and prod.handle["data"]["stack_name"] == "squals-shop-exp-green"
+    assert prod.handle is not None and prod.handle["data"]["stack_name"] == f"squals-shop-{green}"
 
     # PR 3 closed: its island went with the promotion, nothing is left to delete
     calls, _ = shop.run("pull_request.closed", pr_event("pull_request.closed", 3, v3, "more"), "master")
@@ -319,5 +322,5 @@ def test_blue_green_rollback_and_an_experiment_on_aws_through_the_action(shop: S
     assert "squals-shop-pr-4" in shop.stacks()
     calls, _ = shop.run("pull_request.closed", pr_event("pull_request.closed", 4, v3, "more"), "master")
     assert mutating(calls) == ["cloudformation:DeleteStack"]
-    assert shop.stacks() == {"squals-shop-front-door", "squals-shop-exp-green", "squals-shop-pr-2"}
+    assert shop.stacks() == {"squals-shop-front-door", f"squals-shop-{green}", "squals-shop-pr-2"}
     assert "127.0.0.1" not in _comment(shop, 4)

@@ -49,7 +49,6 @@ def test_push_starts_and_schedule_promotes(shop: Shop) -> None:
         )
     assert ticked.status == "success", ticked.headline
     assert "green won and is prod (pr-12)" in ticked.headline
-    shop.kept.add("exp-green")  # the winner's own island is prod now
     assert ticked.environment == "prod" and ticked.outputs["winner"] == "green"
     titles = [title for title, _ in ticked.sections]
     assert titles[0].startswith("Experiment shop-") and titles[1].startswith("Promotion of the winner")
@@ -60,6 +59,7 @@ def test_push_starts_and_schedule_promotes(shop: Shop) -> None:
 
     with open_store(shop.path) as store:
         envs = store.read().environments()
+    shop.kept.add(envs["pr-12"].handle["env"])  # the winner's own island is prod now
     assert envs["pr-12"].status == "prod" and envs["pr-3"].status == "postprod"
     assert visit(ticked.url or "", 4) == {"green": 4}
 

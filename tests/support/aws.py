@@ -308,18 +308,23 @@ def _region(entry: dict[str, Any]) -> str:
     return found.group(1) if found else "?"
 
 
+def _query(entry: dict[str, Any]) -> dict[str, str]:
+    """A recorded query-protocol request's parameters (CloudFormation, ELBv2), first value of each."""
+    body = entry.get("body") or ""
+    if entry.get("body_encoded"):
+        import base64
+
+        body = base64.b64decode(body).decode(errors="replace")
+    return {k: v[0] for k, v in urllib.parse.parse_qs(str(body)).items()}
+
+
 def _operation(entry: dict[str, Any]) -> str:
     """A recorded request's operation: the JSON protocol's ``X-Amz-Target``, else the query protocol's
     ``Action`` (CloudFormation, ELBv2)."""
     target = entry["headers"].get("X-Amz-Target")
     if target:
         return str(target).rsplit(".", 1)[-1]
-    body = entry.get("body") or ""
-    if entry.get("body_encoded"):
-        import base64
-
-        body = base64.b64decode(body).decode(errors="replace")
-    return urllib.parse.parse_qs(str(body)).get("Action", ["?"])[0]
+    return _query(entry).get("Action", "?")
 
 
 class MotoCalls:
@@ -341,6 +346,10 @@ class MotoCalls:
     def located(self) -> list[tuple[str, str]]:
         """``(operation, region)`` of every recorded request."""
         return [(_operation(e), _region(e)) for e in self._entries()]
+
+    def stacks(self) -> list[tuple[str, str]]:
+        """``(operation, StackName)`` of every recorded request naming a stack (a name or a stack id)."""
+        return [(_operation(e), q["StackName"]) for e in self._entries() if "StackName" in (q := _query(e))]
 
 
 @pytest.fixture
