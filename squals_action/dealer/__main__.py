@@ -9,7 +9,7 @@ supervisor starts each worker as ``... --workers N --worker INDEX --port PORT``.
 
 The event loop is uvloop's when it is installed (its C loop and transports take about a fifth off the Dealer's
 CPU per proxied request), asyncio's otherwise or when ``SQUALS_DEALER_LOOP=asyncio`` asks for it. The request
-path runs compiled when the installed wheel was built so (mypyc; the image's is: docs/dealer.md), else
+path runs compiled when the installed wheel was built so (mypyc, opt-in: docs/dealer.md), else
 interpreted; both are published, in ``dealer.json`` and the log.
 """
 
