@@ -332,12 +332,21 @@ class ExperimentEngine:
         self, doc: ExperimentState, decision: Decision | None, split: Split, start: Source
     ) -> TickOutcome:
         """No winner (no difference, or every variant breached a guardrail): stop it all (with the provider
-        of the start commit's squals file), prod unchanged."""
+        of the start commit's squals file), prod unchanged; recorded as ended only once nothing was kept."""
         recorded = dict(doc.decision or {}) if decision is None else decision.to_json()
         status = str(recorded.get("status", "no-difference"))
         outcome = status if status in ("guardrail-stop", "halted-srm", "winner") else "no-difference"
-        stop_all(provider_at(start, self.provider), handles_of(doc), split, self.log, held=self._held(doc))
+        provider = provider_at(start, self.provider)
+        kept = stop_all(provider, handles_of(doc), split, self.log, held=self._held(doc))
         summary = decision.summary() if decision is not None else outcome
+        if kept:  # not recorded as ended: the document stays `ending`, and the next tick (or a stop) retries
+            message = (
+                f"{summary}; not ended: {', '.join(kept)} could not be stopped; the next tick "
+                f"(or `squals experiment stop {doc.id}`) tries again"
+            )
+            return TickOutcome(
+                experiment=doc.id, status=doc.status, ok=False, message=message, decision=decision
+            )
         message = f"{summary}; islands stopped, prod unchanged"
         if outcome == "winner":  # app-side: the variant is a branch of prod's code, nothing to deploy
             winner = recorded.get("winner")

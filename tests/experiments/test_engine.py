@@ -307,3 +307,41 @@ def test_revenue_per_visitor_through_the_real_dealer_is_decided_on_welchs_test(t
         eng.store.close()
     finally:
         stop_everything(shop.path)
+
+
+def test_an_end_that_could_not_stop_an_island_is_not_recorded_and_the_next_tick_finishes_it(
+    shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tick that decides no winner but cannot destroy an island says so and keeps the experiment
+    ``ending`` (not "islands stopped", not ``decided``): the next tick tries again and records the end."""
+    from dataclasses import replace
+
+    from squals_action.providers.interface import ProviderError
+    from squals_action.state import Transition
+
+    eng = experiment_engine(shop)
+    doc = eng.start().experiment
+    ending = replace(doc, status="ending", decision={"status": "no-difference", "reasons": ["no effect"]})
+    eng.store.put_experiment(ending, Transition("experiment-tick", "a tick that decided no winner"))
+    destroy = LocalProvider.destroy
+    green = doc.extra["island_names"]["green"]
+
+    def refuse_green(self: LocalProvider, handle: object) -> object:
+        if getattr(handle, "env", None) == green:
+            raise ProviderError(f"{green}: the process did not stop")
+        return destroy(self, handle)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(LocalProvider, "destroy", refuse_green)
+    (kept,) = eng.tick()
+    assert not kept.ok and kept.status == "ending", kept.message
+    assert f"{green} ({green}: the process did not stop)" in kept.message
+    assert "islands stopped" not in kept.message
+    after = eng.store.read().experiment(doc.id)
+    assert after is not None and after.status == "ending"
+    assert [h.env for h in LocalProvider(shop.path).list()] == [green]
+
+    monkeypatch.setattr(LocalProvider, "destroy", destroy)
+    (finished,) = eng.tick()
+    assert finished.ok and finished.status == "decided", finished.message
+    assert LocalProvider(shop.path).list() == ()
+    eng.store.close()
