@@ -25,6 +25,22 @@ import numpy.typing as npt
 from squals_action.dealer.interface import DealerError
 from squals_action.dealer.latency import MAX_BUCKET
 
+#: The layout of the tallies on disk: the journal's records (``tally.RECORD`` and its ops) and the snapshots'
+#: arrays. ``names.json`` and every snapshot carry it (files without it are format 1): a Dealer never reads
+#: tallies a newer squals wrote in a layout it does not know, and never writes over them.
+FORMAT = 1
+
+
+def check_format(names: Mapping[str, Any], path: Path) -> None:
+    """Refuse tallies written in a layout this squals does not read, in one line naming the file."""
+    found = names.get("format", 1)
+    if found != FORMAT:
+        raise DealerError(
+            f"{path}: tallies written in format {found!r} (by another squals); this one reads format "
+            f"{FORMAT} and leaves them untouched: run the Dealer of the squals that wrote them"
+        )
+
+
 #: Latency histogram buckets per variant (the tally's log buckets, 1 % wide from 10 us to ~10 min).
 BUCKETS = MAX_BUCKET + 1
 #: A unit row's variant before a segment's rows are grouped: only its requests are known.
@@ -162,7 +178,7 @@ _ARRAYS = (
 def save(columns: Columns, path: Path) -> None:
     """Write a snapshot (numpy's uncompressed ``.npz``) via a temporary file and a rename."""
     tmp = path.with_name(f".{path.name}.tmp")
-    names = json.dumps({"variants": columns.variants, "kinds": columns.kinds}).encode()
+    names = json.dumps({"format": FORMAT, "variants": columns.variants, "kinds": columns.kinds}).encode()
     with tmp.open("wb") as handle:
         np.savez(
             handle,
@@ -177,6 +193,7 @@ def load(path: Path) -> Columns:
     try:
         with np.load(path, allow_pickle=False) as data:  # array by array: no copy of the whole file
             names = json.loads(bytes(data["names"]).decode())
+            check_format(names, path)
             columns = Columns(
                 variants=[str(n) for n in names["variants"]],
                 kinds=[str(n) for n in names["kinds"]],

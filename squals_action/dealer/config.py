@@ -31,6 +31,8 @@ RECOVERY_BYTES_PER_S = 4 << 20
 PID_FILE = "dealer.pid"
 ENDPOINT_FILE = "dealer.json"
 LOG_FILE = "dealer.log"
+#: The worker count of a Dealer whose config does not set one (else one per core).
+WORKERS_ENV = "SQUALS_DEALER_WORKERS"
 #: The largest per-unit cap of an event kind (the squals file's schema says the same).
 MAX_CAP = 1_000_000
 

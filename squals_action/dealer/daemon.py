@@ -35,6 +35,7 @@ from squals_action.dealer.config import (
     PID_FILE,
     RECOVERY_BYTES_PER_S,
     ROUTING_FILE,
+    WORKERS_ENV,
     atomic_write,
     load_config,
     read_json,
@@ -166,20 +167,25 @@ def start_dealer(config: DealerConfig, state_dir: Path, *, timeout: float = 15.0
         return _start(config, state_dir, timeout)
 
 
-def _start(config: DealerConfig, state_dir: Path, timeout: float) -> DealerClient:
+def _start(
+    config: DealerConfig, state_dir: Path, timeout: float, env: dict[str, str] | None = None
+) -> DealerClient:
     """Launch on the port the directory's Dealer last had when the config asks for any and it is free."""
     remembered = _remembered_port(state_dir, config.host) if config.port == 0 else 0
     if remembered:
         try:
-            return _launch(dataclasses.replace(config, port=remembered), state_dir, timeout)
+            return _launch(dataclasses.replace(config, port=remembered), state_dir, timeout, env)
         except DealerError:
             if _port_free(config.host, remembered):
                 raise  # not the port: the same failure would follow on any
-    return _launch(config, state_dir, timeout)
+    return _launch(config, state_dir, timeout, env)
 
 
-def _launch(config: DealerConfig, state_dir: Path, timeout: float) -> DealerClient:
-    """Write the config, start the daemon, wait for its endpoint and remember its public port."""
+def _launch(
+    config: DealerConfig, state_dir: Path, timeout: float, env: dict[str, str] | None = None
+) -> DealerClient:
+    """Write the config, start the daemon (``env``: variables it gets beyond this process's), wait for its
+    endpoint and remember its public port."""
     config = dataclasses.replace(config, token=config.token or secrets.token_urlsafe(32))
     config_path = state_dir / CONFIG_FILE
     write_config(config_path, config)
@@ -192,6 +198,7 @@ def _launch(config: DealerConfig, state_dir: Path, timeout: float) -> DealerClie
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            env={**os.environ, **env} if env else None,
         )
     _CHILDREN[child.pid] = child
     timeout += tally_bytes(state_dir) / RECOVERY_BYTES_PER_S
@@ -317,16 +324,27 @@ def _restart(state_dir: Path, status: DealerStatus, timeout: float) -> DealerCli
     port = urlsplit(status.url).port
     if port:  # the running port, whatever dealer.port said: the next launch takes it again
         atomic_write(state_dir / PORT_FILE, f"{port}\n")
+    running = _running_workers(state_dir) if not config.workers else 0
     stopped = _stop(state_dir, timeout)
     if stopped.state != "running":
         raise DealerError(f"the Dealer of {state_dir} stopped meanwhile ({stopped.state}): not restarted")
     try:
-        return _start(config, state_dir, timeout)
+        # The same Dealer again: as many workers as it ran, whatever this command's environment says.
+        return _start(config, state_dir, timeout, {WORKERS_ENV: str(running)} if running else None)
     except DealerError as exc:
         raise DealerError(
             f"the Dealer of {state_dir} (pid {status.pid}) was stopped to restart it and did not come back, "
             f"none runs now: {exc.one_line()}"
         ) from exc
+
+
+def _running_workers(state_dir: Path) -> int:
+    """The running Dealer's worker count (``worker_pids`` in ``dealer.json``), 0 when it does not say."""
+    try:
+        pids = read_json(state_dir / ENDPOINT_FILE).get("worker_pids")
+    except (DealerError, AttributeError):
+        return 0
+    return len(pids) if isinstance(pids, list) else 0
 
 
 def stop_dealer(state_dir: Path, *, timeout: float = 15.0) -> DealerStatus:

@@ -113,6 +113,8 @@ def _read_names(directory: Path) -> tuple[list[str], list[str]]:
     if not path.exists():
         return [], []
     raw = read_json(path)
+    if isinstance(raw, dict):
+        cols.check_format(raw, path)
     try:
         return [str(n) for n in raw["variants"]], [str(n) for n in raw["kinds"]]
     except (KeyError, TypeError) as exc:
@@ -261,7 +263,8 @@ class Journal:
         view = memoryview(self._local)
         try:
             if self._names_dirty:
-                atomic_write(self.directory / NAMES_FILE, json.dumps(self._names()))
+                names = {"format": cols.FORMAT, **self._names()}
+                atomic_write(self.directory / NAMES_FILE, json.dumps(names))
                 self._names_dirty = False
             while view:
                 # Apart, not in the slice: mypyc (2.4) evaluates a memoryview slice's start twice, which

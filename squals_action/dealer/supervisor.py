@@ -36,6 +36,7 @@ from squals_action.dealer.config import (
     RECOVERY_BYTES_PER_S,
     ROUTING_FILE,
     TALLY_DIR,
+    WORKERS_ENV,
     atomic_write,
     journal_dir,
     read_json,
@@ -52,9 +53,6 @@ log = logging.getLogger("squals.dealer")
 MODULE = "squals_action.dealer"
 PERSIST_TIMEOUT = 600.0  # seconds a worker has to compact its journal (other messages: control_timeout)
 _MAX_LINE = 1 << 24  # control answers carry every variant's tallies
-
-
-WORKERS_ENV = "SQUALS_DEALER_WORKERS"
 
 
 def worker_count(config: DealerConfig) -> int:

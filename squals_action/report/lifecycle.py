@@ -22,6 +22,10 @@ from squals_action.report.load_tests import text_lines as load_lines
 from squals_action.report.terminal import cell, console, unbroken
 
 _ICON = {True: "✅", False: "❌"}
+# A bake's ``visitors`` is a difference of distinct-unit counts: the units BLUE saw for the first time during
+# the bake. After a rollback BLUE's returning units are not new, so "visitors 0" next to 31 requests would
+# read as no visitors at all.
+_BAKE_LABEL = {"visitors": "new visitors"}
 #: What an environment is, in words (the terminal) and with its mark (the PR comment).
 _ROLE = {
     Status.PROD: ("🟢", "prod"),
@@ -111,7 +115,9 @@ def markdown(outcome: Outcome, heading_level: int = 3) -> str:
     if kpis:
         kpi_rows = [[_icon(c), md.code(c.name), md.escape(c.detail, max_len=200)] for c in kpis]
         figures = ", ".join(
-            f"{k} {v:.3g}" for k, v in outcome.metrics.items() if v is not None and not k.startswith("p")
+            f"{_BAKE_LABEL.get(k, k)} {v:.3g}"
+            for k, v in outcome.metrics.items()
+            if v is not None and not k.startswith("p")
         )
         parts += [md.table(["", "KPI", "during the bake"], kpi_rows), ""]
         if figures:

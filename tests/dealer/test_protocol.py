@@ -18,7 +18,14 @@ import pytest
 from squals_action import filelock
 from squals_action.dealer import DealerError, connect_dealer, dealer_status, restart_dealer, stop_dealer
 from squals_action.dealer.client import ADMIN_PROTOCOL
-from squals_action.dealer.config import ENDPOINT_FILE, LOG_FILE, atomic_write
+from squals_action.dealer.config import (
+    CONFIG_FILE,
+    ENDPOINT_FILE,
+    LOG_FILE,
+    WORKERS_ENV,
+    atomic_write,
+    load_config,
+)
 from squals_action.dealer.daemon import RESTART_LOCK
 from squals_action.dealer.layers import Slot
 from tests.support.dealer import DealerFactory, drive
@@ -105,3 +112,20 @@ def test_a_restart_with_no_dealer_to_restart_says_so_in_one_line(tmp_path: Path)
         with pytest.raises(DealerError) as raised:
             restart_dealer(where)
         assert str(raised.value) == f"no Dealer runs from {where.resolve()} to restart: {why}"  # one line
+
+
+def test_a_restart_keeps_the_worker_count_the_dealer_ran_with(
+    pair: dict[str, str], dealer_factory: DealerFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Dealer whose config sets no worker count took it from the environment of the command that started
+    it; a restart by another command (an upgrade's) brings back as many, not what that command's says."""
+    state = tmp_path / "dealer"
+    monkeypatch.setenv(WORKERS_ENV, "2")
+    first = dealer_factory(pair, {"a": 1}, state=state)
+    assert len(json.loads((state / ENDPOINT_FILE).read_text())["worker_pids"]) == 2
+    monkeypatch.setenv(WORKERS_ENV, "1")
+    again = restart_dealer(state)
+    assert again.pid != first.pid and again.pid == dealer_status(state).pid
+    pids = json.loads((state / ENDPOINT_FILE).read_text())["worker_pids"]
+    assert len(pids) == 2 and all(pids), pids
+    assert load_config(state / CONFIG_FILE).workers == 0  # still the environment's to decide on a fresh start

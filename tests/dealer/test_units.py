@@ -167,6 +167,36 @@ def test_a_snapshot_file_round_trips_and_a_damaged_one_names_itself(tmp_path: Pa
         cols.load(path)
 
 
+def test_the_tallies_on_disk_carry_their_format_and_another_one_is_refused(tmp_path: Path) -> None:
+    """names.json and snapshots say which layout they are in; files from before the marker are format 1."""
+    directory = tmp_path / "tallies"
+
+    async def run() -> None:
+        book = TallyBook()
+        journal = Journal(directory, 1, book.names, segment_bytes=1 << 20)
+        book.journal, book.names_changed = journal.append, journal.names_changed
+        book.arrive(unit_key("u"), "a")
+        await journal.durable()
+        await journal.compact()
+        await journal.close()
+
+    asyncio.run(run())
+    assert json.loads((directory / "names.json").read_text())["format"] == cols.FORMAT == 1
+    (snapshot,) = directory.glob("snapshot-*.npz")
+    with np.load(snapshot) as data:
+        assert json.loads(bytes(data["names"]).decode())["format"] == 1
+    (directory / "names.json").write_text('{"variants": ["a"], "kinds": []}')  # before the marker
+    assert recover(directory)[0].variants == ["a"]
+    columns = cols.load(snapshot)
+    with np.load(snapshot) as data:
+        arrays = dict(data)
+    arrays["names"] = np.frombuffer(b'{"format": 3, "variants": ["a"], "kinds": []}', np.uint8)
+    np.savez(snapshot, **arrays)
+    with pytest.raises(DealerError, match=r"snapshot-\d+\.npz: tallies written in format 3"):
+        cols.load(snapshot)
+    assert columns.variants == ["a"]
+
+
 def test_the_journal_holds_every_change_through_rotation_and_compaction(tmp_path: Path) -> None:
     directory = tmp_path / "tallies"
 

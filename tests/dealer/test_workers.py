@@ -158,6 +158,25 @@ def test_a_worker_that_cannot_start_says_why(tmp_path: Path, dealer_factory: Dea
         dealer_factory({"a": "http://127.0.0.1:9"}, {"a": 1}, state=state)
 
 
+def test_tallies_a_newer_squals_wrote_are_refused_and_left_as_they_are(
+    tmp_path: Path, dealer_factory: DealerFactory
+) -> None:
+    """A Dealer started by an older squals on a newer squals's tallies (a downgrade) says so in one line and
+    neither reads nor rewrites them: records of a layout it does not know would be misread as counts."""
+    state = tmp_path / "newer"
+    tallies = state / "tallies"
+    tallies.mkdir(parents=True)
+    names = '{"format": 2, "variants": ["a"], "kinds": []}'
+    (tallies / "names.json").write_text(names)
+    (tallies / "segment-000001.bin").write_bytes(b"\x07" * 48)
+    refused = r"worker 0: .*names\.json: tallies written in format 2 .* reads format 1"
+    with pytest.raises(DealerError, match=refused):
+        dealer_factory({"a": "http://127.0.0.1:9"}, {"a": 1}, state=state)
+    assert (tallies / "names.json").read_text() == names
+    assert (tallies / "segment-000001.bin").read_bytes() == b"\x07" * 48
+    assert sorted(p.name for p in tallies.iterdir()) == ["names.json", "segment-000001.bin"]
+
+
 def test_each_worker_reuses_its_connections_to_the_upstream(
     pair: dict[str, str], dealer_factory: DealerFactory
 ) -> None:

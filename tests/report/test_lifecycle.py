@@ -48,3 +48,20 @@ def test_chaos_tests_have_their_own_table_and_are_not_counted_as_hooks() -> None
     assert "| ✅ | <code>kill</code> | chaos test kill passed: kill |" in text
     assert "| ❌ | <code>slow</code> |" in text
     assert "Hooks and tests: 1 passed</summary>" in text
+
+
+def test_bake_figures_call_the_visitors_count_what_it_is_new_visitors() -> None:
+    """A roll-forward's BLUE serves units it saw before: the bake's visitors count (a difference of distinct
+    units) is 0 while requests arrive, and must not read as "no visitors"."""
+    kpi = Check(kind="kpi", stage="bake", name="error_rate", ok=True, detail="error_rate 0 (max 1)")
+    outcome = Outcome(
+        operation="promote",
+        ok=True,
+        message="pr-2 is prod",
+        env="pr-2",
+        fleet={"pr-2": Env(name="pr-2", status=Status.PROD)},
+        checks=(kpi,),
+        metrics={"visitors": 0.0, "activations": 31.0, "error_rate": 0.0, "p95_latency_ms": 2.0},
+    )
+    text = markdown(outcome)
+    assert "BLUE's traffic during the bake: new visitors 0, activations 31, error\\_rate 0" in text
