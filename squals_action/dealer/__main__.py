@@ -96,8 +96,7 @@ async def _serve(config_path: Path, state_dir: Path, workers: int | None) -> Non
         "workers": len(supervisor.workers),
         "worker_pids": supervisor.worker_pids(),
     }
-    atomic_write(state_dir / PID_FILE, f"{pid}\n")
-    atomic_write(state_dir / ENDPOINT_FILE, json.dumps(endpoint, indent=2) + "\n")
+    # Logged before the endpoint is published: whoever sees the Dealer ready finds this line in its log.
     logging.getLogger("squals.dealer").info(
         "serving on %s with %d workers, admin %s (event loop: %s, request path: %s)",
         endpoint["url"],
@@ -106,6 +105,8 @@ async def _serve(config_path: Path, state_dir: Path, workers: int | None) -> Non
         endpoint["loop"],
         endpoint["request_path"],
     )
+    atomic_write(state_dir / PID_FILE, f"{pid}\n")
+    atomic_write(state_dir / ENDPOINT_FILE, json.dumps(endpoint, indent=2) + "\n")
     try:
         await stop.wait()
     finally:

@@ -339,12 +339,12 @@ def _restart(state_dir: Path, status: DealerStatus, timeout: float) -> DealerCli
 
 
 def _running_workers(state_dir: Path) -> int:
-    """The running Dealer's worker count (``worker_pids`` in ``dealer.json``), 0 when it does not say."""
+    """The running Dealer's worker count (``workers`` in ``dealer.json``), 0 when it does not say."""
     try:
-        pids = read_json(state_dir / ENDPOINT_FILE).get("worker_pids")
+        workers = read_json(state_dir / ENDPOINT_FILE).get("workers")
     except (DealerError, AttributeError):
         return 0
-    return len(pids) if isinstance(pids, list) else 0
+    return workers if isinstance(workers, int) and not isinstance(workers, bool) and workers > 0 else 0
 
 
 def stop_dealer(state_dir: Path, *, timeout: float = 15.0) -> DealerStatus:
