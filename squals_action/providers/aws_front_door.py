@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
     from squals_action.providers.aws import AwsProvider
 
+
 @dataclass(frozen=True)
 class FrontDoor:
     """A front door that exists: its listener, public URL, region and stack (``None``: a named listener)."""
