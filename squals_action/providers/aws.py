@@ -24,7 +24,7 @@ from typing import Any, ClassVar, NamedTuple
 
 from squals_action.gitcmd import repo_top, resolve_commit
 from squals_action.manifest import model
-from squals_action.providers import aws_chaos, aws_template
+from squals_action.providers import aws_chaos, aws_priority, aws_template
 from squals_action.providers.aws_cloudformation import CloudFormationCalls
 from squals_action.providers.aws_stacks import (
     DEAD,
@@ -170,7 +170,11 @@ class AwsProvider(CloudFormationCalls, Provider):
             env_name, commit, manifest, extra_env
         )
         shared = self.shared_resources().ensure(manifest, sha)
-        if shared:
+        name = aws_template.stack_name(project, env)
+        cfn = self.client(region)
+        stack = self._describe(cfn, name)
+        priority = self._rule_priority(env, stack, template)
+        if shared or priority is not None:
             parameters = aws_template.stack_parameters(
                 template,
                 config,
@@ -180,12 +184,12 @@ class AwsProvider(CloudFormationCalls, Provider):
                 project=project,
                 app_env={**manifest.app_env_for(env), **shared_env(shared), **extra_env},
                 shared=island_parameters(shared),
+                rule_priority=priority,
             )
         tags = {TAG_PROJECT: project, TAG_APP: project, TAG_ENV: env, TAG_COMMIT: sha}
         if TAG_VALUE.match(manifest.app.health):
             tags[TAG_HEALTH] = manifest.app.health
         fingerprint = aws_template.digest(template, parameters, tags)
-        name = aws_template.stack_name(project, env)
         request: dict[str, Any] = {
             "StackName": name,
             "TemplateBody": template.body,
@@ -194,8 +198,6 @@ class AwsProvider(CloudFormationCalls, Provider):
             "Capabilities": template.capabilities(),
         }
 
-        cfn = self.client(region)
-        stack = self._describe(cfn, name)
         if stack is not None:
             self._check_ours(stack, project, env)
             status = str(stack.get("StackStatus"))
@@ -245,6 +247,22 @@ class AwsProvider(CloudFormationCalls, Provider):
             self._delete_and_wait(cfn, stack_id, f"{env}: removing the unhealthy stack {name}")
             raise
         return handle
+
+    def _rule_priority(
+        self, env: str, stack: Mapping[str, Any] | None, template: aws_template.Template
+    ) -> int | None:
+        """``SqualsRulePriority`` for ``env``'s stack (``stack``: as it is now) when the template declares it
+        (:mod:`~squals_action.providers.aws_priority`): the listener's rules and the project's other stacks
+        are read only when a new number must be chosen."""
+        if aws_template.RULE_PRIORITY not in template.parameters:
+            return None
+
+        def taken() -> set[int]:
+            held = aws_priority.held_by_stacks(self._stacks(), but=aws_template.stack_name(self.project, env))
+            listener = aws_priority.listener_arn(self, self.config.front_door)
+            return held | (aws_priority.held_on_listener(listener, self.region()) if listener else set())
+
+        return aws_priority.choose(env, stack, taken)
 
     def check(
         self,
@@ -322,6 +340,9 @@ class AwsProvider(CloudFormationCalls, Provider):
         }
         if outputs.get(aws_template.TARGET_GROUP_OUTPUT):
             data["target_group_arn"] = outputs[aws_template.TARGET_GROUP_OUTPUT]
+        priority = aws_priority.given(stack)
+        if priority is not None:
+            data["rule_priority"] = priority
         return EnvironmentHandle(
             env=tags.get(TAG_ENV, str(stack.get("StackName"))),
             commit=tags.get(TAG_COMMIT, ""),

@@ -30,15 +30,19 @@ from squals_action.dealer.interface import NotMeasured, VariantTally
 from squals_action.gitcmd import resolve_commit
 from squals_action.manifest import model
 from squals_action.providers import aws_template
-from squals_action.providers.aws_stacks import AwsError, ProjectStack, StackTemplate, stack_outputs
+from squals_action.providers.aws_stacks import (
+    FRONT_DOOR,
+    AwsError,
+    StackTemplate,
+    front_door_stack,
+    stack_outputs,
+)
 from squals_action.providers.interface import DestroyOutcome, ProviderError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from squals_action.providers.aws import AwsProvider
-
-FRONT_DOOR = "front-door"
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,7 @@ class FrontDoorStack:
                 "(front_door: {template: infra/front-door.yml} or front_door: {listener_arn: arn:...})"
             )
         self.declared = declared
-        self.stack = ProjectStack(self.provider, suffix=FRONT_DOOR, role=FRONT_DOOR, what="front door")
+        self.stack = front_door_stack(self.provider)
 
     @property
     def stack_name(self) -> str:

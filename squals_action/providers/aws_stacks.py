@@ -27,6 +27,8 @@ TAG_SHARED = "squals:shared"
 TAG_ROLE = "squals:role"
 TAG_COMMIT = "squals:commit"
 TAG_DIGEST = "squals:digest"
+#: The front door's stack name suffix and ``squals:role``.
+FRONT_DOOR = "front-door"
 
 #: Statuses in which the stack's resources are in place (after an update rollback: the previous ones).
 SERVING = frozenset(
@@ -199,3 +201,8 @@ class ProjectStack:
             return DestroyOutcome(outcome_name, ok=False, detail=exc.one_line())
         note = f"deleted stack {self.name}"
         return DestroyOutcome(outcome_name, ok=True, detail=note, notes=(note,))
+
+
+def front_door_stack(provider: StackCalls) -> ProjectStack:
+    """The project's front-door stack, ``squals-<project>-front-door`` (whether it exists or not)."""
+    return ProjectStack(provider, suffix=FRONT_DOOR, role=FRONT_DOOR, what="front door")

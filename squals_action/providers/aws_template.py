@@ -231,6 +231,32 @@ def _check_outputs(display: str, parsed: Mapping[str, Any], wanted: tuple[str, .
             )
 
 
+#: The listener rule priority squals fills in (:mod:`~squals_action.providers.aws_priority` chooses it).
+RULE_PRIORITY = "SqualsRulePriority"
+#: ``pr-N`` up to this takes ``N``.
+PR_MAX = 40_000
+#: The numbers squals gives every other island.
+POOL = range(PR_MAX + 1, 50_001)
+_PR = re.compile(r"^pr-([1-9][0-9]*)$")
+
+
+def pull_request_number(env: str) -> int | None:
+    """``N`` of ``pr-N`` when it is a rule priority of its own (N <= :data:`PR_MAX`), else ``None``."""
+    found = _PR.match(env)
+    return int(found.group(1)) if found and int(found.group(1)) <= PR_MAX else None
+
+
+def first_candidate(env: str) -> int:
+    """Where ``env`` starts looking in :data:`POOL`: a hash of its name, the same on every run."""
+    return POOL.start + int(hashlib.sha256(env.encode()).hexdigest()[:8], 16) % len(POOL)
+
+
+def unclaimed_priority(env: str) -> int:
+    """The rule priority ``env`` gets when nothing holds it yet: what a check shows without asking AWS."""
+    number = pull_request_number(env)
+    return number if number is not None else first_candidate(env)
+
+
 def override_parameters(manifest: model.Manifest, env: str) -> Mapping[str, str]:
     """``provider_parameters`` of the ``environments:`` overrides matching ``env`` (exact or ``pr-*``),
     matched the same way as :meth:`model.Manifest.app_env_for`."""
@@ -251,13 +277,15 @@ def stack_parameters(
     project: str,
     app_env: Mapping[str, str],
     shared: Mapping[str, str] = model.EMPTY,
+    rule_priority: int | None = None,
 ) -> dict[str, str]:
     """The parameter values for one environment's stack.
 
     ``provider.parameters``, then the environment's override, then the ``Squals*`` values for the
-    parameters the template declares (``shared``: the ``SqualsShared<Name><Output>`` values). A value for
-    a parameter the template does not declare, or a declared parameter without default and without value,
-    is an error naming the squals file.
+    parameters the template declares (``shared``: the ``SqualsShared<Name><Output>`` values;
+    ``rule_priority``: the one chosen on AWS, else :func:`unclaimed_priority`). A value for a parameter the
+    template does not declare, or a declared parameter without default and without value, is an error
+    naming the squals file.
     """
     values = {**config.parameters, **override_parameters(manifest, env)}
     squals = {
@@ -266,6 +294,7 @@ def stack_parameters(
         "SqualsCommit": sha,
         "SqualsHealthPath": manifest.app.health,
         "SqualsAppEnv": json.dumps(dict(app_env), sort_keys=True, separators=(",", ":")),
+        RULE_PRIORITY: str(rule_priority if rule_priority is not None else unclaimed_priority(env)),
         **shared,
     }
     return complete_parameters(

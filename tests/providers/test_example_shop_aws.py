@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from squals_action.experiments.spec import island_names
 from squals_action.manifest import load
 from squals_action.providers import aws_template
 from squals_action.providers.aws_template import Template
@@ -58,16 +59,19 @@ def test_the_front_door_gets_every_parameter_from_the_squals_file() -> None:
     )
 
 
+ISLANDS = island_names("shop-1", ("control", "green"))
+
+
 @pytest.mark.parametrize(
     ("squals", "env", "priority"),
     [
-        ("squals.yml", "pr-7", "50000"),
-        ("squals.yml", "exp-control", "49001"),
-        ("variants/green.yml", "exp-green", "49002"),
+        ("squals.yml", "pr-7", 7),
+        ("squals.yml", ISLANDS["control"], aws_template.first_candidate(ISLANDS["control"])),
+        ("variants/green.yml", ISLANDS["green"], aws_template.first_candidate(ISLANDS["green"])),
     ],
 )
 def test_each_island_gets_its_parameters_and_a_rule_priority_of_its_own(
-    squals: str, env: str, priority: str
+    squals: str, env: str, priority: int
 ) -> None:
     manifest = load(EXAMPLE / squals, ROOT)
     assert manifest.provider.template is not None
@@ -77,12 +81,14 @@ def test_each_island_gets_its_parameters_and_a_rule_priority_of_its_own(
     ).resolve() == EXAMPLE / "infra" / "island.yml"
     outputs = (aws_template.URL_OUTPUT, aws_template.TARGET_GROUP_OUTPUT)
     template = _template("island.yml", outputs)
-    app_env = {**manifest.app_env_for(env), "SQUALS_VARIANT": env.removeprefix("exp-")}
+    app_env = {**manifest.app_env_for(env), "SQUALS_VARIANT": env.split("-")[1]}
     values = aws_template.stack_parameters(
         template, manifest.provider, manifest, env=env, sha=SHA, project="shop", app_env=app_env
     )
     assert values["SqualsEnvironment"] == env and values["SqualsCommit"] == SHA
-    assert values["PreviewPriority"] == priority  # pr-N uses N instead (the template's condition)
+    # squals fills it in (on AWS the first free one from there: squals_action/providers/aws_priority.py)
+    assert values["SqualsRulePriority"] == str(priority)
+    assert priority == 7 if env == "pr-7" else 40_000 < priority <= 50_000
     assert values["PreviewDomain"] == "preview.shop.example.com"
     assert template.capabilities() == []  # the roles live in the front door
     assert '"SQUALS_VARIANT"' in values["SqualsAppEnv"]
@@ -198,7 +204,7 @@ def test_the_templates_build_on_moto_and_the_alb_dealer_routes_between_islands(
 
     template = _template("island.yml", (aws_template.URL_OUTPUT, aws_template.TARGET_GROUP_OUTPUT))
     groups: dict[str, str] = {}
-    for file, env in (("squals.yml", "pr-7"), ("variants/green.yml", "exp-green")):
+    for file, env in (("squals.yml", "pr-7"), ("variants/green.yml", ISLANDS["green"])):
         island = load(repo / file, repo)
         values = aws_template.stack_parameters(
             template, island.provider, island, env=env, sha=sha, project="shop", app_env={}
@@ -226,7 +232,10 @@ def test_the_templates_build_on_moto_and_the_alb_dealer_routes_between_islands(
     }
     assert previews == {
         "pr-7.preview.shop.example.com": ("7", groups["pr-7"]),
-        "exp-green.preview.shop.example.com": ("49002", groups["exp-green"]),
+        f"{ISLANDS['green']}.preview.shop.example.com": (
+            str(aws_template.first_candidate(ISLANDS["green"])),
+            groups[ISLANDS["green"]],
+        ),
     }
     # moto's CloudFormation leaves TargetGroupAttributes out (reads back 300): the declaration is checked
     (declared,) = template.parsed["Resources"]["TargetGroup"]["Properties"]["TargetGroupAttributes"]
@@ -239,6 +248,6 @@ def test_the_templates_build_on_moto_and_the_alb_dealer_routes_between_islands(
     calls = Calls()
     traffic = AlbTraffic(door.listener_arn)
     calls.attach(traffic.elbv2)
-    traffic.route(groups, {"pr-7": 90, "exp-green": 10})
+    traffic.route(groups, {"pr-7": 90, ISLANDS["green"]: 10})
     assert calls.mutating.count("ModifyListener") == 1
-    assert traffic.routing() == {"pr-7": 90.0, "exp-green": 10.0}
+    assert traffic.routing() == {"pr-7": 90.0, ISLANDS["green"]: 10.0}

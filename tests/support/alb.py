@@ -209,3 +209,18 @@ ISLAND_TEMPLATE = TEMPLATE.replace(
 )
 #: An island behind a front door that forgot the output the front door forwards to.
 ISLAND_WITHOUT_GROUP_OUTPUT = ISLAND_TEMPLATE.replace("  TargetGroupArn:\n    Value: !Ref Group\n", "")
+#: An island with a preview rule on the front door's listener (its ARN a parameter), at the priority squals
+#: fills in, as ``examples/shop-aws/infra/island.yml`` has: moto refuses a priority the listener holds.
+ISLAND_WITH_RULE_TEMPLATE = ISLAND_TEMPLATE.replace(
+    "  Greeting:\n",
+    "  ListenerArn:\n    Type: String\n  SqualsRulePriority:\n    Type: Number\n  Greeting:\n",
+).replace(
+    "Outputs:\n",
+    "  Preview:\n    Type: AWS::ElasticLoadBalancingV2::ListenerRule\n    Properties:\n"
+    "      ListenerArn: !Ref ListenerArn\n      Priority: !Ref SqualsRulePriority\n"
+    "      Conditions:\n        - Field: host-header\n          HostHeaderConfig:\n"
+    '            Values: [!Sub "${SqualsEnvironment}.preview.test"]\n'
+    "      Actions:\n        - Type: forward\n          TargetGroupArn: !Ref Group\n"
+    "Outputs:\n",
+    1,
+)

@@ -351,6 +351,19 @@ class MotoCalls:
         """``(operation, StackName)`` of every recorded request naming a stack (a name or a stack id)."""
         return [(_operation(e), q["StackName"]) for e in self._entries() if "StackName" in (q := _query(e))]
 
+    def parameters(self, operation: str) -> list[tuple[str, dict[str, str]]]:
+        """``(StackName, {key: value})`` of every recorded ``operation`` (``CreateStack``, ``UpdateStack``)
+        with the stack parameters it sent (``Parameters.member.N.ParameterKey``/``ParameterValue``)."""
+        sent = []
+        for entry in self._entries():
+            query = _query(entry)
+            if _operation(entry) != operation:
+                continue
+            keys = {k.split(".")[2]: v for k, v in query.items() if k.endswith(".ParameterKey")}
+            values = {k.split(".")[2]: v for k, v in query.items() if k.endswith(".ParameterValue")}
+            sent.append((query["StackName"], {keys[n]: values.get(n, "") for n in keys}))
+        return sent
+
 
 @pytest.fixture
 def moto_calls(aws_cloud: Cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoCalls]:
