@@ -32,7 +32,6 @@ from typing import Any, Literal
 from squals_action.errors import EXIT_USAGE
 from squals_action.experiments import stats
 from squals_action.experiments.interface import ExperimentError
-from squals_action.experiments.spec import island_names
 
 #: Simulated paths of the sequential design (standard error of its power below 0.6 points).
 PATHS = 6_000
@@ -151,6 +150,9 @@ class Plan:
         """The variants' islands as the start names them (:func:`.spec.island_names`): exact when the
         experiment id is known, else with :data:`TAG` where the id's tag will be (the tag is the names' last
         8 characters), never a name the experiment will not use."""
+        # here, not at the top: spec loads the manifest model, which the CLI's start-up does not need
+        from squals_action.experiments.spec import island_names
+
         if self.experiment_id is not None:
             return tuple(island_names(self.experiment_id, self.design.split).values())
         return tuple(name[:-8] + TAG for name in island_names("", self.design.split).values())
