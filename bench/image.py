@@ -43,14 +43,30 @@ def tree_size(path: Path) -> int:
 def build_venv(tmp: Path) -> tuple[Path, Path]:
     """Build the wheel and install it into a fresh venv; the venv's python and its site-packages."""
     wheels = tmp / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels),
-                    str(ROOT)], check=True, timeout=PIP_TIMEOUT)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheels), str(ROOT)],
+        check=True,
+        timeout=PIP_TIMEOUT,
+    )
     [wheel] = wheels.glob("*.whl")
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
-                    "--no-cache-dir", str(wheel)], check=True, timeout=PIP_TIMEOUT)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--quiet",
+            "--no-cache-dir",
+            str(wheel),
+        ],
+        check=True,
+        timeout=PIP_TIMEOUT,
+    )
     [site] = (venv / "lib").glob("python3*/site-packages")
     return python, site
 
@@ -69,8 +85,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         python, site = build_venv(Path(tmp))
-        print(f"wheel built and installed into a fresh venv in {time.perf_counter() - started:.0f} s "
-              f"({sys.version.split()[0]})")
+        print(
+            f"wheel built and installed into a fresh venv in {time.perf_counter() - started:.0f} s "
+            f"({sys.version.split()[0]})"
+        )
         entries = sorted(site.iterdir(), key=tree_size, reverse=True)
         total = tree_size(site)
         print(f"site-packages: {total / 2**20:.1f} MiB in {len(entries)} entries; largest:")

@@ -35,12 +35,14 @@ def main() -> int:
     action = str(Path(sys.executable).parent / "squals-action")
     with tempfile.TemporaryDirectory() as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GITHUB_", "INPUT_"))}
-        env.update({
-            "GITHUB_EVENT_NAME": "pull_request",
-            "GITHUB_EVENT_PATH": str(EVENT),
-            "GITHUB_OUTPUT": str(Path(tmp) / "output"),
-            "INPUT_GITHUB-TOKEN": "ghs_bench",
-        })
+        env.update(
+            {
+                "GITHUB_EVENT_NAME": "pull_request",
+                "GITHUB_EVENT_PATH": str(EVENT),
+                "GITHUB_OUTPUT": str(Path(tmp) / "output"),
+                "INPUT_GITHUB-TOKEN": "ghs_bench",
+            }
+        )
         timed([action], env)  # warm the file cache and bytecode once
         timed([sys.executable, "-c", "pass"], env)
         base, noop = [], []

@@ -30,9 +30,7 @@ from squals_action.state.trace import TRACE_ENV  # noqa: E402
 from tests.support.state import WRITER, clone, git, make_origin, state_log  # noqa: E402
 
 
-def run_writers(
-    root: Path, writers: int, per_writer: int, trace: bool = False
-) -> tuple[float, list[int]]:
+def run_writers(root: Path, writers: int, per_writer: int, trace: bool = False) -> tuple[float, list[int]]:
     """Transitions per second of ``writers`` concurrent processes (first start to last end), and attempts."""
     origin = make_origin(root)
     clones = [clone(origin, root / f"w{i}") for i in range(writers)]
@@ -127,9 +125,7 @@ def main() -> None:
     parser.add_argument(
         "--trace", action="store_true", help=f"log every fetch, build, push, sleep and look (${TRACE_ENV})"
     )
-    parser.add_argument(
-        "--history", type=int, metavar="N", help="a transition's cost after 100 and after N"
-    )
+    parser.add_argument("--history", type=int, metavar="N", help="a transition's cost after 100 and after N")
     parser.add_argument("--baseline", type=Path, help="with --history: another checkout measured alike")
     parser.add_argument("--mode", choices=("local", "remote", "both"), default="both", help="with --history")
     args = parser.parse_args()

@@ -76,10 +76,15 @@ def worker(checkout: Path, mode: str, total: int, sample: int, root: Path) -> di
             retired = status == "retired"
             docs.put_environment(
                 EnvironmentState(
-                    name, status, version=f"1.0.{i}", commit=f"{i:040x}", provider="local",
+                    name,
+                    status,
+                    version=f"1.0.{i}",
+                    commit=f"{i:040x}",
+                    provider="local",
                     handle={} if retired else {"pid": 1000 + i, "port": 20000 + i % 1000},
                     url=None if retired else f"http://127.0.0.1:{20000 + i % 1000}",
-                    pr=int(name[3:]), updated_at=utc_now(),
+                    pr=int(name[3:]),
+                    updated_at=utc_now(),
                 )
             )
             return docs
@@ -107,8 +112,13 @@ def worker(checkout: Path, mode: str, total: int, sample: int, root: Path) -> di
     objects = dict(line.split(": ", 1) for line in _git(big, "count-objects", "-v").splitlines())
     tree = _git(big, "ls-tree", "-r", "--name-only", ref)
     live = len([p for p in tree.splitlines() if p.startswith("environments/")])
-    return {"early": early, "late": late, "packs": int(objects["packs"]), "loose": int(objects["count"]),
-            "live_environments": live}
+    return {
+        "early": early,
+        "late": late,
+        "packs": int(objects["packs"]),
+        "loose": int(objects["count"]),
+        "live_environments": live,
+    }
 
 
 def _measure(checkouts: dict[str, Path], mode: str, total: int, sample: int) -> Iterator[tuple[str, Any]]:
@@ -119,9 +129,19 @@ def _measure(checkouts: dict[str, Path], mode: str, total: int, sample: int) -> 
         for label, checkout in checkouts.items():
             (Path(tmp) / label).mkdir()
             procs[label] = subprocess.Popen(
-                [sys.executable, __file__, "--worker", str(checkout), mode, str(total), str(sample),
-                 str(Path(tmp) / label)],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    str(checkout),
+                    mode,
+                    str(total),
+                    str(sample),
+                    str(Path(tmp) / label),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
                 env={**os.environ, "PYTHONPATH": str(checkout)},
             )
         deadline = time.monotonic() + 7200

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import sys
+from typing import TYPE_CHECKING, Any
 
 from squals_action.cli.options import add_state_options, positive_int, project_options
 from squals_action.errors import EXIT_OK
+
+if TYPE_CHECKING:
+    from squals_action.costs.placed import Opener
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -18,7 +24,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="On aws: AWS Cost Explorer grouped by the squals:environment and squals:shared tags "
         "over the last --days days, each shared resource's cost allocated to the islands in proportion to "
         "their requests (CloudWatch). Locally: CPU-seconds and memory-hours of each island's and shared "
-        "resource's processes, shared ones allocated by requests through the Dealer.",
+        "resource's processes, shared ones allocated by requests through the Dealer. Each environment is "
+        "measured where it was deployed (the provider section of its recorded commit; an experiment's "
+        "islands, of its start commit), shared resources with prod's provider.",
     )
     costs.add_argument("--days", type=positive_int, default=30, help="aws: the period in days (default 30)")
     costs.add_argument("--format", choices=("text", "markdown", "json"), default="text")
@@ -27,14 +35,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run_costs(args: argparse.Namespace) -> int:
-    from squals_action.costs import measure_costs
-    from squals_action.lifecycle.project import load_project_manifest, squals_dir
-    from squals_action.providers import get_provider
+    from squals_action.costs.placed import measure_placed
+    from squals_action.lifecycle.project import open_project, squals_dir
     from squals_action.report import costs as render
 
-    repo, manifest = load_project_manifest(project_options(args, gates=False, run_id=None))
-    provider = get_provider(manifest.provider.kind, repo, manifest.provider)
-    reports = measure_costs(provider, dealer_dir=squals_dir(repo) / "dealer", days=args.days)
+    lifecycle = open_project(project_options(args, gates=False, run_id=None))
+    try:
+        reports = measure_placed(
+            lambda: contextlib.nullcontext(lifecycle.provider),
+            _placed_islands(lifecycle),
+            dealer_dir=squals_dir(lifecycle.repo) / "dealer",
+            days=args.days,
+        )
+    finally:
+        lifecycle.store.close()
     if args.format == "json":
         sys.stdout.write(json.dumps(render.as_json(reports), indent=2, sort_keys=True) + "\n")
     elif args.format == "markdown":
@@ -42,3 +56,24 @@ def run_costs(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(render.text(reports))
     return EXIT_OK
+
+
+def _placed_islands(lifecycle: Any) -> dict[str, Opener]:
+    """Every island a record places -> how to open the provider it was made with: an environment's (not
+    retired, with a deployed commit) from that commit, prod's first (the home of the shared resources),
+    an active experiment's from its start commit."""
+    from squals_action.experiments.engine import from_lifecycle
+    from squals_action.experiments.records import ACTIVE, island_names_of
+    from squals_action.lifecycle.machine import Status
+
+    islands: dict[str, Opener] = {}
+    for name, env in sorted(lifecycle.fleet().items(), key=lambda item: item[0] != "prod"):
+        island = (env.handle or {}).get("env")
+        if isinstance(island, str) and env.commit and env.status != Status.RETIRED:
+            islands.setdefault(island, functools.partial(lifecycle.provider_of, name))
+    engine = from_lifecycle(lifecycle)
+    for doc in lifecycle.store.read().experiments().values():
+        if doc.status in ACTIVE:
+            for island in island_names_of(doc).values():
+                islands.setdefault(island, functools.partial(engine.provider_of, doc))
+    return islands

@@ -79,7 +79,8 @@ def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "alpha, power and the daily traffic: the units per variant and days each design needs (fixed: "
         "Welch's test at one look; sequential: the mSPRT at every tick, by a seeded simulation) and the "
         "islands (one per variant). --from reads the split, control, alpha and kind of a squals file's "
-        "experiment; flags override it. See docs/experiments.md.",
+        "experiment; flags override it. The islands' names carry the experiment id's tag: give --id for "
+        "the exact names. See docs/experiments.md.",
     )
     plan.add_argument(
         "--from", dest="from_file", type=Path, metavar="FILE", help="a squals file's experiment"
@@ -116,8 +117,26 @@ def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         default=TICKS_PER_DAY,
         help="looks of the sequential test per day (default: 96, the example workflow's 15-minute schedule)",
     )
+    plan.add_argument(
+        "--id",
+        dest="experiment_id",
+        type=experiment_id,
+        help="the experiment id `squals experiment start` will use (its --id, default <name>-<12 digits of "
+        "its commit): the islands' exact names; without it their tag is shown as <tag>",
+    )
     plan.add_argument("--format", choices=("text", "json", "markdown"), default="text", help="output format")
     plan.set_defaults(handler=run_plan)
+
+
+def experiment_id(text: str) -> str:
+    """An argparse type: an experiment id as the start checks it."""
+    from squals_action.state.errors import StateError
+    from squals_action.state.layout import check_name
+
+    try:
+        return check_name("experiment", text)
+    except StateError as exc:
+        raise argparse.ArgumentTypeError(exc.one_line()) from None
 
 
 def _experiment(path: Path) -> Experiment:
@@ -173,7 +192,7 @@ def run_plan(args: argparse.Namespace) -> int:
     from squals_action.report import plan as view
 
     spec = _experiment(args.from_file) if args.from_file is not None else None
-    made = plan(design_of(args, spec))
+    made = plan(design_of(args, spec), args.experiment_id)
     if args.format == "json":
         print(json.dumps(made.to_json(), indent=2))
     elif args.format == "markdown":

@@ -34,13 +34,20 @@ def measure_costs(provider: Provider, *, dealer_dir: Path, days: int = 30) -> tu
 def cost_scope(provider: Provider) -> Hashable:
     """What :func:`measure_costs` of ``provider`` reads: two providers with one scope get the same reports,
     so one measurement serves both (on aws the project, the region of its islands and front door, and
-    whether it declares one; elsewhere the provider itself)."""
+    whether it declares one; locally the state directory its islands and shared resources are recorded
+    in; elsewhere the kind, which has no cost source: the same refusal). Never the provider's ``id()``:
+    Python reuses it once a provider opened for one step is released."""
     if provider.kind == "aws":
         from squals_action.providers.aws import AwsProvider
 
         assert isinstance(provider, AwsProvider)
         return ("aws", provider.project, provider.region(), provider.config.front_door is not None)
-    return (provider.kind, id(provider))
+    if provider.kind == "local":
+        from squals_action.providers.local import LocalProvider
+
+        assert isinstance(provider, LocalProvider)
+        return ("local", provider.root.resolve())
+    return (provider.kind,)
 
 
 __all__ = ["Allocation", "CostReport", "CostsError", "allocate", "cost_scope", "measure_costs"]

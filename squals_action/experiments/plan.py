@@ -43,6 +43,8 @@ SEED = 20_261_130
 MAX_HORIZON_FACTOR = 20.0
 #: Looks a day when none is given: the example workflow ticks every 15 minutes.
 TICKS_PER_DAY = 96.0
+#: Where an island's name has its experiment's tag when the plan does not know the experiment id.
+TAG = "<tag>"
 
 
 class PlanError(ExperimentError):
@@ -135,15 +137,25 @@ class DesignPlan:
 
 @dataclass(frozen=True, kw_only=True)
 class Plan:
-    """Both designs for one :class:`Design`, and the islands the experiment runs (one per variant)."""
+    """Both designs for one :class:`Design`, and the islands the experiment runs (one per variant);
+    ``experiment_id`` when known (``--id``), which the islands' names depend on."""
 
     design: Design
     fixed: DesignPlan
     sequential: DesignPlan
+    experiment_id: str | None = None
 
     @property
     def islands(self) -> tuple[str, ...]:
-        return tuple(f"exp-{v}" for v in self.design.split)
+        """The variants' islands as the start names them (:func:`.spec.island_names`): exact when the
+        experiment id is known, else with :data:`TAG` where the id's tag will be (the tag is the names' last
+        8 characters), never a name the experiment will not use."""
+        # here, not at the top: spec loads the manifest model, which the CLI's start-up does not need
+        from squals_action.experiments.spec import island_names
+
+        if self.experiment_id is not None:
+            return tuple(island_names(self.experiment_id, self.design.split).values())
+        return tuple(name[:-8] + TAG for name in island_names("", self.design.split).values())
 
     def to_json(self) -> dict[str, Any]:
         d = self.design
@@ -159,6 +171,7 @@ class Plan:
             "power": d.power,
             "daily_units": d.daily_units,
             "ticks_per_day": d.ticks_per_day,
+            "experiment_id": self.experiment_id,
             "islands": list(self.islands),
             "fixed": self.fixed.to_json(),
             "sequential": self.sequential.to_json(),
@@ -316,12 +329,14 @@ def sequential_plan(design: Design, cap_units: float) -> DesignPlan:
     )
 
 
-def plan(design: Design) -> Plan:
-    """Both designs' horizons for ``design``, checked first (:class:`PlanError` says what cannot be)."""
+def plan(design: Design, experiment_id: str | None = None) -> Plan:
+    """Both designs' horizons for ``design``, checked first (:class:`PlanError` says what cannot be), and
+    the islands of the experiment ``experiment_id`` (their tag left open when it is not known yet)."""
     check(design)
     fixed = fixed_plan(design)
     return Plan(
         design=design,
         fixed=fixed,
         sequential=sequential_plan(design, MAX_HORIZON_FACTOR * fixed.total_units),
+        experiment_id=experiment_id,
     )

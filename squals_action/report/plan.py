@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import TextIO
 
-from squals_action.experiments.plan import DesignPlan, Plan
+from squals_action.experiments.plan import TAG, DesignPlan, Plan
 from squals_action.report import markdown as md
 
 _LABELS = {
@@ -64,11 +64,20 @@ _HEAD = ["units in all", "days", "looks", "power", "expected days to a decision"
 def notes(plan: Plan) -> list[str]:
     """What the numbers mean and what to set in the squals file: our text, numbers only, shown as is in
     markdown too (nothing in it comes from the squals file)."""
+    tag = (
+        []
+        if plan.experiment_id is not None
+        else [
+            f"`{TAG}`: 8 hex digits of the experiment id's sha256, known at its start (default id "
+            "`<name>-<commit[:12]>`); `--id ID` prints the exact names"
+        ]
+    )
     return [
         f"fixed design: set `min_duration.time` to {_horizon(plan.fixed.days)}; the test decides once, at "
         "the first tick after it",
         "sequential: the power is a seeded simulation of the mSPRT at every tick; it may stop earlier "
         "(expected days, when the effect is there)",
+        *tag,
     ]
 
 

@@ -11,7 +11,10 @@ import pytest
 from statsmodels.stats.power import NormalIndPower
 from statsmodels.stats.proportion import power_proportions_2indep
 
+from squals_action.experiments import records
 from squals_action.experiments.plan import Design, PlanError, fixed_power, plan
+from squals_action.experiments.spec import island_names
+from squals_action.manifest import load
 from tests.cli.test_cli import SHOP, run_squals
 
 MEAN = Design(
@@ -59,7 +62,23 @@ def test_several_variants_share_alpha_and_the_smallest_share_binds() -> None:
         "b": pytest.approx(got.units["control"] * 0.6, abs=1),
         "c": pytest.approx(got.units["control"] * 0.4, abs=1),
     }
-    assert plan(design).islands == ("exp-control", "exp-b", "exp-c")
+    assert plan(design).islands == ("exp-control-<tag>", "exp-b-<tag>", "exp-c-<tag>")
+
+
+def test_islands_are_the_names_the_start_claims_or_carry_a_placeholder_tag() -> None:
+    """The plan never prints a name the experiment will not use: with the id, the start's own names
+    (``records.claimed_names``, what a new claim records); without it, each of those names with its tag
+    (the last 8 characters) left open, a variant clipped to fit an environment name included."""
+    spec = load(SHOP).experiment
+    assert spec is not None
+    design = dataclasses.replace(MEAN, split=dict(spec.split))
+    for eid in ("shop-0123456789ab", "other"):
+        claimed = tuple(records.claimed_names(None, eid, spec).values())
+        assert plan(design, eid).islands == claimed
+        assert plan(design).islands == tuple(name[:-8] + "<tag>" for name in claimed)
+    long = dataclasses.replace(MEAN, split={"control": 50, "v" * 70: 50})
+    real = island_names("any-id", long.split)["v" * 70]
+    assert plan(long).islands[1] == real[:-8] + "<tag>" and len(real) == 63
 
 
 def test_fixed_design_for_a_rate_agrees_with_statsmodels_two_proportions() -> None:
@@ -131,7 +150,8 @@ def test_plan_command_prints_both_designs_for_people_json_and_markdown() -> None
     assert text.returncode == 0, text.stderr
     assert "proportion from 10.00 % to 11.00 % (+10.0 %)" in text.stdout
     assert "29,498" in text.stdout and "14,749" in text.stdout  # the fixed design, per variant
-    assert "islands (one per variant): exp-control, exp-variant-1" in text.stdout
+    assert "islands (one per variant): exp-control-<tag>, exp-variant-1-<tag>" in text.stdout
+    assert "`<tag>`: 8 hex digits of the experiment id's sha256, known at its start" in text.stdout
     assert "set `min_duration.time` to 15d" in text.stdout
 
     doc = json.loads(run_squals(*args, "--format", "json").stdout)
@@ -139,11 +159,12 @@ def test_plan_command_prints_both_designs_for_people_json_and_markdown() -> None
     assert doc["sequential"]["power"] >= 0.8 and doc["sequential"]["looks"] == round(
         2 * doc["sequential"]["days"]
     )
-    assert doc["islands"] == ["exp-control", "exp-variant-1"]
+    assert doc["islands"] == ["exp-control-<tag>", "exp-variant-1-<tag>"] and doc["experiment_id"] is None
 
     md = run_squals(*args, "--split", "control=50,<b>@x=50", "--format", "markdown")
     assert md.returncode == 0, md.stderr
     assert "<code>&lt;b&gt;&#64;x</code> units" in md.stdout and "<b>" not in md.stdout
+    assert "<code>exp-control-&lt;tag&gt;</code>" in md.stdout and "- `<tag>`: 8 hex digits" in md.stdout
     assert (
         "| fixed (Welch's test, one look at the horizon) | 14,749 | 14,749 | 29,498 | 14.7 | 1 | 80.0 % |"
         in md.stdout
@@ -166,7 +187,12 @@ def test_plan_reads_the_squals_files_experiment_and_flags_override_it() -> None:
     )
     doc = json.loads(run_squals(*base, "--rate", "10%").stdout)
     assert doc["split"] == {"control": 50.0, "green": 50.0} and doc["alpha"] == 0.05
-    assert doc["islands"] == ["exp-control", "exp-green"]
+    assert doc["islands"] == ["exp-control-<tag>", "exp-green-<tag>"]
+    spec = load(SHOP).experiment
+    assert spec is not None
+    exact = json.loads(run_squals(*base, "--rate", "10%", "--id", "shop-0123456789ab").stdout)
+    assert exact["islands"] == list(records.claimed_names(None, "shop-0123456789ab", spec).values())
+    assert exact["islands"] == ["exp-control-d89eadba", "exp-green-d89eadba"]
     over = json.loads(
         run_squals(*base, "--rate", "10%", "--split", "control=80,green=20", "--alpha", "1%").stdout
     )
@@ -186,6 +212,10 @@ def test_plan_reads_the_squals_files_experiment_and_flags_override_it() -> None:
         (
             ("--mean", "5", "--sd", "2", "--from", str(SHOP)),
             "the objective conversion is a proportion: give its baseline as --rate (not --mean/--sd)",
+        ),
+        (
+            ("--rate", "10%", "--id", "a b"),
+            "argument --id: invalid experiment name 'a b': expected letters, digits, '.', '_' or '-'",
         ),
         (
             ("--rate", "10%", "--from", "missing.yml"),

@@ -124,8 +124,14 @@ def test_a_run_killed_holding_its_lock_leaves_a_stale_lock_that_says_what_to_run
     assert again.stderr.count("\n") == 1, again.stderr
     assert f"pr-22 is locked by a run that is no longer running (pid {killed.pid} on " in again.stderr
     assert "break it with `squals unlock pr-22` and run the command again" in again.stderr
-    status = subprocess.run([*SQUALS, "status", "--format", "json"], cwd=project.path, capture_output=True,
-                            text=True, timeout=60, check=True)
+    status = subprocess.run(
+        [*SQUALS, "status", "--format", "json"],
+        cwd=project.path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     lock = next(e["lock"] for e in json.loads(status.stdout)["environments"] if e["name"] == "pr-22")
     assert lock["stale"] is True and lock["holder"]["pid"] == killed.pid and lock["operation"] == "deploy"
     assert _squals(project, "unlock", "pr-22").returncode == 0
@@ -158,8 +164,9 @@ def test_a_launched_app_records_itself_before_it_runs(project: Project, tmp_path
     from squals_action.providers.daemon import spawn
 
     # What a provision killed right after the launch leaves: no handle, only the app's own pid file.
-    record = spawn("sleep 60", cwd=tmp_path, env={"SQUALS_ENV": "pr-9"}, log_path=tmp_path / "log",
-                   pid_file=pid_file)
+    record = spawn(
+        "sleep 60", cwd=tmp_path, env={"SQUALS_ENV": "pr-9"}, log_path=tmp_path / "log", pid_file=pid_file
+    )
     assert read_pid_file(pid_file) == record and probe(record) == "running"
     assert [h.env for h in provider.list()] == ["pr-9"]
     outcome = provider.destroy(provider.list()[0])
