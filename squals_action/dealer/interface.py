@@ -63,6 +63,8 @@ class VariantTally:
     latency_p95_ms: float | None = None
     latency_p99_ms: float | None = None
     in_flight: int = 0
+    #: of ``errors``, those of requests still in ``in_flight`` (their answer not done): not yet answered
+    in_flight_errors: int = 0
     #: event -> units that sent it at least once (``events`` counts the events counted, within unit caps)
     event_units: Mapping[str, int] = field(default_factory=lambda: EMPTY_EVENTS)
     #: requests of the units that first came to this variant (``activations`` counts requests it served;
@@ -74,9 +76,20 @@ class VariantTally:
     latency_histogram: Mapping[int, int] = field(default_factory=dict)
 
     @property
+    def answered(self) -> int:
+        """Requests whose answer is done: the requests a KPI window judges (one in flight is neither an
+        error nor a success yet)."""
+        return self.activations - self.in_flight
+
+    @property
+    def answered_errors(self) -> int:
+        """Errors of the :attr:`answered` requests, counted in the same step as their answers."""
+        return self.errors - self.in_flight_errors
+
+    @property
     def error_rate(self) -> float:
-        """Errors per activation (0.0 before any request), the usual KPI."""
-        return self.errors / self.activations if self.activations else 0.0
+        """Errors per answered request (0.0 before any answer), the usual KPI."""
+        return self.answered_errors / self.answered if self.answered else 0.0
 
 
 @dataclass(frozen=True)

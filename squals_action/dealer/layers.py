@@ -332,6 +332,7 @@ def _summed(name: str, cells: Sequence[VariantTally]) -> VariantTally:
         server_errors=sum(t.server_errors for t in cells),
         connection_errors=sum(t.connection_errors for t in cells),
         in_flight=sum(t.in_flight for t in cells),
+        in_flight_errors=sum(t.in_flight_errors for t in cells),
         event_units=event_units,
         unit_activations=sum(t.unit_activations for t in cells),
         unit_activations_sq=sum(t.unit_activations_sq for t in cells),

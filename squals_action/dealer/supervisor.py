@@ -362,8 +362,11 @@ class Supervisor:
             raise failed[0]
         merged = await asyncio.to_thread(_merge_exports, paths, self.config.event_caps)
         in_flight = _summed([e["in_flight"] for e in exports])
+        errors = _summed([e["in_flight_errors"] for e in exports])
         return {
-            name: dataclasses.replace(tally, in_flight=in_flight.get(name, 0))
+            name: dataclasses.replace(
+                tally, in_flight=in_flight.get(name, 0), in_flight_errors=errors.get(name, 0)
+            )
             for name, tally in merged.items()
         }
 

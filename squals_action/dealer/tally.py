@@ -52,6 +52,8 @@ class VariantCounter:
     connection_errors: int = 0
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     in_flight: int = 0
+    #: errors already counted for requests still in flight (a trip's answer not done yet)
+    in_flight_errors: int = 0
 
     def add_latency(self, ms: float) -> None:
         self.journal(RECORD.pack(OP_LATENCY, self.index, self.latency.add(ms), 0, 0, 0.0))
@@ -202,6 +204,7 @@ class TallyBook:
                 latency_p95_ms=lat.percentile(95),
                 latency_p99_ms=lat.percentile(99),
                 in_flight=counter.in_flight,
+                in_flight_errors=counter.in_flight_errors,
                 unit_activations=acts,
                 unit_activations_sq=acts_sq,
                 event_sums=sums,
@@ -287,6 +290,7 @@ def tallies_from_json(data: Mapping[str, Any]) -> dict[str, VariantTally]:
             latency_p95_ms=opt("latency_p95_ms"),
             latency_p99_ms=opt("latency_p99_ms"),
             in_flight=int(raw.get("in_flight", 0)),
+            in_flight_errors=int(raw.get("in_flight_errors", 0)),
             unit_activations=float(raw.get("unit_activations", 0.0)),
             unit_activations_sq=float(raw.get("unit_activations_sq", 0.0)),
             event_sums={str(k): EventSums(*map(float, v)) for k, v in raw.get("event_sums", {}).items()},
@@ -312,6 +316,7 @@ def tally_to_json(tally: VariantTally) -> dict[str, Any]:
         "latency_p95_ms": tally.latency_p95_ms,
         "latency_p99_ms": tally.latency_p99_ms,
         "in_flight": tally.in_flight,
+        "in_flight_errors": tally.in_flight_errors,
         "error_rate": tally.error_rate,
         "latency_ms_log_histogram": {str(k): v for k, v in sorted(tally.latency_histogram.items())},
     }

@@ -84,8 +84,9 @@ class Trip:
     upstream connection's callback (:meth:`_ready`): no task and no future for the common case. Everything
     else (a body, an upgrade, faults in force, a new connection to open, a failed upstream, an answer too
     long to hold, an answer that must wait for the journal) continues in a coroutine run as the request's
-    task (:meth:`Request.then`); both ways share every rule below. The variant first assigned counts the
-    request as in flight until its answer is done.
+    task (:meth:`Request.then`); both ways share every rule below. The variant serving the request counts it
+    as in flight until its answer is done (a fallback takes it over), and the errors counted for it meanwhile
+    as in-flight errors: a KPI window judges answered requests only (``VariantTally.answered``).
     """
 
     __slots__ = (
@@ -101,7 +102,7 @@ class Trip:
         "request",
         "routing",
         "started",
-        "tracked",
+        "unsettled",
         "upgrade",
     )
 
@@ -120,8 +121,9 @@ class Trip:
         self.request = request
         self.routing = routing
         self.name = name
-        self.counter = self.tracked = counter
+        self.counter = counter
         counter.in_flight += 1
+        self.unsettled = 0  # errors counted for this request on ``counter`` before its answer is done
         self.new_unit = new_unit
         self.key = key
         self.mark = 0
@@ -160,7 +162,26 @@ class Trip:
         try:
             await work
         finally:
-            self.tracked.in_flight -= 1
+            self._settle()
+
+    def _settle(self) -> None:
+        """The answer is done (or the request handed to a fallback): the request and the errors counted for it
+        leave the variant's in-flight figures in the same step, so no reading sees one without the other."""
+        counter = self.counter
+        counter.in_flight -= 1
+        counter.in_flight_errors -= self.unsettled
+        self.unsettled = 0
+
+    def _count_error(self, *, connection: bool = False) -> None:
+        """Count an error of this request (a 5xx or an abort; ``connection``: refused, reset, timed out) on
+        its variant, in flight with it until :meth:`_settle`."""
+        counter = self.counter
+        if connection:
+            counter.add_connection_error()
+        else:
+            counter.add_server_error()
+        counter.in_flight_errors += 1
+        self.unsettled += 1
 
     def _request_head(self, origin: Origin) -> tuple[bytes, bool]:
         """The headers to send upstream: hop-by-hop ones dropped, X-Forwarded-* added, the unit's app-side
@@ -249,7 +270,7 @@ class Trip:
         except Exception as exc:
             upstream.release()  # once only: a connection whose answer was not taken whole is closed
             request.fail(exc)
-        self.tracked.in_flight -= 1
+        self._settle()
 
     async def _forward(self, spare: bool = True, reuse: bool = True) -> None:
         """Send the request to ``name`` and answer; one it could not take goes once to its fallback
@@ -260,7 +281,7 @@ class Trip:
             request.send_continue()
         self.started = proxy.pool.loop.time()
         if proxy.faults.active and (abort := await proxy.faults.inject(self.name)) is not None:
-            self.counter.add_server_error()
+            self._count_error()
             return await self._error(abort, f"fault injected into {self.name}")
         origin = self.routing.origins[self.name]
         try:
@@ -275,13 +296,15 @@ class Trip:
         """No answer came: a timeout is a 504; an upstream that could not take the request hands it to its
         fallback when that is safe (once), else a 502."""
         name = self.name
-        self.counter.add_connection_error()
+        self._count_error(connection=True)
         if isinstance(exc, TimeoutError):
             return await self._error(504, f"upstream {name} timed out")
         request = self.request
         other = self.routing.fallback.get(name) if spare else None
         if other is not None and may_retry(exc, request.method, request.body is not None):
+            self._settle()  # BLUE's part is over (its answer was this error): the fallback's variant takes it
             self.name, self.counter = other, self.proxy.book.arrive(self.key, other)
+            self.counter.in_flight += 1
             self._counted()
             self._aim()
             return await self._forward(spare=False)
@@ -292,7 +315,7 @@ class Trip:
         counter, proxy = self.counter, self.proxy
         counter.add_latency((upstream.head_time - self.started) * 1000.0)
         if upstream.status >= 500:
-            counter.add_server_error()
+            self._count_error()
         events = upstream.fields.get(EVENT_FIELD)
         if events is not None:
             proxy.app_events(events.decode("utf-8", "surrogateescape"), self.key)
@@ -312,11 +335,11 @@ class Trip:
             await self._durable()
             switched = upstream.field(b"upgrade") or self.upgrade
             upgraded = f"Connection: Upgrade\r\nUpgrade: {switched}\r\n".encode("utf-8", "surrogateescape")
-            self.tracked.in_flight -= 1  # an open tunnel is not a request in flight: drain never waits for it
+            self._settle()  # an open tunnel is not a request in flight: drain never waits for it
             try:
                 return await tunnel(request, upstream, head + upgraded)
             finally:
-                self.tracked.in_flight += 1  # taken off again when the trip ends
+                self.counter.in_flight += 1  # taken off again when the trip ends
         length = upstream.content_length
         if length is not None and length <= _SMALL_BODY and request.method != "HEAD":
             # Read it whole so that headers and body leave in one send (the common, small case).
@@ -331,13 +354,13 @@ class Trip:
             while chunk := await upstream.chunk():
                 await request.write(chunk)
         except (UpstreamError, TimeoutError) as exc:
-            self.counter.add_connection_error()
+            self._count_error(connection=True)
             # Headers are gone already: the only honest signal left is to cut the client connection.
             raise ConnectionResetError(f"upstream {name} broke off mid-body: {exc!r}") from exc
         request.end()
 
     async def _broke_off(self, exc: BaseException) -> None:
-        self.counter.add_connection_error()
+        self._count_error(connection=True)
         await self._error(502, f"upstream {self.name} broke off: {type(exc).__name__}")
 
     async def _durable(self) -> None:

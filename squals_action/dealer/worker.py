@@ -7,7 +7,8 @@ worker reads the routing from the shared board on every request, counts into its
 each way on its stdin/stdout (each answer repeats its message's ``id``):
 
 * ``{"op": "tallies"}`` -> ``{"variants": {name: tally JSON}}``
-* ``{"op": "columns"}`` -> ``{"path", "in_flight"}``: the book written to a file for the supervisor to merge
+* ``{"op": "columns"}`` -> ``{"path", "in_flight", "in_flight_errors"}``: the book written to a file for the
+  supervisor to merge
 * ``{"op": "health", "reset": bool}`` -> ``{"pid", "requests", "beacons_elsewhere", "in_flight",
   "loop_lag_max_ms", "units", "unit_store_bytes"}``
 * ``{"op": "persist"}`` -> ``{"ok": true}`` (the journal compacted into a snapshot)
@@ -216,10 +217,12 @@ class Worker:
         names = book.names()
         rows = await asyncio.to_thread(book.store.to_columns, names["variants"], names["kinds"])
         columns = book.add_counters(rows) if book.names() == names else book.to_columns()
+        # read in the step that copied the counters: a request and its error leave them together
+        in_flight = {name: c.in_flight for name, c in book.variants.items() if c.in_flight}
+        errors = {name: c.in_flight_errors for name, c in book.variants.items() if c.in_flight_errors}
         path = self.directory / f".export-{next(self._exports)}.npz"
         await asyncio.to_thread(cols.save, columns, path)
-        in_flight = {name: c.in_flight for name, c in self.book.variants.items() if c.in_flight}
-        return {"path": str(path), "in_flight": in_flight}
+        return {"path": str(path), "in_flight": in_flight, "in_flight_errors": errors}
 
     async def _event(self, message: dict[str, Any]) -> dict[str, Any]:
         """An admin event for a unit key this worker assigned (``variant: null`` when it did not: nothing

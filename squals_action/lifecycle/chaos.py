@@ -5,7 +5,8 @@ A drill (:func:`drill`) runs one ``rollout.chaos`` test while BLUE holds its fir
 1. BLUE serves normally for ``after`` seconds;
 2. the fault starts: ``kill`` through the provider (:meth:`Provider.kill`), ``latency`` or ``abort`` as the
    Dealer's faults on BLUE (``dealer/faults.py``);
-3. the bake's watcher runs for ``duration`` seconds (BLUE's health, KPIs and alarms; no in-flight tests). A
+3. once BLUE has answered the requests it held when the fault began (at most :data:`SETTLE_LIMIT` s), the
+   bake's watcher runs for ``duration`` seconds (BLUE's health, KPIs and alarms; no in-flight tests). A
    breach ends it at once and all traffic goes back to GREEN right then, as in a real bake: the outcome is
    **back-to-green**. A whole ``duration`` without breach is **survive**. A drill that ends without data
    (too few requests, a KPI without a value) is **no data**: never a pass, whatever was expected;
@@ -18,11 +19,13 @@ The promotion (``promote.py``) compares the outcome with ``expect``, records it 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from squals_action.dealer.interface import DealerError
 from squals_action.errors import SqualsError
 from squals_action.lifecycle.bake import BakeOutcome
 from squals_action.lifecycle.machine import Check, Env
@@ -33,6 +36,9 @@ from squals_action.providers.interface import EnvironmentHandle, Killed, Provide
 Outcome = Literal["back-to-green", "survive", "no data", "interrupted"]
 #: Beyond a latency drill's delay, how long its last held requests get to finish once the fault is removed.
 LATENCY_MARGIN = 0.5
+#: How long, at most, a Dealer fault's drill waits for BLUE to have no request in flight before its watcher's
+#: window opens (a latency fault always holds some: its window opens at this limit).
+SETTLE_LIMIT = 0.5
 
 
 class ChaosError(SqualsError):
@@ -141,6 +147,7 @@ def drill(
     faults = None if test.kind == "kill" else injector(traffic, test)
     if faults is not None:
         faults.set_faults({blue.name: dealer_fault(test)})
+        _settle(traffic, blue.name)
     else:
         killed = provider.kill(handle)
     try:
@@ -166,6 +173,15 @@ def drill(
         revive_error=revive_error,
         **_judge(test, watched, cancel),
     )
+
+
+def _settle(traffic: Traffic, blue: str) -> None:
+    """Wait until BLUE has no request in flight, at most :data:`SETTLE_LIMIT` s: the requests it had when the
+    fault began are answered then, so every answer in the watcher's window is one to a request the fault met
+    (a request from before it, answered normally just after the window opened, read 87.5 % where the fault
+    aborted every request). Past the limit the window opens anyway."""
+    with contextlib.suppress(DealerError):
+        traffic.drain([blue], timeout=SETTLE_LIMIT)
 
 
 def _revive(

@@ -3,6 +3,9 @@
 The Dealer's tallies are cumulative since it first started, so the bake compares the BLUE variant's tally
 now with the one taken when the bake began: counts (activations, errors, events) are differences, which is
 what happened *during this bake* even for an environment that served before (a roll-forward of a postprod).
+``error_rate`` is errors among the requests *answered* in the window: a request is counted at its arrival but
+its error only when it comes, so one still in flight is neither (``VariantTally.answered``); counted as a
+success it made a drill that aborted every request read 87.5 %.
 Latency percentiles come from the difference of the two latency histograms (the requests of this interval
 only: a chaos drill's injected delays do not weigh on the bake after it); a tally without its histogram
 gives the Dealer's current figures.
@@ -69,7 +72,8 @@ def metrics_since(now: VariantTally, baseline: VariantTally | None) -> dict[str,
     """The Dealer's metrics for one variant over the bake: counts since ``baseline``, current percentiles."""
     base = baseline or VariantTally(name=now.name)
     activations = max(0, now.activations - base.activations)
-    errors = max(0, now.errors - base.errors)
+    answered = max(0, now.answered - base.answered)
+    errors = max(0, now.answered_errors - base.answered_errors)
     latencies = (now.latency_p50_ms, now.latency_p95_ms, now.latency_p99_ms)
     if now.latency_histogram:  # a Dealer that shows its histogram: percentiles of this interval only
         latencies = percentiles_since(now.latency_histogram, base.latency_histogram)
@@ -77,7 +81,7 @@ def metrics_since(now: VariantTally, baseline: VariantTally | None) -> dict[str,
         "visitors": float(max(0, now.units - base.units)),
         "activations": float(activations),
         "errors": float(errors),
-        "error_rate": (100.0 * errors / activations) if activations else None,
+        "error_rate": (100.0 * errors / answered) if answered else None,
         "p50_latency_ms": latencies[0],
         "p95_latency_ms": latencies[1],
         "p99_latency_ms": latencies[2],

@@ -4,6 +4,7 @@ injected faults (latency, abort) of the admin API, on real upstream processes ov
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import pytest
@@ -11,6 +12,7 @@ import requests
 from scipy.stats import binomtest
 
 from squals_action.dealer import DealerError
+from squals_action.lifecycle import kpi
 from tests.support.dealer import DealerFactory, Upstreams, steady_load
 
 
@@ -122,3 +124,28 @@ def test_bad_faults_are_refused_in_one_line_and_change_nothing(
     assert dealer.faults()["faults"] == {
         "a": {"delay": {"ms": 0.0, "share": 0.0}, "abort": {"status": 503, "share": 1.0}}
     }
+
+
+def test_a_kpi_window_judges_answered_requests_only_a_request_in_flight_is_not_a_success(
+    pair: dict[str, str], dealer_factory: DealerFactory
+) -> None:
+    """The flaky chaos drill's cause, held still: a request counted at its arrival but not answered yet
+    (an aborted one waits a loop turn for its abort, a slow one for its upstream) must not read as a success
+    in the KPI window, else ``error_rate`` says 75 % while every answer so far was an error."""
+    dealer = dealer_factory(pair, {"a": 0, "b": 1})
+    base = dealer.tallies().get("b")
+    held = threading.Thread(target=requests.get, args=(dealer.url + "/slow?ms=3000",), kwargs={"timeout": 10})
+    held.start()
+    try:
+        deadline = time.monotonic() + 10
+        while (t := dealer.tallies().get("b")) is None or t.in_flight < 1:
+            assert time.monotonic() < deadline, "the slow request never got in flight"
+            time.sleep(0.02)
+        errors = [requests.get(dealer.url + "/status/500", timeout=10).status_code for _ in range(3)]
+        assert errors == [500] * 3
+        during = kpi.metrics_since(dealer.tallies()["b"], base)
+    finally:
+        held.join(timeout=10)
+    assert (during["activations"], during["errors"], during["error_rate"]) == (4.0, 3.0, 100.0)
+    after = kpi.metrics_since(dealer.tallies()["b"], base)  # answered now: a success in the window
+    assert (after["activations"], after["errors"], after["error_rate"]) == (4.0, 3.0, 75.0)

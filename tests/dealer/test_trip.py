@@ -19,7 +19,8 @@ from tests.support.dealer import DealerFactory
 class _Scripted(socketserver.BaseRequestHandler):
     """Keep-alive HTTP/1.1 by path: ``/ok`` answers, ``/then-drop`` answers and then closes the connection
     on the next request, unanswered (an upstream that closed an idle connection as it was reused),
-    ``/broken`` breaks off in the body, ``/silent`` never answers."""
+    ``/broken`` breaks off in the body, ``/silent`` never answers, ``/late-500`` sends a 500's head at once
+    and its body a second later."""
 
     def handle(self) -> None:
         sock: socket.socket = self.request
@@ -35,6 +36,11 @@ class _Scripted(socketserver.BaseRequestHandler):
             if path == b"/silent":
                 time.sleep(3)
                 return
+            if path == b"/late-500":
+                sock.sendall(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\n")
+                time.sleep(1.0)
+                sock.sendall(b"late")
+                continue
             if path == b"/broken":
                 sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
                 return
@@ -81,3 +87,25 @@ def test_an_upstream_closing_breaking_off_or_silent_gets_a_resend_a_502_and_a_50
         assert client.get(dealer.url + "/ok", timeout=10).text == "ok"  # and the Dealer serves on
     tally = dealer.tallies()["a"]
     assert (tally.activations, tally.connection_errors, tally.server_errors) == (5, 2, 0)
+
+
+def test_an_error_counted_before_its_answer_is_done_is_neither_answered_nor_an_answered_error(
+    scripted: tuple[str, list[int]], dealer_factory: DealerFactory
+) -> None:
+    """A 5xx is counted at its head, its request stays in flight while the body comes: a KPI window (errors
+    among answered requests) must not see the error before the answer, else it reads more than 100 %."""
+    url, _ = scripted
+    dealer = dealer_factory({"a": url}, {"a": 1})
+    late = threading.Thread(target=requests.get, args=(dealer.url + "/late-500",), kwargs={"timeout": 10})
+    late.start()
+    try:
+        deadline = time.monotonic() + 10
+        while (t := dealer.tallies().get("a")) is None or t.errors < 1:
+            assert time.monotonic() < deadline, "the 500's head never came"
+            time.sleep(0.02)
+        assert (t.errors, t.in_flight, t.in_flight_errors, t.answered, t.answered_errors) == (1, 1, 1, 0, 0)
+    finally:
+        late.join(timeout=10)
+    done = dealer.tallies()["a"]
+    figures = (done.errors, done.in_flight, done.in_flight_errors, done.answered, done.answered_errors)
+    assert figures == (1, 0, 0, 1, 1)

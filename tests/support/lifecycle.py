@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -98,8 +98,25 @@ def make_project(root: Path) -> Project:
     return project
 
 
+#: Each test's call-phase report, for a teardown to tell a test that failed from one that leaked.
+CALL_REPORT = pytest.StashKey[pytest.TestReport]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.when == "call":
+        item.stash[CALL_REPORT] = report
+    return report
+
+
 @pytest.fixture
-def project(tmp_path: Path) -> Iterator[Project]:
+def project(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Project]:
+    """A project with v1..v3 committed; at the end everything it left running is stopped, and a test that
+    passed must have stopped it itself. A test that failed before its own ``lc.down()`` is not charged
+    with a leak too: that second error (in teardown) only hid the first."""
     project = make_project(tmp_path)
     yield project
     provider = LocalProvider(project.path)
@@ -109,6 +126,9 @@ def project(tmp_path: Path) -> Iterator[Project]:
     dealer_left = dealer_status(dealer_dir).state == "running"
     stop_dealer(dealer_dir)
     assert all(o.ok for o in outcomes), outcomes
+    call = request.node.stash.get(CALL_REPORT, None)
+    if call is None or not call.passed:
+        return
     assert leftovers == (), f"environments left running: {[h.env for h in leftovers]}"
     assert not dealer_left, "the Dealer was left running"
 
