@@ -35,7 +35,7 @@ from squals_action.providers.aws_template import stack_name
 from squals_action.state import open_store, utc_now
 from tests.support.alb import FRONT_DOOR_TEMPLATE, ISLAND_TEMPLATE, ISLAND_WITHOUT_GROUP_OUTPUT, Calls
 from tests.support.aws import REGION, Cloud, MotoCalls, aws_client, cost_explorer_answers, cost_group
-from tests.support.cloudwatch import CLOUDWATCH_EXPERIMENT, put_alb, put_custom
+from tests.support.cloudwatch import CLOUDWATCH_EXPERIMENT, publish_green_wins, put_alb
 from tests.support.experiments import state_log
 from tests.support.lifecycle import git
 
@@ -190,10 +190,7 @@ def test_an_experiment_on_aws_needs_only_the_state_branch_and_aws(
     assert doc.observations["green"]["units"] == 0.0
 
     # the app publishes per variant: green converts 20 %, control 10 %
-    for variant, shoppers, checkouts in (("control", 3000, 300), ("green", 2000, 400)):
-        dims = {"Environment": islands[variant]["env"], "Variant": variant}
-        put_custom("Shoppers", dims, shoppers, minutes_ago=6)
-        put_custom("Checkouts", dims, checkouts, minutes_ago=5)
+    publish_green_wins({variant: island["env"] for variant, island in islands.items()})
 
     second = _tick_on_a_fresh_runner(origin, tmp_path, 2)
     assert second.returncode == 0, second.stdout + second.stderr
@@ -394,10 +391,7 @@ def test_the_winner_is_promoted_on_the_front_door_of_its_start_commit(
     assert started.started, started.message
     starter.store.close()
     islands = started.experiment.extra["island_names"]
-    for variant, shoppers, checkouts in (("control", 3000, 300), ("green", 2000, 400)):
-        dims = {"Environment": islands[variant], "Variant": variant}
-        put_custom("Shoppers", dims, shoppers, minutes_ago=6)
-        put_custom("Checkouts", dims, checkouts, minutes_ago=5)
+    publish_green_wins(islands)
 
     engine = from_lifecycle(open_project(ProjectOptions(repo=work, gates=False)))
     before = len(moto_calls.located())

@@ -21,7 +21,7 @@ from squals_action.state import utc_now
 from tests.experiments.test_aws import _shop
 from tests.support.alb import ISLAND_WITH_RULE_TEMPLATE
 from tests.support.aws import Cloud, MotoCalls, aws_client
-from tests.support.cloudwatch import put_custom
+from tests.support.cloudwatch import publish_green_wins
 from tests.support.lifecycle import git
 
 
@@ -82,10 +82,7 @@ def test_a_second_experiments_green_gets_a_priority_no_live_island_holds(
     assert _rules(listener_arn, aws_cloud) == {islands[v]["env"]: n for v, n in mine.items()}
 
     first.clock = utc_now
-    for variant, shoppers, checkouts in (("control", 3000, 300), ("green", 2000, 400)):
-        dims = {"Environment": islands[variant]["env"], "Variant": variant}
-        put_custom("Shoppers", dims, shoppers, minutes_ago=6)
-        put_custom("Checkouts", dims, checkouts, minutes_ago=5)
+    publish_green_wins({variant: island["env"] for variant, island in islands.items()})
     (won,) = first.tick(started.experiment.id)
     assert won.promoted == "green", won.message
     prod = first.store.read().environment("pr-5")

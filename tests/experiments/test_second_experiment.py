@@ -26,7 +26,7 @@ from squals_action.providers import LocalProvider
 from squals_action.state import EnvironmentState, ExperimentState, Transition, utc_now
 from tests.experiments.test_aws import _shop, _stacks
 from tests.support.aws import Cloud, MotoCalls
-from tests.support.cloudwatch import put_custom
+from tests.support.cloudwatch import publish_green_wins
 from tests.support.experiments import Shop, experiment_engine, make_shop, visit
 from tests.support.lifecycle import Load, git
 
@@ -49,10 +49,7 @@ def test_on_aws_a_second_green_starts_and_stops_on_its_own_stack_never_on_prods(
     started = first.start(pr=5)
     first.clock = utc_now
     islands = started.experiment.extra["islands"]
-    for variant, shoppers, checkouts in (("control", 3000, 300), ("green", 2000, 400)):
-        dims = {"Environment": islands[variant]["env"], "Variant": variant}
-        put_custom("Shoppers", dims, shoppers, minutes_ago=6)
-        put_custom("Checkouts", dims, checkouts, minutes_ago=5)
+    publish_green_wins({variant: island["env"] for variant, island in islands.items()})
     (won,) = first.tick(started.experiment.id)
     assert won.promoted == "green", won.message
     prod = first.store.read().environment("pr-5")

@@ -48,6 +48,16 @@ def put_custom(
     )
 
 
+def publish_green_wins(islands: Mapping[str, str]) -> None:
+    """What the shop's app publishes when green converts 20 % of its shoppers and control 10 %, so that an
+    experiment reading it decides for green; ``islands`` maps each variant to its island (the ``Environment``
+    dimension)."""
+    for variant, shoppers, checkouts in (("control", 3000, 300), ("green", 2000, 400)):
+        dims = {"Environment": islands[variant], "Variant": variant}
+        put_custom("Shoppers", dims, shoppers, minutes_ago=6)
+        put_custom("Checkouts", dims, checkouts, minutes_ago=5)
+
+
 def put_alb(
     target_group_arn: str,
     metric: str,
