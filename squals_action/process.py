@@ -52,18 +52,20 @@ GONE_STATES = frozenset({psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD})
 #: app): those commands run the PR's code. AWS keys are squals' own for its ``aws`` provider (boto3 runs in
 #: squals' process); a hook that needs them names them in the squals file's ``env_passthrough``. So is the key
 #: of Safety's data API, which squals' dependency gate uses.
-SECRET_VARIABLES = frozenset({
-    "INPUT_GITHUB-TOKEN",
-    "GITHUB_TOKEN",
-    "GH_TOKEN",
-    "ACTIONS_RUNTIME_TOKEN",
-    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_SECURITY_TOKEN",
-    "SAFETY_API_KEY",
-})
+SECRET_VARIABLES = frozenset(
+    {
+        "INPUT_GITHUB-TOKEN",
+        "GITHUB_TOKEN",
+        "GH_TOKEN",
+        "ACTIONS_RUNTIME_TOKEN",
+        "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_SECURITY_TOKEN",
+        "SAFETY_API_KEY",
+    }
+)
 
 
 def command_environment(

@@ -59,7 +59,11 @@ def run_gates_command(args: argparse.Namespace) -> int:
     manifest = load(file, repo)
     log_dir = Path(args.log_dir) if args.log_dir else own_dir(repo) / "logs"
     ctx = make_context(
-        repo, log_dir.resolve(), base=args.base, head=args.head, base_dir=Path(manifest.base_dir),
+        repo,
+        log_dir.resolve(),
+        base=args.base,
+        head=args.head,
+        base_dir=Path(manifest.base_dir),
         passthrough=manifest.env_passthrough,
     )
     live = args.format == "text" and sys.stderr.isatty()

@@ -41,6 +41,7 @@ def run_init(args: argparse.Namespace) -> int:
     if not root.is_dir():
         raise UsageError(f"squals init: --dir {args.dir!r} is not a directory")
     interactive = not args.yes and sys.stdin.isatty()
-    options = InitOptions(root=root, provider=args.provider, force=args.force, start=args.start,
-                          health=args.health)
+    options = InitOptions(
+        root=root, provider=args.provider, force=args.force, start=args.start, health=args.health
+    )
     return init(options, sys.stdout, _ask if interactive else None)

@@ -88,20 +88,26 @@ def _result(
     status: GateStatus
     if state is None:
         status = "skip" if stopped_by else "fail"
-        summary = f"not waited for: {stopped_by}" if stopped_by else (
-            f"not found: no check run or commit status named {name!r} on the commit after {_span(elapsed)}"
+        summary = (
+            f"not waited for: {stopped_by}"
+            if stopped_by
+            else f"not found: no check run or commit status named {name!r} on the commit after "
+            f"{_span(elapsed)}"
         )
     elif state.conclusion is None:
         status = "skip" if stopped_by else "timeout"
-        summary = f"not waited for: {stopped_by} ({state.state})" if stopped_by else (
-            f"still {state.state} after {_span(timeout)}"
+        summary = (
+            f"not waited for: {stopped_by} ({state.state})"
+            if stopped_by
+            else f"still {state.state} after {_span(timeout)}"
         )
     else:
         status = "pass" if state.conclusion in PASSED else "fail"
         summary = state.conclusion
     url = state.url if state is not None else None
-    return GateResult(name, STAGE, status, elapsed, summary, started_at=started_at,
-                      ended_at=started_at + elapsed, url=url)
+    return GateResult(
+        name, STAGE, status, elapsed, summary, started_at=started_at, ended_at=started_at + elapsed, url=url
+    )
 
 
 def _span(seconds: float) -> str:

@@ -157,11 +157,13 @@ def run_pipeline(
     elif not all_ok(results):
         now = time.time()
         reason = f"not waited for: gate {next(r.name for r in results if not r.ok)} did not pass"
-        waited = [GateResult(n, STAGE, "skip", 0.0, reason, started_at=now, ended_at=now)
-                  for n in model.checks]
+        waited = [
+            GateResult(n, STAGE, "skip", 0.0, reason, started_at=now, ended_at=now) for n in model.checks
+        ]
     else:
-        waited = wait_for_checks(model.checks, checks, timeout=model.checks_timeout,
-                                 interval=model.checks_interval)
+        waited = wait_for_checks(
+            model.checks, checks, timeout=model.checks_timeout, interval=model.checks_interval
+        )
     for result in waited:
         if on_result is not None:
             on_result(result)

@@ -385,8 +385,12 @@ class GitHubClient:
         latest: dict[str, tuple[int, CheckState]] = {}
         for run in self._pages(f"commits/{sha}/check-runs", "check_runs", f"check runs of {sha[:12]}"):
             done = run.get("status") == "completed"
-            state = CheckState(str(run.get("name")), run.get("conclusion") if done else None,
-                               run.get("html_url") or run.get("details_url"), str(run.get("status")))
+            state = CheckState(
+                str(run.get("name")),
+                run.get("conclusion") if done else None,
+                run.get("html_url") or run.get("details_url"),
+                str(run.get("status")),
+            )
             order = int(run.get("id") or 0)
             if state.name not in latest or latest[state.name][0] < order:
                 latest[state.name] = (order, state)
@@ -394,8 +398,10 @@ class GitHubClient:
         for status in self._pages(f"commits/{sha}/status", "statuses", f"commit statuses of {sha[:12]}"):
             context, value = str(status.get("context")), str(status.get("state"))
             # The combined status holds the latest status per context; a check run of that name wins.
-            checks.setdefault(context, CheckState(context, None if value == "pending" else value,
-                                                  status.get("target_url"), value))
+            checks.setdefault(
+                context,
+                CheckState(context, None if value == "pending" else value, status.get("target_url"), value),
+            )
         return list(checks.values())
 
     def _pages(self, path: str, key: str, what: str) -> Iterator[dict[str, Any]]:

@@ -154,8 +154,10 @@ def _pull_request(name: str, p: _Payload) -> Intent:
     actor = p.opt_text("sender", "login")
     read_only = None
     if name == "pull_request" and fork:
-        read_only = (f"PR #{number} comes from the fork {head_repo or '(deleted)'}: GitHub gives its "
-                     "pull_request runs a read-only token and no secrets")
+        read_only = (
+            f"PR #{number} comes from the fork {head_repo or '(deleted)'}: GitHub gives its "
+            "pull_request runs a read-only token and no secrets"
+        )
     elif name == "pull_request" and actor == DEPENDABOT:
         read_only = _DEPENDABOT_TOKEN
     common: dict[str, Any] = {
@@ -204,8 +206,12 @@ def _pull_request(name: str, p: _Payload) -> Intent:
                 "previews run on `pull_request`; `pull_request_target` never builds the PR's code",
             )
         if read_only:
-            return Intent(IntentKind.PREVIEW, reason=f"{read_only}: validate and gate only, no deployment",
-                          deploy=False, **common)
+            return Intent(
+                IntentKind.PREVIEW,
+                reason=f"{read_only}: validate and gate only, no deployment",
+                deploy=False,
+                **common,
+            )
         return Intent(IntentKind.PREVIEW, reason=f"PR #{number} {action}: preview it", **common)
     return _nothing(name, action, f"{action} on PR #{number}: nothing to do")
 

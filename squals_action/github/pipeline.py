@@ -51,8 +51,12 @@ class Pipeline:
         started = time.monotonic()
         paths: list[Path] = [root / p for p in request.squals_files] or manifest.discover(root)
         if not paths:
-            step = Step("Validation", "failure", time.monotonic() - started,
-                        detail="no squals file found: add squals.yml (or squals/*.yml) at the repo root")
+            step = Step(
+                "Validation",
+                "failure",
+                time.monotonic() - started,
+                detail="no squals file found: add squals.yml (or squals/*.yml) at the repo root",
+            )
             return step, (Problem(step.detail, title="squals"),), []
         result = manifest.validate_paths(paths, repo_root=root, relative_to=root)
         problems = tuple(
@@ -67,8 +71,9 @@ class Pipeline:
             for p in result.problems
         )
         detail = "\n".join(p.render() for p in result.problems)
-        step = Step("Validation", "success" if result.valid else "failure", time.monotonic() - started,
-                    detail=detail)
+        step = Step(
+            "Validation", "success" if result.valid else "failure", time.monotonic() - started, detail=detail
+        )
         manifests = [r.manifest for r in result.results if r.manifest is not None]
         return step, problems, manifests
 
@@ -136,18 +141,25 @@ class Pipeline:
             return None  # no island: the lifecycle refuses with its own reason
         if head and commit != head:
             return Report(
-                intent="promote", status="refused", environment="prod",
+                intent="promote",
+                status="refused",
+                environment="prod",
                 headline=f"PR #{pr}'s head commit {head[:12]} has not passed its gates: its island runs "
                 f"{commit[:12]}. Nothing was changed.",
-                notes=("Promote once the preview of the head commit has deployed it.",), **parts,
+                notes=("Promote once the preview of the head commit has deployed it.",),
+                **parts,
             )
         passed = f"commit {commit} promoted: the island's, whose gates passed"
         if not model.gates.checks or request.checks is None:
             parts["notes"] = (passed + ".",)
             return None
         fetch = request.checks
-        results = wait_for_checks(model.gates.checks, lambda: fetch(commit),
-                                  timeout=model.gates.checks_timeout, interval=model.gates.checks_interval)
+        results = wait_for_checks(
+            model.gates.checks,
+            lambda: fetch(commit),
+            timeout=model.gates.checks_timeout,
+            interval=model.gates.checks_interval,
+        )
         failed = [r for r in results if not r.ok]
         if not failed:
             parts["notes"] = (f"{passed}, and so did {', '.join(model.gates.checks)}.",)
@@ -156,7 +168,9 @@ class Pipeline:
         parts["problems"] = parts.get("problems", ()) + more
         listed = ", ".join(f"{r.name} ({r.summary})" for r in failed)
         return Report(
-            intent="promote", status="refused", environment="prod",
+            intent="promote",
+            status="refused",
+            environment="prod",
             headline=f"PR #{pr}'s commit {commit[:12]} has not passed its gates: {listed}. "
             "Nothing was changed.",
             **parts,
@@ -262,8 +276,15 @@ class Pipeline:
         for check in outcome.checks:
             if check.kind in ("exit-test", "load-test", "hook", "inflight-test"):
                 detail = "\n".join(part for part in (check.detail, check.output) if part)
-                exit_tests.append(Step(check.name, "success" if check.ok else "failure", check.duration,
-                                       detail, kind=check.kind))
+                exit_tests.append(
+                    Step(
+                        check.name,
+                        "success" if check.ok else "failure",
+                        check.duration,
+                        detail,
+                        kind=check.kind,
+                    )
+                )
         kpis = ", ".join(f"{k.metric}={k.value:g}" for k in outcome.kpis if k.value is not None)
         commit = env.commit if env is not None else None
         outputs = {"commit": commit} if commit else {}
@@ -295,13 +316,22 @@ class Pipeline:
         failed = [g.name for g in gates if g.status == "failure"]
         parts: dict[str, Any] = {"validation": validation, "gates": gates, "problems": problems}
         if failed:
-            return Report(intent="preview", status="failure", environment=intent.environment,
-                          headline=f"PR #{intent.pr_number}: gate {', '.join(failed)} failed; not deployed",
-                          **parts)
+            return Report(
+                intent="preview",
+                status="failure",
+                environment=intent.environment,
+                headline=f"PR #{intent.pr_number}: gate {', '.join(failed)} failed; not deployed",
+                **parts,
+            )
         if not intent.deploy or intent.pr_number is None:
             why = f": {intent.read_only}" if intent.read_only else ""
-            return Report(intent="preview", status="success", notes=(intent.reason,),
-                          headline=f"PR #{intent.pr_number}: valid, gates passed; not deployed{why}", **parts)
+            return Report(
+                intent="preview",
+                status="success",
+                notes=(intent.reason,),
+                headline=f"PR #{intent.pr_number}: valid, gates passed; not deployed{why}",
+                **parts,
+            )
         refused = self._no_islands_here(request, model, "preview", parts)
         if refused is not None:
             return refused
@@ -375,8 +405,14 @@ class Pipeline:
         report = self._outcome(verb, outcome, env_name, **parts)
         if verb == "teardown":
             headline = f"PR #{pr} closed: {outcome.message}"
-            return Report(intent=verb, status=report.status, headline=headline,
-                          environment=report.environment, validation=validation, problems=problems)
+            return Report(
+                intent=verb,
+                status=report.status,
+                headline=headline,
+                environment=report.environment,
+                validation=validation,
+                problems=problems,
+            )
         return report
 
     def promote(self, request: Request) -> Report:
@@ -395,8 +431,13 @@ class Pipeline:
             return checked
         validation, problems, model = checked
         if model.experiment is None:
-            return Report(intent=verb, status="skipped", validation=validation, problems=problems,
-                          headline="no experiment is declared in the squals file")
+            return Report(
+                intent=verb,
+                status="skipped",
+                validation=validation,
+                problems=problems,
+                headline="no experiment is declared in the squals file",
+            )
         from squals_action.experiments.engine import from_lifecycle
 
         parts: dict[str, Any] = {"validation": validation, "problems": problems}
@@ -415,8 +456,13 @@ class Pipeline:
         except AccessDeniedError as exc:
             return _denied(verb, exc, **parts)
         except SqualsError as exc:
-            return Report(intent=verb, status="failure", headline=f"{verb}: {exc.one_line()}",
-                          experiment=exc.one_line(), **parts)
+            return Report(
+                intent=verb,
+                status="failure",
+                headline=f"{verb}: {exc.one_line()}",
+                experiment=exc.one_line(),
+                **parts,
+            )
 
     def _experiment_started(self, request: Request, engine: Any, parts: dict[str, Any]) -> Report:
         sha = request.head_sha or request.intent.sha or "HEAD"
@@ -446,8 +492,9 @@ class Pipeline:
         costs = variant_cells(running_costs(engine, before.values(), dealer_dir), before)
         outcomes = engine.tick()
         if not outcomes:
-            return Report(intent="experiment-tick", status="skipped", headline="no running experiment",
-                          **parts)
+            return Report(
+                intent="experiment-tick", status="skipped", headline="no running experiment", **parts
+            )
         sections: list[tuple[str, str]] = []
         environment = url = None
         outputs: dict[str, str] = {}
@@ -531,8 +578,15 @@ def _gate_steps(results: Sequence[Any]) -> tuple[tuple[Step, ...], tuple[Problem
         status = _GATE_STATUS.get(r.status, "failure")
         steps.append(Step(r.name, status, r.duration, detail, kind=r.stage, url=r.url))
         for f in r.findings:
-            problems.append(Problem(f.message, file=f.file, line=f.line,
-                                    level="failure" if f.blocking else "warning", title=f"gate {r.name}"))
+            problems.append(
+                Problem(
+                    f.message,
+                    file=f.file,
+                    line=f.line,
+                    level="failure" if f.blocking else "warning",
+                    title=f"gate {r.name}",
+                )
+            )
     return tuple(steps), tuple(problems)
 
 

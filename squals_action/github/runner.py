@@ -83,10 +83,20 @@ def run(
     out = stream if stream is not None else sys.stdout
     if api is not None and intent.pr_number is not None and intent.head_sha is None:
         pull = api.pull(intent.pr_number)
-        intent = replace(intent, head_sha=pull.head_sha, sha=pull.head_sha, head_ref=pull.head_ref,
-                         fork=pull.fork, pr_title=intent.pr_title or pull.title)
-    info = RunInfo(run_url=settings.run_url, sha=intent.head_sha or intent.sha, event=intent.event_name,
-                   actor=intent.actor)
+        intent = replace(
+            intent,
+            head_sha=pull.head_sha,
+            sha=pull.head_sha,
+            head_ref=pull.head_ref,
+            fork=pull.fork,
+            pr_title=intent.pr_title or pull.title,
+        )
+    info = RunInfo(
+        run_url=settings.run_url,
+        sha=intent.head_sha or intent.sha,
+        event=intent.event_name,
+        actor=intent.actor,
+    )
 
     if intent.needs_write_permission:
         refusal = _check_permission(intent, api)
@@ -116,8 +126,11 @@ def run(
         intent, api = replace(intent, read_only=_refused(exc, out), deploy=False), None
     if intent.read_only and intent.kind not in (IntentKind.PREVIEW, IntentKind.TEARDOWN):
         verb = intent.kind.value
-        refusal = Report(intent=verb, status="refused",
-                         headline=f"{verb} not carried out: {intent.read_only}; nothing was changed")
+        refusal = Report(
+            intent=verb,
+            status="refused",
+            headline=f"{verb} not carried out: {intent.read_only}; nothing was changed",
+        )
         return _publish(intent, refusal, api, settings, info, out, check_run=check_run, deployment=None)
     env_name = intent.environment
     # A preview's island is built by this run: its deployment opens now. The prod deployment opens only once
@@ -125,8 +138,12 @@ def run(
     # for another PR's lock, deployed nothing and leaves nothing in the Deployments view.
     opened: list[int] = []
     on_start: Callable[[], None] | None = None
-    if api is not None and sha and env_name and intent.deploy and intent.kind in (
-        IntentKind.PREVIEW, IntentKind.PROMOTE
+    if (
+        api is not None
+        and sha
+        and env_name
+        and intent.deploy
+        and intent.kind in (IntentKind.PREVIEW, IntentKind.PROMOTE)
     ):
         on_start = functools.partial(_open_deployment, api, intent, env_name, sha, settings.run_url, opened)
         if intent.kind is IntentKind.PREVIEW:
@@ -147,19 +164,43 @@ def run(
     try:
         report = _dispatch(core, request)
     except SqualsError as exc:
-        report = Report(intent=intent.kind.value, status="failure", environment=env_name,
-                        headline=f"{intent.kind.value} failed: {exc.one_line()}")
+        report = Report(
+            intent=intent.kind.value,
+            status="failure",
+            environment=env_name,
+            headline=f"{intent.kind.value} failed: {exc.one_line()}",
+        )
     except Exception as exc:
         # A bug: close the check run and the deployment as failed (never leave them "in progress"),
         # then let the one exit place log the traceback.
-        crash = Report(intent=intent.kind.value, status="failure", environment=env_name,
-                       headline=f"{intent.kind.value} failed: internal error: {type(exc).__name__}")
+        crash = Report(
+            intent=intent.kind.value,
+            status="failure",
+            environment=env_name,
+            headline=f"{intent.kind.value} failed: internal error: {type(exc).__name__}",
+        )
         with contextlib.suppress(Exception):
-            _publish(intent, crash, api, settings, info, out, check_run=check_run,
-                     deployment=opened[0] if opened else None)
+            _publish(
+                intent,
+                crash,
+                api,
+                settings,
+                info,
+                out,
+                check_run=check_run,
+                deployment=opened[0] if opened else None,
+            )
         raise
-    return _publish(intent, report, api, settings, info, out, check_run=check_run,
-                    deployment=opened[0] if opened else None)
+    return _publish(
+        intent,
+        report,
+        api,
+        settings,
+        info,
+        out,
+        check_run=check_run,
+        deployment=opened[0] if opened else None,
+    )
 
 
 def _open_deployment(
@@ -178,8 +219,13 @@ def _open_deployment(
             description=f"squals {intent.kind.value} of PR #{intent.pr_number}",
         )
     )
-    api.deployment_status(opened[-1], "in_progress", environment_url=None, log_url=run_url,
-                          description=f"squals {intent.kind.value} in progress")
+    api.deployment_status(
+        opened[-1],
+        "in_progress",
+        environment_url=None,
+        log_url=run_url,
+        description=f"squals {intent.kind.value} in progress",
+    )
 
 
 def _refused(exc: GitHubError, out: TextIO) -> str:
@@ -284,14 +330,20 @@ def _write_github(
         api.upsert_comment(intent.pr_number, MARKER, lambda old: compose_comment(report, info, old))
     if check_run is not None:
         title = f"{intent.kind.value}: {report.status}"
-        api.finish_check_run(check_run, _CONCLUSIONS[report.status], title,
-                             compose_summary(report, info), report.problems)
+        api.finish_check_run(
+            check_run, _CONCLUSIONS[report.status], title, compose_summary(report, info), report.problems
+        )
     if deployment is None and intent.kind is IntentKind.ROLLBACK and report.status == "success":
         # The commit now live is known only after the rollback: record prod's deployment of it.
         ref = report.outputs.get("commit") or intent.default_branch or intent.sha
         if ref:
-            deployment = api.deployment("prod", ref, transient=False, production=True,
-                                        description=f"squals rollback of PR #{intent.pr_number}")
+            deployment = api.deployment(
+                "prod",
+                ref,
+                transient=False,
+                production=True,
+                description=f"squals rollback of PR #{intent.pr_number}",
+            )
     if deployment is not None:
         ok = report.status in ("success", "skipped", "neutral")
         # A run that waited for a lock, could not write the state (neutral) or was refused deployed nothing:

@@ -19,8 +19,9 @@ def build_api(intent: Intent, token: str, environ: Mapping[str, str]) -> GitHubA
     nothing is written either.
     """
     if intent.read_only:
-        print(f"squals: {intent.read_only}: nothing is written to GitHub; see the job summary",
-              file=sys.stderr)
+        print(
+            f"squals: {intent.read_only}: nothing is written to GitHub; see the job summary", file=sys.stderr
+        )
         return None
     repository = intent.repository or environ.get("GITHUB_REPOSITORY", "")
     if not token or not repository:

@@ -144,9 +144,7 @@ class Lifecycle(Promoter):
             fleet = self._record(E.EXIT_TESTS_OK, name, f"{name} is ready", checks=tuple(checks))
             return finish(True, f"{name} is ready", fleet)
 
-    def _load_tests(
-        self, spec: LoadTests, env: Env, fleet: Mapping[str, Env], locust: str
-    ) -> LoadTestResult:
+    def _load_tests(self, spec: LoadTests, env: Env, fleet: Mapping[str, Env], locust: str) -> LoadTestResult:
         """Locust against the island (then prod, for a baseline); its summary on the progress view."""
 
         def run_for(target: Env) -> CommandRun:

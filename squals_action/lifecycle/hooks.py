@@ -49,7 +49,13 @@ def run_one(
         return Check(kind=kind, stage=stage, name=command.name, ok=False, detail=detail)
     try:
         result = run_command(
-            command.run, log_path=log, timeout=command.timeout, env=env, cwd=cwd, grace=2.0, cancel=cancel,
+            command.run,
+            log_path=log,
+            timeout=command.timeout,
+            env=env,
+            cwd=cwd,
+            grace=2.0,
+            cancel=cancel,
             passthrough=run.passthrough,
         )
     except ProcessError as exc:
@@ -64,7 +70,12 @@ def run_one(
         why = f"exit {result.exit_code}"
     tail = read_log_tail(log, max_bytes=2048, max_lines=3).strip("\n")
     return Check(
-        kind=kind, stage=stage, name=command.name, ok=False, detail=f"{why}; log {log}", output=tail,
+        kind=kind,
+        stage=stage,
+        name=command.name,
+        ok=False,
+        detail=f"{why}; log {log}",
+        output=tail,
         duration=result.duration,
     )
 

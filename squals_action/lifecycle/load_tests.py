@@ -145,9 +145,8 @@ class LoadTestResult:
         if failed is not None or self.island is None:
             return failed or "load test: no data"
         f = self.island
-        figures = (
-            f"{f.requests} requests, {fmt(f.rps)}/s, {fmt(f.failure_ratio)} % failed"
-            + "".join(f", {k} {fmt(v)} ms" for k, v in (("p95", f.p95), ("p99", f.p99)) if v is not None)
+        figures = f"{f.requests} requests, {fmt(f.rps)}/s, {fmt(f.failure_ratio)} % failed" + "".join(
+            f", {k} {fmt(v)} ms" for k, v in (("p95", f.p95), ("p99", f.p99)) if v is not None
         )
         unjudged = [r.describe() for r in self.readings if not r.judged]
         return f"{figures}; limits kept" + (f"; {'; '.join(unjudged)}" if unjudged else "")

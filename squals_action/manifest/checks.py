@@ -154,8 +154,10 @@ class Checker:
         names = get(self.data, ("gates", "checks"))
         for index, name in enumerate(names if isinstance(names, list) else []):
             if name == OWN_CHECK:
-                self.add(("gates", "checks", index),
-                         f"expected another check than {OWN_CHECK!r}: it is the check run of squals itself")
+                self.add(
+                    ("gates", "checks", index),
+                    f"expected another check than {OWN_CHECK!r}: it is the check run of squals itself",
+                )
 
     # durations -------------------------------------------------------------------------------------
 

@@ -54,8 +54,17 @@ class Scripts:
         tree = self._trees.get(repo_root)
         if tree is None:
             sha = resolve_commit(repo_root, self.commit or "HEAD", error=UsageError)
-            listed = run_git(repo_root, "ls-tree", "--full-tree", "-r", "-z", "--name-only", sha,
-                             timeout=GIT_TIMEOUT, error=UsageError)
+            listed = run_git(
+                repo_root,
+                "ls-tree",
+                "--full-tree",
+                "-r",
+                "-z",
+                "--name-only",
+                sha,
+                timeout=GIT_TIMEOUT,
+                error=UsageError,
+            )
             tree = frozenset(listed.decode("utf-8", "surrogateescape").split("\0")) - {""}
             self._trees[repo_root] = tree
         return tree
@@ -66,7 +75,10 @@ def _ignored(repo_root: Path, path: Path) -> bool:
     try:
         done = subprocess.run(
             ["git", "-C", str(repo_root), "check-ignore", "-q", "--no-index", "--", str(path)],
-            capture_output=True, timeout=GIT_TIMEOUT, stdin=subprocess.DEVNULL, check=False,
+            capture_output=True,
+            timeout=GIT_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
@@ -102,8 +114,15 @@ def missing_scripts(doc: Document, base_dir: Path, repo_root: Path, scripts: Scr
         shown = missing[key]
         if shown is not None:
             line, col = doc.position(where)
-            problems.append(Problem(doc.file, line, col, format_where(where),
-                                    f"expected an existing script, {shown} is not in {scripts.where(root)}"))
+            problems.append(
+                Problem(
+                    doc.file,
+                    line,
+                    col,
+                    format_where(where),
+                    f"expected an existing script, {shown} is not in {scripts.where(root)}",
+                )
+            )
     return problems
 
 

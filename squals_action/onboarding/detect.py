@@ -19,10 +19,24 @@ from typing import Any
 from squals_action.own_files import OWN_DIR
 
 #: Folders never searched for sources: environments, dependencies, build output, tests.
-SKIP_DIRS = frozenset({
-    ".git", ".venv", "venv", "env", "node_modules", "__pycache__", "build", "dist", "site-packages",
-    "tests", "test", ".tox", ".nox", OWN_DIR,
-})
+SKIP_DIRS = frozenset(
+    {
+        ".git",
+        ".venv",
+        "venv",
+        "env",
+        "node_modules",
+        "__pycache__",
+        "build",
+        "dist",
+        "site-packages",
+        "tests",
+        "test",
+        ".tox",
+        ".nox",
+        OWN_DIR,
+    }
+)
 #: Health paths apps commonly serve, best first; the first one a source file routes is the app's.
 HEALTH_PATHS = ("/healthz", "/health", "/livez", "/readyz", "/ping", "/status")
 #: Files larger than this are not read (a vendored bundle, generated code).
@@ -179,10 +193,18 @@ def _django(root: Path) -> _Found | None:
             module = _module_name(root, path)
             package = module.rsplit(".", 1)[0]
             if _declares(root, "gunicorn"):
-                return f"gunicorn --bind 0.0.0.0:$PORT {module}", f"Django project {package} (gunicorn)", \
-                    "python", package
-            return "python3 manage.py runserver 0.0.0.0:$PORT --noreload", f"Django project {package}", \
-                "python", package
+                return (
+                    f"gunicorn --bind 0.0.0.0:$PORT {module}",
+                    f"Django project {package} (gunicorn)",
+                    "python",
+                    package,
+                )
+            return (
+                "python3 manage.py runserver 0.0.0.0:$PORT --noreload",
+                f"Django project {package}",
+                "python",
+                package,
+            )
     return None
 
 

@@ -81,7 +81,8 @@ def user_parameters(template: bytes) -> list[str]:
     data = yaml.load(template, Loader=_CfnLoader)  # noqa: S506 - a SafeLoader subclass
     params: dict[str, Any] = (data or {}).get("Parameters") or {}
     return [
-        name for name, spec in params.items()
+        name
+        for name, spec in params.items()
         if not name.startswith(_SQUALS_PARAMETER_PREFIX) and "Default" not in (spec or {})
     ]
 

@@ -144,7 +144,6 @@ class AwsProvider(CloudFormationCalls, Provider):
             )
         return region
 
-
     def shared_resources(self) -> AwsShared:
         """Shared resources as project-level stacks (see :mod:`squals_action.providers.shared_aws`)."""
         return AwsShared(self)

@@ -52,8 +52,6 @@ STOP_GRACE = 5.0
 LOG_TAIL_LINES = 20
 
 
-
-
 def http_health(url: str, path: str, *, timeout: float) -> tuple[int | None, str]:
     """GET ``url + path`` once; (status, "") on an answer, (None, why) when there was none."""
     host_port = url.removeprefix("http://").rstrip("/")

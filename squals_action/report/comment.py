@@ -69,8 +69,14 @@ def render(report: Report, run: RunInfo, *, heading: str = "### Squals") -> str:
     if report.validation:
         rows.append(_row("Validation", report.validation))
     for gate in report.gates:
-        rows.append(_row(f"Gate {md.escape(gate.kind)} · {md.escape(gate.name)}" if gate.kind
-                         else f"Gate {md.escape(gate.name)}", gate))
+        rows.append(
+            _row(
+                f"Gate {md.escape(gate.kind)} · {md.escape(gate.name)}"
+                if gate.kind
+                else f"Gate {md.escape(gate.name)}",
+                gate,
+            )
+        )
     if report.environment:
         where = md.url_link(report.url) if report.url else "—"
         rows.append([f"Environment {md.code(report.environment)}", where, ""])
@@ -133,8 +139,9 @@ def previous_report(body: str | None, sha: str | None) -> Report | None:
     return Report.from_json(data)
 
 
-def compose_comment(report: Report, run: RunInfo, previous_body: str | None = None,
-                    limit: int = md.GITHUB_COMMENT_LIMIT) -> str:
+def compose_comment(
+    report: Report, run: RunInfo, previous_body: str | None = None, limit: int = md.GITHUB_COMMENT_LIMIT
+) -> str:
     """The sticky comment's body: marker, table merged over the last run's, hidden data; at most ``limit``."""
     acted = report.status not in ("refused", "locked")
     merged = report.over(previous_report(previous_body, run.sha)) if acted else report
@@ -144,9 +151,11 @@ def compose_comment(report: Report, run: RunInfo, previous_body: str | None = No
     if len(tail) > limit // 4:
         tail = "\n"
     head = MARKER + "\n"
-    pointer = "✂️ This comment was cut to fit GitHub's size limit; the full report is in the " + (
-        md.link("job summary", run.run_url) if run.run_url else "job summary"
-    ) + "."
+    pointer = (
+        "✂️ This comment was cut to fit GitHub's size limit; the full report is in the "
+        + (md.link("job summary", run.run_url) if run.run_url else "job summary")
+        + "."
+    )
     body = md.truncate(render(merged, run), limit=limit - len(head) - len(tail), pointer=pointer)
     return head + body + tail
 

@@ -175,9 +175,18 @@ def print_text(outcome: Outcome, out: IO[str], shown: Sequence[str] = ()) -> Non
         table.add_column("traffic", justify="right", no_wrap=True)
         table.add_column("URL", **unbroken(env.url for env in live))
         for env in live:
-            table.add_row(*(cell(value) for value in (
-                env.name, _role(env, marked=False), (env.commit or "")[:12], _share(env), env.url or ""
-            )))
+            table.add_row(
+                *(
+                    cell(value)
+                    for value in (
+                        env.name,
+                        _role(env, marked=False),
+                        (env.commit or "")[:12],
+                        _share(env),
+                        env.url or "",
+                    )
+                )
+            )
         view.print(table)
     kpis = [c for c in outcome.checks if c.kind == "kpi"]
     drills = [c for c in outcome.checks if c.kind == "chaos"]
@@ -192,8 +201,12 @@ def print_text(outcome: Outcome, out: IO[str], shown: Sequence[str] = ()) -> Non
         for c in rows:
             said = any(c.detail and c.detail in line for line in shown)
             table.add_row(
-                _mark(c), cell(c.kind), cell(c.stage), cell(c.name),
-                cell(md.duration(c.duration) if c.duration else ""), cell("" if said else c.detail),
+                _mark(c),
+                cell(c.kind),
+                cell(c.stage),
+                cell(c.name),
+                cell(md.duration(c.duration) if c.duration else ""),
+                cell("" if said else c.detail),
             )
         view.print(table)
     for c in ran:

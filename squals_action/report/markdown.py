@@ -103,6 +103,7 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]], align: str =
     Newlines and pipes in cells would break the table, so they are neutralised here as a last guard.
     ``align`` is a string of ``l``/``c``/``r`` per column (default left).
     """
+
     def cell(value: object) -> str:
         s = "" if value is None else str(value)
         s = s.replace("\r", "").replace("\n", "<br>")
@@ -171,10 +172,7 @@ def _strip_controls(s: str, keep_newlines: bool = False) -> str:
     """Drop C0/C1 control characters and bidi overrides (which can disguise text), keep tab and newlines."""
     allowed = "\t\n" if keep_newlines else "\t"
     return "".join(
-        ch
-        for ch in s
-        if ch in allowed
-        or not (ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0 or ord(ch) in _BIDI)
+        ch for ch in s if ch in allowed or not (ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0 or ord(ch) in _BIDI)
     )
 
 

@@ -20,8 +20,22 @@ MAX_ROWS = 200
 MAX_NOTES = 50
 MAX_TEXT = 4000
 MAX_DURATION = 366 * 24 * 3600.0
-_REPORT_KEYS = frozenset({"intent", "status", "headline", "environment", "url", "validation", "gates",
-                          "exit_tests", "rollout", "experiment", "notes", "lock_holder"})
+_REPORT_KEYS = frozenset(
+    {
+        "intent",
+        "status",
+        "headline",
+        "environment",
+        "url",
+        "validation",
+        "gates",
+        "exit_tests",
+        "rollout",
+        "experiment",
+        "notes",
+        "lock_holder",
+    }
+)
 _STEP_KEYS = frozenset({"name", "status", "duration", "detail", "kind", "url"})
 
 
@@ -157,8 +171,10 @@ def _step(value: Any) -> Step:
         raise ValueError("not a step")
     duration = value.get("duration")
     if duration is not None and (
-        isinstance(duration, bool) or not isinstance(duration, int | float)
-        or not math.isfinite(duration) or not 0 <= duration <= MAX_DURATION
+        isinstance(duration, bool)
+        or not isinstance(duration, int | float)
+        or not math.isfinite(duration)
+        or not 0 <= duration <= MAX_DURATION
     ):
         raise ValueError("not a duration")
     return Step(

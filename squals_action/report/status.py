@@ -100,9 +100,11 @@ def _lock_line(lock: Mapping[str, Any] | None) -> str:
     if lock is None:
         return ""
     holder = lock.get("holder")
-    who = ", ".join(([str(lock["actor"])] if lock.get("actor") else [])
-                    + ([f"run {lock['run_id']}"] if lock.get("run_id") else [])
-                    + ([f"pid {holder['pid']} on {holder['host']}"] if holder else []))
+    who = ", ".join(
+        ([str(lock["actor"])] if lock.get("actor") else [])
+        + ([f"run {lock['run_id']}"] if lock.get("run_id") else [])
+        + ([f"pid {holder['pid']} on {holder['host']}"] if holder else [])
+    )
     line = f"PR #{lock['pr']}" + (f" ({who})" if who else "") + f" since {lock['acquired_at']}"
     if lock.get("stale"):
         return line + f" (stale: `squals unlock {lock['environment']}`)"
@@ -198,7 +200,10 @@ def _table(title: str, rows: list[Mapping[str, Any]], columns: tuple[_Column, ..
 
 
 def _print_fitting(
-    view: Any, title: str, rows: list[Mapping[str, Any]], main: tuple[_Column, ...],
+    view: Any,
+    title: str,
+    rows: list[Mapping[str, Any]],
+    main: tuple[_Column, ...],
     details: tuple[_Column, ...],
 ) -> None:
     """One table when it fits the width; else the main columns, then the first one with the details: a
@@ -215,7 +220,12 @@ def _print_fitting(
 
 
 def print_status(
-    out: IO[str], report: Mapping[str, Any], *, title: str, live: LiveTraffic | None, dealer_dir: str,
+    out: IO[str],
+    report: Mapping[str, Any],
+    *,
+    title: str,
+    live: LiveTraffic | None,
+    dealer_dir: str,
     include_all: bool,
 ) -> None:
     """The text view of :func:`status_json`: the public URL, the environments, the experiments."""

@@ -92,8 +92,13 @@ def open_store(
     :func:`squals_action.gitcmd.token_header_env`, kept out of the repository's config).
     """
     return GitStateStore(
-        Path(repo_path), remote=remote or None, branch=branch, retry=retry or RetryPolicy(),
-        fetch_depth=fetch_depth, timeout=timeout, git_env=git_env,
+        Path(repo_path),
+        remote=remote or None,
+        branch=branch,
+        retry=retry or RetryPolicy(),
+        fetch_depth=fetch_depth,
+        timeout=timeout,
+        git_env=git_env,
     )
 
 

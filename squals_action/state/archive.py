@@ -37,8 +37,11 @@ def is_retired(doc: Mapping[str, Any]) -> bool:
 def to_archive(docs: Mapping[str, Mapping[str, Any]], keep: int = KEEP_RETIRED) -> list[str]:
     """Paths of the retired environment documents beyond the ``keep`` most recently updated ones."""
     retired = sorted(
-        ((str(doc.get("updated_at") or ""), path) for path, doc in docs.items()
-         if path.startswith(f"{ENVIRONMENTS_DIR}/") and is_retired(doc)),
+        (
+            (str(doc.get("updated_at") or ""), path)
+            for path, doc in docs.items()
+            if path.startswith(f"{ENVIRONMENTS_DIR}/") and is_retired(doc)
+        ),
         reverse=True,
     )
     return sorted(path for _, path in retired[keep:])

@@ -46,9 +46,7 @@ class AccessDeniedError(StateError):
         self.remote = remote
         self.status = status
         what = "did not accept the credentials" if status == 401 else "denied permission"
-        super().__init__(
-            f"remote {remote!r} {what} for state branch {branch!r} (HTTP {status}): {message}"
-        )
+        super().__init__(f"remote {remote!r} {what} for state branch {branch!r} (HTTP {status}): {message}")
 
 
 class CorruptStateError(StateError):

@@ -19,8 +19,15 @@ from squals_action.gitcmd import git_text
 from squals_action.state.errors import GitCommandError, StateError
 
 # Variables that would make git look at another repository than the one we were given.
-_REPO_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR",
-             "GIT_NAMESPACE", "GIT_ALTERNATE_OBJECT_DIRECTORIES")
+_REPO_ENV = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_COMMON_DIR",
+    "GIT_NAMESPACE",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+)
 
 
 @dataclass(frozen=True)
@@ -68,9 +75,7 @@ class GitRepo:
             out, err = proc.communicate(input, timeout=self.timeout)
         except subprocess.TimeoutExpired:
             kill_group(proc)
-            raise GitCommandError(
-                f"git {args[0]} timed out after {self.timeout:g}s in {self.path}"
-            ) from None
+            raise GitCommandError(f"git {args[0]} timed out after {self.timeout:g}s in {self.path}") from None
         except BaseException:
             kill_group(proc)
             raise

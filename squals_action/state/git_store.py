@@ -111,7 +111,8 @@ class GitStateStore(StateStore):
         self.timeout = timeout
         self._repo = GitRepo(self.repo_path, timeout=timeout, env=git_env)
         self._publisher: Publisher = (
-            RemotePublisher(self._repo, branch, self.remote) if self.remote
+            RemotePublisher(self._repo, branch, self.remote)
+            if self.remote
             else LocalPublisher(self._repo, branch)
         )
         self.tracking_ref = self._publisher.tracking_ref
@@ -160,7 +161,10 @@ class GitStateStore(StateStore):
             tip = self._load(self._tip)
             if key is not None and key in tip.recent_keys:
                 return TransactionResult(
-                    commit=tip.commit, applied=False, replayed=True, attempts=attempts,
+                    commit=tip.commit,
+                    applied=False,
+                    replayed=True,
+                    attempts=attempts,
                     snapshot=tip.snapshot(),
                 )
             try:
@@ -175,7 +179,10 @@ class GitStateStore(StateStore):
                     attempts, fetch = attempts - 1, True
                     continue
                 return TransactionResult(
-                    commit=tip.commit, applied=False, replayed=False, attempts=attempts,
+                    commit=tip.commit,
+                    applied=False,
+                    replayed=False,
+                    attempts=attempts,
                     snapshot=tip.snapshot(),
                 )
             with self._trace.step("build"):
@@ -194,7 +201,10 @@ class GitStateStore(StateStore):
                 self._slots = 0
                 self._upkeep.after_write()  # outside the critical section: the branch has moved
                 return TransactionResult(
-                    commit=new_tip.commit, applied=True, replayed=False, attempts=attempts,
+                    commit=new_tip.commit,
+                    applied=True,
+                    replayed=False,
+                    attempts=attempts,
                     snapshot=new_tip.snapshot(),
                 )
             if fetch and self._warm:  # the slot: how long a full read-modify-push takes here, now

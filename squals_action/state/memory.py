@@ -40,13 +40,19 @@ class MemoryStateStore(StateStore):
             key = meta.idempotency_key
             if key is not None and key in self._keys:
                 return TransactionResult(
-                    commit=self._snapshot.commit, applied=False, replayed=True, attempts=1,
+                    commit=self._snapshot.commit,
+                    applied=False,
+                    replayed=True,
+                    attempts=1,
                     snapshot=self._snapshot,
                 )
             result = fn(self._snapshot.working_copy())
             if result is None:
                 return TransactionResult(
-                    commit=self._snapshot.commit, applied=False, replayed=False, attempts=1,
+                    commit=self._snapshot.commit,
+                    applied=False,
+                    replayed=False,
+                    attempts=1,
                     snapshot=self._snapshot,
                 )
             docs = prepare_documents(result, self._snapshot.documents)
@@ -83,7 +89,8 @@ class MemoryStateStore(StateStore):
     ) -> list[HistoryEntry]:
         with self._lock:
             entries = [
-                e for e in self._history
+                e
+                for e in self._history
                 if environment in (None, e.environment) and (since is None or e.time >= since)
             ]
         return entries[:limit] if limit is not None else entries

@@ -109,8 +109,16 @@ class RemotePublisher(Publisher):
         return f"refs/squals/{self.remote}/{self.branch}"
 
     def fetch(self, depth: int | None) -> str | None:
-        args = ["fetch", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules", "--no-auto-gc",
-                "--no-prune", "--refmap=", "--quiet"]
+        args = [
+            "fetch",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--no-recurse-submodules",
+            "--no-auto-gc",
+            "--no-prune",
+            "--refmap=",
+            "--quiet",
+        ]
         if depth is not None:
             args.append(f"--depth={int(depth)}")
         refspec = f"+refs/heads/{self.branch}:{self.tracking_ref}"
@@ -200,8 +208,9 @@ class LocalPublisher(Publisher):
     def publish(self, commit: str, old: str | None) -> bool:
         ref = f"refs/heads/{self.branch}"
         _refuse_checked_out(self.repo, ref)
-        result = self.repo.run("update-ref", "-m", "squals: state transition", ref, commit, old or ZERO_ID,
-                            check=False)
+        result = self.repo.run(
+            "update-ref", "-m", "squals: state transition", ref, commit, old or ZERO_ID, check=False
+        )
         if result.returncode == 0:
             return True
         if self.peek() != old:

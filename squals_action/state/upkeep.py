@@ -89,7 +89,9 @@ class Upkeep:
         except GitCommandError as exc:  # upkeep only: the transaction it follows was published; say so
             _log.warning(
                 "squals: packs of %s not rolled up (tried again after %d more): %s",
-                self._repo.path, PACK_LIMIT, exc,
+                self._repo.path,
+                PACK_LIMIT,
+                exc,
             )
         finally:
             with contextlib.suppress(OSError):  # the next try: after PACK_LIMIT more packs, not at once

@@ -135,54 +135,78 @@ def write(root: Path, files: dict[str, str]) -> Path:
 
 
 def test_django_with_gunicorn(tmp_path: Path) -> None:
-    root = write(tmp_path, {
-        "manage.py": "import django\n",
-        "mysite/wsgi.py": "from django.core.wsgi import get_wsgi_application\n"
-        "application = get_wsgi_application()\n",
-        "mysite/urls.py": "urlpatterns = [path('healthz', views.ok)]\nHEALTH = '/healthz'\n",
-        "requirements.txt": "Django==5.0.6\ngunicorn==22.0.0\n",
-    })
+    root = write(
+        tmp_path,
+        {
+            "manage.py": "import django\n",
+            "mysite/wsgi.py": "from django.core.wsgi import get_wsgi_application\n"
+            "application = get_wsgi_application()\n",
+            "mysite/urls.py": "urlpatterns = [path('healthz', views.ok)]\nHEALTH = '/healthz'\n",
+            "requirements.txt": "Django==5.0.6\ngunicorn==22.0.0\n",
+        },
+    )
     guess = detect(root)
     assert (guess.start, guess.health, guess.package) == (
-        "gunicorn --bind 0.0.0.0:$PORT mysite.wsgi", "/healthz", "mysite"
+        "gunicorn --bind 0.0.0.0:$PORT mysite.wsgi",
+        "/healthz",
+        "mysite",
     )
 
 
 def test_django_without_gunicorn_and_flask_with_gunicorn_in_a_src_layout(tmp_path: Path) -> None:
-    django = write(tmp_path / "d", {
-        "manage.py": "",
-        "site/wsgi.py": "application = get_wsgi_application()\n",
-    })
+    django = write(
+        tmp_path / "d",
+        {
+            "manage.py": "",
+            "site/wsgi.py": "application = get_wsgi_application()\n",
+        },
+    )
     assert detect(django).start == "python3 manage.py runserver 0.0.0.0:$PORT --noreload"
-    flask = write(tmp_path / "f", {
-        "pyproject.toml": '[project]\nname = "shop"\ndependencies = ["flask>=3", "gunicorn"]\n',
-        "src/shop/web.py": 'from flask import Flask\nserver = Flask(__name__)\n@server.get("/health")\n',
-    })
+    flask = write(
+        tmp_path / "f",
+        {
+            "pyproject.toml": '[project]\nname = "shop"\ndependencies = ["flask>=3", "gunicorn"]\n',
+            "src/shop/web.py": 'from flask import Flask\nserver = Flask(__name__)\n@server.get("/health")\n',
+        },
+    )
     guess = detect(flask)
     assert (guess.name, guess.start, guess.health) == (
-        "shop", "gunicorn --bind 0.0.0.0:$PORT shop.web:server", "/health"
+        "shop",
+        "gunicorn --bind 0.0.0.0:$PORT shop.web:server",
+        "/health",
     )
 
 
 def test_procfile_then_pyproject_scripts_then_package_json_main(tmp_path: Path) -> None:
     procfile = write(tmp_path / "p", {"Procfile": "release: migrate\nweb: gunicorn app:app -b :$PORT\n"})
     assert detect(procfile).start == "gunicorn app:app -b :$PORT"
-    scripts = write(tmp_path / "s", {
-        "pyproject.toml": '[project]\nname = "svc"\n[project.scripts]\nsvc-serve = "svc.main:run"\n',
-    })
+    scripts = write(
+        tmp_path / "s",
+        {
+            "pyproject.toml": '[project]\nname = "svc"\n[project.scripts]\nsvc-serve = "svc.main:run"\n',
+        },
+    )
     assert detect(scripts).start == "svc-serve"
-    node = write(tmp_path / "n", {"package.json": '{"name": "@acme/api", "main": "server.js"}',
-                                  "server.js": "app.get('/healthz', ok)\n"})
+    node = write(
+        tmp_path / "n",
+        {
+            "package.json": '{"name": "@acme/api", "main": "server.js"}',
+            "server.js": "app.get('/healthz', ok)\n",
+        },
+    )
     guess = detect(node)
     assert (guess.name, guess.start, guess.health) == ("api", "node server.js", "/healthz")
 
 
 def test_dependencies_and_tests_are_not_searched(tmp_path: Path) -> None:
-    root = write(tmp_path, {
-        ".venv/lib/site.py": "app = FastAPI()\n",
-        "node_modules/x/index.py": "app = Flask(__name__)\n",
-        "tests/test_app.py": "app = FastAPI()\n",
-    })
+    root = write(
+        tmp_path,
+        {
+            ".venv/lib/site.py": "app = FastAPI()\n",
+            "node_modules/x/index.py": "app = Flask(__name__)\n",
+            "tests/test_app.py": "app = FastAPI()\n",
+        },
+    )
     assert detect(root).start is None
 
 
@@ -218,9 +242,22 @@ def test_user_parameters_skip_squals_own_and_defaults() -> None:
 @pytest.mark.slow
 def test_the_wheel_ships_the_workflow(tmp_path: Path) -> None:
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(tmp_path), str(REPO)],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(tmp_path),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert built.returncode == 0, built.stderr
     [wheel] = tmp_path.glob("*.whl")
@@ -233,12 +270,19 @@ def test_the_wheel_ships_the_workflow(tmp_path: Path) -> None:
     site = tmp_path / "site"
     installed = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(wheel)],
-        capture_output=True, text=True, timeout=300, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert installed.returncode == 0, installed.stderr
     found = subprocess.run(
         [sys.executable, "-c", "from squals_action.demo import find_example; print(find_example(None))"],
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(site)},
-        capture_output=True, text=True, timeout=60, check=False,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert found.stdout.strip() == str(site / "squals_action" / "examples" / "shop"), found.stderr

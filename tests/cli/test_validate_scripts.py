@@ -33,8 +33,13 @@ GREEN = "version: 1\nname: shop\napp: {start: python3 app.py}\nhooks:\n  promote
 
 
 def validate(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "squals_action.cli", "validate", *args], cwd=repo,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "squals_action.cli", "validate", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def shop(root: Path) -> Path:

@@ -41,14 +41,14 @@ ON_THE_BUILD = (
     "tests/dealer/test_loop.py",
 )
 
-PROBE = '''
+PROBE = """
 import importlib
 
 def test_every_module_the_hook_names_is_compiled():
     for name in {modules!r}:
         path = importlib.import_module(name).__file__
         assert path.startswith({build!r}) and path.endswith(".so"), path
-'''
+"""
 
 
 def compiled_modules() -> list[str]:
@@ -79,8 +79,24 @@ def test_the_dealer_tests_pass_on_the_compiled_request_path(tmp_path: Path) -> N
     env = dict(os.environ, PYTHONSAFEPATH="1", PYTHONPATH=os.pathsep.join([str(build), str(ROOT)]))
     env["SQUALS_TEST_BUILD"] = "compiled"  # what test_loop.py expects the Dealer to publish
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "-q", "-x",
-         "--import-mode=importlib", str(probe), *ON_THE_BUILD],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+            "-q",
+            "-x",
+            "--import-mode=importlib",
+            str(probe),
+            *ON_THE_BUILD,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]

@@ -87,9 +87,7 @@ def _pass(url: str, units: list[str] = UNITS) -> tuple[dict[str, str], dict[str,
     truth = asyncio.run(drive(url, [(u, "/") for u in units], concurrency=16))
     assert all(status == 200 for *_, status in truth.results)
     upstream = {unit: served for unit, served, _, _ in truth.results}
-    told = {
-        unit: parse_header(seen) for (unit, *_), seen in zip(truth.results, truth.kept, strict=True)
-    }
+    told = {unit: parse_header(seen) for (unit, *_), seen in zip(truth.results, truth.kept, strict=True)}
     return upstream, told
 
 

@@ -19,7 +19,12 @@ def test_the_islands_run_the_committed_variant_files_not_the_working_trees(shop:
     env = dict(os.environ, GITHUB_ACTOR="octocat")
     started = subprocess.run(
         [sys.executable, "-m", "squals_action.cli", "experiment", "start", "--format", "json"],
-        cwd=shop.path, capture_output=True, text=True, timeout=120, env=env, check=False,
+        cwd=shop.path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
     )
     assert started.returncode == 0, started.stderr
     eid = json.loads(started.stdout)["id"]
@@ -31,6 +36,11 @@ def test_the_islands_run_the_committed_variant_files_not_the_working_trees(shop:
     assert get(islands["control"]["url"]) == (200, "grey")
     stopped = subprocess.run(
         [sys.executable, "-m", "squals_action.cli", "experiment", "stop", eid],
-        cwd=shop.path, capture_output=True, text=True, timeout=120, env=env, check=False,
+        cwd=shop.path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
     )
     assert stopped.returncode == 0, stopped.stderr

@@ -216,14 +216,16 @@ def test_a_variant_whose_after_preprod_hook_fails_stops_the_start_with_nothing_h
         # control was made ready first (its hooks ran), green got as far as its failing hook
         control, green = island_names(eid, ("control", "green")).values()
         assert set(marks_of(marks)) == {
-            f"{control}-before_preprod", f"{control}-after_preprod", f"{control}-exit",
+            f"{control}-before_preprod",
+            f"{control}-after_preprod",
+            f"{control}-exit",
             f"{green}-before_preprod",
         } | {"pr-1-before_preprod", "pr-1-after_preprod", "pr-1-exit"}
         # nothing half-started: prod's routing as it was, no experiment Dealer, no island, not running
         assert dict(public.routing()) == routing
         assert dealer_status(eng.dealer_dir(eid)).state == "stopped"
         assert {h.env for h in LocalProvider(shop.path).list()} == {"pr-1"}
-        assert state_log(shop.origin)[len(before):] == ["experiment-start", "experiment-failed"]
+        assert state_log(shop.origin)[len(before) :] == ["experiment-start", "experiment-failed"]
         doc = eng.store.read().experiment(eid)
         assert doc is not None and doc.status == "failed"
         assert doc.decision is not None and "after_preprod hook migrate failed" in doc.decision["reason"]

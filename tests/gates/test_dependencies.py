@@ -149,8 +149,9 @@ def test_an_unreachable_source_reads_as_an_error_never_as_no_vulnerabilities(tmp
     failed = f"source error: osv: POST {url}/v1/querybatch failed after 2 attempts: connection failed"
 
     def gate(*sources: str) -> DependencyGate:
-        scan = DependencyScan(files=("requirements.txt",), sources=sources, offline_db="advisories",
-                              fail_on="critical")
+        scan = DependencyScan(
+            files=("requirements.txt",), sources=sources, offline_db="advisories", fail_on="critical"
+        )
         return DependencyGate(scan, sources={"osv": OsvSource(url, attempts=2, sleep=lambda _: None)})
 
     result = gate("osv").run(ctx)

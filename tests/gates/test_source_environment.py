@@ -32,16 +32,19 @@ KEY = "safety-key-for-tests"
 #: The packages of OSV's recorded query, in its order: requests 2.25.0 (OSV and Safety both know an
 #: advisory of it), lodash, minimist and express.
 REQUIREMENTS = "requests==2.25.0\n"
-PACKAGE_LOCK = json.dumps({
-    "name": "web",
-    "lockfileVersion": 3,
-    "packages": {
-        "": {"name": "web"},
-        "node_modules/lodash": {"version": "4.17.15"},
-        "node_modules/minimist": {"version": "0.0.8"},
-        "node_modules/express": {"version": "4.21.2"},
+PACKAGE_LOCK = json.dumps(
+    {
+        "name": "web",
+        "lockfileVersion": 3,
+        "packages": {
+            "": {"name": "web"},
+            "node_modules/lodash": {"version": "4.17.15"},
+            "node_modules/minimist": {"version": "0.0.8"},
+            "node_modules/express": {"version": "4.21.2"},
+        },
     },
-}, indent=2)
+    indent=2,
+)
 
 
 def squals_file(source: str) -> str:
@@ -69,15 +72,23 @@ def database(request: pytest.FixtureRequest) -> Iterator[Database]:
     if request.param == "SQUALS_OSV_URL":
         osv = OsvReplay()  # serving from construction
         try:
-            yield Database("osv", {"SQUALS_OSV_URL": osv.url}, "GHSA-j8r2-6x86-q33q",
-                           lambda: ("POST", "/v1/querybatch") in osv.requests)
+            yield Database(
+                "osv",
+                {"SQUALS_OSV_URL": osv.url},
+                "GHSA-j8r2-6x86-q33q",
+                lambda: ("POST", "/v1/querybatch") in osv.requests,
+            )
         finally:
             osv.stop()
     else:
         with SafetyApi(KEY) as safety:
             env = {"SAFETY_API_KEY": KEY, "SQUALS_SAFETY_URL": f"{safety.url}/api/v1/safety"}
-            yield Database("safety", env, "pyup.io-58755",
-                           lambda: safety.requests == [("/api/v1/safety/insecure_full.json", KEY)])
+            yield Database(
+                "safety",
+                env,
+                "pyup.io-58755",
+                lambda: safety.requests == [("/api/v1/safety/insecure_full.json", KEY)],
+            )
 
 
 @pytest.fixture
@@ -100,8 +111,11 @@ def commit(repo: Path, source: str) -> str:
 def environment(extra: dict[str, str]) -> dict[str, str]:
     """The test's environment without anything of GitHub's or the sources', any other host behind a dead
     proxy, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("GITHUB_", "INPUT_", "RUNNER_")) and k not in SOURCE_VARIABLES}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("GITHUB_", "INPUT_", "RUNNER_")) and k not in SOURCE_VARIABLES
+    }
     dead = "http://127.0.0.1:9"
     env.update({"HTTPS_PROXY": dead, "HTTP_PROXY": dead, "NO_PROXY": "127.0.0.1,localhost"})
     return {**env, **extra}
@@ -136,26 +150,28 @@ def test_the_action_runs_its_gates_with_them(shop: Path, database: Database, tmp
     opened["pull_request"]["head"]["sha"] = head
     (tmp_path / "event.json").write_text(json.dumps(opened))
     with FakeGitHub(REPO, permissions={"Codertocat": "maintain"}) as fake:
-        env = environment({
-            **database.env,
-            "GITHUB_ACTIONS": "true",
-            "GITHUB_EVENT_NAME": "pull_request",
-            "GITHUB_EVENT_PATH": str(tmp_path / "event.json"),
-            "GITHUB_API_URL": fake.url,
-            "GITHUB_SERVER_URL": "https://github.com",
-            "GITHUB_REPOSITORY": REPO,
-            "GITHUB_RUN_ID": "7",
-            "GITHUB_WORKSPACE": str(shop),
-            "GITHUB_OUTPUT": str(tmp_path / "output"),
-            "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
-            "RUNNER_TEMP": str(tmp_path / "runner-temp"),
-            "INPUT_GITHUB-TOKEN": "ghs_test_token",
-            "INPUT_SQUALS-FILES": "squals.yml",
-            "SQUALS_ACTION_CONTAINER": "1",
-            "SQUALS_GITHUB_WRITE_INTERVAL": "0",
-            "SQUALS_GITHUB_REQUEST_INTERVAL": "0",
-            "SQUALS_GITHUB_TIMEOUT": "10",
-        })
+        env = environment(
+            {
+                **database.env,
+                "GITHUB_ACTIONS": "true",
+                "GITHUB_EVENT_NAME": "pull_request",
+                "GITHUB_EVENT_PATH": str(tmp_path / "event.json"),
+                "GITHUB_API_URL": fake.url,
+                "GITHUB_SERVER_URL": "https://github.com",
+                "GITHUB_REPOSITORY": REPO,
+                "GITHUB_RUN_ID": "7",
+                "GITHUB_WORKSPACE": str(shop),
+                "GITHUB_OUTPUT": str(tmp_path / "output"),
+                "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+                "RUNNER_TEMP": str(tmp_path / "runner-temp"),
+                "INPUT_GITHUB-TOKEN": "ghs_test_token",
+                "INPUT_SQUALS-FILES": "squals.yml",
+                "SQUALS_ACTION_CONTAINER": "1",
+                "SQUALS_GITHUB_WRITE_INTERVAL": "0",
+                "SQUALS_GITHUB_REQUEST_INTERVAL": "0",
+                "SQUALS_GITHUB_TIMEOUT": "10",
+            }
+        )
         done = run([ACTION], shop, env)
     assert "gate dependencies failed; not deployed" in done.stdout, done.stdout + done.stderr
     log = (tmp_path / "runner-temp" / "squals" / "logs" / "gates" / "security-dependencies.log").read_text()

@@ -407,10 +407,17 @@ def forged(login: str, kind: str = "User") -> dict[str, Any]:
     """A comment that looks like squals' own: the marker, and hidden data claiming a passed gate."""
     import base64
 
-    gate = {"name": "FORGED-security-gate", "status": "success", "duration": 1.0, "detail": "",
-            "kind": "security", "url": None}
-    data = json.dumps({"intent": "preview", "status": "success", "headline": "ok", "sha": SHA,
-                       "gates": [gate]})
+    gate = {
+        "name": "FORGED-security-gate",
+        "status": "success",
+        "duration": 1.0,
+        "detail": "",
+        "kind": "security",
+        "url": None,
+    }
+    data = json.dumps(
+        {"intent": "preview", "status": "success", "headline": "ok", "sha": SHA, "gates": [gate]}
+    )
     body = f"{MARKER}\n<!-- squals:data {base64.b64encode(data.encode()).decode()} -->\n"
     return comment(30, body, {"login": login, "type": kind})
 
@@ -423,8 +430,9 @@ def test_a_comment_holding_the_marker_by_another_author_is_never_taken(
     intent = parse_event("pull_request_target", event("pull_request_target.labeled-promote-by-readonly"), ENV)
     gh.get(f"{WIRE}/collaborators/octocat/permission", json=permission("read", "read"))
     mock_identity(gh)
-    gh.get(f"{WIRE}/issues/2/comments?per_page=100",
-           json=[forged("mallory"), forged("other-app[bot]", "Bot")])
+    gh.get(
+        f"{WIRE}/issues/2/comments?per_page=100", json=[forged("mallory"), forged("other-app[bot]", "Bot")]
+    )
     gh.post(f"{WIRE}/issues/2/comments", json=comment(31, MARKER, BOT), status=201)
     gh.delete(f"{WIRE}/issues/2/labels/promote", json=[])
 
@@ -447,13 +455,21 @@ def test_a_persons_token_finds_the_comment_that_person_wrote(gh: responses.Reque
     it."""
     mock_identity(gh, {"login": "octocat"})
     url = f"{WIRE}/issues/2/comments"
-    gh.get(url + "?per_page=100", json=[comment(40, MARKER + "\nbot", BOT),
-                                        comment(41, MARKER + "\nmine", {"login": "Octocat", "type": "User"})])
+    gh.get(
+        url + "?per_page=100",
+        json=[
+            comment(40, MARKER + "\nbot", BOT),
+            comment(41, MARKER + "\nmine", {"login": "Octocat", "type": "User"}),
+        ],
+    )
     gh.patch(f"{WIRE}/issues/comments/41", json=comment(41, MARKER + "\nnew", {"login": "octocat"}))
     api = client()
     assert api.upsert_comment(2, MARKER, lambda old: MARKER + "\nnew") == 41
-    assert [c[:2] for c in made(gh)] == [("GET", "/user"), ("GET", url.removeprefix(WIRE) + "?per_page=100"),
-                                         ("PATCH", "/issues/comments/41")]
+    assert [c[:2] for c in made(gh)] == [
+        ("GET", "/user"),
+        ("GET", url.removeprefix(WIRE) + "?per_page=100"),
+        ("PATCH", "/issues/comments/41"),
+    ]
 
 
 def test_an_installation_token_is_known_by_its_prefix(gh: responses.RequestsMock) -> None:

@@ -42,17 +42,24 @@ def scripted(*looks: Sequence[CheckState]) -> Iterator[Sequence[CheckState]]:
         yield looks[-1]
 
 
-def wait(names: list[str], looks: Iterator[Sequence[CheckState]], clock: Clock, timeout: float = 600.0
-         ) -> Any:
-    return wait_for_checks(names, lambda: next(looks), timeout=timeout, interval=10.0, sleep=clock.sleep,
-                           clock=clock)
+def wait(
+    names: list[str], looks: Iterator[Sequence[CheckState]], clock: Clock, timeout: float = 600.0
+) -> Any:
+    return wait_for_checks(
+        names, lambda: next(looks), timeout=timeout, interval=10.0, sleep=clock.sleep, clock=clock
+    )
 
 
 def test_waits_with_backoff_until_every_check_completed() -> None:
     clock = Clock()
     running = CheckState("test", None, "https://x/1", "in_progress")
-    looks = scripted([], [running], [running], [running], [CheckState("test", "success", "https://x/1"),
-                                                           CheckState("lint", "neutral", None)])
+    looks = scripted(
+        [],
+        [running],
+        [running],
+        [running],
+        [CheckState("test", "success", "https://x/1"), CheckState("lint", "neutral", None)],
+    )
 
     [test, lint] = wait(["test", "lint"], looks, clock)
 
@@ -104,8 +111,14 @@ def test_a_check_that_never_appears_is_not_found_not_a_pass() -> None:
 def check_run(id_: int, name: str, status: str, conclusion: str | None) -> dict[str, Any]:
     listing = example("get", "/repos/{owner}/{repo}/commits/{ref}/check-runs")
     run = copy.deepcopy(listing["check_runs"][0])
-    run.update(id=id_, name=name, status=status, conclusion=conclusion, head_sha=SHA,
-               html_url=f"https://github.com/Codertocat/Hello-World/runs/{id_}")
+    run.update(
+        id=id_,
+        name=name,
+        status=status,
+        conclusion=conclusion,
+        head_sha=SHA,
+        html_url=f"https://github.com/Codertocat/Hello-World/runs/{id_}",
+    )
     return run
 
 
@@ -133,10 +146,12 @@ def test_client_reads_every_page_of_check_runs_and_the_combined_status() -> None
     ]
     assert len(found) == 99 + 2 + 2
     # the re-run (higher id) wins over the first attempt; a check run wins over a status of the same name
-    assert found["test"] == CheckState("test", "success", "https://github.com/Codertocat/Hello-World/runs/9",
-                                       "completed")
-    assert found["e2e"] == CheckState("e2e", None, "https://github.com/Codertocat/Hello-World/runs/10",
-                                      "in_progress")
+    assert found["test"] == CheckState(
+        "test", "success", "https://github.com/Codertocat/Hello-World/runs/9", "completed"
+    )
+    assert found["e2e"] == CheckState(
+        "e2e", None, "https://github.com/Codertocat/Hello-World/runs/10", "in_progress"
+    )
     assert found["continuous-integration/jenkins"] == CheckState(
         "continuous-integration/jenkins", "success", "https://ci.example.com/1000/output", "success"
     )
@@ -147,8 +162,11 @@ def test_client_reads_every_page_of_check_runs_and_the_combined_status() -> None
 def test_client_error_is_one_line_naming_the_call() -> None:
     from squals_action.github.interface import GitHubError
 
-    responses.get(f"{WIRE}/commits/{SHA}/check-runs?page=1&per_page=100", status=404,
-                  json={"message": "No commit found for SHA: " + SHA})
+    responses.get(
+        f"{WIRE}/commits/{SHA}/check-runs?page=1&per_page=100",
+        status=404,
+        json={"message": "No commit found for SHA: " + SHA},
+    )
     with pytest.raises(GitHubError) as caught:
         client().commit_checks(SHA)
     assert str(caught.value) == (
@@ -160,11 +178,21 @@ def test_client_error_is_one_line_naming_the_call() -> None:
 
 
 def test_the_comment_shows_each_check_with_its_conclusion_and_link() -> None:
-    report = Report(intent="preview", status="failure", headline="gate test failed", gates=(
-        Step("test", "failure", 12.0, "failure", kind="checks", url=f"{BASE}/runs/9"),
-        Step("lint", "failure", 600.0, "not found: no check run or commit status named 'lint'",
-             kind="checks"),
-    ))
+    report = Report(
+        intent="preview",
+        status="failure",
+        headline="gate test failed",
+        gates=(
+            Step("test", "failure", 12.0, "failure", kind="checks", url=f"{BASE}/runs/9"),
+            Step(
+                "lint",
+                "failure",
+                600.0,
+                "not found: no check run or commit status named 'lint'",
+                kind="checks",
+            ),
+        ),
+    )
 
     body = compose_comment(report, RunInfo(run_url=None, sha=SHA))
 

@@ -409,8 +409,16 @@ def test_the_state_branch_goes_out_with_the_github_token_over_http(
     assert "extraheader" not in config  # persist-credentials: false -- nothing but the token can push
 
     with FakeGitHub(REPO) as fake:
-        code, log = run_action(repo, tmp_path, fake, "pull_request.opened", opened, "70", token="ghs_wrong",
-                               server_url=served.url)
+        code, log = run_action(
+            repo,
+            tmp_path,
+            fake,
+            "pull_request.opened",
+            opened,
+            "70",
+            token="ghs_wrong",
+            server_url=served.url,
+        )
         assert code == 1, log
         [line] = [x for x in log.splitlines() if x.startswith("squals: preview: failure:")]
         assert line.endswith(
@@ -421,8 +429,9 @@ def test_the_state_branch_goes_out_with_the_github_token_over_http(
         assert state_commits(origin) == []
 
         served.seen.clear()
-        code, log = run_action(repo, tmp_path, fake, "pull_request.opened", opened, "71",
-                               server_url=served.url)
+        code, log = run_action(
+            repo, tmp_path, fake, "pull_request.opened", opened, "71", server_url=served.url
+        )
         assert code == 0, log
     assert any(line.startswith("deploy ") and "pr-2" in line for line in state_commits(origin))
     pushes = [s for s in served.seen if s.path.endswith("/git-receive-pack")]
@@ -440,8 +449,9 @@ def test_a_token_that_may_not_push_degrades_to_validation_and_gates(
     opened = event("pull_request.opened")
     opened["pull_request"]["head"]["sha"] = head
     with FakeGitHub(REPO) as fake:
-        code, log = run_action(repo, tmp_path, fake, "pull_request.opened", opened, "72", token="ghs_read",
-                               server_url=served.url)
+        code, log = run_action(
+            repo, tmp_path, fake, "pull_request.opened", opened, "72", token="ghs_read", server_url=served.url
+        )
         assert code == 0, log
         [line] = [x for x in log.splitlines() if x.startswith("squals: preview: neutral:")]
         assert "may not push the state branch" in line and "(HTTP 403)" in line, line
@@ -495,8 +505,10 @@ def test_a_refused_check_run_is_how_a_read_only_token_shows_itself(
     repo, origin, head = project
     opened = event("pull_request.opened")
     opened["pull_request"]["head"]["sha"] = head
-    refusal = {"message": "Resource not accessible by integration",
-               "documentation_url": "https://docs.github.com/rest/checks/runs#create-a-check-run"}
+    refusal = {
+        "message": "Resource not accessible by integration",
+        "documentation_url": "https://docs.github.com/rest/checks/runs#create-a-check-run",
+    }
     with FakeGitHub(REPO) as fake:
         fake.inject[("POST", "/check-runs")] = [(403, {}, refusal)]
         code, log = run_action(repo, tmp_path, fake, "pull_request.opened", opened, "75")
@@ -528,20 +540,30 @@ def test_two_promotions_in_a_row_then_rollback_swaps_prod_and_postprod(
     v3 = git(repo, "rev-parse", "more")
     steps = [  # (event, payload, workspace ref): each a fresh checkout and a fresh process
         ("pull_request.opened", pr_event("pull_request.opened", 2, v2, "changes"), v2),
-        ("pull_request_target.labeled-promote", pr_event("pull_request.labeled-promote", 2, v2, "changes"),
-         "master"),
+        (
+            "pull_request_target.labeled-promote",
+            pr_event("pull_request.labeled-promote", 2, v2, "changes"),
+            "master",
+        ),
         ("pull_request.opened", pr_event("pull_request.opened", 3, v3, "more"), v3),
-        ("pull_request_target.labeled-promote", pr_event("pull_request.labeled-promote", 3, v3, "more"),
-         "master"),
-        ("pull_request_target.labeled-rollback", pr_event("pull_request.labeled-rollback", 3, v3, "more"),
-         "master"),
+        (
+            "pull_request_target.labeled-promote",
+            pr_event("pull_request.labeled-promote", 3, v3, "more"),
+            "master",
+        ),
+        (
+            "pull_request_target.labeled-rollback",
+            pr_event("pull_request.labeled-rollback", 3, v3, "more"),
+            "master",
+        ),
     ]
     serving: list[bytes] = []
     prod_url: list[str] = []
     # Users on prod from its first promotion on: BLUE must serve some of them to prove itself in the bake.
-    with FakeGitHub(REPO, permissions={"Codertocat": "maintain"}) as fake, Load(
-        lambda: prod_url[0] if prod_url else None, threads=2, pause=0.02
-    ) as users:
+    with (
+        FakeGitHub(REPO, permissions={"Codertocat": "maintain"}) as fake,
+        Load(lambda: prod_url[0] if prod_url else None, threads=2, pause=0.02) as users,
+    ):
         for index, (name, payload, ref) in enumerate(steps):
             workspace = checkout(origin, tmp_path, f"run-{index}", ref)
             number = payload["pull_request"]["number"]  # type: ignore[index]
@@ -557,8 +579,9 @@ def test_two_promotions_in_a_row_then_rollback_swaps_prod_and_postprod(
         [body] = fake.comment_bodies(3)
         assert "pr-2 is prod again; pr-3 is postprod at 0 %" in body, body
         assert ("DELETE", f"/repos/{REPO}/issues/3/labels/rollback", None) in fake.requests
-        prod = sorted((d for d in fake.deployments.values() if d["environment"] == "prod"),
-                      key=lambda d: d["id"])
+        prod = sorted(
+            (d for d in fake.deployments.values() if d["environment"] == "prod"), key=lambda d: d["id"]
+        )
         assert [d["sha"] for d in prod] == [v2, v3, v2]  # the rollback recorded what is live again
         assert [fake.statuses[d["id"]][-1]["state"] for d in prod] == ["success"] * 3
     assert written_outputs(tmp_path / "output")["commit"][-1] == v2
@@ -566,7 +589,8 @@ def test_two_promotions_in_a_row_then_rollback_swaps_prod_and_postprod(
     with open_store(checkout(origin, tmp_path, "after", "master")) as store:
         envs = store.read().environments()
     assert {name: (env.status, env.commit) for name, env in envs.items()} == {
-        "pr-2": ("prod", v2), "pr-3": ("postprod", v3)
+        "pr-2": ("prod", v2),
+        "pr-3": ("postprod", v3),
     }
 
 
@@ -577,8 +601,12 @@ def test_gates_checks_wait_for_the_workflow_jobs_and_guard_the_promotion(
     """A toolchain job of the workflow named in gates.checks: its result is a gate of the preview, and a
     promote of a head commit that did not pass it is refused (the island keeps the commit that passed)."""
     repo, origin, _ = project
-    squals = (repo / "squals.yml").read_text().replace(
-        "gates:\n", 'gates:\n  checks: ["test (node)"]\n  checks_timeout: 20s\n  checks_interval: 1s\n'
+    squals = (
+        (repo / "squals.yml")
+        .read_text()
+        .replace(
+            "gates:\n", 'gates:\n  checks: ["test (node)"]\n  checks_timeout: 20s\n  checks_interval: 1s\n'
+        )
     )
     (repo / "squals.yml").write_text(squals)
     git(repo, "commit", "-q", "-am", "wait for the node job")

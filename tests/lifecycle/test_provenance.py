@@ -110,8 +110,13 @@ def test_uncommitted_changes_are_refused_unless_allowed_and_then_recorded_as_dir
     with open_store(project.path) as store:
         assert store.read().environment("pr-41") is None and store.history("pr-41") == []
 
-    both = subprocess.run([*SQUALS, "deploy", "--pr", "41", "--allow-dirty", "--commit", "HEAD"],
-                          cwd=project.path, capture_output=True, text=True, timeout=60)
+    both = subprocess.run(
+        [*SQUALS, "deploy", "--pr", "41", "--allow-dirty", "--commit", "HEAD"],
+        cwd=project.path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert both.returncode == 2 and "cannot be combined with --commit" in both.stderr
 
     dirty = squals(project, "deploy", "--pr", "41", "--allow-dirty")

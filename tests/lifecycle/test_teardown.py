@@ -44,6 +44,8 @@ def test_prod_and_postprod_are_kept_without_a_commit_and_every_teardown_says_wha
         assert said[2] == "ok pr-9: nothing to tear down"
         assert lc.store.read().commit == tip  # no lock, no release: nothing written
         assert (outcomes[0].fleet["pr-2"].status, outcomes[1].fleet["pr-1"].status) == (
-            Status.PROD, Status.POSTPROD)
+            Status.PROD,
+            Status.POSTPROD,
+        )
     finally:
         lc.down()

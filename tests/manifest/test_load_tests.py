@@ -19,7 +19,11 @@ def test_load_tests_model(tmp_path: Path) -> None:
     spec = manifest.load_tests
     assert spec is not None
     assert (spec.locustfile, spec.users, spec.spawn_rate, spec.duration, spec.timeout) == (
-        "load/locustfile.py", 20, 5.0, 60.0, 180.0,
+        "load/locustfile.py",
+        20,
+        5.0,
+        60.0,
+        180.0,
     )
     assert spec.baseline == "prod"
     assert (spec.p95, spec.p99) == (LoadLimit(10.0, relative=True), LoadLimit(800.0))

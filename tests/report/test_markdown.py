@@ -47,7 +47,10 @@ def test_code_block_keeps_tail() -> None:
 
 
 def test_link_only_http() -> None:
-    assert md.link("run", "https://github.com/o/r/actions/runs/1") == "[run](https://github.com/o/r/actions/runs/1)"
+    assert (
+        md.link("run", "https://github.com/o/r/actions/runs/1")
+        == "[run](https://github.com/o/r/actions/runs/1)"
+    )
     assert md.link("x", "javascript:alert(1)") == "x"
 
 

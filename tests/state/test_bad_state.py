@@ -145,7 +145,10 @@ def test_the_cli_refuses_a_deep_document_as_it_refuses_any_bad_one(
     git(repo, "worktree", "remove", "--force", str(hand))
     done = subprocess.run(
         [sys.executable, "-m", "squals_action.cli", "status", "--local-state"],
-        cwd=repo, capture_output=True, text=True, timeout=120,
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 1, done.stderr
     (line,) = done.stderr.strip().splitlines()

@@ -94,8 +94,15 @@ def test_loose_objects_past_git_gc_auto_are_packed(
     for i in range(4000):
         (inputs / str(i)).write_text(f"blob {i}\n")
     names = "\n".join(str(inputs / str(i)) for i in range(4000)) + "\n"
-    subprocess.run(["git", "hash-object", "-w", "--stdin-paths"], cwd=repo, input=names, text=True,
-                   capture_output=True, timeout=60, check=True)
+    subprocess.run(
+        ["git", "hash-object", "-w", "--stdin-paths"],
+        cwd=repo,
+        input=names,
+        text=True,
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
     loose = count_objects(repo)["count"]
     assert loose >= 4000 and (repo / ".git" / "objects" / "17").is_dir()
     with open_store(repo, remote=None) as store:
@@ -120,7 +127,9 @@ def test_a_roll_up_under_four_concurrent_writers_loses_no_object(make_local: Cal
         procs = [
             subprocess.Popen(
                 [sys.executable, str(WRITER), str(repo), str(i), "25"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
                 env={**os.environ, "STATE_WRITER_REMOTE": ""},
             )
             for i in range(4)

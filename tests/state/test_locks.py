@@ -149,8 +149,13 @@ def test_locks_between_two_clones_on_git(make_clone: Callable[..., Path], origin
 
 def _gone_holder() -> Holder:
     """A holder whose process ran on this machine and has exited."""
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, timeout=30, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     return dataclasses.replace(Holder.current(), pid=int(proc.stdout))
 
 

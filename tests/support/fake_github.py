@@ -175,8 +175,15 @@ class FakeGitHub(LocalServer):
         statuses = self.commit_statuses.get(sha, [])
         states = {s["state"] for s in statuses}
         state = next((s for s in ("failure", "error", "pending") if s in states), "success")
-        return example("get", "/repos/{owner}/{repo}/commits/{ref}/status", sha=sha, state=state,
-                       statuses=statuses, total_count=len(statuses), commit_url=f"{base}/commits/{sha}")
+        return example(
+            "get",
+            "/repos/{owner}/{repo}/commits/{ref}/status",
+            sha=sha,
+            state=state,
+            statuses=statuses,
+            total_count=len(statuses),
+            commit_url=f"{base}/commits/{sha}",
+        )
 
     def job(self, sha: str, name: str, conclusion: str | None) -> dict[str, Any]:
         """A check run another job of the workflow made on ``sha`` (completed when ``conclusion`` is set)."""

@@ -95,8 +95,9 @@ class GitHttpServer(LocalServer):
                     "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
                     "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
                 }
-                done = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True,
-                                      timeout=60, check=False)
+                done = subprocess.run(
+                    ["git", "http-backend"], input=body, env=env, capture_output=True, timeout=60, check=False
+                )
                 out = done.stdout
                 ends = [(i, len(sep)) for sep in (b"\r\n\r\n", b"\n\n") if (i := out.find(sep)) >= 0]
                 cut, width = min(ends) if ends else (len(out), 0)

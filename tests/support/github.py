@@ -65,7 +65,12 @@ def check_schema(value: Any, schema: dict[str, Any], where: str, closed: bool = 
     """
     types = schema.get("type")
     kinds = {
-        "object": dict, "array": list, "string": str, "boolean": bool, "integer": int, "number": (int, float)
+        "object": dict,
+        "array": list,
+        "string": str,
+        "boolean": bool,
+        "integer": int,
+        "number": (int, float),
     }
     if isinstance(types, str):
         assert isinstance(value, kinds[types]), f"{where}: {value!r} is not {types}"  # type: ignore[arg-type]

@@ -142,7 +142,7 @@ def evaluate(expression: str, context: Mapping[str, Any]) -> Any:
     """The value of one expression (the text of an `if:`, or what stands inside ``${{ }}``)."""
     parser = _Parser(expression, context)
     value = parser.expression()
-    assert parser.peek() is None, f"unread tokens in {expression!r}: {parser.tokens[parser.pos:]}"
+    assert parser.peek() is None, f"unread tokens in {expression!r}: {parser.tokens[parser.pos :]}"
     return value
 
 
