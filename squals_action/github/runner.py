@@ -161,6 +161,12 @@ def run(
         on_start=on_start,
         checks=api.commit_checks if api is not None else None,
     )
+
+    def publish(result: Report) -> tuple[int, Report]:
+        """Report ``result`` everywhere, with the deployment the core opened meanwhile (if it did)."""
+        deployment = opened[0] if opened else None
+        return _publish(intent, result, api, settings, info, out, check_run=check_run, deployment=deployment)
+
     try:
         report = _dispatch(core, request)
     except SqualsError as exc:
@@ -180,27 +186,9 @@ def run(
             headline=f"{intent.kind.value} failed: internal error: {type(exc).__name__}",
         )
         with contextlib.suppress(Exception):
-            _publish(
-                intent,
-                crash,
-                api,
-                settings,
-                info,
-                out,
-                check_run=check_run,
-                deployment=opened[0] if opened else None,
-            )
+            publish(crash)
         raise
-    return _publish(
-        intent,
-        report,
-        api,
-        settings,
-        info,
-        out,
-        check_run=check_run,
-        deployment=opened[0] if opened else None,
-    )
+    return publish(report)
 
 
 def _open_deployment(
