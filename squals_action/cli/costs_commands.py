@@ -7,6 +7,7 @@ import contextlib
 import functools
 import json
 import sys
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from squals_action.cli.options import add_state_options, positive_int, project_options
@@ -14,6 +15,7 @@ from squals_action.errors import EXIT_OK
 
 if TYPE_CHECKING:
     from squals_action.costs.placed import Opener
+    from squals_action.lifecycle.machine import Env
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -58,6 +60,14 @@ def run_costs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def prod_first(fleet: Iterable[Env]) -> list[Env]:
+    """The environments, prod first: its provider is the home of the shared resources (the order of the
+    others is kept)."""
+    from squals_action.lifecycle.machine import Status
+
+    return sorted(fleet, key=lambda env: env.status is not Status.PROD)
+
+
 def _placed_islands(lifecycle: Any) -> dict[str, Opener]:
     """Every island a record places -> how to open the provider it was made with: an environment's (not
     retired, with a deployed commit) from that commit, prod's first (the home of the shared resources),
@@ -67,10 +77,10 @@ def _placed_islands(lifecycle: Any) -> dict[str, Opener]:
     from squals_action.lifecycle.machine import Status
 
     islands: dict[str, Opener] = {}
-    for name, env in sorted(lifecycle.fleet().items(), key=lambda item: item[0] != "prod"):
+    for env in prod_first(lifecycle.fleet().values()):
         island = (env.handle or {}).get("env")
         if isinstance(island, str) and env.commit and env.status != Status.RETIRED:
-            islands.setdefault(island, functools.partial(lifecycle.provider_of, name))
+            islands.setdefault(island, functools.partial(lifecycle.provider_of, env.name))
     engine = from_lifecycle(lifecycle)
     for doc in lifecycle.store.read().experiments().values():
         if doc.status in ACTIVE:

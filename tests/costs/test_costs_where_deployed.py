@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from squals_action.cli import main
+from squals_action.cli.costs_commands import prod_first
 from squals_action.costs import CostReport, cost_scope
 from squals_action.costs import local as costs_local
 from squals_action.costs.placed import Opener, measure_placed
@@ -18,6 +19,7 @@ from squals_action.github.events import Intent, IntentKind
 from squals_action.github.interface import Request
 from squals_action.github.pipeline import Pipeline
 from squals_action.github.runner import Settings
+from squals_action.lifecycle.machine import Env, Status
 from squals_action.manifest import load
 from squals_action.manifest.problems import ManifestError
 from squals_action.providers import Provider, daemon
@@ -125,3 +127,14 @@ def test_islands_are_measured_by_their_own_group_once_and_a_failing_one_is_no_da
             "pr-3: no data: squals.yml:3:5 in commit 1a2b3c4d5e6f: provider: expected a mapping"
             in report.notes
         )
+
+
+def test_prod_comes_first_so_its_provider_measures_the_shared_resources() -> None:
+    """The home of the shared resources is the first placed island's provider: prod's, whatever the names of
+    the others (pr-3 sorts before pr-5 by name, and a postprod may have been deployed elsewhere)."""
+    fleet = [
+        Env(name="pr-3", status=Status.POSTPROD),
+        Env(name="pr-7", status=Status.READY),
+        Env(name="pr-5", status=Status.PROD),
+    ]
+    assert [e.name for e in prod_first(fleet)] == ["pr-5", "pr-3", "pr-7"]
