@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +22,9 @@ from squals_action.gitcmd import git_text, has_commit, token_header_env
 from squals_action.github.interface import Request
 from squals_action.github.runner import Settings
 from squals_action.own_files import own_dir
-from squals_action.report.model import Problem, Report, Status, Step
+from squals_action.report.gates import gate_steps
+from squals_action.report.model import Problem, Report, Step
 from squals_action.state.errors import AccessDeniedError
-
-_GATE_STATUS: dict[str, Status] = {
-    "pass": "success",
-    "skip": "skipped",
-    "fail": "failure",
-    "error": "failure",
-    "timeout": "failure",
-}
 
 
 class Pipeline:
@@ -128,7 +121,7 @@ class Pipeline:
             environ=self._env,
         )
         fetch = functools.partial(request.checks, sha) if request.checks is not None and sha else None
-        return _gate_steps(run_pipeline(model.gates, ctx, checks=fetch))
+        return gate_steps(run_pipeline(model.gates, ctx, checks=fetch))
 
     def _unpassed(self, request: Request, model: Any, island: Any, parts: dict[str, Any]) -> Report | None:
         """Why the PR's island may not be promoted (None when it may): it must run the PR's head commit, and
@@ -164,7 +157,7 @@ class Pipeline:
         if not failed:
             parts["notes"] = (f"{passed}, and so did {', '.join(model.gates.checks)}.",)
             return None
-        parts["gates"], more = _gate_steps(results)  # the comment shows which checks stopped it
+        parts["gates"], more = gate_steps(results)  # the comment shows which checks stopped it
         parts["problems"] = parts.get("problems", ()) + more
         listed = ", ".join(f"{r.name} ({r.summary})" for r in failed)
         return Report(
@@ -567,29 +560,6 @@ def _first_step(start: Callable[[], None] | None) -> Any:
     return FirstStep()
 
 
-def _gate_steps(results: Sequence[Any]) -> tuple[tuple[Step, ...], tuple[Problem, ...]]:
-    """The gates' results as rows of the report (a check's row links to it) and their findings."""
-    steps = []
-    problems: list[Problem] = []
-    for r in results:
-        detail = r.summary
-        if not r.ok and r.log_path is not None:
-            detail = f"{r.summary}\n{_tail(r.log_path)}"
-        status = _GATE_STATUS.get(r.status, "failure")
-        steps.append(Step(r.name, status, r.duration, detail, kind=r.stage, url=r.url))
-        for f in r.findings:
-            problems.append(
-                Problem(
-                    f.message,
-                    file=f.file,
-                    line=f.line,
-                    level="failure" if f.blocking else "warning",
-                    title=f"gate {r.name}",
-                )
-            )
-    return tuple(steps), tuple(problems)
-
-
 def _denied(verb: str, exc: AccessDeniedError, **parts: Any) -> Report:
     """A push of the state branch refused with 403: the token is read-only, so the run stops at what it
     could do (validation, gates, the job summary) and says why; a 401 (a wrong token) stays a failure."""
@@ -602,11 +572,3 @@ def _denied(verb: str, exc: AccessDeniedError, **parts: Any) -> Report:
         f"read-only (a fork's or Dependabot's run, or no `contents: write`): {exc.one_line()}",
         **parts,
     )
-
-
-def _tail(path: Path, limit: int = 4000) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return ""
-    return data[-limit:].decode("utf-8", errors="replace")

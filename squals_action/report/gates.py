@@ -16,10 +16,19 @@ from squals_action.gates.interface import Finding, GateResult
 from squals_action.process import read_log_tail
 from squals_action.report import workflow_commands as wc
 from squals_action.report.markdown import code, code_block, details, duration, escape, table
+from squals_action.report.model import Problem, Status, Step
 
 STATUS_ICONS = {"pass": "✅", "fail": "❌", "skip": "⏭️", "error": "⚠️", "timeout": "⏱️"}
 LOG_TAIL_LINES = 40
 MAX_FINDINGS_SHOWN = 30
+#: A gate's status as a report step's (a check run's conclusion)
+_STEP_STATUS: dict[str, Status] = {
+    "pass": "success",
+    "skip": "skipped",
+    "fail": "failure",
+    "error": "failure",
+    "timeout": "failure",
+}
 
 
 def overall(results: Sequence[GateResult]) -> str:
@@ -118,3 +127,28 @@ def emit_github(results: Sequence[GateResult], stream: TextIO | None = None) -> 
             wc.emit(
                 wc.error(f"{r.name}: {r.summary}", title=f"squals gate {r.name} {r.status}"), stream=stream
             )
+
+
+def gate_steps(results: Sequence[GateResult]) -> tuple[tuple[Step, ...], tuple[Problem, ...]]:
+    """The gates' results as rows of the action's report (a failed gate's row ends with its log's tail, a
+    check's row links to it) and their findings as problems (annotations)."""
+    steps = []
+    problems: list[Problem] = []
+    for r in results:
+        detail = r.summary
+        if not r.ok and r.log_path is not None:
+            detail = f"{r.summary}\n{read_log_tail(r.log_path, max_bytes=4000, max_lines=None)}"
+        steps.append(
+            Step(r.name, _STEP_STATUS.get(r.status, "failure"), r.duration, detail, kind=r.stage, url=r.url)
+        )
+        problems.extend(
+            Problem(
+                f.message,
+                file=f.file,
+                line=f.line,
+                level="failure" if f.blocking else "warning",
+                title=f"gate {r.name}",
+            )
+            for f in r.findings
+        )
+    return tuple(steps), tuple(problems)
