@@ -174,7 +174,10 @@ class Trip:
 
     def _count_error(self, *, connection: bool = False) -> None:
         """Count an error of this request (a 5xx or an abort; ``connection``: refused, reset, timed out) on
-        its variant, in flight with it until :meth:`_settle`."""
+        its variant, in flight with it until :meth:`_settle`. One request is one error at most: a 5xx whose
+        body then breaks off is that 5xx (counted twice, a window could read more than 100 %)."""
+        if self.unsettled:
+            return
         counter = self.counter
         if connection:
             counter.add_connection_error()

@@ -19,8 +19,8 @@ from tests.support.dealer import DealerFactory
 class _Scripted(socketserver.BaseRequestHandler):
     """Keep-alive HTTP/1.1 by path: ``/ok`` answers, ``/then-drop`` answers and then closes the connection
     on the next request, unanswered (an upstream that closed an idle connection as it was reused),
-    ``/broken`` breaks off in the body, ``/silent`` never answers, ``/late-500`` sends a 500's head at once
-    and its body a second later."""
+    ``/broken`` (``/broken-500``) breaks off in the body of a 200 (of a 500), ``/silent`` never answers,
+    ``/late-500`` sends a 500's head at once and its body a second later."""
 
     def handle(self) -> None:
         sock: socket.socket = self.request
@@ -41,8 +41,9 @@ class _Scripted(socketserver.BaseRequestHandler):
                 time.sleep(1.0)
                 sock.sendall(b"late")
                 continue
-            if path == b"/broken":
-                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
+            if path in (b"/broken", b"/broken-500"):
+                status = b"500 Internal Server Error" if path == b"/broken-500" else b"200 OK"
+                sock.sendall(b"HTTP/1.1 %s\r\nContent-Length: 100\r\n\r\nonly part" % status)
                 return
             sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             if path == b"/then-drop":
@@ -109,3 +110,16 @@ def test_an_error_counted_before_its_answer_is_done_is_neither_answered_nor_an_a
     done = dealer.tallies()["a"]
     figures = (done.errors, done.in_flight, done.in_flight_errors, done.answered, done.answered_errors)
     assert figures == (1, 0, 0, 1, 1)
+
+
+def test_a_5xx_whose_body_breaks_off_is_one_error(
+    scripted: tuple[str, list[int]], dealer_factory: DealerFactory
+) -> None:
+    """Counted once: as the 5xx it answered (before, also as a connection error, so one request was two)."""
+    url, _ = scripted
+    dealer = dealer_factory({"a": url}, {"a": 1})
+    broken = requests.get(dealer.url + "/broken-500", timeout=10)
+    assert (broken.status_code, broken.text) == (502, "upstream a broke off: BrokenOff\n")
+    tally = dealer.tallies()["a"]
+    assert (tally.activations, tally.errors, tally.server_errors, tally.connection_errors) == (1, 1, 1, 0)
+    assert (tally.answered, tally.answered_errors) == (1, 1)
