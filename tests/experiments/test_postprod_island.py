@@ -9,7 +9,6 @@ name cannot rule out, the guard on live records (``records.holders``) must.
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import timedelta
 
 import pytest
@@ -19,8 +18,7 @@ from squals_action.experiments.spec import island_names
 from squals_action.lifecycle.traffic import DealerTraffic
 from squals_action.providers import LocalProvider
 from squals_action.state import Documents, ExperimentState, Transition, utc_now
-from tests.support.experiments import Shop, experiment_engine, visit
-from tests.support.lifecycle import Load
+from tests.support.experiments import Shop, experiment_engine, green_wins_again, visit
 
 
 def _forget(docs: Documents) -> Documents:
@@ -37,13 +35,7 @@ def test_a_new_experiment_onto_postprods_island_is_refused_and_a_stop_never_dest
     assert won.promoted == "green", won.message
     public = DealerTraffic(shop.path / ".squals" / "dealer").url()
     assert public is not None
-    two = eng.start(experiment_id="two", pr=8)
-    assert two.url
-    visit(two.url, 160)
-    with Load(lambda: public) as load:  # the bake of the second winner needs visitors
-        (again,) = eng.tick()
-    assert again.promoted == "green", again.message
-    assert load.results and load.failures() == [], Counter(load.failures())
+    green_wins_again(eng, public, experiment_id="two", pr=8)
     envs = eng.store.read().environments()
     assert (envs["pr-7"].status, envs["pr-8"].status) == ("postprod", "prod")
     postprod = envs["pr-7"]

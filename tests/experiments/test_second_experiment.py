@@ -10,7 +10,6 @@ destroyed by an experiment.
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
@@ -27,8 +26,8 @@ from squals_action.state import EnvironmentState, ExperimentState, Transition, u
 from tests.experiments.test_aws import _shop, _stacks
 from tests.support.aws import Cloud, MotoCalls
 from tests.support.cloudwatch import publish_green_wins
-from tests.support.experiments import Shop, experiment_engine, make_shop, visit
-from tests.support.lifecycle import Load, git
+from tests.support.experiments import Shop, experiment_engine, green_wins_again, make_shop, visit
+from tests.support.lifecycle import git
 
 
 def _engine(work: Path) -> ExperimentEngine:
@@ -113,13 +112,7 @@ def test_locally_prod_serves_the_first_green_while_a_second_starts_and_stops_the
     after = first.store.read().environment("pr-7")
     assert after is not None and after.status == "prod" and after.handle == prod.handle
 
-    third = second.start(experiment_id="third", pr=8)
-    assert third.url
-    visit(third.url, 160)
-    with Load(lambda: public) as load:  # the bake of the second winner needs visitors
-        (again,) = second.tick()
-    assert again.promoted == "green", again.message
-    assert load.results and load.failures() == [], Counter(load.failures())
+    green_wins_again(second, public, experiment_id="third", pr=8)
     envs = first.store.read().environments()
     assert envs["pr-8"].status == "prod" and envs["pr-8"].handle
     shop.kept.add(str(envs["pr-8"].handle["env"]))

@@ -15,6 +15,7 @@ import http.client
 import os
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from squals_action.manifest import load
 from squals_action.manifest.model import Manifest
 from squals_action.providers import LocalProvider
 from squals_action.state import StateStore, open_store
-from tests.support.lifecycle import git
+from tests.support.lifecycle import Load, git
 
 APP = r"""
 import http.server, itertools, os, socketserver, threading
@@ -206,6 +207,19 @@ def project_lifecycle(
         traffic=DealerTraffic(shop.path / ".squals" / "dealer"),
         log_dir=shop.path / ".squals" / "logs",
     )
+
+
+def green_wins_again(engine: ExperimentEngine, public: str, *, experiment_id: str, pr: int) -> None:
+    """A later experiment whose green wins while prod already serves ``public``: its islands get visitors
+    enough to decide, and its tick runs under traffic on ``public`` (the winner's bake needs visitors);
+    green is promoted and no request fails."""
+    started = engine.start(experiment_id=experiment_id, pr=pr)
+    assert started.url
+    visit(started.url, 160)
+    with Load(lambda: public) as load:
+        (won,) = engine.tick()
+    assert won.promoted == "green", won.message
+    assert load.results and load.failures() == [], Counter(load.failures())
 
 
 def visit(url: str, count: int, path: str = "/") -> dict[str, int]:
